@@ -1,0 +1,227 @@
+"""OpenFlow state as plain values, cookie ownership, and the desired-vs-actual diff.
+
+A switch's state is a set of ``Flow`` and ``Group`` values.  The pipeline
+computes the desired set, ``controller.ofmsg`` reads the actual one back from
+flow/group stats in the same normal form, and ``diff`` says what to send, so a
+controller restart with nothing changed sends nothing (hitless).
+
+Instructions are tuples, kept in OpenFlow 1.3 execution order (the order OVS
+echoes them): ``("meter", id)``, ``("apply", (action, ...))``,
+``("write_metadata", value, mask)``, ``("goto", table)``.  Empty = drop.
+Actions: ``("output", port)``, ``("set_field", field, value)``,
+``("group", id)``, ``("push_vlan", ethertype)``, ``("pop_vlan",)``,
+``("learn", LearnSpec)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+__all__ = [
+    "COOKIE_PREFIX", "COOKIE_BASE", "COOKIE_ISOLATION", "COOKIE_ENDPOINT",
+    "COOKIE_LEARNED", "COOKIE_VLAN", "COOKIE_QOS", "COOKIE_ACL", "feature_of",
+    "LearnSpec", "Flow", "Group", "SwitchState", "Delta", "flow", "diff",
+    "owns_group", "MatchValue",
+]
+
+# --- cookies: bits 48-63 say "weft", bits 40-47 name the feature ---------------
+COOKIE_PREFIX = 0x5746 << 48                # "WF"
+_FEATURE_SHIFT = 40
+_FEATURES = {1: "base", 2: "isolation", 3: "endpoint", 4: "learned", 5: "vlan", 6: "qos", 7: "acl"}
+
+
+def _cookie(feature_id: int) -> int:
+    return COOKIE_PREFIX | feature_id << _FEATURE_SHIFT
+
+
+COOKIE_BASE = _cookie(1)          # table-miss flows: the pipeline skeleton
+COOKIE_ISOLATION = _cookie(2)     # classify, flood: what keeps tenants apart
+COOKIE_ENDPOINT = _cookie(3)      # static MACs of bound endpoints
+COOKIE_LEARNED = _cookie(4)       # written by the switch's learn action, never by us
+COOKIE_VLAN = _cookie(5)          # reserved: trunk ports
+COOKIE_QOS = _cookie(6)           # reserved: meters
+COOKIE_ACL = _cookie(7)           # reserved: flow rules
+
+
+def feature_of(cookie: int) -> str | None:
+    """The weft feature owning ``cookie``; None when the flow is not ours to touch."""
+    if cookie >> 48 != COOKIE_PREFIX >> 48:
+        return None
+    return _FEATURES.get(cookie >> _FEATURE_SHIFT & 0xFF)
+
+
+# --- flows and groups -------------------------------------------------------------
+MatchValue = int | str | tuple[int, int] | tuple[str, str]
+
+_FIELD_BITS = {"metadata": 64, "tunnel_id": 64, "eth_dst": 48, "eth_src": 48,
+               "vlan_vid": 13, "in_port": 32, "eth_type": 16}
+_MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
+_INSTRUCTION_ORDER = {"meter": 0, "apply": 1, "write_metadata": 2, "goto": 3}  # others last
+
+
+@dataclass(frozen=True)
+class LearnSpec:
+    """An in-switch MAC-learning action (OVS ``learn``), described by intent.
+
+    Each packet that runs it (re)writes one flow into ``table``: match
+    ``metadata & metadata_mask == metadata`` (immediates: the learn runs in
+    apply-actions, before write-metadata, so the packet's own metadata is not
+    yet the tenant's) and ``eth_dst == packet eth_src``; actions: copy the
+    packet's tunnel_id if ``load_tunnel_id``, output to the packet's in_port if
+    ``output_in_port`` (no action at all = a learned drop).
+    """
+
+    table: int
+    priority: int
+    idle_timeout: int
+    cookie: int
+    metadata: int
+    metadata_mask: int
+    load_tunnel_id: bool = False
+    output_in_port: bool = True
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One flow entry; OpenFlow identity is (table, priority, match). Build with ``flow()``."""
+
+    table: int
+    priority: int
+    match: tuple[tuple[str, MatchValue], ...]
+    instructions: tuple
+    cookie: int
+    idle_timeout: int = 0
+
+    @property
+    def identity(self) -> tuple[int, int, tuple]:
+        return (self.table, self.priority, self.match)
+
+
+def flow(table: int, priority: int, match: Mapping[str, Any], instructions: Iterable[tuple],
+         cookie: int, idle_timeout: int = 0) -> Flow:
+    """A ``Flow`` in the normal form the switch echoes, so equal flows compare equal.
+
+    Match items are sorted, MACs lowercased, masks applied to values, full masks
+    dropped; instructions sorted in execution order, empty apply-actions dropped.
+    """
+    items = tuple(sorted((k, _normal_match_value(k, v)) for k, v in match.items()))
+    instrs = tuple(sorted(
+        (_normal_instruction(i) for i in instructions if not (i[0] == "apply" and not i[1])),
+        key=lambda i: _INSTRUCTION_ORDER.get(i[0], len(_INSTRUCTION_ORDER))))
+    return Flow(table, priority, items, instrs, cookie, idle_timeout)
+
+
+def _normal_match_value(field: str, value: Any) -> MatchValue:
+    if not isinstance(value, tuple):
+        return value.lower() if isinstance(value, str) else value
+    val, mask = value
+    if field in _MAC_FIELDS:
+        v, m = _mac_int(val), _mac_int(mask)
+        return _mac_str(v) if m == (1 << 48) - 1 else (_mac_str(v & m), _mac_str(m))
+    if isinstance(val, str):
+        return (val.lower(), mask.lower())
+    bits = _FIELD_BITS.get(field)
+    if bits is not None and mask == (1 << bits) - 1:
+        return val
+    return (val & mask, mask)
+
+
+def _normal_instruction(instr: tuple) -> tuple:
+    if instr[0] == "write_metadata":
+        _, value, mask = instr
+        return ("write_metadata", value & mask, mask)
+    if instr[0] == "apply":
+        return ("apply", tuple(instr[1]))
+    return instr
+
+
+def _mac_int(mac: str) -> int:
+    return int(mac.replace(":", ""), 16)
+
+
+def _mac_str(value: int) -> str:
+    raw = f"{value:012x}"
+    return ":".join(raw[i:i + 2] for i in range(0, 12, 2))
+
+
+@dataclass(frozen=True)
+class Group:
+    """A group entry; weft uses type "all" for per-tenant flooding."""
+
+    group_id: int
+    type: str
+    buckets: tuple[tuple[tuple, ...], ...]
+
+
+# Flood groups are 2*vni and 2*vni+1 (see pipeline); groups carry no cookie, so
+# ownership is by id range.
+_GROUP_ID_LIMIT = 2 << 24
+
+
+def owns_group(group_id: int) -> bool:
+    """True for group ids in weft's range (groups have no cookie to say so)."""
+    return 0 < group_id < _GROUP_ID_LIMIT
+
+
+@dataclass(frozen=True)
+class SwitchState:
+    """Everything weft cares about on one switch."""
+
+    flows: frozenset[Flow] = frozenset()
+    groups: frozenset[Group] = frozenset()
+
+
+# --- diff ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Delta:
+    """What to send to turn actual into desired.
+
+    Send in this order: delete_flows (delete_strict, our cookie only),
+    delete_groups, add_groups, modify_groups, add_flows, then a barrier.
+    ``add_flows`` also holds flows whose identity exists with other
+    instructions/cookie/timeout: an OFPFC_ADD with an existing identity replaces
+    that entry atomically, so a changed flow never has a gap (delete+add would).
+    """
+
+    delete_flows: tuple[Flow, ...] = ()
+    add_flows: tuple[Flow, ...] = ()
+    delete_groups: tuple[Group, ...] = ()
+    add_groups: tuple[Group, ...] = ()
+    modify_groups: tuple[Group, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.delete_flows or self.add_flows or self.delete_groups
+                    or self.add_groups or self.modify_groups)
+
+
+def _flow_order(f: Flow) -> tuple:
+    return (f.table, -f.priority, repr(f.match), f.cookie, repr(f.instructions))
+
+
+def diff(desired: SwitchState, actual: SwitchState) -> Delta:
+    """The minimal, deterministic delta from ``actual`` to ``desired``.
+
+    Never wipes: only flows with a weft cookie are deleted, flows written by the
+    learn action are neither deleted nor missed, only weft-range groups go.
+    """
+    want = {f.identity: f for f in desired.flows}
+    have = {f.identity: f for f in actual.flows if feature_of(f.cookie) != "learned"}
+    delete = [f for ident, f in have.items()
+              if ident not in want and feature_of(f.cookie) is not None]
+    add = [f for ident, f in want.items() if have.get(ident) != f]
+
+    want_g = {g.group_id: g for g in desired.groups}
+    have_g = {g.group_id: g for g in actual.groups}
+    del_g = [g for gid, g in have_g.items() if gid not in want_g and owns_group(gid)]
+    add_g = [g for gid, g in want_g.items() if gid not in have_g]
+    mod_g = [g for gid, g in want_g.items() if gid in have_g and have_g[gid] != g]
+
+    by_id = lambda g: g.group_id  # noqa: E731
+    return Delta(
+        delete_flows=tuple(sorted(delete, key=_flow_order)),
+        add_flows=tuple(sorted(add, key=_flow_order)),
+        delete_groups=tuple(sorted(del_g, key=by_id)),
+        add_groups=tuple(sorted(add_g, key=by_id)),
+        modify_groups=tuple(sorted(mod_g, key=by_id)),
+    )

@@ -1,0 +1,125 @@
+"""The cluster as the controller sees it: tenants, port bindings, hosts.
+
+Plain frozen values, validated on construction, so the pipeline can trust them
+and two snapshots can be compared with ``==`` (diff old vs new config).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ovs_agent.hostsfile import DOCKER_LINK_PORT
+
+__all__ = [
+    "ACCESS", "TRUNK", "MAX_VNI", "DOCKER_LINK_PORT", "DEFAULT_TENANT",
+    "Tenant", "Binding", "Topology",
+]
+
+ACCESS = "access"
+TRUNK = "trunk"
+MAX_VNI = (1 << 24) - 1          # VXLAN VNIs are 24 bits; metadata holds them
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """An isolated L2 segment spanning hosts; the VNI is its identity on the wire."""
+
+    name: str
+    vni: int
+    vlan: int | None = None          # 802.1Q id used on trunk ports
+    subnet: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("tenant name must not be empty")
+        if not 1 <= self.vni <= MAX_VNI:
+            raise ValueError(f"tenant {self.name!r}: vni {self.vni} not in 1..{MAX_VNI}")
+        if self.vlan is not None and not 1 <= self.vlan <= 4094:
+            raise ValueError(f"tenant {self.name!r}: vlan {self.vlan} not in 1..4094")
+
+
+DEFAULT_TENANT = Tenant(
+    "default", vni=1,
+    description="built-in: every host's docker0 link, so stock docker run containers share one network",
+)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A br0 port on one host given to a tenant; ``mac`` is a known endpoint behind it."""
+
+    host: str
+    port: str
+    tenant: str
+    mode: str = ACCESS
+    mac: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in (ACCESS, TRUNK):
+            raise ValueError(f"binding {self.host}/{self.port}: mode {self.mode!r} not access|trunk")
+        if self.mac is not None:
+            mac = self.mac.lower()
+            if not _MAC_RE.match(mac):
+                raise ValueError(f"binding {self.host}/{self.port}: bad mac {self.mac!r}")
+            if int(mac[:2], 16) & 1:
+                raise ValueError(f"binding {self.host}/{self.port}: mac {mac} is multicast")
+            object.__setattr__(self, "mac", mac)  # normalise: flows compare lowercase MACs
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Everything the pipeline needs about the cluster, for every switch at once.
+
+    The default tenant is always present (added if absent) and owns the docker0
+    link port of every host in ``hosts``; that binding is implicit, not stored.
+    """
+
+    tenants: tuple[Tenant, ...] = ()
+    bindings: tuple[Binding, ...] = ()
+    hosts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.all_tenants]
+        vnis = [t.vni for t in self.all_tenants]
+        _unique(names, "tenant name")
+        _unique(vnis, "tenant vni")
+        known = set(names)
+        for b in self.bindings:
+            if b.tenant not in known:
+                raise ValueError(f"binding {b.host}/{b.port}: unknown tenant {b.tenant!r}")
+            if b.port == DOCKER_LINK_PORT:
+                raise ValueError(f"binding {b.host}/{b.port}: the docker0 link belongs to the default tenant")
+        _unique([(b.host, b.port) for b in self.bindings], "binding of port")
+        _unique([(b.tenant, b.mac) for b in self.bindings if b.mac], "mac in tenant")
+
+    @property
+    def all_tenants(self) -> tuple[Tenant, ...]:
+        """``tenants`` plus the built-in default tenant when not listed."""
+        if any(t.name == DEFAULT_TENANT.name for t in self.tenants):
+            return self.tenants
+        return (DEFAULT_TENANT, *self.tenants)
+
+    def tenant(self, name: str) -> Tenant:
+        for t in self.all_tenants:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def bindings_on(self, host: str) -> tuple[Binding, ...]:
+        """Stored bindings of ``host`` plus its implicit docker0 link binding."""
+        implicit = (Binding(host, DOCKER_LINK_PORT, DEFAULT_TENANT.name),) if host in self.hosts else ()
+        return implicit + tuple(b for b in self.bindings if b.host == host)
+
+    def tenants_on(self, host: str) -> frozenset[str]:
+        """Names of the tenants with any binding on ``host``."""
+        return frozenset(b.tenant for b in self.bindings_on(host))
+
+
+def _unique(values: list, what: str) -> None:
+    seen = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"duplicate {what}: {v!r}")
+        seen.add(v)

@@ -1,0 +1,221 @@
+"""Translate weft's plain flows and groups to os-ken messages and back.
+
+The only module that touches os-ken's ofproto.  The reverse direction
+(stats -> ``Flow``/``Group``) lands in the same normal form as
+``controller.flows.flow`` so that a flow read back from OVS compares equal to
+the desired one: with nothing changed, a reconnect sends zero flow-mods.
+
+Normalisation on the way back:
+  * NXM field names (``eth_dst_nxm``, ``tunnel_id_nxm``, ...) become their OXM
+    names, whichever header the switch chose to echo;
+  * output ``max_len`` is ignored (it only matters for the controller port);
+  * anything weft does not model becomes ``("unknown", text)``, which never
+    equals a desired flow, so such a flow of ours is simply replaced.
+
+The learn action is sent as NXAST_LEARN with specs written the way OVS
+echoes them (neutron br_tun does the same): metadata as immediates per
+contiguous run of the mask, ``NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[]``,
+``load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[]``, ``output:OXM_OF_IN_PORT[]``.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Protocol
+
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as ofpp
+
+from controller.flows import Flow, Group, LearnSpec, flow
+
+__all__ = ["flow_mod", "group_mod", "flow_from_stats", "flows_from_stats", "group_from_desc"]
+
+
+class Datapath(Protocol):
+    """What we need of an os-ken Datapath (a stub with these two serves tests)."""
+
+    ofproto: Any
+    ofproto_parser: Any
+
+
+_FLOW_COMMANDS = {"add": ofp.OFPFC_ADD, "delete_strict": ofp.OFPFC_DELETE_STRICT}
+_GROUP_COMMANDS = {"add": ofp.OFPGC_ADD, "modify": ofp.OFPGC_MODIFY, "delete": ofp.OFPGC_DELETE}
+_GROUP_TYPES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT,
+                "indirect": ofp.OFPGT_INDIRECT, "ff": ofp.OFPGT_FF}
+_GROUP_TYPE_NAMES = {v: k for k, v in _GROUP_TYPES.items()}
+_ALL_COOKIE_BITS = (1 << 64) - 1
+
+
+# --- weft -> os-ken -----------------------------------------------------------------
+def flow_mod(dp: Datapath, f: Flow, command: str) -> Any:
+    """An OFPFlowMod: ``add`` (also replaces an entry of the same identity) or
+    ``delete_strict`` (only if the cookie still matches: never someone else's)."""
+    ofproto, parser = dp.ofproto, dp.ofproto_parser
+    match = parser.OFPMatch(**dict(f.match))
+    if command == "add":
+        return parser.OFPFlowMod(
+            dp, cookie=f.cookie, table_id=f.table, command=ofproto.OFPFC_ADD,
+            idle_timeout=f.idle_timeout, priority=f.priority, buffer_id=ofproto.OFP_NO_BUFFER,
+            match=match, instructions=[_instruction(parser, i) for i in f.instructions])
+    if command == "delete_strict":
+        return parser.OFPFlowMod(
+            dp, cookie=f.cookie, cookie_mask=_ALL_COOKIE_BITS, table_id=f.table,
+            command=ofproto.OFPFC_DELETE_STRICT, priority=f.priority,
+            out_port=ofproto.OFPP_ANY, out_group=ofproto.OFPG_ANY, match=match)
+    raise ValueError(f"flow command {command!r} not in {sorted(_FLOW_COMMANDS)}")
+
+
+def group_mod(dp: Datapath, group: Group, command: str) -> Any:
+    """An OFPGroupMod: ``add``, ``modify`` or ``delete``."""
+    ofproto, parser = dp.ofproto, dp.ofproto_parser
+    if command not in _GROUP_COMMANDS:
+        raise ValueError(f"group command {command!r} not in {sorted(_GROUP_COMMANDS)}")
+    buckets = [] if command == "delete" else [
+        parser.OFPBucket(weight=0, watch_port=ofproto.OFPP_ANY, watch_group=ofproto.OFPG_ANY,
+                         actions=[_action(parser, a) for a in bucket])
+        for bucket in group.buckets]
+    return parser.OFPGroupMod(dp, command=_GROUP_COMMANDS[command],
+                              type_=_GROUP_TYPES[group.type], group_id=group.group_id,
+                              buckets=buckets)
+
+
+def _instruction(parser: Any, instr: tuple) -> Any:
+    kind = instr[0]
+    if kind == "apply":
+        return parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
+                                            [_action(parser, a) for a in instr[1]])
+    if kind == "write_metadata":
+        return parser.OFPInstructionWriteMetadata(instr[1], instr[2])
+    if kind == "goto":
+        return parser.OFPInstructionGotoTable(instr[1])
+    if kind == "meter":
+        return parser.OFPInstructionMeter(instr[1], ofp.OFPIT_METER)
+    raise ValueError(f"unknown instruction {instr!r}")
+
+
+def _action(parser: Any, action: tuple) -> Any:
+    kind = action[0]
+    if kind == "output":
+        max_len = ofp.OFPCML_NO_BUFFER if action[1] == ofp.OFPP_CONTROLLER else 0
+        return parser.OFPActionOutput(action[1], max_len)
+    if kind == "set_field":
+        return parser.OFPActionSetField(**{action[1]: action[2]})
+    if kind == "group":
+        return parser.OFPActionGroup(action[1])
+    if kind == "push_vlan":
+        return parser.OFPActionPushVlan(action[1])
+    if kind == "pop_vlan":
+        return parser.OFPActionPopVlan()
+    if kind == "learn":
+        return _learn_action(parser, action[1])
+    raise ValueError(f"unknown action {action!r}")
+
+
+def _learn_action(parser: Any, spec: LearnSpec) -> Any:
+    specs = [parser.NXFlowSpecMatch(src=(spec.metadata >> ofs) & ((1 << n) - 1),
+                                    dst=("metadata", ofs), n_bits=n)
+             for ofs, n in _bit_runs(spec.metadata_mask)]
+    specs.append(parser.NXFlowSpecMatch(src=("eth_src_nxm", 0), dst=("eth_dst_nxm", 0), n_bits=48))
+    if spec.load_tunnel_id:
+        specs.append(parser.NXFlowSpecLoad(src=("tunnel_id_nxm", 0), dst=("tunnel_id_nxm", 0),
+                                           n_bits=64))
+    if spec.output_in_port:
+        specs.append(parser.NXFlowSpecOutput(src=("in_port", 0), dst="", n_bits=32))
+    return parser.NXActionLearn(table_id=spec.table, specs=specs, idle_timeout=spec.idle_timeout,
+                                priority=spec.priority, cookie=spec.cookie)
+
+
+def _bit_runs(mask: int) -> list[tuple[int, int]]:
+    """Contiguous runs of 1-bits in ``mask`` as (offset, n_bits), lowest first."""
+    runs, ofs = [], 0
+    while mask >> ofs:
+        if mask >> ofs & 1:
+            n = 0
+            while mask >> (ofs + n) & 1:
+                n += 1
+            runs.append((ofs, n))
+            ofs += n
+        else:
+            ofs += 1
+    return runs
+
+
+# --- os-ken -> weft -----------------------------------------------------------------
+def flow_from_stats(stats: Any) -> Flow:
+    """An OFPFlowStats entry as the ``Flow`` weft would have asked for."""
+    match = {_oxm_name(k): v for k, v in stats.match.items()}
+    return flow(stats.table_id, stats.priority, match,
+                [_parse_instruction(i) for i in stats.instructions],
+                stats.cookie, stats.idle_timeout)
+
+
+def group_from_desc(desc: Any) -> Group:
+    """An OFPGroupDescStats entry as a ``Group``."""
+    return Group(desc.group_id, _GROUP_TYPE_NAMES.get(desc.type, f"unknown-{desc.type}"),
+                 tuple(tuple(_parse_action(a) for a in b.actions) for b in desc.buckets))
+
+
+def _oxm_name(name: str) -> str:
+    return name.removesuffix("_nxm")
+
+
+def _parse_instruction(instr: Any) -> tuple:
+    if isinstance(instr, ofpp.OFPInstructionActions) and instr.type == ofp.OFPIT_APPLY_ACTIONS:
+        return ("apply", tuple(_parse_action(a) for a in instr.actions))
+    if isinstance(instr, ofpp.OFPInstructionWriteMetadata):
+        return ("write_metadata", instr.metadata, instr.metadata_mask)
+    if isinstance(instr, ofpp.OFPInstructionGotoTable):
+        return ("goto", instr.table_id)
+    if isinstance(instr, ofpp.OFPInstructionMeter):
+        return ("meter", instr.meter_id)
+    return ("unknown", str(instr))
+
+
+def _parse_action(action: Any) -> tuple:
+    if isinstance(action, ofpp.OFPActionOutput):
+        return ("output", action.port)
+    if isinstance(action, ofpp.OFPActionSetField):
+        value = action.value
+        return ("set_field", _oxm_name(action.key), value.lower() if isinstance(value, str) else value)
+    if isinstance(action, ofpp.OFPActionGroup):
+        return ("group", action.group_id)
+    if isinstance(action, ofpp.OFPActionPushVlan):
+        return ("push_vlan", action.ethertype)
+    if isinstance(action, ofpp.OFPActionPopVlan):
+        return ("pop_vlan",)
+    if isinstance(action, ofpp.NXActionLearn):
+        spec = _parse_learn(action)
+        if spec is not None:
+            return ("learn", spec)
+    return ("unknown", str(action))
+
+
+def _parse_learn(action: Any) -> LearnSpec | None:
+    """The LearnSpec an NXActionLearn expresses; None if it is not one of ours."""
+    if action.hard_timeout or action.flags or action.fin_idle_timeout or action.fin_hard_timeout:
+        return None
+    metadata = mask = 0
+    eth = load_tunnel_id = output = False
+    for s in action.specs:
+        src = (_oxm_name(s.src[0]), s.src[1]) if isinstance(s.src, tuple) else s.src
+        dst = (_oxm_name(s.dst[0]), s.dst[1]) if isinstance(s.dst, tuple) else s.dst
+        if isinstance(s, ofpp.NXFlowSpecMatch) and isinstance(src, int) and dst[0] == "metadata":
+            run = ((1 << s.n_bits) - 1) << dst[1]
+            metadata, mask = metadata | (src << dst[1]) & run, mask | run
+        elif isinstance(s, ofpp.NXFlowSpecMatch) and (src, dst, s.n_bits) == (("eth_src", 0), ("eth_dst", 0), 48):
+            eth = True
+        elif isinstance(s, ofpp.NXFlowSpecLoad) and (src, dst, s.n_bits) == (("tunnel_id", 0), ("tunnel_id", 0), 64):
+            load_tunnel_id = True
+        elif isinstance(s, ofpp.NXFlowSpecOutput) and src == ("in_port", 0) and s.n_bits in (16, 32):
+            output = True
+        else:
+            return None
+    if not eth:
+        return None
+    return LearnSpec(table=action.table_id, priority=action.priority,
+                     idle_timeout=action.idle_timeout, cookie=action.cookie,
+                     metadata=metadata, metadata_mask=mask,
+                     load_tunnel_id=load_tunnel_id, output_in_port=output)
+
+
+def flows_from_stats(entries: Iterable[Any]) -> frozenset[Flow]:
+    """Convenience: a whole flow-stats reply body as a set."""
+    return frozenset(flow_from_stats(e) for e in entries)

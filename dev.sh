@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian 12 machine (run as root):
+#   ./dev.sh demo   install everything, bring up the two-host lab, show traffic, tear down
+#   ./dev.sh test   install everything, run the whole test suite
+#   ./dev.sh setup  install only
+# Idempotent: a second run only checks what is already there.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(openvswitch-switch iperf3 ethtool tcpdump iproute2 iputils-ping arping
+              procps python3-venv python3-dev gcc)
+VENV=${WEFT_VENV:-.venv}
+
+setup() {
+  if [ "$(id -u)" != 0 ]; then echo "dev.sh: run as root (the lab creates namespaces)" >&2; exit 1; fi
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "== apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # The lab runs its own OVS per host namespace; a system-wide one is not needed.
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "== python venv in $VENV"
+    python3 -m venv "$VENV"
+  fi
+  if ! "$VENV/bin/python" -c 'import controller, ovs_agent, weft_lab, pytest, hypothesis' 2>/dev/null \
+     || [ setup.cfg -nt "$VENV/.installed" ]; then
+    echo "== pip install -e .[test]"
+    "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+    "$VENV/bin/pip" install -q -e '.[test]'
+    touch "$VENV/.installed"
+  fi
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  demo)  setup; exec "$VENV/bin/python" -m weft_lab.demo "${@:2}" ;;
+  test)  setup; exec "$VENV/bin/python" -m pytest -q "${@:2}" ;;
+  *) echo "usage: $0 demo|test|setup" >&2; exit 2 ;;
+esac

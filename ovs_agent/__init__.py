@@ -1,0 +1,1 @@
+"""weft per-host agent: keeps this host's br0, tunnels and docker0 link as hosts.yaml says."""

@@ -1,0 +1,379 @@
+"""The hosts.yaml model shared by every agent and the controller.
+
+Pure and I/O-free (only `load` reads the file): the whole file is validated into frozen
+objects before anything touches a switch, so a bad file changes nothing, and every error
+names the field and the line. Both sides derive port names and datapath ids from here so
+they agree without talking to each other.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field as dc_field
+from itertools import combinations
+from typing import Iterable, NoReturn
+from urllib.parse import urlsplit
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+TUNNEL_TYPES = ("vxlan", "gre")
+DATAPATH_TYPES = ("system", "netdev")
+BRIDGE = "br0"
+DOCKER_LINK_PORT = "weft-d0"    # br0 side of the docker0 <-> br0 veth pair
+DOCKER_LINK_PEER = "weft-d0p"   # docker0 side
+DEFAULT_MTU = 1500
+MTU_MIN, MTU_MAX = 1280, 9216
+VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+GRE_OVERHEAD = 42    # outer IPv4 20 + GRE 4 + key 4 (key=flow carries the VNI) + inner Ethernet 14
+IFNAME_MAX = 15      # Linux IFNAMSIZ - 1
+DPID_PREFIX = 0x5746  # "WF": marks a datapath id as one weft derived from a host name
+
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_TARGET_RE = re.compile(r"(tcp|ssl):(\[[0-9A-Fa-f:.]+\]|[0-9.]+):([0-9]{1,5})")
+_TAG = "tag:yaml.org,2002:"
+_TOP_KEYS = ("controller", "tunnel_type", "datapath_type", "mtu", "hosts")
+_HOST_KEYS = ("name", "underlay_ip", "docker_subnet", "tunnel_type", "datapath_type")
+
+
+class HostsFileError(ValueError):
+    """A hosts.yaml problem, located by dotted field path and 1-based line for the user."""
+
+    def __init__(self, field: str, message: str, line: int | None = None,
+                 source: str = "<string>") -> None:
+        super().__init__(field, message, line, source)
+        self.field, self.message, self.line, self.source = field, message, line, source
+
+    def __str__(self) -> str:
+        where = self.source if self.line is None else f"{self.source}:{self.line}"
+        return f"{where}: {self.field}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Host:
+    """One host, with cluster defaults already applied so callers never re-derive them."""
+    name: str
+    underlay_ip: str
+    docker_subnet: str | None
+    tunnel_type: str
+    datapath_type: str
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The validated file. `source` only labels errors raised later (e.g. by find_self)."""
+    controllers: tuple[str, ...]
+    api: str | None
+    tunnel_type: str
+    datapath_type: str
+    mtu: int
+    hosts: tuple[Host, ...]
+    source: str = dc_field(default="<string>", compare=False)
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def peers(self, name: str) -> tuple[Host, ...]:
+        """Every other host, in file order (the hosts `name` needs a tunnel to)."""
+        self.host(name)
+        return tuple(h for h in self.hosts if h.name != name)
+
+    def link_type(self, a: str, b: str) -> str:
+        """Tunnel type between two hosts: gre if either end says gre, else vxlan.
+
+        Symmetric on purpose: each end builds its own port, and a vxlan port never talks
+        to a gre port, so both ends must reach the same answer without coordinating.
+        gre wins because a host asks for it when it cannot do vxlan (e.g. UDP filtered).
+        """
+        types = {self.host(a).tunnel_type, self.host(b).tunnel_type}
+        return "gre" if "gre" in types else "vxlan"
+
+    def find_self(self, local_ips: Iterable[str], hostname: str) -> Host:
+        """This machine's entry: by underlay_ip among `local_ips`, else by hostname.
+
+        An address match wins because hostnames are often generic ("debian", "localhost").
+        Several address matches are refused rather than guessed: pass --host instead.
+        """
+        ips = set()
+        for raw in local_ips:
+            try:
+                ips.add(str(ipaddress.ip_interface(raw).ip))  # "10.0.0.1/24" is fine too
+            except ValueError:
+                continue
+        by_ip = [h for h in self.hosts if h.underlay_ip in ips]
+        if len(by_ip) > 1:
+            names = ", ".join(h.name for h in by_ip)
+            raise HostsFileError("hosts", f"several hosts have a local underlay_ip ({names});"
+                                 " choose one with --host NAME", None, self.source)
+        if by_ip:
+            return by_ip[0]
+        wanted = {hostname.lower(), hostname.lower().split(".")[0]}  # FQDN -> short name
+        for h in self.hosts:
+            if h.name in wanted:
+                return h
+        raise HostsFileError(
+            "hosts", f"no host is this machine: no underlay_ip is a local address "
+            f"({', '.join(sorted(ips)) or 'none'}) and no name matches hostname "
+            f"{hostname!r}; pass --host NAME", None, self.source)
+
+
+def tunnel_port_name(link_type: str, peer: str) -> str:
+    """Name of the br0 port tunnelling to `peer`, e.g. 'vx-host2'.
+
+    The controller computes the same name to find the port (and its ofport) for a peer,
+    so it must be a pure function of its inputs: hashlib, never hash(). It fits Linux's
+    15 characters: long peer names are cut and get 4 hex digits of sha1(peer); parse()
+    rejects a file where two host names would still collide.
+    """
+    prefixes = {"vxlan": "vx-", "gre": "gr-"}
+    if link_type not in prefixes:
+        raise ValueError(f"unknown link type {link_type!r}")
+    if not _NAME_RE.fullmatch(peer):
+        raise ValueError(f"{peer!r} is not a valid host name")
+    return prefixes[link_type] + _port_suffix(peer)
+
+
+def _port_suffix(peer: str) -> str:
+    room = IFNAME_MAX - 3
+    if len(peer) <= room:
+        return peer
+    return f"{peer[:room - 5]}-{hashlib.sha1(peer.encode()).hexdigest()[:4]}"
+
+
+def tunnel_mtu(cluster: Cluster) -> int:
+    """MTU for containers and the docker0 link, leaving room for the biggest encapsulation.
+
+    With a single host there are no links yet; its own tunnel type is used so the MTU does
+    not shrink the day a second host of the same type joins.
+    """
+    types = {cluster.link_type(a.name, b.name) for a, b in combinations(cluster.hosts, 2)}
+    types = types or {h.tunnel_type for h in cluster.hosts}
+    return cluster.mtu - (VXLAN_OVERHEAD if "vxlan" in types else GRE_OVERHEAD)
+
+
+def datapath_id(host: Host) -> int:
+    """Stable 64-bit datapath id, so the controller knows which host a switch is."""
+    return _dpid(host.name)
+
+
+def _dpid(name: str) -> int:
+    return DPID_PREFIX << 48 | int.from_bytes(hashlib.sha1(name.encode()).digest()[-6:], "big")
+
+
+def dpid_str(dpid: int) -> str:
+    """16 hex digits, the form OVS wants in other_config:datapath-id."""
+    return f"{dpid:016x}"
+
+
+def host_for_dpid(cluster: Cluster, dpid: int) -> Host | None:
+    return next((h for h in cluster.hosts if datapath_id(h) == dpid), None)
+
+
+def load(path: str | os.PathLike) -> Cluster:
+    with open(path, encoding="utf-8") as f:
+        return parse(f.read(), os.fspath(path))
+
+
+def parse(text: str, source: str = "<string>") -> Cluster:
+    """Validate the whole document; raise HostsFileError for the first problem found."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        what = ", ".join(filter(None, (e.context, e.problem)))
+        raise HostsFileError("<yaml>", f"invalid YAML: {what}", _line(mark), source) from None
+    except yaml.YAMLError as e:
+        raise HostsFileError("<yaml>", f"invalid YAML: {e}", None, source) from None
+    try:
+        return _cluster(root, source)
+    except _Invalid as e:
+        raise HostsFileError(e.field, e.message, e.line, source) from None
+
+
+class _Invalid(Exception):
+    def __init__(self, field: str, node: Node | None, message: str) -> None:
+        self.field, self.message = field, message
+        self.line = _line(node.start_mark) if node is not None else None
+
+
+def _line(mark: yaml.Mark | None) -> int | None:
+    return None if mark is None else mark.line + 1
+
+
+def _fail(field: str, node: Node | None, message: str) -> NoReturn:
+    raise _Invalid(field, node, message)
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    return node.tag.removeprefix(_TAG)
+
+
+def _is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _TAG + "null"
+
+
+def _mapping(node: Node | None, field: str, allowed: tuple[str, ...],
+             required: tuple[str, ...]) -> dict[str, Node]:
+    """Keys to value nodes; unknown and duplicate keys are errors so typos cannot pass."""
+    if node is None:
+        _fail(field or "<root>", None, "the file is empty")
+    if not isinstance(node, MappingNode):
+        _fail(field or "<root>", node, f"must be a mapping, got {_kind(node)}")
+    out: dict[str, Node] = {}
+    for key_node, value in node.value:
+        key = key_node.value if isinstance(key_node, ScalarNode) else None
+        if not isinstance(key, str) or key_node.tag != _TAG + "str":
+            _fail(field or "<root>", key_node, f"keys must be strings, got {_kind(key_node)}")
+        path = f"{field}.{key}" if field else key
+        if key in out:
+            _fail(path, key_node, f"duplicate key {key!r}")
+        if key not in allowed:
+            _fail(path, key_node, f"unknown key {key!r} (allowed: {', '.join(allowed)})")
+        if not (key not in required and _is_null(value)):  # optional `key: null` = unset
+            out[key] = value
+    for key in required:
+        if key not in out:
+            _fail(f"{field}.{key}" if field else key, node, "is required")
+    return out
+
+
+def _text(node: Node, field: str) -> str:
+    """A scalar's text as written: `name: 123` or `name: no` is a name, not a number."""
+    if not isinstance(node, ScalarNode) or _is_null(node):
+        _fail(field, node, f"must be a string, got {_kind(node)}")
+    return node.value
+
+
+def _choice(node: Node | None, field: str, allowed: tuple[str, ...], default: str) -> str:
+    if node is None:
+        return default
+    value = _text(node, field)
+    if value not in allowed:
+        what = field.rsplit(".", 1)[-1].replace("_", " ")
+        _fail(field, node, f"unknown {what} {value!r} (allowed: {', '.join(allowed)})")
+    return value
+
+
+def _target(node: Node, field: str) -> str:
+    value = _text(node, field)
+    m = _TARGET_RE.fullmatch(value)
+    ok = m is not None and 0 < int(m[3]) < 65536
+    if ok:
+        try:
+            ipaddress.ip_address(m[2].strip("[]"))
+        except ValueError:
+            ok = False
+    if not ok:
+        _fail(field, node, f"{value!r} is not an OpenFlow controller target "
+                           "(tcp:IP:PORT or ssl:IP:PORT)")
+    return value
+
+
+def _api(node: Node, field: str) -> str:
+    value = _text(node, field)
+    try:
+        url = urlsplit(value)
+        ok = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+    except ValueError:
+        ok = False
+    if not ok:
+        _fail(field, node, f"{value!r} is not an http(s) URL like http://10.99.0.1:8080")
+    return value.rstrip("/")
+
+
+def _ipv4(node: Node, field: str) -> str:
+    value = _text(node, field)
+    try:
+        ip = ipaddress.IPv4Address(value)
+    except ValueError:
+        _fail(field, node, f"{value!r} is not an IPv4 address")
+    for bad, what in ((ip.is_loopback, "loopback"), (ip.is_multicast, "multicast"),
+                      (ip.is_unspecified, "unspecified"), (ip.is_reserved, "reserved")):
+        if bad:
+            _fail(field, node, f"{value!r} is a {what} address, not a host's underlay IP")
+    return str(ip)
+
+
+def _subnet(node: Node, field: str) -> ipaddress.IPv4Network:
+    value = _text(node, field)
+    try:
+        loose = ipaddress.IPv4Network(value, strict=False)
+    except ValueError:
+        _fail(field, node, f"{value!r} is not an IPv4 CIDR like 172.18.1.0/24")
+    if "/" not in value:
+        _fail(field, node, f"{value!r} has no prefix length (like 172.18.1.0/24)")
+    if loose.network_address != ipaddress.IPv4Address(value.split("/")[0]):
+        _fail(field, node, f"{value!r} has host bits set; did you mean {loose}?")
+    return loose
+
+
+def _cluster(root: Node | None, source: str) -> Cluster:
+    top = _mapping(root, "", _TOP_KEYS, ("controller", "hosts"))
+    ctl = _mapping(top["controller"], "controller", ("openflow", "api"), ("openflow",))
+    targets = ctl["openflow"]
+    if isinstance(targets, SequenceNode):
+        if not targets.value:
+            _fail("controller.openflow", targets, "must list at least one target")
+        controllers = tuple(_target(n, f"controller.openflow[{i}]")
+                            for i, n in enumerate(targets.value))
+    else:
+        controllers = (_target(targets, "controller.openflow"),)
+    api = _api(ctl["api"], "controller.api") if "api" in ctl else None
+    tunnel = _choice(top.get("tunnel_type"), "tunnel_type", TUNNEL_TYPES, "vxlan")
+    datapath = _choice(top.get("datapath_type"), "datapath_type", DATAPATH_TYPES, "system")
+    mtu = DEFAULT_MTU
+    if "mtu" in top:
+        node = top["mtu"]
+        if not (isinstance(node, ScalarNode) and node.tag == _TAG + "int"):
+            _fail("mtu", node, f"must be an integer, got {_kind(node)}")
+        mtu = SafeConstructor().construct_yaml_int(node)
+        if not MTU_MIN <= mtu <= MTU_MAX:
+            _fail("mtu", node, f"{mtu} is outside {MTU_MIN}..{MTU_MAX}")
+    seq = top["hosts"]
+    if not isinstance(seq, SequenceNode):
+        _fail("hosts", seq, f"must be a list of hosts, got {_kind(seq)}")
+    if not seq.value:
+        _fail("hosts", seq, "must list at least one host")
+    hosts: list[Host] = []
+    seen: dict[tuple[str, str], str] = {}
+    subnets: list[tuple[ipaddress.IPv4Network, str]] = []
+    for i, node in enumerate(seq.value):
+        f = f"hosts[{i}]"
+        m = _mapping(node, f, _HOST_KEYS, ("name", "underlay_ip"))
+        name = _text(m["name"], f"{f}.name")
+        if not _NAME_RE.fullmatch(name):
+            _fail(f"{f}.name", m["name"], f"{name!r} is not a valid host name: lowercase "
+                  "letters, digits and '-', starting with a letter or digit, at most 63 "
+                  "characters (it becomes part of OVS port names)")
+        ip = _ipv4(m["underlay_ip"], f"{f}.underlay_ip")
+        dpid = dpid_str(_dpid(name))
+        for what, key, sub in (("host name", name, "name"), ("underlay_ip", ip, "underlay_ip"),
+                               ("tunnel port name suffix", _port_suffix(name), "name"),
+                               ("datapath id", dpid, "name")):
+            if (what, key) in seen:  # the last two are hash collisions: rename a host
+                _fail(f"{f}.{sub}", m[sub], f"duplicate {what} {key!r} (also {seen[what, key]})")
+            seen[what, key] = f"{f} {name!r}"
+        subnet = None
+        if "docker_subnet" in m:
+            net = _subnet(m["docker_subnet"], f"{f}.docker_subnet")
+            for other, owner in subnets:
+                if net.overlaps(other):
+                    _fail(f"{f}.docker_subnet", m["docker_subnet"],
+                          f"{net} overlaps {other} of host {owner!r}")
+            subnets.append((net, name))
+            subnet = str(net)
+        hosts.append(Host(name, ip, subnet,
+                          _choice(m.get("tunnel_type"), f"{f}.tunnel_type", TUNNEL_TYPES, tunnel),
+                          _choice(m.get("datapath_type"), f"{f}.datapath_type",
+                                  DATAPATH_TYPES, datapath)))
+    return Cluster(controllers, api, tunnel, datapath, mtu, tuple(hosts), source)

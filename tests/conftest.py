@@ -1,0 +1,59 @@
+"""Shared fixtures: lab tests need root and Open vSwitch, and must leave nothing behind."""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import pytest
+
+from weft_lab import lab as L
+from weft_lab.shell import netns_list, run
+
+LAB_COMMANDS = ("ovsdb-server", "ovs-vswitchd", "iperf3", "ping", "tcpdump",
+                "ovs-agent", "weft-manager")
+
+
+def live_processes() -> set[tuple[int, str]]:
+    """Non-zombie processes of the kinds a lab starts (pid, command)."""
+    found = set()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            continue
+        if any(c in cmd for c in LAB_COMMANDS) or "weft_lab.keeper" in cmd:
+            found.add((int(d.name), cmd.strip()))
+    return found
+
+
+def snapshot() -> dict:
+    return {"netns": set(netns_list()), "procs": live_processes(),
+            "links": {line.split(":")[1].strip() for line in
+                      run(["ip", "-o", "link", "show"]).splitlines() if ":" in line},
+            "run": set(os.listdir(L.RUN_ROOT)) if L.RUN_ROOT.exists() else set()}
+
+
+def lab_name(prefix: str = "t") -> str:
+    """A fresh lab name, so tests never collide with a user's lab."""
+    return f"{prefix}{secrets.token_hex(3)}"
+
+
+@pytest.fixture
+def leaves_nothing():
+    """Assert that the test leaves no namespace, process, link or state behind."""
+    if os.geteuid() != 0 or not shutil.which("ovs-vswitchd"):
+        pytest.fail("lab tests need root and openvswitch-switch (run ./dev.sh test)")
+    before = snapshot()
+    yield before
+    after = snapshot()
+    assert after["netns"] - before["netns"] == set(), "namespaces left behind"
+    assert after["procs"] - before["procs"] == set(), "processes left behind"
+    assert after["links"] - before["links"] == set(), "links left in the root namespace"
+    assert after["run"] - before["run"] == set(), "lab state left in " + str(L.RUN_ROOT)

@@ -1,0 +1,220 @@
+"""A fake OpenFlow 1.3 switch (and cluster of them) that answers "where does this frame go".
+
+In the spirit of faucet's ``clib/fakeoftable.py``: it evaluates the plain-data
+``SwitchState`` the pipeline computes, so tests assert forwarding behaviour
+rather than flow text.  Modelled: priorities (an ambiguous tie is an error,
+since OpenFlow leaves it undefined), masked matches, goto (forward only),
+write-metadata with mask, apply-actions (output, set_field, group ALL with a
+per-bucket copy of the frame, push/pop vlan), and OpenFlow's rule that
+output to the ingress port is dropped.
+
+``learn`` is a no-op by default.  With ``learn=True`` it installs the flow
+the LearnSpec describes after the frame has been processed (as OVS does: a
+learned flow is visible to later frames, never to the one that wrote it).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from controller.flows import Flow, Group, LearnSpec, SwitchState, flow
+from controller.model import Topology
+from controller.pipeline import desired_state
+
+OFPP_IN_PORT = 0xFFFFFFF8
+OFPVID_PRESENT = 0x1000
+_MAX_TABLE_HOPS = 64
+_MAX_TUNNEL_HOPS = 16
+
+Packet = dict[str, Any]
+
+
+class FakeSwitchError(AssertionError):
+    """The flows do something OpenFlow leaves undefined or forbids."""
+
+
+def _as_int(value: Any) -> int:
+    return int(value.replace(":", ""), 16) if isinstance(value, str) else int(value)
+
+
+def _field_value(pkt: Packet, name: str) -> int | None:
+    if name == "vlan_vid":   # OXM: VID | PRESENT when tagged, 0 (OFPVID_NONE) untagged
+        vid = pkt.get("vlan_vid")
+        return 0 if vid is None else vid | OFPVID_PRESENT
+    if name in ("tunnel_id", "metadata"):
+        return pkt.get(name) or 0
+    value = pkt.get(name)
+    return None if value is None else _as_int(value)
+
+
+def _matches(flow_: Flow, pkt: Packet) -> bool:
+    for name, want in flow_.match:
+        have = _field_value(pkt, name)
+        if have is None:
+            return False
+        if isinstance(want, tuple):
+            value, mask = _as_int(want[0]), _as_int(want[1])
+            if have & mask != value & mask:
+                return False
+        elif have != _as_int(want):
+            return False
+    return True
+
+
+class FakeOFTable:
+    """One switch: its flow tables and groups; ``forward`` runs a frame through them."""
+
+    def __init__(self, state: SwitchState, learn: bool = False) -> None:
+        self.flows: dict[tuple, Flow] = {f.identity: f for f in state.flows}
+        self.groups: dict[int, Group] = {g.group_id: g for g in state.groups}
+        self.learn = learn
+
+    def lookup(self, table: int, pkt: Packet) -> Flow | None:
+        """The flow that handles ``pkt`` in ``table``; None on a miss (drop)."""
+        hits = [f for f in self.flows.values() if f.table == table and _matches(f, pkt)]
+        if not hits:
+            return None
+        best = max(f.priority for f in hits)
+        top = [f for f in hits if f.priority == best]
+        if len(top) > 1:
+            raise FakeSwitchError(f"ambiguous match in table {table} at priority {best}: {top}")
+        return top[0]
+
+    def outputs(self, in_port: int, pkt: Mapping[str, Any]) -> list[tuple[int, Packet]]:
+        """Every (port, frame as sent) in order, duplicates kept."""
+        state: Packet = {"metadata": 0, "tunnel_id": None, "vlan_vid": None, **pkt, "in_port": in_port}
+        out: list[tuple[int, Packet]] = []
+        learned: list[Flow] = []
+        table = 0
+        for _ in range(_MAX_TABLE_HOPS):
+            entry = self.lookup(table, state)
+            if entry is None:
+                break
+            next_table = None
+            for instr in entry.instructions:
+                kind = instr[0]
+                if kind == "apply":
+                    self._apply(instr[1], state, out, learned)
+                elif kind == "write_metadata":
+                    _, value, mask = instr
+                    state["metadata"] = (state["metadata"] & ~mask) | (value & mask)
+                elif kind == "goto":
+                    next_table = instr[1]
+                elif kind != "meter":
+                    raise FakeSwitchError(f"unknown instruction {instr!r}")
+            if next_table is None:
+                break
+            if next_table <= table:
+                raise FakeSwitchError(f"goto {next_table} from table {table}: must go forward")
+            table = next_table
+        else:
+            raise FakeSwitchError("too many tables")
+        for f in learned:
+            self.flows[f.identity] = f
+        return out
+
+    def forward(self, in_port: int, pkt: Mapping[str, Any]) -> set[tuple[int, int | None]]:
+        """The set of (out_port, tunnel_id at output or None) for one frame."""
+        return {(port, sent["tunnel_id"]) for port, sent in self.outputs(in_port, pkt)}
+
+    def _apply(self, actions: Iterable[tuple], state: Packet, out: list, learned: list) -> None:
+        for action in actions:
+            kind = action[0]
+            if kind == "output":
+                port = state["in_port"] if action[1] == OFPP_IN_PORT else action[1]
+                if action[1] == OFPP_IN_PORT or port != state["in_port"]:
+                    out.append((port, dict(state)))
+            elif kind == "set_field":
+                _, name, value = action
+                state[name] = value & 0xFFF if name == "vlan_vid" else value
+            elif kind == "group":
+                group = self.groups.get(action[1])
+                if group is None:
+                    raise FakeSwitchError(f"output to missing group {action[1]}")
+                if group.type != "all":
+                    raise FakeSwitchError(f"group type {group.type} not modelled")
+                for bucket in group.buckets:
+                    self._apply(bucket, dict(state), out, learned)
+            elif kind == "push_vlan":
+                state["vlan_vid"] = state["vlan_vid"] or 0
+            elif kind == "pop_vlan":
+                state["vlan_vid"] = None
+            elif kind == "learn":
+                if self.learn:
+                    learned.append(_learned_flow(action[1], state))
+            else:
+                raise FakeSwitchError(f"unknown action {action!r}")
+
+
+def _learned_flow(spec: LearnSpec, pkt: Packet) -> Flow:
+    actions: list[tuple] = []
+    if spec.load_tunnel_id:
+        actions.append(("set_field", "tunnel_id", pkt["tunnel_id"] or 0))
+    if spec.output_in_port:
+        actions.append(("output", pkt["in_port"]))
+    return flow(spec.table, spec.priority,
+                {"metadata": (spec.metadata, spec.metadata_mask), "eth_dst": pkt["eth_src"]},
+                [("apply", tuple(actions))], spec.cookie, spec.idle_timeout)
+
+
+@dataclass
+class FakeHost:
+    """One host of a ``FakeCluster``: its switch and how its port names map."""
+
+    table: FakeOFTable
+    ports: Mapping[str, int]                 # port name -> ofport
+    tunnels: Mapping[str, str]               # peer host -> tunnel port name
+    names: dict[int, str] = field(init=False)        # ofport -> port name
+    peer_of: dict[str, str] = field(init=False)      # tunnel port name -> peer host
+
+    def __post_init__(self) -> None:
+        self.names = {ofport: name for name, ofport in self.ports.items()}
+        self.peer_of = {name: peer for peer, name in self.tunnels.items()}
+
+
+class FakeCluster:
+    """Several fake switches joined by tunnels: follow a frame to every port it reaches.
+
+    An output to the tunnel toward peer P with tunnel_id v arrives at P's
+    tunnel port toward this host, carrying tunnel_id v.
+    """
+
+    def __init__(self, hosts: Mapping[str, FakeHost]) -> None:
+        self.hosts = dict(hosts)
+
+    @classmethod
+    def from_topology(cls, topo: Topology, ports: Mapping[str, Mapping[str, int]],
+                      tunnels: Mapping[str, Mapping[str, str]], learn: bool = False) -> "FakeCluster":
+        return cls({
+            host: FakeHost(FakeOFTable(desired_state(host, topo, ports[host], tunnels[host]), learn),
+                           ports[host], tunnels[host])
+            for host in ports})
+
+    def deliveries(self, host: str, port: str, pkt: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Every (host, port name) the frame reaches outside the tunnels, duplicates kept."""
+        result: list[tuple[str, str]] = []
+        queue = deque([(host, port, dict(pkt), 0)])
+        while queue:
+            at, port_name, frame, hops = queue.popleft()
+            if hops > _MAX_TUNNEL_HOPS:
+                raise FakeSwitchError(f"forwarding loop: {frame} still travelling at {at}")
+            node = self.hosts[at]
+            for ofport, sent in node.table.outputs(node.ports[port_name], frame):
+                name = node.names[ofport]
+                peer = node.peer_of.get(name)
+                if peer is None:
+                    result.append((at, name))
+                    continue
+                arrival = self.hosts.get(peer)
+                back = arrival.tunnels.get(at) if arrival else None
+                if back is None or back not in arrival.ports:
+                    continue          # the far end has no tunnel back: lost
+                onward = {k: sent[k] for k in ("eth_src", "eth_dst", "vlan_vid") if sent.get(k) is not None}
+                onward["tunnel_id"] = sent["tunnel_id"] or 0
+                queue.append((peer, back, onward, hops + 1))
+        return result
+
+    def inject(self, host: str, port: str, pkt: Mapping[str, Any]) -> set[tuple[str, str]]:
+        """The set of (host, port name) a frame injected at ``host``/``port`` reaches."""
+        return set(self.deliveries(host, port, pkt))

@@ -1,0 +1,375 @@
+"""Building, inspecting and tearing down a lab.
+
+Names: every namespace of lab L is ``L.<node>`` (``L.ctl`` holds the
+underlay and management bridges and the controller), and every file lives in
+``/run/weft-lab/L/``.  Interfaces are created straight inside their
+namespaces, so nothing of a lab ever appears in the root namespace, and
+`down` finds all of it from the name alone, even after a crash.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from weft_lab import keeper
+from weft_lab.shell import CommandError, netns_list, netns_pids, run
+from weft_lab.topology import ExternalSwitch, Host, Topology
+
+RUN_ROOT = Path(os.environ.get("WEFT_LAB_RUN", "/run/weft-lab"))
+CTL = "ctl"
+UNDERLAY_BRIDGE = "ul"
+MGMT_BRIDGE = "mg"
+VSWITCH_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+
+
+class LabError(RuntimeError):
+    """The lab could not be built or found; the message says what to do."""
+
+
+def ns_name(lab: str, node: str) -> str:
+    return f"{lab}.{node}"
+
+
+def state_dir(lab: str) -> Path:
+    return RUN_ROOT / lab
+
+
+def host_dir(lab: str, host: str) -> Path:
+    return state_dir(lab) / "hosts" / host
+
+
+def ovs_env(lab: str, host: str) -> dict[str, str]:
+    """Environment that points OVS tools at a lab host's private OVS."""
+    d = str(host_dir(lab, host))
+    return {"OVS_RUNDIR": d, "OVS_DBDIR": d, "OVS_LOGDIR": d}
+
+
+def container_mtu(topo: Topology) -> int:
+    """Leave room for the encapsulation (VXLAN 50 bytes, GRE 38) in a 1500 underlay."""
+    types = {h.tunnel_type or topo.tunnel_type for h in topo.hosts}
+    return 1450 if "vxlan" in types else 1462
+
+
+# -- plumbing -----------------------------------------------------------------
+
+def _veth(a_ns: str, a: str, b_ns: str, b: str, mtu: int | None = None) -> None:
+    """A veth pair created directly in its two namespaces, offloads off.
+
+    The userspace datapath reads veths through AF_PACKET and does not fill
+    in partial checksums, so TX checksum offload must be off on both ends.
+    """
+    run(["ip", "link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b,
+         "netns", b_ns])
+    for ns, dev in ((a_ns, a), (b_ns, b)):
+        if mtu:
+            run(["ip", "link", "set", dev, "mtu", str(mtu)], ns=ns)
+        run(["ethtool", "-K", dev, "tx", "off"], ns=ns)
+        run(["ip", "link", "set", dev, "up"], ns=ns)
+
+
+def _bridge(ns: str, name: str, addr: str | None = None, mtu: int | None = None) -> None:
+    run(["ip", "link", "add", name, "type", "bridge"], ns=ns)
+    if mtu:
+        run(["ip", "link", "set", name, "mtu", str(mtu)], ns=ns)
+    if addr:
+        run(["ip", "addr", "add", addr, "dev", name], ns=ns)
+    run(["ip", "link", "set", name, "up"], ns=ns)
+
+
+def _enslave(ns: str, dev: str, bridge: str) -> None:
+    run(["ip", "link", "set", dev, "master", bridge], ns=ns)
+
+
+def _new_ns(ns: str) -> None:
+    run(["ip", "netns", "add", ns])
+    run(["ip", "link", "set", "lo", "up"], ns=ns)
+
+
+# -- OVS per host ---------------------------------------------------------------
+
+def vsctl(lab: str, host: str, *args: str, timeout: float = 30) -> str:
+    """Run ovs-vsctl against a lab host's private OVS."""
+    return run(["ovs-vsctl", f"--timeout={int(timeout)}", *args],
+               ns=ns_name(lab, host), env=ovs_env(lab, host), timeout=timeout + 5)
+
+
+def start_ovs(lab: str, host: str) -> None:
+    """Start this host's ovsdb-server and ovs-vswitchd under the keeper."""
+    d = host_dir(lab, host)
+    d.mkdir(parents=True, exist_ok=True)
+    db = d / "conf.db"
+    if not db.exists():
+        run(["ovsdb-tool", "create", str(db), VSWITCH_SCHEMA])
+    env = ovs_env(lab, host)
+    sd, ns = state_dir(lab), ns_name(lab, host)
+    keeper.request(sd, {"op": "spawn", "ns": ns, "env": env, "log": str(d / "ovsdb-server.out"),
+                        "argv": ["ovsdb-server", str(db), f"--remote=punix:{d}/db.sock",
+                                 "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
+                                 "--pidfile", f"--log-file={d}/ovsdb-server.log",
+                                 "--no-chdir"]})
+    _wait(lambda: (d / "db.sock").exists(), 10, f"ovsdb-server of {host}")
+    vsctl(lab, host, "--no-wait", "init")
+    keeper.request(sd, {"op": "spawn", "ns": ns, "env": env, "log": str(d / "ovs-vswitchd.out"),
+                        "argv": ["ovs-vswitchd", f"unix:{d}/db.sock", "--pidfile",
+                                 f"--log-file={d}/ovs-vswitchd.log", "--no-chdir"]})
+    _wait(lambda: (d / "ovs-vswitchd.pid").exists(), 10, f"ovs-vswitchd of {host}")
+
+
+def stop_ovs(lab: str, host: str, sig: int = signal.SIGKILL) -> None:
+    """Kill this host's OVS daemons (used by fault-injection tests)."""
+    d = host_dir(lab, host)
+    for name in ("ovs-vswitchd", "ovsdb-server"):
+        pidfile = d / f"{name}.pid"
+        try:
+            os.kill(int(pidfile.read_text().strip()), sig)
+        except (OSError, ValueError):
+            pass
+        pidfile.unlink(missing_ok=True)
+    (d / "db.sock").unlink(missing_ok=True)
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _configure_ovs_direct(topo: Topology, host: Host) -> None:
+    """Stand-in for the agent: br-phy holding the underlay, br0 with tunnels.
+
+    Used only for topologies with `agent: false`; br0 is a plain learning
+    switch (fail_mode standalone) and there is no tenant isolation.
+    """
+    lab, ns = topo.name, ns_name(topo.name, host.name)
+    plen = ipaddress.ip_network(topo.underlay).prefixlen
+    vsctl(lab, host.name, "--may-exist", "add-br", "br-phy", "--", "set", "bridge", "br-phy",
+          "datapath_type=netdev", "--", "--may-exist", "add-port", "br-phy", "eth0")
+    run(["ip", "addr", "flush", "dev", "eth0"], ns=ns)
+    run(["ip", "addr", "add", f"{host.underlay_ip}/{plen}", "dev", "br-phy"], ns=ns)
+    run(["ip", "link", "set", "br-phy", "up"], ns=ns)
+    args = ["--may-exist", "add-br", "br0", "--", "set", "bridge", "br0",
+            "datapath_type=netdev", "fail_mode=standalone"]
+    for peer in topo.hosts:
+        if peer.name == host.name:
+            continue
+        kind = "gre" if "gre" in (host.tunnel_type or topo.tunnel_type,
+                                  peer.tunnel_type or topo.tunnel_type) else "vxlan"
+        port = f"{kind[:2]}-{peer.name}"
+        args += ["--", "--may-exist", "add-port", "br0", port, "--", "set", "interface", port,
+                 f"type={kind}", f"options:remote_ip={peer.underlay_ip}"]
+    args += ["--", "--may-exist", "add-port", "br0", "weft-d0"]
+    vsctl(lab, host.name, *args)
+
+
+# -- up / down --------------------------------------------------------------------
+
+def _build_host(topo: Topology, host: Host, mtu: int) -> None:
+    lab, ns, ctl = topo.name, ns_name(topo.name, host.name), ns_name(topo.name, CTL)
+    plen_u = ipaddress.ip_network(topo.underlay).prefixlen
+    plen_m = ipaddress.ip_network(topo.mgmt).prefixlen
+    _new_ns(ns)
+    run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], ns=ns)
+    _veth(ns, "eth0", ctl, f"u-{host.name}")
+    _enslave(ctl, f"u-{host.name}", UNDERLAY_BRIDGE)
+    run(["ip", "addr", "add", f"{host.underlay_ip}/{plen_u}", "dev", "eth0"], ns=ns)
+    _veth(ns, "mgmt0", ctl, f"m-{host.name}")
+    _enslave(ctl, f"m-{host.name}", MGMT_BRIDGE)
+    run(["ip", "addr", "add", f"{host.mgmt_ip}/{plen_m}", "dev", "mgmt0"], ns=ns)
+    _bridge(ns, "docker0", host.docker_ip, mtu)
+    _veth(ns, "weft-d0", ns, "weft-d0p", mtu)
+    _enslave(ns, "weft-d0p", "docker0")
+    start_ovs(lab, host.name)
+    if not topo.agent:
+        _configure_ovs_direct(topo, host)
+
+
+def _build_container(topo: Topology, c, mtu: int) -> None:
+    ns = ns_name(topo.name, c.name)
+    _new_ns(ns)
+    run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], ns=ns)
+    if c.attach != "docker0":
+        return          # plugged into br0 later by `ovs-agent attach`
+    host_ns = ns_name(topo.name, c.host)
+    _veth(ns, "eth0", host_ns, f"v-{c.name}", mtu)
+    _enslave(host_ns, f"v-{c.name}", "docker0")
+    if c.mac:
+        run(["ip", "link", "set", "eth0", "address", c.mac], ns=ns)
+    run(["ip", "addr", "add", c.ip, "dev", "eth0"], ns=ns)
+
+
+def _build_switch(topo: Topology, sw: ExternalSwitch) -> None:
+    """An external 802.1Q switch: eth0 on a trunk port of br0, one subinterface per VLAN."""
+    ns, host_ns = ns_name(topo.name, sw.name), ns_name(topo.name, sw.host)
+    _new_ns(ns)
+    run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], ns=ns)
+    _veth(ns, "eth0", host_ns, sw.port, container_mtu(topo))
+    for v in sw.vlans:
+        dev = "eth0" if v.vlan is None else f"eth0.{v.vlan}"
+        if v.vlan is not None:
+            run(["ip", "link", "add", "link", "eth0", "name", dev, "type", "vlan",
+                 "id", str(v.vlan)], ns=ns)
+            run(["ip", "link", "set", dev, "up"], ns=ns)
+        run(["ip", "addr", "add", v.ip, "dev", dev], ns=ns)
+
+
+def up(topo: Topology) -> float:
+    """Build the whole lab; on any failure tear down what was built.  Returns seconds."""
+    t0 = time.monotonic()
+    lab = topo.name
+    if lab_exists(lab):
+        raise LabError(f"lab {lab!r} is already up (weft-lab down --lab {lab} first, "
+                       f"or pick another name with --lab)")
+    sd = state_dir(lab)
+    try:
+        sd.mkdir(parents=True)
+        (sd / "topology.json").write_text(json.dumps(_as_json(topo), indent=1))
+        ctl = ns_name(lab, CTL)
+        _new_ns(ctl)
+        run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], ns=ctl)
+        _bridge(ctl, UNDERLAY_BRIDGE)
+        plen_m = ipaddress.ip_network(topo.mgmt).prefixlen
+        _bridge(ctl, MGMT_BRIDGE, f"{topo.controller_ip}/{plen_m}")
+        keeper.start(sd, ctl)
+        mtu = container_mtu(topo)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda h: _build_host(topo, h, mtu), topo.hosts))
+            list(pool.map(lambda c: _build_container(topo, c, mtu), topo.containers))
+        for sw in topo.switches:
+            _build_switch(topo, sw)
+    except BaseException:
+        down(lab)
+        raise
+    return time.monotonic() - t0
+
+
+def lab_exists(lab: str) -> bool:
+    return state_dir(lab).exists() or any(n.startswith(lab + ".") for n in netns_list())
+
+
+def list_labs() -> list[str]:
+    """Labs known by state dir or by namespaces (a crashed `up` may leave only the latter)."""
+    names = {p.name for p in RUN_ROOT.iterdir()} if RUN_ROOT.exists() else set()
+    for ns in netns_list():
+        if ns.endswith("." + CTL):
+            names.add(ns[: -len(CTL) - 1])
+    return sorted(names)
+
+
+def down(lab: str) -> float:
+    """Remove every process, namespace, interface and file of the lab.  Idempotent."""
+    t0 = time.monotonic()
+    spaces = [n for n in netns_list() if n.startswith(lab + ".")]
+    ctl = ns_name(lab, CTL)
+    # Daemons first and the keeper (in ctl) last, so the keeper reaps them all.
+    _kill_all([n for n in spaces if n != ctl])
+    _kill_all([n for n in spaces if n == ctl])
+    for ns in spaces:
+        run(["ip", "netns", "del", ns], check=False)
+    shutil.rmtree(state_dir(lab), ignore_errors=True)
+    return time.monotonic() - t0
+
+
+def _kill_all(spaces: list[str]) -> None:
+    """TERM, then KILL, every process in these namespaces; wait until gone."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for ns in spaces:
+            for pid in netns_pids(ns):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 3
+        while any(netns_pids(ns) for ns in spaces) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+# -- status / exec ------------------------------------------------------------------
+
+def load_state(lab: str) -> dict:
+    try:
+        return json.loads((state_dir(lab) / "topology.json").read_text())
+    except (OSError, ValueError):
+        raise LabError(f"lab {lab!r} is not up (known labs: {', '.join(list_labs()) or 'none'})")
+
+
+def resolve_lab(lab: str | None) -> str:
+    """The lab a command means: the one named, or the only one that is up."""
+    if lab:
+        return lab
+    labs = list_labs()
+    if len(labs) != 1:
+        raise LabError("name the lab with --lab (labs up: " + (", ".join(labs) or "none") + ")")
+    return labs[0]
+
+
+def exec_argv(lab: str, node: str, cmd: list[str]) -> list[str]:
+    """The argv that runs `cmd` on a lab node (host, container, switch or ctl)."""
+    state = load_state(lab)
+    nodes = {CTL} | {h["name"] for h in state["hosts"]} | \
+        {c["name"] for c in state["containers"]} | {s["name"] for s in state["switches"]}
+    if node not in nodes:
+        raise LabError(f"no node {node!r} in lab {lab!r} (nodes: {', '.join(sorted(nodes))})")
+    env = [f"{k}={v}" for k, v in ovs_env(lab, node).items()] \
+        if node in {h["name"] for h in state["hosts"]} else []
+    return ["ip", "netns", "exec", ns_name(lab, node), "env", *env, *cmd]
+
+
+def status(lab: str) -> dict:
+    """What is running: namespaces, processes, OVS bridges and ports per host."""
+    state = load_state(lab)
+    spaces = set(netns_list())
+    out: dict = {"lab": lab, "hosts": [], "containers": [], "switches": state["switches"],
+                 "ctl": {"netns": ns_name(lab, CTL), "up": ns_name(lab, CTL) in spaces,
+                         "processes": _procs(ns_name(lab, CTL))}}
+    for h in state["hosts"]:
+        ns = ns_name(lab, h["name"])
+        bridges: dict[str, list[str]] = {}
+        if ns in spaces:
+            try:
+                for br in vsctl(lab, h["name"], "list-br", timeout=3).split():
+                    bridges[br] = vsctl(lab, h["name"], "list-ports", br, timeout=3).split()
+            except CommandError as exc:
+                bridges = {"<error>": [exc.stderr]}
+        out["hosts"].append({**h, "netns": ns, "up": ns in spaces, "bridges": bridges,
+                             "processes": _procs(ns)})
+    for c in state["containers"]:
+        ns = ns_name(lab, c["name"])
+        out["containers"].append({**c, "netns": ns, "up": ns in spaces})
+    return out
+
+
+def _procs(ns: str) -> list[str]:
+    procs = []
+    for pid in netns_pids(ns):
+        try:
+            comm = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            procs.append(f"{pid} {' '.join(p.decode() for p in comm[:2])}")
+        except OSError:
+            pass
+    return procs
+
+
+def _as_json(topo: Topology) -> dict:
+    from dataclasses import asdict
+    return asdict(topo)
+
+
+@contextmanager
+def running(topo: Topology) -> Iterator[Topology]:
+    """A lab for the duration of a with-block (tests and benchmarks)."""
+    up(topo)
+    try:
+        yield topo
+    finally:
+        down(topo.name)

@@ -1,0 +1,334 @@
+"""Lab topology files: parsed and fully validated into frozen objects.
+
+A topology describes hosts, their containers, tenants and external 802.1Q
+switches; `docs/lab.md` documents the format.  Everything is checked before
+the lab touches the machine, and an error names the field and line.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+MAX_NAME = 12          # keeps "<lab>.<node>" and derived interface names short
+TUNNEL_TYPES = ("vxlan", "gre")
+ATTACH_MODES = ("docker0", "br0")
+TENANT_MODES = ("tunnel", "vlan")
+
+
+class TopologyError(ValueError):
+    """A topology file is malformed; names the field and line."""
+
+    def __init__(self, source: str, field: str, line: int | None, message: str):
+        self.field, self.line = field, line
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {field}: {message}")
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    host: str
+    attach: str                 # "docker0" (plain docker run) or "br0" (ovs-agent attach)
+    ip: str                     # interface address, CIDR
+    mac: str | None
+    tenant: str | None          # for br0-attached containers
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    index: int
+    underlay_ip: str
+    mgmt_ip: str
+    docker_subnet: str          # this host's allocation range
+    docker_ip: str              # docker0 address, CIDR within the cluster subnet
+    tunnel_type: str | None     # per-host override
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    vlan: int | None
+    subnet: str | None
+
+
+@dataclass(frozen=True)
+class SwitchVlan:
+    vlan: int | None            # None: untagged (native)
+    ip: str
+
+
+@dataclass(frozen=True)
+class ExternalSwitch:
+    """An external 802.1Q switch (a namespace) on a trunk port of a host's br0."""
+    name: str
+    host: str
+    port: str                   # port name on br0
+    vlans: tuple[SwitchVlan, ...]
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    tunnel_type: str
+    underlay: str
+    mgmt: str
+    cluster_subnet: str
+    controller: bool
+    agent: bool
+    hosts: tuple[Host, ...]
+    containers: tuple[Container, ...]
+    tenants: tuple[Tenant, ...]
+    switches: tuple[ExternalSwitch, ...]
+
+    @property
+    def controller_ip(self) -> str:
+        return str(ipaddress.ip_network(self.mgmt)[1])
+
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
+
+    def with_name(self, name: str) -> "Topology":
+        _check_name(name, "name", None, "<--lab>")
+        return Topology(**{**self.__dict__, "name": name})
+
+
+def _check_name(value: Any, field: str, line: int | None, src: str) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value) or len(value) > MAX_NAME:
+        raise TopologyError(src, field, line,
+                            f"{value!r} is not a valid name (lowercase letters, digits "
+                            f"and inner dashes, starting with a letter, at most {MAX_NAME})")
+    return value
+
+
+class _Reader:
+    """Walks composed YAML nodes, so every value knows its line."""
+
+    def __init__(self, source: str) -> None:
+        self.src = source
+
+    def fail(self, field: str, node: yaml.Node | None, msg: str) -> TopologyError:
+        return TopologyError(self.src, field, node.start_mark.line + 1 if node else None, msg)
+
+    def mapping(self, node: yaml.Node, field: str, allowed: set[str],
+                required: set[str] = frozenset()) -> dict[str, yaml.Node]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(field, node, "must be a mapping")
+        out: dict[str, yaml.Node] = {}
+        for key, val in node.value:
+            name = key.value
+            if name not in allowed:
+                raise self.fail(f"{field}.{name}".lstrip("."), key,
+                                f"unknown key (allowed: {', '.join(sorted(allowed))})")
+            if name in out:
+                raise self.fail(f"{field}.{name}".lstrip("."), key, "duplicate key")
+            out[name] = val
+        for name in sorted(required - out.keys()):
+            raise self.fail(f"{field}.{name}".lstrip("."), node, "missing required field")
+        return out
+
+    def seq(self, node: yaml.Node, field: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(field, node, "must be a list")
+        return list(node.value)
+
+    def scalar(self, node: yaml.Node, field: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(field, node, "must be a single value")
+        return yaml.safe_load(yaml.serialize(node))
+
+    def choice(self, node: yaml.Node, field: str, choices: tuple[str, ...]) -> str:
+        value = self.scalar(node, field)
+        if value not in choices:
+            raise self.fail(field, node, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def boolean(self, node: yaml.Node, field: str) -> bool:
+        value = self.scalar(node, field)
+        if not isinstance(value, bool):
+            raise self.fail(field, node, "must be true or false")
+        return value
+
+    def network(self, node: yaml.Node, field: str) -> ipaddress.IPv4Network:
+        value = self.scalar(node, field)
+        try:
+            return ipaddress.IPv4Network(str(value))
+        except ValueError as exc:
+            raise self.fail(field, node, f"{value!r} is not an IPv4 network: {exc}") from None
+
+    def interface(self, node: yaml.Node, field: str) -> ipaddress.IPv4Interface:
+        value = self.scalar(node, field)
+        try:
+            if "/" not in str(value):
+                raise ValueError("needs a prefix length, e.g. 10.0.0.2/24")
+            return ipaddress.IPv4Interface(str(value))
+        except ValueError as exc:
+            raise self.fail(field, node, f"{value!r} is not an IPv4 address/prefix: {exc}") from None
+
+    def vlan(self, node: yaml.Node, field: str) -> int:
+        value = self.scalar(node, field)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4094:
+            raise self.fail(field, node, f"{value!r} is not a VLAN id (1-4094)")
+        return value
+
+    def mac(self, node: yaml.Node, field: str) -> str:
+        value = str(self.scalar(node, field)).lower()
+        if not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", value) or int(value[:2], 16) & 1:
+            raise self.fail(field, node, f"{value!r} is not a unicast MAC address")
+        return value
+
+
+def parse(text: str, source: str = "<string>") -> Topology:
+    """Parse and validate a topology; raise TopologyError naming the field."""
+    r = _Reader(source)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise TopologyError(source, "<yaml>", mark.line + 1 if mark else None,
+                            f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if root is None:
+        raise TopologyError(source, "<file>", None, "is empty")
+    top = r.mapping(root, "", {"name", "tunnel_type", "underlay", "mgmt", "cluster_subnet",
+                               "controller", "agent", "hosts", "tenants", "switches"},
+                    {"name", "hosts"})
+    name = _check_name(r.scalar(top["name"], "name"), "name", top["name"].start_mark.line + 1,
+                       source)
+    tunnel = r.choice(top["tunnel_type"], "tunnel_type", TUNNEL_TYPES) \
+        if "tunnel_type" in top else "vxlan"
+    underlay = r.network(top["underlay"], "underlay") if "underlay" in top \
+        else ipaddress.IPv4Network("192.168.50.0/24")
+    mgmt = r.network(top["mgmt"], "mgmt") if "mgmt" in top \
+        else ipaddress.IPv4Network("10.99.0.0/24")
+    cluster = r.network(top["cluster_subnet"], "cluster_subnet") if "cluster_subnet" in top \
+        else ipaddress.IPv4Network("172.17.0.0/16")
+    controller = r.boolean(top["controller"], "controller") if "controller" in top else False
+    agent = r.boolean(top["agent"], "agent") if "agent" in top else False
+    if underlay.overlaps(mgmt):
+        raise r.fail("mgmt", top.get("mgmt"), f"{mgmt} overlaps the underlay {underlay}")
+
+    tenants: list[Tenant] = []
+    for i, node in enumerate(r.seq(top["tenants"], "tenants") if "tenants" in top else []):
+        f = f"tenants[{i}]"
+        t = r.mapping(node, f, {"name", "vlan", "subnet"}, {"name"})
+        tname = _check_name(r.scalar(t["name"], f + ".name"), f + ".name",
+                            t["name"].start_mark.line + 1, source)
+        if any(x.name == tname for x in tenants) or tname == "default":
+            raise r.fail(f + ".name", t["name"], f"tenant {tname!r} is defined twice or reserved")
+        vlan = r.vlan(t["vlan"], f + ".vlan") if "vlan" in t else None
+        if vlan is not None and any(x.vlan == vlan for x in tenants):
+            raise r.fail(f + ".vlan", t["vlan"], f"VLAN {vlan} is used by another tenant")
+        subnet = str(r.network(t["subnet"], f + ".subnet")) if "subnet" in t else None
+        tenants.append(Tenant(tname, vlan, subnet))
+    tenant_names = {t.name for t in tenants}
+
+    host_nodes = r.seq(top["hosts"], "hosts")
+    if not host_nodes:
+        raise r.fail("hosts", top["hosts"], "needs at least one host")
+    if len(host_nodes) > min(underlay.num_addresses, mgmt.num_addresses) - 20:
+        raise r.fail("hosts", top["hosts"], "more hosts than the underlay/mgmt networks hold")
+    hosts: list[Host] = []
+    containers: list[Container] = []
+    used_ips: dict[str, str] = {}
+    for i, node in enumerate(host_nodes):
+        f = f"hosts[{i}]"
+        h = r.mapping(node, f, {"name", "docker_subnet", "tunnel_type", "containers"}, {"name"})
+        hname = _check_name(r.scalar(h["name"], f + ".name"), f + ".name",
+                            h["name"].start_mark.line + 1, source)
+        if any(x.name == hname for x in hosts):
+            raise r.fail(f + ".name", h["name"], f"host {hname!r} is defined twice")
+        subnet = r.network(h["docker_subnet"], f + ".docker_subnet") if "docker_subnet" in h \
+            else list(cluster.subnets(new_prefix=24))[i + 1]
+        if not subnet.subnet_of(cluster):
+            raise r.fail(f + ".docker_subnet", h.get("docker_subnet"),
+                         f"{subnet} is not inside cluster_subnet {cluster}")
+        if any(ipaddress.ip_network(x.docker_subnet).overlaps(subnet) for x in hosts):
+            raise r.fail(f + ".docker_subnet", h.get("docker_subnet"),
+                         f"{subnet} overlaps another host's docker subnet")
+        override = r.choice(h["tunnel_type"], f + ".tunnel_type", TUNNEL_TYPES) \
+            if "tunnel_type" in h else None
+        docker_ip = f"{subnet[1]}/{cluster.prefixlen}"
+        host = Host(hname, i, str(underlay[10 + i]), str(mgmt[10 + i]), str(subnet),
+                    docker_ip, override)
+        hosts.append(host)
+        next_ip = 2
+        for j, cnode in enumerate(r.seq(h["containers"], f + ".containers")
+                                  if "containers" in h else []):
+            cf = f"{f}.containers[{j}]"
+            c = r.mapping(cnode, cf, {"name", "attach", "ip", "mac", "tenant"}, {"name"})
+            cname = _check_name(r.scalar(c["name"], cf + ".name"), cf + ".name",
+                                c["name"].start_mark.line + 1, source)
+            attach = r.choice(c["attach"], cf + ".attach", ATTACH_MODES) \
+                if "attach" in c else "docker0"
+            tenant = None
+            if "tenant" in c:
+                tenant = r.scalar(c["tenant"], cf + ".tenant")
+                if attach != "br0":
+                    raise r.fail(cf + ".tenant", c["tenant"],
+                                 "only containers with attach: br0 join a tenant "
+                                 "(docker0 containers belong to the default tenant)")
+                if tenant not in tenant_names:
+                    raise r.fail(cf + ".tenant", c["tenant"], f"unknown tenant {tenant!r}")
+            elif attach == "br0":
+                raise r.fail(cf, cnode, "a container with attach: br0 needs a tenant")
+            if "ip" in c:
+                ip = r.interface(c["ip"], cf + ".ip")
+            elif attach == "docker0":
+                ip = ipaddress.IPv4Interface(f"{subnet[next_ip]}/{cluster.prefixlen}")
+                next_ip += 1
+            else:
+                raise r.fail(cf, cnode, "a container with attach: br0 needs an ip")
+            key = f"{tenant or 'default'}/{ip.ip}"
+            if key in used_ips:
+                raise r.fail(cf + ".ip", c.get("ip", cnode),
+                             f"{ip.ip} is already used by {used_ips[key]} in the same tenant")
+            used_ips[key] = cname
+            mac = r.mac(c["mac"], cf + ".mac") if "mac" in c else None
+            containers.append(Container(cname, hname, attach, str(ip), mac, tenant))
+
+    nodes = [h.name for h in hosts] + [c.name for c in containers]
+    switches: list[ExternalSwitch] = []
+    for i, node in enumerate(r.seq(top["switches"], "switches") if "switches" in top else []):
+        f = f"switches[{i}]"
+        s = r.mapping(node, f, {"name", "host", "port", "vlans"}, {"name", "host", "vlans"})
+        sname = _check_name(r.scalar(s["name"], f + ".name"), f + ".name",
+                            s["name"].start_mark.line + 1, source)
+        nodes.append(sname)
+        shost = r.scalar(s["host"], f + ".host")
+        if shost not in {h.name for h in hosts}:
+            raise r.fail(f + ".host", s["host"], f"unknown host {shost!r}")
+        port = _check_name(r.scalar(s["port"], f + ".port"), f + ".port",
+                           s["port"].start_mark.line + 1, source) if "port" in s else f"t-{sname}"
+        vlans: list[SwitchVlan] = []
+        for j, vnode in enumerate(r.seq(s["vlans"], f + ".vlans")):
+            vf = f"{f}.vlans[{j}]"
+            v = r.mapping(vnode, vf, {"vlan", "ip"}, {"ip"})
+            vid = r.vlan(v["vlan"], vf + ".vlan") if "vlan" in v else None
+            if any(x.vlan == vid for x in vlans):
+                raise r.fail(vf + ".vlan", v.get("vlan", vnode), "listed twice on this switch")
+            vlans.append(SwitchVlan(vid, str(r.interface(v["ip"], vf + ".ip"))))
+        switches.append(ExternalSwitch(sname, shost, port, tuple(vlans)))
+
+    dupes = {n for n in nodes if nodes.count(n) > 1} | ({"ctl"} & set(nodes))
+    if dupes:
+        raise TopologyError(source, "hosts", None,
+                            f"node names must be unique across hosts, containers and "
+                            f"switches ('ctl' is reserved): {', '.join(sorted(dupes))}")
+    return Topology(name, tunnel, str(underlay), str(mgmt), str(cluster), controller, agent,
+                    tuple(hosts), tuple(containers), tuple(tenants), tuple(switches))
+
+
+def load(path: str | Path) -> Topology:
+    """Read and validate a topology file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise TopologyError(str(p), "<file>", None, exc.strerror or str(exc)) from None
+    return parse(text, str(p))
