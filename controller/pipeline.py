@@ -182,7 +182,7 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
                       if name in shared[peer]]
         from_local, from_tunnel = flood_group_ids(vni)
         for gid, is_tunnel, buckets in ((from_local, False, [(o,) for o in local_out] + tunnel_out),
-                                        (from_tunnel, True, [(o,) for o in local_out])):
+                                        (from_tunnel, True, [(o,) for o in local_out] + tunnel_out)):
             if buckets:   # a group with no bucket is a drop: leave it to table-miss
                 f, g = _flood_group(gid, vni, is_tunnel, buckets)
                 flows.append(f)

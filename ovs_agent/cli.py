@@ -1,7 +1,93 @@
-"""Placeholder console script: replaced by the issue that owns it."""
+"""`ovs-agent`: run the reconcile loop, or attach/detach a container to br0.
+
+    ovs-agent --peers hosts.yaml [--host NAME] [--once] [--ovsdb CONNECTION]
+    ovs-agent attach CONTAINER_NETNS --tenant NAME [--ip CIDR] [--mac MAC]
+    ovs-agent detach CONTAINER_NETNS
+
+Exit status 2 means the input (hosts.yaml or arguments) was refused and
+nothing was changed.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
 import sys
+from pathlib import Path
+
+from ovs_agent import attach, ovsdb
+from ovs_agent.agent import DEFAULT_SUBNET_FILE, Agent
+from ovs_agent.hostsfile import HostsFileError, load, tunnel_mtu
 
 
-def main() -> int:
-    print(f"{sys.argv[0]}: not built yet", file=sys.stderr)
-    return 2
+def _common(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--ovsdb", default=ovsdb.default_connection(),
+                    help="OVSDB connection (default: %(default)s)")
+    ap.add_argument("-v", "--verbose", action="store_true")
+
+
+def _attach_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="ovs-agent attach|detach")
+    ap.add_argument("action", choices=["attach", "detach"])
+    ap.add_argument("netns", help="the container's network namespace (ip netns name)")
+    ap.add_argument("--tenant")
+    ap.add_argument("--ip", help="address/prefix for the container interface")
+    ap.add_argument("--mac")
+    ap.add_argument("--ifname", default="eth0")
+    ap.add_argument("--peers", type=Path, help="hosts.yaml, for the MTU")
+    ap.add_argument("--mtu", type=int)
+    _common(ap)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        mtu = args.mtu or (tunnel_mtu(load(args.peers)) if args.peers else 1450)
+    except HostsFileError as exc:
+        print(f"ovs-agent: {exc}", file=sys.stderr)
+        return 2
+    api = ovsdb.connect(args.ovsdb, wait=10)
+    try:
+        if args.action == "attach":
+            if not args.tenant:
+                ap.error("attach needs --tenant")
+            name = attach.attach(api, args.netns, args.tenant, mtu, args.ip, args.mac,
+                                 args.ifname)
+            print(f"attached {args.netns}:{args.ifname} to br0 as port {name} "
+                  f"(tenant {args.tenant})")
+        else:
+            print(f"detached port {attach.detach(api, args.netns, args.ifname)}")
+    except ValueError as exc:
+        print(f"ovs-agent: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["attach"], ["detach"]):
+        return _attach_main(argv)
+    ap = argparse.ArgumentParser(prog="ovs-agent", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--peers", type=Path, required=True, help="hosts.yaml")
+    ap.add_argument("--host", help="this host's name in hosts.yaml")
+    ap.add_argument("--once", action="store_true", help="one reconcile pass, then exit")
+    ap.add_argument("--subnet-file", type=Path, default=DEFAULT_SUBNET_FILE)
+    ap.add_argument("--interval", type=float, default=5.0, help="seconds between passes")
+    _common(ap)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s ovs-agent %(levelname)s %(message)s")
+    agent = Agent(args.peers, args.host, args.ovsdb, args.subnet_file, args.interval)
+    try:
+        agent.load()
+    except (HostsFileError, OSError) as exc:
+        print(f"ovs-agent: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("ovs-agent").info("this host is %s (%s), %d peers", agent.me.name,
+                                        agent.me.underlay_ip, len(agent.cluster.hosts) - 1)
+    try:
+        return agent.run(once=args.once)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -35,6 +35,7 @@ DPID_PREFIX = 0x5746  # "WF": marks a datapath id as one weft derived from a hos
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _TARGET_RE = re.compile(r"(tcp|ssl):(\[[0-9A-Fa-f:.]+\]|[0-9.]+):([0-9]{1,5})")
 _TAG = "tag:yaml.org,2002:"
+_COLLISION = " (a hash collision: rename one of them)"
 _TOP_KEYS = ("controller", "tunnel_type", "datapath_type", "mtu", "hosts")
 _HOST_KEYS = ("name", "underlay_ip", "docker_subnet", "tunnel_type", "datapath_type")
 
@@ -320,35 +321,42 @@ def _subnet(node: Node, field: str) -> ipaddress.IPv4Network:
 def _cluster(root: Node | None, source: str) -> Cluster:
     top = _mapping(root, "", _TOP_KEYS, ("controller", "hosts"))
     ctl = _mapping(top["controller"], "controller", ("openflow", "api"), ("openflow",))
-    targets = ctl["openflow"]
-    if isinstance(targets, SequenceNode):
-        if not targets.value:
-            _fail("controller.openflow", targets, "must list at least one target")
-        controllers = tuple(_target(n, f"controller.openflow[{i}]")
-                            for i, n in enumerate(targets.value))
-    else:
-        controllers = (_target(targets, "controller.openflow"),)
+    controllers = _controllers(ctl["openflow"], "controller.openflow")
     api = _api(ctl["api"], "controller.api") if "api" in ctl else None
     tunnel = _choice(top.get("tunnel_type"), "tunnel_type", TUNNEL_TYPES, "vxlan")
     datapath = _choice(top.get("datapath_type"), "datapath_type", DATAPATH_TYPES, "system")
-    mtu = DEFAULT_MTU
-    if "mtu" in top:
-        node = top["mtu"]
-        if not (isinstance(node, ScalarNode) and node.tag == _TAG + "int"):
-            _fail("mtu", node, f"must be an integer, got {_kind(node)}")
-        mtu = SafeConstructor().construct_yaml_int(node)
-        if not MTU_MIN <= mtu <= MTU_MAX:
-            _fail("mtu", node, f"{mtu} is outside {MTU_MIN}..{MTU_MAX}")
-    seq = top["hosts"]
+    mtu = _mtu(top["mtu"], "mtu") if "mtu" in top else DEFAULT_MTU
+    hosts = _hosts(top["hosts"], "hosts", tunnel, datapath)
+    return Cluster(controllers, api, tunnel, datapath, mtu, hosts, source)
+
+
+def _controllers(node: Node, field: str) -> tuple[str, ...]:
+    if not isinstance(node, SequenceNode):
+        return (_target(node, field),)
+    if not node.value:
+        _fail(field, node, "must list at least one target")
+    return tuple(_target(n, f"{field}[{i}]") for i, n in enumerate(node.value))
+
+
+def _mtu(node: Node, field: str) -> int:
+    if not (isinstance(node, ScalarNode) and node.tag == _TAG + "int"):
+        _fail(field, node, f"must be an integer, got {_kind(node)}")
+    mtu = SafeConstructor().construct_yaml_int(node)
+    if not MTU_MIN <= mtu <= MTU_MAX:
+        _fail(field, node, f"{mtu} is outside {MTU_MIN}..{MTU_MAX}")
+    return mtu
+
+
+def _hosts(seq: Node, field: str, tunnel: str, datapath: str) -> tuple[Host, ...]:
     if not isinstance(seq, SequenceNode):
-        _fail("hosts", seq, f"must be a list of hosts, got {_kind(seq)}")
+        _fail(field, seq, f"must be a list of hosts, got {_kind(seq)}")
     if not seq.value:
-        _fail("hosts", seq, "must list at least one host")
+        _fail(field, seq, "must list at least one host")
     hosts: list[Host] = []
     seen: dict[tuple[str, str], str] = {}
     subnets: list[tuple[ipaddress.IPv4Network, str]] = []
     for i, node in enumerate(seq.value):
-        f = f"hosts[{i}]"
+        f = f"{field}[{i}]"
         m = _mapping(node, f, _HOST_KEYS, ("name", "underlay_ip"))
         name = _text(m["name"], f"{f}.name")
         if not _NAME_RE.fullmatch(name):
@@ -356,12 +364,13 @@ def _cluster(root: Node | None, source: str) -> Cluster:
                   "letters, digits and '-', starting with a letter or digit, at most 63 "
                   "characters (it becomes part of OVS port names)")
         ip = _ipv4(m["underlay_ip"], f"{f}.underlay_ip")
-        dpid = dpid_str(_dpid(name))
-        for what, key, sub in (("host name", name, "name"), ("underlay_ip", ip, "underlay_ip"),
-                               ("tunnel port name suffix", _port_suffix(name), "name"),
-                               ("datapath id", dpid, "name")):
-            if (what, key) in seen:  # the last two are hash collisions: rename a host
-                _fail(f"{f}.{sub}", m[sub], f"duplicate {what} {key!r} (also {seen[what, key]})")
+        for what, key, sub, hint in (
+                ("host name", name, "name", ""), ("underlay_ip", ip, "underlay_ip", ""),
+                ("tunnel port name suffix", _port_suffix(name), "name", _COLLISION),
+                ("datapath id", dpid_str(_dpid(name)), "name", _COLLISION)):
+            if (what, key) in seen:
+                _fail(f"{f}.{sub}", m[sub],
+                      f"duplicate {what} {key!r}, also {seen[what, key]}{hint}")
             seen[what, key] = f"{f} {name!r}"
         subnet = None
         if "docker_subnet" in m:
@@ -372,8 +381,8 @@ def _cluster(root: Node | None, source: str) -> Cluster:
                           f"{net} overlaps {other} of host {owner!r}")
             subnets.append((net, name))
             subnet = str(net)
-        hosts.append(Host(name, ip, subnet,
-                          _choice(m.get("tunnel_type"), f"{f}.tunnel_type", TUNNEL_TYPES, tunnel),
-                          _choice(m.get("datapath_type"), f"{f}.datapath_type",
-                                  DATAPATH_TYPES, datapath)))
-    return Cluster(controllers, api, tunnel, datapath, mtu, tuple(hosts), source)
+        hosts.append(Host(
+            name, ip, subnet,
+            _choice(m.get("tunnel_type"), f"{f}.tunnel_type", TUNNEL_TYPES, tunnel),
+            _choice(m.get("datapath_type"), f"{f}.datapath_type", DATAPATH_TYPES, datapath)))
+    return tuple(hosts)

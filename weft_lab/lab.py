@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -137,6 +138,31 @@ def stop_ovs(lab: str, host: str, sig: int = signal.SIGKILL) -> None:
     (d / "db.sock").unlink(missing_ok=True)
 
 
+def hosts_yaml(topo: Topology) -> str:
+    """The lab's hosts.yaml: what every agent and the controller read."""
+    lines = ["# written by weft-lab", "controller:",
+             f"  openflow: [\"tcp:{topo.controller_ip}:6653\"]",
+             f"  api: \"http://{topo.controller_ip}:8080\"",
+             f"tunnel_type: {topo.tunnel_type}", "datapath_type: netdev", "hosts:"]
+    for h in topo.hosts:
+        lines += [f"  - name: {h.name}", f"    underlay_ip: {h.underlay_ip}",
+                  f"    docker_subnet: {h.docker_subnet}"]
+        if h.tunnel_type:
+            lines.append(f"    tunnel_type: {h.tunnel_type}")
+    return "\n".join(lines) + "\n"
+
+
+def start_agent(lab: str, host: str) -> int:
+    """Run ovs-agent on a lab host, under the keeper."""
+    d, sd = host_dir(lab, host), state_dir(lab)
+    return keeper.request(sd, {
+        "op": "spawn", "ns": ns_name(lab, host), "env": ovs_env(lab, host),
+        "log": str(d / "ovs-agent.log"),
+        "argv": [sys.executable, "-m", "ovs_agent.cli", "--peers", str(sd / "hosts.yaml"),
+                 "--host", host, "--subnet-file", str(d / "subnet.env"),
+                 "--interval", "2"]})["pid"]
+
+
 def _wait(cond, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -187,10 +213,12 @@ def _build_host(topo: Topology, host: Host, mtu: int) -> None:
     _enslave(ctl, f"m-{host.name}", MGMT_BRIDGE)
     run(["ip", "addr", "add", f"{host.mgmt_ip}/{plen_m}", "dev", "mgmt0"], ns=ns)
     _bridge(ns, "docker0", host.docker_ip, mtu)
-    _veth(ns, "weft-d0", ns, "weft-d0p", mtu)
-    _enslave(ns, "weft-d0p", "docker0")
     start_ovs(lab, host.name)
-    if not topo.agent:
+    if topo.agent:
+        start_agent(lab, host.name)
+    else:
+        _veth(ns, "weft-d0", ns, "weft-d0p", mtu)
+        _enslave(ns, "weft-d0p", "docker0")
         _configure_ovs_direct(topo, host)
 
 
@@ -234,6 +262,7 @@ def up(topo: Topology) -> float:
     try:
         sd.mkdir(parents=True)
         (sd / "topology.json").write_text(json.dumps(_as_json(topo), indent=1))
+        (sd / "hosts.yaml").write_text(hosts_yaml(topo))
         ctl = ns_name(lab, CTL)
         _new_ns(ctl)
         run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], ns=ctl)

@@ -205,7 +205,7 @@ CASES = {
                    "hosts[0].name", 3, "not a valid host name"),
     "duplicate name": (hosts_doc("{name: a, underlay_ip: 10.0.0.1}", "{name: b, underlay_ip: 10.0.0.2}",
                                  "{name: a, underlay_ip: 10.0.0.3}"),
-                       "hosts[2].name", 5, "duplicate host name 'a' (also hosts[0] 'a')"),
+                       "hosts[2].name", 5, "duplicate host name 'a', also hosts[0] 'a'"),
     "duplicate underlay ip": (hosts_doc("{name: a, underlay_ip: 10.0.0.1}",
                                         "{name: b, underlay_ip: 10.0.0.1}"),
                               "hosts[1].underlay_ip", 4, "duplicate underlay_ip '10.0.0.1'"),
@@ -272,7 +272,8 @@ def test_port_name_collision_between_hosts_is_rejected():
     assert hf.tunnel_port_name("vxlan", a) == hf.tunnel_port_name("vxlan", b)
     e = error(hosts_doc(f"{{name: {a}, underlay_ip: 10.0.0.1}}", f"{{name: {b}, underlay_ip: 10.0.0.2}}"))
     assert (e.field, e.line) == ("hosts[1].name", 4)
-    assert "tunnel port name" in e.message and a in e.message
+    assert "duplicate tunnel port name" in e.message and a in e.message
+    assert "hash collision: rename one" in e.message
 
 
 # --- cluster queries ------------------------------------------------------------------

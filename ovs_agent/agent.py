@@ -1,0 +1,136 @@
+"""The reconcile loop: hosts.yaml in, the smallest OVSDB change out, again and again.
+
+A pass reads what OVS has, computes the delta to what hosts.yaml asks
+(`desired.diff`) and applies it in one transaction.  Passes run on start,
+when hosts.yaml changes, on SIGHUP, and every `interval` seconds so that an
+OVS restart or a hand edit is repaired.  A bad hosts.yaml on reload is
+logged and ignored: the last good configuration stays in force.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ovs_agent import desired, hostnet, ovsdb
+from ovs_agent.hostsfile import Cluster, Host, HostsFileError, load, tunnel_mtu
+
+LOG = logging.getLogger("ovs-agent")
+DEFAULT_SUBNET_FILE = Path("/run/weft/subnet.env")
+
+
+def pick_host(cluster: Cluster, name: str | None) -> Host:
+    """This machine's entry: --host, else a local underlay address or the hostname."""
+    if name:
+        try:
+            return cluster.host(name)
+        except KeyError:
+            raise HostsFileError("--host", f"no host named {name!r} in the file "
+                                 f"(hosts: {', '.join(h.name for h in cluster.hosts)})",
+                                 None, cluster.source) from None
+    return cluster.find_self(hostnet.local_ips(), socket.gethostname())
+
+
+def _exit_on_signal(*_: object) -> None:
+    raise SystemExit(0)
+
+
+@dataclass
+class Agent:
+    peers: Path
+    host_name: str | None
+    ovsdb_target: str
+    subnet_file: Path = DEFAULT_SUBNET_FILE
+    interval: float = 5.0
+    cluster: Cluster | None = None
+    me: Host | None = None
+    passes: int = 0
+    writes: int = 0                     # OVSDB transactions committed, for tests and logs
+    _wake: threading.Event = field(default_factory=threading.Event)
+    _mtime: float = 0.0
+
+    def load(self) -> None:
+        """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
+        self._mtime = self.peers.stat().st_mtime
+        cluster = load(self.peers)
+        me = pick_host(cluster, self.host_name or (self.me.name if self.me else None))
+        self.cluster, self.me = cluster, me
+
+    def reload(self) -> bool:
+        try:
+            self.load()
+            LOG.info("hosts.yaml loaded: %d hosts, this host is %s", len(self.cluster.hosts),
+                     self.me.name)
+            return True
+        except (HostsFileError, OSError) as exc:
+            LOG.error("hosts.yaml rejected, keeping the previous configuration: %s", exc)
+            return False
+
+    def reconcile(self, api) -> int:
+        """One pass; returns the number of OVSDB operations it applied."""
+        assert self.cluster and self.me
+        mtu = tunnel_mtu(self.cluster)
+        netdev = self.me.datapath_type == "netdev"
+        hostnet.ensure_docker_link(mtu)
+        state = ovsdb.read_state(api)
+        phy = state.get(desired.UNDERLAY_BRIDGE)
+        nic = hostnet.underlay_iface(self.me, desired.UNDERLAY_BRIDGE,
+                                     [p.name for p in phy.ports] if phy else []) \
+            if netdev else None
+        if netdev:
+            hostnet.remember_prefix(self.me)
+            if nic is None:
+                LOG.warning("no interface holds underlay address %s", self.me.underlay_ip)
+        ops = desired.diff(desired.desired(self.cluster, self.me.name, nic), state)
+        if ops:
+            ovsdb.apply(api, ops)
+            self.writes += 1
+            for op in ops:
+                LOG.info("ovsdb: %s %s", op[0], " ".join(
+                    o.name if isinstance(o, desired.PortSpec) else str(o) for o in op[1:]))
+        if netdev and nic:
+            hostnet.ensure_underlay_address(self.me, desired.UNDERLAY_BRIDGE, nic)
+        if hostnet.write_if_changed(self.subnet_file,
+                                    hostnet.subnet_env(self.cluster, self.me, mtu)):
+            LOG.info("wrote %s: %s", self.subnet_file,
+                     self.subnet_file.read_text().strip().replace("\n", "; "))
+        self.passes += 1
+        return len(ops)
+
+    def run(self, once: bool = False) -> int:
+        """Connect (waiting for ovsdb-server if needed) and reconcile until stopped."""
+        api = ovsdb.connect(self.ovsdb_target)
+        if once:
+            n = self.reconcile(api)
+            LOG.info("pass done: %d changes", n)
+            return 0
+        signal.signal(signal.SIGHUP, lambda *_: self._wake.set())
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        last = 0.0
+        while True:
+            changed_file = self._file_changed()
+            if self._wake.is_set() or changed_file:
+                self._wake.clear()
+                self.reload()
+                last = 0.0
+            if time.monotonic() - last >= self.interval:
+                try:
+                    n = self.reconcile(api)
+                    if n:
+                        LOG.info("pass done: %d changes", n)
+                except Exception as exc:        # OVS restarting: retry next pass
+                    LOG.warning("pass failed, retrying: %s", exc)
+                    time.sleep(0.5)
+                    continue
+                last = time.monotonic()
+            self._wake.wait(0.5)
+
+    def _file_changed(self) -> bool:
+        try:
+            return self.peers.stat().st_mtime != self._mtime
+        except OSError:
+            return False

@@ -1,0 +1,72 @@
+"""Plug a container straight into br0 (like ovs-docker) and record its tenant.
+
+The tenant, MAC and container live in the interface's external_ids, so the
+controller can bind the port without a REST call and the agent's reconcile
+loop knows these ports are not tunnels to remove.
+"""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+
+from ovs_agent.desired import OWNER, OWNER_KEY, ROLE_KEY, TENANT_KEY
+from ovs_agent.hostnet import ensure_veth, ip, link_exists
+from ovs_agent.hostsfile import BRIDGE
+
+CONTAINER_KEY = "weft-container"
+MAC_KEY = "attached-mac"
+
+
+def port_name(netns: str, ifname: str) -> str:
+    """Host-side veth name: stable for (netns, ifname), 15 chars at most."""
+    return "wc" + hashlib.sha1(f"{netns}/{ifname}".encode()).hexdigest()[:11]
+
+
+def _in_ns(netns: str, *args: str) -> str:
+    proc = subprocess.run(["ip", "netns", "exec", netns, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} in {netns}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def attach(api, netns: str, tenant: str, mtu: int, ip_cidr: str | None = None,
+           mac: str | None = None, ifname: str = "eth0") -> str:
+    """Create the veth, configure the container side, add the host side to br0."""
+    if subprocess.run(["ip", "netns", "exec", netns, "true"], capture_output=True).returncode:
+        raise ValueError(f"no network namespace {netns!r}")
+    name = port_name(netns, ifname)
+    ensure_veth(name, ifname, mtu, peer_netns=netns)
+    if mac:
+        _in_ns(netns, "ip", "link", "set", ifname, "address", mac)
+    if ip_cidr:
+        _in_ns(netns, "ip", "addr", "replace", ip_cidr, "dev", ifname)
+    _in_ns(netns, "ip", "link", "set", ifname, "up")
+    actual_mac = _in_ns(netns, "cat", f"/sys/class/net/{ifname}/address").strip()
+    ext = {OWNER_KEY: OWNER, ROLE_KEY: "container", TENANT_KEY: tenant,
+           CONTAINER_KEY: netns, MAC_KEY: actual_mac}
+    with api.transaction(check_error=True) as txn:
+        txn.add(api.add_port(BRIDGE, name, may_exist=True))
+        txn.add(api.db_set("Interface", name, ("external_ids", ext)))
+    return name
+
+
+def detach(api, netns: str, ifname: str = "eth0") -> str:
+    """Remove the container's port from br0 and delete the veth."""
+    name = port_name(netns, ifname)
+    with api.transaction(check_error=True) as txn:
+        txn.add(api.del_port(name, bridge=BRIDGE, if_exists=True))
+    if link_exists(name):
+        ip("link", "del", name)
+    return name
+
+
+def attachments(api) -> list[dict[str, str]]:
+    """Containers plugged into br0 on this host: port, tenant, mac, container."""
+    out = []
+    for row in api.db_list("Interface", columns=["name", "external_ids"]).execute(
+            check_error=True):
+        ext = row["external_ids"]
+        if ext.get(OWNER_KEY) == OWNER and ext.get(ROLE_KEY) == "container":
+            out.append({"port": row["name"], "tenant": ext.get(TENANT_KEY, ""),
+                        "mac": ext.get(MAC_KEY, ""), "container": ext.get(CONTAINER_KEY, "")})
+    return sorted(out, key=lambda a: a["port"])

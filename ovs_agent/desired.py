@@ -1,0 +1,133 @@
+"""What a host's OVS should hold, as data, and the delta from what it holds.
+
+Pure: no OVSDB, no clock.  `desired()` turns hosts.yaml into bridge and port
+specs; `diff()` compares them with the agent-owned part of the actual state
+and returns the few operations that make them equal.  An unchanged cluster
+gives an empty list, which is why a second pass writes nothing to OVSDB.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ovs_agent.hostsfile import (BRIDGE, DOCKER_LINK_PORT, Cluster, datapath_id, dpid_str,
+                                 tunnel_port_name)
+
+OWNER_KEY = "weft-owner"
+OWNER = "ovs-agent"
+ROLE_KEY = "weft-role"
+PEER_KEY = "weft-peer"
+TENANT_KEY = "weft-tenant"
+UNDERLAY_BRIDGE = "br-phy"
+# Roles the reconcile loop manages; ports of other roles (containers plugged by
+# `ovs-agent attach`) are owned by the agent too, but never removed by a pass.
+MANAGED_ROLES = ("tunnel", "docker-link", "underlay")
+
+Pairs = tuple[tuple[str, str], ...]
+
+
+def pairs(d: dict[str, str]) -> Pairs:
+    return tuple(sorted(d.items()))
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """A port with one interface of the same name (all the agent ever makes)."""
+    name: str
+    type: str = ""                      # "" (system/veth), "vxlan", "gre"
+    options: Pairs = ()
+    external_ids: Pairs = ()
+
+
+@dataclass(frozen=True)
+class BridgeSpec:
+    name: str
+    datapath_type: str
+    fail_mode: str | None
+    protocols: tuple[str, ...]
+    controllers: tuple[str, ...]
+    other_config: Pairs
+    ports: tuple[PortSpec, ...] = field(default=())
+
+    def columns(self) -> dict[str, object]:
+        """The Bridge columns the agent sets (other_config keys merge, never replace)."""
+        return {"datapath_type": self.datapath_type, "fail_mode": self.fail_mode or [],
+                "protocols": list(self.protocols), "other_config": dict(self.other_config),
+                "external_ids": {OWNER_KEY: OWNER}}
+
+
+def _tags(role: str, **extra: str) -> Pairs:
+    return pairs({OWNER_KEY: OWNER, ROLE_KEY: role, **extra})
+
+
+def desired(cluster: Cluster, me: str, underlay_iface: str | None) -> tuple[BridgeSpec, ...]:
+    """Bridges and agent-managed ports this host should have."""
+    host = cluster.host(me)
+    ports = [PortSpec(DOCKER_LINK_PORT, external_ids=_tags("docker-link"))]
+    for peer in cluster.peers(me):
+        kind = cluster.link_type(me, peer.name)
+        ports.append(PortSpec(tunnel_port_name(kind, peer.name), kind,
+                              pairs({"remote_ip": peer.underlay_ip, "key": "flow"}),
+                              _tags("tunnel", **{PEER_KEY: peer.name,
+                                                 "weft-peer-ip": peer.underlay_ip})))
+    br0 = BridgeSpec(BRIDGE, host.datapath_type, "secure",
+                     ("OpenFlow13", "OpenFlow14", "OpenFlow15"), cluster.controllers,
+                     pairs({"datapath-id": dpid_str(datapath_id(host)),
+                            "disable-in-band": "true"}), tuple(ports))
+    if host.datapath_type != "netdev":
+        return (br0,)
+    # Userspace tunnelling sends encapsulated packets through the bridge that
+    # holds the underlay address, so the underlay NIC must sit on an OVS bridge.
+    phy_ports = (PortSpec(underlay_iface, external_ids=_tags("underlay")),) \
+        if underlay_iface else ()
+    phy = BridgeSpec(UNDERLAY_BRIDGE, "netdev", "standalone", ("OpenFlow13",), (),
+                     pairs({"disable-in-band": "true"}), phy_ports)
+    return (phy, br0)
+
+
+@dataclass(frozen=True)
+class ActualBridge:
+    name: str
+    columns: dict                       # the columns BridgeSpec.columns() names
+    controllers: tuple[str, ...]
+    ports: tuple[PortSpec, ...]         # agent-owned, managed-role ports only
+    port_names: frozenset[str]          # every port, owned or not
+
+
+# Operations: small tuples the OVSDB shell turns into ovsdbapp commands.
+Op = tuple
+
+
+def diff(want: tuple[BridgeSpec, ...], have: dict[str, ActualBridge]) -> list[Op]:
+    """Operations that make `have` match `want`, touching only what the agent owns."""
+    ops: list[Op] = []
+    for br in want:
+        cur = have.get(br.name)
+        if cur is None:
+            ops.append(("add_bridge", br.name, br.datapath_type))
+            ops.append(("set_bridge", br.name, br.columns()))
+        else:
+            changed = {k: v for k, v in br.columns().items() if not _same(cur.columns.get(k), v)}
+            if changed:
+                ops.append(("set_bridge", br.name, changed))
+        if (cur.controllers if cur else ()) != tuple(sorted(br.controllers)):
+            ops.append(("set_controller", br.name, tuple(sorted(br.controllers))))
+        owned = {p.name: p for p in cur.ports} if cur else {}
+        present = cur.port_names if cur else frozenset()
+        wanted = {p.name for p in br.ports}
+        for name in sorted(set(owned) - wanted):
+            ops.append(("del_port", br.name, name))
+        for p in br.ports:
+            if p.name not in present:
+                ops.append(("add_port", br.name, p))
+            elif owned.get(p.name) != p:
+                ops.append(("set_port", br.name, p))
+    return ops
+
+
+def _same(actual: object, want: object) -> bool:
+    """Compare an OVSDB column with what we set; maps only on the keys we set."""
+    if isinstance(want, dict):
+        return isinstance(actual, dict) and all(actual.get(k) == v for k, v in want.items())
+    if isinstance(want, list):
+        return sorted(actual or []) == sorted(want)
+    return actual == want

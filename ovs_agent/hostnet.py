@@ -1,0 +1,145 @@
+"""The Linux side of a host: addresses, the docker0 veth link, subnet.env.
+
+Each `ensure_*` reads first and changes only what is missing, so it is safe
+to call on every pass (OVS restarts drop the address of br-phy's tap device,
+for instance, and the next pass puts it back).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import subprocess
+from pathlib import Path
+
+from ovs_agent.hostsfile import DOCKER_LINK_PEER, DOCKER_LINK_PORT, Cluster, Host
+
+LOG = logging.getLogger("ovs-agent")
+
+
+def ip(*args: str, check: bool = True) -> str:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def addresses() -> dict[str, list[str]]:
+    """Interface name -> IPv4 addresses with prefix, as `ip -j addr` reports them."""
+    out: dict[str, list[str]] = {}
+    for link in json.loads(ip("-j", "-4", "addr", "show") or "[]"):
+        out[link["ifname"]] = [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])]
+    return out
+
+
+def local_ips() -> list[str]:
+    return [a for addrs in addresses().values() for a in addrs]
+
+
+def link_exists(name: str) -> bool:
+    return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
+
+
+def underlay_iface(host: Host, phy_bridge: str, phy_ports: list[str]) -> str | None:
+    """The NIC that carries (or carried) the underlay address.
+
+    Before the first pass the address sits on the NIC; after it, on the OVS
+    bridge, and the NIC is the bridge's agent-owned port.
+    """
+    for name, addrs in addresses().items():
+        if any(a.split("/")[0] == host.underlay_ip for a in addrs) and name != phy_bridge:
+            return name
+    return phy_ports[0] if phy_ports else None
+
+
+def ensure_underlay_address(host: Host, phy_bridge: str, nic: str) -> bool:
+    """Move the underlay address from the NIC to the OVS bridge; True if changed."""
+    addrs = addresses()
+    have = [a for a in addrs.get(nic, []) if a.split("/")[0] == host.underlay_ip]
+    on_bridge = [a for a in addrs.get(phy_bridge, []) if a.split("/")[0] == host.underlay_ip]
+    changed = False
+    if not link_exists(phy_bridge):
+        return False                     # vswitchd has not made the tap yet: next pass
+    if not on_bridge:
+        prefix = have[0] if have else _remembered_prefix(host)
+        if have:
+            ip("addr", "del", prefix, "dev", nic)
+        ip("addr", "add", prefix, "dev", phy_bridge)
+        changed = True
+    if "UP" not in json.loads(ip("-j", "link", "show", phy_bridge))[0]["flags"]:
+        ip("link", "set", phy_bridge, "up")
+        changed = True
+    if changed:
+        LOG.info("underlay address %s on %s (NIC %s)", host.underlay_ip, phy_bridge, nic)
+    return changed
+
+
+_prefixes: dict[str, str] = {}
+
+
+def _remembered_prefix(host: Host) -> str:
+    return _prefixes.get(host.underlay_ip, f"{host.underlay_ip}/24")
+
+
+def remember_prefix(host: Host) -> None:
+    for addrs in addresses().values():
+        for a in addrs:
+            if a.split("/")[0] == host.underlay_ip:
+                _prefixes[host.underlay_ip] = a
+
+
+def ensure_veth(name: str, peer: str, mtu: int, master: str | None = None,
+                peer_netns: str | None = None) -> bool:
+    """A veth pair with TX checksum offload off (the userspace datapath needs it)."""
+    if link_exists(name):
+        return False
+    args = ["link", "add", name, "mtu", str(mtu), "type", "veth", "peer", "name", peer,
+            "mtu", str(mtu)]
+    if peer_netns:
+        args += ["netns", peer_netns]
+    ip(*args)
+    for dev, ns in ((name, None), (peer, peer_netns)):
+        prefix = ["ip", "netns", "exec", ns] if ns else []
+        subprocess.run([*prefix, "ethtool", "-K", dev, "tx", "off"], capture_output=True)
+    ip("link", "set", name, "up")
+    if master:
+        ip("link", "set", peer, "master", master)
+        ip("link", "set", peer, "up")
+    return True
+
+
+def ensure_docker_link(mtu: int) -> bool:
+    """The veth between docker0 and br0; docker0 itself belongs to Docker."""
+    if not link_exists("docker0"):
+        LOG.warning("no docker0 bridge yet: the docker0 link waits for Docker")
+        return False
+    made = ensure_veth(DOCKER_LINK_PORT, DOCKER_LINK_PEER, mtu, master="docker0")
+    if made:
+        LOG.info("created the docker0 link %s <-> %s (mtu %d)", DOCKER_LINK_PORT,
+                 DOCKER_LINK_PEER, mtu)
+    return made
+
+
+def subnet_env(cluster: Cluster, host: Host, mtu: int) -> str:
+    """What a Docker daemon on this host needs, as flannel's subnet.env gives it."""
+    lines = [f"WEFT_HOST={host.name}", f"WEFT_MTU={mtu}"]
+    opts = [f"--mtu={mtu}"]
+    if host.docker_subnet:
+        net = ipaddress.ip_network(host.docker_subnet)
+        lines += [f"WEFT_SUBNET={net}"]
+        opts += [f"--bip={net[1]}/{net.prefixlen}", f"--fixed-cidr={net}"]
+    lines.append(f"DOCKER_OPTS=\"{' '.join(opts)}\"")
+    return "\n".join(lines) + "\n"
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True

@@ -1,0 +1,111 @@
+"""The agent's only door to OVSDB: one ovsdbapp connection, reads and one transaction per pass."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from ovsdbapp.backend.ovs_idl import connection, idlutils
+from ovsdbapp.schema.open_vswitch import impl_idl
+
+from ovs_agent.desired import (MANAGED_ROLES, OWNER, OWNER_KEY, ROLE_KEY, ActualBridge, Op,
+                               PortSpec, pairs)
+
+LOG = logging.getLogger("ovs-agent")
+BRIDGE_COLUMNS = ("datapath_type", "fail_mode", "protocols", "other_config", "external_ids")
+
+
+def default_connection() -> str:
+    rundir = os.environ.get("OVS_RUNDIR", "/var/run/openvswitch")
+    return f"unix:{rundir}/db.sock"
+
+
+def connect(target: str, timeout: float = 10, wait: float | None = None) -> impl_idl.OvsdbIdl:
+    """Connect to ovsdb-server, waiting (with a log line) while it is not up yet."""
+    deadline = None if wait is None else time.monotonic() + wait
+    said = False
+    while True:
+        try:
+            helper = idlutils.get_schema_helper(target, "Open_vSwitch")
+            break
+        except Exception as exc:    # the IDL raises bare Exception subclasses here
+            if deadline is not None and time.monotonic() > deadline:
+                raise ConnectionError(f"ovsdb-server at {target} is not reachable: {exc}")
+            if not said:
+                LOG.warning("waiting for ovsdb-server at %s (%s); is Open vSwitch running?",
+                            target, exc)
+                said = True
+            time.sleep(0.5)
+    for table in ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller", "QoS", "Queue"):
+        helper.register_table(table)
+    idl = connection.OvsdbIdl(target, helper, leader_only=False)
+    conn = connection.Connection(idl=idl, timeout=timeout)
+    api = impl_idl.OvsdbIdl(conn, start=True)
+    if said:
+        LOG.info("connected to ovsdb-server at %s", target)
+    return api
+
+
+def read_state(api: impl_idl.OvsdbIdl) -> dict[str, ActualBridge]:
+    """The bridges as they are, with the agent-owned managed ports as PortSpecs."""
+    ifaces = {r["_uuid"]: r for r in api.db_list(
+        "Interface", columns=["_uuid", "name", "type", "options", "external_ids"]).execute(
+        check_error=True)}
+    ports = {r["_uuid"]: r for r in api.db_list(
+        "Port", columns=["_uuid", "name", "interfaces"]).execute(check_error=True)}
+    ctrls = {r["_uuid"]: r["target"] for r in api.db_list(
+        "Controller", columns=["_uuid", "target"]).execute(check_error=True)}
+    out: dict[str, ActualBridge] = {}
+    for br in api.db_list("Bridge", columns=["name", "ports", "controller", *BRIDGE_COLUMNS]
+                          ).execute(check_error=True):
+        owned, names = [], set()
+        for puuid in br["ports"]:
+            port = ports.get(puuid)
+            if port is None:
+                continue
+            names.add(port["name"])
+            iface = ifaces.get(port["interfaces"][0]) if len(port["interfaces"]) == 1 else None
+            if iface is None:
+                continue
+            ext = iface["external_ids"]
+            if ext.get(OWNER_KEY) == OWNER and ext.get(ROLE_KEY) in MANAGED_ROLES:
+                owned.append(PortSpec(port["name"], iface["type"], pairs(iface["options"]),
+                                      pairs(ext)))
+        cols = {c: (br[c] if br[c] != [] or c == "protocols" else None) for c in BRIDGE_COLUMNS}
+        out[br["name"]] = ActualBridge(br["name"], cols,
+                                       tuple(sorted(ctrls[c] for c in br["controller"]
+                                                    if c in ctrls)),
+                                       tuple(owned), frozenset(names))
+    return out
+
+
+def apply(api: impl_idl.OvsdbIdl, ops: list[Op]) -> None:
+    """Apply all operations in one transaction: all or nothing."""
+    if not ops:
+        return
+    with api.transaction(check_error=True) as txn:
+        for op in ops:
+            kind = op[0]
+            if kind == "add_bridge":
+                txn.add(api.add_br(op[1], may_exist=True, datapath_type=op[2]))
+            elif kind == "set_bridge":
+                txn.add(api.db_set("Bridge", op[1], *op[2].items()))
+            elif kind == "set_controller":
+                txn.add(api.set_controller(op[1], list(op[2])))
+            elif kind == "del_port":
+                txn.add(api.del_port(op[2], bridge=op[1], if_exists=True))
+            elif kind == "add_port":
+                p: PortSpec = op[2]
+                attrs = {"external_ids": dict(p.external_ids)}
+                if p.type:
+                    attrs.update(type=p.type, options=dict(p.options))
+                txn.add(api.add_port(op[1], p.name, may_exist=True, **attrs))
+            elif kind == "set_port":
+                p = op[2]
+                # add_port does not update an existing port: set its interface exactly.
+                txn.add(api.db_clear("Interface", p.name, "options"))
+                txn.add(api.db_set("Interface", p.name, ("type", p.type),
+                                   ("options", dict(p.options)),
+                                   ("external_ids", dict(p.external_ids))))
+            else:
+                raise ValueError(f"unknown op {kind}")
