@@ -1,7 +1,46 @@
-"""Placeholder console script: replaced by the issue that owns it."""
+"""`weft-manager [controller.app] [flags]`: the ryu-manager of weft.
+
+os-ken 4 ships no manager command; this one parses the same kind of flags
+into os-ken's CONF and runs the apps with AppManager.run_apps.
+"""
+from __future__ import annotations
+
+import logging
+import os
 import sys
 
+os.environ.setdefault("OSKEN_HUB_TYPE", "native")
 
-def main() -> int:
-    print(f"{sys.argv[0]}: not built yet", file=sys.stderr)
-    return 2
+import ovs_agent  # noqa: E402,F401  (silences eventlet's import warning)
+from os_ken.base.app_manager import AppManager  # noqa: E402
+from os_ken.ofproto import ofproto_common  # noqa: E402
+
+from controller import config  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    conf = config.CONF
+    conf(argv, project="weft", prog="weft-manager", version="0.1.0")
+    apps = list(conf.app) or ["controller.app"]
+    if conf.ofp_tcp_listen_port is None:
+        conf.set_override("ofp_tcp_listen_port", ofproto_common.OFP_TCP_PORT)
+    token = conf.api_token or os.environ.get("WEFT_API_TOKEN")
+    if conf.wsapi_port and conf.wsapi_host not in ("127.0.0.1", "::1", "localhost") and not token:
+        print("weft-manager: refusing to serve the API on {} without --api-token "
+              "(or WEFT_API_TOKEN)".format(conf.wsapi_host), file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("weft.controller").info(
+        "weft-manager: apps %s, OpenFlow on %s:%d, API on %s:%d", ", ".join(apps),
+        conf.ofp_listen_host, conf.ofp_tcp_listen_port, conf.wsapi_host, conf.wsapi_port)
+    try:
+        AppManager.run_apps(apps)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -42,7 +42,7 @@ class Tenant:
 
 DEFAULT_TENANT = Tenant(
     "default", vni=1,
-    description="built-in: every host's docker0 link, so stock docker run containers share one network",
+    description="built-in: every host's docker0 link; stock docker run containers share it",
 )
 
 
@@ -58,7 +58,8 @@ class Binding:
 
     def __post_init__(self) -> None:
         if self.mode not in (ACCESS, TRUNK):
-            raise ValueError(f"binding {self.host}/{self.port}: mode {self.mode!r} not access|trunk")
+            raise ValueError(f"binding {self.host}/{self.port}: mode {self.mode!r} "
+                             "not access|trunk")
         if self.mac is not None:
             mac = self.mac.lower()
             if not _MAC_RE.match(mac):
@@ -90,7 +91,8 @@ class Topology:
             if b.tenant not in known:
                 raise ValueError(f"binding {b.host}/{b.port}: unknown tenant {b.tenant!r}")
             if b.port == DOCKER_LINK_PORT:
-                raise ValueError(f"binding {b.host}/{b.port}: the docker0 link belongs to the default tenant")
+                raise ValueError(f"binding {b.host}/{b.port}: the docker0 link "
+                                 "belongs to the default tenant")
         _unique([(b.host, b.port) for b in self.bindings], "binding of port")
         _unique([(b.tenant, b.mac) for b in self.bindings if b.mac], "mac in tenant")
 
@@ -109,8 +111,10 @@ class Topology:
 
     def bindings_on(self, host: str) -> tuple[Binding, ...]:
         """Stored bindings of ``host`` plus its implicit docker0 link binding."""
-        implicit = (Binding(host, DOCKER_LINK_PORT, DEFAULT_TENANT.name),) if host in self.hosts else ()
-        return implicit + tuple(b for b in self.bindings if b.host == host)
+        stored = tuple(b for b in self.bindings if b.host == host)
+        if host not in self.hosts:
+            return stored
+        return (Binding(host, DOCKER_LINK_PORT, DEFAULT_TENANT.name), *stored)
 
     def tenants_on(self, host: str) -> frozenset[str]:
         """Names of the tenants with any binding on ``host``."""

@@ -173,8 +173,8 @@ def _parse_action(action: Any) -> tuple:
     if isinstance(action, ofpp.OFPActionOutput):
         return ("output", action.port)
     if isinstance(action, ofpp.OFPActionSetField):
-        value = action.value
-        return ("set_field", _oxm_name(action.key), value.lower() if isinstance(value, str) else value)
+        value = action.value.lower() if isinstance(action.value, str) else action.value
+        return ("set_field", _oxm_name(action.key), value)
     if isinstance(action, ofpp.OFPActionGroup):
         return ("group", action.group_id)
     if isinstance(action, ofpp.OFPActionPushVlan):
@@ -197,15 +197,16 @@ def _parse_learn(action: Any) -> LearnSpec | None:
     for s in action.specs:
         src = (_oxm_name(s.src[0]), s.src[1]) if isinstance(s.src, tuple) else s.src
         dst = (_oxm_name(s.dst[0]), s.dst[1]) if isinstance(s.dst, tuple) else s.dst
-        if isinstance(s, ofpp.NXFlowSpecMatch) and isinstance(src, int) and dst[0] == "metadata":
+        kind, spec = type(s).__name__, (src, dst, s.n_bits)
+        if kind == "NXFlowSpecMatch" and isinstance(src, int) and dst[0] == "metadata":
             run = ((1 << s.n_bits) - 1) << dst[1]
             metadata, mask = metadata | (src << dst[1]) & run, mask | run
-        elif isinstance(s, ofpp.NXFlowSpecMatch) and (src, dst, s.n_bits) == (("eth_src", 0), ("eth_dst", 0), 48):
+        elif kind == "NXFlowSpecMatch" and spec == (("eth_src", 0), ("eth_dst", 0), 48):
             eth = True
-        elif isinstance(s, ofpp.NXFlowSpecLoad) and (src, dst, s.n_bits) == (("tunnel_id", 0), ("tunnel_id", 0), 64):
+        elif kind == "NXFlowSpecLoad" and spec == (("tunnel_id", 0), ("tunnel_id", 0), 64):
             load_tunnel_id = True
-        elif isinstance(s, ofpp.NXFlowSpecOutput) and src == ("in_port", 0) and s.n_bits in (16, 32):
-            output = True
+        elif kind == "NXFlowSpecOutput" and src == ("in_port", 0) and s.n_bits in (16, 32):
+            output = True      # OXM_OF_IN_PORT (32 bits) or NXM_OF_IN_PORT (16)
         else:
             return None
     if not eth:

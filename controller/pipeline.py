@@ -136,7 +136,8 @@ def _to_tunnel(vni: int, tunnel_ofport: int) -> tuple[tuple, ...]:
     return (("set_field", "tunnel_id", vni), ("output", tunnel_ofport))
 
 
-def _flood_group(group_id: int, vni: int, from_tunnel: bool, buckets: list[tuple]) -> tuple[Flow, Group]:
+def _flood_group(group_id: int, vni: int, from_tunnel: bool,
+                 buckets: list[tuple]) -> tuple[Flow, Group]:
     return (flow(FLOOD, PRIO_FLOOD, tenant_match(vni, from_tunnel),
                  [("apply", (("group", group_id),))], COOKIE_ISOLATION),
             Group(group_id, "all", tuple(buckets)))
@@ -182,7 +183,7 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
                       if name in shared[peer]]
         from_local, from_tunnel = flood_group_ids(vni)
         for gid, is_tunnel, buckets in ((from_local, False, [(o,) for o in local_out] + tunnel_out),
-                                        (from_tunnel, True, [(o,) for o in local_out] + tunnel_out)):
+                                        (from_tunnel, True, [(o,) for o in local_out])):
             if buckets:   # a group with no bucket is a drop: leave it to table-miss
                 f, g = _flood_group(gid, vni, is_tunnel, buckets)
                 flows.append(f)

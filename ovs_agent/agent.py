@@ -9,6 +9,7 @@ logged and ignored: the last good configuration stays in force.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
@@ -16,7 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ovs_agent import desired, hostnet, ovsdb
+import httpx
+
+from ovs_agent import attach, desired, hostnet, ovsdb
 from ovs_agent.hostsfile import Cluster, Host, HostsFileError, load, tunnel_mtu
 
 LOG = logging.getLogger("ovs-agent")
@@ -33,6 +36,11 @@ def pick_host(cluster: Cluster, name: str | None) -> Host:
                                  f"(hosts: {', '.join(h.name for h in cluster.hosts)})",
                                  None, cluster.source) from None
     return cluster.find_self(hostnet.local_ips(), socket.gethostname())
+
+
+def _auth_headers() -> dict[str, str]:
+    token = os.environ.get("WEFT_API_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _exit_on_signal(*_: object) -> None:
@@ -52,6 +60,7 @@ class Agent:
     writes: int = 0                     # OVSDB transactions committed, for tests and logs
     _wake: threading.Event = field(default_factory=threading.Event)
     _mtime: float = 0.0
+    _reported: list | None = None
 
     def load(self) -> None:
         """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
@@ -98,8 +107,26 @@ class Agent:
                                     hostnet.subnet_env(self.cluster, self.me, mtu)):
             LOG.info("wrote %s: %s", self.subnet_file,
                      self.subnet_file.read_text().strip().replace("\n", "; "))
+        self._report_attachments(api)
         self.passes += 1
         return len(ops)
+
+    def _report_attachments(self, api) -> None:
+        """Tell the controller which containers are plugged here (it binds them)."""
+        if not self.cluster.api:
+            return
+        current = attach.attachments(api)
+        if current == self._reported:
+            return
+        try:
+            resp = httpx.put(f"{self.cluster.api.rstrip('/')}/v1/hosts/{self.me.name}/attachments",
+                             json=current, timeout=3, headers=_auth_headers())
+            resp.raise_for_status()
+            self._reported = current
+            LOG.info("reported %d attachment(s) to the controller", len(current))
+        except httpx.HTTPError as exc:
+            LOG.warning("could not report attachments to %s (will retry): %s",
+                        self.cluster.api, exc)
 
     def run(self, once: bool = False) -> int:
         """Connect (waiting for ovsdb-server if needed) and reconcile until stopped."""

@@ -83,7 +83,8 @@ class FakeOFTable:
 
     def outputs(self, in_port: int, pkt: Mapping[str, Any]) -> list[tuple[int, Packet]]:
         """Every (port, frame as sent) in order, duplicates kept."""
-        state: Packet = {"metadata": 0, "tunnel_id": None, "vlan_vid": None, **pkt, "in_port": in_port}
+        state: Packet = {"metadata": 0, "tunnel_id": None, "vlan_vid": None, **pkt,
+                         "in_port": in_port}
         out: list[tuple[int, Packet]] = []
         learned: list[Flow] = []
         table = 0
@@ -185,11 +186,12 @@ class FakeCluster:
 
     @classmethod
     def from_topology(cls, topo: Topology, ports: Mapping[str, Mapping[str, int]],
-                      tunnels: Mapping[str, Mapping[str, str]], learn: bool = False) -> "FakeCluster":
-        return cls({
-            host: FakeHost(FakeOFTable(desired_state(host, topo, ports[host], tunnels[host]), learn),
-                           ports[host], tunnels[host])
-            for host in ports})
+                      tunnels: Mapping[str, Mapping[str, str]],
+                      learn: bool = False) -> FakeCluster:
+        """Each host of ``ports`` running the pipeline's desired state."""
+        def switch(host: str) -> FakeOFTable:
+            return FakeOFTable(desired_state(host, topo, ports[host], tunnels[host]), learn)
+        return cls({host: FakeHost(switch(host), ports[host], tunnels[host]) for host in ports})
 
     def deliveries(self, host: str, port: str, pkt: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Every (host, port name) the frame reaches outside the tunnels, duplicates kept."""
@@ -210,7 +212,8 @@ class FakeCluster:
                 back = arrival.tunnels.get(at) if arrival else None
                 if back is None or back not in arrival.ports:
                     continue          # the far end has no tunnel back: lost
-                onward = {k: sent[k] for k in ("eth_src", "eth_dst", "vlan_vid") if sent.get(k) is not None}
+                onward = {k: sent[k] for k in ("eth_src", "eth_dst", "vlan_vid")
+                          if sent.get(k) is not None}
                 onward["tunnel_id"] = sent["tunnel_id"] or 0
                 queue.append((peer, back, onward, hops + 1))
         return result

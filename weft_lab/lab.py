@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import shutil
+import secrets
 import signal
 import sys
 import time
@@ -155,8 +156,11 @@ def hosts_yaml(topo: Topology) -> str:
 def start_agent(lab: str, host: str) -> int:
     """Run ovs-agent on a lab host, under the keeper."""
     d, sd = host_dir(lab, host), state_dir(lab)
+    env = ovs_env(lab, host)
+    if (sd / "api.token").exists():
+        env["WEFT_API_TOKEN"] = (sd / "api.token").read_text().strip()
     return keeper.request(sd, {
-        "op": "spawn", "ns": ns_name(lab, host), "env": ovs_env(lab, host),
+        "op": "spawn", "ns": ns_name(lab, host), "env": env,
         "log": str(d / "ovs-agent.log"),
         "argv": [sys.executable, "-m", "ovs_agent.cli", "--peers", str(sd / "hosts.yaml"),
                  "--host", host, "--subnet-file", str(d / "subnet.env"),
@@ -270,12 +274,22 @@ def up(topo: Topology) -> float:
         plen_m = ipaddress.ip_network(topo.mgmt).prefixlen
         _bridge(ctl, MGMT_BRIDGE, f"{topo.controller_ip}/{plen_m}")
         keeper.start(sd, ctl)
+        if topo.controller:
+            (sd / "api.token").write_text(secrets.token_hex(16) + "\n")
         mtu = container_mtu(topo)
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda h: _build_host(topo, h, mtu), topo.hosts))
             list(pool.map(lambda c: _build_container(topo, c, mtu), topo.containers))
         for sw in topo.switches:
             _build_switch(topo, sw)
+        if topo.controller:
+            from weft_lab import cluster
+            cluster.start_controller(topo)
+            cluster.wait_api(lab)
+            cluster.setup_tenants(topo)
+        if topo.agent:
+            from weft_lab import cluster
+            cluster.attach_containers(topo)
     except BaseException:
         down(lab)
         raise

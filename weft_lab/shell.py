@@ -37,6 +37,14 @@ def run(argv: Sequence[str], ns: str | None = None, check: bool = True,
     return proc.stdout
 
 
+def succeeds(argv: Sequence[str], ns: str | None = None,
+             env: Mapping[str, str] | None = None, timeout: float = 30) -> bool:
+    """True if the command exits 0."""
+    merged = {**os.environ, **env} if env else None
+    return subprocess.run(in_ns(ns, argv), capture_output=True, env=merged,
+                          timeout=timeout).returncode == 0
+
+
 def netns_list() -> list[str]:
     """Names of all network namespaces on the machine."""
     out = run(["ip", "netns", "list"])

@@ -184,6 +184,16 @@ def test_absent_ports_and_tunnels_get_no_flows():
     assert all(g.buckets for g in desired_state("h1", TOPO, H1_PORTS, H1_TUNNELS).groups)
 
 
+def test_tunnels_admit_only_tenants_both_ends_have():
+    topo = Topology(tenants=(RED, BLUE), hosts=("h1", "h2"),
+                    bindings=(Binding("h1", "r1", "red"), Binding("h1", "b1", "blue"), Binding("h2", "r2", "red")))
+    state = desired_state("h1", topo, H1_PORTS, H1_TUNNELS)
+    admitted = {dict(f.match)["tunnel_id"] for f in state.flows if "tunnel_id" in dict(f.match)}
+    assert admitted == {DEFAULT_TENANT.vni, RED.vni}
+    blue_flood = {g.group_id: g.buckets for g in state.groups}[flood_group_ids(BLUE.vni)[0]]
+    assert blue_flood == ((("output", 2),),)          # no tunnel bucket toward a host without blue
+
+
 def test_flood_groups_split_horizon():
     groups = {g.group_id: g for g in desired_state("h1", TOPO, H1_PORTS, H1_TUNNELS).groups}
     from_local, from_tunnel = flood_group_ids(RED.vni)

@@ -1,0 +1,228 @@
+"""`controller.app`: the os-ken application, a thin shim over the pure core.
+
+Handlers only translate OpenFlow events and send what `controller.pipeline`
+and `controller.flows.diff` return.  A sync reads the switch (port desc, flow
+stats, group desc), diffs against the desired state and sends only the delta:
+stale flows deleted, groups added, flows added, stale groups deleted, then a
+barrier.  Nothing is wiped on (re)connect, so controller restarts are hitless.
+Work from REST threads arrives as events on this app's queue, so all switch
+state is touched by one thread only.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from os_ken.base import app_manager
+from os_ken.controller import event, ofp_event
+from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.ofproto import ofproto_v1_3
+
+from controller import config, ofmsg
+from controller.core import Core, Switch
+from controller.flows import SwitchState, diff, feature_of
+from controller.pipeline import desired_state
+from controller.store import Store
+from ovs_agent.hostsfile import dpid_str, host_for_dpid, load
+
+LOG = logging.getLogger("weft.controller")
+
+
+class EventResync(event.EventBase):
+    """Ask for every switch (or one) to be diffed against the model again."""
+
+    def __init__(self, dpid: int | None = None) -> None:
+        super().__init__()
+        self.dpid = dpid
+
+
+class EventDumpFlows(event.EventBase):
+    """Ask for a switch's live flows; the answer is set on `future`."""
+
+    def __init__(self, dpid: int, future: Future) -> None:
+        super().__init__()
+        self.dpid, self.future = dpid, future
+
+
+class WeftController(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        conf = config.CONF
+        cluster = load(conf.weft_hosts)
+        self.core = Core(Store(conf.weft_db), cluster)
+        self.core.on_change = lambda: self.send_event(self.name, EventResync())
+        self.core.dump_flows = self._dump_flows_from_other_thread
+        # xid -> (bodies so far, callback(bodies)) for multipart requests in flight
+        self._pending: dict[tuple[int, int], tuple[list, Callable[[list], None]]] = {}
+        LOG.info("weft controller: %d hosts in %s, state in %s", len(cluster.hosts),
+                 conf.weft_hosts, conf.weft_db)
+        token = conf.api_token or os.environ.get("WEFT_API_TOKEN") or None
+        if conf.wsapi_port or conf.wsapi_unix:
+            from controller.api import serve_in_thread
+            serve_in_thread(self.core, conf.wsapi_host, conf.wsapi_port, conf.wsapi_unix, token)
+
+    # -- connection state ---------------------------------------------------------
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def _state_change(self, ev: Any) -> None:
+        dp = ev.datapath
+        if dp.id is None:
+            return
+        host = host_for_dpid(self.core.cluster, dp.id)
+        sw = self.core.switch(dp.id)
+        if ev.state == MAIN_DISPATCHER:
+            sw.dp, sw.connected, sw.connected_at = dp, True, time.time()
+            sw.syncing = sw.dirty = False
+            if host is None:
+                LOG.warning("switch %s connected but is no host of hosts.yaml: left alone",
+                            dpid_str(dp.id))
+                return
+            LOG.info("switch %s connected: host %s", dpid_str(dp.id), host.name)
+            self._sync(sw)
+        elif sw.dp is dp:
+            sw.connected, sw.dp = False, None
+            LOG.info("switch %s (host %s) disconnected; its flows stay (fail_mode secure)",
+                     dpid_str(dp.id), sw.host)
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _port_status(self, ev: Any) -> None:
+        sw = self.core.switch(ev.msg.datapath.id)
+        if sw.host:
+            self._sync(sw)          # a port came or went: its flows follow
+
+    @set_ev_cls(EventResync)
+    def _resync(self, ev: EventResync) -> None:
+        for sw in list(self.core.switches.values()):
+            if sw.connected and sw.host and (ev.dpid is None or ev.dpid == sw.dpid):
+                self._sync(sw)
+
+    # -- multipart plumbing ----------------------------------------------------------
+    def _request(self, dp: Any, msg: Any, done: Callable[[list], None]) -> None:
+        dp.set_xid(msg)
+        self._pending[(dp.id, msg.xid)] = ([], done)
+        dp.send_msg(msg)
+
+    def _reply(self, ev: Any) -> None:
+        msg = ev.msg
+        key = (msg.datapath.id, msg.xid)
+        if key not in self._pending:
+            return
+        bodies, done = self._pending[key]
+        bodies.extend(msg.body)
+        if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+            del self._pending[key]
+            done(bodies)
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    def _port_desc_reply(self, ev: Any) -> None:
+        self._reply(ev)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def _flow_stats_reply(self, ev: Any) -> None:
+        self._reply(ev)
+
+    @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
+    def _group_desc_reply(self, ev: Any) -> None:
+        self._reply(ev)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier_reply(self, ev: Any) -> None:
+        key = (ev.msg.datapath.id, ev.msg.xid)
+        if key in self._pending:
+            self._pending.pop(key)[1]([])
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    def _error(self, ev: Any) -> None:
+        msg = ev.msg
+        LOG.error("switch %s refused a message: type %d code %d", dpid_str(msg.datapath.id),
+                  msg.type, msg.code)
+
+    # -- sync: read, diff, send the delta -----------------------------------------------
+    def _sync(self, sw: Switch) -> None:
+        if sw.syncing:
+            sw.dirty = True
+            return
+        sw.syncing, sw.dirty = True, False
+        dp, parser, ofp = sw.dp, sw.dp.ofproto_parser, sw.dp.ofproto
+        started = time.monotonic()
+        version = self.core.store.version
+        got: dict[str, list] = {}
+
+        def collect(kind: str) -> Callable[[list], None]:
+            def done(bodies: list) -> None:
+                got[kind] = bodies
+                if len(got) == 3 and sw.dp is dp:
+                    self._apply(sw, got, started, version)
+            return done
+
+        self._request(dp, parser.OFPPortDescStatsRequest(dp, 0), collect("ports"))
+        self._request(dp, parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY,
+                                                     ofp.OFPG_ANY, 0, 0, parser.OFPMatch()),
+                      collect("flows"))
+        self._request(dp, parser.OFPGroupDescStatsRequest(dp, 0), collect("groups"))
+
+    def _apply(self, sw: Switch, got: dict[str, list], started: float, version: int) -> None:
+        dp = sw.dp
+        sw.ports = {p.name.decode() if isinstance(p.name, bytes) else p.name: p.port_no
+                    for p in got["ports"] if p.port_no < dp.ofproto.OFPP_MAX}
+        want = desired_state(sw.host, self.core.topology(), sw.ports, self.core.tunnels(sw.host))
+        have = SwitchState(ofmsg.flows_from_stats(got["flows"]),
+                           frozenset(ofmsg.group_from_desc(g) for g in got["groups"]))
+        delta = diff(want, have)
+        for f in delta.delete_flows:
+            dp.send_msg(ofmsg.flow_mod(dp, f, "delete_strict"))
+        for g in delta.modify_groups:
+            dp.send_msg(ofmsg.group_mod(dp, g, "modify"))
+        for g in delta.add_groups:
+            dp.send_msg(ofmsg.group_mod(dp, g, "add"))
+        for f in delta.add_flows:
+            dp.send_msg(ofmsg.flow_mod(dp, f, "add"))
+        for g in delta.delete_groups:
+            dp.send_msg(ofmsg.group_mod(dp, g, "delete"))
+        n_flows = len(delta.delete_flows) + len(delta.add_flows)
+        n_groups = len(delta.add_groups) + len(delta.modify_groups) + len(delta.delete_groups)
+        sw.flow_mods += n_flows
+        sw.group_mods += n_groups
+        sw.syncs += 1
+
+        def finished(_: list) -> None:
+            sw.syncing = False
+            sw.synced_version = version
+            sw.last_sync = {"at": time.time(), "seconds": round(time.monotonic() - started, 4),
+                            "flows_desired": len(want.flows), "flows_on_switch": len(have.flows),
+                            "flow_mods": n_flows, "group_mods": n_groups}
+            if n_flows or n_groups:
+                LOG.info("switch %s (%s): sent %d flow-mods, %d group-mods in %.3fs",
+                         dpid_str(sw.dpid), sw.host, n_flows, n_groups, time.monotonic() - started)
+            if sw.dirty and sw.dp is dp:
+                self._sync(sw)
+        self._request(dp, dp.ofproto_parser.OFPBarrierRequest(dp), finished)
+
+    # -- live flows for the REST API ---------------------------------------------------
+    def _dump_flows_from_other_thread(self, dpid: int, timeout: float = 5) -> list[dict]:
+        fut: Future = Future()
+        self.send_event(self.name, EventDumpFlows(dpid, fut))
+        return fut.result(timeout)
+
+    @set_ev_cls(EventDumpFlows)
+    def _dump_flows(self, ev: EventDumpFlows) -> None:
+        sw = self.core.switches.get(ev.dpid)
+        if not sw or not sw.dp:
+            ev.future.set_exception(LookupError("switch not connected"))
+            return
+        dp, parser, ofp = sw.dp, sw.dp.ofproto_parser, sw.dp.ofproto
+
+        def done(bodies: list) -> None:
+            ev.future.set_result([{
+                "feature": feature_of(s.cookie) or "foreign", "cookie": hex(s.cookie),
+                "table": s.table_id, "priority": s.priority, "match": dict(s.match.items()),
+                "instructions": [str(i) for i in s.instructions], "packets": s.packet_count,
+                "bytes": s.byte_count, "idle_timeout": s.idle_timeout,
+                "duration": s.duration_sec} for s in bodies])
+        self._request(dp, parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY,
+                                                     ofp.OFPG_ANY, 0, 0, parser.OFPMatch()), done)

@@ -1,0 +1,25 @@
+"""weft-manager's options, registered on os-ken's oslo.config CONF.
+
+Ryu-like flags (--ofp-tcp-listen-port, --wsapi-host, --wsapi-port,
+--config-file) plus weft's own: the hosts.yaml path, the state database and
+the API token.
+"""
+from __future__ import annotations
+
+from os_ken import cfg
+
+CONF = cfg.CONF
+CONF.register_cli_opts([
+    cfg.MultiStrOpt("app", positional=True, default=[],
+                    help="os-ken applications to run (default: controller.app)"),
+    cfg.StrOpt("weft-hosts", default="/etc/weft/hosts.yaml",
+               help="hosts.yaml shared by the agents and the controller"),
+    cfg.StrOpt("weft-db", default="/var/lib/weft/weft.db", help="SQLite state database"),
+    cfg.StrOpt("wsapi-host", default="127.0.0.1", help="REST API listen address"),
+    cfg.IntOpt("wsapi-port", default=8080, help="REST API port (0 disables the API)"),
+    cfg.StrOpt("wsapi-unix", default=None,
+               help="also serve the REST API on this unix socket (the lab uses it)"),
+    cfg.StrOpt("api-token", default=None, secret=True,
+               help="bearer token required for writes (or env WEFT_API_TOKEN); "
+                    "required when the API listens beyond loopback"),
+])

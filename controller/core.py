@@ -1,0 +1,87 @@
+"""The controller's state between the OpenFlow shim and the REST API.
+
+Holds the store, the cluster from hosts.yaml and what is known about each
+switch.  Both sides read it; only the OpenFlow thread touches switch sync
+state, the REST side asks for work by posting requests (see `controller.app`).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.model import Topology
+from controller.store import Store
+from ovs_agent.hostsfile import Cluster, datapath_id, dpid_str, tunnel_port_name
+
+
+@dataclass
+class Switch:
+    """One datapath as the controller knows it."""
+    dpid: int
+    host: str | None
+    connected: bool = False
+    ports: dict[str, int] = field(default_factory=dict)
+    connected_at: float = 0.0
+    syncs: int = 0
+    flow_mods: int = 0              # flow-mods sent since the controller started
+    group_mods: int = 0
+    last_sync: dict[str, Any] = field(default_factory=dict)
+    # sync machinery (OpenFlow thread only)
+    dp: Any = None
+    syncing: bool = False
+    dirty: bool = False
+    synced_version: int = -1
+
+    def summary(self, cluster: Cluster) -> dict[str, Any]:
+        tunnels = {}
+        if self.host:
+            for peer in cluster.peers(self.host):
+                name = tunnel_port_name(cluster.link_type(self.host, peer.name), peer.name)
+                tunnels[name] = {"peer": peer.name, "remote_ip": peer.underlay_ip,
+                                 "ofport": self.ports.get(name)}
+        return {"dpid": dpid_str(self.dpid), "host": self.host, "connected": self.connected,
+                "ports": dict(sorted(self.ports.items(), key=lambda kv: kv[1])),
+                "tunnels": tunnels, "syncs": self.syncs, "flow_mods_sent": self.flow_mods,
+                "group_mods_sent": self.group_mods, "last_sync": self.last_sync}
+
+
+class Core:
+    """Shared controller state; `lock` guards `switches`."""
+
+    def __init__(self, store: Store, cluster: Cluster) -> None:
+        self.store = store
+        self.cluster = cluster
+        self.lock = threading.RLock()
+        self.switches: dict[int, Switch] = {
+            datapath_id(h): Switch(datapath_id(h), h.name) for h in cluster.hosts}
+        self.started = time.time()
+        self.on_change = lambda: None      # set by the app: resync every switch
+
+    def topology(self) -> Topology:
+        """A snapshot of the model for the pipeline."""
+        return Topology(tuple(t for t in self.store.tenants() if t.name != "default"),
+                        tuple(sb.binding for sb in self.store.bindings()),
+                        tuple(h.name for h in self.cluster.hosts))
+
+    def tunnels(self, host: str) -> dict[str, str]:
+        return {p.name: tunnel_port_name(self.cluster.link_type(host, p.name), p.name)
+                for p in self.cluster.peers(host)}
+
+    def switch(self, dpid: int) -> Switch:
+        with self.lock:
+            if dpid not in self.switches:
+                self.switches[dpid] = Switch(dpid, None)
+            return self.switches[dpid]
+
+    def switch_by_name(self, key: str) -> Switch | None:
+        """Find a switch by host name or dpid (hex, with or without 0x)."""
+        with self.lock:
+            for sw in self.switches.values():
+                if sw.host == key:
+                    return sw
+            try:
+                return self.switches.get(int(key, 16))
+            except ValueError:
+                return None

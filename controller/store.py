@@ -1,0 +1,272 @@
+"""Tenants and port bindings, persisted in SQLite.
+
+Every write validates first and runs in one transaction, so a refused request
+changes nothing.  Errors are typed (NotFound, Conflict, Invalid) with the
+offending field, and the REST layer maps them to 404/409/422.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.model import (ACCESS, DEFAULT_TENANT, DOCKER_LINK_PORT, MAX_VNI, TRUNK,
+                              Binding, Tenant)
+
+FIRST_AUTO_VNI = 1000
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+PORT_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    name TEXT PRIMARY KEY,
+    vni INTEGER NOT NULL UNIQUE,
+    vlan INTEGER UNIQUE,
+    subnet TEXT,
+    description TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS bindings (
+    host TEXT NOT NULL,
+    port TEXT NOT NULL,
+    tenant TEXT NOT NULL REFERENCES tenants(name),
+    mode TEXT NOT NULL,
+    mac TEXT,
+    source TEXT NOT NULL DEFAULT 'api',
+    PRIMARY KEY (host, port)
+);
+"""
+
+
+class StoreError(Exception):
+    status = 400
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+class NotFound(StoreError):
+    status = 404
+
+
+class Conflict(StoreError):
+    status = 409
+
+
+class Invalid(StoreError):
+    status = 422
+
+
+@dataclass(frozen=True)
+class StoredBinding:
+    binding: Binding
+    source: str             # "api" (REST/weftctl) or "agent" (ovs-agent attach)
+
+
+def check_name(name: str, field: str = "name") -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise Invalid(field, f"{name!r} is not a valid name (lowercase letter first, then "
+                             "lowercase letters, digits, '-' or '_', at most 32)")
+    return name
+
+
+class Store:
+    """The controller's state; thread-safe (REST threads and the OpenFlow thread share it)."""
+
+    def __init__(self, path: str | Path) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.RLock()
+        self.version = 0            # bumped on every committed change
+
+    # -- reads ---------------------------------------------------------------
+    def tenants(self) -> list[Tenant]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, vni, vlan, subnet, description FROM tenants ORDER BY name").fetchall()
+        return [DEFAULT_TENANT] + [Tenant(*r) for r in rows]
+
+    def tenant(self, name: str) -> Tenant:
+        for t in self.tenants():
+            if t.name == name:
+                return t
+        raise NotFound("name", f"no tenant {name!r}")
+
+    def bindings(self, host: str | None = None, tenant: str | None = None) -> list[StoredBinding]:
+        q, args = "SELECT host, port, tenant, mode, mac, source FROM bindings WHERE 1=1", []
+        if host:
+            q, args = q + " AND host = ?", args + [host]
+        if tenant:
+            q, args = q + " AND tenant = ?", args + [tenant]
+        with self._lock:
+            rows = self._db.execute(q + " ORDER BY host, port", args).fetchall()
+        return [StoredBinding(Binding(h, p, t, m, mac), s) for h, p, t, m, mac, s in rows]
+
+    # -- tenant writes ----------------------------------------------------------
+    def create_tenant(self, name: str, vni: int | None = None, vlan: int | None = None,
+                      subnet: str | None = None, description: str = "") -> Tenant:
+        check_name(name)
+        subnet = _check_subnet(subnet)
+        _check_vlan(vlan)
+        with self._lock, self._tx():
+            if self._db.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone() \
+                    or name == DEFAULT_TENANT.name:
+                raise Conflict("name", f"tenant {name!r} already exists")
+            if vni is None:
+                vni = self._free_vni()
+            elif not isinstance(vni, int) or not FIRST_AUTO_VNI <= vni <= MAX_VNI:
+                raise Invalid("vni", f"vni must be in {FIRST_AUTO_VNI}..{MAX_VNI}")
+            self._check_unique("vni", vni, name)
+            self._check_unique("vlan", vlan, name)
+            self._db.execute("INSERT INTO tenants VALUES (?, ?, ?, ?, ?)",
+                             (name, vni, vlan, subnet, description or ""))
+        return self.tenant(name)
+
+    def update_tenant(self, name: str, **changes: object) -> Tenant:
+        """Change vlan, subnet or description (the VNI is the tenant's identity)."""
+        if name == DEFAULT_TENANT.name:
+            raise Conflict("name", "the default tenant is built in and cannot be changed")
+        cur = self.tenant(name)
+        vlan = changes.get("vlan", cur.vlan)
+        subnet = _check_subnet(changes.get("subnet", cur.subnet))
+        _check_vlan(vlan)
+        with self._lock, self._tx():
+            self._check_unique("vlan", vlan, name)
+            if vlan is None and self._trunk_uses(name):
+                raise Conflict("vlan", f"tenant {name!r} is carried on a trunk and needs a vlan")
+            self._db.execute("UPDATE tenants SET vlan = ?, subnet = ?, description = ? "
+                             "WHERE name = ?", (vlan, subnet,
+                                               changes.get("description", cur.description), name))
+        return self.tenant(name)
+
+    def delete_tenant(self, name: str, force: bool = False) -> int:
+        """Delete a tenant; with force also its bindings.  Returns bindings removed."""
+        if name == DEFAULT_TENANT.name:
+            raise Conflict("name", "the default tenant is built in and cannot be deleted")
+        self.tenant(name)
+        with self._lock, self._tx():
+            n = self._db.execute("SELECT COUNT(*) FROM bindings WHERE tenant = ?",
+                                 (name,)).fetchone()[0]
+            if n and not force:
+                raise Conflict("name", f"tenant {name!r} has {n} port binding(s); unbind them "
+                                       "or delete with force=true")
+            self._db.execute("DELETE FROM bindings WHERE tenant = ?", (name,))
+            self._db.execute("DELETE FROM tenants WHERE name = ?", (name,))
+        return n
+
+    # -- binding writes -----------------------------------------------------------
+    def bind(self, host: str, port: str, tenant: str, mode: str = ACCESS,
+             mac: str | None = None, source: str = "api") -> Binding:
+        b = self._valid_binding(host, port, tenant, mode, mac)
+        with self._lock, self._tx():
+            row = self._db.execute("SELECT tenant FROM bindings WHERE host = ? AND port = ?",
+                                   (host, port)).fetchone()
+            if row and row[0] != tenant and source == "api":
+                raise Conflict("port", f"port {host}/{port} is bound to tenant {row[0]!r}; "
+                                       "unbind it first")
+            self._check_mac(b)
+            self._db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?)",
+                             (host, port, tenant, mode, b.mac, source))
+        return b
+
+    def unbind(self, host: str, port: str) -> None:
+        with self._lock, self._tx():
+            if not self._db.execute("DELETE FROM bindings WHERE host = ? AND port = ?",
+                                    (host, port)).rowcount:
+                raise NotFound("port", f"port {host}/{port} is not bound")
+
+    def replace_agent_bindings(self, host: str, attachments: list[dict]) -> int:
+        """Make the agent-sourced bindings of `host` exactly `attachments`; all or nothing."""
+        wanted = [self._valid_binding(host, a["port"], a["tenant"], ACCESS, a.get("mac") or None)
+                  for a in attachments]
+        with self._lock, self._tx():
+            self._db.execute("DELETE FROM bindings WHERE host = ? AND source = 'agent'", (host,))
+            for b in wanted:
+                row = self._db.execute("SELECT tenant FROM bindings WHERE host = ? AND port = ?",
+                                       (host, b.port)).fetchone()
+                if row:         # an explicit REST binding wins over the agent's label
+                    continue
+                self._check_mac(b)
+                self._db.execute("INSERT INTO bindings VALUES (?, ?, ?, ?, ?, 'agent')",
+                                 (host, b.port, b.tenant, ACCESS, b.mac))
+        return len(wanted)
+
+    # -- helpers ------------------------------------------------------------------
+    def _valid_binding(self, host: str, port: str, tenant: str, mode: str,
+                       mac: str | None) -> Binding:
+        check_name(host, "host")
+        if not isinstance(port, str) or not PORT_RE.match(port):
+            raise Invalid("port", f"{port!r} is not a valid OVS port name (<= 15 chars)")
+        if port == DOCKER_LINK_PORT:
+            raise Conflict("port", f"{port} is the docker0 link, owned by the default tenant")
+        if mode != ACCESS:
+            raise Invalid("mode", f"mode {mode!r} is not supported (access)")
+        if mac is not None and (not isinstance(mac, str) or not MAC_RE.match(mac.lower())
+                                or int(mac[:2], 16) & 1):
+            raise Invalid("mac", f"{mac!r} is not a unicast MAC address")
+        try:
+            self.tenant(tenant)
+        except NotFound:
+            raise NotFound("tenant", f"no tenant {tenant!r}") from None
+        return Binding(host, port, tenant, mode, mac)
+
+    def _check_mac(self, b: Binding) -> None:
+        if b.mac and self._db.execute(
+                "SELECT 1 FROM bindings WHERE tenant = ? AND mac = ? AND NOT (host = ? AND port = ?)",
+                (b.tenant, b.mac, b.host, b.port)).fetchone():
+            raise Conflict("mac", f"mac {b.mac} is already bound in tenant {b.tenant!r}")
+
+    def _check_unique(self, column: str, value: object, name: str) -> None:
+        if value is None:
+            return
+        row = self._db.execute(f"SELECT name FROM tenants WHERE {column} = ? AND name != ?",
+                               (value, name)).fetchone()
+        if row or (column == "vni" and value == DEFAULT_TENANT.vni):
+            raise Conflict(column, f"{column} {value} is used by tenant {row[0] if row else 'default'!r}")
+
+    def _trunk_uses(self, tenant: str) -> bool:
+        return bool(self._db.execute("SELECT 1 FROM bindings WHERE tenant = ? AND mode = ?",
+                                     (tenant, TRUNK)).fetchone())
+
+    def _free_vni(self) -> int:
+        used = {r[0] for r in self._db.execute("SELECT vni FROM tenants")}
+        vni = FIRST_AUTO_VNI
+        while vni in used:
+            vni += 1
+        return vni
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One SQLite transaction; bumps `version` when it commits."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        self.version += 1
+
+def _check_subnet(subnet: object) -> str | None:
+    if subnet in (None, ""):
+        return None
+    try:
+        return str(ipaddress.ip_network(str(subnet)))
+    except ValueError as exc:
+        raise Invalid("subnet", f"{subnet!r} is not a network: {exc}") from None
+
+
+def _check_vlan(vlan: object) -> None:
+    if vlan is not None and (not isinstance(vlan, int) or isinstance(vlan, bool)
+                             or not 1 <= vlan <= 4094):
+        raise Invalid("vlan", f"vlan {vlan!r} is not in 1..4094")

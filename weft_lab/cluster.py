@@ -1,0 +1,112 @@
+"""The weft side of a lab: controller, tenants, attached containers, convergence.
+
+The controller runs in ``LAB.ctl`` and serves its API on TCP inside the lab
+(for the agents) and on a unix socket in the lab's state dir (for tools in
+the root namespace: `api()` below, `weftctl --api unix:...`).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from weft_lab import keeper
+from weft_lab.lab import CTL, LabError, host_dir, ns_name, ovs_env, state_dir
+from weft_lab.shell import run, succeeds
+from weft_lab.topology import Topology
+
+
+def api_socket(lab: str) -> Path:
+    return state_dir(lab) / "api.sock"
+
+
+def api_token(lab: str) -> str:
+    return (state_dir(lab) / "api.token").read_text().strip()
+
+
+def api(lab: str, timeout: float = 10) -> httpx.Client:
+    """An HTTP client for the lab controller's REST API (over its unix socket)."""
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(api_socket(lab))),
+                        base_url="http://weft", timeout=timeout,
+                        headers={"Authorization": f"Bearer {api_token(lab)}"})
+
+
+def start_controller(topo: Topology) -> int:
+    sd = state_dir(topo.name)
+    token = api_token(topo.name)
+    return keeper.request(sd, {
+        "op": "spawn", "ns": ns_name(topo.name, CTL), "env": {"WEFT_API_TOKEN": token},
+        "log": str(sd / "weft-manager.log"),
+        "argv": [sys.executable, "-m", "controller.manager", "controller.app",
+                 "--weft-hosts", str(sd / "hosts.yaml"), "--weft-db", str(sd / "weft.db"),
+                 "--ofp-listen-host", topo.controller_ip, "--ofp-tcp-listen-port", "6653",
+                 "--wsapi-host", topo.controller_ip, "--wsapi-port", "8080",
+                 "--wsapi-unix", str(api_socket(topo.name))]})["pid"]
+
+
+def wait_api(lab: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if api_socket(lab).exists():
+            try:
+                with api(lab, timeout=2) as c:
+                    if c.get("/v1/health").status_code == 200:
+                        return
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.1)
+    raise LabError(f"the controller API did not come up; see {state_dir(lab)}/weft-manager.log")
+
+
+def setup_tenants(topo: Topology) -> None:
+    with api(topo.name) as c:
+        for t in topo.tenants:
+            body = {"name": t.name, "vlan": t.vlan, "subnet": t.subnet}
+            r = c.post("/v1/tenants", json=body)
+            if r.status_code not in (201, 409):
+                raise LabError(f"creating tenant {t.name}: {r.status_code} {r.text}")
+
+
+def attach_containers(topo: Topology) -> None:
+    """`ovs-agent attach` each br0 container on its host, as an operator would."""
+    sd = state_dir(topo.name)
+    for c in topo.containers:
+        if c.attach != "br0":
+            continue
+        _wait_bridge(topo.name, c.host)
+        argv = [sys.executable, "-m", "ovs_agent.cli", "attach", ns_name(topo.name, c.name),
+                "--tenant", c.tenant, "--ip", c.ip, "--peers", str(sd / "hosts.yaml")]
+        if c.mac:
+            argv += ["--mac", c.mac]
+        run(argv, ns=ns_name(topo.name, c.host), env=ovs_env(topo.name, c.host))
+
+
+def _wait_bridge(lab: str, host: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if succeeds(["ovs-vsctl", "--timeout=3", "br-exists", "br0"], ns=ns_name(lab, host),
+                    env=ovs_env(lab, host)) and (host_dir(lab, host) / "subnet.env").exists():
+            return
+        time.sleep(0.1)
+    raise LabError(f"br0 did not appear on {host}; see {host_dir(lab, host)}/ovs-agent.log")
+
+
+def wait_converged(topo: Topology, timeout: float = 60) -> float:
+    """Wait until every switch is connected and in sync with the model; returns seconds."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    expected = sum(1 for c in topo.containers if c.attach == "br0")
+    while time.monotonic() < deadline:
+        try:
+            with api(topo.name, timeout=3) as c:
+                sws = c.get("/v1/switches").json()
+                ports = c.get("/v1/ports").json()
+            if (all(s["connected"] and s["in_sync"] for s in sws if s["host"])
+                    and len(ports) >= expected):
+                return time.monotonic() - t0
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise LabError(f"lab {topo.name} did not converge in {timeout}s")
