@@ -177,7 +177,9 @@ class Delta:
     """What to send to turn actual into desired.
 
     Send in this order: delete_flows (delete_strict, our cookie only),
-    delete_groups, add_groups, modify_groups, add_flows, then a barrier.
+    add_groups and modify_groups (before the flows that point at them),
+    add_flows, delete_groups last (OVS also drops any flow still pointing at
+    a deleted group; no desired flow does), then a barrier.
     ``add_flows`` also holds flows whose identity exists with other
     instructions/cookie/timeout: an OFPFC_ADD with an existing identity replaces
     that entry atomically, so a changed flow never has a gap (delete+add would).

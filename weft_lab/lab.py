@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
+from ovs_agent.hostsfile import parse as parse_hosts, tunnel_mtu
 from weft_lab import keeper
 from weft_lab.shell import CommandError, netns_list, netns_pids, run
 from weft_lab.topology import ExternalSwitch, Host, Topology
@@ -56,9 +56,8 @@ def ovs_env(lab: str, host: str) -> dict[str, str]:
 
 
 def container_mtu(topo: Topology) -> int:
-    """Leave room for the encapsulation (VXLAN 50 bytes, GRE 38) in a 1500 underlay."""
-    types = {h.tunnel_type or topo.tunnel_type for h in topo.hosts}
-    return 1450 if "vxlan" in types else 1462
+    """The MTU the agent computes for this cluster (same function), for lab veths."""
+    return tunnel_mtu(parse_hosts(hosts_yaml(topo)))
 
 
 # -- plumbing -----------------------------------------------------------------
@@ -175,33 +174,6 @@ def _wait(cond, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def _configure_ovs_direct(topo: Topology, host: Host) -> None:
-    """Stand-in for the agent: br-phy holding the underlay, br0 with tunnels.
-
-    Used only for topologies with `agent: false`; br0 is a plain learning
-    switch (fail_mode standalone) and there is no tenant isolation.
-    """
-    lab, ns = topo.name, ns_name(topo.name, host.name)
-    plen = ipaddress.ip_network(topo.underlay).prefixlen
-    vsctl(lab, host.name, "--may-exist", "add-br", "br-phy", "--", "set", "bridge", "br-phy",
-          "datapath_type=netdev", "--", "--may-exist", "add-port", "br-phy", "eth0")
-    run(["ip", "addr", "flush", "dev", "eth0"], ns=ns)
-    run(["ip", "addr", "add", f"{host.underlay_ip}/{plen}", "dev", "br-phy"], ns=ns)
-    run(["ip", "link", "set", "br-phy", "up"], ns=ns)
-    args = ["--may-exist", "add-br", "br0", "--", "set", "bridge", "br0",
-            "datapath_type=netdev", "fail_mode=standalone"]
-    for peer in topo.hosts:
-        if peer.name == host.name:
-            continue
-        kind = "gre" if "gre" in (host.tunnel_type or topo.tunnel_type,
-                                  peer.tunnel_type or topo.tunnel_type) else "vxlan"
-        port = f"{kind[:2]}-{peer.name}"
-        args += ["--", "--may-exist", "add-port", "br0", port, "--", "set", "interface", port,
-                 f"type={kind}", f"options:remote_ip={peer.underlay_ip}"]
-    args += ["--", "--may-exist", "add-port", "br0", "weft-d0"]
-    vsctl(lab, host.name, *args)
-
-
 # -- up / down --------------------------------------------------------------------
 
 def _build_host(topo: Topology, host: Host, mtu: int) -> None:
@@ -220,10 +192,6 @@ def _build_host(topo: Topology, host: Host, mtu: int) -> None:
     start_ovs(lab, host.name)
     if topo.agent:
         start_agent(lab, host.name)
-    else:
-        _veth(ns, "weft-d0", ns, "weft-d0p", mtu)
-        _enslave(ns, "weft-d0p", "docker0")
-        _configure_ovs_direct(topo, host)
 
 
 def _build_container(topo: Topology, c, mtu: int) -> None:

@@ -208,8 +208,8 @@ def parse(text: str, source: str = "<string>") -> Topology:
         else ipaddress.IPv4Network("10.99.0.0/24")
     cluster = r.network(top["cluster_subnet"], "cluster_subnet") if "cluster_subnet" in top \
         else ipaddress.IPv4Network("172.17.0.0/16")
-    controller = r.boolean(top["controller"], "controller") if "controller" in top else False
-    agent = r.boolean(top["agent"], "agent") if "agent" in top else False
+    controller = r.boolean(top["controller"], "controller") if "controller" in top else True
+    agent = r.boolean(top["agent"], "agent") if "agent" in top else True
     if underlay.overlaps(mgmt):
         raise r.fail("mgmt", top.get("mgmt"), f"{mgmt} overlaps the underlay {underlay}")
 

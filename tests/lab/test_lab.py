@@ -11,14 +11,13 @@ import pytest
 from tests.conftest import lab_name
 from weft_lab import lab as L
 from weft_lab.shell import netns_list, netns_pids
+from weft_lab.cluster import wait_converged
 from weft_lab.topology import parse
 from weft_lab.traffic import iperf, ping, reaches
 
 TWO = """
 name: {name}
 tunnel_type: {tunnel}
-agent: false
-controller: false
 hosts:
   - name: host1
     containers: [{{name: c1}}]
@@ -37,6 +36,8 @@ def test_up_down_leaves_nothing(leaves_nothing):
     ns = set(netns_list())
     assert {f"{topo.name}.{n}" for n in ("ctl", "host1", "host2", "c1", "c2")} <= ns
     st = L.status(topo.name)
+    wait_converged(topo)
+    st = L.status(topo.name)
     assert [h["bridges"].keys() for h in st["hosts"]] == [{"br-phy", "br0"}] * 2
     assert all(any("ovs-vswitchd" in p for p in h["processes"]) for h in st["hosts"])
     L.down(topo.name)
@@ -46,6 +47,7 @@ def test_up_down_leaves_nothing(leaves_nothing):
 @pytest.mark.parametrize("tunnel", ["vxlan", "gre"])
 def test_containers_on_two_hosts_reach_each_other(leaves_nothing, tunnel):
     with L.running(two_hosts(tunnel)) as topo:
+        wait_converged(topo)
         assert L.vsctl(topo.name, "host1", "get", "interface", "vx-host2" if tunnel == "vxlan"
                        else "gr-host2", "type").strip() == tunnel
         assert reaches(topo.name, "c1", "172.17.2.2")
@@ -57,6 +59,8 @@ def test_containers_on_two_hosts_reach_each_other(leaves_nothing, tunnel):
 
 def test_second_lab_beside_the_first(leaves_nothing):
     with L.running(two_hosts()) as a, L.running(two_hosts("gre")) as b:
+        wait_converged(a)
+        wait_converged(b)
         assert reaches(a.name, "c1", "172.17.2.2")
         assert reaches(b.name, "c1", "172.17.2.2")
         L.down(a.name)
@@ -68,6 +72,7 @@ def test_down_cleans_up_after_a_crash(leaves_nothing):
     topo = two_hosts()
     L.up(topo)
     # kill -9 everything the lab runs, keeper included, then clean up.
+    wait_converged(topo)
     for node in ("host1", "ctl"):
         for pid in netns_pids(f"{topo.name}.{node}"):
             os.kill(pid, signal.SIGKILL)

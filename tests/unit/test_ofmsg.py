@@ -55,8 +55,8 @@ def desc_echo(g: Group) -> object:
     """What a group-desc reply would carry for the group this group-mod installs."""
     mod = group_mod(DP, g, "add")
     buckets = _wire(mod)[_GROUP_MOD_BODY:]
-    head = struct.pack(ofp.OFP_GROUP_DESC_STATS_PACK_STR, ofp.OFP_GROUP_DESC_STATS_SIZE + len(buckets),
-                       mod.type, mod.group_id)
+    head = struct.pack(ofp.OFP_GROUP_DESC_STATS_PACK_STR,
+                       ofp.OFP_GROUP_DESC_STATS_SIZE + len(buckets), mod.type, mod.group_id)
     return ofpp.OFPGroupDescStats.parser(head + buckets, 0)
 
 
@@ -77,22 +77,26 @@ def test_sample_covers_every_kind_of_flow():
     assert any(not f.instructions for f in SAMPLE.flows)
 
 
-@pytest.mark.parametrize("f", sorted(SAMPLE.flows, key=repr), ids=lambda f: f"t{f.table}p{f.priority}")
+@pytest.mark.parametrize("f", sorted(SAMPLE.flows, key=repr),
+                         ids=lambda f: f"t{f.table}p{f.priority}")
 def test_every_pipeline_flow_reads_back_equal(f):
     assert flow_from_stats(stats_echo(f)) == f
 
 
-@pytest.mark.parametrize("g", sorted(SAMPLE.groups, key=lambda g: g.group_id), ids=lambda g: str(g.group_id))
+@pytest.mark.parametrize("g", sorted(SAMPLE.groups, key=lambda g: g.group_id),
+                         ids=lambda g: str(g.group_id))
 def test_every_pipeline_group_reads_back_equal(g):
     assert group_from_desc(desc_echo(g)) == g
 
 
 def test_other_actions_and_instructions_read_back_equal():
-    f = flow(1, 7, {"vlan_vid": (0x1000, 0x1000), "eth_type": 0x0800, "ipv4_src": ("10.0.0.0", "255.255.255.0"),
-                    "eth_src": ("02:00:00:00:00:00", "02:00:00:00:00:00")},
-             [("meter", 3), ("apply", (("push_vlan", 0x8100), ("set_field", "vlan_vid", 0x1000 | 10),
-                                        ("set_field", "eth_dst", "02:00:00:00:00:aa"), ("pop_vlan",),
-                                        ("output", ofp.OFPP_CONTROLLER))), ("goto", 2)],
+    match = {"vlan_vid": (0x1000, 0x1000), "eth_type": 0x0800,
+             "ipv4_src": ("10.0.0.0", "255.255.255.0"),
+             "eth_src": ("02:00:00:00:00:00", "02:00:00:00:00:00")}
+    actions = (("push_vlan", 0x8100), ("set_field", "vlan_vid", 0x1000 | 10),
+               ("set_field", "eth_dst", "02:00:00:00:00:aa"), ("pop_vlan",),
+               ("output", ofp.OFPP_CONTROLLER))
+    f = flow(1, 7, match, [("meter", 3), ("apply", actions), ("goto", 2)],
              COOKIE_ISOLATION, idle_timeout=60)
     assert flow_from_stats(stats_echo(f)) == f
 
@@ -101,14 +105,16 @@ def test_other_actions_and_instructions_read_back_equal():
 @given(vni=st.integers(1, 0xFFFFFF), tunnel=st.booleans(), load=st.booleans(), out=st.booleans(),
        table=st.integers(0, 254), prio=st.integers(0, 0xFFFF), idle=st.integers(0, 0xFFFF))
 def test_learn_action_reads_back_equal(vni, tunnel, load, out, table, prio, idle):
-    spec = LearnSpec(table, prio, idle, COOKIE_LEARNED, vni | (1 << 32 if tunnel else 0), TENANT_MASK, load, out)
+    metadata = vni | (1 << 32 if tunnel else 0)
+    spec = LearnSpec(table, prio, idle, COOKIE_LEARNED, metadata, TENANT_MASK, load, out)
     f = flow(0, 1, {"in_port": 1}, [("apply", (("learn", spec),))], COOKIE_ISOLATION)
     assert flow_from_stats(stats_echo(f)) == f
 
 
 def test_learn_is_encoded_the_way_ovs_echoes_it():
     spec = LearnSpec(2, 10, 300, COOKIE_LEARNED, 5 | 1 << 32, TENANT_MASK, load_tunnel_id=True)
-    (learn,) = stats_echo(flow(0, 1, {}, [("apply", (("learn", spec),))], 0)).instructions[0].actions
+    stats = stats_echo(flow(0, 1, {}, [("apply", (("learn", spec),))], 0))
+    (learn,) = stats.instructions[0].actions
     assert [(type(s).__name__, s.src, s.dst, s.n_bits) for s in learn.specs] == [
         ("NXFlowSpecMatch", 5, ("metadata", 0), 24),               # metadata[0..23]=vni
         ("NXFlowSpecMatch", 1, ("metadata", 32), 1),               # metadata[32]=from tunnel
@@ -121,14 +127,16 @@ def test_learn_is_encoded_the_way_ovs_echoes_it():
 def test_oxm_spellings_of_learn_fields_read_back_the_same():
     """Whichever header (NXM or OXM) the switch echoes, the intent is the same."""
     spec = LearnSpec(2, 10, 300, COOKIE_LEARNED, 5, TENANT_MASK, load_tunnel_id=True)
-    nx = ofpp.NXActionLearn(table_id=2, priority=10, idle_timeout=300, cookie=COOKIE_LEARNED, specs=[
-        ofpp.NXFlowSpecMatch(src=5, dst=("metadata", 0), n_bits=24),
-        ofpp.NXFlowSpecMatch(src=0, dst=("metadata", 32), n_bits=1),
-        ofpp.NXFlowSpecMatch(src=("eth_src", 0), dst=("eth_dst", 0), n_bits=48),
-        ofpp.NXFlowSpecLoad(src=("tunnel_id", 0), dst=("tunnel_id", 0), n_bits=64),
-        ofpp.NXFlowSpecOutput(src=("in_port_nxm", 0), dst="", n_bits=16)])
-    stats = ofpp.OFPFlowStats(table_id=0, priority=1, idle_timeout=0, cookie=0, match=ofpp.OFPMatch(),
-                              instructions=[ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [nx])])
+    specs = [ofpp.NXFlowSpecMatch(src=5, dst=("metadata", 0), n_bits=24),
+             ofpp.NXFlowSpecMatch(src=0, dst=("metadata", 32), n_bits=1),
+             ofpp.NXFlowSpecMatch(src=("eth_src", 0), dst=("eth_dst", 0), n_bits=48),
+             ofpp.NXFlowSpecLoad(src=("tunnel_id", 0), dst=("tunnel_id", 0), n_bits=64),
+             ofpp.NXFlowSpecOutput(src=("in_port_nxm", 0), dst="", n_bits=16)]
+    nx = ofpp.NXActionLearn(table_id=2, priority=10, idle_timeout=300, cookie=COOKIE_LEARNED,
+                            specs=specs)
+    apply = ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [nx])
+    stats = ofpp.OFPFlowStats(table_id=0, priority=1, idle_timeout=0, cookie=0,
+                              match=ofpp.OFPMatch(), instructions=[apply])
     assert flow_from_stats(stats).instructions == (("apply", (("learn", spec),)),)
 
 
@@ -147,8 +155,9 @@ def test_switch_normal_forms_compare_equal():
 def test_what_weft_does_not_model_never_compares_equal():
     stats = ofpp.OFPFlowStats(
         table_id=0, priority=1, idle_timeout=0, cookie=COOKIE_ISOLATION, match=ofpp.OFPMatch(),
-        instructions=[ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [ofpp.OFPActionDecNwTtl()]),
-                      ofpp.OFPInstructionActions(ofp.OFPIT_CLEAR_ACTIONS, [])])
+        instructions=[
+            ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [ofpp.OFPActionDecNwTtl()]),
+            ofpp.OFPInstructionActions(ofp.OFPIT_CLEAR_ACTIONS, [])])
     f = flow_from_stats(stats)
     assert [i[0] for i in f.instructions] == ["apply", "unknown"]
     assert f.instructions[0][1][0][0] == "unknown"
@@ -163,8 +172,10 @@ def test_delete_strict_touches_only_our_exact_flow():
     f = next(iter(SAMPLE.flows))
     mod = flow_mod(DP, f, "delete_strict")
     _wire(mod)
-    assert (mod.command, mod.cookie, mod.cookie_mask) == (ofp.OFPFC_DELETE_STRICT, f.cookie, (1 << 64) - 1)
-    assert (mod.out_port, mod.out_group, mod.table_id, mod.priority) == (ofp.OFPP_ANY, ofp.OFPG_ANY, f.table, f.priority)
+    assert (mod.command, mod.cookie, mod.cookie_mask) == (
+        ofp.OFPFC_DELETE_STRICT, f.cookie, (1 << 64) - 1)
+    assert (mod.out_port, mod.out_group, mod.table_id, mod.priority) == (
+        ofp.OFPP_ANY, ofp.OFPG_ANY, f.table, f.priority)
     assert dict(mod.match.items()) == dict(f.match)
 
 

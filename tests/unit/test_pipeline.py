@@ -14,7 +14,8 @@ from hypothesis import given, settings, strategies as st
 
 from controller.flows import (
     COOKIE_ACL, COOKIE_BASE, COOKIE_ENDPOINT, COOKIE_ISOLATION, COOKIE_LEARNED, COOKIE_PREFIX,
-    COOKIE_QOS, COOKIE_VLAN, Flow, Group, LearnSpec, SwitchState, diff, feature_of, flow, owns_group,
+    COOKIE_QOS, COOKIE_VLAN, Flow, Group, LearnSpec, SwitchState, diff, feature_of, flow,
+    owns_group,
 )
 from controller.model import (
     DEFAULT_TENANT, DOCKER_LINK_PORT, MAX_VNI, TRUNK, Binding, Tenant, Topology,
@@ -31,6 +32,11 @@ UNKNOWN = "06:00:00:00:99:99"
 MAC_POOL = [f"02:00:00:00:00:{i:02x}" for i in range(1, 6)]   # small: MACs overlap across tenants
 
 
+def _frame(src: str, dst: str, tunnel_id: int | None = None) -> dict:
+    frame = {"eth_src": src, "eth_dst": dst}
+    return frame if tunnel_id is None else {**frame, "tunnel_id": tunnel_id}
+
+
 # --- cookies --------------------------------------------------------------------------
 def test_each_feature_has_its_own_cookie():
     cookies = {COOKIE_BASE: "base", COOKIE_ISOLATION: "isolation", COOKIE_ENDPOINT: "endpoint",
@@ -42,7 +48,8 @@ def test_each_feature_has_its_own_cookie():
         assert feature_of(cookie | 0xABCD) == name       # low bits are free for the feature
 
 
-@pytest.mark.parametrize("cookie", [0, 0x1234, (0x5745 << 48) | (2 << 40), COOKIE_PREFIX, COOKIE_PREFIX | 0xFF << 40])
+@pytest.mark.parametrize("cookie", [0, 0x1234, 0x5745 << 48 | 2 << 40,
+                                    COOKIE_PREFIX, COOKIE_PREFIX | 0xFF << 40])
 def test_foreign_or_unknown_cookie_is_not_ours(cookie):
     assert feature_of(cookie) is None
 
@@ -59,7 +66,8 @@ def test_flow_normal_form_makes_equal_flows_equal():
 
 
 def test_flow_full_mask_is_an_exact_match():
-    f = flow(0, 1, {"tunnel_id": (5, (1 << 64) - 1), "eth_src": ("02:00:00:00:00:01", "ff:ff:ff:ff:ff:ff"),
+    f = flow(0, 1, {"tunnel_id": (5, (1 << 64) - 1),
+                    "eth_src": ("02:00:00:00:00:01", "ff:ff:ff:ff:ff:ff"),
                     "eth_dst": ("01:00:00:00:00:FF", "01:00:00:00:00:00")}, (), COOKIE_BASE)
     assert dict(f.match) == {"tunnel_id": 5, "eth_src": "02:00:00:00:00:01",
                              "eth_dst": ("01:00:00:00:00:00", "01:00:00:00:00:00")}
@@ -71,13 +79,15 @@ def _f(table: int, prio: int, port: int, cookie: int = COOKIE_ISOLATION, out: in
 
 
 def test_diff_of_equal_states_is_empty():
-    s = SwitchState(frozenset({_f(0, 10, 1), _f(0, 10, 2)}), frozenset({Group(2, "all", ((("output", 1),),))}))
+    s = SwitchState(frozenset({_f(0, 10, 1), _f(0, 10, 2)}),
+                    frozenset({Group(2, "all", ((("output", 1),),))}))
     assert diff(s, s).empty
 
 
 def test_diff_adds_missing_and_deletes_only_our_stale_flows():
     want = _f(0, 10, 1)
-    stale, foreign, learned = _f(0, 10, 2), _f(0, 10, 3, cookie=0x1234), _f(2, 10, 4, cookie=COOKIE_LEARNED)
+    stale, foreign = _f(0, 10, 2), _f(0, 10, 3, cookie=0x1234)
+    learned = _f(2, 10, 4, cookie=COOKIE_LEARNED)
     d = diff(SwitchState(frozenset({want})), SwitchState(frozenset({stale, foreign, learned})))
     assert d.add_flows == (want,)
     assert d.delete_flows == (stale,)
@@ -88,7 +98,8 @@ def test_diff_replaces_a_changed_flow_by_add_only():
     d = diff(SwitchState(frozenset({new})), SwitchState(frozenset({old})))
     assert (d.add_flows, d.delete_flows) == ((new,), ())
     recookied = _f(0, 10, 1, cookie=COOKIE_ENDPOINT)
-    assert diff(SwitchState(frozenset({recookied})), SwitchState(frozenset({new}))).add_flows == (recookied,)
+    d = diff(SwitchState(frozenset({recookied})), SwitchState(frozenset({new})))
+    assert (d.add_flows, d.delete_flows) == ((recookied,), ())
 
 
 def test_diff_never_needs_learned_flows():
@@ -100,7 +111,8 @@ def test_diff_groups_add_modify_delete_ours_only():
     g1, g2, g2b, g3 = (Group(2, "all", ((("output", 1),),)), Group(3, "all", ((("output", 1),),)),
                        Group(3, "all", ((("output", 2),),)), Group(4, "all", ()))
     foreign = Group(0x7000_0000, "all", ())
-    d = diff(SwitchState(groups=frozenset({g1, g2b})), SwitchState(groups=frozenset({g2, g3, foreign})))
+    d = diff(SwitchState(groups=frozenset({g1, g2b})),
+             SwitchState(groups=frozenset({g2, g3, foreign})))
     assert d.add_groups == (g1,)
     assert d.modify_groups == (g2b,)
     assert d.delete_groups == (g3,)
@@ -109,8 +121,10 @@ def test_diff_groups_add_modify_delete_ours_only():
 
 def test_diff_is_deterministic():
     want = frozenset(_f(t, p, port) for t in range(3) for p in (0, 5) for port in range(4))
-    assert diff(SwitchState(want), SwitchState()) == diff(SwitchState(frozenset(sorted(want, key=repr))), SwitchState())
-    assert [f.table for f in diff(SwitchState(want), SwitchState()).add_flows] == sorted(f.table for f in want)
+    shuffled = frozenset(sorted(want, key=repr))
+    d = diff(SwitchState(want), SwitchState())
+    assert d == diff(SwitchState(shuffled), SwitchState())
+    assert [f.table for f in d.add_flows] == sorted(f.table for f in want)
 
 
 # --- model ------------------------------------------------------------------------------
@@ -170,23 +184,28 @@ def test_classify_tags_tenant_and_learns():
     learns = [a[1] for a in red.instructions[0][1]]
     assert {(s.metadata, s.output_in_port, s.load_tunnel_id) for s in learns} == {
         (RED.vni, True, False), (RED.vni | FROM_TUNNEL, True, False)}
-    (tun,) = [f for f in state.flows if f.table == CLASSIFY and dict(f.match) == {"in_port": 10, "tunnel_id": RED.vni}]
+    (tun,) = [f for f in state.flows
+              if f.table == CLASSIFY and dict(f.match) == {"in_port": 10, "tunnel_id": RED.vni}]
     assert tun.instructions[1] == ("write_metadata", RED.vni | FROM_TUNNEL, TENANT_MASK)
-    assert {(s.metadata, s.output_in_port, s.load_tunnel_id) for s in (a[1] for a in tun.instructions[0][1])} == {
-        (RED.vni, True, True), (RED.vni | FROM_TUNNEL, False, False)}
+    learns = [a[1] for a in tun.instructions[0][1]]
+    assert {(s.metadata, s.output_in_port, s.load_tunnel_id) for s in learns} == {
+        (RED.vni, True, True), (RED.vni | FROM_TUNNEL, False, False)}   # never relay
 
 
 def test_absent_ports_and_tunnels_get_no_flows():
     state = desired_state("h1", TOPO, {"r1": 1}, H1_TUNNELS)   # tunnel port not up yet
     classify = {f.match for f in state.flows if f.table == CLASSIFY and f.priority}
     assert classify == {(("in_port", 1),)}
-    assert {g.group_id: g.buckets for g in state.groups} == {gid: ((("output", 1),),) for gid in flood_group_ids(RED.vni)}
+    only_r1 = ((("output", 1),),)
+    groups = {g.group_id: g.buckets for g in state.groups}
+    assert groups == dict.fromkeys(flood_group_ids(RED.vni), only_r1)
     assert all(g.buckets for g in desired_state("h1", TOPO, H1_PORTS, H1_TUNNELS).groups)
 
 
 def test_tunnels_admit_only_tenants_both_ends_have():
     topo = Topology(tenants=(RED, BLUE), hosts=("h1", "h2"),
-                    bindings=(Binding("h1", "r1", "red"), Binding("h1", "b1", "blue"), Binding("h2", "r2", "red")))
+                    bindings=(Binding("h1", "r1", "red"), Binding("h1", "b1", "blue"),
+                              Binding("h2", "r2", "red")))
     state = desired_state("h1", topo, H1_PORTS, H1_TUNNELS)
     admitted = {dict(f.match)["tunnel_id"] for f in state.flows if "tunnel_id" in dict(f.match)}
     assert admitted == {DEFAULT_TENANT.vni, RED.vni}
@@ -197,21 +216,22 @@ def test_tunnels_admit_only_tenants_both_ends_have():
 def test_flood_groups_split_horizon():
     groups = {g.group_id: g for g in desired_state("h1", TOPO, H1_PORTS, H1_TUNNELS).groups}
     from_local, from_tunnel = flood_group_ids(RED.vni)
-    assert groups[from_local].buckets == ((("output", 1),), (("set_field", "tunnel_id", RED.vni), ("output", 10)))
+    assert groups[from_local].buckets == (
+        (("output", 1),), (("set_field", "tunnel_id", RED.vni), ("output", 10)))
     assert groups[from_tunnel].buckets == ((("output", 1),),)
 
 
 def test_single_switch_forwarding():
     table = FakeOFTable(desired_state("h1", TOPO, H1_PORTS, H1_TUNNELS))
     # unicast to a static remote MAC goes only to its tunnel, tagged with the tenant's VNI
-    assert table.forward(1, {"eth_src": UNKNOWN, "eth_dst": "02:00:00:00:00:02"}) == {(10, RED.vni)}
+    assert table.forward(1, _frame(UNKNOWN, "02:00:00:00:00:02")) == {(10, RED.vni)}
     # the same MAC from a tunnel is never relayed to another tunnel
-    assert table.forward(10, {"eth_src": UNKNOWN, "eth_dst": "02:00:00:00:00:02", "tunnel_id": RED.vni}) == set()
+    assert table.forward(10, _frame(UNKNOWN, "02:00:00:00:00:02", RED.vni)) == set()
     # blue's copy of red's MAC is blue's business: flood within blue
-    assert table.forward(2, {"eth_src": UNKNOWN, "eth_dst": "02:00:00:00:00:01"}) == {(10, BLUE.vni)}
-    assert table.forward(10, {"eth_src": UNKNOWN, "eth_dst": BCAST, "tunnel_id": BLUE.vni}) == {(2, BLUE.vni)}
-    assert table.forward(7, {"eth_src": UNKNOWN, "eth_dst": BCAST}) == set()        # unbound port
-    assert table.forward(10, {"eth_src": UNKNOWN, "eth_dst": BCAST, "tunnel_id": 999}) == set()
+    assert table.forward(2, _frame(UNKNOWN, "02:00:00:00:00:01")) == {(10, BLUE.vni)}
+    assert table.forward(10, _frame(UNKNOWN, BCAST, BLUE.vni)) == {(2, BLUE.vni)}
+    assert table.forward(7, _frame(UNKNOWN, BCAST)) == set()        # unbound port
+    assert table.forward(10, _frame(UNKNOWN, BCAST, 999)) == set()  # unknown VNI
 
 
 # --- the fake switch itself -------------------------------------------------------------------
@@ -225,7 +245,8 @@ def _out(*actions: tuple) -> list[tuple]:
 
 def test_fake_priority_and_masked_match():
     t = _table(flow(0, 1, {}, _out(("output", 1)), 0),
-               flow(0, 5, {"eth_dst": ("01:00:00:00:00:00", "01:00:00:00:00:00")}, _out(("output", 2)), 0),
+               flow(0, 5, {"eth_dst": ("01:00:00:00:00:00", "01:00:00:00:00:00")},
+                    _out(("output", 2)), 0),
                flow(0, 9, {"eth_dst": BCAST}, _out(("output", 3)), 0))
     assert t.forward(8, {"eth_dst": "02:00:00:00:00:01"}) == {(1, None)}
     assert t.forward(8, {"eth_dst": MCAST}) == {(2, None)}
@@ -235,7 +256,8 @@ def test_fake_priority_and_masked_match():
 
 def test_fake_goto_and_write_metadata_with_mask():
     t = _table(flow(0, 1, {}, [("write_metadata", 0xAB, 0xF0), ("goto", 2)], 0),
-               flow(2, 1, {"metadata": 0xA0}, [("write_metadata", 0x1_0000_0000, 0x1_0000_0000), ("goto", 3)], 0),
+               flow(2, 1, {"metadata": 0xA0},
+                    [("write_metadata", 0x1_0000_0000, 0x1_0000_0000), ("goto", 3)], 0),
                flow(3, 1, {"metadata": (0x1_0000_00A0, 0x1_0000_00FF)}, _out(("output", 4)), 0))
     assert t.forward(1, {}) == {(4, None)}
 
@@ -244,11 +266,13 @@ def test_fake_rejects_backward_goto_and_ambiguous_ties():
     with pytest.raises(FakeSwitchError):
         _table(flow(1, 1, {}, [("goto", 1)], 0), flow(0, 1, {}, [("goto", 1)], 0)).forward(1, {})
     with pytest.raises(FakeSwitchError):
-        _table(flow(0, 1, {"in_port": 1}, (), 0), flow(0, 1, {"eth_dst": BCAST}, (), 0)).forward(1, {"eth_dst": BCAST})
+        _table(flow(0, 1, {"in_port": 1}, (), 0),
+               flow(0, 1, {"eth_dst": BCAST}, (), 0)).forward(1, {"eth_dst": BCAST})
 
 
 def test_fake_group_buckets_copy_the_frame_and_in_port_is_suppressed():
-    g = Group(7, "all", ((("output", 1),), (("set_field", "tunnel_id", 5), ("output", 2)), (("output", 3),)))
+    g = Group(7, "all", ((("output", 1),), (("set_field", "tunnel_id", 5), ("output", 2)),
+                         (("output", 3),)))
     t = _table(flow(0, 1, {}, _out(("group", 7), ("output", 4)), 0), groups=(g,))
     assert t.forward(3, {}) == {(1, None), (2, 5), (4, None)}
     t2 = _table(flow(0, 1, {}, _out(("output", OFPP_IN_PORT)), 0))
@@ -257,7 +281,8 @@ def test_fake_group_buckets_copy_the_frame_and_in_port_is_suppressed():
 
 def test_fake_vlan_push_pop_and_match():
     t = _table(flow(0, 2, {"vlan_vid": 0x1000 | 10}, _out(("pop_vlan",), ("output", 1)), 0),
-               flow(0, 1, {"vlan_vid": 0}, _out(("push_vlan", 0x8100), ("set_field", "vlan_vid", 0x1000 | 20),
+               flow(0, 1, {"vlan_vid": 0}, _out(("push_vlan", 0x8100),
+                                                ("set_field", "vlan_vid", 0x1000 | 20),
                                                 ("output", 2)), 0))
     (port, frame), = t.outputs(9, {"vlan_vid": 10})
     assert (port, frame["vlan_vid"]) == (1, None)
@@ -268,12 +293,14 @@ def test_fake_vlan_push_pop_and_match():
 def test_fake_learn_is_a_noop_unless_asked_and_never_seen_by_its_own_frame():
     spec = LearnSpec(table=1, priority=10, idle_timeout=300, cookie=COOKIE_LEARNED,
                      metadata=5, metadata_mask=VNI_MASK, load_tunnel_id=True)
-    flows = (flow(0, 1, {}, [("apply", (("learn", spec),)), ("write_metadata", 5, VNI_MASK), ("goto", 1)], 0),
+    flows = (flow(0, 1, {}, [("apply", (("learn", spec),)), ("write_metadata", 5, VNI_MASK),
+                             ("goto", 1)], 0),
              flow(1, 0, {}, _out(("output", 9)), 0))
-    assert _table(*flows).forward(3, {"eth_src": "02:00:00:00:00:01", "eth_dst": "02:00:00:00:00:01"}) == {(9, None)}
+    a, b = "02:00:00:00:00:01", "02:00:00:00:00:02"
+    assert _table(*flows).forward(3, _frame(a, a)) == {(9, None)}
     t = _table(*flows, learn=True)
-    assert t.forward(3, {"eth_src": "02:00:00:00:00:01", "eth_dst": "02:00:00:00:00:01", "tunnel_id": 5}) == {(9, 5)}
-    assert t.forward(4, {"eth_src": "02:00:00:00:00:02", "eth_dst": "02:00:00:00:00:01"}) == {(3, 5)}
+    assert t.forward(3, _frame(a, a, tunnel_id=5)) == {(9, 5)}    # not yet: learned after
+    assert t.forward(4, _frame(b, a)) == {(3, 5)}
 
 
 # --- the cluster: hypothesis properties -----------------------------------------------------------
@@ -329,10 +356,6 @@ def labs(draw) -> Lab:
     return Lab(topo, ports, tunnels)
 
 
-def _frame(src: str, dst: str) -> dict:
-    return {"eth_src": src, "eth_dst": dst}
-
-
 DSTS = [BCAST, MCAST, UNKNOWN, *MAC_POOL]
 
 
@@ -382,7 +405,7 @@ def test_a_frame_with_an_unknown_vni_is_dropped(lab, vni):
     for host in lab.topo.hosts:
         for peer, tunnel in lab.tunnels[host].items():
             for dst in DSTS:
-                frame = {**_frame(UNKNOWN, dst), "tunnel_id": vni}
+                frame = _frame(UNKNOWN, dst, vni)
                 assert cluster.hosts[host].table.forward(lab.ports[host][tunnel], frame) == set()
 
 
@@ -394,7 +417,7 @@ def test_learning_keeps_unicast_exact_and_tenants_apart(lab):
     for host, port, tenant in lab.senders():
         if tenant is None:
             continue
-        cluster.deliveries(host, port, _frame(learned, BCAST))          # everyone learns where it is
+        cluster.deliveries(host, port, _frame(learned, BCAST))     # everyone learns where it is
         for i, (h, p, t) in enumerate(lab.senders()):
             got = cluster.deliveries(h, p, _frame(f"06:00:00:00:01:{i:02x}", learned))
             if t == tenant and (h, p) != (host, port):
@@ -418,4 +441,5 @@ def test_diff_keeps_foreign_flows_and_removes_stale_ones(lab):
         assert d.delete_flows == (stale,) and not d.add_flows
         if desired.flows:
             missing = sorted(desired.flows, key=repr)[0]
-            assert diff(desired, SwitchState(desired.flows - {missing}, desired.groups)).add_flows == (missing,)
+            without = SwitchState(desired.flows - {missing}, desired.groups)
+            assert diff(desired, without).add_flows == (missing,)

@@ -1,0 +1,224 @@
+"""Tenant isolation with real traffic on three hosts, and hitless controller restarts.
+
+One lab (three-hosts-tenants.yaml under a fresh name) serves the whole module:
+red and blue share hosts, tunnels, the subnet 10.10.0.0/24 and even MACs.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import lab_name, snapshot
+from weft_lab import cluster as C
+from weft_lab import lab as L
+from weft_lab.shell import netns_pids, run
+from weft_lab.topology import load
+from weft_lab.traffic import iperf, node_run, reaches
+
+ROOT = Path(__file__).resolve().parents[2]
+TENANTS = {"red": ["red1", "red2", "red3"], "blue": ["blue1", "blue2", "blue3"]}
+IPS = {"1": "10.10.0.1", "2": "10.10.0.2", "3": "10.10.0.3"}
+
+
+@pytest.fixture(scope="module")
+def lab():
+    before = snapshot()
+    topo = load(ROOT / "topologies" / "three-hosts-tenants.yaml").with_name(lab_name("i"))
+    L.up(topo)
+    try:
+        C.wait_converged(topo)
+        yield topo
+    finally:
+        L.down(topo.name)
+    after = snapshot()
+    assert after["netns"] - before["netns"] == set()
+    assert after["procs"] - before["procs"] == set()
+
+
+def send_raw(lab: str, node: str, dst_mac: str, count: int = 5) -> None:
+    """Send raw Ethernet frames (ethertype 0x88b5, local experimental) from node's eth0."""
+    code = ("import socket;s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);s.bind(('eth0',0));"
+            "src=open('/sys/class/net/eth0/address').read().strip();"
+            f"f=bytes.fromhex('{dst_mac.replace(':', '')}')+bytes.fromhex(src.replace(':',''))"
+            "+b'\\x88\\xb5'+b'weft-isolation-probe'.ljust(46,b'.');"
+            f"[s.send(f) for _ in range({count})]")
+    node_run(lab, node, ["python3", "-c", code], check=True)
+
+
+def mac_of(lab: str, node: str) -> str:
+    return node_run(lab, node, ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+
+
+def test_same_tenant_pairs_reach_each_other_across_hosts(lab):
+    for tenant, members in TENANTS.items():
+        for a in members:
+            for b in members:
+                if a != b:
+                    assert reaches(lab.name, a, IPS[b[-1]]), f"{a} -> {b} in {tenant}"
+    assert iperf(lab.name, "red1", "red3", IPS["3"], seconds=2) > 10
+    assert iperf(lab.name, "blue2", "blue1", IPS["1"], seconds=2) > 10
+
+
+def test_default_tenant_joins_plain_docker_containers(lab):
+    assert reaches(lab.name, "d1", "172.17.2.2")
+    assert reaches(lab.name, "d3", "172.17.1.2")
+    # ...and the default tenant is a tenant like any other: no way into red.
+    assert not reaches(lab.name, "d1", IPS["2"], tries=2)
+
+
+PROBE = "77656674"              # "weft": ping payload pattern marking probe traffic
+PROBE_FILTER = (f"ether proto 0x88b5 or (arp and host 10.10.0.77) or "
+                f"(icmp and icmp[24:4] = 0x{PROBE})")
+
+
+def capture(lab: str, nodes: list[str]) -> dict[str, subprocess.Popen]:
+    """tcpdump on each node's eth0, counting only probe traffic (not ARP upkeep)."""
+    procs = {n: subprocess.Popen(L.exec_argv(lab, n, ["tcpdump", "-i", "eth0", "-n", "-l",
+                                                      "--immediate-mode", PROBE_FILTER]),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n in nodes}
+    for p in procs.values():            # wait until each one listens
+        assert "listening on" in p.stderr.readline() + p.stderr.readline()
+    return procs
+
+
+def captured(procs: dict[str, subprocess.Popen]) -> dict[str, int]:
+    out = {}
+    for n, p in procs.items():
+        p.send_signal(signal.SIGINT)
+        text, _ = p.communicate(timeout=10)
+        out[n] = len([line for line in text.splitlines() if line.strip()])
+    return out
+
+
+@pytest.mark.parametrize("src,victims", [("red1", ["blue1", "blue2", "blue3", "d1", "d2", "d3"]),
+                                         ("blue3", ["red1", "red2", "red3", "d1", "d2", "d3"])])
+def test_nothing_crosses_tenants(lab, src, victims):
+    own = [m for t in TENANTS.values() if src in t for m in t if m != src]
+    procs = capture(lab.name, victims + own)
+    try:
+        node_run(lab.name, src, ["ping", "-b", "-p", PROBE, "-c", "3", "-i", "0.2", "-W", "1",
+                                 "10.10.0.255"])
+        node_run(lab.name, src, ["arping", "-c", "3", "-w", "2", "-I", "eth0", "10.10.0.77"])
+        other = IPS["3"] if src != "blue3" else IPS["1"]   # same IP and MAC in both tenants
+        node_run(lab.name, src, ["ping", "-p", PROBE, "-c", "3", "-i", "0.2", "-W", "1", other])
+        send_raw(lab.name, src, "ff:ff:ff:ff:ff:ff")
+        send_raw(lab.name, src, "01:00:5e:00:00:01")                   # multicast
+        send_raw(lab.name, src, "02:00:00:00:00:99")                   # unknown unicast
+        for victim in victims:                                         # their exact MACs
+            send_raw(lab.name, src, mac_of(lab.name, victim))
+        time.sleep(0.5)
+    finally:
+        counts = captured(procs)
+    assert {v: counts[v] for v in victims} == {v: 0 for v in victims}, \
+        f"frames from {src} reached another tenant"
+    # control: the same probes did reach every member of the sender's own tenant
+    assert all(counts[v] > 0 for v in own), counts
+
+
+def test_switch_views_and_flows_explain_themselves(lab):
+    out = subprocess.run([str(ROOT / ".venv/bin/weftctl") if (ROOT / ".venv/bin/weftctl").exists()
+                          else "weftctl", "--api", f"unix:{C.api_socket(lab.name)}",
+                          "--token", C.api_token(lab.name), "switch", "list"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert all(f"host{i}" in out.stdout for i in (1, 2, 3))
+    with C.api(lab.name) as c:
+        flows = c.get("/v1/switches/host1/flows").json()
+    features = {f["feature"] for f in flows}
+    assert {"base", "isolation", "endpoint"} <= features
+    assert "foreign" not in features
+
+
+def _controller_pid(lab: str) -> int:
+    for pid in netns_pids(L.ns_name(lab, "ctl")):
+        if b"controller.manager" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    raise AssertionError("controller not running")
+
+
+def test_controller_kill9_and_restart_loses_no_packet(lab):
+    """100 pings/s red1 -> red2 while the controller dies and comes back."""
+    proc = subprocess.Popen(L.exec_argv(lab.name, "red1", ["ping", "-n", "-i", "0.01", "-c", "600",
+                                                           "-W", "1", IPS["2"]]),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        os.kill(_controller_pid(lab.name), signal.SIGKILL)
+        time.sleep(1.5)
+        C.start_controller(lab)
+        C.wait_api(lab.name)
+        C.wait_converged(lab)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    assert m and m.group(1) == m.group(2) == "600", out[-300:]
+    with C.api(lab.name) as c:
+        sws = c.get("/v1/switches").json()
+    assert all(s["connected"] and s["syncs"] >= 1 for s in sws)
+    assert [s["flow_mods_sent"] for s in sws] == [0, 0, 0], sws
+    assert [s["group_mods_sent"] for s in sws] == [0, 0, 0], sws
+
+
+def _ns_pings(ns: str, dst: str) -> bool:
+    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "2", "-i", "0.2", "-W", "1",
+                           dst], capture_output=True).returncode == 0
+
+
+def test_rest_binding_reaches_the_switch_fast(lab):
+    """An operator port bound through REST: dropped before, forwarding after; latency noted."""
+    host_ns, x_ns = L.ns_name(lab.name, "host1"), L.ns_name(lab.name, "x1")
+    run(["ip", "netns", "add", x_ns])
+    run(["ip", "link", "add", "wx1", "netns", host_ns, "type", "veth", "peer", "name", "eth0",
+         "netns", x_ns])
+    for ns, dev in ((host_ns, "wx1"), (x_ns, "eth0")):
+        run(["ethtool", "-K", dev, "tx", "off"], ns=ns)
+        run(["ip", "link", "set", dev, "mtu", "1450", "up"], ns=ns)
+    run(["ip", "link", "set", "eth0", "address", "02:00:00:00:00:50"], ns=x_ns)
+    run(["ip", "addr", "add", "10.10.0.50/24", "dev", "eth0"], ns=x_ns)
+    # A static neighbour, so the first packet after binding measures the switch, not ARP.
+    run(["ip", "neigh", "replace", IPS["2"], "lladdr", "02:00:00:00:00:02", "dev", "eth0"], ns=x_ns)
+    L.vsctl(lab.name, "host1", "add-port", "br0", "wx1")
+    try:
+        assert not _ns_pings(x_ns, IPS["2"])                                   # unbound: dropped
+        latencies = []
+        with C.api(lab.name) as c:
+            for _ in range(10):
+                p = subprocess.Popen(["ip", "netns", "exec", x_ns, "ping", "-D", "-n", "-i",
+                                      "0.002", "-c", "1500", "-W", "1", IPS["2"]],
+                                     stdout=subprocess.PIPE, text=True)
+                time.sleep(0.2)
+                t0 = time.time()
+                r = c.post("/v1/ports", json={"host": "host1", "port": "wx1", "tenant": "red",
+                                              "mac": "02:00:00:00:00:50"})
+                assert r.status_code == 201, r.text
+                first = None
+                for line in p.stdout:
+                    m = re.match(r"\[(\d+\.\d+)\] \d+ bytes from", line)
+                    if m and float(m.group(1)) > t0:
+                        first = float(m.group(1))
+                        break
+                p.kill()
+                p.wait()
+                assert first is not None, "no packet delivered after binding"
+                latencies.append(first - t0)
+                assert c.delete("/v1/ports/host1/wx1").status_code == 200
+                C.wait_converged(lab)
+        p99 = sorted(latencies)[-1]
+        print(f"bind-to-first-packet over {len(latencies)} bindings: "
+              f"p50 {statistics.median(latencies) * 1000:.1f} ms, max {p99 * 1000:.1f} ms")
+        assert p99 < 1.0
+        assert not _ns_pings(x_ns, IPS["2"])                                   # unbound again
+    finally:
+        L.vsctl(lab.name, "host1", "--if-exists", "del-port", "br0", "wx1")
+        run(["ip", "netns", "del", x_ns], check=False)

@@ -1,0 +1,175 @@
+"""REST API v1 on a real SQLite store (no switches): validation, conflicts, persistence."""
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from controller.api import make_app
+from controller.core import Core
+from controller.store import Store
+from controller.weftctl import main as weftctl_main
+from ovs_agent.hostsfile import parse
+
+HOSTS = """
+controller: {openflow: ["tcp:127.0.0.1:6653"]}
+hosts:
+  - {name: h1, underlay_ip: 192.168.50.10}
+  - {name: h2, underlay_ip: 192.168.50.11}
+"""
+TOKEN = "s3cret"
+
+
+@pytest.fixture
+def core(tmp_path):
+    c = Core(Store(tmp_path / "weft.db"), parse(HOSTS))
+    c.changes = 0
+
+    def bump():
+        c.changes += 1
+    c.on_change = bump
+    return c
+
+
+@pytest.fixture
+def api(core):
+    client = TestClient(make_app(core, TOKEN), raise_server_exceptions=False)
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    return client
+
+
+def test_tenant_lifecycle_and_vni_assignment(api, core):
+    r = api.post("/v1/tenants", json={"name": "red", "vlan": 100, "subnet": "10.1.0.0/24"})
+    assert r.status_code == 201 and r.json()["vni"] >= 1000
+    r2 = api.post("/v1/tenants", json={"name": "blue"})
+    assert r2.json()["vni"] != r.json()["vni"]
+    names = [t["name"] for t in api.get("/v1/tenants").json()]
+    assert names == ["default", "blue", "red"]
+    assert api.patch("/v1/tenants/red", json={"description": "x"}).json()["description"] == "x"
+    assert api.delete("/v1/tenants/blue").status_code == 200
+    assert api.get("/v1/tenants/blue").status_code == 404
+    assert core.changes == 4
+
+
+def test_state_survives_a_restart(tmp_path):
+    s = Store(tmp_path / "w.db")
+    s.create_tenant("red", vlan=10)
+    s.bind("h1", "p1", "red", mac="02:00:00:00:00:01")
+    s2 = Store(tmp_path / "w.db")
+    assert s2.tenant("red").vlan == 10
+    assert [b.binding.port for b in s2.bindings()] == ["p1"]
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"name": "Red"}, "name"),
+    ({"name": "red", "vlan": 0}, "vlan"),
+    ({"name": "red", "vlan": 4095}, "vlan"),
+    ({"name": "red", "vlan": "x"}, "vlan"),
+    ({"name": "red", "subnet": "10.0.0.300/24"}, "subnet"),
+    ({"name": "red", "vni": 5}, "vni"),
+    ({"name": "red", "bogus": 1}, "bogus"),
+    ({}, "name"),
+])
+def test_bad_tenant_payloads_are_4xx_naming_the_field(api, core, body, field):
+    r = api.post("/v1/tenants", json=body)
+    assert 400 <= r.status_code < 500
+    assert r.json()["field"] == field
+    assert [t["name"] for t in api.get("/v1/tenants").json()] == ["default"]
+    assert core.changes == 0
+
+
+def test_conflicts_are_409_and_change_nothing(api):
+    api.post("/v1/tenants", json={"name": "red", "vlan": 100})
+    assert api.post("/v1/tenants", json={"name": "red"}).status_code == 409
+    r = api.post("/v1/tenants", json={"name": "blue", "vlan": 100})
+    assert r.status_code == 409 and r.json()["field"] == "vlan"
+    api.post("/v1/tenants", json={"name": "blue", "vlan": 200})
+    api.post("/v1/ports", json={"host": "h1", "port": "p1", "tenant": "red",
+                                "mac": "02:00:00:00:00:01"})
+    r = api.post("/v1/ports", json={"host": "h1", "port": "p1", "tenant": "blue"})
+    assert r.status_code == 409 and r.json()["field"] == "port"
+    r = api.post("/v1/ports", json={"host": "h2", "port": "p9", "tenant": "red",
+                                    "mac": "02:00:00:00:00:01"})
+    assert r.status_code == 409 and r.json()["field"] == "mac"
+    # the same MAC in another tenant is fine: tenants may overlap
+    assert api.post("/v1/ports", json={"host": "h2", "port": "p9", "tenant": "blue",
+                                       "mac": "02:00:00:00:00:01"}).status_code == 201
+    r = api.delete("/v1/tenants/red")
+    assert r.status_code == 409
+    assert api.get("/v1/tenants/red").json()["ports"][0]["port"] == "p1"
+    r = api.delete("/v1/tenants/red", params={"force": "true"})
+    assert r.json() == {"deleted": "red", "bindings_removed": 1}
+    assert api.patch("/v1/tenants/default", json={"vlan": 5}).status_code == 409
+    assert api.delete("/v1/tenants/default").status_code == 409
+
+
+def test_bindings_validate_and_unknown_is_404(api):
+    assert api.post("/v1/ports", json={"host": "h1", "port": "p1",
+                                       "tenant": "nope"}).status_code == 404
+    api.post("/v1/tenants", json={"name": "red"})
+    for body, field in [({"host": "h1", "port": "p" * 16, "tenant": "red"}, "port"),
+                        ({"host": "h1", "port": "p1", "tenant": "red", "mac": "01:00:00:00:00:01"},
+                         "mac"),
+                        ({"host": "h1", "port": "p1", "tenant": "red", "mode": "hybrid"}, "mode"),
+                        ({"host": "h1", "port": "weft-d0", "tenant": "red"}, "port")]:
+        r = api.post("/v1/ports", json=body)
+        assert 400 <= r.status_code < 500 and r.json()["field"] == field, (body, r.json())
+    assert api.get("/v1/ports").json() == []
+    assert api.delete("/v1/ports/h1/p1").status_code == 404
+
+
+def test_writes_need_the_token(core):
+    anon = TestClient(make_app(core, TOKEN))
+    assert anon.post("/v1/tenants", json={"name": "red"}).status_code == 401
+    assert anon.get("/v1/tenants").status_code == 200
+
+
+def test_agent_attachments_replace_and_rest_wins(api):
+    api.post("/v1/tenants", json={"name": "red"})
+    api.post("/v1/tenants", json={"name": "blue"})
+    api.post("/v1/ports", json={"host": "h1", "port": "wc1", "tenant": "blue"})
+    r = api.put("/v1/hosts/h1/attachments", json=[
+        {"port": "wc1", "tenant": "red", "mac": "02:00:00:00:00:01"},
+        {"port": "wc2", "tenant": "red", "mac": "02:00:00:00:00:02"}])
+    assert r.status_code == 200
+    ports = {p["port"]: p for p in api.get("/v1/ports").json()}
+    assert ports["wc1"]["tenant"] == "blue" and ports["wc2"]["source"] == "agent"
+    api.put("/v1/hosts/h1/attachments", json=[])
+    assert [p["port"] for p in api.get("/v1/ports").json()] == ["wc1"]
+    bad = api.put("/v1/hosts/h1/attachments", json=[{"port": "wc3", "tenant": "nope"}])
+    assert bad.status_code == 404
+    assert api.put("/v1/hosts/zz/attachments", json=[]).status_code == 404
+
+
+def test_switches_and_hosts_views(api):
+    hosts = api.get("/v1/hosts").json()
+    assert [h["name"] for h in hosts] == ["h1", "h2"] and not hosts[0]["connected"]
+    sws = api.get("/v1/switches").json()
+    assert sws[0]["tunnels"] == {"vx-h2": {"peer": "h2", "remote_ip": "192.168.50.11",
+                                           "ofport": None}}
+    assert api.get("/v1/switches/h1/flows").status_code == 409
+    assert api.get("/v1/switches/nope/flows").status_code == 404
+    assert "openapi" in api.get("/openapi.json").json()
+    assert "weft_tenants 1" in api.get("/metrics").text
+
+
+def test_no_request_makes_a_5xx(api):
+    junk = [("post", "/v1/tenants", b"{"), ("post", "/v1/tenants", b"[]"),
+            ("post", "/v1/ports", b'{"host": 1, "port": [], "tenant": null}'),
+            ("patch", "/v1/tenants/nope", b"{}"), ("put", "/v1/hosts/h1/attachments", b"{}"),
+            ("delete", "/v1/ports/h1/x", b""), ("get", "/v1/switches/zz", b"")]
+    for method, path, body in junk:
+        r = api.request(method, path, content=body, headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500, (method, path, r.status_code, r.text)
+
+
+def test_weftctl_against_the_api(api, monkeypatch, capsys):
+    import controller.weftctl as w
+    monkeypatch.setattr(w, "client", lambda *_: api)
+    assert weftctl_main(["tenant", "create", "red", "--vlan", "100"]) == 0
+    assert weftctl_main(["tenant", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "red" in out and "VNI" in out
+    assert weftctl_main(["tenant", "create", "red"]) == 1
+    assert "409" in capsys.readouterr().err
+    assert weftctl_main(["--json", "port", "list"]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
