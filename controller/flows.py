@@ -11,6 +11,12 @@ echoes them): ``("meter", id)``, ``("apply", (action, ...))``,
 Actions: ``("output", port)``, ``("set_field", field, value)``,
 ``("group", id)``, ``("push_vlan", ethertype)``, ``("pop_vlan",)``,
 ``("learn", LearnSpec)``.
+
+VLAN values are OpenFlow 1.3 OXM ``vlan_vid``: ``0x1000 | vid`` for a tag
+(OFPVID_PRESENT), ``0`` for "no tag" (ovs-ofctl shows it as
+``vlan_tci=0x0000/0x1fff``), ``(0x1000, 0x1000)`` for "any tag".
+``("set_field", "vlan_vid", v)`` always carries OFPVID_PRESENT (OF1.2+ requires
+it), so ``flow()`` adds the bit if a caller left it out.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ __all__ = [
     "COOKIE_PREFIX", "COOKIE_BASE", "COOKIE_ISOLATION", "COOKIE_ENDPOINT",
     "COOKIE_LEARNED", "COOKIE_VLAN", "COOKIE_QOS", "COOKIE_ACL", "feature_of",
     "LearnSpec", "Flow", "Group", "SwitchState", "Delta", "flow", "diff",
-    "owns_group", "MatchValue",
+    "owns_group", "MatchValue", "normal_action",
 ]
 
 # --- cookies: bits 48-63 say "weft", bits 40-47 name the feature ---------------
@@ -67,8 +73,11 @@ class LearnSpec:
     ``metadata & metadata_mask == metadata`` (immediates: the learn runs in
     apply-actions, before write-metadata, so the packet's own metadata is not
     yet the tenant's) and ``eth_dst == packet eth_src``; actions: copy the
-    packet's tunnel_id if ``load_tunnel_id``, output to the packet's in_port if
-    ``output_in_port`` (no action at all = a learned drop).
+    packet's tunnel_id if ``load_tunnel_id``, tag the frame with 802.1Q VLAN
+    ``vlan_vid`` (the plain 12-bit id) if not None, output to the packet's
+    in_port if ``output_in_port`` (no action at all = a learned drop).  The
+    tag is written as ``load:0x1000|vid->NXM_OF_VLAN_TCI[]``: on an untagged
+    frame OVS pushes an 802.1Q header (the CFI bit means "tag present").
     """
 
     table: int
@@ -79,6 +88,11 @@ class LearnSpec:
     metadata_mask: int
     load_tunnel_id: bool = False
     output_in_port: bool = True
+    vlan_vid: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.vlan_vid is not None and not 0 <= self.vlan_vid <= 0xFFF:
+            raise ValueError(f"learn: vlan_vid {self.vlan_vid} is not a 12-bit VLAN id")
 
 
 @dataclass(frozen=True)
@@ -131,8 +145,18 @@ def _normal_instruction(instr: tuple) -> tuple:
         _, value, mask = instr
         return ("write_metadata", value & mask, mask)
     if instr[0] == "apply":
-        return ("apply", tuple(instr[1]))
+        return ("apply", tuple(normal_action(a) for a in instr[1]))
     return instr
+
+
+_OFPVID_PRESENT = 0x1000
+
+
+def normal_action(action: tuple) -> tuple:
+    """An action in the form the switch echoes (``set_field vlan_vid`` with OFPVID_PRESENT)."""
+    if action[0] == "set_field" and action[1] == "vlan_vid":
+        return ("set_field", "vlan_vid", action[2] | _OFPVID_PRESENT)
+    return action
 
 
 def _mac_int(mac: str) -> int:

@@ -48,25 +48,60 @@ DEFAULT_TENANT = Tenant(
 
 @dataclass(frozen=True)
 class Binding:
-    """A br0 port on one host given to a tenant; ``mac`` is a known endpoint behind it."""
+    """A br0 port on one host given to one tenant (access) or several (trunk).
+
+    ``access``: ``tenant`` is required and its frames are untagged; ``mac`` is a
+    known endpoint behind the port.  ``trunk``: ``trunk`` names the tenants
+    carried tagged with their ``Tenant.vlan``; ``tenant`` is the optional native
+    tenant (untagged frames), not also in ``trunk``; no ``mac``.
+    """
 
     host: str
     port: str
-    tenant: str
+    tenant: str | None
     mode: str = ACCESS
     mac: str | None = None
+    trunk: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        where = f"binding {self.host}/{self.port}"
         if self.mode not in (ACCESS, TRUNK):
-            raise ValueError(f"binding {self.host}/{self.port}: mode {self.mode!r} "
-                             "not access|trunk")
+            raise ValueError(f"{where}: mode {self.mode!r} not access|trunk")
+        if isinstance(self.trunk, str):
+            raise ValueError(f"{where}: trunk must be a list of tenant names, "
+                             f"not the string {self.trunk!r}")
+        trunk = tuple(self.trunk)
+        object.__setattr__(self, "trunk", trunk)
+        if self.tenant is not None and (not isinstance(self.tenant, str) or not self.tenant):
+            raise ValueError(f"{where}: bad tenant {self.tenant!r}")
+        if any(not isinstance(t, str) or not t for t in trunk):
+            raise ValueError(f"{where}: bad tenant name in trunk {trunk!r}")
+        if self.mode == ACCESS:
+            if self.tenant is None:
+                raise ValueError(f"{where}: an access port needs a tenant")
+            if trunk:
+                raise ValueError(f"{where}: an access port carries no trunk tenants")
+        else:
+            if self.mac is not None:
+                raise ValueError(f"{where}: a trunk port has no mac")
+            _unique(list(trunk), f"tenant in trunk of {self.host}/{self.port}")
+            if self.tenant is not None and self.tenant in trunk:
+                raise ValueError(f"{where}: native tenant {self.tenant!r} is also in the trunk")
+            if self.tenant is None and not trunk:
+                raise ValueError(f"{where}: a trunk port carries at least one tenant")
         if self.mac is not None:
             mac = self.mac.lower()
             if not _MAC_RE.match(mac):
-                raise ValueError(f"binding {self.host}/{self.port}: bad mac {self.mac!r}")
+                raise ValueError(f"{where}: bad mac {self.mac!r}")
             if int(mac[:2], 16) & 1:
-                raise ValueError(f"binding {self.host}/{self.port}: mac {mac} is multicast")
+                raise ValueError(f"{where}: mac {mac} is multicast")
             object.__setattr__(self, "mac", mac)  # normalise: flows compare lowercase MACs
+
+    @property
+    def tenants(self) -> tuple[str, ...]:
+        """Every tenant the port carries: the native/access tenant first, then the trunk."""
+        native = () if self.tenant is None else (self.tenant,)
+        return (*native, *self.trunk)
 
 
 @dataclass(frozen=True)
@@ -86,10 +121,16 @@ class Topology:
         vnis = [t.vni for t in self.all_tenants]
         _unique(names, "tenant name")
         _unique(vnis, "tenant vni")
-        known = set(names)
+        _unique([t.vlan for t in self.all_tenants if t.vlan is not None], "tenant vlan")
+        by_name = {t.name: t for t in self.all_tenants}
         for b in self.bindings:
-            if b.tenant not in known:
-                raise ValueError(f"binding {b.host}/{b.port}: unknown tenant {b.tenant!r}")
+            for name in b.tenants:
+                if name not in by_name:
+                    raise ValueError(f"binding {b.host}/{b.port}: unknown tenant {name!r}")
+            for name in b.trunk:
+                if by_name[name].vlan is None:
+                    raise ValueError(f"binding {b.host}/{b.port}: tenant {name!r} has no vlan "
+                                     "to carry it on a trunk")
             if b.port == DOCKER_LINK_PORT:
                 raise ValueError(f"binding {b.host}/{b.port}: the docker0 link "
                                  "belongs to the default tenant")
@@ -117,8 +158,8 @@ class Topology:
         return (Binding(host, DOCKER_LINK_PORT, DEFAULT_TENANT.name), *stored)
 
     def tenants_on(self, host: str) -> frozenset[str]:
-        """Names of the tenants with any binding on ``host``."""
-        return frozenset(b.tenant for b in self.bindings_on(host))
+        """Names of the tenants carried by any port of ``host`` (access, native or trunk)."""
+        return frozenset(name for b in self.bindings_on(host) for name in b.tenants)
 
 
 def _unique(values: list, what: str) -> None:

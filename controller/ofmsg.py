@@ -15,7 +15,12 @@ Normalisation on the way back:
 The learn action is sent as NXAST_LEARN with specs written the way OVS
 echoes them (neutron br_tun does the same): metadata as immediates per
 contiguous run of the mask, ``NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[]``,
-``load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[]``, ``output:OXM_OF_IN_PORT[]``.
+``load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[]``, ``load:0x1000|vid->NXM_OF_VLAN_TCI[]``
+(an immediate: OVS pushes a tag when CFI is set on an untagged frame; os-ken
+names the field ``vlan_tci``), ``output:OXM_OF_IN_PORT[]``.
+
+``set_field vlan_vid`` is read back with OFPVID_PRESENT set (see
+``controller.flows.normal_action``), whatever the switch echoes.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from typing import Any, Iterable, Protocol
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
-from controller.flows import Flow, Group, LearnSpec, flow
+from controller.flows import Flow, Group, LearnSpec, flow, normal_action
 
 __all__ = ["flow_mod", "group_mod", "flow_from_stats", "flows_from_stats", "group_from_desc"]
 
@@ -42,6 +47,7 @@ _GROUP_TYPES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT,
                 "indirect": ofp.OFPGT_INDIRECT, "ff": ofp.OFPGT_FF}
 _GROUP_TYPE_NAMES = {v: k for k, v in _GROUP_TYPES.items()}
 _ALL_COOKIE_BITS = (1 << 64) - 1
+_VLAN_CFI = 0x1000            # in NXM_OF_VLAN_TCI: "a tag is present" (OVS)
 
 
 # --- weft -> os-ken -----------------------------------------------------------------
@@ -117,6 +123,9 @@ def _learn_action(parser: Any, spec: LearnSpec) -> Any:
     if spec.load_tunnel_id:
         specs.append(parser.NXFlowSpecLoad(src=("tunnel_id_nxm", 0), dst=("tunnel_id_nxm", 0),
                                            n_bits=64))
+    if spec.vlan_vid is not None:
+        specs.append(parser.NXFlowSpecLoad(src=_VLAN_CFI | spec.vlan_vid, dst=("vlan_tci", 0),
+                                           n_bits=16))
     if spec.output_in_port:
         specs.append(parser.NXFlowSpecOutput(src=("in_port", 0), dst="", n_bits=32))
     return parser.NXActionLearn(table_id=spec.table, specs=specs, idle_timeout=spec.idle_timeout,
@@ -174,7 +183,7 @@ def _parse_action(action: Any) -> tuple:
         return ("output", action.port)
     if isinstance(action, ofpp.OFPActionSetField):
         value = action.value.lower() if isinstance(action.value, str) else action.value
-        return ("set_field", _oxm_name(action.key), value)
+        return normal_action(("set_field", _oxm_name(action.key), value))
     if isinstance(action, ofpp.OFPActionGroup):
         return ("group", action.group_id)
     if isinstance(action, ofpp.OFPActionPushVlan):
@@ -194,10 +203,13 @@ def _parse_learn(action: Any) -> LearnSpec | None:
         return None
     metadata = mask = 0
     eth = load_tunnel_id = output = False
+    vlan_vid = None
     for s in action.specs:
         src = (_oxm_name(s.src[0]), s.src[1]) if isinstance(s.src, tuple) else s.src
         dst = (_oxm_name(s.dst[0]), s.dst[1]) if isinstance(s.dst, tuple) else s.dst
         kind, spec = type(s).__name__, (src, dst, s.n_bits)
+        if output:
+            return None        # ours output last: a load after it would be another flow
         if kind == "NXFlowSpecMatch" and isinstance(src, int) and dst[0] == "metadata":
             run = ((1 << s.n_bits) - 1) << dst[1]
             metadata, mask = metadata | (src << dst[1]) & run, mask | run
@@ -205,6 +217,9 @@ def _parse_learn(action: Any) -> LearnSpec | None:
             eth = True
         elif kind == "NXFlowSpecLoad" and spec == (("tunnel_id", 0), ("tunnel_id", 0), 64):
             load_tunnel_id = True
+        elif (kind == "NXFlowSpecLoad" and isinstance(src, int) and dst == ("vlan_tci", 0)
+              and s.n_bits == 16 and src & ~0xFFF == _VLAN_CFI and vlan_vid is None):
+            vlan_vid = src & 0xFFF   # a tag with PCP 0; anything else is not ours
         elif kind == "NXFlowSpecOutput" and src == ("in_port", 0) and s.n_bits in (16, 32):
             output = True      # OXM_OF_IN_PORT (32 bits) or NXM_OF_IN_PORT (16)
         else:
@@ -214,7 +229,7 @@ def _parse_learn(action: Any) -> LearnSpec | None:
     return LearnSpec(table=action.table_id, priority=action.priority,
                      idle_timeout=action.idle_timeout, cookie=action.cookie,
                      metadata=metadata, metadata_mask=mask,
-                     load_tunnel_id=load_tunnel_id, output_in_port=output)
+                     load_tunnel_id=load_tunnel_id, output_in_port=output, vlan_vid=vlan_vid)
 
 
 def flows_from_stats(entries: Iterable[Any]) -> frozenset[Flow]:

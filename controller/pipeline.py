@@ -25,23 +25,42 @@ ports + one tunnel per peer that has the tenant), ``2*vni + 1`` a frame from a
 tunnel (local ports only).  Buckets include the ingress port: OpenFlow drops
 output to the in_port, so that bucket does nothing for that frame.
 
-Only access bindings are programmed here; trunk bindings (COOKIE_VLAN) are
-not yet, so a trunk port's frames drop in CLASSIFY.
+VLANs (802.1Q).  A tenant's frames are untagged inside the pipeline and in
+the tunnels (the VNI says whose they are); tags exist only on trunk ports::
+
+    access port          in_port=P,vlan_vid=0 (untagged only)        -> tenant
+    trunk, native tenant in_port=P,vlan_vid=0                        -> tenant
+    trunk, tagged tenant in_port=P,vlan_vid=0x1000|T.vlan, pop_vlan  -> T
+    anything else on a local port (other VLANs, tags on access ports): table-miss drop
+
+Out to a trunk for a tagged tenant T (flood buckets, learned flows):
+``push_vlan:0x8100, set_field:0x1000|T.vlan->vlan_vid, output:P``; out to an
+access port or for the native tenant: plain output.  So a VLAN on one host's
+trunk is the VNI in the tunnels and the same VLAN on every other host's trunks.
+
+POLICY drops whatever is still tagged after CLASSIFY (double-tagged frames
+on trunks, whose outer tag was popped; tagged frames out of a tunnel).  OVS
+parses only ``other_config:vlan-limit`` tags (default 1): beyond it, the inner
+tag shows as ``eth_type`` 0x8100/0x88a8 and, after the pop, the frame looks
+untagged, so POLICY drops on those Ethertypes too.  Trunk-only flows and the
+POLICY drops carry COOKIE_VLAN; a native tenant's CLASSIFY flow is exactly an
+access port's, so turning an access port into a trunk with that native tenant
+changes nothing for it.
 """
 from __future__ import annotations
 
 from typing import Mapping
 
 from controller.flows import (
-    COOKIE_BASE, COOKIE_ENDPOINT, COOKIE_ISOLATION, COOKIE_LEARNED, Flow, Group,
+    COOKIE_BASE, COOKIE_ENDPOINT, COOKIE_ISOLATION, COOKIE_LEARNED, COOKIE_VLAN, Flow, Group,
     LearnSpec, SwitchState, flow,
 )
 from controller.model import ACCESS, Binding, Topology
 
 __all__ = [
     "CLASSIFY", "POLICY", "L2", "FLOOD", "VNI_MASK", "FROM_TUNNEL", "TENANT_MASK",
-    "PRIO_LEARNED", "LEARN_IDLE_TIMEOUT", "flood_group_ids", "tenant_match",
-    "desired_state",
+    "PRIO_LEARNED", "LEARN_IDLE_TIMEOUT", "OFPVID_PRESENT", "ETH_TYPE_VLAN", "flood_group_ids",
+    "tenant_match", "to_port", "desired_state",
 ]
 
 CLASSIFY, POLICY, L2, FLOOD = 0, 1, 2, 3
@@ -55,7 +74,13 @@ PRIO_CLASSIFY = 100
 PRIO_ENDPOINT = 100
 PRIO_FLOOD = 100
 PRIO_LEARNED = 10
+PRIO_DROP_TAGGED = 100       # POLICY: a tag still visible after CLASSIFY
+PRIO_DROP_INNER_TAG = 90     # POLICY: a tag beyond OVS's vlan-limit
 LEARN_IDLE_TIMEOUT = 300
+
+OFPVID_PRESENT = 0x1000
+ETH_TYPE_VLAN = 0x8100       # 802.1Q C-tag: the tag weft pushes
+ETH_TYPE_QINQ = 0x88A8       # 802.1ad S-tag: OVS parses it as a VLAN header too
 
 
 def flood_group_ids(vni: int) -> tuple[int, int]:
@@ -75,20 +100,31 @@ def _enter_tenant(vni: int, from_tunnel: bool) -> tuple[tuple, ...]:
     return (("write_metadata", value, TENANT_MASK), ("goto", POLICY))
 
 
-def _learn(vni: int, from_tunnel: bool, load_tunnel_id: bool, output: bool) -> tuple:
+def to_port(ofport: int, vlan: int | None) -> tuple[tuple, ...]:
+    """Actions sending a (pipeline-internal, untagged) frame out of a local port,
+    tagged with ``vlan`` when the port carries the frame's tenant as a trunk VLAN."""
+    if vlan is None:
+        return (("output", ofport),)
+    return (("push_vlan", ETH_TYPE_VLAN), ("set_field", "vlan_vid", OFPVID_PRESENT | vlan),
+            ("output", ofport))
+
+
+def _learn(vni: int, from_tunnel: bool, load_tunnel_id: bool, output: bool,
+           vlan: int | None = None) -> tuple:
     """A learn action writing "eth_dst == this eth_src" for frames of one ingress kind."""
     spec = LearnSpec(
         table=L2, priority=PRIO_LEARNED, idle_timeout=LEARN_IDLE_TIMEOUT, cookie=COOKIE_LEARNED,
         metadata=vni | (FROM_TUNNEL if from_tunnel else 0), metadata_mask=TENANT_MASK,
-        load_tunnel_id=load_tunnel_id, output_in_port=output)
+        load_tunnel_id=load_tunnel_id, output_in_port=output, vlan_vid=vlan)
     return ("learn", spec)
 
 
 # Every learned MAC is written as the same pair of flows (local-ingress and
 # tunnel-ingress lookups), so a MAC moving between a local port and a tunnel
 # overwrites both instead of leaving a stale twin at the same priority.
-def _learn_local(vni: int) -> tuple[tuple, ...]:
-    return (_learn(vni, False, False, True), _learn(vni, True, False, True))
+# ``vlan``: the frame came tagged from a trunk; the learned flow tags it again.
+def _learn_local(vni: int, vlan: int | None = None) -> tuple[tuple, ...]:
+    return (_learn(vni, False, False, True, vlan), _learn(vni, True, False, True, vlan))
 
 
 def _learn_tunnel(vni: int) -> tuple[tuple, ...]:
@@ -105,10 +141,29 @@ def _table_misses() -> list[Flow]:
     ]
 
 
-def _classify_access_port(ofport: int, vni: int) -> Flow:
-    return flow(CLASSIFY, PRIO_CLASSIFY, {"in_port": ofport},
+def _drop_tagged() -> list[Flow]:
+    """POLICY: no frame still carrying a tag goes on (double tags, tags out of tunnels)."""
+    return [
+        flow(POLICY, PRIO_DROP_TAGGED, {"vlan_vid": (OFPVID_PRESENT, OFPVID_PRESENT)}, (),
+             COOKIE_VLAN),
+        flow(POLICY, PRIO_DROP_INNER_TAG, {"eth_type": ETH_TYPE_VLAN}, (), COOKIE_VLAN),
+        flow(POLICY, PRIO_DROP_INNER_TAG, {"eth_type": ETH_TYPE_QINQ}, (), COOKIE_VLAN),
+    ]
+
+
+def _classify_untagged(ofport: int, vni: int) -> Flow:
+    """An access port, or a trunk's native tenant: untagged frames only."""
+    return flow(CLASSIFY, PRIO_CLASSIFY, {"in_port": ofport, "vlan_vid": 0},
                 [("apply", _learn_local(vni)), *_enter_tenant(vni, from_tunnel=False)],
                 COOKIE_ISOLATION)
+
+
+def _classify_tagged(ofport: int, vni: int, vlan: int) -> Flow:
+    """A trunk's tagged tenant: its VLAN, popped; the learned flow pushes it back."""
+    return flow(CLASSIFY, PRIO_CLASSIFY, {"in_port": ofport, "vlan_vid": OFPVID_PRESENT | vlan},
+                [("apply", (("pop_vlan",), *_learn_local(vni, vlan))),
+                 *_enter_tenant(vni, from_tunnel=False)],
+                COOKIE_VLAN)
 
 
 def _classify_tunnel(ofport: int, vni: int) -> Flow:
@@ -151,19 +206,21 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
     ``tunnels``: peer host -> name of this host's tunnel port toward it.  Ports
     not (yet) in ``ports`` are skipped, so the result follows the live switch.
     """
-    local = [b for b in topo.bindings_on(host) if b.mode == ACCESS]
-    here = {b.tenant for b in local}
+    # (tenant, ofport, vlan or None) of every live local port, for each tenant it carries
+    members = sorted(_members(host, topo, ports), key=lambda m: (m[0], m[1]))
+    here = set(topo.tenants_on(host))
     peer_ofport = {peer: ports[name] for peer, name in tunnels.items()
                    if name in ports and peer != host}
     # A peer's frames of a tenant matter only if both ends have it.
     shared = {peer: topo.tenants_on(peer) & here for peer in peer_ofport}
 
-    flows: list[Flow] = _table_misses()
+    flows: list[Flow] = [*_table_misses(), *_drop_tagged()]
     groups: list[Group] = []
 
-    for b in local:
-        if b.port in ports:
-            flows.append(_classify_access_port(ports[b.port], topo.tenant(b.tenant).vni))
+    for name, ofport, vlan in members:
+        vni = topo.tenant(name).vni
+        flows.append(_classify_untagged(ofport, vni) if vlan is None
+                     else _classify_tagged(ofport, vni, vlan))
     for peer in sorted(peer_ofport):
         for name in sorted(shared[peer]):
             flows.append(_classify_tunnel(peer_ofport[peer], topo.tenant(name).vni))
@@ -177,19 +234,31 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
 
     for name in sorted(here):
         vni = topo.tenant(name).vni
-        local_out = [("output", ofport) for ofport in
-                     sorted(ports[b.port] for b in local if b.tenant == name and b.port in ports)]
+        local_out = [to_port(ofport, vlan) for t, ofport, vlan in members if t == name]
         tunnel_out = [_to_tunnel(vni, peer_ofport[peer]) for peer in sorted(peer_ofport)
                       if name in shared[peer]]
         from_local, from_tunnel = flood_group_ids(vni)
-        for gid, is_tunnel, buckets in ((from_local, False, [(o,) for o in local_out] + tunnel_out),
-                                        (from_tunnel, True, [(o,) for o in local_out])):
+        for gid, is_tunnel, buckets in ((from_local, False, local_out + tunnel_out),
+                                        (from_tunnel, True, local_out)):
             if buckets:   # a group with no bucket is a drop: leave it to table-miss
                 f, g = _flood_group(gid, vni, is_tunnel, buckets)
                 flows.append(f)
                 groups.append(g)
 
     return SwitchState(frozenset(flows), frozenset(groups))
+
+
+def _members(host: str, topo: Topology,
+             ports: Mapping[str, int]) -> list[tuple[str, int, int | None]]:
+    """(tenant, ofport, VLAN tag on that port or None) for the live ports of ``host``."""
+    out = []
+    for b in topo.bindings_on(host):
+        if b.port not in ports:
+            continue
+        if b.tenant is not None:
+            out.append((b.tenant, ports[b.port], None))
+        out.extend((name, ports[b.port], topo.tenant(name).vlan) for name in b.trunk)
+    return out
 
 
 def _endpoints(topo: Topology, tenants: set[str]) -> list[Binding]:

@@ -61,6 +61,7 @@ class Agent:
     _wake: threading.Event = field(default_factory=threading.Event)
     _mtime: float = 0.0
     _reported: list | None = None
+    afxdp_refused: frozenset[str] = frozenset()
 
     def load(self) -> None:
         """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
@@ -94,15 +95,23 @@ class Agent:
             hostnet.remember_prefix(self.me)
             if nic is None:
                 LOG.warning("no interface holds underlay address %s", self.me.underlay_ip)
-        ops = desired.diff(desired.desired(self.cluster, self.me.name, nic), state)
+        ops = desired.diff(desired.desired(self.cluster, self.me.name, nic, self.afxdp_refused),
+                           state)
         if ops:
             ovsdb.apply(api, ops)
             self.writes += 1
             for op in ops:
                 LOG.info("ovsdb: %s %s", op[0], " ".join(
                     o.name if isinstance(o, desired.PortSpec) else str(o) for o in op[1:]))
+            if netdev and self.cluster.port_type == "auto":
+                self._fall_back_from_afxdp(api)
         if netdev and nic:
             hostnet.ensure_underlay_address(self.me, desired.UNDERLAY_BRIDGE, nic)
+            hostnet.ensure_tx_off(desired.UNDERLAY_BRIDGE)
+            unknown = hostnet.unresolved([p.underlay_ip for p in self.cluster.peers(self.me.name)],
+                                         desired.UNDERLAY_BRIDGE)
+            if unknown:
+                hostnet.warm_neighbours(unknown)
         if hostnet.write_if_changed(self.subnet_file,
                                     hostnet.subnet_env(self.cluster, self.me, mtu)):
             LOG.info("wrote %s: %s", self.subnet_file,
@@ -110,6 +119,16 @@ class Agent:
         self._report_attachments(api)
         self.passes += 1
         return len(ops)
+
+    def _fall_back_from_afxdp(self, api, settle: float = 1.0) -> None:
+        """Ports OVS could not open with AF_XDP go back to AF_PACKET on the next pass."""
+        time.sleep(settle)              # vswitchd reports the error after reconfiguring
+        refused = ovsdb.refused_afxdp(api)
+        for name, error in refused.items():
+            LOG.warning("AF_XDP refused on %s (%s): falling back to AF_PACKET", name, error)
+        if refused:
+            self.afxdp_refused |= frozenset(refused)
+            self._wake.set()
 
     def _report_attachments(self, api) -> None:
         """Tell the controller which containers are plugged here (it binds them)."""

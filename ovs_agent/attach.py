@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import time
 
 from ovs_agent.desired import OWNER, OWNER_KEY, ROLE_KEY, TENANT_KEY
 from ovs_agent.hostnet import ensure_veth, ip, link_exists
 from ovs_agent.hostsfile import BRIDGE
+from ovs_agent.ovsdb import refused_afxdp
 
 CONTAINER_KEY = "weft-container"
 MAC_KEY = "attached-mac"
@@ -30,7 +32,7 @@ def _in_ns(netns: str, *args: str) -> str:
 
 
 def attach(api, netns: str, tenant: str, mtu: int, ip_cidr: str | None = None,
-           mac: str | None = None, ifname: str = "eth0") -> str:
+           mac: str | None = None, ifname: str = "eth0", port_type: str = "") -> str:
     """Create the veth, configure the container side, add the host side to br0."""
     if subprocess.run(["ip", "netns", "exec", netns, "true"], capture_output=True).returncode:
         raise ValueError(f"no network namespace {netns!r}")
@@ -46,7 +48,11 @@ def attach(api, netns: str, tenant: str, mtu: int, ip_cidr: str | None = None,
            CONTAINER_KEY: netns, MAC_KEY: actual_mac}
     with api.transaction(check_error=True) as txn:
         txn.add(api.add_port(BRIDGE, name, may_exist=True))
-        txn.add(api.db_set("Interface", name, ("external_ids", ext)))
+        txn.add(api.db_set("Interface", name, ("external_ids", ext), ("type", port_type)))
+    if port_type.startswith("afxdp"):
+        time.sleep(0.5)                 # let vswitchd try to open it
+        if refused_afxdp(api, {name}):
+            api.db_set("Interface", name, ("type", "")).execute(check_error=True)
     return name
 
 

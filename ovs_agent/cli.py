@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from ovs_agent import attach, ovsdb
-from ovs_agent.agent import DEFAULT_SUBNET_FILE, Agent
+from ovs_agent.agent import DEFAULT_SUBNET_FILE, Agent, pick_host
+from ovs_agent.desired import device_port_type
 from ovs_agent.hostsfile import HostsFileError, load, tunnel_mtu
 
 
@@ -33,13 +34,18 @@ def _attach_main(argv: list[str]) -> int:
     ap.add_argument("--ip", help="address/prefix for the container interface")
     ap.add_argument("--mac")
     ap.add_argument("--ifname", default="eth0")
-    ap.add_argument("--peers", type=Path, help="hosts.yaml, for the MTU")
+    ap.add_argument("--peers", type=Path, help="hosts.yaml, for the MTU and port type")
+    ap.add_argument("--host", help="this host's name in hosts.yaml")
     ap.add_argument("--mtu", type=int)
     _common(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        mtu = args.mtu or (tunnel_mtu(load(args.peers)) if args.peers else 1450)
+        cluster = load(args.peers) if args.peers else None
+        mtu = args.mtu or (tunnel_mtu(cluster) if cluster else 1450)
+        port_type = device_port_type(cluster, pick_host(cluster, args.host).name,
+                                     attach.port_name(args.netns, args.ifname)) \
+            if cluster else ""
     except HostsFileError as exc:
         print(f"ovs-agent: {exc}", file=sys.stderr)
         return 2
@@ -49,7 +55,7 @@ def _attach_main(argv: list[str]) -> int:
             if not args.tenant:
                 ap.error("attach needs --tenant")
             name = attach.attach(api, args.netns, args.tenant, mtu, args.ip, args.mac,
-                                 args.ifname)
+                                 args.ifname, port_type)
             print(f"attached {args.netns}:{args.ifname} to br0 as port {name} "
                   f"(tenant {args.tenant})")
         else:

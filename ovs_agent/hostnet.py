@@ -88,6 +88,41 @@ def remember_prefix(host: Host) -> None:
                 _prefixes[host.underlay_ip] = a
 
 
+def ensure_tx_off(dev: str) -> bool:
+    """TX checksum offload off: OVS's userspace datapath does not complete checksums.
+
+    Needed on veths it reads and on its own tap (br-phy): the host's TCP
+    over the underlay hangs with AF_XDP otherwise.
+    """
+    out = subprocess.run(["ethtool", "-k", dev], capture_output=True, text=True).stdout
+    if "tx-checksumming: on" not in out:
+        return False
+    subprocess.run(["ethtool", "-K", dev, "tx", "off"], capture_output=True)
+    return True
+
+
+def unresolved(ips: list[str], dev: str) -> list[str]:
+    """The addresses the kernel has no neighbour entry for on `dev`."""
+    known = {n["dst"] for n in json.loads(ip("-j", "neigh", "show", "dev", dev, check=False) or "[]")
+             if n.get("state") and not {"FAILED", "INCOMPLETE"} & set(n["state"])}
+    return [a for a in ips if a not in known]
+
+
+def warm_neighbours(ips: list[str], timeout: float = 0.5) -> None:
+    """Resolve peers' underlay addresses now, so the first tunnelled frame is not lost.
+
+    OVS's userspace tunnelling learns the next hop's MAC by snooping ARP replies on
+    the underlay bridge; until then it drops what it should encapsulate (a container's
+    first ARP request, costing it a one-second retry).  One ping per new peer fills
+    the cache.  Netdev datapath only: the kernel datapath uses the kernel's own ARP.
+    """
+    procs = [subprocess.Popen(["ping", "-c", "1", "-W", str(timeout), "-q", addr],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for addr in ips]
+    for proc in procs:
+        proc.wait()
+
+
 def ensure_veth(name: str, peer: str, mtu: int, master: str | None = None,
                 peer_netns: str | None = None) -> bool:
     """A veth pair with TX checksum offload off (the userspace datapath needs it)."""

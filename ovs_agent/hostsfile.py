@@ -22,6 +22,9 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 TUNNEL_TYPES = ("vxlan", "gre")
 DATAPATH_TYPES = ("system", "netdev")
+# How a netdev (userspace) datapath reads Linux devices: "auto" tries AF_XDP and falls
+# back to AF_PACKET per port; "afpacket" is OVS's plain type "".
+PORT_TYPES = ("auto", "afxdp-nonpmd", "afxdp", "afpacket")
 BRIDGE = "br0"
 DOCKER_LINK_PORT = "weft-d0"    # br0 side of the docker0 <-> br0 veth pair
 DOCKER_LINK_PEER = "weft-d0p"   # docker0 side
@@ -36,7 +39,7 @@ _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _TARGET_RE = re.compile(r"(tcp|ssl):(\[[0-9A-Fa-f:.]+\]|[0-9.]+):([0-9]{1,5})")
 _TAG = "tag:yaml.org,2002:"
 _COLLISION = " (a hash collision: rename one of them)"
-_TOP_KEYS = ("controller", "tunnel_type", "datapath_type", "mtu", "hosts")
+_TOP_KEYS = ("controller", "tunnel_type", "datapath_type", "port_type", "mtu", "hosts")
 _HOST_KEYS = ("name", "underlay_ip", "docker_subnet", "tunnel_type", "datapath_type")
 
 
@@ -73,6 +76,7 @@ class Cluster:
     mtu: int
     hosts: tuple[Host, ...]
     source: str = dc_field(default="<string>", compare=False)
+    port_type: str = "auto"          # netdev datapath only, see PORT_TYPES
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -326,8 +330,9 @@ def _cluster(root: Node | None, source: str) -> Cluster:
     tunnel = _choice(top.get("tunnel_type"), "tunnel_type", TUNNEL_TYPES, "vxlan")
     datapath = _choice(top.get("datapath_type"), "datapath_type", DATAPATH_TYPES, "system")
     mtu = _mtu(top["mtu"], "mtu") if "mtu" in top else DEFAULT_MTU
+    port_type = _choice(top.get("port_type"), "port_type", PORT_TYPES, "auto")
     hosts = _hosts(top["hosts"], "hosts", tunnel, datapath)
-    return Cluster(controllers, api, tunnel, datapath, mtu, hosts, source)
+    return Cluster(controllers, api, tunnel, datapath, mtu, hosts, source, port_type)
 
 
 def _controllers(node: Node, field: str) -> tuple[str, ...]:

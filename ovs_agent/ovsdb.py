@@ -79,6 +79,21 @@ def read_state(api: impl_idl.OvsdbIdl) -> dict[str, ActualBridge]:
     return out
 
 
+def refused_afxdp(api: impl_idl.OvsdbIdl, names: set[str] | None = None) -> dict[str, str]:
+    """AF_XDP interfaces OVS could not open (name -> error), for the per-port fallback."""
+    out = {}
+    for row in api.db_list("Interface", columns=["name", "type", "error", "ofport"]).execute(
+            check_error=True):
+        if row["type"].startswith("afxdp") and (names is None or row["name"] in names):
+            error = row["error"][0] if isinstance(row["error"], list) and row["error"] \
+                else row["error"]
+            ofport = row["ofport"][0] if isinstance(row["ofport"], list) and row["ofport"] \
+                else row["ofport"]
+            if error or ofport == -1:
+                out[row["name"]] = error or "no ofport"
+    return out
+
+
 def apply(api: impl_idl.OvsdbIdl, ops: list[Op]) -> None:
     """Apply all operations in one transaction: all or nothing."""
     if not ops:
@@ -98,7 +113,9 @@ def apply(api: impl_idl.OvsdbIdl, ops: list[Op]) -> None:
                 p: PortSpec = op[2]
                 attrs = {"external_ids": dict(p.external_ids)}
                 if p.type:
-                    attrs.update(type=p.type, options=dict(p.options))
+                    attrs["type"] = p.type
+                if p.options:
+                    attrs["options"] = dict(p.options)
                 txn.add(api.add_port(op[1], p.name, may_exist=True, **attrs))
             elif kind == "set_port":
                 p = op[2]

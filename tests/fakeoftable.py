@@ -8,6 +8,16 @@ write-metadata with mask, apply-actions (output, set_field, group ALL with a
 per-bucket copy of the frame, push/pop vlan), and OpenFlow's rule that
 output to the ingress port is dropped.
 
+VLANs: a frame's ``vlan_vid`` is its outer 802.1Q VID (12 bits, None =
+untagged) and ``vlans`` the VIDs of any inner tags, outer first.  Matching
+follows OVS, which parses only ``vlan_limit`` tags (``other_config:vlan-limit``,
+default 1; 0 = as many as OVS can, 2) when the frame enters and then tracks
+its own actions: ``vlan_vid`` matches ``0x1000|vid`` of a parsed outer tag, 0
+otherwise; a tag beyond the limit shows as ``eth_type`` 0x8100, and stays
+invisible after the outer tag is popped.  ``set_field vlan_tci`` (what a
+learned ``load:...->NXM_OF_VLAN_TCI[]`` does) pushes a tag onto an untagged
+frame when the CFI bit is set, as OVS does.
+
 ``learn`` is a no-op by default.  With ``learn=True`` it installs the flow
 the LearnSpec describes after the frame has been processed (as OVS does: a
 learned flow is visible to later frames, never to the one that wrote it).
@@ -24,6 +34,8 @@ from controller.pipeline import desired_state
 
 OFPP_IN_PORT = 0xFFFFFFF8
 OFPVID_PRESENT = 0x1000
+ETH_TYPE_VLAN = 0x8100
+_OVS_MAX_VLAN_HEADERS = 2        # FLOW_MAX_VLAN_HEADERS: what vlan-limit 0 means
 _MAX_TABLE_HOPS = 64
 _MAX_TUNNEL_HOPS = 16
 
@@ -38,10 +50,21 @@ def _as_int(value: Any) -> int:
     return int(value.replace(":", ""), 16) if isinstance(value, str) else int(value)
 
 
+def _tags(pkt: Packet) -> tuple[int, ...]:
+    """The frame's VIDs, outer first."""
+    outer = pkt.get("vlan_vid")
+    return () if outer is None else (outer, *pkt.get("vlans", ()))
+
+
+def _set_tags(pkt: Packet, tags: tuple[int, ...]) -> None:
+    pkt["vlan_vid"], pkt["vlans"] = (tags[0], tags[1:]) if tags else (None, ())
+
+
 def _field_value(pkt: Packet, name: str) -> int | None:
     if name == "vlan_vid":   # OXM: VID | PRESENT when tagged, 0 (OFPVID_NONE) untagged
-        vid = pkt.get("vlan_vid")
-        return 0 if vid is None else vid | OFPVID_PRESENT
+        return pkt["vlan_vid"] | OFPVID_PRESENT if pkt.get("_parsed") else 0
+    if name == "eth_type" and len(_tags(pkt)) > pkt.get("_parsed", 0):
+        return ETH_TYPE_VLAN     # a tag OVS did not parse: its TPID is the Ethertype
     if name in ("tunnel_id", "metadata"):
         return pkt.get(name) or 0
     value = pkt.get(name)
@@ -65,10 +88,11 @@ def _matches(flow_: Flow, pkt: Packet) -> bool:
 class FakeOFTable:
     """One switch: its flow tables and groups; ``forward`` runs a frame through them."""
 
-    def __init__(self, state: SwitchState, learn: bool = False) -> None:
+    def __init__(self, state: SwitchState, learn: bool = False, vlan_limit: int = 1) -> None:
         self.flows: dict[tuple, Flow] = {f.identity: f for f in state.flows}
         self.groups: dict[int, Group] = {g.group_id: g for g in state.groups}
         self.learn = learn
+        self.vlan_limit = vlan_limit or _OVS_MAX_VLAN_HEADERS
 
     def lookup(self, table: int, pkt: Packet) -> Flow | None:
         """The flow that handles ``pkt`` in ``table``; None on a miss (drop)."""
@@ -85,6 +109,8 @@ class FakeOFTable:
         """Every (port, frame as sent) in order, duplicates kept."""
         state: Packet = {"metadata": 0, "tunnel_id": None, "vlan_vid": None, **pkt,
                          "in_port": in_port}
+        _set_tags(state, _tags(state))
+        state["_parsed"] = min(len(_tags(state)), self.vlan_limit)
         out: list[tuple[int, Packet]] = []
         learned: list[Flow] = []
         table = 0
@@ -119,6 +145,12 @@ class FakeOFTable:
         """The set of (out_port, tunnel_id at output or None) for one frame."""
         return {(port, sent["tunnel_id"]) for port, sent in self.outputs(in_port, pkt)}
 
+    def forward_frames(self, in_port: int,
+                       pkt: Mapping[str, Any]) -> set[tuple[int, int | None, int | None]]:
+        """The set of (out_port, tunnel_id or None, outer VLAN id or None) for one frame."""
+        return {(port, sent["tunnel_id"], sent["vlan_vid"])
+                for port, sent in self.outputs(in_port, pkt)}
+
     def _apply(self, actions: Iterable[tuple], state: Packet, out: list, learned: list) -> None:
         for action in actions:
             kind = action[0]
@@ -126,9 +158,22 @@ class FakeOFTable:
                 port = state["in_port"] if action[1] == OFPP_IN_PORT else action[1]
                 if action[1] == OFPP_IN_PORT or port != state["in_port"]:
                     out.append((port, dict(state)))
+            elif kind == "set_field" and action[1] == "vlan_vid":
+                if not state["_parsed"]:
+                    raise FakeSwitchError(f"{action!r} on a frame without a (parsed) tag")
+                state["vlan_vid"] = action[2] & 0xFFF
+            elif kind == "set_field" and action[1] == "vlan_tci":
+                tci = action[2]
+                if tci & OFPVID_PRESENT and not state["_parsed"]:     # OVS: pushes a tag
+                    _set_tags(state, (tci & 0xFFF, *_tags(state)))
+                    state["_parsed"] = 1
+                elif tci & OFPVID_PRESENT:
+                    state["vlan_vid"] = tci & 0xFFF
+                elif state["_parsed"]:                                 # OVS: strips it
+                    _set_tags(state, _tags(state)[1:])
+                    state["_parsed"] -= 1
             elif kind == "set_field":
-                _, name, value = action
-                state[name] = value & 0xFFF if name == "vlan_vid" else value
+                state[action[1]] = action[2]
             elif kind == "group":
                 group = self.groups.get(action[1])
                 if group is None:
@@ -137,10 +182,14 @@ class FakeOFTable:
                     raise FakeSwitchError(f"group type {group.type} not modelled")
                 for bucket in group.buckets:
                     self._apply(bucket, dict(state), out, learned)
-            elif kind == "push_vlan":
-                state["vlan_vid"] = state["vlan_vid"] or 0
-            elif kind == "pop_vlan":
-                state["vlan_vid"] = None
+            elif kind == "push_vlan":     # the new tag copies the outer VID, if any
+                tags = _tags(state)
+                _set_tags(state, (tags[0] if tags else 0, *tags))
+                state["_parsed"] = min(state["_parsed"] + 1, _OVS_MAX_VLAN_HEADERS)
+            elif kind == "pop_vlan":      # OVS pops only a tag it parsed
+                if state["_parsed"]:
+                    _set_tags(state, _tags(state)[1:])
+                    state["_parsed"] -= 1
             elif kind == "learn":
                 if self.learn:
                     learned.append(_learned_flow(action[1], state))
@@ -152,6 +201,8 @@ def _learned_flow(spec: LearnSpec, pkt: Packet) -> Flow:
     actions: list[tuple] = []
     if spec.load_tunnel_id:
         actions.append(("set_field", "tunnel_id", pkt["tunnel_id"] or 0))
+    if spec.vlan_vid is not None:
+        actions.append(("set_field", "vlan_tci", OFPVID_PRESENT | spec.vlan_vid))
     if spec.output_in_port:
         actions.append(("output", pkt["in_port"]))
     return flow(spec.table, spec.priority,
@@ -187,15 +238,26 @@ class FakeCluster:
     @classmethod
     def from_topology(cls, topo: Topology, ports: Mapping[str, Mapping[str, int]],
                       tunnels: Mapping[str, Mapping[str, str]],
-                      learn: bool = False) -> FakeCluster:
+                      learn: bool = False, vlan_limit: int = 1) -> FakeCluster:
         """Each host of ``ports`` running the pipeline's desired state."""
         def switch(host: str) -> FakeOFTable:
-            return FakeOFTable(desired_state(host, topo, ports[host], tunnels[host]), learn)
+            return FakeOFTable(desired_state(host, topo, ports[host], tunnels[host]), learn,
+                               vlan_limit)
         return cls({host: FakeHost(switch(host), ports[host], tunnels[host]) for host in ports})
 
     def deliveries(self, host: str, port: str, pkt: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Every (host, port name) the frame reaches outside the tunnels, duplicates kept."""
-        result: list[tuple[str, str]] = []
+        return [(at, name) for at, name, _ in self.frames(host, port, pkt)]
+
+    def frames(self, host: str, port: str, pkt: Mapping[str, Any],
+               vlan: int | None = None) -> list[tuple[str, str, int | None]]:
+        """Every (host, port name, outer VLAN id or None) the frame reaches outside the
+        tunnels, duplicates kept.  ``vlan``: send it with this outer tag (as a trunk's
+        peer would), any tags of ``pkt`` (or its ``vlans`` alone) becoming inner tags."""
+        if vlan is not None:
+            inner = _tags(pkt) if pkt.get("vlan_vid") is not None else tuple(pkt.get("vlans", ()))
+            pkt = {**pkt, "vlan_vid": vlan, "vlans": inner}
+        result: list[tuple[str, str, int | None]] = []
         queue = deque([(host, port, dict(pkt), 0)])
         while queue:
             at, port_name, frame, hops = queue.popleft()
@@ -206,14 +268,14 @@ class FakeCluster:
                 name = node.names[ofport]
                 peer = node.peer_of.get(name)
                 if peer is None:
-                    result.append((at, name))
+                    result.append((at, name, sent["vlan_vid"]))
                     continue
                 arrival = self.hosts.get(peer)
                 back = arrival.tunnels.get(at) if arrival else None
                 if back is None or back not in arrival.ports:
                     continue          # the far end has no tunnel back: lost
-                onward = {k: sent[k] for k in ("eth_src", "eth_dst", "vlan_vid")
-                          if sent.get(k) is not None}
+                onward = {k: sent[k] for k in ("eth_src", "eth_dst", "eth_type", "vlan_vid",
+                                               "vlans") if sent.get(k) is not None}
                 onward["tunnel_id"] = sent["tunnel_id"] or 0
                 queue.append((peer, back, onward, hops + 1))
         return result

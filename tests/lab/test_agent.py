@@ -87,9 +87,12 @@ def test_docker0_link_carries_traffic(leaves_nothing):
     with L.running(topo(2)) as t:
         wait_for(lambda: mesh_ok(t), what="mesh")
         for h in t.hosts:
-            subprocess.run(L.exec_argv(t.name, h.name, ["ovs-ofctl", "-O", "OpenFlow13", "add-flow", "br0",
-                                                        "actions=NORMAL"]), check=True)
-            env = (L.host_dir(t.name, h.name) / "subnet.env").read_text()
+            wait_for(lambda h=h: subprocess.run(L.exec_argv(t.name, h.name, [
+                "ovs-ofctl", "-O", "OpenFlow13", "add-flow", "br0", "actions=NORMAL"]),
+                capture_output=True).returncode == 0, what="br0 accepting flows")
+            env_file = L.host_dir(t.name, h.name) / "subnet.env"
+            wait_for(env_file.exists, what="subnet.env")
+            env = env_file.read_text()
             assert "WEFT_MTU=1450" in env and f"WEFT_SUBNET={h.docker_subnet}" in env
         assert reaches(t.name, "c1", "172.17.2.2")
 

@@ -15,7 +15,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
 from controller.flows import COOKIE_ISOLATION, COOKIE_LEARNED, Flow, Group, LearnSpec, flow
-from controller.model import DOCKER_LINK_PORT, Binding, Tenant, Topology
+from controller.model import DOCKER_LINK_PORT, TRUNK, Binding, Tenant, Topology
 from controller.ofmsg import flow_from_stats, flow_mod, group_from_desc, group_mod
 from controller.pipeline import TENANT_MASK, desired_state
 
@@ -61,20 +61,31 @@ def desc_echo(g: Group) -> object:
 
 
 TOPO = Topology(
-    tenants=(Tenant("red", 100, vlan=10), Tenant("blue", 0xABCDEF)),
+    tenants=(Tenant("red", 100, vlan=10), Tenant("blue", 0xABCDEF),
+             Tenant("green", 300, vlan=4094)),
     bindings=(Binding("h1", "r1", "red", mac="02:00:00:00:00:01"), Binding("h1", "b1", "blue"),
+              Binding("h1", "trk", "blue", TRUNK, trunk=("red", "green")),
               Binding("h2", "r2", "red", mac="02:AB:00:00:00:02"),
+              Binding("h2", "trk", None, TRUNK, trunk=("green",)),
               Binding("h3", "b3", "blue", mac="02:00:00:00:00:01")),
     hosts=("h1", "h2", "h3"))
-PORTS = {"r1": 1, "b1": 2, DOCKER_LINK_PORT: 3, "tun-h2": 10, "tun-h3": 0xFFFFFF00}
+PORTS = {"r1": 1, "b1": 2, DOCKER_LINK_PORT: 3, "trk": 4, "tun-h2": 10, "tun-h3": 0xFFFFFF00}
 TUNNELS = {"h2": "tun-h2", "h3": "tun-h3"}
 SAMPLE = desired_state("h1", TOPO, PORTS, TUNNELS)
 
 
 def test_sample_covers_every_kind_of_flow():
     kinds = {a[0] for f in SAMPLE.flows for i in f.instructions if i[0] == "apply" for a in i[1]}
-    assert kinds == {"learn", "output", "set_field", "group"}
+    assert kinds == {"learn", "output", "set_field", "group", "pop_vlan"}
     assert any(not f.instructions for f in SAMPLE.flows)
+    fields = {k for f in SAMPLE.flows for k, _ in f.match}
+    assert fields == {"in_port", "tunnel_id", "metadata", "eth_dst", "vlan_vid", "eth_type"}
+    assert {v for f in SAMPLE.flows for k, v in f.match if k == "vlan_vid"} == {
+        0, 0x1000 | 10, 0x1000 | 4094, (0x1000, 0x1000)}
+    assert {a[1].vlan_vid for f in SAMPLE.flows for i in f.instructions if i[0] == "apply"
+            for a in i[1] if a[0] == "learn"} == {None, 10, 4094}
+    bucket_kinds = {a[0] for g in SAMPLE.groups for b in g.buckets for a in b}
+    assert bucket_kinds == {"output", "set_field", "push_vlan"}
 
 
 @pytest.mark.parametrize("f", sorted(SAMPLE.flows, key=repr),
@@ -103,11 +114,13 @@ def test_other_actions_and_instructions_read_back_equal():
 
 @settings(max_examples=50, deadline=None)
 @given(vni=st.integers(1, 0xFFFFFF), tunnel=st.booleans(), load=st.booleans(), out=st.booleans(),
-       table=st.integers(0, 254), prio=st.integers(0, 0xFFFF), idle=st.integers(0, 0xFFFF))
-def test_learn_action_reads_back_equal(vni, tunnel, load, out, table, prio, idle):
+       table=st.integers(0, 254), prio=st.integers(0, 0xFFFF), idle=st.integers(0, 0xFFFF),
+       vlan=st.none() | st.integers(0, 0xFFF))
+def test_learn_action_reads_back_equal(vni, tunnel, load, out, table, prio, idle, vlan):
     metadata = vni | (1 << 32 if tunnel else 0)
-    spec = LearnSpec(table, prio, idle, COOKIE_LEARNED, metadata, TENANT_MASK, load, out)
-    f = flow(0, 1, {"in_port": 1}, [("apply", (("learn", spec),))], COOKIE_ISOLATION)
+    spec = LearnSpec(table, prio, idle, COOKIE_LEARNED, metadata, TENANT_MASK, load, out, vlan)
+    f = flow(0, 1, {"in_port": 1}, [("apply", (("pop_vlan",), ("learn", spec)))],
+             COOKIE_ISOLATION)
     assert flow_from_stats(stats_echo(f)) == f
 
 
@@ -122,6 +135,58 @@ def test_learn_is_encoded_the_way_ovs_echoes_it():
         ("NXFlowSpecLoad", ("tunnel_id_nxm", 0), ("tunnel_id_nxm", 0), 64),
         ("NXFlowSpecOutput", ("in_port", 0), "", 32),
     ]
+
+
+def test_learn_vlan_is_an_immediate_load_into_vlan_tci_before_the_output():
+    """``load:0x100a->NXM_OF_VLAN_TCI[]``: what ovs-ofctl shows for the learned tag."""
+    spec = LearnSpec(2, 10, 300, COOKIE_LEARNED, 5, TENANT_MASK, vlan_vid=10)
+    stats = stats_echo(flow(0, 1, {}, [("apply", (("learn", spec),))], 0))
+    (learn,) = stats.instructions[0].actions
+    assert [(type(s).__name__, s.src, s.dst, s.n_bits) for s in learn.specs][-2:] == [
+        ("NXFlowSpecLoad", 0x100A, ("vlan_tci", 0), 16),
+        ("NXFlowSpecOutput", ("in_port", 0), "", 32),
+    ]
+
+
+@pytest.mark.parametrize("specs", [
+    # PCP bits set, no CFI, two loads, a load after the output: not the learn weft writes
+    [ofpp.NXFlowSpecLoad(src=0x300A, dst=("vlan_tci", 0), n_bits=16)],
+    [ofpp.NXFlowSpecLoad(src=0x000A, dst=("vlan_tci", 0), n_bits=16)],
+    [ofpp.NXFlowSpecLoad(src=0x100A, dst=("vlan_tci", 0), n_bits=16),
+     ofpp.NXFlowSpecLoad(src=0x100B, dst=("vlan_tci", 0), n_bits=16)],
+    [ofpp.NXFlowSpecLoad(src=0x100A, dst=("vlan_tci", 0), n_bits=12)],
+    [ofpp.NXFlowSpecOutput(src=("in_port", 0), dst="", n_bits=32),
+     ofpp.NXFlowSpecLoad(src=0x100A, dst=("vlan_tci", 0), n_bits=16)],
+])
+def test_other_vlan_learns_are_not_ours(specs):
+    eth = ofpp.NXFlowSpecMatch(src=("eth_src_nxm", 0), dst=("eth_dst_nxm", 0), n_bits=48)
+    nx = ofpp.NXActionLearn(table_id=2, priority=10, idle_timeout=300, cookie=COOKIE_LEARNED,
+                            specs=[eth, *specs])
+    stats = ofpp.OFPFlowStats(
+        table_id=0, priority=1, idle_timeout=0, cookie=0, match=ofpp.OFPMatch(),
+        instructions=[ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [nx])])
+    assert flow_from_stats(stats).instructions[0][1][0][0] == "unknown"
+
+
+def test_set_vlan_vid_echoed_with_or_without_the_present_bit_is_the_same():
+    want = flow(3, 1, {"vlan_vid": 0}, [("apply", (("push_vlan", 0x8100),
+                                                   ("set_field", "vlan_vid", 0x1000 | 7),
+                                                   ("output", 4)))], COOKIE_ISOLATION)
+    assert flow(3, 1, {"vlan_vid": 0}, [("apply", (("push_vlan", 0x8100),
+                                                   ("set_field", "vlan_vid", 7),
+                                                   ("output", 4)))], COOKIE_ISOLATION) == want
+    for echoed in (7, 0x1000 | 7):
+        stats = ofpp.OFPFlowStats(
+            table_id=3, priority=1, idle_timeout=0, cookie=COOKIE_ISOLATION,
+            match=ofpp.OFPMatch(vlan_vid=0),
+            instructions=[ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [
+                ofpp.OFPActionPushVlan(0x8100), ofpp.OFPActionSetField(vlan_vid=echoed),
+                ofpp.OFPActionOutput(4)])])
+        assert flow_from_stats(stats) == want
+        desc = ofpp.OFPGroupDescStats(ofp.OFPGT_ALL, 8, [ofpp.OFPBucket(actions=[
+            ofpp.OFPActionPushVlan(0x8100), ofpp.OFPActionSetField(vlan_vid=echoed),
+            ofpp.OFPActionOutput(4)])])
+        assert group_from_desc(desc) == Group(8, "all", (want.instructions[0][1],))
 
 
 def test_oxm_spellings_of_learn_fields_read_back_the_same():

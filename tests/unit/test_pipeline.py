@@ -174,12 +174,19 @@ def test_pipeline_skeleton_is_table_misses():
     flows = desired_state("h1", Topology(), {}, {}).flows
     misses = {f.table: f.instructions for f in flows if f.priority == 0}
     assert misses == {CLASSIFY: (), POLICY: (("goto", L2),), L2: (("goto", FLOOD),), FLOOD: ()}
-    assert {f.cookie for f in flows} == {COOKIE_BASE}
+    assert {f.cookie for f in flows if f.priority == 0} == {COOKIE_BASE}
+    # and POLICY drops anything still tagged after CLASSIFY, with or without trunks
+    drops = {f.match: f.priority for f in flows if f.priority}
+    assert drops == {(("vlan_vid", (0x1000, 0x1000)),): 100,
+                     (("eth_type", 0x8100),): 90, (("eth_type", 0x88A8),): 90}
+    assert all(f.table == POLICY and f.cookie == COOKIE_VLAN and not f.instructions
+               for f in flows if f.priority)
 
 
 def test_classify_tags_tenant_and_learns():
     state = desired_state("h1", TOPO, H1_PORTS, H1_TUNNELS)
-    (red,) = [f for f in state.flows if f.table == CLASSIFY and f.match == (("in_port", 1),)]
+    (red,) = [f for f in state.flows
+              if f.table == CLASSIFY and f.match == (("in_port", 1), ("vlan_vid", 0))]
     assert red.instructions[1:] == (("write_metadata", RED.vni, TENANT_MASK), ("goto", POLICY))
     learns = [a[1] for a in red.instructions[0][1]]
     assert {(s.metadata, s.output_in_port, s.load_tunnel_id) for s in learns} == {
@@ -195,7 +202,7 @@ def test_classify_tags_tenant_and_learns():
 def test_absent_ports_and_tunnels_get_no_flows():
     state = desired_state("h1", TOPO, {"r1": 1}, H1_TUNNELS)   # tunnel port not up yet
     classify = {f.match for f in state.flows if f.table == CLASSIFY and f.priority}
-    assert classify == {(("in_port", 1),)}
+    assert classify == {(("in_port", 1), ("vlan_vid", 0))}
     only_r1 = ((("output", 1),),)
     groups = {g.group_id: g.buckets for g in state.groups}
     assert groups == dict.fromkeys(flood_group_ids(RED.vni), only_r1)
@@ -304,6 +311,9 @@ def test_fake_learn_is_a_noop_unless_asked_and_never_seen_by_its_own_frame():
 
 
 # --- the cluster: hypothesis properties -----------------------------------------------------------
+Delivery = tuple[str, str, "int | None"]       # (host, port, outer VLAN id or None)
+
+
 @dataclass(frozen=True)
 class Lab:
     """A generated cluster: topology plus each host's live ports and tunnels."""
@@ -312,38 +322,82 @@ class Lab:
     ports: dict[str, dict[str, int]]
     tunnels: dict[str, dict[str, str]]
 
-    def cluster(self, learn: bool = False) -> FakeCluster:
-        return FakeCluster.from_topology(self.topo, self.ports, self.tunnels, learn=learn)
+    def cluster(self, learn: bool = False, vlan_limit: int = 1) -> FakeCluster:
+        return FakeCluster.from_topology(self.topo, self.ports, self.tunnels, learn=learn,
+                                         vlan_limit=vlan_limit)
 
-    def members(self, tenant: str) -> set[tuple[str, str]]:
-        """Live access ports of ``tenant`` (docker0 links included)."""
-        return {(h, b.port) for h in self.topo.hosts for b in self.topo.bindings_on(h)
-                if b.tenant == tenant and b.mode == "access" and b.port in self.ports[h]}
+    def carriers(self, tenant: str | None) -> set[Delivery]:
+        """Live ports carrying ``tenant`` (docker0 links included), each with the tag
+        its frames wear there: None on access ports and for a trunk's native tenant."""
+        out = set()
+        for h in self.topo.hosts:
+            for b in self.topo.bindings_on(h):
+                if b.port not in self.ports[h]:
+                    continue
+                if b.tenant == tenant:
+                    out.add((h, b.port, None))
+                if tenant in b.trunk:
+                    out.add((h, b.port, self.topo.tenant(tenant).vlan))
+        return out
 
-    def senders(self) -> list[tuple[str, str, str | None]]:
-        """(host, port, tenant or None) for every live non-tunnel port."""
-        tenant_of = {(h, b.port): b.tenant if b.mode == "access" else None
-                     for h in self.topo.hosts for b in self.topo.bindings_on(h)}
-        return [(h, p, tenant_of.get((h, p))) for h in self.topo.hosts for p in self.ports[h]
-                if p not in self.tunnels[h].values()]
+    def members(self, tenant: str | None) -> set[tuple[str, str]]:
+        return {(h, p) for h, p, _ in self.carriers(tenant)}
+
+    def vlans(self) -> list[int]:
+        """Every tenant VLAN of the lab plus one that no tenant has."""
+        used = sorted(t.vlan for t in self.topo.all_tenants if t.vlan is not None)
+        return [*used, next(v for v in range(4000, 4095) if v not in used)]
+
+    def senders(self) -> list[tuple[str, str, int | None, str | None]]:
+        """(host, port, VLAN id the frame is sent with or None, tenant it belongs to or
+        None) for every live non-tunnel port, untagged and with every VLAN of the lab."""
+        binding = {(h, b.port): b for h in self.topo.hosts for b in self.topo.bindings_on(h)}
+        out = []
+        for h in self.topo.hosts:
+            for p in self.ports[h]:
+                if p in self.tunnels[h].values():
+                    continue
+                b = binding.get((h, p))
+                for vlan in (None, *self.vlans()):
+                    out.append((h, p, vlan, _tenant_for(self.topo, b, vlan)))
+        return out
+
+
+def _tenant_for(topo: Topology, b: Binding | None, vlan: int | None) -> str | None:
+    """The tenant a frame sent with ``vlan`` into ``b``'s port belongs to; None: dropped."""
+    if b is None:
+        return None
+    if vlan is None:
+        return b.tenant
+    return next((t for t in b.trunk if topo.tenant(t).vlan == vlan), None)
 
 
 @st.composite
-def labs(draw) -> Lab:
+def labs(draw, trunks: bool = True) -> Lab:
     hosts = tuple(f"h{i}" for i in range(1, draw(st.integers(1, 4)) + 1))
     vnis = draw(st.lists(st.integers(2, MAX_VNI), min_size=1, max_size=4, unique=True))
-    tenants = tuple(Tenant(f"t{i}", vni) for i, vni in enumerate(vnis))
+    vlans = draw(st.lists(st.none() | st.integers(1, 4094), min_size=len(vnis),
+                          max_size=len(vnis), unique_by=lambda v: v if v else object()))
+    tenants = tuple(Tenant(f"t{i}", vni, vlan=vlan)
+                    for i, (vni, vlan) in enumerate(zip(vnis, vlans)))
     names = ["default", *(t.name for t in tenants)]
+    tagged = [t.name for t in tenants if t.vlan is not None]
     bindings, macs = [], set()
     for host in hosts:
         for i in range(draw(st.integers(0, 4))):
+            if trunks and tagged and draw(st.integers(0, 2)) == 0:
+                native = draw(st.none() | st.sampled_from(names))
+                trunk = [t for t in draw(st.lists(st.sampled_from(tagged), unique=True,
+                                                  min_size=1)) if t != native]
+                if native is not None or trunk:
+                    bindings.append(Binding(host, f"p{i}", native, TRUNK, trunk=tuple(trunk)))
+                    continue
             tenant = draw(st.sampled_from(names))
             mac = draw(st.none() | st.sampled_from(MAC_POOL))
             if (tenant, mac) in macs:
                 mac = None
             macs.add((tenant, mac))
-            mode = draw(st.sampled_from(["access"] * 5 + [TRUNK]))
-            bindings.append(Binding(host, f"p{i}", tenant, mode=mode, mac=mac))
+            bindings.append(Binding(host, f"p{i}", tenant, mac=mac))
     topo = Topology(tenants, tuple(bindings), hosts)
     ports, tunnels = {}, {}
     for host in hosts:
@@ -362,24 +416,28 @@ DSTS = [BCAST, MCAST, UNKNOWN, *MAC_POOL]
 @settings(max_examples=150, deadline=None)
 @given(labs())
 def test_no_frame_ever_crosses_tenants(lab):
+    """Unicast, broadcast, multicast, unknown, from every port with every VLAN: a frame
+    only reaches ports carrying its tenant, tagged as that port carries it; frames of
+    no tenant (stray port, VLAN not on the trunk, tag on an access port) reach nothing."""
     cluster = lab.cluster()
-    for host, port, tenant in lab.senders():
-        allowed = lab.members(tenant) if tenant else set()
+    for host, port, vlan, tenant in lab.senders():
+        allowed = {d for d in lab.carriers(tenant) if d[:2] != (host, port)}
         for dst in DSTS:
-            got = cluster.inject(host, port, _frame(UNKNOWN, dst))
-            assert got <= allowed - {(host, port)}, (host, port, tenant, dst)
+            got = cluster.frames(host, port, _frame(UNKNOWN, dst), vlan=vlan)
+            assert set(got) <= allowed, (host, port, vlan, tenant, dst)
 
 
 @settings(max_examples=150, deadline=None)
 @given(labs())
 def test_broadcast_reaches_every_other_member_exactly_once(lab):
     cluster = lab.cluster()
-    for host, port, tenant in lab.senders():
+    for host, port, vlan, tenant in lab.senders():
         if tenant is None:
             continue
+        expected = Counter(d for d in lab.carriers(tenant) if d[:2] != (host, port))
         for dst in (BCAST, MCAST, UNKNOWN):
-            got = Counter(cluster.deliveries(host, port, _frame(UNKNOWN, dst)))
-            assert got == Counter(lab.members(tenant) - {(host, port)}), (host, port, dst)
+            got = Counter(cluster.frames(host, port, _frame(UNKNOWN, dst), vlan=vlan))
+            assert got == expected, (host, port, vlan, dst)
 
 
 @settings(max_examples=150, deadline=None)
@@ -387,13 +445,13 @@ def test_broadcast_reaches_every_other_member_exactly_once(lab):
 def test_unicast_to_a_known_mac_reaches_exactly_its_port(lab):
     cluster = lab.cluster()
     for b in lab.topo.bindings:
-        if not b.mac or b.mode != "access" or b.port not in lab.ports[b.host]:
+        if not b.mac or b.port not in lab.ports[b.host]:
             continue
-        for host, port, tenant in lab.senders():
+        for host, port, vlan, tenant in lab.senders():
             if tenant != b.tenant:
                 continue
-            expected = [] if (host, port) == (b.host, b.port) else [(b.host, b.port)]
-            assert cluster.deliveries(host, port, _frame(UNKNOWN, b.mac)) == expected
+            expected = [] if (host, port) == (b.host, b.port) else [(b.host, b.port, None)]
+            assert cluster.frames(host, port, _frame(UNKNOWN, b.mac), vlan=vlan) == expected
 
 
 @settings(max_examples=100, deadline=None)
@@ -412,19 +470,21 @@ def test_a_frame_with_an_unknown_vni_is_dropped(lab, vni):
 @settings(max_examples=100, deadline=None)
 @given(labs())
 def test_learning_keeps_unicast_exact_and_tenants_apart(lab):
-    cluster = lab.cluster(learn=True)
+    """Once a MAC is learned (behind an access port, or a trunk with or without a tag),
+    frames to it reach exactly that port, re-tagged as it came; other tenants never."""
     learned = "06:00:00:00:00:01"
-    for host, port, tenant in lab.senders():
+    senders = lab.senders()
+    for host, port, vlan, tenant in senders:
         if tenant is None:
             continue
-        cluster.deliveries(host, port, _frame(learned, BCAST))     # everyone learns where it is
-        for i, (h, p, t) in enumerate(lab.senders()):
-            got = cluster.deliveries(h, p, _frame(f"06:00:00:00:01:{i:02x}", learned))
-            if t == tenant and (h, p) != (host, port):
-                assert got == [(host, port)]
-            else:
-                assert (host, port) not in got and set(got) <= (lab.members(t) if t else set())
         cluster = lab.cluster(learn=True)                                # forget, next sender
+        cluster.frames(host, port, _frame(learned, BCAST), vlan=vlan)   # everyone learns it
+        for i, (h, p, v, t) in enumerate(senders):
+            got = cluster.frames(h, p, _frame(f"06:00:00:00:01:{i:02x}", learned), vlan=v)
+            if t == tenant and (h, p) != (host, port):
+                assert got == [(host, port, vlan)]
+            else:
+                assert (host, port, vlan) not in got and set(got) <= lab.carriers(t)
 
 
 @settings(max_examples=100, deadline=None)
