@@ -2,6 +2,7 @@
 # One entry point for a fresh Debian 12 machine (run as root):
 #   ./dev.sh demo   install everything, bring up the two-host lab, show traffic, tear down
 #   ./dev.sh test   install everything, run the whole test suite
+#   ./dev.sh bench  install everything (+ matplotlib), run the benchmarks (--quick: fewer)
 #   ./dev.sh setup  install only
 # Idempotent: a second run only checks what is already there.
 set -euo pipefail
@@ -40,5 +41,7 @@ case "${1:-}" in
   setup) setup ;;
   demo)  setup; exec "$VENV/bin/python" -m weft_lab.demo "${@:2}" ;;
   test)  setup; exec "$VENV/bin/python" -m pytest -q "${@:2}" ;;
-  *) echo "usage: $0 demo|test|setup" >&2; exit 2 ;;
+  bench) setup; "$VENV/bin/pip" install -q -e '.[test,bench]'
+         exec "$VENV/bin/python" -m weft_lab.bench "${@:2}" ;;
+  *) echo "usage: $0 demo|test|bench|setup" >&2; exit 2 ;;
 esac

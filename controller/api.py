@@ -135,6 +135,13 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         changed()
         return binding_json(b, "api")
 
+    @app.post("/v1/ports/bulk", status_code=201, dependencies=[Depends(writer)])
+    def bind_many(body: list[PortIn]) -> dict:
+        """Bind many ports in one transaction: all or nothing."""
+        n = core.store.bind_many([b.model_dump() for b in body])
+        changed()
+        return {"bound": n}
+
     @app.get("/v1/tenants/{name}/ports")
     def tenant_ports(name: str) -> list[dict]:
         core.store.tenant(name)

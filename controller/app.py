@@ -18,13 +18,14 @@ from concurrent.futures import Future
 from typing import Any
 
 from os_ken.base import app_manager
+from os_ken.lib import hub
 from os_ken.controller import event, ofp_event
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.ofproto import ofproto_v1_3
 
 from controller import config, ofmsg
 from controller.core import Core, Switch
-from controller.flows import SwitchState, diff, feature_of
+from controller.flows import SwitchState, apply_delta, diff, feature_of
 from controller.pipeline import desired_state
 from controller.store import Store
 from ovs_agent.hostsfile import dpid_str, host_for_dpid, load
@@ -32,12 +33,16 @@ from ovs_agent.hostsfile import dpid_str, host_for_dpid, load
 LOG = logging.getLogger("weft.controller")
 
 
+def _name(port: Any) -> str:
+    return port.name.decode() if isinstance(port.name, bytes) else port.name
+
+
 class EventResync(event.EventBase):
     """Ask for every switch (or one) to be diffed against the model again."""
 
-    def __init__(self, dpid: int | None = None) -> None:
+    def __init__(self, dpid: int | None = None, audit: bool = False) -> None:
         super().__init__()
-        self.dpid = dpid
+        self.dpid, self.audit = dpid, audit
 
 
 class EventDumpFlows(event.EventBase):
@@ -62,6 +67,8 @@ class WeftController(app_manager.OSKenApp):
         self._pending: dict[tuple[int, int], tuple[list, Callable[[list], None]]] = {}
         LOG.info("weft controller: %d hosts in %s, state in %s", len(cluster.hosts),
                  conf.weft_hosts, conf.weft_db)
+        if conf.weft_audit_interval > 0:
+            self.threads.append(hub.spawn(self._audit_loop, conf.weft_audit_interval))
         token = conf.api_token or os.environ.get("WEFT_API_TOKEN") or None
         if conf.wsapi_port or conf.wsapi_unix:
             from controller.api import serve_in_thread
@@ -78,6 +85,7 @@ class WeftController(app_manager.OSKenApp):
         if ev.state == MAIN_DISPATCHER:
             sw.dp, sw.connected, sw.connected_at = dp, True, time.time()
             sw.syncing = sw.dirty = False
+            sw.known = None                 # never trust a cache across connections
             if host is None:
                 LOG.warning("switch %s connected but is no host of hosts.yaml: left alone",
                             dpid_str(dp.id))
@@ -91,15 +99,32 @@ class WeftController(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev: Any) -> None:
-        sw = self.core.switch(ev.msg.datapath.id)
-        if sw.host:
-            self._sync(sw)          # a port came or went: its flows follow
+        msg = ev.msg
+        sw = self.core.switch(msg.datapath.id)
+        if not sw.host:
+            return
+        name = _name(msg.desc)
+        if msg.reason == msg.datapath.ofproto.OFPPR_DELETE:
+            if sw.ports.pop(name, None) is None:
+                return
+        elif sw.ports.get(name) == msg.desc.port_no:
+            return                  # a link-state change: nothing for the flows
+        else:
+            sw.ports[name] = msg.desc.port_no
+        self._sync(sw)              # a port came or went: its flows follow
 
     @set_ev_cls(EventResync)
     def _resync(self, ev: EventResync) -> None:
         for sw in list(self.core.switches.values()):
             if sw.connected and sw.host and (ev.dpid is None or ev.dpid == sw.dpid):
+                if ev.audit and not sw.syncing:
+                    sw.known = None         # read the switch again: catches outside edits
                 self._sync(sw)
+
+    def _audit_loop(self, interval: float) -> None:
+        while True:
+            hub.sleep(interval)
+            self.send_event(self.name, EventResync(audit=True))
 
     # -- multipart plumbing ----------------------------------------------------------
     def _request(self, dp: Any, msg: Any, done: Callable[[list], None]) -> None:
@@ -141,23 +166,33 @@ class WeftController(app_manager.OSKenApp):
         msg = ev.msg
         LOG.error("switch %s refused a message: type %d code %d", dpid_str(msg.datapath.id),
                   msg.type, msg.code)
+        sw = self.core.switch(msg.datapath.id)
+        sw.known = None             # what we believed it holds is wrong: read it next time
 
     # -- sync: read, diff, send the delta -----------------------------------------------
     def _sync(self, sw: Switch) -> None:
+        """Bring one switch to the desired state; read it first unless we know it."""
         if sw.syncing:
             sw.dirty = True
             return
         sw.syncing, sw.dirty = True, False
-        dp, parser, ofp = sw.dp, sw.dp.ofproto_parser, sw.dp.ofproto
         started = time.monotonic()
         version = self.core.store.version
+        if sw.known is not None:
+            self._apply(sw, sw.known, started, version)
+            return
+        dp, parser, ofp = sw.dp, sw.dp.ofproto_parser, sw.dp.ofproto
         got: dict[str, list] = {}
 
         def collect(kind: str) -> Callable[[list], None]:
             def done(bodies: list) -> None:
                 got[kind] = bodies
                 if len(got) == 3 and sw.dp is dp:
-                    self._apply(sw, got, started, version)
+                    sw.ports = {_name(p): p.port_no for p in got["ports"]
+                                if p.port_no < ofp.OFPP_MAX}
+                    have = SwitchState(ofmsg.flows_from_stats(got["flows"]),
+                                       frozenset(ofmsg.group_from_desc(g) for g in got["groups"]))
+                    self._apply(sw, have, started, version)
             return done
 
         self._request(dp, parser.OFPPortDescStatsRequest(dp, 0), collect("ports"))
@@ -166,13 +201,9 @@ class WeftController(app_manager.OSKenApp):
                       collect("flows"))
         self._request(dp, parser.OFPGroupDescStatsRequest(dp, 0), collect("groups"))
 
-    def _apply(self, sw: Switch, got: dict[str, list], started: float, version: int) -> None:
+    def _apply(self, sw: Switch, have: SwitchState, started: float, version: int) -> None:
         dp = sw.dp
-        sw.ports = {p.name.decode() if isinstance(p.name, bytes) else p.name: p.port_no
-                    for p in got["ports"] if p.port_no < dp.ofproto.OFPP_MAX}
         want = desired_state(sw.host, self.core.topology(), sw.ports, self.core.tunnels(sw.host))
-        have = SwitchState(ofmsg.flows_from_stats(got["flows"]),
-                           frozenset(ofmsg.group_from_desc(g) for g in got["groups"]))
         delta = diff(want, have)
         for f in delta.delete_flows:
             dp.send_msg(ofmsg.flow_mod(dp, f, "delete_strict"))
@@ -184,6 +215,7 @@ class WeftController(app_manager.OSKenApp):
             dp.send_msg(ofmsg.flow_mod(dp, f, "add"))
         for g in delta.delete_groups:
             dp.send_msg(ofmsg.group_mod(dp, g, "delete"))
+        sw.known = apply_delta(have, delta)
         n_flows = len(delta.delete_flows) + len(delta.add_flows)
         n_groups = len(delta.add_groups) + len(delta.modify_groups) + len(delta.delete_groups)
         sw.flow_mods += n_flows

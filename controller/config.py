@@ -15,6 +15,8 @@ CONF.register_cli_opts([
     cfg.StrOpt("weft-hosts", default="/etc/weft/hosts.yaml",
                help="hosts.yaml shared by the agents and the controller"),
     cfg.StrOpt("weft-db", default="/var/lib/weft/weft.db", help="SQLite state database"),
+    cfg.FloatOpt("weft-audit-interval", default=60.0,
+                 help="seconds between full re-reads of every switch (0: never)"),
     cfg.StrOpt("wsapi-host", default="127.0.0.1", help="REST API listen address"),
     cfg.IntOpt("wsapi-port", default=8080, help="REST API port (0 disables the API)"),
     cfg.StrOpt("wsapi-unix", default=None,

@@ -33,6 +33,7 @@ class Switch:
     syncing: bool = False
     dirty: bool = False
     synced_version: int = -1
+    known: Any = None               # SwitchState as last read plus what we sent; None: read it
 
     def summary(self, cluster: Cluster) -> dict[str, Any]:
         tunnels = {}

@@ -251,3 +251,23 @@ def diff(desired: SwitchState, actual: SwitchState) -> Delta:
         add_groups=tuple(sorted(add_g, key=by_id)),
         modify_groups=tuple(sorted(mod_g, key=by_id)),
     )
+
+
+def apply_delta(actual: SwitchState, delta: Delta) -> SwitchState:
+    """What the switch holds once `delta` is applied (learned flows aside).
+
+    Lets the controller diff a model change against what it knows the switch
+    has, instead of dumping every flow again; a full read replaces it on every
+    (re)connect, after any error and on the periodic audit.
+    """
+    flows = {f.identity: f for f in actual.flows}
+    for f in delta.delete_flows:
+        flows.pop(f.identity, None)
+    for f in delta.add_flows:
+        flows[f.identity] = f
+    groups = {g.group_id: g for g in actual.groups}
+    for g in delta.delete_groups:
+        groups.pop(g.group_id, None)
+    for g in (*delta.add_groups, *delta.modify_groups):
+        groups[g.group_id] = g
+    return SwitchState(frozenset(flows.values()), frozenset(groups.values()))

@@ -179,6 +179,28 @@ class Store:
                              (host, port, tenant, mode, b.mac, source))
         return b
 
+    def bind_many(self, items: list[dict]) -> int:
+        """Bind many ports at once, all or nothing (orchestrators, benchmarks)."""
+        wanted = [self._valid_binding(i["host"], i["port"], i["tenant"], i.get("mode", ACCESS),
+                                      i.get("mac")) for i in items]
+        keys = [(b.host, b.port) for b in wanted]
+        if len(set(keys)) != len(keys):
+            raise Conflict("port", "the same port is listed twice")
+        macs = [(b.tenant, b.mac) for b in wanted if b.mac]
+        if len(set(macs)) != len(macs):
+            raise Conflict("mac", "the same MAC is listed twice in one tenant")
+        with self._lock, self._tx():
+            for b in wanted:
+                row = self._db.execute("SELECT tenant FROM bindings WHERE host = ? AND port = ?",
+                                       (b.host, b.port)).fetchone()
+                if row and row[0] != b.tenant:
+                    raise Conflict("port", f"port {b.host}/{b.port} is bound to tenant "
+                                           f"{row[0]!r}; unbind it first")
+                self._check_mac(b)
+                self._db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, 'api')",
+                                 (b.host, b.port, b.tenant, b.mode, b.mac))
+        return len(wanted)
+
     def unbind(self, host: str, port: str) -> None:
         with self._lock, self._tx():
             if not self._db.execute("DELETE FROM bindings WHERE host = ? AND port = ?",

@@ -62,6 +62,7 @@ class Agent:
     _mtime: float = 0.0
     _reported: list | None = None
     afxdp_refused: frozenset[str] = frozenset()
+    _unresolved: list[str] = field(default_factory=list)
 
     def load(self) -> None:
         """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
@@ -103,15 +104,12 @@ class Agent:
             for op in ops:
                 LOG.info("ovsdb: %s %s", op[0], " ".join(
                     o.name if isinstance(o, desired.PortSpec) else str(o) for o in op[1:]))
-            if netdev and self.cluster.port_type == "auto":
-                self._fall_back_from_afxdp(api)
         if netdev and nic:
             hostnet.ensure_underlay_address(self.me, desired.UNDERLAY_BRIDGE, nic)
             hostnet.ensure_tx_off(desired.UNDERLAY_BRIDGE)
-            unknown = hostnet.unresolved([p.underlay_ip for p in self.cluster.peers(self.me.name)],
-                                         desired.UNDERLAY_BRIDGE)
-            if unknown:
-                hostnet.warm_neighbours(unknown)
+            self.warm_peers()
+        if ops and netdev and self.cluster.port_type == "auto":
+            self._fall_back_from_afxdp(api)
         if hostnet.write_if_changed(self.subnet_file,
                                     hostnet.subnet_env(self.cluster, self.me, mtu)):
             LOG.info("wrote %s: %s", self.subnet_file,
@@ -119,6 +117,17 @@ class Agent:
         self._report_attachments(api)
         self.passes += 1
         return len(ops)
+
+    def warm_peers(self) -> None:
+        """Resolve peers' underlay addresses (netdev only; see hostnet.warm_neighbours)."""
+        if self.me.datapath_type != "netdev":
+            return
+        unknown = hostnet.unresolved([p.underlay_ip for p in self.cluster.peers(self.me.name)],
+                                     desired.UNDERLAY_BRIDGE)
+        if unknown:
+            hostnet.warm_neighbours(unknown, timeout=0.3)
+            unknown = hostnet.unresolved(unknown, desired.UNDERLAY_BRIDGE)
+        self._unresolved = unknown
 
     def _fall_back_from_afxdp(self, api, settle: float = 1.0) -> None:
         """Ports OVS could not open with AF_XDP go back to AF_PACKET on the next pass."""
@@ -173,6 +182,8 @@ class Agent:
                     time.sleep(0.5)
                     continue
                 last = time.monotonic()
+            elif self._unresolved:
+                self.warm_peers()       # a peer may have come up since: retry soon
             self._wake.wait(0.5)
 
     def _file_changed(self) -> bool:

@@ -108,7 +108,7 @@ def unresolved(ips: list[str], dev: str) -> list[str]:
     return [a for a in ips if a not in known]
 
 
-def warm_neighbours(ips: list[str], timeout: float = 0.5) -> None:
+def warm_neighbours(ips: list[str], timeout: float = 0.3) -> None:
     """Resolve peers' underlay addresses now, so the first tunnelled frame is not lost.
 
     OVS's userspace tunnelling learns the next hop's MAC by snooping ARP replies on
@@ -116,7 +116,7 @@ def warm_neighbours(ips: list[str], timeout: float = 0.5) -> None:
     first ARP request, costing it a one-second retry).  One ping per new peer fills
     the cache.  Netdev datapath only: the kernel datapath uses the kernel's own ARP.
     """
-    procs = [subprocess.Popen(["ping", "-c", "1", "-W", str(timeout), "-q", addr],
+    procs = [subprocess.Popen(["ping", "-c", "1", "-W", f"{timeout:.1f}", "-q", addr],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for addr in ips]
     for proc in procs:

@@ -95,7 +95,7 @@ def _wait_bridge(lab: str, host: str, timeout: float = 30) -> None:
 
 
 def wait_converged(topo: Topology, timeout: float = 60) -> float:
-    """Wait until every switch is connected and in sync with the model; returns seconds."""
+    """Wait until every agent finished a pass and every switch is connected and in sync."""
     t0 = time.monotonic()
     deadline = t0 + timeout
     expected = sum(1 for c in topo.containers if c.attach == "br0")
@@ -104,8 +104,10 @@ def wait_converged(topo: Topology, timeout: float = 60) -> float:
             with api(topo.name, timeout=3) as c:
                 sws = c.get("/v1/switches").json()
                 ports = c.get("/v1/ports").json()
+            agents_done = not topo.agent or all(
+                (host_dir(topo.name, h.name) / "subnet.env").exists() for h in topo.hosts)
             if (all(s["connected"] and s["in_sync"] for s in sws if s["host"])
-                    and len(ports) >= expected):
+                    and len(ports) >= expected and agents_done):
                 return time.monotonic() - t0
         except (httpx.HTTPError, ValueError):
             pass

@@ -143,7 +143,8 @@ def hosts_yaml(topo: Topology) -> str:
     lines = ["# written by weft-lab", "controller:",
              f"  openflow: [\"tcp:{topo.controller_ip}:6653\"]",
              f"  api: \"http://{topo.controller_ip}:8080\"",
-             f"tunnel_type: {topo.tunnel_type}", "datapath_type: netdev", "hosts:"]
+             f"tunnel_type: {topo.tunnel_type}", "datapath_type: netdev",
+             f"port_type: {topo.port_type}", "hosts:"]
     for h in topo.hosts:
         lines += [f"  - name: {h.name}", f"    underlay_ip: {h.underlay_ip}",
                   f"    docker_subnet: {h.docker_subnet}"]

@@ -18,6 +18,7 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 MAX_NAME = 12          # keeps "<lab>.<node>" and derived interface names short
 TUNNEL_TYPES = ("vxlan", "gre")
 ATTACH_MODES = ("docker0", "br0")
+PORT_TYPES = ("auto", "afxdp-nonpmd", "afxdp", "afpacket")
 TENANT_MODES = ("tunnel", "vlan")
 
 
@@ -82,6 +83,7 @@ class Topology:
     cluster_subnet: str
     controller: bool
     agent: bool
+    port_type: str
     hosts: tuple[Host, ...]
     containers: tuple[Container, ...]
     tenants: tuple[Tenant, ...]
@@ -196,7 +198,8 @@ def parse(text: str, source: str = "<string>") -> Topology:
     if root is None:
         raise TopologyError(source, "<file>", None, "is empty")
     top = r.mapping(root, "", {"name", "tunnel_type", "underlay", "mgmt", "cluster_subnet",
-                               "controller", "agent", "hosts", "tenants", "switches"},
+                               "controller", "agent", "port_type", "hosts", "tenants",
+                               "switches"},
                     {"name", "hosts"})
     name = _check_name(r.scalar(top["name"], "name"), "name", top["name"].start_mark.line + 1,
                        source)
@@ -210,6 +213,8 @@ def parse(text: str, source: str = "<string>") -> Topology:
         else ipaddress.IPv4Network("172.17.0.0/16")
     controller = r.boolean(top["controller"], "controller") if "controller" in top else True
     agent = r.boolean(top["agent"], "agent") if "agent" in top else True
+    port_type = r.choice(top["port_type"], "port_type", PORT_TYPES) \
+        if "port_type" in top else "auto"
     if underlay.overlaps(mgmt):
         raise r.fail("mgmt", top.get("mgmt"), f"{mgmt} overlaps the underlay {underlay}")
 
@@ -321,7 +326,7 @@ def parse(text: str, source: str = "<string>") -> Topology:
                             f"node names must be unique across hosts, containers and "
                             f"switches ('ctl' is reserved): {', '.join(sorted(dupes))}")
     return Topology(name, tunnel, str(underlay), str(mgmt), str(cluster), controller, agent,
-                    tuple(hosts), tuple(containers), tuple(tenants), tuple(switches))
+                    port_type, tuple(hosts), tuple(containers), tuple(tenants), tuple(switches))
 
 
 def load(path: str | Path) -> Topology:

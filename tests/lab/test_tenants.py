@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from weft_lab import cluster as C
 from weft_lab import lab as L
 from weft_lab.shell import netns_pids, run
 from weft_lab.topology import load
+from weft_lab.measure import bind_to_first_packet, percentile, pings, plug_bare_port
 from weft_lab.traffic import iperf, node_run, reaches
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,55 +170,20 @@ def test_controller_kill9_and_restart_loses_no_packet(lab):
     assert [s["group_mods_sent"] for s in sws] == [0, 0, 0], sws
 
 
-def _ns_pings(ns: str, dst: str) -> bool:
-    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "2", "-i", "0.2", "-W", "1",
-                           dst], capture_output=True).returncode == 0
-
-
 def test_rest_binding_reaches_the_switch_fast(lab):
     """An operator port bound through REST: dropped before, forwarding after; latency noted."""
-    host_ns, x_ns = L.ns_name(lab.name, "host1"), L.ns_name(lab.name, "x1")
-    run(["ip", "netns", "add", x_ns])
-    run(["ip", "link", "add", "wx1", "netns", host_ns, "type", "veth", "peer", "name", "eth0",
-         "netns", x_ns])
-    for ns, dev in ((host_ns, "wx1"), (x_ns, "eth0")):
-        run(["ethtool", "-K", dev, "tx", "off"], ns=ns)
-        run(["ip", "link", "set", dev, "mtu", "1450", "up"], ns=ns)
-    run(["ip", "link", "set", "eth0", "address", "02:00:00:00:00:50"], ns=x_ns)
-    run(["ip", "addr", "add", "10.10.0.50/24", "dev", "eth0"], ns=x_ns)
-    # A static neighbour, so the first packet after binding measures the switch, not ARP.
-    run(["ip", "neigh", "replace", IPS["2"], "lladdr", "02:00:00:00:00:02", "dev", "eth0"], ns=x_ns)
-    L.vsctl(lab.name, "host1", "add-port", "br0", "wx1")
+    ns = plug_bare_port(lab.name, "host1", "x1", "10.10.0.50/24", "02:00:00:00:00:50", "wx1")
     try:
-        assert not _ns_pings(x_ns, IPS["2"])                                   # unbound: dropped
-        latencies = []
+        assert not pings(ns, IPS["2"])                                  # unbound: dropped
         with C.api(lab.name) as c:
-            for _ in range(10):
-                p = subprocess.Popen(["ip", "netns", "exec", x_ns, "ping", "-D", "-n", "-i",
-                                      "0.002", "-c", "1500", "-W", "1", IPS["2"]],
-                                     stdout=subprocess.PIPE, text=True)
-                time.sleep(0.2)
-                t0 = time.time()
-                r = c.post("/v1/ports", json={"host": "host1", "port": "wx1", "tenant": "red",
-                                              "mac": "02:00:00:00:00:50"})
-                assert r.status_code == 201, r.text
-                first = None
-                for line in p.stdout:
-                    m = re.match(r"\[(\d+\.\d+)\] \d+ bytes from", line)
-                    if m and float(m.group(1)) > t0:
-                        first = float(m.group(1))
-                        break
-                p.kill()
-                p.wait()
-                assert first is not None, "no packet delivered after binding"
-                latencies.append(first - t0)
-                assert c.delete("/v1/ports/host1/wx1").status_code == 200
-                C.wait_converged(lab)
-        p99 = sorted(latencies)[-1]
-        print(f"bind-to-first-packet over {len(latencies)} bindings: "
-              f"p50 {statistics.median(latencies) * 1000:.1f} ms, max {p99 * 1000:.1f} ms")
-        assert p99 < 1.0
-        assert not _ns_pings(x_ns, IPS["2"])                                   # unbound again
+            lat = bind_to_first_packet(
+                c, ns, {"host": "host1", "port": "wx1", "tenant": "red",
+                        "mac": "02:00:00:00:00:50"}, IPS["2"], "02:00:00:00:00:02",
+                rounds=10, settle=lambda: C.wait_converged(lab))
+        print(f"bind-to-first-packet over {len(lat)} bindings: p50 "
+              f"{percentile(lat, 50) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms")
+        assert max(lat) < 1.0
+        assert not pings(ns, IPS["2"])                                  # unbound again
     finally:
         L.vsctl(lab.name, "host1", "--if-exists", "del-port", "br0", "wx1")
-        run(["ip", "netns", "del", x_ns], check=False)
+        run(["ip", "netns", "del", ns], check=False)

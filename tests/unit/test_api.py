@@ -173,3 +173,15 @@ def test_weftctl_against_the_api(api, monkeypatch, capsys):
     assert "409" in capsys.readouterr().err
     assert weftctl_main(["--json", "port", "list"]) == 0
     assert capsys.readouterr().out.strip() == "[]"
+
+
+def test_bulk_bind_is_all_or_nothing(api):
+    api.post("/v1/tenants", json={"name": "red"})
+    items = [{"host": "h1", "port": f"p{i}", "tenant": "red", "mac": f"02:00:00:00:01:{i:02x}"}
+             for i in range(50)]
+    assert api.post("/v1/ports/bulk", json=items).json() == {"bound": 50}
+    bad = [{"host": "h2", "port": "q1", "tenant": "red"},
+           {"host": "h2", "port": "q2", "tenant": "red", "mac": "02:00:00:00:01:00"}]
+    r = api.post("/v1/ports/bulk", json=bad)
+    assert r.status_code == 409 and r.json()["field"] == "mac"
+    assert len(api.get("/v1/ports").json()) == 50

@@ -1,0 +1,433 @@
+"""`weft-lab bench [--quick]`: data plane and control plane, measured side by side.
+
+Every figure is the median of several runs with its spread (min..max), and the
+headline figures are ratios taken within one run, because this machine is
+shared and noisy.  Each section brings up its own lab and takes it down.
+Results go to a table on stdout and to JSON (and a PNG plot, if matplotlib is
+installed: `./dev.sh bench`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from weft_lab import cluster as C
+from weft_lab import lab as L
+from weft_lab.measure import bind_to_first_packet, percentile, plug_bare_port
+from weft_lab.shell import netns_pids, run
+from weft_lab.topology import parse
+from weft_lab.traffic import iperf, ping
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Figure:
+    name: str
+    values: list[float]
+    unit: str
+    note: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "unit": self.unit, "median": statistics.median(self.values),
+                "min": min(self.values), "max": max(self.values), "runs": self.values,
+                "note": self.note}
+
+    def row(self) -> str:
+        med = statistics.median(self.values)
+        spread = f"{min(self.values):.3g}..{max(self.values):.3g}" if len(self.values) > 1 else ""
+        return f"{self.name:<58} {med:>10.4g} {self.unit:<8} {spread:<20} {self.note}"
+
+
+def _topo(name: str, hosts: int, tunnel: str = "vxlan", port_type: str = "auto",
+          tenant_containers: bool = True, agent: bool = True, controller: bool = True):
+    lines = [f"name: {name}", f"tunnel_type: {tunnel}", f"port_type: {port_type}",
+             f"agent: {str(agent).lower()}", f"controller: {str(controller).lower()}",
+             "tenants: [{name: bench, subnet: 10.50.0.0/24}]", "hosts:"]
+    for i in range(1, hosts + 1):
+        lines.append(f"  - name: h{i}")
+        if tenant_containers and i <= 2:
+            lines.append(f"    containers: [{{name: t{i}, attach: br0, tenant: bench, "
+                         f"ip: 10.50.0.{i}/24}}]")
+    return parse("\n".join(lines) + "\n")
+
+
+def _median_ratio(a: list[float], b: list[float]) -> list[float]:
+    return [x / y for x, y in zip(a, b)]
+
+
+# -- data plane ------------------------------------------------------------------------------
+
+def dataplane(tunnel: str, port_type: str, runs: int, seconds: float) -> list[Figure]:
+    """Container-to-container through weft's full pipeline vs host-to-host, same lab."""
+    topo = _topo(f"bd{tunnel[:2]}{port_type[:2]}", 2, tunnel, port_type)
+    label = f"{tunnel}, {port_type} ports"
+    with L.running(topo):
+        C.wait_converged(topo)
+        ping(topo.name, "t1", "10.50.0.2", count=3)         # warm ARP and learning
+        c2c, h2h = [], []
+        for _ in range(runs):
+            c2c.append(iperf(topo.name, "t1", "t2", "10.50.0.2", seconds=seconds))
+            h2h.append(iperf(topo.name, "h1", "h2", topo.host("h2").underlay_ip, seconds=seconds))
+        lat_c = ping(topo.name, "t1", "10.50.0.2", count=300, interval=0.005).rtts_ms
+        lat_h = ping(topo.name, "h1", topo.host("h2").underlay_ip, count=300,
+                     interval=0.005).rtts_ms
+    return [Figure(f"TCP container->container ({label})", c2c, "Mbit/s"),
+            Figure(f"TCP host->host underlay ({label})", h2h, "Mbit/s"),
+            Figure(f"overlay/underlay ratio ({label})", _median_ratio(c2c, h2h), "ratio",
+                   "physical limit ~0.97"),
+            Figure(f"ping p50 container ({label})", [percentile(list(lat_c), 50)], "ms"),
+            Figure(f"ping p99 container ({label})", [percentile(list(lat_c), 99)], "ms"),
+            Figure(f"ping p50 host ({label})", [percentile(list(lat_h), 50)], "ms"),
+            Figure(f"ping p99 host ({label})", [percentile(list(lat_h), 99)], "ms")]
+
+
+def flannel_baseline(runs: int, seconds: float) -> list[Figure]:
+    """Kernel VXLAN device on a Linux bridge per host (flannel style), no OVS at all."""
+    topo = _topo("bfl", 1, tenant_containers=False, agent=False, controller=False)
+    lab = topo.name
+    with L.running(topo):
+        ctl = L.ns_name(lab, L.CTL)
+        for i, peer in ((1, 2), (2, 1)):
+            host, cont = L.ns_name(lab, f"fh{i}"), L.ns_name(lab, f"fc{i}")
+            for ns in (host, cont):
+                run(["ip", "netns", "add", ns])
+                run(["ip", "link", "set", "lo", "up"], ns=ns)
+            run(["ip", "link", "add", "eth0", "netns", host, "type", "veth", "peer", "name",
+                 f"u-fh{i}", "netns", ctl])
+            run(["ip", "link", "set", f"u-fh{i}", "master", L.UNDERLAY_BRIDGE, "up"], ns=ctl)
+            run(["ip", "addr", "add", f"192.168.50.{200 + i}/24", "dev", "eth0"], ns=host)
+            run(["ip", "link", "set", "eth0", "up"], ns=host)
+            run(["ip", "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "8472",
+                 "local", f"192.168.50.{200 + i}", "remote", f"192.168.50.{200 + peer}",
+                 "dev", "eth0"], ns=host)
+            run(["ip", "link", "add", "cni0", "type", "bridge"], ns=host)
+            run(["ip", "link", "set", "flannel.1", "master", "cni0", "up"], ns=host)
+            run(["ip", "link", "set", "cni0", "up"], ns=host)
+            run(["ip", "link", "add", "veth0", "netns", host, "type", "veth", "peer", "name",
+                 "eth0", "netns", cont])
+            run(["ip", "link", "set", "veth0", "master", "cni0", "up"], ns=host)
+            run(["ip", "link", "set", "eth0", "mtu", "1450", "up"], ns=cont)
+            run(["ip", "addr", "add", f"10.244.0.{i}/24", "dev", "eth0"], ns=cont)
+        c2c, h2h = [], []
+        for _ in range(runs):
+            c2c.append(_ns_iperf(L.ns_name(lab, "fc1"), L.ns_name(lab, "fc2"), "10.244.0.2",
+                                 seconds))
+            h2h.append(_ns_iperf(L.ns_name(lab, "fh1"), L.ns_name(lab, "fh2"), "192.168.50.202",
+                                 seconds))
+    return [Figure("TCP container->container (flannel-style kernel VXLAN)", c2c, "Mbit/s"),
+            Figure("TCP host->host (kernel, same underlay bridge)", h2h, "Mbit/s"),
+            Figure("overlay/underlay ratio (flannel-style)", _median_ratio(c2c, h2h), "ratio")]
+
+
+def _ns_iperf(client_ns: str, server_ns: str, ip: str, seconds: float) -> float:
+    srv = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            res = subprocess.run(["ip", "netns", "exec", client_ns, "iperf3", "-c", ip, "-t",
+                                  str(seconds), "-J"], capture_output=True, text=True)
+            if "Connection refused" not in res.stdout + res.stderr:
+                break
+            time.sleep(0.1)
+        return json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+# -- control plane ------------------------------------------------------------------------------
+
+def bind_latency(hosts: int, rounds: int) -> list[Figure]:
+    topo = _topo(f"bb{hosts}", hosts)
+    with L.running(topo):
+        C.wait_converged(topo)
+        ns = plug_bare_port(topo.name, "h1", "x1", "10.50.0.50/24", "02:00:00:00:00:50", "wx1")
+        with C.api(topo.name) as c:
+            t2_mac = c.get("/v1/ports", params={"host": "h2"}).json()[0]["mac"]
+            lat = bind_to_first_packet(c, ns, {"host": "h1", "port": "wx1", "tenant": "bench",
+                                               "mac": "02:00:00:00:00:50"},
+                                       "10.50.0.2", t2_mac, rounds,
+                                       settle=lambda: C.wait_converged(topo))
+    ms = [x * 1000 for x in lat]
+    return [Figure(f"REST bind -> first packet p50 ({hosts} hosts, {rounds} bindings)",
+                   [percentile(ms, 50)], "ms"),
+            Figure(f"REST bind -> first packet p99 ({hosts} hosts, {rounds} bindings)",
+                   [percentile(ms, 99)], "ms", "target < 100 ms at 16 hosts")]
+
+
+def _endpoints(n: int, hosts: int) -> list[dict]:
+    return [{"host": f"h{1 + i % hosts}", "port": f"e{i}", "tenant": "bench",
+             "mac": f"02:{(i >> 24) & 255:02x}:{(i >> 16) & 255:02x}:{(i >> 8) & 255:02x}:"
+                    f"{i & 255:02x}:01"} for i in range(n)]
+
+
+def _ofctl(lab: str, host: str, *args: str) -> str:
+    return run(["ovs-ofctl", "-O", "OpenFlow13", *args], ns=L.ns_name(lab, host),
+               env=L.ovs_env(lab, host), timeout=300)
+
+
+def program_endpoints(n: int, hosts: int) -> tuple[list[Figure], dict]:
+    """N endpoints bound in one call, until every switch is in sync; vs ovs-ofctl add-flows."""
+    topo = _topo(f"bp{hosts}x{n // 1000}k", hosts, tenant_containers=False)
+    figs: list[Figure] = []
+    with L.running(topo):
+        C.wait_converged(topo, timeout=120)
+        with C.api(topo.name, timeout=300) as c:
+            t0 = time.monotonic()
+            c.post("/v1/ports/bulk", json=_endpoints(n, hosts)).raise_for_status()
+            C.wait_converged(topo, timeout=600)
+            weft_s = time.monotonic() - t0
+        # The practical limit: ovs-ofctl adding the very same flows and groups, read from
+        # each switch, into a fresh bridge on that switch's OVS; one after the other, as
+        # weft's single OpenFlow thread does.
+        ofctl_s, n_flows_h1 = 0.0, 0
+        for h in topo.hosts:
+            flows = [f.strip() for f in _ofctl(topo.name, h.name, "dump-flows", "--no-stats",
+                                               "br0").splitlines()
+                     if "cookie=" in f and "cookie=0x5746040000000000" not in f]  # not learned
+            groups = [g.strip() for g in _ofctl(topo.name, h.name, "dump-groups",
+                                                "br0").splitlines()
+                      if g.strip().startswith("group_id=")]
+            n_flows_h1 = n_flows_h1 or len(flows)
+            L.vsctl(topo.name, h.name, "add-br", "brx", "--", "set", "bridge", "brx",
+                    "datapath_type=netdev", "fail_mode=secure", "protocols=OpenFlow13")
+            d = L.host_dir(topo.name, h.name)
+            (d / "flows.txt").write_text("\n".join(flows) + "\n")
+            (d / "groups.txt").write_text("\n".join(groups) + "\n")
+            t1 = time.monotonic()
+            _ofctl(topo.name, h.name, "add-groups", "brx", str(d / "groups.txt"))
+            _ofctl(topo.name, h.name, "add-flows", "brx", str(d / "flows.txt"))
+            ofctl_s += time.monotonic() - t1
+        flows = range(n_flows_h1)
+        # controller restart with everything in place: resync time and flow-mods sent
+        restart_s, mods = _restart_controller(topo)
+    figs += [Figure(f"program {n} endpoints on {hosts} hosts (REST -> all in sync)", [weft_s], "s"),
+             Figure(f"  flows on h1 after {n} endpoints on {hosts} hosts", [len(flows)], "flows"),
+             Figure(f"  ovs-ofctl add-groups + add-flows, same flows, all {hosts} switches",
+                    [ofctl_s], "s"),
+             Figure(f"  weft/ovs-ofctl time ratio ({n} endpoints, {hosts} hosts)",
+                    [weft_s / ofctl_s], "ratio", "target <= 2"),
+             Figure(f"controller restart -> all in sync ({n} endpoints, {hosts} hosts)",
+                    [restart_s], "s"),
+             Figure(f"  flow-mods sent on that restart ({n} endpoints, {hosts} hosts)", [mods],
+                    "flow-mods", "target 0")]
+    return figs, {"hosts": hosts, "endpoints": n, "weft_s": weft_s, "ofctl_s": ofctl_s,
+                  "flows_h1": len(flows), "restart_s": restart_s}
+
+
+def _restart_controller(topo) -> tuple[float, int]:
+    for pid in netns_pids(L.ns_name(topo.name, L.CTL)):
+        if b"controller.manager" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    C.start_controller(topo)
+    C.wait_api(topo.name, timeout=120)
+    C.wait_converged(topo, timeout=600)
+    took = time.monotonic() - t0
+    with C.api(topo.name) as c:
+        mods = sum(s["flow_mods_sent"] + s["group_mods_sent"] for s in c.get("/v1/switches").json())
+    return took, mods
+
+
+def flows_per_switch() -> list[dict]:
+    """Desired flows on one switch as hosts, tenants and endpoints grow (pure pipeline)."""
+    from controller.model import Binding, Tenant, Topology
+    from controller.pipeline import desired_state
+    rows = []
+    for hosts in (2, 4, 16, 32):
+        for tenants in (1, 4, 16):
+            for endpoints in (0, 100, 1000):
+                tns = tuple(Tenant(f"t{i}", 1000 + i) for i in range(tenants))
+                binds = tuple(Binding(f"h{j % hosts}", f"p{j}", f"t{j % tenants}",
+                                      mac=f"02:00:00:00:{j >> 8 & 255:02x}:{j & 255:02x}")
+                              for j in range(max(endpoints, hosts * tenants)))
+                names = tuple(f"h{i}" for i in range(hosts))
+                topo = Topology(tns, binds, names)
+                ports = {b.port: 10 + k for k, b in enumerate(binds) if b.host == "h0"}
+                ports["weft-d0"] = 1
+                tunnels = {f"h{i}": f"vx-h{i}" for i in range(1, hosts)}
+                ports.update({f"vx-h{i}": 1000 + i for i in range(1, hosts)})
+                st = desired_state("h0", topo, ports, tunnels)
+                rows.append({"hosts": hosts, "tenants": tenants,
+                             "endpoints": max(endpoints, hosts * tenants),
+                             "flows": len(st.flows), "groups": len(st.groups)})
+    return rows
+
+
+def agent_convergence(hosts: int) -> Figure:
+    """From bare OVS on every host to a full mesh everywhere, agents started together."""
+    from ovs_agent.hostsfile import tunnel_port_name
+    topo = _topo(f"ba{hosts}", hosts, tenant_containers=False, agent=False, controller=False)
+    with L.running(topo):
+        t0 = time.monotonic()
+        for h in topo.hosts:
+            L.start_agent(topo.name, h.name)
+        pending = {h.name for h in topo.hosts}
+        want = {h.name: {tunnel_port_name("vxlan", p.name) for p in topo.hosts if p != h}
+                for h in topo.hosts}
+        done: dict[str, float] = {}
+        while pending and time.monotonic() - t0 < 300:
+            for name in sorted(pending):
+                try:
+                    ports = set(L.vsctl(topo.name, name, "list-ports", "br0", timeout=5).split())
+                except Exception:
+                    continue
+                if want[name] <= ports:
+                    done[name] = time.monotonic() - t0
+                    pending.discard(name)
+            time.sleep(0.05)
+    return Figure(f"agent convergence, {hosts} hosts from bare OVS (all meshed)",
+                  [max(done.values()) if not pending else float("inf")], "s",
+                  "target < 30 s at 32 hosts")
+
+
+def peer_comparison() -> list[Figure]:
+    """First-packet latency and packet-ins: reactive simple_switch_13 vs weft's proactive flows."""
+    figs = []
+    for app in ("weft", "simple_switch_13"):
+        topo = parse(f"name: bpc{app[:2]}\nport_type: auto\ncontroller: {str(app == 'weft').lower()}"
+                     "\nhosts:\n  - {name: h1, containers: [{name: c1}]}\n"
+                     "  - {name: h2, containers: [{name: c2}]}\n")
+        with L.running(topo):
+            log = L.state_dir(topo.name) / "peer.log"
+            if app != "weft":
+                keeper_req = {"op": "spawn", "ns": L.ns_name(topo.name, L.CTL), "log": str(log),
+                              "argv": [sys.executable, "-m", "controller.manager",
+                                       "weft_lab.peer_simple_switch_13", "--wsapi-port", "0",
+                                       "--ofp-listen-host", topo.controller_ip,
+                                       "--ofp-tcp-listen-port", "6653"]}
+                from weft_lab import keeper
+                keeper.request(L.state_dir(topo.name), keeper_req)
+                _wait_ports(topo)
+            else:
+                C.wait_converged(topo)
+            time.sleep(2)                   # same settling time for both
+            first = ping(topo.name, "c1", "172.17.2.2", count=1, wait=3).rtts_ms
+            rest = ping(topo.name, "c1", "172.17.2.2", count=50, interval=0.01).rtts_ms
+            packet_ins = log.read_text().count("packet-in") if log.exists() else 0
+        figs += [Figure(f"first ping RTT, fresh switches ({app})", list(first) or [float("inf")],
+                        "ms"),
+                 Figure(f"ping p50 after warm-up ({app})", [percentile(list(rest), 50)], "ms"),
+                 Figure(f"packets sent to the controller ({app})", [packet_ins], "packets")]
+    return figs
+
+
+def _wait_ports(topo, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if all("weft-d0" in L.vsctl(topo.name, h.name, "list-ports", "br0", timeout=3)
+                   and (L.host_dir(topo.name, h.name) / "subnet.env").exists()
+                   for h in topo.hosts):
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+
+
+# -- report --------------------------------------------------------------------------------------
+
+def plot(results: dict, path: Path) -> bool:
+    """Control-plane scaling figures as a PNG (needs matplotlib: ./dev.sh bench)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    rows = results["flows_per_switch"]
+    for tenants in sorted({r["tenants"] for r in rows}):
+        pts = sorted((r["hosts"], r["flows"]) for r in rows
+                     if r["tenants"] == tenants and r["endpoints"] >= 1000)
+        axes[0].plot(*zip(*pts), marker="o", label=f"{tenants} tenants, 1000 endpoints")
+    axes[0].set(xlabel="hosts", ylabel="flows on one switch", title="Flows per switch")
+    axes[0].legend()
+    prog = results.get("programming", [])
+    if prog:
+        x = range(len(prog))
+        axes[1].bar([i - 0.2 for i in x], [p["weft_s"] for p in prog], 0.4,
+                    label="weft: REST call -> every switch in sync")
+        axes[1].bar([i + 0.2 for i in x], [p["ofctl_s"] for p in prog], 0.4,
+                    label="ovs-ofctl add-flows, same flows, every switch")
+        axes[1].set_xticks(list(x), [f"{p['endpoints']} ep\n{p['hosts']} hosts" for p in prog])
+        axes[1].set(ylabel="seconds", title="Programming endpoints")
+        axes[1].legend()
+    conv = results.get("agent_convergence", [])
+    if conv:
+        axes[2].plot([c["hosts"] for c in conv], [c["seconds"] for c in conv], marker="s")
+        axes[2].set(xlabel="hosts", ylabel="seconds", title="Agent convergence from bare OVS")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="weft-lab bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="fewer runs and smaller scales")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "bench.json"))
+    ap.add_argument("--plot", default=str(ROOT / "docs" / "performance.png"))
+    ap.add_argument("--only", help="comma list of sections: dataplane,flannel,bind,program,"
+                                   "flows,agent,peer")
+    args = ap.parse_args(argv)
+    runs, secs = (3, 3) if args.quick else (5, 5)
+    only = set(args.only.split(",")) if args.only else None
+    want: Callable[[str], bool] = lambda s: only is None or s in only
+    figs: list[Figure] = []
+    results: dict[str, Any] = {"machine": os.uname().release, "quick": args.quick,
+                               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def section(title: str, new: list[Figure]) -> None:
+        print(f"\n## {title}", flush=True)
+        for f in new:
+            print(f.row(), flush=True)
+        figs.extend(new)
+
+    if want("dataplane"):
+        for tunnel in ("vxlan", "gre"):
+            section(f"data plane, {tunnel}, AF_XDP", dataplane(tunnel, "auto", runs, secs))
+        section("data plane, vxlan, AF_PACKET", dataplane("vxlan", "afpacket", runs, secs))
+    if want("flannel"):
+        section("flannel-style baseline", flannel_baseline(runs, secs))
+    if want("bind"):
+        for h in ((4,) if args.quick else (4, 16)):
+            section(f"bind latency, {h} hosts", bind_latency(h, 20 if args.quick else 100))
+    if want("program"):
+        results["programming"] = []
+        scales = [(1000, 4)] if args.quick else [(1000, 4), (1000, 16), (10000, 4), (10000, 16)]
+        for n, h in scales:
+            new, raw = program_endpoints(n, h)
+            results["programming"].append(raw)
+            section(f"programming {n} endpoints on {h} hosts", new)
+    if want("flows") or only is None:
+        results["flows_per_switch"] = flows_per_switch()
+    if want("agent"):
+        conv = []
+        for h in ((2, 8) if args.quick else (2, 8, 16, 32)):
+            f = agent_convergence(h)
+            conv.append({"hosts": h, "seconds": f.values[0]})
+            section(f"agent convergence, {h} hosts", [f])
+        results["agent_convergence"] = conv
+    if want("peer"):
+        section("peer comparison (reactive simple_switch_13 vs proactive weft)", peer_comparison())
+    results["figures"] = [f.as_json() for f in figs]
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {args.out}")
+    if "flows_per_switch" in results and plot(results, Path(args.plot)):
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
