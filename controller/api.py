@@ -44,12 +44,18 @@ class TenantPatch(_In):
     description: str | None = None
 
 
-class PortIn(_In):
+class PortSpec(_In):
+    tenant: str | None = Field(None, description="access: the tenant; trunk: the native "
+                                                 "(untagged) tenant, optional")
+    mode: str = Field("access", description="access or trunk")
+    mac: str | None = Field(None, description="access only: a known endpoint behind the port")
+    trunk: list[str] = Field(default_factory=list,
+                             description="trunk only: tenants carried tagged with their VLAN id")
+
+
+class PortIn(PortSpec):
     host: str
     port: str = Field(description="port name on the host's br0")
-    tenant: str
-    mode: str = "access"
-    mac: str | None = Field(None, description="a known endpoint behind the port")
 
 
 class Attachment(_In):
@@ -66,7 +72,7 @@ def tenant_json(t: Tenant) -> dict[str, Any]:
 
 def binding_json(b: Binding, source: str) -> dict[str, Any]:
     return {"host": b.host, "port": b.port, "tenant": b.tenant, "mode": b.mode, "mac": b.mac,
-            "source": source}
+            "trunk": list(b.trunk), "source": source}
 
 
 def make_app(core: Core, token: str | None) -> FastAPI:
@@ -131,7 +137,16 @@ def make_app(core: Core, token: str | None) -> FastAPI:
 
     @app.post("/v1/ports", status_code=201, dependencies=[Depends(writer)])
     def bind(body: PortIn) -> dict:
-        b = core.store.bind(body.host, body.port, body.tenant, body.mode, body.mac)
+        b = core.store.bind(body.host, body.port, body.tenant, body.mode, body.mac,
+                            trunk=tuple(body.trunk))
+        changed()
+        return binding_json(b, "api")
+
+    @app.put("/v1/ports/{host}/{port}", dependencies=[Depends(writer)])
+    def rebind(host: str, port: str, body: PortSpec) -> dict:
+        """Change a bound port in place (e.g. access <-> trunk): only its flows change."""
+        b = core.store.bind(host, port, body.tenant, body.mode, body.mac,
+                            trunk=tuple(body.trunk), replace=True)
         changed()
         return binding_json(b, "api")
 

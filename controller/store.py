@@ -34,10 +34,11 @@ CREATE TABLE IF NOT EXISTS tenants (
 CREATE TABLE IF NOT EXISTS bindings (
     host TEXT NOT NULL,
     port TEXT NOT NULL,
-    tenant TEXT NOT NULL REFERENCES tenants(name),
+    tenant TEXT,                    -- access tenant, or a trunk's native tenant (may be NULL)
     mode TEXT NOT NULL,
     mac TEXT,
     source TEXT NOT NULL DEFAULT 'api',
+    trunk TEXT NOT NULL DEFAULT '', -- trunk: tenants carried tagged, comma-separated
     PRIMARY KEY (host, port)
 );
 """
@@ -103,14 +104,14 @@ class Store:
         raise NotFound("name", f"no tenant {name!r}")
 
     def bindings(self, host: str | None = None, tenant: str | None = None) -> list[StoredBinding]:
-        q, args = "SELECT host, port, tenant, mode, mac, source FROM bindings WHERE 1=1", []
+        q, args = "SELECT host, port, tenant, mode, mac, source, trunk FROM bindings WHERE 1=1", []
         if host:
             q, args = q + " AND host = ?", args + [host]
-        if tenant:
-            q, args = q + " AND tenant = ?", args + [tenant]
         with self._lock:
             rows = self._db.execute(q + " ORDER BY host, port", args).fetchall()
-        return [StoredBinding(Binding(h, p, t, m, mac), s) for h, p, t, m, mac, s in rows]
+        out = [StoredBinding(Binding(h, p, t, m, mac, tuple(filter(None, tr.split(",")))), s)
+               for h, p, t, m, mac, s, tr in rows]
+        return [sb for sb in out if tenant is None or tenant in sb.binding.tenants]
 
     # -- tenant writes ----------------------------------------------------------
     def create_tenant(self, name: str, vni: int | None = None, vlan: int | None = None,
@@ -157,32 +158,49 @@ class Store:
         with self._lock, self._tx():
             n = self._db.execute("SELECT COUNT(*) FROM bindings WHERE tenant = ?",
                                  (name,)).fetchone()[0]
+            trunks = [r for r in self._db.execute(
+                "SELECT host, port, trunk FROM bindings WHERE mode = ?", (TRUNK,))
+                if name in r[2].split(",")]
+            n += len(trunks)
             if n and not force:
                 raise Conflict("name", f"tenant {name!r} has {n} port binding(s); unbind them "
                                        "or delete with force=true")
-            self._db.execute("DELETE FROM bindings WHERE tenant = ?", (name,))
+            self._db.execute("DELETE FROM bindings WHERE tenant = ? AND trunk = ''", (name,))
+            self._db.execute("UPDATE bindings SET tenant = NULL WHERE tenant = ?", (name,))
+            for host, port, trunk in trunks:
+                rest = ",".join(t for t in trunk.split(",") if t != name)
+                self._db.execute("UPDATE bindings SET trunk = ? WHERE host = ? AND port = ?",
+                                 (rest, host, port))
+            # a trunk left carrying nothing is no binding at all
+            self._db.execute("DELETE FROM bindings WHERE mode = ? AND trunk = '' "
+                             "AND tenant IS NULL", (TRUNK,))
             self._db.execute("DELETE FROM tenants WHERE name = ?", (name,))
         return n
 
     # -- binding writes -----------------------------------------------------------
-    def bind(self, host: str, port: str, tenant: str, mode: str = ACCESS,
-             mac: str | None = None, source: str = "api") -> Binding:
-        b = self._valid_binding(host, port, tenant, mode, mac)
+    def bind(self, host: str, port: str, tenant: str | None, mode: str = ACCESS,
+             mac: str | None = None, source: str = "api", trunk: tuple[str, ...] = (),
+             replace: bool = False) -> Binding:
+        """Bind a port; `replace` changes an existing binding (e.g. access <-> trunk)."""
+        b = self._valid_binding(host, port, tenant, mode, mac, trunk)
         with self._lock, self._tx():
-            row = self._db.execute("SELECT tenant FROM bindings WHERE host = ? AND port = ?",
-                                   (host, port)).fetchone()
-            if row and row[0] != tenant and source == "api":
-                raise Conflict("port", f"port {host}/{port} is bound to tenant {row[0]!r}; "
-                                       "unbind it first")
+            row = self._db.execute("SELECT tenant, mode, trunk FROM bindings "
+                                   "WHERE host = ? AND port = ?", (host, port)).fetchone()
+            if row and not replace and (row[0], row[1], row[2]) != (tenant, mode, ",".join(trunk)):
+                raise Conflict("port", f"port {host}/{port} is already bound ({row[1]}, "
+                                       f"tenant {row[0]!r}); unbind it or replace it with PUT")
+            if replace and not row:
+                raise NotFound("port", f"port {host}/{port} is not bound")
             self._check_mac(b)
-            self._db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?)",
-                             (host, port, tenant, mode, b.mac, source))
+            self._db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (host, port, tenant, mode, b.mac, source, ",".join(trunk)))
         return b
 
     def bind_many(self, items: list[dict]) -> int:
         """Bind many ports at once, all or nothing (orchestrators, benchmarks)."""
-        wanted = [self._valid_binding(i["host"], i["port"], i["tenant"], i.get("mode", ACCESS),
-                                      i.get("mac")) for i in items]
+        wanted = [self._valid_binding(i["host"], i["port"], i.get("tenant"),
+                                      i.get("mode", ACCESS), i.get("mac"),
+                                      tuple(i.get("trunk") or ())) for i in items]
         keys = [(b.host, b.port) for b in wanted]
         if len(set(keys)) != len(keys):
             raise Conflict("port", "the same port is listed twice")
@@ -197,8 +215,8 @@ class Store:
                     raise Conflict("port", f"port {b.host}/{b.port} is bound to tenant "
                                            f"{row[0]!r}; unbind it first")
                 self._check_mac(b)
-                self._db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, 'api')",
-                                 (b.host, b.port, b.tenant, b.mode, b.mac))
+                self._db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, 'api', ?)",
+                                 (b.host, b.port, b.tenant, b.mode, b.mac, ",".join(b.trunk)))
         return len(wanted)
 
     def unbind(self, host: str, port: str) -> None:
@@ -219,28 +237,51 @@ class Store:
                 if row:         # an explicit REST binding wins over the agent's label
                     continue
                 self._check_mac(b)
-                self._db.execute("INSERT INTO bindings VALUES (?, ?, ?, ?, ?, 'agent')",
+                self._db.execute("INSERT INTO bindings VALUES (?, ?, ?, ?, ?, 'agent', '')",
                                  (host, b.port, b.tenant, ACCESS, b.mac))
         return len(wanted)
 
     # -- helpers ------------------------------------------------------------------
-    def _valid_binding(self, host: str, port: str, tenant: str, mode: str,
-                       mac: str | None) -> Binding:
+    def _valid_binding(self, host: str, port: str, tenant: str | None, mode: str,
+                       mac: str | None, trunk: tuple[str, ...] = ()) -> Binding:
         check_name(host, "host")
         if not isinstance(port, str) or not PORT_RE.match(port):
             raise Invalid("port", f"{port!r} is not a valid OVS port name (<= 15 chars)")
         if port == DOCKER_LINK_PORT:
             raise Conflict("port", f"{port} is the docker0 link, owned by the default tenant")
-        if mode != ACCESS:
-            raise Invalid("mode", f"mode {mode!r} is not supported (access)")
+        if mode not in (ACCESS, TRUNK):
+            raise Invalid("mode", f"mode {mode!r} is not access or trunk")
         if mac is not None and (not isinstance(mac, str) or not MAC_RE.match(mac.lower())
                                 or int(mac[:2], 16) & 1):
             raise Invalid("mac", f"{mac!r} is not a unicast MAC address")
-        try:
-            self.tenant(tenant)
-        except NotFound:
-            raise NotFound("tenant", f"no tenant {tenant!r}") from None
-        return Binding(host, port, tenant, mode, mac)
+        if mode == ACCESS:
+            if tenant is None:
+                raise Invalid("tenant", "an access port needs a tenant")
+            if trunk:
+                raise Invalid("trunk", "an access port carries no trunk tenants")
+        else:
+            if mac is not None:
+                raise Invalid("mac", "a trunk port has no single endpoint MAC")
+            if not trunk and tenant is None:
+                raise Invalid("trunk", "a trunk carries at least one tenant")
+            if len(set(trunk)) != len(trunk):
+                raise Invalid("trunk", "a tenant is listed twice")
+            if tenant in trunk:
+                raise Invalid("trunk", f"the native tenant {tenant!r} is also in the trunk")
+        if tenant is not None:
+            try:
+                self.tenant(tenant)
+            except NotFound:
+                raise NotFound("tenant", f"no tenant {tenant!r}") from None
+        for name in trunk:
+            try:
+                t = self.tenant(name)
+            except NotFound:
+                raise NotFound("trunk", f"no tenant {name!r}") from None
+            if t.vlan is None:
+                raise Invalid("trunk", f"tenant {name!r} has no VLAN id: set one to carry it "
+                                       "on a trunk")
+        return Binding(host, port, tenant, mode, mac, tuple(trunk))
 
     def _check_mac(self, b: Binding) -> None:
         if b.mac and self._db.execute(
@@ -257,8 +298,8 @@ class Store:
             raise Conflict(column, f"{column} {value} is used by tenant {row[0] if row else 'default'!r}")
 
     def _trunk_uses(self, tenant: str) -> bool:
-        return bool(self._db.execute("SELECT 1 FROM bindings WHERE tenant = ? AND mode = ?",
-                                     (tenant, TRUNK)).fetchone())
+        return any(tenant in r[0].split(",") for r in self._db.execute(
+            "SELECT trunk FROM bindings WHERE mode = ?", (TRUNK,)))
 
     def _free_vni(self) -> int:
         used = {r[0] for r in self._db.execute("SELECT vni FROM tenants")}

@@ -2,7 +2,8 @@
 
     weftctl tenant create NAME [--vlan N] [--subnet CIDR] [--vni N] [--description TEXT]
     weftctl tenant list | show NAME | delete NAME [--force]
-    weftctl port bind HOST PORT TENANT [--mac MAC] | unbind HOST PORT | list [--host H] [--tenant T]
+    weftctl port bind HOST PORT [TENANT] [--mac MAC] [--trunk T1,T2] [--replace]
+    weftctl port unbind HOST PORT | list [--host H] [--tenant T]
     weftctl switch list
     weftctl flows HOST
 
@@ -61,11 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     td.add_argument("--force", action="store_true", help="also remove its port bindings")
 
     p = sub.add_parser("port").add_subparsers(dest="verb", required=True)
-    pb = p.add_parser("bind")
+    pb = p.add_parser("bind", help="access: TENANT; trunk: --trunk and optional native TENANT")
     pb.add_argument("host")
     pb.add_argument("port")
-    pb.add_argument("tenant")
+    pb.add_argument("tenant", nargs="?")
     pb.add_argument("--mac")
+    pb.add_argument("--trunk", help="comma-separated tenants carried tagged (makes a trunk)")
+    pb.add_argument("--replace", action="store_true", help="change an existing binding")
     pu = p.add_parser("unbind")
     pu.add_argument("host")
     pu.add_argument("port")
@@ -108,17 +111,26 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
         return res, f"tenant {args.name} deleted ({res['bindings_removed']} bindings removed)"
     if args.noun == "port":
         if args.verb == "bind":
-            body = {"host": args.host, "port": args.port, "tenant": args.tenant}
+            body: dict[str, Any] = {"tenant": args.tenant}
+            if args.trunk:
+                body.update(mode="trunk", trunk=[t for t in args.trunk.split(",") if t])
             if args.mac:
                 body["mac"] = args.mac
-            res = ok(c.post("/v1/ports", json=body))
-            return res, f"{args.host}/{args.port} bound to tenant {args.tenant}"
+            if args.replace:
+                res = ok(c.put(f"/v1/ports/{args.host}/{args.port}", json=body))
+            else:
+                res = ok(c.post("/v1/ports", json={"host": args.host, "port": args.port, **body}))
+            what = (f"trunk {','.join(res['trunk'])}" + (f", native {res['tenant']}"
+                                                          if res["tenant"] else "")
+                    if res["mode"] == "trunk" else f"tenant {res['tenant']}")
+            return res, f"{args.host}/{args.port} bound: {what}"
         if args.verb == "unbind":
             res = ok(c.delete(f"/v1/ports/{args.host}/{args.port}"))
             return res, f"{args.host}/{args.port} unbound"
         params = {k: v for k, v in (("host", args.host), ("tenant", args.tenant)) if v}
         res = ok(c.get("/v1/ports", params=params))
-        return res, table(res, ["host", "port", "tenant", "mode", "mac", "source"])
+        rows = [{**r, "trunk": ",".join(r["trunk"])} for r in res]
+        return res, table(rows, ["host", "port", "mode", "tenant", "trunk", "mac", "source"])
     if args.noun == "switch":
         res = ok(c.get("/v1/switches"))
         rows = [{**s, "ports": len(s["ports"]), "tunnels": ", ".join(

@@ -84,6 +84,25 @@ def attach_containers(topo: Topology) -> None:
         run(argv, ns=ns_name(topo.name, c.host), env=ovs_env(topo.name, c.host))
 
 
+def bind_switches(topo: Topology) -> None:
+    """Plug each external switch's trunk into br0 and bind it, as an operator would.
+
+    The trunk carries every tenant whose VLAN the switch has; other VLANs of the
+    switch (deliberately) are not allowed on it.  `native` takes untagged frames.
+    """
+    for sw in topo.switches:
+        _wait_bridge(topo.name, sw.host)
+        run(["ovs-vsctl", "--may-exist", "add-port", "br0", sw.port], ns=ns_name(topo.name, sw.host),
+            env=ovs_env(topo.name, sw.host))
+        vids = {v.vlan for v in sw.vlans if v.vlan is not None}
+        trunk = [t.name for t in topo.tenants if t.vlan in vids]
+        with api(topo.name) as c:
+            r = c.post("/v1/ports", json={"host": sw.host, "port": sw.port, "mode": "trunk",
+                                          "trunk": trunk, "tenant": sw.native})
+            if r.status_code != 201:
+                raise LabError(f"binding trunk {sw.host}/{sw.port}: {r.status_code} {r.text}")
+
+
 def _wait_bridge(lab: str, host: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -98,7 +117,7 @@ def wait_converged(topo: Topology, timeout: float = 60) -> float:
     """Wait until every agent finished a pass and every switch is connected and in sync."""
     t0 = time.monotonic()
     deadline = t0 + timeout
-    expected = sum(1 for c in topo.containers if c.attach == "br0")
+    expected = sum(1 for c in topo.containers if c.attach == "br0") + len(topo.switches)
     while time.monotonic() < deadline:
         try:
             with api(topo.name, timeout=3) as c:

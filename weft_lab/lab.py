@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ovs_agent.hostsfile import parse as parse_hosts, tunnel_mtu
 from weft_lab import keeper
-from weft_lab.shell import CommandError, netns_list, netns_pids, run
+from weft_lab.shell import CommandError, netns_list, netns_pids, run, succeeds
 from weft_lab.topology import ExternalSwitch, Host, Topology
 
 RUN_ROOT = Path(os.environ.get("WEFT_LAB_RUN", "/run/weft-lab"))
@@ -210,17 +210,33 @@ def _build_container(topo: Topology, c, mtu: int) -> None:
 
 
 def _build_switch(topo: Topology, sw: ExternalSwitch) -> None:
-    """An external 802.1Q switch: eth0 on a trunk port of br0, one subinterface per VLAN."""
-    ns, host_ns = ns_name(topo.name, sw.name), ns_name(topo.name, sw.host)
+    """An external 802.1Q switch: eth0 is a trunk to a port of a host's br0.
+
+    This kernel has neither 802.1Q subinterfaces (CONFIG_VLAN_8021Q) nor bridge
+    VLAN filtering, so the switch is an OVS bridge of its own in the switch's
+    namespace: eth0 a real 802.1Q trunk, and one internal port per VLAN (an
+    SVI, named vlanVID, or untagged0 for untagged frames) holding the address.
+    """
+    lab, ns, host_ns = topo.name, ns_name(topo.name, sw.name), ns_name(topo.name, sw.host)
     _new_ns(ns)
     run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], ns=ns)
-    _veth(ns, "eth0", host_ns, sw.port, container_mtu(topo))
+    mtu = container_mtu(topo)
+    _veth(ns, "eth0", host_ns, sw.port, mtu)
+    start_ovs(lab, sw.name)
+    tagged = sorted(v.vlan for v in sw.vlans if v.vlan is not None)
+    args = ["add-br", "sw", "--", "set", "bridge", "sw", "datapath_type=netdev",
+            "fail_mode=standalone", "--", "add-port", "sw", "eth0", "--", "set", "port", "eth0",
+            "vlan_mode=native-untagged", "tag=4094", f"trunks={','.join(map(str, tagged))},4094"]
     for v in sw.vlans:
-        dev = "eth0" if v.vlan is None else f"eth0.{v.vlan}"
-        if v.vlan is not None:
-            run(["ip", "link", "add", "link", "eth0", "name", dev, "type", "vlan",
-                 "id", str(v.vlan)], ns=ns)
-            run(["ip", "link", "set", dev, "up"], ns=ns)
+        dev = f"vlan{v.vlan}" if v.vlan is not None else "untagged0"
+        args += ["--", "add-port", "sw", dev, "--", "set", "interface", dev, "type=internal",
+                 "--", "set", "port", dev, f"tag={v.vlan or 4094}"]
+    vsctl(lab, sw.name, *args)
+    for v in sw.vlans:
+        dev = f"vlan{v.vlan}" if v.vlan is not None else "untagged0"
+        _wait(lambda dev=dev: succeeds(["ip", "link", "show", dev], ns=ns), 10, dev)
+        run(["ethtool", "-K", dev, "tx", "off"], ns=ns)
+        run(["ip", "link", "set", dev, "mtu", str(mtu), "up"], ns=ns)
         run(["ip", "addr", "add", v.ip, "dev", dev], ns=ns)
 
 
@@ -259,6 +275,8 @@ def up(topo: Topology) -> float:
         if topo.agent:
             from weft_lab import cluster
             cluster.attach_containers(topo)
+            if topo.controller:
+                cluster.bind_switches(topo)
     except BaseException:
         down(lab)
         raise
@@ -332,8 +350,8 @@ def exec_argv(lab: str, node: str, cmd: list[str]) -> list[str]:
         {c["name"] for c in state["containers"]} | {s["name"] for s in state["switches"]}
     if node not in nodes:
         raise LabError(f"no node {node!r} in lab {lab!r} (nodes: {', '.join(sorted(nodes))})")
-    env = [f"{k}={v}" for k, v in ovs_env(lab, node).items()] \
-        if node in {h["name"] for h in state["hosts"]} else []
+    with_ovs = {h["name"] for h in state["hosts"]} | {s["name"] for s in state["switches"]}
+    env = [f"{k}={v}" for k, v in ovs_env(lab, node).items()] if node in with_ovs else []
     return ["ip", "netns", "exec", ns_name(lab, node), "env", *env, *cmd]
 
 

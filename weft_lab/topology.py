@@ -72,6 +72,7 @@ class ExternalSwitch:
     host: str
     port: str                   # port name on br0
     vlans: tuple[SwitchVlan, ...]
+    native: str | None = None   # tenant of untagged frames on the trunk
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,8 @@ def parse(text: str, source: str = "<string>") -> Topology:
     switches: list[ExternalSwitch] = []
     for i, node in enumerate(r.seq(top["switches"], "switches") if "switches" in top else []):
         f = f"switches[{i}]"
-        s = r.mapping(node, f, {"name", "host", "port", "vlans"}, {"name", "host", "vlans"})
+        s = r.mapping(node, f, {"name", "host", "port", "vlans", "native"},
+                      {"name", "host", "vlans"})
         sname = _check_name(r.scalar(s["name"], f + ".name"), f + ".name",
                             s["name"].start_mark.line + 1, source)
         nodes.append(sname)
@@ -318,7 +320,10 @@ def parse(text: str, source: str = "<string>") -> Topology:
             if any(x.vlan == vid for x in vlans):
                 raise r.fail(vf + ".vlan", v.get("vlan", vnode), "listed twice on this switch")
             vlans.append(SwitchVlan(vid, str(r.interface(v["ip"], vf + ".ip"))))
-        switches.append(ExternalSwitch(sname, shost, port, tuple(vlans)))
+        native = r.scalar(s["native"], f + ".native") if "native" in s else None
+        if native is not None and native not in tenant_names:
+            raise r.fail(f + ".native", s["native"], f"unknown tenant {native!r}")
+        switches.append(ExternalSwitch(sname, shost, port, tuple(vlans), native))
 
     dupes = {n for n in nodes if nodes.count(n) > 1} | ({"ctl"} & set(nodes))
     if dupes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -73,3 +74,68 @@ def iperf(lab: str, client: str, server: str, server_ip: str, seconds: float = 3
     finally:
         srv.kill()
         srv.wait()
+
+
+# -- isolation probes: marked traffic, counted where it must (not) arrive -----------------
+
+PROBE = "77656674"          # "weft": the ping payload pattern that marks probe traffic
+PROBE_ARP_TARGET = "10.10.0.77"   # probes ARP for this address, which nobody has
+
+
+def probe_filter(arp_target: str = PROBE_ARP_TARGET) -> str:
+    """tcpdump filter for probe traffic only, so ARP upkeep of the lab is not counted."""
+    return (f"ether proto 0x88b5 or (arp and host {arp_target}) or "
+            f"(icmp and icmp[24:4] = 0x{PROBE})")
+
+
+def capture(lab: str, nodes: list[str], arp_target: str = PROBE_ARP_TARGET,
+            iface: str = "eth0") -> dict[str, subprocess.Popen]:
+    """Start tcpdump for probe traffic on each node; returns once all of them listen."""
+    procs = {n: subprocess.Popen(exec_argv(lab, n, ["tcpdump", "-i", iface, "-n", "-l",
+                                                    "--immediate-mode",
+                                                    probe_filter(arp_target)]),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n in nodes}
+    for n, p in procs.items():
+        head = p.stderr.readline() + p.stderr.readline()
+        if "listening on" not in head:
+            captured(procs)
+            raise RuntimeError(f"tcpdump on {n} did not start: {head}")
+    return procs
+
+
+def captured(procs: dict[str, subprocess.Popen]) -> dict[str, int]:
+    """Stop the captures; probe packets seen per node."""
+    out = {}
+    for n, p in procs.items():
+        p.send_signal(signal.SIGINT)
+        try:
+            text, _ = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            text, _ = p.communicate()
+        out[n] = len([line for line in text.splitlines() if line.strip()])
+    return out
+
+
+def send_raw(lab: str, node: str, dst_mac: str, count: int = 5, iface: str = "eth0") -> None:
+    """Raw Ethernet probes (ethertype 0x88b5, local experimental) to `dst_mac`."""
+    code = ("import socket;s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);"
+            f"s.bind(('{iface}',0));"
+            f"src=open('/sys/class/net/{iface}/address').read().strip();"
+            f"f=bytes.fromhex('{dst_mac.replace(':', '')}')+bytes.fromhex(src.replace(':',''))"
+            "+b'\\x88\\xb5'+b'weft-isolation-probe'.ljust(46,b'.');"
+            f"[s.send(f) for _ in range({count})]")
+    node_run(lab, node, ["python3", "-c", code], check=True)
+
+
+def probe_all(lab: str, node: str, broadcast: str, unicast: str, macs: list[str],
+              iface: str = "eth0") -> None:
+    """Every kind of frame a tenant could leak: broadcast, ARP, multicast, unknown and known unicast."""
+    node_run(lab, node, ["ping", "-I", iface, "-b", "-p", PROBE, "-c", "3", "-i", "0.2", "-W",
+                         "1", broadcast])
+    node_run(lab, node, ["arping", "-c", "3", "-w", "2", "-I", iface, PROBE_ARP_TARGET])
+    node_run(lab, node, ["ping", "-I", iface, "-p", PROBE, "-c", "3", "-i", "0.2", "-W", "1",
+                         unicast])
+    for mac in ["ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "02:00:00:00:00:99", *macs]:
+        send_raw(lab, node, mac, iface=iface)

@@ -20,7 +20,7 @@ from weft_lab import lab as L
 from weft_lab.shell import netns_pids, run
 from weft_lab.topology import load
 from weft_lab.measure import bind_to_first_packet, percentile, pings, plug_bare_port
-from weft_lab.traffic import iperf, node_run, reaches
+from weft_lab.traffic import capture, captured, iperf, node_run, probe_all, reaches
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANTS = {"red": ["red1", "red2", "red3"], "blue": ["blue1", "blue2", "blue3"]}
@@ -40,16 +40,6 @@ def lab():
     after = snapshot()
     assert after["netns"] - before["netns"] == set()
     assert after["procs"] - before["procs"] == set()
-
-
-def send_raw(lab: str, node: str, dst_mac: str, count: int = 5) -> None:
-    """Send raw Ethernet frames (ethertype 0x88b5, local experimental) from node's eth0."""
-    code = ("import socket;s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);s.bind(('eth0',0));"
-            "src=open('/sys/class/net/eth0/address').read().strip();"
-            f"f=bytes.fromhex('{dst_mac.replace(':', '')}')+bytes.fromhex(src.replace(':',''))"
-            "+b'\\x88\\xb5'+b'weft-isolation-probe'.ljust(46,b'.');"
-            f"[s.send(f) for _ in range({count})]")
-    node_run(lab, node, ["python3", "-c", code], check=True)
 
 
 def mac_of(lab: str, node: str) -> str:
@@ -73,47 +63,15 @@ def test_default_tenant_joins_plain_docker_containers(lab):
     assert not reaches(lab.name, "d1", IPS["2"], tries=2)
 
 
-PROBE = "77656674"              # "weft": ping payload pattern marking probe traffic
-PROBE_FILTER = (f"ether proto 0x88b5 or (arp and host 10.10.0.77) or "
-                f"(icmp and icmp[24:4] = 0x{PROBE})")
-
-
-def capture(lab: str, nodes: list[str]) -> dict[str, subprocess.Popen]:
-    """tcpdump on each node's eth0, counting only probe traffic (not ARP upkeep)."""
-    procs = {n: subprocess.Popen(L.exec_argv(lab, n, ["tcpdump", "-i", "eth0", "-n", "-l",
-                                                      "--immediate-mode", PROBE_FILTER]),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for n in nodes}
-    for p in procs.values():            # wait until each one listens
-        assert "listening on" in p.stderr.readline() + p.stderr.readline()
-    return procs
-
-
-def captured(procs: dict[str, subprocess.Popen]) -> dict[str, int]:
-    out = {}
-    for n, p in procs.items():
-        p.send_signal(signal.SIGINT)
-        text, _ = p.communicate(timeout=10)
-        out[n] = len([line for line in text.splitlines() if line.strip()])
-    return out
-
-
 @pytest.mark.parametrize("src,victims", [("red1", ["blue1", "blue2", "blue3", "d1", "d2", "d3"]),
                                          ("blue3", ["red1", "red2", "red3", "d1", "d2", "d3"])])
 def test_nothing_crosses_tenants(lab, src, victims):
     own = [m for t in TENANTS.values() if src in t for m in t if m != src]
     procs = capture(lab.name, victims + own)
     try:
-        node_run(lab.name, src, ["ping", "-b", "-p", PROBE, "-c", "3", "-i", "0.2", "-W", "1",
-                                 "10.10.0.255"])
-        node_run(lab.name, src, ["arping", "-c", "3", "-w", "2", "-I", "eth0", "10.10.0.77"])
-        other = IPS["3"] if src != "blue3" else IPS["1"]   # same IP and MAC in both tenants
-        node_run(lab.name, src, ["ping", "-p", PROBE, "-c", "3", "-i", "0.2", "-W", "1", other])
-        send_raw(lab.name, src, "ff:ff:ff:ff:ff:ff")
-        send_raw(lab.name, src, "01:00:5e:00:00:01")                   # multicast
-        send_raw(lab.name, src, "02:00:00:00:00:99")                   # unknown unicast
-        for victim in victims:                                         # their exact MACs
-            send_raw(lab.name, src, mac_of(lab.name, victim))
+        # unicast to the other tenant's twin: same IP and MAC exist in both tenants
+        probe_all(lab.name, src, "10.10.0.255", IPS["3"] if src != "blue3" else IPS["1"],
+                  [mac_of(lab.name, v) for v in victims])
         time.sleep(0.5)
     finally:
         counts = captured(procs)

@@ -110,6 +110,10 @@ def test_bindings_validate_and_unknown_is_404(api):
                         ({"host": "h1", "port": "p1", "tenant": "red", "mac": "01:00:00:00:00:01"},
                          "mac"),
                         ({"host": "h1", "port": "p1", "tenant": "red", "mode": "hybrid"}, "mode"),
+                        ({"host": "h1", "port": "p1", "mode": "trunk", "trunk": ["red"]}, "trunk"),
+                        ({"host": "h1", "port": "p1", "mode": "trunk", "trunk": ["nope"]}, "trunk"),
+                        ({"host": "h1", "port": "p1", "mode": "trunk"}, "trunk"),
+                        ({"host": "h1", "port": "p1", "trunk": ["red"], "tenant": "red"}, "trunk"),
                         ({"host": "h1", "port": "weft-d0", "tenant": "red"}, "port")]:
         r = api.post("/v1/ports", json=body)
         assert 400 <= r.status_code < 500 and r.json()["field"] == field, (body, r.json())
@@ -185,3 +189,29 @@ def test_bulk_bind_is_all_or_nothing(api):
     r = api.post("/v1/ports/bulk", json=bad)
     assert r.status_code == 409 and r.json()["field"] == "mac"
     assert len(api.get("/v1/ports").json()) == 50
+
+
+def test_trunk_bindings_and_mode_changes(api):
+    api.post("/v1/tenants", json={"name": "red", "vlan": 100})
+    api.post("/v1/tenants", json={"name": "blue", "vlan": 200})
+    api.post("/v1/tenants", json={"name": "green"})
+    r = api.post("/v1/ports", json={"host": "h1", "port": "t0", "mode": "trunk",
+                                    "trunk": ["red", "blue"], "tenant": "green"})
+    assert r.status_code == 201 and r.json()["trunk"] == ["red", "blue"]
+    assert [p["port"] for p in api.get("/v1/tenants/blue/ports").json()] == ["t0"]
+    # red's VLAN cannot go away while a trunk carries it; a VLAN clash is a conflict
+    assert api.patch("/v1/tenants/red", json={"vlan": None}).status_code == 409
+    assert api.patch("/v1/tenants/green", json={"vlan": 100}).status_code == 409
+    # access -> trunk -> access in place with PUT; POST over a bound port is a conflict
+    api.post("/v1/ports", json={"host": "h1", "port": "p1", "tenant": "red"})
+    assert api.post("/v1/ports", json={"host": "h1", "port": "p1", "tenant": "blue"}
+                    ).status_code == 409
+    r = api.put("/v1/ports/h1/p1", json={"mode": "trunk", "trunk": ["red", "blue"]})
+    assert r.status_code == 200 and r.json()["mode"] == "trunk"
+    assert api.put("/v1/ports/h1/p1", json={"tenant": "red"}).json()["mode"] == "access"
+    assert api.put("/v1/ports/h1/zz", json={"tenant": "red"}).status_code == 404
+    # deleting a tenant a trunk carries: 409, then force drops it from the trunk only
+    assert api.delete("/v1/tenants/blue").status_code == 409
+    assert api.delete("/v1/tenants/blue", params={"force": "true"}).status_code == 200
+    ports = {p["port"]: p for p in api.get("/v1/ports").json()}
+    assert ports["t0"]["trunk"] == ["red"] and ports["t0"]["tenant"] == "green"
