@@ -99,6 +99,12 @@ def make_app(core: Core, token: str | None) -> FastAPI:
     def changed() -> None:
         core.on_change()
 
+    def not_reserved(host: str, port: str) -> None:
+        """The uplink of a VLAN-transport host belongs to the cluster, not to a binding."""
+        if core.cluster.transport == "vlan" and any(
+                h.name == host and h.uplink == port for h in core.cluster.hosts):
+            raise Conflict("port", f"{port} is {host}'s uplink (transport vlan): not bindable")
+
     # -- tenants ---------------------------------------------------------------------
     @app.get("/v1/tenants")
     def list_tenants() -> list[dict]:
@@ -137,6 +143,7 @@ def make_app(core: Core, token: str | None) -> FastAPI:
 
     @app.post("/v1/ports", status_code=201, dependencies=[Depends(writer)])
     def bind(body: PortIn) -> dict:
+        not_reserved(body.host, body.port)
         b = core.store.bind(body.host, body.port, body.tenant, body.mode, body.mac,
                             trunk=tuple(body.trunk))
         changed()
@@ -145,6 +152,7 @@ def make_app(core: Core, token: str | None) -> FastAPI:
     @app.put("/v1/ports/{host}/{port}", dependencies=[Depends(writer)])
     def rebind(host: str, port: str, body: PortSpec) -> dict:
         """Change a bound port in place (e.g. access <-> trunk): only its flows change."""
+        not_reserved(host, port)
         b = core.store.bind(host, port, body.tenant, body.mode, body.mac,
                             trunk=tuple(body.trunk), replace=True)
         changed()
@@ -153,6 +161,8 @@ def make_app(core: Core, token: str | None) -> FastAPI:
     @app.post("/v1/ports/bulk", status_code=201, dependencies=[Depends(writer)])
     def bind_many(body: list[PortIn]) -> dict:
         """Bind many ports in one transaction: all or nothing."""
+        for b in body:
+            not_reserved(b.host, b.port)
         n = core.store.bind_many([b.model_dump() for b in body])
         changed()
         return {"bound": n}

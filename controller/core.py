@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.model import Topology
+from controller.model import TRUNK, Binding, Topology
 from controller.store import Store
 from ovs_agent.hostsfile import Cluster, datapath_id, dpid_str, tunnel_port_name
 
@@ -37,7 +37,7 @@ class Switch:
 
     def summary(self, cluster: Cluster) -> dict[str, Any]:
         tunnels = {}
-        if self.host:
+        if self.host and cluster.transport == "tunnel":
             for peer in cluster.peers(self.host):
                 name = tunnel_port_name(cluster.link_type(self.host, peer.name), peer.name)
                 tunnels[name] = {"peer": peer.name, "remote_ip": peer.underlay_ip,
@@ -62,11 +62,26 @@ class Core:
 
     def topology(self) -> Topology:
         """A snapshot of the model for the pipeline."""
-        return Topology(tuple(t for t in self.store.tenants() if t.name != "default"),
-                        tuple(sb.binding for sb in self.store.bindings()),
+        tenants = tuple(t for t in self.store.tenants() if t.name != "default")
+        return Topology(tenants, tuple(sb.binding for sb in self.store.bindings())
+                        + self.uplink_bindings(tenants),
                         tuple(h.name for h in self.cluster.hosts))
 
+    def uplink_bindings(self, tenants: tuple) -> tuple[Binding, ...]:
+        """With VLAN transport each host's uplink is a trunk of every tenant with a VLAN.
+
+        The default tenant rides it untagged (native); a tenant without a VLAN id
+        cannot leave its host in this mode.
+        """
+        if self.cluster.transport != "vlan":
+            return ()
+        tagged = tuple(t.name for t in tenants if t.vlan is not None)
+        return tuple(Binding(h.name, h.uplink, "default", TRUNK, trunk=tagged)
+                     for h in self.cluster.hosts)
+
     def tunnels(self, host: str) -> dict[str, str]:
+        if self.cluster.transport != "tunnel":
+            return {}
         return {p.name: tunnel_port_name(self.cluster.link_type(host, p.name), p.name)
                 for p in self.cluster.peers(host)}
 

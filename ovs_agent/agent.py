@@ -86,13 +86,14 @@ class Agent:
         assert self.cluster and self.me
         mtu = tunnel_mtu(self.cluster)
         netdev = self.me.datapath_type == "netdev"
+        underlay_bridge = netdev and self.cluster.transport == "tunnel"
         hostnet.ensure_docker_link(mtu)
         state = ovsdb.read_state(api)
         phy = state.get(desired.UNDERLAY_BRIDGE)
         nic = hostnet.underlay_iface(self.me, desired.UNDERLAY_BRIDGE,
                                      [p.name for p in phy.ports] if phy else []) \
-            if netdev else None
-        if netdev:
+            if underlay_bridge else None
+        if underlay_bridge:
             hostnet.remember_prefix(self.me)
             if nic is None:
                 LOG.warning("no interface holds underlay address %s", self.me.underlay_ip)
@@ -104,10 +105,12 @@ class Agent:
             for op in ops:
                 LOG.info("ovsdb: %s %s", op[0], " ".join(
                     o.name if isinstance(o, desired.PortSpec) else str(o) for o in op[1:]))
-        if netdev and nic:
+        if underlay_bridge and nic:
             hostnet.ensure_underlay_address(self.me, desired.UNDERLAY_BRIDGE, nic)
-            hostnet.ensure_tx_off(desired.UNDERLAY_BRIDGE)
+            hostnet.ensure_offloads_off(desired.UNDERLAY_BRIDGE)
             self.warm_peers()
+        if netdev and self.cluster.transport == "vlan" and self.me.uplink:
+            hostnet.ensure_offloads_off(self.me.uplink, ("tx", "rxvlan", "txvlan"))
         if ops and netdev and self.cluster.port_type == "auto":
             self._fall_back_from_afxdp(api)
         if hostnet.write_if_changed(self.subnet_file,

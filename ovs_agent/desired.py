@@ -20,7 +20,7 @@ TENANT_KEY = "weft-tenant"
 UNDERLAY_BRIDGE = "br-phy"
 # Roles the reconcile loop manages; ports of other roles (containers plugged by
 # `ovs-agent attach`) are owned by the agent too, but never removed by a pass.
-MANAGED_ROLES = ("tunnel", "docker-link", "underlay")
+MANAGED_ROLES = ("tunnel", "docker-link", "underlay", "uplink")
 
 Pairs = tuple[tuple[str, str], ...]
 
@@ -81,7 +81,12 @@ def desired(cluster: Cluster, me: str, underlay_iface: str | None,
     ports = [PortSpec(DOCKER_LINK_PORT,
                       device_port_type(cluster, me, DOCKER_LINK_PORT, afxdp_refused),
                       external_ids=_tags("docker-link"))]
-    for peer in cluster.peers(me):
+    if cluster.transport == "vlan":
+        # Tenants cross hosts as VLANs on the uplink; the controller makes it a trunk.
+        ports.append(PortSpec(host.uplink,
+                              device_port_type(cluster, me, host.uplink, afxdp_refused),
+                              external_ids=_tags("uplink")))
+    for peer in (cluster.peers(me) if cluster.transport == "tunnel" else ()):
         kind = cluster.link_type(me, peer.name)
         ports.append(PortSpec(tunnel_port_name(kind, peer.name), kind,
                               pairs({"remote_ip": peer.underlay_ip, "key": "flow"}),
@@ -91,7 +96,7 @@ def desired(cluster: Cluster, me: str, underlay_iface: str | None,
                      ("OpenFlow13", "OpenFlow14", "OpenFlow15"), cluster.controllers,
                      pairs({"datapath-id": dpid_str(datapath_id(host)),
                             "disable-in-band": "true"}), tuple(ports))
-    if host.datapath_type != "netdev":
+    if host.datapath_type != "netdev" or cluster.transport != "tunnel":
         return (br0,)
     # Userspace tunnelling sends encapsulated packets through the bridge that
     # holds the underlay address, so the underlay NIC must sit on an OVS bridge.

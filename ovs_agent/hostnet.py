@@ -88,16 +88,24 @@ def remember_prefix(host: Host) -> None:
                 _prefixes[host.underlay_ip] = a
 
 
-def ensure_tx_off(dev: str) -> bool:
-    """TX checksum offload off: OVS's userspace datapath does not complete checksums.
+OFFLOAD_NAMES = {"tx": "tx-checksumming", "rxvlan": "rx-vlan-offload",
+                 "txvlan": "tx-vlan-offload"}
 
-    Needed on veths it reads and on its own tap (br-phy): the host's TCP
-    over the underlay hangs with AF_XDP otherwise.
+
+def ensure_offloads_off(dev: str, features: tuple[str, ...] = ("tx",)) -> bool:
+    """Turn offloads off that OVS's userspace datapath cannot live with.
+
+    tx: it does not complete partial checksums (needed on veths it reads and on
+    its own tap, br-phy: the host's TCP over the underlay hangs with AF_XDP
+    otherwise).  rxvlan/txvlan: with the tag kept in skb metadata instead of the
+    frame, AF_XDP sees VLAN-tagged frames untagged (the VLAN transport uplink).
     """
     out = subprocess.run(["ethtool", "-k", dev], capture_output=True, text=True).stdout
-    if "tx-checksumming: on" not in out:
+    on = [f for f in features if f"{OFFLOAD_NAMES[f]}: on" in out]
+    if not on:
         return False
-    subprocess.run(["ethtool", "-K", dev, "tx", "off"], capture_output=True)
+    subprocess.run(["ethtool", "-K", dev, *[x for f in on for x in (f, "off")]],
+                   capture_output=True)
     return True
 
 

@@ -39,8 +39,11 @@ _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _TARGET_RE = re.compile(r"(tcp|ssl):(\[[0-9A-Fa-f:.]+\]|[0-9.]+):([0-9]{1,5})")
 _TAG = "tag:yaml.org,2002:"
 _COLLISION = " (a hash collision: rename one of them)"
-_TOP_KEYS = ("controller", "tunnel_type", "datapath_type", "port_type", "mtu", "hosts")
-_HOST_KEYS = ("name", "underlay_ip", "docker_subnet", "tunnel_type", "datapath_type")
+_TOP_KEYS = ("controller", "tunnel_type", "datapath_type", "port_type", "mtu", "transport",
+             "uplink", "hosts")
+_HOST_KEYS = ("name", "underlay_ip", "docker_subnet", "tunnel_type", "datapath_type", "uplink")
+TRANSPORTS = ("tunnel", "vlan")
+_IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 
 
 class HostsFileError(ValueError):
@@ -64,6 +67,7 @@ class Host:
     docker_subnet: str | None
     tunnel_type: str
     datapath_type: str
+    uplink: str | None = None       # transport vlan: the NIC on the shared L2 network
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,9 @@ class Cluster:
     hosts: tuple[Host, ...]
     source: str = dc_field(default="<string>", compare=False)
     port_type: str = "auto"          # netdev datapath only, see PORT_TYPES
+    # "tunnel": tenants cross hosts in VXLAN/GRE; "vlan": as 802.1Q VLANs on each
+    # host's uplink (hosts share an L2 network; Neutron's vlan networks)
+    transport: str = "tunnel"
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -157,6 +164,8 @@ def tunnel_mtu(cluster: Cluster) -> int:
     With a single host there are no links yet; its own tunnel type is used so the MTU does
     not shrink the day a second host of the same type joins.
     """
+    if cluster.transport == "vlan":
+        return cluster.mtu              # no encapsulation: tenants ride the uplink as VLANs
     types = {cluster.link_type(a.name, b.name) for a, b in combinations(cluster.hosts, 2)}
     types = types or {h.tunnel_type for h in cluster.hosts}
     return cluster.mtu - (VXLAN_OVERHEAD if "vxlan" in types else GRE_OVERHEAD)
@@ -331,8 +340,22 @@ def _cluster(root: Node | None, source: str) -> Cluster:
     datapath = _choice(top.get("datapath_type"), "datapath_type", DATAPATH_TYPES, "system")
     mtu = _mtu(top["mtu"], "mtu") if "mtu" in top else DEFAULT_MTU
     port_type = _choice(top.get("port_type"), "port_type", PORT_TYPES, "auto")
-    hosts = _hosts(top["hosts"], "hosts", tunnel, datapath)
-    return Cluster(controllers, api, tunnel, datapath, mtu, hosts, source, port_type)
+    transport = _choice(top.get("transport"), "transport", TRANSPORTS, "tunnel")
+    uplink = _ifname(top["uplink"], "uplink") if top.get("uplink") is not None else None
+    hosts = _hosts(top["hosts"], "hosts", tunnel, datapath, uplink)
+    if transport == "vlan":
+        for i, h in enumerate(hosts):
+            if h.uplink is None:
+                _fail(f"hosts[{i}].uplink", top["hosts"].value[i],
+                      "transport vlan needs an uplink interface (here or at the top level)")
+    return Cluster(controllers, api, tunnel, datapath, mtu, hosts, source, port_type, transport)
+
+
+def _ifname(node: Node, field: str) -> str:
+    name = _text(node, field)
+    if not _IFNAME_RE.fullmatch(name):
+        _fail(field, node, f"{name!r} is not a Linux interface name (at most 15 characters)")
+    return name
 
 
 def _controllers(node: Node, field: str) -> tuple[str, ...]:
@@ -352,7 +375,8 @@ def _mtu(node: Node, field: str) -> int:
     return mtu
 
 
-def _hosts(seq: Node, field: str, tunnel: str, datapath: str) -> tuple[Host, ...]:
+def _hosts(seq: Node, field: str, tunnel: str, datapath: str,
+           uplink: str | None = None) -> tuple[Host, ...]:
     if not isinstance(seq, SequenceNode):
         _fail(field, seq, f"must be a list of hosts, got {_kind(seq)}")
     if not seq.value:
@@ -389,5 +413,6 @@ def _hosts(seq: Node, field: str, tunnel: str, datapath: str) -> tuple[Host, ...
         hosts.append(Host(
             name, ip, subnet,
             _choice(m.get("tunnel_type"), f"{f}.tunnel_type", TUNNEL_TYPES, tunnel),
-            _choice(m.get("datapath_type"), f"{f}.datapath_type", DATAPATH_TYPES, datapath)))
+            _choice(m.get("datapath_type"), f"{f}.datapath_type", DATAPATH_TYPES, datapath),
+            _ifname(m["uplink"], f"{f}.uplink") if m.get("uplink") is not None else uplink))
     return tuple(hosts)

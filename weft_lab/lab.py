@@ -30,6 +30,8 @@ RUN_ROOT = Path(os.environ.get("WEFT_LAB_RUN", "/run/weft-lab"))
 CTL = "ctl"
 UNDERLAY_BRIDGE = "ul"
 MGMT_BRIDGE = "mg"
+VLAN_BRIDGE = "vl"          # transport vlan: the shared L2 network of the hosts' uplinks
+UPLINK = "eth1"
 VSWITCH_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 
 
@@ -144,7 +146,10 @@ def hosts_yaml(topo: Topology) -> str:
              f"  openflow: [\"tcp:{topo.controller_ip}:6653\"]",
              f"  api: \"http://{topo.controller_ip}:8080\"",
              f"tunnel_type: {topo.tunnel_type}", "datapath_type: netdev",
-             f"port_type: {topo.port_type}", "hosts:"]
+             f"port_type: {topo.port_type}"]
+    if topo.transport == "vlan":
+        lines += ["transport: vlan", f"uplink: {UPLINK}"]
+    lines.append("hosts:")
     for h in topo.hosts:
         lines += [f"  - name: {h.name}", f"    underlay_ip: {h.underlay_ip}",
                   f"    docker_subnet: {h.docker_subnet}"]
@@ -189,6 +194,11 @@ def _build_host(topo: Topology, host: Host, mtu: int) -> None:
     _veth(ns, "mgmt0", ctl, f"m-{host.name}")
     _enslave(ctl, f"m-{host.name}", MGMT_BRIDGE)
     run(["ip", "addr", "add", f"{host.mgmt_ip}/{plen_m}", "dev", "mgmt0"], ns=ns)
+    if topo.transport == "vlan":
+        _veth(ns, UPLINK, ctl, f"v-{host.name}")
+        # like a physical switch port: tags travel inside the frame, not in skb metadata
+        run(["ethtool", "-K", f"v-{host.name}", "txvlan", "off", "rxvlan", "off"], ns=ctl)
+        _enslave(ctl, f"v-{host.name}", VLAN_BRIDGE)
     _bridge(ns, "docker0", host.docker_ip, mtu)
     start_ovs(lab, host.name)
     if topo.agent:
@@ -256,6 +266,8 @@ def up(topo: Topology) -> float:
         _new_ns(ctl)
         run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], ns=ctl)
         _bridge(ctl, UNDERLAY_BRIDGE)
+        if topo.transport == "vlan":
+            _bridge(ctl, VLAN_BRIDGE)
         plen_m = ipaddress.ip_network(topo.mgmt).prefixlen
         _bridge(ctl, MGMT_BRIDGE, f"{topo.controller_ip}/{plen_m}")
         keeper.start(sd, ctl)

@@ -19,7 +19,7 @@ MAX_NAME = 12          # keeps "<lab>.<node>" and derived interface names short
 TUNNEL_TYPES = ("vxlan", "gre")
 ATTACH_MODES = ("docker0", "br0")
 PORT_TYPES = ("auto", "afxdp-nonpmd", "afxdp", "afpacket")
-TENANT_MODES = ("tunnel", "vlan")
+TRANSPORTS = ("tunnel", "vlan")
 
 
 class TopologyError(ValueError):
@@ -85,6 +85,7 @@ class Topology:
     controller: bool
     agent: bool
     port_type: str
+    transport: str
     hosts: tuple[Host, ...]
     containers: tuple[Container, ...]
     tenants: tuple[Tenant, ...]
@@ -199,8 +200,8 @@ def parse(text: str, source: str = "<string>") -> Topology:
     if root is None:
         raise TopologyError(source, "<file>", None, "is empty")
     top = r.mapping(root, "", {"name", "tunnel_type", "underlay", "mgmt", "cluster_subnet",
-                               "controller", "agent", "port_type", "hosts", "tenants",
-                               "switches"},
+                               "controller", "agent", "port_type", "transport", "hosts",
+                               "tenants", "switches"},
                     {"name", "hosts"})
     name = _check_name(r.scalar(top["name"], "name"), "name", top["name"].start_mark.line + 1,
                        source)
@@ -216,6 +217,8 @@ def parse(text: str, source: str = "<string>") -> Topology:
     agent = r.boolean(top["agent"], "agent") if "agent" in top else True
     port_type = r.choice(top["port_type"], "port_type", PORT_TYPES) \
         if "port_type" in top else "auto"
+    transport = r.choice(top["transport"], "transport", TRANSPORTS) \
+        if "transport" in top else "tunnel"
     if underlay.overlaps(mgmt):
         raise r.fail("mgmt", top.get("mgmt"), f"{mgmt} overlaps the underlay {underlay}")
 
@@ -331,7 +334,7 @@ def parse(text: str, source: str = "<string>") -> Topology:
                             f"node names must be unique across hosts, containers and "
                             f"switches ('ctl' is reserved): {', '.join(sorted(dupes))}")
     return Topology(name, tunnel, str(underlay), str(mgmt), str(cluster), controller, agent,
-                    port_type, tuple(hosts), tuple(containers), tuple(tenants), tuple(switches))
+                    port_type, transport, tuple(hosts), tuple(containers), tuple(tenants), tuple(switches))
 
 
 def load(path: str | Path) -> Topology:

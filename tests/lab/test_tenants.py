@@ -1,7 +1,8 @@
 """Tenant isolation with real traffic on three hosts, and hitless controller restarts.
 
-One lab (three-hosts-tenants.yaml under a fresh name) serves the whole module:
-red and blue share hosts, tunnels, the subnet 10.10.0.0/24 and even MACs.
+One lab per transport serves the whole module (three-hosts-tenants.yaml over
+VXLAN tunnels, vlan-transport.yaml over 802.1Q on a shared uplink): red and
+blue share hosts, tunnels or uplinks, the subnet 10.10.0.0/24 and even MACs.
 """
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ TENANTS = {"red": ["red1", "red2", "red3"], "blue": ["blue1", "blue2", "blue3"]}
 IPS = {"1": "10.10.0.1", "2": "10.10.0.2", "3": "10.10.0.3"}
 
 
-@pytest.fixture(scope="module")
-def lab():
+@pytest.fixture(scope="module", params=["three-hosts-tenants.yaml", "vlan-transport.yaml"])
+def lab(request):
+    """The same matrix over tunnels and over VLAN transport (a shared L2 uplink)."""
     before = snapshot()
-    topo = load(ROOT / "topologies" / "three-hosts-tenants.yaml").with_name(lab_name("i"))
+    topo = load(ROOT / "topologies" / request.param).with_name(lab_name("i"))
     L.up(topo)
     try:
         C.wait_converged(topo)
