@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import threading
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from fastapi import Depends, FastAPI, Header, Request
@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.core import Core
-from controller.model import Binding, Tenant
+from controller.model import Binding, QosRule, RateLimit, Tenant
 from controller.store import Conflict, NotFound, StoreError
 from ovs_agent.hostsfile import datapath_id, dpid_str
 
@@ -58,6 +58,44 @@ class PortIn(PortSpec):
     port: str = Field(description="port name on the host's br0")
 
 
+class LimitIn(_In):
+    host: str
+    port: str | None = Field(None, description="a bound port: limits the traffic it sends")
+    tenant: str | None = Field(None, description="or: the tenant's aggregate on the host")
+    kbps: int = Field(gt=0, le=100_000_000, description="rate in kbit/s")
+    burst_kb: int = Field(0, ge=0, le=10_000_000, description="burst in kbit (0: none)")
+
+
+class LimitPatch(_In):
+    kbps: int | None = Field(None, gt=0, le=100_000_000)
+    burst_kb: int | None = Field(None, ge=0, le=10_000_000)
+
+
+class QosMatch(_In):
+    ip_proto: int | Literal["tcp", "udp", "icmp"] | None = None
+    src: str | None = Field(None, description="IPv4 address or CIDR")
+    dst: str | None = Field(None, description="IPv4 address or CIDR")
+    src_port: int | None = Field(None, ge=1, le=65535, description="needs ip_proto tcp/udp")
+    dst_port: int | None = Field(None, ge=1, le=65535, description="needs ip_proto tcp/udp")
+    dscp: int | None = Field(None, ge=0, le=63)
+
+
+class RuleIn(_In):
+    tenant: str
+    priority: int = Field(ge=1, le=1000, description="higher first; unique per tenant")
+    match: QosMatch = Field(default_factory=QosMatch)
+    kbps: int | None = Field(None, gt=0, le=100_000_000, description="meter: rate limit")
+    burst_kb: int = Field(0, ge=0, le=10_000_000)
+    set_dscp: int | None = Field(None, ge=0, le=63, description="remark IPv4 DSCP")
+    queue: int | None = Field(None, ge=0, le=7, description="OpenFlow set_queue")
+
+
+class RulePatch(_In):
+    kbps: int | None = Field(None, gt=0, le=100_000_000)
+    burst_kb: int | None = Field(None, ge=0, le=10_000_000)
+    set_dscp: int | None = Field(None, ge=0, le=63)
+
+
 class Attachment(_In):
     port: str
     tenant: str
@@ -73,6 +111,17 @@ def tenant_json(t: Tenant) -> dict[str, Any]:
 def binding_json(b: Binding, source: str) -> dict[str, Any]:
     return {"host": b.host, "port": b.port, "tenant": b.tenant, "mode": b.mode, "mac": b.mac,
             "trunk": list(b.trunk), "source": source}
+
+
+def limit_json(x: RateLimit) -> dict[str, Any]:
+    return {"id": x.id, "meter_id": x.id, "host": x.host, "port": x.port, "tenant": x.tenant,
+            "kbps": x.kbps, "burst_kb": x.burst_kb}
+
+
+def rule_json(r: QosRule) -> dict[str, Any]:
+    return {"id": r.id, "meter_id": r.id if r.kbps else None, "tenant": r.tenant,
+            "priority": r.priority, "match": dict(r.match), "kbps": r.kbps,
+            "burst_kb": r.burst_kb, "set_dscp": r.set_dscp, "queue": r.queue}
 
 
 def make_app(core: Core, token: str | None) -> FastAPI:
@@ -197,8 +246,8 @@ def make_app(core: Core, token: str | None) -> FastAPI:
             sw = core.switches.get(datapath_id(h))
             out.append({"name": h.name, "underlay_ip": h.underlay_ip,
                         "docker_subnet": h.docker_subnet, "tunnel_type": h.tunnel_type,
-                        "dpid": dpid_str(datapath_id(h)),
-                        "connected": bool(sw and sw.connected)})
+                        "datapath_type": h.datapath_type, "dpid": dpid_str(datapath_id(h)),
+                        "connected": bool(sw and sw.connected), "queues": queue_support(h)})
         return out
 
     def _switch_json(sw) -> dict:
@@ -229,6 +278,85 @@ def make_app(core: Core, token: str | None) -> FastAPI:
             return core.dump_flows(sw.dpid)
         except (LookupError, TimeoutError) as exc:
             raise Conflict("dpid", f"switch {key!r} did not answer: {exc}") from None
+
+    # -- QoS ----------------------------------------------------------------------------
+    def queue_support(host) -> dict:
+        if host.datapath_type == "netdev":
+            return {"supported": False,
+                    "reason": "the userspace (netdev) datapath does not honour OpenFlow "
+                              "set_queue with linux-htb queues; use meters (rate limits)"}
+        return {"supported": True, "reason": "kernel datapath: linux-htb queues from hosts.yaml"}
+
+    @app.get("/v1/qos/limits")
+    def limits() -> list[dict]:
+        return [limit_json(x) for x in core.store.limits()]
+
+    @app.post("/v1/qos/limits", status_code=201, dependencies=[Depends(writer)])
+    def add_limit(body: LimitIn) -> dict:
+        if body.host not in {h.name for h in core.cluster.hosts}:
+            raise NotFound("host", f"no host {body.host!r} in hosts.yaml")
+        x = core.store.add_limit(body.host, body.kbps, body.burst_kb, body.port, body.tenant)
+        changed()
+        return limit_json(x)
+
+    @app.patch("/v1/qos/limits/{limit_id}", dependencies=[Depends(writer)])
+    def update_limit(limit_id: int, body: LimitPatch) -> dict:
+        x = core.store.update_limit(limit_id, body.kbps, body.burst_kb)
+        changed()
+        return limit_json(x)
+
+    @app.delete("/v1/qos/limits/{limit_id}", dependencies=[Depends(writer)])
+    def delete_limit(limit_id: int) -> dict:
+        core.store.delete_qos("limit", limit_id)
+        changed()
+        return {"deleted": limit_id}
+
+    @app.get("/v1/qos/rules")
+    def rules() -> list[dict]:
+        return [rule_json(r) for r in core.store.rules()]
+
+    @app.post("/v1/qos/rules", status_code=201, dependencies=[Depends(writer)])
+    def add_rule(body: RuleIn) -> dict:
+        if body.queue is not None:
+            refuse_queues()
+        r = core.store.add_rule(body.tenant, body.priority, body.match.model_dump(
+            exclude_none=True), body.kbps, body.burst_kb, body.set_dscp, body.queue)
+        changed()
+        return rule_json(r)
+
+    def refuse_queues() -> None:
+        cannot = [h.name for h in core.cluster.hosts if not queue_support(h)["supported"]]
+        if cannot:
+            raise Conflict("queue", f"hosts {', '.join(cannot)} cannot honour queues: "
+                                    + queue_support(core.cluster.host(cannot[0]))["reason"])
+
+    @app.patch("/v1/qos/rules/{rule_id}", dependencies=[Depends(writer)])
+    def update_rule(rule_id: int, body: RulePatch) -> dict:
+        r = core.store.update_rule(rule_id, **body.model_dump(exclude_unset=True))
+        changed()
+        return rule_json(r)
+
+    @app.delete("/v1/qos/rules/{rule_id}", dependencies=[Depends(writer)])
+    def delete_rule(rule_id: int) -> dict:
+        core.store.delete_qos("rule", rule_id)
+        changed()
+        return {"deleted": rule_id}
+
+    @app.get("/v1/qos/stats")
+    def qos_stats() -> list[dict]:
+        """Per host: every meter's packets/bytes passed and dropped; queue support."""
+        out = []
+        for h in core.cluster.hosts:
+            sw = core.switches.get(datapath_id(h))
+            entry = {"host": h.name, "connected": bool(sw and sw.connected),
+                     "queues": queue_support(h), "meters": []}
+            if sw and sw.connected:
+                try:
+                    entry["meters"] = core.dump_meters(sw.dpid)
+                except (LookupError, TimeoutError) as exc:
+                    raise Conflict("host", f"switch of {h.name} did not answer: {exc}") from None
+            out.append(entry)
+        return out
 
     @app.get("/v1/health")
     def health() -> dict:

@@ -45,12 +45,12 @@ class EventResync(event.EventBase):
         self.dpid, self.audit = dpid, audit
 
 
-class EventDumpFlows(event.EventBase):
-    """Ask for a switch's live flows; the answer is set on `future`."""
+class EventStats(event.EventBase):
+    """Ask for a switch's live flows or meter stats; the answer is set on `future`."""
 
-    def __init__(self, dpid: int, future: Future) -> None:
+    def __init__(self, kind: str, dpid: int, future: Future) -> None:
         super().__init__()
-        self.dpid, self.future = dpid, future
+        self.kind, self.dpid, self.future = kind, dpid, future
 
 
 class WeftController(app_manager.OSKenApp):
@@ -62,7 +62,8 @@ class WeftController(app_manager.OSKenApp):
         cluster = load(conf.weft_hosts)
         self.core = Core(Store(conf.weft_db), cluster)
         self.core.on_change = lambda: self.send_event(self.name, EventResync())
-        self.core.dump_flows = self._dump_flows_from_other_thread
+        self.core.dump_flows = lambda dpid: self._stats_from_other_thread("flows", dpid)
+        self.core.dump_meters = lambda dpid: self._stats_from_other_thread("meters", dpid)
         # xid -> (bodies so far, callback(bodies)) for multipart requests in flight
         self._pending: dict[tuple[int, int], tuple[list, Callable[[list], None]]] = {}
         LOG.info("weft controller: %d hosts in %s, state in %s", len(cluster.hosts),
@@ -187,11 +188,13 @@ class WeftController(app_manager.OSKenApp):
         def collect(kind: str) -> Callable[[list], None]:
             def done(bodies: list) -> None:
                 got[kind] = bodies
-                if len(got) == 3 and sw.dp is dp:
+                if len(got) == 4 and sw.dp is dp:
                     sw.ports = {_name(p): p.port_no for p in got["ports"]
                                 if p.port_no < ofp.OFPP_MAX}
                     have = SwitchState(ofmsg.flows_from_stats(got["flows"]),
-                                       frozenset(ofmsg.group_from_desc(g) for g in got["groups"]))
+                                       frozenset(ofmsg.group_from_desc(g) for g in got["groups"]),
+                                       frozenset(ofmsg.meter_from_config(m)
+                                                 for m in got["meters"]))
                     self._apply(sw, have, started, version)
             return done
 
@@ -200,6 +203,8 @@ class WeftController(app_manager.OSKenApp):
                                                      ofp.OFPG_ANY, 0, 0, parser.OFPMatch()),
                       collect("flows"))
         self._request(dp, parser.OFPGroupDescStatsRequest(dp, 0), collect("groups"))
+        self._request(dp, parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL),
+                      collect("meters"))
 
     def _apply(self, sw: Switch, have: SwitchState, started: float, version: int) -> None:
         dp = sw.dp
@@ -207,6 +212,10 @@ class WeftController(app_manager.OSKenApp):
         delta = diff(want, have)
         for f in delta.delete_flows:
             dp.send_msg(ofmsg.flow_mod(dp, f, "delete_strict"))
+        for m in delta.add_meters:
+            dp.send_msg(ofmsg.meter_mod(dp, m, "add"))
+        for m in delta.modify_meters:
+            dp.send_msg(ofmsg.meter_mod(dp, m, "modify"))
         for g in delta.modify_groups:
             dp.send_msg(ofmsg.group_mod(dp, g, "modify"))
         for g in delta.add_groups:
@@ -215,11 +224,15 @@ class WeftController(app_manager.OSKenApp):
             dp.send_msg(ofmsg.flow_mod(dp, f, "add"))
         for g in delta.delete_groups:
             dp.send_msg(ofmsg.group_mod(dp, g, "delete"))
+        for m in delta.delete_meters:
+            dp.send_msg(ofmsg.meter_mod(dp, m, "delete"))
         sw.known = apply_delta(have, delta)
         n_flows = len(delta.delete_flows) + len(delta.add_flows)
         n_groups = len(delta.add_groups) + len(delta.modify_groups) + len(delta.delete_groups)
+        n_meters = len(delta.add_meters) + len(delta.modify_meters) + len(delta.delete_meters)
         sw.flow_mods += n_flows
         sw.group_mods += n_groups
+        sw.meter_mods += n_meters
         sw.syncs += 1
 
         def finished(_: list) -> None:
@@ -227,34 +240,59 @@ class WeftController(app_manager.OSKenApp):
             sw.synced_version = version
             sw.last_sync = {"at": time.time(), "seconds": round(time.monotonic() - started, 4),
                             "flows_desired": len(want.flows), "flows_on_switch": len(have.flows),
-                            "flow_mods": n_flows, "group_mods": n_groups}
-            if n_flows or n_groups:
-                LOG.info("switch %s (%s): sent %d flow-mods, %d group-mods in %.3fs",
-                         dpid_str(sw.dpid), sw.host, n_flows, n_groups, time.monotonic() - started)
+                            "flow_mods": n_flows, "group_mods": n_groups, "meter_mods": n_meters}
+            if n_flows or n_groups or n_meters:
+                LOG.info("switch %s (%s): sent %d flow-mods, %d group-mods, %d meter-mods "
+                         "in %.3fs", dpid_str(sw.dpid), sw.host, n_flows, n_groups, n_meters,
+                         time.monotonic() - started)
             if sw.dirty and sw.dp is dp:
                 self._sync(sw)
         self._request(dp, dp.ofproto_parser.OFPBarrierRequest(dp), finished)
 
-    # -- live flows for the REST API ---------------------------------------------------
-    def _dump_flows_from_other_thread(self, dpid: int, timeout: float = 5) -> list[dict]:
+    # -- live state for the REST API -----------------------------------------------------
+    def _stats_from_other_thread(self, kind: str, dpid: int, timeout: float = 5) -> list[dict]:
         fut: Future = Future()
-        self.send_event(self.name, EventDumpFlows(dpid, fut))
+        self.send_event(self.name, EventStats(kind, dpid, fut))
         return fut.result(timeout)
 
-    @set_ev_cls(EventDumpFlows)
-    def _dump_flows(self, ev: EventDumpFlows) -> None:
+    @set_ev_cls(EventStats)
+    def _stats(self, ev: EventStats) -> None:
         sw = self.core.switches.get(ev.dpid)
         if not sw or not sw.dp:
             ev.future.set_exception(LookupError("switch not connected"))
             return
         dp, parser, ofp = sw.dp, sw.dp.ofproto_parser, sw.dp.ofproto
+        if ev.kind == "flows":
+            req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                             0, 0, parser.OFPMatch())
+            render = _flow_json
+        else:
+            req = parser.OFPMeterStatsRequest(dp, 0, ofp.OFPM_ALL)
+            render = _meter_json
+        self._request(dp, req, lambda bodies: ev.future.set_result([render(b) for b in bodies]))
 
-        def done(bodies: list) -> None:
-            ev.future.set_result([{
-                "feature": feature_of(s.cookie) or "foreign", "cookie": hex(s.cookie),
-                "table": s.table_id, "priority": s.priority, "match": dict(s.match.items()),
-                "instructions": [str(i) for i in s.instructions], "packets": s.packet_count,
-                "bytes": s.byte_count, "idle_timeout": s.idle_timeout,
-                "duration": s.duration_sec} for s in bodies])
-        self._request(dp, parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY,
-                                                     ofp.OFPG_ANY, 0, 0, parser.OFPMatch()), done)
+    @set_ev_cls(ofp_event.EventOFPMeterStatsReply, MAIN_DISPATCHER)
+    def _meter_stats_reply(self, ev: Any) -> None:
+        self._reply(ev)
+
+    @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
+    def _meter_config_reply(self, ev: Any) -> None:
+        self._reply(ev)
+
+
+def _flow_json(s: Any) -> dict:
+    return {"feature": feature_of(s.cookie) or "foreign", "cookie": hex(s.cookie),
+            "table": s.table_id, "priority": s.priority, "match": dict(s.match.items()),
+            "instructions": [str(i) for i in s.instructions], "packets": s.packet_count,
+            "bytes": s.byte_count, "idle_timeout": s.idle_timeout, "duration": s.duration_sec}
+
+
+def _meter_json(s: Any) -> dict:
+    """Passed = counted in minus dropped by the band (one drop band per weft meter)."""
+    dropped_p = sum(b.packet_band_count for b in s.band_stats)
+    dropped_b = sum(b.byte_band_count for b in s.band_stats)
+    return {"meter_id": s.meter_id, "packets_in": s.packet_in_count,
+            "bytes_in": s.byte_in_count, "packets_dropped": dropped_p,
+            "bytes_dropped": dropped_b, "packets_passed": s.packet_in_count - dropped_p,
+            "bytes_passed": s.byte_in_count - dropped_b, "flows": s.flow_count,
+            "duration": s.duration_sec}

@@ -27,6 +27,7 @@ class Switch:
     syncs: int = 0
     flow_mods: int = 0              # flow-mods sent since the controller started
     group_mods: int = 0
+    meter_mods: int = 0
     last_sync: dict[str, Any] = field(default_factory=dict)
     # sync machinery (OpenFlow thread only)
     dp: Any = None
@@ -45,7 +46,8 @@ class Switch:
         return {"dpid": dpid_str(self.dpid), "host": self.host, "connected": self.connected,
                 "ports": dict(sorted(self.ports.items(), key=lambda kv: kv[1])),
                 "tunnels": tunnels, "syncs": self.syncs, "flow_mods_sent": self.flow_mods,
-                "group_mods_sent": self.group_mods, "last_sync": self.last_sync}
+                "group_mods_sent": self.group_mods, "meter_mods_sent": self.meter_mods,
+                "last_sync": self.last_sync}
 
 
 class Core:
@@ -65,7 +67,8 @@ class Core:
         tenants = tuple(t for t in self.store.tenants() if t.name != "default")
         return Topology(tenants, tuple(sb.binding for sb in self.store.bindings())
                         + self.uplink_bindings(tenants),
-                        tuple(h.name for h in self.cluster.hosts))
+                        tuple(h.name for h in self.cluster.hosts),
+                        limits=tuple(self.store.limits()), rules=tuple(self.store.rules()))
 
     def uplink_bindings(self, tenants: tuple) -> tuple[Binding, ...]:
         """With VLAN transport each host's uplink is a trunk of every tenant with a VLAN.

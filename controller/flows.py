@@ -1,16 +1,22 @@
 """OpenFlow state as plain values, cookie ownership, and the desired-vs-actual diff.
 
-A switch's state is a set of ``Flow`` and ``Group`` values.  The pipeline
-computes the desired set, ``controller.ofmsg`` reads the actual one back from
-flow/group stats in the same normal form, and ``diff`` says what to send, so a
-controller restart with nothing changed sends nothing (hitless).
+A switch's state is a set of ``Flow``, ``Group`` and ``Meter`` values.  The
+pipeline computes the desired set, ``controller.ofmsg`` reads the actual one
+back from flow/group/meter stats in the same normal form, and ``diff`` says
+what to send, so a controller restart with nothing changed sends nothing
+(hitless).
 
 Instructions are tuples, kept in OpenFlow 1.3 execution order (the order OVS
 echoes them): ``("meter", id)``, ``("apply", (action, ...))``,
 ``("write_metadata", value, mask)``, ``("goto", table)``.  Empty = drop.
-Actions: ``("output", port)``, ``("set_field", field, value)``,
+Actions: ``("output", port)``, ``("set_field", field, value)`` (e.g.
+``("set_field", "ip_dscp", 46)``: the 6-bit DSCP), ``("set_queue", queue_id)``,
 ``("group", id)``, ``("push_vlan", ethertype)``, ``("pop_vlan",)``,
 ``("learn", LearnSpec)``.
+
+Match values: ints, lowercase MAC strings, dotted IPv4 strings; masked fields
+are ``(value, mask)`` with the mask applied to the value, and a full mask is
+written as the plain value (the switch echoes it that way).
 
 VLAN values are OpenFlow 1.3 OXM ``vlan_vid``: ``0x1000 | vid`` for a tag
 (OFPVID_PRESENT), ``0`` for "no tag" (ovs-ofctl shows it as
@@ -26,8 +32,8 @@ from typing import Any, Iterable, Mapping
 __all__ = [
     "COOKIE_PREFIX", "COOKIE_BASE", "COOKIE_ISOLATION", "COOKIE_ENDPOINT",
     "COOKIE_LEARNED", "COOKIE_VLAN", "COOKIE_QOS", "COOKIE_ACL", "feature_of",
-    "LearnSpec", "Flow", "Group", "SwitchState", "Delta", "flow", "diff",
-    "owns_group", "MatchValue", "normal_action",
+    "LearnSpec", "Flow", "Group", "Meter", "SwitchState", "Delta", "flow", "diff",
+    "apply_delta", "owns_group", "owns_meter", "MatchValue", "normal_action",
 ]
 
 # --- cookies: bits 48-63 say "weft", bits 40-47 name the feature ---------------
@@ -44,8 +50,8 @@ COOKIE_BASE = _cookie(1)          # table-miss flows: the pipeline skeleton
 COOKIE_ISOLATION = _cookie(2)     # classify, flood: what keeps tenants apart
 COOKIE_ENDPOINT = _cookie(3)      # static MACs of bound endpoints
 COOKIE_LEARNED = _cookie(4)       # written by the switch's learn action, never by us
-COOKIE_VLAN = _cookie(5)          # reserved: trunk ports
-COOKIE_QOS = _cookie(6)           # reserved: meters
+COOKIE_VLAN = _cookie(5)          # trunk ports, tag checks
+COOKIE_QOS = _cookie(6)           # QoS: tenant-aggregate limits, per-flow rules
 COOKIE_ACL = _cookie(7)           # reserved: flow rules
 
 
@@ -60,8 +66,11 @@ def feature_of(cookie: int) -> str | None:
 MatchValue = int | str | tuple[int, int] | tuple[str, str]
 
 _FIELD_BITS = {"metadata": 64, "tunnel_id": 64, "eth_dst": 48, "eth_src": 48,
-               "vlan_vid": 13, "in_port": 32, "eth_type": 16}
+               "vlan_vid": 13, "in_port": 32, "eth_type": 16, "ip_proto": 8, "ip_dscp": 6,
+               "tcp_src": 16, "tcp_dst": 16, "udp_src": 16, "udp_dst": 16}
 _MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
+_IPV4_FIELDS = frozenset({"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"})
+_IPV4_ALL = (1 << 32) - 1
 _INSTRUCTION_ORDER = {"meter": 0, "apply": 1, "write_metadata": 2, "goto": 3}  # others last
 
 
@@ -132,6 +141,9 @@ def _normal_match_value(field: str, value: Any) -> MatchValue:
     if field in _MAC_FIELDS:
         v, m = _mac_int(val), _mac_int(mask)
         return _mac_str(v) if m == (1 << 48) - 1 else (_mac_str(v & m), _mac_str(m))
+    if field in _IPV4_FIELDS:
+        v, m = _ipv4_int(val), _ipv4_int(mask)
+        return _ipv4_str(v) if m == _IPV4_ALL else (_ipv4_str(v & m), _ipv4_str(m))
     if isinstance(val, str):
         return (val.lower(), mask.lower())
     bits = _FIELD_BITS.get(field)
@@ -168,6 +180,17 @@ def _mac_str(value: int) -> str:
     return ":".join(raw[i:i + 2] for i in range(0, 12, 2))
 
 
+def _ipv4_int(addr: str | int) -> int:
+    if isinstance(addr, int):
+        return addr
+    a, b, c, d = (int(x) for x in addr.split("."))
+    return a << 24 | b << 16 | c << 8 | d
+
+
+def _ipv4_str(value: int) -> str:
+    return ".".join(str(value >> s & 0xFF) for s in (24, 16, 8, 0))
+
+
 @dataclass(frozen=True)
 class Group:
     """A group entry; weft uses type "all" for per-tenant flooding."""
@@ -188,11 +211,37 @@ def owns_group(group_id: int) -> bool:
 
 
 @dataclass(frozen=True)
+class Meter:
+    """An OpenFlow 1.3 meter as weft writes it: kbit/s, stats, one drop band.
+
+    ``burst_kb`` 0 means no burst flag (the switch's default bucket).
+    ``unknown``: set only when read back from a switch, describing a config
+    weft never writes (pktps, several bands, dscp_remark, ...); such a meter
+    never equals a desired one, so the diff modifies it.
+    """
+
+    meter_id: int
+    kbps: int
+    burst_kb: int = 0
+    unknown: str = ""
+
+
+_METER_ID_MAX = 0xFFFF
+
+
+def owns_meter(meter_id: int) -> bool:
+    """True for meter ids in weft's range, 1..65535: every ordinary meter of the
+    switch (meters have no cookie; above 0xffff0000 are OpenFlow's virtual meters)."""
+    return 0 < meter_id <= _METER_ID_MAX
+
+
+@dataclass(frozen=True)
 class SwitchState:
     """Everything weft cares about on one switch."""
 
     flows: frozenset[Flow] = frozenset()
     groups: frozenset[Group] = frozenset()
+    meters: frozenset[Meter] = frozenset()
 
 
 # --- diff ----------------------------------------------------------------------------
@@ -200,13 +249,20 @@ class SwitchState:
 class Delta:
     """What to send to turn actual into desired.
 
-    Send in this order: delete_flows (delete_strict, our cookie only),
-    add_groups and modify_groups (before the flows that point at them),
-    add_flows, delete_groups last (OVS also drops any flow still pointing at
-    a deleted group; no desired flow does), then a barrier.
-    ``add_flows`` also holds flows whose identity exists with other
-    instructions/cookie/timeout: an OFPFC_ADD with an existing identity replaces
-    that entry atomically, so a changed flow never has a gap (delete+add would).
+    Send in this order:
+
+    1. delete_flows (delete_strict, our cookie only);
+    2. add_meters and modify_meters, add_groups and modify_groups (before the
+       flows that point at them: OVS refuses a flow naming a missing meter or
+       group);
+    3. add_flows;
+    4. delete_groups and delete_meters last (OVS also removes any flow still
+       pointing at a deleted group or meter; no desired flow does);
+
+    then a barrier.  ``add_flows`` also holds flows whose identity exists
+    with other instructions/cookie/timeout: an OFPFC_ADD with an existing
+    identity replaces that entry atomically, so a changed flow never has a
+    gap (delete+add would).
     """
 
     delete_flows: tuple[Flow, ...] = ()
@@ -214,11 +270,15 @@ class Delta:
     delete_groups: tuple[Group, ...] = ()
     add_groups: tuple[Group, ...] = ()
     modify_groups: tuple[Group, ...] = ()
+    add_meters: tuple[Meter, ...] = ()
+    modify_meters: tuple[Meter, ...] = ()
+    delete_meters: tuple[Meter, ...] = ()
 
     @property
     def empty(self) -> bool:
         return not (self.delete_flows or self.add_flows or self.delete_groups
-                    or self.add_groups or self.modify_groups)
+                    or self.add_groups or self.modify_groups or self.add_meters
+                    or self.modify_meters or self.delete_meters)
 
 
 def _flow_order(f: Flow) -> tuple:
@@ -228,13 +288,18 @@ def _flow_order(f: Flow) -> tuple:
 def diff(desired: SwitchState, actual: SwitchState) -> Delta:
     """The minimal, deterministic delta from ``actual`` to ``desired``.
 
-    Never wipes: only flows with a weft cookie are deleted, flows written by the
-    learn action are neither deleted nor missed, only weft-range groups go.
+    Never wipes: only flows with a weft cookie are deleted, only weft-range
+    groups and meters go.  Flows written by the learn action are neither
+    deleted nor missed, except those sitting in a table the desired flows
+    use but no desired learn action writes to (left behind when the pipeline's
+    tables were renumbered: they would forward around the tables now in front
+    of the learned ones); when nothing desired learns, learned flows stay.
     """
     want = {f.identity: f for f in desired.flows}
     have = {f.identity: f for f in actual.flows if feature_of(f.cookie) != "learned"}
     delete = [f for ident, f in have.items()
               if ident not in want and feature_of(f.cookie) is not None]
+    delete += _misplaced_learned(desired, actual)
     add = [f for ident, f in want.items() if have.get(ident) != f]
 
     want_g = {g.group_id: g for g in desired.groups}
@@ -243,14 +308,34 @@ def diff(desired: SwitchState, actual: SwitchState) -> Delta:
     add_g = [g for gid, g in want_g.items() if gid not in have_g]
     mod_g = [g for gid, g in want_g.items() if gid in have_g and have_g[gid] != g]
 
+    want_m = {m.meter_id: m for m in desired.meters}
+    have_m = {m.meter_id: m for m in actual.meters}
+    del_m = [m for mid, m in have_m.items() if mid not in want_m and owns_meter(mid)]
+    add_m = [m for mid, m in want_m.items() if mid not in have_m]
+    mod_m = [m for mid, m in want_m.items() if mid in have_m and have_m[mid] != m]
+
     by_id = lambda g: g.group_id  # noqa: E731
+    by_meter = lambda m: m.meter_id  # noqa: E731
     return Delta(
         delete_flows=tuple(sorted(delete, key=_flow_order)),
         add_flows=tuple(sorted(add, key=_flow_order)),
         delete_groups=tuple(sorted(del_g, key=by_id)),
         add_groups=tuple(sorted(add_g, key=by_id)),
         modify_groups=tuple(sorted(mod_g, key=by_id)),
+        add_meters=tuple(sorted(add_m, key=by_meter)),
+        modify_meters=tuple(sorted(mod_m, key=by_meter)),
+        delete_meters=tuple(sorted(del_m, key=by_meter)),
     )
+
+
+def _misplaced_learned(desired: SwitchState, actual: SwitchState) -> list[Flow]:
+    """Learned flows in a table that desired flows use and no desired learn writes to."""
+    learn_tables = {a[1].table for f in desired.flows for i in f.instructions
+                    if i[0] == "apply" for a in i[1] if a[0] == "learn"}
+    if not learn_tables:
+        return []
+    used = {f.table for f in desired.flows} - learn_tables
+    return [f for f in actual.flows if feature_of(f.cookie) == "learned" and f.table in used]
 
 
 def apply_delta(actual: SwitchState, delta: Delta) -> SwitchState:
@@ -270,4 +355,10 @@ def apply_delta(actual: SwitchState, delta: Delta) -> SwitchState:
         groups.pop(g.group_id, None)
     for g in (*delta.add_groups, *delta.modify_groups):
         groups[g.group_id] = g
-    return SwitchState(frozenset(flows.values()), frozenset(groups.values()))
+    meters = {m.meter_id: m for m in actual.meters}
+    for m in delta.delete_meters:
+        meters.pop(m.meter_id, None)
+    for m in (*delta.add_meters, *delta.modify_meters):
+        meters[m.meter_id] = m
+    return SwitchState(frozenset(flows.values()), frozenset(groups.values()),
+                       frozenset(meters.values()))

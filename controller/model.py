@@ -1,18 +1,47 @@
-"""The cluster as the controller sees it: tenants, port bindings, hosts.
+"""The cluster as the controller sees it: tenants, port bindings, hosts, QoS.
 
 Plain frozen values, validated on construction, so the pipeline can trust them
 and two snapshots can be compared with ``==`` (diff old vs new config).
+
+QoS (see ``controller.pipeline`` for the flows):
+
+* ``RateLimit``: an OpenFlow meter on one host, for what one bound port sends
+  (``port``) or for what all of a tenant's local ports on that host send
+  together (``tenant``).  Traffic arriving from tunnels or a VLAN-transport
+  uplink is never counted: it was limited where it entered.
+* ``QosRule``: per-flow QoS of a tenant's traffic, on every host where the
+  tenant has local ports; a meter and/or a DSCP remark and/or a queue.
+
+``QosRule.match`` keys (user level; values are normalised on construction,
+so a rule read back from storage compares equal)::
+
+    key        value                                   normal form       OXM
+    ip_proto   0..255 or "tcp" / "udp" / "icmp"        "tcp"/"udp"/"icmp"  ip_proto
+                                                       for 6/17/1, else int
+    src, dst   IPv4 address or CIDR (host bits are     "10.0.0.5" (/32),   ipv4_src, ipv4_dst
+               masked off: "10.0.0.5/24" is the        "10.0.0.0/24"       (addr or (net, mask);
+               network 10.0.0.0/24)                                         /0: no field)
+    src_port   1..65535, needs ip_proto tcp or udp     int                 tcp_src / udp_src
+    dst_port   1..65535, needs ip_proto tcp or udp     int                 tcp_dst / udp_dst
+    dscp       0..63 (the DSCP the packet arrives      int                 ip_dscp
+               with)
+
+Every rule matches IPv4 only (``eth_type=0x0800``): ``match=()`` means "all
+IPv4 traffic of the tenant".  Unknown keys and bad values are errors.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from ovs_agent.hostsfile import DOCKER_LINK_PORT
 
 __all__ = [
     "ACCESS", "TRUNK", "MAX_VNI", "DOCKER_LINK_PORT", "DEFAULT_TENANT",
-    "Tenant", "Binding", "Topology",
+    "Tenant", "Binding", "Topology", "RateLimit", "QosRule",
+    "MAX_METER_ID", "MAX_KBPS", "MAX_BURST_KB", "QOS_MATCH_KEYS", "IP_PROTOS",
 ]
 
 ACCESS = "access"
@@ -54,6 +83,10 @@ class Binding:
     known endpoint behind the port.  ``trunk``: ``trunk`` names the tenants
     carried tagged with their ``Tenant.vlan``; ``tenant`` is the optional native
     tenant (untagged frames), not also in ``trunk``; no ``mac``.
+
+    ``uplink``: the port is the host's link to the shared L2 network (VLAN
+    transport), not a local port: what arrives on it was sent on another
+    host, so tenant-aggregate rate limits and QoS rules do not count it.
     """
 
     host: str
@@ -62,6 +95,7 @@ class Binding:
     mode: str = ACCESS
     mac: str | None = None
     trunk: tuple[str, ...] = ()
+    uplink: bool = False
 
     def __post_init__(self) -> None:
         where = f"binding {self.host}/{self.port}"
@@ -89,6 +123,10 @@ class Binding:
                 raise ValueError(f"{where}: native tenant {self.tenant!r} is also in the trunk")
             if self.tenant is None and not trunk:
                 raise ValueError(f"{where}: a trunk port carries at least one tenant")
+        if not isinstance(self.uplink, bool):
+            raise ValueError(f"{where}: uplink must be true or false, not {self.uplink!r}")
+        if self.uplink and self.mac is not None:
+            raise ValueError(f"{where}: an uplink has no mac")
         if self.mac is not None:
             mac = self.mac.lower()
             if not _MAC_RE.match(mac):
@@ -104,19 +142,185 @@ class Binding:
         return (*native, *self.trunk)
 
 
+# --- QoS ------------------------------------------------------------------------------
+MAX_METER_ID = 0xFFFF            # weft's meter ids: 1..65535 (OpenFlow allows more)
+MAX_KBPS = 100_000_000           # 100 Gbit/s
+MAX_BURST_KB = 10_000_000
+QOS_MATCH_KEYS = ("ip_proto", "src", "dst", "src_port", "dst_port", "dscp")
+IP_PROTOS = {"icmp": 1, "tcp": 6, "udp": 17}
+_IP_PROTO_NAMES = {v: k for k, v in IP_PROTOS.items()}
+ETH_TYPE_IPV4 = 0x0800
+
+
+def _int_in(value: Any, lo: int, hi: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be an integer, not {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{what} {value} not in {lo}..{hi}")
+    return value
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A meter on ``host`` for what one bound ``port`` sends, or for the aggregate of
+    what ``tenant``'s local ports on that host send (exactly one of the two).
+
+    ``id`` is the OpenFlow meter id.  ``kbps``: rate in kbit/s; ``burst_kb``:
+    bucket size in kbit (0: no burst flag, the switch picks its default).
+    A port that is not bound on the host, or a tenant without local ports
+    there, gives no meter and no flow (not an error).
+    """
+
+    id: int
+    host: str
+    kbps: int
+    burst_kb: int = 0
+    port: str | None = None
+    tenant: str | None = None
+
+    def __post_init__(self) -> None:
+        _int_in(self.id, 1, MAX_METER_ID, "rate limit id (meter id)")
+        where = f"rate limit {self.id}"
+        _name(self.host, f"{where}: host")
+        _int_in(self.kbps, 1, MAX_KBPS, f"{where}: kbps")
+        _int_in(self.burst_kb, 0, MAX_BURST_KB, f"{where}: burst_kb")
+        if (self.port is None) == (self.tenant is None):
+            raise ValueError(f"{where}: give exactly one of port (a bound port) or tenant "
+                             "(the tenant's aggregate on the host)")
+        if self.port is not None:
+            _name(self.port, f"{where}: port")
+        if self.tenant is not None:
+            _name(self.tenant, f"{where}: tenant")
+
+
+@dataclass(frozen=True)
+class QosRule:
+    """Per-flow QoS of what ``tenant``'s local ports send, on every host with such ports.
+
+    ``match``: pairs (key, value), see the module docstring; normalised and
+    sorted.  Actions (at least one, combinable): ``kbps`` (+ ``burst_kb``) a
+    meter whose id is ``id``; ``set_dscp`` rewrite the IPv4 DSCP; ``queue``
+    OpenFlow set_queue.  ``priority`` 1..1000: among a tenant's rules the
+    highest matching one applies (one rule per packet); unique per tenant.
+    """
+
+    id: int
+    tenant: str
+    priority: int
+    match: tuple[tuple[str, Any], ...] = ()
+    kbps: int | None = None
+    burst_kb: int = 0
+    set_dscp: int | None = None
+    queue: int | None = None
+
+    def __post_init__(self) -> None:
+        _int_in(self.id, 1, MAX_METER_ID, "QoS rule id (meter id)")
+        where = f"QoS rule {self.id}"
+        _name(self.tenant, f"{where}: tenant")
+        _int_in(self.priority, 1, 1000, f"{where}: priority")
+        object.__setattr__(self, "match", _normal_qos_match(self.match, where))
+        if self.kbps is not None:
+            _int_in(self.kbps, 1, MAX_KBPS, f"{where}: kbps")
+        _int_in(self.burst_kb, 0, MAX_BURST_KB, f"{where}: burst_kb")
+        if self.kbps is None and self.burst_kb:
+            raise ValueError(f"{where}: burst_kb needs kbps (a meter)")
+        if self.set_dscp is not None:
+            _int_in(self.set_dscp, 0, 63, f"{where}: set_dscp")
+        if self.queue is not None:
+            _int_in(self.queue, 0, 7, f"{where}: queue")
+        if self.kbps is None and self.set_dscp is None and self.queue is None:
+            raise ValueError(f"{where}: give at least one action: kbps, set_dscp or queue")
+
+    def oxm(self) -> dict[str, Any]:
+        """The OpenFlow 1.3 match (OXM names, the switch's normal form) of ``match``."""
+        m = dict(self.match)
+        out: dict[str, Any] = {"eth_type": ETH_TYPE_IPV4}
+        proto = m.get("ip_proto")
+        if proto is not None:
+            out["ip_proto"] = IP_PROTOS.get(proto, proto)
+        for key, oxm in (("src", "ipv4_src"), ("dst", "ipv4_dst")):
+            if key in m:
+                net = ipaddress.IPv4Network(m[key])
+                if net.prefixlen == 32:
+                    out[oxm] = str(net.network_address)
+                elif net.prefixlen:
+                    out[oxm] = (str(net.network_address), str(net.netmask))
+        for key, l4 in (("src_port", "src"), ("dst_port", "dst")):
+            if key in m:
+                out[f"{proto}_{l4}"] = m[key]
+        if "dscp" in m:
+            out["ip_dscp"] = m["dscp"]
+        return out
+
+
+def _normal_qos_match(match: Any, where: str) -> tuple[tuple[str, Any], ...]:
+    if isinstance(match, Mapping):
+        pairs = list(match.items())
+    else:
+        try:
+            pairs = [tuple(p) for p in match]
+        except TypeError:
+            raise ValueError(f"{where}: match must be (key, value) pairs, not {match!r}") from None
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError(f"{where}: match must be (key, value) pairs, not {match!r}")
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key not in QOS_MATCH_KEYS:
+            raise ValueError(f"{where}: unknown match key {key!r} "
+                             f"(known: {', '.join(QOS_MATCH_KEYS)})")
+        if key in out:
+            raise ValueError(f"{where}: match key {key!r} given twice")
+        what = f"{where}: match {key}"
+        if key == "ip_proto":
+            if isinstance(value, str):
+                if value.lower() not in IP_PROTOS:
+                    raise ValueError(f"{what} {value!r} is not a number or one of "
+                                     f"{', '.join(sorted(IP_PROTOS))}")
+                value = value.lower()
+            else:
+                value = _IP_PROTO_NAMES.get(_int_in(value, 0, 255, what), value)
+        elif key in ("src", "dst"):
+            if not isinstance(value, str):
+                raise ValueError(f"{what} must be an IPv4 address or CIDR, not {value!r}")
+            try:
+                net = ipaddress.IPv4Network(value.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{what} {value!r} is not an IPv4 address or CIDR") from None
+            value = str(net.network_address) if net.prefixlen == 32 else str(net)
+        elif key in ("src_port", "dst_port"):
+            _int_in(value, 1, 65535, what)
+        else:
+            _int_in(value, 0, 63, what)
+        out[key] = value
+    if ("src_port" in out or "dst_port" in out) and out.get("ip_proto") not in ("tcp", "udp"):
+        raise ValueError(f"{where}: match src_port/dst_port need ip_proto tcp or udp")
+    return tuple(sorted(out.items()))
+
+
 @dataclass(frozen=True)
 class Topology:
     """Everything the pipeline needs about the cluster, for every switch at once.
 
     The default tenant is always present (added if absent) and owns the docker0
     link port of every host in ``hosts``; that binding is implicit, not stored.
+    ``limits`` and ``rules``: QoS; their ids (meter ids) are unique together.
     """
 
     tenants: tuple[Tenant, ...] = ()
     bindings: tuple[Binding, ...] = ()
     hosts: tuple[str, ...] = ()
+    limits: tuple[RateLimit, ...] = field(default=(), kw_only=True)
+    rules: tuple[QosRule, ...] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "limits", tuple(self.limits))
+        object.__setattr__(self, "rules", tuple(self.rules))
         names = [t.name for t in self.all_tenants]
         vnis = [t.vni for t in self.all_tenants]
         _unique(names, "tenant name")
@@ -136,6 +340,25 @@ class Topology:
                                  "belongs to the default tenant")
         _unique([(b.host, b.port) for b in self.bindings], "binding of port")
         _unique([(b.tenant, b.mac) for b in self.bindings if b.mac], "mac in tenant")
+        self._check_qos(by_name)
+
+    def _check_qos(self, tenants: Mapping[str, Tenant]) -> None:
+        for x in self.limits:
+            if not isinstance(x, RateLimit):
+                raise ValueError(f"limits holds {x!r}, not a RateLimit")
+            if x.tenant is not None and x.tenant not in tenants:
+                raise ValueError(f"rate limit {x.id}: unknown tenant {x.tenant!r}")
+        for r in self.rules:
+            if not isinstance(r, QosRule):
+                raise ValueError(f"rules holds {r!r}, not a QosRule")
+            if r.tenant not in tenants:
+                raise ValueError(f"QoS rule {r.id}: unknown tenant {r.tenant!r}")
+        _unique([x.id for x in (*self.limits, *self.rules)], "meter id (QoS limit/rule id)")
+        _unique([(x.host, x.port) for x in self.limits if x.port is not None],
+                "rate limit of port")
+        _unique([(x.host, x.tenant) for x in self.limits if x.tenant is not None],
+                "rate limit of tenant on host")
+        _unique([(r.tenant, r.priority) for r in self.rules], "QoS rule priority in tenant")
 
     @property
     def all_tenants(self) -> tuple[Tenant, ...]:
@@ -160,6 +383,14 @@ class Topology:
     def tenants_on(self, host: str) -> frozenset[str]:
         """Names of the tenants carried by any port of ``host`` (access, native or trunk)."""
         return frozenset(name for b in self.bindings_on(host) for name in b.tenants)
+
+    def local_tenants(self, host: str) -> frozenset[str]:
+        """Tenants with a local port on ``host``: ``tenants_on`` without uplinks.
+
+        What decides whether a tenant's QoS (aggregate limit, rules) exists
+        on the host; bound ports count whether plugged in or not."""
+        return frozenset(name for b in self.bindings_on(host) if not b.uplink
+                         for name in b.tenants)
 
 
 def _unique(values: list, what: str) -> None:

@@ -7,6 +7,7 @@ offending field, and the REST layer maps them to 404/409/422.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import sqlite3
 import threading
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.model import (ACCESS, DEFAULT_TENANT, DOCKER_LINK_PORT, MAX_VNI, TRUNK,
-                              Binding, Tenant)
+                              Binding, QosRule, RateLimit, Tenant)
 
 FIRST_AUTO_VNI = 1000
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -24,6 +25,19 @@ PORT_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS qos (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- also the OpenFlow meter id
+    kind TEXT NOT NULL,                    -- 'limit' or 'rule'
+    host TEXT,                             -- limit: its host
+    port TEXT,                             -- limit: a bound port (traffic it sends)...
+    tenant TEXT,                           -- ...or the tenant's aggregate; rule: its tenant
+    kbps INTEGER,
+    burst_kb INTEGER NOT NULL DEFAULT 0,
+    priority INTEGER,                      -- rule only
+    match TEXT,                            -- rule only: JSON object
+    set_dscp INTEGER,                      -- rule only
+    queue INTEGER                          -- rule only
+);
 CREATE TABLE IF NOT EXISTS tenants (
     name TEXT PRIMARY KEY,
     vni INTEGER NOT NULL UNIQUE,
@@ -162,9 +176,11 @@ class Store:
                 "SELECT host, port, trunk FROM bindings WHERE mode = ?", (TRUNK,))
                 if name in r[2].split(",")]
             n += len(trunks)
+            n += self._db.execute("SELECT COUNT(*) FROM qos WHERE tenant = ?", (name,)).fetchone()[0]
             if n and not force:
-                raise Conflict("name", f"tenant {name!r} has {n} port binding(s); unbind them "
-                                       "or delete with force=true")
+                raise Conflict("name", f"tenant {name!r} has {n} port binding(s) or QoS "
+                                       "settings; remove them or delete with force=true")
+            self._db.execute("DELETE FROM qos WHERE tenant = ?", (name,))
             self._db.execute("DELETE FROM bindings WHERE tenant = ? AND trunk = ''", (name,))
             self._db.execute("UPDATE bindings SET tenant = NULL WHERE tenant = ?", (name,))
             for host, port, trunk in trunks:
@@ -240,6 +256,113 @@ class Store:
                 self._db.execute("INSERT INTO bindings VALUES (?, ?, ?, ?, ?, 'agent', '')",
                                  (host, b.port, b.tenant, ACCESS, b.mac))
         return len(wanted)
+
+    # -- QoS: rate limits and per-flow rules --------------------------------------------
+    MAX_METERS = 65535
+
+    def limits(self) -> list[RateLimit]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, host, kbps, burst_kb, port, tenant FROM qos "
+                                    "WHERE kind = 'limit' ORDER BY id").fetchall()
+        return [RateLimit(*r) for r in rows]
+
+    def rules(self) -> list[QosRule]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, tenant, priority, match, kbps, burst_kb, "
+                                    "set_dscp, queue FROM qos WHERE kind = 'rule' "
+                                    "ORDER BY tenant, priority DESC").fetchall()
+        return [QosRule(i, t, p, _match_from_json(m), k, b, d, q)
+                for i, t, p, m, k, b, d, q in rows]
+
+    def add_limit(self, host: str, kbps: int, burst_kb: int = 0, port: str | None = None,
+                  tenant: str | None = None) -> RateLimit:
+        """Limit what a bound port sends, or a tenant's aggregate on one host."""
+        check_name(host, "host")
+        if (port is None) == (tenant is None):
+            raise Invalid("port", "give exactly one of port (a bound port) or tenant "
+                                  "(the tenant's aggregate on the host)")
+        with self._lock, self._tx():
+            if port is not None and not self._db.execute(
+                    "SELECT 1 FROM bindings WHERE host = ? AND port = ?", (host, port)).fetchone():
+                raise NotFound("port", f"port {host}/{port} is not bound")
+            if tenant is not None:
+                self._tenant_exists(tenant)
+            if self._db.execute("SELECT 1 FROM qos WHERE kind = 'limit' AND host = ? AND "
+                                "port IS ? AND tenant IS ?", (host, port, tenant)).fetchone():
+                raise Conflict("port" if port else "tenant", "that already has a rate limit; "
+                                                            "change it with PATCH")
+            meter = self._next_meter()
+            limit = _model(lambda: RateLimit(meter, host, kbps, burst_kb, port, tenant), "kbps")
+            self._db.execute("INSERT INTO qos (id, kind, host, port, tenant, kbps, burst_kb) "
+                             "VALUES (?, 'limit', ?, ?, ?, ?, ?)",
+                             (meter, host, port, tenant, kbps, burst_kb))
+        return limit
+
+    def update_limit(self, limit_id: int, kbps: int | None = None,
+                     burst_kb: int | None = None) -> RateLimit:
+        cur = next((x for x in self.limits() if x.id == limit_id), None)
+        if cur is None:
+            raise NotFound("id", f"no rate limit {limit_id}")
+        new = _model(lambda: RateLimit(cur.id, cur.host, cur.kbps if kbps is None else kbps,
+                                       cur.burst_kb if burst_kb is None else burst_kb,
+                                       cur.port, cur.tenant), "kbps")
+        with self._lock, self._tx():
+            self._db.execute("UPDATE qos SET kbps = ?, burst_kb = ? WHERE id = ?",
+                             (new.kbps, new.burst_kb, limit_id))
+        return new
+
+    def add_rule(self, tenant: str, priority: int, match: dict, kbps: int | None = None,
+                 burst_kb: int = 0, set_dscp: int | None = None,
+                 queue: int | None = None) -> QosRule:
+        """A per-flow QoS rule of a tenant: match -> meter and/or DSCP remark and/or queue."""
+        items = tuple(sorted((match or {}).items()))
+        with self._lock, self._tx():
+            self._tenant_exists(tenant)
+            if self._db.execute("SELECT 1 FROM qos WHERE kind = 'rule' AND tenant = ? AND "
+                                "priority = ?", (tenant, priority)).fetchone():
+                raise Conflict("priority", f"tenant {tenant!r} already has a rule at priority "
+                                           f"{priority}: priorities order the rules")
+            meter = self._next_meter()
+            rule = _model(lambda: QosRule(meter, tenant, priority, items, kbps, burst_kb,
+                                          set_dscp, queue), "match")
+            self._db.execute("INSERT INTO qos (id, kind, tenant, priority, match, kbps, burst_kb,"
+                             " set_dscp, queue) VALUES (?, 'rule', ?, ?, ?, ?, ?, ?, ?)",
+                             (meter, tenant, priority, json.dumps(dict(rule.match)), kbps,
+                              burst_kb, set_dscp, queue))
+        return rule
+
+    def update_rule(self, rule_id: int, **changes: object) -> QosRule:
+        cur = next((r for r in self.rules() if r.id == rule_id), None)
+        if cur is None:
+            raise NotFound("id", f"no QoS rule {rule_id}")
+        fields = {"kbps": cur.kbps, "burst_kb": cur.burst_kb, "set_dscp": cur.set_dscp,
+                  "queue": cur.queue, **changes}
+        new = _model(lambda: QosRule(cur.id, cur.tenant, cur.priority, cur.match, **fields),
+                     "kbps")
+        with self._lock, self._tx():
+            self._db.execute("UPDATE qos SET kbps = ?, burst_kb = ?, set_dscp = ?, queue = ? "
+                             "WHERE id = ?", (new.kbps, new.burst_kb, new.set_dscp, new.queue,
+                                              rule_id))
+        return new
+
+    def delete_qos(self, kind: str, qos_id: int) -> None:
+        with self._lock, self._tx():
+            if not self._db.execute("DELETE FROM qos WHERE kind = ? AND id = ?",
+                                    (kind, qos_id)).rowcount:
+                raise NotFound("id", f"no {'rate limit' if kind == 'limit' else 'QoS rule'} "
+                                     f"{qos_id}")
+
+    def _next_meter(self) -> int:
+        used = {r[0] for r in self._db.execute("SELECT id FROM qos")}
+        meter = next((i for i in range(1, self.MAX_METERS + 1) if i not in used), None)
+        if meter is None:
+            raise Conflict("id", "all 65535 meter ids are in use")
+        return meter
+
+    def _tenant_exists(self, tenant: str) -> None:
+        if tenant != DEFAULT_TENANT.name and not self._db.execute(
+                "SELECT 1 FROM tenants WHERE name = ?", (tenant,)).fetchone():
+            raise NotFound("tenant", f"no tenant {tenant!r}")
 
     # -- helpers ------------------------------------------------------------------
     def _valid_binding(self, host: str, port: str, tenant: str | None, mode: str,
@@ -319,6 +442,24 @@ class Store:
             raise
         self._db.execute("COMMIT")
         self.version += 1
+
+def _model(build, field: str):
+    """Build a model value; its own validation errors become a 422 naming `field`."""
+    try:
+        return build()
+    except (ValueError, TypeError) as exc:
+        msg = str(exc)
+        for name in ("kbps", "burst_kb", "priority", "set_dscp", "queue", "match", "port",
+                     "tenant"):
+            if name in msg:
+                field = name
+                break
+        raise Invalid(field, msg) from None
+
+
+def _match_from_json(text: str | None) -> tuple:
+    return tuple(sorted(json.loads(text or "{}").items()))
+
 
 def _check_subnet(subnet: object) -> str | None:
     if subnet in (None, ""):

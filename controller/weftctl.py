@@ -4,6 +4,12 @@
     weftctl tenant list | show NAME | delete NAME [--force]
     weftctl port bind HOST PORT [TENANT] [--mac MAC] [--trunk T1,T2] [--replace]
     weftctl port unbind HOST PORT | list [--host H] [--tenant T]
+    weftctl qos limit HOST (--port PORT | --tenant T) --kbps N [--burst-kb N]
+    weftctl qos limit-set ID [--kbps N] [--burst-kb N] | limit-del ID
+    weftctl qos rule TENANT --priority N [--proto tcp] [--src CIDR] [--dst CIDR]
+                 [--src-port N] [--dst-port N] [--dscp N] [--kbps N] [--set-dscp N] [--queue N]
+    weftctl qos rule-set ID [--kbps N] [--set-dscp N] | rule-del ID
+    weftctl qos list | stats
     weftctl switch list
     weftctl flows HOST
 
@@ -76,6 +82,41 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--host")
     pl.add_argument("--tenant")
 
+    q = sub.add_parser("qos").add_subparsers(dest="verb", required=True)
+    ql = q.add_parser("limit", help="rate-limit what a port sends, or a tenant on a host")
+    ql.add_argument("host")
+    grp = ql.add_mutually_exclusive_group(required=True)
+    grp.add_argument("--port")
+    grp.add_argument("--tenant")
+    ql.add_argument("--kbps", type=int, required=True)
+    ql.add_argument("--burst-kb", type=int, default=0)
+    qls = q.add_parser("limit-set")
+    qls.add_argument("id", type=int)
+    qls.add_argument("--kbps", type=int)
+    qls.add_argument("--burst-kb", type=int)
+    q.add_parser("limit-del").add_argument("id", type=int)
+    qr = q.add_parser("rule", help="per-flow QoS rule of a tenant")
+    qr.add_argument("tenant")
+    qr.add_argument("--priority", type=int, required=True)
+    qr.add_argument("--proto")
+    qr.add_argument("--src")
+    qr.add_argument("--dst")
+    qr.add_argument("--src-port", type=int)
+    qr.add_argument("--dst-port", type=int)
+    qr.add_argument("--dscp", type=int)
+    qr.add_argument("--kbps", type=int)
+    qr.add_argument("--burst-kb", type=int, default=0)
+    qr.add_argument("--set-dscp", type=int)
+    qr.add_argument("--queue", type=int)
+    qrs = q.add_parser("rule-set")
+    qrs.add_argument("id", type=int)
+    qrs.add_argument("--kbps", type=int)
+    qrs.add_argument("--burst-kb", type=int)
+    qrs.add_argument("--set-dscp", type=int)
+    q.add_parser("rule-del").add_argument("id", type=int)
+    q.add_parser("list")
+    q.add_parser("stats")
+
     s = sub.add_parser("switch").add_subparsers(dest="verb", required=True)
     s.add_parser("list")
     sub.add_parser("flows").add_argument("host")
@@ -131,6 +172,8 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
         res = ok(c.get("/v1/ports", params=params))
         rows = [{**r, "trunk": ",".join(r["trunk"])} for r in res]
         return res, table(rows, ["host", "port", "mode", "tenant", "trunk", "mac", "source"])
+    if args.noun == "qos":
+        return _qos(args, ok, c)
     if args.noun == "switch":
         res = ok(c.get("/v1/switches"))
         rows = [{**s, "ports": len(s["ports"]), "tunnels": ", ".join(
@@ -142,6 +185,50 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
              "instructions": "; ".join(f["instructions"])[:80]} for f in res]
     return res, table(sorted(rows, key=lambda f: (f["table"], -f["priority"])),
                       ["feature", "table", "priority", "match", "packets", "instructions"])
+
+
+def _qos(args: argparse.Namespace, ok: Any, c: httpx.Client) -> tuple[Any, str]:
+    def given(**kw: Any) -> dict:
+        return {k: v for k, v in kw.items() if v is not None}
+    if args.verb == "limit":
+        res = ok(c.post("/v1/qos/limits", json=given(host=args.host, port=args.port,
+                                                      tenant=args.tenant, kbps=args.kbps,
+                                                      burst_kb=args.burst_kb)))
+        return res, f"rate limit {res['id']}: {res['kbps']} kbit/s on {args.host}"
+    if args.verb == "limit-set":
+        res = ok(c.patch(f"/v1/qos/limits/{args.id}", json=given(kbps=args.kbps,
+                                                                  burst_kb=args.burst_kb)))
+        return res, f"rate limit {res['id']} now {res['kbps']} kbit/s"
+    if args.verb in ("limit-del", "rule-del"):
+        kind = "limits" if args.verb == "limit-del" else "rules"
+        res = ok(c.delete(f"/v1/qos/{kind}/{args.id}"))
+        return res, f"deleted {kind[:-1]} {args.id}"
+    if args.verb == "rule":
+        proto = int(args.proto) if args.proto and args.proto.isdigit() else args.proto
+        match = given(ip_proto=proto, src=args.src, dst=args.dst, src_port=args.src_port,
+                      dst_port=args.dst_port, dscp=args.dscp)
+        res = ok(c.post("/v1/qos/rules", json=given(
+            tenant=args.tenant, priority=args.priority, match=match, kbps=args.kbps,
+            burst_kb=args.burst_kb, set_dscp=args.set_dscp, queue=args.queue)))
+        return res, f"QoS rule {res['id']} for tenant {res['tenant']}"
+    if args.verb == "rule-set":
+        res = ok(c.patch(f"/v1/qos/rules/{args.id}", json=given(
+            kbps=args.kbps, burst_kb=args.burst_kb, set_dscp=args.set_dscp)))
+        return res, f"QoS rule {res['id']} updated"
+    if args.verb == "list":
+        limits, rules = ok(c.get("/v1/qos/limits")), ok(c.get("/v1/qos/rules"))
+        rrows = [{**r, "match": ",".join(f"{k}={v}" for k, v in r["match"].items()) or "any"}
+                 for r in rules]
+        return {"limits": limits, "rules": rules}, (
+            "rate limits:\n" + table(limits, ["id", "host", "port", "tenant", "kbps", "burst_kb"])
+            + "\nrules:\n" + table(rrows, ["id", "tenant", "priority", "match", "kbps",
+                                            "set_dscp", "queue"]))
+    res = ok(c.get("/v1/qos/stats"))
+    rows = [{"host": h["host"], **m} for h in res for m in h["meters"]]
+    notes = "\n".join(f"{h['host']}: queues {'supported' if h['queues']['supported'] else 'NOT supported'}"
+                      f" ({h['queues']['reason']})" for h in res)
+    return res, table(rows, ["host", "meter_id", "packets_passed", "bytes_passed",
+                             "packets_dropped", "bytes_dropped"]) + "\n" + notes
 
 
 class ApiError(Exception):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from ovs_agent import attach, desired, hostnet, ovsdb
+from ovs_agent import attach, desired, hostnet, ovsdb, queues
 from ovs_agent.hostsfile import Cluster, Host, HostsFileError, load, tunnel_mtu
 
 LOG = logging.getLogger("ovs-agent")
@@ -109,6 +109,7 @@ class Agent:
             hostnet.ensure_underlay_address(self.me, desired.UNDERLAY_BRIDGE, nic)
             hostnet.ensure_offloads_off(desired.UNDERLAY_BRIDGE)
             self.warm_peers()
+        self._ensure_queues(api, nic)
         if netdev and self.cluster.transport == "vlan" and self.me.uplink:
             hostnet.ensure_offloads_off(self.me.uplink, ("tx", "rxvlan", "txvlan"))
         if ops and netdev and self.cluster.port_type == "auto":
@@ -120,6 +121,17 @@ class Agent:
         self._report_attachments(api)
         self.passes += 1
         return len(ops)
+
+    def _ensure_queues(self, api, nic: str | None) -> None:
+        """linux-htb queues on the egress NIC, where that NIC is an OVS port."""
+        port = self.me.uplink if self.cluster.transport == "vlan" else nic
+        if port is None:
+            if self.cluster.queues:
+                LOG.warning("queues configured but this host's egress NIC is not an OVS port "
+                            "(kernel datapath with tunnels): not applied")
+            return
+        if queues.ensure(api, port, self.cluster.queues):
+            self.writes += 1
 
     def warm_peers(self) -> None:
         """Resolve peers' underlay addresses (netdev only; see hostnet.warm_neighbours)."""

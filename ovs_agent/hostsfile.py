@@ -40,7 +40,7 @@ _TARGET_RE = re.compile(r"(tcp|ssl):(\[[0-9A-Fa-f:.]+\]|[0-9.]+):([0-9]{1,5})")
 _TAG = "tag:yaml.org,2002:"
 _COLLISION = " (a hash collision: rename one of them)"
 _TOP_KEYS = ("controller", "tunnel_type", "datapath_type", "port_type", "mtu", "transport",
-             "uplink", "hosts")
+             "uplink", "queues", "hosts")
 _HOST_KEYS = ("name", "underlay_ip", "docker_subnet", "tunnel_type", "datapath_type", "uplink")
 TRANSPORTS = ("tunnel", "vlan")
 _IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
@@ -71,6 +71,21 @@ class Host:
 
 
 @dataclass(frozen=True)
+class QueueClass:
+    """One egress queue (OpenFlow set_queue id) with its guaranteed and maximum rate."""
+    id: int
+    min_kbps: int
+    max_kbps: int
+
+
+@dataclass(frozen=True)
+class Queues:
+    """linux-htb queues on each host's egress NIC (underlay NIC or uplink)."""
+    max_kbps: int
+    classes: tuple[QueueClass, ...]
+
+
+@dataclass(frozen=True)
 class Cluster:
     """The validated file. `source` only labels errors raised later (e.g. by find_self)."""
     controllers: tuple[str, ...]
@@ -84,6 +99,7 @@ class Cluster:
     # "tunnel": tenants cross hosts in VXLAN/GRE; "vlan": as 802.1Q VLANs on each
     # host's uplink (hosts share an L2 network; Neutron's vlan networks)
     transport: str = "tunnel"
+    queues: Queues | None = None
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -348,7 +364,41 @@ def _cluster(root: Node | None, source: str) -> Cluster:
             if h.uplink is None:
                 _fail(f"hosts[{i}].uplink", top["hosts"].value[i],
                       "transport vlan needs an uplink interface (here or at the top level)")
-    return Cluster(controllers, api, tunnel, datapath, mtu, hosts, source, port_type, transport)
+    queues = _queues(top["queues"], "queues") if top.get("queues") is not None else None
+    return Cluster(controllers, api, tunnel, datapath, mtu, hosts, source, port_type, transport,
+                   queues)
+
+
+def _int(node: Node, field: str, lo: int, hi: int) -> int:
+    if not (isinstance(node, ScalarNode) and node.tag == _TAG + "int"):
+        _fail(field, node, f"must be an integer, got {_kind(node)}")
+    value = SafeConstructor().construct_yaml_int(node)
+    if not lo <= value <= hi:
+        _fail(field, node, f"{value} is outside {lo}..{hi}")
+    return value
+
+
+def _queues(node: Node, field: str) -> Queues:
+    m = _mapping(node, field, ("max_kbps", "classes"), ("max_kbps", "classes"))
+    top = _int(m["max_kbps"], f"{field}.max_kbps", 1, 100_000_000)
+    seq = m["classes"]
+    if not isinstance(seq, SequenceNode) or not seq.value:
+        _fail(f"{field}.classes", seq, "must be a non-empty list")
+    classes: list[QueueClass] = []
+    for i, c in enumerate(seq.value):
+        f = f"{field}.classes[{i}]"
+        cm = _mapping(c, f, ("id", "min_kbps", "max_kbps"), ("id",))
+        qid = _int(cm["id"], f"{f}.id", 0, 7)
+        if any(q.id == qid for q in classes):
+            _fail(f"{f}.id", cm["id"], f"queue {qid} is defined twice")
+        lo = _int(cm["min_kbps"], f"{f}.min_kbps", 0, top) if "min_kbps" in cm else 0
+        hi = _int(cm["max_kbps"], f"{f}.max_kbps", 1, top) if "max_kbps" in cm else top
+        if lo > hi:
+            _fail(f"{f}.min_kbps", cm["min_kbps"], f"min_kbps {lo} is above max_kbps {hi}")
+        classes.append(QueueClass(qid, lo, hi))
+    if sum(q.min_kbps for q in classes) > top:
+        _fail(f"{field}.classes", seq, "the guaranteed rates add up to more than max_kbps")
+    return Queues(top, tuple(classes))
 
 
 def _ifname(node: Node, field: str) -> str:
