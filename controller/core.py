@@ -79,7 +79,7 @@ class Core:
         if self.cluster.transport != "vlan":
             return ()
         tagged = tuple(t.name for t in tenants if t.vlan is not None)
-        return tuple(Binding(h.name, h.uplink, "default", TRUNK, trunk=tagged)
+        return tuple(Binding(h.name, h.uplink, "default", TRUNK, trunk=tagged, uplink=True)
                      for h in self.cluster.hosts)
 
     def tunnels(self, host: str) -> dict[str, str]:

@@ -21,6 +21,12 @@ names the field ``vlan_tci``), ``output:OXM_OF_IN_PORT[]``.
 
 ``set_field vlan_vid`` is read back with OFPVID_PRESENT set (see
 ``controller.flows.normal_action``), whatever the switch echoes.
+
+Meters are sent with flags kbps|stats (|burst when ``burst_kb`` > 0) and one
+drop band (rate=kbps, burst_size=burst_kb).  Read back, a burst_size without
+the burst flag counts as 0 (OVS may echo 0, or the size it chose itself); any
+other config (pktps, no stats, several or other bands) is not what weft writes
+and reads back as a ``Meter`` with ``unknown`` set, which the diff modifies.
 """
 from __future__ import annotations
 
@@ -29,9 +35,10 @@ from typing import Any, Iterable, Protocol
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
-from controller.flows import Flow, Group, LearnSpec, flow, normal_action
+from controller.flows import Flow, Group, LearnSpec, Meter, flow, normal_action
 
-__all__ = ["flow_mod", "group_mod", "flow_from_stats", "flows_from_stats", "group_from_desc"]
+__all__ = ["flow_mod", "group_mod", "meter_mod", "flow_from_stats", "flows_from_stats",
+           "group_from_desc", "meter_from_config", "meters_from_config"]
 
 
 class Datapath(Protocol):
@@ -46,6 +53,8 @@ _GROUP_COMMANDS = {"add": ofp.OFPGC_ADD, "modify": ofp.OFPGC_MODIFY, "delete": o
 _GROUP_TYPES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT,
                 "indirect": ofp.OFPGT_INDIRECT, "ff": ofp.OFPGT_FF}
 _GROUP_TYPE_NAMES = {v: k for k, v in _GROUP_TYPES.items()}
+_METER_COMMANDS = {"add": ofp.OFPMC_ADD, "modify": ofp.OFPMC_MODIFY, "delete": ofp.OFPMC_DELETE}
+_METER_FLAGS = ofp.OFPMF_KBPS | ofp.OFPMF_STATS
 _ALL_COOKIE_BITS = (1 << 64) - 1
 _VLAN_CFI = 0x1000            # in NXM_OF_VLAN_TCI: "a tag is present" (OVS)
 
@@ -83,6 +92,20 @@ def group_mod(dp: Datapath, group: Group, command: str) -> Any:
                               buckets=buckets)
 
 
+def meter_mod(dp: Datapath, meter: Meter, command: str) -> Any:
+    """An OFPMeterMod: ``add``, ``modify`` or ``delete``."""
+    ofproto, parser = dp.ofproto, dp.ofproto_parser
+    if command not in _METER_COMMANDS:
+        raise ValueError(f"meter command {command!r} not in {sorted(_METER_COMMANDS)}")
+    if command == "delete":
+        return parser.OFPMeterMod(dp, command=ofproto.OFPMC_DELETE, flags=0,
+                                  meter_id=meter.meter_id, bands=[])
+    flags = _METER_FLAGS | (ofproto.OFPMF_BURST if meter.burst_kb else 0)
+    band = parser.OFPMeterBandDrop(rate=meter.kbps, burst_size=meter.burst_kb)
+    return parser.OFPMeterMod(dp, command=_METER_COMMANDS[command], flags=flags,
+                              meter_id=meter.meter_id, bands=[band])
+
+
 def _instruction(parser: Any, instr: tuple) -> Any:
     kind = instr[0]
     if kind == "apply":
@@ -106,6 +129,8 @@ def _action(parser: Any, action: tuple) -> Any:
         return parser.OFPActionSetField(**{action[1]: action[2]})
     if kind == "group":
         return parser.OFPActionGroup(action[1])
+    if kind == "set_queue":
+        return parser.OFPActionSetQueue(action[1])
     if kind == "push_vlan":
         return parser.OFPActionPushVlan(action[1])
     if kind == "pop_vlan":
@@ -186,6 +211,8 @@ def _parse_action(action: Any) -> tuple:
         return normal_action(("set_field", _oxm_name(action.key), value))
     if isinstance(action, ofpp.OFPActionGroup):
         return ("group", action.group_id)
+    if isinstance(action, ofpp.OFPActionSetQueue):
+        return ("set_queue", action.queue_id)
     if isinstance(action, ofpp.OFPActionPushVlan):
         return ("push_vlan", action.ethertype)
     if isinstance(action, ofpp.OFPActionPopVlan):
@@ -235,3 +262,22 @@ def _parse_learn(action: Any) -> LearnSpec | None:
 def flows_from_stats(entries: Iterable[Any]) -> frozenset[Flow]:
     """Convenience: a whole flow-stats reply body as a set."""
     return frozenset(flow_from_stats(e) for e in entries)
+
+
+def meter_from_config(entry: Any) -> Meter:
+    """An OFPMeterConfigStats entry as a ``Meter``, equal to the desired one when the
+    switch holds what ``meter_mod`` sent."""
+    flags, bands = entry.flags, list(entry.bands)
+    burst = flags & ofp.OFPMF_BURST
+    if (flags & ~ofp.OFPMF_BURST) != _METER_FLAGS or len(bands) != 1 \
+            or not isinstance(bands[0], ofpp.OFPMeterBandDrop) \
+            or (burst and not bands[0].burst_size):
+        return Meter(entry.meter_id, bands[0].rate if bands else 0, 0,
+                     unknown=f"flags=0x{flags:x} bands={bands}")
+    band = bands[0]
+    return Meter(entry.meter_id, band.rate, band.burst_size if burst else 0)
+
+
+def meters_from_config(entries: Iterable[Any]) -> frozenset[Meter]:
+    """Convenience: a whole meter-config reply body as a set."""
+    return frozenset(meter_from_config(e) for e in entries)

@@ -4,16 +4,22 @@ Tables (a frame walks them in order)::
 
     CLASSIFY (0)  which tenant is this frame in? in_port (+ tunnel_id) -> metadata;
                   learn where its source MAC lives; anything unclassified drops.
-    POLICY   (1)  placeholder for ACL/QoS; table-miss goes on to L2.
-    L2       (2)  known destination MAC of the tenant -> one port or one tunnel
+                  A port rate limit is a meter instruction on the port's flows.
+    POLICY   (1)  drops frames still tagged; a tenant's aggregate rate limit on
+                  this host (meter); table-miss goes on to QOS.
+    QOS      (2)  per-flow QoS rules of the tenant (meter, DSCP, queue);
+                  table-miss goes on to L2.
+    L2       (3)  known destination MAC of the tenant -> one port or one tunnel
                   (static endpoints, priority 100; learned, priority 10).
-    FLOOD    (3)  unknown/broadcast/multicast -> the tenant's flood group.
+    FLOOD    (4)  unknown/broadcast/multicast -> the tenant's flood group.
 
 Metadata layout (written in CLASSIFY, read by every later table)::
 
     bits  0-23  tenant VNI                                   (VNI_MASK)
     bits 24-31  reserved, always 0
     bit     32  FROM_TUNNEL: the frame came from a peer host (split horizon)
+    bit     33  FROM_UPLINK: the frame came in on a VLAN-transport uplink
+                (another host sent it); only QoS looks at it
 
 Split horizon: a frame that came from a tunnel never leaves by a tunnel
 (full-mesh tunnels: the sender already reached every peer itself), for
@@ -46,28 +52,52 @@ untagged, so POLICY drops on those Ethertypes too.  Trunk-only flows and the
 POLICY drops carry COOKIE_VLAN; a native tenant's CLASSIFY flow is exactly an
 access port's, so turning an access port into a trunk with that native tenant
 changes nothing for it.
+
+QoS (``Topology.limits`` and ``Topology.rules``; every meter has flags
+kbps+stats, one drop band, id = the limit's or rule's id).  Only what a
+host's local ports send is limited; frames from tunnels or an uplink were
+limited on the host where they entered (a local sender is metadata
+``vni`` under ``SENDER_MASK``: FROM_TUNNEL and FROM_UPLINK both 0)::
+
+    port limit     CLASSIFY flows of the port (an access port's, every one of a
+                   trunk's) start with meter:<id>; their cookie is unchanged
+    tenant limit   POLICY  priority 10  metadata=<vni>/SENDER_MASK
+                                        -> meter:<id>, goto QOS        COOKIE_QOS
+    rule           QOS     priority 1000+rule.priority
+                                        metadata=<vni>/SENDER_MASK, ip, <rule match>
+                                        -> [meter:<id>] [set_field:<dscp>->ip_dscp,
+                                           set_queue:<q>] goto L2     COOKIE_QOS
+
+A frame can pass up to three meters (port, tenant, rule), in that order.  A
+tenant's limit and rules exist on a host only while the tenant has a local
+port bound there (``Topology.local_tenants``: bound, plugged in or not,
+uplinks excluded); a port limit only while the port is bound there and
+present on the switch.  Anything else gives no meter and no flow.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from controller.flows import (
-    COOKIE_BASE, COOKIE_ENDPOINT, COOKIE_ISOLATION, COOKIE_LEARNED, COOKIE_VLAN, Flow, Group,
-    LearnSpec, SwitchState, flow,
+    COOKIE_BASE, COOKIE_ENDPOINT, COOKIE_ISOLATION, COOKIE_LEARNED, COOKIE_QOS, COOKIE_VLAN, Flow,
+    Group, LearnSpec, Meter, SwitchState, flow,
 )
-from controller.model import ACCESS, Binding, Topology
+from controller.model import ACCESS, Binding, QosRule, Topology
 
 __all__ = [
-    "CLASSIFY", "POLICY", "L2", "FLOOD", "VNI_MASK", "FROM_TUNNEL", "TENANT_MASK",
-    "PRIO_LEARNED", "LEARN_IDLE_TIMEOUT", "OFPVID_PRESENT", "ETH_TYPE_VLAN", "flood_group_ids",
-    "tenant_match", "to_port", "desired_state",
+    "CLASSIFY", "POLICY", "QOS", "L2", "FLOOD", "VNI_MASK", "FROM_TUNNEL", "FROM_UPLINK",
+    "TENANT_MASK", "SENDER_MASK", "PRIO_LEARNED", "PRIO_TENANT_LIMIT", "PRIO_QOS_RULE_BASE",
+    "LEARN_IDLE_TIMEOUT", "OFPVID_PRESENT", "ETH_TYPE_VLAN", "flood_group_ids",
+    "tenant_match", "local_sender_match", "to_port", "rule_flow", "desired_state",
 ]
 
-CLASSIFY, POLICY, L2, FLOOD = 0, 1, 2, 3
+CLASSIFY, POLICY, QOS, L2, FLOOD = 0, 1, 2, 3, 4
 
 VNI_MASK = 0xFFFFFF
 FROM_TUNNEL = 1 << 32
+FROM_UPLINK = 1 << 33
 TENANT_MASK = FROM_TUNNEL | VNI_MASK
+SENDER_MASK = TENANT_MASK | FROM_UPLINK     # vni under this mask: sent by a local port
 
 PRIO_MISS = 0
 PRIO_CLASSIFY = 100
@@ -76,6 +106,8 @@ PRIO_FLOOD = 100
 PRIO_LEARNED = 10
 PRIO_DROP_TAGGED = 100       # POLICY: a tag still visible after CLASSIFY
 PRIO_DROP_INNER_TAG = 90     # POLICY: a tag beyond OVS's vlan-limit
+PRIO_TENANT_LIMIT = 10       # POLICY: a tenant's aggregate meter on this host
+PRIO_QOS_RULE_BASE = 1000    # QOS: a rule's flow is this + rule.priority (1..1000)
 LEARN_IDLE_TIMEOUT = 300
 
 OFPVID_PRESENT = 0x1000
@@ -95,9 +127,20 @@ def tenant_match(vni: int, from_tunnel: bool | None = None) -> dict[str, tuple[i
     return {"metadata": (vni | (FROM_TUNNEL if from_tunnel else 0), TENANT_MASK)}
 
 
-def _enter_tenant(vni: int, from_tunnel: bool) -> tuple[tuple, ...]:
+def local_sender_match(vni: int) -> dict[str, tuple[int, int]]:
+    """Frames of the tenant sent by a local port of this host (not a tunnel, not an uplink)."""
+    return {"metadata": (vni, SENDER_MASK)}
+
+
+def _enter_tenant(vni: int, from_tunnel: bool, uplink: bool = False) -> tuple[tuple, ...]:
+    if uplink:   # the uplink bit is written only where set: other ports' flows stay as they were
+        return (("write_metadata", vni | FROM_UPLINK, SENDER_MASK), ("goto", POLICY))
     value = vni | (FROM_TUNNEL if from_tunnel else 0)
     return (("write_metadata", value, TENANT_MASK), ("goto", POLICY))
+
+
+def _metered(meter: int | None) -> list[tuple]:
+    return [] if meter is None else [("meter", meter)]
 
 
 def to_port(ofport: int, vlan: int | None) -> tuple[tuple, ...]:
@@ -135,7 +178,8 @@ def _learn_tunnel(vni: int) -> tuple[tuple, ...]:
 def _table_misses() -> list[Flow]:
     return [
         flow(CLASSIFY, PRIO_MISS, {}, (), COOKIE_BASE),
-        flow(POLICY, PRIO_MISS, {}, [("goto", L2)], COOKIE_BASE),
+        flow(POLICY, PRIO_MISS, {}, [("goto", QOS)], COOKIE_BASE),
+        flow(QOS, PRIO_MISS, {}, [("goto", L2)], COOKIE_BASE),
         flow(L2, PRIO_MISS, {}, [("goto", FLOOD)], COOKIE_BASE),
         flow(FLOOD, PRIO_MISS, {}, (), COOKIE_BASE),
     ]
@@ -151,18 +195,21 @@ def _drop_tagged() -> list[Flow]:
     ]
 
 
-def _classify_untagged(ofport: int, vni: int) -> Flow:
+def _classify_untagged(ofport: int, vni: int, meter: int | None = None,
+                       uplink: bool = False) -> Flow:
     """An access port, or a trunk's native tenant: untagged frames only."""
     return flow(CLASSIFY, PRIO_CLASSIFY, {"in_port": ofport, "vlan_vid": 0},
-                [("apply", _learn_local(vni)), *_enter_tenant(vni, from_tunnel=False)],
+                [*_metered(meter), ("apply", _learn_local(vni)),
+                 *_enter_tenant(vni, from_tunnel=False, uplink=uplink)],
                 COOKIE_ISOLATION)
 
 
-def _classify_tagged(ofport: int, vni: int, vlan: int) -> Flow:
+def _classify_tagged(ofport: int, vni: int, vlan: int, meter: int | None = None,
+                     uplink: bool = False) -> Flow:
     """A trunk's tagged tenant: its VLAN, popped; the learned flow pushes it back."""
     return flow(CLASSIFY, PRIO_CLASSIFY, {"in_port": ofport, "vlan_vid": OFPVID_PRESENT | vlan},
-                [("apply", (("pop_vlan",), *_learn_local(vni, vlan))),
-                 *_enter_tenant(vni, from_tunnel=False)],
+                [*_metered(meter), ("apply", (("pop_vlan",), *_learn_local(vni, vlan))),
+                 *_enter_tenant(vni, from_tunnel=False, uplink=uplink)],
                 COOKIE_VLAN)
 
 
@@ -191,6 +238,26 @@ def _to_tunnel(vni: int, tunnel_ofport: int) -> tuple[tuple, ...]:
     return (("set_field", "tunnel_id", vni), ("output", tunnel_ofport))
 
 
+def _tenant_limit(vni: int, meter: int) -> Flow:
+    """POLICY: everything the tenant's local ports on this host send passes one meter."""
+    return flow(POLICY, PRIO_TENANT_LIMIT, local_sender_match(vni),
+                [("meter", meter), ("goto", QOS)], COOKIE_QOS)
+
+
+def rule_flow(vni: int, rule: QosRule) -> Flow:
+    """QOS: a tenant's rule on what its local ports send; then on to L2."""
+    actions: list[tuple] = []
+    if rule.set_dscp is not None:
+        actions.append(("set_field", "ip_dscp", rule.set_dscp))
+    if rule.queue is not None:
+        actions.append(("set_queue", rule.queue))
+    return flow(QOS, PRIO_QOS_RULE_BASE + rule.priority,
+                {**local_sender_match(vni), **rule.oxm()},
+                [*_metered(rule.id if rule.kbps is not None else None),
+                 ("apply", tuple(actions)), ("goto", L2)],
+                COOKIE_QOS)
+
+
 def _flood_group(group_id: int, vni: int, from_tunnel: bool,
                  buckets: list[tuple]) -> tuple[Flow, Group]:
     return (flow(FLOOD, PRIO_FLOOD, tenant_match(vni, from_tunnel),
@@ -200,14 +267,14 @@ def _flood_group(group_id: int, vni: int, from_tunnel: bool,
 
 def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
                   tunnels: Mapping[str, str]) -> SwitchState:
-    """Desired flows and groups of ``host``'s switch.
+    """Desired flows, groups and meters of ``host``'s switch.
 
     ``ports``: port name -> OpenFlow port number (port-desc of this switch);
     ``tunnels``: peer host -> name of this host's tunnel port toward it.  Ports
     not (yet) in ``ports`` are skipped, so the result follows the live switch.
     """
-    # (tenant, ofport, vlan or None) of every live local port, for each tenant it carries
-    members = sorted(_members(host, topo, ports), key=lambda m: (m[0], m[1]))
+    # every live port of this host, once for each tenant it carries
+    members = sorted(_members(host, topo, ports), key=lambda m: (m.tenant, m.ofport))
     here = set(topo.tenants_on(host))
     peer_ofport = {peer: ports[name] for peer, name in tunnels.items()
                    if name in ports and peer != host}
@@ -216,11 +283,19 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
 
     flows: list[Flow] = [*_table_misses(), *_drop_tagged()]
     groups: list[Group] = []
+    meters: list[Meter] = []
 
-    for name, ofport, vlan in members:
-        vni = topo.tenant(name).vni
-        flows.append(_classify_untagged(ofport, vni) if vlan is None
-                     else _classify_tagged(ofport, vni, vlan))
+    port_meter: dict[str, int] = {}
+    live = {m.port for m in members}
+    for x in topo.limits:
+        if x.host == host and x.port in live:
+            port_meter[x.port] = x.id
+            meters.append(Meter(x.id, x.kbps, x.burst_kb))
+    for m in members:
+        vni = topo.tenant(m.tenant).vni
+        meter = port_meter.get(m.port)
+        flows.append(_classify_untagged(m.ofport, vni, meter, m.uplink) if m.vlan is None
+                     else _classify_tagged(m.ofport, vni, m.vlan, meter, m.uplink))
     for peer in sorted(peer_ofport):
         for name in sorted(shared[peer]):
             flows.append(_classify_tunnel(peer_ofport[peer], topo.tenant(name).vni))
@@ -232,9 +307,20 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
         elif b.host in peer_ofport:
             flows.extend(_endpoint_remote(vni, b.mac, peer_ofport[b.host]))
 
+    local = topo.local_tenants(host)
+    for x in topo.limits:
+        if x.host == host and x.tenant in local:
+            flows.append(_tenant_limit(topo.tenant(x.tenant).vni, x.id))
+            meters.append(Meter(x.id, x.kbps, x.burst_kb))
+    for rule in topo.rules:
+        if rule.tenant in local:
+            flows.append(rule_flow(topo.tenant(rule.tenant).vni, rule))
+            if rule.kbps is not None:
+                meters.append(Meter(rule.id, rule.kbps, rule.burst_kb))
+
     for name in sorted(here):
         vni = topo.tenant(name).vni
-        local_out = [to_port(ofport, vlan) for t, ofport, vlan in members if t == name]
+        local_out = [to_port(m.ofport, m.vlan) for m in members if m.tenant == name]
         tunnel_out = [_to_tunnel(vni, peer_ofport[peer]) for peer in sorted(peer_ofport)
                       if name in shared[peer]]
         from_local, from_tunnel = flood_group_ids(vni)
@@ -245,19 +331,29 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
                 flows.append(f)
                 groups.append(g)
 
-    return SwitchState(frozenset(flows), frozenset(groups))
+    return SwitchState(frozenset(flows), frozenset(groups), frozenset(meters))
 
 
-def _members(host: str, topo: Topology,
-             ports: Mapping[str, int]) -> list[tuple[str, int, int | None]]:
-    """(tenant, ofport, VLAN tag on that port or None) for the live ports of ``host``."""
+class _Member(NamedTuple):
+    """A live port of the host carrying one tenant."""
+
+    tenant: str
+    ofport: int
+    vlan: int | None          # the tenant's tag on this port; None: untagged
+    port: str
+    uplink: bool
+
+
+def _members(host: str, topo: Topology, ports: Mapping[str, int]) -> list[_Member]:
+    """Every (tenant, port) pair of the live ports of ``host``."""
     out = []
     for b in topo.bindings_on(host):
         if b.port not in ports:
             continue
         if b.tenant is not None:
-            out.append((b.tenant, ports[b.port], None))
-        out.extend((name, ports[b.port], topo.tenant(name).vlan) for name in b.trunk)
+            out.append(_Member(b.tenant, ports[b.port], None, b.port, b.uplink))
+        out.extend(_Member(name, ports[b.port], topo.tenant(name).vlan, b.port, b.uplink)
+                   for name in b.trunk)
     return out
 
 

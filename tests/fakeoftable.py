@@ -21,6 +21,14 @@ frame when the CFI bit is set, as OVS does.
 ``learn`` is a no-op by default.  With ``learn=True`` it installs the flow
 the LearnSpec describes after the frame has been processed (as OVS does: a
 learned flow is visible to later frames, never to the one that wrote it).
+
+QoS: a ``meter`` instruction records the meter id the frame passed (meters
+never drop here: rates are not modelled) and is an error when the switch has
+no such meter (OVS refuses that flow).  IPv4 fields (``ip_proto``,
+``ipv4_src``/``ipv4_dst`` as dotted strings, ``ip_dscp`` 0..63) match only
+when the visible ``eth_type`` is 0x0800, ``tcp_*``/``udp_*`` only with
+``ip_proto`` 6/17, as in OVS.  ``set_field ip_dscp`` rewrites the frame's
+DSCP (an error on a non-IPv4 frame); ``set_queue`` sets its ``queue``.
 """
 from __future__ import annotations
 
@@ -28,13 +36,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from controller.flows import Flow, Group, LearnSpec, SwitchState, flow
+from controller.flows import Flow, Group, LearnSpec, Meter, SwitchState, flow
 from controller.model import Topology
 from controller.pipeline import desired_state
 
 OFPP_IN_PORT = 0xFFFFFFF8
 OFPVID_PRESENT = 0x1000
 ETH_TYPE_VLAN = 0x8100
+ETH_TYPE_IPV4 = 0x0800
+_L3_FIELDS = frozenset({"ip_proto", "ipv4_src", "ipv4_dst", "ip_dscp"})
+_L4_FIELDS = {"tcp_src": 6, "tcp_dst": 6, "udp_src": 17, "udp_dst": 17}
+# what a frame keeps when it crosses a tunnel (queue and metadata are the switch's own)
+_WIRE_FIELDS = ("eth_src", "eth_dst", "eth_type", "vlan_vid", "vlans", *sorted(_L3_FIELDS),
+                *sorted(_L4_FIELDS))
 _OVS_MAX_VLAN_HEADERS = 2        # FLOW_MAX_VLAN_HEADERS: what vlan-limit 0 means
 _MAX_TABLE_HOPS = 64
 _MAX_TUNNEL_HOPS = 16
@@ -47,6 +61,9 @@ class FakeSwitchError(AssertionError):
 
 
 def _as_int(value: Any) -> int:
+    if isinstance(value, str) and "." in value:          # dotted IPv4
+        a, b, c, d = (int(x) for x in value.split("."))
+        return a << 24 | b << 16 | c << 8 | d
     return int(value.replace(":", ""), 16) if isinstance(value, str) else int(value)
 
 
@@ -67,6 +84,10 @@ def _field_value(pkt: Packet, name: str) -> int | None:
         return ETH_TYPE_VLAN     # a tag OVS did not parse: its TPID is the Ethertype
     if name in ("tunnel_id", "metadata"):
         return pkt.get(name) or 0
+    if name in _L3_FIELDS and _field_value(pkt, "eth_type") != ETH_TYPE_IPV4:
+        return None
+    if name in _L4_FIELDS and _field_value(pkt, "ip_proto") != _L4_FIELDS[name]:
+        return None
     value = pkt.get(name)
     return None if value is None else _as_int(value)
 
@@ -91,6 +112,7 @@ class FakeOFTable:
     def __init__(self, state: SwitchState, learn: bool = False, vlan_limit: int = 1) -> None:
         self.flows: dict[tuple, Flow] = {f.identity: f for f in state.flows}
         self.groups: dict[int, Group] = {g.group_id: g for g in state.groups}
+        self.meters: dict[int, Meter] = {m.meter_id: m for m in state.meters}
         self.learn = learn
         self.vlan_limit = vlan_limit or _OVS_MAX_VLAN_HEADERS
 
@@ -107,11 +129,21 @@ class FakeOFTable:
 
     def outputs(self, in_port: int, pkt: Mapping[str, Any]) -> list[tuple[int, Packet]]:
         """Every (port, frame as sent) in order, duplicates kept."""
+        return self.run(in_port, pkt)[0]
+
+    def meters_hit(self, in_port: int, pkt: Mapping[str, Any]) -> list[int]:
+        """The meter ids the frame passes, in order (it runs the frame: learns with learn=True)."""
+        return self.run(in_port, pkt)[1]
+
+    def run(self, in_port: int,
+            pkt: Mapping[str, Any]) -> tuple[list[tuple[int, Packet]], list[int]]:
+        """Every (port, frame as sent) in order, and the meter ids passed on the way."""
         state: Packet = {"metadata": 0, "tunnel_id": None, "vlan_vid": None, **pkt,
                          "in_port": in_port}
         _set_tags(state, _tags(state))
         state["_parsed"] = min(len(_tags(state)), self.vlan_limit)
         out: list[tuple[int, Packet]] = []
+        meters: list[int] = []
         learned: list[Flow] = []
         table = 0
         for _ in range(_MAX_TABLE_HOPS):
@@ -128,7 +160,11 @@ class FakeOFTable:
                     state["metadata"] = (state["metadata"] & ~mask) | (value & mask)
                 elif kind == "goto":
                     next_table = instr[1]
-                elif kind != "meter":
+                elif kind == "meter":
+                    if instr[1] not in self.meters:
+                        raise FakeSwitchError(f"flow {entry} uses missing meter {instr[1]}")
+                    meters.append(instr[1])
+                else:
                     raise FakeSwitchError(f"unknown instruction {instr!r}")
             if next_table is None:
                 break
@@ -139,7 +175,7 @@ class FakeOFTable:
             raise FakeSwitchError("too many tables")
         for f in learned:
             self.flows[f.identity] = f
-        return out
+        return out, meters
 
     def forward(self, in_port: int, pkt: Mapping[str, Any]) -> set[tuple[int, int | None]]:
         """The set of (out_port, tunnel_id at output or None) for one frame."""
@@ -172,8 +208,14 @@ class FakeOFTable:
                 elif state["_parsed"]:                                 # OVS: strips it
                     _set_tags(state, _tags(state)[1:])
                     state["_parsed"] -= 1
+            elif kind == "set_field" and action[1] in _L3_FIELDS | set(_L4_FIELDS):
+                if _field_value(state, action[1]) is None:
+                    raise FakeSwitchError(f"{action!r} on a frame without that field")
+                state[action[1]] = action[2]
             elif kind == "set_field":
                 state[action[1]] = action[2]
+            elif kind == "set_queue":
+                state["queue"] = action[1]
             elif kind == "group":
                 group = self.groups.get(action[1])
                 if group is None:
@@ -254,31 +296,45 @@ class FakeCluster:
         """Every (host, port name, outer VLAN id or None) the frame reaches outside the
         tunnels, duplicates kept.  ``vlan``: send it with this outer tag (as a trunk's
         peer would), any tags of ``pkt`` (or its ``vlans`` alone) becoming inner tags."""
+        return [(at, name, sent["vlan_vid"])
+                for at, name, sent in self.trace(host, port, pkt, vlan)[0]]
+
+    def meters_hit(self, host: str, port: str, pkt: Mapping[str, Any],
+                   vlan: int | None = None) -> list[tuple[str, int]]:
+        """Every (host, meter id) the frame passes on its way, on any switch, in order."""
+        return self.trace(host, port, pkt, vlan)[1]
+
+    def trace(self, host: str, port: str, pkt: Mapping[str, Any], vlan: int | None = None
+              ) -> tuple[list[tuple[str, str, Packet]], list[tuple[str, int]]]:
+        """(every (host, port name, frame as sent) outside the tunnels, every (host,
+        meter id) passed); see ``frames`` for ``vlan``."""
         if vlan is not None:
             inner = _tags(pkt) if pkt.get("vlan_vid") is not None else tuple(pkt.get("vlans", ()))
             pkt = {**pkt, "vlan_vid": vlan, "vlans": inner}
-        result: list[tuple[str, str, int | None]] = []
+        result: list[tuple[str, str, Packet]] = []
+        metered: list[tuple[str, int]] = []
         queue = deque([(host, port, dict(pkt), 0)])
         while queue:
             at, port_name, frame, hops = queue.popleft()
             if hops > _MAX_TUNNEL_HOPS:
                 raise FakeSwitchError(f"forwarding loop: {frame} still travelling at {at}")
             node = self.hosts[at]
-            for ofport, sent in node.table.outputs(node.ports[port_name], frame):
+            outputs, meters = node.table.run(node.ports[port_name], frame)
+            metered.extend((at, m) for m in meters)
+            for ofport, sent in outputs:
                 name = node.names[ofport]
                 peer = node.peer_of.get(name)
                 if peer is None:
-                    result.append((at, name, sent["vlan_vid"]))
+                    result.append((at, name, sent))
                     continue
                 arrival = self.hosts.get(peer)
                 back = arrival.tunnels.get(at) if arrival else None
                 if back is None or back not in arrival.ports:
                     continue          # the far end has no tunnel back: lost
-                onward = {k: sent[k] for k in ("eth_src", "eth_dst", "eth_type", "vlan_vid",
-                                               "vlans") if sent.get(k) is not None}
+                onward = {k: sent[k] for k in _WIRE_FIELDS if sent.get(k) is not None}
                 onward["tunnel_id"] = sent["tunnel_id"] or 0
                 queue.append((peer, back, onward, hops + 1))
-        return result
+        return result, metered
 
     def inject(self, host: str, port: str, pkt: Mapping[str, Any]) -> set[tuple[str, str]]:
         """The set of (host, port name) a frame injected at ``host``/``port`` reaches."""

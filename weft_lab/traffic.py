@@ -88,19 +88,31 @@ def probe_filter(arp_target: str = PROBE_ARP_TARGET) -> str:
             f"(icmp and icmp[24:4] = 0x{PROBE})")
 
 
+def tcpdump(lab: str, node: str, args: list[str]) -> subprocess.Popen:
+    """Start tcpdump on a node (line-buffered, to stdout); returns once it listens."""
+    proc = subprocess.Popen(exec_argv(lab, node, ["tcpdump", "-n", "-l", "--immediate-mode",
+                                                  *args]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "listening on" not in seen:
+        line = proc.stderr.readline()
+        if not line:
+            proc.wait()
+            raise RuntimeError(f"tcpdump on {node} did not start: {seen}")
+        seen += line
+    return proc
+
+
 def capture(lab: str, nodes: list[str], arp_target: str = PROBE_ARP_TARGET,
             iface: str = "eth0") -> dict[str, subprocess.Popen]:
     """Start tcpdump for probe traffic on each node; returns once all of them listen."""
-    procs = {n: subprocess.Popen(exec_argv(lab, n, ["tcpdump", "-i", iface, "-n", "-l",
-                                                    "--immediate-mode",
-                                                    probe_filter(arp_target)]),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for n in nodes}
-    for n, p in procs.items():
-        head = p.stderr.readline() + p.stderr.readline()
-        if "listening on" not in head:
-            captured(procs)
-            raise RuntimeError(f"tcpdump on {n} did not start: {head}")
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for n in nodes:
+            procs[n] = tcpdump(lab, n, ["-i", iface, probe_filter(arp_target)])
+    except RuntimeError:
+        captured(procs)
+        raise
     return procs
 
 

@@ -17,7 +17,7 @@ from tests.conftest import lab_name, snapshot
 from weft_lab import cluster as C
 from weft_lab import lab as L
 from weft_lab.topology import load
-from weft_lab.traffic import capture, captured, iperf, probe_all, reaches
+from weft_lab.traffic import capture, captured, iperf, probe_all, reaches, tcpdump
 
 ROOT = Path(__file__).resolve().parents[2]
 SVI = {"red": ("vlan100", "10.100.0.1", "10.100.0.255"),
@@ -77,14 +77,11 @@ def test_vlan_not_allowed_on_the_trunk_reaches_nothing(lab):
 
 def test_containers_reach_the_switch_and_leave_tagged(lab):
     """Egress: red2 (host2) -> tunnel -> host1 -> trunk0 tagged 100 -> tor's vlan100."""
-    tcpdump = subprocess.Popen(L.exec_argv(lab.name, "tor", ["tcpdump", "-e", "-n", "-l", "-i",
-                                                             "eth0", "-c", "2", "icmp"]),
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    time.sleep(1)
+    dump = tcpdump(lab.name, "tor", ["-e", "-i", "eth0", "-c", "2", "icmp"])
     assert reaches(lab.name, "red2", "10.100.0.1")
     assert reaches(lab.name, "blue1", "10.200.0.1")
     assert reaches(lab.name, "green2", "10.77.0.1")
-    out, _ = tcpdump.communicate(timeout=10)
+    out, _ = dump.communicate(timeout=10)
     assert re.search(r"802\.1Q.*vlan 100", out), out
     assert iperf(lab.name, "tor", "red2", "10.100.0.12", seconds=2) > 10
 

@@ -7,7 +7,7 @@ no frame ever crosses tenants.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -18,10 +18,11 @@ from controller.flows import (
     owns_group,
 )
 from controller.model import (
-    DEFAULT_TENANT, DOCKER_LINK_PORT, MAX_VNI, TRUNK, Binding, Tenant, Topology,
+    DEFAULT_TENANT, DOCKER_LINK_PORT, MAX_VNI, TRUNK, Binding, QosRule, RateLimit, Tenant,
+    Topology,
 )
 from controller.pipeline import (
-    CLASSIFY, FLOOD, FROM_TUNNEL, L2, POLICY, TENANT_MASK, VNI_MASK, desired_state,
+    CLASSIFY, FLOOD, FROM_TUNNEL, L2, POLICY, QOS, TENANT_MASK, VNI_MASK, desired_state,
     flood_group_ids,
 )
 from tests.fakeoftable import OFPP_IN_PORT, FakeCluster, FakeOFTable, FakeSwitchError
@@ -173,7 +174,9 @@ H1_TUNNELS = {"h2": "tun-h2"}
 def test_pipeline_skeleton_is_table_misses():
     flows = desired_state("h1", Topology(), {}, {}).flows
     misses = {f.table: f.instructions for f in flows if f.priority == 0}
-    assert misses == {CLASSIFY: (), POLICY: (("goto", L2),), L2: (("goto", FLOOD),), FLOOD: ()}
+    assert (CLASSIFY, POLICY, QOS, L2, FLOOD) == (0, 1, 2, 3, 4)
+    assert misses == {CLASSIFY: (), POLICY: (("goto", QOS),), QOS: (("goto", L2),),
+                      L2: (("goto", FLOOD),), FLOOD: ()}
     assert {f.cookie for f in flows if f.priority == 0} == {COOKIE_BASE}
     # and POLICY drops anything still tagged after CLASSIFY, with or without trunks
     drops = {f.match: f.priority for f in flows if f.priority}
@@ -372,8 +375,60 @@ def _tenant_for(topo: Topology, b: Binding | None, vlan: int | None) -> str | No
     return next((t for t in b.trunk if topo.tenant(t).vlan == vlan), None)
 
 
+# QoS pools: small, so rules overlap each other and the frames of tests.unit.test_qos_pipeline
+QOS_NETS = ["10.0.0.1", "10.0.0.2", "10.0.0.0/24", "10.0.0.0/16", "192.168.0.0/24", "0.0.0.0/0"]
+QOS_PORTS = [53, 80, 443]
+QOS_DSCPS = [0, 10, 46]
+
+
 @st.composite
-def labs(draw, trunks: bool = True) -> Lab:
+def qos_matches(draw) -> dict:
+    """A user-level QosRule match drawn from the QoS pools."""
+    m: dict = {}
+    proto = draw(st.sampled_from([None, "tcp", "udp", "icmp", 6, 47]))
+    if proto is not None:
+        m["ip_proto"] = proto
+    for key in ("src", "dst"):
+        if draw(st.booleans()):
+            m[key] = draw(st.sampled_from(QOS_NETS))
+    if proto in ("tcp", "udp", 6):
+        for key in ("src_port", "dst_port"):
+            if draw(st.integers(0, 2)) == 0:
+                m[key] = draw(st.sampled_from(QOS_PORTS))
+    if draw(st.integers(0, 2)) == 0:
+        m["dscp"] = draw(st.sampled_from(QOS_DSCPS))
+    return m
+
+
+def _draw_qos(draw, topo: Topology) -> Topology:
+    """``topo`` with random rate limits (some naming unbound ports, or tenants absent
+    from the host) and rules; meter ids unique, a tenant's rule priorities unique."""
+    ids = iter(draw(st.permutations(range(1, 61))))
+    names = [t.name for t in topo.all_tenants]
+    kbps, burst = st.integers(1, 100_000_000), st.sampled_from([0, 0, 1, 10_000_000])
+    limits, rules = [], []
+    for host in topo.hosts:
+        ports = sorted({b.port for b in topo.bindings_on(host)} | {"nope"})
+        for port in draw(st.lists(st.sampled_from(ports), unique=True, max_size=2)):
+            limits.append(RateLimit(next(ids), host, draw(kbps), draw(burst), port=port))
+        for name in draw(st.lists(st.sampled_from(names), unique=True, max_size=2)):
+            limits.append(RateLimit(next(ids), host, draw(kbps), draw(burst), tenant=name))
+    for name in names:
+        for prio in draw(st.lists(st.integers(1, 1000), unique=True, max_size=3)):
+            rate = draw(st.none() | kbps)
+            dscp = draw(st.none() | st.sampled_from([8, 46, 63]))
+            queue = draw(st.none() | st.integers(0, 7))
+            if rate is None and queue is None:
+                dscp = 46 if dscp is None else dscp
+            rules.append(QosRule(next(ids), name, prio, draw(qos_matches()), rate,
+                                 draw(burst) if rate else 0, dscp, queue))
+    return replace(topo, limits=tuple(limits), rules=tuple(rules))
+
+
+@st.composite
+def labs(draw, trunks: bool = True, qos: bool = False) -> Lab:
+    """A random cluster.  ``qos``: with random rate limits and QoS rules, and some
+    trunks marked as the host's uplink (VLAN transport)."""
     hosts = tuple(f"h{i}" for i in range(1, draw(st.integers(1, 4)) + 1))
     vnis = draw(st.lists(st.integers(2, MAX_VNI), min_size=1, max_size=4, unique=True))
     vlans = draw(st.lists(st.none() | st.integers(1, 4094), min_size=len(vnis),
@@ -390,7 +445,9 @@ def labs(draw, trunks: bool = True) -> Lab:
                 trunk = [t for t in draw(st.lists(st.sampled_from(tagged), unique=True,
                                                   min_size=1)) if t != native]
                 if native is not None or trunk:
-                    bindings.append(Binding(host, f"p{i}", native, TRUNK, trunk=tuple(trunk)))
+                    uplink = qos and draw(st.integers(0, 2)) == 0
+                    bindings.append(Binding(host, f"p{i}", native, TRUNK, trunk=tuple(trunk),
+                                            uplink=uplink))
                     continue
             tenant = draw(st.sampled_from(names))
             mac = draw(st.none() | st.sampled_from(MAC_POOL))
@@ -399,6 +456,8 @@ def labs(draw, trunks: bool = True) -> Lab:
             macs.add((tenant, mac))
             bindings.append(Binding(host, f"p{i}", tenant, mac=mac))
     topo = Topology(tenants, tuple(bindings), hosts)
+    if qos:
+        topo = _draw_qos(draw, topo)
     ports, tunnels = {}, {}
     for host in hosts:
         tunnels[host] = {peer: f"tun-{peer}" for peer in hosts if peer != host}
