@@ -97,8 +97,8 @@ class Agent:
             hostnet.remember_prefix(self.me)
             if nic is None:
                 LOG.warning("no interface holds underlay address %s", self.me.underlay_ip)
-        ops = desired.diff(desired.desired(self.cluster, self.me.name, nic, self.afxdp_refused),
-                           state)
+        ops = desired.diff(desired.desired(self.cluster, self.me.name, nic, self.afxdp_refused,
+                                           hostnet.mac_of(nic) if nic else None), state)
         if ops:
             ovsdb.apply(api, ops)
             self.writes += 1

@@ -75,7 +75,8 @@ def device_port_type(cluster: Cluster, me: str, port: str,
 
 
 def desired(cluster: Cluster, me: str, underlay_iface: str | None,
-            afxdp_refused: frozenset[str] = frozenset()) -> tuple[BridgeSpec, ...]:
+            afxdp_refused: frozenset[str] = frozenset(),
+            underlay_mac: str | None = None) -> tuple[BridgeSpec, ...]:
     """Bridges and agent-managed ports this host should have."""
     host = cluster.host(me)
     ports = [PortSpec(DOCKER_LINK_PORT,
@@ -103,8 +104,13 @@ def desired(cluster: Cluster, me: str, underlay_iface: str | None,
     phy_ports = (PortSpec(underlay_iface,
                           device_port_type(cluster, me, underlay_iface, afxdp_refused),
                           external_ids=_tags("underlay")),) if underlay_iface else ()
+    # br-phy takes the NIC's MAC: the underlay address keeps its MAC when it moves
+    # from the NIC to br-phy, so peers' cached neighbour entries stay right.
+    phy_config = {"disable-in-band": "true"}
+    if underlay_mac:
+        phy_config["hwaddr"] = underlay_mac
     phy = BridgeSpec(UNDERLAY_BRIDGE, "netdev", "standalone", ("OpenFlow13",), (),
-                     pairs({"disable-in-band": "true"}), phy_ports)
+                     pairs(phy_config), phy_ports)
     return (phy, br0)
 
 

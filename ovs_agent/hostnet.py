@@ -36,6 +36,13 @@ def local_ips() -> list[str]:
     return [a for addrs in addresses().values() for a in addrs]
 
 
+def mac_of(dev: str) -> str | None:
+    try:
+        return Path(f"/sys/class/net/{dev}/address").read_text().strip()
+    except OSError:
+        return None
+
+
 def link_exists(name: str) -> bool:
     return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
 

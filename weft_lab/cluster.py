@@ -6,6 +6,7 @@ the root namespace: `api()` below, `weftctl --api unix:...`).
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -113,6 +114,20 @@ def _wait_bridge(lab: str, host: str, timeout: float = 30) -> None:
     raise LabError(f"br0 did not appear on {host}; see {host_dir(lab, host)}/ovs-agent.log")
 
 
+def tunnels_resolved(topo: Topology) -> bool:
+    """Every host knows every peer's underlay MAC (else a first tunnelled frame is lost)."""
+    if topo.transport != "tunnel" or len(topo.hosts) < 2:
+        return True
+    for h in topo.hosts:
+        out = run(["ip", "-j", "neigh", "show", "dev", "br-phy"], ns=ns_name(topo.name, h.name),
+                  check=False)
+        known = {n["dst"] for n in json.loads(out or "[]")
+                 if not {"FAILED", "INCOMPLETE"} & set(n.get("state", []))}
+        if not {p.underlay_ip for p in topo.hosts if p is not h} <= known:
+            return False
+    return True
+
+
 def wait_converged(topo: Topology, timeout: float = 60) -> float:
     """Wait until every agent finished a pass and every switch is connected and in sync."""
     t0 = time.monotonic()
@@ -123,8 +138,9 @@ def wait_converged(topo: Topology, timeout: float = 60) -> float:
             with api(topo.name, timeout=3) as c:
                 sws = c.get("/v1/switches").json()
                 ports = c.get("/v1/ports").json()
-            agents_done = not topo.agent or all(
+            agents_done = not topo.agent or (all(
                 (host_dir(topo.name, h.name) / "subnet.env").exists() for h in topo.hosts)
+                and tunnels_resolved(topo))
             if (all(s["connected"] and s["in_sync"] for s in sws if s["host"])
                     and len(ports) >= expected and agents_done):
                 return time.monotonic() - t0
