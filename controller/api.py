@@ -398,7 +398,11 @@ def make_app(core: Core, token: str | None) -> FastAPI:
     def health() -> dict:
         connected = sum(1 for sw in core.switches.values() if sw.connected)
         return {"status": "ok", "hosts": len(core.cluster.hosts),
-                "switches_connected": connected, "state_version": core.store.version}
+                "switches_connected": connected, "state_version": core.store.version,
+                "bindings": core.store.count_bindings(),
+                "switches_in_sync": sum(1 for sw in core.switches.values()
+                                        if sw.connected and not sw.syncing
+                                        and sw.synced_version == core.store.version)}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:

@@ -117,6 +117,10 @@ class Store:
                 return t
         raise NotFound("name", f"no tenant {name!r}")
 
+    def count_bindings(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM bindings").fetchone()[0]
+
     def bindings(self, host: str | None = None, tenant: str | None = None) -> list[StoredBinding]:
         q, args = "SELECT host, port, tenant, mode, mac, source, trunk FROM bindings WHERE 1=1", []
         if host:

@@ -21,6 +21,11 @@ UNDERLAY_BRIDGE = "br-phy"
 # Roles the reconcile loop manages; ports of other roles (containers plugged by
 # `ovs-agent attach`) are owned by the agent too, but never removed by a pass.
 MANAGED_ROLES = ("tunnel", "docker-link", "underlay", "uplink")
+# OVS drops a controller connection after 5 s without an answer to its echo; a
+# controller busy installing tens of thousands of flows can take longer, and a
+# reconnect means a full resync.  With fail_mode=secure nothing depends on
+# noticing a dead controller quickly, so wait longer.
+CONTROLLER_PROBE_MS = 30000
 
 Pairs = tuple[tuple[str, str], ...]
 
@@ -121,6 +126,7 @@ class ActualBridge:
     controllers: tuple[str, ...]
     ports: tuple[PortSpec, ...]         # agent-owned, managed-role ports only
     port_names: frozenset[str]          # every port, owned or not
+    probes: tuple[int | None, ...] = ()  # the controllers' inactivity_probe
 
 
 # Operations: small tuples the OVSDB shell turns into ovsdbapp commands.
@@ -141,6 +147,8 @@ def diff(want: tuple[BridgeSpec, ...], have: dict[str, ActualBridge]) -> list[Op
                 ops.append(("set_bridge", br.name, changed))
         if (cur.controllers if cur else ()) != tuple(sorted(br.controllers)):
             ops.append(("set_controller", br.name, tuple(sorted(br.controllers))))
+        elif br.controllers and any(p != CONTROLLER_PROBE_MS for p in cur.probes):
+            ops.append(("set_probe", br.name, CONTROLLER_PROBE_MS))
         owned = {p.name: p for p in cur.ports} if cur else {}
         present = cur.port_names if cur else frozenset()
         wanted = {p.name for p in br.ports}

@@ -8,8 +8,8 @@ import time
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl
 
-from ovs_agent.desired import (MANAGED_ROLES, OWNER, OWNER_KEY, ROLE_KEY, ActualBridge, Op,
-                               PortSpec, pairs)
+from ovs_agent.desired import (CONTROLLER_PROBE_MS, MANAGED_ROLES, OWNER, OWNER_KEY, ROLE_KEY,
+                               ActualBridge, Op, PortSpec, pairs)
 
 LOG = logging.getLogger("ovs-agent")
 BRIDGE_COLUMNS = ("datapath_type", "fail_mode", "protocols", "other_config", "external_ids")
@@ -53,8 +53,12 @@ def read_state(api: impl_idl.OvsdbIdl) -> dict[str, ActualBridge]:
         check_error=True)}
     ports = {r["_uuid"]: r for r in api.db_list(
         "Port", columns=["_uuid", "name", "interfaces"]).execute(check_error=True)}
-    ctrls = {r["_uuid"]: r["target"] for r in api.db_list(
-        "Controller", columns=["_uuid", "target"]).execute(check_error=True)}
+    ctrl_rows = api.db_list("Controller", columns=["_uuid", "target", "inactivity_probe"]
+                            ).execute(check_error=True)
+    ctrls = {r["_uuid"]: r["target"] for r in ctrl_rows}
+    probes = {r["_uuid"]: (r["inactivity_probe"] or [None])[0]
+              if isinstance(r["inactivity_probe"], list) else r["inactivity_probe"]
+              for r in ctrl_rows}
     out: dict[str, ActualBridge] = {}
     for br in api.db_list("Bridge", columns=["name", "ports", "controller", *BRIDGE_COLUMNS]
                           ).execute(check_error=True):
@@ -72,10 +76,10 @@ def read_state(api: impl_idl.OvsdbIdl) -> dict[str, ActualBridge]:
                 owned.append(PortSpec(port["name"], iface["type"], pairs(iface["options"]),
                                       pairs(ext)))
         cols = {c: (br[c] if br[c] != [] or c == "protocols" else None) for c in BRIDGE_COLUMNS}
-        out[br["name"]] = ActualBridge(br["name"], cols,
-                                       tuple(sorted(ctrls[c] for c in br["controller"]
-                                                    if c in ctrls)),
-                                       tuple(owned), frozenset(names))
+        mine = [c for c in br["controller"] if c in ctrls]
+        out[br["name"]] = ActualBridge(br["name"], cols, tuple(sorted(ctrls[c] for c in mine)),
+                                       tuple(owned), frozenset(names),
+                                       tuple(probes[c] for c in mine))
     return out
 
 
@@ -94,6 +98,12 @@ def refused_afxdp(api: impl_idl.OvsdbIdl, names: set[str] | None = None) -> dict
     return out
 
 
+def _controller_uuids(api: impl_idl.OvsdbIdl, bridge: str) -> list:
+    rows = api.db_find("Bridge", ("name", "=", bridge), columns=["controller"]).execute(
+        check_error=True)
+    return [getattr(c, "uuid", c) for r in rows for c in r["controller"]]
+
+
 def apply(api: impl_idl.OvsdbIdl, ops: list[Op]) -> None:
     """Apply all operations in one transaction: all or nothing."""
     if not ops:
@@ -106,7 +116,14 @@ def apply(api: impl_idl.OvsdbIdl, ops: list[Op]) -> None:
             elif kind == "set_bridge":
                 txn.add(api.db_set("Bridge", op[1], *op[2].items()))
             elif kind == "set_controller":
-                txn.add(api.set_controller(op[1], list(op[2])))
+                # Controller rows made here carry the probe from the start (one pass).
+                rows = [txn.add(api.db_create("Controller", target=t,
+                                              inactivity_probe=CONTROLLER_PROBE_MS))
+                        for t in op[2]]
+                txn.add(api.db_set("Bridge", op[1], ("controller", rows)))
+            elif kind == "set_probe":
+                for uuid in _controller_uuids(api, op[1]):
+                    txn.add(api.db_set("Controller", uuid, ("inactivity_probe", op[2])))
             elif kind == "del_port":
                 txn.add(api.del_port(op[2], bridge=op[1], if_exists=True))
             elif kind == "add_port":

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,22 @@ def snapshot() -> dict:
             "links": {line.split(":")[1].strip() for line in
                       run(["ip", "-o", "link", "show"]).splitlines() if ":" in line},
             "run": set(os.listdir(L.RUN_ROOT)) if L.RUN_ROOT.exists() else set()}
+
+
+@contextmanager
+def converged_lab(topo) -> Iterator:
+    """A lab for a whole test module: up, converged, and afterwards gone without a trace."""
+    from weft_lab.cluster import wait_converged
+    before = snapshot()
+    L.up(topo)
+    try:
+        wait_converged(topo)
+        yield topo
+    finally:
+        L.down(topo.name)
+    after = snapshot()
+    assert after["netns"] - before["netns"] == set(), "namespaces left behind"
+    assert after["procs"] - before["procs"] == set(), "processes left behind"
 
 
 def lab_name(prefix: str = "t") -> str:

@@ -249,7 +249,7 @@ def flows_per_switch() -> list[dict]:
         for tenants in (1, 4, 16):
             for endpoints in (0, 100, 1000):
                 tns = tuple(Tenant(f"t{i}", 1000 + i) for i in range(tenants))
-                binds = tuple(Binding(f"h{j % hosts}", f"p{j}", f"t{j % tenants}",
+                binds = tuple(Binding(f"h{j % hosts}", f"p{j}", f"t{(j // hosts) % tenants}",
                                       mac=f"02:00:00:00:{j >> 8 & 255:02x}:{j & 255:02x}")
                               for j in range(max(endpoints, hosts * tenants)))
                 names = tuple(f"h{i}" for i in range(hosts))

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import lab_name, snapshot
+from tests.conftest import converged_lab, lab_name
 from weft_lab import cluster as C
 from weft_lab import lab as L
 from weft_lab.topology import parse
@@ -35,20 +35,13 @@ RESULTS: dict[str, str] = {}
 
 @pytest.fixture(scope="module")
 def lab():
-    before = snapshot()
-    topo = parse(TOPO.format(name=lab_name("q")))
-    L.up(topo)
     try:
-        C.wait_converged(topo)
-        yield topo
+        with converged_lab(parse(TOPO.format(name=lab_name("q")))) as topo:
+            yield topo
     finally:
-        L.down(topo.name)
         print("\nQoS measured (configured -> measured):")
         for k, v in RESULTS.items():
             print(f"  {k}: {v}")
-    after = snapshot()
-    assert after["netns"] - before["netns"] == set()
-    assert after["procs"] - before["procs"] == set()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import lab_name, snapshot
+from tests.conftest import converged_lab, lab_name
 from weft_lab import cluster as C
 from weft_lab import lab as L
 from weft_lab.shell import netns_pids, run
@@ -31,17 +31,8 @@ IPS = {"1": "10.10.0.1", "2": "10.10.0.2", "3": "10.10.0.3"}
 @pytest.fixture(scope="module", params=["three-hosts-tenants.yaml", "vlan-transport.yaml"])
 def lab(request):
     """The same matrix over tunnels and over VLAN transport (a shared L2 uplink)."""
-    before = snapshot()
-    topo = load(ROOT / "topologies" / request.param).with_name(lab_name("i"))
-    L.up(topo)
-    try:
-        C.wait_converged(topo)
+    with converged_lab(load(ROOT / "topologies" / request.param).with_name(lab_name("i"))) as topo:
         yield topo
-    finally:
-        L.down(topo.name)
-    after = snapshot()
-    assert after["netns"] - before["netns"] == set()
-    assert after["procs"] - before["procs"] == set()
 
 
 def mac_of(lab: str, node: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import lab_name, snapshot
+from tests.conftest import converged_lab, lab_name
 from weft_lab import cluster as C
 from weft_lab import lab as L
 from weft_lab.topology import load
@@ -31,17 +31,8 @@ EVERYONE = ["red1", "red2", "blue1", "blue2", "green2", "d2"]
 
 @pytest.fixture(scope="module")
 def lab():
-    before = snapshot()
-    topo = load(ROOT / "topologies" / "vlan-trunk.yaml").with_name(lab_name("v"))
-    L.up(topo)
-    try:
-        C.wait_converged(topo)
+    with converged_lab(load(ROOT / "topologies" / "vlan-trunk.yaml").with_name(lab_name("v"))) as topo:
         yield topo
-    finally:
-        L.down(topo.name)
-    after = snapshot()
-    assert after["netns"] - before["netns"] == set()
-    assert after["procs"] - before["procs"] == set()
 
 
 def tor_pings(lab, dst: str) -> bool:

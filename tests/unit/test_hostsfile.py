@@ -5,7 +5,6 @@ import pickle
 import re
 import subprocess
 import sys
-import textwrap
 
 import pytest
 from hypothesis import given, settings, strategies as st
