@@ -10,6 +10,8 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from weft_lab.lab import exec_argv
@@ -42,6 +44,36 @@ def ping(lab: str, node: str, dst: str, count: int = 3, interval: float = 0.2,
     m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
     rtts = tuple(float(x) for x in re.findall(r"time=([\d.]+) ms", out))
     return PingResult(int(m.group(1)), int(m.group(2)), rtts) if m else PingResult(count, 0, ())
+
+
+@dataclass
+class PingTally:
+    """Filled in when a background ping (`pinging`) has finished."""
+    sent: int = 0
+    received: int = 0
+
+
+@contextmanager
+def pinging(lab: str, node: str, dst: str, count: int,
+            interval: float = 0.01) -> Iterator[PingTally]:
+    """Ping in the background while the with-block runs; the result is filled after it.
+
+    For "this change loses no packet of other traffic" checks: the block makes
+    the change, and the ping (count x interval long) is then waited for.
+    """
+    proc = subprocess.Popen(exec_argv(lab, node, ["ping", "-n", "-i", str(interval), "-c",
+                                                  str(count), "-W", "1", dst]),
+                            stdout=subprocess.PIPE, text=True)
+    result = PingTally()
+    try:
+        yield result
+        out, _ = proc.communicate(timeout=count * interval + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    result.sent, result.received = (int(m.group(1)), int(m.group(2))) if m else (count, 0)
 
 
 def reaches(lab: str, node: str, dst: str, tries: int = 3) -> bool:

@@ -7,7 +7,6 @@ blue share hosts, tunnels or uplinks, the subnet 10.10.0.0/24 and even MACs.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import time
@@ -21,7 +20,7 @@ from weft_lab import lab as L
 from weft_lab.shell import netns_pids, run
 from weft_lab.topology import load
 from weft_lab.measure import bind_to_first_packet, percentile, pings, plug_bare_port
-from weft_lab.traffic import capture, captured, iperf, node_run, probe_all, reaches
+from weft_lab.traffic import capture, captured, iperf, node_run, pinging, probe_all, reaches
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANTS = {"red": ["red1", "red2", "red3"], "blue": ["blue1", "blue2", "blue3"]}
@@ -97,23 +96,14 @@ def _controller_pid(lab: str) -> int:
 
 def test_controller_kill9_and_restart_loses_no_packet(lab):
     """100 pings/s red1 -> red2 while the controller dies and comes back."""
-    proc = subprocess.Popen(L.exec_argv(lab.name, "red1", ["ping", "-n", "-i", "0.01", "-c", "600",
-                                                           "-W", "1", IPS["2"]]),
-                            stdout=subprocess.PIPE, text=True)
-    try:
+    with pinging(lab.name, "red1", IPS["2"], 600) as res:
         time.sleep(1)
         os.kill(_controller_pid(lab.name), signal.SIGKILL)
         time.sleep(1.5)
         C.start_controller(lab)
         C.wait_api(lab.name)
         C.wait_converged(lab)
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-    assert m and m.group(1) == m.group(2) == "600", out[-300:]
+    assert res.sent == res.received == 600, res
     with C.api(lab.name) as c:
         sws = c.get("/v1/switches").json()
     assert all(s["connected"] and s["syncs"] >= 1 for s in sws)

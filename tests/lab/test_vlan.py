@@ -7,7 +7,6 @@ allowed on the trunk) send real tagged (or untagged) frames into weft.
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,9 +14,8 @@ import pytest
 
 from tests.conftest import converged_lab, lab_name
 from weft_lab import cluster as C
-from weft_lab import lab as L
 from weft_lab.topology import load
-from weft_lab.traffic import capture, captured, iperf, probe_all, reaches, tcpdump
+from weft_lab.traffic import capture, captured, iperf, pinging, probe_all, reaches, tcpdump
 
 ROOT = Path(__file__).resolve().parents[2]
 SVI = {"red": ("vlan100", "10.100.0.1", "10.100.0.255"),
@@ -88,10 +86,7 @@ def test_throughput_trunk_vs_tunnel(lab):
 
 def test_mode_change_does_not_disturb_other_traffic(lab):
     """trunk0: trunk -> access(green) -> trunk while red1 pings red2 at 100/s."""
-    proc = subprocess.Popen(L.exec_argv(lab.name, "red1", ["ping", "-n", "-i", "0.01", "-c",
-                                                           "400", "-W", "1", "10.100.0.12"]),
-                            stdout=subprocess.PIPE, text=True)
-    try:
+    with pinging(lab.name, "red1", "10.100.0.12", 400) as res:
         time.sleep(0.5)
         with C.api(lab.name) as c:
             r = c.put("/v1/ports/host1/trunk0", json={"tenant": "green"})
@@ -103,11 +98,5 @@ def test_mode_change_does_not_disturb_other_traffic(lab):
                                                       "trunk": ["red", "blue"]})
             assert r.status_code == 200, r.text
             C.wait_converged(lab)
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-    assert m and m.group(1) == m.group(2) == "400", out[-300:]
+    assert res.sent == res.received == 400, res
     assert tor_pings(lab, "10.100.0.12")
