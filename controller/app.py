@@ -199,9 +199,7 @@ class WeftController(app_manager.OSKenApp):
             return done
 
         self._request(dp, parser.OFPPortDescStatsRequest(dp, 0), collect("ports"))
-        self._request(dp, parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY,
-                                                     ofp.OFPG_ANY, 0, 0, parser.OFPMatch()),
-                      collect("flows"))
+        self._request(dp, _all_flows_request(dp), collect("flows"))
         self._request(dp, parser.OFPGroupDescStatsRequest(dp, 0), collect("groups"))
         self._request(dp, parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL),
                       collect("meters"))
@@ -210,22 +208,19 @@ class WeftController(app_manager.OSKenApp):
         dp = sw.dp
         want = desired_state(sw.host, self.core.topology(), sw.ports, self.core.tunnels(sw.host))
         delta = diff(want, have)
-        for f in delta.delete_flows:
-            dp.send_msg(ofmsg.flow_mod(dp, f, "delete_strict"))
-        for m in delta.add_meters:
-            dp.send_msg(ofmsg.meter_mod(dp, m, "add"))
-        for m in delta.modify_meters:
-            dp.send_msg(ofmsg.meter_mod(dp, m, "modify"))
-        for g in delta.modify_groups:
-            dp.send_msg(ofmsg.group_mod(dp, g, "modify"))
-        for g in delta.add_groups:
-            dp.send_msg(ofmsg.group_mod(dp, g, "add"))
-        for f in delta.add_flows:
-            dp.send_msg(ofmsg.flow_mod(dp, f, "add"))
-        for g in delta.delete_groups:
-            dp.send_msg(ofmsg.group_mod(dp, g, "delete"))
-        for m in delta.delete_meters:
-            dp.send_msg(ofmsg.meter_mod(dp, m, "delete"))
+        # deletes first, then what new flows point at, then the flows, stale groups
+        # and meters last (no flow refers to them any more)
+        plan = ((delta.delete_flows, ofmsg.flow_mod, "delete_strict"),
+                (delta.add_meters, ofmsg.meter_mod, "add"),
+                (delta.modify_meters, ofmsg.meter_mod, "modify"),
+                (delta.modify_groups, ofmsg.group_mod, "modify"),
+                (delta.add_groups, ofmsg.group_mod, "add"),
+                (delta.add_flows, ofmsg.flow_mod, "add"),
+                (delta.delete_groups, ofmsg.group_mod, "delete"),
+                (delta.delete_meters, ofmsg.meter_mod, "delete"))
+        for items, build, command in plan:
+            for item in items:
+                dp.send_msg(build(dp, item, command))
         sw.known = apply_delta(have, delta)
         n_flows = len(delta.delete_flows) + len(delta.add_flows)
         n_groups = len(delta.add_groups) + len(delta.modify_groups) + len(delta.delete_groups)
@@ -263,8 +258,7 @@ class WeftController(app_manager.OSKenApp):
             return
         dp, parser, ofp = sw.dp, sw.dp.ofproto_parser, sw.dp.ofproto
         if ev.kind == "flows":
-            req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                             0, 0, parser.OFPMatch())
+            req = _all_flows_request(dp)
             render = _flow_json
         else:
             req = parser.OFPMeterStatsRequest(dp, 0, ofp.OFPM_ALL)
@@ -278,6 +272,12 @@ class WeftController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
     def _meter_config_reply(self, ev: Any) -> None:
         self._reply(ev)
+
+
+def _all_flows_request(dp: Any) -> Any:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0,
+                                      parser.OFPMatch())
 
 
 def _flow_json(s: Any) -> dict:

@@ -354,7 +354,7 @@ def _cluster(root: Node | None, source: str) -> Cluster:
     api = _api(ctl["api"], "controller.api") if "api" in ctl else None
     tunnel = _choice(top.get("tunnel_type"), "tunnel_type", TUNNEL_TYPES, "vxlan")
     datapath = _choice(top.get("datapath_type"), "datapath_type", DATAPATH_TYPES, "system")
-    mtu = _mtu(top["mtu"], "mtu") if "mtu" in top else DEFAULT_MTU
+    mtu = _int(top["mtu"], "mtu", MTU_MIN, MTU_MAX) if "mtu" in top else DEFAULT_MTU
     port_type = _choice(top.get("port_type"), "port_type", PORT_TYPES, "auto")
     transport = _choice(top.get("transport"), "transport", TRANSPORTS, "tunnel")
     uplink = _ifname(top["uplink"], "uplink") if top.get("uplink") is not None else None
@@ -414,15 +414,6 @@ def _controllers(node: Node, field: str) -> tuple[str, ...]:
     if not node.value:
         _fail(field, node, "must list at least one target")
     return tuple(_target(n, f"{field}[{i}]") for i, n in enumerate(node.value))
-
-
-def _mtu(node: Node, field: str) -> int:
-    if not (isinstance(node, ScalarNode) and node.tag == _TAG + "int"):
-        _fail(field, node, f"must be an integer, got {_kind(node)}")
-    mtu = SafeConstructor().construct_yaml_int(node)
-    if not MTU_MIN <= mtu <= MTU_MAX:
-        _fail(field, node, f"{mtu} is outside {MTU_MIN}..{MTU_MAX}")
-    return mtu
 
 
 def _hosts(seq: Node, field: str, tunnel: str, datapath: str,
