@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from controller.core import Core
 from controller.model import Binding, QosRule, RateLimit, Tenant
 from controller.store import Conflict, Invalid, NotFound, StoreError
-from ovs_agent.hostsfile import datapath_id, dpid_str
+from cluster.hostsfile import datapath_id, dpid_str
 
 
 class Unauthorized(StoreError):

@@ -28,7 +28,7 @@ from controller.core import Core, Switch
 from controller.flows import SwitchState, apply_delta, diff, feature_of
 from controller.pipeline import desired_state
 from controller.store import Store
-from ovs_agent.hostsfile import dpid_str, host_for_dpid, load
+from cluster.hostsfile import dpid_str, host_for_dpid, load
 
 LOG = logging.getLogger("weft.controller")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from controller.model import TRUNK, Binding, Topology
 from controller.store import Store
-from ovs_agent.hostsfile import Cluster, datapath_id, dpid_str, tunnel_port_name
+from cluster.hostsfile import Cluster, datapath_id, dpid_str, tunnel_port_name
 
 
 @dataclass

@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ovs_agent.hostsfile import DOCKER_LINK_PORT
+from cluster.hostsfile import DOCKER_LINK_PORT
 
 __all__ = [
     "ACCESS", "TRUNK", "MAX_VNI", "DOCKER_LINK_PORT", "DEFAULT_TENANT",

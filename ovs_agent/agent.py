@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from ovs_agent import attach, desired, hostnet, ovsdb, queues
-from ovs_agent.hostsfile import Cluster, Host, HostsFileError, load, tunnel_mtu
+from cluster.hostsfile import Cluster, Host, HostsFileError, load, tunnel_mtu
 
 LOG = logging.getLogger("ovs-agent")
 DEFAULT_SUBNET_FILE = Path("/run/weft/subnet.env")

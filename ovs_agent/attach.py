@@ -12,7 +12,7 @@ import time
 
 from ovs_agent.desired import OWNER, OWNER_KEY, ROLE_KEY, TENANT_KEY
 from ovs_agent.hostnet import ensure_veth, ip, link_exists
-from ovs_agent.hostsfile import BRIDGE
+from cluster.hostsfile import BRIDGE
 from ovs_agent.ovsdb import refused_afxdp
 
 CONTAINER_KEY = "weft-container"

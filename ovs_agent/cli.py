@@ -17,7 +17,7 @@ from pathlib import Path
 from ovs_agent import attach, ovsdb
 from ovs_agent.agent import DEFAULT_SUBNET_FILE, Agent, pick_host
 from ovs_agent.desired import device_port_type
-from ovs_agent.hostsfile import HostsFileError, load, tunnel_mtu
+from cluster.hostsfile import HostsFileError, load, tunnel_mtu
 
 
 def _common(ap: argparse.ArgumentParser) -> None:

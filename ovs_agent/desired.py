@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ovs_agent.hostsfile import (BRIDGE, DOCKER_LINK_PORT, Cluster, datapath_id, dpid_str,
+from cluster.hostsfile import (BRIDGE, DOCKER_LINK_PORT, Cluster, datapath_id, dpid_str,
                                  tunnel_port_name)
 
 OWNER_KEY = "weft-owner"

@@ -12,7 +12,7 @@ import logging
 import subprocess
 from pathlib import Path
 
-from ovs_agent.hostsfile import DOCKER_LINK_PEER, DOCKER_LINK_PORT, Cluster, Host
+from cluster.hostsfile import DOCKER_LINK_PEER, DOCKER_LINK_PORT, Cluster, Host
 
 LOG = logging.getLogger("ovs-agent")
 

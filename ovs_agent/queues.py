@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from ovs_agent.desired import OWNER, OWNER_KEY
-from ovs_agent.hostsfile import Queues
+from cluster.hostsfile import Queues
 
 LOG = logging.getLogger("ovs-agent")
 

@@ -267,7 +267,7 @@ def flows_per_switch() -> list[dict]:
 
 def agent_convergence(hosts: int) -> Figure:
     """From bare OVS on every host to a full mesh everywhere, agents started together."""
-    from ovs_agent.hostsfile import tunnel_port_name
+    from cluster.hostsfile import tunnel_port_name
     topo = _topo(f"ba{hosts}", hosts, tenant_containers=False, agent=False, controller=False)
     with L.running(topo):
         t0 = time.monotonic()

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from ovs_agent.hostsfile import parse as parse_hosts, tunnel_mtu
+from cluster.hostsfile import parse as parse_hosts, tunnel_mtu
 from weft_lab import keeper
 from weft_lab.shell import CommandError, netns_list, netns_pids, run, succeeds
 from weft_lab.topology import ExternalSwitch, Host, Topology

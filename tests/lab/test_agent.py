@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ovs_agent.hostsfile import tunnel_port_name
+from cluster.hostsfile import tunnel_port_name
 from tests.conftest import lab_name
 from weft_lab import lab as L
 from weft_lab.topology import parse

@@ -8,7 +8,7 @@ from controller.api import make_app
 from controller.core import Core
 from controller.store import Store
 from controller.weftctl import main as weftctl_main
-from ovs_agent.hostsfile import parse
+from cluster.hostsfile import parse
 
 HOSTS = """
 controller: {openflow: ["tcp:127.0.0.1:6653"]}

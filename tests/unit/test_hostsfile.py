@@ -1,4 +1,4 @@
-"""Unit tests for the hosts.yaml model (ovs_agent.hostsfile): pure, no OVS needed."""
+"""Unit tests for the hosts.yaml model (cluster.hostsfile): pure, no OVS needed."""
 from __future__ import annotations
 
 import pickle
@@ -9,8 +9,8 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ovs_agent import hostsfile as hf
-from ovs_agent.hostsfile import Cluster, Host, HostsFileError, parse
+from cluster import hostsfile as hf
+from cluster.hostsfile import Cluster, Host, HostsFileError, parse
 
 GOOD = """\
 controller:
@@ -387,7 +387,7 @@ def test_port_name_fits_ifnamsiz_and_is_readable(link, name):
 @settings(max_examples=20, deadline=None)
 @given(st.lists(NAMES, min_size=1, max_size=5))
 def test_port_name_is_deterministic_across_processes(names):
-    code = ("import sys; from ovs_agent.hostsfile import tunnel_port_name as t;"
+    code = ("import sys; from cluster.hostsfile import tunnel_port_name as t;"
             "print(' '.join(t('gre', n) for n in sys.argv[1:]))")
     out = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True,
                          check=True, env={"PYTHONHASHSEED": "random"}, cwd=_repo_root())
