@@ -9,7 +9,6 @@ logged and ignored: the last good configuration stays in force.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import threading
@@ -36,11 +35,6 @@ def pick_host(cluster: Cluster, name: str | None) -> Host:
                                  f"(hosts: {', '.join(h.name for h in cluster.hosts)})",
                                  None, cluster.source) from None
     return cluster.find_self(hostnet.local_ips(), socket.gethostname())
-
-
-def _auth_headers() -> dict[str, str]:
-    token = os.environ.get("WEFT_API_TOKEN")
-    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _exit_on_signal(*_: object) -> None:
@@ -162,9 +156,7 @@ class Agent:
         if current == self._reported:
             return
         try:
-            resp = httpx.put(f"{self.cluster.api.rstrip('/')}/v1/hosts/{self.me.name}/attachments",
-                             json=current, timeout=3, headers=_auth_headers())
-            resp.raise_for_status()
+            attach.report(self.cluster.api, self.me.name, current)
             self._reported = current
             LOG.info("reported %d attachment(s) to the controller", len(current))
         except httpx.HTTPError as exc:

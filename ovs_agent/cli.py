@@ -3,6 +3,7 @@
     ovs-agent --peers hosts.yaml [--host NAME] [--once] [--ovsdb CONNECTION]
     ovs-agent attach CONTAINER_NETNS --tenant NAME [--ip CIDR] [--mac MAC]
     ovs-agent detach CONTAINER_NETNS
+    ovs-agent docker-plugin --peers hosts.yaml [--host NAME] [--socket PATH]
 
 Exit status 2 means the input (hosts.yaml or arguments) was refused and
 nothing was changed.
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["attach"], ["detach"]):
         return _attach_main(argv)
+    if argv[:1] == ["docker-plugin"]:
+        from ovs_agent import pluginserver
+        return pluginserver.main(argv[1:])
     ap = argparse.ArgumentParser(prog="ovs-agent", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peers", type=Path, required=True, help="hosts.yaml")
