@@ -60,9 +60,20 @@ def add_container_port(api, name: str, tenant: str, container: str, mac: str,
         txn.add(api.add_port(BRIDGE, name, may_exist=True))
         txn.add(api.db_set("Interface", name, ("external_ids", ext), ("type", port_type)))
     if port_type.startswith("afxdp"):
-        time.sleep(0.5)                 # let vswitchd try to open it
+        _wait_opened(api, name)         # vswitchd tries to open it: ofport or error
         if refused_afxdp(api, {name}):
             api.db_set("Interface", name, ("type", "")).execute(check_error=True)
+
+
+def _wait_opened(api, name: str, timeout: float = 1.0) -> None:
+    """Until vswitchd has tried the port (an ofport or an error), at most `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = api.db_find("Interface", ("name", "=", name),
+                           columns=["ofport", "error"]).execute(check_error=True)
+        if rows and (rows[0]["ofport"] or rows[0]["error"]):
+            return
+        time.sleep(0.02)
 
 
 def remove_container_port(api, name: str) -> None:

@@ -149,6 +149,8 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s weft-plugin %(levelname)s %(message)s")
+    for noisy in ("httpx", "httpcore", "ovsdbapp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         cluster = load(args.peers)
         me = pick_host(cluster, args.host)

@@ -1,0 +1,197 @@
+"""The weft Docker network plugin with real dockerd on two lab hosts.
+
+`docker network create -d weft --ipam-driver weft -o tenant=T --subnet
+10.10.0.0/24 T` on each host for red and blue (the same subnet), then
+`docker run --network red|blue`: the containers are real Docker containers,
+plugged by the plugin; the lab only names their namespaces so its traffic
+tools can reach them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import converged_lab, lab_name
+from tests.lab import dockerhost as D
+from weft_lab import lab as L
+from weft_lab.measure import percentile
+from weft_lab.topology import parse
+from weft_lab.traffic import capture, captured, iperf, node_run, pinging, probe_all, reaches, \
+    tcpdump
+
+HOSTS = ("host1", "host2")
+TOPOLOGY = """
+name: plugin
+tunnel_type: vxlan
+agent: true
+controller: true
+tenants:
+  - {name: red, subnet: 10.10.0.0/24}
+  - {name: blue, subnet: 10.10.0.0/24}
+hosts:
+  - name: host1
+  - name: host2
+"""
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """Two hosts, each with dockerd, the plugin, and networks red and blue; four containers."""
+    if not Path(D.DOCKER).exists():
+        pytest.fail("docker.io is not installed (./dev.sh setup)")
+    with converged_lab(parse(TOPOLOGY).with_name(lab_name("dp"))) as topo:
+        procs = []
+        try:
+            for h in HOSTS:
+                procs.append(D.start_dockerd(topo.name, h))
+                topo_plugins[h] = D.start_plugin(topo.name, h)
+                for tenant in ("red", "blue"):
+                    D.docker(topo.name, h, "network", "create", "-d", "weft", "--ipam-driver",
+                             "weft", "-o", f"tenant={tenant}", "--subnet", "10.10.0.0/24",
+                             tenant)
+            for i, h in enumerate(HOSTS, 1):
+                for tenant in ("red", "blue"):
+                    info = D.run_container(topo.name, h, f"{tenant}{i}", tenant)
+                    IPS[f"{tenant}{i}"] = info["ip"].split("/")[0]
+            yield topo
+        finally:
+            D.stop_all(topo.name, list(HOSTS), procs)
+
+
+topo_plugins: dict[str, int] = {}
+IPS: dict[str, str] = {}
+
+
+def ports(lab, host: str) -> dict[str, dict]:
+    """br0's container ports on a host with their external_ids."""
+    out = json.loads(L.vsctl(lab.name, host, "--format=json", "--columns=name,external_ids",
+                             "find", "Interface", "external_ids:weft-role=container"))
+    return {row[0]: dict(row[1][1]) for row in out["data"]}
+
+
+def bridge_state(lab, host: str) -> dict[str, str]:
+    """The plugin's records in br0's external_ids."""
+    out = json.loads(L.vsctl(lab.name, host, "--format=json", "--columns=external_ids",
+                             "list", "Bridge", "br0"))
+    return {k: v for k, v in out["data"][0][0][1] if k.startswith("weft-d")}
+
+
+def links(lab, host: str) -> set[str]:
+    return {line.split(":")[1].strip().split("@")[0] for line in
+            L.run(["ip", "-o", "link", "show"], ns=L.ns_name(lab.name, host)).splitlines()}
+
+
+def test_containers_reach_each_other_across_hosts(lab):
+    assert IPS["red1"] == IPS["blue1"] and IPS["red2"] == IPS["blue2"]   # same subnet, twice
+    assert IPS["red1"] != IPS["red2"]                 # each host allocates its own slice
+    for a, b in (("red1", "red2"), ("red2", "red1"), ("blue1", "blue2"), ("blue2", "blue1")):
+        assert reaches(lab.name, a, IPS[b]), f"{a} -> {b}"
+    # from inside the container too (Docker's own exec, the image's busybox)
+    out = D.docker(lab.name, "host1", "exec", "red1", "ping", "-c", "2", "-W", "2", IPS["red2"])
+    assert "2 packets received" in out
+    mbps = iperf(lab.name, "red1", "red2", IPS["red2"], seconds=2)
+    print(f"iperf3 red1 -> red2 (Docker-run, across hosts): {mbps:.0f} Mbit/s")
+    assert mbps > 10
+    mtu = node_run(lab.name, "red1", ["cat", "/sys/class/net/eth0/mtu"]).stdout.strip()
+    assert mtu == str(L.container_mtu(lab))
+    routes = D.docker(lab.name, "host1", "exec", "red1", "ip", "route")
+    assert "default" not in routes        # no gateway: no docker_gwbridge, no default route
+
+
+def test_iperf3_in_the_image(lab):
+    """TCP through the container image's own iperf3 (checksum offload handled)."""
+    D.docker(lab.name, "host2", "exec", "-d", "blue2", "iperf3", "-s", "-1")
+    time.sleep(0.5)
+    out = D.docker(lab.name, "host1", "exec", "blue1", "iperf3", "-c", IPS["blue2"], "-t",
+                   "1", "-J", timeout=60)
+    assert json.loads(out)["end"]["sum_received"]["bits_per_second"] > 10e6
+
+
+@pytest.mark.parametrize("src,victims,own", [("red1", ["blue1", "blue2"], ["red2"]),
+                                             ("blue2", ["red1", "red2"], ["blue1"])])
+def test_same_subnet_tenants_are_isolated(lab, src, victims, own):
+    """The matrix of test_tenants.py, on Docker-run containers: counted at the receivers."""
+    procs = capture(lab.name, victims + own)
+    try:
+        twin = IPS[own[0]]            # this address exists in the other tenant too
+        macs = [node_run(lab.name, v, ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+                for v in victims]
+        probe_all(lab.name, src, "10.10.0.255", twin, macs)
+        time.sleep(0.5)
+    finally:
+        counts = captured(procs)
+    assert {v: counts[v] for v in victims} == {v: 0 for v in victims}, counts
+    assert all(counts[v] > 0 for v in own), counts
+
+
+def test_docker_rm_removes_port_veth_and_state(lab):
+    before_ports, before_links = ports(lab, "host1"), links(lab, "host1")
+    info = D.run_container(lab.name, "host1", "tmp1", "red")
+    assert reaches(lab.name, "tmp1", IPS["red2"])
+    [new] = set(ports(lab, "host1")) - set(before_ports)
+    assert ports(lab, "host1")[new]["weft-tenant"] == "red"
+    assert new in links(lab, "host1")
+    D.docker(lab.name, "host1", "stop", "-t", "0", "tmp1")
+    assert set(ports(lab, "host1")) == set(before_ports)         # Leave unplugged it
+    D.remove_container(lab.name, "host1", "tmp1")
+    assert set(ports(lab, "host1")) == set(before_ports)
+    assert links(lab, "host1") == before_links
+    eps = [json.loads(v) for k, v in bridge_state(lab, "host1").items()
+           if k.startswith("weft-dep-")]
+    assert sorted(e["address"] for e in eps) == [f"{IPS['red1']}/24"] * 2  # red1, blue1
+    # ...and the address went back to the pool
+    again = D.run_container(lab.name, "host1", "tmp2", "red")
+    assert again["ip"] == info["ip"]
+    D.remove_container(lab.name, "host1", "tmp2")
+
+
+def test_plugin_kill9_and_restart(lab):
+    """Running containers keep working, new ones get fresh addresses, rm still cleans."""
+    with pinging(lab.name, "red1", IPS["red2"], 300) as res:
+        os.kill(topo_plugins["host1"], signal.SIGKILL)
+        time.sleep(1)
+        topo_plugins["host1"] = D.start_plugin(lab.name, "host1")
+    assert res.received == res.sent == 300, res
+    info = D.run_container(lab.name, "host1", "tmp3", "red")
+    assert info["ip"].split("/")[0] not in (IPS["red1"], IPS["red2"])
+    assert reaches(lab.name, "tmp3", IPS["red2"]) and reaches(lab.name, "red2",
+                                                               info["ip"].split("/")[0])
+    before = set(ports(lab, "host1"))
+    D.remove_container(lab.name, "host1", "tmp3")
+    assert len(before - set(ports(lab, "host1"))) == 1
+    assert reaches(lab.name, "red1", IPS["red2"])
+
+
+def test_docker_run_to_first_packet_across_hosts(lab):
+    """From `docker run` on host1 to its first echo request seen by red2 on host2."""
+    lat = []
+    for i in range(20):
+        first_echo = (f"icmp[icmptype] = icmp-echo and dst host {IPS['red2']} "
+                      f"and not src host {IPS['red1']}")
+        dump = tcpdump(lab.name, "red2", ["-i", "eth0", "-c", "1", "-tt", first_echo])
+        try:
+            t0 = time.time()
+            D.docker(lab.name, "host1", "run", "-d", "--pull=never", "--name", f"lat{i}",
+                     "--network", "red", D.IMAGE, "ping", "-i", "0.01", IPS["red2"])
+            out, _ = dump.communicate(timeout=20)
+        finally:
+            if dump.poll() is None:
+                dump.kill()
+                dump.wait()
+            D.docker(lab.name, "host1", "rm", "-f", f"lat{i}", check=False)
+        lat.append(float(out.split()[0]) - t0)
+    print(f"docker run -> first packet at a container on another host, 20 runs: "
+          f"p50 {percentile(lat, 50) * 1000:.0f} ms, p99 {percentile(lat, 99) * 1000:.0f} ms, "
+          f"min {min(lat) * 1000:.0f} ms")
+    assert percentile(lat, 99) < 5
+
+
+def test_plugin_log_has_no_errors(lab):
+    for h in HOSTS:
+        log = (L.host_dir(lab.name, h) / "weft-plugin.log").read_text()
+        assert " ERROR " not in log and "Traceback" not in log, log[-2000:]
