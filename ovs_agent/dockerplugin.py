@@ -150,20 +150,25 @@ class Plugin:
 
     # -- dispatch ---------------------------------------------------------------------
     def handle(self, path: str, request: Json) -> Json:
-        """One call: the answer Docker expects, or {"Err": message}."""
+        """One call: the answer Docker expects, or the error in the field Docker reads.
+
+        The network driver protocol names it "Err", the IPAM protocol "Error";
+        Docker ignores the other one and would take the empty answer for success.
+        """
         name = path.lstrip("/")
+        err = "Error" if name.startswith("IpamDriver.") else "Err"
         method = HANDLERS.get(name)
         if method is None:
-            return {"Err": f"weft: {name} is not supported"}
+            return {err: f"weft: {name} is not supported"}
         try:
             with self.lock:
                 return method(self, request or {})
         except PluginError as exc:
             LOG.warning("%s refused: %s", name, exc)
-            return {"Err": str(exc)}
+            return {err: str(exc)}
         except Exception as exc:       # report, never kill the server thread
             LOG.exception("%s failed", name)
-            return {"Err": f"weft: {name}: {exc}"}
+            return {err: f"weft: {name}: {exc}"}
 
     # -- Plugin / capabilities --------------------------------------------------------
     def activate(self, _: Json) -> Json:
@@ -329,10 +334,13 @@ class Plugin:
                 from None
 
     def delete_endpoint(self, req: Json) -> Json:
-        ep = self.endpoints.pop(req.get("EndpointID", ""), None)
+        eid = req.get("EndpointID", "")
+        ep = self.endpoints.pop(eid, None)
         if ep:
             self._unplug(ep)
             self._delete(ep)
+        elif eid:
+            self.dp.unplug(port_names(eid)[0])
         return {}
 
     def endpoint_info(self, req: Json) -> Json:
@@ -358,16 +366,18 @@ class Plugin:
 
     def leave(self, req: Json) -> Json:
         ep = self.endpoints.get(req.get("EndpointID", ""))
-        if ep and ep.port:
+        if ep:
             self._unplug(ep)
             self._put(ep)
         return {}
 
     def _unplug(self, ep: Endpoint) -> None:
+        # By name, not by the record: a crash between plug and save leaves a port
+        # the record does not know, and Docker's DeleteEndpoint must still remove it.
+        self.dp.unplug(port_names(ep.id)[0])
         if ep.port:
-            self.dp.unplug(ep.port)
             LOG.info("unplugged %s (port %s)", ep.id[:12], ep.port)
-            ep.port = None
+        ep.port = None
 
 
 def _key(r: Pool | Network | Endpoint) -> str:

@@ -16,6 +16,7 @@ import os
 import signal
 import socketserver
 import sys
+import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -52,14 +53,19 @@ class OvsDataplane:
 
     def plug(self, port: str, peer: str, mac: str, tenant: str, container: str,
              extra: dict[str, str]) -> None:
+        t0 = time.monotonic()
         for name in (port, peer):       # leftovers of a crash between create and plug
             if hostnet.link_exists(name):
                 hostnet.ip("link", "del", name, check=False)
         hostnet.ensure_veth(port, peer, self.mtu)
         hostnet.ip("link", "set", peer, "address", mac)
+        t1 = time.monotonic()
         attach.add_container_port(self.api, port, tenant, container, mac,
                                   device_port_type(self.cluster, self.host, port), extra)
+        t2 = time.monotonic()
         self.report()
+        LOG.debug("plug %s: veth %.0f ms, br0 %.0f ms, report %.0f ms", port,
+                  (t1 - t0) * 1000, (t2 - t1) * 1000, (time.monotonic() - t2) * 1000)
 
     def unplug(self, port: str) -> None:
         attach.remove_container_port(self.api, port)
@@ -100,8 +106,10 @@ def make_handler(plugin: Plugin) -> type[BaseHTTPRequestHandler]:
                 req = json.loads(raw) if raw.strip() else {}
             except ValueError:
                 req = {}
-            LOG.debug("%s %s", self.path, raw[:500])
+            t0 = time.monotonic()
             resp = plugin.handle(self.path, req)
+            LOG.debug("%s %s -> %s (%.0f ms)", self.path, raw[:400], json.dumps(resp)[:200],
+                      (time.monotonic() - t0) * 1000)
             body = json.dumps(resp).encode()
             self.send_response(200)
             self.send_header("Content-Type", CONTENT_TYPE)

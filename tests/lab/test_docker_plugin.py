@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -152,19 +153,40 @@ def test_docker_rm_removes_port_veth_and_state(lab):
 
 def test_plugin_kill9_and_restart(lab):
     """Running containers keep working, new ones get fresh addresses, rm still cleans."""
+    old = D.run_container(lab.name, "host1", "tmp3", "red")
     with pinging(lab.name, "red1", IPS["red2"], 300) as res:
         os.kill(topo_plugins["host1"], signal.SIGKILL)
         time.sleep(1)
         topo_plugins["host1"] = D.start_plugin(lab.name, "host1")
     assert res.received == res.sent == 300, res
-    info = D.run_container(lab.name, "host1", "tmp3", "red")
-    assert info["ip"].split("/")[0] not in (IPS["red1"], IPS["red2"])
-    assert reaches(lab.name, "tmp3", IPS["red2"]) and reaches(lab.name, "red2",
-                                                               info["ip"].split("/")[0])
-    before = set(ports(lab, "host1"))
-    D.remove_container(lab.name, "host1", "tmp3")
-    assert len(before - set(ports(lab, "host1"))) == 1
+    assert reaches(lab.name, "tmp3", IPS["red2"])
+    new = D.run_container(lab.name, "host1", "tmp4", "red")
+    assert new["ip"] not in (old["ip"], f"{IPS['red1']}/24")
+    assert reaches(lab.name, "tmp4", IPS["red2"])
+    assert reaches(lab.name, "red2", new["ip"].split("/")[0])
+    before = ports(lab, "host1")
+    for name in ("tmp3", "tmp4"):       # made before and after the restart
+        D.remove_container(lab.name, "host1", name)
+    assert len(before) - len(ports(lab, "host1")) == 2
+    assert not {p for p in before if p not in ports(lab, "host1")} & links(lab, "host1")
     assert reaches(lab.name, "red1", IPS["red2"])
+
+
+def test_network_create_refusals_and_rm(lab):
+    """What a user gets wrong is refused with the fix in the message; rm leaves nothing."""
+    base = [D.DOCKER, "-H", f"unix://{D.ddir(lab.name, 'host1')}/docker.sock", "network",
+            "create", "-d", "weft", "--ipam-driver", "weft", "--subnet", "10.30.0.0/24"]
+    before = bridge_state(lab, "host1")
+    for opts, says in ((["-o", "tenant=green"], "weftctl tenant create green"),
+                       ([], "-o tenant=NAME"), (["-o", "tenant=red", "--ipv6", "--subnet",
+                                                 "fd00::/64"], "IPv6 is not supported")):
+        out = subprocess.run([*base, *opts, "bad"], capture_output=True, text=True, check=False)
+        assert out.returncode != 0 and says in out.stderr, out.stderr
+    assert bridge_state(lab, "host1") == before          # the pools Docker asked for: released
+    subprocess.run([*base, "-o", "tenant=red", "red-b"], check=True, capture_output=True)
+    assert len(bridge_state(lab, "host1")) == len(before) + 2      # network and pool
+    D.docker(lab.name, "host1", "network", "rm", "red-b")
+    assert bridge_state(lab, "host1") == before
 
 
 def test_docker_run_to_first_packet_across_hosts(lab):

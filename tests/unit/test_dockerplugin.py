@@ -47,8 +47,14 @@ def plugin(dp=None, index=0, count=1) -> Plugin:
 
 def call(p: Plugin, name: str, **req) -> dict:
     resp = p.handle("/" + name, req)
-    assert "Err" not in resp, resp
+    assert "Err" not in resp and "Error" not in resp, resp
     return resp
+
+
+def error(p: Plugin, name: str, **req) -> str:
+    """The refusal, read from the field Docker reads for this protocol."""
+    resp = p.handle("/" + name, req)
+    return resp["Error" if name.startswith("IpamDriver.") else "Err"]
 
 
 def network(p: Plugin, nid: str, tenant: str, subnet="10.10.0.0/24", ip_range="") -> str:
@@ -153,7 +159,7 @@ def test_ip_range_wins_and_is_exhausted_cleanly():
     addrs = [call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="",
                   Options={})["Address"] for _ in range(4)]
     assert addrs == ["10.10.0.200/24", "10.10.0.201/24", "10.10.0.202/24", "10.10.0.203/24"]
-    err = p.handle("/IpamDriver.RequestAddress", {"PoolID": pool, "Address": ""})["Err"]
+    err = error(p, "IpamDriver.RequestAddress", PoolID=pool, Address="")
     assert "no free address" in err
 
 
@@ -166,25 +172,24 @@ def test_requested_addresses_and_gateways():
     assert call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="10.20.0.7",
                 Options={})["Address"] == "10.20.0.7/24"
     for addr in ("10.20.0.7", "10.20.0.254", "10.20.1.1", "10.20.0.255"):
-        assert "Err" in p.handle("/IpamDriver.RequestAddress",
-                                 {"PoolID": pool, "Address": addr, "Options": {}})
+        assert error(p, "IpamDriver.RequestAddress", PoolID=pool, Address=addr, Options={})
     assert call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="",
                 Options={})["Address"] == "10.20.0.1/24"   # the gateway is elsewhere
 
 
 def test_refusals_say_what_to_type():
     p = plugin()
-    no_subnet = p.handle("/IpamDriver.RequestPool", {"Pool": "", "V6": False})["Err"]
-    assert "--subnet" in no_subnet
-    assert "IPv6" in p.handle("/IpamDriver.RequestPool", {"Pool": "fd00::/64", "V6": True})["Err"]
-    no_tenant = p.handle("/NetworkDriver.CreateNetwork",
-                         {"NetworkID": "n", "Options": {GENERIC: {}}, "IPv4Data": []})["Err"]
+    assert "--subnet" in error(p, "IpamDriver.RequestPool", Pool="", V6=False)
+    assert "IPv6" in error(p, "IpamDriver.RequestPool", Pool="fd00::/64", V6=True)
+    no_tenant = error(p, "NetworkDriver.CreateNetwork", NetworkID="n",
+                      Options={GENERIC: {}}, IPv4Data=[])
     assert "tenant=" in no_tenant
-    unknown = p.handle("/NetworkDriver.CreateNetwork",
-                       {"NetworkID": "n", "Options": {GENERIC: {"tenant": "green"}}})["Err"]
+    unknown = error(p, "NetworkDriver.CreateNetwork", NetworkID="n",
+                    Options={GENERIC: {"tenant": "green"}})
     assert "weftctl tenant create green" in unknown
-    assert "Err" in p.handle("/NetworkDriver.Join", {"NetworkID": "n", "EndpointID": "x"})
-    assert "not supported" in p.handle("/NetworkDriver.AllocateNetwork", {})["Err"]
+    assert error(p, "NetworkDriver.Join", NetworkID="n", EndpointID="x")
+    assert "not supported" in error(p, "NetworkDriver.AllocateNetwork")
+    assert "not supported" in error(p, "IpamDriver.Nonsense")
 
 
 def test_docker_rm_cleans_up_completely():
@@ -231,8 +236,8 @@ def test_state_is_written_before_the_answer():
     p = plugin(dp)
     pool = network(p, "n", "red")
     dp.fail_save = True
-    resp = p.handle("/IpamDriver.RequestAddress", {"PoolID": pool, "Address": ""})
-    assert "ovsdb-server went away" in resp["Err"]
+    assert "ovsdb-server went away" in error(p, "IpamDriver.RequestAddress", PoolID=pool,
+                                             Address="")
 
 
 def test_http_over_a_unix_socket(tmp_path: Path):
@@ -263,3 +268,21 @@ def test_leave_and_delete_of_unknown_endpoints_are_harmless(garbage):
     p = plugin()
     assert call(p, "NetworkDriver.Leave", **garbage) == {}
     assert call(p, "NetworkDriver.DeleteEndpoint", **garbage) == {}
+
+
+def test_a_port_plugged_before_a_crash_is_removed_by_delete_endpoint():
+    """Killed between plugging and saving: the record has no port, br0 has one."""
+    dp = FakeDataplane()
+    p = plugin(dp)
+    pool = network(p, "n", "red")
+    run(p, "n", pool, "e" * 64)
+    dp.store = {k: json.dumps({**json.loads(v), "port": None}) if k.startswith("weft-dep-")
+                else v for k, v in dp.store.items()}
+    again = plugin(dp)
+    call(again, "NetworkDriver.DeleteEndpoint", NetworkID="n", EndpointID="e" * 64)
+    assert dp.ports == {}
+    # and one Docker gives up on entirely (no record at all)
+    run(again, "n", pool, "f" * 64)
+    dp.store = {k: v for k, v in dp.store.items() if not k.startswith("weft-dep-")}
+    call(plugin(dp), "NetworkDriver.DeleteEndpoint", NetworkID="n", EndpointID="f" * 64)
+    assert dp.ports == {}
