@@ -1,10 +1,10 @@
-"""The weft Docker network plugin with real dockerd on two lab hosts.
+"""The weft Docker network plugin with a real dockerd on two lab hosts.
 
-`docker network create -d weft --ipam-driver weft -o tenant=T --subnet
-10.10.0.0/24 T` on each host for red and blue (the same subnet), then
-`docker run --network red|blue`: the containers are real Docker containers,
-plugged by the plugin; the lab only names their namespaces so its traffic
-tools can reach them.
+topologies/docker-plugin.yaml: the lab runs dockerd and the plugin on each host
+and types `docker network create -d weft --ipam-driver weft -o tenant=T
+--subnet 10.10.0.0/24 T` there for red and blue (the same subnet); red1/blue1
+(host1) and red2/blue2 (host2) are `docker run --network red|blue`
+containers.  More containers are started here the same way.
 """
 from __future__ import annotations
 
@@ -18,54 +18,51 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import converged_lab, lab_name
-from tests.lab import dockerhost as D
+from weft_lab import docker as D
 from weft_lab import lab as L
-from weft_lab.measure import percentile
-from weft_lab.topology import parse
+from weft_lab.measure import percentile, pings
+from weft_lab.shell import netns_pids, run
+from weft_lab.topology import load
 from weft_lab.traffic import capture, captured, iperf, node_run, pinging, probe_all, reaches, \
     tcpdump
 
-HOSTS = ("host1", "host2")
-TOPOLOGY = """
-name: plugin
-tunnel_type: vxlan
-agent: true
-controller: true
-tenants:
-  - {name: red, subnet: 10.10.0.0/24}
-  - {name: blue, subnet: 10.10.0.0/24}
-hosts:
-  - name: host1
-  - name: host2
-"""
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def lab():
-    """Two hosts, each with dockerd, the plugin, and networks red and blue; four containers."""
-    if not Path(D.DOCKER).exists():
-        pytest.fail("docker.io is not installed (./dev.sh setup)")
-    with converged_lab(parse(TOPOLOGY).with_name(lab_name("dp"))) as topo:
-        procs = []
+    with converged_lab(load(ROOT / "topologies" / "docker-plugin.yaml")
+                       .with_name(lab_name("dp"))) as topo:
+        yield topo
+
+
+def hd(lab, host: str = "host1") -> Path:
+    return L.host_dir(lab.name, host)
+
+
+def docker(lab, host: str, *args: str, check: bool = True) -> str:
+    return D.docker(hd(lab, host), *args, check=check)
+
+
+def start(lab, host: str, name: str, network: str = "red") -> dict:
+    """`docker run --network NET` of one more container (namespace LAB.NAME)."""
+    return D.run_container(hd(lab, host), lab.name, name, L.ns_name(lab.name, name),
+                           network=network)
+
+
+def remove(lab, host: str, name: str) -> None:
+    docker(lab, host, "rm", "-f", name)
+    run(["ip", "netns", "del", L.ns_name(lab.name, name)], check=False)
+
+
+def plugin_pid(lab, host: str) -> int:
+    for pid in netns_pids(L.ns_name(lab.name, host)):
         try:
-            for h in HOSTS:
-                procs.append(D.start_dockerd(topo.name, h))
-                topo_plugins[h] = D.start_plugin(topo.name, h)
-                for tenant in ("red", "blue"):
-                    D.docker(topo.name, h, "network", "create", "-d", "weft", "--ipam-driver",
-                             "weft", "-o", f"tenant={tenant}", "--subnet", "10.10.0.0/24",
-                             tenant)
-            for i, h in enumerate(HOSTS, 1):
-                for tenant in ("red", "blue"):
-                    info = D.run_container(topo.name, h, f"{tenant}{i}", tenant)
-                    IPS[f"{tenant}{i}"] = info["ip"].split("/")[0]
-            yield topo
-        finally:
-            D.stop_all(topo.name, list(HOSTS), procs)
-
-
-topo_plugins: dict[str, int] = {}
-IPS: dict[str, str] = {}
+            if b"docker-plugin" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            pass
+    raise AssertionError(f"no plugin running on {host}")
 
 
 def ports(lab, host: str) -> dict[str, dict]:
@@ -88,28 +85,28 @@ def links(lab, host: str) -> set[str]:
 
 
 def test_containers_reach_each_other_across_hosts(lab):
-    assert IPS["red1"] == IPS["blue1"] and IPS["red2"] == IPS["blue2"]   # same subnet, twice
-    assert IPS["red1"] != IPS["red2"]                 # each host allocates its own slice
     for a, b in (("red1", "red2"), ("red2", "red1"), ("blue1", "blue2"), ("blue2", "blue1")):
-        assert reaches(lab.name, a, IPS[b]), f"{a} -> {b}"
+        assert reaches(lab.name, a, lab.addr(b)), f"{a} -> {b}"
     # from inside the container too (Docker's own exec, the image's busybox)
-    out = D.docker(lab.name, "host1", "exec", "red1", "ping", "-c", "2", "-W", "2", IPS["red2"])
+    out = docker(lab, "host1", "exec", "red1", "ping", "-c", "2", "-W", "2", lab.addr("red2"))
     assert "2 packets received" in out
-    mbps = iperf(lab.name, "red1", "red2", IPS["red2"], seconds=2)
+    mbps = iperf(lab.name, "red1", "red2", lab.addr("red2"), seconds=2)
     print(f"iperf3 red1 -> red2 (Docker-run, across hosts): {mbps:.0f} Mbit/s")
     assert mbps > 10
     mtu = node_run(lab.name, "red1", ["cat", "/sys/class/net/eth0/mtu"]).stdout.strip()
     assert mtu == str(L.container_mtu(lab))
-    routes = D.docker(lab.name, "host1", "exec", "red1", "ip", "route")
+    routes = docker(lab, "host1", "exec", "red1", "ip", "route")
     assert "default" not in routes        # no gateway: no docker_gwbridge, no default route
+    # the default tenant's docker0 containers are elsewhere
+    assert not reaches(lab.name, "d1", lab.addr("red2"), tries=2)
 
 
 def test_iperf3_in_the_image(lab):
     """TCP through the container image's own iperf3 (checksum offload handled)."""
-    D.docker(lab.name, "host2", "exec", "-d", "blue2", "iperf3", "-s", "-1")
+    docker(lab, "host2", "exec", "-d", "blue2", "iperf3", "-s", "-1")
     time.sleep(0.5)
-    out = D.docker(lab.name, "host1", "exec", "blue1", "iperf3", "-c", IPS["blue2"], "-t",
-                   "1", "-J", timeout=60)
+    out = docker(lab, "host1", "exec", "blue1", "iperf3", "-c", lab.addr("blue2"), "-t", "1",
+                 "-J")
     assert json.loads(out)["end"]["sum_received"]["bits_per_second"] > 10e6
 
 
@@ -119,7 +116,7 @@ def test_same_subnet_tenants_are_isolated(lab, src, victims, own):
     """The matrix of test_tenants.py, on Docker-run containers: counted at the receivers."""
     procs = capture(lab.name, victims + own)
     try:
-        twin = IPS[own[0]]            # this address exists in the other tenant too
+        twin = lab.addr(own[0])            # this address (and MAC) exists in the other tenant
         macs = [node_run(lab.name, v, ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
                 for v in victims]
         probe_all(lab.name, src, "10.10.0.255", twin, macs)
@@ -132,50 +129,50 @@ def test_same_subnet_tenants_are_isolated(lab, src, victims, own):
 
 def test_docker_rm_removes_port_veth_and_state(lab):
     before_ports, before_links = ports(lab, "host1"), links(lab, "host1")
-    info = D.run_container(lab.name, "host1", "tmp1", "red")
-    assert reaches(lab.name, "tmp1", IPS["red2"])
+    info = start(lab, "host1", "tmp1")
+    assert info["ip"] == "10.10.0.3/24"       # host1's slice; .1 is the gateway, .2 is red1
+    assert pings(L.ns_name(lab.name, "tmp1"), lab.addr("red2"))
     [new] = set(ports(lab, "host1")) - set(before_ports)
     assert ports(lab, "host1")[new]["weft-tenant"] == "red"
     assert new in links(lab, "host1")
-    D.docker(lab.name, "host1", "stop", "-t", "0", "tmp1")
+    docker(lab, "host1", "stop", "-t", "0", "tmp1")
     assert set(ports(lab, "host1")) == set(before_ports)         # Leave unplugged it
-    D.remove_container(lab.name, "host1", "tmp1")
+    remove(lab, "host1", "tmp1")
     assert set(ports(lab, "host1")) == set(before_ports)
     assert links(lab, "host1") == before_links
     eps = [json.loads(v) for k, v in bridge_state(lab, "host1").items()
            if k.startswith("weft-dep-")]
-    assert sorted(e["address"] for e in eps) == [f"{IPS['red1']}/24"] * 2  # red1, blue1
-    # ...and the address went back to the pool
-    again = D.run_container(lab.name, "host1", "tmp2", "red")
+    assert sorted(e["address"] for e in eps) == ["10.10.0.2/24"] * 2   # red1, blue1
+    again = start(lab, "host1", "tmp2")        # the address went back to the pool
     assert again["ip"] == info["ip"]
-    D.remove_container(lab.name, "host1", "tmp2")
+    remove(lab, "host1", "tmp2")
 
 
 def test_plugin_kill9_and_restart(lab):
     """Running containers keep working, new ones get fresh addresses, rm still cleans."""
-    old = D.run_container(lab.name, "host1", "tmp3", "red")
-    with pinging(lab.name, "red1", IPS["red2"], 300) as res:
-        os.kill(topo_plugins["host1"], signal.SIGKILL)
+    old = start(lab, "host1", "tmp3")
+    with pinging(lab.name, "red1", lab.addr("red2"), 300) as res:
+        os.kill(plugin_pid(lab, "host1"), signal.SIGKILL)
         time.sleep(1)
-        topo_plugins["host1"] = D.start_plugin(lab.name, "host1")
+        L.start_plugin(lab.name, "host1")
     assert res.received == res.sent == 300, res
-    assert reaches(lab.name, "tmp3", IPS["red2"])
-    new = D.run_container(lab.name, "host1", "tmp4", "red")
-    assert new["ip"] not in (old["ip"], f"{IPS['red1']}/24")
-    assert reaches(lab.name, "tmp4", IPS["red2"])
+    assert pings(L.ns_name(lab.name, "tmp3"), lab.addr("red2"))
+    new = start(lab, "host1", "tmp4")
+    assert new["ip"] not in (old["ip"], "10.10.0.2/24")
+    assert pings(L.ns_name(lab.name, "tmp4"), lab.addr("red2"))
     assert reaches(lab.name, "red2", new["ip"].split("/")[0])
     before = ports(lab, "host1")
     for name in ("tmp3", "tmp4"):       # made before and after the restart
-        D.remove_container(lab.name, "host1", name)
+        remove(lab, "host1", name)
     assert len(before) - len(ports(lab, "host1")) == 2
     assert not {p for p in before if p not in ports(lab, "host1")} & links(lab, "host1")
-    assert reaches(lab.name, "red1", IPS["red2"])
+    assert reaches(lab.name, "red1", lab.addr("red2"))
 
 
 def test_network_create_refusals_and_rm(lab):
     """What a user gets wrong is refused with the fix in the message; rm leaves nothing."""
-    base = [D.DOCKER, "-H", f"unix://{D.ddir(lab.name, 'host1')}/docker.sock", "network",
-            "create", "-d", "weft", "--ipam-driver", "weft", "--subnet", "10.30.0.0/24"]
+    base = [D.DOCKER, "-H", f"unix://{D.socket_path(hd(lab))}", "network", "create", "-d",
+            "weft", "--ipam-driver", "weft", "--subnet", "10.30.0.0/24"]
     before = bridge_state(lab, "host1")
     for opts, says in ((["-o", "tenant=green"], "weftctl tenant create green"),
                        ([], "-o tenant=NAME"), (["-o", "tenant=red", "--ipv6", "--subnet",
@@ -185,27 +182,27 @@ def test_network_create_refusals_and_rm(lab):
     assert bridge_state(lab, "host1") == before          # the pools Docker asked for: released
     subprocess.run([*base, "-o", "tenant=red", "red-b"], check=True, capture_output=True)
     assert len(bridge_state(lab, "host1")) == len(before) + 2      # network and pool
-    D.docker(lab.name, "host1", "network", "rm", "red-b")
+    docker(lab, "host1", "network", "rm", "red-b")
     assert bridge_state(lab, "host1") == before
 
 
 def test_docker_run_to_first_packet_across_hosts(lab):
     """From `docker run` on host1 to its first echo request seen by red2 on host2."""
     lat = []
+    first_echo = (f"icmp[icmptype] = icmp-echo and dst host {lab.addr('red2')} "
+                  f"and not src host {lab.addr('red1')}")
     for i in range(20):
-        first_echo = (f"icmp[icmptype] = icmp-echo and dst host {IPS['red2']} "
-                      f"and not src host {IPS['red1']}")
         dump = tcpdump(lab.name, "red2", ["-i", "eth0", "-c", "1", "-tt", first_echo])
         try:
             t0 = time.time()
-            D.docker(lab.name, "host1", "run", "-d", "--pull=never", "--name", f"lat{i}",
-                     "--network", "red", D.IMAGE, "ping", "-i", "0.01", IPS["red2"])
+            docker(lab, "host1", "run", "-d", "--pull=never", "--name", f"lat{i}",
+                   "--network", "red", D.IMAGE, "ping", "-i", "0.01", lab.addr("red2"))
             out, _ = dump.communicate(timeout=20)
         finally:
             if dump.poll() is None:
                 dump.kill()
                 dump.wait()
-            D.docker(lab.name, "host1", "rm", "-f", f"lat{i}", check=False)
+            docker(lab, "host1", "rm", "-f", f"lat{i}", check=False)
         lat.append(float(out.split()[0]) - t0)
     print(f"docker run -> first packet at a container on another host, 20 runs: "
           f"p50 {percentile(lat, 50) * 1000:.0f} ms, p99 {percentile(lat, 99) * 1000:.0f} ms, "
@@ -214,6 +211,6 @@ def test_docker_run_to_first_packet_across_hosts(lab):
 
 
 def test_plugin_log_has_no_errors(lab):
-    for h in HOSTS:
-        log = (L.host_dir(lab.name, h) / "weft-plugin.log").read_text()
+    for h in ("host1", "host2"):
+        log = (hd(lab, h) / "weft-plugin.log").read_text()
         assert " ERROR " not in log and "Traceback" not in log, log[-2000:]
