@@ -88,6 +88,9 @@ class Dataplane(Protocol):
     def tenant_exists(self, tenant: str) -> bool | None:
         """Ask the controller; None when it cannot be asked."""
 
+    def network_name(self, network_id: str) -> str | None:
+        """Ask Docker for a network's name; None when it cannot be asked."""
+
 
 def host_slice(subnet: str, index: int, count: int) -> tuple[str, str]:
     """Slice `index` of `count` equal power-of-two slices of `subnet` (whole if too small)."""
@@ -281,20 +284,39 @@ class Plugin:
         generic = opts.get(GENERIC) or {}
         if req.get("IPv6Data"):
             raise PluginError("weft: IPv6 is not supported")
-        tenant = generic.get(TENANT_OPT)
-        if not tenant:
-            raise PluginError("weft: name the tenant: docker network create -d weft "
-                              "-o tenant=NAME ...")
-        if self.dp.tenant_exists(tenant) is False:
-            raise PluginError(f"weft: no tenant {tenant!r} in the weft controller: create it "
-                              f"first (weftctl tenant create {tenant})")
+        # Without -o tenant the tenant is the network's name; Docker does not send the
+        # name and stores the network only after this call, so it is looked up later.
+        tenant = generic.get(TENANT_OPT) or ""
+        if tenant:
+            self._check_tenant(tenant)
         v4 = req.get("IPv4Data") or []
         subnet = v4[0].get("Pool", "") if v4 else ""
         net = Network(nid, tenant, subnet)
         self.networks[nid] = net
         self._put(net)
-        LOG.info("network %s: tenant %s, subnet %s", nid[:12], tenant, subnet or "-")
+        LOG.info("network %s: tenant %s, subnet %s", nid[:12],
+                 tenant or "(the network's name)", subnet or "-")
         return {}
+
+    def _check_tenant(self, tenant: str) -> None:
+        if self.dp.tenant_exists(tenant) is False:
+            raise PluginError(f"weft: no tenant {tenant!r} in the weft controller: create it "
+                              f"first (weftctl tenant create {tenant})")
+
+    def _tenant_of(self, net: Network) -> str:
+        """The network's tenant; the first endpoint of a network made without -o tenant
+        learns its name from Docker."""
+        if net.tenant:
+            return net.tenant
+        name = self.dp.network_name(net.id)
+        if not name:
+            raise PluginError(f"weft: cannot learn the name of network {net.id[:12]} from "
+                              "Docker; create it with -o tenant=NAME")
+        self._check_tenant(name)
+        net.tenant = name
+        self._put(net)
+        LOG.info("network %s: tenant %s (its name)", net.id[:12], name)
+        return name
 
     def delete_network(self, req: Json) -> Json:
         nid = req.get("NetworkID", "")
@@ -314,7 +336,7 @@ class Plugin:
 
     # -- endpoints --------------------------------------------------------------------
     def create_endpoint(self, req: Json) -> Json:
-        self._network(req["NetworkID"])
+        self._tenant_of(self._network(req["NetworkID"]))
         eid = req["EndpointID"]
         iface = req.get("Interface") or {}
         if iface.get("AddressIPv6"):
@@ -352,15 +374,16 @@ class Plugin:
     def join(self, req: Json) -> Json:
         ep = self._endpoint(req)
         net = self._network(ep.network)
+        tenant = self._tenant_of(net)
         port, peer = port_names(ep.id)
         if ep.port:             # a repeated Join: start from a clean veth
             self.dp.unplug(ep.port)
-        self.dp.plug(port, peer, ep.mac, net.tenant, req.get("SandboxKey") or ep.id,
+        self.dp.plug(port, peer, ep.mac, tenant, req.get("SandboxKey") or ep.id,
                      {"weft-docker-network": net.id, "weft-docker-endpoint": ep.id})
         ep.port = port
         self._put(ep)
         LOG.info("joined %s (%s, %s) to tenant %s as port %s", ep.id[:12], ep.address, ep.mac,
-                 net.tenant, port)
+                 tenant, port)
         return {"InterfaceName": {"SrcName": peer, "DstPrefix": "eth"},
                 "DisableGatewayService": True}
 

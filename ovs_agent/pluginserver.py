@@ -30,6 +30,7 @@ from ovs_agent.dockerplugin import EP_KEY, NET_KEY, POOL_KEY, Plugin
 
 LOG = logging.getLogger("weft-plugin")
 DEFAULT_SOCKET = Path("/run/docker/plugins/weft.sock")
+DEFAULT_DOCKER = "unix:///var/run/docker.sock"
 STATE_PREFIXES = (NET_KEY, POOL_KEY, EP_KEY)
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 
@@ -37,8 +38,10 @@ CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 class OvsDataplane:
     """The plugin's state in br0's external_ids, its veths on br0."""
 
-    def __init__(self, api, cluster: Cluster, host: str, mtu: int) -> None:
+    def __init__(self, api, cluster: Cluster, host: str, mtu: int,
+                 docker_host: str = DEFAULT_DOCKER) -> None:
         self.api, self.cluster, self.host, self.mtu = api, cluster, host, mtu
+        self.docker_socket = docker_host.removeprefix("unix://")
 
     def load(self) -> dict[str, str]:
         ext = self.api.db_get("Bridge", BRIDGE, "external_ids").execute(check_error=True)
@@ -89,6 +92,18 @@ class OvsDataplane:
         except httpx.HTTPError:
             return None
         return True if resp.status_code == 200 else False if resp.status_code == 404 else None
+
+
+    def network_name(self, network_id: str) -> str | None:
+        try:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=self.docker_socket),
+                              timeout=3) as client:
+                resp = client.get(f"http://docker/networks/{network_id}")
+        except httpx.HTTPError as exc:
+            LOG.warning("could not ask Docker (%s) for network %s: %s", self.docker_socket,
+                        network_id[:12], exc)
+            return None
+        return resp.json().get("Name") if resp.status_code == 200 else None
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -151,6 +166,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--host", help="this host's name in hosts.yaml")
     ap.add_argument("--socket", type=Path, default=DEFAULT_SOCKET,
                     help="unix socket dockerd finds the driver by (default: %(default)s)")
+    ap.add_argument("--docker-host", default=DEFAULT_DOCKER,
+                    help="dockerd's API, asked for the names of networks made without "
+                         "-o tenant (default: %(default)s)")
     ap.add_argument("--ovsdb", default=ovsdb.default_connection(),
                     help="OVSDB connection (default: %(default)s)")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -167,7 +185,7 @@ def main(argv: list[str]) -> int:
         return 2
     api = ovsdb.connect(args.ovsdb)
     names = [h.name for h in cluster.hosts]
-    plugin = Plugin(OvsDataplane(api, cluster, me.name, tunnel_mtu(cluster)),
+    plugin = Plugin(OvsDataplane(api, cluster, me.name, tunnel_mtu(cluster), args.docker_host),
                     host_index=names.index(me.name), host_count=len(names))
     try:
         serve(plugin, args.socket)

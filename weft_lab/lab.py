@@ -189,7 +189,8 @@ def start_plugin(lab: str, host: str) -> int:
         "op": "spawn", "ns": ns_name(lab, host), "env": env,
         "log": str(d / "weft-plugin.log"),
         "argv": [sys.executable, "-m", "ovs_agent.cli", "docker-plugin", "--peers",
-                 str(sd / "hosts.yaml"), "--host", host, "--socket", str(sock)]})["pid"]
+                 str(sd / "hosts.yaml"), "--host", host, "--socket", str(sock),
+                 "--docker-host", f"unix://{docker.socket_path(d)}"]})["pid"]
     _wait(sock.exists, 20, f"the weft plugin of {host} ({d}/weft-plugin.log)")
     return pid
 

@@ -174,19 +174,40 @@ def test_plugin_kill9_and_restart(lab):
 
 def test_network_create_refusals_and_rm(lab):
     """What a user gets wrong is refused with the fix in the message; rm leaves nothing."""
-    base = [D.DOCKER, "-H", f"unix://{D.socket_path(hd(lab))}", "network", "create", "-d",
-            "weft", "--ipam-driver", "weft", "--subnet", "10.30.0.0/24"]
+    cli = [D.DOCKER, "-H", f"unix://{D.socket_path(hd(lab))}"]
+    base = [*cli, "network", "create", "-d", "weft", "--ipam-driver", "weft", "--subnet",
+            "10.30.0.0/24"]
     before = bridge_state(lab, "host1")
     for opts, says in ((["-o", "tenant=green"], "weftctl tenant create green"),
-                       ([], "-o tenant=NAME"), (["-o", "tenant=red", "--ipv6", "--subnet",
-                                                 "fd00::/64"], "IPv6 is not supported")):
+                       (["-o", "tenant=red", "--ipv6", "--subnet", "fd00::/64"],
+                        "IPv6 is not supported")):
         out = subprocess.run([*base, *opts, "bad"], capture_output=True, text=True, check=False)
         assert out.returncode != 0 and says in out.stderr, out.stderr
     assert bridge_state(lab, "host1") == before          # the pools Docker asked for: released
-    subprocess.run([*base, "-o", "tenant=red", "red-b"], check=True, capture_output=True)
-    assert len(bridge_state(lab, "host1")) == len(before) + 2      # network and pool
-    docker(lab, "host1", "network", "rm", "red-b")
+    # no -o tenant: the tenant is the network's name, learnt when a container starts
+    subprocess.run([*base, "nosuch"], check=True, capture_output=True)
+    out = subprocess.run([*cli, "run", "--pull=never", "--rm", "--network", "nosuch", D.IMAGE,
+                          "true"], capture_output=True, text=True, check=False)
+    assert out.returncode != 0 and "weftctl tenant create nosuch" in out.stderr, out.stderr
+    docker(lab, "host1", "network", "rm", "nosuch")
     assert bridge_state(lab, "host1") == before
+
+
+def test_the_tenant_defaults_to_the_network_name(lab):
+    """`docker network create -d weft ... bare` joins tenant bare: it reaches x2, which
+    `ovs-agent attach` put there on the other host."""
+    docker(lab, "host1", "network", "create", "-d", "weft", "--ipam-driver", "weft",
+           "--subnet", "10.50.0.0/24", "bare")
+    try:
+        D.run_container(hd(lab), lab.name, "bare9", L.ns_name(lab.name, "bare9"),
+                        network="bare", ip="10.50.0.10")
+        port = [p for p, ext in ports(lab, "host1").items()
+                if ext.get("weft-docker-endpoint") and ext["weft-tenant"] == "bare"]
+        assert len(port) == 1
+        assert pings(L.ns_name(lab.name, "bare9"), lab.addr("x2"))
+    finally:
+        remove(lab, "host1", "bare9")
+        docker(lab, "host1", "network", "rm", "bare")
 
 
 def test_docker_run_to_first_packet_across_hosts(lab):

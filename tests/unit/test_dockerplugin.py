@@ -19,6 +19,7 @@ class FakeDataplane:
         self.ports: dict[str, dict] = {}
         self.tenants = set(tenants)
         self.fail_save = False
+        self.names: dict[str, str] = {}      # what Docker would say a network is called
 
     def load(self):
         return dict(self.store)
@@ -38,6 +39,9 @@ class FakeDataplane:
 
     def tenant_exists(self, tenant):
         return tenant in self.tenants
+
+    def network_name(self, network_id):
+        return self.names.get(network_id)
 
 
 def plugin(dp=None, index=0, count=1) -> Plugin:
@@ -181,9 +185,6 @@ def test_refusals_say_what_to_type():
     p = plugin()
     assert "--subnet" in error(p, "IpamDriver.RequestPool", Pool="", V6=False)
     assert "IPv6" in error(p, "IpamDriver.RequestPool", Pool="fd00::/64", V6=True)
-    no_tenant = error(p, "NetworkDriver.CreateNetwork", NetworkID="n",
-                      Options={GENERIC: {}}, IPv4Data=[])
-    assert "tenant=" in no_tenant
     unknown = error(p, "NetworkDriver.CreateNetwork", NetworkID="n",
                     Options={GENERIC: {"tenant": "green"}})
     assert "weftctl tenant create green" in unknown
@@ -286,3 +287,25 @@ def test_a_port_plugged_before_a_crash_is_removed_by_delete_endpoint():
     dp.store = {k: v for k, v in dp.store.items() if not k.startswith("weft-dep-")}
     call(plugin(dp), "NetworkDriver.DeleteEndpoint", NetworkID="n", EndpointID="f" * 64)
     assert dp.ports == {}
+
+
+def test_without_tenant_option_the_tenant_is_the_network_name():
+    """Docker sends no name with CreateNetwork; the first endpoint asks Docker for it."""
+    dp = FakeDataplane()
+    p = plugin(dp)
+    pool = call(p, "IpamDriver.RequestPool", Pool="10.10.0.0/24", V6=False)["PoolID"]
+    call(p, "NetworkDriver.CreateNetwork", NetworkID="n1", Options={GENERIC: {}},
+         IPv4Data=[{"Pool": "10.10.0.0/24"}])
+    dp.names["n1"] = "blue"                   # Docker stores the network after the call
+    run(p, "n1", pool, "a" * 64)
+    assert [i["tenant"] for i in dp.ports.values()] == ["blue"]
+    assert json.loads(dp.store["weft-dnet-n1"])["tenant"] == "blue"     # learnt once, kept
+    # a name that is no tenant, or no name at all: refused when the container starts
+    for nid, name, says in (("n2", "green", "weftctl tenant create green"),
+                            ("n3", None, "-o tenant=NAME")):
+        call(p, "NetworkDriver.CreateNetwork", NetworkID=nid, Options={GENERIC: {}},
+             IPv4Data=[{"Pool": "10.10.0.0/24"}])
+        if name:
+            dp.names[nid] = name
+        assert says in error(p, "NetworkDriver.CreateEndpoint", NetworkID=nid,
+                             EndpointID="b" * 64, Interface={"Address": "10.10.0.9/24"})
