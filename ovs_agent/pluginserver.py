@@ -159,6 +159,16 @@ def serve(plugin: Plugin, socket_path: Path) -> None:
         socket_path.unlink(missing_ok=True)
 
 
+def _wait_for_bridge(api) -> None:
+    """The state lives on br0, which ovs-agent makes: wait for it (with one log line)."""
+    said = False
+    while not api.br_exists(BRIDGE).execute(check_error=True):
+        if not said:
+            LOG.warning("waiting for %s (is ovs-agent running?)", BRIDGE)
+            said = True
+        time.sleep(0.5)
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="ovs-agent docker-plugin",
                                  description="the weft Docker network + IPAM driver")
@@ -184,6 +194,7 @@ def main(argv: list[str]) -> int:
         print(f"ovs-agent docker-plugin: {exc}", file=sys.stderr)
         return 2
     api = ovsdb.connect(args.ovsdb)
+    _wait_for_bridge(api)
     names = [h.name for h in cluster.hosts]
     plugin = Plugin(OvsDataplane(api, cluster, me.name, tunnel_mtu(cluster), args.docker_host),
                     host_index=names.index(me.name), host_count=len(names))

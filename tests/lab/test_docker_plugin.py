@@ -238,3 +238,32 @@ def test_plugin_log_has_no_errors(lab):
     for h in ("host1", "host2"):
         log = (hd(lab, h) / "weft-plugin.log").read_text()
         assert " ERROR " not in log and "Traceback" not in log, log[-2000:]
+
+
+def test_dockerd_restart_leaves_and_rejoins_cleanly(lab):
+    """Stopping dockerd stops its containers: their ports go; `docker start` plugs anew.
+
+    Last in the module: it restarts host1's Docker.
+    """
+    d = hd(lab)
+    pid = int((D.docker_dir(d) / "docker.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p, ext in ports(lab, "host1").items() if "weft-docker-endpoint" in ext]
+    D.start_dockerd(lab.name, "host1", L.ns_name(lab.name, "host1"), d, L.state_dir(lab.name),
+                    d / "daemon.json")
+    D.wait_ready(d)
+    docker(lab, "host1", "start", "red1", "blue1")
+    for name in ("red1", "blue1"):       # new sandboxes: name the namespaces again
+        run(["ip", "netns", "del", L.ns_name(lab.name, name)], check=False)
+        run(["ip", "netns", "attach", L.ns_name(lab.name, name),
+             str(D.inspect(d, name)["pid"])])
+    assert reaches(lab.name, "red1", lab.addr("red2"))
+    assert reaches(lab.name, "blue2", lab.addr("blue1"))
+    eps = [json.loads(v) for k, v in bridge_state(lab, "host1").items()
+           if k.startswith("weft-dep-")]
+    assert sorted(e["address"] for e in eps) == ["10.10.0.2/24"] * 2, eps   # no stale ones
+    assert len([p for p, ext in ports(lab, "host1").items()
+                if "weft-docker-endpoint" in ext]) == 2
