@@ -4,8 +4,8 @@ HTTP on a unix socket in /run/docker/plugins (where dockerd discovers plugins
 by name), each call handed to the pure `dockerplugin.Plugin`.  The dataplane
 below keeps the plugin's state in br0's external_ids over the agent's own
 ovsdbapp connection helpers, plugs veths into br0 exactly as `ovs-agent
-attach` does, and tells the controller at once (instead of waiting for the
-agent's next pass), so a container is bound before Docker starts it.
+attach` does.  The host's ovs-agent sees the labelled port in OVSDB at once
+and reports it to the controller, which binds it.
 """
 from __future__ import annotations
 
@@ -65,23 +65,11 @@ class OvsDataplane:
         t1 = time.monotonic()
         attach.add_container_port(self.api, port, tenant, container, mac,
                                   device_port_type(self.cluster, self.host, port), extra)
-        t2 = time.monotonic()
-        self.report()
-        LOG.debug("plug %s: veth %.0f ms, br0 %.0f ms, report %.0f ms", port,
-                  (t1 - t0) * 1000, (t2 - t1) * 1000, (time.monotonic() - t2) * 1000)
+        LOG.debug("plug %s: veth %.0f ms, br0 %.0f ms", port, (t1 - t0) * 1000,
+                  (time.monotonic() - t1) * 1000)
 
     def unplug(self, port: str) -> None:
         attach.remove_container_port(self.api, port)
-        self.report()
-
-    def report(self) -> None:
-        """Bind now; if the controller is away, the agent's passes retry."""
-        if not self.cluster.api:
-            return
-        try:
-            attach.report(self.cluster.api, self.host, attach.attachments(self.api))
-        except httpx.HTTPError as exc:
-            LOG.warning("could not report attachments (the agent will): %s", exc)
 
     def tenant_exists(self, tenant: str) -> bool | None:
         if not self.cluster.api:

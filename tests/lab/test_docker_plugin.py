@@ -231,7 +231,8 @@ def test_docker_run_to_first_packet_across_hosts(lab):
     print(f"docker run -> first packet at a container on another host, 20 runs: "
           f"p50 {percentile(lat, 50) * 1000:.0f} ms, p99 {percentile(lat, 99) * 1000:.0f} ms, "
           f"min {min(lat) * 1000:.0f} ms")
-    assert percentile(lat, 99) < 5
+    # the agent reports the new port at once (an OVSDB watch), not at its next pass
+    assert percentile(lat, 50) < 1.0 and percentile(lat, 99) < 2.0
 
 
 def test_plugin_log_has_no_errors(lab):
