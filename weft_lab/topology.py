@@ -39,6 +39,7 @@ class Container:
     ip: str                     # interface address, CIDR
     mac: str | None
     tenant: str | None          # for br0-attached containers
+    bare: bool = False          # docker0 container as a bare namespace even with docker
 
 
 @dataclass(frozen=True)
@@ -284,7 +285,9 @@ def parse(text: str, source: str = "<string>") -> Topology:
         for j, cnode in enumerate(r.seq(h["containers"], f + ".containers")
                                   if "containers" in h else []):
             cf = f"{f}.containers[{j}]"
-            c = r.mapping(cnode, cf, {"name", "attach", "ip", "mac", "tenant"}, {"name"})
+            c = r.mapping(cnode, cf, {"name", "attach", "ip", "mac", "tenant", "bare"},
+                          {"name"})
+            bare = r.boolean(c["bare"], cf + ".bare") if "bare" in c else False
             cname = _check_name(r.scalar(c["name"], cf + ".name"), cf + ".name",
                                 c["name"].start_mark.line + 1, source)
             attach = r.choice(c["attach"], cf + ".attach", ATTACH_MODES) \
@@ -300,10 +303,13 @@ def parse(text: str, source: str = "<string>") -> Topology:
                     raise r.fail(cf + ".tenant", c["tenant"], f"unknown tenant {tenant!r}")
             elif attach == "br0":
                 raise r.fail(cf, cnode, "a container with attach: br0 needs a tenant")
-            if "ip" in c and attach == "docker0" and docker:
+            if "ip" in c and attach == "docker0" and docker and not bare:
                 raise r.fail(cf + ".ip", c["ip"], "with docker: true, Docker assigns docker0 "
                              "containers' addresses (in order, from the host's docker_subnet); "
-                             "leave ip out")
+                             "leave ip out, or make it a bare namespace (bare: true)")
+            if bare and attach == "docker0" and docker and "ip" not in c:
+                raise r.fail(cf, cnode, "a bare docker0 container in a docker lab needs an ip "
+                             "(outside the addresses Docker hands out first)")
             if "ip" in c:
                 ip = r.interface(c["ip"], cf + ".ip")
             elif attach == "docker0":
@@ -317,7 +323,7 @@ def parse(text: str, source: str = "<string>") -> Topology:
                              f"{ip.ip} is already used by {used_ips[key]} in the same tenant")
             used_ips[key] = cname
             mac = r.mac(c["mac"], cf + ".mac") if "mac" in c else None
-            containers.append(Container(cname, hname, attach, str(ip), mac, tenant))
+            containers.append(Container(cname, hname, attach, str(ip), mac, tenant, bare))
 
     nodes = [h.name for h in hosts] + [c.name for c in containers]
     switches: list[ExternalSwitch] = []
