@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +61,10 @@ class Core:
         self.switches: dict[int, Switch] = {
             datapath_id(h): Switch(datapath_id(h), h.name) for h in cluster.hosts}
         self.started = time.time()
-        self.on_change = lambda: None      # set by the app: resync every switch
+        self.on_change: Callable[[], None] = lambda: None  # set by the app: resync every switch
+        # set by the app: the event loop's liveness; None when no OpenFlow app runs
+        self.loop_health: Callable[[], dict[str, Any]] | None = None
+        self.handler_errors: dict[str, int] = {}   # event handler -> exceptions caught
 
     def topology(self) -> Topology:
         """A snapshot of the model for the pipeline."""
