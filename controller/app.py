@@ -80,8 +80,9 @@ class WeftController(app_manager.OSKenApp):
         run.__name__ = handler.__name__
         return run
 
-    def _handler_failed(self, name: str, ev: Any, exc: Exception) -> None:
-        dpid = _dpid_of(ev)
+    def _handler_failed(self, name: str, ev: Any, exc: Exception,
+                        dpid: int | None = None) -> None:
+        dpid = _dpid_of(ev) if dpid is None else dpid
         LOG.error("handler %s failed on %s for switch %s: %s: %s", name,
                   type(ev).__name__, dpid_str(dpid) if dpid is not None else "-",
                   type(exc).__name__, exc, exc_info=exc)
@@ -215,7 +216,10 @@ class WeftController(app_manager.OSKenApp):
             if sw.connected and sw.host and (ev.dpid is None or ev.dpid == sw.dpid):
                 if ev.audit and not sw.syncing:
                     sw.known = None         # read the switch again: catches outside edits
-                self._sync(sw)
+                try:                        # one switch failing must not starve the others
+                    self._sync(sw)
+                except Exception as exc:  # noqa: BLE001
+                    self._handler_failed("_resync", ev, exc, sw.dpid)
 
     def _audit_loop(self, interval: float) -> None:
         while True:
