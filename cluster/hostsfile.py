@@ -304,7 +304,7 @@ def _target(node: Node, field: str) -> str:
     value = _text(node, field)
     m = _TARGET_RE.fullmatch(value)
     ok = m is not None and 0 < int(m[3]) < 65536
-    if ok:
+    if m is not None and ok:
         try:
             ipaddress.ip_address(m[2].strip("[]"))
         except ValueError:

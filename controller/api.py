@@ -139,7 +139,7 @@ class QosMatch(_In):
 class RuleIn(_In):
     tenant: str = Field(pattern=TENANT_NAME, max_length=32)
     priority: int = Field(ge=1, le=1000, description="higher first; unique per tenant")
-    match: QosMatch = Field(default_factory=QosMatch)
+    match: QosMatch = Field(default_factory=lambda: QosMatch.model_validate({}))
     kbps: int | None = Field(None, gt=0, le=100_000_000, description="meter: rate limit")
     burst_kb: int | None = Field(None, ge=0, le=10_000_000, description=BURST_DOC)
     set_dscp: int | None = Field(None, ge=0, le=63, description="remark IPv4 DSCP")
@@ -516,7 +516,8 @@ def serve_in_thread(core: Core, host: str, port: int, unix: str | None,
     in the lab's namespace without a single address outside it.
     """
     app = make_app(core, token)
-    binds = ([{"host": host, "port": port}] if port else []) + ([{"uds": unix}] if unix else [])
+    binds: list[dict[str, Any]] = (([{"host": host, "port": port}] if port else [])
+                                   + ([{"uds": unix}] if unix else []))
     for bind in binds:
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                                **bind))

@@ -63,6 +63,8 @@ POST_TIMEOUT = 2.0          # how long a REST thread may wait for room in the ev
 
 class WeftController(app_manager.OSKenApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    _resync_wanted: bool
+    _resync_queued: bool
 
     # -- no handler can end the controller -------------------------------------------
     # os-ken's native hub defines TaskExit = Exception, so its event loop re-raises
@@ -152,7 +154,8 @@ class WeftController(app_manager.OSKenApp):
         self.core = Core(Store(conf.weft_db), cluster)
         self._failures: dict[int, tuple[int, float]] = {}
         self._beat = time.monotonic()
-        self._resync_wanted = self._resync_queued = False
+        self._resync_wanted = False     # a REST change is waiting for a full resync
+        self._resync_queued = False     # ... and its EventResync is in the queue
         self.core.on_change = self._request_resync
         self.core.loop_health = self.loop_health
         self.core.dump_flows = lambda dpid: self._stats_from_other_thread("flows", dpid)

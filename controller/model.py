@@ -353,7 +353,8 @@ def _normal_qos_match(match: Any, where: str) -> tuple[tuple[str, Any], ...]:
             try:
                 net = ipaddress.IPv4Network(value.strip(), strict=False)
             except ValueError:
-                raise ModelError(f"match.{key}", f"{what} {value[:40]!r} is not an IPv4 address or CIDR") from None
+                raise ModelError(f"match.{key}", f"{what} {value[:40]!r} is not an IPv4 "
+                                                 "address or CIDR") from None
             value = str(net.network_address) if net.prefixlen == 32 else str(net)
         elif key in ("src_port", "dst_port"):
             _int_in(value, 1, 65535, what)
@@ -415,7 +416,8 @@ class Topology:
                 raise ValueError(f"rules holds {r!r}, not a QosRule")
             if r.tenant not in tenants:
                 raise ValueError(f"QoS rule {r.id}: unknown tenant {r.tenant!r}")
-        _unique([x.id for x in (*self.limits, *self.rules)], "meter id (QoS limit/rule id)")
+        _unique([x.id for x in self.limits] + [r.id for r in self.rules],
+                "meter id (QoS limit/rule id)")
         _unique([(x.host, x.port) for x in self.limits if x.port is not None],
                 "rate limit of port")
         _unique([(x.host, x.tenant) for x in self.limits if x.tenant is not None],

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -18,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from controller.model import (ACCESS, DEFAULT_TENANT, HOST_NAME_PATTERN, MAC_PATTERN, MAX_VNI,
+from controller.model import (ACCESS, DEFAULT_TENANT, HOST_NAME_PATTERN, MAX_VNI,
                               TRUNK, Binding, ModelError, QosRule, RateLimit, Tenant,
-                              check_bindable_port, check_text)
+                              check_bindable_port)
 from controller.model import check_name as _model_check_name
 
 LOG = logging.getLogger("weft.store")
@@ -169,8 +168,9 @@ def _open_checked(path: str | Path) -> sqlite3.Connection:
         except OSError as exc:
             raise StoreFileError(f"{where}: cannot create its directory: {exc.strerror}") from None
         if p.exists() and p.stat().st_size == 0:
+            wal_note = " but a WAL file holds data" if wal.exists() and wal.stat().st_size else ""
             raise StoreFileError(
-                f"{where}: the file is empty (0 bytes){' but a WAL file holds data' if wal.exists() and wal.stat().st_size else ''}; "
+                f"{where}: the file is empty (0 bytes){wal_note}; "
                 "a store that held state was truncated: restore it from a backup, or remove "
                 "the file to start an empty cluster")
         if not p.exists() and wal.exists() and wal.stat().st_size:
@@ -313,7 +313,8 @@ class Store:
         return self._read(lambda: self._db.execute("SELECT COUNT(*) FROM bindings").fetchone()[0])
 
     def bindings(self, host: str | None = None, tenant: str | None = None) -> list[StoredBinding]:
-        q, args = "SELECT host, port, tenant, mode, mac, source, trunk FROM bindings WHERE 1=1", []
+        q = "SELECT host, port, tenant, mode, mac, source, trunk FROM bindings WHERE 1=1"
+        args: list[str] = []
         if host:
             q, args = q + " AND host = ?", args + [host]
         rows = self._read(lambda: self._db.execute(q + " ORDER BY host, port", args).fetchall())
@@ -354,7 +355,7 @@ class Store:
                              (name, vni, vlan, subnet, description or ""))
         return self.tenant(name)
 
-    def update_tenant(self, name: str, **changes: object) -> Tenant:
+    def update_tenant(self, name: str, **changes: Any) -> Tenant:
         """Change vlan, subnet or description (the VNI is the tenant's identity)."""
         if name == DEFAULT_TENANT.name:
             raise Conflict("name", "the default tenant is built in and cannot be changed")
@@ -545,11 +546,11 @@ class Store:
                               burst_kb, set_dscp, queue))
         return rule
 
-    def update_rule(self, rule_id: int, **changes: object) -> QosRule:
+    def update_rule(self, rule_id: int, **changes: Any) -> QosRule:
         cur = next((r for r in self.rules() if r.id == rule_id), None)
         if cur is None:
             raise NotFound("id", f"no QoS rule {rule_id}")
-        fields = {"kbps": cur.kbps, "burst_kb": cur.burst_kb, "set_dscp": cur.set_dscp,
+        fields: dict[str, Any] = {"kbps": cur.kbps, "burst_kb": cur.burst_kb, "set_dscp": cur.set_dscp,
                   "queue": cur.queue, **changes}
         new = _model(lambda: QosRule(cur.id, cur.tenant, cur.priority, cur.match, **fields),
                      "kbps")

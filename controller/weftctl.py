@@ -152,10 +152,10 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
 
     if args.noun == "tenant":
         if args.verb == "create":
-            body = {k: v for k, v in {"name": args.name, "vlan": args.vlan, "vni": args.vni,
+            new = {k: v for k, v in {"name": args.name, "vlan": args.vlan, "vni": args.vni,
                                       "subnet": args.subnet,
                                       "description": args.description}.items() if v is not None}
-            res = ok(c.post("/v1/tenants", json=body))
+            res = ok(c.post("/v1/tenants", json=new))
             return res, f"tenant {res['name']} created (vni {res['vni']})"
         if args.verb == "list":
             res = ok(c.get("/v1/tenants"))

@@ -123,7 +123,7 @@ class _Reader:
         return TopologyError(self.src, field, node.start_mark.line + 1 if node else None, msg)
 
     def mapping(self, node: yaml.Node, field: str, allowed: set[str],
-                required: set[str] = frozenset()) -> dict[str, yaml.Node]:
+                required: set[str] | frozenset[str] = frozenset()) -> dict[str, yaml.Node]:
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(field, node, "must be a mapping")
         out: dict[str, yaml.Node] = {}
@@ -269,19 +269,19 @@ def parse(text: str, source: str = "<string>") -> Topology:
                             h["name"].start_mark.line + 1, source)
         if any(x.name == hname for x in hosts):
             raise r.fail(f + ".name", h["name"], f"host {hname!r} is defined twice")
-        subnet = r.network(h["docker_subnet"], f + ".docker_subnet") if "docker_subnet" in h \
+        dsub = r.network(h["docker_subnet"], f + ".docker_subnet") if "docker_subnet" in h \
             else _nth_24(cluster, i + 1, r.fail("hosts", top["hosts"], "more hosts than "
                                                    "cluster_subnet has /24s"))
-        if not subnet.subnet_of(cluster):
+        if not dsub.subnet_of(cluster):
             raise r.fail(f + ".docker_subnet", h.get("docker_subnet"),
-                         f"{subnet} is not inside cluster_subnet {cluster}")
-        if any(ipaddress.ip_network(x.docker_subnet).overlaps(subnet) for x in hosts):
+                         f"{dsub} is not inside cluster_subnet {cluster}")
+        if any(ipaddress.ip_network(x.docker_subnet).overlaps(dsub) for x in hosts):
             raise r.fail(f + ".docker_subnet", h.get("docker_subnet"),
-                         f"{subnet} overlaps another host's docker subnet")
+                         f"{dsub} overlaps another host's docker dsub")
         override = r.choice(h["tunnel_type"], f + ".tunnel_type", TUNNEL_TYPES) \
             if "tunnel_type" in h else None
-        docker_ip = f"{subnet[1]}/{cluster.prefixlen}"
-        host = Host(hname, i, str(underlay[10 + i]), str(mgmt[10 + i]), str(subnet),
+        docker_ip = f"{dsub[1]}/{cluster.prefixlen}"
+        host = Host(hname, i, str(underlay[10 + i]), str(mgmt[10 + i]), str(dsub),
                     docker_ip, override)
         hosts.append(host)
         next_ip = 2
@@ -307,7 +307,7 @@ def parse(text: str, source: str = "<string>") -> Topology:
             if "ip" in c:
                 ip = r.interface(c["ip"], cf + ".ip")
             elif attach == "docker0":
-                ip = ipaddress.IPv4Interface(f"{subnet[next_ip]}/{cluster.prefixlen}")
+                ip = ipaddress.IPv4Interface(f"{dsub[next_ip]}/{cluster.prefixlen}")
                 next_ip += 1
             else:
                 raise r.fail(cf, cnode, "a container with attach: br0 needs an ip")

@@ -118,11 +118,11 @@ def test_1000_delete_vs_bind_races_through_the_api_leave_no_orphan(tmp_path):
                 go = threading.Barrier(2)
                 codes = {}
 
-                def delete(i: int = i) -> None:
+                def delete(i: int = i, go: threading.Barrier = go, codes: dict = codes) -> None:
                     go.wait()
                     codes["delete"] = a.delete(f"/v1/tenants/t{i}").status_code
 
-                def bind(i: int = i) -> None:
+                def bind(i: int = i, go: threading.Barrier = go, codes: dict = codes) -> None:
                     go.wait()
                     codes["bind"] = b.post("/v1/ports", json={"host": "h1", "port": f"p{i}",
                                                               "tenant": f"t{i}"}).status_code
