@@ -189,7 +189,8 @@ def _token_ok(authorization: str | None, token: str) -> bool:
 
 
 def make_app(core: Core, token: str | None) -> FastAPI:
-    def authorized(request: Request, authorization: str | None = Header(None)) -> None:
+    def authorized(request: Request,
+                   authorization: str | None = Header(None, include_in_schema=False)) -> None:
         if token and request.url.path not in OPEN_PATHS and not _token_ok(authorization, token):
             raise Unauthorized("authorization", "a valid bearer token is required")
 
