@@ -202,12 +202,11 @@ def _open_checked(path: str | Path) -> sqlite3.Connection:
             if mode != "wal":
                 raise StoreFileError(f"{where}: cannot use WAL journaling ({mode}); is the "
                                      "directory writable?")
+        # Upgrades run in order, each in its own transaction; a new column or table
+        # gets SCHEMA_VERSION + 1 and a step here (ALTER TABLE ... ADD COLUMN ...).
         if version == 0 and tables:
             _migrate_from_v0(db)
-        elif version == 0:
-            db.executescript(SCHEMA)
-        else:
-            db.executescript(SCHEMA)       # idempotent: IF NOT EXISTS everywhere
+        db.executescript(SCHEMA)           # idempotent: IF NOT EXISTS everywhere
         db.execute("BEGIN IMMEDIATE")      # can we write at all?  Say so now, not at the first POST
         db.execute("ROLLBACK")
     except StoreFileError:
@@ -248,8 +247,8 @@ def _migrate_from_v0(db: sqlite3.Connection) -> None:
                 tenant = tenant if tenant in names else None
                 if tenant is None and not kept:
                     continue
-            db.execute("INSERT INTO bindings VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (host, port, tenant, mode, mac, source, kept))
+            db.execute("INSERT INTO bindings (host, port, tenant, mode, mac, source, trunk) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", (host, port, tenant, mode, mac, source, kept))
         for row in db.execute("SELECT * FROM old_qos").fetchall():
             if row[4] is not None and row[4] not in names:
                 LOG.warning("store upgrade: QoS %s %d named a deleted tenant: dropped",
