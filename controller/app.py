@@ -101,13 +101,19 @@ class WeftController(app_manager.OSKenApp):
             self._retry_later(sw.dpid)
 
     def _retry_later(self, dpid: int) -> None:
-        """Re-read a switch whose handling failed, backing off 1 s .. 30 s."""
+        """Re-read a switch whose handling failed, backing off 1 s .. 30 s (one timer each)."""
         now = time.monotonic()
         n, last = self._failures.get(dpid, (0, 0.0))
         n = 1 if now - last > 60 else n + 1
         self._failures[dpid] = (n, now)
-        delay = min(30.0, 0.5 * 2 ** n)
-        hub.spawn_after(delay, lambda: self._post(EventResync(dpid, audit=True), POST_TIMEOUT))
+        if dpid in self._retrying:
+            return
+
+        def fire() -> None:
+            self._retrying.discard(dpid)
+            self._post(EventResync(dpid, audit=True), POST_TIMEOUT)
+        self._retrying.add(dpid)
+        hub.spawn_after(min(30.0, 0.5 * 2 ** n), fire)
 
     def _post(self, ev: event.EventBase, timeout: float) -> bool:
         """Queue an event for this app without blocking longer than ``timeout``."""
@@ -152,7 +158,8 @@ class WeftController(app_manager.OSKenApp):
         conf = config.CONF
         cluster = load(conf.weft_hosts)
         self.core = Core(Store(conf.weft_db), cluster)
-        self._failures: dict[int, tuple[int, float]] = {}
+        self._failures: dict[int, tuple[int, float]] = {}   # dpid -> (in a row, last)
+        self._retrying: set[int] = set()                    # dpids with a re-read timer
         self._beat = time.monotonic()
         self._resync_wanted = False     # a REST change is waiting for a full resync
         self._resync_queued = False     # ... and its EventResync is in the queue
