@@ -25,8 +25,9 @@ from os_ken.ofproto import ofproto_v1_3
 
 from controller import config, ofmsg
 from controller.core import Core, Switch
-from controller.flows import SwitchState, apply_delta, diff, feature_of
-from controller.pipeline import desired_state
+from controller.flows import COOKIE_FEATURE_MASK, COOKIE_LEARNED, COOKIE_PREFIX, SwitchState, \
+    apply_delta, diff, feature_of
+from controller.pipeline import desired_state, flow_reads
 from controller.store import Store
 from cluster.hostsfile import dpid_str, host_for_dpid, load
 
@@ -199,7 +200,16 @@ class WeftController(app_manager.OSKenApp):
             return done
 
         self._request(dp, parser.OFPPortDescStatsRequest(dp, 0), collect("ports"))
-        self._request(dp, _all_flows_request(dp), collect("flows"))
+        # only weft's own flows, never the learned MACs: a MAC flood cannot inflate this
+        reads, parts = flow_reads(), []
+
+        def flows_part(bodies: list) -> None:
+            parts.append(bodies)
+            if len(parts) == len(reads):
+                collect("flows")([b for part in parts for b in part])
+        for table, cookie, mask in reads:
+            self._request(dp, _flows_request(dp, table, cookie, mask), flows_part)
+        self._count_learned(sw)
         self._request(dp, parser.OFPGroupDescStatsRequest(dp, 0), collect("groups"))
         self._request(dp, parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL),
                       collect("meters"))
@@ -257,13 +267,31 @@ class WeftController(app_manager.OSKenApp):
             ev.future.set_exception(LookupError("switch not connected"))
             return
         dp, parser, ofp = sw.dp, sw.dp.ofproto_parser, sw.dp.ofproto
-        if ev.kind == "flows":
-            req = _all_flows_request(dp)
+        if ev.kind == "flows":    # weft's flows, learned ones included (learn limits bound them)
+            req = _flows_request(dp, None, COOKIE_PREFIX, 0xFFFF << 48)
             render = _flow_json
         else:
             req = parser.OFPMeterStatsRequest(dp, 0, ofp.OFPM_ALL)
             render = _meter_json
         self._request(dp, req, lambda bodies: ev.future.set_result([render(b) for b in bodies]))
+
+    # -- learned MACs: counted by the switch, never read ---------------------------------
+    def _count_learned(self, sw: Switch) -> None:
+        dp = sw.dp
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        req = parser.OFPAggregateStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                              COOKIE_LEARNED, COOKIE_FEATURE_MASK,
+                                              parser.OFPMatch())
+
+        def done(bodies: list) -> None:
+            sw.learned_flows = bodies[0].flow_count if bodies else 0
+        self._request(dp, req, done)
+
+    @set_ev_cls(ofp_event.EventOFPAggregateStatsReply, MAIN_DISPATCHER)
+    def _aggregate_reply(self, ev: Any) -> None:
+        key = (ev.msg.datapath.id, ev.msg.xid)
+        if key in self._pending:
+            self._pending.pop(key)[1]([ev.msg.body])
 
     @set_ev_cls(ofp_event.EventOFPMeterStatsReply, MAIN_DISPATCHER)
     def _meter_stats_reply(self, ev: Any) -> None:
@@ -274,10 +302,11 @@ class WeftController(app_manager.OSKenApp):
         self._reply(ev)
 
 
-def _all_flows_request(dp: Any) -> Any:
+def _flows_request(dp: Any, table: int | None, cookie: int, mask: int) -> Any:
+    """Flow stats of ``table`` (None: all) for flows with ``cookie & mask == cookie``."""
     ofp, parser = dp.ofproto, dp.ofproto_parser
-    return parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0,
-                                      parser.OFPMatch())
+    return parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL if table is None else table,
+                                      ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask, parser.OFPMatch())
 
 
 def _flow_json(s: Any) -> dict:

@@ -35,9 +35,8 @@ and reads back as a ``Meter`` with ``unknown`` set, which the diff modifies.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol
-
 import struct
+from typing import Any, Iterable, Protocol
 
 from os_ken.lib.pack_utils import msg_pack_into
 from os_ken.ofproto import ofproto_v1_3 as ofp

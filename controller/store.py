@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import replace as replace_
 from pathlib import Path
 
 from controller.model import (ACCESS, DEFAULT_TENANT, DOCKER_LINK_PORT, MAX_VNI, TRUNK,
@@ -55,6 +56,18 @@ CREATE TABLE IF NOT EXISTS bindings (
     trunk TEXT NOT NULL DEFAULT '', -- trunk: tenants carried tagged, comma-separated
     PRIMARY KEY (host, port)
 );
+-- port security addresses of a binding (a table of its own: older databases need no
+-- migration, and a port that is unbound or rebound elsewhere loses them with the row)
+CREATE TABLE IF NOT EXISTS port_addresses (
+    host TEXT NOT NULL,
+    port TEXT NOT NULL,
+    ips TEXT NOT NULL DEFAULT '[]',             -- JSON list of IPv4 addresses/CIDRs
+    address_pairs TEXT NOT NULL DEFAULT '[]',   -- JSON list of [ip, mac or null]
+    PRIMARY KEY (host, port)
+);
+CREATE TRIGGER IF NOT EXISTS port_addresses_unbind AFTER DELETE ON bindings BEGIN
+    DELETE FROM port_addresses WHERE host = old.host AND port = old.port;
+END;
 """
 
 
@@ -122,13 +135,18 @@ class Store:
             return self._db.execute("SELECT COUNT(*) FROM bindings").fetchone()[0]
 
     def bindings(self, host: str | None = None, tenant: str | None = None) -> list[StoredBinding]:
-        q, args = "SELECT host, port, tenant, mode, mac, source, trunk FROM bindings WHERE 1=1", []
+        q, args = ("SELECT b.host, b.port, tenant, mode, mac, source, trunk, a.ips, "
+                   "a.address_pairs FROM bindings b LEFT JOIN port_addresses a "
+                   "ON a.host = b.host AND a.port = b.port WHERE 1=1"), []
         if host:
-            q, args = q + " AND host = ?", args + [host]
+            q, args = q + " AND b.host = ?", args + [host]
         with self._lock:
-            rows = self._db.execute(q + " ORDER BY host, port", args).fetchall()
-        out = [StoredBinding(Binding(h, p, t, m, mac, tuple(filter(None, tr.split(",")))), s)
-               for h, p, t, m, mac, s, tr in rows]
+            rows = self._db.execute(q + " ORDER BY b.host, b.port", args).fetchall()
+        out = [StoredBinding(Binding(h, p, t, m, mac, tuple(filter(None, tr.split(","))),
+                                     ips=tuple(json.loads(ips or "[]")),
+                                     allowed_address_pairs=tuple(
+                                         tuple(x) for x in json.loads(pairs or "[]"))), s)
+               for h, p, t, m, mac, s, tr, ips, pairs in rows]
         return [sb for sb in out if tenant is None or tenant in sb.binding.tenants]
 
     # -- tenant writes ----------------------------------------------------------
@@ -200,9 +218,17 @@ class Store:
     # -- binding writes -----------------------------------------------------------
     def bind(self, host: str, port: str, tenant: str | None, mode: str = ACCESS,
              mac: str | None = None, source: str = "api", trunk: tuple[str, ...] = (),
-             replace: bool = False) -> Binding:
-        """Bind a port; `replace` changes an existing binding (e.g. access <-> trunk)."""
+             replace: bool = False, ips: tuple[str, ...] = (),
+             allowed_address_pairs: tuple = ()) -> Binding:
+        """Bind a port; `replace` changes an existing binding (e.g. access <-> trunk).
+
+        ``ips``/``allowed_address_pairs``: port security addresses (see Binding)."""
         b = self._valid_binding(host, port, tenant, mode, mac, trunk)
+        try:
+            b = replace_(b, ips=tuple(ips), allowed_address_pairs=tuple(allowed_address_pairs))
+        except ValueError as e:
+            field = "allowed_address_pairs" if "allowed_address_pairs" in str(e) else "ips"
+            raise Invalid(field, str(e)) from None
         with self._lock, self._tx():
             row = self._db.execute("SELECT tenant, mode, trunk FROM bindings "
                                    "WHERE host = ? AND port = ?", (host, port)).fetchone()
@@ -214,6 +240,12 @@ class Store:
             self._check_mac(b)
             self._db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?, ?)",
                              (host, port, tenant, mode, b.mac, source, ",".join(trunk)))
+            self._db.execute("DELETE FROM port_addresses WHERE host = ? AND port = ?",
+                             (host, port))
+            if b.ips or b.allowed_address_pairs:
+                self._db.execute("INSERT INTO port_addresses VALUES (?, ?, ?, ?)",
+                                 (host, port, json.dumps(list(b.ips)),
+                                  json.dumps([list(x) for x in b.allowed_address_pairs])))
         return b
 
     def bind_many(self, items: list[dict]) -> int:
