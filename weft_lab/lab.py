@@ -356,10 +356,13 @@ def resolve_lab(lab: str | None) -> str:
 
 
 def exec_argv(lab: str, node: str, cmd: list[str]) -> list[str]:
-    """The argv that runs `cmd` on a lab node (host, container, switch or ctl)."""
+    """The argv that runs `cmd` on a lab node (host, container, switch or ctl), or in a
+    namespace a test added to the lab (e.g. `weft_lab.measure.plug_bare_port`)."""
     state = load_state(lab)
     nodes = {CTL} | {h["name"] for h in state["hosts"]} | \
         {c["name"] for c in state["containers"]} | {s["name"] for s in state["switches"]}
+    if node not in nodes and Path(f"/run/netns/{ns_name(lab, node)}").exists():
+        return ["ip", "netns", "exec", ns_name(lab, node), *cmd]
     if node not in nodes:
         raise LabError(f"no node {node!r} in lab {lab!r} (nodes: {', '.join(sorted(nodes))})")
     with_ovs = {h["name"] for h in state["hosts"]} | {s["name"] for s in state["switches"]}

@@ -1,0 +1,180 @@
+"""Attacks from inside containers (issue 11), with crafted raw frames, counted at receivers.
+
+Three hosts (three-hosts-tenants.yaml) over VXLAN and over GRE.  Each test
+sends what a hostile tenant would and counts, with tcpdump at the receivers,
+what arrived; a control frame from the same sender shows the captures work.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+
+from controller.pipeline import LEARN_LIMIT_MACS
+from tests.conftest import converged_lab, lab_name
+from weft_lab import attack as A
+from weft_lab import cluster as C
+from weft_lab import lab as L
+from weft_lab.measure import plug_bare_port
+from weft_lab.shell import run
+from weft_lab.topology import load
+from weft_lab.traffic import captured, node_run, ping, reaches, tcpdump
+
+ROOT = Path(__file__).resolve().parents[2]
+RED = {"red1": ("10.10.0.1", "02:00:00:00:00:01"), "red2": ("10.10.0.2", "02:00:00:00:00:02"),
+       "red3": ("10.10.0.3", "02:00:00:00:00:03")}
+X1_MAC, X1_IP = "02:00:00:00:00:50", "10.10.0.50"
+
+
+@pytest.fixture(scope="module", params=["vxlan", "gre"])
+def lab(request):
+    topo = load(ROOT / "topologies" / "three-hosts-tenants.yaml").with_name(lab_name("s"))
+    with converged_lab(dataclasses.replace(topo, tunnel_type=request.param)) as t:
+        yield t
+
+
+def _count(lab: str, nodes: list[str], bpf: str, send) -> dict[str, int]:
+    """Frames matching ``bpf`` seen on each node's eth0 while ``send()`` runs."""
+    procs = {n: tcpdump(lab, n, ["-i", "eth0", bpf]) for n in nodes}
+    try:
+        send()
+        time.sleep(0.5)
+    finally:
+        counts = captured(procs)
+    return counts
+
+
+def test_broadcast_source_mac_is_dropped_and_arp_keeps_working(lab):
+    """d1 (a plain docker0 container) sends from ff:ff:ff:ff:ff:ff: before the fix every host
+    learned "broadcast -> d1" and the tenant's ARP went only to d1 (100% loss)."""
+    bpf = f"ether proto {A.PROBE_ETHERTYPE:#x}"
+    frames = [A.probe(A.BCAST, A.BCAST), A.probe(A.BCAST, "01:00:5e:00:00:01")]
+    got = _count(lab.name, ["d2", "d3"], bpf, lambda: A.send(lab.name, "d1", frames, count=10))
+    assert got == {"d2": 0, "d3": 0}, got
+    control = _count(lab.name, ["d2", "d3"], bpf,
+                     lambda: A.send(lab.name, "d1", [A.probe(A.BCAST, "02:00:00:00:d1:01")]))
+    assert control["d2"] > 0 and control["d3"] > 0, control
+    for node in ("d2", "d3"):
+        node_run(lab.name, node, ["ip", "neigh", "flush", "all"])
+    assert ping(lab.name, "d2", "172.17.3.2", count=5, interval=0.2).received >= 4
+    assert ping(lab.name, "d3", "172.17.2.2", count=5, interval=0.2).received >= 4
+    assert A.learned_flows(lab.name, "host2") < 2 * LEARN_LIMIT_MACS
+
+
+def test_bound_port_cannot_send_from_another_mac(lab):
+    """red1 (bound with its MAC) sends probes from red2's MAC and from random MACs."""
+    bpf = f"ether proto {A.PROBE_ETHERTYPE:#x}"
+    spoofed = [A.probe(A.BCAST, RED["red2"][1]), A.probe(A.BCAST, "06:00:00:00:66:66"),
+               A.probe(RED["red3"][1], RED["red2"][1])]
+    got = _count(lab.name, ["red2", "red3"], bpf,
+                 lambda: A.send(lab.name, "red1", spoofed, count=10))
+    assert got == {"red2": 0, "red3": 0}, got
+    control = _count(lab.name, ["red2", "red3"], bpf,
+                     lambda: A.send(lab.name, "red1", [A.probe(A.BCAST, RED["red1"][1])]))
+    assert control["red2"] > 0 and control["red3"] > 0, control
+    # the real red2 still gets its traffic
+    assert ping(lab.name, "red3", RED["red2"][0], count=5, interval=0.2).received == 5
+
+
+@pytest.fixture
+def x1(lab):
+    """A container on host1 bound to red with its MAC and IP (port security addresses)."""
+    ns = plug_bare_port(lab.name, "host1", "x1", f"{X1_IP}/24", X1_MAC, "wx1")
+    try:
+        with C.api(lab.name) as c:
+            c.post("/v1/ports", json={"host": "host1", "port": "wx1", "tenant": "red",
+                                      "mac": X1_MAC, "ips": [X1_IP]}).raise_for_status()
+        C.wait_converged(lab)
+        yield "x1"
+    finally:
+        with C.api(lab.name) as c:
+            c.delete("/v1/ports/host1/wx1")
+        L.vsctl(lab.name, "host1", "--if-exists", "del-port", "br0", "wx1")
+        run(["ip", "netns", "del", ns], check=False)
+
+
+def test_arp_and_ip_spoofing_of_a_neighbour_is_dropped(lab, x1):
+    """x1 claims red2's IP by gratuitous and unicast ARP, and sends IP from red2's address:
+    before, 99-100% of the traffic to red2 went to the spoofer."""
+    red2_ip, red3_mac = RED["red2"][0], RED["red3"][1]
+    attack = [A.arp(X1_MAC, X1_MAC, red2_ip, red2_ip),                        # gratuitous
+              A.arp(X1_MAC, X1_MAC, red2_ip, RED["red3"][0], dst=red3_mac),   # unicast reply
+              A.arp(X1_MAC, RED["red2"][1], red2_ip, red2_ip),                # sha forged too
+              A.icmp_echo(X1_MAC, red3_mac, red2_ip, RED["red3"][0])]         # IP spoof
+    bpf = f"ether src {X1_MAC}"
+    got = _count(lab.name, ["red2", "red3"], bpf, lambda: A.send(lab.name, x1, attack, count=5))
+    assert got == {"red2": 0, "red3": 0}, got
+    control = _count(lab.name, ["red3"], bpf, lambda: A.send(
+        lab.name, x1, [A.arp(X1_MAC, X1_MAC, X1_IP, X1_IP),
+                       A.icmp_echo(X1_MAC, red3_mac, X1_IP, RED["red3"][0])]))
+    assert control["red3"] >= 2, control
+    neigh = node_run(lab.name, "red3", ["ip", "neigh", "show", red2_ip]).stdout
+    assert X1_MAC not in neigh, neigh
+    assert ping(lab.name, "red3", red2_ip, count=5, interval=0.2).received == 5
+
+
+def test_a_bound_mac_cannot_be_hijacked_by_learning(lab):
+    """y1, a red port bound without a MAC (no port security) on host2, keeps sending from
+    red3's bound MAC while red2 pings red3: every ping still reaches red3, none reaches y1."""
+    ns = plug_bare_port(lab.name, "host2", "y1", "10.10.0.60/24", "02:00:00:00:00:60", "wy1")
+    try:
+        with C.api(lab.name) as c:
+            c.post("/v1/ports", json={"host": "host2", "port": "wy1",
+                                      "tenant": "red"}).raise_for_status()
+        C.wait_converged(lab)
+        spoof = A.flood_random_macs(lab.name, "y1", 4000, src=RED["red3"][1], rate=1000)
+        try:
+            time.sleep(0.3)
+            at_y1 = tcpdump(lab.name, "y1", ["-i", "eth0", "icmp"])
+            try:
+                res = ping(lab.name, "red2", RED["red3"][0], count=20, interval=0.05)
+            finally:
+                stolen = captured({"y1": at_y1})["y1"]
+        finally:
+            spoof.kill()
+            spoof.wait()
+    finally:
+        with C.api(lab.name) as c:
+            c.delete("/v1/ports/host2/wy1")
+        L.vsctl(lab.name, "host2", "--if-exists", "del-port", "br0", "wy1")
+        run(["ip", "netns", "del", ns], check=False)
+    assert res.received == 20 and stolen == 0, (res, stolen)
+
+
+def test_mac_flood_is_bounded_and_the_controller_stays_flat(lab):
+    """20,000 random source MACs from d1.  Before (issue 11): learned flows 4 -> 34,650 per
+    host, controller 69 -> 432 MB, a REST meter change up to 33.4 s to reach a switch."""
+    pid = A.controller_pid(lab.name)
+    rss0 = A.rss_mb(pid)
+    with C.api(lab.name, timeout=60) as c:
+        lat0 = A.meter_latency(c, lab.name, "host2", "red", 10_000)
+        flood = A.flood_random_macs(lab.name, "d1", 20_000)
+        try:
+            during = A.meter_latency(c, lab.name, "host2", "red", 20_000)
+        finally:
+            flood.wait(timeout=120)
+        assert flood.returncode == 0, flood.stderr.read()
+        learned = {h: A.learned_flows(lab.name, h) for h in ("host1", "host2", "host3")}
+        c.post("/v1/qos/limits", json={"host": "host1", "tenant": "red", "kbps": 1}).json()
+        time.sleep(0.1)
+        C.wait_converged(lab)
+        after = A.meter_latency(c, lab.name, "host3", "red", 30_000)
+        flows = c.get("/v1/switches/host1/flows")
+        metrics = c.get("/metrics").text
+        for x in c.get("/v1/qos/limits").json():
+            c.delete(f"/v1/qos/limits/{x['id']}")
+    rss1 = A.rss_mb(pid)
+    print(f"\nMAC flood 20000 from d1 ({lab.tunnel_type}): learned flows {learned}, "
+          f"controller RSS {rss0:.0f} -> {rss1:.0f} MB, meter REST->switch "
+          f"{lat0 * 1000:.0f} ms before, {during * 1000:.0f} ms during, "
+          f"{after * 1000:.0f} ms after")
+    # one ingress per host fills up: d1's docker0 link on host1, the tunnel from host1 elsewhere
+    assert all(n <= 2 * LEARN_LIMIT_MACS + 64 for n in learned.values()), learned
+    assert rss1 - rss0 < 30, (rss0, rss1)
+    assert during < 2 and after < 2, (during, after)
+    assert flows.status_code == 200
+    assert "weft_learned_flows" in metrics and f"weft_learn_limit_macs {LEARN_LIMIT_MACS}" \
+        in metrics
+    assert reaches(lab.name, "blue1", "10.10.0.3")
