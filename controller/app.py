@@ -32,6 +32,7 @@ from controller.store import Store
 from cluster.hostsfile import dpid_str, host_for_dpid, load
 
 LOG = logging.getLogger("weft.controller")
+PROBE_SECONDS = 5     # a first connection silent this long, when a second one claims it, is dead
 
 
 def _name(port: Any) -> str:
@@ -85,6 +86,9 @@ class WeftController(app_manager.OSKenApp):
         host = host_for_dpid(self.core.cluster, dp.id)
         sw = self.core.switch(dp.id)
         if ev.state == MAIN_DISPATCHER:
+            if sw.connected and sw.dp is not None and sw.dp is not dp:
+                self._refuse_second(sw, dp)
+                return
             sw.dp, sw.connected, sw.connected_at = dp, True, time.time()
             sw.syncing = sw.dirty = False
             sw.known = None                 # never trust a cache across connections
@@ -99,11 +103,32 @@ class WeftController(app_manager.OSKenApp):
             LOG.info("switch %s (host %s) disconnected; its flows stay (fail_mode secure)",
                      dpid_str(dp.id), sw.host)
 
+    def _refuse_second(self, sw: Switch, dp: Any) -> None:
+        """A second connection claims a connected datapath id: never let it replace the
+        first.  Refuse it, then ask the first for a barrier: a first connection that does
+        not answer within PROBE_SECONDS is dead (e.g. the host rebooted) and is closed,
+        so the real switch's next reconnect gets in."""
+        LOG.warning("switch %s: second connection from %s claims this datapath id while %s "
+                    "is connected; refused", dpid_str(dp.id), dp.address, sw.dp.address)
+        sw.refused += 1
+        dp.close()
+        first = sw.dp
+        answered: list[bool] = []
+        self._request(first, first.ofproto_parser.OFPBarrierRequest(first),
+                      lambda _: answered.append(True))
+
+        def check() -> None:
+            if not answered and sw.dp is first:
+                LOG.warning("switch %s: connection from %s did not answer for %ds; closed",
+                            dpid_str(first.id), first.address, PROBE_SECONDS)
+                first.close()
+        hub.spawn_after(PROBE_SECONDS, check)
+
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev: Any) -> None:
         msg = ev.msg
         sw = self.core.switch(msg.datapath.id)
-        if not sw.host:
+        if not sw.host or sw.dp is not msg.datapath:
             return
         name = _name(msg.desc)
         if msg.reason == msg.datapath.ofproto.OFPPR_DELETE:
@@ -137,8 +162,8 @@ class WeftController(app_manager.OSKenApp):
     def _reply(self, ev: Any) -> None:
         msg = ev.msg
         key = (msg.datapath.id, msg.xid)
-        if key not in self._pending:
-            return
+        if key not in self._pending or self.core.switch(msg.datapath.id).dp is not msg.datapath:
+            return              # not asked, or from a connection that is not the switch's
         bodies, done = self._pending[key]
         bodies.extend(msg.body)
         if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:

@@ -63,6 +63,7 @@ class Agent:
     _reported: list | None = None
     afxdp_refused: frozenset[str] = frozenset()
     _unresolved: list[str] = field(default_factory=list)
+    ssl_dir: Path = desired.DEFAULT_SSL_DIR
 
     def load(self) -> None:
         """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
@@ -105,6 +106,9 @@ class Agent:
             for op in ops:
                 LOG.info("ovsdb: %s %s", op[0], " ".join(
                     o.name if isinstance(o, desired.PortSpec) else str(o) for o in op[1:]))
+        if ovsdb.ensure_ssl(api, desired.ssl_files(self.cluster, self.me.name, self.ssl_dir)):
+            LOG.info("ovsdb: TLS for ssl: controllers from %s", self.ssl_dir)
+            self.writes += 1
         if underlay_bridge and nic:
             hostnet.ensure_underlay_address(self.me, desired.UNDERLAY_BRIDGE, nic)
             hostnet.ensure_offloads_off(desired.UNDERLAY_BRIDGE)

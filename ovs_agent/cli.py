@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ovs_agent import attach, ovsdb
+from ovs_agent import attach, desired, ovsdb
 from ovs_agent.agent import DEFAULT_SUBNET_FILE, Agent, pick_host
 from ovs_agent.desired import device_port_type
 from cluster.hostsfile import HostsFileError, load, tunnel_mtu
@@ -77,11 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--once", action="store_true", help="one reconcile pass, then exit")
     ap.add_argument("--subnet-file", type=Path, default=DEFAULT_SUBNET_FILE)
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between passes")
+    ap.add_argument("--ssl-dir", type=Path, default=desired.DEFAULT_SSL_DIR,
+                    help="with ssl: controller targets, OVS's TLS key, certificate and CA: "
+                         "HOST-privkey.pem, HOST-cert.pem, ca-cert.pem (see weft-pki)")
     _common(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s ovs-agent %(levelname)s %(message)s")
-    agent = Agent(args.peers, args.host, args.ovsdb, args.subnet_file, args.interval)
+    agent = Agent(args.peers, args.host, args.ovsdb, args.subnet_file, args.interval,
+                  ssl_dir=args.ssl_dir)
     try:
         agent.load()
     except (HostsFileError, OSError) as exc:

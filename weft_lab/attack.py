@@ -136,3 +136,83 @@ def meter_latency(api, lab: str, host: str, tenant: str, kbps: int,
         return float("inf")
     finally:
         api.delete(f"/v1/qos/limits/{meter}")
+
+
+# -- a fake switch: an OpenFlow 1.3 client claiming another host's datapath id ----------------
+OF_TYPES = {0: "hello", 1: "error", 2: "echo_request", 5: "features_request",
+            7: "get_config_request", 9: "set_config", 13: "packet_out", 14: "flow_mod",
+            15: "group_mod", 16: "port_mod", 18: "multipart_request", 20: "barrier_request",
+            24: "role_request", 29: "meter_mod"}
+
+_FAKE_SWITCH = r'''
+import json, socket, ssl, struct, sys, time
+host, port, dpid, mode, seconds, cert, key = sys.argv[1:8]
+got, out = {}, {"connected": False, "tls": None}
+try:
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    if mode != "tcp":
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if cert:
+            ctx.load_cert_chain(cert, key)
+        sock = ctx.wrap_socket(sock)
+        out["tls"] = "handshake done"
+    out["connected"] = True
+    sock.settimeout(0.5)
+    sock.sendall(struct.pack("!BBHI", 4, 0, 8, 1))
+    buf, end = b"", time.time() + float(seconds)
+    while time.time() < end:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        if not data:
+            out["closed_by_controller"] = True
+            break
+        buf += data
+        while len(buf) >= 8:
+            ver, typ, length, xid = struct.unpack_from("!BBHI", buf)
+            if len(buf) < length:
+                break
+            body, buf = buf[8:length], buf[length:]
+            got[typ] = got.get(typ, 0) + 1
+            def reply(t, payload=b""):
+                sock.sendall(struct.pack("!BBHI", 4, t, 8 + len(payload), xid) + payload)
+            if typ == 2:
+                reply(3, body)
+            elif typ == 5:
+                reply(6, struct.pack("!QIBBxxII", int(dpid, 16), 0, 254, 0, 0x4f, 0))
+            elif typ == 20:
+                reply(21)
+            elif typ == 18:
+                (mp,) = struct.unpack_from("!H", body)
+                extra = struct.pack("!QQIxxxx", 0, 0, 0) if mp == 2 else b""
+                reply(19, struct.pack("!HHxxxx", mp, 0) + extra)
+except (OSError, ssl.SSLError) as exc:
+    out["error"] = f"{type(exc).__name__}: {exc}"
+out["received"] = {str(k): v for k, v in sorted(got.items())}
+print(json.dumps(out))
+'''
+
+
+def fake_switch(lab: str, node: str, controller: str, dpid: int, mode: str = "tcp",
+                seconds: float = 6, cert: str = "", key: str = "") -> dict:
+    """Connect from ``node`` to the controller as a switch with datapath id ``dpid``
+    (``mode`` tcp or tls, optionally with a client ``cert``/``key``), answer like a
+    switch with no ports for ``seconds``; returns what it received, by message type."""
+    import json
+    res = node_run(lab, node, ["python3", "-c", _FAKE_SWITCH, controller, "6653",
+                               f"{dpid:x}", mode, str(seconds), cert, key],
+                   timeout=seconds + 30)
+    out = json.loads(res.stdout.strip().splitlines()[-1]) if res.stdout.strip() else {
+        "error": res.stderr[-500:]}
+    out["received"] = {OF_TYPES.get(int(k), k): v for k, v in out.get("received", {}).items()}
+    return out
+
+
+def self_signed(d: Path, cn: str) -> tuple[str, str]:
+    """A certificate claiming ``cn`` that no weft CA signed: (cert, key) paths."""
+    from cluster import pki
+    pki.init_ca(d, cn)
+    return str(d / pki.CA_CERT), str(d / pki.CA_KEY)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from cluster import hostsfile
+from cluster.hostsfile import datapath_id
 from controller.pipeline import LEARN_LIMIT_MACS
 from tests.conftest import converged_lab, lab_name
 from weft_lab import attack as A
@@ -201,3 +203,31 @@ def test_mac_flood_is_bounded_and_the_controller_stays_flat(lab):
     assert "weft_learned_flows" in metrics and f"weft_learn_limit_macs {LEARN_LIMIT_MACS}" \
         in metrics
     assert reaches(lab.name, "blue1", "10.10.0.3")
+
+
+def test_a_fake_switch_claiming_host1_gets_nothing(lab, tmp_path):
+    """A client claiming host1's datapath id: plain TCP, TLS without a certificate, TLS with
+    a certificate no weft CA signed: nothing.  With host1's own (stolen) certificate: the
+    connection is refused while host1 is connected.  Before (issue 11): 33 flow-mods and
+    6 group-mods, and the controller talked only to the impostor afterwards."""
+    dpid = datapath_id(hostsfile.load(L.state_dir(lab.name) / "hosts.yaml").host("host1"))
+    ctl, pki = lab.controller_ip, L.pki_dir(lab.name)
+    bad_cert, bad_key = A.self_signed(tmp_path / "rogue", "host1")
+    tries = {"tcp": A.fake_switch(lab.name, "host1", ctl, dpid, "tcp"),
+             "tls, no certificate": A.fake_switch(lab.name, "host1", ctl, dpid, "tls"),
+             "tls, rogue certificate": A.fake_switch(lab.name, "host1", ctl, dpid, "tls",
+                                                     cert=bad_cert, key=bad_key)}
+    tries["tls, host1's own certificate"] = A.fake_switch(
+        lab.name, "host1", ctl, dpid, "tls", cert=str(pki / "host1-cert.pem"),
+        key=str(pki / "host1-privkey.pem"))
+    print(f"\nfake switch claiming host1 ({lab.tunnel_type}): {tries}")
+    programming = {"flow_mod", "group_mod", "meter_mod", "packet_out", "port_mod"}
+    for how, got in tries.items():
+        assert not programming & set(got["received"]), (how, got)
+    for how in ("tcp", "tls, no certificate", "tls, rogue certificate"):
+        assert not tries[how]["received"], (how, tries[how])
+    assert tries["tls, host1's own certificate"].get("closed_by_controller"), tries
+    with C.api(lab.name) as c:
+        sw = c.get("/v1/switches/host1").json()
+        assert sw["connected"] and sw["refused_connections"] >= 1, sw
+        assert A.meter_latency(c, lab.name, "host1", "red", 5_000) < 2
