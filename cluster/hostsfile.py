@@ -40,7 +40,11 @@ _TARGET_RE = re.compile(r"(tcp|ssl):(\[[0-9A-Fa-f:.]+\]|[0-9.]+):([0-9]{1,5})")
 _TAG = "tag:yaml.org,2002:"
 _COLLISION = " (a hash collision: rename one of them)"
 _TOP_KEYS = ("controller", "tunnel_type", "datapath_type", "port_type", "mtu", "transport",
-             "uplink", "queues", "hosts")
+             "uplink", "queues", "cluster_subnet", "hosts")
+# Docker's own default network: the cluster subnet when the file names none, so files
+# written before cluster_subnet existed keep working when their docker subnets fit in it.
+DEFAULT_CLUSTER_SUBNET = "172.17.0.0/16"
+CLUSTER_PREFIX_MIN, CLUSTER_PREFIX_MAX = 8, 28
 _HOST_KEYS = ("name", "underlay_ip", "docker_subnet", "tunnel_type", "datapath_type", "uplink")
 TRANSPORTS = ("tunnel", "vlan")
 _IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
@@ -100,6 +104,10 @@ class Cluster:
     # host's uplink (hosts share an L2 network; Neutron's vlan networks)
     transport: str = "tunnel"
     queues: Queues | None = None
+    # The docker0 network every host shares (the default tenant): each host's docker0
+    # gets its gateway address with this prefix, so containers reach other hosts'
+    # docker_subnets on-link, through br0, without a router.
+    cluster_subnet: str = DEFAULT_CLUSTER_SUBNET
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -365,8 +373,31 @@ def _cluster(root: Node | None, source: str) -> Cluster:
                 _fail(f"hosts[{i}].uplink", top["hosts"].value[i],
                       "transport vlan needs an uplink interface (here or at the top level)")
     queues = _queues(top["queues"], "queues") if top.get("queues") is not None else None
+    cluster_subnet = _cluster_subnet(top.get("cluster_subnet"), top["hosts"], hosts)
     return Cluster(controllers, api, tunnel, datapath, mtu, hosts, source, port_type, transport,
-                   queues)
+                   queues, cluster_subnet)
+
+
+def _cluster_subnet(node: Node | None, hosts_node: Node, hosts: tuple[Host, ...]) -> str:
+    """The shared docker0 network; every host's docker_subnet must lie inside it."""
+    if node is None:
+        net = ipaddress.IPv4Network(DEFAULT_CLUSTER_SUBNET)
+    else:
+        net = _subnet(node, "cluster_subnet")
+        if not CLUSTER_PREFIX_MIN <= net.prefixlen <= CLUSTER_PREFIX_MAX:
+            _fail("cluster_subnet", node, f"prefix /{net.prefixlen} is outside "
+                  f"/{CLUSTER_PREFIX_MIN}../{CLUSTER_PREFIX_MAX}")
+    for i, h in enumerate(hosts):
+        if h.docker_subnet and not ipaddress.IPv4Network(h.docker_subnet).subnet_of(net):
+            hint = "" if node is not None else \
+                " (the default; set cluster_subnet to the network all docker subnets share)"
+            _fail(f"hosts[{i}].docker_subnet", hosts_node.value[i],
+                  f"{h.docker_subnet} is not inside cluster_subnet {net}{hint}")
+        if ipaddress.IPv4Address(h.underlay_ip) in net:
+            _fail(f"hosts[{i}].underlay_ip", hosts_node.value[i],
+                  f"{h.underlay_ip} is inside cluster_subnet {net}: the underlay must be "
+                  "a different network")
+    return str(net)
 
 
 def _int(node: Node, field: str, lo: int, hi: int) -> int:

@@ -24,6 +24,7 @@ from cluster.hostsfile import Cluster, Host, HostsFileError, load, tunnel_mtu
 
 LOG = logging.getLogger("ovs-agent")
 DEFAULT_SUBNET_FILE = Path("/run/weft/subnet.env")
+DOCKER_CONFIG_NAME = "daemon.json"     # written beside the subnet file unless told otherwise
 
 
 def pick_host(cluster: Cluster, name: str | None) -> Host:
@@ -54,11 +55,13 @@ class Agent:
     ovsdb_target: str
     subnet_file: Path = DEFAULT_SUBNET_FILE
     interval: float = 5.0
+    docker_config: Path | None = None   # daemon.json fragment; default beside subnet_file
     cluster: Cluster | None = None
     me: Host | None = None
     passes: int = 0
     writes: int = 0                     # OVSDB transactions committed, for tests and logs
-    _wake: threading.Event = field(default_factory=threading.Event)
+    _wake: threading.Event = field(default_factory=threading.Event)      # run a pass now
+    _reload: threading.Event = field(default_factory=threading.Event)    # re-read the file
     _mtime: float = 0.0
     _reported: list | None = None
     afxdp_refused: frozenset[str] = frozenset()
@@ -118,13 +121,18 @@ class Agent:
             hostnet.ensure_offloads_off(self.me.uplink, ("tx", "rxvlan", "txvlan"))
         if ops and netdev and self.cluster.port_type == "auto":
             self._fall_back_from_afxdp(api)
-        if hostnet.write_if_changed(self.subnet_file,
-                                    hostnet.subnet_env(self.cluster, self.me, mtu)):
-            LOG.info("wrote %s: %s", self.subnet_file,
-                     self.subnet_file.read_text().strip().replace("\n", "; "))
+        self._write_docker_files(mtu)
         self._report_attachments(api)
         self.passes += 1
         return len(ops)
+
+    def _write_docker_files(self, mtu: int) -> None:
+        """subnet.env (flannel style) and a daemon.json fragment with the same options."""
+        config = self.docker_config or self.subnet_file.with_name(DOCKER_CONFIG_NAME)
+        for path, text in ((self.subnet_file, hostnet.subnet_env(self.cluster, self.me, mtu)),
+                           (config, hostnet.docker_daemon_json(self.cluster, self.me, mtu))):
+            if hostnet.write_if_changed(path, text):
+                LOG.info("wrote %s: %s", path, " ".join(text.split()))
 
     def _ensure_queues(self, api, nic: str | None) -> None:
         """linux-htb queues on the egress NIC, where that NIC is an OVS port."""
@@ -182,14 +190,18 @@ class Agent:
             n = self.reconcile(api)
             LOG.info("pass done: %d changes", n)
             return 0
-        signal.signal(signal.SIGHUP, lambda *_: self._wake.set())
+        signal.signal(signal.SIGHUP, lambda *_: (self._reload.set(), self._wake.set()))
         signal.signal(signal.SIGTERM, _exit_on_signal)
+        hostnet.watch_links(("docker0", hostnet.DOCKER_LINK_PORT, hostnet.DOCKER_LINK_PEER),
+                            self._wake.set)
         last = 0.0
         while True:
             changed_file = self._file_changed()
             if self._wake.is_set() or changed_file:
                 self._wake.clear()
-                self.reload()
+                if changed_file or self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
                 last = 0.0
             if time.monotonic() - last >= self.interval:
                 try:

@@ -75,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", type=Path, required=True, help="hosts.yaml")
     ap.add_argument("--host", help="this host's name in hosts.yaml")
     ap.add_argument("--once", action="store_true", help="one reconcile pass, then exit")
-    ap.add_argument("--subnet-file", type=Path, default=DEFAULT_SUBNET_FILE)
+    ap.add_argument("--subnet-file", type=Path, default=DEFAULT_SUBNET_FILE,
+                    help="flannel-style subnet.env with DOCKER_OPTS (default: %(default)s)")
+    ap.add_argument("--docker-config", type=Path,
+                    help="daemon.json fragment for dockerd: bip, fixed-cidr, mtu "
+                         "(default: daemon.json beside --subnet-file)")
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between passes")
     ap.add_argument("--ssl-dir", type=Path, default=desired.DEFAULT_SSL_DIR,
                     help="with ssl: controller targets, OVS's TLS key, certificate and CA: "
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s ovs-agent %(levelname)s %(message)s")
     agent = Agent(args.peers, args.host, args.ovsdb, args.subnet_file, args.interval,
-                  ssl_dir=args.ssl_dir)
+                  args.docker_config, ssl_dir=args.ssl_dir)
     try:
         agent.load()
     except (HostsFileError, OSError) as exc:

@@ -6,10 +6,14 @@ for instance, and the next pass puts it back).
 """
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import json
 import logging
+import signal
 import subprocess
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cluster.hostsfile import DOCKER_LINK_PEER, DOCKER_LINK_PORT, Cluster, Host
@@ -158,27 +162,121 @@ def ensure_veth(name: str, peer: str, mtu: int, master: str | None = None,
     return True
 
 
+def master_of(dev: str) -> str | None:
+    """The bridge a device is enslaved to, or None."""
+    try:
+        return Path(f"/sys/class/net/{dev}/master").resolve().name
+    except OSError:
+        return None
+
+
+def _link_info(dev: str) -> dict:
+    out = ip("-j", "link", "show", dev, check=False)
+    links = json.loads(out) if out.strip() else []
+    return links[0] if links else {}
+
+
+def _die_with_parent() -> None:
+    """In a child: get SIGTERM when the agent dies, so no `ip monitor` outlives it."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def watch_links(names: Iterable[str], wake: Callable[[], object]) -> threading.Thread:
+    """Call `wake` whenever the kernel reports a change to one of these links.
+
+    Docker creates and deletes docker0 on its own schedule; reacting to the netlink
+    event (through `ip monitor`) repairs the docker0 link within a pass instead of
+    within a polling interval.  The periodic pass stays the safety net.
+    """
+    wanted = set(names)
+
+    def follow() -> None:
+        while True:
+            proc = subprocess.Popen(["ip", "-o", "monitor", "link"], stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, text=True,
+                                    preexec_fn=_die_with_parent)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                fields = line.replace("@", " ").replace(":", " ").split()
+                if wanted.intersection(fields):
+                    wake()
+            proc.wait()
+
+    thread = threading.Thread(target=follow, name="link-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def ensure_docker_link(mtu: int) -> bool:
-    """The veth between docker0 and br0; docker0 itself belongs to Docker."""
+    """The veth between docker0 and br0, repaired whatever Docker did to docker0.
+
+    docker0 belongs to Docker and follows its life: it may appear after the agent
+    started, and a dockerd restart with a new ``--bip`` deletes and recreates it,
+    which leaves our end ``weft-d0p`` with no master (silent 100% loss).  Every pass
+    therefore checks the whole link: both ends exist and are up, ``weft-d0p`` is
+    docker0's port, and the MTU is the cluster's.  Returns True if anything changed.
+    """
     if not link_exists("docker0"):
         LOG.warning("no docker0 bridge yet: the docker0 link waits for Docker")
         return False
-    made = ensure_veth(DOCKER_LINK_PORT, DOCKER_LINK_PEER, mtu, master="docker0")
-    if made:
+    changed = ensure_veth(DOCKER_LINK_PORT, DOCKER_LINK_PEER, mtu, master="docker0")
+    if changed:
         LOG.info("created the docker0 link %s <-> %s (mtu %d)", DOCKER_LINK_PORT,
                  DOCKER_LINK_PEER, mtu)
-    return made
+    master = master_of(DOCKER_LINK_PEER)
+    if master != "docker0":
+        ip("link", "set", DOCKER_LINK_PEER, "master", "docker0")
+        LOG.warning("docker0 link: %s had master %s (docker0 was recreated?): re-attached "
+                    "to docker0", DOCKER_LINK_PEER, master or "none")
+        changed = True
+    for dev in (DOCKER_LINK_PORT, DOCKER_LINK_PEER):
+        info = _link_info(dev)
+        if info.get("mtu") != mtu:
+            ip("link", "set", dev, "mtu", str(mtu))
+            LOG.info("docker0 link: %s mtu %s -> %d", dev, info.get("mtu"), mtu)
+            changed = True
+        if "UP" not in info.get("flags", []):
+            ip("link", "set", dev, "up")
+            LOG.info("docker0 link: %s set up", dev)
+            changed = True
+    return changed
+
+
+def docker_options(cluster: Cluster, host: Host, mtu: int) -> dict[str, str | int]:
+    """The dockerd settings this host needs, as daemon.json keys.
+
+    ``bip`` is the host's gateway address with the *cluster* prefix, not the host's
+    /24: containers then reach every other host's containers on-link through
+    docker0 -> br0, and the host routes the whole cluster subnet to docker0.  A /24
+    ``bip`` leaves containers with only a default route via their own host, which
+    has no route to the other hosts' /24s (100% loss).  ``fixed-cidr`` keeps Docker's
+    allocations inside this host's own range; ``mtu`` leaves room for the tunnel
+    header (without it TCP blackholes).
+    """
+    opts: dict[str, str | int] = {"mtu": mtu}
+    if host.docker_subnet:
+        net = ipaddress.ip_network(host.docker_subnet)
+        cluster_net = ipaddress.ip_network(cluster.cluster_subnet)
+        opts["bip"] = f"{net[1]}/{cluster_net.prefixlen}"
+        opts["fixed-cidr"] = str(net)
+    return opts
+
+
+def docker_daemon_json(cluster: Cluster, host: Host, mtu: int) -> str:
+    """A ready daemon.json fragment (merge it into /etc/docker/daemon.json)."""
+    return json.dumps(docker_options(cluster, host, mtu), indent=2, sort_keys=True) + "\n"
 
 
 def subnet_env(cluster: Cluster, host: Host, mtu: int) -> str:
     """What a Docker daemon on this host needs, as flannel's subnet.env gives it."""
-    lines = [f"WEFT_HOST={host.name}", f"WEFT_MTU={mtu}"]
-    opts = [f"--mtu={mtu}"]
+    opts = docker_options(cluster, host, mtu)
+    lines = [f"WEFT_HOST={host.name}", f"WEFT_MTU={mtu}",
+             f"WEFT_CLUSTER_SUBNET={cluster.cluster_subnet}"]
     if host.docker_subnet:
-        net = ipaddress.ip_network(host.docker_subnet)
-        lines += [f"WEFT_SUBNET={net}"]
-        opts += [f"--bip={net[1]}/{net.prefixlen}", f"--fixed-cidr={net}"]
-    lines.append(f"DOCKER_OPTS=\"{' '.join(opts)}\"")
+        lines.append(f"WEFT_SUBNET={host.docker_subnet}")
+    flags = " ".join(f"--{k}={opts[k]}" for k in ("bip", "fixed-cidr", "mtu") if k in opts)
+    lines.append(f"DOCKER_OPTS=\"{flags}\"")
     return "\n".join(lines) + "\n"
 
 

@@ -94,6 +94,8 @@ def refused_afxdp(api: impl_idl.OvsdbIdl, names: set[str] | None = None) -> dict
                 else row["error"]
             ofport = row["ofport"][0] if isinstance(row["ofport"], list) and row["ofport"] \
                 else row["ofport"]
+            if error and "No such device" in error:
+                continue    # the device is missing, not refusing AF_XDP: retried when back
             if error or ofport == -1:
                 out[row["name"]] = error or "no ofport"
     return out

@@ -313,8 +313,8 @@ def peer_comparison() -> list[Figure]:
             else:
                 C.wait_converged(topo)
             time.sleep(2)                   # same settling time for both
-            first = ping(topo.name, "c1", "172.17.2.2", count=1, wait=3).rtts_ms
-            rest = ping(topo.name, "c1", "172.17.2.2", count=50, interval=0.01).rtts_ms
+            first = ping(topo.name, "c1", topo.addr("c2"), count=1, wait=3).rtts_ms
+            rest = ping(topo.name, "c1", topo.addr("c2"), count=50, interval=0.01).rtts_ms
             packet_ins = log.read_text().count("packet-in") if log.exists() else 0
         figs += [Figure(f"first ping RTT, fresh switches ({app})", list(first) or [float("inf")],
                         "ms"),

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = res.received > 0
     finally:
         if args.keep:
-            say(f"lab left up: weft-lab exec --lab {topo.name} c1 -- ping 172.17.2.2; "
+            say(f"lab left up: weft-lab exec --lab {topo.name} c1 -- ping {topo.addr('c2')}; "
                 f"weft-lab down --lab {topo.name}")
         else:
             t0 = time.monotonic()

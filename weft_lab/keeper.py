@@ -94,8 +94,12 @@ def request(state_dir: Path, req: dict, timeout: float = 10) -> dict:
 def start(state_dir: Path, ns: str) -> int:
     """Start a keeper for the lab in `state_dir`, living in namespace `ns`."""
     log = open(state_dir / "keeper.log", "ab", buffering=0)
+    # nsenter, not `ip netns exec`: the keeper keeps the machine's mount namespace (and
+    # its /sys with the cgroup mounts), which dockerd needs; daemons that want the
+    # namespace's own /sys are spawned with `ip netns exec` (in_ns) as before.
     proc = subprocess.Popen(
-        in_ns(ns, [sys.executable, "-m", "weft_lab.keeper", str(state_dir)]),
+        ["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m", "weft_lab.keeper",
+         str(state_dir)],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     log.close()

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cluster.hostsfile import parse as parse_hosts, tunnel_mtu
-from weft_lab import keeper
+from weft_lab import docker, keeper
 from weft_lab.shell import CommandError, netns_list, netns_pids, run, succeeds
 from weft_lab.topology import ExternalSwitch, Host, Topology
 
@@ -147,6 +147,7 @@ def hosts_yaml(topo: Topology) -> str:
              f"  openflow: [\"{scheme}:{topo.controller_ip}:6653\"]",
              f"  api: \"http://{topo.controller_ip}:8080\"",
              f"tunnel_type: {topo.tunnel_type}", "datapath_type: netdev",
+             f"cluster_subnet: {topo.cluster_subnet}",
              f"port_type: {topo.port_type}"]
     if topo.transport == "vlan":
         lines += ["transport: vlan", f"uplink: {UPLINK}"]
@@ -212,14 +213,41 @@ def _build_host(topo: Topology, host: Host, mtu: int) -> None:
         # like a physical switch port: tags travel inside the frame, not in skb metadata
         run(["ethtool", "-K", f"v-{host.name}", "txvlan", "off", "rxvlan", "off"], ns=ctl)
         _enslave(ctl, f"v-{host.name}", VLAN_BRIDGE)
-    _bridge(ns, "docker0", host.docker_ip, mtu)
+    if not topo.docker:
+        _bridge(ns, "docker0", host.docker_ip, mtu)    # Docker's bridge, built by hand
     start_ovs(lab, host.name)
     if topo.agent:
         start_agent(lab, host.name)
+    if topo.docker:
+        _start_docker(topo, host)
+
+
+def _start_docker(topo: Topology, host: Host) -> None:
+    """This host's dockerd, configured with exactly the daemon.json its agent wrote."""
+    lab, d = topo.name, host_dir(topo.name, host.name)
+    config = d / "daemon.json"
+    _wait(config.exists, 30, f"the agent of {host.name} to write {config}")
+    docker.start_dockerd(lab, host.name, ns_name(lab, host.name), d, state_dir(lab), config)
+    docker.wait_ready(d)
+    docker.load_image(d)
+
+
+def _build_containers(topo: Topology, host: str, mtu: int) -> None:
+    """One host's containers, in file order (Docker hands out addresses in order)."""
+    for c in topo.containers:
+        if c.host == host:
+            _build_container(topo, c, mtu)
 
 
 def _build_container(topo: Topology, c, mtu: int) -> None:
     ns = ns_name(topo.name, c.name)
+    if topo.docker and c.attach == "docker0":
+        d = host_dir(topo.name, c.host)
+        info = docker.run_container(d, topo.name, c.name, ns, c.mac)
+        run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], ns=ns)
+        if info["ip"] != c.ip:
+            raise LabError(f"docker gave {c.name} {info['ip']}, the topology expects {c.ip}")
+        return
     _new_ns(ns)
     run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], ns=ns)
     if c.attach != "docker0":
@@ -290,7 +318,7 @@ def up(topo: Topology) -> float:
         mtu = container_mtu(topo)
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda h: _build_host(topo, h, mtu), topo.hosts))
-            list(pool.map(lambda c: _build_container(topo, c, mtu), topo.containers))
+            list(pool.map(lambda h: _build_containers(topo, h.name, mtu), topo.hosts))
         for sw in topo.switches:
             _build_switch(topo, sw)
         if topo.controller:
@@ -332,6 +360,7 @@ def down(lab: str) -> float:
     _kill_all([n for n in spaces if n == ctl])
     for ns in spaces:
         run(["ip", "netns", "del", ns], check=False)
+    docker.remove_cgroups(lab)
     shutil.rmtree(state_dir(lab), ignore_errors=True)
     return time.monotonic() - t0
 

@@ -90,6 +90,10 @@ class Topology:
     containers: tuple[Container, ...]
     tenants: tuple[Tenant, ...]
     switches: tuple[ExternalSwitch, ...]
+    # Real dockerd on every host, docker0 containers made by `docker run` (needs the agent:
+    # dockerd is started with the daemon.json the agent writes).  False: the lab builds
+    # docker0 itself and containers are bare namespaces (plumbing tests, benchmarks).
+    docker: bool = False
 
     @property
     def controller_ip(self) -> str:
@@ -97,6 +101,10 @@ class Topology:
 
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
+
+    def addr(self, container: str) -> str:
+        """A container's IPv4 address, without the prefix length."""
+        return next(c.ip for c in self.containers if c.name == container).split("/")[0]
 
     def with_name(self, name: str) -> "Topology":
         _check_name(name, "name", None, "<--lab>")
@@ -201,7 +209,7 @@ def parse(text: str, source: str = "<string>") -> Topology:
         raise TopologyError(source, "<file>", None, "is empty")
     top = r.mapping(root, "", {"name", "tunnel_type", "underlay", "mgmt", "cluster_subnet",
                                "controller", "agent", "port_type", "transport", "hosts",
-                               "tenants", "switches"},
+                               "tenants", "switches", "docker"},
                     {"name", "hosts"})
     name = _check_name(r.scalar(top["name"], "name"), "name", top["name"].start_mark.line + 1,
                        source)
@@ -215,6 +223,10 @@ def parse(text: str, source: str = "<string>") -> Topology:
         else ipaddress.IPv4Network("172.17.0.0/16")
     controller = r.boolean(top["controller"], "controller") if "controller" in top else True
     agent = r.boolean(top["agent"], "agent") if "agent" in top else True
+    docker = r.boolean(top["docker"], "docker") if "docker" in top else agent
+    if docker and not agent:
+        raise r.fail("docker", top["docker"], "docker: true needs agent: true (each dockerd "
+                     "is started with the daemon.json its host's agent writes)")
     port_type = r.choice(top["port_type"], "port_type", PORT_TYPES) \
         if "port_type" in top else "auto"
     transport = r.choice(top["transport"], "transport", TRANSPORTS) \
@@ -266,7 +278,9 @@ def parse(text: str, source: str = "<string>") -> Topology:
         host = Host(hname, i, str(underlay[10 + i]), str(mgmt[10 + i]), str(subnet),
                     docker_ip, override)
         hosts.append(host)
-        next_ip = 2
+        # Docker hands out fixed-cidr addresses in order, skipping its gateway: inside a
+        # /16 bip, 172.17.1.0 is an ordinary host address and comes first.
+        next_ip = 0 if docker else 2
         for j, cnode in enumerate(r.seq(h["containers"], f + ".containers")
                                   if "containers" in h else []):
             cf = f"{f}.containers[{j}]"
@@ -286,11 +300,15 @@ def parse(text: str, source: str = "<string>") -> Topology:
                     raise r.fail(cf + ".tenant", c["tenant"], f"unknown tenant {tenant!r}")
             elif attach == "br0":
                 raise r.fail(cf, cnode, "a container with attach: br0 needs a tenant")
+            if "ip" in c and attach == "docker0" and docker:
+                raise r.fail(cf + ".ip", c["ip"], "with docker: true, Docker assigns docker0 "
+                             "containers' addresses (in order, from the host's docker_subnet); "
+                             "leave ip out")
             if "ip" in c:
                 ip = r.interface(c["ip"], cf + ".ip")
             elif attach == "docker0":
                 ip = ipaddress.IPv4Interface(f"{subnet[next_ip]}/{cluster.prefixlen}")
-                next_ip += 1
+                next_ip += 2 if next_ip == 0 else 1
             else:
                 raise r.fail(cf, cnode, "a container with attach: br0 needs an ip")
             key = f"{tenant or 'default'}/{ip.ip}"
@@ -334,7 +352,8 @@ def parse(text: str, source: str = "<string>") -> Topology:
                             f"node names must be unique across hosts, containers and "
                             f"switches ('ctl' is reserved): {', '.join(sorted(dupes))}")
     return Topology(name, tunnel, str(underlay), str(mgmt), str(cluster), controller, agent,
-                    port_type, transport, tuple(hosts), tuple(containers), tuple(tenants), tuple(switches))
+                    port_type, transport, tuple(hosts), tuple(containers), tuple(tenants),
+                    tuple(switches), docker)
 
 
 def load(path: str | Path) -> Topology:

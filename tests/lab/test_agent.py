@@ -94,7 +94,7 @@ def test_docker0_link_carries_traffic(leaves_nothing):
             wait_for(env_file.exists, what="subnet.env")
             env = env_file.read_text()
             assert "WEFT_MTU=1450" in env and f"WEFT_SUBNET={h.docker_subnet}" in env
-        assert reaches(t.name, "c1", "172.17.2.2")
+        assert reaches(t.name, "c1", t.addr("c2"))
 
 
 def test_second_pass_writes_nothing_and_join_leave_do_not_flap(leaves_nothing, tmp_path):

@@ -50,10 +50,10 @@ def test_containers_on_two_hosts_reach_each_other(leaves_nothing, tunnel):
         wait_converged(topo)
         assert L.vsctl(topo.name, "host1", "get", "interface", "vx-host2" if tunnel == "vxlan"
                        else "gr-host2", "type").strip() == tunnel
-        assert reaches(topo.name, "c1", "172.17.2.2")
-        res = ping(topo.name, "c2", "172.17.1.2", count=5, interval=0.05)
+        assert reaches(topo.name, "c1", topo.addr("c2"))
+        res = ping(topo.name, "c2", topo.addr("c1"), count=5, interval=0.05)
         assert res.received == 5
-        mbps = iperf(topo.name, "c1", "c2", "172.17.2.2", seconds=2)
+        mbps = iperf(topo.name, "c1", "c2", topo.addr("c2"), seconds=2)
         assert mbps > 10, f"TCP over {tunnel} only {mbps:.1f} Mbit/s"
 
 
@@ -61,10 +61,10 @@ def test_second_lab_beside_the_first(leaves_nothing):
     with L.running(two_hosts()) as a, L.running(two_hosts("gre")) as b:
         wait_converged(a)
         wait_converged(b)
-        assert reaches(a.name, "c1", "172.17.2.2")
-        assert reaches(b.name, "c1", "172.17.2.2")
+        assert reaches(a.name, "c1", a.addr("c2"))
+        assert reaches(b.name, "c1", b.addr("c2"))
         L.down(a.name)
-        assert reaches(b.name, "c2", "172.17.1.2")
+        assert reaches(b.name, "c2", b.addr("c1"))
         assert not any(n.startswith(a.name + ".") for n in netns_list())
 
 

@@ -49,8 +49,8 @@ def test_same_tenant_pairs_reach_each_other_across_hosts(lab):
 
 
 def test_default_tenant_joins_plain_docker_containers(lab):
-    assert reaches(lab.name, "d1", "172.17.2.2")
-    assert reaches(lab.name, "d3", "172.17.1.2")
+    assert reaches(lab.name, "d1", lab.addr("d2"))
+    assert reaches(lab.name, "d3", lab.addr("d1"))
     # ...and the default tenant is a tenant like any other: no way into red.
     assert not reaches(lab.name, "d1", IPS["2"], tries=2)
 

@@ -19,6 +19,7 @@ controller:
 tunnel_type: vxlan
 datapath_type: netdev
 mtu: 9000
+cluster_subnet: 172.18.0.0/16
 hosts:
   - name: host1
     underlay_ip: 192.168.50.11
@@ -90,7 +91,7 @@ def test_load_reads_file_and_names_it_in_errors(tmp_path):
     with pytest.raises(HostsFileError) as info:
         hf.load(str(path))
     assert str(info.value) == (
-        f"{path}:12: hosts[1].underlay_ip: '10.0.0.300' is not an IPv4 address")
+        f"{path}:13: hosts[1].underlay_ip: '10.0.0.300' is not an IPv4 address")
 
 
 def test_model_is_frozen():
@@ -263,7 +264,7 @@ def test_error_is_a_value_error_with_default_source_and_pickles():
 
 def test_error_on_a_later_line_of_a_block_file():
     e = error(GOOD.replace("tunnel_type: gre", "tunnel_type: ipip"))
-    assert (e.field, e.line) == ("hosts[1].tunnel_type", 14)
+    assert (e.field, e.line) == ("hosts[1].tunnel_type", 15)
 
 
 def test_port_name_collision_between_hosts_is_rejected():
@@ -430,3 +431,33 @@ def test_constants():
     assert hf.TUNNEL_TYPES == ("vxlan", "gre") and hf.DATAPATH_TYPES == ("system", "netdev")
     assert (hf.BRIDGE, hf.DOCKER_LINK_PORT, hf.DOCKER_LINK_PEER) == ("br0", "weft-d0", "weft-d0p")
     assert all(len(n) <= 15 for n in (hf.BRIDGE, hf.DOCKER_LINK_PORT, hf.DOCKER_LINK_PEER))
+
+
+# -- cluster_subnet: what each host's docker0 is configured with ------------------------
+
+def test_cluster_subnet_defaults_to_dockers_own_network():
+    c = parse(hosts_doc("{name: a, underlay_ip: 10.0.0.1, docker_subnet: 172.17.1.0/24}"))
+    assert c.cluster_subnet == "172.17.0.0/16"
+
+
+@pytest.mark.parametrize("subnet, host_subnet, message", [
+    ("172.18.0.0/16", "172.17.1.0/24", "172.17.1.0/24 is not inside cluster_subnet"),
+    ("0.0.0.0/0", "172.17.1.0/24", "prefix /0 is outside /8../28"),
+    ("172.17.0.0/30", None, "prefix /30 is outside"),
+    ("10.0.0.0/8", None, "10.0.0.1 is inside cluster_subnet 10.0.0.0/8"),
+    ("172.17.0.1/16", None, "has host bits set"),
+])
+def test_cluster_subnet_is_checked_against_hosts(subnet, host_subnet, message):
+    host = "{name: a, underlay_ip: 10.0.0.1" + (f", docker_subnet: {host_subnet}}}"
+                                                if host_subnet else "}")
+    doc = hosts_doc(host).replace("hosts:", f"cluster_subnet: {subnet}\nhosts:", 1)
+    with pytest.raises(HostsFileError) as info:
+        parse(doc)
+    assert message in str(info.value)
+
+
+def test_docker_subnet_outside_the_default_names_the_fix():
+    with pytest.raises(HostsFileError) as info:
+        parse(hosts_doc("{name: a, underlay_ip: 10.0.0.1, docker_subnet: 10.5.1.0/24}"))
+    assert info.value.field == "hosts[0].docker_subnet"
+    assert "set cluster_subnet" in str(info.value)
