@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from ovs_agent import attach, desired, hostnet, ovsdb, queues
+from ovs_agent import attach, desired, firewall, hostnet, ovsdb, queues
 from cluster.hostsfile import Cluster, Host, HostsFileError, load, tunnel_mtu
 
 LOG = logging.getLogger("ovs-agent")
@@ -67,6 +67,7 @@ class Agent:
     afxdp_refused: frozenset[str] = frozenset()
     _unresolved: list[str] = field(default_factory=list)
     ssl_dir: Path = desired.DEFAULT_SSL_DIR
+    host_firewall: firewall.Firewall | None = field(default_factory=firewall.Firewall)
 
     def load(self) -> None:
         """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
@@ -109,6 +110,9 @@ class Agent:
             for op in ops:
                 LOG.info("ovsdb: %s %s", op[0], " ".join(
                     o.name if isinstance(o, desired.PortSpec) else str(o) for o in op[1:]))
+        if self.host_firewall is not None and self.host_firewall.ensure(self.cluster):
+            LOG.info("nftables: table inet %s written (tunnel, OVSDB and OpenFlow ports closed "
+                     "to containers)", firewall.TABLE)
         if ovsdb.ensure_ssl(api, desired.ssl_files(self.cluster, self.me.name, self.ssl_dir)):
             LOG.info("ovsdb: TLS for ssl: controllers from %s", self.ssl_dir)
             self.writes += 1

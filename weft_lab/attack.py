@@ -216,3 +216,27 @@ def self_signed(d: Path, cn: str) -> tuple[str, str]:
     from cluster import pki
     pki.init_ca(d, cn)
     return str(d / pki.CA_CERT), str(d / pki.CA_KEY)
+
+
+# -- tunnel injection: a container sends encapsulated frames to a peer's underlay address -----
+_INJECT = r'''
+import socket, struct, sys
+kind, dst, vni, count, inner = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
+    bytes.fromhex(sys.argv[5])
+if kind == "vxlan":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pkt, addr = struct.pack("!II", 0x08000000, vni << 8) + inner, (dst, 4789)
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+    pkt, addr = struct.pack("!HHI", 0x2000, 0x6558, vni) + inner, (dst, 0)
+for _ in range(count):
+    s.sendto(pkt, addr)
+'''
+
+
+def inject(lab: str, node: str, kind: str, dst_ip: str, vni: int, inner: bytes,
+           count: int = 20) -> None:
+    """Send ``count`` VXLAN (udp 4789) or GRE (key = ``vni``) packets carrying ``inner``
+    from ``node`` to ``dst_ip``: what a container on a Docker host can do."""
+    node_run(lab, node, ["python3", "-c", _INJECT, kind, dst_ip, str(vni), str(count),
+                         inner.hex()], check=True)

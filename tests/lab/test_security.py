@@ -231,3 +231,29 @@ def test_a_fake_switch_claiming_host1_gets_nothing(lab, tmp_path):
         sw = c.get("/v1/switches/host1").json()
         assert sw["connected"] and sw["refused_connections"] >= 1, sw
         assert A.meter_latency(c, lab.name, "host1", "red", 5_000) < 2
+
+
+def test_a_container_cannot_inject_into_peer_tunnels(lab):
+    """d1 is a real `docker run` container on a Docker host (dockerd: ip_forward=1,
+    MASQUERADE): it sends the lab's tunnel encapsulation (VXLAN or GRE) with red's VNI to
+    host2's and host3's underlay addresses.  Before (issue 11): 20 of 20 frames reached red
+    on both hosts.  The same packets from host1 itself (not forwarded) are the control."""
+    host = L.ns_name(lab.name, "host1")
+    assert run(["sysctl", "-n", "net.ipv4.ip_forward"], ns=host).strip() == "1"
+    assert "masquerade" in run(["nft", "list", "ruleset"], ns=host).lower()
+    cluster = hostsfile.load(L.state_dir(lab.name) / "hosts.yaml")
+    with C.api(lab.name) as c:
+        vni = c.get("/v1/tenants/red").json()["vni"]
+    src = "06:00:00:00:1e:c7"
+    bpf = f"ether proto {A.PROBE_ETHERTYPE:#x} and ether src {src}"
+    inner = A.probe(A.BCAST, src)
+
+    def inject_from(node: str):
+        return lambda: [A.inject(lab.name, node, lab.tunnel_type, cluster.host(h).underlay_ip,
+                                 vni, inner, count=20) for h in ("host2", "host3")]
+    got = _count(lab.name, ["red2", "red3"], bpf, inject_from("d1"))
+    control = _count(lab.name, ["red2", "red3"], bpf, inject_from("host1"))
+    print(f"\ntunnel injection from a container ({lab.tunnel_type}): 20 per host sent, "
+          f"delivered {got}; the same from host1 itself: {control}")
+    assert got == {"red2": 0, "red3": 0}, got
+    assert control["red2"] > 0 and control["red3"] > 0, control
