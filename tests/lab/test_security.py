@@ -7,6 +7,8 @@ what arrived; a control frame from the same sender shows the captures work.
 from __future__ import annotations
 
 import dataclasses
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -38,13 +40,22 @@ def lab(request):
 
 
 def _count(lab: str, nodes: list[str], bpf: str, send) -> dict[str, int]:
-    """Frames matching ``bpf`` seen on each node's eth0 while ``send()`` runs."""
+    """Frames matching ``bpf`` seen on each node's eth0 while ``send()`` runs (packets,
+    not lines: tcpdump adds a hex dump to frames of unknown ethertypes)."""
     procs = {n: tcpdump(lab, n, ["-i", "eth0", bpf]) for n in nodes}
+    counts: dict[str, int] = {}
     try:
         send()
         time.sleep(0.5)
     finally:
-        counts = captured(procs)
+        for n, p in procs.items():
+            p.send_signal(signal.SIGINT)
+            try:
+                text, _ = p.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                text, _ = p.communicate()
+            counts[n] = sum(1 for line in text.splitlines() if line and not line[0].isspace())
     return counts
 
 
