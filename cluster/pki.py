@@ -55,7 +55,7 @@ def init_ca(d: Path, cn: str = "weft CA") -> Path:
     if (d / CA_CERT).exists() and (d / CA_KEY).exists():
         return d / CA_CERT
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -74,7 +74,7 @@ def issue(d: Path, name: str) -> tuple[Path, Path]:
     ca_key = serialization.load_pem_private_key((d / CA_KEY).read_bytes(), None)
     ca = x509.load_pem_x509_certificate((d / CA_CERT).read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(ca.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))

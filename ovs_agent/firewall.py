@@ -77,11 +77,12 @@ class Firewall:
                 self._warned = True
             return False
         want = ruleset(cluster)
-        present = subprocess.run([self.nft, "list", "table", "inet", TABLE],
+        present = subprocess.run([self.nft, "list", "table", "inet", TABLE], check=False,
                                  capture_output=True).returncode == 0
         if want == self.applied and present:
             return False
-        res = subprocess.run([self.nft, "-f", "-"], input=want, text=True, capture_output=True)
+        res = subprocess.run([self.nft, "-f", "-"], input=want, text=True, capture_output=True,
+                             check=False)
         if res.returncode:
             LOG.error("nft refused table inet %s: %s", TABLE, res.stderr.strip())
             return False

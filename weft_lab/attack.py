@@ -80,14 +80,15 @@ def flood_random_macs(lab: str, node: str, n: int, iface: str = "eth0", seed: in
     ``src``), as fast as python can (about 50k frames/s) or ``rate`` per second; returns
     the process (wait for it or kill it)."""
     fixed = _mac(src).hex() if src else ""
-    code = ("import socket,random,time;r=random.Random(%d);"
-            "s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);s.bind((%r,0));"
-            "p=bytes.fromhex('ffffffffffff');t=b'\\x88\\xb5'+%r;fx=bytes.fromhex(%r)\n"
-            "for i in range(%d):\n"
+    pause = f"time.sleep({1 / rate})" if rate else "pass"
+    code = (f"import socket,random,time;r=random.Random({seed});"
+            f"s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);s.bind(({iface!r},0));"
+            f"p=bytes.fromhex('ffffffffffff');t=b'\\x88\\xb5'+{PROBE_PAYLOAD!r};"
+            f"fx=bytes.fromhex({fixed!r})\n"
+            f"for i in range({n}):\n"
             " m=bytearray(r.randbytes(6));m[0]=(m[0]&0xfc)|2\n"
             " s.send(p+(fx or bytes(m))+t)\n"
-            " %s\n") % (seed, iface, PROBE_PAYLOAD, fixed, n,
-                         f"time.sleep({1 / rate})" if rate else "pass")
+            f" {pause}\n")
     return subprocess.Popen(exec_argv(lab, node, ["python3", "-c", code]),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

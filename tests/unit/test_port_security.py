@@ -10,7 +10,11 @@ import pytest
 from controller.flows import COOKIE_FEATURE_MASK, COOKIE_LEARNED, feature_of
 from controller.model import DOCKER_LINK_PORT, TRUNK, Binding, Tenant, Topology
 from controller.pipeline import (
-    L2, LEARN_LIMIT_MACS, desired_state, flow_reads, learned_cookie,
+    L2,
+    LEARN_LIMIT_MACS,
+    desired_state,
+    flow_reads,
+    learned_cookie,
 )
 from tests.fakeoftable import FakeCluster, FakeOFTable
 
@@ -117,11 +121,11 @@ def test_ports_without_a_mac_and_trunks_are_not_restricted():
 
 
 @pytest.mark.parametrize("bad", [
-    dict(ips=("10.0.0.1",)),                                               # no mac
-    dict(mac=R1, ips=("nope",)),
-    dict(mac=R1, ips="10.0.0.1"),
-    dict(mac=R1, allowed_address_pairs=(("10.0.0.1", "01:00:00:00:00:01"),)),
-    dict(mac=R1, ips=("10.0.0.1", "10.0.0.1")),
+    {"ips": ("10.0.0.1",)},                                                # no mac
+    {"mac": R1, "ips": ("nope",)},
+    {"mac": R1, "ips": "10.0.0.1"},
+    {"mac": R1, "allowed_address_pairs": (("10.0.0.1", "01:00:00:00:00:01"),)},
+    {"mac": R1, "ips": ("10.0.0.1", "10.0.0.1")},
 ])
 def test_bad_addresses_are_rejected(bad):
     with pytest.raises(ValueError):
