@@ -41,7 +41,7 @@ setup() {
 case "${1:-}" in
   setup) setup ;;
   demo)  setup; exec "$VENV/bin/python" -m weft_lab.demo "${@:2}" ;;
-  test)  setup; exec "$VENV/bin/python" -m pytest -q "${@:2}" ;;
+  test)  setup; "$VENV/bin/ruff" check . && "$VENV/bin/mypy" && exec "$VENV/bin/python" -m pytest -q "${@:2}" ;;
   bench) setup; "$VENV/bin/pip" install -q -e '.[test,bench]'
          exec "$VENV/bin/python" -m weft_lab.bench "${@:2}" ;;
   *) echo "usage: $0 demo|test|bench|setup" >&2; exit 2 ;;

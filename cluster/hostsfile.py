@@ -20,6 +20,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from cluster import yamlfile
+
 TUNNEL_TYPES = ("vxlan", "gre")
 DATAPATH_TYPES = ("system", "netdev")
 # How a netdev (userspace) datapath reads Linux devices: "auto" tries AF_XDP and falls
@@ -35,7 +37,8 @@ GRE_OVERHEAD = 42    # outer IPv4 20 + GRE 4 + key 4 (key=flow carries the VNI) 
 IFNAME_MAX = 15      # Linux IFNAMSIZ - 1
 DPID_PREFIX = 0x5746  # "WF": marks a datapath id as one weft derived from a host name
 
-_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+HOST_NAME_PATTERN = r"[a-z0-9][a-z0-9-]{0,62}"   # becomes part of OVS port names
+_NAME_RE = re.compile(HOST_NAME_PATTERN)
 _TARGET_RE = re.compile(r"(tcp|ssl):(\[[0-9A-Fa-f:.]+\]|[0-9.]+):([0-9]{1,5})")
 _TAG = "tag:yaml.org,2002:"
 _COLLISION = " (a hash collision: rename one of them)"
@@ -60,7 +63,7 @@ class HostsFileError(ValueError):
 
     def __str__(self) -> str:
         where = self.source if self.line is None else f"{self.source}:{self.line}"
-        return f"{where}: {self.field}: {self.message}"
+        return yamlfile.truncate(f"{where}: {self.field}: {self.message}")
 
 
 @dataclass(frozen=True)
@@ -214,20 +217,23 @@ def host_for_dpid(cluster: Cluster, dpid: int) -> Host | None:
 
 
 def load(path: str | os.PathLike) -> Cluster:
-    with open(path, encoding="utf-8") as f:
-        return parse(f.read(), os.fspath(path))
+    """Read and validate hosts.yaml; every problem (I/O included) is a HostsFileError."""
+    source = os.fspath(path)
+    try:
+        text = yamlfile.read_text(path)
+    except yamlfile.YamlFileError as e:
+        raise HostsFileError(e.field, e.message, e.line, source) from None
+    except OSError as e:
+        raise HostsFileError("<file>", f"cannot read: {e.strerror or e}", None, source) from None
+    return parse(text, source)
 
 
 def parse(text: str, source: str = "<string>") -> Cluster:
     """Validate the whole document; raise HostsFileError for the first problem found."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        what = ", ".join(filter(None, (e.context, e.problem)))
-        raise HostsFileError("<yaml>", f"invalid YAML: {what}", _line(mark), source) from None
-    except yaml.YAMLError as e:
-        raise HostsFileError("<yaml>", f"invalid YAML: {e}", None, source) from None
+        root = yamlfile.compose(text)
+    except yamlfile.YamlFileError as e:
+        raise HostsFileError(e.field, e.message, e.line, source) from None
     try:
         return _cluster(root, source)
     except _Invalid as e:
@@ -274,9 +280,9 @@ def _mapping(node: Node | None, field: str, allowed: tuple[str, ...],
             _fail(field or "<root>", key_node, f"keys must be strings, got {_kind(key_node)}")
         path = f"{field}.{key}" if field else key
         if key in out:
-            _fail(path, key_node, f"duplicate key {key!r}")
+            _fail(path, key_node, f"duplicate key {yamlfile.shown(key)}")
         if key not in allowed:
-            _fail(path, key_node, f"unknown key {key!r} (allowed: {', '.join(allowed)})")
+            _fail(path, key_node, f"unknown key {yamlfile.shown(key)} (allowed: {', '.join(allowed)})")
         if not (key not in required and _is_null(value)):  # optional `key: null` = unset
             out[key] = value
     for key in required:
@@ -298,7 +304,7 @@ def _choice(node: Node | None, field: str, allowed: tuple[str, ...], default: st
     value = _text(node, field)
     if value not in allowed:
         what = field.rsplit(".", 1)[-1].replace("_", " ")
-        _fail(field, node, f"unknown {what} {value!r} (allowed: {', '.join(allowed)})")
+        _fail(field, node, f"unknown {what} {yamlfile.shown(value)} (allowed: {', '.join(allowed)})")
     return value
 
 
@@ -306,13 +312,13 @@ def _target(node: Node, field: str) -> str:
     value = _text(node, field)
     m = _TARGET_RE.fullmatch(value)
     ok = m is not None and 0 < int(m[3]) < 65536
-    if ok:
+    if m is not None and ok:
         try:
             ipaddress.ip_address(m[2].strip("[]"))
         except ValueError:
             ok = False
     if not ok:
-        _fail(field, node, f"{value!r} is not an OpenFlow controller target "
+        _fail(field, node, f"{yamlfile.shown(value)} is not an OpenFlow controller target "
                            "(tcp:IP:PORT or ssl:IP:PORT)")
     return value
 
@@ -325,7 +331,7 @@ def _api(node: Node, field: str) -> str:
     except ValueError:
         ok = False
     if not ok:
-        _fail(field, node, f"{value!r} is not an http(s) URL like http://10.99.0.1:8080")
+        _fail(field, node, f"{yamlfile.shown(value)} is not an http(s) URL like http://10.99.0.1:8080")
     return value.rstrip("/")
 
 
@@ -334,11 +340,11 @@ def _ipv4(node: Node, field: str) -> str:
     try:
         ip = ipaddress.IPv4Address(value)
     except ValueError:
-        _fail(field, node, f"{value!r} is not an IPv4 address")
+        _fail(field, node, f"{yamlfile.shown(value)} is not an IPv4 address")
     for bad, what in ((ip.is_loopback, "loopback"), (ip.is_multicast, "multicast"),
                       (ip.is_unspecified, "unspecified"), (ip.is_reserved, "reserved")):
         if bad:
-            _fail(field, node, f"{value!r} is a {what} address, not a host's underlay IP")
+            _fail(field, node, f"{yamlfile.shown(value)} is a {what} address, not a host's underlay IP")
     return str(ip)
 
 
@@ -347,11 +353,11 @@ def _subnet(node: Node, field: str) -> ipaddress.IPv4Network:
     try:
         loose = ipaddress.IPv4Network(value, strict=False)
     except ValueError:
-        _fail(field, node, f"{value!r} is not an IPv4 CIDR like 172.18.1.0/24")
+        _fail(field, node, f"{yamlfile.shown(value)} is not an IPv4 CIDR like 172.18.1.0/24")
     if "/" not in value:
-        _fail(field, node, f"{value!r} has no prefix length (like 172.18.1.0/24)")
+        _fail(field, node, f"{yamlfile.shown(value)} has no prefix length (like 172.18.1.0/24)")
     if loose.network_address != ipaddress.IPv4Address(value.split("/")[0]):
-        _fail(field, node, f"{value!r} has host bits set; did you mean {loose}?")
+        _fail(field, node, f"{yamlfile.shown(value)} has host bits set; did you mean {loose}?")
     return loose
 
 
@@ -435,7 +441,7 @@ def _queues(node: Node, field: str) -> Queues:
 def _ifname(node: Node, field: str) -> str:
     name = _text(node, field)
     if not _IFNAME_RE.fullmatch(name):
-        _fail(field, node, f"{name!r} is not a Linux interface name (at most 15 characters)")
+        _fail(field, node, f"{yamlfile.shown(name)} is not a Linux interface name (at most 15 characters)")
     return name
 
 
@@ -461,7 +467,7 @@ def _hosts(seq: Node, field: str, tunnel: str, datapath: str,
         m = _mapping(node, f, _HOST_KEYS, ("name", "underlay_ip"))
         name = _text(m["name"], f"{f}.name")
         if not _NAME_RE.fullmatch(name):
-            _fail(f"{f}.name", m["name"], f"{name!r} is not a valid host name: lowercase "
+            _fail(f"{f}.name", m["name"], f"{yamlfile.shown(name)} is not a valid host name: lowercase "
                   "letters, digits and '-', starting with a letter or digit, at most 63 "
                   "characters (it becomes part of OVS port names)")
         ip = _ipv4(m["underlay_ip"], f"{f}.underlay_ip")
@@ -471,15 +477,15 @@ def _hosts(seq: Node, field: str, tunnel: str, datapath: str,
                 ("datapath id", dpid_str(_dpid(name)), "name", _COLLISION)):
             if (what, key) in seen:
                 _fail(f"{f}.{sub}", m[sub],
-                      f"duplicate {what} {key!r}, also {seen[what, key]}{hint}")
-            seen[what, key] = f"{f} {name!r}"
+                      f"duplicate {what} {yamlfile.shown(key)}, also {seen[what, key]}{hint}")
+            seen[what, key] = f"{f} {yamlfile.shown(name)}"
         subnet = None
         if "docker_subnet" in m:
             net = _subnet(m["docker_subnet"], f"{f}.docker_subnet")
             for other, owner in subnets:
                 if net.overlaps(other):
                     _fail(f"{f}.docker_subnet", m["docker_subnet"],
-                          f"{net} overlaps {other} of host {owner!r}")
+                          f"{net} overlaps {other} of host {yamlfile.shown(owner)}")
             subnets.append((net, name))
             subnet = str(net)
         hosts.append(Host(

@@ -8,19 +8,47 @@ from __future__ import annotations
 
 import hmac
 import threading
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import uvicorn
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.core import Core
-from controller.model import Binding, QosRule, RateLimit, Tenant
+from controller.model import (HOST_NAME_PATTERN, MAC_PATTERN, MAX_DESCRIPTION, MAX_METER_ID,
+                              MAX_VNI, PORT_NAME_PATTERN, TENANT_NAME_PATTERN, Binding, QosRule,
+                              RateLimit, Tenant)
 from controller.pipeline import LEARN_LIMIT_MACS
-from controller.store import Conflict, Invalid, NotFound, StoreError
+from controller.store import Conflict, Invalid, NotFound, StoreError, Unavailable
 from cluster.hostsfile import datapath_id, dpid_str
+
+# Published anchored: JSON Schema and pydantic's regex engine have no trailing-newline
+# quirk, and the model checks the same patterns with fullmatch.
+TENANT_NAME = f"^{TENANT_NAME_PATTERN}$"
+HOST_NAME = f"^{HOST_NAME_PATTERN}$"
+PORT_NAME = f"^{PORT_NAME_PATTERN}$"
+MAC = f"^{MAC_PATTERN}$"
+MAX_BULK = 10_000
+OPEN_PATHS = {"/v1/health"}         # everything else needs the token when one is set
+
+
+class ErrorOut(BaseModel):
+    """Every refused request: what is wrong and which field (dotted path) it is about."""
+    error: str
+    field: str
+    errors: list[dict[str, Any]] | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": what} for code, what in (
+        (400, "bad request"),
+        (401, "a valid bearer token is required (when the controller has one)"),
+        (404, "no such tenant, port, host, switch or QoS id"),
+        (409, "conflicts with the current state (in use, already exists, switch not answering)"),
+        (422, "a field is invalid; `field` names it"),
+        (503, "the state database or the OpenFlow event loop cannot serve the request now"))}
 
 
 class Unauthorized(StoreError):
@@ -31,43 +59,52 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+TenantName = Field(pattern=TENANT_NAME, max_length=32)
+Subnet = Field(None, max_length=64, description="IPv4 or IPv6 network, CIDR")
+
+
 class TenantIn(_In):
-    name: str = Field(description="lowercase letter first; letters, digits, - and _")
-    vni: int | None = Field(None, description="auto-assigned when omitted")
+    name: str = Field(pattern=TENANT_NAME, max_length=32,
+                      description="lowercase letter first; letters, digits, - and _")
+    vni: int | None = Field(None, ge=1000, le=MAX_VNI, description="auto-assigned when omitted")
     vlan: int | None = Field(None, ge=1, le=4094, description="802.1Q id on trunk ports")
-    subnet: str | None = None
-    description: str = ""
+    subnet: str | None = Subnet
+    description: str = Field("", max_length=MAX_DESCRIPTION)
 
 
 class TenantPatch(_In):
-    vlan: int | None = Field(None, ge=1, le=4094)
-    subnet: str | None = None
-    description: str | None = None
+    vlan: int | None = Field(None, ge=1, le=4094, description="null: no VLAN")
+    subnet: str | None = Subnet
+    description: str = Field("", max_length=MAX_DESCRIPTION)
 
 
 class AddressPair(_In):
-    ip_address: str
-    mac_address: str | None = None
+    ip_address: str = Field(max_length=43, description="IPv4 address or CIDR")
+    mac_address: str | None = Field(None, pattern=MAC, description="default: the port's mac")
 
 
 class PortSpec(_In):
-    tenant: str | None = Field(None, description="access: the tenant; trunk: the native "
-                                                 "(untagged) tenant, optional")
-    mode: str = Field("access", description="access or trunk")
-    mac: str | None = Field(None, description="access only: a known endpoint behind the port")
-    trunk: list[str] = Field(default_factory=list,
-                             description="trunk only: tenants carried tagged with their VLAN id")
-    ips: list[str] = Field(default_factory=list,
+    tenant: str | None = Field(None, pattern=TENANT_NAME, max_length=32,
+                               description="access: the tenant; trunk: the native "
+                                           "(untagged) tenant, optional")
+    mode: Literal["access", "trunk"] = Field("access", description="access or trunk")
+    mac: str | None = Field(None, pattern=MAC,
+                            description="access only: a known endpoint behind the port")
+    trunk: list[Annotated[str, Field(pattern=TENANT_NAME, max_length=32)]] = Field(
+        default_factory=list, max_length=4094,
+        description="trunk only: tenants carried tagged with their VLAN id")
+    ips: list[str] = Field(default_factory=list, max_length=256,
                            description="port security (needs mac): the IPv4 addresses/CIDRs "
                                        "the port may send from")
     allowed_address_pairs: list[AddressPair] = Field(
-        default_factory=list, description="port security: more (ip, mac) the port may send "
-                                          "from, as Neutron's; mac defaults to the port's")
+        default_factory=list, max_length=256,
+        description="port security: more (ip, mac) the port may send from, as Neutron's; "
+                    "mac defaults to the port's")
 
 
 class PortIn(PortSpec):
-    host: str
-    port: str = Field(description="port name on the host's br0")
+    host: str = Field(pattern=HOST_NAME, max_length=63)
+    port: str = Field(pattern=PORT_NAME, max_length=15, description="port name on the host's br0")
 
 
 BURST_DOC = ("burst in kbit; default a quarter second of the rate (TCP through a policer "
@@ -89,9 +126,11 @@ def sensible_burst(kbps: int | None, burst_kb: int | None, field: str = "burst_k
 
 
 class LimitIn(_In):
-    host: str
-    port: str | None = Field(None, description="a bound port: limits the traffic it sends")
-    tenant: str | None = Field(None, description="or: the tenant's aggregate on the host")
+    host: str = Field(pattern=HOST_NAME, max_length=63)
+    port: str | None = Field(None, pattern=PORT_NAME, max_length=15,
+                             description="a bound port: limits the traffic it sends")
+    tenant: str | None = Field(None, pattern=TENANT_NAME, max_length=32,
+                               description="or: the tenant's aggregate on the host")
     kbps: int = Field(gt=0, le=100_000_000, description="rate in kbit/s")
     burst_kb: int | None = Field(None, ge=0, le=10_000_000, description=BURST_DOC)
 
@@ -102,18 +141,18 @@ class LimitPatch(_In):
 
 
 class QosMatch(_In):
-    ip_proto: int | Literal["tcp", "udp", "icmp"] | None = None
-    src: str | None = Field(None, description="IPv4 address or CIDR")
-    dst: str | None = Field(None, description="IPv4 address or CIDR")
+    ip_proto: Annotated[int, Field(ge=0, le=255)] | Literal["tcp", "udp", "icmp"] | None = None
+    src: str | None = Field(None, max_length=18, description="IPv4 address or CIDR")
+    dst: str | None = Field(None, max_length=18, description="IPv4 address or CIDR")
     src_port: int | None = Field(None, ge=1, le=65535, description="needs ip_proto tcp/udp")
     dst_port: int | None = Field(None, ge=1, le=65535, description="needs ip_proto tcp/udp")
     dscp: int | None = Field(None, ge=0, le=63)
 
 
 class RuleIn(_In):
-    tenant: str
+    tenant: str = Field(pattern=TENANT_NAME, max_length=32)
     priority: int = Field(ge=1, le=1000, description="higher first; unique per tenant")
-    match: QosMatch = Field(default_factory=QosMatch)
+    match: QosMatch = Field(default_factory=lambda: QosMatch.model_validate({}))
     kbps: int | None = Field(None, gt=0, le=100_000_000, description="meter: rate limit")
     burst_kb: int | None = Field(None, ge=0, le=10_000_000, description=BURST_DOC)
     set_dscp: int | None = Field(None, ge=0, le=63, description="remark IPv4 DSCP")
@@ -127,10 +166,10 @@ class RulePatch(_In):
 
 
 class Attachment(_In):
-    port: str
-    tenant: str
-    mac: str | None = None
-    container: str | None = None
+    port: str = Field(pattern=PORT_NAME, max_length=15)
+    tenant: str = Field(pattern=TENANT_NAME, max_length=32)
+    mac: str | None = Field(None, pattern=MAC)
+    container: str | None = Field(None, max_length=256)
 
 
 def _addresses(body: PortSpec) -> dict[str, Any]:
@@ -162,13 +201,37 @@ def rule_json(r: QosRule) -> dict[str, Any]:
             "burst_kb": r.burst_kb, "set_dscp": r.set_dscp, "queue": r.queue}
 
 
-def make_app(core: Core, token: str | None) -> FastAPI:
-    app = FastAPI(title="weft", version="1", description=__doc__)
+def _token_ok(authorization: str | None, token: str) -> bool:
+    """Constant-time, and on bytes: a non-ASCII header or token is just a wrong token."""
+    if not authorization or not authorization.startswith("Bearer "):
+        return False
+    given = authorization[7:].encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(given, token.encode("utf-8", "surrogateescape"))
 
-    def writer(authorization: str | None = Header(None)) -> None:
-        if token and not (authorization and authorization.startswith("Bearer ")
-                          and hmac.compare_digest(authorization[7:], token)):
-            raise Unauthorized("authorization", "a valid bearer token is required for writes")
+
+def make_app(core: Core, token: str | None) -> FastAPI:
+    def authorized(request: Request,
+                   authorization: str | None = Header(None, include_in_schema=False)) -> None:
+        if token and request.url.path not in OPEN_PATHS and not _token_ok(authorization, token):
+            raise Unauthorized("authorization", "a valid bearer token is required")
+
+    app = FastAPI(title="weft", version="1", description=__doc__, responses=ERRORS,
+                  dependencies=[Depends(authorized)])
+
+    @app.middleware("http")
+    async def _one_segment_per_name(request: Request, call_next: Any) -> Any:
+        """ASGI decodes %2F before routing: 'red%2Fports' would become another resource."""
+        raw = request.scope.get("raw_path") or b""
+        if b"%2f" in raw.lower() or b"%5c" in raw.lower():
+            return JSONResponse({"error": "a name in the path cannot contain '/' or '\\'",
+                                 "field": "path"}, status_code=404)
+        return await call_next(request)
+
+    def writer() -> None:
+        """Writes are refused, not left hanging, while the OpenFlow loop is stuck."""
+        health = core.loop_health() if core.loop_health else None
+        if health and not health["alive"]:
+            raise Unavailable("controller", f"{health['reason']}; nothing was changed")
 
     @app.exception_handler(StoreError)
     async def _store_error(_: Request, exc: StoreError) -> JSONResponse:
@@ -176,11 +239,16 @@ def make_app(core: Core, token: str | None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        field = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-        return JSONResponse({"error": first.get("msg", "invalid request"), "field": field,
-                             "errors": [{"field": ".".join(str(x) for x in e.get("loc", ())),
-                                         "error": e.get("msg")} for e in exc.errors()]},
+        errors = exc.errors()[:20]
+        first = errors[0] if errors else {}
+
+        def where(e: Any) -> str:
+            return ".".join(str(x) for x in e.get("loc", ()) if x not in ("body", "path",
+                                                                          "query"))[:200]
+        return JSONResponse({"error": str(first.get("msg", "invalid request"))[:300],
+                             "field": where(first),
+                             "errors": [{"field": where(e), "error": str(e.get("msg"))[:300]}
+                                        for e in errors]},
                             status_code=422)
 
     def changed() -> None:
@@ -205,19 +273,19 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         return tenant_json(t)
 
     @app.get("/v1/tenants/{name}")
-    def get_tenant(name: str) -> dict:
+    def get_tenant(name: str = Path(max_length=64)) -> dict:
         t = core.store.tenant(name)
         return {**tenant_json(t), "ports": [binding_json(sb.binding, sb.source)
                                             for sb in core.store.bindings(tenant=name)]}
 
     @app.patch("/v1/tenants/{name}", dependencies=[Depends(writer)])
-    def update_tenant(name: str, body: TenantPatch) -> dict:
+    def update_tenant(body: TenantPatch, name: str = Path(max_length=64)) -> dict:
         t = core.store.update_tenant(name, **body.model_dump(exclude_unset=True))
         changed()
         return tenant_json(t)
 
     @app.delete("/v1/tenants/{name}", dependencies=[Depends(writer)])
-    def delete_tenant(name: str, force: bool = False) -> dict:
+    def delete_tenant(name: str = Path(max_length=64), force: bool = False) -> dict:
         n = core.store.delete_tenant(name, force)
         changed()
         return {"deleted": name, "bindings_removed": n}
@@ -246,7 +314,7 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         return binding_json(b, "api")
 
     @app.post("/v1/ports/bulk", status_code=201, dependencies=[Depends(writer)])
-    def bind_many(body: list[PortIn]) -> dict:
+    def bind_many(body: Annotated[list[PortIn], Field(max_length=MAX_BULK)]) -> dict:
         """Bind many ports in one transaction: all or nothing."""
         for b in body:
             not_reserved(b.host, b.port)
@@ -266,7 +334,8 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         return {"unbound": f"{host}/{port}"}
 
     @app.put("/v1/hosts/{host}/attachments", dependencies=[Depends(writer)])
-    def attachments(host: str, body: list[Attachment]) -> dict:
+    def attachments(body: Annotated[list[Attachment], Field(max_length=MAX_BULK)],
+                    host: str = Path(max_length=63)) -> dict:
         """Containers the host's ovs-agent plugged into br0 (replaces the previous list)."""
         if host not in {h.name for h in core.cluster.hosts}:
             raise NotFound("host", f"no host {host!r} in hosts.yaml")
@@ -339,7 +408,7 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         return limit_json(x)
 
     @app.patch("/v1/qos/limits/{limit_id}", dependencies=[Depends(writer)])
-    def update_limit(limit_id: int, body: LimitPatch) -> dict:
+    def update_limit(body: LimitPatch, limit_id: int = Path(ge=1, le=MAX_METER_ID)) -> dict:
         if body.kbps is not None or body.burst_kb is not None:
             cur = next((x for x in core.store.limits() if x.id == limit_id), None)
             if cur is None:
@@ -353,7 +422,7 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         return limit_json(x)
 
     @app.delete("/v1/qos/limits/{limit_id}", dependencies=[Depends(writer)])
-    def delete_limit(limit_id: int) -> dict:
+    def delete_limit(limit_id: int = Path(ge=1, le=MAX_METER_ID)) -> dict:
         core.store.delete_qos("limit", limit_id)
         changed()
         return {"deleted": limit_id}
@@ -379,7 +448,7 @@ def make_app(core: Core, token: str | None) -> FastAPI:
                                     + queue_support(core.cluster.host(cannot[0]))["reason"])
 
     @app.patch("/v1/qos/rules/{rule_id}", dependencies=[Depends(writer)])
-    def update_rule(rule_id: int, body: RulePatch) -> dict:
+    def update_rule(body: RulePatch, rule_id: int = Path(ge=1, le=MAX_METER_ID)) -> dict:
         changes = body.model_dump(exclude_unset=True)
         if "kbps" in changes or "burst_kb" in changes:
             cur = next((r for r in core.store.rules() if r.id == rule_id), None)
@@ -393,7 +462,7 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         return rule_json(r)
 
     @app.delete("/v1/qos/rules/{rule_id}", dependencies=[Depends(writer)])
-    def delete_rule(rule_id: int) -> dict:
+    def delete_rule(rule_id: int = Path(ge=1, le=MAX_METER_ID)) -> dict:
         core.store.delete_qos("rule", rule_id)
         changed()
         return {"deleted": rule_id}
@@ -414,15 +483,26 @@ def make_app(core: Core, token: str | None) -> FastAPI:
             out.append(entry)
         return out
 
-    @app.get("/v1/health")
-    def health() -> dict:
+    @app.get("/v1/health", responses={503: {"description": "the OpenFlow event loop is "
+                                                          "stuck or the store is unusable"}})
+    def health() -> JSONResponse:
+        """Open without a token: counts only.  503 when the controller cannot do its job."""
         connected = sum(1 for sw in core.switches.values() if sw.connected)
-        return {"status": "ok", "hosts": len(core.cluster.hosts),
+        loop = core.loop_health() if core.loop_health else None
+        problems = [loop["reason"]] if loop and not loop["alive"] else []
+        try:
+            bindings = core.store.count_bindings()
+        except StoreError as exc:
+            bindings, problems = -1, problems + [exc.message]
+        body = {"status": "unhealthy" if problems else "ok", "problems": problems,
+                "hosts": len(core.cluster.hosts),
                 "switches_connected": connected, "state_version": core.store.version,
-                "bindings": core.store.count_bindings(),
+                "bindings": bindings,
                 "switches_in_sync": sum(1 for sw in core.switches.values()
                                         if sw.connected and not sw.syncing
-                                        and sw.synced_version == core.store.version)}
+                                        and sw.synced_version == core.store.version),
+                "event_loop": loop}
+        return JSONResponse(body, status_code=503 if problems else 200)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:
@@ -435,8 +515,18 @@ def make_app(core: Core, token: str | None) -> FastAPI:
                       f"weft_flow_mods_sent_total{lbl} {sw.flow_mods}",
                       f"weft_syncs_total{lbl} {sw.syncs}",
                       f"weft_learned_flows{lbl} {sw.learned_flows}"]
-        lines += [f"weft_learn_limit_macs {LEARN_LIMIT_MACS}",f"weft_tenants {len(core.store.tenants())}",
-                  f"weft_port_bindings {len(core.store.bindings())}"]
+        lines += [f"weft_learn_limit_macs {LEARN_LIMIT_MACS}",
+                  f"weft_tenants {len(core.store.tenants())}",
+                  f"weft_port_bindings {len(core.store.bindings())}",
+                  "# TYPE weft_handler_errors_total counter"]
+        lines += [f'weft_handler_errors_total{{handler="{name}"}} {n}'
+                  for name, n in sorted(core.handler_errors.items())]
+        loop = core.loop_health() if core.loop_health else None
+        if loop:
+            lines += ["# TYPE weft_event_queue_depth gauge",
+                      f"weft_event_queue_depth {loop['queue_depth']}",
+                      "# TYPE weft_event_loop_alive gauge",
+                      f"weft_event_loop_alive {int(loop['alive'])}"]
         return "\n".join(lines) + "\n"
 
     return app
@@ -451,7 +541,8 @@ def serve_in_thread(core: Core, host: str, port: int, unix: str | None,
     in the lab's namespace without a single address outside it.
     """
     app = make_app(core, token)
-    binds = ([{"host": host, "port": port}] if port else []) + ([{"uds": unix}] if unix else [])
+    binds: list[dict[str, Any]] = (([{"host": host, "port": port}] if port else [])
+                                   + ([{"uds": unix}] if unix else []))
     for bind in binds:
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                                **bind))

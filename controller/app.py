@@ -55,21 +55,125 @@ class EventStats(event.EventBase):
         self.kind, self.dpid, self.future = kind, dpid, future
 
 
+class EventHeartbeat(event.EventBase):
+    """Posted by the watchdog; handling it proves the event loop is turning."""
+
+
+STUCK_AFTER = 5.0           # seconds without a heartbeat handled: the loop is stuck
+POST_TIMEOUT = 2.0          # how long a REST thread may wait for room in the event queue
+
+
 class WeftController(app_manager.OSKenApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    _resync_wanted: bool
+    _resync_queued: bool
+
+    # -- no handler can end the controller -------------------------------------------
+    # os-ken's native hub defines TaskExit = Exception, so its event loop re-raises
+    # every handler exception and dies silently.  Every handler is wrapped here
+    # instead (one place, no decorator to forget on a new handler).
+    def get_handlers(self, ev: Any, state: Any = None) -> list[Callable[[Any], None]]:
+        return [self._guarded(h) for h in super().get_handlers(ev, state)]
+
+    def _guarded(self, handler: Callable[[Any], None]) -> Callable[[Any], None]:
+        def run(ev: Any) -> None:
+            try:
+                handler(ev)
+            except Exception as exc:  # noqa: BLE001  (any bug: log, count, recover)
+                self._handler_failed(handler.__name__, ev, exc)
+        run.__name__ = handler.__name__
+        return run
+
+    def _handler_failed(self, name: str, ev: Any, exc: Exception,
+                        dpid: int | None = None) -> None:
+        dpid = _dpid_of(ev) if dpid is None else dpid
+        LOG.error("handler %s failed on %s for switch %s: %s: %s", name,
+                  type(ev).__name__, dpid_str(dpid) if dpid is not None else "-",
+                  type(exc).__name__, exc, exc_info=exc)
+        errors = self.core.handler_errors
+        errors[name] = errors.get(name, 0) + 1
+        future = getattr(ev, "future", None)
+        if isinstance(future, Future) and not future.done():
+            future.set_exception(LookupError(f"the controller failed: {exc}"))
+        switches = [self.core.switches[dpid]] if dpid in self.core.switches else \
+            list(self.core.switches.values()) if isinstance(ev, EventResync) else []
+        for sw in switches:
+            sw.syncing = sw.dirty = False
+            sw.known = None                 # re-read that switch, after a pause
+            self._retry_later(sw.dpid)
+
+    def _retry_later(self, dpid: int) -> None:
+        """Re-read a switch whose handling failed, backing off 1 s .. 30 s (one timer each)."""
+        now = time.monotonic()
+        n, last = self._failures.get(dpid, (0, 0.0))
+        n = 1 if now - last > 60 else n + 1
+        self._failures[dpid] = (n, now)
+        if dpid in self._retrying:
+            return
+
+        def fire() -> None:
+            self._retrying.discard(dpid)
+            self._post(EventResync(dpid, audit=True), POST_TIMEOUT)
+        self._retrying.add(dpid)
+        hub.spawn_after(min(30.0, 0.5 * 2 ** n), fire)
+
+    def _post(self, ev: event.EventBase, timeout: float) -> bool:
+        """Queue an event for this app without blocking longer than ``timeout``."""
+        if not self._events_sem.acquire(timeout=timeout):
+            return False
+        self.events.put((ev, None))
+        return True
+
+    def _request_resync(self) -> None:
+        """After a REST write: one pending full resync is enough; never block the writer."""
+        self._resync_wanted = True
+        if not self._resync_queued:
+            self._resync_queued = True
+            if not self._post(EventResync(), 0):
+                self._resync_queued = False     # the watchdog posts it when there is room
+
+    def _watchdog(self, interval: float = 1.0) -> None:
+        while self.is_active:
+            hub.sleep(interval)
+            self._post(EventHeartbeat(), 0)
+            if self._resync_wanted and not self._resync_queued:
+                self._request_resync()
+
+    @set_ev_cls(EventHeartbeat)
+    def _heartbeat(self, _: EventHeartbeat) -> None:
+        self._beat = time.monotonic()
+
+    def loop_health(self) -> dict[str, Any]:
+        """For /v1/health: is the event loop turning, and how full is its queue."""
+        age = time.monotonic() - self._beat
+        depth = self.events.qsize()
+        alive = age < STUCK_AFTER
+        return {"alive": alive, "last_heartbeat_seconds": round(age, 3),
+                "queue_depth": depth, "queue_max": self.events.maxsize,
+                "handler_errors": sum(self.core.handler_errors.values()),
+                "reason": None if alive else
+                f"the OpenFlow event loop has handled nothing for {age:.0f} s "
+                f"({depth} events queued)"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         conf = config.CONF
         cluster = load(conf.weft_hosts)
         self.core = Core(Store(conf.weft_db), cluster)
-        self.core.on_change = lambda: self.send_event(self.name, EventResync())
+        self._failures: dict[int, tuple[int, float]] = {}   # dpid -> (in a row, last)
+        self._retrying: set[int] = set()                    # dpids with a re-read timer
+        self._beat = time.monotonic()
+        self._resync_wanted = False     # a REST change is waiting for a full resync
+        self._resync_queued = False     # ... and its EventResync is in the queue
+        self.core.on_change = self._request_resync
+        self.core.loop_health = self.loop_health
         self.core.dump_flows = lambda dpid: self._stats_from_other_thread("flows", dpid)
         self.core.dump_meters = lambda dpid: self._stats_from_other_thread("meters", dpid)
         # xid -> (bodies so far, callback(bodies)) for multipart requests in flight
         self._pending: dict[tuple[int, int], tuple[list, Callable[[list], None]]] = {}
         LOG.info("weft controller: %d hosts in %s, state in %s", len(cluster.hosts),
                  conf.weft_hosts, conf.weft_db)
+        self.threads.append(hub.spawn(self._watchdog))
         if conf.weft_audit_interval > 0:
             self.threads.append(hub.spawn(self._audit_loop, conf.weft_audit_interval))
         token = conf.api_token or os.environ.get("WEFT_API_TOKEN") or None
@@ -142,16 +246,21 @@ class WeftController(app_manager.OSKenApp):
 
     @set_ev_cls(EventResync)
     def _resync(self, ev: EventResync) -> None:
+        if ev.dpid is None and not ev.audit:
+            self._resync_queued = self._resync_wanted = False
         for sw in list(self.core.switches.values()):
             if sw.connected and sw.host and (ev.dpid is None or ev.dpid == sw.dpid):
                 if ev.audit and not sw.syncing:
                     sw.known = None         # read the switch again: catches outside edits
-                self._sync(sw)
+                try:                        # one switch failing must not starve the others
+                    self._sync(sw)
+                except Exception as exc:  # noqa: BLE001
+                    self._handler_failed("_resync", ev, exc, sw.dpid)
 
     def _audit_loop(self, interval: float) -> None:
         while True:
             hub.sleep(interval)
-            self.send_event(self.name, EventResync(audit=True))
+            self._post(EventResync(audit=True), POST_TIMEOUT)
 
     # -- multipart plumbing ----------------------------------------------------------
     def _request(self, dp: Any, msg: Any, done: Callable[[list], None]) -> None:
@@ -282,7 +391,8 @@ class WeftController(app_manager.OSKenApp):
     # -- live state for the REST API -----------------------------------------------------
     def _stats_from_other_thread(self, kind: str, dpid: int, timeout: float = 5) -> list[dict]:
         fut: Future = Future()
-        self.send_event(self.name, EventStats(kind, dpid, fut))
+        if not self._post(EventStats(kind, dpid, fut), POST_TIMEOUT):
+            raise TimeoutError("the controller's event queue is full")
         return fut.result(timeout)
 
     @set_ev_cls(EventStats)
@@ -325,6 +435,16 @@ class WeftController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
     def _meter_config_reply(self, ev: Any) -> None:
         self._reply(ev)
+
+
+def _dpid_of(ev: Any) -> int | None:
+    """The switch an event is about, when it is about one."""
+    for holder in (getattr(ev, "msg", None), ev):
+        dp = getattr(holder, "datapath", None)
+        if dp is not None and getattr(dp, "id", None) is not None:
+            return dp.id
+    dpid = getattr(ev, "dpid", None)
+    return dpid if isinstance(dpid, int) else None
 
 
 def _flows_request(dp: Any, table: int | None, cookie: int, mask: int) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,10 @@ class Switch:
                 "last_sync": self.last_sync}
 
 
+def _no_switches(dpid: int) -> list[dict[str, Any]]:
+    raise LookupError("no OpenFlow app runs in this process")
+
+
 class Core:
     """Shared controller state; `lock` guards `switches`."""
 
@@ -63,7 +68,13 @@ class Core:
         self.switches: dict[int, Switch] = {
             datapath_id(h): Switch(datapath_id(h), h.name) for h in cluster.hosts}
         self.started = time.time()
-        self.on_change = lambda: None      # set by the app: resync every switch
+        self.on_change: Callable[[], None] = lambda: None  # set by the app: resync every switch
+        # set by the app: the event loop's liveness; None when no OpenFlow app runs
+        self.loop_health: Callable[[], dict[str, Any]] | None = None
+        self.handler_errors: dict[str, int] = {}   # event handler -> exceptions caught
+        # set by the app: a connected switch's live flows / meter stats (REST threads)
+        self.dump_flows: Callable[[int], list[dict[str, Any]]] = _no_switches
+        self.dump_meters: Callable[[int], list[dict[str, Any]]] = _no_switches
 
     def topology(self) -> Topology:
         """A snapshot of the model for the pipeline."""
@@ -83,7 +94,7 @@ class Core:
             return ()
         tagged = tuple(t.name for t in tenants if t.vlan is not None)
         return tuple(Binding(h.name, h.uplink, "default", TRUNK, trunk=tagged, uplink=True)
-                     for h in self.cluster.hosts)
+                     for h in self.cluster.hosts if h.uplink)   # vlan transport: all have one
 
     def tunnels(self, host: str) -> dict[str, str]:
         if self.cluster.transport != "tunnel":

@@ -18,6 +18,24 @@ from os_ken.ofproto import ofproto_common  # noqa: E402
 from controller import config  # noqa: E402
 
 
+def preflight(hosts: str, db: str, token: str | None) -> str | None:
+    """Everything that would otherwise end the controller later, as one line (or None)."""
+    from cluster.hostsfile import HostsFileError, load
+    from controller.store import Store, StoreFileError
+    if token is not None and not (token.isascii() and token.isprintable() and token.strip()):
+        return ("the API token must be printable ASCII (it travels in an HTTP header); "
+                "use e.g. `openssl rand -hex 16`")
+    try:
+        load(hosts)
+    except HostsFileError as exc:
+        return str(exc)
+    try:
+        Store(db).close()
+    except StoreFileError as exc:
+        return str(exc)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     conf = config.CONF
@@ -26,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     if conf.ofp_tcp_listen_port is None:
         conf.set_override("ofp_tcp_listen_port", ofproto_common.OFP_TCP_PORT)
     token = conf.api_token or os.environ.get("WEFT_API_TOKEN")
+    problem = preflight(conf.weft_hosts, conf.weft_db, token)
+    if problem:
+        print(f"weft-manager: {problem}", file=sys.stderr)
+        return 2
     if conf.wsapi_port and conf.wsapi_host not in ("127.0.0.1", "::1", "localhost") and not token:
         print("weft-manager: refusing to serve the API on {} without --api-token "
               "(or WEFT_API_TOKEN)".format(conf.wsapi_host), file=sys.stderr)

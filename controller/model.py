@@ -36,18 +36,92 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from cluster.hostsfile import DOCKER_LINK_PORT
+from cluster.hostsfile import DOCKER_LINK_PORT, HOST_NAME_PATTERN
 
 __all__ = [
     "ACCESS", "TRUNK", "MAX_VNI", "DOCKER_LINK_PORT", "DEFAULT_TENANT",
-    "Tenant", "Binding", "Topology", "RateLimit", "QosRule",
+    "Tenant", "Binding", "Topology", "RateLimit", "QosRule", "ModelError",
     "MAX_METER_ID", "MAX_KBPS", "MAX_BURST_KB", "QOS_MATCH_KEYS", "IP_PROTOS",
+    "TENANT_NAME_PATTERN", "HOST_NAME_PATTERN", "PORT_NAME_PATTERN", "MAC_PATTERN",
+    "MAX_DESCRIPTION", "check_name", "check_text", "check_bindable_port",
 ]
 
 ACCESS = "access"
 TRUNK = "trunk"
 MAX_VNI = (1 << 24) - 1          # VXLAN VNIs are 24 bits; metadata holds them
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+# The one place names are defined.  Python matches them with fullmatch (``$``
+# would accept a trailing newline); the API publishes them anchored with ^...$
+# (JSON Schema and pydantic's regex engine have no trailing-newline quirk).
+TENANT_NAME_PATTERN = r"[a-z][a-z0-9_-]{0,31}"
+PORT_NAME_PATTERN = r"[A-Za-z0-9_.:-]{1,15}"       # an OVS port / Linux interface name
+MAC_PATTERN = r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}"
+MAX_DESCRIPTION = 1024
+# ports the agent creates on br0: tunnels (vx-PEER, gr-PEER), the docker0 link
+AGENT_PORT_PREFIXES = ("vx-", "gr-")
+_MAC_RE = re.compile(MAC_PATTERN.lower())
+
+
+class ModelError(ValueError):
+    """A value the model refuses; ``field`` names it (the store and API answer 422)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+def _field_of(what: str) -> str:
+    """'QoS rule 3: match dst_port' -> 'match.dst_port' (the field a user gave)."""
+    return what.rsplit(": ", 1)[-1].replace(" ", ".") if ": " in what else what.split()[0]
+
+
+def _int_in(value: Any, lo: int, hi: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelError(_field_of(what), f"{what} must be an integer, not {value!r}"[:200])
+    if not lo <= value <= hi:
+        raise ModelError(_field_of(what), f"{what} {value} not in {lo}..{hi}"[:200])
+    return value
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ModelError(_field_of(what), f"{what} must be a non-empty string, not {value!r}")
+    return value
+
+
+def check_name(value: Any, field: str, pattern: str = TENANT_NAME_PATTERN,
+               what: str = "name") -> str:
+    """A name matching ``pattern`` entirely (no trailing newline, no surprises)."""
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise ModelError(field, f"{shown} is not a valid {what} (pattern ^{pattern}$)")
+    return value
+
+
+def check_text(value: Any, field: str, max_len: int = MAX_DESCRIPTION) -> str:
+    """Free text a person wrote: bounded, valid Unicode (no lone surrogates)."""
+    if not isinstance(value, str):
+        raise ModelError(field, f"must be a string, not {type(value).__name__}")
+    if len(value) > max_len:
+        raise ModelError(field, f"is {len(value)} characters long; at most {max_len}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ModelError(field, "is not valid Unicode text (a lone surrogate)") from None
+    if "\x00" in value:
+        raise ModelError(field, "must not contain NUL characters")
+    return value
+
+
+def check_bindable_port(host: Any, port: Any) -> None:
+    """A port a tenant may be given: a valid name and not one the agent owns."""
+    check_name(host, "host", HOST_NAME_PATTERN, "host name")
+    check_name(port, "port", PORT_NAME_PATTERN, "OVS port name (at most 15 characters)")
+    if port == DOCKER_LINK_PORT:
+        raise ModelError("port", f"{port} is the docker0 link, owned by the default tenant")
+    if port.startswith(AGENT_PORT_PREFIXES) or port in ("br0", "br-phy"):
+        raise ModelError("port", f"{port} is a port the ovs-agent owns (tunnels vx-*/gr-*, "
+                                 "the bridge itself): not bindable")
 
 
 @dataclass(frozen=True)
@@ -61,12 +135,11 @@ class Tenant:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("tenant name must not be empty")
-        if not 1 <= self.vni <= MAX_VNI:
-            raise ValueError(f"tenant {self.name!r}: vni {self.vni} not in 1..{MAX_VNI}")
-        if self.vlan is not None and not 1 <= self.vlan <= 4094:
-            raise ValueError(f"tenant {self.name!r}: vlan {self.vlan} not in 1..4094")
+        check_name(self.name, "name", TENANT_NAME_PATTERN, "tenant name")
+        _int_in(self.vni, 1, MAX_VNI, "vni")
+        if self.vlan is not None:
+            _int_in(self.vlan, 1, 4094, "vlan")
+        check_text(self.description, "description")
 
 
 DEFAULT_TENANT = Tenant(
@@ -109,39 +182,42 @@ class Binding:
         where = f"binding {self.host}/{self.port}"
         self._normalise_addresses(where)
         if self.mode not in (ACCESS, TRUNK):
-            raise ValueError(f"{where}: mode {self.mode!r} not access|trunk")
+            raise ModelError("mode", f"{where}: mode {self.mode!r} not access|trunk")
         if isinstance(self.trunk, str):
-            raise ValueError(f"{where}: trunk must be a list of tenant names, "
+            raise ModelError("trunk", f"{where}: trunk must be a list of tenant names, "
                              f"not the string {self.trunk!r}")
         trunk = tuple(self.trunk)
         object.__setattr__(self, "trunk", trunk)
         if self.tenant is not None and (not isinstance(self.tenant, str) or not self.tenant):
-            raise ValueError(f"{where}: bad tenant {self.tenant!r}")
+            raise ModelError("tenant", f"{where}: bad tenant {self.tenant!r}")
         if any(not isinstance(t, str) or not t for t in trunk):
-            raise ValueError(f"{where}: bad tenant name in trunk {trunk!r}")
+            raise ModelError("trunk", f"{where}: bad tenant name in trunk {trunk!r}")
         if self.mode == ACCESS:
             if self.tenant is None:
-                raise ValueError(f"{where}: an access port needs a tenant")
+                raise ModelError("tenant", f"{where}: an access port needs a tenant")
             if trunk:
-                raise ValueError(f"{where}: an access port carries no trunk tenants")
+                raise ModelError("trunk", f"{where}: an access port carries no trunk tenants")
         else:
             if self.mac is not None:
-                raise ValueError(f"{where}: a trunk port has no mac")
-            _unique(list(trunk), f"tenant in trunk of {self.host}/{self.port}")
+                raise ModelError("mac", f"{where}: a trunk port has no single endpoint mac")
+            if len(set(trunk)) != len(trunk):
+                raise ModelError("trunk", f"{where}: a tenant is listed twice in the trunk")
             if self.tenant is not None and self.tenant in trunk:
-                raise ValueError(f"{where}: native tenant {self.tenant!r} is also in the trunk")
+                raise ModelError("trunk", f"{where}: native tenant {self.tenant!r} is also in the trunk")
             if self.tenant is None and not trunk:
-                raise ValueError(f"{where}: a trunk port carries at least one tenant")
+                raise ModelError("trunk", f"{where}: a trunk port carries at least one tenant")
         if not isinstance(self.uplink, bool):
-            raise ValueError(f"{where}: uplink must be true or false, not {self.uplink!r}")
+            raise ModelError("uplink", f"{where}: uplink must be true or false, not {self.uplink!r}")
         if self.uplink and self.mac is not None:
-            raise ValueError(f"{where}: an uplink has no mac")
+            raise ModelError("mac", f"{where}: an uplink has no mac")
         if self.mac is not None:
+            if not isinstance(self.mac, str):
+                raise ModelError("mac", f"{where}: bad mac {self.mac!r}")
             mac = self.mac.lower()
-            if not _MAC_RE.match(mac):
-                raise ValueError(f"{where}: bad mac {self.mac!r}")
+            if not _MAC_RE.fullmatch(mac):
+                raise ModelError("mac", f"{where}: bad mac {self.mac!r}")
             if int(mac[:2], 16) & 1:
-                raise ValueError(f"{where}: mac {mac} is multicast")
+                raise ModelError("mac", f"{where}: mac {mac} is multicast, not a unicast MAC")
             object.__setattr__(self, "mac", mac)  # normalise: flows compare lowercase MACs
 
     def _normalise_addresses(self, where: str) -> None:
@@ -211,20 +287,6 @@ _IP_PROTO_NAMES = {v: k for k, v in IP_PROTOS.items()}
 ETH_TYPE_IPV4 = 0x0800
 
 
-def _int_in(value: Any, lo: int, hi: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what} must be an integer, not {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{what} {value} not in {lo}..{hi}")
-    return value
-
-
-def _name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{what} must be a non-empty string, not {value!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class RateLimit:
     """A meter on ``host`` for what one bound ``port`` sends, or for the aggregate of
@@ -250,7 +312,7 @@ class RateLimit:
         _int_in(self.kbps, 1, MAX_KBPS, f"{where}: kbps")
         _int_in(self.burst_kb, 0, MAX_BURST_KB, f"{where}: burst_kb")
         if (self.port is None) == (self.tenant is None):
-            raise ValueError(f"{where}: give exactly one of port (a bound port) or tenant "
+            raise ModelError("port", f"{where}: give exactly one of port (a bound port) or tenant "
                              "(the tenant's aggregate on the host)")
         if self.port is not None:
             _name(self.port, f"{where}: port")
@@ -288,13 +350,13 @@ class QosRule:
             _int_in(self.kbps, 1, MAX_KBPS, f"{where}: kbps")
         _int_in(self.burst_kb, 0, MAX_BURST_KB, f"{where}: burst_kb")
         if self.kbps is None and self.burst_kb:
-            raise ValueError(f"{where}: burst_kb needs kbps (a meter)")
+            raise ModelError("burst_kb", f"{where}: burst_kb needs kbps (a meter)")
         if self.set_dscp is not None:
             _int_in(self.set_dscp, 0, 63, f"{where}: set_dscp")
         if self.queue is not None:
             _int_in(self.queue, 0, 7, f"{where}: queue")
         if self.kbps is None and self.set_dscp is None and self.queue is None:
-            raise ValueError(f"{where}: give at least one action: kbps, set_dscp or queue")
+            raise ModelError("kbps", f"{where}: give at least one action: kbps, set_dscp or queue")
 
     def oxm(self) -> dict[str, Any]:
         """The OpenFlow 1.3 match (OXM names, the switch's normal form) of ``match``."""
@@ -325,32 +387,33 @@ def _normal_qos_match(match: Any, where: str) -> tuple[tuple[str, Any], ...]:
         try:
             pairs = [tuple(p) for p in match]
         except TypeError:
-            raise ValueError(f"{where}: match must be (key, value) pairs, not {match!r}") from None
+            raise ModelError("match", f"{where}: match must be (key, value) pairs, not {match!r}") from None
         if any(len(p) != 2 for p in pairs):
-            raise ValueError(f"{where}: match must be (key, value) pairs, not {match!r}")
+            raise ModelError("match", f"{where}: match must be (key, value) pairs, not {match!r}")
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key not in QOS_MATCH_KEYS:
-            raise ValueError(f"{where}: unknown match key {key!r} "
+            raise ModelError("match", f"{where}: unknown match key {key!r} "
                              f"(known: {', '.join(QOS_MATCH_KEYS)})")
         if key in out:
-            raise ValueError(f"{where}: match key {key!r} given twice")
+            raise ModelError("match", f"{where}: match key {key!r} given twice")
         what = f"{where}: match {key}"
         if key == "ip_proto":
             if isinstance(value, str):
                 if value.lower() not in IP_PROTOS:
-                    raise ValueError(f"{what} {value!r} is not a number or one of "
+                    raise ModelError("match.ip_proto", f"{what} {value!r} is not a number or one of "
                                      f"{', '.join(sorted(IP_PROTOS))}")
                 value = value.lower()
             else:
                 value = _IP_PROTO_NAMES.get(_int_in(value, 0, 255, what), value)
         elif key in ("src", "dst"):
             if not isinstance(value, str):
-                raise ValueError(f"{what} must be an IPv4 address or CIDR, not {value!r}")
+                raise ModelError(f"match.{key}", f"{what} must be an IPv4 address or CIDR")
             try:
                 net = ipaddress.IPv4Network(value.strip(), strict=False)
             except ValueError:
-                raise ValueError(f"{what} {value!r} is not an IPv4 address or CIDR") from None
+                raise ModelError(f"match.{key}", f"{what} {value[:40]!r} is not an IPv4 "
+                                                 "address or CIDR") from None
             value = str(net.network_address) if net.prefixlen == 32 else str(net)
         elif key in ("src_port", "dst_port"):
             _int_in(value, 1, 65535, what)
@@ -358,7 +421,7 @@ def _normal_qos_match(match: Any, where: str) -> tuple[tuple[str, Any], ...]:
             _int_in(value, 0, 63, what)
         out[key] = value
     if ("src_port" in out or "dst_port" in out) and out.get("ip_proto") not in ("tcp", "udp"):
-        raise ValueError(f"{where}: match src_port/dst_port need ip_proto tcp or udp")
+        raise ModelError("match", f"{where}: match src_port/dst_port need ip_proto tcp or udp")
     return tuple(sorted(out.items()))
 
 
@@ -412,7 +475,8 @@ class Topology:
                 raise ValueError(f"rules holds {r!r}, not a QosRule")
             if r.tenant not in tenants:
                 raise ValueError(f"QoS rule {r.id}: unknown tenant {r.tenant!r}")
-        _unique([x.id for x in (*self.limits, *self.rules)], "meter id (QoS limit/rule id)")
+        _unique([x.id for x in self.limits] + [r.id for r in self.rules],
+                "meter id (QoS limit/rule id)")
         _unique([(x.host, x.port) for x in self.limits if x.port is not None],
                 "rate limit of port")
         _unique([(x.host, x.tenant) for x in self.limits if x.tenant is not None],

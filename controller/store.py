@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -16,22 +16,49 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import replace as replace_
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
-from controller.model import (ACCESS, DEFAULT_TENANT, DOCKER_LINK_PORT, MAX_VNI, TRUNK,
-                              Binding, QosRule, RateLimit, Tenant)
+from controller.model import (ACCESS, DEFAULT_TENANT, HOST_NAME_PATTERN, MAX_VNI,
+                              TRUNK, Binding, ModelError, QosRule, RateLimit, Tenant,
+                              check_bindable_port)
+from controller.model import check_name as _model_check_name
 
+LOG = logging.getLogger("weft.store")
 FIRST_AUTO_VNI = 1000
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-PORT_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+SCHEMA_VERSION = 3          # PRAGMA user_version; 0 is the first, unversioned schema
+# 3: port_addresses (port security), created by SCHEMA itself: no data to move
 
-SCHEMA = """
+# Invariants live in the database, so no interleaving of writers can break them:
+# a binding or QoS entry names an existing tenant (foreign keys), a trunk lists only
+# existing tenants (triggers), and values stay in the ranges OpenFlow and VXLAN take.
+# The built-in default tenant has a row so that bindings can refer to it.
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS tenants (
+    name TEXT PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 32),
+    vni INTEGER NOT NULL UNIQUE CHECK (vni BETWEEN 1 AND {MAX_VNI}),
+    vlan INTEGER UNIQUE CHECK (vlan IS NULL OR vlan BETWEEN 1 AND 4094),
+    subnet TEXT,
+    description TEXT NOT NULL DEFAULT ''
+);
+INSERT OR IGNORE INTO tenants (name, vni) VALUES ('{DEFAULT_TENANT.name}', {DEFAULT_TENANT.vni});
+CREATE TABLE IF NOT EXISTS bindings (
+    host TEXT NOT NULL,
+    port TEXT NOT NULL,
+    tenant TEXT REFERENCES tenants(name),   -- access tenant, or a trunk's native (may be NULL)
+    mode TEXT NOT NULL CHECK (mode IN ('{ACCESS}', '{TRUNK}')),
+    mac TEXT,
+    source TEXT NOT NULL DEFAULT 'api' CHECK (source IN ('api', 'agent')),
+    trunk TEXT NOT NULL DEFAULT '', -- trunk: tenants carried tagged, comma-separated
+    PRIMARY KEY (host, port),
+    CHECK (mode = '{TRUNK}' OR (tenant IS NOT NULL AND trunk = '')),
+    CHECK (mode = '{ACCESS}' OR tenant IS NOT NULL OR trunk != '')
+);
 CREATE TABLE IF NOT EXISTS qos (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- also the OpenFlow meter id
-    kind TEXT NOT NULL,                    -- 'limit' or 'rule'
+    id INTEGER PRIMARY KEY AUTOINCREMENT CHECK (id BETWEEN 1 AND 65535),  -- the meter id
+    kind TEXT NOT NULL CHECK (kind IN ('limit', 'rule')),
     host TEXT,                             -- limit: its host
     port TEXT,                             -- limit: a bound port (traffic it sends)...
-    tenant TEXT,                           -- ...or the tenant's aggregate; rule: its tenant
+    tenant TEXT REFERENCES tenants(name),  -- ...or the tenant's aggregate; rule: its tenant
     kbps INTEGER,
     burst_kb INTEGER NOT NULL DEFAULT 0,
     priority INTEGER,                      -- rule only
@@ -39,25 +66,28 @@ CREATE TABLE IF NOT EXISTS qos (
     set_dscp INTEGER,                      -- rule only
     queue INTEGER                          -- rule only
 );
-CREATE TABLE IF NOT EXISTS tenants (
-    name TEXT PRIMARY KEY,
-    vni INTEGER NOT NULL UNIQUE,
-    vlan INTEGER UNIQUE,
-    subnet TEXT,
-    description TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS bindings (
-    host TEXT NOT NULL,
-    port TEXT NOT NULL,
-    tenant TEXT,                    -- access tenant, or a trunk's native tenant (may be NULL)
-    mode TEXT NOT NULL,
-    mac TEXT,
-    source TEXT NOT NULL DEFAULT 'api',
-    trunk TEXT NOT NULL DEFAULT '', -- trunk: tenants carried tagged, comma-separated
-    PRIMARY KEY (host, port)
-);
--- port security addresses of a binding (a table of its own: older databases need no
--- migration, and a port that is unbound or rebound elsewhere loses them with the row)
+CREATE INDEX IF NOT EXISTS bindings_tenant ON bindings(tenant);
+CREATE INDEX IF NOT EXISTS qos_tenant ON qos(tenant);
+CREATE TRIGGER IF NOT EXISTS trunk_tenants_exist_insert BEFORE INSERT ON bindings
+WHEN NEW.trunk != '' BEGIN
+    SELECT RAISE(ABORT, 'trunk names an unknown tenant') WHERE
+        (SELECT COUNT(*) FROM tenants
+         WHERE instr(',' || NEW.trunk || ',', ',' || name || ',') > 0)
+        != length(NEW.trunk) - length(replace(NEW.trunk, ',', '')) + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS trunk_tenants_exist_update BEFORE UPDATE OF trunk ON bindings
+WHEN NEW.trunk != '' BEGIN
+    SELECT RAISE(ABORT, 'trunk names an unknown tenant') WHERE
+        (SELECT COUNT(*) FROM tenants
+         WHERE instr(',' || NEW.trunk || ',', ',' || name || ',') > 0)
+        != length(NEW.trunk) - length(replace(NEW.trunk, ',', '')) + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS tenant_not_on_a_trunk BEFORE DELETE ON tenants BEGIN
+    SELECT RAISE(ABORT, 'tenant is carried on a trunk') WHERE EXISTS (
+        SELECT 1 FROM bindings WHERE instr(',' || trunk || ',', ',' || OLD.name || ',') > 0);
+END;
+-- port security addresses of a binding (schema 3; a table of its own, so a port that
+-- is unbound loses them with its row)
 CREATE TABLE IF NOT EXISTS port_addresses (
     host TEXT NOT NULL,
     port TEXT NOT NULL,
@@ -68,7 +98,10 @@ CREATE TABLE IF NOT EXISTS port_addresses (
 CREATE TRIGGER IF NOT EXISTS port_addresses_unbind AFTER DELETE ON bindings BEGIN
     DELETE FROM port_addresses WHERE host = old.host AND port = old.port;
 END;
+PRAGMA user_version = {SCHEMA_VERSION};
 """
+_TABLES = {"tenants", "bindings", "qos"}          # the tables of schema 0 (upgraded from)
+_KNOWN_TABLES = _TABLES | {"port_addresses"}
 
 
 class StoreError(Exception):
@@ -91,6 +124,15 @@ class Invalid(StoreError):
     status = 422
 
 
+class Unavailable(StoreError):
+    """The storage cannot serve the request now (read-only, full, damaged): 503."""
+    status = 503
+
+
+class StoreFileError(Exception):
+    """The database file cannot be used at all; weft-manager prints it and exits 2."""
+
+
 @dataclass(frozen=True)
 class StoredBinding:
     binding: Binding
@@ -98,50 +140,201 @@ class StoredBinding:
 
 
 def check_name(name: str, field: str = "name") -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise Invalid(field, f"{name!r} is not a valid name (lowercase letter first, then "
-                             "lowercase letters, digits, '-' or '_', at most 32)")
-    return name
+    try:
+        return _model_check_name(name, field)
+    except ModelError as exc:
+        raise Invalid(exc.field, exc.message) from None
+
+
+def _check_host(host: object) -> str:
+    try:
+        return _model_check_name(host, "host", HOST_NAME_PATTERN, "host name")
+    except ModelError as exc:
+        raise Invalid(exc.field, exc.message) from None
+
+
+T = TypeVar("T")
+
+
+def _translate(exc: sqlite3.Error, path: str) -> StoreError:
+    """SQLite's errors as the API's: a broken invariant is a conflict, storage trouble 503."""
+    msg = str(exc)
+    if isinstance(exc, sqlite3.IntegrityError):
+        field = "tenant" if "FOREIGN KEY" in msg or "unknown tenant" in msg else "name"
+        if "trunk" in msg:
+            field = "trunk" if "unknown" in msg else "name"
+        return Conflict(field, f"refused by the store: {msg} (changed concurrently?)")
+    if "readonly" in msg or "read-only" in msg:
+        return Unavailable("store", f"the state database {path} is read-only: {msg}")
+    return Unavailable("store", f"the state database {path} cannot be used: {msg}")
+
+
+def _open_checked(path: str | Path) -> sqlite3.Connection:
+    """Open the file only if it is a sound weft store (or absent); never start empty over data.
+
+    Raises StoreFileError with one line saying what is wrong and what to do.
+    """
+    where = str(path)
+    if where != ":memory:":
+        p = Path(path)
+        wal = Path(f"{p}-wal")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreFileError(f"{where}: cannot create its directory: {exc.strerror}") from None
+        if p.exists() and p.stat().st_size == 0:
+            wal_note = " but a WAL file holds data" if wal.exists() and wal.stat().st_size else ""
+            raise StoreFileError(
+                f"{where}: the file is empty (0 bytes){wal_note}; "
+                "a store that held state was truncated: restore it from a backup, or remove "
+                "the file to start an empty cluster")
+        if not p.exists() and wal.exists() and wal.stat().st_size:
+            raise StoreFileError(f"{where}: the database file is missing but {wal} holds data; "
+                                 "restore the file, or remove the WAL to start empty")
+        if p.is_dir():
+            raise StoreFileError(f"{where}: is a directory, not a database file")
+    try:
+        db = sqlite3.connect(where, check_same_thread=False, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreFileError(f"{where}: cannot open the state database: {exc}") from None
+    try:
+        db.execute("PRAGMA foreign_keys = ON")
+        check = db.execute("PRAGMA integrity_check").fetchall()
+        if check != [("ok",)]:
+            raise StoreFileError(f"{where}: the state database is damaged (integrity_check: "
+                                 f"{str(check[0][0])[:120]}); restore it from a backup")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                           "AND name NOT LIKE 'sqlite_%'")}
+        if version > SCHEMA_VERSION:
+            raise StoreFileError(f"{where}: written by a newer weft (schema {version}, this one "
+                                 f"knows {SCHEMA_VERSION}); upgrade weft")
+        if tables - _KNOWN_TABLES:
+            raise StoreFileError(f"{where}: not a weft state database (tables: "
+                                 f"{', '.join(sorted(tables))[:120]})")
+        if where != ":memory:":
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreFileError(f"{where}: cannot use WAL journaling ({mode}); is the "
+                                     "directory writable?")
+        # Upgrades run in order, each in its own transaction; a new column or table
+        # gets SCHEMA_VERSION + 1 and a step here (ALTER TABLE ... ADD COLUMN ...).
+        if version == 0 and tables:
+            _migrate_from_v0(db)
+        db.executescript(SCHEMA)           # idempotent: IF NOT EXISTS everywhere
+        db.execute("BEGIN IMMEDIATE")      # can we write at all?  Say so now, not at the first POST
+        db.execute("ROLLBACK")
+    except StoreFileError:
+        db.close()
+        raise
+    except sqlite3.Error as exc:
+        db.close()
+        msg = str(exc)
+        hint = ("the file or its directory is read-only" if "readonly" in msg or
+                "unable to open" in msg else "the file is damaged or not a database"
+                if "not a database" in msg or "malformed" in msg else "")
+        raise StoreFileError(f"{where}: cannot use the state database: {msg}"
+                             + (f" ({hint})" if hint else "")) from None
+    return db
+
+
+def _migrate_from_v0(db: sqlite3.Connection) -> None:
+    """The first schema had no foreign keys: copy into the checked tables, dropping orphans."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for t in _TABLES:
+            db.execute(f"ALTER TABLE {t} RENAME TO old_{t}")
+        for stmt in _statements(SCHEMA):
+            db.execute(stmt)
+        db.execute("INSERT INTO tenants SELECT * FROM old_tenants WHERE name != ?",
+                   (DEFAULT_TENANT.name,))
+        names = {r[0] for r in db.execute("SELECT name FROM tenants")}
+        for row in db.execute("SELECT host, port, tenant, mode, mac, source, trunk "
+                              "FROM old_bindings").fetchall():
+            host, port, tenant, mode, mac, source, trunk = row
+            kept = ",".join(t for t in trunk.split(",") if t in names)
+            if (tenant is not None and tenant not in names) or kept != trunk:
+                LOG.warning("store upgrade: binding %s/%s named a deleted tenant (%s); %s",
+                            host, port, tenant if tenant not in names else trunk,
+                            "dropped" if mode == ACCESS else "tenant removed from it")
+                if mode == ACCESS:
+                    continue
+                tenant = tenant if tenant in names else None
+                if tenant is None and not kept:
+                    continue
+            db.execute("INSERT INTO bindings (host, port, tenant, mode, mac, source, trunk) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", (host, port, tenant, mode, mac, source, kept))
+        for row in db.execute("SELECT * FROM old_qos").fetchall():
+            if row[4] is not None and row[4] not in names:
+                LOG.warning("store upgrade: QoS %s %d named a deleted tenant: dropped",
+                            row[1], row[0])
+                continue
+            db.execute("INSERT INTO qos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        for t in _TABLES:
+            db.execute(f"DROP TABLE old_{t}")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """Split SCHEMA into statements (triggers hold ';' inside BEGIN ... END)."""
+    out, cur = [], ""
+    for line in script.splitlines(keepends=True):
+        cur += line
+        if sqlite3.complete_statement(cur):
+            out.append(cur.strip())
+            cur = ""
+    return [s for s in out if s]
 
 
 class Store:
     """The controller's state; thread-safe (REST threads and the OpenFlow thread share it)."""
 
     def __init__(self, path: str | Path) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.executescript(SCHEMA)
+        self.path = str(path)
+        self._db = _open_checked(path)
         self._lock = threading.RLock()
         self.version = 0            # bumped on every committed change
 
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _read(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            try:
+                return fn()
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from None
+
     # -- reads ---------------------------------------------------------------
     def tenants(self) -> list[Tenant]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT name, vni, vlan, subnet, description FROM tenants ORDER BY name").fetchall()
+        rows = self._read(lambda: self._db.execute(
+            "SELECT name, vni, vlan, subnet, description FROM tenants WHERE name != ? "
+            "ORDER BY name", (DEFAULT_TENANT.name,)).fetchall())
         return [DEFAULT_TENANT] + [Tenant(*r) for r in rows]
 
     def tenant(self, name: str) -> Tenant:
         for t in self.tenants():
             if t.name == name:
                 return t
-        raise NotFound("name", f"no tenant {name!r}")
+        raise NotFound("name", f"no tenant {str(name)[:40]!r}")
 
     def count_bindings(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM bindings").fetchone()[0]
+        return self._read(lambda: self._db.execute("SELECT COUNT(*) FROM bindings").fetchone()[0])
 
     def bindings(self, host: str | None = None, tenant: str | None = None) -> list[StoredBinding]:
-        q, args = ("SELECT b.host, b.port, tenant, mode, mac, source, trunk, a.ips, "
-                   "a.address_pairs FROM bindings b LEFT JOIN port_addresses a "
-                   "ON a.host = b.host AND a.port = b.port WHERE 1=1"), []
+        q = ("SELECT b.host, b.port, tenant, mode, mac, source, trunk, a.ips, a.address_pairs "
+             "FROM bindings b LEFT JOIN port_addresses a ON a.host = b.host AND a.port = b.port "
+             "WHERE 1=1")
+        args: list[str] = []
         if host:
             q, args = q + " AND b.host = ?", args + [host]
-        with self._lock:
-            rows = self._db.execute(q + " ORDER BY b.host, b.port", args).fetchall()
+        rows = self._read(lambda: self._db.execute(q + " ORDER BY b.host, b.port",
+                                                   args).fetchall())
         out = [StoredBinding(Binding(h, p, t, m, mac, tuple(filter(None, tr.split(","))),
                                      ips=tuple(json.loads(ips or "[]")),
                                      allowed_address_pairs=tuple(
@@ -149,49 +342,67 @@ class Store:
                for h, p, t, m, mac, s, tr, ips, pairs in rows]
         return [sb for sb in out if tenant is None or tenant in sb.binding.tenants]
 
+    def orphans(self) -> int:
+        """Rows naming a tenant that does not exist (the schema makes this 0; tests check it)."""
+        return self._read(lambda: self._db.execute(
+            "SELECT (SELECT COUNT(*) FROM bindings WHERE tenant IS NOT NULL AND tenant NOT IN "
+            "(SELECT name FROM tenants)) + (SELECT COUNT(*) FROM bindings b WHERE trunk != '' "
+            "AND (SELECT COUNT(*) FROM tenants WHERE instr(',' || b.trunk || ',', ',' || name "
+            "|| ',') > 0) != length(trunk) - length(replace(trunk, ',', '')) + 1) + "
+            "(SELECT COUNT(*) FROM qos WHERE tenant IS NOT NULL AND tenant NOT IN "
+            "(SELECT name FROM tenants))").fetchone()[0])
+
     # -- tenant writes ----------------------------------------------------------
     def create_tenant(self, name: str, vni: int | None = None, vlan: int | None = None,
                       subnet: str | None = None, description: str = "") -> Tenant:
         check_name(name)
         subnet = _check_subnet(subnet)
         _check_vlan(vlan)
+        if vni is not None and (isinstance(vni, bool) or not isinstance(vni, int)
+                                or not FIRST_AUTO_VNI <= vni <= MAX_VNI):
+            raise Invalid("vni", f"vni must be in {FIRST_AUTO_VNI}..{MAX_VNI}")
+        _model(lambda: Tenant(name, vni or FIRST_AUTO_VNI, vlan, subnet, description or ""),
+               "name")
         with self._lock, self._tx():
             if self._db.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone() \
                     or name == DEFAULT_TENANT.name:
                 raise Conflict("name", f"tenant {name!r} already exists")
             if vni is None:
                 vni = self._free_vni()
-            elif not isinstance(vni, int) or not FIRST_AUTO_VNI <= vni <= MAX_VNI:
-                raise Invalid("vni", f"vni must be in {FIRST_AUTO_VNI}..{MAX_VNI}")
             self._check_unique("vni", vni, name)
             self._check_unique("vlan", vlan, name)
             self._db.execute("INSERT INTO tenants VALUES (?, ?, ?, ?, ?)",
                              (name, vni, vlan, subnet, description or ""))
         return self.tenant(name)
 
-    def update_tenant(self, name: str, **changes: object) -> Tenant:
+    def update_tenant(self, name: str, **changes: Any) -> Tenant:
         """Change vlan, subnet or description (the VNI is the tenant's identity)."""
         if name == DEFAULT_TENANT.name:
             raise Conflict("name", "the default tenant is built in and cannot be changed")
-        cur = self.tenant(name)
-        vlan = changes.get("vlan", cur.vlan)
-        subnet = _check_subnet(changes.get("subnet", cur.subnet))
-        _check_vlan(vlan)
+        unknown = set(changes) - {"vlan", "subnet", "description"}
+        if unknown:
+            raise Invalid(sorted(unknown)[0], "only vlan, subnet and description can change")
         with self._lock, self._tx():
+            cur = self.tenant(name)
+            vlan = changes.get("vlan", cur.vlan)
+            subnet = _check_subnet(changes.get("subnet", cur.subnet))
+            _check_vlan(vlan)
+            new = _model(lambda: Tenant(name, cur.vni, vlan, subnet,
+                                        changes.get("description", cur.description)),
+                         "description")
             self._check_unique("vlan", vlan, name)
             if vlan is None and self._trunk_uses(name):
                 raise Conflict("vlan", f"tenant {name!r} is carried on a trunk and needs a vlan")
             self._db.execute("UPDATE tenants SET vlan = ?, subnet = ?, description = ? "
-                             "WHERE name = ?", (vlan, subnet,
-                                               changes.get("description", cur.description), name))
+                             "WHERE name = ?", (vlan, subnet, new.description, name))
         return self.tenant(name)
 
     def delete_tenant(self, name: str, force: bool = False) -> int:
         """Delete a tenant; with force also its bindings.  Returns bindings removed."""
         if name == DEFAULT_TENANT.name:
             raise Conflict("name", "the default tenant is built in and cannot be deleted")
-        self.tenant(name)
         with self._lock, self._tx():
+            self.tenant(name)           # inside the transaction: no bind can slip in between
             n = self._db.execute("SELECT COUNT(*) FROM bindings WHERE tenant = ?",
                                  (name,)).fetchone()[0]
             trunks = [r for r in self._db.execute(
@@ -230,6 +441,7 @@ class Store:
             field = "allowed_address_pairs" if "allowed_address_pairs" in str(e) else "ips"
             raise Invalid(field, str(e)) from None
         with self._lock, self._tx():
+            self._check_tenants(b)
             row = self._db.execute("SELECT tenant, mode, trunk FROM bindings "
                                    "WHERE host = ? AND port = ?", (host, port)).fetchone()
             if row and not replace and (row[0], row[1], row[2]) != (tenant, mode, ",".join(trunk)):
@@ -261,6 +473,7 @@ class Store:
             raise Conflict("mac", "the same MAC is listed twice in one tenant")
         with self._lock, self._tx():
             for b in wanted:
+                self._check_tenants(b)
                 row = self._db.execute("SELECT tenant FROM bindings WHERE host = ? AND port = ?",
                                        (b.host, b.port)).fetchone()
                 if row and row[0] != b.tenant:
@@ -284,6 +497,7 @@ class Store:
         with self._lock, self._tx():
             self._db.execute("DELETE FROM bindings WHERE host = ? AND source = 'agent'", (host,))
             for b in wanted:
+                self._check_tenants(b)
                 row = self._db.execute("SELECT tenant FROM bindings WHERE host = ? AND port = ?",
                                        (host, b.port)).fetchone()
                 if row:         # an explicit REST binding wins over the agent's label
@@ -297,23 +511,22 @@ class Store:
     MAX_METERS = 65535
 
     def limits(self) -> list[RateLimit]:
-        with self._lock:
-            rows = self._db.execute("SELECT id, host, kbps, burst_kb, port, tenant FROM qos "
-                                    "WHERE kind = 'limit' ORDER BY id").fetchall()
+        rows = self._read(lambda: self._db.execute(
+            "SELECT id, host, kbps, burst_kb, port, tenant FROM qos "
+            "WHERE kind = 'limit' ORDER BY id").fetchall())
         return [RateLimit(*r) for r in rows]
 
     def rules(self) -> list[QosRule]:
-        with self._lock:
-            rows = self._db.execute("SELECT id, tenant, priority, match, kbps, burst_kb, "
-                                    "set_dscp, queue FROM qos WHERE kind = 'rule' "
-                                    "ORDER BY tenant, priority DESC").fetchall()
+        rows = self._read(lambda: self._db.execute(
+            "SELECT id, tenant, priority, match, kbps, burst_kb, set_dscp, queue FROM qos "
+            "WHERE kind = 'rule' ORDER BY tenant, priority DESC").fetchall())
         return [QosRule(i, t, p, _match_from_json(m), k, b, d, q)
                 for i, t, p, m, k, b, d, q in rows]
 
     def add_limit(self, host: str, kbps: int, burst_kb: int = 0, port: str | None = None,
                   tenant: str | None = None) -> RateLimit:
         """Limit what a bound port sends, or a tenant's aggregate on one host."""
-        check_name(host, "host")
+        _check_host(host)
         if (port is None) == (tenant is None):
             raise Invalid("port", "give exactly one of port (a bound port) or tenant "
                                   "(the tenant's aggregate on the host)")
@@ -367,11 +580,11 @@ class Store:
                               burst_kb, set_dscp, queue))
         return rule
 
-    def update_rule(self, rule_id: int, **changes: object) -> QosRule:
+    def update_rule(self, rule_id: int, **changes: Any) -> QosRule:
         cur = next((r for r in self.rules() if r.id == rule_id), None)
         if cur is None:
             raise NotFound("id", f"no QoS rule {rule_id}")
-        fields = {"kbps": cur.kbps, "burst_kb": cur.burst_kb, "set_dscp": cur.set_dscp,
+        fields: dict[str, Any] = {"kbps": cur.kbps, "burst_kb": cur.burst_kb, "set_dscp": cur.set_dscp,
                   "queue": cur.queue, **changes}
         new = _model(lambda: QosRule(cur.id, cur.tenant, cur.priority, cur.match, **fields),
                      "kbps")
@@ -382,6 +595,10 @@ class Store:
         return new
 
     def delete_qos(self, kind: str, qos_id: int) -> None:
+        if isinstance(qos_id, bool) or not isinstance(qos_id, int) or \
+                not 1 <= qos_id <= self.MAX_METERS:
+            raise NotFound("id", f"no {'rate limit' if kind == 'limit' else 'QoS rule'} "
+                                 f"{str(qos_id)[:24]} (ids are 1..{self.MAX_METERS})")
         with self._lock, self._tx():
             if not self._db.execute("DELETE FROM qos WHERE kind = ? AND id = ?",
                                     (kind, qos_id)).rowcount:
@@ -403,44 +620,31 @@ class Store:
     # -- helpers ------------------------------------------------------------------
     def _valid_binding(self, host: str, port: str, tenant: str | None, mode: str,
                        mac: str | None, trunk: tuple[str, ...] = ()) -> Binding:
-        check_name(host, "host")
-        if not isinstance(port, str) or not PORT_RE.match(port):
-            raise Invalid("port", f"{port!r} is not a valid OVS port name (<= 15 chars)")
-        if port == DOCKER_LINK_PORT:
-            raise Conflict("port", f"{port} is the docker0 link, owned by the default tenant")
-        if mode not in (ACCESS, TRUNK):
-            raise Invalid("mode", f"mode {mode!r} is not access or trunk")
-        if mac is not None and (not isinstance(mac, str) or not MAC_RE.match(mac.lower())
-                                or int(mac[:2], 16) & 1):
-            raise Invalid("mac", f"{mac!r} is not a unicast MAC address")
-        if mode == ACCESS:
-            if tenant is None:
-                raise Invalid("tenant", "an access port needs a tenant")
-            if trunk:
-                raise Invalid("trunk", "an access port carries no trunk tenants")
-        else:
-            if mac is not None:
-                raise Invalid("mac", "a trunk port has no single endpoint MAC")
-            if not trunk and tenant is None:
-                raise Invalid("trunk", "a trunk carries at least one tenant")
-            if len(set(trunk)) != len(trunk):
-                raise Invalid("trunk", "a tenant is listed twice")
-            if tenant in trunk:
-                raise Invalid("trunk", f"the native tenant {tenant!r} is also in the trunk")
-        if tenant is not None:
-            try:
-                self.tenant(tenant)
-            except NotFound:
-                raise NotFound("tenant", f"no tenant {tenant!r}") from None
-        for name in trunk:
-            try:
-                t = self.tenant(name)
-            except NotFound:
-                raise NotFound("trunk", f"no tenant {name!r}") from None
-            if t.vlan is None:
+        """The model's checks, translated; tenants are checked later, inside the write."""
+        try:
+            check_bindable_port(host, port)
+            if tenant is not None:
+                _model_check_name(tenant, "tenant")
+            for name in trunk:
+                _model_check_name(name, "trunk")
+            return Binding(host, port, tenant, mode, mac, tuple(trunk))
+        except ModelError as exc:
+            status = Conflict if exc.field == "port" and "owned" in exc.message or \
+                "owns" in exc.message else Invalid
+            raise status(exc.field, exc.message) from None
+
+    def _check_tenants(self, b: Binding) -> None:
+        """Inside the write transaction: every tenant the binding names exists (and has a vlan
+        when it rides a trunk).  The schema refuses orphans too; this names the field."""
+        known = {t.name: t for t in self.tenants()}
+        if b.tenant is not None and b.tenant not in known:
+            raise NotFound("tenant", f"no tenant {b.tenant!r}")
+        for name in b.trunk:
+            if name not in known:
+                raise NotFound("trunk", f"no tenant {name!r}")
+            if known[name].vlan is None:
                 raise Invalid("trunk", f"tenant {name!r} has no VLAN id: set one to carry it "
                                        "on a trunk")
-        return Binding(host, port, tenant, mode, mac, tuple(trunk))
 
     def _check_mac(self, b: Binding) -> None:
         if b.mac and self._db.execute(
@@ -470,27 +674,32 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[None]:
         """One SQLite transaction; bumps `version` when it commits."""
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
         try:
             yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            if isinstance(exc, sqlite3.Error):
+                raise _translate(exc, self.path) from None
             raise
-        self._db.execute("COMMIT")
         self.version += 1
 
-def _model(build, field: str):
-    """Build a model value; its own validation errors become a 422 naming `field`."""
+def _model(build: Callable[[], T], field: str) -> T:
+    """Build a model value; its own validation errors become a 422 naming their field."""
     try:
         return build()
+    except ModelError as exc:
+        raise Invalid(exc.field, exc.message) from None
     except (ValueError, TypeError) as exc:
-        msg = str(exc)
-        for name in ("kbps", "burst_kb", "priority", "set_dscp", "queue", "match", "port",
-                     "tenant"):
-            if name in msg:
-                field = name
-                break
-        raise Invalid(field, msg) from None
+        raise Invalid(field, str(exc)[:200]) from None
 
 
 def _match_from_json(text: str | None) -> tuple:
@@ -500,8 +709,10 @@ def _match_from_json(text: str | None) -> tuple:
 def _check_subnet(subnet: object) -> str | None:
     if subnet in (None, ""):
         return None
+    if not isinstance(subnet, str) or len(subnet) > 64:
+        raise Invalid("subnet", "must be a network in CIDR notation, like 10.1.0.0/24")
     try:
-        return str(ipaddress.ip_network(str(subnet)))
+        return str(ipaddress.ip_network(subnet))
     except ValueError as exc:
         raise Invalid("subnet", f"{subnet!r} is not a network: {exc}") from None
 

@@ -24,8 +24,15 @@ import json
 import os
 import sys
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+
+
+def seg(value: object) -> str:
+    """One URL path segment: '/', '?', '#' and '..' can never change which resource is meant."""
+    text = quote(str(value), safe="")
+    return text.replace(".", "%2E") if text in (".", "..") else text
 
 
 def client(api: str, token: str | None) -> httpx.Client:
@@ -89,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     grp.add_argument("--port")
     grp.add_argument("--tenant")
     ql.add_argument("--kbps", type=int, required=True)
-    ql.add_argument("--burst-kb", type=int, default=0)
+    ql.add_argument("--burst-kb", type=int, default=None,
+                    help="kbit (default: a quarter second of the rate, see docs/qos.md)")
     qls = q.add_parser("limit-set")
     qls.add_argument("id", type=int)
     qls.add_argument("--kbps", type=int)
@@ -105,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     qr.add_argument("--dst-port", type=int)
     qr.add_argument("--dscp", type=int)
     qr.add_argument("--kbps", type=int)
-    qr.add_argument("--burst-kb", type=int, default=0)
+    qr.add_argument("--burst-kb", type=int, default=None,
+                    help="kbit (default: a quarter second of the rate, see docs/qos.md)")
     qr.add_argument("--set-dscp", type=int)
     qr.add_argument("--queue", type=int)
     qrs = q.add_parser("rule-set")
@@ -126,28 +135,37 @@ def _parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
     """Do the request; return (JSON result, human rendering)."""
     def ok(r: httpx.Response) -> Any:
+        is_json = r.headers.get("content-type", "").startswith("application/json")
+        try:
+            body = r.json() if is_json else None
+        except ValueError:
+            is_json, body = False, None
         if r.status_code >= 400:
-            body = r.json() if r.headers.get("content-type", "").startswith("application/json") \
-                else {"error": r.text}
+            if not isinstance(body, dict):
+                body = {"error": r.text[:200].strip() or r.reason_phrase, "field": ""}
             raise ApiError(r.status_code, body)
-        return r.json()
+        if not is_json:
+            raise UnexpectedAnswer(f"{r.request.url} answered {r.status_code} with "
+                                   f"{r.headers.get('content-type') or 'no content type'}, "
+                                   "not JSON: is --api a weft controller?")
+        return body
 
     if args.noun == "tenant":
         if args.verb == "create":
-            body = {k: v for k, v in {"name": args.name, "vlan": args.vlan, "vni": args.vni,
+            new = {k: v for k, v in {"name": args.name, "vlan": args.vlan, "vni": args.vni,
                                       "subnet": args.subnet,
                                       "description": args.description}.items() if v is not None}
-            res = ok(c.post("/v1/tenants", json=body))
+            res = ok(c.post("/v1/tenants", json=new))
             return res, f"tenant {res['name']} created (vni {res['vni']})"
         if args.verb == "list":
             res = ok(c.get("/v1/tenants"))
             return res, table(res, ["name", "vni", "vlan", "subnet", "description"])
         if args.verb == "show":
-            res = ok(c.get(f"/v1/tenants/{args.name}"))
+            res = ok(c.get(f"/v1/tenants/{seg(args.name)}"))
             head = "\n".join(f"{k}: {res[k]}" for k in ("name", "vni", "vlan", "subnet",
                                                          "description"))
             return res, head + "\nports:\n" + table(res["ports"], ["host", "port", "mac", "source"])
-        res = ok(c.delete(f"/v1/tenants/{args.name}",
+        res = ok(c.delete(f"/v1/tenants/{seg(args.name)}",
                           params={"force": "true"} if args.force else None))
         return res, f"tenant {args.name} deleted ({res['bindings_removed']} bindings removed)"
     if args.noun == "port":
@@ -158,7 +176,7 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
             if args.mac:
                 body["mac"] = args.mac
             if args.replace:
-                res = ok(c.put(f"/v1/ports/{args.host}/{args.port}", json=body))
+                res = ok(c.put(f"/v1/ports/{seg(args.host)}/{seg(args.port)}", json=body))
             else:
                 res = ok(c.post("/v1/ports", json={"host": args.host, "port": args.port, **body}))
             what = (f"trunk {','.join(res['trunk'])}" + (f", native {res['tenant']}"
@@ -166,7 +184,7 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
                     if res["mode"] == "trunk" else f"tenant {res['tenant']}")
             return res, f"{args.host}/{args.port} bound: {what}"
         if args.verb == "unbind":
-            res = ok(c.delete(f"/v1/ports/{args.host}/{args.port}"))
+            res = ok(c.delete(f"/v1/ports/{seg(args.host)}/{seg(args.port)}"))
             return res, f"{args.host}/{args.port} unbound"
         params = {k: v for k, v in (("host", args.host), ("tenant", args.tenant)) if v}
         res = ok(c.get("/v1/ports", params=params))
@@ -180,7 +198,7 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
             f"{n}->{t['peer']}" for n, t in s["tunnels"].items())} for s in res]
         return res, table(rows, ["host", "dpid", "connected", "in_sync", "ports",
                                  "flow_mods_sent", "tunnels"])
-    res = ok(c.get(f"/v1/switches/{args.host}/flows"))
+    res = ok(c.get(f"/v1/switches/{seg(args.host)}/flows"))
     rows = [{**f, "match": ",".join(f"{k}={v}" for k, v in f["match"].items()),
              "instructions": "; ".join(f["instructions"])[:80]} for f in res]
     return res, table(sorted(rows, key=lambda f: (f["table"], -f["priority"])),
@@ -196,12 +214,12 @@ def _qos(args: argparse.Namespace, ok: Any, c: httpx.Client) -> tuple[Any, str]:
                                                       burst_kb=args.burst_kb)))
         return res, f"rate limit {res['id']}: {res['kbps']} kbit/s on {args.host}"
     if args.verb == "limit-set":
-        res = ok(c.patch(f"/v1/qos/limits/{args.id}", json=given(kbps=args.kbps,
+        res = ok(c.patch(f"/v1/qos/limits/{seg(args.id)}", json=given(kbps=args.kbps,
                                                                   burst_kb=args.burst_kb)))
         return res, f"rate limit {res['id']} now {res['kbps']} kbit/s"
     if args.verb in ("limit-del", "rule-del"):
         kind = "limits" if args.verb == "limit-del" else "rules"
-        res = ok(c.delete(f"/v1/qos/{kind}/{args.id}"))
+        res = ok(c.delete(f"/v1/qos/{kind}/{seg(args.id)}"))
         return res, f"deleted {kind[:-1]} {args.id}"
     if args.verb == "rule":
         proto = int(args.proto) if args.proto and args.proto.isdigit() else args.proto
@@ -212,7 +230,7 @@ def _qos(args: argparse.Namespace, ok: Any, c: httpx.Client) -> tuple[Any, str]:
             burst_kb=args.burst_kb, set_dscp=args.set_dscp, queue=args.queue)))
         return res, f"QoS rule {res['id']} for tenant {res['tenant']}"
     if args.verb == "rule-set":
-        res = ok(c.patch(f"/v1/qos/rules/{args.id}", json=given(
+        res = ok(c.patch(f"/v1/qos/rules/{seg(args.id)}", json=given(
             kbps=args.kbps, burst_kb=args.burst_kb, set_dscp=args.set_dscp)))
         return res, f"QoS rule {res['id']} updated"
     if args.verb == "list":
@@ -237,8 +255,16 @@ class ApiError(Exception):
         self.status, self.body = status, body
 
 
+class UnexpectedAnswer(Exception):
+    """The API answered something weftctl does not understand (not weft, or a newer one)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.token is not None and not (args.token.isascii() and args.token.isprintable()):
+        print("weftctl: the API token must be printable ASCII (it travels in an HTTP header)",
+              file=sys.stderr)
+        return 2
     try:
         with client(args.api, args.token) as c:
             res, human = run(args, c)
@@ -249,6 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except httpx.HTTPError as exc:
         print(f"weftctl: cannot reach the API at {args.api}: {exc}", file=sys.stderr)
+        return 2
+    except UnexpectedAnswer as exc:
+        print(f"weftctl: {exc}", file=sys.stderr)
+        return 2
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        print(f"weftctl: unexpected answer from the API at {args.api} "
+              f"({type(exc).__name__}: {str(exc)[:120]})", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001  (a CLI answers every input with one line)
+        print(f"weftctl: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
         return 2
     print(json.dumps(res, indent=1) if args.json else human)
     return 0

@@ -85,6 +85,9 @@ class Agent:
         except (HostsFileError, OSError) as exc:
             LOG.error("hosts.yaml rejected, keeping the previous configuration: %s", exc)
             return False
+        except Exception:  # noqa: BLE001  (a reader bug must not stop the agent either)
+            LOG.exception("hosts.yaml could not be read, keeping the previous configuration")
+            return False
 
     def reconcile(self, api) -> int:
         """One pass; returns the number of OVSDB operations it applied."""
@@ -132,6 +135,7 @@ class Agent:
 
     def _write_docker_files(self, mtu: int) -> None:
         """subnet.env (flannel style) and a daemon.json fragment with the same options."""
+        assert self.cluster and self.me
         config = self.docker_config or self.subnet_file.with_name(DOCKER_CONFIG_NAME)
         for path, text in ((self.subnet_file, hostnet.subnet_env(self.cluster, self.me, mtu)),
                            (config, hostnet.docker_daemon_json(self.cluster, self.me, mtu))):
@@ -194,7 +198,10 @@ class Agent:
             n = self.reconcile(api)
             LOG.info("pass done: %d changes", n)
             return 0
-        signal.signal(signal.SIGHUP, lambda *_: (self._reload.set(), self._wake.set()))
+        def on_hup(*_: object) -> None:
+            self._reload.set()
+            self._wake.set()
+        signal.signal(signal.SIGHUP, on_hup)
         signal.signal(signal.SIGTERM, _exit_on_signal)
         hostnet.watch_links(("docker0", hostnet.DOCKER_LINK_PORT, hostnet.DOCKER_LINK_PEER),
                             self._wake.set)

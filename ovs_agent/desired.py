@@ -88,7 +88,7 @@ def desired(cluster: Cluster, me: str, underlay_iface: str | None,
     ports = [PortSpec(DOCKER_LINK_PORT,
                       device_port_type(cluster, me, DOCKER_LINK_PORT, afxdp_refused),
                       external_ids=_tags("docker-link"))]
-    if cluster.transport == "vlan":
+    if cluster.transport == "vlan" and host.uplink:
         # Tenants cross hosts as VLANs on the uplink; the controller makes it a trunk.
         ports.append(PortSpec(host.uplink,
                               device_port_type(cluster, me, host.uplink, afxdp_refused),
@@ -160,7 +160,7 @@ def diff(want: tuple[BridgeSpec, ...], have: dict[str, ActualBridge]) -> list[Op
                 ops.append(("set_bridge", br.name, changed))
         if (cur.controllers if cur else ()) != tuple(sorted(br.controllers)):
             ops.append(("set_controller", br.name, tuple(sorted(br.controllers))))
-        elif br.controllers and any(p != CONTROLLER_PROBE_MS for p in cur.probes):
+        elif br.controllers and cur and any(p != CONTROLLER_PROBE_MS for p in cur.probes):
             ops.append(("set_probe", br.name, CONTROLLER_PROBE_MS))
         owned = {p.name: p for p in cur.ports} if cur else {}
         present = cur.port_names if cur else frozenset()
@@ -180,5 +180,5 @@ def _same(actual: object, want: object) -> bool:
     if isinstance(want, dict):
         return isinstance(actual, dict) and all(actual.get(k) == v for k, v in want.items())
     if isinstance(want, list):
-        return sorted(actual or []) == sorted(want)
+        return sorted(actual or []) == sorted(want)  # type: ignore[call-overload]
     return actual == want

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 import os
 import time
 
@@ -131,7 +132,7 @@ def apply(api: impl_idl.OvsdbIdl, ops: list[Op]) -> None:
                 txn.add(api.del_port(op[2], bridge=op[1], if_exists=True))
             elif kind == "add_port":
                 p: PortSpec = op[2]
-                attrs = {"external_ids": dict(p.external_ids)}
+                attrs: dict[str, Any] = {"external_ids": dict(p.external_ids)}
                 if p.type:
                     attrs["type"] = p.type
                 if p.options:

@@ -14,7 +14,7 @@ from weft_lab import lab as L
 from weft_lab.shell import netns_list, run
 
 LAB_COMMANDS = ("ovsdb-server", "ovs-vswitchd", "iperf3", "ping", "tcpdump",
-                "ovs-agent", "weft-manager")
+                "ovs-agent", "weft-manager", "dockerd", "containerd", "docker-proxy")
 
 
 def live_processes() -> set[tuple[int, str]]:
@@ -39,7 +39,10 @@ def snapshot() -> dict:
     return {"netns": set(netns_list()), "procs": live_processes(),
             "links": {line.split(":")[1].strip() for line in
                       run(["ip", "-o", "link", "show"]).splitlines() if ":" in line},
-            "run": set(os.listdir(L.RUN_ROOT)) if L.RUN_ROOT.exists() else set()}
+            "run": set(os.listdir(L.RUN_ROOT)) if L.RUN_ROOT.exists() else set(),
+            "mounts": {line.split()[4] for line in Path("/proc/self/mountinfo").read_text()
+                       .splitlines() if str(L.RUN_ROOT) in line.split()[4]},
+            "cgroups": {str(g) for g in Path("/sys/fs/cgroup").glob("*/weft-lab.*")}}
 
 
 @contextmanager
@@ -75,3 +78,5 @@ def leaves_nothing():
     assert after["procs"] - before["procs"] == set(), "processes left behind"
     assert after["links"] - before["links"] == set(), "links left in the root namespace"
     assert after["run"] - before["run"] == set(), "lab state left in " + str(L.RUN_ROOT)
+    assert after["mounts"] - before["mounts"] == set(), "mounts left behind"
+    assert after["cgroups"] - before["cgroups"] == set(), "docker cgroups left behind"

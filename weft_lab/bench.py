@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from weft_lab import cluster as C
 from weft_lab import lab as L
@@ -208,11 +208,10 @@ def program_endpoints(n: int, hosts: int) -> tuple[list[Figure], dict]:
             _ofctl(topo.name, h.name, "add-groups", "brx", str(d / "groups.txt"))
             _ofctl(topo.name, h.name, "add-flows", "brx", str(d / "flows.txt"))
             ofctl_s += time.monotonic() - t1
-        flows = range(n_flows_h1)
         # controller restart with everything in place: resync time and flow-mods sent
         restart_s, mods = _restart_controller(topo)
     figs += [Figure(f"program {n} endpoints on {hosts} hosts (REST -> all in sync)", [weft_s], "s"),
-             Figure(f"  flows on h1 after {n} endpoints on {hosts} hosts", [len(flows)], "flows"),
+             Figure(f"  flows on h1 after {n} endpoints on {hosts} hosts", [n_flows_h1], "flows"),
              Figure(f"  ovs-ofctl add-groups + add-flows, same flows, all {hosts} switches",
                     [ofctl_s], "s"),
              Figure(f"  weft/ovs-ofctl time ratio ({n} endpoints, {hosts} hosts)",
@@ -383,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     runs, secs = (3, 3) if args.quick else (5, 5)
     only = set(args.only.split(",")) if args.only else None
-    want: Callable[[str], bool] = lambda s: only is None or s in only
+
+    def want(s: str) -> bool:
+        return only is None or s in only
     figs: list[Figure] = []
     results: dict[str, Any] = {"machine": os.uname().release, "quick": args.quick,
                                "started": time.strftime("%Y-%m-%d %H:%M:%S")}

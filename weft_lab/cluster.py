@@ -87,7 +87,7 @@ def attach_containers(topo: Topology) -> None:
             continue
         _wait_bridge(topo.name, c.host)
         argv = [sys.executable, "-m", "ovs_agent.cli", "attach", ns_name(topo.name, c.name),
-                "--tenant", c.tenant, "--ip", c.ip, "--peers", str(sd / "hosts.yaml"),
+                "--tenant", c.tenant or "default", "--ip", c.ip, "--peers", str(sd / "hosts.yaml"),
                 "--host", c.host]
         if c.mac:
             argv += ["--mac", c.mac]

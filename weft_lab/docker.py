@@ -27,6 +27,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import tarfile
 import time
 from pathlib import Path
@@ -149,6 +150,40 @@ def start_dockerd(lab: str, host: str, ns: str, host_dir: Path, state_dir: Path,
         "argv": ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
                  "dockerd", *dockerd]})["pid"]
     return pid
+
+
+def stop_dockerd(host_dir: Path, timeout: float = 30) -> None:
+    """Stop this host's dockerd the way systemd does (SIGTERM) and wait until it is gone."""
+    pidfile = docker_dir(host_dir) / "docker.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
+        if time.monotonic() > deadline:
+            raise DockerError(f"dockerd {pid} did not stop in {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
+
+
+def start_container(host_dir: Path, name: str, ns: str) -> dict:
+    """`docker start` a stopped lab container and point the lab's netns name at it again."""
+    docker(host_dir, "start", name)
+    info = inspect(host_dir, name)
+    run(["ip", "netns", "del", ns], check=False)
+    run(["ip", "netns", "attach", ns, str(info["pid"])])
+    return info
 
 
 def docker(host_dir: Path, *args: str, timeout: float = 60, check: bool = True) -> str:

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+from typing import Any
 import threading
 import time
 from pathlib import Path
@@ -73,7 +74,7 @@ def serve(state_dir: Path) -> None:
                 path.unlink(missing_ok=True)
                 return
             try:
-                reply = {"pid": _spawn(req)}
+                reply: dict[str, Any] = {"pid": _spawn(req)}
             except OSError as exc:
                 reply = {"error": str(exc)}
             conn.sendall(json.dumps(reply).encode() + b"\n")

@@ -241,7 +241,7 @@ def _build_containers(topo: Topology, host: str, mtu: int) -> None:
 
 def _build_container(topo: Topology, c, mtu: int) -> None:
     ns = ns_name(topo.name, c.name)
-    if topo.docker and c.attach == "docker0":
+    if topo.docker and c.attach == "docker0" and not c.bare:
         d = host_dir(topo.name, c.host)
         info = docker.run_container(d, topo.name, c.name, ns, c.mac)
         run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], ns=ns)

@@ -56,7 +56,7 @@ def bind_to_first_packet(api: httpx.Client, ns: str, binding: dict, dst: str, ds
             resp = api.post("/v1/ports", json=binding)
             resp.raise_for_status()
             first = None
-            for line in proc.stdout:
+            for line in proc.stdout or ():
                 m = re.match(r"\[(\d+\.\d+)\] \d+ bytes from", line)
                 if m and float(m.group(1)) > t0:
                     first = float(m.group(1))

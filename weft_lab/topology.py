@@ -14,7 +14,9 @@ from typing import Any
 
 import yaml
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+from cluster import yamlfile
+
+NAME_RE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")     # used with fullmatch
 MAX_NAME = 12          # keeps "<lab>.<node>" and derived interface names short
 TUNNEL_TYPES = ("vxlan", "gre")
 ATTACH_MODES = ("docker0", "br0")
@@ -28,7 +30,7 @@ class TopologyError(ValueError):
     def __init__(self, source: str, field: str, line: int | None, message: str):
         self.field, self.line = field, line
         where = f"{source}:{line}" if line else source
-        super().__init__(f"{where}: {field}: {message}")
+        super().__init__(yamlfile.truncate(f"{where}: {field}: {message}"))
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Container:
     ip: str                     # interface address, CIDR
     mac: str | None
     tenant: str | None          # for br0-attached containers
+    bare: bool = False          # docker0 container as a bare namespace even with docker
 
 
 @dataclass(frozen=True)
@@ -112,9 +115,9 @@ class Topology:
 
 
 def _check_name(value: Any, field: str, line: int | None, src: str) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value) or len(value) > MAX_NAME:
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value) or len(value) > MAX_NAME:
         raise TopologyError(src, field, line,
-                            f"{value!r} is not a valid name (lowercase letters, digits "
+                            f"{yamlfile.shown(value)} is not a valid name (lowercase letters, digits "
                             f"and inner dashes, starting with a letter, at most {MAX_NAME})")
     return value
 
@@ -129,11 +132,13 @@ class _Reader:
         return TopologyError(self.src, field, node.start_mark.line + 1 if node else None, msg)
 
     def mapping(self, node: yaml.Node, field: str, allowed: set[str],
-                required: set[str] = frozenset()) -> dict[str, yaml.Node]:
+                required: set[str] | frozenset[str] = frozenset()) -> dict[str, yaml.Node]:
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(field, node, "must be a mapping")
         out: dict[str, yaml.Node] = {}
         for key, val in node.value:
+            if not isinstance(key, yaml.ScalarNode) or not isinstance(key.value, str):
+                raise self.fail(field or "<root>", key, "keys must be plain strings")
             name = key.value
             if name not in allowed:
                 raise self.fail(f"{field}.{name}".lstrip("."), key,
@@ -158,7 +163,8 @@ class _Reader:
     def choice(self, node: yaml.Node, field: str, choices: tuple[str, ...]) -> str:
         value = self.scalar(node, field)
         if value not in choices:
-            raise self.fail(field, node, f"{value!r} is not one of {', '.join(choices)}")
+            raise self.fail(field, node,
+                            f"{yamlfile.shown(value)} is not one of {', '.join(choices)}")
         return value
 
     def boolean(self, node: yaml.Node, field: str) -> bool:
@@ -170,29 +176,33 @@ class _Reader:
     def network(self, node: yaml.Node, field: str) -> ipaddress.IPv4Network:
         value = self.scalar(node, field)
         try:
-            return ipaddress.IPv4Network(str(value))
+            if not isinstance(value, str):
+                raise ValueError("write it as a string like 10.0.0.0/24")
+            return ipaddress.IPv4Network(value)
         except ValueError as exc:
-            raise self.fail(field, node, f"{value!r} is not an IPv4 network: {exc}") from None
+            raise self.fail(field, node, f"{yamlfile.shown(value)} is not an IPv4 network: "
+                                         f"{yamlfile.shown(str(exc), 120)}") from None
 
     def interface(self, node: yaml.Node, field: str) -> ipaddress.IPv4Interface:
         value = self.scalar(node, field)
         try:
-            if "/" not in str(value):
+            if not isinstance(value, str) or "/" not in value:
                 raise ValueError("needs a prefix length, e.g. 10.0.0.2/24")
-            return ipaddress.IPv4Interface(str(value))
+            return ipaddress.IPv4Interface(value)
         except ValueError as exc:
-            raise self.fail(field, node, f"{value!r} is not an IPv4 address/prefix: {exc}") from None
+            raise self.fail(field, node, f"{yamlfile.shown(value)} is not an IPv4 "
+                                         f"address/prefix: {yamlfile.shown(str(exc), 120)}") from None
 
     def vlan(self, node: yaml.Node, field: str) -> int:
         value = self.scalar(node, field)
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4094:
-            raise self.fail(field, node, f"{value!r} is not a VLAN id (1-4094)")
+            raise self.fail(field, node, f"{yamlfile.shown(value)} is not a VLAN id (1-4094)")
         return value
 
     def mac(self, node: yaml.Node, field: str) -> str:
         value = str(self.scalar(node, field)).lower()
         if not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", value) or int(value[:2], 16) & 1:
-            raise self.fail(field, node, f"{value!r} is not a unicast MAC address")
+            raise self.fail(field, node, f"{yamlfile.shown(value)} is not a unicast MAC address")
         return value
 
 
@@ -200,11 +210,9 @@ def parse(text: str, source: str = "<string>") -> Topology:
     """Parse and validate a topology; raise TopologyError naming the field."""
     r = _Reader(source)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise TopologyError(source, "<yaml>", mark.line + 1 if mark else None,
-                            f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        root = yamlfile.compose(text)
+    except yamlfile.YamlFileError as exc:
+        raise TopologyError(source, exc.field, exc.line, exc.message) from None
     if root is None:
         raise TopologyError(source, "<file>", None, "is empty")
     top = r.mapping(root, "", {"name", "tunnel_type", "underlay", "mgmt", "cluster_subnet",
@@ -233,6 +241,16 @@ def parse(text: str, source: str = "<string>") -> Topology:
         if "transport" in top else "tunnel"
     if underlay.overlaps(mgmt):
         raise r.fail("mgmt", top.get("mgmt"), f"{mgmt} overlaps the underlay {underlay}")
+    if not 8 <= cluster.prefixlen <= 23:
+        raise r.fail("cluster_subnet", top.get("cluster_subnet"),
+                     f"{cluster} must be /8 to /23 (hosts get /24s out of it)")
+    for other, what in ((underlay, "underlay"), (mgmt, "mgmt")):
+        if cluster.overlaps(other):
+            raise r.fail("cluster_subnet", top.get("cluster_subnet"),
+                         f"{cluster} overlaps the {what} network {other}")
+    for net, what in ((underlay, "underlay"), (mgmt, "mgmt")):
+        if not 8 <= net.prefixlen <= 29:
+            raise r.fail(what, top.get(what), f"{net} must be /8 to /29")
 
     tenants: list[Tenant] = []
     for i, node in enumerate(r.seq(top["tenants"], "tenants") if "tenants" in top else []):
@@ -264,18 +282,19 @@ def parse(text: str, source: str = "<string>") -> Topology:
                             h["name"].start_mark.line + 1, source)
         if any(x.name == hname for x in hosts):
             raise r.fail(f + ".name", h["name"], f"host {hname!r} is defined twice")
-        subnet = r.network(h["docker_subnet"], f + ".docker_subnet") if "docker_subnet" in h \
-            else list(cluster.subnets(new_prefix=24))[i + 1]
-        if not subnet.subnet_of(cluster):
+        dsub = r.network(h["docker_subnet"], f + ".docker_subnet") if "docker_subnet" in h \
+            else _nth_24(cluster, i + 1, r.fail("hosts", top["hosts"], "more hosts than "
+                                                   "cluster_subnet has /24s"))
+        if not dsub.subnet_of(cluster):
             raise r.fail(f + ".docker_subnet", h.get("docker_subnet"),
-                         f"{subnet} is not inside cluster_subnet {cluster}")
-        if any(ipaddress.ip_network(x.docker_subnet).overlaps(subnet) for x in hosts):
+                         f"{dsub} is not inside cluster_subnet {cluster}")
+        if any(ipaddress.ip_network(x.docker_subnet).overlaps(dsub) for x in hosts):
             raise r.fail(f + ".docker_subnet", h.get("docker_subnet"),
-                         f"{subnet} overlaps another host's docker subnet")
+                         f"{dsub} overlaps another host's docker subnet")
         override = r.choice(h["tunnel_type"], f + ".tunnel_type", TUNNEL_TYPES) \
             if "tunnel_type" in h else None
-        docker_ip = f"{subnet[1]}/{cluster.prefixlen}"
-        host = Host(hname, i, str(underlay[10 + i]), str(mgmt[10 + i]), str(subnet),
+        docker_ip = f"{dsub[1]}/{cluster.prefixlen}"
+        host = Host(hname, i, str(underlay[10 + i]), str(mgmt[10 + i]), str(dsub),
                     docker_ip, override)
         hosts.append(host)
         # Docker hands out fixed-cidr addresses in order, skipping its gateway: inside a
@@ -284,7 +303,9 @@ def parse(text: str, source: str = "<string>") -> Topology:
         for j, cnode in enumerate(r.seq(h["containers"], f + ".containers")
                                   if "containers" in h else []):
             cf = f"{f}.containers[{j}]"
-            c = r.mapping(cnode, cf, {"name", "attach", "ip", "mac", "tenant"}, {"name"})
+            c = r.mapping(cnode, cf, {"name", "attach", "ip", "mac", "tenant", "bare"},
+                          {"name"})
+            bare = r.boolean(c["bare"], cf + ".bare") if "bare" in c else False
             cname = _check_name(r.scalar(c["name"], cf + ".name"), cf + ".name",
                                 c["name"].start_mark.line + 1, source)
             attach = r.choice(c["attach"], cf + ".attach", ATTACH_MODES) \
@@ -300,14 +321,17 @@ def parse(text: str, source: str = "<string>") -> Topology:
                     raise r.fail(cf + ".tenant", c["tenant"], f"unknown tenant {tenant!r}")
             elif attach == "br0":
                 raise r.fail(cf, cnode, "a container with attach: br0 needs a tenant")
-            if "ip" in c and attach == "docker0" and docker:
+            if "ip" in c and attach == "docker0" and docker and not bare:
                 raise r.fail(cf + ".ip", c["ip"], "with docker: true, Docker assigns docker0 "
                              "containers' addresses (in order, from the host's docker_subnet); "
-                             "leave ip out")
+                             "leave ip out, or make it a bare namespace (bare: true)")
+            if bare and attach == "docker0" and docker and "ip" not in c:
+                raise r.fail(cf, cnode, "a bare docker0 container in a docker lab needs an ip "
+                             "(outside the addresses Docker hands out first)")
             if "ip" in c:
                 ip = r.interface(c["ip"], cf + ".ip")
             elif attach == "docker0":
-                ip = ipaddress.IPv4Interface(f"{subnet[next_ip]}/{cluster.prefixlen}")
+                ip = ipaddress.IPv4Interface(f"{dsub[next_ip]}/{cluster.prefixlen}")
                 next_ip += 2 if next_ip == 0 else 1
             else:
                 raise r.fail(cf, cnode, "a container with attach: br0 needs an ip")
@@ -317,7 +341,7 @@ def parse(text: str, source: str = "<string>") -> Topology:
                              f"{ip.ip} is already used by {used_ips[key]} in the same tenant")
             used_ips[key] = cname
             mac = r.mac(c["mac"], cf + ".mac") if "mac" in c else None
-            containers.append(Container(cname, hname, attach, str(ip), mac, tenant))
+            containers.append(Container(cname, hname, attach, str(ip), mac, tenant, bare))
 
     nodes = [h.name for h in hosts] + [c.name for c in containers]
     switches: list[ExternalSwitch] = []
@@ -356,11 +380,20 @@ def parse(text: str, source: str = "<string>") -> Topology:
                     tuple(switches), docker)
 
 
+def _nth_24(net: ipaddress.IPv4Network, n: int, error: TopologyError) -> ipaddress.IPv4Network:
+    """The n-th /24 of ``net`` without listing them all (a /8 has 65,536)."""
+    if n >= 1 << (24 - net.prefixlen):
+        raise error
+    return ipaddress.IPv4Network((int(net.network_address) + (n << 8), 24))
+
+
 def load(path: str | Path) -> Topology:
     """Read and validate a topology file."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = yamlfile.read_text(p)
+    except yamlfile.YamlFileError as exc:
+        raise TopologyError(str(p), exc.field, exc.line, exc.message) from None
     except OSError as exc:
         raise TopologyError(str(p), "<file>", None, exc.strerror or str(exc)) from None
     return parse(text, str(p))

@@ -126,6 +126,7 @@ def tcpdump(lab: str, node: str, args: list[str]) -> subprocess.Popen:
                                                   *args]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = ""
+    assert proc.stderr is not None
     while "listening on" not in seen:
         line = proc.stderr.readline()
         if not line:

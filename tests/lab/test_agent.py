@@ -74,7 +74,7 @@ def test_full_mesh(leaves_nothing, n, tunnel):
     with L.running(topo(n, tunnel)) as t:
         wait_for(lambda: mesh_ok(t), what="full mesh")
         for h in t.hosts:
-            for name, row in tunnels(t.name, h.name).items():
+            for row in tunnels(t.name, h.name).values():
                 assert row["type"] == tunnel
                 assert row["options"]["key"] == "flow"
                 assert row["external_ids"]["weft-peer"] in {p.name for p in t.hosts} - {h.name}

@@ -121,10 +121,16 @@ def test_bindings_validate_and_unknown_is_404(api):
     assert api.delete("/v1/ports/h1/p1").status_code == 404
 
 
-def test_writes_need_the_token(core):
+def test_reads_and_writes_need_the_token_health_does_not(core):
     anon = TestClient(make_app(core, TOKEN))
     assert anon.post("/v1/tenants", json={"name": "red"}).status_code == 401
-    assert anon.get("/v1/tenants").status_code == 200
+    for path in ("/v1/tenants", "/v1/ports", "/v1/hosts", "/v1/switches", "/v1/qos/limits",
+                 "/metrics", "/v1/tenants/default"):
+        r = anon.get(path)
+        assert r.status_code == 401 and r.json()["field"] == "authorization", path
+    assert anon.get("/v1/tenants", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert anon.get("/v1/health").status_code == 200
+    assert TestClient(make_app(core, None)).get("/v1/tenants").status_code == 200
 
 
 def test_agent_attachments_replace_and_rest_wins(api):

@@ -539,7 +539,7 @@ def test_a_frame_with_an_unknown_vni_is_dropped(lab, vni):
         vni = 0
     cluster = lab.cluster()
     for host in lab.topo.hosts:
-        for peer, tunnel in lab.tunnels[host].items():
+        for tunnel in lab.tunnels[host].values():
             for dst in DSTS:
                 frame = _frame(UNKNOWN, dst, vni)
                 assert cluster.hosts[host].table.forward(lab.ports[host][tunnel], frame) == set()
