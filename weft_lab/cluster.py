@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from weft_lab import keeper
-from weft_lab.lab import CTL, LabError, host_dir, ns_name, ovs_env, state_dir
+from weft_lab.lab import CTL, LabError, host_dir, ns_name, ovs_env, pki_dir, state_dir
 from weft_lab.shell import run, succeeds
 from weft_lab.topology import Topology
 
@@ -41,9 +41,18 @@ def start_controller(topo: Topology) -> int:
         "log": str(sd / "weft-manager.log"),
         "argv": [sys.executable, "-m", "controller.manager", "controller.app",
                  "--weft-hosts", str(sd / "hosts.yaml"), "--weft-db", str(sd / "weft.db"),
-                 "--ofp-listen-host", topo.controller_ip, "--ofp-tcp-listen-port", "6653",
+                 "--ofp-listen-host", topo.controller_ip, *_openflow_listen(topo.name),
                  "--wsapi-host", topo.controller_ip, "--wsapi-port", "8080",
                  "--wsapi-unix", str(api_socket(topo.name))]})["pid"]
+
+
+def _openflow_listen(lab: str) -> list[str]:
+    """OpenFlow over mutual TLS when the lab has its PKI (labs with weft's controller)."""
+    pki = pki_dir(lab)
+    if not (pki / "controller-cert.pem").exists():
+        return ["--ofp-tcp-listen-port", "6653"]
+    return ["--ofp-ssl-listen-port", "6653", "--ctl-privkey", str(pki / "controller-privkey.pem"),
+            "--ctl-cert", str(pki / "controller-cert.pem"), "--ca-certs", str(pki / "ca-cert.pem")]
 
 
 def wait_api(lab: str, timeout: float = 30) -> None:
