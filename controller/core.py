@@ -29,6 +29,8 @@ class Switch:
     flow_mods: int = 0              # flow-mods sent since the controller started
     group_mods: int = 0
     meter_mods: int = 0
+    refused: int = 0                # second connections claiming this datapath id, refused
+    learned_flows: int = 0          # flows the switch learned (2 per MAC), counted at each sync
     last_sync: dict[str, Any] = field(default_factory=dict)
     # sync machinery (OpenFlow thread only)
     dp: Any = None
@@ -48,6 +50,7 @@ class Switch:
                 "ports": dict(sorted(self.ports.items(), key=lambda kv: kv[1])),
                 "tunnels": tunnels, "syncs": self.syncs, "flow_mods_sent": self.flow_mods,
                 "group_mods_sent": self.group_mods, "meter_mods_sent": self.meter_mods,
+                "learned_flows": self.learned_flows, "refused_connections": self.refused,
                 "last_sync": self.last_sync}
 
 
