@@ -157,12 +157,11 @@ class Agent:
         """Resolve peers' underlay addresses (netdev only; see hostnet.warm_neighbours)."""
         if self.me.datapath_type != "netdev":
             return
-        unknown = hostnet.unresolved([p.underlay_ip for p in self.cluster.peers(self.me.name)],
-                                     desired.UNDERLAY_BRIDGE)
+        peers = [p.underlay_ip for p in self.cluster.peers(self.me.name)]
+        unknown = hostnet.unresolved(peers, desired.UNDERLAY_BRIDGE)
         if unknown:
             hostnet.warm_neighbours(unknown, timeout=0.3)
-            unknown = hostnet.unresolved(unknown, desired.UNDERLAY_BRIDGE)
-        self._unresolved = unknown
+        self._unresolved = hostnet.seed_tunnel_neighbours(peers, desired.UNDERLAY_BRIDGE)
 
     def _fall_back_from_afxdp(self, api, settle: float = 1.0) -> None:
         """Ports OVS could not open with AF_XDP go back to AF_PACKET on the next pass."""

@@ -6,7 +6,6 @@ the root namespace: `api()` below, `weftctl --api unix:...`).
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -124,14 +123,16 @@ def _wait_bridge(lab: str, host: str, timeout: float = 30) -> None:
 
 
 def tunnels_resolved(topo: Topology) -> bool:
-    """Every host knows every peer's underlay MAC (else a first tunnelled frame is lost)."""
+    """Every host's ovs-vswitchd knows every peer's underlay MAC in its own tunnel
+    neighbour cache (the kernel's table is not enough: a first tunnelled frame to a
+    peer missing there is dropped)."""
     if topo.transport != "tunnel" or len(topo.hosts) < 2:
         return True
     for h in topo.hosts:
-        out = run(["ip", "-j", "neigh", "show", "dev", "br-phy"], ns=ns_name(topo.name, h.name),
-                  check=False)
-        known = {n["dst"] for n in json.loads(out or "[]")
-                 if not {"FAILED", "INCOMPLETE"} & set(n.get("state", []))}
+        out = run(["ovs-appctl", "tnl/neigh/show"], ns=ns_name(topo.name, h.name),
+                  env=ovs_env(topo.name, h.name), check=False)
+        known = {line.split()[0] for line in out.splitlines()
+                 if line[:1].isdigit() and len(line.split()) >= 2}
         if not {p.underlay_ip for p in topo.hosts if p is not h} <= known:
             return False
     return True
