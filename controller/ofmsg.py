@@ -12,6 +12,9 @@ Normalisation on the way back:
   * anything weft does not model becomes ``("unknown", text)``, which never
     equals a desired flow, so such a flow of ours is simply replaced.
 
+Conntrack is NXAST_CT with an immediate zone (``zone_src`` empty), no ALG
+and no nested actions: ``("ct", commit, zone, table)``.
+
 The learn action is sent as NXAST_LEARN with specs written the way OVS
 echoes them (neutron br_tun does the same): metadata as immediates per
 contiguous run of the mask, ``NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[]``,
@@ -57,6 +60,8 @@ _METER_COMMANDS = {"add": ofp.OFPMC_ADD, "modify": ofp.OFPMC_MODIFY, "delete": o
 _METER_FLAGS = ofp.OFPMF_KBPS | ofp.OFPMF_STATS
 _ALL_COOKIE_BITS = (1 << 64) - 1
 _VLAN_CFI = 0x1000            # in NXM_OF_VLAN_TCI: "a tag is present" (OVS)
+_NX_CT_F_COMMIT = 1
+_NX_CT_RECIRC_NONE = 0xFF     # ct() without table=: no recirculation
 
 
 # --- weft -> os-ken -----------------------------------------------------------------
@@ -137,6 +142,12 @@ def _action(parser: Any, action: tuple) -> Any:
         return parser.OFPActionPopVlan()
     if kind == "learn":
         return _learn_action(parser, action[1])
+    if kind == "ct":
+        _, commit, zone, table = action
+        return parser.NXActionCT(flags=_NX_CT_F_COMMIT if commit else 0, zone_src="",
+                                 zone_ofs_nbits=zone,
+                                 recirc_table=_NX_CT_RECIRC_NONE if table is None else table,
+                                 alg=0, actions=[])
     raise ValueError(f"unknown action {action!r}")
 
 
@@ -221,6 +232,10 @@ def _parse_action(action: Any) -> tuple:
         spec = _parse_learn(action)
         if spec is not None:
             return ("learn", spec)
+    if isinstance(action, ofpp.NXActionCT) and not action.zone_src and not action.alg \
+            and not action.actions and not action.flags & ~_NX_CT_F_COMMIT:
+        table = None if action.recirc_table == _NX_CT_RECIRC_NONE else action.recirc_table
+        return ("ct", bool(action.flags & _NX_CT_F_COMMIT), action.zone_ofs_nbits, table)
     return ("unknown", str(action))
 
 
