@@ -79,7 +79,8 @@ class Core:
         return Topology(tenants, tuple(sb.binding for sb in self.store.bindings())
                         + self.uplink_bindings(tenants),
                         tuple(h.name for h in self.cluster.hosts),
-                        limits=tuple(self.store.limits()), rules=tuple(self.store.rules()))
+                        limits=tuple(self.store.limits()), rules=tuple(self.store.rules()),
+                        acls=tuple(self.store.acls()), acl_deny=self.store.acl_deny())
 
     def uplink_bindings(self, tenants: tuple) -> tuple[Binding, ...]:
         """With VLAN transport each host's uplink is a trunk of every tenant with a VLAN.

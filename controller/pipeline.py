@@ -113,6 +113,8 @@ __all__ = [
     "TENANT_MASK", "SENDER_MASK", "PRIO_LEARNED", "PRIO_TENANT_LIMIT", "PRIO_QOS_RULE_BASE",
     "LEARN_IDLE_TIMEOUT", "OFPVID_PRESENT", "ETH_TYPE_VLAN", "flood_group_ids",
     "tenant_match", "local_sender_match", "to_port", "rule_flow", "desired_state",
+    "PRIO_ACL_TRACK", "PRIO_ACL_EST", "PRIO_ACL_REL", "PRIO_ACL_REMOTE_NEW", "PRIO_ACL_RULE_BASE",
+    "PRIO_ACL_DENY_ALL", "acl_flows", "acl_rule_flow",
 ]
 
 CLASSIFY, POLICY, QOS, L2, FLOOD = 0, 1, 2, 3, 4
