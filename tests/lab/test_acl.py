@@ -18,7 +18,7 @@ from tests.conftest import converged_lab, lab_name
 from weft_lab import cluster as C
 from weft_lab.topology import parse
 from weft_lab.lab import exec_argv
-from weft_lab.traffic import node_run, reaches
+from weft_lab.traffic import iperf, node_run, reaches
 
 TOPO = """
 name: {name}
@@ -142,3 +142,50 @@ def test_default_deny_passes_exactly_tcp80_to_one_container(lab, servers):
             C.wait_converged(lab)
     assert eventually(lambda: connects(name, "w2", "w1", 8080))        # after: all open again
     assert reaches(name, "w1", IP["w2"])
+
+
+def test_measure_100_rules_bind_latency_and_conntrack_throughput(lab):
+    """Numbers for the report (VXLAN only): flows per switch with 100 rules, bind -> first
+    packet with them in place, iperf3 through conntrack ACLs vs with no policy."""
+    if lab.transport != "tunnel" or lab.tunnel_type != "vxlan":
+        pytest.skip("measured on VXLAN only")
+    from weft_lab import lab as L
+    from weft_lab.measure import bind_to_first_packet, percentile, plug_bare_port
+    from weft_lab.shell import run
+    name = lab.name
+    bare_mbps = iperf(name, "w1", "w2", IP["w2"], seconds=5)
+    with C.api(name) as api:
+        try:
+            api.put("/v1/tenants/w/acls/default", json={"default": "deny"})
+            api.post("/v1/tenants/w/acls", json={"priority": 1, "action": "allow",
+                                                 "ip_proto": "icmp"})
+            api.post("/v1/tenants/w/acls", json={"priority": 2, "action": "allow",
+                                                 "ip_proto": "tcp", "port": 5201})
+            for i in range(98):
+                api.post("/v1/tenants/w/acls", json={
+                    "priority": 10 + i, "action": "allow" if i % 2 else "drop",
+                    "ip_proto": "tcp", "remote": f"10.70.{i}.0/24", "port": 1000 + i})
+            C.wait_converged(lab)
+            flows = api.get("/v1/switches/host1/flows").json()
+            acl = [f for f in flows if f["feature"] == "acl"]
+            acl_mbps = iperf(name, "w1", "w2", IP["w2"], seconds=5)
+            mac2 = node_run(name, "w2", ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+            ns = plug_bare_port(name, "host1", "x1", "10.70.0.50/24", "02:00:00:00:00:50", "wx1")
+            try:
+                lat = bind_to_first_packet(
+                    api, ns, {"host": "host1", "port": "wx1", "tenant": "w",
+                              "mac": "02:00:00:00:00:50"}, IP["w2"], mac2,
+                    rounds=10, settle=lambda: C.wait_converged(lab))
+            finally:
+                L.vsctl(name, "host1", "--if-exists", "del-port", "br0", "wx1")
+                run(["ip", "netns", "del", ns], check=False)
+        finally:
+            api.put("/v1/tenants/w/acls/default", json={"default": "allow"})
+            for r in api.get("/v1/tenants/w/acls").json()["rules"]:
+                api.delete(f"/v1/tenants/w/acls/{r['id']}")
+            C.wait_converged(lab)
+    print(f"\nACL numbers: 100 rules in tenant w -> {len(acl)} ACL flows of {len(flows)} on "
+          f"host1; bind->first packet p50 {percentile(lat, 50) * 1000:.1f} ms, max "
+          f"{max(lat) * 1000:.1f} ms (10 rounds); iperf3 w1->w2 no policy {bare_mbps:.0f} "
+          f"Mbit/s, conntrack ACLs {acl_mbps:.0f} Mbit/s, ratio {acl_mbps / bare_mbps:.2f}")
+    assert len(acl) >= 100 and max(lat) < 1.0 and acl_mbps > 10
