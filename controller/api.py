@@ -7,6 +7,7 @@ writes need the bearer token when one is configured.
 from __future__ import annotations
 
 import hmac
+import logging
 import threading
 from typing import Annotated, Any, Literal
 
@@ -32,6 +33,7 @@ HOST_NAME = f"^{HOST_NAME_PATTERN}$"
 PORT_NAME = f"^{PORT_NAME_PATTERN}$"
 MAC = f"^{MAC_PATTERN}$"
 MAX_BULK = 10_000
+LOG = logging.getLogger("weft.api")
 OPEN_PATHS = {"/v1/health"}         # everything else needs the token when one is set
 
 
@@ -181,6 +183,21 @@ class AclPatch(_In):
     port: int | None = Field(None, ge=1, le=65535)
     icmp_type: int | None = Field(None, ge=0, le=255)
     description: str | None = Field(None, max_length=MAX_DESCRIPTION)
+
+
+class OperatorFlowIn(_In):
+    table_id: int = Field(100, ge=0, le=253, description="operator tables 100..199; "
+                                                         "others need override")
+    priority: int = Field(32768, ge=0, le=65535)
+    match: dict[str, Any] = Field(default_factory=dict,
+                                  description="ofctl (Ryu ofctl_rest) field names and values")
+    actions: list[dict[str, Any]] = Field(default_factory=list, max_length=64,
+                                          description="ofctl (Ryu ofctl_rest) actions")
+    idle_timeout: int = Field(0, ge=0, le=0, description="must be 0: the flow is permanent")
+    hard_timeout: int = Field(0, ge=0, le=0, description="must be 0: the flow is permanent")
+    override: bool = Field(False, description="allow weft's tables, tenant ports, port sets "
+                                              "(logged)")
+    description: str = Field("", max_length=MAX_DESCRIPTION)
 
 
 class AclDefaultIn(_In):
@@ -458,6 +475,100 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         core.store.delete_acl(name, rule_id)
         changed()
         return {"deleted": rule_id}
+
+    # -- operator flows -----------------------------------------------------------------
+    def known_switch(key: str):
+        sw = core.switch_by_name(key)
+        if sw is None:
+            raise NotFound("dpid", f"no switch {key!r} (a dpid or a host name)")
+        return sw
+
+    def guarded_ports(sw) -> dict[int, str]:
+        """Ports of this switch an operator flow must not output to without override."""
+        out: dict[int, str] = {}
+        if not sw.host:
+            return out
+        topo = core.topology()
+        for b in topo.bindings_on(sw.host):
+            if b.port in sw.ports:
+                out[sw.ports[b.port]] = f"port {b.port} of tenant(s) {', '.join(b.tenants)}"
+        for peer, name in core.tunnels(sw.host).items():
+            if name in sw.ports:
+                out[sw.ports[name]] = f"the tunnel to {peer}"
+        return out
+
+    def checked_operator_flows(sw, items: list[OperatorFlowIn], prefix: str = "") -> list[dict]:
+        from controller.model import ModelError
+        from controller.ofmsg import OFP13, ofctl_match_ok
+        from controller.operator import check
+        guarded = guarded_ports(sw)
+        out = []
+        for i, f in enumerate(items):
+            where = f"{prefix}{i}." if prefix else ""
+            try:
+                escapes = check(f.table_id, f.priority, f.match, f.actions, f.override,
+                                guarded, f.idle_timeout, f.hard_timeout, f.description)
+            except ModelError as exc:
+                raise Invalid(where + exc.field, exc.message) from None
+            if not ofctl_match_ok(OFP13, f.match):
+                raise Invalid(where + "match", "a match field is unknown to ofctl or its "
+                                               "value is invalid")
+            for why in escapes:
+                LOG.warning("operator flow on %s accepted with override: %s", sw.host, why)
+            out.append({**f.model_dump(), "dpid": sw.dpid})
+        return out
+
+    def operator_json(of, counters: dict[int, dict] | None = None) -> dict:
+        body = {"id": of.id, "dpid": dpid_str(of.dpid), "cookie": hex(of.cookie),
+                "table_id": of.table_id, "priority": of.priority, "match": dict(of.match),
+                "actions": [dict(a) for a in of.actions], "override": of.override,
+                "description": of.description}
+        if counters is not None:
+            body.update(counters.get(of.id, {"packets": None, "bytes": None,
+                                             "installed": False}))
+        return body
+
+    @app.post("/v1/switches/{key}/flows", status_code=201, dependencies=[Depends(writer)])
+    def add_operator_flow(body: OperatorFlowIn, key: str) -> dict:
+        """An operator flow: stored, re-installed after restarts, never touched by a sync."""
+        sw = known_switch(key)
+        of = core.store.add_operator_flows(checked_operator_flows(sw, [body]))[0]
+        changed()
+        return operator_json(of)
+
+    @app.post("/v1/switches/{key}/flows/bulk", status_code=201, dependencies=[Depends(writer)])
+    def add_operator_flows(body: Annotated[list[OperatorFlowIn], Field(max_length=MAX_BULK)],
+                           key: str) -> dict:
+        """Many operator flows of one switch, all or nothing."""
+        sw = known_switch(key)
+        flows = core.store.add_operator_flows(checked_operator_flows(sw, body, prefix="flows."))
+        changed()
+        return {"added": [of.id for of in flows]}
+
+    @app.get("/v1/switches/{key}/operator-flows")
+    def operator_flows(key: str) -> list[dict]:
+        """The switch's stored operator flows, with their live counters when connected."""
+        sw = known_switch(key)
+        counters: dict[int, dict] = {}
+        if sw.connected:
+            from controller.operator import operator_id_of
+            try:
+                for f in core.dump_flows(sw.dpid):
+                    op = operator_id_of(int(f["cookie"], 16))
+                    if op is not None:
+                        counters[op] = {"packets": f["packets"], "bytes": f["bytes"],
+                                        "installed": True}
+            except (LookupError, TimeoutError):
+                pass
+        return [operator_json(of, counters) for of in core.store.operator_flows(sw.dpid)]
+
+    @app.delete("/v1/switches/{key}/flows/{flow_id}", dependencies=[Depends(writer)])
+    def delete_operator_flow(key: str, flow_id: int = Path(ge=1, le=0xFFFFFFFF)) -> dict:
+        sw = known_switch(key)
+        if not core.store.delete_operator_flows(sw.dpid, [flow_id]):
+            raise NotFound("id", f"switch {key!r} has no operator flow {flow_id}")
+        changed()
+        return {"deleted": flow_id}
 
     # -- hosts and switches -----------------------------------------------------------
     @app.get("/v1/hosts")

@@ -25,7 +25,8 @@ from os_ken.ofproto import ofproto_v1_3
 
 from controller import config, ofmsg
 from controller.core import Core, Switch
-from controller.flows import SwitchState, apply_delta, diff, feature_of
+from controller.flows import Flow, SwitchState, apply_delta, diff, feature_of
+from controller.operator import operator_cookie, reconcile
 from controller.pipeline import desired_state
 from controller.store import Store
 from cluster.hostsfile import dpid_str, host_for_dpid, load
@@ -330,7 +331,24 @@ class WeftController(app_manager.OSKenApp):
         for items, build, command in plan:
             for item in items:
                 dp.send_msg(build(dp, item, command))
-        sw.known = apply_delta(have, delta)
+        known = apply_delta(have, delta)
+        # operator flows: never diffed; the missing come back, the unstored go
+        op_add, op_delete = reconcile(self.core.store.operator_flows(sw.dpid), have)
+        for of in op_add:
+            try:
+                dp.send_msg(ofmsg.operator_flow_mod(dp, of, "add"))
+            except Exception as exc:  # noqa: BLE001  (a bad stored flow must not stop sync)
+                LOG.error("switch %s: operator flow %d cannot be sent: %s", dpid_str(sw.dpid),
+                          of.id, exc)
+        for op_id in op_delete:
+            dp.send_msg(ofmsg.operator_flow_mod(dp, _OpRef(operator_cookie(op_id)), "delete"))
+        if op_add or op_delete:
+            gone = {operator_cookie(i) for i in op_delete}
+            known = SwitchState(frozenset({f for f in known.flows if f.cookie not in gone} | {
+                Flow(of.table_id, of.priority, (("operator_id", of.id),), (), of.cookie)
+                for of in op_add}), known.groups, known.meters)
+            sw.operator_mods += len(op_add) + len(op_delete)
+        sw.known = known
         n_flows = len(delta.delete_flows) + len(delta.add_flows)
         n_groups = len(delta.add_groups) + len(delta.modify_groups) + len(delta.delete_groups)
         n_meters = len(delta.add_meters) + len(delta.modify_meters) + len(delta.delete_meters)
@@ -382,6 +400,13 @@ class WeftController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
     def _meter_config_reply(self, ev: Any) -> None:
         self._reply(ev)
+
+
+class _OpRef:
+    """Just the cookie of an operator flow: what a delete by cookie needs."""
+
+    def __init__(self, cookie: int) -> None:
+        self.cookie = cookie
 
 
 def _dpid_of(ev: Any) -> int | None:

@@ -29,6 +29,7 @@ class Switch:
     flow_mods: int = 0              # flow-mods sent since the controller started
     group_mods: int = 0
     meter_mods: int = 0
+    operator_mods: int = 0          # operator flows (re)installed or removed by syncs
     last_sync: dict[str, Any] = field(default_factory=dict)
     # sync machinery (OpenFlow thread only)
     dp: Any = None
@@ -48,6 +49,7 @@ class Switch:
                 "ports": dict(sorted(self.ports.items(), key=lambda kv: kv[1])),
                 "tunnels": tunnels, "syncs": self.syncs, "flow_mods_sent": self.flow_mods,
                 "group_mods_sent": self.group_mods, "meter_mods_sent": self.meter_mods,
+                "operator_flow_mods_sent": self.operator_mods,
                 "last_sync": self.last_sync}
 
 

@@ -320,9 +320,12 @@ def diff(desired: SwitchState, actual: SwitchState) -> Delta:
     use but no desired learn action writes to (left behind when the pipeline's
     tables were renumbered: they would forward around the tables now in front
     of the learned ones); when nothing desired learns, learned flows stay.
+    Operator flows (``COOKIE_OPERATOR``) are never diffed: see
+    ``controller.operator.reconcile``.
     """
     want = {f.identity: f for f in desired.flows}
-    have = {f.identity: f for f in actual.flows if feature_of(f.cookie) != "learned"}
+    have = {f.identity: f for f in actual.flows
+            if feature_of(f.cookie) not in ("learned", "operator")}
     delete = [f for ident, f in have.items()
               if ident not in want and feature_of(f.cookie) is not None]
     delete += _misplaced_learned(desired, actual)

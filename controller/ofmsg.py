@@ -41,7 +41,8 @@ from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 from controller.flows import Flow, Group, LearnSpec, Meter, flow, normal_action
 
 __all__ = ["flow_mod", "group_mod", "meter_mod", "flow_from_stats", "flows_from_stats",
-           "group_from_desc", "meter_from_config", "meters_from_config"]
+           "group_from_desc", "meter_from_config", "meters_from_config", "operator_flow_mod",
+           "ofctl_match_ok", "OFP13"]
 
 
 class Datapath(Protocol):
@@ -181,6 +182,45 @@ def _bit_runs(mask: int) -> list[tuple[int, int]]:
         else:
             ofs += 1
     return runs
+
+
+def operator_flow_mod(dp: Datapath, of: Any, command: str) -> Any:
+    """An operator flow (``controller.operator.OperatorFlow``, ofctl JSON) as a flow-mod:
+    ``add``, or ``delete`` of every flow carrying its cookie (any table)."""
+    from os_ken.lib import ofctl_v1_3
+    ofproto, parser = dp.ofproto, dp.ofproto_parser
+    if command == "add":
+        return parser.OFPFlowMod(
+            dp, cookie=of.cookie, table_id=of.table_id, command=ofproto.OFPFC_ADD,
+            priority=of.priority, buffer_id=ofproto.OFP_NO_BUFFER,
+            match=ofctl_v1_3.to_match(dp, dict(of.match)),
+            instructions=ofctl_v1_3.to_actions(dp, [dict(a) for a in of.actions]))
+    if command == "delete":
+        return parser.OFPFlowMod(
+            dp, cookie=of.cookie, cookie_mask=_ALL_COOKIE_BITS, table_id=ofproto.OFPTT_ALL,
+            command=ofproto.OFPFC_DELETE, out_port=ofproto.OFPP_ANY,
+            out_group=ofproto.OFPG_ANY, match=parser.OFPMatch())
+    raise ValueError(f"operator flow command {command!r} not add|delete")
+
+
+class _Ofp13:
+    """A datapath stand-in for building and checking messages with no switch at hand."""
+
+    ofproto = ofp
+    ofproto_parser = ofpp
+    id = 0
+
+
+OFP13: Datapath = _Ofp13()
+
+
+def ofctl_match_ok(dp: Datapath, match: dict) -> bool:
+    """True when os-ken's ofctl understood every field of ``match`` (it skips unknown ones)."""
+    from os_ken.lib import ofctl_v1_3
+    try:
+        return len(list(ofctl_v1_3.to_match(dp, dict(match)).items())) == len(match)
+    except Exception:  # noqa: BLE001  (ofctl raises whatever a bad value provokes)
+        return False
 
 
 # --- os-ken -> weft -----------------------------------------------------------------

@@ -21,11 +21,13 @@ from controller.model import (ACCESS, DEFAULT_TENANT, HOST_NAME_PATTERN, MAX_ACL
                               MAX_ACL_ZONE_VNI, MAX_VNI, TRUNK, AclRule, Binding, ModelError,
                               QosRule, RateLimit, Tenant, check_bindable_port)
 from controller.model import check_name as _model_check_name
+from controller.operator import OperatorFlow
 
 LOG = logging.getLogger("weft.store")
 FIRST_AUTO_VNI = 1000
 SCHEMA_VERSION = 3          # PRAGMA user_version; 0 is the first, unversioned schema
-# 3: tenant ACLs (acl_rules, acl_policy): new tables only, created by the idempotent SCHEMA
+# 3: tenant ACLs (acl_rules, acl_policy) and operator flows (operator_flows): new tables
+#    only, created by the idempotent SCHEMA
 
 # Invariants live in the database, so no interleaving of writers can break them:
 # a binding or QoS entry names an existing tenant (foreign keys), a trunk lists only
@@ -83,6 +85,16 @@ CREATE TABLE IF NOT EXISTS acl_policy (
     tenant TEXT PRIMARY KEY REFERENCES tenants(name),
     default_action TEXT NOT NULL CHECK (default_action IN ('allow', 'deny'))
 );
+CREATE TABLE IF NOT EXISTS operator_flows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT CHECK (id BETWEEN 1 AND 4294967295),  -- in the cookie
+    dpid INTEGER NOT NULL,
+    table_id INTEGER NOT NULL CHECK (table_id BETWEEN 0 AND 253),
+    priority INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 65535),
+    match TEXT NOT NULL,                   -- JSON object, ofctl field names
+    actions TEXT NOT NULL,                 -- JSON list, ofctl actions
+    override INTEGER NOT NULL DEFAULT 0,
+    description TEXT NOT NULL DEFAULT ''
+);
 CREATE INDEX IF NOT EXISTS bindings_tenant ON bindings(tenant);
 CREATE INDEX IF NOT EXISTS qos_tenant ON qos(tenant);
 CREATE TRIGGER IF NOT EXISTS trunk_tenants_exist_insert BEFORE INSERT ON bindings
@@ -105,7 +117,7 @@ CREATE TRIGGER IF NOT EXISTS tenant_not_on_a_trunk BEFORE DELETE ON tenants BEGI
 END;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
-_TABLES = {"tenants", "bindings", "qos", "acl_rules", "acl_policy"}
+_TABLES = {"tenants", "bindings", "qos", "acl_rules", "acl_policy", "operator_flows"}
 _V0_TABLES = ("tenants", "bindings", "qos")     # what the first, unversioned schema had
 
 
@@ -703,6 +715,45 @@ class Store:
         if t.vni > MAX_ACL_ZONE_VNI:
             raise Conflict("tenant", f"tenant {t.name!r} has VNI {t.vni}: ACLs need a VNI up "
                                      f"to {MAX_ACL_ZONE_VNI} (it is the conntrack zone)")
+
+    # -- operator flows -------------------------------------------------------------
+    def operator_flows(self, dpid: int | None = None) -> list[OperatorFlow]:
+        q = ("SELECT id, dpid, table_id, priority, match, actions, override, description "
+             "FROM operator_flows")
+        args: tuple = ()
+        if dpid is not None:
+            q, args = q + " WHERE dpid = ?", (dpid,)
+        rows = self._read(lambda: self._db.execute(q + " ORDER BY id", args).fetchall())
+        return [OperatorFlow(i, d, t, p, json.loads(m), tuple(json.loads(a)), bool(o), desc)
+                for i, d, t, p, m, a, o, desc in rows]
+
+    def add_operator_flows(self, flows: list[dict]) -> list[OperatorFlow]:
+        """Store already-checked operator flows, all or nothing; ids are assigned here."""
+        out = []
+        with self._lock, self._tx():
+            for f in flows:
+                cur = self._db.execute(
+                    "INSERT INTO operator_flows (dpid, table_id, priority, match, actions, "
+                    "override, description) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (f["dpid"], f["table_id"], f["priority"], json.dumps(f["match"]),
+                     json.dumps(f["actions"]), int(bool(f.get("override"))),
+                     f.get("description") or ""))
+                out.append(OperatorFlow(cur.lastrowid or 0, f["dpid"], f["table_id"],
+                                        f["priority"], f["match"], tuple(f["actions"]),
+                                        bool(f.get("override")), f.get("description") or ""))
+        return out
+
+    def delete_operator_flows(self, dpid: int, ids: list[int] | None = None) -> int:
+        """Delete some (``ids``) or all of a switch's operator flows; returns how many."""
+        with self._lock, self._tx():
+            if ids is None:
+                return self._db.execute("DELETE FROM operator_flows WHERE dpid = ?",
+                                        (dpid,)).rowcount
+            n = 0
+            for i in ids:
+                n += self._db.execute("DELETE FROM operator_flows WHERE dpid = ? AND id = ?",
+                                      (dpid, i)).rowcount
+            return n
 
     def _next_meter(self) -> int:
         used = {r[0] for r in self._db.execute("SELECT id FROM qos")}
