@@ -497,7 +497,8 @@ def make_app(core: Core, token: str | None) -> FastAPI:
                 out[sw.ports[name]] = f"the tunnel to {peer}"
         return out
 
-    def checked_operator_flows(sw, items: list[OperatorFlowIn], prefix: str = "") -> list[dict]:
+    def checked_operator_flows(sw, items: list[dict], prefix: str = "") -> list[dict]:
+        """Validate operator flows of one switch (422 naming the field), log overrides."""
         from controller.model import ModelError
         from controller.ofmsg import OFP13, ofctl_match_ok
         from controller.operator import check
@@ -506,16 +507,18 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         for i, f in enumerate(items):
             where = f"{prefix}{i}." if prefix else ""
             try:
-                escapes = check(f.table_id, f.priority, f.match, f.actions, f.override,
-                                guarded, f.idle_timeout, f.hard_timeout, f.description)
+                escapes = check(f.get("table_id"), f.get("priority"), f.get("match", {}),
+                                f.get("actions", []), bool(f.get("override")), guarded,
+                                f.get("idle_timeout", 0), f.get("hard_timeout", 0),
+                                f.get("description", ""))
             except ModelError as exc:
                 raise Invalid(where + exc.field, exc.message) from None
-            if not ofctl_match_ok(OFP13, f.match):
+            if not ofctl_match_ok(OFP13, f.get("match", {})):
                 raise Invalid(where + "match", "a match field is unknown to ofctl or its "
                                                "value is invalid")
             for why in escapes:
                 LOG.warning("operator flow on %s accepted with override: %s", sw.host, why)
-            out.append({**f.model_dump(), "dpid": sw.dpid})
+            out.append({**f, "dpid": sw.dpid})
         return out
 
     def operator_json(of, counters: dict[int, dict] | None = None) -> dict:
@@ -532,7 +535,7 @@ def make_app(core: Core, token: str | None) -> FastAPI:
     def add_operator_flow(body: OperatorFlowIn, key: str) -> dict:
         """An operator flow: stored, re-installed after restarts, never touched by a sync."""
         sw = known_switch(key)
-        of = core.store.add_operator_flows(checked_operator_flows(sw, [body]))[0]
+        of = core.store.add_operator_flows(checked_operator_flows(sw, [body.model_dump()]))[0]
         changed()
         return operator_json(of)
 
@@ -541,7 +544,8 @@ def make_app(core: Core, token: str | None) -> FastAPI:
                            key: str) -> dict:
         """Many operator flows of one switch, all or nothing."""
         sw = known_switch(key)
-        flows = core.store.add_operator_flows(checked_operator_flows(sw, body, prefix="flows."))
+        flows = core.store.add_operator_flows(checked_operator_flows(
+            sw, [b.model_dump() for b in body], prefix="flows."))
         changed()
         return {"added": [of.id for of in flows]}
 
@@ -569,6 +573,9 @@ def make_app(core: Core, token: str | None) -> FastAPI:
             raise NotFound("id", f"switch {key!r} has no operator flow {flow_id}")
         changed()
         return {"deleted": flow_id}
+
+    from controller import ofctl_rest
+    ofctl_rest.register(app, core, checked_operator_flows, changed)
 
     # -- hosts and switches -----------------------------------------------------------
     @app.get("/v1/hosts")

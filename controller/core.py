@@ -74,6 +74,9 @@ class Core:
         # set by the app: a connected switch's live flows / meter stats (REST threads)
         self.dump_flows: Callable[[int], list[dict[str, Any]]] = _no_switches
         self.dump_meters: Callable[[int], list[dict[str, Any]]] = _no_switches
+        # set by the app: a datapath stand-in for os-ken's ofctl_v1_3 helpers (ofctl_rest)
+        self.ofctl_datapath: Callable[[int], Any] = _no_switches
+        self.ofctl_waiters: dict[int, dict[int, Any]] = {}   # dpid -> xid -> (event, msgs)
 
     def topology(self) -> Topology:
         """A snapshot of the model for the pipeline."""

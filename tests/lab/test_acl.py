@@ -189,3 +189,95 @@ def test_measure_100_rules_bind_latency_and_conntrack_throughput(lab):
           f"{max(lat) * 1000:.1f} ms (10 rounds); iperf3 w1->w2 no policy {bare_mbps:.0f} "
           f"Mbit/s, conntrack ACLs {acl_mbps:.0f} Mbit/s, ratio {acl_mbps / bare_mbps:.2f}")
     assert len(acl) >= 100 and max(lat) < 1.0 and acl_mbps > 10
+
+
+UDP_SEND = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[3])):
+    s.sendto(b"op", (sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def _controller_pid(lab: str) -> int:
+    from pathlib import Path
+
+    from weft_lab import lab as L
+    from weft_lab.shell import netns_pids
+    for pid in netns_pids(L.ns_name(lab, "ctl")):
+        if b"controller.manager" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    raise AssertionError("controller not running")
+
+
+def test_operator_flow_survives_syncs_controller_kill9_and_switch_restart(lab):
+    """A drop flow for UDP/9999 from w1, added in table 0 with override: counted, untouched
+    by a model change (0 operator flow-mods), still there after a controller kill -9 (0
+    sent), re-installed after host1's OVS restarts, and gone when deleted."""
+    if lab.transport != "tunnel" or lab.tunnel_type != "vxlan":
+        pytest.skip("run on VXLAN only")
+    import os
+    import signal
+
+    from weft_lab import lab as L
+    name = lab.name
+
+    def counted(api) -> dict:
+        return {f["id"]: f for f in api.get("/v1/switches/host1/operator-flows").json()}
+
+    def udp(n: int = 5) -> None:
+        node_run(name, "w1", ["python3", "-c", UDP_SEND, IP["w2"], "9999", str(n)])
+
+    def op_mods(api) -> int:
+        return api.get("/v1/switches/host1").json()["operator_flow_mods_sent"]
+
+    with C.api(name) as api:
+        mac1 = node_run(name, "w1", ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+        port = next(p["port"] for p in api.get("/v1/ports").json() if p["mac"] == mac1)
+        ofport = api.get("/v1/switches/host1").json()["ports"][port]
+        body = {"table_id": 0, "priority": 40000, "override": True,
+                "match": {"in_port": ofport, "dl_type": 2048, "nw_proto": 17, "tp_dst": 9999},
+                "actions": []}
+        refused = api.post("/v1/switches/host1/flows", json={**body, "override": False})
+        assert refused.status_code == 422 and refused.json()["field"] == "table_id"
+        fid = api.post("/v1/switches/host1/flows", json=body).json()["id"]
+        try:
+            C.wait_converged(lab)
+            udp()
+            assert counted(api)[fid]["packets"] >= 5
+            # a model change: the sync sends nothing for the operator flow
+            before = op_mods(api)
+            api.post("/v1/tenants", json={"name": "opx"})
+            C.wait_converged(lab)
+            assert op_mods(api) == before
+            assert counted(api)[fid]["installed"]
+            # controller kill -9: the new one finds it on the switch and sends nothing
+            os.kill(_controller_pid(name), signal.SIGKILL)
+            time.sleep(1)
+            C.start_controller(lab)
+            C.wait_api(name)
+            C.wait_converged(lab)
+        finally:
+            pass
+    with C.api(name) as api:
+        try:
+            assert op_mods(api) == 0
+            got = counted(api)[fid]
+            assert got["installed"] and got["packets"] >= 5
+            # host1's OVS restarts: its flows are gone; the controller puts it back
+            L.stop_ovs(name, "host1")
+            L.start_ovs(name, "host1")
+            C.wait_converged(lab, timeout=90)
+            assert eventually(lambda: counted(api)[fid]["installed"], tries=20)
+            assert op_mods(api) >= 1
+            udp()
+            assert counted(api)[fid]["packets"] >= 5
+            print(f"\noperator flow {fid}: counted, 0 flow-mods after a model change and a "
+                  f"controller kill -9, re-installed after an OVS restart ({op_mods(api)} sent)")
+        finally:
+            api.delete(f"/v1/switches/host1/flows/{fid}")
+            api.delete("/v1/tenants/opx")
+            C.wait_converged(lab)
+        assert fid not in counted(api)
+        flows = api.get("/v1/switches/host1/flows").json()
+        assert not [f for f in flows if f["feature"] == "operator"]
