@@ -281,3 +281,64 @@ def test_operator_flow_survives_syncs_controller_kill9_and_switch_restart(lab):
         assert fid not in counted(api)
         flows = api.get("/v1/switches/host1/flows").json()
         assert not [f for f in flows if f["feature"] == "operator"]
+
+
+def test_ryu_ofctl_rest_documented_curl_calls(lab):
+    """Ryu's ofctl_rest documentation's curl calls, as a script, against host1's switch."""
+    if lab.transport != "tunnel" or lab.tunnel_type != "vxlan":
+        pytest.skip("run on VXLAN only")
+    from pathlib import Path
+    import json
+    with C.api(lab.name) as api:
+        dpid = int(api.get("/v1/switches/host1").json()["dpid"], 16)
+    script = Path(__file__).with_name("ryu_ofctl_examples.sh")
+    out = subprocess.run([str(script), str(C.api_socket(lab.name)), C.api_token(lab.name),
+                          str(dpid)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    calls = []
+    for line in out.stdout.splitlines():
+        method, path, code, body = (line.split(" ", 3) + [""])[:4]
+        calls.append((method, path, int(code), json.loads(body) if body else None))
+    print("\n" + "\n".join(f"{m} {p} -> {c}" for m, p, c, _ in calls))
+    key = str(dpid)
+    by = {}
+    for m, p, c, b in calls:
+        by.setdefault((m, p), []).append((c, b))
+    first = {k: v[0] for k, v in by.items()}
+    assert first[("GET", "/stats/switches")][0] == 200
+    assert dpid in first[("GET", "/stats/switches")][1]
+    desc = first[("GET", f"/stats/desc/{dpid}")]
+    assert desc[0] == 200 and {"mfr_desc", "hw_desc", "sw_desc", "serial_num",
+                               "dp_desc"} <= set(desc[1][key])
+    flows = first[("GET", f"/stats/flow/{dpid}")][1][key]
+    assert flows and {"priority", "cookie", "idle_timeout", "hard_timeout", "byte_count",
+                      "duration_sec", "duration_nsec", "packet_count", "length", "flags",
+                      "actions", "match", "table_id"} <= set(flows[0])
+    agg = first[("GET", f"/stats/aggregateflow/{dpid}")][1][key][0]
+    assert {"packet_count", "byte_count", "flow_count"} <= set(agg) and agg["flow_count"] > 0
+    tables = first[("GET", f"/stats/table/{dpid}")][1][key]
+    assert {"table_id", "active_count", "lookup_count", "matched_count"} <= set(tables[0])
+    ports = first[("GET", f"/stats/port/{dpid}")][1][key]
+    assert {"port_no", "rx_packets", "tx_packets", "rx_bytes"} <= set(ports[0])
+    assert [p["port_no"] for p in first[("GET", f"/stats/port/{dpid}/1")][1][key]] == [1]
+    descs = first[("GET", f"/stats/portdesc/{dpid}")][1][key]
+    assert {"port_no", "name", "hw_addr", "config", "state"} <= set(descs[0])
+    for name in ("meterfeatures", "meterconfig", "meter", "groupfeatures", "groupdesc",
+                 "group"):
+        code, body = first[("GET", f"/stats/{name}/{dpid}")]
+        assert code == 200 and key in body, name
+    adds = by[("POST", "/stats/flowentry/add")]
+    assert adds[0][0] == 422 and adds[0][1]["field"] in ("table_id", "idle_timeout")
+    assert [c for c, _ in adds[1:]] == [200, 200, 200]
+    installed = by[("POST", f"/stats/flow/{dpid}")][1][1][key]
+    assert [(f["priority"], f["match"], f["actions"]) for f in installed] == [
+        (11111, {"in_port": 1}, ["OUTPUT:2"])]
+    for cmd in ("modify", "modify_strict", "delete_strict", "delete"):
+        assert first[("POST", f"/stats/flowentry/{cmd}")][0] == 200, cmd
+    assert first[("DELETE", f"/stats/flowentry/clear/{dpid}")][0] == 200
+    table100 = by[("POST", f"/stats/flow/{dpid}")]
+    assert len(table100[2][1][key]) == 1 and table100[3][1][key] == []   # before/after clear
+    with C.api(lab.name) as api:
+        assert api.get("/v1/switches/host1/operator-flows").json() == []
+        assert api.get(f"/stats/flow/{dpid}",
+                       headers={"Authorization": "Bearer wrong"}).status_code == 401
