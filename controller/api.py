@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from controller.core import Core
 from controller.flows import acl_rule_of, feature_of
-from controller.pipeline import PRIO_ACL_EST, PRIO_ACL_RULE_BASE, VNI_MASK
 from controller.model import (HOST_NAME_PATTERN, MAC_PATTERN, MAX_ACL_PRIORITY, MAX_DESCRIPTION,
                               MAX_METER_ID, MAX_VNI, PORT_NAME_PATTERN, TENANT_NAME_PATTERN,
                               AclRule, Binding, QosRule, RateLimit, Tenant)
+from controller.pipeline import LEARN_LIMIT_MACS, PRIO_ACL_EST, PRIO_ACL_RULE_BASE, VNI_MASK
 from controller.store import Conflict, Invalid, NotFound, StoreError, Unavailable
 from cluster.hostsfile import datapath_id, dpid_str
 
@@ -81,6 +81,11 @@ class TenantPatch(_In):
     description: str = Field("", max_length=MAX_DESCRIPTION)
 
 
+class AddressPair(_In):
+    ip_address: str = Field(max_length=43, description="IPv4 address or CIDR")
+    mac_address: str | None = Field(None, pattern=MAC, description="default: the port's mac")
+
+
 class PortSpec(_In):
     tenant: str | None = Field(None, pattern=TENANT_NAME, max_length=32,
                                description="access: the tenant; trunk: the native "
@@ -91,6 +96,13 @@ class PortSpec(_In):
     trunk: list[Annotated[str, Field(pattern=TENANT_NAME, max_length=32)]] = Field(
         default_factory=list, max_length=4094,
         description="trunk only: tenants carried tagged with their VLAN id")
+    ips: list[str] = Field(default_factory=list, max_length=256,
+                           description="port security (needs mac): the IPv4 addresses/CIDRs "
+                                       "the port may send from")
+    allowed_address_pairs: list[AddressPair] = Field(
+        default_factory=list, max_length=256,
+        description="port security: more (ip, mac) the port may send from, as Neutron's; "
+                    "mac defaults to the port's")
 
 
 class PortIn(PortSpec):
@@ -212,6 +224,12 @@ class Attachment(_In):
     container: str | None = Field(None, max_length=256)
 
 
+def _addresses(body: PortSpec) -> dict[str, Any]:
+    """Port security addresses of a request, as ``Store.bind`` takes them."""
+    return {"ips": tuple(body.ips), "allowed_address_pairs": tuple(
+        (p.ip_address, p.mac_address) for p in body.allowed_address_pairs)}
+
+
 def tenant_json(t: Tenant) -> dict[str, Any]:
     return {"name": t.name, "vni": t.vni, "vlan": t.vlan, "subnet": t.subnet,
             "description": t.description, "builtin": t.name == "default"}
@@ -219,7 +237,9 @@ def tenant_json(t: Tenant) -> dict[str, Any]:
 
 def binding_json(b: Binding, source: str) -> dict[str, Any]:
     return {"host": b.host, "port": b.port, "tenant": b.tenant, "mode": b.mode, "mac": b.mac,
-            "trunk": list(b.trunk), "source": source}
+            "trunk": list(b.trunk), "source": source, "ips": list(b.ips),
+            "allowed_address_pairs": [{"ip_address": ip, "mac_address": mac}
+                                      for ip, mac in b.allowed_address_pairs]}
 
 
 def limit_json(x: RateLimit) -> dict[str, Any]:
@@ -367,7 +387,7 @@ def make_app(core: Core, token: str | None) -> FastAPI:
     def bind(body: PortIn) -> dict:
         not_reserved(body.host, body.port)
         b = core.store.bind(body.host, body.port, body.tenant, body.mode, body.mac,
-                            trunk=tuple(body.trunk))
+                            trunk=tuple(body.trunk), **_addresses(body))
         changed()
         return binding_json(b, "api")
 
@@ -376,7 +396,7 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         """Change a bound port in place (e.g. access <-> trunk): only its flows change."""
         not_reserved(host, port)
         b = core.store.bind(host, port, body.tenant, body.mode, body.mac,
-                            trunk=tuple(body.trunk), replace=True)
+                            trunk=tuple(body.trunk), replace=True, **_addresses(body))
         changed()
         return binding_json(b, "api")
 
@@ -739,13 +759,16 @@ def make_app(core: Core, token: str | None) -> FastAPI:
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:
         lines = ["# TYPE weft_switch_connected gauge", "# TYPE weft_flow_mods_sent_total counter",
-                 "# TYPE weft_syncs_total counter"]
+                 "# TYPE weft_syncs_total counter", "# TYPE weft_learned_flows gauge",
+                 "# TYPE weft_learn_limit_macs gauge"]
         for sw in core.switches.values():
             lbl = f'{{host="{sw.host}",dpid="{dpid_str(sw.dpid)}"}}'
             lines += [f"weft_switch_connected{lbl} {int(sw.connected)}",
                       f"weft_flow_mods_sent_total{lbl} {sw.flow_mods}",
-                      f"weft_syncs_total{lbl} {sw.syncs}"]
-        lines += [f"weft_tenants {len(core.store.tenants())}",
+                      f"weft_syncs_total{lbl} {sw.syncs}",
+                      f"weft_learned_flows{lbl} {sw.learned_flows}"]
+        lines += [f"weft_learn_limit_macs {LEARN_LIMIT_MACS}",
+                  f"weft_tenants {len(core.store.tenants())}",
                   f"weft_port_bindings {len(core.store.bindings())}",
                   "# TYPE weft_handler_errors_total counter"]
         lines += [f'weft_handler_errors_total{{handler="{name}"}} {n}'

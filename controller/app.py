@@ -26,13 +26,15 @@ from os_ken.ofproto import ofproto_v1_3
 
 from controller import config, ofmsg
 from controller.core import Core, Switch
-from controller.flows import Flow, SwitchState, apply_delta, diff, feature_of
+from controller.flows import COOKIE_FEATURE_MASK, COOKIE_LEARNED, COOKIE_PREFIX, Flow, \
+    SwitchState, apply_delta, diff, feature_of
 from controller.operator import operator_cookie, reconcile
-from controller.pipeline import desired_state
+from controller.pipeline import desired_state, flow_reads
 from controller.store import Store
 from cluster.hostsfile import dpid_str, host_for_dpid, load
 
 LOG = logging.getLogger("weft.controller")
+PROBE_SECONDS = 5     # a first connection silent this long, when a second one claims it, is dead
 
 
 def _name(port: Any) -> str:
@@ -199,6 +201,9 @@ class WeftController(app_manager.OSKenApp):
         host = host_for_dpid(self.core.cluster, dp.id)
         sw = self.core.switch(dp.id)
         if ev.state == MAIN_DISPATCHER:
+            if sw.connected and sw.dp is not None and sw.dp is not dp:
+                self._refuse_second(sw, dp)
+                return
             sw.dp, sw.connected, sw.connected_at = dp, True, time.time()
             sw.syncing = sw.dirty = False
             sw.known = None                 # never trust a cache across connections
@@ -213,11 +218,32 @@ class WeftController(app_manager.OSKenApp):
             LOG.info("switch %s (host %s) disconnected; its flows stay (fail_mode secure)",
                      dpid_str(dp.id), sw.host)
 
+    def _refuse_second(self, sw: Switch, dp: Any) -> None:
+        """A second connection claims a connected datapath id: never let it replace the
+        first.  Refuse it, then ask the first for a barrier: a first connection that does
+        not answer within PROBE_SECONDS is dead (e.g. the host rebooted) and is closed,
+        so the real switch's next reconnect gets in."""
+        LOG.warning("switch %s: second connection from %s claims this datapath id while %s "
+                    "is connected; refused", dpid_str(dp.id), dp.address, sw.dp.address)
+        sw.refused += 1
+        dp.close()
+        first = sw.dp
+        answered: list[bool] = []
+        self._request(first, first.ofproto_parser.OFPBarrierRequest(first),
+                      lambda _: answered.append(True))
+
+        def check() -> None:
+            if not answered and sw.dp is first:
+                LOG.warning("switch %s: connection from %s did not answer for %ds; closed",
+                            dpid_str(first.id), first.address, PROBE_SECONDS)
+                first.close()
+        hub.spawn_after(PROBE_SECONDS, check)
+
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev: Any) -> None:
         msg = ev.msg
         sw = self.core.switch(msg.datapath.id)
-        if not sw.host:
+        if not sw.host or sw.dp is not msg.datapath:
             return
         name = _name(msg.desc)
         if msg.reason == msg.datapath.ofproto.OFPPR_DELETE:
@@ -264,8 +290,8 @@ class WeftController(app_manager.OSKenApp):
                 waiting.pop(msg.xid, None)
                 lock.set()
             return
-        if key not in self._pending:
-            return
+        if key not in self._pending or self.core.switch(msg.datapath.id).dp is not msg.datapath:
+            return              # not asked, or from a connection that is not the switch's
         bodies, done = self._pending[key]
         bodies.extend(msg.body)
         if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
@@ -348,7 +374,16 @@ class WeftController(app_manager.OSKenApp):
             return done
 
         self._request(dp, parser.OFPPortDescStatsRequest(dp, 0), collect("ports"))
-        self._request(dp, _all_flows_request(dp), collect("flows"))
+        # only weft's own flows, never the learned MACs: a MAC flood cannot inflate this
+        reads, parts = flow_reads(), []
+
+        def flows_part(bodies: list) -> None:
+            parts.append(bodies)
+            if len(parts) == len(reads):
+                collect("flows")([b for part in parts for b in part])
+        for table, cookie, mask in reads:
+            self._request(dp, _flows_request(dp, table, cookie, mask), flows_part)
+        self._count_learned(sw)
         self._request(dp, parser.OFPGroupDescStatsRequest(dp, 0), collect("groups"))
         self._request(dp, parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL),
                       collect("meters"))
@@ -424,13 +459,31 @@ class WeftController(app_manager.OSKenApp):
             ev.future.set_exception(LookupError("switch not connected"))
             return
         dp, parser, ofp = sw.dp, sw.dp.ofproto_parser, sw.dp.ofproto
-        if ev.kind == "flows":
-            req = _all_flows_request(dp)
+        if ev.kind == "flows":    # weft's flows, learned ones included (learn limits bound them)
+            req = _flows_request(dp, None, COOKIE_PREFIX, 0xFFFF << 48)
             render = _flow_json
         else:
             req = parser.OFPMeterStatsRequest(dp, 0, ofp.OFPM_ALL)
             render = _meter_json
         self._request(dp, req, lambda bodies: ev.future.set_result([render(b) for b in bodies]))
+
+    # -- learned MACs: counted by the switch, never read ---------------------------------
+    def _count_learned(self, sw: Switch) -> None:
+        dp = sw.dp
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        req = parser.OFPAggregateStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                              COOKIE_LEARNED, COOKIE_FEATURE_MASK,
+                                              parser.OFPMatch())
+
+        def done(bodies: list) -> None:
+            sw.learned_flows = bodies[0].flow_count if bodies else 0
+        self._request(dp, req, done)
+
+    @set_ev_cls(ofp_event.EventOFPAggregateStatsReply, MAIN_DISPATCHER)
+    def _aggregate_reply(self, ev: Any) -> None:
+        key = (ev.msg.datapath.id, ev.msg.xid)
+        if key in self._pending:
+            self._pending.pop(key)[1]([ev.msg.body])
 
     @set_ev_cls(ofp_event.EventOFPMeterStatsReply, MAIN_DISPATCHER)
     def _meter_stats_reply(self, ev: Any) -> None:
@@ -479,10 +532,11 @@ def _dpid_of(ev: Any) -> int | None:
     return dpid if isinstance(dpid, int) else None
 
 
-def _all_flows_request(dp: Any) -> Any:
+def _flows_request(dp: Any, table: int | None, cookie: int, mask: int) -> Any:
+    """Flow stats of ``table`` (None: all) for flows with ``cookie & mask == cookie``."""
     ofp, parser = dp.ofproto, dp.ofproto_parser
-    return parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0,
-                                      parser.OFPMatch())
+    return parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL if table is None else table,
+                                      ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask, parser.OFPMatch())
 
 
 def _flow_json(s: Any) -> dict:

@@ -30,6 +30,8 @@ class Switch:
     group_mods: int = 0
     meter_mods: int = 0
     operator_mods: int = 0          # operator flows (re)installed or removed by syncs
+    refused: int = 0                # second connections claiming this datapath id, refused
+    learned_flows: int = 0          # flows the switch learned (2 per MAC), counted at each sync
     last_sync: dict[str, Any] = field(default_factory=dict)
     # sync machinery (OpenFlow thread only)
     dp: Any = None
@@ -50,6 +52,7 @@ class Switch:
                 "tunnels": tunnels, "syncs": self.syncs, "flow_mods_sent": self.flow_mods,
                 "group_mods_sent": self.group_mods, "meter_mods_sent": self.meter_mods,
                 "operator_flow_mods_sent": self.operator_mods,
+                "learned_flows": self.learned_flows, "refused_connections": self.refused,
                 "last_sync": self.last_sync}
 
 

@@ -35,7 +35,8 @@ from typing import Any, Iterable, Mapping
 
 __all__ = [
     "COOKIE_PREFIX", "COOKIE_BASE", "COOKIE_ISOLATION", "COOKIE_ENDPOINT",
-    "COOKIE_LEARNED", "COOKIE_VLAN", "COOKIE_QOS", "COOKIE_ACL", "feature_of",
+    "COOKIE_LEARNED", "COOKIE_VLAN", "COOKIE_QOS", "COOKIE_ACL", "COOKIE_PORTSEC",
+    "COOKIE_FEATURE_MASK", "OWNED_FEATURE_COOKIES", "feature_of",
     "LearnSpec", "Flow", "Group", "Meter", "SwitchState", "Delta", "flow", "diff",
     "apply_delta", "owns_group", "owns_meter", "MatchValue", "normal_action",
     "COOKIE_OPERATOR", "acl_cookie", "acl_rule_of", "CT_NEW", "CT_EST", "CT_REL", "CT_RPL",
@@ -46,7 +47,7 @@ __all__ = [
 COOKIE_PREFIX = 0x5746 << 48                # "WF"
 _FEATURE_SHIFT = 40
 _FEATURES = {1: "base", 2: "isolation", 3: "endpoint", 4: "learned", 5: "vlan", 6: "qos", 7: "acl",
-             9: "operator"}
+             8: "portsec", 9: "operator"}
 
 
 def _cookie(feature_id: int) -> int:
@@ -78,6 +79,13 @@ def acl_rule_of(cookie: int) -> int | None:
 
 # conntrack state bits (OVS ct_state)
 CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+COOKIE_PORTSEC = _cookie(8)       # port security: source MAC/IP/ARP checks, group-source drops
+# cookie & COOKIE_FEATURE_MASK == COOKIE_X: the flow belongs to feature X (the low 40
+# bits are the feature's own: learned flows carry their ingress port and tenant there)
+COOKIE_FEATURE_MASK = (1 << 64) - (1 << _FEATURE_SHIFT)
+# the features whose flows weft writes itself (every one but "learned"): what a sync reads
+OWNED_FEATURE_COOKIES = tuple(_cookie(i) for i, name in sorted(_FEATURES.items())
+                              if name != "learned")
 
 
 def feature_of(cookie: int) -> str | None:
@@ -90,7 +98,7 @@ def feature_of(cookie: int) -> str | None:
 # --- flows and groups -------------------------------------------------------------
 MatchValue = int | str | tuple[int, int] | tuple[str, str]
 
-_FIELD_BITS = {"metadata": 64, "tunnel_id": 64, "eth_dst": 48, "eth_src": 48,
+_FIELD_BITS = {"metadata": 64, "arp_op": 16, "tunnel_id": 64, "eth_dst": 48, "eth_src": 48,
                "vlan_vid": 13, "in_port": 32, "eth_type": 16, "ip_proto": 8, "ip_dscp": 6,
                "tcp_src": 16, "tcp_dst": 16, "udp_src": 16, "udp_dst": 16, "ct_state": 32,
                "icmpv4_type": 8, "icmpv4_code": 8}
@@ -113,6 +121,10 @@ class LearnSpec:
     in_port if ``output_in_port`` (no action at all = a learned drop).  The
     tag is written as ``load:0x1000|vid->NXM_OF_VLAN_TCI[]``: on an untagged
     frame OVS pushes an 802.1Q header (the CFI bit means "tag present").
+
+    ``limit`` > 0: OVS ``learn(limit=N)`` (NXAST_LEARN2): no new flow is
+    written while ``table`` holds N or more flows with this ``cookie``, which
+    is what bounds the MACs one ingress can make a switch learn.
     """
 
     table: int
@@ -124,8 +136,11 @@ class LearnSpec:
     load_tunnel_id: bool = False
     output_in_port: bool = True
     vlan_vid: int | None = None
+    limit: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.limit <= 0xFFFFFFFF:
+            raise ValueError(f"learn: limit {self.limit} is not a 32-bit count")
         if self.vlan_vid is not None and not 0 <= self.vlan_vid <= 0xFFF:
             raise ValueError(f"learn: vlan_vid {self.vlan_vid} is not a 12-bit VLAN id")
 

@@ -162,6 +162,12 @@ class Binding:
     ``uplink``: the port is the host's link to the shared L2 network (VLAN
     transport), not a local port: what arrives on it was sent on another
     host, so tenant-aggregate rate limits and QoS rules do not count it.
+
+    Port security (an access port with a ``mac``; see ``controller.pipeline``):
+    the port may send only from ``mac``, ARP only with that sender MAC.
+    ``ips`` (IPv4 addresses or CIDRs): when given, IPv4 only from them, ARP
+    only for them, no IPv6.  ``allowed_address_pairs``: more (ip, mac) the
+    port may send from, as Neutron's; mac None means the port's own ``mac``.
     """
 
     host: str
@@ -171,9 +177,12 @@ class Binding:
     mac: str | None = None
     trunk: tuple[str, ...] = ()
     uplink: bool = False
+    ips: tuple[str, ...] = ()
+    allowed_address_pairs: tuple[tuple[str, str | None], ...] = ()
 
     def __post_init__(self) -> None:
         where = f"binding {self.host}/{self.port}"
+        self._normalise_addresses(where)
         if self.mode not in (ACCESS, TRUNK):
             raise ModelError("mode", f"{where}: mode {self.mode!r} not access|trunk")
         if isinstance(self.trunk, str):
@@ -213,11 +222,61 @@ class Binding:
                 raise ModelError("mac", f"{where}: mac {mac} is multicast, not a unicast MAC")
             object.__setattr__(self, "mac", mac)  # normalise: flows compare lowercase MACs
 
+    def _normalise_addresses(self, where: str) -> None:
+        if isinstance(self.ips, str):
+            raise ValueError(f"{where}: ips must be a list of IPv4 addresses, not {self.ips!r}")
+        ips = tuple(_ipv4_net(ip, f"{where}: ips") for ip in self.ips)
+        _unique(list(ips), f"ip of {self.host}/{self.port}")
+        pairs = []
+        for pair in self.allowed_address_pairs:
+            ip, mac = (pair.get("ip_address"), pair.get("mac_address")) \
+                if isinstance(pair, Mapping) else pair
+            mac = None if mac is None else _unicast_mac(mac, f"{where}: allowed_address_pairs")
+            pairs.append((_ipv4_net(ip, f"{where}: allowed_address_pairs"), mac))
+        object.__setattr__(self, "ips", ips)
+        object.__setattr__(self, "allowed_address_pairs", tuple(pairs))
+        if (ips or pairs) and (self.mode != ACCESS or self.mac is None):
+            raise ValueError(f"{where}: ips and allowed_address_pairs need an access port "
+                             "with a mac")
+
+    def source_addresses(self) -> dict[str, frozenset[str] | None]:
+        """Port security: source MAC -> the IPv4 sources allowed with it (None: any).
+
+        Empty for ports without it (no mac, trunks, uplinks)."""
+        if self.mac is None or self.mode != ACCESS or self.uplink:
+            return {}
+        out: dict[str, set[str] | None] = {self.mac: set(self.ips) if self.ips else None}
+        for ip, mac in self.allowed_address_pairs:
+            mac = mac or self.mac
+            if mac in out and out[mac] is None:
+                continue
+            out.setdefault(mac, set())
+            out[mac].add(ip)      # type: ignore[union-attr]
+        return {mac: None if ips is None else frozenset(ips) for mac, ips in out.items()}
+
     @property
     def tenants(self) -> tuple[str, ...]:
         """Every tenant the port carries: the native/access tenant first, then the trunk."""
         native = () if self.tenant is None else (self.tenant,)
         return (*native, *self.trunk)
+
+
+def _ipv4_net(value: Any, what: str) -> str:
+    """An IPv4 address ("10.0.0.5") or network ("10.0.0.0/24"), normalised."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what}: {value!r} is not an IPv4 address or CIDR")
+    try:
+        net = ipaddress.IPv4Network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{what}: {value!r} is not an IPv4 address or CIDR") from None
+    return str(net.network_address) if net.prefixlen == 32 else str(net)
+
+
+def _unicast_mac(value: Any, what: str) -> str:
+    mac = value.lower() if isinstance(value, str) else ""
+    if not _MAC_RE.match(mac) or int(mac[:2], 16) & 1:
+        raise ValueError(f"{what}: {value!r} is not a unicast MAC address")
+    return mac
 
 
 # --- QoS ------------------------------------------------------------------------------

@@ -22,6 +22,11 @@ contiguous run of the mask, ``NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[]``,
 (an immediate: OVS pushes a tag when CFI is set on an untagged frame; os-ken
 names the field ``vlan_tci``), ``output:OXM_OF_IN_PORT[]``.
 
+A LearnSpec with ``limit`` goes as NXAST_LEARN2 (subtype 45, OVS 2.8+):
+the NXAST_LEARN body plus ``limit`` (32 bits), ``result_dst_ofs`` and two
+pad bytes before the specs; os-ken has no class for it, so ``NXActionLearn2``
+below adds one (registered, so flow stats with it parse as well).
+
 ``set_field vlan_vid`` is read back with OFPVID_PRESENT set (see
 ``controller.flows.normal_action``), whatever the switch echoes.
 
@@ -33,8 +38,10 @@ and reads back as a ``Meter`` with ``unknown`` set, which the diff modifies.
 """
 from __future__ import annotations
 
+import struct
 from typing import Any, Iterable, Protocol
 
+from os_ken.lib.pack_utils import msg_pack_into
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
@@ -63,6 +70,48 @@ _ALL_COOKIE_BITS = (1 << 64) - 1
 _VLAN_CFI = 0x1000            # in NXM_OF_VLAN_TCI: "a tag is present" (OVS)
 _NX_CT_F_COMMIT = 1
 _NX_CT_RECIRC_NONE = 0xFF     # ct() without table=: no recirculation
+
+
+_NXAST_LEARN2 = 45
+_NX_LEARN_F_WRITE_RESULT = 4
+
+
+class NXActionLearn2(ofpp.NXActionLearn):  # type: ignore[name-defined,misc]
+    """NXAST_LEARN2: NXAST_LEARN plus ``limit`` (OVS ``learn(limit=N,...)``)."""
+
+    _subtype = _NXAST_LEARN2
+    _learn2_fmt = "!IHxx"       # limit, result_dst_ofs, pad
+
+    def __init__(self, table_id: int, specs: list, limit: int = 0, **kwargs: Any) -> None:
+        kwargs.pop("subtype", None)
+        super().__init__(table_id, specs, **kwargs)
+        self.limit = limit
+
+    @classmethod
+    def parser(cls, buf: bytes) -> Any:
+        head = struct.calcsize(cls._fmt_str)
+        extra = struct.calcsize(cls._learn2_fmt)
+        (limit, _ofs) = struct.unpack_from(cls._learn2_fmt, buf, head)
+        flags = struct.unpack_from("!H", buf, 14)[0]
+        if flags & _NX_LEARN_F_WRITE_RESULT:     # a result_dst header we never write
+            return ofpp.NXActionUnknown(_NXAST_LEARN2, buf)
+        base = ofpp.NXActionLearn.parser(bytes(buf[:head]) + bytes(buf[head + extra:]))
+        return cls(base.table_id, base.specs, limit=limit, idle_timeout=base.idle_timeout,
+                   hard_timeout=base.hard_timeout, priority=base.priority, cookie=base.cookie,
+                   flags=base.flags, fin_idle_timeout=base.fin_idle_timeout,
+                   fin_hard_timeout=base.fin_hard_timeout)
+
+    def serialize_body(self) -> bytearray:
+        data = bytearray()
+        msg_pack_into(self._fmt_str + self._learn2_fmt[1:], data, 0, self.idle_timeout,
+                      self.hard_timeout, self.priority, self.cookie, self.flags, self.table_id,
+                      self.fin_idle_timeout, self.fin_hard_timeout, self.limit, 0)
+        for spec in self.specs:
+            data += spec.serialize()
+        return data
+
+
+ofpp.NXAction.register(NXActionLearn2)
 
 
 # --- weft -> os-ken -----------------------------------------------------------------
@@ -165,6 +214,10 @@ def _learn_action(parser: Any, spec: LearnSpec) -> Any:
                                            n_bits=16))
     if spec.output_in_port:
         specs.append(parser.NXFlowSpecOutput(src=("in_port", 0), dst="", n_bits=32))
+    if spec.limit:
+        return NXActionLearn2(table_id=spec.table, specs=specs, limit=spec.limit,
+                              idle_timeout=spec.idle_timeout, priority=spec.priority,
+                              cookie=spec.cookie)
     return parser.NXActionLearn(table_id=spec.table, specs=specs, idle_timeout=spec.idle_timeout,
                                 priority=spec.priority, cookie=spec.cookie)
 
@@ -311,7 +364,8 @@ def _parse_learn(action: Any) -> LearnSpec | None:
     return LearnSpec(table=action.table_id, priority=action.priority,
                      idle_timeout=action.idle_timeout, cookie=action.cookie,
                      metadata=metadata, metadata_mask=mask,
-                     load_tunnel_id=load_tunnel_id, output_in_port=output, vlan_vid=vlan_vid)
+                     load_tunnel_id=load_tunnel_id, output_in_port=output, vlan_vid=vlan_vid,
+                     limit=getattr(action, "limit", 0))
 
 
 def flows_from_stats(entries: Iterable[Any]) -> frozenset[Flow]:

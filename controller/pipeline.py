@@ -91,6 +91,33 @@ meter, everyone else without.)  A connection is decided once, by its first
 packet, on the host where it enters weft; the receiving host commits it
 when it arrives from the tunnel, so the replies are +est on both hosts.
 
+Port security (CLASSIFY, before any learning; cookie COOKIE_PORTSEC unless said)::
+
+    priority 1000  eth_src multicast/broadcast (01:00:00:00:00:00/01:...)  -> drop
+                   on every port: local, docker0 link, tunnels, trunks, uplinks
+    bound access port P with a mac (Binding.source_addresses: mac -> IPs or any):
+      100  in_port=P, untagged, eth_src=<mac>               -> the port's classify
+                                                              (COOKIE_ISOLATION)
+      110  in_port=P, eth_src=<mac>, arp                    -> drop
+      120  in_port=P, untagged, eth_src=<mac>, arp, arp_sha=<mac>[, arp_spa=<ip>]
+                                                            -> the port's classify
+      with IPs for <mac>:
+      110  in_port=P, eth_src=<mac>, ip / ipv6              -> drop
+      120  in_port=P, untagged, eth_src=<mac>, ip, ipv4_src=<ip>  -> classify
+    any other source MAC on P: table-miss, drop.
+
+A bound MAC cannot be taken over by learning elsewhere: its static L2 flows
+(priority 100) outrank every learned flow (priority 10), on every host.
+
+Learning is bounded: every learn action carries ``limit`` (OVS
+``learn(limit=N)``, counted per cookie in L2) and a cookie naming its
+ingress, ``COOKIE_LEARNED | ofport << 24 | vni`` (``learned_cookie``): at
+most ``LEARN_LIMIT_MACS`` MACs per (ingress port or tunnel, tenant) on each
+host (each MAC is two flows, hence ``limit = 2 * LEARN_LIMIT_MACS``).  A
+tenant's total on a host is at most that times its ports there plus its
+peers' tunnels.  Beyond the bound, new MACs are not learned (their frames
+flood); MACs already learned keep working.
+
 A frame can pass up to three meters (port, tenant, rule), in that order.  A
 tenant's limit and rules exist on a host only while the tenant has a local
 port bound there (``Topology.local_tenants``: bound, plugged in or not,
@@ -99,19 +126,22 @@ present on the switch.  Anything else gives no meter and no flow.
 """
 from __future__ import annotations
 
+import ipaddress
 from typing import Mapping, NamedTuple
 
 from controller.flows import (
     CT_EST, CT_INV, CT_NEW, CT_REL, CT_TRK, acl_cookie,
-    COOKIE_BASE, COOKIE_ENDPOINT, COOKIE_ISOLATION, COOKIE_LEARNED, COOKIE_QOS, COOKIE_VLAN, Flow,
-    Group, LearnSpec, Meter, SwitchState, flow,
+    COOKIE_BASE, COOKIE_ENDPOINT, COOKIE_FEATURE_MASK, COOKIE_ISOLATION, COOKIE_LEARNED,
+    COOKIE_PORTSEC, COOKIE_QOS, COOKIE_VLAN, OWNED_FEATURE_COOKIES, Flow, Group, LearnSpec, Meter,
+    SwitchState, flow,
 )
 from controller.model import ACCESS, AclRule, Binding, QosRule, Topology
 
 __all__ = [
     "CLASSIFY", "POLICY", "QOS", "L2", "FLOOD", "VNI_MASK", "FROM_TUNNEL", "FROM_UPLINK",
     "TENANT_MASK", "SENDER_MASK", "PRIO_LEARNED", "PRIO_TENANT_LIMIT", "PRIO_QOS_RULE_BASE",
-    "LEARN_IDLE_TIMEOUT", "OFPVID_PRESENT", "ETH_TYPE_VLAN", "flood_group_ids",
+    "LEARN_IDLE_TIMEOUT", "LEARN_LIMIT_MACS", "OFPVID_PRESENT", "ETH_TYPE_VLAN",
+    "flood_group_ids", "learned_cookie", "flow_reads", "PRIO_DROP_GROUP_SRC",
     "tenant_match", "local_sender_match", "to_port", "rule_flow", "desired_state",
     "PRIO_ACL_TRACK", "PRIO_ACL_EST", "PRIO_ACL_REL", "PRIO_ACL_REMOTE_NEW", "PRIO_ACL_RULE_BASE",
     "PRIO_ACL_DENY_ALL", "acl_flows", "acl_rule_flow",
@@ -143,6 +173,14 @@ PRIO_ACL_RULE_BASE = 10000   # POLICY: a rule's flow is this + rule.priority (1.
 PRIO_ACL_DENY_ALL = 20       # POLICY: default-deny catch-all (above the tenant limit's 10)
 ETH_TYPE_IP = 0x0800
 ETH_TYPE_ARP_ = 0x0806
+LEARN_LIMIT_MACS = 1024      # learned MACs per (ingress port or tunnel, tenant) on a host
+PRIO_DROP_GROUP_SRC = 1000   # CLASSIFY: multicast/broadcast source MAC, any port
+PRIO_PORTSEC_DROP = 110      # CLASSIFY: a bound port's ARP/IP not from its addresses
+PRIO_PORTSEC_ALLOW = 120     # CLASSIFY: a bound port's ARP/IP from its addresses
+ETH_TYPE_ARP = 0x0806
+ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_IPV6 = 0x86DD
+GROUP_BIT_MAC = "01:00:00:00:00:00"
 
 OFPVID_PRESENT = 0x1000
 ETH_TYPE_VLAN = 0x8100       # 802.1Q C-tag: the tag weft pushes
@@ -186,13 +224,31 @@ def to_port(ofport: int, vlan: int | None) -> tuple[tuple, ...]:
             ("output", ofport))
 
 
+def learned_cookie(ofport: int, vni: int) -> int:
+    """Cookie of the flows learned from ``ofport`` for tenant ``vni``: the unit OVS's
+    ``learn(limit=...)`` counts, so each ingress has its own bound."""
+    return COOKIE_LEARNED | (ofport & 0xFFFF) << 24 | vni
+
+
+def flow_reads() -> tuple[tuple[int | None, int, int], ...]:
+    """(table or None for all, cookie, cookie_mask) of the flow-stats requests a sync
+    sends: every flow weft writes, and learned flows only in tables no learn writes
+    to (leftovers of a renumbered pipeline); never the learned MACs themselves, so
+    what hosts send cannot inflate what the controller reads."""
+    owned = tuple((None, c, COOKIE_FEATURE_MASK) for c in OWNED_FEATURE_COOKIES)
+    return owned + tuple((t, COOKIE_LEARNED, COOKIE_FEATURE_MASK)
+                         for t in (CLASSIFY, POLICY, QOS, FLOOD))
+
+
 def _learn(vni: int, from_tunnel: bool, load_tunnel_id: bool, output: bool,
-           vlan: int | None = None) -> tuple:
+           ofport: int, vlan: int | None = None) -> tuple:
     """A learn action writing "eth_dst == this eth_src" for frames of one ingress kind."""
     spec = LearnSpec(
-        table=L2, priority=PRIO_LEARNED, idle_timeout=LEARN_IDLE_TIMEOUT, cookie=COOKIE_LEARNED,
+        table=L2, priority=PRIO_LEARNED, idle_timeout=LEARN_IDLE_TIMEOUT,
+        cookie=learned_cookie(ofport, vni),
         metadata=vni | (FROM_TUNNEL if from_tunnel else 0), metadata_mask=TENANT_MASK,
-        load_tunnel_id=load_tunnel_id, output_in_port=output, vlan_vid=vlan)
+        load_tunnel_id=load_tunnel_id, output_in_port=output, vlan_vid=vlan,
+        limit=2 * LEARN_LIMIT_MACS)
     return ("learn", spec)
 
 
@@ -200,13 +256,14 @@ def _learn(vni: int, from_tunnel: bool, load_tunnel_id: bool, output: bool,
 # tunnel-ingress lookups), so a MAC moving between a local port and a tunnel
 # overwrites both instead of leaving a stale twin at the same priority.
 # ``vlan``: the frame came tagged from a trunk; the learned flow tags it again.
-def _learn_local(vni: int, vlan: int | None = None) -> tuple[tuple, ...]:
-    return (_learn(vni, False, False, True, vlan), _learn(vni, True, False, True, vlan))
+def _learn_local(vni: int, ofport: int, vlan: int | None = None) -> tuple[tuple, ...]:
+    return (_learn(vni, False, False, True, ofport, vlan),
+            _learn(vni, True, False, True, ofport, vlan))
 
 
-def _learn_tunnel(vni: int) -> tuple[tuple, ...]:
+def _learn_tunnel(vni: int, ofport: int) -> tuple[tuple, ...]:
     # from a local port: send back through that tunnel; from another tunnel: drop.
-    return (_learn(vni, False, True, True), _learn(vni, True, False, False))
+    return (_learn(vni, False, True, True, ofport), _learn(vni, True, False, False, ofport))
 
 
 def _table_misses() -> list[Flow]:
@@ -229,27 +286,70 @@ def _drop_tagged() -> list[Flow]:
     ]
 
 
+def _drop_group_source() -> Flow:
+    """CLASSIFY: no frame from a multicast/broadcast source goes anywhere or is learned."""
+    return flow(CLASSIFY, PRIO_DROP_GROUP_SRC, {"eth_src": (GROUP_BIT_MAC, GROUP_BIT_MAC)}, (),
+                COOKIE_PORTSEC)
+
+
+def _untagged_actions(ofport: int, vni: int, meter: int | None, uplink: bool) -> list[tuple]:
+    return [*_metered(meter), ("apply", _learn_local(vni, ofport)),
+            *_enter_tenant(vni, from_tunnel=False, uplink=uplink)]
+
+
 def _classify_untagged(ofport: int, vni: int, meter: int | None = None,
                        uplink: bool = False) -> Flow:
     """An access port, or a trunk's native tenant: untagged frames only."""
     return flow(CLASSIFY, PRIO_CLASSIFY, {"in_port": ofport, "vlan_vid": 0},
-                [*_metered(meter), ("apply", _learn_local(vni)),
-                 *_enter_tenant(vni, from_tunnel=False, uplink=uplink)],
-                COOKIE_ISOLATION)
+                _untagged_actions(ofport, vni, meter, uplink), COOKIE_ISOLATION)
+
+
+def _classify_secured(ofport: int, vni: int, sources: Mapping[str, frozenset[str] | None],
+                      meter: int | None = None) -> list[Flow]:
+    """A bound access port with port security: only its MAC(s), ARP and IPv4 checked."""
+    actions = _untagged_actions(ofport, vni, meter, False)
+    flows = []
+    for mac, ips in sorted(sources.items()):
+        port = {"in_port": ofport, "eth_src": mac}
+        sent = {**port, "vlan_vid": 0}
+        flows.append(flow(CLASSIFY, PRIO_CLASSIFY, sent, actions, COOKIE_ISOLATION))
+        arp = {**sent, "eth_type": ETH_TYPE_ARP, "arp_sha": mac}
+        flows.append(flow(CLASSIFY, PRIO_PORTSEC_DROP, {**port, "eth_type": ETH_TYPE_ARP}, (),
+                          COOKIE_PORTSEC))
+        if ips is None:
+            flows.append(flow(CLASSIFY, PRIO_PORTSEC_ALLOW, arp, actions, COOKIE_PORTSEC))
+            continue
+        for eth_type in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
+            flows.append(flow(CLASSIFY, PRIO_PORTSEC_DROP, {**port, "eth_type": eth_type}, (),
+                              COOKIE_PORTSEC))
+        for ip in sorted(ips):
+            value = _ipv4_match(ip)
+            flows.append(flow(CLASSIFY, PRIO_PORTSEC_ALLOW, {**arp, "arp_spa": value}, actions,
+                              COOKIE_PORTSEC))
+            flows.append(flow(CLASSIFY, PRIO_PORTSEC_ALLOW,
+                              {**sent, "eth_type": ETH_TYPE_IPV4, "ipv4_src": value}, actions,
+                              COOKIE_PORTSEC))
+    return flows
+
+
+def _ipv4_match(ip: str) -> str | tuple[str, str]:
+    net = ipaddress.IPv4Network(ip)
+    return str(net.network_address) if net.prefixlen == 32 else (str(net.network_address),
+                                                                   str(net.netmask))
 
 
 def _classify_tagged(ofport: int, vni: int, vlan: int, meter: int | None = None,
                      uplink: bool = False) -> Flow:
     """A trunk's tagged tenant: its VLAN, popped; the learned flow pushes it back."""
     return flow(CLASSIFY, PRIO_CLASSIFY, {"in_port": ofport, "vlan_vid": OFPVID_PRESENT | vlan},
-                [*_metered(meter), ("apply", (("pop_vlan",), *_learn_local(vni, vlan))),
+                [*_metered(meter), ("apply", (("pop_vlan",), *_learn_local(vni, ofport, vlan))),
                  *_enter_tenant(vni, from_tunnel=False, uplink=uplink)],
                 COOKIE_VLAN)
 
 
 def _classify_tunnel(ofport: int, vni: int) -> Flow:
     return flow(CLASSIFY, PRIO_CLASSIFY, {"in_port": ofport, "tunnel_id": vni},
-                [("apply", _learn_tunnel(vni)), *_enter_tenant(vni, from_tunnel=True)],
+                [("apply", _learn_tunnel(vni, ofport)), *_enter_tenant(vni, from_tunnel=True)],
                 COOKIE_ISOLATION)
 
 
@@ -315,7 +415,7 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
     # A peer's frames of a tenant matter only if both ends have it.
     shared = {peer: topo.tenants_on(peer) & here for peer in peer_ofport}
 
-    flows: list[Flow] = [*_table_misses(), *_drop_tagged()]
+    flows: list[Flow] = [*_table_misses(), *_drop_tagged(), _drop_group_source()]
     groups: list[Group] = []
     meters: list[Meter] = []
 
@@ -325,11 +425,16 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
         if x.host == host and x.port in live:
             port_meter[x.port] = x.id
             meters.append(Meter(x.id, x.kbps, x.burst_kb))
+    secured = {b.port: b.source_addresses() for b in topo.bindings_on(host)}
     for m in members:
         vni = topo.tenant(m.tenant).vni
         meter = port_meter.get(m.port)
-        flows.append(_classify_untagged(m.ofport, vni, meter, m.uplink) if m.vlan is None
-                     else _classify_tagged(m.ofport, vni, m.vlan, meter, m.uplink))
+        if m.vlan is not None:
+            flows.append(_classify_tagged(m.ofport, vni, m.vlan, meter, m.uplink))
+        elif secured.get(m.port):
+            flows.extend(_classify_secured(m.ofport, vni, secured[m.port], meter))
+        else:
+            flows.append(_classify_untagged(m.ofport, vni, meter, m.uplink))
     for peer in sorted(peer_ofport):
         for name in sorted(shared[peer]):
             flows.append(_classify_tunnel(peer_ofport[peer], topo.tenant(name).vni))

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import replace as replace_
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -25,8 +26,9 @@ from controller.operator import OperatorFlow
 
 LOG = logging.getLogger("weft.store")
 FIRST_AUTO_VNI = 1000
-SCHEMA_VERSION = 3          # PRAGMA user_version; 0 is the first, unversioned schema
-# 3: tenant ACLs (acl_rules, acl_policy) and operator flows (operator_flows): new tables
+SCHEMA_VERSION = 4          # PRAGMA user_version; 0 is the first, unversioned schema
+# 3: port_addresses (port security), created by SCHEMA itself: no data to move
+# 4: tenant ACLs (acl_rules, acl_policy) and operator flows (operator_flows): new tables
 #    only, created by the idempotent SCHEMA
 
 # Invariants live in the database, so no interleaving of writers can break them:
@@ -115,10 +117,23 @@ CREATE TRIGGER IF NOT EXISTS tenant_not_on_a_trunk BEFORE DELETE ON tenants BEGI
     SELECT RAISE(ABORT, 'tenant is carried on a trunk') WHERE EXISTS (
         SELECT 1 FROM bindings WHERE instr(',' || trunk || ',', ',' || OLD.name || ',') > 0);
 END;
+-- port security addresses of a binding (schema 3; a table of its own, so a port that
+-- is unbound loses them with its row)
+CREATE TABLE IF NOT EXISTS port_addresses (
+    host TEXT NOT NULL,
+    port TEXT NOT NULL,
+    ips TEXT NOT NULL DEFAULT '[]',             -- JSON list of IPv4 addresses/CIDRs
+    address_pairs TEXT NOT NULL DEFAULT '[]',   -- JSON list of [ip, mac or null]
+    PRIMARY KEY (host, port)
+);
+CREATE TRIGGER IF NOT EXISTS port_addresses_unbind AFTER DELETE ON bindings BEGIN
+    DELETE FROM port_addresses WHERE host = old.host AND port = old.port;
+END;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
-_TABLES = {"tenants", "bindings", "qos", "acl_rules", "acl_policy", "operator_flows"}
-_V0_TABLES = ("tenants", "bindings", "qos")     # what the first, unversioned schema had
+_TABLES = {"tenants", "bindings", "qos"}          # the tables of schema 0 (upgraded from)
+_V0_TABLES = tuple(sorted(_TABLES))
+_KNOWN_TABLES = _TABLES | {"port_addresses", "acl_rules", "acl_policy", "operator_flows"}
 
 
 class StoreError(Exception):
@@ -226,7 +241,7 @@ def _open_checked(path: str | Path) -> sqlite3.Connection:
         if version > SCHEMA_VERSION:
             raise StoreFileError(f"{where}: written by a newer weft (schema {version}, this one "
                                  f"knows {SCHEMA_VERSION}); upgrade weft")
-        if tables - _TABLES:
+        if tables - _KNOWN_TABLES:
             raise StoreFileError(f"{where}: not a weft state database (tables: "
                                  f"{', '.join(sorted(tables))[:120]})")
         if where != ":memory:":
@@ -344,13 +359,19 @@ class Store:
         return self._read(lambda: self._db.execute("SELECT COUNT(*) FROM bindings").fetchone()[0])
 
     def bindings(self, host: str | None = None, tenant: str | None = None) -> list[StoredBinding]:
-        q = "SELECT host, port, tenant, mode, mac, source, trunk FROM bindings WHERE 1=1"
+        q = ("SELECT b.host, b.port, tenant, mode, mac, source, trunk, a.ips, a.address_pairs "
+             "FROM bindings b LEFT JOIN port_addresses a ON a.host = b.host AND a.port = b.port "
+             "WHERE 1=1")
         args: list[str] = []
         if host:
-            q, args = q + " AND host = ?", args + [host]
-        rows = self._read(lambda: self._db.execute(q + " ORDER BY host, port", args).fetchall())
-        out = [StoredBinding(Binding(h, p, t, m, mac, tuple(filter(None, tr.split(",")))), s)
-               for h, p, t, m, mac, s, tr in rows]
+            q, args = q + " AND b.host = ?", args + [host]
+        rows = self._read(lambda: self._db.execute(q + " ORDER BY b.host, b.port",
+                                                   args).fetchall())
+        out = [StoredBinding(Binding(h, p, t, m, mac, tuple(filter(None, tr.split(","))),
+                                     ips=tuple(json.loads(ips or "[]")),
+                                     allowed_address_pairs=tuple(
+                                         tuple(x) for x in json.loads(pairs or "[]"))), s)
+               for h, p, t, m, mac, s, tr, ips, pairs in rows]
         return [sb for sb in out if tenant is None or tenant in sb.binding.tenants]
 
     def orphans(self) -> int:
@@ -446,9 +467,17 @@ class Store:
     # -- binding writes -----------------------------------------------------------
     def bind(self, host: str, port: str, tenant: str | None, mode: str = ACCESS,
              mac: str | None = None, source: str = "api", trunk: tuple[str, ...] = (),
-             replace: bool = False) -> Binding:
-        """Bind a port; `replace` changes an existing binding (e.g. access <-> trunk)."""
+             replace: bool = False, ips: tuple[str, ...] = (),
+             allowed_address_pairs: tuple = ()) -> Binding:
+        """Bind a port; `replace` changes an existing binding (e.g. access <-> trunk).
+
+        ``ips``/``allowed_address_pairs``: port security addresses (see Binding)."""
         b = self._valid_binding(host, port, tenant, mode, mac, trunk)
+        try:
+            b = replace_(b, ips=tuple(ips), allowed_address_pairs=tuple(allowed_address_pairs))
+        except ValueError as e:
+            field = "allowed_address_pairs" if "allowed_address_pairs" in str(e) else "ips"
+            raise Invalid(field, str(e)) from None
         with self._lock, self._tx():
             self._check_tenants(b)
             row = self._db.execute("SELECT tenant, mode, trunk FROM bindings "
@@ -461,6 +490,12 @@ class Store:
             self._check_mac(b)
             self._db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?, ?)",
                              (host, port, tenant, mode, b.mac, source, ",".join(trunk)))
+            self._db.execute("DELETE FROM port_addresses WHERE host = ? AND port = ?",
+                             (host, port))
+            if b.ips or b.allowed_address_pairs:
+                self._db.execute("INSERT INTO port_addresses VALUES (?, ?, ?, ?)",
+                                 (host, port, json.dumps(list(b.ips)),
+                                  json.dumps([list(x) for x in b.allowed_address_pairs])))
         return b
 
     def bind_many(self, items: list[dict]) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from ovs_agent import attach, desired, hostnet, ovsdb, queues
+from ovs_agent import attach, desired, firewall, hostnet, ovsdb, queues
 from cluster.hostsfile import Cluster, Host, HostsFileError, load, tunnel_mtu
 
 LOG = logging.getLogger("ovs-agent")
@@ -66,6 +66,8 @@ class Agent:
     _reported: list | None = None
     afxdp_refused: frozenset[str] = frozenset()
     _unresolved: list[str] = field(default_factory=list)
+    ssl_dir: Path = desired.DEFAULT_SSL_DIR
+    host_firewall: firewall.Firewall | None = field(default_factory=firewall.Firewall)
 
     def load(self) -> None:
         """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
@@ -111,6 +113,12 @@ class Agent:
             for op in ops:
                 LOG.info("ovsdb: %s %s", op[0], " ".join(
                     o.name if isinstance(o, desired.PortSpec) else str(o) for o in op[1:]))
+        if self.host_firewall is not None and self.host_firewall.ensure(self.cluster):
+            LOG.info("nftables: table inet %s written (tunnel, OVSDB and OpenFlow ports closed "
+                     "to containers)", firewall.TABLE)
+        if ovsdb.ensure_ssl(api, desired.ssl_files(self.cluster, self.me.name, self.ssl_dir)):
+            LOG.info("ovsdb: TLS for ssl: controllers from %s", self.ssl_dir)
+            self.writes += 1
         if underlay_bridge and nic:
             hostnet.ensure_underlay_address(self.me, desired.UNDERLAY_BRIDGE, nic)
             hostnet.ensure_offloads_off(desired.UNDERLAY_BRIDGE)
@@ -149,12 +157,11 @@ class Agent:
         """Resolve peers' underlay addresses (netdev only; see hostnet.warm_neighbours)."""
         if self.me.datapath_type != "netdev":
             return
-        unknown = hostnet.unresolved([p.underlay_ip for p in self.cluster.peers(self.me.name)],
-                                     desired.UNDERLAY_BRIDGE)
+        peers = [p.underlay_ip for p in self.cluster.peers(self.me.name)]
+        unknown = hostnet.unresolved(peers, desired.UNDERLAY_BRIDGE)
         if unknown:
             hostnet.warm_neighbours(unknown, timeout=0.3)
-            unknown = hostnet.unresolved(unknown, desired.UNDERLAY_BRIDGE)
-        self._unresolved = unknown
+        self._unresolved = hostnet.seed_tunnel_neighbours(peers, desired.UNDERLAY_BRIDGE)
 
     def _fall_back_from_afxdp(self, api, settle: float = 1.0) -> None:
         """Ports OVS could not open with AF_XDP go back to AF_PACKET on the next pass."""

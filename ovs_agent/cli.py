@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ovs_agent import attach, ovsdb
+from ovs_agent import attach, desired, ovsdb
 from ovs_agent.agent import DEFAULT_SUBNET_FILE, Agent, pick_host
 from ovs_agent.desired import device_port_type
 from cluster.hostsfile import HostsFileError, load, tunnel_mtu
@@ -37,6 +37,9 @@ def _attach_main(argv: list[str]) -> int:
     ap.add_argument("--peers", type=Path, help="hosts.yaml, for the MTU and port type")
     ap.add_argument("--host", help="this host's name in hosts.yaml")
     ap.add_argument("--mtu", type=int)
+    ap.add_argument("--no-firewall", action="store_true",
+                    help="do not write nftables table inet weft (then the host's own firewall "
+                         "must keep containers off tunnel, OVSDB and OpenFlow ports)")
     _common(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -81,12 +84,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="daemon.json fragment for dockerd: bip, fixed-cidr, mtu "
                          "(default: daemon.json beside --subnet-file)")
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between passes")
+    ap.add_argument("--ssl-dir", type=Path, default=desired.DEFAULT_SSL_DIR,
+                    help="with ssl: controller targets, OVS's TLS key, certificate and CA: "
+                         "HOST-privkey.pem, HOST-cert.pem, ca-cert.pem (see weft-pki)")
+    ap.add_argument("--no-firewall", action="store_true",
+                    help="do not write nftables table inet weft (then the host's own firewall "
+                         "must keep containers off tunnel, OVSDB and OpenFlow ports)")
     _common(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s ovs-agent %(levelname)s %(message)s")
     agent = Agent(args.peers, args.host, args.ovsdb, args.subnet_file, args.interval,
-                  args.docker_config)
+                  args.docker_config, ssl_dir=args.ssl_dir)
+    if args.no_firewall:
+        agent.host_firewall = None
     try:
         agent.load()
     except (HostsFileError, OSError) as exc:

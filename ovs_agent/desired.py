@@ -8,6 +8,7 @@ gives an empty list, which is why a second pass writes nothing to OVSDB.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cluster.hostsfile import (BRIDGE, DOCKER_LINK_PORT, Cluster, datapath_id, dpid_str,
                                  tunnel_port_name)
@@ -117,6 +118,18 @@ def desired(cluster: Cluster, me: str, underlay_iface: str | None,
     phy = BridgeSpec(UNDERLAY_BRIDGE, "netdev", "standalone", ("OpenFlow13",), (),
                      pairs(phy_config), phy_ports)
     return (phy, br0)
+
+
+DEFAULT_SSL_DIR = Path("/etc/weft/pki")
+
+
+def ssl_files(cluster: Cluster, me: str, ssl_dir: Path) -> tuple[str, str, str] | None:
+    """(private key, certificate, CA certificate) OVS needs for ``ssl:`` controller
+    targets (mutual TLS, files named as weft-pki makes them); None without such a target."""
+    if not any(t.startswith("ssl:") for t in cluster.controllers):
+        return None
+    return (str(ssl_dir / f"{me}-privkey.pem"), str(ssl_dir / f"{me}-cert.pem"),
+            str(ssl_dir / "ca-cert.pem"))
 
 
 @dataclass(frozen=True)

@@ -120,11 +120,53 @@ def ensure_offloads_off(dev: str, features: tuple[str, ...] = ("tx",)) -> bool:
     return True
 
 
+def kernel_neighbours(dev: str) -> dict[str, str]:
+    """IP -> MAC of the kernel's resolved neighbours on `dev`."""
+    return {n["dst"]: n["lladdr"]
+            for n in json.loads(ip("-j", "neigh", "show", "dev", dev, check=False) or "[]")
+            if n.get("lladdr") and n.get("state")
+            and not {"FAILED", "INCOMPLETE"} & set(n["state"])}
+
+
 def unresolved(ips: list[str], dev: str) -> list[str]:
     """The addresses the kernel has no neighbour entry for on `dev`."""
-    known = {n["dst"] for n in json.loads(ip("-j", "neigh", "show", "dev", dev, check=False) or "[]")
-             if n.get("state") and not {"FAILED", "INCOMPLETE"} & set(n["state"])}
+    known = kernel_neighbours(dev)
     return [a for a in ips if a not in known]
+
+
+def ovs_tunnel_neighbours() -> dict[str, str]:
+    """IP -> MAC in ovs-vswitchd's own tunnel neighbour cache (`tnl/neigh/show`)."""
+    proc = subprocess.run(["ovs-appctl", "tnl/neigh/show"], capture_output=True, text=True)
+    out: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0][0].isdigit() and ":" in parts[1]:
+            out[parts[0]] = parts[1]
+    return out
+
+
+def seed_tunnel_neighbours(ips: list[str], bridge: str) -> list[str]:
+    """Copy the kernel's answers for `ips` into ovs-vswitchd's tunnel neighbour cache.
+
+    The userspace datapath does not use the kernel's neighbour table: it keeps its
+    own, filled only by ARP replies it snoops on the underlay bridge.  The kernel can
+    know a peer (for example from the peer's own ARP request) while OVS does not;
+    then OVS drops the first frame it should encapsulate to that peer and sends an
+    ARP request instead, and a container's first ARP costs it a one-second retry
+    (the "first ping takes 1000 ms" seen on fresh labs).  Returns the peers still
+    missing from OVS's cache.
+    """
+    kernel = kernel_neighbours(bridge)
+    cached = ovs_tunnel_neighbours()
+    for addr in ips:
+        mac = kernel.get(addr)
+        if mac and cached.get(addr) != mac:
+            subprocess.run(["ovs-appctl", "tnl/neigh/set", bridge, addr, mac],
+                           capture_output=True)
+            LOG.info("tunnel neighbour %s is %s: set in ovs-vswitchd's cache (was %s)",
+                     addr, mac, cached.get(addr, "missing"))
+    cached = ovs_tunnel_neighbours()
+    return [a for a in ips if a not in cached]
 
 
 def warm_neighbours(ips: list[str], timeout: float = 0.3) -> None:

@@ -37,7 +37,8 @@ def connect(target: str, timeout: float = 10, wait: float | None = None) -> impl
                             target, exc)
                 said = True
             time.sleep(0.5)
-    for table in ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller", "QoS", "Queue"):
+    for table in ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller", "QoS", "Queue",
+                  "SSL"):
         helper.register_table(table)
     idl = connection.OvsdbIdl(target, helper, leader_only=False)
     conn = connection.Connection(idl=idl, timeout=timeout)
@@ -146,3 +147,25 @@ def apply(api: impl_idl.OvsdbIdl, ops: list[Op]) -> None:
                                    ("external_ids", dict(p.external_ids))))
             else:
                 raise ValueError(f"unknown op {kind}")
+
+
+def ensure_ssl(api: impl_idl.OvsdbIdl, files: tuple[str, str, str] | None) -> bool:
+    """Point Open_vSwitch's SSL row at ``files`` (key, cert, CA) for ssl: controllers;
+    a row made by someone else is replaced only when ours is needed.  True if written."""
+    if files is None:
+        return False
+    key, cert, ca = files
+    (root,) = api.db_list("Open_vSwitch", columns=["_uuid", "ssl"]).execute(check_error=True)
+    current = root["ssl"] if isinstance(root["ssl"], list) else [root["ssl"]]
+    rows = {r["_uuid"]: r for r in api.db_list(
+        "SSL", columns=["_uuid", "private_key", "certificate", "ca_cert"]).execute(
+        check_error=True)}
+    for uuid in current:
+        row = rows.get(getattr(uuid, "uuid", uuid))
+        if row and (row["private_key"], row["certificate"], row["ca_cert"]) == (key, cert, ca):
+            return False
+    with api.transaction(check_error=True) as txn:
+        row = txn.add(api.db_create("SSL", private_key=key, certificate=cert, ca_cert=ca,
+                                    external_ids={OWNER_KEY: OWNER}))
+        txn.add(api.db_set("Open_vSwitch", root["_uuid"], ("ssl", row)))
+    return True

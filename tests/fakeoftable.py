@@ -21,6 +21,13 @@ frame when the CFI bit is set, as OVS does.
 ``learn`` is a no-op by default.  With ``learn=True`` it installs the flow
 the LearnSpec describes after the frame has been processed (as OVS does: a
 learned flow is visible to later frames, never to the one that wrote it).
+A ``limit`` is honoured as OVS 3.1 does (checked with ovs-ofctl on a real
+switch): a flow is not written while the table already holds ``limit``
+flows with the spec's cookie, unless it refreshes one of those (a MAC
+moving in from another ingress at the limit keeps its old flow).
+
+ARP fields (``arp_sha``, ``arp_spa``, ...) match only frames whose visible
+``eth_type`` is 0x0806.
 
 QoS: a ``meter`` instruction records the meter id the frame passed (meters
 never drop here: rates are not modelled) and is an error when the switch has
@@ -53,11 +60,14 @@ OFPVID_PRESENT = 0x1000
 ETH_TYPE_VLAN = 0x8100
 ETH_TYPE_IPV4 = 0x0800
 _L3_FIELDS = frozenset({"ip_proto", "ipv4_src", "ipv4_dst", "ip_dscp"})
+_ARP_FIELDS = frozenset({"arp_sha", "arp_spa", "arp_tha", "arp_tpa", "arp_op"})
+ETH_TYPE_ARP = 0x0806
 _L4_FIELDS = {"tcp_src": 6, "tcp_dst": 6, "udp_src": 17, "udp_dst": 17, "icmpv4_type": 1,
               "icmpv4_code": 1}
 CT_NEW, CT_EST, CT_RPL, CT_TRK = 0x01, 0x02, 0x08, 0x20
 # what a frame keeps when it crosses a tunnel (queue and metadata are the switch's own)
 _WIRE_FIELDS = ("eth_src", "eth_dst", "eth_type", "vlan_vid", "vlans", *sorted(_L3_FIELDS),
+                *sorted(_ARP_FIELDS),
                 *sorted(_L4_FIELDS))
 _OVS_MAX_VLAN_HEADERS = 2        # FLOW_MAX_VLAN_HEADERS: what vlan-limit 0 means
 _MAX_TABLE_HOPS = 64
@@ -95,6 +105,8 @@ def _field_value(pkt: Packet, name: str) -> int | None:
     if name in ("tunnel_id", "metadata", "ct_state"):
         return pkt.get(name) or 0
     if name in _L3_FIELDS and _field_value(pkt, "eth_type") != ETH_TYPE_IPV4:
+        return None
+    if name in _ARP_FIELDS and _field_value(pkt, "eth_type") != ETH_TYPE_ARP:
         return None
     if name in _L4_FIELDS and _field_value(pkt, "ip_proto") != _L4_FIELDS[name]:
         return None
@@ -189,11 +201,19 @@ class FakeOFTable:
             table = next_table
         else:
             raise FakeSwitchError("too many tables")
-        for f in learned:
+        for f, limit in learned:
+            old = self.flows.get(f.identity)
+            if (limit and (old is None or old.cookie != f.cookie)
+                    and self.count(f.table, f.cookie) >= limit):
+                continue                       # OVS learn(limit=...): full, not written
             self.flows[f.identity] = f
         for zone, key in commits:
             self.conntrack.setdefault(zone, set()).add(key)
         return out, meters
+
+    def count(self, table: int, cookie: int) -> int:
+        """Flows in ``table`` with exactly ``cookie`` (what learn's limit counts)."""
+        return sum(1 for f in self.flows.values() if f.table == table and f.cookie == cookie)
 
     def forward(self, in_port: int, pkt: Mapping[str, Any]) -> set[tuple[int, int | None]]:
         """The set of (out_port, tunnel_id at output or None) for one frame."""
@@ -270,7 +290,7 @@ class FakeOFTable:
                     state["_parsed"] -= 1
             elif kind == "learn":
                 if self.learn:
-                    learned.append(_learned_flow(action[1], state))
+                    learned.append((_learned_flow(action[1], state), action[1].limit))
             else:
                 raise FakeSwitchError(f"unknown action {action!r}")
 

@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
-# Provision one weft host: Docker-style docker0, kernel OVS, the agent; the controller on host1.
+# Provision one weft host the way docs/docker.md says: kernel OVS, real Docker (docker.io),
+# weft from the synced source, the systemd units, the same hosts.yaml and token everywhere.
 set -euo pipefail
 NAME=$1 IP=$2
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openvswitch-switch python3-venv iperf3 ethtool
-python3 -m venv /opt/weft-venv
-/opt/weft-venv/bin/pip install -q -e /opt/weft
-install -d /etc/weft
-cp /opt/weft/vagrant/hosts.yaml /etc/weft/hosts.yaml
-# docker0 as Docker makes it (install docker.io to run real containers on it)
-ip link show docker0 >/dev/null 2>&1 || ip link add docker0 type bridge
-ip link set docker0 up
-if [ "$NAME" = host1 ]; then
-  WEFT_API_TOKEN=$(cat /etc/weft/token 2>/dev/null || openssl rand -hex 16 | tee /etc/weft/token)
-  export WEFT_API_TOKEN
-  nohup /opt/weft-venv/bin/weft-manager controller.app --weft-hosts /etc/weft/hosts.yaml \
-      --weft-db /var/lib/weft/weft.db --wsapi-host 192.168.56.11 \
-      >/var/log/weft-manager.log 2>&1 &
-fi
-nohup /opt/weft-venv/bin/ovs-agent --peers /etc/weft/hosts.yaml --host "$NAME" \
-    >/var/log/ovs-agent.log 2>&1 &
-echo "weft on $NAME ($IP): see /var/log/ovs-agent.log; Docker options in /run/weft/subnet.env"
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openvswitch-switch docker.io \
+    python3-venv iperf3 ethtool iproute2
+install -d /opt/weft /etc/weft /etc/systemd/system/docker.service.d
+[ -x /opt/weft/venv/bin/python ] || python3 -m venv /opt/weft/venv
+/opt/weft/venv/bin/pip install -q /vagrant-src
+cp /vagrant-src/vagrant/hosts.yaml /etc/weft/hosts.yaml
+# One token for the whole cluster (the synced folder carries it to every host): agents
+# report attachments with it; without it host2's containers are never bound.
+[ -s /vagrant-src/vagrant/.token ] || openssl rand -hex 16 > /vagrant-src/vagrant/.token
+install -m 0600 /dev/null /etc/weft/weft.env
+{ echo "WEFT_API_TOKEN=$(cat /vagrant-src/vagrant/.token)"; echo "WEFT_API_HOST=192.168.56.11"; } \
+    > /etc/weft/weft.env
+cp /vagrant-src/systemd/*.service /etc/systemd/system/
+cp /vagrant-src/systemd/docker.service.d/10-weft.conf /etc/systemd/system/docker.service.d/
+systemctl daemon-reload
+[ "$NAME" = host1 ] && systemctl enable --now weft-manager
+systemctl enable --now weft-ovs-agent weft-docker-plugin
+# Docker's default docker0 was made before weft's options existed: recreate it with them.
+systemctl stop docker
+ip link del docker0 2>/dev/null || true
+systemctl start docker
+echo "weft on $NAME ($IP): journalctl -u weft-ovs-agent; Docker options in /run/weft/subnet.env"

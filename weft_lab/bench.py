@@ -49,9 +49,13 @@ class Figure:
 
 
 def _topo(name: str, hosts: int, tunnel: str = "vxlan", port_type: str = "auto",
-          tenant_containers: bool = True, agent: bool = True, controller: bool = True):
+          tenant_containers: bool = True, agent: bool = True, controller: bool = True,
+          docker: bool = False):
+    # dockerd per host only where Docker is what is measured: it costs ~1 s and ~80 MB
+    # per host, which would swamp the control-plane figures at 16-32 hosts.
     lines = [f"name: {name}", f"tunnel_type: {tunnel}", f"port_type: {port_type}",
              f"agent: {str(agent).lower()}", f"controller: {str(controller).lower()}",
+             f"docker: {str(docker).lower()}",
              "tenants: [{name: bench, subnet: 10.50.0.0/24}]", "hosts:"]
     for i in range(1, hosts + 1):
         lines.append(f"  - name: h{i}")
@@ -163,6 +167,41 @@ def bind_latency(hosts: int, rounds: int) -> list[Figure]:
                    [percentile(ms, 50)], "ms"),
             Figure(f"REST bind -> first packet p99 ({hosts} hosts, {rounds} bindings)",
                    [percentile(ms, 99)], "ms", "target < 100 ms at 16 hosts")]
+
+
+def docker_run_latency(rounds: int) -> list[Figure]:
+    """`docker run` on host1 -> its first ping answered by a container on host2.
+
+    The clock starts before `docker run` and stops at the first reply, polling with
+    20 ms pings from the new container's namespace: what a user waiting on a fresh
+    container sees (image already local).
+    """
+    from weft_lab import docker as D
+    topo = parse("name: bdock\nhosts:\n  - name: h1\n  - name: h2\n"
+                 "    containers: [{name: c2}]\n")
+    total, created = [], []
+    with L.running(topo):
+        C.wait_converged(topo)
+        d1, dst = L.host_dir(topo.name, "h1"), topo.addr("c2")
+        for i in range(rounds):
+            t0 = time.monotonic()
+            D.docker(d1, "run", "-d", "--pull=never", "--init", "--name", f"r{i}", D.IMAGE,
+                     "sleep", "600")
+            t_run = time.monotonic()
+            pid = D.inspect(d1, f"r{i}")["pid"]
+            while " 1 received" not in run(["nsenter", f"--net=/proc/{pid}/ns/net", "ping", "-n",
+                                            "-c", "1", "-W", "0.02", dst], check=False):
+                if time.monotonic() - t0 > 10:
+                    raise RuntimeError(f"r{i}: no reply from {dst} in 10 s")
+            total.append((time.monotonic() - t0) * 1000)
+            created.append((t_run - t0) * 1000)
+            D.docker(d1, "rm", "-f", f"r{i}")
+    return [Figure(f"docker run -> first packet across hosts p50 ({rounds} runs)",
+                   [percentile(total, 50)], "ms",
+                   f"docker run itself p50 {percentile(created, 50):.0f} ms"),
+            Figure(f"docker run -> first packet across hosts p99 ({rounds} runs)",
+                   [percentile(total, 99)], "ms",
+                   f"docker run itself p99 {percentile(created, 99):.0f} ms")]
 
 
 def _endpoints(n: int, hosts: int) -> list[dict]:
@@ -378,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench.json"))
     ap.add_argument("--plot", default=str(ROOT / "docs" / "performance.png"))
     ap.add_argument("--only", help="comma list of sections: dataplane,flannel,bind,program,"
-                                   "flows,agent,peer")
+                                   "flows,agent,peer,docker")
     args = ap.parse_args(argv)
     runs, secs = (3, 3) if args.quick else (5, 5)
     only = set(args.only.split(",")) if args.only else None
@@ -404,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     if want("bind"):
         for h in ((4,) if args.quick else (4, 16)):
             section(f"bind latency, {h} hosts", bind_latency(h, 20 if args.quick else 100))
+    if want("docker"):
+        section("docker run -> first packet (docker0, default tenant)",
+                docker_run_latency(20))
     if want("program"):
         results["programming"] = []
         scales = [(1000, 4)] if args.quick else [(1000, 4), (1000, 16), (10000, 4), (10000, 16)]

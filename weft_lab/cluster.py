@@ -6,7 +6,6 @@ the root namespace: `api()` below, `weftctl --api unix:...`).
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from weft_lab import keeper
-from weft_lab.lab import CTL, LabError, host_dir, ns_name, ovs_env, state_dir
+from weft_lab.lab import CTL, LabError, host_dir, ns_name, ovs_env, pki_dir, state_dir
 from weft_lab.shell import run, succeeds
 from weft_lab.topology import Topology
 
@@ -42,9 +41,18 @@ def start_controller(topo: Topology) -> int:
         "log": str(sd / "weft-manager.log"),
         "argv": [sys.executable, "-m", "controller.manager", "controller.app",
                  "--weft-hosts", str(sd / "hosts.yaml"), "--weft-db", str(sd / "weft.db"),
-                 "--ofp-listen-host", topo.controller_ip, "--ofp-tcp-listen-port", "6653",
+                 "--ofp-listen-host", topo.controller_ip, *_openflow_listen(topo.name),
                  "--wsapi-host", topo.controller_ip, "--wsapi-port", "8080",
                  "--wsapi-unix", str(api_socket(topo.name))]})["pid"]
+
+
+def _openflow_listen(lab: str) -> list[str]:
+    """OpenFlow over mutual TLS when the lab has its PKI (labs with weft's controller)."""
+    pki = pki_dir(lab)
+    if not (pki / "controller-cert.pem").exists():
+        return ["--ofp-tcp-listen-port", "6653"]
+    return ["--ofp-ssl-listen-port", "6653", "--ctl-privkey", str(pki / "controller-privkey.pem"),
+            "--ctl-cert", str(pki / "controller-cert.pem"), "--ca-certs", str(pki / "ca-cert.pem")]
 
 
 def wait_api(lab: str, timeout: float = 30) -> None:
@@ -115,14 +123,16 @@ def _wait_bridge(lab: str, host: str, timeout: float = 30) -> None:
 
 
 def tunnels_resolved(topo: Topology) -> bool:
-    """Every host knows every peer's underlay MAC (else a first tunnelled frame is lost)."""
+    """Every host's ovs-vswitchd knows every peer's underlay MAC in its own tunnel
+    neighbour cache (the kernel's table is not enough: a first tunnelled frame to a
+    peer missing there is dropped)."""
     if topo.transport != "tunnel" or len(topo.hosts) < 2:
         return True
     for h in topo.hosts:
-        out = run(["ip", "-j", "neigh", "show", "dev", "br-phy"], ns=ns_name(topo.name, h.name),
-                  check=False)
-        known = {n["dst"] for n in json.loads(out or "[]")
-                 if not {"FAILED", "INCOMPLETE"} & set(n.get("state", []))}
+        out = run(["ovs-appctl", "tnl/neigh/show"], ns=ns_name(topo.name, h.name),
+                  env=ovs_env(topo.name, h.name), check=False)
+        known = {line.split()[0] for line in out.splitlines()
+                 if line[:1].isdigit() and len(line.split()) >= 2}
         if not {p.underlay_ip for p in topo.hosts if p is not h} <= known:
             return False
     return True

@@ -45,6 +45,19 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "weft_lab.cli", "status", "--lab", topo.name])
         c1, c2 = topo.containers[0], topo.containers[1]
         dst = c2.ip.split("/")[0]
+        if topo.docker:
+            from weft_lab import docker
+            for h in topo.hosts:
+                d = L.host_dir(topo.name, h.name)
+                say(f"{h.name}: dockerd started with the agent's {d / 'daemon.json'}: "
+                    + " ".join((d / "daemon.json").read_text().split()))
+                print(docker.docker(d, "ps", "--format",
+                                    "table {{.Names}}\t{{.Image}}\t{{.Status}}"), end="")
+            say(f"docker exec {c1.name} ping {dst}  ({c2.name}, a docker run container on "
+                f"{c2.host})")
+            out = docker.docker(L.host_dir(topo.name, c1.host), "exec", c1.name, "ping", "-c",
+                                "3", "-W", "2", dst, check=False)
+            print(out, end="")
         say(f"ping from {c1.name} (on {c1.host}) to {c2.name} {dst} (on {c2.host})")
         res = ping(topo.name, c1.name, dst, count=5, interval=0.2)
         print(f"{res.received}/{res.sent} replies, rtt ms {', '.join(f'{r:.2f}' for r in res.rtts_ms)}")

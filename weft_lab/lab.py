@@ -142,8 +142,9 @@ def stop_ovs(lab: str, host: str, sig: int = signal.SIGKILL) -> None:
 
 def hosts_yaml(topo: Topology) -> str:
     """The lab's hosts.yaml: what every agent and the controller read."""
+    scheme = "ssl" if topo.controller else "tcp"   # weft's own controller: mutual TLS
     lines = ["# written by weft-lab", "controller:",
-             f"  openflow: [\"tcp:{topo.controller_ip}:6653\"]",
+             f"  openflow: [\"{scheme}:{topo.controller_ip}:6653\"]",
              f"  api: \"http://{topo.controller_ip}:8080\"",
              f"tunnel_type: {topo.tunnel_type}", "datapath_type: netdev",
              f"cluster_subnet: {topo.cluster_subnet}",
@@ -159,6 +160,18 @@ def hosts_yaml(topo: Topology) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pki_dir(lab: str) -> Path:
+    """The lab's CA, and a key and certificate per host and for the controller."""
+    return state_dir(lab) / "pki"
+
+
+def make_pki(lab: str, hosts: list[str]) -> None:
+    from cluster import pki
+    pki.init_ca(pki_dir(lab), f"weft lab {lab} CA")
+    for name in ["controller", *hosts]:
+        pki.issue(pki_dir(lab), name)
+
+
 def start_agent(lab: str, host: str) -> int:
     """Run ovs-agent on a lab host, under the keeper."""
     d, sd = host_dir(lab, host), state_dir(lab)
@@ -170,7 +183,7 @@ def start_agent(lab: str, host: str) -> int:
         "log": str(d / "ovs-agent.log"),
         "argv": [sys.executable, "-m", "ovs_agent.cli", "--peers", str(sd / "hosts.yaml"),
                  "--host", host, "--subnet-file", str(d / "subnet.env"),
-                 "--interval", "2"]})["pid"]
+                 "--ssl-dir", str(pki_dir(lab)), "--interval", "2"]})["pid"]
 
 
 def _wait(cond, timeout: float, what: str) -> None:
@@ -301,6 +314,7 @@ def up(topo: Topology) -> float:
         keeper.start(sd, ctl)
         if topo.controller:
             (sd / "api.token").write_text(secrets.token_hex(16) + "\n")
+            make_pki(lab, [h.name for h in topo.hosts])
         mtu = container_mtu(topo)
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda h: _build_host(topo, h, mtu), topo.hosts))
@@ -385,10 +399,13 @@ def resolve_lab(lab: str | None) -> str:
 
 
 def exec_argv(lab: str, node: str, cmd: list[str]) -> list[str]:
-    """The argv that runs `cmd` on a lab node (host, container, switch or ctl)."""
+    """The argv that runs `cmd` on a lab node (host, container, switch or ctl), or in a
+    namespace a test added to the lab (e.g. `weft_lab.measure.plug_bare_port`)."""
     state = load_state(lab)
     nodes = {CTL} | {h["name"] for h in state["hosts"]} | \
         {c["name"] for c in state["containers"]} | {s["name"] for s in state["switches"]}
+    if node not in nodes and Path(f"/run/netns/{ns_name(lab, node)}").exists():
+        return ["ip", "netns", "exec", ns_name(lab, node), *cmd]
     if node not in nodes:
         raise LabError(f"no node {node!r} in lab {lab!r} (nodes: {', '.join(sorted(nodes))})")
     with_ovs = {h["name"] for h in state["hosts"]} | {s["name"] for s in state["switches"]}

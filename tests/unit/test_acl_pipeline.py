@@ -132,9 +132,10 @@ def test_default_deny_same_host_and_replies():
 
 def test_arp_still_works_and_other_tenants_are_untouched():
     c = cluster(topo(WEB))
-    arp = {"eth_src": MACS["r1"], "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x0806}
+    arp = {"eth_src": MACS["r1"], "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x0806,
+           "arp_op": 1, "arp_sha": MACS["r1"], "arp_spa": IPS["r1"], "arp_tpa": IPS["r2"]}
     assert set(c.deliveries("h1", "r1", arp)) == {("h1", "r1b"), ("h2", "r2")}
-    ipv6 = {**arp, "eth_type": 0x86DD}
+    ipv6 = {"eth_src": MACS["r1"], "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x86DD}
     assert c.deliveries("h1", "r1", ipv6) == []         # default-deny: only IPv4 rules and ARP
     blue = topo(WEB)
     assert {f for f in desired_state("h1", blue, PORTS["h1"], TUNNELS["h1"]).flows

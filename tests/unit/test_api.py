@@ -305,3 +305,34 @@ def test_weftctl_acl(api, core, capsys, monkeypatch):
     assert "default deny" in out and "10.0.0.2" in out
     assert ctl.main(["acl", "add", "red", "--priority", "10", "--action", "drop"]) == 1
     assert ctl.main(["acl", "del", "red", "1"]) == 0
+
+
+def test_port_security_addresses_round_trip_and_validate(api, core, tmp_path):
+    api.post("/v1/tenants", json={"name": "red"})
+    body = {"host": "h1", "port": "p1", "tenant": "red", "mac": "02:00:00:00:00:01",
+            "ips": ["10.0.0.5"], "allowed_address_pairs": [
+                {"ip_address": "10.0.9.0/24", "mac_address": "02:00:00:00:00:AA"},
+                {"ip_address": "10.0.0.6"}]}
+    r = api.post("/v1/ports", json=body)
+    assert r.status_code == 201, r.text
+    want = {"ips": ["10.0.0.5"], "allowed_address_pairs": [
+        {"ip_address": "10.0.9.0/24", "mac_address": "02:00:00:00:00:aa"},
+        {"ip_address": "10.0.0.6", "mac_address": None}]}
+    (listed,) = api.get("/v1/ports").json()
+    assert {k: listed[k] for k in want} == want
+    (b,) = [sb.binding for sb in core.store.bindings()]
+    assert b.source_addresses()["02:00:00:00:00:01"] == {"10.0.0.5", "10.0.0.6"}
+    # a PUT without addresses clears them; unbinding leaves nothing to resurrect
+    r = api.put("/v1/ports/h1/p1", json={"tenant": "red", "mac": "02:00:00:00:00:01"})
+    assert r.json()["ips"] == [] and r.json()["allowed_address_pairs"] == []
+    api.put("/v1/ports/h1/p1", json={**{k: v for k, v in body.items() if k not in
+                                        ("host", "port")}})
+    assert api.delete("/v1/ports/h1/p1").status_code == 200
+    core.store.bind_many([{"host": "h1", "port": "p1", "tenant": "red"}])
+    assert core.store.bindings()[0].binding.ips == ()
+    for bad, field in (({"ips": ["nope"]}, "ips"), ({"ips": ["10.0.0.1"], "mac": None}, "ips"),
+                       ({"allowed_address_pairs": [{"ip_address": "10.0.0.1",
+                                                    "mac_address": "01:00:00:00:00:01"}]},
+                        "allowed_address_pairs")):
+        r = api.post("/v1/ports", json={**body, "port": "p9", **bad})
+        assert r.status_code == 422 and field in r.text, (bad, r.text)

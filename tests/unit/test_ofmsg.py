@@ -63,7 +63,9 @@ def desc_echo(g: Group) -> object:
 TOPO = Topology(
     tenants=(Tenant("red", 100, vlan=10), Tenant("blue", 0xABCDEF),
              Tenant("green", 300, vlan=4094)),
-    bindings=(Binding("h1", "r1", "red", mac="02:00:00:00:00:01"), Binding("h1", "b1", "blue"),
+    bindings=(Binding("h1", "r1", "red", mac="02:00:00:00:00:01", ips=("10.0.0.1",),
+                      allowed_address_pairs=(("10.9.0.0/16", "02:00:00:00:00:09"),)),
+              Binding("h1", "b1", "blue"),
               Binding("h1", "trk", "blue", TRUNK, trunk=("red", "green")),
               Binding("h2", "r2", "red", mac="02:AB:00:00:00:02"),
               Binding("h2", "trk", None, TRUNK, trunk=("green",)),
@@ -79,7 +81,8 @@ def test_sample_covers_every_kind_of_flow():
     assert kinds == {"learn", "output", "set_field", "group", "pop_vlan"}
     assert any(not f.instructions for f in SAMPLE.flows)
     fields = {k for f in SAMPLE.flows for k, _ in f.match}
-    assert fields == {"in_port", "tunnel_id", "metadata", "eth_dst", "vlan_vid", "eth_type"}
+    assert fields == {"in_port", "tunnel_id", "metadata", "eth_dst", "vlan_vid", "eth_type",
+                      "eth_src", "arp_sha", "arp_spa", "ipv4_src"}
     assert {v for f in SAMPLE.flows for k, v in f.match if k == "vlan_vid"} == {
         0, 0x1000 | 10, 0x1000 | 4094, (0x1000, 0x1000)}
     assert {a[1].vlan_vid for f in SAMPLE.flows for i in f.instructions if i[0] == "apply"
@@ -115,10 +118,11 @@ def test_other_actions_and_instructions_read_back_equal():
 @settings(max_examples=50, deadline=None)
 @given(vni=st.integers(1, 0xFFFFFF), tunnel=st.booleans(), load=st.booleans(), out=st.booleans(),
        table=st.integers(0, 254), prio=st.integers(0, 0xFFFF), idle=st.integers(0, 0xFFFF),
-       vlan=st.none() | st.integers(0, 0xFFF))
-def test_learn_action_reads_back_equal(vni, tunnel, load, out, table, prio, idle, vlan):
+       vlan=st.none() | st.integers(0, 0xFFF), limit=st.sampled_from([0, 1, 2048, 0xFFFFFFFF]))
+def test_learn_action_reads_back_equal(vni, tunnel, load, out, table, prio, idle, vlan, limit):
     metadata = vni | (1 << 32 if tunnel else 0)
-    spec = LearnSpec(table, prio, idle, COOKIE_LEARNED, metadata, TENANT_MASK, load, out, vlan)
+    spec = LearnSpec(table, prio, idle, COOKIE_LEARNED | 7 << 24 | vni, metadata, TENANT_MASK,
+                     load, out, vlan, limit)
     f = flow(0, 1, {"in_port": 1}, [("apply", (("pop_vlan",), ("learn", spec)))],
              COOKIE_ISOLATION)
     assert flow_from_stats(stats_echo(f)) == f
@@ -254,3 +258,24 @@ def test_group_commands():
         group_mod(DP, g, "wipe")
     with pytest.raises(ValueError):
         flow_mod(DP, next(iter(SAMPLE.flows)), "modify")
+
+
+def test_learn_with_limit_goes_as_nxast_learn2_the_way_ovs_reads_it():
+    """OVS 3.1 ``ovs-ofctl ofp-print`` of these bytes says ``learn(...,limit=2048,...)``;
+    the subtype and layout checked here are what it decoded."""
+    spec = LearnSpec(3, 10, 300, COOKIE_LEARNED, 5, TENANT_MASK, limit=2048)
+    stats = stats_echo(flow(0, 1, {}, [("apply", (("learn", spec),))], 0))
+    (learn,) = stats.instructions[0].actions
+    assert learn.subtype == 45 and learn.limit == 2048
+
+
+def test_port_security_matches_read_back_equal():
+    f = flow(0, 120, {"in_port": 3, "vlan_vid": 0, "eth_src": "02:00:00:00:00:01",
+                      "eth_type": 0x0806, "arp_sha": "02:00:00:00:00:01",
+                      "arp_spa": ("10.0.0.0", "255.255.255.0")}, [("goto", 1)], COOKIE_ISOLATION)
+    g = flow(0, 120, {"in_port": 3, "vlan_vid": 0, "eth_src": "02:00:00:00:00:01",
+                      "eth_type": 0x0800, "ipv4_src": "10.0.0.5"}, [("goto", 1)], COOKIE_ISOLATION)
+    h = flow(0, 1000, {"eth_src": ("01:00:00:00:00:00", "01:00:00:00:00:00")}, (),
+             COOKIE_ISOLATION)
+    for x in (f, g, h):
+        assert flow_from_stats(stats_echo(x)) == x

@@ -14,7 +14,8 @@ from hypothesis import given, settings, strategies as st
 
 from controller.flows import (
     COOKIE_ACL, COOKIE_BASE, COOKIE_ENDPOINT, COOKIE_ISOLATION, COOKIE_LEARNED, COOKIE_PREFIX,
-    COOKIE_QOS, COOKIE_VLAN, Flow, Group, LearnSpec, SwitchState, diff, feature_of, flow,
+    COOKIE_PORTSEC, COOKIE_QOS, COOKIE_VLAN, Flow, Group, LearnSpec, SwitchState, diff,
+    feature_of, flow,
     owns_group,
 )
 from controller.model import (
@@ -167,6 +168,7 @@ TOPO = Topology(
               Binding("h2", "r2", "red", mac="02:00:00:00:00:02"),
               Binding("h2", "b2", "blue", mac="02:00:00:00:00:01")),     # same MAC, other tenant
     hosts=("h1", "h2"))
+R1_MAC = "02:00:00:00:00:01"
 H1_PORTS = {"r1": 1, "b1": 2, DOCKER_LINK_PORT: 3, "tun-h2": 10, "stray": 7}
 H1_TUNNELS = {"h2": "tun-h2"}
 
@@ -179,17 +181,20 @@ def test_pipeline_skeleton_is_table_misses():
                       L2: (("goto", FLOOD),), FLOOD: ()}
     assert {f.cookie for f in flows if f.priority == 0} == {COOKIE_BASE}
     # and POLICY drops anything still tagged after CLASSIFY, with or without trunks
-    drops = {f.match: f.priority for f in flows if f.priority}
+    drops = {f.match: f.priority for f in flows if f.priority and f.cookie == COOKIE_VLAN}
     assert drops == {(("vlan_vid", (0x1000, 0x1000)),): 100,
                      (("eth_type", 0x8100),): 90, (("eth_type", 0x88A8),): 90}
-    assert all(f.table == POLICY and f.cookie == COOKIE_VLAN and not f.instructions
-               for f in flows if f.priority)
+    assert all(f.table == POLICY and not f.instructions
+               for f in flows if f.priority and f.cookie == COOKIE_VLAN)
+    # and CLASSIFY drops any multicast/broadcast source before it is learned
+    (group_src,) = [f for f in flows if f.priority and f.cookie == COOKIE_PORTSEC]
+    assert (group_src.table, group_src.instructions) == (CLASSIFY, ())
 
 
 def test_classify_tags_tenant_and_learns():
     state = desired_state("h1", TOPO, H1_PORTS, H1_TUNNELS)
-    (red,) = [f for f in state.flows
-              if f.table == CLASSIFY and f.match == (("in_port", 1), ("vlan_vid", 0))]
+    (red,) = [f for f in state.flows if f.table == CLASSIFY
+              and f.match == (("eth_src", R1_MAC), ("in_port", 1), ("vlan_vid", 0))]
     assert red.instructions[1:] == (("write_metadata", RED.vni, TENANT_MASK), ("goto", POLICY))
     learns = [a[1] for a in red.instructions[0][1]]
     assert {(s.metadata, s.output_in_port, s.load_tunnel_id) for s in learns} == {
@@ -204,8 +209,9 @@ def test_classify_tags_tenant_and_learns():
 
 def test_absent_ports_and_tunnels_get_no_flows():
     state = desired_state("h1", TOPO, {"r1": 1}, H1_TUNNELS)   # tunnel port not up yet
-    classify = {f.match for f in state.flows if f.table == CLASSIFY and f.priority}
-    assert classify == {(("in_port", 1), ("vlan_vid", 0))}
+    classify = {f.match for f in state.flows if f.table == CLASSIFY and f.priority
+                and f.cookie != COOKIE_PORTSEC}
+    assert classify == {(("eth_src", R1_MAC), ("in_port", 1), ("vlan_vid", 0))}
     only_r1 = ((("output", 1),),)
     groups = {g.group_id: g.buckets for g in state.groups}
     assert groups == dict.fromkeys(flood_group_ids(RED.vni), only_r1)
@@ -234,7 +240,7 @@ def test_flood_groups_split_horizon():
 def test_single_switch_forwarding():
     table = FakeOFTable(desired_state("h1", TOPO, H1_PORTS, H1_TUNNELS))
     # unicast to a static remote MAC goes only to its tunnel, tagged with the tenant's VNI
-    assert table.forward(1, _frame(UNKNOWN, "02:00:00:00:00:02")) == {(10, RED.vni)}
+    assert table.forward(1, _frame(R1_MAC, "02:00:00:00:00:02")) == {(10, RED.vni)}
     # the same MAC from a tunnel is never relayed to another tunnel
     assert table.forward(10, _frame(UNKNOWN, "02:00:00:00:00:02", RED.vni)) == set()
     # blue's copy of red's MAC is blue's business: flood within blue
@@ -350,6 +356,13 @@ class Lab:
         """Every tenant VLAN of the lab plus one that no tenant has."""
         used = sorted(t.vlan for t in self.topo.all_tenants if t.vlan is not None)
         return [*used, next(v for v in range(4000, 4095) if v not in used)]
+
+    def src(self, host: str, port: str, fallback: str = UNKNOWN) -> str:
+        """A source MAC the port may send from: its bound MAC under port security."""
+        for b in self.topo.bindings_on(host):
+            if b.port == port and b.source_addresses():
+                return b.mac or fallback
+        return fallback
 
     def senders(self) -> list[tuple[str, str, int | None, str | None]]:
         """(host, port, VLAN id the frame is sent with or None, tenant it belongs to or
@@ -482,8 +495,9 @@ def test_no_frame_ever_crosses_tenants(lab):
     for host, port, vlan, tenant in lab.senders():
         allowed = {d for d in lab.carriers(tenant) if d[:2] != (host, port)}
         for dst in DSTS:
-            got = cluster.frames(host, port, _frame(UNKNOWN, dst), vlan=vlan)
-            assert set(got) <= allowed, (host, port, vlan, tenant, dst)
+            for src in {UNKNOWN, lab.src(host, port)}:      # spoofed or not
+                got = cluster.frames(host, port, _frame(src, dst), vlan=vlan)
+                assert set(got) <= allowed, (host, port, vlan, tenant, dst)
 
 
 @settings(max_examples=150, deadline=None)
@@ -495,7 +509,11 @@ def test_broadcast_reaches_every_other_member_exactly_once(lab):
             continue
         expected = Counter(d for d in lab.carriers(tenant) if d[:2] != (host, port))
         for dst in (BCAST, MCAST, UNKNOWN):
-            got = Counter(cluster.frames(host, port, _frame(UNKNOWN, dst), vlan=vlan))
+            got = Counter(cluster.frames(host, port, _frame(lab.src(host, port), dst),
+                                         vlan=vlan))
+            if vlan is None and lab.src(host, port) != UNKNOWN:
+                # port security: the bound port's own MAC only
+                assert cluster.frames(host, port, _frame(UNKNOWN, dst)) == []
             assert got == expected, (host, port, vlan, dst)
 
 
@@ -510,7 +528,8 @@ def test_unicast_to_a_known_mac_reaches_exactly_its_port(lab):
             if tenant != b.tenant:
                 continue
             expected = [] if (host, port) == (b.host, b.port) else [(b.host, b.port, None)]
-            assert cluster.frames(host, port, _frame(UNKNOWN, b.mac), vlan=vlan) == expected
+            src = lab.src(host, port)
+            assert cluster.frames(host, port, _frame(src, b.mac), vlan=vlan) == expected
 
 
 @settings(max_examples=100, deadline=None)
@@ -531,15 +550,16 @@ def test_a_frame_with_an_unknown_vni_is_dropped(lab, vni):
 def test_learning_keeps_unicast_exact_and_tenants_apart(lab):
     """Once a MAC is learned (behind an access port, or a trunk with or without a tag),
     frames to it reach exactly that port, re-tagged as it came; other tenants never."""
-    learned = "06:00:00:00:00:01"
     senders = lab.senders()
     for host, port, vlan, tenant in senders:
         if tenant is None:
             continue
         cluster = lab.cluster(learn=True)                                # forget, next sender
+        learned = lab.src(host, port, "06:00:00:00:00:01")
         cluster.frames(host, port, _frame(learned, BCAST), vlan=vlan)   # everyone learns it
         for i, (h, p, v, t) in enumerate(senders):
-            got = cluster.frames(h, p, _frame(f"06:00:00:00:01:{i:02x}", learned), vlan=v)
+            got = cluster.frames(h, p, _frame(lab.src(h, p, f"06:00:00:00:01:{i:02x}"), learned),
+                                 vlan=v)
             if t == tenant and (h, p) != (host, port):
                 assert got == [(host, port, vlan)]
             else:

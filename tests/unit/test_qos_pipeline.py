@@ -21,7 +21,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
 from controller.flows import (
-    COOKIE_BASE, COOKIE_ISOLATION, COOKIE_LEARNED, COOKIE_QOS, COOKIE_VLAN, Delta, Meter,
+    COOKIE_BASE, COOKIE_ISOLATION, COOKIE_LEARNED, COOKIE_PORTSEC, COOKIE_QOS, COOKIE_VLAN, Delta, Meter,
     SwitchState, apply_delta, diff, feature_of, flow, owns_meter,
 )
 from controller.model import (
@@ -616,7 +616,8 @@ def test_meters_dscp_and_queues_follow_the_rules(lab, frames):
     cluster = lab.cluster()
     for pkt in frames:
         for host, port, vlan, tenant in lab.senders():
-            sent, meters = cluster.trace(host, port, pkt, vlan)
+            sent, meters = cluster.trace(host, port, {**pkt, "eth_src": lab.src(host, port)},
+                                         vlan)
             want, rule = _expected(lab, host, port, tenant, pkt)
             assert meters == want, (host, port, vlan, tenant, pkt)
             dscp = pkt["ip_dscp"] if rule is None or rule.set_dscp is None else rule.set_dscp
@@ -661,10 +662,11 @@ def test_qos_state_is_consistent_and_removable(lab):
                 assert f.table in (POLICY, QOS)
                 metadata = dict(f.match)["metadata"]
                 assert metadata[1] == SENDER_MASK and not metadata[0] & (FROM_TUNNEL | FROM_UPLINK)
-            assert feature_of(f.cookie) in {"base", "isolation", "endpoint", "vlan", "qos"}
+            assert feature_of(f.cookie) in {"base", "isolation", "endpoint", "vlan", "qos",
+                                            "portsec"}
         assert {f.cookie for f in with_qos.flows if f.priority == 0} == {COOKIE_BASE}
         assert {f.cookie for f in with_qos.flows if f.table == CLASSIFY and f.priority} <= {
-            COOKIE_ISOLATION, COOKIE_VLAN}
+            COOKIE_ISOLATION, COOKIE_VLAN, COOKIE_PORTSEC}
 
 
 # the isolation properties of tests.unit.test_pipeline, run again with random QoS in place

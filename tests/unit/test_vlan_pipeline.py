@@ -131,13 +131,16 @@ def test_tunnels_admit_tenants_carried_by_trunks():
     assert admitted == {DEFAULT_TENANT.vni, RED.vni, GREEN.vni}      # h2 carries no blue
 
 
+R1_MAC = "02:00:00:00:00:01"        # r1's bound MAC: port security lets only it through
+
+
 def test_single_switch_vlan_forwarding():
     table = FakeOFTable(_state())
     tagged = {**_frame(UNKNOWN, BCAST), "vlan_vid": 10}
     # red tagged 10 on the trunk: red's access port untagged, the tunnel untagged with red's VNI
     assert table.forward_frames(5, tagged) == {(1, None, None), (10, RED.vni, None)}
     # from the access port: the trunk gets it tagged 10
-    assert table.forward_frames(1, _frame(UNKNOWN, BCAST)) == {(5, None, 10),
+    assert table.forward_frames(1, _frame(R1_MAC, BCAST)) == {(5, None, 10),
                                                                (10, RED.vni, None)}
     # from the tunnel: local ports only, re-tagged
     assert table.forward_frames(10, _frame(UNKNOWN, BCAST, RED.vni)) == {(1, RED.vni, None),
@@ -179,7 +182,8 @@ def test_across_hosts_a_vlan_is_the_same_tenant_everywhere():
     # learned both ways: h2's trunk answers a, a's host learned b; the tags come back
     assert cluster.frames("h2", "trk2", _frame(b, a), vlan=10) == [("h1", "trk", 10)]
     assert cluster.frames("h1", "trk", _frame(a, b), vlan=10) == [("h2", "trk2", 10)]
-    assert cluster.frames("h1", "r1", _frame(UNKNOWN, a)) == [("h1", "trk", 10)]
+    assert cluster.frames("h1", "r1", _frame(R1_MAC, a)) == [("h1", "trk", 10)]
+    assert cluster.frames("h1", "r1", _frame(UNKNOWN, a)) == []      # port security
 
 
 # --- the fake switch's VLAN model ---------------------------------------------------------------

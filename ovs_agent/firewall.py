@@ -1,0 +1,90 @@
+"""The host firewall the agent owns: nftables ``table inet weft``.
+
+Why: on a Docker host (``ip_forward=1``, MASQUERADE for the container range) a
+container's packet to a peer's underlay address leaves with this host's
+address.  The peer cannot tell it from real tunnel traffic (with the
+userspace datapath, tunnel packets never even pass the peer's kernel IP
+stack on receive), so the only place to stop it is here, before it leaves:
+
+* forward: traffic routed for containers to any host's tunnel port (VXLAN
+  udp 4789, GRE), to an OVSDB port (tcp 6640) or to a controller's OpenFlow
+  port (from hosts.yaml) is dropped;
+* input: the same from ``docker0`` to this host's own addresses.
+
+The table is replaced whole and atomically when the cluster changes; nothing
+outside it is touched (Docker's and the operator's rules stay as they are).
+A drop in any nftables base chain is final, so Docker's ACCEPT rules cannot
+undo it.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+
+from cluster.hostsfile import Cluster
+
+LOG = logging.getLogger("ovs-agent")
+TABLE = "weft"
+VXLAN_PORT = 4789
+OVSDB_PORTS = (6640,)
+_TARGET = re.compile(r"(?:tcp|ssl):\[?([0-9A-Fa-f:.]+?)\]?:(\d+)$")
+
+
+def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = ("docker0",)) -> str:
+    """The nft script (replacing ``table inet weft``) for this cluster."""
+    underlay = ", ".join(sorted({h.underlay_ip for h in cluster.hosts}))
+    controllers = sorted({(m[1], int(m[2])) for t in cluster.controllers
+                          if (m := _TARGET.match(t)) and ":" not in m[1]})
+    ovsdb = ", ".join(str(p) for p in OVSDB_PORTS)
+    deny = [f"ip daddr {{ {underlay} }} udp dport {VXLAN_PORT} drop",
+            f"ip daddr {{ {underlay} }} ip protocol gre drop",
+            f"ip daddr {{ {underlay} }} tcp dport {{ {ovsdb} }} drop",
+            *(f"ip daddr {ip} tcp dport {port} drop" for ip, port in controllers)]
+    ifaces = ", ".join(f'"{i}"' for i in container_ifaces)
+    return "\n".join([
+        f"table inet {TABLE}", f"delete table inet {TABLE}",
+        f"table inet {TABLE} {{",
+        "  chain forward {",
+        "    type filter hook forward priority filter - 10; policy accept;",
+        *(f"    {rule}" for rule in deny),
+        "  }",
+        "  chain input {",
+        "    type filter hook input priority filter - 10; policy accept;",
+        f"    iifname {{ {ifaces} }} udp dport {VXLAN_PORT} drop",
+        f"    iifname {{ {ifaces} }} ip protocol gre drop",
+        f"    iifname {{ {ifaces} }} tcp dport {{ {ovsdb}"
+        + "".join(f", {p}" for p in sorted({p for _, p in controllers})) + " } drop",
+        "  }",
+        "}", ""])
+
+
+class Firewall:
+    """Keeps ``table inet weft`` equal to ``ruleset``; no-op without nft."""
+
+    def __init__(self) -> None:
+        self.nft = shutil.which("nft")
+        self.applied: str | None = None
+        self._warned = False
+
+    def ensure(self, cluster: Cluster) -> bool:
+        """Apply the ruleset if it changed or the table is gone.  True if written."""
+        if self.nft is None:
+            if not self._warned:
+                LOG.warning("nft not found: containers can reach tunnel, OVSDB and OpenFlow "
+                            "ports of other hosts (see docs/security.md)")
+                self._warned = True
+            return False
+        want = ruleset(cluster)
+        present = subprocess.run([self.nft, "list", "table", "inet", TABLE], check=False,
+                                 capture_output=True).returncode == 0
+        if want == self.applied and present:
+            return False
+        res = subprocess.run([self.nft, "-f", "-"], input=want, text=True, capture_output=True,
+                             check=False)
+        if res.returncode:
+            LOG.error("nft refused table inet %s: %s", TABLE, res.stderr.strip())
+            return False
+        self.applied = want
+        return True
