@@ -110,3 +110,22 @@ def test_rest_operator_flows_store_list_delete(api):
     assert api.delete(f"/v1/switches/h1/flows/{fid}").status_code == 200
     assert api.delete(f"/v1/switches/h1/flows/{fid}").status_code == 404
     assert len(api.get("/v1/switches/h1/operator-flows").json()) == 1
+
+
+def test_a_schema_3_store_is_upgraded_with_its_data(tmp_path):
+    import sqlite3
+    path = tmp_path / "old.db"
+    s = Store(path)
+    s.create_tenant("red")
+    s.close()
+    db = sqlite3.connect(path)
+    for t in ("acl_rules", "acl_policy", "operator_flows"):
+        db.execute(f"DROP TABLE {t}")
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    s = Store(path)
+    assert [t.name for t in s.tenants()] == ["default", "red"]
+    s.add_acl("red", 1, "drop")
+    assert s.operator_flows() == [] and len(s.acls()) == 1
+    assert s._db.execute("PRAGMA user_version").fetchone()[0] == 4
