@@ -285,7 +285,7 @@ class WeftController(app_manager.OSKenApp):
         waiting = self.core.ofctl_waiters.get(msg.datapath.id, {})
         if msg.xid in waiting:          # an ofctl_rest request (os-ken's ofctl waits on it)
             lock, msgs = waiting[msg.xid]
-            msgs.append(msg)
+            msgs.append(ofmsg.ofctl_printable(msg))
             if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
                 waiting.pop(msg.xid, None)
                 lock.set()

@@ -49,7 +49,7 @@ from controller.flows import Flow, Group, LearnSpec, Meter, flow, normal_action
 
 __all__ = ["flow_mod", "group_mod", "meter_mod", "flow_from_stats", "flows_from_stats",
            "group_from_desc", "meter_from_config", "meters_from_config", "operator_flow_mod",
-           "ofctl_match_ok", "OFP13"]
+           "ofctl_match_ok", "ofctl_printable", "OFP13"]
 
 
 class Datapath(Protocol):
@@ -254,6 +254,23 @@ def operator_flow_mod(dp: Datapath, of: Any, command: str) -> Any:
             command=ofproto.OFPFC_DELETE, out_port=ofproto.OFPP_ANY,
             out_group=ofproto.OFPG_ANY, match=parser.OFPMatch())
     raise ValueError(f"operator flow command {command!r} not add|delete")
+
+
+def ofctl_printable(msg: Any) -> Any:
+    """Give Nicira actions os-ken's ofctl cannot name (learn with a limit, NXAST_LEARN2)
+    the raw ``data`` its formatter prints for unknown experimenter actions, as Ryu did;
+    without it ``actions_to_str`` raises on weft's own flows."""
+    for stats in msg.body if isinstance(msg.body, list) else ():
+        for instr in getattr(stats, "instructions", ()) or ():
+            for act in getattr(instr, "actions", ()) or ():
+                if getattr(act, "experimenter", None) is not None and not hasattr(act, "data"):
+                    buf = bytearray()
+                    try:
+                        act.serialize(buf, 0)
+                    except Exception:  # noqa: BLE001  (printing must not fail)
+                        pass
+                    act.data = bytes(buf[8:])
+    return msg
 
 
 class _Ofp13:

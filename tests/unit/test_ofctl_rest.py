@@ -113,3 +113,23 @@ def test_stats_shapes_come_from_os_kens_ofctl(env):
     assert len(flows) == 2
     assert flows[0]["actions"] == ["OUTPUT:2"] and flows[0]["match"] == {"in_port": 1}
     assert flows[0]["packet_count"] == 3 and flows[0]["priority"] == 7
+
+
+def test_every_weft_flow_prints_through_ofctl():
+    """os-ken's ofctl raises on learn(limit=...) (no raw data kept); ofctl_printable fixes
+    that, so GET /stats/flow answers 200 on a switch running weft's pipeline."""
+    from os_ken.lib import ofctl_v1_3
+
+    from controller.ofmsg import ofctl_printable
+    from controller.pipeline import desired_state
+    from tests.unit.test_acl_pipeline import PORTS, TUNNELS, WEB, topo
+    from tests.unit.test_ofmsg import stats_echo
+    state = desired_state("h1", topo(WEB), PORTS["h1"], TUNNELS["h1"])
+    msg = type("Reply", (), {"body": [stats_echo(f) for f in state.flows]})()
+    with pytest.raises(AttributeError):
+        for st in msg.body:
+            ofctl_v1_3.actions_to_str(st.instructions)
+    ofctl_printable(msg)
+    printed = [ofctl_v1_3.actions_to_str(st.instructions) for st in msg.body]
+    assert any(a.startswith("EXPERIMENTER") for acts in printed for a in acts)
+    assert any(a.startswith("NX_CT") for acts in printed for a in acts)
