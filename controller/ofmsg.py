@@ -258,7 +258,7 @@ def operator_flow_mod(dp: Datapath, of: Any, command: str) -> Any:
 
 def ofctl_printable(msg: Any) -> Any:
     """Give Nicira actions os-ken's ofctl cannot name (learn with a limit, NXAST_LEARN2)
-    the raw ``data`` its formatter prints for unknown experimenter actions, as Ryu did;
+    the raw ``data`` its formatter prints for them (``NX_UNKNOWN: {subtype, data}``);
     without it ``actions_to_str`` raises on weft's own flows."""
     for stats in msg.body if isinstance(msg.body, list) else ():
         for instr in getattr(stats, "instructions", ()) or ():

@@ -131,5 +131,5 @@ def test_every_weft_flow_prints_through_ofctl():
             ofctl_v1_3.actions_to_str(st.instructions)
     ofctl_printable(msg)
     printed = [ofctl_v1_3.actions_to_str(st.instructions) for st in msg.body]
-    assert any(a.startswith("EXPERIMENTER") for acts in printed for a in acts)
+    assert any(a.startswith("NX_UNKNOWN") for acts in printed for a in acts)   # learn2
     assert any(a.startswith("NX_CT") for acts in printed for a in acts)
