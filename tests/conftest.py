@@ -17,21 +17,29 @@ LAB_COMMANDS = ("ovsdb-server", "ovs-vswitchd", "iperf3", "ping", "tcpdump",
                 "ovs-agent", "weft-manager", "dockerd", "containerd", "docker-proxy")
 
 
+LAB_MODULES = ("ovs_agent.cli", "controller.manager", "weft_lab.keeper")
+
+
 def live_processes() -> set[tuple[int, str]]:
-    """Non-zombie processes of the kinds a lab starts (pid, command)."""
+    """Non-zombie processes of the kinds a lab starts (pid, command).
+
+    Matched by program name (argv[0], or the script a Python runs) and by module, not
+    by substring: a `flock ... firstping.py` waiting its turn is not a lab's ping.
+    """
     found = set()
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
             stat = (d / "stat").read_text()
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            argv = (d / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        if stat.rsplit(")", 1)[1].split()[0] == "Z" or not argv[0]:
             continue
-        if any(c in cmd for c in LAB_COMMANDS) or "weft_lab.keeper" in cmd:
-            found.add((int(d.name), cmd.strip()))
+        names = {os.path.basename(a) for a in argv[:2]}
+        if names & set(LAB_COMMANDS) or set(argv[:4]) & set(LAB_MODULES):
+            found.add((int(d.name), " ".join(argv).strip()))
     return found
 
 

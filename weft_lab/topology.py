@@ -158,7 +158,12 @@ class _Reader:
     def scalar(self, node: yaml.Node, field: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             raise self.fail(field, node, "must be a single value")
-        return yaml.safe_load(yaml.serialize(node))
+        # Construct from the composed node: re-serialising it and parsing again broke on
+        # scalars such as "..." (a document end marker once written out bare).
+        try:
+            return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError) as exc:
+            raise self.fail(field, node, f"not a valid value: {exc}") from None
 
     def choice(self, node: yaml.Node, field: str, choices: tuple[str, ...]) -> str:
         value = self.scalar(node, field)
