@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 APT_PACKAGES=(openvswitch-switch iperf3 ethtool tcpdump iproute2 iputils-ping arping
-              docker.io busybox-static util-linux
+              docker.io busybox-static util-linux curl nftables
               procps python3-venv python3-dev gcc)
 VENV=${WEFT_VENV:-.venv}
 

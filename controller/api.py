@@ -7,6 +7,7 @@ writes need the bearer token when one is configured.
 from __future__ import annotations
 
 import hmac
+import logging
 import threading
 from typing import Annotated, Any, Literal
 
@@ -17,10 +18,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.core import Core
-from controller.model import (HOST_NAME_PATTERN, MAC_PATTERN, MAX_DESCRIPTION, MAX_METER_ID,
-                              MAX_VNI, PORT_NAME_PATTERN, TENANT_NAME_PATTERN, Binding, QosRule,
-                              RateLimit, Tenant)
-from controller.pipeline import LEARN_LIMIT_MACS
+from controller.flows import acl_rule_of, feature_of
+from controller.model import (HOST_NAME_PATTERN, MAC_PATTERN, MAX_ACL_PRIORITY, MAX_DESCRIPTION,
+                              MAX_METER_ID, MAX_VNI, PORT_NAME_PATTERN, TENANT_NAME_PATTERN,
+                              AclRule, Binding, QosRule, RateLimit, Tenant)
+from controller.pipeline import LEARN_LIMIT_MACS, PRIO_ACL_EST, PRIO_ACL_RULE_BASE, VNI_MASK
 from controller.store import Conflict, Invalid, NotFound, StoreError, Unavailable
 from cluster.hostsfile import datapath_id, dpid_str
 
@@ -31,6 +33,7 @@ HOST_NAME = f"^{HOST_NAME_PATTERN}$"
 PORT_NAME = f"^{PORT_NAME_PATTERN}$"
 MAC = f"^{MAC_PATTERN}$"
 MAX_BULK = 10_000
+LOG = logging.getLogger("weft.api")
 OPEN_PATHS = {"/v1/health"}         # everything else needs the token when one is set
 
 
@@ -165,6 +168,55 @@ class RulePatch(_In):
     set_dscp: int | None = Field(None, ge=0, le=63)
 
 
+class AclIn(_In):
+    priority: int = Field(ge=1, le=MAX_ACL_PRIORITY,
+                          description="higher decides first; unique in the tenant")
+    action: Literal["allow", "drop"]
+    direction: Literal["ingress", "egress"] = Field(
+        "ingress", description="ingress: connections to the tenant's endpoints (remote = "
+                               "source, local = destination); egress: from them")
+    ip_proto: Annotated[int, Field(ge=0, le=255)] | Literal["tcp", "udp", "icmp"] | None = None
+    remote: str | None = Field(None, max_length=18, description="IPv4 address or CIDR")
+    local: str | None = Field(None, max_length=18,
+                              description="IPv4 address or CIDR of the tenant's endpoints")
+    port: int | None = Field(None, ge=1, le=65535,
+                             description="destination port; needs ip_proto tcp/udp")
+    icmp_type: int | None = Field(None, ge=0, le=255, description="needs ip_proto icmp")
+    description: str = Field("", max_length=MAX_DESCRIPTION)
+
+
+class AclPatch(_In):
+    priority: int | None = Field(None, ge=1, le=MAX_ACL_PRIORITY)
+    action: Literal["allow", "drop"] | None = None
+    direction: Literal["ingress", "egress"] | None = None
+    ip_proto: Annotated[int, Field(ge=0, le=255)] | Literal["tcp", "udp", "icmp"] | None = None
+    remote: str | None = Field(None, max_length=18)
+    local: str | None = Field(None, max_length=18)
+    port: int | None = Field(None, ge=1, le=65535)
+    icmp_type: int | None = Field(None, ge=0, le=255)
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION)
+
+
+class OperatorFlowIn(_In):
+    table_id: int = Field(100, ge=0, le=253, description="operator tables 100..199; "
+                                                         "others need override")
+    priority: int = Field(32768, ge=0, le=65535)
+    match: dict[str, Any] = Field(default_factory=dict,
+                                  description="ofctl (Ryu ofctl_rest) field names and values")
+    actions: list[dict[str, Any]] = Field(default_factory=list, max_length=64,
+                                          description="ofctl (Ryu ofctl_rest) actions")
+    idle_timeout: int = Field(0, ge=0, le=0, description="must be 0: the flow is permanent")
+    hard_timeout: int = Field(0, ge=0, le=0, description="must be 0: the flow is permanent")
+    override: bool = Field(False, description="allow weft's tables, tenant ports, port sets "
+                                              "(logged)")
+    description: str = Field("", max_length=MAX_DESCRIPTION)
+
+
+class AclDefaultIn(_In):
+    default: Literal["allow", "deny"] = Field(
+        description="when no rule matches a new connection: allow (weft's default) or deny")
+
+
 class Attachment(_In):
     port: str = Field(pattern=PORT_NAME, max_length=15)
     tenant: str = Field(pattern=TENANT_NAME, max_length=32)
@@ -199,6 +251,41 @@ def rule_json(r: QosRule) -> dict[str, Any]:
     return {"id": r.id, "meter_id": r.id if r.kbps else None, "tenant": r.tenant,
             "priority": r.priority, "match": dict(r.match), "kbps": r.kbps,
             "burst_kb": r.burst_kb, "set_dscp": r.set_dscp, "queue": r.queue}
+
+
+def acl_json(r: AclRule) -> dict[str, Any]:
+    return {"id": r.id, "tenant": r.tenant, "priority": r.priority, "action": r.action,
+            "direction": r.direction, "ip_proto": r.ip_proto, "remote": r.remote,
+            "local": r.local, "port": r.port, "icmp_type": r.icmp_type,
+            "description": r.description}
+
+
+def _vni_of(match: dict) -> int | None:
+    md = match.get("metadata")
+    value = md[0] if isinstance(md, (tuple, list)) else md
+    return None if value is None else int(value) & VNI_MASK
+
+
+def acl_counters(flows_by_host: dict[str, list[dict]],
+                 vni: int | None = None) -> dict[Any, dict[str, int]]:
+    """Packets/bytes per ACL rule id summed over switches ("default", "established" too).
+
+    A rule's flows see the first packet of each connection it decided; the rest
+    of an allowed connection (and its replies) passes the tenant's established flows."""
+    out: dict[Any, dict[str, int]] = {}
+    for flows in flows_by_host.values():
+        for f in flows:
+            cookie = int(f["cookie"], 16)
+            if feature_of(cookie) != "acl" or (vni is not None and _vni_of(f["match"]) != vni):
+                continue
+            rule = acl_rule_of(cookie)
+            key: int | str = rule if rule is not None else \
+                {PRIO_ACL_EST: "established", PRIO_ACL_EST + 1: "established",
+                 PRIO_ACL_RULE_BASE: "default"}.get(f["priority"], "other")
+            c = out.setdefault(key, {"packets": 0, "bytes": 0})
+            c["packets"] += f["packets"]
+            c["bytes"] += f["bytes"]
+    return out
 
 
 def _token_ok(authorization: str | None, token: str) -> bool:
@@ -344,6 +431,171 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         if core.store.version != before:
             changed()
         return {"host": host, "attachments": n}
+
+    # -- ACLs ---------------------------------------------------------------------------
+    def live_flows() -> dict[str, list[dict]]:
+        """Every connected switch's flows (for counters); a silent switch counts nothing."""
+        out: dict[str, list[dict]] = {}
+        for sw in list(core.switches.values()):
+            if sw.connected and sw.host:
+                try:
+                    out[sw.host] = core.dump_flows(sw.dpid)
+                except (LookupError, TimeoutError):
+                    continue
+        return out
+
+    @app.get("/v1/tenants/{name}/acls")
+    def tenant_acls(name: str = Path(max_length=64), counters: bool = False) -> dict:
+        """The tenant's default and rules, highest priority first; with ``counters=true``
+        each rule's packets/bytes (first packets of the connections it decided)."""
+        default = core.store.acl_default(name)
+        rules = [acl_json(r) for r in core.store.acls(name)]
+        body: dict[str, Any] = {"tenant": name, "default": default, "rules": rules}
+        if counters:
+            totals = acl_counters(live_flows(), core.store.tenant(name).vni)
+            for r in rules:
+                r.update(totals.get(r["id"], {"packets": 0, "bytes": 0}))
+            body["default_counters"] = totals.get("default", {"packets": 0, "bytes": 0})
+            body["established_counters"] = totals.get("established",
+                                                      {"packets": 0, "bytes": 0})
+        return body
+
+    @app.put("/v1/tenants/{name}/acls/default", dependencies=[Depends(writer)])
+    def acl_default(body: AclDefaultIn, name: str = Path(max_length=64)) -> dict:
+        d = core.store.set_acl_default(name, body.default)
+        changed()
+        return {"tenant": name, "default": d}
+
+    @app.post("/v1/tenants/{name}/acls", status_code=201, dependencies=[Depends(writer)])
+    def add_acl(body: AclIn, name: str = Path(max_length=64)) -> dict:
+        r = core.store.add_acl(name, **body.model_dump())
+        changed()
+        return acl_json(r)
+
+    @app.get("/v1/tenants/{name}/acls/{rule_id}")
+    def get_acl(name: str = Path(max_length=64),
+                rule_id: int = Path(ge=1, le=0xFFFFFFFF)) -> dict:
+        r = next((r for r in core.store.acls(name) if r.id == rule_id), None)
+        if r is None:
+            core.store.acl_default(name)          # 404 naming the tenant first
+            raise NotFound("id", f"tenant {name!r} has no ACL rule {rule_id}")
+        return {**acl_json(r), **acl_counters(live_flows()).get(r.id, {"packets": 0,
+                                                                        "bytes": 0})}
+
+    @app.patch("/v1/tenants/{name}/acls/{rule_id}", dependencies=[Depends(writer)])
+    def update_acl(body: AclPatch, name: str = Path(max_length=64),
+                   rule_id: int = Path(ge=1, le=0xFFFFFFFF)) -> dict:
+        r = core.store.update_acl(name, rule_id, **body.model_dump(exclude_unset=True))
+        changed()
+        return acl_json(r)
+
+    @app.delete("/v1/tenants/{name}/acls/{rule_id}", dependencies=[Depends(writer)])
+    def delete_acl(name: str = Path(max_length=64),
+                   rule_id: int = Path(ge=1, le=0xFFFFFFFF)) -> dict:
+        core.store.delete_acl(name, rule_id)
+        changed()
+        return {"deleted": rule_id}
+
+    # -- operator flows -----------------------------------------------------------------
+    def known_switch(key: str):
+        sw = core.switch_by_name(key)
+        if sw is None:
+            raise NotFound("dpid", f"no switch {key!r} (a dpid or a host name)")
+        return sw
+
+    def guarded_ports(sw) -> dict[int, str]:
+        """Ports of this switch an operator flow must not output to without override."""
+        out: dict[int, str] = {}
+        if not sw.host:
+            return out
+        topo = core.topology()
+        for b in topo.bindings_on(sw.host):
+            if b.port in sw.ports:
+                out[sw.ports[b.port]] = f"port {b.port} of tenant(s) {', '.join(b.tenants)}"
+        for peer, name in core.tunnels(sw.host).items():
+            if name in sw.ports:
+                out[sw.ports[name]] = f"the tunnel to {peer}"
+        return out
+
+    def checked_operator_flows(sw, items: list[dict], prefix: str = "") -> list[dict]:
+        """Validate operator flows of one switch (422 naming the field), log overrides."""
+        from controller.model import ModelError
+        from controller.ofmsg import OFP13, ofctl_match_ok
+        from controller.operator import check
+        guarded = guarded_ports(sw)
+        out = []
+        for i, f in enumerate(items):
+            where = f"{prefix}{i}." if prefix else ""
+            try:
+                escapes = check(f.get("table_id"), f.get("priority"), f.get("match", {}),
+                                f.get("actions", []), bool(f.get("override")), guarded,
+                                f.get("idle_timeout", 0), f.get("hard_timeout", 0),
+                                f.get("description", ""))
+            except ModelError as exc:
+                raise Invalid(where + exc.field, exc.message) from None
+            if not ofctl_match_ok(OFP13, f.get("match", {})):
+                raise Invalid(where + "match", "a match field is unknown to ofctl or its "
+                                               "value is invalid")
+            for why in escapes:
+                LOG.warning("operator flow on %s accepted with override: %s", sw.host, why)
+            out.append({**f, "dpid": sw.dpid})
+        return out
+
+    def operator_json(of, counters: dict[int, dict] | None = None) -> dict:
+        body = {"id": of.id, "dpid": dpid_str(of.dpid), "cookie": hex(of.cookie),
+                "table_id": of.table_id, "priority": of.priority, "match": dict(of.match),
+                "actions": [dict(a) for a in of.actions], "override": of.override,
+                "description": of.description}
+        if counters is not None:
+            body.update(counters.get(of.id, {"packets": None, "bytes": None,
+                                             "installed": False}))
+        return body
+
+    @app.post("/v1/switches/{key}/flows", status_code=201, dependencies=[Depends(writer)])
+    def add_operator_flow(body: OperatorFlowIn, key: str) -> dict:
+        """An operator flow: stored, re-installed after restarts, never touched by a sync."""
+        sw = known_switch(key)
+        of = core.store.add_operator_flows(checked_operator_flows(sw, [body.model_dump()]))[0]
+        changed()
+        return operator_json(of)
+
+    @app.post("/v1/switches/{key}/flows/bulk", status_code=201, dependencies=[Depends(writer)])
+    def add_operator_flows(body: Annotated[list[OperatorFlowIn], Field(max_length=MAX_BULK)],
+                           key: str) -> dict:
+        """Many operator flows of one switch, all or nothing."""
+        sw = known_switch(key)
+        flows = core.store.add_operator_flows(checked_operator_flows(
+            sw, [b.model_dump() for b in body], prefix="flows."))
+        changed()
+        return {"added": [of.id for of in flows]}
+
+    @app.get("/v1/switches/{key}/operator-flows")
+    def operator_flows(key: str) -> list[dict]:
+        """The switch's stored operator flows, with their live counters when connected."""
+        sw = known_switch(key)
+        counters: dict[int, dict] = {}
+        if sw.connected:
+            from controller.operator import operator_id_of
+            try:
+                for f in core.dump_flows(sw.dpid):
+                    op = operator_id_of(int(f["cookie"], 16))
+                    if op is not None:
+                        counters[op] = {"packets": f["packets"], "bytes": f["bytes"],
+                                        "installed": True}
+            except (LookupError, TimeoutError):
+                pass
+        return [operator_json(of, counters) for of in core.store.operator_flows(sw.dpid)]
+
+    @app.delete("/v1/switches/{key}/flows/{flow_id}", dependencies=[Depends(writer)])
+    def delete_operator_flow(key: str, flow_id: int = Path(ge=1, le=0xFFFFFFFF)) -> dict:
+        sw = known_switch(key)
+        if not core.store.delete_operator_flows(sw.dpid, [flow_id]):
+            raise NotFound("id", f"switch {key!r} has no operator flow {flow_id}")
+        changed()
+        return {"deleted": flow_id}
+
+    from controller import ofctl_rest
+    ofctl_rest.register(app, core, checked_operator_flows, changed)
 
     # -- hosts and switches -----------------------------------------------------------
     @app.get("/v1/hosts")
@@ -521,6 +773,16 @@ def make_app(core: Core, token: str | None) -> FastAPI:
                   "# TYPE weft_handler_errors_total counter"]
         lines += [f'weft_handler_errors_total{{handler="{name}"}} {n}'
                   for name, n in sorted(core.handler_errors.items())]
+        rules = {r.id: r for r in core.store.acls()}
+        if rules:
+            lines += ["# TYPE weft_acl_rule_packets_total counter",
+                      "# TYPE weft_acl_rule_bytes_total counter"]
+            totals = acl_counters(live_flows())
+            for rid, r in sorted(rules.items()):
+                c = totals.get(rid, {"packets": 0, "bytes": 0})
+                lbl = f'{{tenant="{r.tenant}",rule="{rid}",action="{r.action}"}}'
+                lines += [f"weft_acl_rule_packets_total{lbl} {c['packets']}",
+                          f"weft_acl_rule_bytes_total{lbl} {c['bytes']}"]
         loop = core.loop_health() if core.loop_health else None
         if loop:
             lines += ["# TYPE weft_event_queue_depth gauge",

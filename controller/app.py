@@ -10,6 +10,7 @@ state is touched by one thread only.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -25,8 +26,9 @@ from os_ken.ofproto import ofproto_v1_3
 
 from controller import config, ofmsg
 from controller.core import Core, Switch
-from controller.flows import COOKIE_FEATURE_MASK, COOKIE_LEARNED, COOKIE_PREFIX, SwitchState, \
-    apply_delta, diff, feature_of
+from controller.flows import COOKIE_FEATURE_MASK, COOKIE_LEARNED, COOKIE_PREFIX, Flow, \
+    SwitchState, apply_delta, diff, feature_of
+from controller.operator import operator_cookie, reconcile
 from controller.pipeline import desired_state, flow_reads
 from controller.store import Store
 from cluster.hostsfile import dpid_str, host_for_dpid, load
@@ -53,6 +55,14 @@ class EventStats(event.EventBase):
     def __init__(self, kind: str, dpid: int, future: Future) -> None:
         super().__init__()
         self.kind, self.dpid, self.future = kind, dpid, future
+
+
+class EventOfctl(event.EventBase):
+    """An ofctl_rest stats request to send to a switch from the OpenFlow thread."""
+
+    def __init__(self, dpid: int, msg: Any) -> None:
+        super().__init__()
+        self.dpid, self.msg = dpid, msg
 
 
 class EventHeartbeat(event.EventBase):
@@ -169,6 +179,7 @@ class WeftController(app_manager.OSKenApp):
         self.core.loop_health = self.loop_health
         self.core.dump_flows = lambda dpid: self._stats_from_other_thread("flows", dpid)
         self.core.dump_meters = lambda dpid: self._stats_from_other_thread("meters", dpid)
+        self.core.ofctl_datapath = self._ofctl_proxy
         # xid -> (bodies so far, callback(bodies)) for multipart requests in flight
         self._pending: dict[tuple[int, int], tuple[list, Callable[[list], None]]] = {}
         LOG.info("weft controller: %d hosts in %s, state in %s", len(cluster.hosts),
@@ -271,6 +282,14 @@ class WeftController(app_manager.OSKenApp):
     def _reply(self, ev: Any) -> None:
         msg = ev.msg
         key = (msg.datapath.id, msg.xid)
+        waiting = self.core.ofctl_waiters.get(msg.datapath.id, {})
+        if msg.xid in waiting:          # an ofctl_rest request (os-ken's ofctl waits on it)
+            lock, msgs = waiting[msg.xid]
+            msgs.append(ofmsg.ofctl_printable(msg))
+            if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+                waiting.pop(msg.xid, None)
+                lock.set()
+            return
         if key not in self._pending or self.core.switch(msg.datapath.id).dp is not msg.datapath:
             return              # not asked, or from a connection that is not the switch's
         bodies, done = self._pending[key]
@@ -278,6 +297,27 @@ class WeftController(app_manager.OSKenApp):
         if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
             del self._pending[key]
             done(bodies)
+
+    @set_ev_cls([ofp_event.EventOFPDescStatsReply, ofp_event.EventOFPAggregateStatsReply,
+                 ofp_event.EventOFPTableStatsReply, ofp_event.EventOFPPortStatsReply,
+                 ofp_event.EventOFPGroupStatsReply, ofp_event.EventOFPGroupFeaturesStatsReply,
+                 ofp_event.EventOFPMeterFeaturesStatsReply, ofp_event.EventOFPQueueStatsReply],
+                MAIN_DISPATCHER)
+    def _ofctl_reply(self, ev: Any) -> None:
+        self._reply(ev)
+
+    @set_ev_cls(EventOfctl)
+    def _ofctl_send(self, ev: EventOfctl) -> None:
+        """An ofctl_rest stats request, sent from this thread (xid set by the REST side)."""
+        sw = self.core.switches.get(ev.dpid)
+        if sw is not None and sw.dp is not None:
+            sw.dp.send_msg(ev.msg)
+
+    def _ofctl_proxy(self, dpid: int) -> Any:
+        sw = self.core.switches.get(dpid)
+        if sw is None or sw.dp is None:
+            raise LookupError("switch not connected")
+        return _OfctlDatapath(self, dpid, sw.dp)
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _port_desc_reply(self, ev: Any) -> None:
@@ -365,7 +405,24 @@ class WeftController(app_manager.OSKenApp):
         for items, build, command in plan:
             for item in items:
                 dp.send_msg(build(dp, item, command))
-        sw.known = apply_delta(have, delta)
+        known = apply_delta(have, delta)
+        # operator flows: never diffed; the missing come back, the unstored go
+        op_add, op_delete = reconcile(self.core.store.operator_flows(sw.dpid), have)
+        for of in op_add:
+            try:
+                dp.send_msg(ofmsg.operator_flow_mod(dp, of, "add"))
+            except Exception as exc:  # noqa: BLE001  (a bad stored flow must not stop sync)
+                LOG.error("switch %s: operator flow %d cannot be sent: %s", dpid_str(sw.dpid),
+                          of.id, exc)
+        for op_id in op_delete:
+            dp.send_msg(ofmsg.operator_flow_mod(dp, _OpRef(operator_cookie(op_id)), "delete"))
+        if op_add or op_delete:
+            gone = {operator_cookie(i) for i in op_delete}
+            known = SwitchState(frozenset({f for f in known.flows if f.cookie not in gone} | {
+                Flow(of.table_id, of.priority, (("operator_id", of.id),), (), of.cookie)
+                for of in op_add}), known.groups, known.meters)
+            sw.operator_mods += len(op_add) + len(op_delete)
+        sw.known = known
         n_flows = len(delta.delete_flows) + len(delta.add_flows)
         n_groups = len(delta.add_groups) + len(delta.modify_groups) + len(delta.delete_groups)
         n_meters = len(delta.add_meters) + len(delta.modify_meters) + len(delta.delete_meters)
@@ -435,6 +492,34 @@ class WeftController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
     def _meter_config_reply(self, ev: Any) -> None:
         self._reply(ev)
+
+
+_OFCTL_XIDS = itertools.count(0x80000000)     # apart from os-ken's own (counting from 0)
+
+
+class _OfctlDatapath:
+    """What os-ken's ofctl_v1_3 helpers need of a datapath, for a REST thread: messages
+    go out through the app's event queue, replies come back via ``core.ofctl_waiters``."""
+
+    def __init__(self, app: WeftController, dpid: int, dp: Any) -> None:
+        self.id, self.ofproto, self.ofproto_parser = dpid, dp.ofproto, dp.ofproto_parser
+        self._app = app
+
+    def set_xid(self, msg: Any) -> None:
+        msg.set_xid(next(_OFCTL_XIDS) & 0xFFFFFFFF)
+
+    def send_msg(self, msg: Any) -> None:
+        if msg.xid is None:
+            self.set_xid(msg)
+        if not self._app._post(EventOfctl(self.id, msg), POST_TIMEOUT):
+            raise TimeoutError("the controller's event queue is full")
+
+
+class _OpRef:
+    """Just the cookie of an operator flow: what a delete by cookie needs."""
+
+    def __init__(self, cookie: int) -> None:
+        self.cookie = cookie
 
 
 def _dpid_of(ev: Any) -> int | None:

@@ -29,6 +29,7 @@ class Switch:
     flow_mods: int = 0              # flow-mods sent since the controller started
     group_mods: int = 0
     meter_mods: int = 0
+    operator_mods: int = 0          # operator flows (re)installed or removed by syncs
     refused: int = 0                # second connections claiming this datapath id, refused
     learned_flows: int = 0          # flows the switch learned (2 per MAC), counted at each sync
     last_sync: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +51,7 @@ class Switch:
                 "ports": dict(sorted(self.ports.items(), key=lambda kv: kv[1])),
                 "tunnels": tunnels, "syncs": self.syncs, "flow_mods_sent": self.flow_mods,
                 "group_mods_sent": self.group_mods, "meter_mods_sent": self.meter_mods,
+                "operator_flow_mods_sent": self.operator_mods,
                 "learned_flows": self.learned_flows, "refused_connections": self.refused,
                 "last_sync": self.last_sync}
 
@@ -75,6 +77,9 @@ class Core:
         # set by the app: a connected switch's live flows / meter stats (REST threads)
         self.dump_flows: Callable[[int], list[dict[str, Any]]] = _no_switches
         self.dump_meters: Callable[[int], list[dict[str, Any]]] = _no_switches
+        # set by the app: a datapath stand-in for os-ken's ofctl_v1_3 helpers (ofctl_rest)
+        self.ofctl_datapath: Callable[[int], Any] = _no_switches
+        self.ofctl_waiters: dict[int, dict[int, Any]] = {}   # dpid -> xid -> (event, msgs)
 
     def topology(self) -> Topology:
         """A snapshot of the model for the pipeline."""
@@ -82,7 +87,8 @@ class Core:
         return Topology(tenants, tuple(sb.binding for sb in self.store.bindings())
                         + self.uplink_bindings(tenants),
                         tuple(h.name for h in self.cluster.hosts),
-                        limits=tuple(self.store.limits()), rules=tuple(self.store.rules()))
+                        limits=tuple(self.store.limits()), rules=tuple(self.store.rules()),
+                        acls=tuple(self.store.acls()), acl_deny=self.store.acl_deny())
 
     def uplink_bindings(self, tenants: tuple) -> tuple[Binding, ...]:
         """With VLAN transport each host's uplink is a trunk of every tenant with a VLAN.

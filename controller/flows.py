@@ -12,7 +12,11 @@ echoes them): ``("meter", id)``, ``("apply", (action, ...))``,
 Actions: ``("output", port)``, ``("set_field", field, value)`` (e.g.
 ``("set_field", "ip_dscp", 46)``: the 6-bit DSCP), ``("set_queue", queue_id)``,
 ``("group", id)``, ``("push_vlan", ethertype)``, ``("pop_vlan",)``,
-``("learn", LearnSpec)``.
+``("learn", LearnSpec)``, ``("ct", commit, zone, table)`` (OVS conntrack:
+``ct(commit?, zone=Z, table=T?)``; ``table`` None means no recirculation,
+the frame goes on with this flow's instructions).
+
+``ct_state`` matches are ``(bits, mask)`` of the ``CT_*`` bits.
 
 Match values: ints, lowercase MAC strings, dotted IPv4 strings; masked fields
 are ``(value, mask)`` with the mask applied to the value, and a full mask is
@@ -35,13 +39,15 @@ __all__ = [
     "COOKIE_FEATURE_MASK", "OWNED_FEATURE_COOKIES", "feature_of",
     "LearnSpec", "Flow", "Group", "Meter", "SwitchState", "Delta", "flow", "diff",
     "apply_delta", "owns_group", "owns_meter", "MatchValue", "normal_action",
+    "COOKIE_OPERATOR", "acl_cookie", "acl_rule_of", "CT_NEW", "CT_EST", "CT_REL", "CT_RPL",
+    "CT_INV", "CT_TRK",
 ]
 
 # --- cookies: bits 48-63 say "weft", bits 40-47 name the feature ---------------
 COOKIE_PREFIX = 0x5746 << 48                # "WF"
 _FEATURE_SHIFT = 40
 _FEATURES = {1: "base", 2: "isolation", 3: "endpoint", 4: "learned", 5: "vlan", 6: "qos", 7: "acl",
-             8: "portsec"}
+             8: "portsec", 9: "operator"}
 
 
 def _cookie(feature_id: int) -> int:
@@ -54,7 +60,25 @@ COOKIE_ENDPOINT = _cookie(3)      # static MACs of bound endpoints
 COOKIE_LEARNED = _cookie(4)       # written by the switch's learn action, never by us
 COOKIE_VLAN = _cookie(5)          # trunk ports, tag checks
 COOKIE_QOS = _cookie(6)           # QoS: tenant-aggregate limits, per-flow rules
-COOKIE_ACL = _cookie(7)           # reserved: flow rules
+COOKIE_ACL = _cookie(7)           # tenant ACLs; the low 32 bits: the rule id (0: not a rule)
+COOKIE_OPERATOR = _cookie(9)      # operator flows (REST, ofctl_rest); low bits: the flow id
+_ACL_ID_MASK = (1 << 32) - 1
+
+
+def acl_cookie(rule_id: int = 0) -> int:
+    """The cookie of an ACL flow: a rule's own (counters per rule), or 0 for the skeleton."""
+    return COOKIE_ACL | (rule_id & _ACL_ID_MASK)
+
+
+def acl_rule_of(cookie: int) -> int | None:
+    """The ACL rule id a cookie names; None for other flows and the ACL skeleton."""
+    if feature_of(cookie) != "acl":
+        return None
+    return (cookie & _ACL_ID_MASK) or None
+
+
+# conntrack state bits (OVS ct_state)
+CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 COOKIE_PORTSEC = _cookie(8)       # port security: source MAC/IP/ARP checks, group-source drops
 # cookie & COOKIE_FEATURE_MASK == COOKIE_X: the flow belongs to feature X (the low 40
 # bits are the feature's own: learned flows carry their ingress port and tenant there)
@@ -76,7 +100,8 @@ MatchValue = int | str | tuple[int, int] | tuple[str, str]
 
 _FIELD_BITS = {"metadata": 64, "arp_op": 16, "tunnel_id": 64, "eth_dst": 48, "eth_src": 48,
                "vlan_vid": 13, "in_port": 32, "eth_type": 16, "ip_proto": 8, "ip_dscp": 6,
-               "tcp_src": 16, "tcp_dst": 16, "udp_src": 16, "udp_dst": 16}
+               "tcp_src": 16, "tcp_dst": 16, "udp_src": 16, "udp_dst": 16, "ct_state": 32,
+               "icmpv4_type": 8, "icmpv4_code": 8}
 _MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
 _IPV4_FIELDS = frozenset({"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"})
 _IPV4_ALL = (1 << 32) - 1
@@ -310,9 +335,12 @@ def diff(desired: SwitchState, actual: SwitchState) -> Delta:
     use but no desired learn action writes to (left behind when the pipeline's
     tables were renumbered: they would forward around the tables now in front
     of the learned ones); when nothing desired learns, learned flows stay.
+    Operator flows (``COOKIE_OPERATOR``) are never diffed: see
+    ``controller.operator.reconcile``.
     """
     want = {f.identity: f for f in desired.flows}
-    have = {f.identity: f for f in actual.flows if feature_of(f.cookie) != "learned"}
+    have = {f.identity: f for f in actual.flows
+            if feature_of(f.cookie) not in ("learned", "operator")}
     delete = [f for ident, f in have.items()
               if ident not in want and feature_of(f.cookie) is not None]
     delete += _misplaced_learned(desired, actual)

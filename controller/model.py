@@ -44,6 +44,8 @@ __all__ = [
     "MAX_METER_ID", "MAX_KBPS", "MAX_BURST_KB", "QOS_MATCH_KEYS", "IP_PROTOS",
     "TENANT_NAME_PATTERN", "HOST_NAME_PATTERN", "PORT_NAME_PATTERN", "MAC_PATTERN",
     "MAX_DESCRIPTION", "check_name", "check_text", "check_bindable_port",
+    "AclRule", "ACL_ACTIONS", "ACL_DIRECTIONS", "ACL_DEFAULTS", "MAX_ACL_PRIORITY",
+    "MAX_ACL_ZONE_VNI",
 ]
 
 ACCESS = "access"
@@ -360,24 +362,29 @@ class QosRule:
 
     def oxm(self) -> dict[str, Any]:
         """The OpenFlow 1.3 match (OXM names, the switch's normal form) of ``match``."""
-        m = dict(self.match)
-        out: dict[str, Any] = {"eth_type": ETH_TYPE_IPV4}
-        proto = m.get("ip_proto")
-        if proto is not None:
-            out["ip_proto"] = IP_PROTOS.get(proto, proto)
-        for key, oxm in (("src", "ipv4_src"), ("dst", "ipv4_dst")):
-            if key in m:
-                net = ipaddress.IPv4Network(m[key])
-                if net.prefixlen == 32:
-                    out[oxm] = str(net.network_address)
-                elif net.prefixlen:
-                    out[oxm] = (str(net.network_address), str(net.netmask))
-        for key, l4 in (("src_port", "src"), ("dst_port", "dst")):
-            if key in m:
-                out[f"{proto}_{l4}"] = m[key]
-        if "dscp" in m:
-            out["ip_dscp"] = m["dscp"]
-        return out
+        return ipv4_oxm(self.match)
+
+
+def ipv4_oxm(match: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    """The OXM match of normalised (key, value) pairs (see the module docstring)."""
+    m = dict(match)
+    out: dict[str, Any] = {"eth_type": ETH_TYPE_IPV4}
+    proto = m.get("ip_proto")
+    if proto is not None:
+        out["ip_proto"] = IP_PROTOS.get(proto, proto)
+    for key, oxm in (("src", "ipv4_src"), ("dst", "ipv4_dst")):
+        if key in m:
+            net = ipaddress.IPv4Network(m[key])
+            if net.prefixlen == 32:
+                out[oxm] = str(net.network_address)
+            elif net.prefixlen:
+                out[oxm] = (str(net.network_address), str(net.netmask))
+    for key, l4 in (("src_port", "src"), ("dst_port", "dst")):
+        if key in m:
+            out[f"{proto}_{l4}"] = m[key]
+    if "dscp" in m:
+        out["ip_dscp"] = m["dscp"]
+    return out
 
 
 def _normal_qos_match(match: Any, where: str) -> tuple[tuple[str, Any], ...]:
@@ -425,6 +432,81 @@ def _normal_qos_match(match: Any, where: str) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(out.items()))
 
 
+# --- ACLs ------------------------------------------------------------------------------
+ACL_ACTIONS = ("allow", "drop")
+ACL_DIRECTIONS = ("ingress", "egress")
+ACL_DEFAULTS = ("allow", "deny")     # a tenant's policy when no rule matches
+MAX_ACL_PRIORITY = 10_000
+MAX_ACL_ID = 0xFFFFFFFF              # the low 32 bits of the rule's flow cookies
+MAX_ACL_ZONE_VNI = 0xFFFF            # conntrack zones are 16 bits: zone = the tenant's VNI
+
+
+@dataclass(frozen=True)
+class AclRule:
+    """One ordered, stateful rule of a tenant's security policy (like a security group rule).
+
+    ``direction`` says which side of the connection is the tenant's endpoint:
+    ``ingress`` rules are about connections *to* the tenant's endpoints
+    (``remote`` is the source, ``local`` the destination), ``egress`` rules
+    about connections *from* them (``local`` the source, ``remote`` the
+    destination).  ``port`` is the destination TCP/UDP port, ``icmp_type``
+    the ICMP type.  A rule decides the first packet of a connection; the
+    replies and the rest of the connection pass by conntrack.  Among a
+    tenant's rules the highest ``priority`` matching one decides (unique per
+    tenant); none matching: the tenant's default (allow or deny).
+    """
+
+    id: int
+    tenant: str
+    priority: int
+    action: str
+    direction: str = "ingress"
+    ip_proto: Any = None
+    remote: str | None = None
+    local: str | None = None
+    port: int | None = None
+    icmp_type: int | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _int_in(self.id, 1, MAX_ACL_ID, "ACL rule id")
+        where = f"ACL rule {self.id}"
+        _name(self.tenant, f"{where}: tenant")
+        _int_in(self.priority, 1, MAX_ACL_PRIORITY, f"{where}: priority")
+        if self.action not in ACL_ACTIONS:
+            raise ModelError("action", f"{where}: action {self.action!r} not allow|drop")
+        if self.direction not in ACL_DIRECTIONS:
+            raise ModelError("direction", f"{where}: direction {self.direction!r} "
+                                          "not ingress|egress")
+        pairs = [(k, v) for k, v in (("ip_proto", self.ip_proto), ("src", self.remote),
+                                     ("dst", self.local)) if v is not None]
+        norm = dict(_normal_qos_match(pairs, where))
+        object.__setattr__(self, "ip_proto", norm.get("ip_proto"))
+        object.__setattr__(self, "remote", norm.get("src"))
+        object.__setattr__(self, "local", norm.get("dst"))
+        if self.port is not None:
+            _int_in(self.port, 1, 65535, f"{where}: port")
+            if self.ip_proto not in ("tcp", "udp"):
+                raise ModelError("port", f"{where}: port needs ip_proto tcp or udp")
+        if self.icmp_type is not None:
+            _int_in(self.icmp_type, 0, 255, f"{where}: icmp_type")
+            if self.ip_proto != "icmp":
+                raise ModelError("icmp_type", f"{where}: icmp_type needs ip_proto icmp")
+        check_text(self.description, "description")
+
+    def oxm(self) -> dict[str, Any]:
+        """The OpenFlow match of the connection's first packet (IPv4; OXM names)."""
+        src, dst = (self.remote, self.local) if self.direction == "ingress" else \
+            (self.local, self.remote)
+        match: list[tuple[str, Any]] = [(k, v) for k, v in (
+            ("ip_proto", self.ip_proto), ("src", src), ("dst", dst),
+            ("dst_port", self.port)) if v is not None]
+        out = ipv4_oxm(tuple(sorted(match)))
+        if self.icmp_type is not None:
+            out["icmpv4_type"] = self.icmp_type
+        return out
+
+
 @dataclass(frozen=True)
 class Topology:
     """Everything the pipeline needs about the cluster, for every switch at once.
@@ -439,10 +521,14 @@ class Topology:
     hosts: tuple[str, ...] = ()
     limits: tuple[RateLimit, ...] = field(default=(), kw_only=True)
     rules: tuple[QosRule, ...] = field(default=(), kw_only=True)
+    acls: tuple[AclRule, ...] = field(default=(), kw_only=True)
+    acl_deny: frozenset[str] = field(default=frozenset(), kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "limits", tuple(self.limits))
         object.__setattr__(self, "rules", tuple(self.rules))
+        object.__setattr__(self, "acls", tuple(self.acls))
+        object.__setattr__(self, "acl_deny", frozenset(self.acl_deny))
         names = [t.name for t in self.all_tenants]
         vnis = [t.vni for t in self.all_tenants]
         _unique(names, "tenant name")
@@ -463,6 +549,28 @@ class Topology:
         _unique([(b.host, b.port) for b in self.bindings], "binding of port")
         _unique([(b.tenant, b.mac) for b in self.bindings if b.mac], "mac in tenant")
         self._check_qos(by_name)
+        self._check_acls(by_name)
+
+    def _check_acls(self, tenants: Mapping[str, Tenant]) -> None:
+        for r in self.acls:
+            if not isinstance(r, AclRule):
+                raise ValueError(f"acls holds {r!r}, not an AclRule")
+            if r.tenant not in tenants:
+                raise ValueError(f"ACL rule {r.id}: unknown tenant {r.tenant!r}")
+        for name in self.acl_deny:
+            if name not in tenants:
+                raise ValueError(f"default-deny policy of unknown tenant {name!r}")
+        for name in self.acl_tenants:
+            if tenants[name].vni > MAX_ACL_ZONE_VNI:
+                raise ValueError(f"tenant {name!r}: ACLs need a VNI <= {MAX_ACL_ZONE_VNI} "
+                                 "(the conntrack zone)")
+        _unique([r.id for r in self.acls], "ACL rule id")
+        _unique([(r.tenant, r.priority) for r in self.acls], "ACL rule priority in tenant")
+
+    @property
+    def acl_tenants(self) -> frozenset[str]:
+        """Tenants with a security policy (a rule or default-deny): their IPv4 is tracked."""
+        return frozenset(r.tenant for r in self.acls) | self.acl_deny
 
     def _check_qos(self, tenants: Mapping[str, Tenant]) -> None:
         for x in self.limits:

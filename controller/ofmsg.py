@@ -12,6 +12,9 @@ Normalisation on the way back:
   * anything weft does not model becomes ``("unknown", text)``, which never
     equals a desired flow, so such a flow of ours is simply replaced.
 
+Conntrack is NXAST_CT with an immediate zone (``zone_src`` empty), no ALG
+and no nested actions: ``("ct", commit, zone, table)``.
+
 The learn action is sent as NXAST_LEARN with specs written the way OVS
 echoes them (neutron br_tun does the same): metadata as immediates per
 contiguous run of the mask, ``NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[]``,
@@ -45,7 +48,8 @@ from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 from controller.flows import Flow, Group, LearnSpec, Meter, flow, normal_action
 
 __all__ = ["flow_mod", "group_mod", "meter_mod", "flow_from_stats", "flows_from_stats",
-           "group_from_desc", "meter_from_config", "meters_from_config"]
+           "group_from_desc", "meter_from_config", "meters_from_config", "operator_flow_mod",
+           "ofctl_match_ok", "ofctl_printable", "OFP13"]
 
 
 class Datapath(Protocol):
@@ -64,6 +68,8 @@ _METER_COMMANDS = {"add": ofp.OFPMC_ADD, "modify": ofp.OFPMC_MODIFY, "delete": o
 _METER_FLAGS = ofp.OFPMF_KBPS | ofp.OFPMF_STATS
 _ALL_COOKIE_BITS = (1 << 64) - 1
 _VLAN_CFI = 0x1000            # in NXM_OF_VLAN_TCI: "a tag is present" (OVS)
+_NX_CT_F_COMMIT = 1
+_NX_CT_RECIRC_NONE = 0xFF     # ct() without table=: no recirculation
 
 
 _NXAST_LEARN2 = 45
@@ -186,6 +192,12 @@ def _action(parser: Any, action: tuple) -> Any:
         return parser.OFPActionPopVlan()
     if kind == "learn":
         return _learn_action(parser, action[1])
+    if kind == "ct":
+        _, commit, zone, table = action
+        return parser.NXActionCT(flags=_NX_CT_F_COMMIT if commit else 0, zone_src="",
+                                 zone_ofs_nbits=zone,
+                                 recirc_table=_NX_CT_RECIRC_NONE if table is None else table,
+                                 alg=0, actions=[])
     raise ValueError(f"unknown action {action!r}")
 
 
@@ -223,6 +235,62 @@ def _bit_runs(mask: int) -> list[tuple[int, int]]:
         else:
             ofs += 1
     return runs
+
+
+def operator_flow_mod(dp: Datapath, of: Any, command: str) -> Any:
+    """An operator flow (``controller.operator.OperatorFlow``, ofctl JSON) as a flow-mod:
+    ``add``, or ``delete`` of every flow carrying its cookie (any table)."""
+    from os_ken.lib import ofctl_v1_3
+    ofproto, parser = dp.ofproto, dp.ofproto_parser
+    if command == "add":
+        return parser.OFPFlowMod(
+            dp, cookie=of.cookie, table_id=of.table_id, command=ofproto.OFPFC_ADD,
+            priority=of.priority, buffer_id=ofproto.OFP_NO_BUFFER,
+            match=ofctl_v1_3.to_match(dp, dict(of.match)),
+            instructions=ofctl_v1_3.to_actions(dp, [dict(a) for a in of.actions]))
+    if command == "delete":
+        return parser.OFPFlowMod(
+            dp, cookie=of.cookie, cookie_mask=_ALL_COOKIE_BITS, table_id=ofproto.OFPTT_ALL,
+            command=ofproto.OFPFC_DELETE, out_port=ofproto.OFPP_ANY,
+            out_group=ofproto.OFPG_ANY, match=parser.OFPMatch())
+    raise ValueError(f"operator flow command {command!r} not add|delete")
+
+
+def ofctl_printable(msg: Any) -> Any:
+    """Give Nicira actions os-ken's ofctl cannot name (learn with a limit, NXAST_LEARN2)
+    the raw ``data`` its formatter prints for them (``NX_UNKNOWN: {subtype, data}``);
+    without it ``actions_to_str`` raises on weft's own flows."""
+    for stats in msg.body if isinstance(msg.body, list) else ():
+        for instr in getattr(stats, "instructions", ()) or ():
+            for act in getattr(instr, "actions", ()) or ():
+                if getattr(act, "experimenter", None) is not None and not hasattr(act, "data"):
+                    buf = bytearray()
+                    try:
+                        act.serialize(buf, 0)
+                    except Exception:  # noqa: BLE001  (printing must not fail)
+                        pass
+                    act.data = bytes(buf[8:])
+    return msg
+
+
+class _Ofp13:
+    """A datapath stand-in for building and checking messages with no switch at hand."""
+
+    ofproto = ofp
+    ofproto_parser = ofpp
+    id = 0
+
+
+OFP13: Datapath = _Ofp13()
+
+
+def ofctl_match_ok(dp: Datapath, match: dict) -> bool:
+    """True when os-ken's ofctl understood every field of ``match`` (it skips unknown ones)."""
+    from os_ken.lib import ofctl_v1_3
+    try:
+        return len(list(ofctl_v1_3.to_match(dp, dict(match)).items())) == len(match)
+    except Exception:  # noqa: BLE001  (ofctl raises whatever a bad value provokes)
+        return False
 
 
 # --- os-ken -> weft -----------------------------------------------------------------
@@ -274,6 +342,10 @@ def _parse_action(action: Any) -> tuple:
         spec = _parse_learn(action)
         if spec is not None:
             return ("learn", spec)
+    if isinstance(action, ofpp.NXActionCT) and not action.zone_src and not action.alg \
+            and not action.actions and not action.flags & ~_NX_CT_F_COMMIT:
+        table = None if action.recirc_table == _NX_CT_RECIRC_NONE else action.recirc_table
+        return ("ct", bool(action.flags & _NX_CT_F_COMMIT), action.zone_ofs_nbits, table)
     return ("unknown", str(action))
 
 

@@ -68,6 +68,29 @@ limited on the host where they entered (a local sender is metadata
                                         -> [meter:<id>] [set_field:<dscp>->ip_dscp,
                                            set_queue:<q>] goto L2     COOKIE_QOS
 
+ACLs (``Topology.acls``, ``Topology.acl_deny``): a tenant with a rule or a
+default-deny policy gets, in POLICY, on every host where it is present
+(zone = the tenant's VNI; "pass" = [the tenant's meter for local senders]
+goto QOS; every flow matches the tenant's metadata and ``vlan_vid=0``, so a
+frame still tagged never matches one and the tag drops above still win)::
+
+    30000 ip, ct_state=-trk                    -> ct(zone, table=POLICY)  (track, recirculate)
+    30000 ip, ct_state=+trk+inv                -> drop
+    29990 ip, ct_state=+trk+est                -> pass   (replies, the rest of a connection)
+    29980 ip, ct_state=+trk+rel                -> pass   (ICMP errors about a connection)
+    29970 ip, +trk+new, from a tunnel/uplink   -> ct(commit, zone), pass: decided where it entered
+    10000+priority  ip, +trk+new, local sender, <rule match>
+                                               -> allow: ct(commit, zone), pass; drop: drop
+                                                  cookie COOKIE_ACL|rule id (its counters)
+    10000 ip, +trk+new, local sender           -> the default: allow (commit, pass) or drop
+    30000 arp                                  -> pass   (default-deny tenants only)
+    20    anything else of the tenant          -> drop   (default-deny tenants only)
+
+(a "pass" with a meter is two flows: local senders at priority+1 with the
+meter, everyone else without.)  A connection is decided once, by its first
+packet, on the host where it enters weft; the receiving host commits it
+when it arrives from the tunnel, so the replies are +est on both hosts.
+
 Port security (CLASSIFY, before any learning; cookie COOKIE_PORTSEC unless said)::
 
     priority 1000  eth_src multicast/broadcast (01:00:00:00:00:00/01:...)  -> drop
@@ -107,11 +130,12 @@ import ipaddress
 from typing import Mapping, NamedTuple
 
 from controller.flows import (
+    CT_EST, CT_INV, CT_NEW, CT_REL, CT_TRK, acl_cookie,
     COOKIE_BASE, COOKIE_ENDPOINT, COOKIE_FEATURE_MASK, COOKIE_ISOLATION, COOKIE_LEARNED,
     COOKIE_PORTSEC, COOKIE_QOS, COOKIE_VLAN, OWNED_FEATURE_COOKIES, Flow, Group, LearnSpec, Meter,
     SwitchState, flow,
 )
-from controller.model import ACCESS, Binding, QosRule, Topology
+from controller.model import ACCESS, AclRule, Binding, QosRule, Topology
 
 __all__ = [
     "CLASSIFY", "POLICY", "QOS", "L2", "FLOOD", "VNI_MASK", "FROM_TUNNEL", "FROM_UPLINK",
@@ -119,6 +143,8 @@ __all__ = [
     "LEARN_IDLE_TIMEOUT", "LEARN_LIMIT_MACS", "OFPVID_PRESENT", "ETH_TYPE_VLAN",
     "flood_group_ids", "learned_cookie", "flow_reads", "PRIO_DROP_GROUP_SRC",
     "tenant_match", "local_sender_match", "to_port", "rule_flow", "desired_state",
+    "PRIO_ACL_TRACK", "PRIO_ACL_EST", "PRIO_ACL_REL", "PRIO_ACL_REMOTE_NEW", "PRIO_ACL_RULE_BASE",
+    "PRIO_ACL_DENY_ALL", "acl_flows", "acl_rule_flow",
 ]
 
 CLASSIFY, POLICY, QOS, L2, FLOOD = 0, 1, 2, 3, 4
@@ -139,6 +165,14 @@ PRIO_DROP_INNER_TAG = 90     # POLICY: a tag beyond OVS's vlan-limit
 PRIO_TENANT_LIMIT = 10       # POLICY: a tenant's aggregate meter on this host
 PRIO_QOS_RULE_BASE = 1000    # QOS: a rule's flow is this + rule.priority (1..1000)
 LEARN_IDLE_TIMEOUT = 300
+PRIO_ACL_TRACK = 30000       # POLICY: untracked IPv4 -> conntrack; invalid; ARP (deny)
+PRIO_ACL_EST = 29990
+PRIO_ACL_REL = 29980
+PRIO_ACL_REMOTE_NEW = 29970  # POLICY: a new connection decided on the host it entered
+PRIO_ACL_RULE_BASE = 10000   # POLICY: a rule's flow is this + rule.priority (1..10000)
+PRIO_ACL_DENY_ALL = 20       # POLICY: default-deny catch-all (above the tenant limit's 10)
+ETH_TYPE_IP = 0x0800
+ETH_TYPE_ARP_ = 0x0806
 LEARN_LIMIT_MACS = 1024      # learned MACs per (ingress port or tunnel, tenant) on a host
 PRIO_DROP_GROUP_SRC = 1000   # CLASSIFY: multicast/broadcast source MAC, any port
 PRIO_PORTSEC_DROP = 110      # CLASSIFY: a bound port's ARP/IP not from its addresses
@@ -423,6 +457,13 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
             if rule.kbps is not None:
                 meters.append(Meter(rule.id, rule.kbps, rule.burst_kb))
 
+    tenant_meter = {x.tenant: x.id for x in topo.limits
+                    if x.host == host and x.tenant in local}
+    for name in sorted(topo.acl_tenants & here):
+        flows.extend(acl_flows(topo.tenant(name).vni,
+                               [r for r in topo.acls if r.tenant == name],
+                               name in topo.acl_deny, tenant_meter.get(name)))
+
     for name in sorted(here):
         vni = topo.tenant(name).vni
         local_out = [to_port(m.ofport, m.vlan) for m in members if m.tenant == name]
@@ -437,6 +478,62 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
                 groups.append(g)
 
     return SwitchState(frozenset(flows), frozenset(groups), frozenset(meters))
+
+
+def _acl_pass(priority: int, vni: int, match: Mapping, meter: int | None,
+              apply: tuple = (), cookie: int = acl_cookie()) -> list[Flow]:
+    """On to QOS; with the tenant's meter for local senders (one more flow, above)."""
+    base = {**tenant_match(vni), "vlan_vid": 0, **match}
+    out = [flow(POLICY, priority, base, [("apply", apply), ("goto", QOS)], cookie)]
+    if meter is not None:
+        out.append(flow(POLICY, priority + 1, {**base, **local_sender_match(vni)},
+                        [("meter", meter), ("apply", apply), ("goto", QOS)], cookie))
+    return out
+
+
+def _ct_state(bits: int) -> dict[str, tuple[int, int]]:
+    return {"ct_state": (CT_TRK | bits, CT_TRK | bits)}
+
+
+def acl_rule_flow(vni: int, rule: AclRule, meter: int | None) -> Flow:
+    """POLICY: a rule deciding a new connection a local port opens."""
+    match = {**local_sender_match(vni), "vlan_vid": 0, **_ct_state(CT_NEW), **rule.oxm()}
+    prio = PRIO_ACL_RULE_BASE + rule.priority
+    if rule.action == "drop":
+        return flow(POLICY, prio, match, (), acl_cookie(rule.id))
+    return flow(POLICY, prio, match,
+                [*_metered(meter), ("apply", (("ct", True, vni, None),)), ("goto", QOS)],
+                acl_cookie(rule.id))
+
+
+def acl_flows(vni: int, rules: list[AclRule], deny: bool, meter: int | None) -> list[Flow]:
+    """A tenant's stateful security policy on one host (see the module docstring)."""
+    ip = {"eth_type": ETH_TYPE_IP}
+    commit = (("ct", True, vni, None),)
+    out = [
+        flow(POLICY, PRIO_ACL_TRACK, {**tenant_match(vni), "vlan_vid": 0, **ip,
+                                      "ct_state": (0, CT_TRK)},
+             [("apply", (("ct", False, vni, POLICY),))], acl_cookie()),
+        flow(POLICY, PRIO_ACL_TRACK, {**tenant_match(vni), "vlan_vid": 0, **ip,
+                                      **_ct_state(CT_INV)}, (), acl_cookie()),
+        *_acl_pass(PRIO_ACL_EST, vni, {**ip, **_ct_state(CT_EST)}, meter),
+        *_acl_pass(PRIO_ACL_REL, vni, {**ip, **_ct_state(CT_REL)}, meter),
+    ]
+    for arrived in ({"metadata": (vni | FROM_TUNNEL, TENANT_MASK)},
+                    {"metadata": (vni | FROM_UPLINK, SENDER_MASK)}):
+        out.append(flow(POLICY, PRIO_ACL_REMOTE_NEW,
+                        {**arrived, "vlan_vid": 0, **ip, **_ct_state(CT_NEW)},
+                        [("apply", commit), ("goto", QOS)], acl_cookie()))
+    out += [acl_rule_flow(vni, r, meter) for r in rules]
+    new_local = {**local_sender_match(vni), "vlan_vid": 0, **ip, **_ct_state(CT_NEW)}
+    if deny:
+        out.append(flow(POLICY, PRIO_ACL_RULE_BASE, new_local, (), acl_cookie()))
+        out += _acl_pass(PRIO_ACL_TRACK, vni, {"eth_type": ETH_TYPE_ARP_}, meter)
+        out.append(flow(POLICY, PRIO_ACL_DENY_ALL, tenant_match(vni), (), acl_cookie()))
+    else:
+        out.append(flow(POLICY, PRIO_ACL_RULE_BASE, new_local,
+                        [*_metered(meter), ("apply", commit), ("goto", QOS)], acl_cookie()))
+    return out
 
 
 class _Member(NamedTuple):

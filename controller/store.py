@@ -18,15 +18,18 @@ from dataclasses import replace as replace_
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from controller.model import (ACCESS, DEFAULT_TENANT, HOST_NAME_PATTERN, MAX_VNI,
-                              TRUNK, Binding, ModelError, QosRule, RateLimit, Tenant,
-                              check_bindable_port)
+from controller.model import (ACCESS, DEFAULT_TENANT, HOST_NAME_PATTERN, MAX_ACL_PRIORITY,
+                              MAX_ACL_ZONE_VNI, MAX_VNI, TRUNK, AclRule, Binding, ModelError,
+                              QosRule, RateLimit, Tenant, check_bindable_port)
 from controller.model import check_name as _model_check_name
+from controller.operator import OperatorFlow
 
 LOG = logging.getLogger("weft.store")
 FIRST_AUTO_VNI = 1000
-SCHEMA_VERSION = 3          # PRAGMA user_version; 0 is the first, unversioned schema
+SCHEMA_VERSION = 4          # PRAGMA user_version; 0 is the first, unversioned schema
 # 3: port_addresses (port security), created by SCHEMA itself: no data to move
+# 4: tenant ACLs (acl_rules, acl_policy) and operator flows (operator_flows): new tables
+#    only, created by the idempotent SCHEMA
 
 # Invariants live in the database, so no interleaving of writers can break them:
 # a binding or QoS entry names an existing tenant (foreign keys), a trunk lists only
@@ -66,6 +69,34 @@ CREATE TABLE IF NOT EXISTS qos (
     set_dscp INTEGER,                      -- rule only
     queue INTEGER                          -- rule only
 );
+CREATE TABLE IF NOT EXISTS acl_rules (
+    id INTEGER PRIMARY KEY AUTOINCREMENT CHECK (id BETWEEN 1 AND 4294967295),  -- in the cookie
+    tenant TEXT NOT NULL REFERENCES tenants(name),
+    priority INTEGER NOT NULL CHECK (priority BETWEEN 1 AND {MAX_ACL_PRIORITY}),
+    action TEXT NOT NULL CHECK (action IN ('allow', 'drop')),
+    direction TEXT NOT NULL CHECK (direction IN ('ingress', 'egress')),
+    ip_proto TEXT,                         -- JSON: "tcp"/"udp"/"icmp" or a number
+    remote TEXT,
+    local TEXT,
+    port INTEGER,
+    icmp_type INTEGER,
+    description TEXT NOT NULL DEFAULT '',
+    UNIQUE (tenant, priority)
+);
+CREATE TABLE IF NOT EXISTS acl_policy (
+    tenant TEXT PRIMARY KEY REFERENCES tenants(name),
+    default_action TEXT NOT NULL CHECK (default_action IN ('allow', 'deny'))
+);
+CREATE TABLE IF NOT EXISTS operator_flows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT CHECK (id BETWEEN 1 AND 4294967295),  -- in the cookie
+    dpid INTEGER NOT NULL,
+    table_id INTEGER NOT NULL CHECK (table_id BETWEEN 0 AND 253),
+    priority INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 65535),
+    match TEXT NOT NULL,                   -- JSON object, ofctl field names
+    actions TEXT NOT NULL,                 -- JSON list, ofctl actions
+    override INTEGER NOT NULL DEFAULT 0,
+    description TEXT NOT NULL DEFAULT ''
+);
 CREATE INDEX IF NOT EXISTS bindings_tenant ON bindings(tenant);
 CREATE INDEX IF NOT EXISTS qos_tenant ON qos(tenant);
 CREATE TRIGGER IF NOT EXISTS trunk_tenants_exist_insert BEFORE INSERT ON bindings
@@ -101,7 +132,8 @@ END;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 _TABLES = {"tenants", "bindings", "qos"}          # the tables of schema 0 (upgraded from)
-_KNOWN_TABLES = _TABLES | {"port_addresses"}
+_V0_TABLES = tuple(sorted(_TABLES))
+_KNOWN_TABLES = _TABLES | {"port_addresses", "acl_rules", "acl_policy", "operator_flows"}
 
 
 class StoreError(Exception):
@@ -242,7 +274,7 @@ def _migrate_from_v0(db: sqlite3.Connection) -> None:
     """The first schema had no foreign keys: copy into the checked tables, dropping orphans."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        for t in _TABLES:
+        for t in _V0_TABLES:
             db.execute(f"ALTER TABLE {t} RENAME TO old_{t}")
         for stmt in _statements(SCHEMA):
             db.execute(stmt)
@@ -270,7 +302,7 @@ def _migrate_from_v0(db: sqlite3.Connection) -> None:
                             row[1], row[0])
                 continue
             db.execute("INSERT INTO qos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-        for t in _TABLES:
+        for t in _V0_TABLES:
             db.execute(f"DROP TABLE old_{t}")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
@@ -350,6 +382,7 @@ class Store:
             "AND (SELECT COUNT(*) FROM tenants WHERE instr(',' || b.trunk || ',', ',' || name "
             "|| ',') > 0) != length(trunk) - length(replace(trunk, ',', '')) + 1) + "
             "(SELECT COUNT(*) FROM qos WHERE tenant IS NOT NULL AND tenant NOT IN "
+            "(SELECT name FROM tenants)) + (SELECT COUNT(*) FROM acl_rules WHERE tenant NOT IN "
             "(SELECT name FROM tenants))").fetchone()[0])
 
     # -- tenant writes ----------------------------------------------------------
@@ -410,10 +443,15 @@ class Store:
                 if name in r[2].split(",")]
             n += len(trunks)
             n += self._db.execute("SELECT COUNT(*) FROM qos WHERE tenant = ?", (name,)).fetchone()[0]
+            n += self._db.execute("SELECT COUNT(*) FROM acl_rules WHERE tenant = ?",
+                                  (name,)).fetchone()[0]
             if n and not force:
-                raise Conflict("name", f"tenant {name!r} has {n} port binding(s) or QoS "
-                                       "settings; remove them or delete with force=true")
+                raise Conflict("name", f"tenant {name!r} has {n} port binding(s), QoS "
+                                       "settings or ACL rules; remove them or delete with "
+                                       "force=true")
             self._db.execute("DELETE FROM qos WHERE tenant = ?", (name,))
+            self._db.execute("DELETE FROM acl_rules WHERE tenant = ?", (name,))
+            self._db.execute("DELETE FROM acl_policy WHERE tenant = ?", (name,))
             self._db.execute("DELETE FROM bindings WHERE tenant = ? AND trunk = ''", (name,))
             self._db.execute("UPDATE bindings SET tenant = NULL WHERE tenant = ?", (name,))
             for host, port, trunk in trunks:
@@ -604,6 +642,153 @@ class Store:
                                     (kind, qos_id)).rowcount:
                 raise NotFound("id", f"no {'rate limit' if kind == 'limit' else 'QoS rule'} "
                                      f"{qos_id}")
+
+    # -- ACLs: a tenant's ordered, stateful rules and its default ------------------------
+    _ACL_COLUMNS = ("id, tenant, priority, action, direction, ip_proto, remote, local, port, "
+                    "icmp_type, description")
+
+    def acls(self, tenant: str | None = None) -> list[AclRule]:
+        """Rules, highest priority first within a tenant."""
+        q = f"SELECT {self._ACL_COLUMNS} FROM acl_rules"
+        args: tuple = ()
+        if tenant is not None:
+            q, args = q + " WHERE tenant = ?", (tenant,)
+        rows = self._read(lambda: self._db.execute(q + " ORDER BY tenant, priority DESC",
+                                                   args).fetchall())
+        return [AclRule(i, t, p, a, d, json.loads(proto) if proto else None, r, lo, port, icmp,
+                        desc) for i, t, p, a, d, proto, r, lo, port, icmp, desc in rows]
+
+    def acl_deny(self) -> frozenset[str]:
+        """Tenants whose default is deny."""
+        return frozenset(r[0] for r in self._read(lambda: self._db.execute(
+            "SELECT tenant FROM acl_policy WHERE default_action = 'deny'").fetchall()))
+
+    def _acl_tenant(self, tenant: str) -> Tenant:
+        try:
+            return self.tenant(tenant)
+        except NotFound as exc:
+            raise NotFound("tenant", exc.message) from None
+
+    def acl_default(self, tenant: str) -> str:
+        self._acl_tenant(tenant)
+        return "deny" if tenant in self.acl_deny() else "allow"
+
+    def set_acl_default(self, tenant: str, default: str) -> str:
+        if default not in ("allow", "deny"):
+            raise Invalid("default", f"default {str(default)[:20]!r} is not allow|deny")
+        with self._lock, self._tx():
+            t = self._acl_tenant(tenant)
+            if default == "deny":
+                self._acl_zone_ok(t)
+            self._db.execute("INSERT OR REPLACE INTO acl_policy VALUES (?, ?)", (tenant, default))
+        return default
+
+    def add_acl(self, tenant: str, priority: int, action: str, direction: str = "ingress",
+                ip_proto: Any = None, remote: str | None = None, local: str | None = None,
+                port: int | None = None, icmp_type: int | None = None,
+                description: str = "") -> AclRule:
+        """A rule of a tenant's security policy; its id is the low half of its flows' cookie."""
+        _model(lambda: AclRule(1, tenant, priority, action, direction, ip_proto, remote, local,
+                               port, icmp_type, description), "priority")
+        with self._lock, self._tx():
+            self._acl_zone_ok(self._acl_tenant(tenant))
+            self._acl_priority_free(tenant, priority, None)
+            cur = self._db.execute(
+                "INSERT INTO acl_rules (tenant, priority, action, direction, ip_proto, remote, "
+                "local, port, icmp_type, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (tenant, priority, action, direction, None, None, None, None, None, ""))
+            rule = _model(lambda: AclRule(cur.lastrowid or 0, tenant, priority, action,
+                                          direction, ip_proto, remote, local, port, icmp_type,
+                                          description), "priority")
+            self._write_acl(rule)
+        return rule
+
+    def update_acl(self, tenant: str, rule_id: int, **changes: Any) -> AclRule:
+        unknown = set(changes) - {"priority", "action", "direction", "ip_proto", "remote",
+                                  "local", "port", "icmp_type", "description"}
+        if unknown:
+            raise Invalid(sorted(unknown)[0], "not a field of an ACL rule")
+        with self._lock, self._tx():
+            cur = self._acl(tenant, rule_id)
+            fields = {k: getattr(cur, k) for k in ("priority", "action", "direction", "ip_proto",
+                                                   "remote", "local", "port", "icmp_type",
+                                                   "description")} | changes
+            new = _model(lambda: AclRule(rule_id, tenant, **fields), "priority")
+            self._acl_priority_free(tenant, new.priority, rule_id)
+            self._write_acl(new)
+        return new
+
+    def delete_acl(self, tenant: str, rule_id: int) -> None:
+        with self._lock, self._tx():
+            self._acl(tenant, rule_id)
+            self._db.execute("DELETE FROM acl_rules WHERE id = ?", (rule_id,))
+
+    def _acl(self, tenant: str, rule_id: int) -> AclRule:
+        self._acl_tenant(tenant)
+        rule = next((r for r in self.acls(tenant) if r.id == rule_id), None)
+        if rule is None:
+            raise NotFound("id", f"tenant {tenant!r} has no ACL rule {str(rule_id)[:24]}")
+        return rule
+
+    def _write_acl(self, r: AclRule) -> None:
+        self._db.execute(
+            "UPDATE acl_rules SET priority = ?, action = ?, direction = ?, ip_proto = ?, "
+            "remote = ?, local = ?, port = ?, icmp_type = ?, description = ? WHERE id = ?",
+            (r.priority, r.action, r.direction,
+             None if r.ip_proto is None else json.dumps(r.ip_proto), r.remote, r.local, r.port,
+             r.icmp_type, r.description, r.id))
+
+    def _acl_priority_free(self, tenant: str, priority: int, rule_id: int | None) -> None:
+        row = self._db.execute("SELECT id FROM acl_rules WHERE tenant = ? AND priority = ?",
+                               (tenant, priority)).fetchone()
+        if row and row[0] != rule_id:
+            raise Conflict("priority", f"tenant {tenant!r} already has ACL rule {row[0]} at "
+                                       f"priority {priority}: priorities order the rules")
+
+    @staticmethod
+    def _acl_zone_ok(t: Tenant) -> None:
+        if t.vni > MAX_ACL_ZONE_VNI:
+            raise Conflict("tenant", f"tenant {t.name!r} has VNI {t.vni}: ACLs need a VNI up "
+                                     f"to {MAX_ACL_ZONE_VNI} (it is the conntrack zone)")
+
+    # -- operator flows -------------------------------------------------------------
+    def operator_flows(self, dpid: int | None = None) -> list[OperatorFlow]:
+        q = ("SELECT id, dpid, table_id, priority, match, actions, override, description "
+             "FROM operator_flows")
+        args: tuple = ()
+        if dpid is not None:
+            q, args = q + " WHERE dpid = ?", (dpid,)
+        rows = self._read(lambda: self._db.execute(q + " ORDER BY id", args).fetchall())
+        return [OperatorFlow(i, d, t, p, json.loads(m), tuple(json.loads(a)), bool(o), desc)
+                for i, d, t, p, m, a, o, desc in rows]
+
+    def add_operator_flows(self, flows: list[dict]) -> list[OperatorFlow]:
+        """Store already-checked operator flows, all or nothing; ids are assigned here."""
+        out = []
+        with self._lock, self._tx():
+            for f in flows:
+                cur = self._db.execute(
+                    "INSERT INTO operator_flows (dpid, table_id, priority, match, actions, "
+                    "override, description) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (f["dpid"], f["table_id"], f["priority"], json.dumps(f["match"]),
+                     json.dumps(f["actions"]), int(bool(f.get("override"))),
+                     f.get("description") or ""))
+                out.append(OperatorFlow(cur.lastrowid or 0, f["dpid"], f["table_id"],
+                                        f["priority"], f["match"], tuple(f["actions"]),
+                                        bool(f.get("override")), f.get("description") or ""))
+        return out
+
+    def delete_operator_flows(self, dpid: int, ids: list[int] | None = None) -> int:
+        """Delete some (``ids``) or all of a switch's operator flows; returns how many."""
+        with self._lock, self._tx():
+            if ids is None:
+                return self._db.execute("DELETE FROM operator_flows WHERE dpid = ?",
+                                        (dpid,)).rowcount
+            n = 0
+            for i in ids:
+                n += self._db.execute("DELETE FROM operator_flows WHERE dpid = ? AND id = ?",
+                                      (dpid, i)).rowcount
+            return n
 
     def _next_meter(self) -> int:
         used = {r[0] for r in self._db.execute("SELECT id FROM qos")}

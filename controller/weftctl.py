@@ -10,6 +10,10 @@
                  [--src-port N] [--dst-port N] [--dscp N] [--kbps N] [--set-dscp N] [--queue N]
     weftctl qos rule-set ID [--kbps N] [--set-dscp N] | rule-del ID
     weftctl qos list | stats
+    weftctl acl list TENANT [--counters] | default TENANT allow|deny
+    weftctl acl add TENANT --priority N --action allow|drop [--direction ingress|egress]
+                 [--proto tcp] [--remote CIDR] [--local CIDR] [--port N] [--icmp-type N]
+    weftctl acl set TENANT ID [same options] | del TENANT ID
     weftctl switch list
     weftctl flows HOST
 
@@ -126,6 +130,31 @@ def _parser() -> argparse.ArgumentParser:
     q.add_parser("list")
     q.add_parser("stats")
 
+    a = sub.add_parser("acl").add_subparsers(dest="verb", required=True)
+    al = a.add_parser("list", help="a tenant's default and rules, highest priority first")
+    al.add_argument("tenant")
+    al.add_argument("--counters", action="store_true", help="packets/bytes per rule")
+    ad = a.add_parser("default", help="what happens when no rule matches a new connection")
+    ad.add_argument("tenant")
+    ad.add_argument("default", choices=["allow", "deny"])
+    for verb in ("add", "set"):
+        ap_ = a.add_parser(verb)
+        ap_.add_argument("tenant")
+        if verb == "set":
+            ap_.add_argument("id", type=int)
+        ap_.add_argument("--priority", type=int, required=verb == "add")
+        ap_.add_argument("--action", choices=["allow", "drop"], required=verb == "add")
+        ap_.add_argument("--direction", choices=["ingress", "egress"])
+        ap_.add_argument("--proto")
+        ap_.add_argument("--remote", help="the other side: IPv4 address or CIDR")
+        ap_.add_argument("--local", help="the tenant's endpoints: IPv4 address or CIDR")
+        ap_.add_argument("--port", type=int, help="destination TCP/UDP port")
+        ap_.add_argument("--icmp-type", type=int)
+        ap_.add_argument("--description")
+    adl = a.add_parser("del")
+    adl.add_argument("tenant")
+    adl.add_argument("id", type=int)
+
     s = sub.add_parser("switch").add_subparsers(dest="verb", required=True)
     s.add_parser("list")
     sub.add_parser("flows").add_argument("host")
@@ -192,6 +221,8 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
         return res, table(rows, ["host", "port", "mode", "tenant", "trunk", "mac", "source"])
     if args.noun == "qos":
         return _qos(args, ok, c)
+    if args.noun == "acl":
+        return _acl(args, ok, c)
     if args.noun == "switch":
         res = ok(c.get("/v1/switches"))
         rows = [{**s, "ports": len(s["ports"]), "tunnels": ", ".join(
@@ -247,6 +278,33 @@ def _qos(args: argparse.Namespace, ok: Any, c: httpx.Client) -> tuple[Any, str]:
                       f" ({h['queues']['reason']})" for h in res)
     return res, table(rows, ["host", "meter_id", "packets_passed", "bytes_passed",
                              "packets_dropped", "bytes_dropped"]) + "\n" + notes
+
+
+def _acl(args: argparse.Namespace, ok: Any, c: httpx.Client) -> tuple[Any, str]:
+    base = f"/v1/tenants/{seg(args.tenant)}/acls"
+    if args.verb == "list":
+        res = ok(c.get(base, params={"counters": "true"} if args.counters else None))
+        cols = ["id", "priority", "action", "direction", "ip_proto", "remote", "local", "port",
+                "icmp_type"] + (["packets", "bytes"] if args.counters else [])
+        return res, f"tenant {res['tenant']}: default {res['default']}\n" + table(res["rules"],
+                                                                                 cols)
+    if args.verb == "default":
+        res = ok(c.put(f"{base}/default", json={"default": args.default}))
+        return res, f"tenant {args.tenant}: default {res['default']}"
+    if args.verb == "del":
+        res = ok(c.delete(f"{base}/{seg(args.id)}"))
+        return res, f"ACL rule {args.id} deleted"
+    proto = int(args.proto) if args.proto and args.proto.isdigit() else args.proto
+    body = {k: v for k, v in {"priority": args.priority, "action": args.action,
+                              "direction": args.direction, "ip_proto": proto,
+                              "remote": args.remote, "local": args.local, "port": args.port,
+                              "icmp_type": args.icmp_type,
+                              "description": args.description}.items() if v is not None}
+    if args.verb == "add":
+        res = ok(c.post(base, json=body))
+        return res, f"ACL rule {res['id']} of tenant {res['tenant']} (priority {res['priority']})"
+    res = ok(c.patch(f"{base}/{seg(args.id)}", json=body))
+    return res, f"ACL rule {res['id']} updated"
 
 
 class ApiError(Exception):

@@ -36,6 +36,14 @@ no such meter (OVS refuses that flow).  IPv4 fields (``ip_proto``,
 when the visible ``eth_type`` is 0x0800, ``tcp_*``/``udp_*`` only with
 ``ip_proto`` 6/17, as in OVS.  ``set_field ip_dscp`` rewrites the frame's
 DSCP (an error on a non-IPv4 frame); ``set_queue`` sets its ``queue``.
+
+Conntrack (``ct``): each switch keeps committed connections per zone, keyed
+by the IPv4 5-tuple (ICMP: addresses and protocol).  ``ct`` sets the frame's
+``ct_state``: +trk+est for a committed connection in either direction
+(+rpl for the reply direction), +trk+new otherwise; ``commit`` records it
+(once the frame has been processed, as OVS does).  ``ct(table=T)``
+recirculates: the frame is looked up again from table T, which may be the
+current one.  ``related`` and ``invalid`` are not modelled.
 """
 from __future__ import annotations
 
@@ -54,7 +62,9 @@ ETH_TYPE_IPV4 = 0x0800
 _L3_FIELDS = frozenset({"ip_proto", "ipv4_src", "ipv4_dst", "ip_dscp"})
 _ARP_FIELDS = frozenset({"arp_sha", "arp_spa", "arp_tha", "arp_tpa", "arp_op"})
 ETH_TYPE_ARP = 0x0806
-_L4_FIELDS = {"tcp_src": 6, "tcp_dst": 6, "udp_src": 17, "udp_dst": 17}
+_L4_FIELDS = {"tcp_src": 6, "tcp_dst": 6, "udp_src": 17, "udp_dst": 17, "icmpv4_type": 1,
+              "icmpv4_code": 1}
+CT_NEW, CT_EST, CT_RPL, CT_TRK = 0x01, 0x02, 0x08, 0x20
 # what a frame keeps when it crosses a tunnel (queue and metadata are the switch's own)
 _WIRE_FIELDS = ("eth_src", "eth_dst", "eth_type", "vlan_vid", "vlans", *sorted(_L3_FIELDS),
                 *sorted(_ARP_FIELDS),
@@ -92,7 +102,7 @@ def _field_value(pkt: Packet, name: str) -> int | None:
         return pkt["vlan_vid"] | OFPVID_PRESENT if pkt.get("_parsed") else 0
     if name == "eth_type" and len(_tags(pkt)) > pkt.get("_parsed", 0):
         return ETH_TYPE_VLAN     # a tag OVS did not parse: its TPID is the Ethertype
-    if name in ("tunnel_id", "metadata"):
+    if name in ("tunnel_id", "metadata", "ct_state"):
         return pkt.get(name) or 0
     if name in _L3_FIELDS and _field_value(pkt, "eth_type") != ETH_TYPE_IPV4:
         return None
@@ -127,6 +137,7 @@ class FakeOFTable:
         self.meters: dict[int, Meter] = {m.meter_id: m for m in state.meters}
         self.learn = learn
         self.vlan_limit = vlan_limit or _OVS_MAX_VLAN_HEADERS
+        self.conntrack: dict[int, set[tuple]] = {}     # zone -> committed 5-tuples
 
     def lookup(self, table: int, pkt: Packet) -> Flow | None:
         """The flow that handles ``pkt`` in ``table``; None on a miss (drop)."""
@@ -157,16 +168,18 @@ class FakeOFTable:
         out: list[tuple[int, Packet]] = []
         meters: list[int] = []
         learned: list[Flow] = []
+        commits: list[tuple[int, tuple]] = []
         table = 0
         for _ in range(_MAX_TABLE_HOPS):
             entry = self.lookup(table, state)
             if entry is None:
                 break
             next_table = None
+            state.pop("_recirc", None)
             for instr in entry.instructions:
                 kind = instr[0]
                 if kind == "apply":
-                    self._apply(instr[1], state, out, learned)
+                    self._apply(instr[1], state, out, learned, commits)
                 elif kind == "write_metadata":
                     _, value, mask = instr
                     state["metadata"] = (state["metadata"] & ~mask) | (value & mask)
@@ -178,6 +191,9 @@ class FakeOFTable:
                     meters.append(instr[1])
                 else:
                     raise FakeSwitchError(f"unknown instruction {instr!r}")
+            if state.get("_recirc") is not None:     # ct(table=T): looked up again from T
+                table = state.pop("_recirc")
+                continue
             if next_table is None:
                 break
             if next_table <= table:
@@ -191,6 +207,8 @@ class FakeOFTable:
                     and self.count(f.table, f.cookie) >= limit):
                 continue                       # OVS learn(limit=...): full, not written
             self.flows[f.identity] = f
+        for zone, key in commits:
+            self.conntrack.setdefault(zone, set()).add(key)
         return out, meters
 
     def count(self, table: int, cookie: int) -> int:
@@ -207,9 +225,27 @@ class FakeOFTable:
         return {(port, sent["tunnel_id"], sent["vlan_vid"])
                 for port, sent in self.outputs(in_port, pkt)}
 
-    def _apply(self, actions: Iterable[tuple], state: Packet, out: list, learned: list) -> None:
+    def _apply(self, actions: Iterable[tuple], state: Packet, out: list, learned: list,
+               commits: list | None = None) -> None:
         for action in actions:
             kind = action[0]
+            if kind == "ct":
+                _, commit, zone, table = action
+                key = _conn_key(state)
+                if key is None:
+                    raise FakeSwitchError(f"{action!r} on a non-IPv4 frame")
+                known = self.conntrack.get(zone, set())
+                if key in known:
+                    state["ct_state"] = CT_TRK | CT_EST
+                elif _reverse(key) in known:
+                    state["ct_state"] = CT_TRK | CT_EST | CT_RPL
+                else:
+                    state["ct_state"] = CT_TRK | CT_NEW
+                if commit and commits is not None and _reverse(key) not in known:
+                    commits.append((zone, key))
+                if table is not None:
+                    state["_recirc"] = table
+                continue
             if kind == "output":
                 port = state["in_port"] if action[1] == OFPP_IN_PORT else action[1]
                 if action[1] == OFPP_IN_PORT or port != state["in_port"]:
@@ -243,7 +279,7 @@ class FakeOFTable:
                 if group.type != "all":
                     raise FakeSwitchError(f"group type {group.type} not modelled")
                 for bucket in group.buckets:
-                    self._apply(bucket, dict(state), out, learned)
+                    self._apply(bucket, dict(state), out, learned, commits)
             elif kind == "push_vlan":     # the new tag copies the outer VID, if any
                 tags = _tags(state)
                 _set_tags(state, (tags[0] if tags else 0, *tags))
@@ -257,6 +293,22 @@ class FakeOFTable:
                     learned.append((_learned_flow(action[1], state), action[1].limit))
             else:
                 raise FakeSwitchError(f"unknown action {action!r}")
+
+
+def _conn_key(pkt: Packet) -> tuple | None:
+    """The connection a frame belongs to, as conntrack keys it; None if not IPv4."""
+    if _field_value(pkt, "eth_type") != ETH_TYPE_IPV4:
+        return None
+    proto = pkt.get("ip_proto")
+    l4 = {6: "tcp", 17: "udp"}.get(proto or 0)
+    sport = pkt.get(f"{l4}_src") if l4 else None
+    dport = pkt.get(f"{l4}_dst") if l4 else None
+    return (pkt.get("ipv4_src"), pkt.get("ipv4_dst"), proto, sport, dport)
+
+
+def _reverse(key: tuple) -> tuple:
+    src, dst, proto, sport, dport = key
+    return (dst, src, proto, dport, sport)
 
 
 def _learned_flow(spec: LearnSpec, pkt: Packet) -> Flow:

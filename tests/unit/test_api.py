@@ -223,6 +223,90 @@ def test_trunk_bindings_and_mode_changes(api):
     assert ports["t0"]["trunk"] == ["red"] and ports["t0"]["tenant"] == "green"
 
 
+# --- ACLs --------------------------------------------------------------------------------
+def test_acl_lifecycle_default_and_errors(api, core):
+    api.post("/v1/tenants", json={"name": "red"})
+    assert api.get("/v1/tenants/red/acls").json() == {"tenant": "red", "default": "allow",
+                                                      "rules": []}
+    assert api.put("/v1/tenants/red/acls/default", json={"default": "deny"}).status_code == 200
+    r = api.post("/v1/tenants/red/acls", json={"priority": 100, "action": "allow",
+                                               "ip_proto": "tcp", "local": "10.0.0.2/32",
+                                               "port": 80})
+    assert r.status_code == 201, r.text
+    rule = r.json()
+    assert rule["local"] == "10.0.0.2" and rule["direction"] == "ingress"
+    topo = core.topology()
+    assert topo.acl_deny == {"red"} and [a.id for a in topo.acls] == [rule["id"]]
+    # errors name the field and change nothing
+    bad = [({"priority": 100, "action": "allow"}, 409, "priority"),
+           ({"priority": 5, "action": "allow", "port": 80}, 422, "port"),
+           ({"priority": 5, "action": "allow", "ip_proto": "icmp", "icmp_type": 300}, 422,
+            "icmp_type"),
+           ({"priority": 5, "action": "allow", "remote": "10.0.0.256"}, 422, "match.src"),
+           ({"priority": 5, "action": "permit"}, 422, "action"),
+           ({"priority": 0, "action": "allow"}, 422, "priority")]
+    for body, status, field in bad:
+        res = api.post("/v1/tenants/red/acls", json=body)
+        assert (res.status_code, res.json()["field"]) == (status, field), (body, res.text)
+    assert api.post("/v1/tenants/nope/acls",
+                    json={"priority": 1, "action": "drop"}).status_code == 404
+    assert api.put("/v1/tenants/red/acls/default", json={"default": "maybe"}).status_code == 422
+    assert len(api.get("/v1/tenants/red/acls").json()["rules"]) == 1
+    # change one field, read it back, delete
+    p = api.patch(f"/v1/tenants/red/acls/{rule['id']}", json={"port": 8080})
+    assert p.status_code == 200 and p.json()["port"] == 8080
+    assert api.get(f"/v1/tenants/red/acls/{rule['id']}").json()["port"] == 8080
+    assert api.get("/v1/tenants/red/acls/999").status_code == 404
+    assert api.delete("/v1/tenants/red/acls/999").status_code == 404
+    # a tenant with rules is not deleted without force
+    assert api.delete("/v1/tenants/red").status_code == 409
+    assert api.delete(f"/v1/tenants/red/acls/{rule['id']}").status_code == 200
+    assert api.get("/v1/tenants/red/acls").json()["rules"] == []
+    assert api.delete("/v1/tenants/red").status_code == 200
+    assert core.store.orphans() == 0
+
+
+def test_acl_counters_per_rule_in_api_and_metrics(api, core):
+    from controller.flows import acl_cookie
+    api.post("/v1/tenants", json={"name": "red", "vni": 1100})
+    rid = api.post("/v1/tenants/red/acls", json={"priority": 9, "action": "drop"}).json()["id"]
+    sw = core.switch_by_name("h1")
+    sw.connected = True
+    md = [1100, 0xFFFFFF]
+    core.dump_flows = lambda dpid: [
+        {"cookie": hex(acl_cookie(rid)), "priority": 10009, "match": {"metadata": md},
+         "packets": 3, "bytes": 300},
+        {"cookie": hex(acl_cookie()), "priority": 29990, "match": {"metadata": md},
+         "packets": 50, "bytes": 5000},
+        {"cookie": hex(acl_cookie()), "priority": 29990, "match": {"metadata": [7, 0xFFFFFF]},
+         "packets": 1, "bytes": 1}]
+    body = api.get("/v1/tenants/red/acls", params={"counters": "true"}).json()
+    assert body["rules"][0]["packets"] == 3 and body["rules"][0]["bytes"] == 300
+    assert body["established_counters"] == {"packets": 50, "bytes": 5000}
+    metrics = api.get("/metrics").text
+    assert f'weft_acl_rule_packets_total{{tenant="red",rule="{rid}",action="drop"}} 3' in metrics
+
+
+def test_acl_needs_a_vni_that_fits_a_conntrack_zone(api):
+    api.post("/v1/tenants", json={"name": "big", "vni": 70000})
+    r = api.put("/v1/tenants/big/acls/default", json={"default": "deny"})
+    assert r.status_code == 409 and r.json()["field"] == "tenant"
+
+
+def test_weftctl_acl(api, core, capsys, monkeypatch):
+    import controller.weftctl as ctl
+    monkeypatch.setattr(ctl, "client", lambda api_, token: api)
+    api.post("/v1/tenants", json={"name": "red"})
+    assert ctl.main(["acl", "default", "red", "deny"]) == 0
+    assert ctl.main(["acl", "add", "red", "--priority", "10", "--action", "allow",
+                     "--proto", "tcp", "--port", "80", "--local", "10.0.0.2"]) == 0
+    assert ctl.main(["acl", "list", "red"]) == 0
+    out = capsys.readouterr().out
+    assert "default deny" in out and "10.0.0.2" in out
+    assert ctl.main(["acl", "add", "red", "--priority", "10", "--action", "drop"]) == 1
+    assert ctl.main(["acl", "del", "red", "1"]) == 0
+
+
 def test_port_security_addresses_round_trip_and_validate(api, core, tmp_path):
     api.post("/v1/tenants", json={"name": "red"})
     body = {"host": "h1", "port": "p1", "tenant": "red", "mac": "02:00:00:00:00:01",
