@@ -38,9 +38,6 @@ def _attach_main(argv: list[str]) -> int:
     ap.add_argument("--peers", type=Path, help="hosts.yaml, for the MTU and port type")
     ap.add_argument("--host", help="this host's name in hosts.yaml")
     ap.add_argument("--mtu", type=int)
-    ap.add_argument("--no-firewall", action="store_true",
-                    help="do not write nftables table inet weft (then the host's own firewall "
-                         "must keep containers off tunnel, OVSDB and OpenFlow ports)")
     _common(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
