@@ -283,7 +283,9 @@ class WeftController(app_manager.OSKenApp):
         msg = ev.msg
         key = (msg.datapath.id, msg.xid)
         waiting = self.core.ofctl_waiters.get(msg.datapath.id, {})
-        if msg.xid in waiting:          # an ofctl_rest request (os-ken's ofctl waits on it)
+        # The sync's own requests first: os-ken starts each switch's xids at a random
+        # value, so an ofctl_rest xid may collide with one; a sync must never lose its reply.
+        if msg.xid in waiting and key not in self._pending:  # an ofctl_rest request
             lock, msgs = waiting[msg.xid]
             msgs.append(ofmsg.ofctl_printable(msg))
             if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
@@ -494,7 +496,7 @@ class WeftController(app_manager.OSKenApp):
         self._reply(ev)
 
 
-_OFCTL_XIDS = itertools.count(0x80000000)     # apart from os-ken's own (counting from 0)
+_OFCTL_XIDS = itertools.count(0x80000000)     # see _reply for a collision with a sync's
 
 
 class _OfctlDatapath:
