@@ -9,7 +9,6 @@ logged and ignored: the last good configuration stays in force.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import threading
@@ -39,11 +38,6 @@ def pick_host(cluster: Cluster, name: str | None) -> Host:
     return cluster.find_self(hostnet.local_ips(), socket.gethostname())
 
 
-def _auth_headers() -> dict[str, str]:
-    token = os.environ.get("WEFT_API_TOKEN")
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
 def _exit_on_signal(*_: object) -> None:
     raise SystemExit(0)
 
@@ -61,6 +55,8 @@ class Agent:
     passes: int = 0
     writes: int = 0                     # OVSDB transactions committed, for tests and logs
     _wake: threading.Event = field(default_factory=threading.Event)      # run a pass now
+    _attached: threading.Event = field(default_factory=threading.Event)  # container ports moved
+    _report_lock: threading.Lock = field(default_factory=threading.Lock)
     _reload: threading.Event = field(default_factory=threading.Event)    # re-read the file
     _mtime: float = 0.0
     _reported: list | None = None
@@ -174,25 +170,39 @@ class Agent:
             self._wake.set()
 
     def _report_attachments(self, api) -> None:
-        """Tell the controller which containers are plugged here (it binds them)."""
+        """Tell the controller which containers are plugged here (it binds them).
+
+        One reporter per host, serialised: each report is the whole list as OVSDB
+        has it now, so a later report never carries an older list.
+        """
         if not self.cluster.api:
             return
-        current = attach.attachments(api)
-        if current == self._reported:
-            return
-        try:
-            resp = httpx.put(f"{self.cluster.api.rstrip('/')}/v1/hosts/{self.me.name}/attachments",
-                             json=current, timeout=3, headers=_auth_headers())
-            resp.raise_for_status()
-            self._reported = current
-            LOG.info("reported %d attachment(s) to the controller", len(current))
-        except httpx.HTTPError as exc:
-            LOG.warning("could not report attachments to %s (will retry): %s",
-                        self.cluster.api, exc)
+        with self._report_lock:
+            current = attach.attachments(api)
+            if current == self._reported:
+                return
+            try:
+                attach.report(self.cluster.api, self.me.name, current)
+                self._reported = current
+                LOG.info("reported %d attachment(s) to the controller", len(current))
+            except httpx.HTTPError as exc:
+                LOG.warning("could not report attachments to %s (will retry): %s",
+                            self.cluster.api, exc)
+
+    def _report_on_change(self, api) -> None:
+        """Report as soon as a container port comes or goes (`ovs-agent attach`, the
+        Docker plugin), instead of at the next pass."""
+        while True:
+            self._attached.wait()
+            self._attached.clear()
+            try:
+                self._report_attachments(api)
+            except Exception as exc:        # OVS restarting: the passes retry
+                LOG.warning("reporting attachments failed: %s", exc)
 
     def run(self, once: bool = False) -> int:
         """Connect (waiting for ovsdb-server if needed) and reconcile until stopped."""
-        api = ovsdb.connect(self.ovsdb_target)
+        api = ovsdb.connect(self.ovsdb_target, on_container_change=self._attached.set)
         if once:
             n = self.reconcile(api)
             LOG.info("pass done: %d changes", n)
@@ -202,6 +212,7 @@ class Agent:
             self._wake.set()
         signal.signal(signal.SIGHUP, on_hup)
         signal.signal(signal.SIGTERM, _exit_on_signal)
+        threading.Thread(target=self._report_on_change, args=(api,), daemon=True).start()
         hostnet.watch_links(("docker0", hostnet.DOCKER_LINK_PORT, hostnet.DOCKER_LINK_PEER),
                             self._wake.set)
         last = 0.0

@@ -7,8 +7,11 @@ loop knows these ports are not tunnels to remove.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import time
+
+import httpx
 
 from ovs_agent.desired import OWNER, OWNER_KEY, ROLE_KEY, TENANT_KEY
 from ovs_agent.hostnet import ensure_veth, ip, link_exists
@@ -44,25 +47,47 @@ def attach(api, netns: str, tenant: str, mtu: int, ip_cidr: str | None = None,
         _in_ns(netns, "ip", "addr", "replace", ip_cidr, "dev", ifname)
     _in_ns(netns, "ip", "link", "set", ifname, "up")
     actual_mac = _in_ns(netns, "cat", f"/sys/class/net/{ifname}/address").strip()
+    add_container_port(api, name, tenant, netns, actual_mac, port_type)
+    return name
+
+
+def add_container_port(api, name: str, tenant: str, container: str, mac: str,
+                       port_type: str = "", extra: dict[str, str] | None = None) -> None:
+    """Put the host end of a container's veth on br0, labelled for the agent's report."""
     ext = {OWNER_KEY: OWNER, ROLE_KEY: "container", TENANT_KEY: tenant,
-           CONTAINER_KEY: netns, MAC_KEY: actual_mac}
+           CONTAINER_KEY: container, MAC_KEY: mac, **(extra or {})}
     with api.transaction(check_error=True) as txn:
         txn.add(api.add_port(BRIDGE, name, may_exist=True))
         txn.add(api.db_set("Interface", name, ("external_ids", ext), ("type", port_type)))
     if port_type.startswith("afxdp"):
-        time.sleep(0.5)                 # let vswitchd try to open it
+        _wait_opened(api, name)         # vswitchd tries to open it: ofport or error
         if refused_afxdp(api, {name}):
             api.db_set("Interface", name, ("type", "")).execute(check_error=True)
-    return name
+
+
+def _wait_opened(api, name: str, timeout: float = 1.0) -> None:
+    """Until vswitchd has tried the port (an ofport or an error), at most `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = api.db_find("Interface", ("name", "=", name),
+                           columns=["ofport", "error"]).execute(check_error=True)
+        if rows and (rows[0]["ofport"] or rows[0]["error"]):
+            return
+        time.sleep(0.02)
+
+
+def remove_container_port(api, name: str) -> None:
+    """Take a container's port off br0 and delete its veth; fine if already gone."""
+    with api.transaction(check_error=True) as txn:
+        txn.add(api.del_port(name, bridge=BRIDGE, if_exists=True))
+    if link_exists(name):
+        ip("link", "del", name, check=False)
 
 
 def detach(api, netns: str, ifname: str = "eth0") -> str:
     """Remove the container's port from br0 and delete the veth."""
     name = port_name(netns, ifname)
-    with api.transaction(check_error=True) as txn:
-        txn.add(api.del_port(name, bridge=BRIDGE, if_exists=True))
-    if link_exists(name):
-        ip("link", "del", name)
+    remove_container_port(api, name)
     return name
 
 
@@ -76,3 +101,16 @@ def attachments(api) -> list[dict[str, str]]:
             out.append({"port": row["name"], "tenant": ext.get(TENANT_KEY, ""),
                         "mac": ext.get(MAC_KEY, ""), "container": ext.get(CONTAINER_KEY, "")})
     return sorted(out, key=lambda a: a["port"])
+
+
+def api_headers() -> dict[str, str]:
+    """The controller API's bearer token, from WEFT_API_TOKEN (as the agent has it)."""
+    token = os.environ.get("WEFT_API_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def report(api_url: str, host: str, current: list[dict[str, str]], timeout: float = 3) -> None:
+    """PUT this host's attachments to the controller, which binds them; raises httpx.HTTPError."""
+    resp = httpx.put(f"{api_url.rstrip('/')}/v1/hosts/{host}/attachments", json=current,
+                     timeout=timeout, headers=api_headers())
+    resp.raise_for_status()

@@ -3,6 +3,7 @@
     ovs-agent --peers hosts.yaml [--host NAME] [--once] [--ovsdb CONNECTION]
     ovs-agent attach CONTAINER_NETNS --tenant NAME [--ip CIDR] [--mac MAC]
     ovs-agent detach CONTAINER_NETNS
+    ovs-agent docker-plugin --peers hosts.yaml [--host NAME] [--socket PATH]
 
 Exit status 2 means the input (hosts.yaml or arguments) was refused and
 nothing was changed.
@@ -37,9 +38,6 @@ def _attach_main(argv: list[str]) -> int:
     ap.add_argument("--peers", type=Path, help="hosts.yaml, for the MTU and port type")
     ap.add_argument("--host", help="this host's name in hosts.yaml")
     ap.add_argument("--mtu", type=int)
-    ap.add_argument("--no-firewall", action="store_true",
-                    help="do not write nftables table inet weft (then the host's own firewall "
-                         "must keep containers off tunnel, OVSDB and OpenFlow ports)")
     _common(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -73,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["attach"], ["detach"]):
         return _attach_main(argv)
+    if argv[:1] == ["docker-plugin"]:
+        from ovs_agent import pluginserver
+        return pluginserver.main(argv[1:])
     ap = argparse.ArgumentParser(prog="ovs-agent", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peers", type=Path, required=True, help="hosts.yaml")

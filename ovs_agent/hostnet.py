@@ -120,12 +120,14 @@ def ensure_offloads_off(dev: str, features: tuple[str, ...] = ("tx",)) -> bool:
     return True
 
 
-def kernel_neighbours(dev: str) -> dict[str, str]:
-    """IP -> MAC of the kernel's resolved neighbours on `dev`."""
+def kernel_neighbours(dev: str, fresh_only: bool = False) -> dict[str, str]:
+    """IP -> MAC of the kernel's resolved neighbours on `dev` (fresh: confirmed lately)."""
+    good = {"REACHABLE", "PERMANENT"} if fresh_only else None
     return {n["dst"]: n["lladdr"]
             for n in json.loads(ip("-j", "neigh", "show", "dev", dev, check=False) or "[]")
             if n.get("lladdr") and n.get("state")
-            and not {"FAILED", "INCOMPLETE"} & set(n["state"])}
+            and not {"FAILED", "INCOMPLETE"} & set(n["state"])
+            and (good is None or good & set(n["state"]))}
 
 
 def unresolved(ips: list[str], dev: str) -> list[str]:
@@ -156,10 +158,13 @@ def seed_tunnel_neighbours(ips: list[str], bridge: str) -> list[str]:
     (the "first ping takes 1000 ms" seen on fresh labs).  Returns the peers still
     missing from OVS's cache.
     """
-    kernel = kernel_neighbours(bridge)
+    kernel, fresh = kernel_neighbours(bridge), kernel_neighbours(bridge, fresh_only=True)
     cached = ovs_tunnel_neighbours()
     for addr in ips:
-        mac = kernel.get(addr)
+        # A missing peer takes any resolved kernel answer; a different MAC replaces what
+        # OVS snooped itself only when the kernel confirmed it lately (a STALE entry
+        # could push a peer's old MAC back over its new one).
+        mac = kernel.get(addr) if addr not in cached else fresh.get(addr)
         if mac and cached.get(addr) != mac:
             subprocess.run(["ovs-appctl", "tnl/neigh/set", bridge, addr, mac],
                            capture_output=True)
@@ -240,8 +245,11 @@ def watch_links(names: Iterable[str], wake: Callable[[], object]) -> threading.T
                                     preexec_fn=_die_with_parent)
             assert proc.stdout is not None
             for line in proc.stdout:
-                fields = line.replace("@", " ").replace(":", " ").split()
-                if wanted.intersection(fields):
+                # "12: weft-d0p@weft-d0: <...> master docker0": the link's own name
+                # only, so every container veth joining docker0 does not wake a pass
+                parts = line.split(":", 2)
+                name = parts[1].strip().split("@")[0] if len(parts) > 1 else ""
+                if name in wanted:
                     wake()
             proc.wait()
 

@@ -5,7 +5,9 @@ import logging
 from typing import Any
 import os
 import time
+from collections.abc import Callable
 
+from ovs.db.idl import ROW_UPDATE
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl
 
@@ -21,8 +23,30 @@ def default_connection() -> str:
     return f"unix:{rundir}/db.sock"
 
 
-def connect(target: str, timeout: float = 10, wait: float | None = None) -> impl_idl.OvsdbIdl:
-    """Connect to ovsdb-server, waiting (with a log line) while it is not up yet."""
+class _WatchingIdl(connection.OvsdbIdl):
+    """An IDL that calls `on_container_change` when a container port comes, goes or is
+    relabelled (in the IDL's thread: the callback must only signal)."""
+    on_container_change: Callable[[], None] | None = None
+
+    def notify(self, event, row, updates=None) -> None:
+        callback = self.on_container_change
+        if callback is None or row._table.name != "Interface":
+            return
+        relabelled = updates is not None and "external_ids" in getattr(updates, "_data", {})
+        if event != ROW_UPDATE or relabelled:        # not vswitchd's status and stats
+            ext = getattr(row, "external_ids", None) or {}
+            old = getattr(updates, "external_ids", None) or {} if relabelled else {}
+            if "container" in (ext.get(ROLE_KEY), old.get(ROLE_KEY)):
+                callback()
+
+
+def connect(target: str, timeout: float = 10, wait: float | None = None,
+            on_container_change: Callable[[], None] | None = None) -> impl_idl.OvsdbIdl:
+    """Connect to ovsdb-server, waiting (with a log line) while it is not up yet.
+
+    `on_container_change` is called whenever a container port's Interface row is
+    created, deleted or relabelled (the agent reports attachments at once).
+    """
     deadline = None if wait is None else time.monotonic() + wait
     said = False
     while True:
@@ -40,7 +64,8 @@ def connect(target: str, timeout: float = 10, wait: float | None = None) -> impl
     for table in ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller", "QoS", "Queue",
                   "SSL"):
         helper.register_table(table)
-    idl = connection.OvsdbIdl(target, helper, leader_only=False)
+    idl = _WatchingIdl(target, helper, leader_only=False)
+    idl.on_container_change = on_container_change
     conn = connection.Connection(idl=idl, timeout=timeout)
     api = impl_idl.OvsdbIdl(conn, start=True)
     if said:

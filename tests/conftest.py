@@ -14,7 +14,8 @@ from weft_lab import lab as L
 from weft_lab.shell import netns_list, run
 
 LAB_COMMANDS = ("ovsdb-server", "ovs-vswitchd", "iperf3", "ping", "tcpdump",
-                "ovs-agent", "weft-manager", "dockerd", "containerd", "docker-proxy")
+                "ovs-agent", "weft-manager", "dockerd", "containerd", "docker-proxy",
+                "containerd-shim-runc-v2")
 
 
 LAB_MODULES = ("ovs_agent.cli", "controller.manager", "weft_lab.keeper")
@@ -50,7 +51,8 @@ def snapshot() -> dict:
             "run": set(os.listdir(L.RUN_ROOT)) if L.RUN_ROOT.exists() else set(),
             "mounts": {line.split()[4] for line in Path("/proc/self/mountinfo").read_text()
                        .splitlines() if str(L.RUN_ROOT) in line.split()[4]},
-            "cgroups": {str(g) for g in Path("/sys/fs/cgroup").glob("*/weft-lab.*")}}
+            "cgroups": {str(g) for pattern in ("weft-lab.*", "*/weft-lab.*")
+                        for g in Path("/sys/fs/cgroup").glob(pattern)}}
 
 
 @contextmanager

@@ -93,6 +93,28 @@ def attach_containers(topo: Topology) -> None:
         run(argv, ns=ns_name(topo.name, c.host), env=ovs_env(topo.name, c.host))
 
 
+def weft_network_args(tenant) -> list[str]:
+    """`docker network create` for a tenant's weft network, as a user types it."""
+    return ["network", "create", "-d", "weft", "--ipam-driver", "weft", "-o",
+            f"tenant={tenant.name}", "--subnet", tenant.subnet, tenant.name]
+
+
+def run_weft_containers(topo: Topology) -> None:
+    """A weft network per tenant with a subnet on every host, then `attach: weft` containers."""
+    from weft_lab import docker
+    for h in topo.hosts:
+        for t in topo.tenants:
+            if t.subnet:
+                docker.docker(host_dir(topo.name, h.name), *weft_network_args(t))
+    for c in topo.containers:
+        if c.attach == "weft":
+            docker.run_container(host_dir(topo.name, c.host), topo.name, c.name,
+                                 ns_name(topo.name, c.name), c.mac, network=c.tenant,
+                                 ip=c.ip.split("/")[0])
+            run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
+                ns=ns_name(topo.name, c.name))
+
+
 def bind_switches(topo: Topology) -> None:
     """Plug each external switch's trunk into br0 and bind it, as an operator would.
 
@@ -142,7 +164,8 @@ def wait_converged(topo: Topology, timeout: float = 60) -> float:
     """Wait until every agent finished a pass and every switch is connected and in sync."""
     t0 = time.monotonic()
     deadline = t0 + timeout
-    expected = sum(1 for c in topo.containers if c.attach == "br0") + len(topo.switches)
+    expected = sum(1 for c in topo.containers if c.attach in ("br0", "weft")) + \
+        len(topo.switches)
     while time.monotonic() < deadline:
         try:
             with api(topo.name, timeout=3) as c:

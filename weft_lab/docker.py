@@ -42,6 +42,7 @@ CACHE = Path(os.environ.get("WEFT_LAB_CACHE", "/var/cache/weft-lab"))
 PLUGIN_DIR = Path("/run/docker/plugins")
 ETC_DIR = Path("/etc/docker")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+CONTAINERD_RUN = Path("/run/containerd")
 # What goes into the image: busybox (static) as every command, iperf3 with its libraries.
 IMAGE_BINARIES = ("/bin/busybox", "/usr/bin/iperf3")
 
@@ -132,15 +133,22 @@ def start_dockerd(lab: str, host: str, ns: str, host_dir: Path, state_dir: Path,
     d = docker_dir(host_dir)
     for sub in ("data", "exec", "plugins", "etc"):
         (d / sub).mkdir(parents=True, exist_ok=True)
-    for mount_point in (PLUGIN_DIR, ETC_DIR):
+    for mount_point in (PLUGIN_DIR, ETC_DIR, CONTAINERD_RUN):
         mount_point.mkdir(parents=True, exist_ok=True)
     dockerd = [DOCKERD, "--config-file", str(config), "--data-root", str(d / "data"),
                "--exec-root", str(d / "exec"), "-H", f"unix://{socket_path(host_dir)}",
                "-p", str(d / "docker.pid"), "--cgroup-parent", cgroup_parent(lab, host),
+               # cgroupfs: with systemd as the cgroup driver (cgroup v2 hosts running
+               # systemd) a --cgroup-parent must be a slice, and the lab's is a path
+               "--exec-opt", "native.cgroupdriver=cgroupfs",
                "--log-level", "warn"]
     # Private mounts so the per-host plugin dir and /etc/docker are seen only by this
     # dockerd (and its containerd); they vanish with its last process.
-    script = (f"mount --bind {d / 'plugins'} {PLUGIN_DIR} && "
+    # A tmpfs on /run/containerd hides the machine's containerd socket (dockerd would
+    # use a system containerd if it found one, putting the lab's containers out of
+    # reach of `down`): each lab dockerd starts its own containerd.
+    script = ("mount -t tmpfs tmpfs /run/containerd && "
+              f"mount --bind {d / 'plugins'} {PLUGIN_DIR} && "
               f"mount --bind {d / 'etc'} {ETC_DIR} && "
               f"exec nsenter --net=/run/netns/{ns} \"$@\"")
     # Not `ip netns exec`: its private /sys hides the cgroup mounts dockerd needs.
@@ -247,7 +255,8 @@ def remove_cgroups(lab: str) -> None:
     if not CGROUP_ROOT.exists():
         return
     prefix = f"weft-lab.{lab}."
-    for hierarchy in CGROUP_ROOT.iterdir():
+    # cgroup v1: one hierarchy per controller below the root; v2: the root itself
+    for hierarchy in [CGROUP_ROOT, *(p for p in CGROUP_ROOT.iterdir() if p.is_dir())]:
         try:
             groups = [g for g in hierarchy.iterdir() if g.name.startswith(prefix)]
         except OSError:

@@ -186,6 +186,28 @@ def start_agent(lab: str, host: str) -> int:
                  "--ssl-dir", str(pki_dir(lab)), "--interval", "2"]})["pid"]
 
 
+def start_plugin(lab: str, host: str) -> int:
+    """Run the weft Docker plugin on a lab host, under the keeper.
+
+    Its socket is in the host's plugin directory, which that host's dockerd (and
+    only it) sees as /run/docker/plugins/weft.sock: the driver is `weft` everywhere.
+    """
+    d, sd = host_dir(lab, host), state_dir(lab)
+    sock = docker.plugin_dir(d) / "weft.sock"
+    sock.unlink(missing_ok=True)
+    env = ovs_env(lab, host)
+    if (sd / "api.token").exists():
+        env["WEFT_API_TOKEN"] = (sd / "api.token").read_text().strip()
+    pid = keeper.request(sd, {
+        "op": "spawn", "ns": ns_name(lab, host), "env": env,
+        "log": str(d / "weft-plugin.log"),
+        "argv": [sys.executable, "-m", "ovs_agent.cli", "docker-plugin", "--peers",
+                 str(sd / "hosts.yaml"), "--host", host, "--socket", str(sock),
+                 "--docker-host", f"unix://{docker.socket_path(d)}"]})["pid"]
+    _wait(sock.exists, 20, f"the weft plugin of {host} ({d}/weft-plugin.log)")
+    return pid
+
+
 def _wait(cond, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -220,6 +242,8 @@ def _build_host(topo: Topology, host: Host, mtu: int) -> None:
         start_agent(lab, host.name)
     if topo.docker:
         _start_docker(topo, host)
+    if topo.plugin:
+        start_plugin(lab, host.name)
 
 
 def _start_docker(topo: Topology, host: Host) -> None:
@@ -235,7 +259,7 @@ def _start_docker(topo: Topology, host: Host) -> None:
 def _build_containers(topo: Topology, host: str, mtu: int) -> None:
     """One host's containers, in file order (Docker hands out addresses in order)."""
     for c in topo.containers:
-        if c.host == host:
+        if c.host == host and c.attach != "weft":     # those once the tenants exist
             _build_container(topo, c, mtu)
 
 
@@ -331,6 +355,9 @@ def up(topo: Topology) -> float:
             cluster.attach_containers(topo)
             if topo.controller:
                 cluster.bind_switches(topo)
+        if topo.plugin:
+            from weft_lab import cluster
+            cluster.run_weft_containers(topo)
     except BaseException:
         down(lab)
         raise

@@ -19,7 +19,7 @@ from cluster import yamlfile
 NAME_RE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")     # used with fullmatch
 MAX_NAME = 12          # keeps "<lab>.<node>" and derived interface names short
 TUNNEL_TYPES = ("vxlan", "gre")
-ATTACH_MODES = ("docker0", "br0")
+ATTACH_MODES = ("docker0", "br0", "weft")
 PORT_TYPES = ("auto", "afxdp-nonpmd", "afxdp", "afpacket")
 TRANSPORTS = ("tunnel", "vlan")
 
@@ -37,10 +37,11 @@ class TopologyError(ValueError):
 class Container:
     name: str
     host: str
-    attach: str                 # "docker0" (plain docker run) or "br0" (ovs-agent attach)
+    attach: str                 # "docker0" (plain docker run), "br0" (ovs-agent attach) or
+                                # "weft" (docker run on the tenant's weft plugin network)
     ip: str                     # interface address, CIDR
     mac: str | None
-    tenant: str | None          # for br0-attached containers
+    tenant: str | None          # for br0- and weft-attached containers
     bare: bool = False          # docker0 container as a bare namespace even with docker
 
 
@@ -97,6 +98,9 @@ class Topology:
     # dockerd is started with the daemon.json the agent writes).  False: the lab builds
     # docker0 itself and containers are bare namespaces (plumbing tests, benchmarks).
     docker: bool = False
+    # The weft Docker network plugin beside each agent, and a weft network per tenant with
+    # a subnet on every host (`attach: weft` containers run on them).
+    plugin: bool = False
 
     @property
     def controller_ip(self) -> str:
@@ -211,6 +215,25 @@ class _Reader:
         return value
 
 
+def _check_weft_container(r, c: dict, cf: str, cnode, docker: bool, tenant: Tenant) -> None:
+    """A `docker run --network TENANT` container: Docker, a tenant subnet, a usable ip."""
+    if not docker:
+        raise r.fail(cf + ".attach", c["attach"], "attach: weft needs docker: true")
+    if tenant.subnet is None:
+        raise r.fail(cf + ".tenant", c["tenant"], f"tenant {tenant.name!r} needs a subnet "
+                     "(its weft Docker network is created with it)")
+    if "ip" not in c:
+        return
+    ip = r.interface(c["ip"], cf + ".ip")
+    net = ipaddress.IPv4Network(tenant.subnet)
+    if ip.ip not in net or ip.network != net:
+        raise r.fail(cf + ".ip", c["ip"], f"must be in tenant {tenant.name}'s subnet {net} "
+                     "with its prefix length")
+    if ip.ip == net.network_address + 1:
+        raise r.fail(cf + ".ip", c["ip"], f"{ip.ip} is the Docker network's gateway address, "
+                     "which the weft IPAM reserves")
+
+
 def parse(text: str, source: str = "<string>") -> Topology:
     """Parse and validate a topology; raise TopologyError naming the field."""
     r = _Reader(source)
@@ -222,7 +245,7 @@ def parse(text: str, source: str = "<string>") -> Topology:
         raise TopologyError(source, "<file>", None, "is empty")
     top = r.mapping(root, "", {"name", "tunnel_type", "underlay", "mgmt", "cluster_subnet",
                                "controller", "agent", "port_type", "transport", "hosts",
-                               "tenants", "switches", "docker"},
+                               "tenants", "switches", "docker", "plugin"},
                     {"name", "hosts"})
     name = _check_name(r.scalar(top["name"], "name"), "name", top["name"].start_mark.line + 1,
                        source)
@@ -318,14 +341,17 @@ def parse(text: str, source: str = "<string>") -> Topology:
             tenant = None
             if "tenant" in c:
                 tenant = r.scalar(c["tenant"], cf + ".tenant")
-                if attach != "br0":
+                if attach == "docker0":
                     raise r.fail(cf + ".tenant", c["tenant"],
-                                 "only containers with attach: br0 join a tenant "
+                                 "only containers with attach: br0 or weft join a tenant "
                                  "(docker0 containers belong to the default tenant)")
                 if tenant not in tenant_names:
                     raise r.fail(cf + ".tenant", c["tenant"], f"unknown tenant {tenant!r}")
-            elif attach == "br0":
-                raise r.fail(cf, cnode, "a container with attach: br0 needs a tenant")
+            elif attach != "docker0":
+                raise r.fail(cf, cnode, f"a container with attach: {attach} needs a tenant")
+            if attach == "weft":
+                _check_weft_container(r, c, cf, cnode, docker,
+                                      next(t for t in tenants if t.name == tenant))
             if "ip" in c and attach == "docker0" and docker and not bare:
                 raise r.fail(cf + ".ip", c["ip"], "with docker: true, Docker assigns docker0 "
                              "containers' addresses (in order, from the host's docker_subnet); "
@@ -339,7 +365,7 @@ def parse(text: str, source: str = "<string>") -> Topology:
                 ip = ipaddress.IPv4Interface(f"{dsub[next_ip]}/{cluster.prefixlen}")
                 next_ip += 2 if next_ip == 0 else 1
             else:
-                raise r.fail(cf, cnode, "a container with attach: br0 needs an ip")
+                raise r.fail(cf, cnode, f"a container with attach: {attach} needs an ip")
             key = f"{tenant or 'default'}/{ip.ip}"
             if key in used_ips:
                 raise r.fail(cf + ".ip", c.get("ip", cnode),
@@ -348,6 +374,12 @@ def parse(text: str, source: str = "<string>") -> Topology:
             mac = r.mac(c["mac"], cf + ".mac") if "mac" in c else None
             containers.append(Container(cname, hname, attach, str(ip), mac, tenant, bare))
 
+    wants_plugin = any(c.attach == "weft" for c in containers)
+    plugin = r.boolean(top["plugin"], "plugin") if "plugin" in top else wants_plugin
+    if wants_plugin and not plugin:
+        raise r.fail("plugin", top["plugin"], "attach: weft containers need plugin: true")
+    if plugin and not docker:
+        raise r.fail("plugin", top["plugin"], "plugin: true needs docker: true")
     nodes = [h.name for h in hosts] + [c.name for c in containers]
     switches: list[ExternalSwitch] = []
     for i, node in enumerate(r.seq(top["switches"], "switches") if "switches" in top else []):
@@ -382,7 +414,7 @@ def parse(text: str, source: str = "<string>") -> Topology:
                             f"switches ('ctl' is reserved): {', '.join(sorted(dupes))}")
     return Topology(name, tunnel, str(underlay), str(mgmt), str(cluster), controller, agent,
                     port_type, transport, tuple(hosts), tuple(containers), tuple(tenants),
-                    tuple(switches), docker)
+                    tuple(switches), docker, plugin)
 
 
 def _nth_24(net: ipaddress.IPv4Network, n: int, error: TopologyError) -> ipaddress.IPv4Network:

@@ -1,0 +1,311 @@
+"""The weft Docker plugin's protocol logic, as Docker drives it, over a fake dataplane."""
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from ovs_agent.dockerplugin import GATEWAY_REQUEST, GENERIC, Plugin, endpoint_mac, host_slice
+from ovs_agent.pluginserver import _Server, make_handler
+
+
+class FakeDataplane:
+    def __init__(self, tenants=("red", "blue")) -> None:
+        self.store: dict[str, str] = {}
+        self.ports: dict[str, dict] = {}
+        self.tenants = set(tenants)
+        self.fail_save = False
+        self.names: dict[str, str] = {}      # what Docker would say a network is called
+
+    def load(self):
+        return dict(self.store)
+
+    def save(self, put, delete):
+        if self.fail_save:
+            raise RuntimeError("ovsdb-server went away")
+        self.store.update(put)
+        for k in delete:
+            self.store.pop(k, None)
+
+    def plug(self, port, peer, mac, tenant, container, extra):
+        self.ports[port] = {"peer": peer, "mac": mac, "tenant": tenant, **extra}
+
+    def unplug(self, port):
+        self.ports.pop(port, None)
+
+    def tenant_exists(self, tenant):
+        return tenant in self.tenants
+
+    def network_name(self, network_id):
+        return self.names.get(network_id)
+
+
+def plugin(dp=None, index=0, count=1) -> Plugin:
+    counter = itertools.count()
+    return Plugin(dp or FakeDataplane(), index, count, new_token=lambda: f"t{next(counter)}")
+
+
+def call(p: Plugin, name: str, **req) -> dict:
+    resp = p.handle("/" + name, req)
+    assert "Err" not in resp and "Error" not in resp, resp
+    return resp
+
+
+def error(p: Plugin, name: str, **req) -> str:
+    """The refusal, read from the field Docker reads for this protocol."""
+    resp = p.handle("/" + name, req)
+    return resp["Error" if name.startswith("IpamDriver.") else "Err"]
+
+
+def network(p: Plugin, nid: str, tenant: str, subnet="10.10.0.0/24", ip_range="") -> str:
+    """What `docker network create -d weft --ipam-driver weft -o tenant=T --subnet S` does."""
+    pool = call(p, "IpamDriver.RequestPool", AddressSpace="weft", Pool=subnet,
+                SubPool=ip_range, Options={}, V6=False)["PoolID"]
+    gw = call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="",
+              Options={"RequestAddressType": GATEWAY_REQUEST})["Address"]
+    call(p, "NetworkDriver.CreateNetwork", NetworkID=nid,
+         Options={GENERIC: {"tenant": tenant}, "com.docker.network.enable_ipv6": False},
+         IPv4Data=[{"AddressSpace": "weft", "Pool": subnet, "Gateway": gw}], IPv6Data=[])
+    return pool
+
+
+def run(p: Plugin, nid: str, pool: str, eid: str) -> dict:
+    """What `docker run --network N` does: address, endpoint, join."""
+    addr = call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="", Options={})["Address"]
+    mac = call(p, "NetworkDriver.CreateEndpoint", NetworkID=nid, EndpointID=eid,
+               Interface={"Address": addr, "AddressIPv6": "", "MacAddress": ""},
+               Options={})["Interface"]["MacAddress"]
+    join = call(p, "NetworkDriver.Join", NetworkID=nid, EndpointID=eid,
+                SandboxKey=f"/var/run/docker/netns/{eid[:12]}", Options={})
+    return {"addr": addr, "mac": mac, "join": join}
+
+
+def stop(p: Plugin, nid: str, pool: str, eid: str, addr: str) -> None:
+    """What `docker rm` does: leave, delete the endpoint, release the address."""
+    call(p, "NetworkDriver.Leave", NetworkID=nid, EndpointID=eid)
+    call(p, "NetworkDriver.DeleteEndpoint", NetworkID=nid, EndpointID=eid)
+    call(p, "IpamDriver.ReleaseAddress", PoolID=pool, Address=addr.split("/")[0])
+
+
+def test_activate_and_capabilities():
+    p = plugin()
+    assert set(call(p, "Plugin.Activate")["Implements"]) == {"NetworkDriver", "IpamDriver"}
+    assert call(p, "NetworkDriver.GetCapabilities")["Scope"] == "local"
+    assert call(p, "IpamDriver.GetCapabilities")["RequiresRequestReplay"] is False
+    assert call(p, "IpamDriver.GetDefaultAddressSpaces")["LocalDefaultAddressSpace"]
+    for name in ("DiscoverNew", "DiscoverDelete", "ProgramExternalConnectivity",
+                 "RevokeExternalConnectivity"):
+        assert call(p, "NetworkDriver." + name, NetworkID="n", EndpointID="e") == {}
+
+
+def test_join_plugs_a_labelled_veth_without_gateway_service():
+    dp = FakeDataplane()
+    p = plugin(dp)
+    pool = network(p, "n1" * 32, "red")
+    out = run(p, "n1" * 32, pool, "ab" * 32)
+    assert out["addr"] == "10.10.0.2/24"          # .1 is the (unconfigured) gateway
+    assert out["join"]["DisableGatewayService"] is True
+    assert "Gateway" not in out["join"] and "StaticRoutes" not in out["join"]
+    src = out["join"]["InterfaceName"]["SrcName"]
+    assert out["join"]["InterfaceName"]["DstPrefix"] == "eth"
+    [(port, info)] = dp.ports.items()
+    assert len(port) <= 15 and len(src) <= 15 and info["peer"] == src
+    assert info["tenant"] == "red" and info["mac"] == out["mac"] == endpoint_mac("ab" * 32)
+    assert int(out["mac"][:2], 16) & 3 == 2       # unicast, locally administered
+    info_v = call(p, "NetworkDriver.EndpointOperInfo", NetworkID="n1" * 32,
+                  EndpointID="ab" * 32)["Value"]
+    assert info_v["tenant"] == "red" and info_v["port"] == port
+
+
+def test_a_mac_docker_gives_is_kept():
+    dp = FakeDataplane()
+    p = plugin(dp)
+    network(p, "n", "red")
+    resp = call(p, "NetworkDriver.CreateEndpoint", NetworkID="n", EndpointID="e" * 64,
+                Interface={"Address": "10.10.0.9/24", "MacAddress": "02:00:00:00:00:09"})
+    assert resp == {"Interface": {}}
+    call(p, "NetworkDriver.Join", NetworkID="n", EndpointID="e" * 64, SandboxKey="/x")
+    assert [i["mac"] for i in dp.ports.values()] == ["02:00:00:00:00:09"]
+
+
+def test_two_tenants_share_a_subnet_with_separate_pools():
+    dp = FakeDataplane()
+    p = plugin(dp)
+    red, blue = network(p, "r", "red"), network(p, "b", "blue")
+    assert red != blue
+    a = run(p, "r", red, "1" * 64)
+    b = run(p, "b", blue, "2" * 64)
+    assert a["addr"] == b["addr"] == "10.10.0.2/24"
+    assert sorted(i["tenant"] for i in dp.ports.values()) == ["blue", "red"]
+
+
+def test_hosts_allocate_from_disjoint_slices():
+    assert host_slice("10.10.0.0/24", 0, 2) == ("10.10.0.0", "10.10.0.127")
+    assert host_slice("10.10.0.0/24", 1, 2) == ("10.10.0.128", "10.10.0.255")
+    assert host_slice("10.10.0.0/24", 2, 3) == ("10.10.0.128", "10.10.0.191")
+    assert host_slice("10.10.0.0/30", 1, 8) == ("10.10.0.0", "10.10.0.3")   # too small
+    got = set()
+    for i in range(3):
+        p = plugin(index=i, count=3)
+        pool = network(p, "n", "red")
+        for j in range(5):
+            got.add(run(p, "n", pool, f"{i}{j}".ljust(64, "0"))["addr"])
+    assert len(got) == 15 and "10.10.0.1/24" not in got
+
+
+def test_ip_range_wins_and_is_exhausted_cleanly():
+    p = plugin(index=0, count=2)
+    pool = network(p, "n", "red", subnet="10.10.0.0/24", ip_range="10.10.0.200/30")
+    addrs = [call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="",
+                  Options={})["Address"] for _ in range(4)]
+    assert addrs == ["10.10.0.200/24", "10.10.0.201/24", "10.10.0.202/24", "10.10.0.203/24"]
+    err = error(p, "IpamDriver.RequestAddress", PoolID=pool, Address="")
+    assert "no free address" in err
+
+
+def test_requested_addresses_and_gateways():
+    p = plugin()
+    pool = call(p, "IpamDriver.RequestPool", Pool="10.20.0.0/24", SubPool="",
+                Options={}, V6=False)["PoolID"]
+    assert call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="10.20.0.254",
+                Options={"RequestAddressType": GATEWAY_REQUEST})["Address"] == "10.20.0.254/24"
+    assert call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="10.20.0.7",
+                Options={})["Address"] == "10.20.0.7/24"
+    for addr in ("10.20.0.7", "10.20.0.254", "10.20.1.1", "10.20.0.255"):
+        assert error(p, "IpamDriver.RequestAddress", PoolID=pool, Address=addr, Options={})
+    assert call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="",
+                Options={})["Address"] == "10.20.0.1/24"   # the gateway is elsewhere
+
+
+def test_refusals_say_what_to_type():
+    p = plugin()
+    assert "--subnet" in error(p, "IpamDriver.RequestPool", Pool="", V6=False)
+    assert "IPv6" in error(p, "IpamDriver.RequestPool", Pool="fd00::/64", V6=True)
+    unknown = error(p, "NetworkDriver.CreateNetwork", NetworkID="n",
+                    Options={GENERIC: {"tenant": "green"}})
+    assert "weftctl tenant create green" in unknown
+    assert error(p, "NetworkDriver.Join", NetworkID="n", EndpointID="x")
+    assert "not supported" in error(p, "NetworkDriver.AllocateNetwork")
+    assert "not supported" in error(p, "IpamDriver.Nonsense")
+
+
+def test_docker_rm_cleans_up_completely():
+    dp = FakeDataplane()
+    p = plugin(dp)
+    pool = network(p, "n", "red")
+    out = run(p, "n", pool, "e" * 64)
+    stop(p, "n", pool, "e" * 64, out["addr"])
+    assert dp.ports == {}
+    assert not any(k.startswith("weft-dep-") for k in dp.store)
+    # the address is free again
+    assert run(p, "n", pool, "f" * 64)["addr"] == out["addr"]
+
+
+def test_delete_network_releases_everything():
+    dp = FakeDataplane()
+    p = plugin(dp)
+    pool = network(p, "n", "red")
+    run(p, "n", pool, "e" * 64)
+    call(p, "NetworkDriver.DeleteNetwork", NetworkID="n")
+    call(p, "IpamDriver.ReleaseAddress", PoolID=pool, Address="10.10.0.1")
+    call(p, "IpamDriver.ReleasePool", PoolID=pool)
+    assert dp.ports == {} and dp.store == {}
+
+
+def test_restart_keeps_networks_endpoints_and_allocations():
+    dp = FakeDataplane()
+    p = plugin(dp)
+    pool = network(p, "n", "red")
+    first = run(p, "n", pool, "e" * 64)
+    ports_before = dict(dp.ports)
+    again = plugin(dp)          # kill -9 and start: only the stored state survives
+    assert dp.ports == ports_before
+    second = run(again, "n", pool, "f" * 64)
+    assert second["addr"] != first["addr"]
+    assert call(again, "NetworkDriver.EndpointOperInfo", NetworkID="n",
+                EndpointID="e" * 64)["Value"]["tenant"] == "red"
+    stop(again, "n", pool, "e" * 64, first["addr"])
+    assert len(dp.ports) == 1
+
+
+def test_state_is_written_before_the_answer():
+    dp = FakeDataplane()
+    p = plugin(dp)
+    pool = network(p, "n", "red")
+    dp.fail_save = True
+    assert "ovsdb-server went away" in error(p, "IpamDriver.RequestAddress", PoolID=pool,
+                                             Address="")
+
+
+def test_http_over_a_unix_socket(tmp_path: Path):
+    """The shell: Docker's POST with JSON body, answered as JSON on the plugin socket."""
+    path = tmp_path / "weft.sock"
+    server = _Server(str(path), make_handler(plugin()))
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(path))
+            body = b"{}"
+            s.sendall(b"POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n" + body)
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+                data += s.recv(4096)
+        head, payload = data.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert json.loads(payload)["Implements"] == ["NetworkDriver", "IpamDriver"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("garbage", [{"EndpointID": "nope"}, {}])
+def test_leave_and_delete_of_unknown_endpoints_are_harmless(garbage):
+    p = plugin()
+    assert call(p, "NetworkDriver.Leave", **garbage) == {}
+    assert call(p, "NetworkDriver.DeleteEndpoint", **garbage) == {}
+
+
+def test_a_port_plugged_before_a_crash_is_removed_by_delete_endpoint():
+    """Killed between plugging and saving: the record has no port, br0 has one."""
+    dp = FakeDataplane()
+    p = plugin(dp)
+    pool = network(p, "n", "red")
+    run(p, "n", pool, "e" * 64)
+    dp.store = {k: json.dumps({**json.loads(v), "port": None}) if k.startswith("weft-dep-")
+                else v for k, v in dp.store.items()}
+    again = plugin(dp)
+    call(again, "NetworkDriver.DeleteEndpoint", NetworkID="n", EndpointID="e" * 64)
+    assert dp.ports == {}
+    # and one Docker gives up on entirely (no record at all)
+    run(again, "n", pool, "f" * 64)
+    dp.store = {k: v for k, v in dp.store.items() if not k.startswith("weft-dep-")}
+    call(plugin(dp), "NetworkDriver.DeleteEndpoint", NetworkID="n", EndpointID="f" * 64)
+    assert dp.ports == {}
+
+
+def test_without_tenant_option_the_tenant_is_the_network_name():
+    """Docker sends no name with CreateNetwork; the first endpoint asks Docker for it."""
+    dp = FakeDataplane()
+    p = plugin(dp)
+    pool = call(p, "IpamDriver.RequestPool", Pool="10.10.0.0/24", V6=False)["PoolID"]
+    call(p, "NetworkDriver.CreateNetwork", NetworkID="n1", Options={GENERIC: {}},
+         IPv4Data=[{"Pool": "10.10.0.0/24"}])
+    dp.names["n1"] = "blue"                   # Docker stores the network after the call
+    run(p, "n1", pool, "a" * 64)
+    assert [i["tenant"] for i in dp.ports.values()] == ["blue"]
+    assert json.loads(dp.store["weft-dnet-n1"])["tenant"] == "blue"     # learnt once, kept
+    # a name that is no tenant, or no name at all: refused when the container starts
+    for nid, name, says in (("n2", "green", "weftctl tenant create green"),
+                            ("n3", None, "-o tenant=NAME")):
+        call(p, "NetworkDriver.CreateNetwork", NetworkID=nid, Options={GENERIC: {}},
+             IPv4Data=[{"Pool": "10.10.0.0/24"}])
+        if name:
+            dp.names[nid] = name
+        assert says in error(p, "NetworkDriver.CreateEndpoint", NetworkID=nid,
+                             EndpointID="b" * 64, Interface={"Address": "10.10.0.9/24"})
