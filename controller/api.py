@@ -128,19 +128,54 @@ def sensible_burst(kbps: int | None, burst_kb: int | None, field: str = "burst_k
     return burst_kb
 
 
+BURST_PKTS_DOC = ("pps only: burst in packets; default a quarter second of the rate "
+                  "(at least 1); 0: none (the switch's default bucket)")
+PPS_DOC = ("rate in packets/s, instead of kbps (one unit per limit: an OpenFlow meter has one). "
+           "Use it against small-frame floods: 10 Mbit/s lets ~16k 64-byte frames/s through")
+
+
+def sensible_burst_pkts(pps: int, burst_pkts: int | None) -> int:
+    """Default and bound a packet burst: between one packet and ten seconds of the rate."""
+    if burst_pkts is None:
+        return max(pps // 4, 1)
+    if burst_pkts and burst_pkts > 10 * pps:
+        raise Invalid("burst_pkts", f"burst {burst_pkts} packets is more than ten seconds of "
+                                    f"the rate ({10 * pps} packets)")
+    return burst_pkts
+
+
+def _one_rate(kbps: int | None, pps: int | None, burst_kb: int | None,
+              burst_pkts: int | None) -> None:
+    """A limit has one unit; a burst in the other unit is a mistake worth a 422."""
+    if kbps is not None and pps is not None:
+        raise Invalid("pps", "give one rate: kbps (kbit/s) or pps (packets/s), not both")
+    if pps is not None and burst_kb:
+        raise Invalid("burst_kb", "burst_kb goes with kbps; a pps limit takes burst_pkts")
+    if kbps is not None and burst_pkts:
+        raise Invalid("burst_pkts", "burst_pkts goes with pps; a kbps limit takes burst_kb")
+
+
 class LimitIn(_In):
     host: str = Field(pattern=HOST_NAME, max_length=63)
     port: str | None = Field(None, pattern=PORT_NAME, max_length=15,
                              description="a bound port: limits the traffic it sends")
     tenant: str | None = Field(None, pattern=TENANT_NAME, max_length=32,
                                description="or: the tenant's aggregate on the host")
-    kbps: int = Field(gt=0, le=100_000_000, description="rate in kbit/s")
+    kbps: int | None = Field(None, gt=0, le=100_000_000,
+                             description="rate in kbit/s (give exactly one of kbps or pps)")
     burst_kb: int | None = Field(None, ge=0, le=10_000_000, description=BURST_DOC)
+    pps: int | None = Field(None, gt=0, le=100_000_000, description=PPS_DOC)
+    burst_pkts: int | None = Field(None, ge=0, le=10_000_000, description=BURST_PKTS_DOC)
 
 
 class LimitPatch(_In):
-    kbps: int | None = Field(None, gt=0, le=100_000_000)
-    burst_kb: int | None = Field(None, ge=0, le=10_000_000)
+    kbps: int | None = Field(None, gt=0, le=100_000_000,
+                             description="new rate in kbit/s; on a pps limit: switches it to kbit/s")
+    burst_kb: int | None = Field(None, ge=0, le=10_000_000, description=BURST_DOC)
+    pps: int | None = Field(None, gt=0, le=100_000_000,
+                            description="new rate in packets/s; on a kbps limit: switches it "
+                                        "to packets/s")
+    burst_pkts: int | None = Field(None, ge=0, le=10_000_000, description=BURST_PKTS_DOC)
 
 
 class QosMatch(_In):
@@ -244,7 +279,8 @@ def binding_json(b: Binding, source: str) -> dict[str, Any]:
 
 def limit_json(x: RateLimit) -> dict[str, Any]:
     return {"id": x.id, "meter_id": x.id, "host": x.host, "port": x.port, "tenant": x.tenant,
-            "kbps": x.kbps, "burst_kb": x.burst_kb}
+            "kbps": x.kbps, "burst_kb": x.burst_kb, "pps": x.pps, "burst_pkts": x.burst_pkts,
+            "unit": "pps" if x.pps is not None else "kbps"}
 
 
 def rule_json(r: QosRule) -> dict[str, Any]:
@@ -654,22 +690,41 @@ def make_app(core: Core, token: str | None) -> FastAPI:
     def add_limit(body: LimitIn) -> dict:
         if body.host not in {h.name for h in core.cluster.hosts}:
             raise NotFound("host", f"no host {body.host!r} in hosts.yaml")
-        x = core.store.add_limit(body.host, body.kbps, sensible_burst(body.kbps, body.burst_kb),
-                                 body.port, body.tenant)
+        _one_rate(body.kbps, body.pps, body.burst_kb, body.burst_pkts)
+        if body.pps is not None:
+            x = core.store.add_limit(body.host, None, 0, body.port, body.tenant, body.pps,
+                                     sensible_burst_pkts(body.pps, body.burst_pkts))
+        elif body.kbps is not None:
+            x = core.store.add_limit(body.host, body.kbps,
+                                     sensible_burst(body.kbps, body.burst_kb), body.port,
+                                     body.tenant)
+        else:
+            raise Invalid("kbps", "give a rate: kbps (kbit/s) or pps (packets/s)")
         changed()
         return limit_json(x)
 
     @app.patch("/v1/qos/limits/{limit_id}", dependencies=[Depends(writer)])
     def update_limit(body: LimitPatch, limit_id: int = Path(ge=1, le=MAX_METER_ID)) -> dict:
-        if body.kbps is not None or body.burst_kb is not None:
-            cur = next((x for x in core.store.limits() if x.id == limit_id), None)
-            if cur is None:
-                raise NotFound("id", f"no rate limit {limit_id}")
+        cur = next((x for x in core.store.limits() if x.id == limit_id), None)
+        if cur is None:
+            raise NotFound("id", f"no rate limit {limit_id}")
+        if body.model_dump(exclude_none=True) == {}:
+            return limit_json(cur)
+        _one_rate(body.kbps, body.pps, body.burst_kb, body.burst_pkts)
+        to_pps = body.pps is not None or (body.kbps is None and cur.pps is not None)
+        if to_pps:
+            _one_rate(None, 1, body.burst_kb, None)
+            pps = body.pps or cur.pps or 0
+            pburst = body.burst_pkts if body.burst_pkts is not None else \
+                (None if body.pps else cur.burst_pkts)
+            x = core.store.update_limit(limit_id, pps=pps,
+                                        burst_pkts=sensible_burst_pkts(pps, pburst))
+        else:
+            _one_rate(1, None, None, body.burst_pkts)
             kbps = body.kbps or cur.kbps
             burst = body.burst_kb if body.burst_kb is not None else \
                 (None if body.kbps else cur.burst_kb)
-            body = LimitPatch(kbps=kbps, burst_kb=sensible_burst(kbps, burst))
-        x = core.store.update_limit(limit_id, body.kbps, body.burst_kb)
+            x = core.store.update_limit(limit_id, kbps, sensible_burst(kbps, burst))
         changed()
         return limit_json(x)
 

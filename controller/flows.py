@@ -253,11 +253,13 @@ def owns_group(group_id: int) -> bool:
 
 @dataclass(frozen=True)
 class Meter:
-    """An OpenFlow 1.3 meter as weft writes it: kbit/s, stats, one drop band.
+    """An OpenFlow 1.3 meter as weft writes it: kbit/s (or packets/s), stats, one drop band.
 
+    ``pktps``: the band's rate (``kbps``) is in packets/s and ``burst_kb`` in
+    packets (flag OFPMF_PKTPS instead of OFPMF_KBPS; one unit per meter).
     ``burst_kb`` 0 means no burst flag (the switch's default bucket).
     ``unknown``: set only when read back from a switch, describing a config
-    weft never writes (pktps, several bands, dscp_remark, ...); such a meter
+    weft never writes (no stats, several bands, dscp_remark, ...); such a meter
     never equals a desired one, so the diff modifies it.
     """
 
@@ -265,6 +267,7 @@ class Meter:
     kbps: int
     burst_kb: int = 0
     unknown: str = ""
+    pktps: bool = False
 
 
 _METER_ID_MAX = 0xFFFF

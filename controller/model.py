@@ -41,7 +41,7 @@ from cluster.hostsfile import DOCKER_LINK_PORT, HOST_NAME_PATTERN
 __all__ = [
     "ACCESS", "TRUNK", "MAX_VNI", "DOCKER_LINK_PORT", "DEFAULT_TENANT",
     "Tenant", "Binding", "Topology", "RateLimit", "QosRule", "ModelError",
-    "MAX_METER_ID", "MAX_KBPS", "MAX_BURST_KB", "QOS_MATCH_KEYS", "IP_PROTOS",
+    "MAX_METER_ID", "MAX_KBPS", "MAX_BURST_KB", "MAX_PPS", "MAX_BURST_PKTS", "QOS_MATCH_KEYS", "IP_PROTOS",
     "TENANT_NAME_PATTERN", "HOST_NAME_PATTERN", "PORT_NAME_PATTERN", "MAC_PATTERN",
     "MAX_DESCRIPTION", "check_name", "check_text", "check_bindable_port",
     "AclRule", "ACL_ACTIONS", "ACL_DIRECTIONS", "ACL_DEFAULTS", "MAX_ACL_PRIORITY",
@@ -283,6 +283,8 @@ def _unicast_mac(value: Any, what: str) -> str:
 MAX_METER_ID = 0xFFFF            # weft's meter ids: 1..65535 (OpenFlow allows more)
 MAX_KBPS = 100_000_000           # 100 Gbit/s
 MAX_BURST_KB = 10_000_000
+MAX_PPS = 100_000_000            # packets/s
+MAX_BURST_PKTS = 10_000_000
 QOS_MATCH_KEYS = ("ip_proto", "src", "dst", "src_port", "dst_port", "dscp")
 IP_PROTOS = {"icmp": 1, "tcp": 6, "udp": 17}
 _IP_PROTO_NAMES = {v: k for k, v in IP_PROTOS.items()}
@@ -294,25 +296,42 @@ class RateLimit:
     """A meter on ``host`` for what one bound ``port`` sends, or for the aggregate of
     what ``tenant``'s local ports on that host send (exactly one of the two).
 
-    ``id`` is the OpenFlow meter id.  ``kbps``: rate in kbit/s; ``burst_kb``:
-    bucket size in kbit (0: no burst flag, the switch picks its default).
+    ``id`` is the OpenFlow meter id.  The rate has one unit (an OpenFlow meter has
+    one): ``kbps`` (kbit/s, bucket ``burst_kb`` in kbit) or ``pps`` (packets/s,
+    bucket ``burst_pkts`` in packets; small-frame floods pass a kbit/s limit at
+    many thousand packets/s).  Burst 0: no burst flag, the switch picks its default.
     A port that is not bound on the host, or a tenant without local ports
     there, gives no meter and no flow (not an error).
     """
 
     id: int
     host: str
-    kbps: int
+    kbps: int | None
     burst_kb: int = 0
     port: str | None = None
     tenant: str | None = None
+    pps: int | None = None
+    burst_pkts: int = 0
 
     def __post_init__(self) -> None:
         _int_in(self.id, 1, MAX_METER_ID, "rate limit id (meter id)")
         where = f"rate limit {self.id}"
         _name(self.host, f"{where}: host")
-        _int_in(self.kbps, 1, MAX_KBPS, f"{where}: kbps")
+        if (self.kbps is None) == (self.pps is None):
+            raise ModelError("pps" if self.kbps is not None else "kbps",
+                             f"{where}: give exactly one rate: kbps (kbit/s) or pps (packets/s)")
+        if self.kbps is not None:
+            _int_in(self.kbps, 1, MAX_KBPS, f"{where}: kbps")
+        if self.pps is not None:
+            _int_in(self.pps, 1, MAX_PPS, f"{where}: pps")
         _int_in(self.burst_kb, 0, MAX_BURST_KB, f"{where}: burst_kb")
+        _int_in(self.burst_pkts, 0, MAX_BURST_PKTS, f"{where}: burst_pkts")
+        if self.pps is not None and self.burst_kb:
+            raise ModelError("burst_kb", f"{where}: burst_kb goes with kbps; with pps give "
+                             "burst_pkts")
+        if self.kbps is not None and self.burst_pkts:
+            raise ModelError("burst_pkts", f"{where}: burst_pkts goes with pps; with kbps give "
+                             "burst_kb")
         if (self.port is None) == (self.tenant is None):
             raise ModelError("port", f"{where}: give exactly one of port (a bound port) or tenant "
                              "(the tenant's aggregate on the host)")

@@ -30,10 +30,11 @@ below adds one (registered, so flow stats with it parse as well).
 ``set_field vlan_vid`` is read back with OFPVID_PRESENT set (see
 ``controller.flows.normal_action``), whatever the switch echoes.
 
-Meters are sent with flags kbps|stats (|burst when ``burst_kb`` > 0) and one
-drop band (rate=kbps, burst_size=burst_kb).  Read back, a burst_size without
+Meters are sent with flags kbps|stats, or pktps|stats for a packet-rate meter
+(|burst when ``burst_kb`` > 0) and one drop band (rate=kbps, burst_size=burst_kb,
+in packets for pktps).  Read back, a burst_size without
 the burst flag counts as 0 (OVS may echo 0, or the size it chose itself); any
-other config (pktps, no stats, several or other bands) is not what weft writes
+other config (both or no unit, no stats, several or other bands) is not what weft writes
 and reads back as a ``Meter`` with ``unknown`` set, which the diff modifies.
 """
 from __future__ import annotations
@@ -66,6 +67,7 @@ _GROUP_TYPES = {"all": ofp.OFPGT_ALL, "select": ofp.OFPGT_SELECT,
 _GROUP_TYPE_NAMES = {v: k for k, v in _GROUP_TYPES.items()}
 _METER_COMMANDS = {"add": ofp.OFPMC_ADD, "modify": ofp.OFPMC_MODIFY, "delete": ofp.OFPMC_DELETE}
 _METER_FLAGS = ofp.OFPMF_KBPS | ofp.OFPMF_STATS
+_METER_FLAGS_PKTPS = ofp.OFPMF_PKTPS | ofp.OFPMF_STATS
 _ALL_COOKIE_BITS = (1 << 64) - 1
 _VLAN_CFI = 0x1000            # in NXM_OF_VLAN_TCI: "a tag is present" (OVS)
 _NX_CT_F_COMMIT = 1
@@ -155,7 +157,8 @@ def meter_mod(dp: Datapath, meter: Meter, command: str) -> Any:
     if command == "delete":
         return parser.OFPMeterMod(dp, command=ofproto.OFPMC_DELETE, flags=0,
                                   meter_id=meter.meter_id, bands=[])
-    flags = _METER_FLAGS | (ofproto.OFPMF_BURST if meter.burst_kb else 0)
+    flags = (_METER_FLAGS_PKTPS if meter.pktps else _METER_FLAGS) \
+        | (ofproto.OFPMF_BURST if meter.burst_kb else 0)
     band = parser.OFPMeterBandDrop(rate=meter.kbps, burst_size=meter.burst_kb)
     return parser.OFPMeterMod(dp, command=_METER_COMMANDS[command], flags=flags,
                               meter_id=meter.meter_id, bands=[band])
@@ -395,13 +398,15 @@ def meter_from_config(entry: Any) -> Meter:
     switch holds what ``meter_mod`` sent."""
     flags, bands = entry.flags, list(entry.bands)
     burst = flags & ofp.OFPMF_BURST
-    if (flags & ~ofp.OFPMF_BURST) != _METER_FLAGS or len(bands) != 1 \
+    unit = flags & ~ofp.OFPMF_BURST
+    if unit not in (_METER_FLAGS, _METER_FLAGS_PKTPS) or len(bands) != 1 \
             or not isinstance(bands[0], ofpp.OFPMeterBandDrop) \
             or (burst and not bands[0].burst_size):
         return Meter(entry.meter_id, bands[0].rate if bands else 0, 0,
                      unknown=f"flags=0x{flags:x} bands={bands}")
     band = bands[0]
-    return Meter(entry.meter_id, band.rate, band.burst_size if burst else 0)
+    return Meter(entry.meter_id, band.rate, band.burst_size if burst else 0,
+                 pktps=unit == _METER_FLAGS_PKTPS)
 
 
 def meters_from_config(entries: Iterable[Any]) -> frozenset[Meter]:

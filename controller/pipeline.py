@@ -54,7 +54,7 @@ access port's, so turning an access port into a trunk with that native tenant
 changes nothing for it.
 
 QoS (``Topology.limits`` and ``Topology.rules``; every meter has flags
-kbps+stats, one drop band, id = the limit's or rule's id).  Only what a
+kbps+stats (pktps+stats for a limit in packets/s), one drop band, id = the limit's or rule's id).  Only what a
 host's local ports send is limited; frames from tunnels or an uplink were
 limited on the host where they entered (a local sender is metadata
 ``vni`` under ``SENDER_MASK``: FROM_TUNNEL and FROM_UPLINK both 0)::
@@ -135,7 +135,7 @@ from controller.flows import (
     COOKIE_PORTSEC, COOKIE_QOS, COOKIE_VLAN, OWNED_FEATURE_COOKIES, Flow, Group, LearnSpec, Meter,
     SwitchState, flow,
 )
-from controller.model import ACCESS, AclRule, Binding, QosRule, Topology
+from controller.model import ACCESS, AclRule, Binding, QosRule, RateLimit, Topology
 
 __all__ = [
     "CLASSIFY", "POLICY", "QOS", "L2", "FLOOD", "VNI_MASK", "FROM_TUNNEL", "FROM_UPLINK",
@@ -209,6 +209,14 @@ def _enter_tenant(vni: int, from_tunnel: bool, uplink: bool = False) -> tuple[tu
         return (("write_metadata", vni | FROM_UPLINK, SENDER_MASK), ("goto", POLICY))
     value = vni | (FROM_TUNNEL if from_tunnel else 0)
     return (("write_metadata", value, TENANT_MASK), ("goto", POLICY))
+
+
+def limit_meter(x: RateLimit) -> Meter:
+    """The meter of a rate limit, in its one unit (kbit/s or packets/s)."""
+    if x.pps is not None:
+        return Meter(x.id, x.pps, x.burst_pkts, pktps=True)
+    assert x.kbps is not None           # the model holds exactly one rate
+    return Meter(x.id, x.kbps, x.burst_kb)
 
 
 def _metered(meter: int | None) -> list[tuple]:
@@ -424,7 +432,7 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
     for x in topo.limits:
         if x.host == host and x.port in live:
             port_meter[x.port] = x.id
-            meters.append(Meter(x.id, x.kbps, x.burst_kb))
+            meters.append(limit_meter(x))
     secured = {b.port: b.source_addresses() for b in topo.bindings_on(host)}
     for m in members:
         vni = topo.tenant(m.tenant).vni
@@ -450,7 +458,7 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
     for x in topo.limits:
         if x.host == host and x.tenant in local:
             flows.append(_tenant_limit(topo.tenant(x.tenant).vni, x.id))
-            meters.append(Meter(x.id, x.kbps, x.burst_kb))
+            meters.append(limit_meter(x))
     for rule in topo.rules:
         if rule.tenant in local:
             flows.append(rule_flow(topo.tenant(rule.tenant).vni, rule))

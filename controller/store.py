@@ -26,10 +26,12 @@ from controller.operator import OperatorFlow
 
 LOG = logging.getLogger("weft.store")
 FIRST_AUTO_VNI = 1000
-SCHEMA_VERSION = 4          # PRAGMA user_version; 0 is the first, unversioned schema
+SCHEMA_VERSION = 5          # PRAGMA user_version; 0 is the first, unversioned schema
 # 3: port_addresses (port security), created by SCHEMA itself: no data to move
 # 4: tenant ACLs (acl_rules, acl_policy) and operator flows (operator_flows): new tables
 #    only, created by the idempotent SCHEMA
+# 5: packet-rate limits: qos.pps and qos.burst_pkts, added to an older qos table by
+#    _add_columns (ALTER TABLE ... ADD COLUMN; existing rows stay kbit/s limits)
 
 # Invariants live in the database, so no interleaving of writers can break them:
 # a binding or QoS entry names an existing tenant (foreign keys), a trunk lists only
@@ -67,7 +69,9 @@ CREATE TABLE IF NOT EXISTS qos (
     priority INTEGER,                      -- rule only
     match TEXT,                            -- rule only: JSON object
     set_dscp INTEGER,                      -- rule only
-    queue INTEGER                          -- rule only
+    queue INTEGER,                         -- rule only
+    pps INTEGER,                           -- limit: packets/s instead of kbps (schema 5)
+    burst_pkts INTEGER NOT NULL DEFAULT 0  -- limit with pps: bucket in packets (schema 5)
 );
 CREATE TABLE IF NOT EXISTS acl_rules (
     id INTEGER PRIMARY KEY AUTOINCREMENT CHECK (id BETWEEN 1 AND 4294967295),  -- in the cookie
@@ -253,6 +257,8 @@ def _open_checked(path: str | Path) -> sqlite3.Connection:
         # gets SCHEMA_VERSION + 1 and a step here (ALTER TABLE ... ADD COLUMN ...).
         if version == 0 and tables:
             _migrate_from_v0(db)
+        elif version < 5 and "qos" in tables:
+            _add_columns(db, "qos", _QOS_V5_COLUMNS)
         db.executescript(SCHEMA)           # idempotent: IF NOT EXISTS everywhere
         db.execute("BEGIN IMMEDIATE")      # can we write at all?  Say so now, not at the first POST
         db.execute("ROLLBACK")
@@ -301,9 +307,30 @@ def _migrate_from_v0(db: sqlite3.Connection) -> None:
                 LOG.warning("store upgrade: QoS %s %d named a deleted tenant: dropped",
                             row[1], row[0])
                 continue
-            db.execute("INSERT INTO qos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            db.execute("INSERT INTO qos (id, kind, host, port, tenant, kbps, burst_kb, priority, "
+                       "match, set_dscp, queue) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
         for t in _V0_TABLES:
             db.execute(f"DROP TABLE old_{t}")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+_QOS_V5_COLUMNS = (("pps", "INTEGER"), ("burst_pkts", "INTEGER NOT NULL DEFAULT 0"))
+
+
+def _add_columns(db: sqlite3.Connection, table: str,
+                 columns: tuple[tuple[str, str], ...]) -> None:
+    """Add the columns a newer schema has to an older table, in one transaction
+    (idempotent: a column already there is left alone)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        for name, decl in columns:
+            if name not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
         db.execute("ROLLBACK")
@@ -550,7 +577,7 @@ class Store:
 
     def limits(self) -> list[RateLimit]:
         rows = self._read(lambda: self._db.execute(
-            "SELECT id, host, kbps, burst_kb, port, tenant FROM qos "
+            "SELECT id, host, kbps, burst_kb, port, tenant, pps, burst_pkts FROM qos "
             "WHERE kind = 'limit' ORDER BY id").fetchall())
         return [RateLimit(*r) for r in rows]
 
@@ -561,9 +588,11 @@ class Store:
         return [QosRule(i, t, p, _match_from_json(m), k, b, d, q)
                 for i, t, p, m, k, b, d, q in rows]
 
-    def add_limit(self, host: str, kbps: int, burst_kb: int = 0, port: str | None = None,
-                  tenant: str | None = None) -> RateLimit:
-        """Limit what a bound port sends, or a tenant's aggregate on one host."""
+    def add_limit(self, host: str, kbps: int | None, burst_kb: int = 0, port: str | None = None,
+                  tenant: str | None = None, pps: int | None = None,
+                  burst_pkts: int = 0) -> RateLimit:
+        """Limit what a bound port sends, or a tenant's aggregate on one host, in kbit/s
+        (``kbps``) or packets/s (``pps``)."""
         _check_host(host)
         if (port is None) == (tenant is None):
             raise Invalid("port", "give exactly one of port (a bound port) or tenant "
@@ -579,23 +608,37 @@ class Store:
                 raise Conflict("port" if port else "tenant", "that already has a rate limit; "
                                                             "change it with PATCH")
             meter = self._next_meter()
-            limit = _model(lambda: RateLimit(meter, host, kbps, burst_kb, port, tenant), "kbps")
-            self._db.execute("INSERT INTO qos (id, kind, host, port, tenant, kbps, burst_kb) "
-                             "VALUES (?, 'limit', ?, ?, ?, ?, ?)",
-                             (meter, host, port, tenant, kbps, burst_kb))
+            limit = _model(lambda: RateLimit(meter, host, kbps, burst_kb, port, tenant, pps,
+                                             burst_pkts), "kbps")
+            self._db.execute("INSERT INTO qos (id, kind, host, port, tenant, kbps, burst_kb, pps, "
+                             "burst_pkts) VALUES (?, 'limit', ?, ?, ?, ?, ?, ?, ?)",
+                             (meter, host, port, tenant, kbps, burst_kb, pps, burst_pkts))
         return limit
 
     def update_limit(self, limit_id: int, kbps: int | None = None,
-                     burst_kb: int | None = None) -> RateLimit:
+                     burst_kb: int | None = None, pps: int | None = None,
+                     burst_pkts: int | None = None) -> RateLimit:
+        """Change the rate; giving the other unit's rate switches the unit (the old
+        unit's rate and burst are dropped)."""
         cur = next((x for x in self.limits() if x.id == limit_id), None)
         if cur is None:
             raise NotFound("id", f"no rate limit {limit_id}")
-        new = _model(lambda: RateLimit(cur.id, cur.host, cur.kbps if kbps is None else kbps,
-                                       cur.burst_kb if burst_kb is None else burst_kb,
-                                       cur.port, cur.tenant), "kbps")
+        if pps is not None and kbps is None and cur.kbps is not None:
+            new = _model(lambda: replace_(cur, kbps=None, burst_kb=0, pps=pps,
+                                          burst_pkts=burst_pkts or 0), "pps")
+        elif kbps is not None and pps is None and cur.pps is not None:
+            new = _model(lambda: replace_(cur, kbps=kbps, burst_kb=burst_kb or 0, pps=None,
+                                          burst_pkts=0), "kbps")
+        else:
+            new = _model(lambda: replace_(
+                cur, kbps=cur.kbps if kbps is None else kbps,
+                burst_kb=cur.burst_kb if burst_kb is None else burst_kb,
+                pps=cur.pps if pps is None else pps,
+                burst_pkts=cur.burst_pkts if burst_pkts is None else burst_pkts), "kbps")
         with self._lock, self._tx():
-            self._db.execute("UPDATE qos SET kbps = ?, burst_kb = ? WHERE id = ?",
-                             (new.kbps, new.burst_kb, limit_id))
+            self._db.execute("UPDATE qos SET kbps = ?, burst_kb = ?, pps = ?, burst_pkts = ? "
+                             "WHERE id = ?",
+                             (new.kbps, new.burst_kb, new.pps, new.burst_pkts, limit_id))
         return new
 
     def add_rule(self, tenant: str, priority: int, match: dict, kbps: int | None = None,

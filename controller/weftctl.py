@@ -4,8 +4,9 @@
     weftctl tenant list | show NAME | delete NAME [--force]
     weftctl port bind HOST PORT [TENANT] [--mac MAC] [--trunk T1,T2] [--replace]
     weftctl port unbind HOST PORT | list [--host H] [--tenant T]
-    weftctl qos limit HOST (--port PORT | --tenant T) --kbps N [--burst-kb N]
-    weftctl qos limit-set ID [--kbps N] [--burst-kb N] | limit-del ID
+    weftctl qos limit HOST (--port PORT | --tenant T) (--kbps N [--burst-kb N] |
+                 --pps N [--burst-pkts N])
+    weftctl qos limit-set ID [--kbps N] [--burst-kb N] [--pps N] [--burst-pkts N] | limit-del ID
     weftctl qos rule TENANT --priority N [--proto tcp] [--src CIDR] [--dst CIDR]
                  [--src-port N] [--dst-port N] [--dscp N] [--kbps N] [--set-dscp N] [--queue N]
     weftctl qos rule-set ID [--kbps N] [--set-dscp N] | rule-del ID
@@ -99,13 +100,20 @@ def _parser() -> argparse.ArgumentParser:
     grp = ql.add_mutually_exclusive_group(required=True)
     grp.add_argument("--port")
     grp.add_argument("--tenant")
-    ql.add_argument("--kbps", type=int, required=True)
+    unit = ql.add_mutually_exclusive_group(required=True)
+    unit.add_argument("--kbps", type=int, help="rate in kbit/s")
+    unit.add_argument("--pps", type=int, help="rate in packets/s (against small-frame floods)")
     ql.add_argument("--burst-kb", type=int, default=None,
                     help="kbit (default: a quarter second of the rate, see docs/qos.md)")
+    ql.add_argument("--burst-pkts", type=int, default=None,
+                    help="with --pps: packets (default: a quarter second of the rate)")
     qls = q.add_parser("limit-set")
     qls.add_argument("id", type=int)
-    qls.add_argument("--kbps", type=int)
+    sunit = qls.add_mutually_exclusive_group()
+    sunit.add_argument("--kbps", type=int)
+    sunit.add_argument("--pps", type=int, help="packets/s (switches a kbps limit to pps)")
     qls.add_argument("--burst-kb", type=int)
+    qls.add_argument("--burst-pkts", type=int)
     q.add_parser("limit-del").add_argument("id", type=int)
     qr = q.add_parser("rule", help="per-flow QoS rule of a tenant")
     qr.add_argument("tenant")
@@ -236,18 +244,26 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
                       ["feature", "table", "priority", "match", "packets", "instructions"])
 
 
+def _rate(limit: dict) -> str:
+    """A limit's rate in its unit."""
+    if limit.get("pps") is not None:
+        return f"{limit['pps']} packets/s"
+    return f"{limit['kbps']} kbit/s"
+
+
 def _qos(args: argparse.Namespace, ok: Any, c: httpx.Client) -> tuple[Any, str]:
     def given(**kw: Any) -> dict:
         return {k: v for k, v in kw.items() if v is not None}
     if args.verb == "limit":
         res = ok(c.post("/v1/qos/limits", json=given(host=args.host, port=args.port,
                                                       tenant=args.tenant, kbps=args.kbps,
-                                                      burst_kb=args.burst_kb)))
-        return res, f"rate limit {res['id']}: {res['kbps']} kbit/s on {args.host}"
+                                                      burst_kb=args.burst_kb, pps=args.pps,
+                                                      burst_pkts=args.burst_pkts)))
+        return res, f"rate limit {res['id']}: {_rate(res)} on {args.host}"
     if args.verb == "limit-set":
-        res = ok(c.patch(f"/v1/qos/limits/{seg(args.id)}", json=given(kbps=args.kbps,
-                                                                  burst_kb=args.burst_kb)))
-        return res, f"rate limit {res['id']} now {res['kbps']} kbit/s"
+        res = ok(c.patch(f"/v1/qos/limits/{seg(args.id)}", json=given(
+            kbps=args.kbps, burst_kb=args.burst_kb, pps=args.pps, burst_pkts=args.burst_pkts)))
+        return res, f"rate limit {res['id']} now {_rate(res)}"
     if args.verb in ("limit-del", "rule-del"):
         kind = "limits" if args.verb == "limit-del" else "rules"
         res = ok(c.delete(f"/v1/qos/{kind}/{seg(args.id)}"))
@@ -269,7 +285,8 @@ def _qos(args: argparse.Namespace, ok: Any, c: httpx.Client) -> tuple[Any, str]:
         rrows = [{**r, "match": ",".join(f"{k}={v}" for k, v in r["match"].items()) or "any"}
                  for r in rules]
         return {"limits": limits, "rules": rules}, (
-            "rate limits:\n" + table(limits, ["id", "host", "port", "tenant", "kbps", "burst_kb"])
+            "rate limits:\n" + table(limits, ["id", "host", "port", "tenant", "kbps", "burst_kb",
+                                              "pps", "burst_pkts"])
             + "\nrules:\n" + table(rrows, ["id", "tenant", "priority", "match", "kbps",
                                             "set_dscp", "queue"]))
     res = ok(c.get("/v1/qos/stats"))

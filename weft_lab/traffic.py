@@ -85,6 +85,25 @@ def iperf(lab: str, client: str, server: str, server_ip: str, seconds: float = 3
           udp_mbps: float | None = None, port: int = 5201,
           extra: list[str] | None = None) -> float:
     """Throughput in Mbit/s measured at the receiver by iperf3 (TCP, or UDP at a load)."""
+    end = _iperf_end(lab, client, server, server_ip, seconds, udp_mbps, port, extra)
+    summary = end.get("sum_received") or end["sum"]
+    return float(summary["bits_per_second"]) / 1e6
+
+
+def udp_pps(lab: str, client: str, server: str, server_ip: str, seconds: float = 3,
+            udp_mbps: float = 20, length: int = 64, port: int = 5201) -> tuple[float, float]:
+    """(offered, received) packets/s of a small-frame UDP flood (iperf3 -u -l ``length``);
+    received is what the server counted (sent minus lost) over the whole run: with
+    ``-O`` iperf3 omits the first second from ``packets`` but not from ``lost_packets``."""
+    end = _iperf_end(lab, client, server, server_ip, seconds, udp_mbps, port,
+                     ["-l", str(length)])
+    s = end["sum"]
+    return s["packets"] / s["seconds"], (s["packets"] - s["lost_packets"]) / s["seconds"]
+
+
+def _iperf_end(lab: str, client: str, server: str, server_ip: str, seconds: float,
+               udp_mbps: float | None, port: int, extra: list[str] | None) -> dict:
+    """The "end" section of an iperf3 -J run (server started for one test, then killed)."""
     srv = subprocess.Popen(exec_argv(lab, server, ["iperf3", "-s", "-1", "-p", str(port)]),
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -100,9 +119,7 @@ def iperf(lab: str, client: str, server: str, server_ip: str, seconds: float = 3
         data = json.loads(res.stdout)
         if "error" in data:
             raise RuntimeError(f"iperf3 {client} -> {server_ip}: {data['error']}")
-        end = data["end"]
-        summary = end.get("sum_received") or end.get("sum")
-        return summary["bits_per_second"] / 1e6
+        return data["end"]
     finally:
         srv.kill()
         srv.wait()

@@ -15,7 +15,7 @@ from tests.conftest import converged_lab, lab_name
 from weft_lab import cluster as C
 from weft_lab import lab as L
 from weft_lab.topology import parse
-from weft_lab.traffic import iperf, node_run, pinging, tcpdump
+from weft_lab.traffic import iperf, node_run, pinging, tcpdump, udp_pps
 
 TOPO = """
 name: {name}
@@ -110,6 +110,33 @@ def test_port_limit_holds_and_spares_the_neighbour(lab, api):
     meter = stats[r.json()["meter_id"]]
     assert meter["packets_passed"] > 0 and meter["packets_dropped"] > 0, meter
 
+
+
+def test_packet_rate_limit_holds_against_a_small_frame_flood(lab, api):
+    """1000 packets/s on q1, against 64-byte UDP; a kbit/s limit worth 1000 full-size
+    frames/s (12 Mbit/s) lets many times more small frames through."""
+    host, port = port_of(api, "q1")
+    flood = {"lab": lab.name, "client": "q1", "server": "q3", "server_ip": Q3,
+             "seconds": 4, "udp_mbps": 20, "length": 64}
+    r = api.post("/v1/qos/limits", json={"host": host, "port": port, "kbps": 12_000})
+    assert r.status_code == 201, r.text
+    C.wait_converged(lab)
+    kb_offered, kb_passed = udp_pps(**flood)
+    p = api.patch(f"/v1/qos/limits/{r.json()['id']}", json={"pps": 1000})
+    assert p.status_code == 200 and p.json()["pps"] == 1000, p.text
+    C.wait_converged(lab)
+    meters = _dump(lab, host)["meters"]
+    assert "pktps" in meters and "rate=1000" in meters, meters
+    offered, passed = udp_pps(**flood)
+    RESULTS["pps limit 1000, 64-byte UDP flood: offered -> passed"] = \
+        f"{offered:.0f} -> {passed:.0f} pkts/s"
+    RESULTS["kbps limit 12000 (1000 x 1500 B), same flood"] = \
+        f"{kb_offered:.0f} -> {kb_passed:.0f} pkts/s"
+    assert offered > 3000, offered              # a flood well above the limit
+    assert 800 <= passed <= 1200, passed
+    assert kb_passed > 3 * passed, (kb_passed, passed)
+    stats = {m["meter_id"]: m for h in api.get("/v1/qos/stats").json() for m in h["meters"]}
+    assert stats[r.json()["meter_id"]]["packets_dropped"] > 0
 
 def test_tenant_aggregate_limit_holds_across_two_ports(lab, api):
     r = api.post("/v1/qos/limits", json={"host": "host1", "tenant": "q", "kbps": 20000})

@@ -145,6 +145,38 @@ def test_weftctl_qos_uses_the_documented_burst_default(api, ctl):
     assert [x["burst_kb"] for x in api.get("/v1/qos/rules").json()] == [2000]
 
 
+
+def test_packet_rate_limits_through_rest_and_weftctl(api, core, ctl, capsys):
+    api.post("/v1/tenants", json={"name": "red"})
+    for p in ("p1", "p2"):
+        api.post("/v1/ports", json={"host": "host1", "port": p, "tenant": "red"})
+    r = api.post("/v1/qos/limits", json={"host": "host1", "port": "p1", "pps": 1000})
+    assert r.status_code == 201, r.text
+    x = r.json()
+    assert (x["pps"], x["burst_pkts"], x["kbps"], x["unit"]) == (1000, 250, None, "pps")
+    assert core.store.limits()[0].pps == 1000
+    # one unit: both rates, no rate, or the other unit's burst are 422s naming the field
+    for body, field in (({"kbps": 100, "pps": 100}, "pps"), ({}, "kbps"),
+                        ({"pps": 100, "burst_kb": 10}, "burst_kb"),
+                        ({"kbps": 100, "burst_pkts": 10}, "burst_pkts"),
+                        ({"pps": 100, "burst_pkts": 1001}, "burst_pkts")):
+        r = api.post("/v1/qos/limits", json={"host": "host1", "port": "p2", **body})
+        assert r.status_code == 422 and field in r.text, (body, r.text)
+    lid = x["id"]
+    assert api.patch(f"/v1/qos/limits/{lid}", json={"pps": 2000}).json()["burst_pkts"] == 500
+    r = api.patch(f"/v1/qos/limits/{lid}", json={"burst_kb": 100})
+    assert r.status_code == 422 and "burst_kb" in r.text
+    back = api.patch(f"/v1/qos/limits/{lid}", json={"kbps": 8000}).json()   # switch the unit
+    assert (back["kbps"], back["burst_kb"], back["pps"], back["burst_pkts"]) == (8000, 2000, None, 0)
+    doc = api.get("/openapi.json").json()["components"]["schemas"]["LimitIn"]["properties"]
+    assert "packets/s" in doc["pps"]["description"] and "burst_pkts" in doc
+    assert ctl(["qos", "limit", "host1", "--port", "p2", "--pps", "500", "--burst-pkts", "50"]) == 0
+    assert "500 packets/s" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        ctl(["qos", "limit", "host1", "--port", "p2", "--pps", "5", "--kbps", "5"])
+    got = [(x["port"], x["pps"], x["burst_pkts"]) for x in api.get("/v1/qos/limits").json()]
+    assert got == [("p1", None, 0), ("p2", 500, 50)]
+
 class _Html(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:       # noqa: N802  (http.server's name)
         body = b"<html><body>It works!</body></html>"

@@ -279,3 +279,22 @@ def test_port_security_matches_read_back_equal():
              COOKIE_ISOLATION)
     for x in (f, g, h):
         assert flow_from_stats(stats_echo(x)) == x
+
+
+@pytest.mark.parametrize("burst", [0, 100])
+def test_packet_rate_meter_goes_as_pktps_and_reads_back_equal(burst):
+    """A pps limit is one drop band in packets/s under OFPMF_PKTPS (never KBPS too)."""
+    from controller.flows import Meter
+    from controller.ofmsg import meter_from_config, meter_mod
+    m = Meter(5, 1_000, burst, pktps=True)
+    mod = meter_mod(DP, m, "add")
+    buf = _wire(mod)
+    flags, meter_id = struct.unpack_from("!HHI", buf, ofp.OFP_HEADER_SIZE)[1:]
+    assert flags & ofp.OFPMF_PKTPS and not flags & ofp.OFPMF_KBPS and meter_id == 5
+    bands = buf[ofp.OFP_METER_MOD_SIZE:]
+    _type, _len, rate, burst_size = struct.unpack_from("!HHII", bands, 0)
+    assert (rate, burst_size) == (1_000, burst)
+    head = struct.pack(ofp.OFP_METER_CONFIG_PACK_STR, ofp.OFP_METER_CONFIG_SIZE + len(bands),
+                       flags, meter_id)
+    back = meter_from_config(ofpp.OFPMeterConfigStats.parser(head + bands, 0))
+    assert back == m and back != Meter(5, 1_000, burst)

@@ -11,7 +11,7 @@ from controller.core import Core
 from controller.flows import COOKIE_ISOLATION, SwitchState, diff, flow
 from controller.model import ModelError
 from controller.operator import OperatorFlow, check, operator_cookie, reconcile
-from controller.store import Store
+from controller.store import SCHEMA_VERSION, Store
 from cluster.hostsfile import parse
 from tests.unit.test_api import HOSTS, TOKEN
 
@@ -128,4 +128,4 @@ def test_a_schema_3_store_is_upgraded_with_its_data(tmp_path):
     assert [t.name for t in s.tenants()] == ["default", "red"]
     s.add_acl("red", 1, "drop")
     assert s.operator_flows() == [] and len(s.acls()) == 1
-    assert s._db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

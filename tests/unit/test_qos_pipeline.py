@@ -25,7 +25,7 @@ from controller.flows import (
     SwitchState, apply_delta, diff, feature_of, flow, owns_meter,
 )
 from controller.model import (
-    DOCKER_LINK_PORT, TRUNK, Binding, QosRule, RateLimit, Tenant, Topology,
+    DOCKER_LINK_PORT, TRUNK, Binding, ModelError, QosRule, RateLimit, Tenant, Topology,
 )
 from controller.ofmsg import (
     flow_from_stats, meter_from_config, meter_mod, meters_from_config,
@@ -164,6 +164,10 @@ def test_bad_rules_are_rejected(kwargs):
     lambda: RateLimit(1, "", 1, port="p"),
     lambda: RateLimit(1, "h1", 1, port=""),
     lambda: RateLimit(True, "h1", 1, port="p"),
+    lambda: RateLimit(1, "h1", None, port="p"),                       # no rate
+    lambda: RateLimit(1, "h1", None, port="p", pps=0),
+    lambda: RateLimit(1, "h1", None, port="p", pps=100_000_001),
+    lambda: RateLimit(1, "h1", None, port="p", pps=1, burst_pkts=-1),
     lambda: Binding("h1", "up", None, TRUNK, trunk=("red",), uplink="yes"),
 ])
 def test_bad_limits_and_rules_are_rejected(bad):
@@ -471,7 +475,8 @@ def config_echo(m: Meter) -> object:
 
 
 @pytest.mark.parametrize("m", [Meter(1, 10_000), Meter(2, 50_000, 1_000), Meter(65535, 1),
-                               Meter(7, 100_000_000, 10_000_000)])
+                               Meter(7, 100_000_000, 10_000_000), Meter(8, 1_000, pktps=True),
+                               Meter(9, 1_000, 50, pktps=True)])
 def test_meters_read_back_equal(m):
     assert meter_from_config(config_echo(m)) == m
     assert meters_from_config([config_echo(m)]) == {m}
@@ -504,7 +509,9 @@ def test_burst_size_without_the_burst_flag_is_no_burst(echoed_burst):
 
 
 @pytest.mark.parametrize("flags, bands", [
-    (ofp.OFPMF_PKTPS | ofp.OFPMF_STATS, [ofpp.OFPMeterBandDrop(5_000, 0)]),
+    (ofp.OFPMF_KBPS | ofp.OFPMF_PKTPS | ofp.OFPMF_STATS, [ofpp.OFPMeterBandDrop(5_000, 0)]),
+    (ofp.OFPMF_STATS, [ofpp.OFPMeterBandDrop(5_000, 0)]),                        # no unit
+    (ofp.OFPMF_PKTPS, [ofpp.OFPMeterBandDrop(5_000, 0)]),                        # no stats
     (ofp.OFPMF_KBPS, [ofpp.OFPMeterBandDrop(5_000, 0)]),                         # no stats
     (ofp.OFPMF_KBPS | ofp.OFPMF_STATS | ofp.OFPMF_BURST, [ofpp.OFPMeterBandDrop(5_000, 0)]),
     (ofp.OFPMF_KBPS | ofp.OFPMF_STATS, [ofpp.OFPMeterBandDscpRemark(5_000, 0, 1)]),
@@ -692,3 +699,39 @@ def test_unicast_to_a_known_mac_reaches_exactly_its_port_with_qos(lab):
 @given(labs(qos=True))
 def test_learning_keeps_unicast_exact_and_tenants_apart_with_qos(lab):
     base.test_learning_keeps_unicast_exact_and_tenants_apart.hypothesis.inner_test(lab)
+
+
+# --- packet-rate limits (pps) ------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(kbps=1_000, pps=1_000), "pps"),                # one unit per meter
+    (dict(kbps=None), "kbps"),                           # no rate at all
+    (dict(kbps=None, pps=1_000, burst_kb=10), "burst_kb"),
+    (dict(kbps=1_000, burst_pkts=10), "burst_pkts"),
+    (dict(kbps=None, pps=0), "pps"),
+])
+def test_a_rate_limit_has_exactly_one_unit_and_errors_name_the_field(kwargs, field):
+    args = {"burst_kb": 0, **kwargs}
+    with pytest.raises(ModelError) as e:
+        RateLimit(1, "h1", args.pop("kbps"), args.pop("burst_kb"), port="p", **args)
+    assert e.value.field == field
+
+
+def test_a_pps_limit_gives_a_pktps_meter_on_the_same_flows():
+    binding = Binding("h1", "r1", "red")
+    by_bytes = Topology((RED,), (binding,), ("h1",),
+                        limits=(RateLimit(1, "h1", 64, port="r1"),))
+    by_pkts = Topology((RED,), (binding,), ("h1",),
+                       limits=(RateLimit(1, "h1", None, port="r1", pps=1_000, burst_pkts=100),
+                               RateLimit(2, "h1", None, tenant="red", pps=5_000)))
+    kb, pk = _state(topo=by_bytes), _state(topo=by_pkts)
+    assert kb.meters == {Meter(1, 64)}
+    assert pk.meters == {Meter(1, 1_000, 100, pktps=True), Meter(2, 5_000, pktps=True)}
+    mod = meter_mod(DP, Meter(1, 1_000, 100, pktps=True), "add")
+    assert mod.flags == ofp.OFPMF_PKTPS | ofp.OFPMF_STATS | ofp.OFPMF_BURST
+    assert (mod.bands[0].rate, mod.bands[0].burst_size) == (1_000, 100)
+    # the port's flows are the same (meter:1), only the meter's unit differs
+    assert {f for f in kb.flows if ("meter", 1) in f.instructions} == \
+        {f for f in pk.flows if ("meter", 1) in f.instructions}
+    # a kbps meter on the switch where a pps one is wanted is modified, not kept
+    assert diff(pk, SwitchState(pk.flows, pk.groups, frozenset(
+        {Meter(1, 1_000, 100), Meter(2, 5_000, pktps=True)}))).modify_meters

@@ -248,6 +248,38 @@ def test_the_first_schema_is_upgraded_and_its_orphans_dropped(tmp_path):
     Core(s, parse(HOSTS)).topology()
 
 
+
+def test_a_schema_4_store_gains_packet_rate_limits_and_keeps_its_kbps_limits(tmp_path):
+    db = tmp_path / "weft.db"
+    s = Store(db)
+    s.create_tenant("red")
+    s.bind("h1", "p1", "red")
+    s.bind("h1", "p2", "red")
+    s.add_limit("h1", 5_000, 1_000, port="p1")
+    s.close()
+    c = sqlite3.connect(db)                      # what weft with schema 4 left behind
+    c.execute("ALTER TABLE qos DROP COLUMN pps")
+    c.execute("ALTER TABLE qos DROP COLUMN burst_pkts")
+    c.execute("PRAGMA user_version = 4")
+    c.commit()
+    c.close()
+    s = Store(db)
+    assert s._db.execute("PRAGMA user_version").fetchone()[0] == 5
+    (old,) = s.limits()
+    assert (old.kbps, old.burst_kb, old.pps, old.burst_pkts) == (5_000, 1_000, None, 0)
+    new = s.add_limit("h1", None, tenant="red", pps=1_000, burst_pkts=50)
+    assert s.limits() == [old, new] and (new.pps, new.burst_pkts, new.kbps) == (1_000, 50, None)
+    assert s.update_limit(old.id, pps=2_000).pps == 2_000      # switches the unit
+    assert (s.limits()[0].kbps, s.limits()[0].burst_kb) == (None, 0)
+    with pytest.raises(Invalid) as e:
+        s.add_limit("h1", 1_000, port="p2", pps=1_000)
+    assert e.value.field == "pps"
+    with pytest.raises(Invalid) as e:
+        s.update_limit(new.id, burst_kb=10)
+    assert e.value.field == "burst_kb"
+    s.close()
+    assert Store(db).limits()[1] == new
+
 UNSHARE = shutil.which("unshare")
 
 
