@@ -69,6 +69,7 @@ def converged_lab(topo) -> Iterator:
     after = snapshot()
     assert after["netns"] - before["netns"] == set(), "namespaces left behind"
     assert after["procs"] - before["procs"] == set(), "processes left behind"
+    assert after["cgroups"] - before["cgroups"] == set(), "docker cgroups left behind"
 
 
 def lab_name(prefix: str = "t") -> str:

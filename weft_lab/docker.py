@@ -178,6 +178,11 @@ def stop_dockerd(host_dir: Path, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    return _state(pid) not in ("Z", "gone")
+
+
 def _state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -250,22 +255,43 @@ def inspect(host_dir: Path, name: str) -> dict:
             "mac": net.get("MacAddress"), "running": raw["State"]["Running"]}
 
 
-def remove_cgroups(lab: str) -> None:
-    """Delete the cgroups the lab's dockerds made (empty once their processes are gone)."""
-    if not CGROUP_ROOT.exists():
-        return
+def _lab_groups(lab: str) -> list[Path]:
+    """The lab's container cgroups in every hierarchy (v1 controllers, or the v2 root)."""
     prefix = f"weft-lab.{lab}."
-    # cgroup v1: one hierarchy per controller below the root; v2: the root itself
-    for hierarchy in [CGROUP_ROOT, *(p for p in CGROUP_ROOT.iterdir() if p.is_dir())]:
+    found = []
+    for hierarchy in [CGROUP_ROOT, *(p for p in CGROUP_ROOT.iterdir() if p.is_dir())] \
+            if CGROUP_ROOT.exists() else []:
         try:
-            groups = [g for g in hierarchy.iterdir() if g.name.startswith(prefix)]
+            found += [g for g in hierarchy.iterdir() if g.name.startswith(prefix)]
         except OSError:
             continue
-        for group in groups:
-            for sub in sorted((p for p in group.rglob("*") if p.is_dir()),
-                              key=lambda p: len(p.parts), reverse=True):
-                _rmdir(sub)
-            _rmdir(group)
+    return found
+
+
+def container_pids(lab: str) -> set[int]:
+    """Every process in the lab's container cgroups.
+
+    A container started by a plain `docker run` has a network namespace the lab never
+    named, so killing by namespace misses it; once its shim is gone it would live on
+    under PID 1.  Its cgroup always knows it.
+    """
+    pids: set[int] = set()
+    for group in _lab_groups(lab):
+        for procs in group.rglob("cgroup.procs"):
+            try:
+                pids |= {int(p) for p in procs.read_text().split()}
+            except (OSError, ValueError):
+                continue
+    return pids
+
+
+def remove_cgroups(lab: str) -> None:
+    """Delete the cgroups the lab's dockerds made (empty once their processes are gone)."""
+    for group in _lab_groups(lab):
+        for sub in sorted((p for p in group.rglob("*") if p.is_dir()),
+                          key=lambda p: len(p.parts), reverse=True):
+            _rmdir(sub)
+        _rmdir(group)
 
 
 def _rmdir(path: Path) -> None:

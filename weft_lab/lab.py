@@ -384,12 +384,25 @@ def down(lab: str) -> float:
     ctl = ns_name(lab, CTL)
     # Daemons first and the keeper (in ctl) last, so the keeper reaps them all.
     _kill_all([n for n in spaces if n != ctl])
+    _kill_pids(docker.container_pids(lab))      # containers in namespaces the lab never named
     _kill_all([n for n in spaces if n == ctl])
     for ns in spaces:
         run(["ip", "netns", "del", ns], check=False)
     docker.remove_cgroups(lab)
     shutil.rmtree(state_dir(lab), ignore_errors=True)
     return time.monotonic() - t0
+
+
+def _kill_pids(pids: set[int]) -> None:
+    """KILL these processes and wait (up to 3 s) until they are gone."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 3
+    while any(docker.alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _kill_all(spaces: list[str]) -> None:

@@ -144,11 +144,10 @@ def test_default_deny_passes_exactly_tcp80_to_one_container(lab, servers):
     assert reaches(name, "w1", IP["w2"])
 
 
+@pytest.mark.parametrize("lab", ["vxlan"], indirect=True)
 def test_measure_100_rules_bind_latency_and_conntrack_throughput(lab):
     """Numbers for the report (VXLAN only): flows per switch with 100 rules, bind -> first
     packet with them in place, iperf3 through conntrack ACLs vs with no policy."""
-    if lab.transport != "tunnel" or lab.tunnel_type != "vxlan":
-        pytest.skip("measured on VXLAN only")
     from weft_lab import lab as L
     from weft_lab.measure import bind_to_first_packet, percentile, plug_bare_port
     from weft_lab.shell import run
@@ -210,12 +209,11 @@ def _controller_pid(lab: str) -> int:
     raise AssertionError("controller not running")
 
 
+@pytest.mark.parametrize("lab", ["vxlan"], indirect=True)
 def test_operator_flow_survives_syncs_controller_kill9_and_switch_restart(lab):
     """A drop flow for UDP/9999 from w1, added in table 0 with override: counted, untouched
     by a model change (0 operator flow-mods), still there after a controller kill -9 (0
     sent), re-installed after host1's OVS restarts, and gone when deleted."""
-    if lab.transport != "tunnel" or lab.tunnel_type != "vxlan":
-        pytest.skip("run on VXLAN only")
     import os
     import signal
 
@@ -284,10 +282,9 @@ def test_operator_flow_survives_syncs_controller_kill9_and_switch_restart(lab):
         assert not [f for f in flows if f["feature"] == "operator"]
 
 
+@pytest.mark.parametrize("lab", ["vxlan"], indirect=True)
 def test_ryu_ofctl_rest_documented_curl_calls(lab):
     """Ryu's ofctl_rest documentation's curl calls, as a script, against host1's switch."""
-    if lab.transport != "tunnel" or lab.tunnel_type != "vxlan":
-        pytest.skip("run on VXLAN only")
     from pathlib import Path
     import json
     with C.api(lab.name) as api:

@@ -139,3 +139,18 @@ def test_first_packet_is_not_lost_when_ovs_forgets_a_peer(lab):
     out = node_run(lab.name, "c1", ["ping", "-n", "-c", "1", "-W", "3", lab.addr("c2")]).stdout
     rtt = float(out.split("time=")[1].split()[0]) if "time=" in out else None
     assert rtt is not None and rtt < 200, f"first ping after a cache flush: {out}"
+
+
+def test_down_removes_containers_the_lab_never_named(leaves_nothing):
+    """A plain `docker run` on a lab host (no lab netns name) must not outlive `down`."""
+    topo = parse(f"name: {lab_name('d')}\nhosts:\n  - name: host1\n")
+    L.up(topo)
+    try:
+        d = L.host_dir(topo.name, "host1")
+        D.docker(d, "run", "-d", "--pull=never", "--init", "--name", "stray", D.IMAGE,
+                 "sleep", "600")
+        pid = D.inspect(d, "stray")["pid"]
+        assert D.alive(pid) and pid in D.container_pids(topo.name)
+    finally:
+        L.down(topo.name)
+    assert not D.alive(pid), "the stray container survived weft-lab down"
