@@ -396,17 +396,17 @@ class WeftController(app_manager.OSKenApp):
         delta = diff(want, have)
         # deletes first, then what new flows point at, then the flows, stale groups
         # and meters last (no flow refers to them any more)
-        plan = ((delta.delete_flows, ofmsg.flow_mod, "delete_strict"),
-                (delta.add_meters, ofmsg.meter_mod, "add"),
-                (delta.modify_meters, ofmsg.meter_mod, "modify"),
-                (delta.modify_groups, ofmsg.group_mod, "modify"),
-                (delta.add_groups, ofmsg.group_mod, "add"),
-                (delta.add_flows, ofmsg.flow_mod, "add"),
-                (delta.delete_groups, ofmsg.group_mod, "delete"),
-                (delta.delete_meters, ofmsg.meter_mod, "delete"))
-        for items, build, command in plan:
-            for item in items:
-                dp.send_msg(build(dp, item, command))
+        plan = ((delta.delete_flows, "delete_strict"),
+                (delta.add_meters, "add"),
+                (delta.modify_meters, "modify"),
+                (delta.modify_groups, "modify"),
+                (delta.add_groups, "add"),
+                (delta.add_flows, "add"),
+                (delta.delete_groups, "delete"),
+                (delta.delete_meters, "delete"))
+        # encoded once per distinct flow, batched into large writes (ofmsg.encode)
+        ofmsg.send_encoded(dp, (ofmsg.encode(item, command)
+                                for items, command in plan for item in items))
         known = apply_delta(have, delta)
         # operator flows: never diffed; the missing come back, the unstored go
         op_add, op_delete = reconcile(self.core.store.operator_flows(sw.dpid), have)

@@ -33,8 +33,12 @@ class _FakeDatapath:
 
     def __init__(self, dpid: int) -> None:
         self.id = dpid
+        self.xid = 0
 
     def send_msg(self, msg: object) -> None:
+        raise AssertionError("nothing may be sent")
+
+    def send(self, buf: bytes) -> None:          # encoded flow-mods (ofmsg.send_encoded)
         raise AssertionError("nothing may be sent")
 
 
