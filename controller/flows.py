@@ -329,6 +329,12 @@ def _flow_order(f: Flow) -> tuple:
     return (f.table, -f.priority, repr(f.match), f.cookie, repr(f.instructions))
 
 
+def _identity_order(f: Flow) -> tuple:
+    """``_flow_order`` for flows of distinct identities (the same order: their
+    (table, priority, match) already differ), without the costly repr of instructions."""
+    return (f.table, -f.priority, repr(f.match))
+
+
 def diff(desired: SwitchState, actual: SwitchState) -> Delta:
     """The minimal, deterministic delta from ``actual`` to ``desired``.
 
@@ -341,8 +347,8 @@ def diff(desired: SwitchState, actual: SwitchState) -> Delta:
     Operator flows (``COOKIE_OPERATOR``) are never diffed: see
     ``controller.operator.reconcile``.
     """
-    want = {f.identity: f for f in desired.flows}
-    have = {f.identity: f for f in actual.flows
+    want = {(f.table, f.priority, f.match): f for f in desired.flows}
+    have = {(f.table, f.priority, f.match): f for f in actual.flows
             if feature_of(f.cookie) not in ("learned", "operator")}
     delete = [f for ident, f in have.items()
               if ident not in want and feature_of(f.cookie) is not None]
@@ -365,7 +371,7 @@ def diff(desired: SwitchState, actual: SwitchState) -> Delta:
     by_meter = lambda m: m.meter_id  # noqa: E731
     return Delta(
         delete_flows=tuple(sorted(delete, key=_flow_order)),
-        add_flows=tuple(sorted(add, key=_flow_order)),
+        add_flows=tuple(sorted(add, key=_identity_order)),
         delete_groups=tuple(sorted(del_g, key=by_id)),
         add_groups=tuple(sorted(add_g, key=by_id)),
         modify_groups=tuple(sorted(mod_g, key=by_id)),
