@@ -48,7 +48,8 @@ from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
 from controller.flows import Flow, Group, LearnSpec, Meter, flow, normal_action
 
-__all__ = ["flow_mod", "group_mod", "meter_mod", "encode", "encode_flow_mod", "send_encoded", "flow_from_stats", "flows_from_stats",
+__all__ = ["flow_mod", "group_mod", "meter_mod", "encode", "encode_flow_mod", "send_encoded",
+           "RawFlowStats", "flow_from_stats", "flows_from_stats",
            "group_from_desc", "meter_from_config", "meters_from_config", "operator_flow_mod",
            "ofctl_match_ok", "ofctl_printable", "OFP13"]
 
@@ -414,6 +415,8 @@ def ofctl_printable(msg: Any) -> Any:
     the raw ``data`` its formatter prints for them (``NX_UNKNOWN: {subtype, data}``);
     without it ``actions_to_str`` raises on weft's own flows."""
     for stats in msg.body if isinstance(msg.body, list) else ():
+        if isinstance(stats, RawFlowStats):
+            stats._materialize()
         for instr in getattr(stats, "instructions", ()) or ():
             for act in getattr(instr, "actions", ()) or ():
                 if getattr(act, "experimenter", None) is not None and not hasattr(act, "data"):
@@ -539,8 +542,83 @@ def _parse_learn(action: Any) -> LearnSpec | None:
 
 
 def flows_from_stats(entries: Iterable[Any]) -> frozenset[Flow]:
-    """Convenience: a whole flow-stats reply body as a set."""
-    return frozenset(flow_from_stats(e) for e in entries)
+    """A whole flow-stats reply body as a set (entries kept as bytes: from cached parts)."""
+    return frozenset(_flow_from_raw(e.raw) if type(e) is RawFlowStats and e.raw is not None
+                     else flow_from_stats(e) for e in entries)
+
+
+# --- flow stats read as bytes ------------------------------------------------------------
+# A controller (re)start reads every weft flow of every switch back: os-ken parses each
+# entry into objects (a match with netaddr MACs, instructions, actions; ~50 us each,
+# 340,000 entries at 10,000 endpoints on 16 hosts).  Flow-stats replies are therefore
+# kept as bytes per entry (``RawFlowStats``) and turned into ``Flow`` values from parts
+# cached by their bytes: a match's normal form depends only on the match bytes, the
+# instructions' only on the instruction bytes, and most of both repeat across entries
+# and switches.  Anyone else looking at an entry (ofctl_rest, /v1/switches/x/flows)
+# gets os-ken's full parse on first access, transparently.
+_FLOW_STATS_HEAD = struct.Struct(ofp.OFP_FLOW_STATS_0_PACK_STR)
+_osken_flow_stats_parser = ofpp.OFPFlowStats.parser
+_stats_match_cache: dict[bytes, tuple] = {}
+_stats_instructions_cache: dict[bytes, tuple] = {}
+
+
+class RawFlowStats(ofpp.OFPFlowStats):  # type: ignore[misc]
+    """A flow-stats entry as its wire bytes; os-ken's attributes parsed on first use."""
+
+    def __init__(self, raw: bytes) -> None:     # no super().__init__: nothing parsed yet
+        self.__dict__["raw"] = raw
+        self.__dict__["length"] = len(raw)
+
+    def _materialize(self) -> None:
+        raw = self.__dict__.get("raw")
+        if raw is not None:
+            real = _osken_flow_stats_parser(raw, 0)
+            self.__dict__.update(real.__dict__)
+            self.__dict__["raw"] = None
+
+    def __getattr__(self, name: str) -> Any:    # only for attributes not (yet) set
+        if name.startswith("_") or self.__dict__.get("raw") is None:
+            raise AttributeError(name)
+        self._materialize()
+        return getattr(self, name)
+
+    def stringify_attrs(self) -> Any:           # str(), to_jsondict(): the parsed entry
+        self._materialize()
+        return ((k, v) for k, v in super().stringify_attrs() if k != "raw")
+
+
+    @classmethod
+    def parser(cls, buf: Any, offset: int) -> RawFlowStats:
+        (length,) = struct.unpack_from("!H", buf, offset)
+        if length < _FLOW_STATS_HEAD.size:
+            raise ValueError(f"flow stats entry of {length} bytes")
+        return cls(bytes(buf[offset:offset + length]))
+
+
+# str() and to_jsondict() name the class: they read exactly as os-ken's own entry
+RawFlowStats.__name__ = RawFlowStats.__qualname__ = "OFPFlowStats"
+# what os-ken's multipart reply parser builds each OFPMP_FLOW entry with
+ofpp.OFPFlowStatsReply.cls_stats_body_cls = RawFlowStats
+
+
+def _flow_from_raw(raw: bytes) -> Flow:
+    (_len, table, _s, _ns, priority, idle, _hard, _flags, cookie, _p, _b) = \
+        _FLOW_STATS_HEAD.unpack_from(raw, 0)
+    head = _FLOW_STATS_HEAD.size
+    (match_len,) = struct.unpack_from("!H", raw, head + 2)
+    split = head + match_len + (-match_len % 8)
+    match_raw, instr_raw = raw[head:split], raw[split:]
+    match = _stats_match_cache.get(match_raw)
+    instrs = _stats_instructions_cache.get(instr_raw)
+    if match is None or instrs is None:
+        full = flow_from_stats(_osken_flow_stats_parser(raw, 0))
+        match, instrs = full.match, full.instructions
+        for cache, key, value in ((_stats_match_cache, match_raw, match),
+                                  (_stats_instructions_cache, instr_raw, instrs)):
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[key] = value
+    return Flow(table, priority, match, instrs, cookie, idle)
 
 
 def meter_from_config(entry: Any) -> Meter:

@@ -143,3 +143,51 @@ def test_a_rate_limit_in_packets_encodes_as_os_ken_does():
                  limits=(RateLimit(9, "h1", None, port="p", pps=500, burst_pkts=20),))
     state = desired_state("h1", m, {"p": 3}, {})
     assert state.meters and _assert_same(state)
+
+
+# --- flow stats read as bytes --------------------------------------------------------------
+def _stats_reply(flows: list[Flow], xid: int = 7) -> bytes:
+    """An OFPMP_FLOW reply carrying ``flows`` as a switch would (counters made up)."""
+    body = b""
+    for k, f in enumerate(flows):
+        match, instrs = ofmsg._match_bytes(f.match), ofmsg._instructions_bytes(f.instructions)
+        head = struct.pack("!HBxIIHHHH4xQQQ", 48 + len(match) + len(instrs), f.table, k, 5,
+                           f.priority, f.idle_timeout, 0, 0, f.cookie, 3 * k, 100 * k)
+        body += head + match + instrs
+    head = struct.pack("!BBHIHH4x", 4, 19, 16 + len(body), xid, 1, 0)   # MULTIPART_REPLY, FLOW
+    return head + body
+
+
+def _parse(data: bytes):
+    from os_ken.ofproto import ofproto_parser
+    return ofproto_parser.msg(ofmsg.OFP13, 4, 19, len(data), 7, bytearray(data))
+
+
+@settings(max_examples=40, deadline=None)
+@given(secured_labs())
+def test_flow_stats_read_as_bytes_give_the_flows_os_ken_objects_give(lab):
+    for host in lab.topo.hosts:
+        flows = sorted(desired_state(host, lab.topo, lab.ports[host], lab.tunnels[host]).flows,
+                       key=repr)
+        msg = _parse(_stats_reply(flows))
+        assert all(type(e) is ofmsg.RawFlowStats for e in msg.body)
+        assert ofmsg.flows_from_stats(msg.body) == frozenset(flows)
+        assert ofmsg.flows_from_stats(_parse(_stats_reply(flows)).body) == frozenset(flows)
+        osken = [ofmsg._osken_flow_stats_parser(e.raw, 0) for e in msg.body]
+        assert frozenset(ofmsg.flow_from_stats(e) for e in osken) == frozenset(flows)
+
+
+def test_a_raw_entry_looks_like_os_kens_to_everyone_else():
+    f = flow(3, 100, {"eth_dst": "02:00:00:00:00:01", "metadata": (7, 0xFFFFFF)},
+             [("apply", (("set_field", "tunnel_id", 7), ("output", 4)))], 5, 300)
+    raw = _parse(_stats_reply([f, f])).body
+    real = ofmsg._osken_flow_stats_parser(raw[1].raw, 0)
+    assert raw[1].to_jsondict() == real.to_jsondict()
+    assert str(raw[1]) == str(real)
+    e = _parse(_stats_reply([f])).body[0]
+    assert (e.priority, e.table_id, e.idle_timeout, e.cookie) == (100, 3, 300, 5)
+    assert dict(e.match.items()) == dict(real.match.items())
+    assert ofmsg.flow_from_stats(e) == f          # the object path, after access
+    assert ofmsg.flows_from_stats([e]) == {f}
+    msg = ofmsg.ofctl_printable(_parse(_stats_reply([f])))
+    assert msg.body[0].instructions[0].actions[1].port == 4
