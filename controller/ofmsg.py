@@ -601,6 +601,38 @@ RawFlowStats.__name__ = RawFlowStats.__qualname__ = "OFPFlowStats"
 ofpp.OFPFlowStatsReply.cls_stats_body_cls = RawFlowStats
 
 
+_OXM_BY_NUMBER = {field: (name, width, kind) for name, (field, width, kind) in _OXM_FIELDS.items()}
+
+
+def _oxm_user(kind: str, data: bytes) -> Any:
+    if kind == "int":
+        return int.from_bytes(data, "big")
+    if kind == "mac":
+        return ":".join(f"{b:02x}" for b in data)
+    return ".".join(str(b) for b in data)
+
+
+def _unpack_match(raw: bytes) -> tuple | None:
+    """``_pack_match`` backwards, in ``flow()``'s normal form; None: not only plain OXM."""
+    mtype, length = struct.unpack_from("!HH", raw, 0)
+    if mtype != ofp.OFPMT_OXM:
+        return None
+    items: dict[str, Any] = {}
+    off = 4
+    while off < length:
+        (head,) = struct.unpack_from("!I", raw, off)
+        cls, field, hasmask, size = head >> 16, head >> 9 & 0x7F, head >> 8 & 1, head & 0xFF
+        spec = _OXM_BY_NUMBER.get(field)
+        if cls != _OXM_OFB or spec is None or size != spec[1] * (1 + hasmask):
+            return None
+        name, width, kind = spec
+        value = raw[off + 4:off + 4 + width]
+        items[name] = (_oxm_user(kind, value), _oxm_user(kind, raw[off + 4 + width:off + 4 + size])) \
+            if hasmask else _oxm_user(kind, value)
+        off += 4 + size
+    return flow(0, 0, items, (), 0).match
+
+
 def _flow_from_raw(raw: bytes) -> Flow:
     (_len, table, _s, _ns, priority, idle, _hard, _flags, cookie, _p, _b) = \
         _FLOW_STATS_HEAD.unpack_from(raw, 0)
@@ -609,6 +641,12 @@ def _flow_from_raw(raw: bytes) -> Flow:
     split = head + match_len + (-match_len % 8)
     match_raw, instr_raw = raw[head:split], raw[split:]
     match = _stats_match_cache.get(match_raw)
+    if match is None:
+        match = _unpack_match(match_raw)
+        if match is not None:
+            if len(_stats_match_cache) >= _CACHE_LIMIT:
+                _stats_match_cache.clear()
+            _stats_match_cache[match_raw] = match
     instrs = _stats_instructions_cache.get(instr_raw)
     if match is None or instrs is None:
         full = flow_from_stats(_osken_flow_stats_parser(raw, 0))
