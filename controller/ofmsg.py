@@ -256,7 +256,8 @@ def encode(item: Flow | Group | Meter, command: str) -> bytes:
     """A flow-, group- or meter-mod for ``item`` as wire bytes with xid 0 (see send_encoded)."""
     if isinstance(item, Flow):
         return encode_flow_mod(item, command)
-    msg = (group_mod if isinstance(item, Group) else meter_mod)(OFP13, item, command)
+    msg = group_mod(OFP13, item, command) if isinstance(item, Group) \
+        else meter_mod(OFP13, item, command)
     msg.set_xid(0)
     msg.serialize()
     return bytes(msg.buf)

@@ -461,7 +461,7 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
     vnis = {name: topo.tenant(name).vni for name in here}
     to_tunnel: dict[tuple[int, int], tuple] = {}
     for b in _endpoints(topo, here):
-        vni = vnis[b.tenant]
+        vni = vnis[b.tenant]  # type: ignore[index]  # access bindings have a tenant
         if b.host == host and b.port in ports:
             flows.append(_endpoint_local(vni, b.mac, ports[b.port]))
         elif b.host in peer_ofport:

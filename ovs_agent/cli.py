@@ -19,7 +19,7 @@ if __name__ == "__main__":
     # imports eventlet merely to ask whether select is monkey-patched.  That import is
     # about half of the agent's start-up CPU, which 32 agents starting together on one
     # small machine pay 32 times (agent convergence figure, docs/performance.md).
-    sys.modules.setdefault("eventlet", None)  # type: ignore[assignment]
+    sys.modules.setdefault("eventlet", None)  # type: ignore[arg-type]
 from pathlib import Path
 
 from ovs_agent import attach, desired, ovsdb
