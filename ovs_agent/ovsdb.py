@@ -11,8 +11,8 @@ from ovs.db.idl import ROW_UPDATE
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl
 
-from ovs_agent.desired import (CONTROLLER_MAX_BACKOFF_MS, CONTROLLER_PROBE_MS, MANAGED_ROLES, OWNER, OWNER_KEY, ROLE_KEY,
-                               ActualBridge, Op, PortSpec, pairs)
+from ovs_agent.desired import (CONTROLLER_MAX_BACKOFF_MS, CONTROLLER_PROBE_MS, MANAGED_ROLES,
+                               OWNER, OWNER_KEY, ROLE_KEY, ActualBridge, Op, PortSpec, pairs)
 
 LOG = logging.getLogger("ovs-agent")
 BRIDGE_COLUMNS = ("datapath_type", "fail_mode", "protocols", "other_config", "external_ids")
