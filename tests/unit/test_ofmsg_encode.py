@@ -191,3 +191,41 @@ def test_a_raw_entry_looks_like_os_kens_to_everyone_else():
     assert ofmsg.flows_from_stats([e]) == {f}
     msg = ofmsg.ofctl_printable(_parse(_stats_reply([f])))
     assert msg.body[0].instructions[0].actions[1].port == 4
+
+
+# --- the diff's in-sync fast path ------------------------------------------------------------
+def _reference_diff_flows(desired: SwitchState, actual: SwitchState) -> tuple:
+    """The flow part of ``flows.diff`` before the common-flows fast path (main cc02d3a)."""
+    from controller.flows import _flow_order, _misplaced_learned, feature_of
+    want = {f.identity: f for f in desired.flows}
+    have = {f.identity: f for f in actual.flows
+            if feature_of(f.cookie) not in ("learned", "operator")}
+    delete = [f for ident, f in have.items()
+              if ident not in want and feature_of(f.cookie) is not None]
+    delete += _misplaced_learned(desired, actual)
+    add = [f for ident, f in want.items() if have.get(ident) != f]
+    return tuple(sorted(delete, key=_flow_order)), tuple(sorted(add, key=_flow_order))
+
+
+@settings(max_examples=60, deadline=None)
+@given(secured_labs(), st.data())
+def test_diff_and_apply_delta_give_what_they_gave_before(lab, data):
+    from controller.flows import COOKIE_LEARNED, COOKIE_OPERATOR, apply_delta, diff
+    host = lab.topo.hosts[0]
+    desired = desired_state(host, lab.topo, lab.ports[host], lab.tunnels[host])
+    flows = sorted(desired.flows, key=repr)
+    kept = [f for f in flows if data.draw(st.integers(0, 4), "keep") > 0]
+    changed = [replace(f, cookie=f.cookie ^ 1) if data.draw(st.booleans(), "change") else f
+               for f in kept]
+    extra = [flow(3, 10, {"eth_dst": "02:00:00:00:00:99"}, (), COOKIE_LEARNED | 5),
+             flow(0, 5, {"in_port": 77}, (), COOKIE_OPERATOR | 1),
+             flow(1, 3, {"in_port": 78}, (), 0x1234),                 # someone else's
+             flow(2, 9, {"in_port": 79}, (), flows[0].cookie)]        # ours, stale
+    actual = SwitchState(frozenset(changed + extra[:data.draw(st.integers(0, 4), "extra")]))
+    delta = diff(desired, actual)
+    assert (delta.delete_flows, delta.add_flows) == _reference_diff_flows(desired, actual)
+    after = apply_delta(actual, delta)
+    assert diff(desired, after).add_flows == ()
+    assert {f for f in after.flows if f.cookie & ~0xFFFFFFFFFF != COOKIE_LEARNED} \
+        >= desired.flows
+    assert apply_delta(desired, diff(desired, desired)) == desired
