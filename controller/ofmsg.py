@@ -40,6 +40,7 @@ and reads back as a ``Meter`` with ``unknown`` set, which the diff modifies.
 from __future__ import annotations
 
 import struct
+from functools import cached_property
 from typing import Any, Iterable, Protocol
 
 from os_ken.lib.pack_utils import msg_pack_into
@@ -120,7 +121,50 @@ ofpp.NXAction.register(NXActionLearn2)
 # --- weft -> os-ken -----------------------------------------------------------------
 def flow_mod(dp: Datapath, f: Flow, command: str) -> Any:
     """An OFPFlowMod: ``add`` (also replaces an entry of the same identity) or
-    ``delete_strict`` (only if the cookie still matches: never someone else's)."""
+    ``delete_strict`` (only if the cookie still matches: never someone else's).
+
+    A real ``OFPFlowMod`` whose bytes come from ``encode_flow_mod`` (cached parts, no
+    netaddr); its os-ken match and instructions are built only if someone reads them."""
+    if command not in _FLOW_COMMANDS:
+        raise ValueError(f"flow command {command!r} not in {sorted(_FLOW_COMMANDS)}")
+    return _EncodedFlowMod(dp, f, command)
+
+
+class _EncodedFlowMod(ofpp.OFPFlowMod):  # type: ignore[misc]
+    """``flow_mod``'s message: os-ken's attributes, weft's encoder."""
+
+    def __init__(self, dp: Datapath, f: Flow, command: str) -> None:
+        ofpp.MsgBase.__init__(self, dp)      # no OFPMatch/instruction objects: see match
+        add = command == "add"
+        self.weft_flow, self.weft_command = f, command
+        self.cookie, self.table_id, self.priority = f.cookie, f.table, f.priority
+        self.cookie_mask = 0 if add else _ALL_COOKIE_BITS
+        self.command = ofp.OFPFC_ADD if add else ofp.OFPFC_DELETE_STRICT
+        self.idle_timeout = f.idle_timeout if add else 0
+        self.hard_timeout, self.flags, self.buffer_id = 0, 0, ofp.OFP_NO_BUFFER
+        self.out_port = 0 if add else ofp.OFPP_ANY
+        self.out_group = 0 if add else ofp.OFPG_ANY
+
+    @cached_property
+    def match(self) -> Any:
+        return ofpp.OFPMatch(**dict(self.weft_flow.match))
+
+    @cached_property
+    def instructions(self) -> list:
+        if self.weft_command != "add":
+            return []
+        return [_instruction(ofpp, i) for i in self.weft_flow.instructions]
+
+    def serialize(self) -> None:
+        buf = bytearray(encode_flow_mod(self.weft_flow, self.weft_command))
+        struct.pack_into("!I", buf, 4, self.xid or 0)
+        self.version, self.msg_type, self.msg_len = ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, len(buf)
+        self.buf = buf
+
+
+def _osken_flow_mod(dp: Datapath, f: Flow, command: str) -> Any:
+    """The same message built and serialized by os-ken alone: the reference the encoder
+    is tested against (tests/unit/test_ofmsg_encode.py)."""
     ofproto, parser = dp.ofproto, dp.ofproto_parser
     match = parser.OFPMatch(**dict(f.match))
     if command == "add":

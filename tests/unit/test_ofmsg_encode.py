@@ -21,9 +21,18 @@ from tests.unit.test_pipeline import Lab, labs
 
 
 def _oskens(item: Flow | Group | Meter, command: str) -> bytes:
-    build = {Flow: ofmsg.flow_mod, Group: ofmsg.group_mod, Meter: ofmsg.meter_mod}[type(item)]
+    build = {Flow: ofmsg._osken_flow_mod, Group: ofmsg.group_mod,
+             Meter: ofmsg.meter_mod}[type(item)]
     msg = build(ofmsg.OFP13, item, command)
     msg.set_xid(0)
+    msg.serialize()
+    return bytes(msg.buf)
+
+
+def _via_flow_mod(f: Flow, command: str, xid: int = 0) -> bytes:
+    """What ``send_msg`` sends of ``ofmsg.flow_mod``'s message."""
+    msg = ofmsg.flow_mod(ofmsg.OFP13, f, command)
+    msg.set_xid(xid)
     msg.serialize()
     return bytes(msg.buf)
 
@@ -39,8 +48,24 @@ def _assert_same(state: SwitchState) -> int:
             want = _oskens(item, command)
             assert ofmsg.encode(item, command) == want, (item, command)
             assert ofmsg.encode(item, command) == want, (item, command)   # from the cache
+            if isinstance(item, Flow):
+                assert _via_flow_mod(item, command) == want
+                _assert_same_attributes(item, command)
             n += 1
     return n
+
+
+def _assert_same_attributes(f: Flow, command: str) -> None:
+    """``flow_mod``'s message reads as os-ken's own (fake switch, logs, tests read it)."""
+    fast, ref = ofmsg.flow_mod(ofmsg.OFP13, f, command), ofmsg._osken_flow_mod(ofmsg.OFP13, f,
+                                                                               command)
+    for attr in ("cookie", "cookie_mask", "table_id", "command", "idle_timeout",
+                 "hard_timeout", "priority", "buffer_id", "out_port", "out_group", "flags"):
+        assert getattr(fast, attr) == getattr(ref, attr), attr
+    assert fast.match.to_jsondict() == ref.match.to_jsondict()
+    assert [i.to_jsondict() for i in fast.instructions] == \
+        [i.to_jsondict() for i in ref.instructions]
+    assert ofmsg.flow_from_stats(fast) == ofmsg.flow_from_stats(ref)
 
 
 @st.composite
@@ -116,6 +141,12 @@ class _Dp:
 
     def send(self, buf: bytes) -> None:
         self.writes.append(buf)
+
+
+def test_flow_mod_messages_carry_the_xid_send_msg_gives_them():
+    f = flow(3, 100, {"eth_dst": "02:00:00:00:00:01"}, [("apply", (("output", 4),))], 5)
+    assert _via_flow_mod(f, "add", 0x01020304)[4:8] == bytes([1, 2, 3, 4])
+    assert _via_flow_mod(f, "add", 0x01020304)[8:] == _oskens(f, "add")[8:]
 
 
 def test_send_encoded_numbers_messages_as_send_msg_would_and_batches_writes():
