@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 import requests
 
 with warnings.catch_warnings():     # futurist (etcd3gw's watch helper) probes for eventlet
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from etcd3gw import exceptions as etcd_exc
     from etcd3gw.client import Etcd3Client
 
