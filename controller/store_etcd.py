@@ -346,16 +346,23 @@ class _Cluster:
         raise Unavailable("store", f"no etcd member answers ({'; '.join(problems)[:300]})")
 
 
+def _text(exc: Exception) -> str:
+    """etcd3gw keeps the reason in ``detail_text``, not in args."""
+    return str(getattr(exc, "detail_text", None) or (exc.args[0] if exc.args else exc))
+
+
 def _short(exc: Exception) -> str:
-    text = str(exc.args[0] if exc.args else exc)
+    text = _text(exc)
     if "Connection refused" in text:
         return "connection refused"
+    if "timed out" in text.lower():
+        return "timed out"
     return " ".join(text.split())[:120]
 
 
 def _refused(exc: etcd_exc.Etcd3Exception) -> StoreError:
     """etcd refused the request itself: usually a bulk write beyond its limits."""
-    text = str(exc.args[0] if exc.args else exc)
+    text = _text(exc)
     if "too many operations" in text:
         return Invalid("store", "the write touches more keys than etcd's --max-txn-ops "
                                 "allows in one transaction: raise it (weft's docs: 10000)")
@@ -434,9 +441,19 @@ class EtcdStore(StoreBase):
             snap = self._cache or self._load()
             for _attempt in range(WRITE_ATTEMPTS):
                 tx = EtcdTx(snap, self.prefix)
-                result = fn(tx)             # the shared checks; a StoreError ends the write
+                try:
+                    result = fn(tx)         # the shared checks; a StoreError ends the write...
+                except StoreError:
+                    fresh = self._current()
+                    if fresh is snap:       # ...if it was decided on the current model
+                        raise
+                    snap = fresh            # (another controller wrote since: decide again)
+                    continue
                 if not tx.ops:
-                    return result
+                    if self._current() is snap:
+                        return result
+                    snap = self._cache or self._load()
+                    continue
                 rev = _b64(self._key("meta/rev"))
                 ops: list[dict] = [
                     {"request_delete_range": {"key": _b64(k)}} if v is None else
@@ -478,7 +495,7 @@ class EtcdStore(StoreBase):
                     return
                 try:
                     start = self._watch_stream(client, start)
-                except (requests.RequestException, ValueError, KeyError) as exc:
+                except Exception as exc:    # noqa: BLE001  (a dropped stream, or close())
                     if not self._closed.is_set():
                         LOG.info("etcd watch on %s:%d ended (%s); resuming at revision %d",
                                  client.host, client.port, _short(exc), start)
