@@ -477,6 +477,10 @@ class ModelTx(ABC):
     @abstractmethod
     def set_epoch(self, epoch: str) -> None: ...
 
+    @abstractmethod
+    def reserve_ids(self, next_acl: int, next_operator_flow: int) -> None:
+        """Hand out no ACL or operator flow id below these again (a restore)."""
+
 
 ChangeCallback = Callable[[int], None]
 MAX_COOKIE_ID = 4294967295          # ACL and operator flow ids: the low 32 bits of a cookie
@@ -946,11 +950,13 @@ class StoreBase(ABC):
         model = parse_export(data)
 
         def restore(tx: ModelTx) -> dict[str, int]:
-            if not replace and not _is_empty(tx):
+            empty = _is_empty(tx)
+            _wipe(tx)
+            counts = _restore(tx, model)        # the input is checked whole first...
+            if not replace and not empty:       # ...then the refusal (rolls all back)
                 raise Conflict("store", "the store is not empty; import with --replace "
                                         "(replace=true) to overwrite everything in it")
-            _wipe(tx)
-            return _restore(tx, model)
+            return counts
         return self._write(restore)
 
 
@@ -1182,7 +1188,8 @@ def export_model(tx: ModelTx) -> dict:
             "rules": [rule_doc(r) for r in tx.rules()],
             "acls": [acl_doc(r) for r in tx.acls()],
             "acl_defaults": dict(sorted(tx.acl_policies().items())),
-            "operator_flows": [operator_flow_doc(f) for f in tx.operator_flows()]}
+            "operator_flows": [operator_flow_doc(f) for f in tx.operator_flows()],
+            "next_ids": {"acl": tx.new_acl_id(), "operator_flow": tx.new_operator_flow_id()}}
 
 
 @dataclass(frozen=True)
@@ -1195,6 +1202,8 @@ class ParsedModel:
     acls: tuple[AclRule, ...]
     acl_defaults: tuple[tuple[str, str], ...]
     operator_flows: tuple[OperatorFlow, ...]
+    next_acl: int = 1
+    next_operator_flow: int = 1
 
 
 _SECTIONS: dict[str, Callable[[dict], Any]] = {
@@ -1211,7 +1220,7 @@ def parse_export(data: object) -> ParsedModel:
     if data.get("version") != EXPORT_VERSION:
         raise Invalid("version", f"export version {str(data.get('version'))[:10]} is not "
                                  f"{EXPORT_VERSION}")
-    unknown = set(data) - {"format", "version", "epoch", "acl_defaults", *_SECTIONS}
+    unknown = set(data) - {"format", "version", "epoch", "acl_defaults", "next_ids", *_SECTIONS}
     if unknown:
         raise Invalid(sorted(unknown)[0], "not a section of a weft model export")
     epoch = data.get("epoch")
@@ -1240,9 +1249,16 @@ def parse_export(data: object) -> ParsedModel:
     if not isinstance(defaults, dict) or not all(
             isinstance(k, str) and v in ("allow", "deny") for k, v in defaults.items()):
         raise Invalid("acl_defaults", "must map tenant names to allow|deny")
+    next_ids = data.get("next_ids", {})
+    if not isinstance(next_ids, dict) or set(next_ids) - {"acl", "operator_flow"} or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_COOKIE_ID + 1
+            for v in next_ids.values()):
+        raise Invalid("next_ids", "must be {\"acl\": N, \"operator_flow\": N}, ids to "
+                                  "hand out next")
     return ParsedModel(epoch, parsed["tenants"], parsed["bindings"], parsed["limits"],
                        parsed["rules"], parsed["acls"], tuple(sorted(defaults.items())),
-                       parsed["operator_flows"])
+                       parsed["operator_flows"], next_ids.get("acl", 1),
+                       next_ids.get("operator_flow", 1))
 
 
 def _is_empty(tx: ModelTx) -> bool:
@@ -1335,6 +1351,7 @@ def _restore(tx: ModelTx, m: ParsedModel) -> dict[str, int]:
     each("acl_defaults", m.acl_defaults, default)
     each("operator_flows", m.operator_flows, operator_flow)
     tx.set_epoch(m.epoch)
+    tx.reserve_ids(m.next_acl, m.next_operator_flow)
     return {"tenants": len(m.tenants), "bindings": len(m.bindings), "limits": len(m.limits),
             "rules": len(m.rules), "acls": len(m.acls), "acl_defaults": len(m.acl_defaults),
             "operator_flows": len(m.operator_flows)}
@@ -1515,6 +1532,15 @@ class SqliteTx(ModelTx):
 
     def set_epoch(self, epoch: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (epoch,))
+
+    def reserve_ids(self, next_acl: int, next_operator_flow: int) -> None:
+        for table, nxt in (("acl_rules", next_acl), ("operator_flows", next_operator_flow)):
+            if self._next_id(table) >= nxt:
+                continue
+            if self._db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?",
+                                (nxt - 1, table)).rowcount == 0:
+                self._db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)",
+                                 (table, nxt - 1))
 
 
 class Store(StoreBase):

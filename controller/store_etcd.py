@@ -37,6 +37,7 @@ import base64
 import json
 import logging
 import math
+import socket
 import threading
 import time
 import warnings
@@ -299,6 +300,14 @@ class EtcdTx(ModelTx):
         self.s.flows.pop(flow_id, None)
         self._delete(f"operator-flows/{flow_id}")
 
+    def reserve_ids(self, next_acl: int, next_operator_flow: int) -> None:
+        if next_acl > self.new_acl_id():
+            self.s.next_acl = next_acl
+            self.ops[self._p + "meta/next-acl-id"] = str(next_acl)
+        if next_operator_flow > self.new_operator_flow_id():
+            self.s.next_flow = next_operator_flow
+            self.ops[self._p + "meta/next-operator-flow-id"] = str(next_operator_flow)
+
     def set_epoch(self, epoch: str) -> None:
         if epoch != self.s.epoch:
             self.s.epoch = epoch
@@ -538,10 +547,14 @@ class EtcdStore(StoreBase):
         self._closed.set()
         resp = self._watch_response
         if resp is not None:
-            try:
-                resp.close()
-            except Exception:           # closing a stream another thread reads may raise
+            try:                        # wake the watch thread: shut its socket down
+                s = socket.fromfd(resp.raw._fp.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except Exception:           # noqa: BLE001  (already closed: nothing to wake)
                 pass
+        if self._watch_thread is not None:
+            self._watch_thread.join(2)
         for name in list(self._leases):
             lease_id, _ = self._leases.pop(name)
             try:
