@@ -1,4 +1,4 @@
-"""The etcd backend against real etcd members on loopback (tests/etcdproc.py): concurrent
+"""The etcd backend against real etcd members on loopback (weft_lab/etcd.py): concurrent
 controllers never allocate one VNI, meter id or port twice; the change feed; a 3-member
 cluster keeps working with a member killed; weft-manager's preflight on etcd."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from controller.store import Conflict, StoreError
 from controller.store_etcd import EtcdStore, parse_url
-from tests.etcdproc import etcd_cluster
+from weft_lab.etcd import etcd_cluster
 
 HOSTS = """
 controller: {openflow: ["tcp:127.0.0.1:6653"]}
