@@ -413,7 +413,7 @@ class ModelTx(ABC):
         """QoS rules by tenant, then priority, highest first."""
 
     def qos(self, qos_id: int) -> RateLimit | QosRule | None:
-        return next((x for x in [*self.limits(), *self.rules()] if x.id == qos_id), None)
+        return next((x for x in _all_qos(self) if x.id == qos_id), None)
 
     @abstractmethod
     def acls(self, tenant: str | None = None) -> list[AclRule]:
@@ -480,6 +480,11 @@ class ModelTx(ABC):
     @abstractmethod
     def reserve_ids(self, next_acl: int, next_operator_flow: int) -> None:
         """Hand out no ACL or operator flow id below these again (a restore)."""
+
+
+def _all_qos(tx: ModelTx) -> list[RateLimit | QosRule]:
+    out: list[RateLimit | QosRule] = [*tx.limits()]
+    return out + tx.rules()
 
 
 ChangeCallback = Callable[[int], None]
@@ -567,7 +572,7 @@ class StoreBase(ABC):
             n = sum(1 for sb in tx.bindings() if sb.binding.tenant is not None
                     and sb.binding.tenant not in names)
             n += sum(1 for sb in tx.bindings() if any(t not in names for t in sb.binding.trunk))
-            n += sum(1 for x in [*tx.limits(), *tx.rules()]
+            n += sum(1 for x in _all_qos(tx)
                      if x.tenant is not None and x.tenant not in names)
             return n + sum(1 for r in tx.acls() if r.tenant not in names)
         return self._read(count)
@@ -651,7 +656,7 @@ class StoreBase(ABC):
             bound = tx.bindings()
             n = sum(1 for sb in bound if sb.binding.tenant == name)
             n += sum(1 for sb in bound if sb.binding.mode == TRUNK and name in sb.binding.trunk)
-            qos = [x for x in [*tx.limits(), *tx.rules()] if x.tenant == name]
+            qos = [x for x in _all_qos(tx) if x.tenant == name]
             acls = tx.acls(name)
             n += len(qos) + len(acls)
             if n and not force:
@@ -1026,7 +1031,7 @@ def _free_vni(tx: ModelTx) -> int:
 
 
 def _next_meter(tx: ModelTx) -> int:
-    used = {x.id for x in [*tx.limits(), *tx.rules()]}
+    used = {x.id for x in _all_qos(tx)}
     meter = next((i for i in range(1, StoreBase.MAX_METERS + 1) if i not in used), None)
     if meter is None:
         raise Conflict("id", "all 65535 meter ids are in use")
@@ -1274,7 +1279,7 @@ def _wipe(tx: ModelTx) -> None:
         tx.remove_acl(r.id)
     for tenant in tx.acl_policies():
         tx.set_acl_policy(tenant, None)
-    for x in [*tx.limits(), *tx.rules()]:
+    for x in _all_qos(tx):
         tx.remove_qos(x.id)
     for sb in tx.bindings():
         tx.remove_binding(sb.binding.host, sb.binding.port)

@@ -146,3 +146,75 @@ def test_weft_manager_refuses_to_start_on_an_unreachable_etcd(tmp_path):
                        timeout=60, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert r.returncode == 2
     assert "no etcd member answers (127.0.0.1:1: connection refused)" in r.stderr, r.stderr
+
+
+def _outcome(call):
+    try:
+        return ("ok", repr(call()))
+    except StoreError as exc:
+        return (type(exc).__name__, exc.field, exc.message)
+
+
+SCRIPT = [
+    lambda s: s.create_tenant("red", vlan=100),
+    lambda s: s.create_tenant("red"),                           # exists
+    lambda s: s.create_tenant("Bad name"),                      # name pattern
+    lambda s: s.create_tenant("blue", vni=1000),                # VNI taken
+    lambda s: s.create_tenant("blue", vlan=100),                # VLAN taken
+    lambda s: s.create_tenant("blue", vni=12),                  # VNI range
+    lambda s: s.create_tenant("blue", subnet="10.0.0.0/33"),
+    lambda s: s.create_tenant("blue", vlan=200, subnet="10.2.0.0/24"),
+    lambda s: s.create_tenant("big", vni=70000),
+    lambda s: s.update_tenant("default", vlan=5),
+    lambda s: s.update_tenant("red", vni=5),
+    lambda s: s.update_tenant("ghost", vlan=5),
+    lambda s: s.bind("h1", "p1", "red", mac="02:00:00:00:00:01"),
+    lambda s: s.bind("h1", "p1", "blue"),                       # bound elsewhere
+    lambda s: s.bind("h1", "p2", "red", mac="02:00:00:00:00:01"),   # MAC in the tenant
+    lambda s: s.bind("h1", "vx-h2", "red"),                     # the agent's port
+    lambda s: s.bind("h1", "p3", "ghost"),
+    lambda s: s.bind("h1", "t1", None, "trunk", trunk=("red", "big")),   # big: no VLAN
+    lambda s: s.bind("h1", "t1", "big", "trunk", trunk=("red", "blue")),
+    lambda s: s.update_tenant("red", vlan=None),                # carried on a trunk
+    lambda s: s.bind("h1", "p9", "red", replace=True),          # not bound
+    lambda s: s.bind_many([{"host": "h2", "port": "q1", "tenant": "red"},
+                           {"host": "h2", "port": "q1", "tenant": "red"}]),
+    lambda s: s.bind_many([{"host": "h2", "port": "q1", "tenant": "red"},
+                           {"host": "h2", "port": "q2", "tenant": "red",
+                            "mac": "02:00:00:00:00:01"}]),
+    lambda s: s.add_limit("h1", 1000, port="p1"),
+    lambda s: s.add_limit("h1", 1000, port="p1"),               # already limited
+    lambda s: s.add_limit("h1", 1000, port="nope"),
+    lambda s: s.add_limit("h1", 1000, port="p1", tenant="red"),
+    lambda s: s.add_limit("h1", 0, tenant="red"),
+    lambda s: s.add_rule("red", 5, {"ip_proto": "tcp"}, kbps=100),
+    lambda s: s.add_rule("red", 5, {"ip_proto": "udp"}, kbps=100),
+    lambda s: s.add_rule("red", 6, {"bogus": 1}, kbps=100),
+    lambda s: s.update_limit(99, kbps=5),
+    lambda s: s.delete_qos("rule", 1),                          # 1 is a limit
+    lambda s: s.set_acl_default("big", "deny"),                 # VNI beyond the zones
+    lambda s: s.set_acl_default("red", "maybe"),
+    lambda s: s.add_acl("red", 10, "allow", ip_proto="tcp", port=22),
+    lambda s: s.add_acl("red", 10, "drop"),
+    lambda s: s.add_acl("red", 11, "allow", remote="10.0.0.0/99"),
+    lambda s: s.update_acl("red", 1, colour="blue"),
+    lambda s: s.delete_acl("red", 7),
+    lambda s: s.unbind("h1", "nope"),
+    lambda s: s.delete_tenant("red"),                           # in use
+    lambda s: s.delete_tenant("red", force=True),
+    lambda s: s.delete_tenant("default"),
+    lambda s: (s.tenants(), s.bindings(), s.limits(), s.rules(), s.acls(), s.acl_deny()),
+]
+
+
+def test_both_backends_answer_every_request_alike(etcd_server, tmp_path):
+    """The checks live in StoreBase only: SQLite and etcd give the same result, or the same
+    refusal (class, field and message), for every request of a script of 45."""
+    from controller.store import Store
+    sqlite, etcd = Store(tmp_path / "w.db"), EtcdStore(etcd_server.endpoints(), _prefix())
+    outcomes = []
+    for i, step in enumerate(SCRIPT):
+        outcomes.append(_outcome(lambda: step(sqlite)))
+        assert outcomes[-1] == _outcome(lambda: step(etcd)), f"step {i}"
+    assert sum(1 for o in outcomes if o[0] != "ok") > 25     # most of the script is refused
+    etcd.close()
