@@ -148,9 +148,9 @@ def test_weft_manager_refuses_to_start_on_an_unreachable_etcd(tmp_path):
     assert "no etcd member answers (127.0.0.1:1: connection refused)" in r.stderr, r.stderr
 
 
-def _outcome(call):
+def _outcome(step, store):
     try:
-        return ("ok", repr(call()))
+        return ("ok", repr(step(store)))
     except StoreError as exc:
         return (type(exc).__name__, exc.field, exc.message)
 
@@ -214,7 +214,7 @@ def test_both_backends_answer_every_request_alike(etcd_server, tmp_path):
     sqlite, etcd = Store(tmp_path / "w.db"), EtcdStore(etcd_server.endpoints(), _prefix())
     outcomes = []
     for i, step in enumerate(SCRIPT):
-        outcomes.append(_outcome(lambda: step(sqlite)))
-        assert outcomes[-1] == _outcome(lambda: step(etcd)), f"step {i}"
+        outcomes.append(_outcome(step, sqlite))
+        assert outcomes[-1] == _outcome(step, etcd), f"step {i}"
     assert sum(1 for o in outcomes if o[0] != "ok") > 25     # most of the script is refused
     etcd.close()
