@@ -133,11 +133,16 @@ CREATE TABLE IF NOT EXISTS port_addresses (
 CREATE TRIGGER IF NOT EXISTS port_addresses_unbind AFTER DELETE ON bindings BEGIN
     DELETE FROM port_addresses WHERE host = old.host AND port = old.port;
 END;
+-- the store's epoch: a random id made once, kept for the store's life; the switches
+-- carry it (controller.sync's stamp), so a controller on another store leaves them alone
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', lower(hex(randomblob(16))));
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 _TABLES = {"tenants", "bindings", "qos"}          # the tables of schema 0 (upgraded from)
 _V0_TABLES = tuple(sorted(_TABLES))
-_KNOWN_TABLES = _TABLES | {"port_addresses", "acl_rules", "acl_policy", "operator_flows"}
+_KNOWN_TABLES = _TABLES | {"port_addresses", "acl_rules", "acl_policy", "operator_flows",
+                           "meta"}
 
 
 class StoreError(Exception):
@@ -370,6 +375,11 @@ class Store:
                 raise _translate(exc, self.path) from None
 
     # -- reads ---------------------------------------------------------------
+    def epoch(self) -> str:
+        """The random id this store got when it was created (see ``controller.sync``)."""
+        return self._read(lambda: self._db.execute(
+            "SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
+
     def tenants(self) -> list[Tenant]:
         rows = self._read(lambda: self._db.execute(
             "SELECT name, vni, vlan, subnet, description FROM tenants WHERE name != ? "

@@ -27,9 +27,10 @@ One switch's life (``SwitchSync.phase``)::
   reply then diffs again (a second pass) against what the switch now holds;
 * an error reply: re-read (after the barrier when a plan is in flight);
 * every request has a deadline (``timeout`` seconds, renewed for all of a switch's
-  requests by each reply or part of one: it answers in order), checked on ``tick``: a silent switch is read again, never left
-  syncing; an exception while handling one switch's event is logged with that
-  event, contained to that switch, and leads to a re-read after a back-off.
+  requests by each reply or part of one: it answers in order), checked on ``tick``:
+  a silent switch is read again, never left syncing; an exception while handling
+  one switch's event is logged with that event, contained to that switch, and leads
+  to a re-read after a back-off.
 
 **Roles** (several controllers, issue 15): without ``set_role`` every switch is
 master and no role request is sent (one controller, as before).  A slave reads its
@@ -398,14 +399,12 @@ class SwitchSync:
         delta = diff(want, have)
         # deletes first, then what new flows point at, then the flows; stale groups
         # and meters last (no flow of ours refers to them any more)
-        plan = ((delta.delete_flows, ofmsg.flow_mod, "delete_strict"),
-                (delta.add_meters, ofmsg.meter_mod, "add"),
-                (delta.modify_meters, ofmsg.meter_mod, "modify"),
-                (delta.modify_groups, ofmsg.group_mod, "modify"),
-                (delta.add_groups, ofmsg.group_mod, "add"),
-                (delta.add_flows, ofmsg.flow_mod, "add"))
-        out: list = [build(dp, item, command) for items, build, command in plan
-                     for item in items]
+        out: list = [ofmsg.flow_mod(dp, f, "delete_strict") for f in delta.delete_flows]
+        out += [ofmsg.meter_mod(dp, m, "add") for m in delta.add_meters]
+        out += [ofmsg.meter_mod(dp, m, "modify") for m in delta.modify_meters]
+        out += [ofmsg.group_mod(dp, g, "modify") for g in delta.modify_groups]
+        out += [ofmsg.group_mod(dp, g, "add") for g in delta.add_groups]
+        out += [ofmsg.flow_mod(dp, f, "add") for f in delta.add_flows]
         known = apply_delta(have, delta)
         # operator flows: never diffed; the missing come back, the unstored go
         op_add, op_delete = reconcile(model.operator_flows.get(self.dpid, ()), have)
@@ -551,7 +550,10 @@ class SyncEngine:
         return self._run(dpid, "connect", now, lambda sw: sw.connect(dp, now))
 
     def disconnect(self, dpid: int) -> None:
-        self._run(dpid, "disconnect", 0.0, lambda sw: sw.disconnect() or [])
+        def gone(sw: SwitchSync) -> list:
+            sw.disconnect()
+            return []
+        self._run(dpid, "disconnect", 0.0, gone)
 
     def reply(self, dpid: int, xid: int, body: list, more: bool, now: float,
               what: str = "reply") -> list:
@@ -569,10 +571,15 @@ class SyncEngine:
         return self._run(dpid, f"port status {name} -> {port_no}", now,
                          lambda sw: sw.port_status(name, port_no, now))
 
+    def fail(self, dpid: int, reason: str, now: float) -> None:
+        """Something outside the engine failed for this switch (the shim, a sender)."""
+        self._run(dpid, "failure", now, lambda sw: sw.fail(reason, now))
+
     def refused_connection(self, dpid: int) -> None:
-        self._run(dpid, "second connection", 0.0,
-                  lambda sw: setattr(sw, "refused_connections",
-                                     sw.refused_connections + 1) or [])
+        def count(sw: SwitchSync) -> list:
+            sw.refused_connections += 1
+            return []
+        self._run(dpid, "second connection", 0.0, count)
 
     # -- every switch ------------------------------------------------------------------
     def set_model(self, model: Model, now: float) -> Out:

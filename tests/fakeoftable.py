@@ -169,14 +169,14 @@ class FakeOFTable:
             elif isinstance(msg, ofpp.OFPGroupMod):
                 self._table_mod(self.groups, "group", msg.group_id, msg.command,
                                 (ofp.OFPGC_ADD, ofp.OFPGC_MODIFY, ofp.OFPGC_DELETE),
-                                lambda: ofmsg.group_from_desc(msg))
+                                lambda m=msg: ofmsg.group_from_desc(m))
             elif isinstance(msg, ofpp.OFPMeterMod):
                 self._table_mod(self.meters, "meter", msg.meter_id, msg.command,
                                 (ofp.OFPMC_ADD, ofp.OFPMC_MODIFY, ofp.OFPMC_DELETE),
-                                lambda: ofmsg.meter_from_config(msg))
+                                lambda m=msg: ofmsg.meter_from_config(m))
             elif isinstance(msg, ofpp.OFPPortDescStatsRequest):
-                replies.append((msg.xid, [ofpp.OFPPort(n, "00:00:00:00:00:00", name.encode(), 0, 0, 0,
-                                                        0, 0, 0, 0, 0)
+                replies.append((msg.xid, [ofpp.OFPPort(n, "00:00:00:00:00:00", name.encode(),
+                                                       0, 0, 0, 0, 0, 0, 0, 0)
                                           for name, n in self.ports.items()]))
             elif isinstance(msg, (ofpp.OFPFlowStatsRequest, ofpp.OFPAggregateStatsRequest)):
                 hits = [f for f in self.flows.values()
