@@ -374,7 +374,7 @@ def _refused(exc: etcd_exc.Etcd3Exception) -> StoreError:
     text = _text(exc)
     if "too many operations" in text:
         return Invalid("store", "the write touches more keys than etcd's --max-txn-ops "
-                                "allows in one transaction: raise it (weft's docs: 10000)")
+                                "allows in one transaction: raise it (docs/store.md: 100000)")
     if "too large" in text:
         return Invalid("store", "the write is larger than etcd's --max-request-bytes")
     return Unavailable("store", f"etcd refused the request: {' '.join(text.split())[:200]}")
