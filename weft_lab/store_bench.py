@@ -1,6 +1,7 @@
 """REST write latency of a real weft-manager on each store backend.
 
     python -m weft_lab.store_bench [--writes 300] [--members 1]
+    python -m weft_lab.store_bench --bulk 10000
 
 Starts weft-manager on loopback (no switches: the figure is the API and the store, not
 OpenFlow) once with a SQLite file and once with `--store etcd://...` on real etcd
@@ -75,13 +76,50 @@ def measure(store_args: list[str], writes: int, workdir: Path) -> dict[str, floa
         log.close()
 
 
+def bulk(n: int, members: int, on_disk: bool, workdir: Path) -> None:
+    """Store level: one bulk bind of ``n`` ports, an import of that model, and (etcd) the
+    first read by a second controller and a read when nothing changed."""
+    from controller.store import Store
+    from controller.store_etcd import EtcdStore
+    items = [{"host": f"h{i % 16}", "port": f"p{i}", "tenant": "red",
+              "mac": f"02:00:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"}
+             for i in range(n)]
+
+    def timed(what: str, fn) -> None:
+        t0 = time.perf_counter()
+        fn()
+        print(f"{what:48} {time.perf_counter() - t0:7.2f} s")
+    sqlite = Store(workdir / "bulk.db")
+    sqlite.create_tenant("red")
+    timed(f"sqlite: bulk bind of {n} ports", lambda: sqlite.bind_many(items))
+    model = sqlite.export()
+    timed("sqlite: import of that model", lambda: Store(workdir / "b2.db").import_model(model))
+    with etcd_cluster(members, on_disk=on_disk) as cluster:
+        a = EtcdStore(cluster.endpoints(), "/bulk/")
+        a.create_tenant("red")
+        timed(f"etcd: bulk bind of {n} ports", lambda: a.bind_many(items))
+        timed("etcd: import of that model",
+              lambda: EtcdStore(cluster.endpoints(), "/b2/").import_model(model))
+        b = EtcdStore(cluster.endpoints(), "/bulk/")
+        timed("etcd: first read by another controller", b.tenants)
+        timed("etcd: a read when nothing changed", b.tenants)
+        a.close()
+        b.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m weft_lab.store_bench")
     ap.add_argument("--writes", type=int, default=300)
     ap.add_argument("--members", type=int, default=1, help="etcd cluster size")
     ap.add_argument("--etcd-in-memory", action="store_true",
                     help="etcd data in /dev/shm (default: on disk, as SQLite's file)")
+    ap.add_argument("--bulk", type=int, default=0, metavar="N",
+                    help="instead: store-level bulk bind / import / read of N ports")
     args = ap.parse_args(argv)
+    if args.bulk:
+        with tempfile.TemporaryDirectory(prefix="weft-store-bench-", dir="/var/tmp") as tmp:
+            bulk(args.bulk, args.members, not args.etcd_in_memory, Path(tmp))
+        return 0
     with tempfile.TemporaryDirectory(prefix="weft-store-bench-", dir="/var/tmp") as tmp:
         work = Path(tmp)
         results = {"sqlite": measure(["--weft-db", str(work / "weft.db")], args.writes, work)}
