@@ -391,7 +391,8 @@ class EtcdStore(StoreBase):
         self.path = f"etcd://{self._etcd.names()}{self.prefix.rstrip('/')}"
         self._cache: _Snapshot | None = None
         self._write_lock = threading.Lock()
-        self._leases: dict[str, tuple[int, str]] = {}
+        self._leases: dict[str, tuple[int, str]] = {}      # host -> (lease id, its value)
+        self._lease_lock = threading.Lock()
         self._closed = threading.Event()
         self._watch_thread: threading.Thread | None = None
         self._watch_response: requests.Response | None = None
@@ -555,12 +556,8 @@ class EtcdStore(StoreBase):
                 pass
         if self._watch_thread is not None:
             self._watch_thread.join(2)
-        for name in list(self._leases):
-            lease_id, _ = self._leases.pop(name)
-            try:
-                self._etcd.post("/kv/lease/revoke", {"ID": str(lease_id)})
-            except StoreError:
-                pass
+        # Leases are not revoked: a registration outlives this controller until its host
+        # stops renewing it (through any controller), so a controller restart drops none.
 
     # -- host registrations: a key per host attached to a lease ---------------------------
     def register_host(self, name: str, data: dict, ttl: float) -> None:
@@ -572,18 +569,27 @@ class EtcdStore(StoreBase):
         if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 < ttl <= 86400:
             raise Invalid("ttl", "ttl must be in (0, 86400] seconds")
         value = json.dumps(data, sort_keys=True)
+        with self._lease_lock:
+            self._register(name, value, ttl)
+
+    def _register(self, name: str, value: str, ttl: float) -> None:
+        key = _b64(self._key(f"hosts/{name}"))
         held = self._leases.get(name)
         if held is not None:
             reply = self._etcd.post("/lease/keepalive", {"ID": str(held[0])})
             alive = int(reply.get("result", reply).get("TTL", 0)) > 0
-            if alive and held[1] == value:
-                return
             if not alive:
                 held = None
+            elif held[1] == value:
+                # still ours? (the host may have registered through another controller
+                # since, which put the key on its own lease): a read, no write, no event
+                kvs = self._etcd.post("/kv/range", {"key": key}).get("kvs", [])
+                if kvs and int(kvs[0].get("lease", 0)) == held[0] \
+                        and _unb64(kvs[0].get("value", "")) == value:
+                    return
         lease_id = held[0] if held else int(self._etcd.post(
             "/lease/grant", {"TTL": str(max(2, math.ceil(ttl)))})["ID"])
-        self._etcd.post("/kv/put", {"key": _b64(self._key(f"hosts/{name}")),
-                                    "value": _b64(value), "lease": str(lease_id)})
+        self._etcd.post("/kv/put", {"key": key, "value": _b64(value), "lease": str(lease_id)})
         self._leases[name] = (lease_id, value)
 
     def registered_hosts(self) -> dict[str, dict]:
