@@ -67,7 +67,8 @@ T = TypeVar("T")
 DEFAULT_PREFIX = "/weft/v1/"
 DEFAULT_PORT = 2379
 WRITE_ATTEMPTS = 64             # lost races before a write gives up with 503
-REQUEST_TIMEOUT = 5.0           # seconds per request to one member
+REQUEST_TIMEOUT = 2.0           # seconds per small request to one member
+BIG_TIMEOUT = 30.0              # a whole-model range or a txn of many keys
 WATCH_IDLE = 30.0               # reconnect a watch stream silent for this long
 
 
@@ -320,6 +321,7 @@ class _Cluster:
 
     RETRY = (etcd_exc.ConnectionFailedError, etcd_exc.ConnectionTimeoutError,
              etcd_exc.InternalServerError)
+    ROUNDS = 2          # a second pass over the members if one was busy (electing a leader)
 
     def __init__(self, endpoints: list[tuple[str, int]], timeout: float) -> None:
         self.endpoints = endpoints
@@ -336,23 +338,49 @@ class _Cluster:
         for k in range(len(self.clients)):
             yield self.clients[(start + k) % len(self.clients)]
 
-    def post(self, path: str, body: dict) -> dict:
-        problems = []
-        for i, client in enumerate(self.rotation()):
-            try:
-                out = client.post(client.get_url(path), data=json.dumps(body))
-            except self.RETRY as exc:
-                problems.append(f"{client.host}:{client.port}: {_short(exc)}")
-                continue
-            except etcd_exc.Etcd3Exception as exc:
-                raise _refused(exc) from None
-            if i:
-                with self._lock:
-                    self._current = self.clients.index(client)
-                LOG.warning("etcd: now using %s:%d (%s)", client.host, client.port,
-                            "; ".join(problems))
-            return out
+    def post(self, path: str, body: dict, timeout: float | None = None) -> dict:
+        """POST to the current member, else the next ones.  ``timeout`` per member
+        (default: the client's): small requests use a short one, so a write sent to a
+        member whose leader just died moves on after 2 s instead of waiting out etcd's
+        own request timeout."""
+        problems: list[str] = []
+        for _round in range(self.ROUNDS):
+            busy = False
+            for client in self.rotation():
+                try:
+                    out = self._post(client, path, body, timeout)
+                except self.RETRY as exc:
+                    problems.append(f"{client.host}:{client.port}: {_short(exc)}")
+                    busy = busy or not isinstance(exc, etcd_exc.ConnectionFailedError)
+                    continue
+                if problems:
+                    with self._lock:
+                        self._current = self.clients.index(client)
+                    LOG.warning("etcd: now using %s:%d (%s)", client.host, client.port,
+                                "; ".join(problems))
+                return out
+            if not busy:
+                break
         raise Unavailable("store", f"no etcd member answers ({'; '.join(problems)[:300]})")
+
+    @staticmethod
+    def _post(client: Etcd3Client, path: str, body: dict, timeout: float | None) -> dict:
+        """etcd3gw's request with this call's own timeout, its errors mapped as it maps
+        them (5xx/408/504: try another member; other non-200: refused)."""
+        try:
+            resp = client.session.post(client.get_url(path), data=json.dumps(body),
+                                       timeout=timeout or client.timeout)
+        except requests.exceptions.Timeout as exc:
+            raise etcd_exc.ConnectionTimeoutError(str(exc)) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise etcd_exc.ConnectionFailedError(str(exc)) from None
+        if resp.status_code in (408, 504):
+            raise etcd_exc.ConnectionTimeoutError(resp.text)
+        if resp.status_code >= 500:
+            raise etcd_exc.InternalServerError(resp.text)
+        if resp.status_code != 200:
+            raise _refused(etcd_exc.Etcd3Exception(resp.text))
+        return resp.json()
 
 
 def _text(exc: Exception) -> str:
@@ -428,7 +456,7 @@ class EtcdStore(StoreBase):
         return {"key": _b64(self.prefix), "range_end": _b64(_range_end(self.prefix))}
 
     def _load(self) -> _Snapshot:
-        reply = self._etcd.post("/kv/range", self._range_all())
+        reply = self._etcd.post("/kv/range", self._range_all(), BIG_TIMEOUT)
         self._cache = _snapshot(reply.get("kvs", []), self.prefix)
         return self._cache
 
@@ -474,7 +502,9 @@ class EtcdStore(StoreBase):
                     "compare": [{"key": rev, "target": "MOD", "result": "EQUAL",
                                  "mod_revision": str(snap.rev_mod)}],
                     "success": ops,
-                    "failure": [{"request_range": self._range_all()}]})
+                    "failure": [{"request_range": self._range_all()}]},
+                    # big writes, or a big model coming back on a lost race, take longer
+                    REQUEST_TIMEOUT + (len(ops) + len(snap.bindings)) / 1000)
                 if reply.get("succeeded"):
                     tx.s.rev_mod = int(reply["header"]["revision"])
                     self._cache = tx.s

@@ -2,6 +2,7 @@
 
     python -m weft_lab.store_bench [--writes 300] [--members 1]
     python -m weft_lab.store_bench --bulk 10000
+    python -m weft_lab.store_bench --failover 5
 
 Starts weft-manager on loopback (no switches: the figure is the API and the store, not
 OpenFlow) once with a SQLite file and once with `--store etcd://...` on real etcd
@@ -107,6 +108,37 @@ def bulk(n: int, members: int, on_disk: bool, workdir: Path) -> None:
         b.close()
 
 
+def failover(runs: int) -> None:
+    """3 members; kill -9 the leader, or the follower the store talks to; time the
+    first write after the kill (and the read after it)."""
+    from controller.store_etcd import EtcdStore
+
+    def leader(cluster):
+        for m in cluster.members:
+            if m.proc is not None:
+                st = httpx.post(f"http://{m.endpoint}/v3/maintenance/status", json={}).json()
+                if st["leader"] == st["header"]["member_id"]:
+                    return m
+        raise RuntimeError("no leader")
+    for kill in ("leader", "follower in use"):
+        took = []
+        for _ in range(runs):
+            with etcd_cluster(3, on_disk=True) as cluster:
+                store = EtcdStore(cluster.endpoints(), "/f/")
+                store.create_tenant("red")
+                lead = leader(cluster)
+                victim = lead if kill == "leader" else next(m for m in cluster.members
+                                                            if m is not lead)
+                store._etcd._current = cluster.members.index(victim)   # it talks to the victim
+                victim.kill()
+                t0 = time.perf_counter()
+                store.create_tenant("blue")
+                took.append(time.perf_counter() - t0)
+                store.close()
+        print(f"kill -9 the {kill:16} first write after it: "
+              f"{', '.join(f'{t:.2f}' for t in took)} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m weft_lab.store_bench")
     ap.add_argument("--writes", type=int, default=300)
@@ -115,7 +147,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="etcd data in /dev/shm (default: on disk, as SQLite's file)")
     ap.add_argument("--bulk", type=int, default=0, metavar="N",
                     help="instead: store-level bulk bind / import / read of N ports")
+    ap.add_argument("--failover", type=int, default=0, metavar="RUNS",
+                    help="instead: the first write after killing an etcd member, RUNS times")
     args = ap.parse_args(argv)
+    if args.failover:
+        failover(args.failover)
+        return 0
     if args.bulk:
         with tempfile.TemporaryDirectory(prefix="weft-store-bench-", dir="/var/tmp") as tmp:
             bulk(args.bulk, args.members, not args.etcd_in_memory, Path(tmp))
