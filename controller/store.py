@@ -505,7 +505,6 @@ class StoreBase(ABC):
 
     def __init__(self) -> None:
         self._watchers: list[ChangeCallback] = []
-        self._hosts_ttl: dict[str, float] = {}
 
     # -- what a backend provides ----------------------------------------------------
     @abstractmethod
