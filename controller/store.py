@@ -108,6 +108,7 @@ CREATE TABLE IF NOT EXISTS operator_flows (
     description TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS bindings_tenant ON bindings(tenant);
+CREATE INDEX IF NOT EXISTS bindings_tenant_mac ON bindings(tenant, mac);  -- the MAC check
 CREATE INDEX IF NOT EXISTS qos_tenant ON qos(tenant);
 CREATE TRIGGER IF NOT EXISTS trunk_tenants_exist_insert BEFORE INSERT ON bindings
 WHEN NEW.trunk != '' BEGIN
@@ -504,7 +505,6 @@ class StoreBase(ABC):
 
     def __init__(self) -> None:
         self._watchers: list[ChangeCallback] = []
-        self._hosts_ttl: dict[str, float] = {}
 
     # -- what a backend provides ----------------------------------------------------
     @abstractmethod

@@ -47,7 +47,7 @@ class Member:
                  "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
                  "--initial-cluster", initial_cluster, "--initial-cluster-state", state,
                  "--initial-cluster-token", f"weft-test-{os.getpid()}",
-                 "--max-txn-ops", "10000", "--max-request-bytes", str(32 * 1024 * 1024),
+                 "--max-txn-ops", "100000", "--max-request-bytes", str(32 * 1024 * 1024),
                  "--heartbeat-interval", "100", "--election-timeout", "1000"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -218,3 +218,19 @@ def test_both_backends_answer_every_request_alike(etcd_server, tmp_path):
         assert outcomes[-1] == _outcome(step, etcd), f"step {i}"
     assert sum(1 for o in outcomes if o[0] != "ok") > 25     # most of the script is refused
     etcd.close()
+
+
+def test_a_registration_renewed_through_either_controller_stays(etcd_server):
+    """A host renews through controller a, then b, then a again: the key must stay on a
+    lease someone renews (a's old lease must not be trusted once b re-put the key)."""
+    prefix = _prefix()
+    a, b = EtcdStore(etcd_server.endpoints(), prefix), EtcdStore(etcd_server.endpoints(), prefix)
+    data = {"underlay_ip": "192.168.50.20"}
+    a.register_host("h1", data, ttl=2)
+    b.register_host("h1", data, ttl=2)
+    for _ in range(8):                      # 4 s of renewals, every 0.5 s, through a only
+        a.register_host("h1", data, ttl=2)
+        time.sleep(0.5)
+    assert b.registered_hosts() == {"h1": data}
+    a.close()
+    b.close()
