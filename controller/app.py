@@ -32,7 +32,7 @@ from os_ken.ofproto import ofproto_v1_3
 from controller import config, ofmsg
 from controller.core import Core
 from controller.flows import COOKIE_PREFIX, feature_of
-from controller.store import Store
+from controller.store import open_store
 from controller.sync import SyncEngine
 from cluster.hostsfile import datapath_id, dpid_str, host_for_dpid, load
 
@@ -214,7 +214,7 @@ class WeftController(app_manager.OSKenApp):
         super().__init__(*args, **kwargs)
         conf = config.CONF
         cluster = load(conf.weft_hosts)
-        self.core = Core(Store(conf.weft_db), cluster)
+        self.core = Core(open_store(conf.store, conf.weft_db), cluster)
         self.engine = SyncEngine({datapath_id(h): h.name for h in cluster.hosts},
                                  adopt=conf.adopt, on_publish=self.core.publish)
         self._dps: dict[int, Any] = {}          # dpid -> its live connection

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from controller.model import TRUNK, Binding, Topology
-from controller.store import Store
+from controller.store import StoreBase
 from controller.sync import Model, SwitchView
 from cluster.hostsfile import Cluster, datapath_id, tunnel_port_name
 
@@ -31,7 +31,7 @@ def _no_switches(dpid: int) -> list[dict[str, Any]]:
 class Core:
     """Shared controller state; `switches` is an immutable snapshot, replaced whole."""
 
-    def __init__(self, store: Store, cluster: Cluster) -> None:
+    def __init__(self, store: StoreBase, cluster: Cluster) -> None:
         self.store = store
         self.cluster = cluster
         self.lock = threading.RLock()
