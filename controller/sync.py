@@ -106,6 +106,7 @@ class Model:
     tunnels: Mapping[str, Mapping[str, str]]              # host -> peer -> tunnel port
     operator_flows: Mapping[int, tuple[OperatorFlow, ...]]  # dpid -> its operator flows
     epoch: str
+    hosts: Mapping[int, str] | None = None   # dpid -> host (hosts.yaml, registrations)
 
 
 @dataclass(frozen=True)
@@ -583,11 +584,39 @@ class SyncEngine:
 
     # -- every switch ------------------------------------------------------------------
     def set_model(self, model: Model, now: float) -> Out:
-        """A new model (read once from the store): each in-sync master gets its delta."""
+        """A new model (read once from the store): each in-sync master gets its delta.
+
+        With ``model.hosts``, the members follow it first: a switch whose datapath id
+        became a host's is read and programmed, one whose host left is left alone."""
         old, self.model = self.model, model
         epoch_changed = old is not None and old.epoch != model.epoch
-        return self._each(f"model change to version {model.version}", now,
-                          lambda sw: sw.model_changed(now, epoch_changed))
+        out: Out = {}
+        moved: set[int] = set()
+        if model.hosts is not None and dict(model.hosts) != self.hosts:
+            self.hosts = dict(model.hosts)
+            for dpid in set(self.switches) | set(self.hosts):
+                sw = self.switch(dpid)
+                host = self.hosts.get(dpid)
+                if sw.host != host:
+                    sw.host = host
+                    moved.add(dpid)
+
+            def rehome(sw: SwitchSync) -> list:
+                if sw.dpid not in moved:
+                    return []
+                LOG.info("switch %s: host now %s", dpid_str(sw.dpid), sw.host or "none")
+                if sw.host is None:
+                    sw._reset()
+                    sw.phase = IDLE
+                    return []
+                return sw._start_read(now)
+            out = self._each("hosts change", now, rehome)
+        changed = self._each(f"model change to version {model.version}", now,
+                             lambda sw: [] if sw.dpid in moved
+                             else sw.model_changed(now, epoch_changed))
+        for dpid, msgs in changed.items():
+            out.setdefault(dpid, []).extend(msgs)
+        return out
 
     def set_role(self, role: str, generation_id: int, now: float) -> Out:
         """This controller's role toward every switch, now and for those connecting later."""
