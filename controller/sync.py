@@ -25,7 +25,8 @@ One switch's life (``SwitchSync.phase``)::
   deleted only once no flow of ours uses it;
 * a model change while reading or sending marks the switch dirty; the barrier
   reply then diffs again (a second pass) against what the switch now holds;
-* an error reply: re-read (after the barrier when a plan is in flight);
+* an error reply: re-read (when a plan is in flight: after its barrier, with the
+  back-off below, so a switch refusing the same mod again is not hammered);
 * every request has a deadline (``timeout`` seconds, renewed for all of a switch's
   requests by each reply or part of one: it answers in order), checked on ``tick``:
   a silent switch is read again, never left syncing; an exception while handling
@@ -442,8 +443,9 @@ class SwitchSync:
 
     def _barrier_done(self, now: float) -> list:
         plan = self.plan
-        self.phase, self.failures = IN_SYNC, 0
-        self.synced_version = plan["version"]
+        self.phase = IN_SYNC
+        if not self.reread:
+            self.failures, self.synced_version = 0, plan["version"]
         took = now - self.started
         self.last_sync = MappingProxyType({"at": now, "seconds": round(took, 4),
                                            **{k: v for k, v in plan.items() if k != "version"}})
@@ -451,8 +453,8 @@ class SwitchSync:
             LOG.info("switch %s (%s): sent %d flow-mods, %d group-mods, %d meter-mods in %.3fs",
                      dpid_str(self.dpid), self.host, plan["flow_mods"], plan["group_mods"],
                      plan["meter_mods"], took)
-        if self.reread:
-            return self._start_read(now)
+        if self.reread:             # it refused part of the plan: read it again, backing
+            return self._fail("the switch refused messages of the plan", now)  # off
         if self.dirty and self.role == MASTER:
             return self._send_delta(now)
         self.dirty = False

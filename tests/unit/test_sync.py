@@ -247,7 +247,10 @@ def test_error_reply_rereads_after_the_barrier():
     rig.engine.error(H1, 0, ofp.OFPET_FLOW_MOD_FAILED, 0, rig.now)
     assert rig.engine.switches[H1].reread
     rig.deliver(H1, out)
-    assert rig.phase(H1) == IN_SYNC
+    assert rig.phase(H1) == BACKOFF and rig.engine.views[H1].synced_version == 1
+    rig.now += 1
+    rig.each(rig.engine.tick(rig.now))
+    assert rig.phase(H1) == IN_SYNC and rig.engine.views[H1].synced_version == 2
     assert victim in rig.switches[H1].flows.values()          # the re-read found it missing
 
 
