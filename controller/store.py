@@ -502,6 +502,7 @@ class StoreBase(ABC):
 
     MAX_METERS = 65535
     version: int                    # bumped by every committed change (etcd: its revision)
+    path: str                       # where the state lives: a file, or etcd://MEMBERS/PREFIX
 
     def __init__(self) -> None:
         self._watchers: list[ChangeCallback] = []

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -36,18 +38,21 @@ def _percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
-def measure(store_args: list[str], writes: int, workdir: Path) -> dict[str, float]:
+@contextmanager
+def manager(store_args: list[str], workdir: Path) -> Iterator[httpx.Client]:
+    """A real weft-manager on loopback (API on a free port, no switches), stopped by PID;
+    yields a client of its REST API once it answers."""
     hosts = workdir / "hosts.yaml"
     hosts.write_text(HOSTS)
     api_port = free_port()
-    log = open(workdir / f"manager-{api_port}.log", "wb")
+    log_path = workdir / f"manager-{api_port}.log"
+    log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "controller.manager", "--weft-hosts",
                              str(hosts), "--wsapi-port", str(api_port),
                              "--ofp-tcp-listen-port", str(free_port()), *store_args],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        base = f"http://127.0.0.1:{api_port}"
-        with httpx.Client(base_url=base, timeout=10) as c:
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as c:
             deadline = time.monotonic() + 60
             while True:
                 try:
@@ -56,17 +61,9 @@ def measure(store_args: list[str], writes: int, workdir: Path) -> dict[str, floa
                 except httpx.HTTPError:
                     pass
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((workdir / f"manager-{api_port}.log").read_text()[-2000:])
+                    raise RuntimeError(log_path.read_text()[-2000:])
                 time.sleep(0.2)
-            assert c.post("/v1/tenants", json={"name": "red"}).status_code == 201
-            took = []
-            for i in range(writes):
-                t0 = time.perf_counter()
-                r = c.post("/v1/ports", json={"host": "h1", "port": f"p{i}", "tenant": "red"})
-                took.append((time.perf_counter() - t0) * 1000)
-                assert r.status_code == 201, r.text
-        return {"p50_ms": _percentile(took, 0.5), "p99_ms": _percentile(took, 0.99),
-                "mean_ms": sum(took) / len(took), "writes": writes}
+            yield c
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         try:
@@ -75,6 +72,19 @@ def measure(store_args: list[str], writes: int, workdir: Path) -> dict[str, floa
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
         log.close()
+
+
+def measure(store_args: list[str], writes: int, workdir: Path) -> dict[str, float]:
+    with manager(store_args, workdir) as c:
+        assert c.post("/v1/tenants", json={"name": "red"}).status_code == 201
+        took = []
+        for i in range(writes):
+            t0 = time.perf_counter()
+            r = c.post("/v1/ports", json={"host": "h1", "port": f"p{i}", "tenant": "red"})
+            took.append((time.perf_counter() - t0) * 1000)
+            assert r.status_code == 201, r.text
+    return {"p50_ms": _percentile(took, 0.5), "p99_ms": _percentile(took, 0.99),
+            "mean_ms": sum(took) / len(took), "writes": writes}
 
 
 def bulk(n: int, members: int, on_disk: bool, workdir: Path) -> None:

@@ -234,3 +234,29 @@ def test_a_registration_renewed_through_either_controller_stays(etcd_server):
     assert b.registered_hosts() == {"h1": data}
     a.close()
     b.close()
+
+
+def test_two_weft_managers_on_one_etcd_serve_one_model(etcd_server, tmp_path):
+    """Real weft-manager processes (`--store etcd://...`, loopback, no switches): a write
+    through either API is read through the other; concurrent creates through both get
+    distinct VNIs; both export the same model."""
+    from weft_lab.store_bench import manager
+    url = "etcd://" + ",".join(f"{h}:{p}" for h, p in etcd_server.endpoints()) + _prefix()
+    with manager(["--store", url], tmp_path) as a, manager(["--store", url], tmp_path) as b:
+        assert a.post("/v1/tenants", json={"name": "red", "vlan": 10}).status_code == 201
+        assert b.get("/v1/tenants/red").json()["vlan"] == 10
+        assert b.post("/v1/tenants", json={"name": "red"}).status_code == 409
+        results: list = []
+
+        def create(client, names):
+            results.extend(client.post("/v1/tenants", json={"name": n}).json() for n in names)
+        threads = [threading.Thread(target=create, args=(c, [f"{tag}{i}" for i in range(15)]))
+                   for c, tag in ((a, "a"), (b, "b"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        vnis = [r["vni"] for r in results]
+        assert len(vnis) == 30 and len(set(vnis)) == 30
+        assert a.get("/v1/export").json() == b.get("/v1/export").json()
+        assert len(b.get("/v1/export").json()["tenants"]) == 31
