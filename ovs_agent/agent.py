@@ -91,7 +91,8 @@ class Agent:
         mtu = tunnel_mtu(self.cluster)
         netdev = self.me.datapath_type == "netdev"
         underlay_bridge = netdev and self.cluster.transport == "tunnel"
-        hostnet.ensure_docker_link(mtu)
+        hostnet.ensure_docker_link(mtu,
+                                   tx_off=hostnet.needs_tx_checksum_off(self.me.datapath_type))
         state = ovsdb.read_state(api)
         phy = state.get(desired.UNDERLAY_BRIDGE)
         nic = hostnet.underlay_iface(self.me, desired.UNDERLAY_BRIDGE,
