@@ -80,3 +80,20 @@ def test_docker_link_offload_follows_the_datapath(rec, monkeypatch, dp, tx_now, 
     sets = rec.ethtool_sets()
     assert [c[-1] for c in sets] == expect * 2          # both ends of the link
     assert changed is bool(expect)
+
+
+def test_kernel_datapath_queues_use_ovs_numbering_on_the_nic():
+    """set_queue N becomes skb priority 1:(N+1) on the kernel datapath: the HTB classes
+    on the underlay NIC must carry exactly those ids, queue 0 the default."""
+    from cluster.hostsfile import QueueClass, Queues
+    from ovs_agent.queues import tc_commands
+    cmds = tc_commands("eth0", Queues(100000, (QueueClass(1, 1000, 20000),
+                                               QueueClass(10, 5000, 50000))))
+    assert cmds[0] == ["tc", "qdisc", "replace", "dev", "eth0", "root", "handle", "1:", "htb",
+                       "default", "1"]
+    classes = {c[c.index("classid") + 1]: (c[c.index("rate") + 1], c[c.index("ceil") + 1])
+               for c in cmds[1:]}
+    assert classes == {"1:fffe": ("100000kbit", "100000kbit"),
+                       "1:1": ("8kbit", "100000kbit"),          # queue 0: the whole link
+                       "1:2": ("1000kbit", "20000kbit"),        # queue 1
+                       "1:b": ("5000kbit", "50000kbit")}        # queue 10 (hex class ids)
