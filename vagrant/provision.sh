@@ -15,9 +15,10 @@ for f in wheels hosts.yaml weft.env; do
 done
 [ -x $VENV/bin/python ] || python3 -m venv $VENV
 WHEEL=$(ls "$SRC"/wheels/weft_sdn-*.whl | tail -n 1)
-# dependencies only from the wheelhouse (never PyPI); weft itself always replaced
+# dependencies only from the wheelhouse (never PyPI); weft itself replaced on a re-run
+REINSTALL=0; [ -x $VENV/bin/ovs-agent ] && REINSTALL=1
 $VENV/bin/pip install -q --no-index --find-links "$SRC/wheels" "$WHEEL"
-$VENV/bin/pip install -q --no-index --no-deps --force-reinstall "$WHEEL"
+[ $REINSTALL = 1 ] && $VENV/bin/pip install -q --no-index --no-deps --force-reinstall "$WHEEL"
 install -d -m 0755 /etc/weft /etc/systemd/system/docker.service.d
 install -m 0644 "$SRC/hosts.yaml" /etc/weft/hosts.yaml
 install -m 0600 "$SRC/weft.env" /etc/weft/weft.env
@@ -33,6 +34,6 @@ systemctl stop docker.service docker.socket 2>/dev/null || true
 ip link del docker0 2>/dev/null || true
 systemctl enable --now containerd docker.socket docker.service
 if [ -f "$SRC/busybox-iperf3.tar" ] && ! docker image inspect weft-lab/busybox:1 >/dev/null 2>&1; then
-  docker import -q "$SRC/busybox-iperf3.tar" weft-lab/busybox:1 >/dev/null
+  docker import "$SRC/busybox-iperf3.tar" weft-lab/busybox:1 >/dev/null
 fi
 echo "weft on $NAME ($IP, $ROLE): journalctl -u weft-ovs-agent; Docker options in /run/weft/subnet.env"

@@ -90,8 +90,8 @@ def wheelhouse() -> Path:
 def weft_wheel(dest: Path) -> Path:
     """This source tree as a wheel (what a user installs), in `dest`."""
     dest.mkdir(parents=True, exist_ok=True)
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(dest), str(REPO)], timeout=300)
+    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dest), str(REPO)],
+        timeout=600)
     wheels = sorted(dest.glob("weft_sdn-*.whl"))
     if not wheels:
         raise VMError(f"pip wheel made no weft wheel in {dest}")
@@ -396,25 +396,21 @@ def _qemu_argv(lab: str, g: Guest, paths: dict[str, Path]) -> list[str]:
 
 
 def up(lab: str = "vm", count: int = 2, memory: int = 1024, provision_weft: bool = True,
-       log=print, boot_timeout: float = 900) -> dict[str, float]:
+       log=print, boot_timeout: float = 900, keep: bool = False) -> dict[str, float]:
     """Boot `count` guests and (by default) install and start weft in them.
 
-    Returns the seconds each phase took.  On failure everything is torn down.
+    Returns the seconds each phase took.  On failure everything is torn down (unless
+    `keep`: the guests stay up to be looked at; `down` removes them).
     """
-    if lab in list_labs():
-        raise VMError(f"VM lab {lab!r} exists: weft-lab vm down --lab {lab} first")
     times: dict[str, float] = {}
-    t0 = time.monotonic()
-    paths = build_image(log=log)
-    times["image"] = time.monotonic() - t0
-    guests = plan(lab, count, memory)
     sd, ns = state_dir(lab), netns(lab)
+    if not (sd / "prepared").exists():
+        times.update(prepare(lab, count, memory, log))
+    if ns in netns_list():
+        raise VMError(f"VM lab {lab!r} is running: weft-lab vm down --lab {lab} first")
+    paths = image_paths()
+    guests = load(lab)
     try:
-        (sd / "share").mkdir(parents=True)
-        (sd / "guests.json").write_text(json.dumps([asdict(g) for g in guests]))
-        t1 = time.monotonic()
-        _fill_share(sd / "share", guests)
-        times["wheelhouse"] = time.monotonic() - t1
         run(["ip", "netns", "add", ns])
         run(["ip", "link", "set", "lo", "up"], ns=ns)
         run(["ip", "link", "add", BRIDGE, "type", "bridge"], ns=ns)
@@ -438,9 +434,37 @@ def up(lab: str = "vm", count: int = 2, memory: int = 1024, provision_weft: bool
             times["provision"] = time.monotonic() - t3
             log(f"weft running in {times['provision']:.0f}s")
     except BaseException:
-        down(lab)
+        if not keep:
+            down(lab)
         raise
     (sd / "times.json").write_text(json.dumps(times))
+    return times
+
+
+def prepare(lab: str, count: int = 2, memory: int = 1024, log=print) -> dict[str, float]:
+    """Everything `up` needs that runs no guest: the image, the wheels, the share.
+
+    Separate so tests can do it before they take the lab lock.
+    """
+    if lab in list_labs():
+        raise VMError(f"VM lab {lab!r} exists: weft-lab vm down --lab {lab} first")
+    t0 = time.monotonic()
+    build_image(log=log)
+    times = {"image": time.monotonic() - t0}
+    sd = state_dir(lab)
+    guests = plan(lab, count, memory)
+    try:
+        STATE_ROOT.mkdir(parents=True, exist_ok=True)
+        sd.mkdir(mode=0o700)                # the share holds the cluster's API token
+        (sd / "share").mkdir()
+        (sd / "guests.json").write_text(json.dumps([asdict(g) for g in guests]))
+        t1 = time.monotonic()
+        _fill_share(sd / "share", guests)
+        times["wheelhouse"] = time.monotonic() - t1
+        (sd / "prepared").write_text(json.dumps(times))
+    except BaseException:
+        down(lab)
+        raise
     return times
 
 
@@ -480,10 +504,17 @@ def _wait_ssh(lab: str, g: Guest, deadline: float) -> None:
 
 def provision(lab: str, guests: list[Guest]) -> None:
     """Install and start weft in every guest, controller first (vagrant/provision.sh)."""
-    for i, g in enumerate(guests):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int, g: Guest) -> None:
         role = "controller" if i == 0 else "host"
         sh(lab, g.name, ["bash", "/mnt/weft/provision.sh", g.name, g.ip, role, "/mnt/weft"],
            timeout=900)
+
+    # in parallel: an agent that starts before the controller keeps retrying
+    with ThreadPoolExecutor(max_workers=len(guests)) as pool:
+        for f in [pool.submit(one, i, g) for i, g in enumerate(guests)]:
+            f.result()
 
 
 def _pid(path: Path) -> int | None:
@@ -522,8 +553,7 @@ def _is_ours(pid: int, lab: str, ns: str) -> bool:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         if f"weft-{lab}-" in cmd:
             return True
-        return os.readlink(f"/proc/{pid}/ns/net") == os.readlink(f"/run/netns/{ns}") \
-            if Path(f"/run/netns/{ns}").exists() else False
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{ns}").st_ino
     except OSError:
         return False
 
@@ -564,6 +594,7 @@ def main(argv: list[str]) -> int:
     p_up.add_argument("--guests", type=int, default=2)
     p_up.add_argument("--memory", type=int, default=1024, help="MiB per guest (+256 on host1)")
     p_up.add_argument("--no-weft", action="store_true", help="boot only, install nothing")
+    p_up.add_argument("--keep", action="store_true", help="on failure leave the guests up")
     p_down = sub.add_parser("down", help="kill the guests; leave only the cached image")
     p_down.add_argument("--lab", default="vm")
     p_st = sub.add_parser("status", help="guests, their QEMU pid, memory, overlay size")
@@ -585,7 +616,7 @@ def main(argv: list[str]) -> int:
             paths = build_image(force=args.force)
             print(f"{paths['disk']} ({time.monotonic() - t0:.0f}s)")
         elif args.cmd == "up":
-            times = up(args.lab, args.guests, args.memory, not args.no_weft)
+            times = up(args.lab, args.guests, args.memory, not args.no_weft, keep=args.keep)
             print(f"VM lab {args.lab} up: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()))
         elif args.cmd == "down":
             print(f"VM lab {args.lab} down in {down(args.lab):.1f}s")
@@ -597,7 +628,9 @@ def main(argv: list[str]) -> int:
             cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
             if not cmd:
                 ap.error("exec needs a command after --")
-            full = ssh_argv(args.lab, guest(args.lab, args.guest), cmd, tty=sys.stdin.isatty())
+            # one argument is a shell command line (`exec host1 -- 'a | b'`)
+            full = ssh_argv(args.lab, guest(args.lab, args.guest),
+                            cmd[0] if len(cmd) == 1 else cmd, tty=sys.stdin.isatty())
             os.execvp(full[0], full)
     except (VMError, CommandError) as exc:
         print(f"weft-lab vm: {exc}", file=sys.stderr)
