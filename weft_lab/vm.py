@@ -650,7 +650,10 @@ def api(lab: str, method: str, path: str, body: dict | None = None, timeout: flo
             f"Authorization: Bearer {env['WEFT_API_TOKEN']}", "-w", "\n%{http_code}"]
     if body is not None:
         argv += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
-    out = run([*argv, url], ns=netns(lab), timeout=timeout + 5)
+    try:
+        out = run([*argv, url], ns=netns(lab), timeout=timeout + 5)
+    except (CommandError, subprocess.TimeoutExpired) as exc:
+        raise VMError(f"{method} {path}: {exc}") from None
     text, _, code = out.rpartition("\n")
     if not code.startswith("2"):
         raise VMError(f"{method} {path}: HTTP {code}: {text[:300]}")

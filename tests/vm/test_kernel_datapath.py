@@ -31,6 +31,7 @@ def lab():
     if os.geteuid() != 0 or not shutil.which("qemu-system-x86_64"):
         pytest.fail("vm tests need root and qemu-system-x86 (run ./dev.sh test)")
     if os.environ.get("WEFT_VM_LAB"):       # iterate on a lab already up (weft-lab vm up)
+        vm.wait_converged(os.environ["WEFT_VM_LAB"])
         yield os.environ["WEFT_VM_LAB"]
         return
     name = lab_name("v")
@@ -74,7 +75,7 @@ def sh(lab: str, host: str, cmd: str, timeout: float = 300, check: bool = True) 
 
 def docker_run(lab: str, host: str, name: str, *opts: str) -> str:
     """A container that idles; returns its IPv4 address."""
-    sh(lab, host, f"docker run -d --pull=never --name {name} {' '.join(opts)} {IMAGE} "
+    sh(lab, host, f"docker rm -f {name} >/dev/null 2>&1; docker run -d --pull=never --name {name} {' '.join(opts)} {IMAGE} "
                   f"sleep 100000")
     net = sh(lab, host, f"docker inspect -f '{{{{range .NetworkSettings.Networks}}}}"
                         f"{{{{.IPAddress}}}} {{{{end}}}}' {name}").split()
@@ -138,8 +139,15 @@ def test_docker0_containers_reach_each_other_across_hosts(lab):
 @pytest.fixture(scope="module")
 def tenants(lab):
     """red and blue both on 10.10.0.0/24 (weft plugin networks) on both hosts."""
+    for host in ("host1", "host2"):      # a lab reused with WEFT_VM_LAB: start clean
+        sh(lab, host, "docker rm -f red1 red2 blue2 blue3 >/dev/null 2>&1; "
+                      "docker network rm red blue >/dev/null 2>&1; true")
     for t in ("red", "blue"):
-        vm.api(lab, "POST", "/v1/tenants", {"name": t, "subnet": "10.10.0.0/24"})
+        try:
+            vm.api(lab, "POST", "/v1/tenants", {"name": t, "subnet": "10.10.0.0/24"})
+        except vm.VMError as exc:
+            if "HTTP 409" not in str(exc):
+                raise
         for host in ("host1", "host2"):
             sh(lab, host, f"docker network create -d weft --ipam-driver weft -o tenant={t} "
                           f"--subnet 10.10.0.0/24 {t}")
@@ -177,8 +185,8 @@ def test_tenant_broadcast_and_unknown_unicast_stay_in_the_tenant(tenants):
     # broadcast: ARP requests for blue3's address from red1
     sh(lab, "host1", "docker exec red1 arping -c 5 -w 6 -I eth0 10.10.0.150", check=False)
     # unknown unicast: frames to blue3's MAC (unknown in red) by a static neighbour entry
-    sh(lab, "host1", f"docker exec red1 ip neigh replace 10.10.0.150 lladdr {blue_mac} "
-                     f"dev eth0 nud permanent")
+    sh(lab, "host1", "nsenter -n -t $(docker inspect -f '{{.State.Pid}}' red1) ip neigh replace "
+                     f"10.10.0.150 lladdr {blue_mac} dev eth0 nud permanent")
     assert pings(lab, "host1", "red1", "10.10.0.150", 5) == 0
     assert rx_packets(lab, "host2", "blue3") - b0 == 0
 
