@@ -42,13 +42,19 @@ ip link show brf >/dev/null 2>&1 || {{ ip link add brf type bridge;
 ip link set vxf mtu 1450 up; ip link set brf up; ip link set nf0 mtu 1450 up
 ip -n nf link set lo up; ip -n nf link set nf1 mtu 1450 up
 ip -n nf addr replace 10.202.0.{n}/24 dev nf1
+# Docker sets FORWARD's policy to DROP and loads br_netfilter: let brf's frames through,
+# as flannel does for its own network
+iptables -C FORWARD -i brf -j ACCEPT 2>/dev/null || iptables -I FORWARD -i brf -j ACCEPT
+iptables -C FORWARD -o brf -j ACCEPT 2>/dev/null || iptables -I FORWARD -o brf -j ACCEPT
 """
 
 TEARDOWN = """
 ip netns pids np 2>/dev/null | xargs -r kill; ip netns pids nf 2>/dev/null | xargs -r kill
 ovs-vsctl --if-exists del-br brp; ip link del brf 2>/dev/null; ip link del vxf 2>/dev/null
 ip link del np0 2>/dev/null; ip link del nf0 2>/dev/null
-ip netns del np 2>/dev/null; ip netns del nf 2>/dev/null; true
+ip netns del np 2>/dev/null; ip netns del nf 2>/dev/null
+iptables -D FORWARD -i brf -j ACCEPT 2>/dev/null; iptables -D FORWARD -o brf -j ACCEPT 2>/dev/null
+true
 """
 
 
@@ -61,11 +67,11 @@ def _container(lab: str, host: str, name: str) -> str:
 def _run(lab: str, kind: str, target: str, secs: int) -> float:
     server, client = {
         "weft": ("docker exec -d wb2 iperf3 -s -1", f"docker exec wb1 iperf3 -J -O 1 -t {secs} "
-                                                     f"-c {target}"),
+                                                     f"-c {target} --connect-timeout 10000"),
         "plain": ("ip netns exec np iperf3 -s -1 -D", f"ip netns exec np iperf3 -J -O 1 "
-                                                      f"-t {secs} -c {target}"),
+                                                      f"-t {secs} -c {target} --connect-timeout 10000"),
         "flannel": ("ip netns exec nf iperf3 -s -1 -D", f"ip netns exec nf iperf3 -J -O 1 "
-                                                        f"-t {secs} -c {target}"),
+                                                        f"-t {secs} -c {target} --connect-timeout 10000"),
     }[kind]
     vm.sh(lab, "host2", server)
     time.sleep(1)

@@ -75,8 +75,8 @@ def sh(lab: str, host: str, cmd: str, timeout: float = 300, check: bool = True) 
 
 def docker_run(lab: str, host: str, name: str, *opts: str) -> str:
     """A container that idles; returns its IPv4 address."""
-    sh(lab, host, f"docker rm -f {name} >/dev/null 2>&1; docker run -d --pull=never --name {name} {' '.join(opts)} {IMAGE} "
-                  f"sleep 100000")
+    sh(lab, host, f"docker rm -f {name} >/dev/null 2>&1; docker run -d --pull=never "
+                  f"--name {name} {' '.join(opts)} {IMAGE} sleep 100000")
     net = sh(lab, host, f"docker inspect -f '{{{{range .NetworkSettings.Networks}}}}"
                         f"{{{{.IPAddress}}}} {{{{end}}}}' {name}").split()
     return net[0]
