@@ -445,6 +445,21 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         changed()
         return {"bound": n}
 
+    # -- backup: the whole model ------------------------------------------------------
+    @app.get("/v1/export")
+    def export() -> dict:
+        """Tenants, bindings, QoS limits and rules, ACLs, operator flows and the store
+        epoch, from one consistent read (`weftctl export > model.json`)."""
+        return core.store.export()
+
+    @app.post("/v1/import", dependencies=[Depends(writer)])
+    def import_model(body: dict[str, Any], replace: bool = False) -> dict:
+        """Restore an export: all validated first, applied in one transaction (bad input
+        changes nothing); 409 on a store holding anything unless ``replace=true``."""
+        counts = core.store.import_model(body, replace)
+        changed()
+        return {"imported": counts, "epoch": core.store.epoch()}
+
     @app.get("/v1/tenants/{name}/ports")
     def tenant_ports(name: str) -> list[dict]:
         core.store.tenant(name)
@@ -652,8 +667,7 @@ def make_app(core: Core, token: str | None) -> FastAPI:
 
     @app.get("/v1/switches")
     def switches() -> list[dict]:
-        with core.lock:
-            return [_switch_json(sw) for sw in core.switches.values()]
+        return [_switch_json(sw) for sw in core.switches.values()]   # an immutable snapshot
 
     @app.get("/v1/switches/{key}")
     def switch(key: str) -> dict:
@@ -794,7 +808,8 @@ def make_app(core: Core, token: str | None) -> FastAPI:
                                                           "stuck or the store is unusable"}})
     def health() -> JSONResponse:
         """Open without a token: counts only.  503 when the controller cannot do its job."""
-        connected = sum(1 for sw in core.switches.values() if sw.connected)
+        switches = core.switches                # one immutable snapshot
+        connected = sum(1 for sw in switches.values() if sw.connected)
         loop = core.loop_health() if core.loop_health else None
         problems = [loop["reason"]] if loop and not loop["alive"] else []
         try:
@@ -805,9 +820,12 @@ def make_app(core: Core, token: str | None) -> FastAPI:
                 "hosts": len(core.cluster.hosts),
                 "switches_connected": connected, "state_version": core.store.version,
                 "bindings": bindings,
-                "switches_in_sync": sum(1 for sw in core.switches.values()
+                "switches_in_sync": sum(1 for sw in switches.values()
                                         if sw.connected and not sw.syncing
                                         and sw.synced_version == core.store.version),
+                # the wipe guard: switches left untouched, programmed under another store
+                "switches_refused": sorted(sw.host or dpid_str(sw.dpid)
+                                           for sw in switches.values() if sw.sync_refused),
                 "event_loop": loop}
         return JSONResponse(body, status_code=503 if problems else 200)
 

@@ -1,12 +1,13 @@
 """REST API v1 on a real SQLite store (no switches): validation, conflicts, persistence."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from fastapi.testclient import TestClient
 
 from controller.api import make_app
 from controller.core import Core
-from controller.store import Store
 from controller.weftctl import main as weftctl_main
 from cluster.hostsfile import parse
 
@@ -20,8 +21,8 @@ TOKEN = "s3cret"
 
 
 @pytest.fixture
-def core(tmp_path):
-    c = Core(Store(tmp_path / "weft.db"), parse(HOSTS))
+def core(make_store):
+    c = Core(make_store(), parse(HOSTS))
     c.changes = 0
 
     def bump():
@@ -50,11 +51,11 @@ def test_tenant_lifecycle_and_vni_assignment(api, core):
     assert core.changes == 4
 
 
-def test_state_survives_a_restart(tmp_path):
-    s = Store(tmp_path / "w.db")
+def test_state_survives_a_restart(make_store):
+    s = make_store("w.db")
     s.create_tenant("red", vlan=10)
     s.bind("h1", "p1", "red", mac="02:00:00:00:00:01")
-    s2 = Store(tmp_path / "w.db")
+    s2 = make_store("w.db")
     assert s2.tenant("red").vlan == 10
     assert [b.binding.port for b in s2.bindings()] == ["p1"]
 
@@ -271,7 +272,7 @@ def test_acl_counters_per_rule_in_api_and_metrics(api, core):
     api.post("/v1/tenants", json={"name": "red", "vni": 1100})
     rid = api.post("/v1/tenants/red/acls", json={"priority": 9, "action": "drop"}).json()["id"]
     sw = core.switch_by_name("h1")
-    sw.connected = True
+    core.publish({**core.switches, sw.dpid: replace(sw, connected=True)})
     md = [1100, 0xFFFFFF]
     core.dump_flows = lambda dpid: [
         {"cookie": hex(acl_cookie(rid)), "priority": 10009, "match": {"metadata": md},
