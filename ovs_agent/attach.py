@@ -33,12 +33,16 @@ def _in_ns(netns: str, *args: str) -> str:
 
 
 def attach(api, netns: str, tenant: str, mtu: int, ip_cidr: str | None = None,
-           mac: str | None = None, ifname: str = "eth0", port_type: str = "") -> str:
-    """Create the veth, configure the container side, add the host side to br0."""
+           mac: str | None = None, ifname: str = "eth0", port_type: str = "",
+           tx_off: bool = True) -> str:
+    """Create the veth, configure the container side, add the host side to br0.
+
+    `tx_off`: TX checksum offload off on both ends (netdev datapath only, see
+    hostnet.needs_tx_checksum_off)."""
     if subprocess.run(["ip", "netns", "exec", netns, "true"], capture_output=True).returncode:
         raise ValueError(f"no network namespace {netns!r}")
     name = port_name(netns, ifname)
-    ensure_veth(name, ifname, mtu, peer_netns=netns)
+    ensure_veth(name, ifname, mtu, peer_netns=netns, tx_off=tx_off)
     if mac:
         _in_ns(netns, "ip", "link", "set", ifname, "address", mac)
     if ip_cidr:
