@@ -11,6 +11,7 @@ import json
 import logging
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,12 +27,14 @@ from controller.operator import OperatorFlow
 
 LOG = logging.getLogger("weft.store")
 FIRST_AUTO_VNI = 1000
-SCHEMA_VERSION = 5          # PRAGMA user_version; 0 is the first, unversioned schema
+SCHEMA_VERSION = 6          # PRAGMA user_version; 0 is the first, unversioned schema
 # 3: port_addresses (port security), created by SCHEMA itself: no data to move
 # 4: tenant ACLs (acl_rules, acl_policy) and operator flows (operator_flows): new tables
 #    only, created by the idempotent SCHEMA
 # 5: packet-rate limits: qos.pps and qos.burst_pkts, added to an older qos table by
 #    _add_columns (ALTER TABLE ... ADD COLUMN; existing rows stay kbit/s limits)
+# 6: meta (the store epoch), a new table created by SCHEMA; the epoch row is written when
+#    the store is opened and has none (a new store, or one upgraded from schema 5)
 
 # Invariants live in the database, so no interleaving of writers can break them:
 # a binding or QoS entry names an existing tenant (foreign keys), a trunk lists only
@@ -133,11 +136,17 @@ CREATE TABLE IF NOT EXISTS port_addresses (
 CREATE TRIGGER IF NOT EXISTS port_addresses_unbind AFTER DELETE ON bindings BEGIN
     DELETE FROM port_addresses WHERE host = old.host AND port = old.port;
 END;
+-- the store's own facts (schema 6): 'epoch', a random id made when the store is
+-- initialised and kept for its life (switches carry it; the sync engine compares)
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 _TABLES = {"tenants", "bindings", "qos"}          # the tables of schema 0 (upgraded from)
 _V0_TABLES = tuple(sorted(_TABLES))
-_KNOWN_TABLES = _TABLES | {"port_addresses", "acl_rules", "acl_policy", "operator_flows"}
+_KNOWN_TABLES = _TABLES | {"port_addresses", "acl_rules", "acl_policy", "operator_flows", "meta"}
 
 
 class StoreError(Exception):
@@ -260,6 +269,8 @@ def _open_checked(path: str | Path) -> sqlite3.Connection:
         elif version < 5 and "qos" in tables:
             _add_columns(db, "qos", _QOS_V5_COLUMNS)
         db.executescript(SCHEMA)           # idempotent: IF NOT EXISTS everywhere
+        # INSERT OR IGNORE: a store keeps its first epoch for its whole life
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (new_epoch(),))
         db.execute("BEGIN IMMEDIATE")      # can we write at all?  Say so now, not at the first POST
         db.execute("ROLLBACK")
     except StoreFileError:
@@ -274,6 +285,11 @@ def _open_checked(path: str | Path) -> sqlite3.Connection:
         raise StoreFileError(f"{where}: cannot use the state database: {msg}"
                              + (f" ({hint})" if hint else "")) from None
     return db
+
+
+def new_epoch() -> str:
+    """A fresh store epoch: 128 random bits as 32 hex digits."""
+    return uuid.uuid4().hex
 
 
 def _migrate_from_v0(db: sqlite3.Connection) -> None:
@@ -361,6 +377,13 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def epoch(self) -> str:
+        """The random id made when this store was initialised, kept for its life (a
+        restore by `weftctl import` brings the exported one back).  Switches carry it, so
+        a controller can tell "my store wrote these flows" from "a different store did"."""
+        return self._read(lambda: self._db.execute(
+            "SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
 
     def _read(self, fn: Callable[[], T]) -> T:
         with self._lock:

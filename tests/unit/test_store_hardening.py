@@ -19,7 +19,8 @@ import uvicorn
 from controller.api import make_app
 from controller.core import Core
 from controller.model import Topology
-from controller.store import Conflict, Invalid, NotFound, Store, StoreFileError, Unavailable
+from controller.store import (SCHEMA_VERSION, Conflict, Invalid, NotFound, Store,
+                              StoreFileError, Unavailable)
 from cluster.hostsfile import parse
 
 HOSTS = """
@@ -264,7 +265,7 @@ def test_a_schema_4_store_gains_packet_rate_limits_and_keeps_its_kbps_limits(tmp
     c.commit()
     c.close()
     s = Store(db)
-    assert s._db.execute("PRAGMA user_version").fetchone()[0] == 5
+    assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     (old,) = s.limits()
     assert (old.kbps, old.burst_kb, old.pps, old.burst_pkts) == (5_000, 1_000, None, 0)
     new = s.add_limit("h1", None, tenant="red", pps=1_000, burst_pkts=50)
