@@ -466,7 +466,7 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         n = core.store.replace_agent_bindings(host, [a.model_dump() for a in body])
         if core.store.version != before:
             changed()
-        return {"host": host, "attachments": n}
+        return {"host": host, "attachments": n, **core.identity()}
 
     # -- ACLs ---------------------------------------------------------------------------
     def live_flows() -> dict[str, list[dict]]:
@@ -799,9 +799,11 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         problems = [loop["reason"]] if loop and not loop["alive"] else []
         try:
             bindings = core.store.count_bindings()
+            identity = core.identity()
         except StoreError as exc:
             bindings, problems = -1, problems + [exc.message]
-        body = {"status": "unhealthy" if problems else "ok", "problems": problems,
+            identity = {"instance": core.instance, "epoch": None}
+        body = {"status": "unhealthy" if problems else "ok", "problems": problems, **identity,
                 "hosts": len(core.cluster.hosts),
                 "switches_connected": connected, "state_version": core.store.version,
                 "bindings": bindings,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,10 @@ class Core:
         self.switches: dict[int, Switch] = {
             datapath_id(h): Switch(datapath_id(h), h.name) for h in cluster.hosts}
         self.started = time.time()
+        # Who answers: a new id per controller process.  Agents re-send their whole
+        # attachment list when it (or the store epoch) changes: a controller restarted
+        # on another store must learn every binding again without an agent restart.
+        self.instance = uuid.uuid4().hex
         self.on_change: Callable[[], None] = lambda: None  # set by the app: resync every switch
         # set by the app: the event loop's liveness; None when no OpenFlow app runs
         self.loop_health: Callable[[], dict[str, Any]] | None = None
@@ -80,6 +85,10 @@ class Core:
         # set by the app: a datapath stand-in for os-ken's ofctl_v1_3 helpers (ofctl_rest)
         self.ofctl_datapath: Callable[[int], Any] = _no_switches
         self.ofctl_waiters: dict[int, dict[int, Any]] = {}   # dpid -> xid -> (event, msgs)
+
+    def identity(self) -> dict[str, str]:
+        """What an agent compares to know it talks to the controller and store it reported to."""
+        return {"instance": self.instance, "epoch": self.store.epoch()}
 
     def topology(self) -> Topology:
         """A snapshot of the model for the pipeline."""

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from ovs_agent import attach, desired, firewall, hostnet, ovsdb, queues
+from ovs_agent.reporting import ReportState, reason_to_send
 from cluster.hostsfile import Cluster, Host, HostsFileError, load, tunnel_mtu
 
 LOG = logging.getLogger("ovs-agent")
@@ -59,7 +60,8 @@ class Agent:
     _report_lock: threading.Lock = field(default_factory=threading.Lock)
     _reload: threading.Event = field(default_factory=threading.Event)    # re-read the file
     _mtime: float = 0.0
-    _reported: list | None = None
+    _report: ReportState = field(default_factory=ReportState)
+    _report_warned: float = -1e9        # last time a failed report was logged as a warning
     afxdp_refused: frozenset[str] = frozenset()
     _unresolved: list[str] = field(default_factory=list)
     ssl_dir: Path = desired.DEFAULT_SSL_DIR
@@ -125,7 +127,6 @@ class Agent:
         if ops and netdev and self.cluster.port_type == "auto":
             self._fall_back_from_afxdp(api)
         self._write_docker_files(mtu)
-        self._report_attachments(api)
         self.passes += 1
         return len(ops)
 
@@ -173,31 +174,45 @@ class Agent:
         """Tell the controller which containers are plugged here (it binds them).
 
         One reporter per host, serialised: each report is the whole list as OVSDB
-        has it now, so a later report never carries an older list.
+        has it now, so a later report never carries an older list.  It is sent when
+        the list changed, when the controller is another instance or has another store
+        than the one that acknowledged the last report, after a failed report, and
+        every minute (`ovs_agent.reporting`).
         """
         if not self.cluster.api:
             return
         with self._report_lock:
             current = attach.attachments(api)
-            if current == self._reported:
+            identity = attach.controller_identity(self.cluster.api)
+            why = reason_to_send(self._report, current, identity, time.monotonic())
+            if why is None:
                 return
             try:
-                attach.report(self.cluster.api, self.me.name, current)
-                self._reported = current
-                LOG.info("reported %d attachment(s) to the controller", len(current))
+                acked_by = attach.report(self.cluster.api, self.me.name, current)
             except httpx.HTTPError as exc:
-                LOG.warning("could not report attachments to %s (will retry): %s",
-                            self.cluster.api, exc)
+                self._report.failed()
+                detail = exc.response.text[:200] if isinstance(exc, httpx.HTTPStatusError) else ""
+                now = time.monotonic()
+                if self._report.failures == 1 or now - self._report_warned >= 60:
+                    self._report_warned = now
+                    LOG.warning("could not report %d attachment(s) to %s (%s; retrying every "
+                                "%gs): %s %s", len(current), self.cluster.api, why,
+                                self.interval, exc, detail)
+                return
+            self._report.acknowledged(current, acked_by, time.monotonic())
+            log = LOG.debug if why == "periodic full report" else LOG.info
+            log("reported %d attachment(s) to the controller (%s)", len(current), why)
 
     def _report_on_change(self, api) -> None:
         """Report as soon as a container port comes or goes (`ovs-agent attach`, the
-        Docker plugin), instead of at the next pass."""
+        Docker plugin), and look at the controller every `interval` seconds: a new
+        controller instance or store epoch gets the whole list again."""
         while True:
-            self._attached.wait()
+            self._attached.wait(self.interval)
             self._attached.clear()
             try:
                 self._report_attachments(api)
-            except Exception as exc:        # OVS restarting: the passes retry
+            except Exception as exc:        # OVS restarting: the next round retries
                 LOG.warning("reporting attachments failed: %s", exc)
 
     def run(self, once: bool = False) -> int:
@@ -205,6 +220,7 @@ class Agent:
         api = ovsdb.connect(self.ovsdb_target, on_container_change=self._attached.set)
         if once:
             n = self.reconcile(api)
+            self._report_attachments(api)
             LOG.info("pass done: %d changes", n)
             return 0
         def on_hup(*_: object) -> None:
@@ -212,6 +228,7 @@ class Agent:
             self._wake.set()
         signal.signal(signal.SIGHUP, on_hup)
         signal.signal(signal.SIGTERM, _exit_on_signal)
+        self._attached.set()                # the first report goes out at once
         threading.Thread(target=self._report_on_change, args=(api,), daemon=True).start()
         hostnet.watch_links(("docker0", hostnet.DOCKER_LINK_PORT, hostnet.DOCKER_LINK_PEER),
                             self._wake.set)
