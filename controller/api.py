@@ -797,12 +797,12 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         connected = sum(1 for sw in core.switches.values() if sw.connected)
         loop = core.loop_health() if core.loop_health else None
         problems = [loop["reason"]] if loop and not loop["alive"] else []
+        identity: dict[str, str | None] = {"instance": core.instance, "epoch": None}
         try:
             bindings = core.store.count_bindings()
-            identity = core.identity()
+            identity.update(core.identity())
         except StoreError as exc:
             bindings, problems = -1, problems + [exc.message]
-            identity = {"instance": core.instance, "epoch": None}
         body = {"status": "unhealthy" if problems else "ok", "problems": problems, **identity,
                 "hosts": len(core.cluster.hosts),
                 "switches_connected": connected, "state_version": core.store.version,
