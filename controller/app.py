@@ -185,6 +185,8 @@ class WeftController(app_manager.OSKenApp):
         LOG.info("weft controller: %d hosts in %s, state in %s", len(cluster.hosts),
                  conf.weft_hosts, conf.weft_db)
         self.threads.append(hub.spawn(self._watchdog))
+        # hosts.yaml edits and host registrations, without a restart (controller.membership)
+        self.threads.append(hub.spawn(self.core.watch_hosts(conf.weft_hosts).run))
         if conf.weft_audit_interval > 0:
             self.threads.append(hub.spawn(self._audit_loop, conf.weft_audit_interval))
         token = conf.api_token or os.environ.get("WEFT_API_TOKEN") or None

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.membership import Membership
 from controller.model import TRUNK, Binding, Topology
 from controller.store import Store
 from cluster.hostsfile import Cluster, datapath_id, dpid_str, tunnel_port_name
@@ -85,6 +86,36 @@ class Core:
         # set by the app: a datapath stand-in for os-ken's ofctl_v1_3 helpers (ofctl_rest)
         self.ofctl_datapath: Callable[[int], Any] = _no_switches
         self.ofctl_waiters: dict[int, dict[int, Any]] = {}   # dpid -> xid -> (event, msgs)
+        # hosts.yaml (followed by `watch_hosts`) plus registered hosts -> self.cluster
+        self.members = Membership(store, cluster, self.set_cluster)
+        self.members.poll()         # registered hosts are members from the first sync on
+
+    def watch_hosts(self, path: str) -> Membership:
+        """Follow edits of hosts.yaml at `path` (call `self.members.run` in a thread)."""
+        self.members.path = path
+        self.members._stat = self.members._file_stat()
+        return self.members
+
+    def set_cluster(self, cluster: Cluster) -> None:
+        """Swap in a new member list: switches of new hosts are known by their datapath id,
+        those of hosts that left are left alone (host None) and every switch is resynced
+        (tunnels to new peers get their flows, flows towards gone peers go)."""
+        with self.lock:
+            self.cluster = cluster
+            names = {h.name for h in cluster.hosts}
+            for h in cluster.hosts:
+                sw = self.switches.get(datapath_id(h))
+                if sw is None:
+                    self.switches[datapath_id(h)] = Switch(datapath_id(h), h.name)
+                elif sw.host != h.name:
+                    sw.host = h.name        # connected before its host was known: synced now
+            for dpid, sw in list(self.switches.items()):
+                if sw.host is not None and sw.host not in names:
+                    if sw.connected:
+                        sw.host = None
+                    else:
+                        del self.switches[dpid]
+        self.on_change()
 
     def identity(self) -> dict[str, str]:
         """What an agent compares to know it talks to the controller and store it reported to."""
