@@ -20,7 +20,8 @@ import httpx
 
 from ovs_agent import attach, desired, firewall, hostnet, ovsdb, queues
 from ovs_agent.reporting import ReportState, reason_to_send
-from cluster.hostsfile import Cluster, Host, HostsFileError, load, tunnel_mtu
+from cluster.hostsfile import (REGISTER_KEYS, Cluster, Host, HostsFileError, load, tunnel_mtu,
+                               with_hosts)
 
 LOG = logging.getLogger("ovs-agent")
 DEFAULT_SUBNET_FILE = Path("/run/weft/subnet.env")
@@ -51,8 +52,13 @@ class Agent:
     subnet_file: Path = DEFAULT_SUBNET_FILE
     interval: float = 5.0
     docker_config: Path | None = None   # daemon.json fragment; default beside subnet_file
-    cluster: Cluster | None = None
+    cluster: Cluster | None = None      # the file plus peers learned from the controller
     me: Host | None = None
+    register: bool = False              # join by registering with the controller (a lease)
+    lease_ttl: float = 30.0
+    file_cluster: Cluster | None = None  # hosts.yaml as read
+    _remote: list = field(default_factory=list)     # members the controller listed, not in the file
+    _members_changed: threading.Event = field(default_factory=threading.Event)
     passes: int = 0
     writes: int = 0                     # OVSDB transactions committed, for tests and logs
     _wake: threading.Event = field(default_factory=threading.Event)      # run a pass now
@@ -72,7 +78,53 @@ class Agent:
         self._mtime = self.peers.stat().st_mtime
         cluster = load(self.peers)
         me = pick_host(cluster, self.host_name or (self.me.name if self.me else None))
-        self.cluster, self.me = cluster, me
+        self.file_cluster, self.me = cluster, me
+        self.cluster = self._with_remote(cluster, self._remote) or cluster
+
+    def _with_remote(self, cluster: Cluster, remote: list) -> Cluster | None:
+        """The file's cluster plus the controller's other members (registered hosts), by
+        the file's rules; None (logged) when they do not fit together."""
+        if cluster.membership != "register":
+            return cluster
+        listed = {h.name for h in cluster.hosts}
+        extra = [{k: h.get(k) for k in REGISTER_KEYS} for h in remote if h.get("name") not in listed]
+        try:
+            return with_hosts(cluster, extra, "controller's member")
+        except HostsFileError as exc:
+            LOG.error("the controller's member list does not fit hosts.yaml, keeping the "
+                      "previous peers: %s", exc)
+            return None
+
+    def _follow_members(self) -> None:
+        """`membership: register`: renew this host's lease (with --register) every third of
+        its TTL and learn the other members from the controller every `interval` seconds.
+        While the controller is away the last known peers (and their tunnels) stay."""
+        next_beat, warned = 0.0, -1e9
+        while True:
+            api_url, me = self.cluster.api if self.cluster else None, self.me
+            now = time.monotonic()
+            try:
+                if api_url and me and self.register and now >= next_beat:
+                    attach.register(api_url, {k: getattr(me, k) for k in REGISTER_KEYS},
+                                    self.lease_ttl)
+                    if next_beat == 0.0:
+                        LOG.info("registered with the controller as %s (lease %gs)", me.name,
+                                 self.lease_ttl)
+                    next_beat = now + self.lease_ttl / 3
+                if api_url:
+                    remote = attach.members(api_url)
+                    if remote != self._remote:
+                        self._remote = remote
+                        self._members_changed.set()
+                        self._wake.set()
+            except (httpx.HTTPError, ValueError) as exc:
+                if now - warned >= 30:
+                    warned = now
+                    detail = exc.response.text[:300] if isinstance(exc, httpx.HTTPStatusError) else ""
+                    LOG.warning("controller membership at %s failed (retrying): %s %s",
+                                api_url, exc, detail)
+                next_beat = min(next_beat, now + 1.0) if next_beat else 0.0
+            time.sleep(self.interval)
 
     def reload(self) -> bool:
         try:
@@ -230,6 +282,8 @@ class Agent:
         signal.signal(signal.SIGTERM, _exit_on_signal)
         self._attached.set()                # the first report goes out at once
         threading.Thread(target=self._report_on_change, args=(api,), daemon=True).start()
+        if self.register or (self.file_cluster and self.file_cluster.membership == "register"):
+            threading.Thread(target=self._follow_members, daemon=True).start()
         hostnet.watch_links(("docker0", hostnet.DOCKER_LINK_PORT, hostnet.DOCKER_LINK_PEER),
                             self._wake.set)
         last = 0.0
@@ -240,6 +294,13 @@ class Agent:
                 if changed_file or self._reload.is_set():
                     self._reload.clear()
                     self.reload()
+                if self._members_changed.is_set() and self.file_cluster:
+                    self._members_changed.clear()
+                    merged = self._with_remote(self.file_cluster, self._remote)
+                    if merged is not None and merged != self.cluster:
+                        LOG.info("members from the controller: peers now %s", ", ".join(
+                            h.name for h in merged.peers(self.me.name)) or "none")
+                        self.cluster = merged
                 last = 0.0
             if time.monotonic() - last >= self.interval:
                 try:

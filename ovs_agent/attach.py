@@ -134,3 +134,17 @@ def controller_identity(api_url: str, timeout: float = 2) -> tuple[str | None, s
         return _identity(resp.json())
     except (httpx.HTTPError, ValueError):
         return None
+
+
+def register(api_url: str, host: dict[str, object], ttl: float, timeout: float = 3) -> None:
+    """Create or renew this host's lease with the controller; raises httpx.HTTPError."""
+    resp = httpx.post(f"{api_url.rstrip('/')}/v1/hosts/register", json={**host, "ttl": ttl},
+                      timeout=timeout, headers=api_headers())
+    resp.raise_for_status()
+
+
+def members(api_url: str, timeout: float = 3) -> list[dict[str, object]]:
+    """The controller's member list (GET /v1/hosts); raises httpx.HTTPError."""
+    resp = httpx.get(f"{api_url.rstrip('/')}/v1/hosts", timeout=timeout, headers=api_headers())
+    resp.raise_for_status()
+    return resp.json()
