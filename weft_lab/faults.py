@@ -40,7 +40,7 @@ def ping_through(lab: str, src: str, dst: str, fault: Callable[[], None], name: 
     count = int(seconds * pps)
     proc = subprocess.Popen(L.exec_argv(lab, src, ["ping", "-n", "-i", str(1 / pps), "-c",
                                                    str(count), "-W", "1", dst]),
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         time.sleep(fault_at)
         fault()
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--restart-after", type=float, default=1.0)
+    ap.add_argument("--only", help="run only the faults whose name contains this")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     topo = parse(TOPOLOGY.format(name=args.lab))
@@ -125,12 +126,16 @@ def main(argv: list[str] | None = None) -> int:
             "ovs-agent kill -9 (restarted 2 s later)": lambda: kill_agent(lab, "h1"),
             f"ovsdb-server kill -9 (restarted {args.restart_after:g} s later)":
                 lambda: kill_ovs(lab, "h1", "ovsdb-server", args.restart_after),
+            "ovsdb-server kill -9 (restarted 5 s later)":
+                lambda: kill_ovs(lab, "h1", "ovsdb-server", 5.0),
             "ovsdb-server kill -9 (not restarted)":
                 lambda: kill_ovs(lab, "h1", "ovsdb-server", None),
             f"ovs-vswitchd kill -9 (restarted {args.restart_after:g} s later)":
                 lambda: kill_ovs(lab, "h1", "ovs-vswitchd", args.restart_after),
         }
         for name, make in faults.items():
+            if args.only and args.only not in name:
+                continue
             for _ in range(args.rounds):
                 out = ping_through(lab, "r1", r2, make(), name, args.seconds)
                 results.append(out)
