@@ -595,29 +595,6 @@ class Store:
                                  (host, b.port, b.tenant, ACCESS, b.mac))
         return len(wanted)
 
-    # -- host registrations: leases, in meta under 'lease/NAME' ---------------------------
-    # Not model changes: no `version` bump (a heartbeat must not resync every switch).
-    # The etcd backend keeps them as keys attached to a real etcd lease.
-    def leases(self) -> dict[str, dict[str, Any]]:
-        """name -> {"host": {...REGISTER_KEYS}, "ttl": s, "expires": unix time}."""
-        rows = self._read(lambda: self._db.execute(
-            "SELECT key, value FROM meta WHERE key LIKE 'lease/%'").fetchall())
-        return {k.removeprefix("lease/"): json.loads(v) for k, v in rows}
-
-    def put_lease(self, name: str, lease: dict[str, Any]) -> None:
-        self._lease_write("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                          (f"lease/{_check_host(name)}", json.dumps(lease, sort_keys=True)))
-
-    def drop_lease(self, name: str) -> None:
-        self._lease_write("DELETE FROM meta WHERE key = ?", (f"lease/{name}",))
-
-    def _lease_write(self, sql: str, args: tuple) -> None:
-        with self._lock:
-            try:
-                self._db.execute(sql, args)     # autocommit: one statement, atomic
-            except sqlite3.Error as exc:
-                raise _translate(exc, self.path) from None
-
     # -- QoS: rate limits and per-flow rules --------------------------------------------
     MAX_METERS = 65535
 
