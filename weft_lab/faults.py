@@ -29,9 +29,11 @@ class Outage:
     sent: int
     lost: int
     longest_gap_s: float        # longest run of lost replies, in seconds of the ping
+    max_rtt_ms: float = 0.0     # a frozen datapath queues packets: late, not lost
 
     def __str__(self) -> str:
-        return f"{self.fault}: {self.lost}/{self.sent} lost, longest gap {self.longest_gap_s:.2f} s"
+        return (f"{self.fault}: {self.lost}/{self.sent} lost, longest gap "
+                f"{self.longest_gap_s:.2f} s, max rtt {self.max_rtt_ms:.0f} ms")
 
 
 def ping_through(lab: str, src: str, dst: str, fault: Callable[[], None], name: str,
@@ -54,7 +56,8 @@ def ping_through(lab: str, src: str, dst: str, fault: Callable[[], None], name: 
     sent = int(m.group(1)) if m else count
     edges = [0, *seqs, sent + 1]
     gap = max(b - a - 1 for a, b in zip(edges, edges[1:]))
-    return Outage(name, sent, sent - len(seqs), round(gap / pps, 2))
+    rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", out)]
+    return Outage(name, sent, sent - len(seqs), round(gap / pps, 2), max(rtts, default=0.0))
 
 
 def agent_pid(lab: str, host: str) -> int:
