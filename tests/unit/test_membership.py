@@ -149,3 +149,21 @@ def test_with_hosts_names_the_registration_not_a_file_line():
     with pytest.raises(HostsFileError, match="unknown key 'uplink'"):
         with_hosts(c, [{**H3, "uplink": "eth1"}])
     assert parse(HEAD + "membership: register\nhosts: []\n").hosts == ()
+
+
+def test_an_agent_adds_the_controllers_members_to_its_file_and_keeps_its_own_entry(tmp_path):
+    """`membership: register`: peers from GET /v1/hosts, checked by the file's rules; the
+    file's own entries win and a list that does not fit is refused whole."""
+    from pathlib import Path
+
+    from ovs_agent.agent import Agent
+    agent = Agent(Path("unused"), "h1", "unix:unused")
+    mine = parse(REG, "hosts.yaml")
+    listed = [{"name": "h1", "underlay_ip": "192.168.50.99"},     # the file wins for h1
+              {**H3, "tunnel_type": "vxlan", "datapath_type": "system", "dpid": "x"}]
+    merged = agent._with_remote(mine, listed)
+    assert merged is not None and [h.name for h in merged.hosts] == ["h1", "h2", "h3"]
+    assert merged.host("h1").underlay_ip == "192.168.50.11"
+    clash = [{**H3, "underlay_ip": "192.168.50.12"}]
+    assert agent._with_remote(mine, clash) is None
+    assert agent._with_remote(parse(TWO), listed).hosts == parse(TWO).hosts   # file mode
