@@ -393,7 +393,7 @@ def _cluster(root: Node | None, source: str) -> Cluster:
     queues = _queues(top["queues"], "queues") if top.get("queues") is not None else None
     cluster_subnet = _cluster_subnet(top.get("cluster_subnet"), top["hosts"], hosts)
     return Cluster(controllers, api, tunnel, datapath, mtu, hosts, source, port_type, transport,
-                   queues, cluster_subnet, membership)
+                   queues, cluster_subnet, membership=membership)
 
 
 def _cluster_subnet(node: Node | None, hosts_node: Node, hosts: tuple[Host, ...]) -> str:
