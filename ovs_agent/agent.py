@@ -102,6 +102,8 @@ class Agent:
         next_beat, warned = 0.0, -1e9
         while True:
             api_url, me = self.cluster.api if self.cluster else None, self.me
+            if not (self.file_cluster and self.file_cluster.membership == "register"):
+                api_url = None          # membership: file (also after a reload): nothing to do
             now = time.monotonic()
             try:
                 if api_url and me and self.register and now >= next_beat:
@@ -282,8 +284,7 @@ class Agent:
         signal.signal(signal.SIGTERM, _exit_on_signal)
         self._attached.set()                # the first report goes out at once
         threading.Thread(target=self._report_on_change, args=(api,), daemon=True).start()
-        if self.register or (self.file_cluster and self.file_cluster.membership == "register"):
-            threading.Thread(target=self._follow_members, daemon=True).start()
+        threading.Thread(target=self._follow_members, daemon=True).start()
         hostnet.watch_links(("docker0", hostnet.DOCKER_LINK_PORT, hostnet.DOCKER_LINK_PEER),
                             self._wake.set)
         last = 0.0
