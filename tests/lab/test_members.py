@@ -154,7 +154,7 @@ def test_a_registered_host_leaves_when_its_agent_dies(lab):
     print(f"h3 left the member list {gone:.1f} s after its agent was killed "
           f"(lease {L.LAB_LEASE_TTL:g} s)")
     assert gone >= L.LAB_LEASE_TTL - 3          # not before its lease could have ended
-    assert "lease expired" in log(lab, "weft-manager.log")
+    assert "h3: registration expired" in log(lab, "weft-manager.log")
     assert ping(lab.name, "r1", lab.addr("r2"), count=3).received == 3   # others unaffected
 
 
