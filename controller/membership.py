@@ -58,7 +58,8 @@ class Membership:
         return cluster
 
     def _publish(self) -> bool:
-        cluster = self._effective(self.store.registered_hosts())
+        registered = self.store.registered_hosts() if self.file.membership == "register" else {}
+        cluster = self._effective(registered)
         if cluster == self.current:
             return False
         before = {h.name for h in self.current.hosts}
