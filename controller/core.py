@@ -97,25 +97,30 @@ class Core:
         return self.members
 
     def set_cluster(self, cluster: Cluster) -> None:
-        """Swap in a new member list: switches of new hosts are known by their datapath id,
-        those of hosts that left are left alone (host None) and every switch is resynced
-        (tunnels to new peers get their flows, flows towards gone peers go)."""
+        """Swap in a new member list (hosts.yaml edited, a host registered or expired) and
+        resync every switch: tunnels to new peers get their flows, flows towards gone
+        peers go.  Which datapath belongs to which host follows (`_track_hosts`)."""
+        self.cluster = cluster
+        self._track_hosts(cluster)
+        self.on_change()
+
+    def _track_hosts(self, cluster: Cluster) -> None:
+        """Switches of new hosts are known by their datapath id (one that connected before
+        its host was known is synced now); those of hosts that left are left alone."""
         with self.lock:
-            self.cluster = cluster
             names = {h.name for h in cluster.hosts}
             for h in cluster.hosts:
                 sw = self.switches.get(datapath_id(h))
                 if sw is None:
                     self.switches[datapath_id(h)] = Switch(datapath_id(h), h.name)
                 elif sw.host != h.name:
-                    sw.host = h.name        # connected before its host was known: synced now
+                    sw.host = h.name
             for dpid, sw in list(self.switches.items()):
                 if sw.host is not None and sw.host not in names:
                     if sw.connected:
                         sw.host = None
                     else:
                         del self.switches[dpid]
-        self.on_change()
 
     def identity(self) -> dict[str, str]:
         """What an agent compares to know it talks to the controller and store it reported to."""
