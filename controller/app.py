@@ -236,7 +236,7 @@ class WeftController(app_manager.OSKenApp):
         self._resync_wanted = False     # a REST change is waiting for a full resync
         self._resync_queued = False     # ... and its EventResync is in the queue
         self.core.on_change = self._request_resync
-        self.core.on_members = lambda c: self._post(EventMembers(c), POST_TIMEOUT)
+        self.core.on_members = self._members_changed
         self.core.loop_health = self.loop_health
         self.core.dump_flows = lambda dpid: self._stats_from_other_thread("flows", dpid)
         self.core.dump_meters = lambda dpid: self._stats_from_other_thread("meters", dpid)
@@ -373,6 +373,11 @@ class WeftController(app_manager.OSKenApp):
             self._send(self.engine.audit(time.time(), ev.dpid))
         else:
             self._read_model()
+
+    def _members_changed(self, cluster: Any) -> None:
+        """From the membership thread: hand the new member list to the OpenFlow thread."""
+        if not self._post(EventMembers(cluster), POST_TIMEOUT):
+            LOG.error("event queue full: the member change waits for the next audit")
 
     @set_ev_cls(EventMembers)
     def _members(self, ev: EventMembers) -> None:
