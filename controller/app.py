@@ -377,7 +377,8 @@ class WeftController(app_manager.OSKenApp):
     def _members_changed(self, cluster: Any) -> None:
         """From the membership thread: hand the new member list to the OpenFlow thread."""
         if not self._post(EventMembers(cluster), POST_TIMEOUT):
-            LOG.error("event queue full: the member change waits for the next audit")
+            LOG.error("event queue full: the member change is posted again in 1 s")
+            hub.spawn_after(1.0, self._members_changed, self.core.cluster)
 
     @set_ev_cls(EventMembers)
     def _members(self, ev: EventMembers) -> None:
