@@ -120,8 +120,10 @@ def test_agents_re_report_to_a_controller_restarted_on_an_empty_store(lab):
     os.kill(controller_pid(lab), signal.SIGKILL)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{sd}/weft.db{suffix}").unlink(missing_ok=True)
-    # What a user does: start weft-manager again (with --adopt once the empty-store guard
-    # exists: the switches carry flows of the lost store) and create the tenants again.
+    # What a user does who makes the new, empty store the truth: weft-manager --adopt (the
+    # switches carry flows stamped by the lost store: without it they are left untouched,
+    # docs/controller.md), which deletes the tenant's flows, then creates the tenant again.
+    # Traffic comes back only if the agents report their containers to the new store.
     from controller import config
     C.start_controller(lab, *(["--adopt"] if "adopt" in config.CONF else []))
     C.wait_api(lab.name)
