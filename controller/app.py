@@ -18,6 +18,7 @@ import itertools
 import logging
 import os
 import queue
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -77,14 +78,6 @@ class EventRole(event.EventBase):
         self.role, self.generation_id = role, generation_id
 
 
-class EventMembers(event.EventBase):
-    """The member list changed (hosts.yaml edited, a host registered or left)."""
-
-    def __init__(self, cluster: Any) -> None:
-        super().__init__()
-        self.cluster = cluster
-
-
 class EventHeartbeat(event.EventBase):
     """Posted by the watchdog; handling it proves the event loop is turning (and ticks)."""
 
@@ -108,7 +101,10 @@ class _Sender:
     def __init__(self, app: WeftController, dpid: int, dp: Any) -> None:
         self.app, self.dpid, self.dp = app, dpid, dp
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.thread = hub.spawn(self._run)
+        # a daemon thread (os-ken's native hub.spawn is not): never holds up an exit
+        self.thread = threading.Thread(target=self._run, name=f"weft-send-{dpid:x}",
+                                       daemon=True)
+        self.thread.start()
 
     def send(self, msgs: list) -> None:
         if msgs:
@@ -236,7 +232,6 @@ class WeftController(app_manager.OSKenApp):
         self._resync_wanted = False     # a REST change is waiting for a full resync
         self._resync_queued = False     # ... and its EventResync is in the queue
         self.core.on_change = self._request_resync
-        self.core.on_members = self._members_changed
         self.core.loop_health = self.loop_health
         self.core.dump_flows = lambda dpid: self._stats_from_other_thread("flows", dpid)
         self.core.dump_meters = lambda dpid: self._stats_from_other_thread("meters", dpid)
@@ -374,18 +369,6 @@ class WeftController(app_manager.OSKenApp):
         else:
             self._read_model()
 
-    def _members_changed(self, cluster: Any) -> None:
-        """From the membership thread: hand the new member list to the OpenFlow thread."""
-        if not self._post(EventMembers(cluster), POST_TIMEOUT):
-            LOG.error("event queue full: the member change is posted again in 1 s")
-            hub.spawn_after(1.0, self._members_changed, self.core.cluster)
-
-    @set_ev_cls(EventMembers)
-    def _members(self, ev: EventMembers) -> None:
-        """hosts.yaml or a registration changed which datapath is which host."""
-        self._send(self.engine.set_hosts({datapath_id(h): h.name for h in ev.cluster.hosts},
-                                         time.time()))
-
     @set_ev_cls(EventSendFailed)
     def _send_failed(self, ev: EventSendFailed) -> None:
         if ev.dpid in self._dps:
@@ -452,9 +435,20 @@ class WeftController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _error(self, ev: Any) -> None:
         msg = ev.msg
-        if self._current(msg.datapath):
-            self._send_to(msg.datapath.id, self.engine.error(msg.datapath.id, msg.xid,
-                                                             msg.type, msg.code, time.time()))
+        dp = msg.datapath
+        if not self._current(dp):
+            return
+        stats = self._stats.pop((dp.id, msg.xid), None)
+        waiting = self.core.ofctl_waiters.get(dp.id, {})
+        if stats is not None:           # a REST stats request the switch refused
+            if not stats[1].done():
+                stats[1].set_exception(LookupError(f"the switch refused it: error type "
+                                                   f"{msg.type} code {msg.code}"))
+        elif msg.xid in waiting and not self.engine.owns(dp.id, msg.xid):   # ofctl_rest's
+            waiting.pop(msg.xid)[0].set()
+        else:
+            self._send_to(dp.id, self.engine.error(dp.id, msg.xid, msg.type, msg.code,
+                                                   time.time()))
 
     @set_ev_cls(EventOfctl)
     def _ofctl_send(self, ev: EventOfctl) -> None:

@@ -54,8 +54,7 @@ class Core:
         # set by the app: a datapath stand-in for os-ken's ofctl_v1_3 helpers (ofctl_rest)
         self.ofctl_datapath: Callable[[int], Any] = _no_switches
         self.ofctl_waiters: dict[int, dict[int, Any]] = {}   # dpid -> xid -> (event, msgs)
-        # set by the app: tell the sync engine which datapath is which host now
-        self.on_members: Callable[[Cluster], None] = lambda cluster: None
+        self._topology: tuple[int, Cluster, Topology] | None = None  # (version, members, model)
         # hosts.yaml (followed by `watch_hosts`) plus registered hosts -> self.cluster
         self.members = Membership(store, cluster, self.set_cluster)
         self.members.poll()         # registered hosts are members from the first sync on
@@ -67,11 +66,11 @@ class Core:
         return self.members
 
     def set_cluster(self, cluster: Cluster) -> None:
-        """Swap in a new member list (hosts.yaml edited, a host registered or expired):
-        the sync engine learns which datapath is which host, then every switch is resynced
-        (tunnels to new peers get their flows, flows towards gone peers go)."""
+        """Swap in a new member list (hosts.yaml edited, a host registered or expired) and
+        resync: the next model carries the members (Model.hosts), so the sync engine reads
+        and programs a new host's switch, leaves a departed one alone, and every switch
+        gets the flows of its new set of tunnels."""
         self.cluster = cluster
-        self.on_members(cluster)
         self.on_change()
 
     def identity(self) -> dict[str, str]:
@@ -88,18 +87,30 @@ class Core:
         ops: dict[int, list] = {}
         for of in self.store.operator_flows():
             ops.setdefault(of.dpid, []).append(of)
+        cluster = self.cluster              # one member list for the whole model
         return Model(version, self.topology(),
-                     {h.name: self.tunnels(h.name) for h in self.cluster.hosts},
-                     {dpid: tuple(fs) for dpid, fs in ops.items()}, self.store.epoch())
+                     {h.name: self.tunnels(h.name) for h in cluster.hosts},
+                     {dpid: tuple(fs) for dpid, fs in ops.items()}, self.store.epoch(),
+                     {datapath_id(h): h.name for h in cluster.hosts})
 
     def topology(self) -> Topology:
-        """A snapshot of the model for the pipeline."""
+        """A snapshot of the model for the pipeline: read and validated once per store
+        version (every committed change bumps it), not once per switch sync."""
+        version = getattr(self.store, "version", None)
+        cached = self._topology
+        cluster = self.cluster              # hosts.yaml edits and registrations change it
+        if cached is not None and version is not None and cached[0] == version \
+                and cached[1] is cluster:
+            return cached[2]
         tenants = tuple(t for t in self.store.tenants() if t.name != "default")
-        return Topology(tenants, tuple(sb.binding for sb in self.store.bindings())
+        topo = Topology(tenants, tuple(sb.binding for sb in self.store.bindings())
                         + self.uplink_bindings(tenants),
-                        tuple(h.name for h in self.cluster.hosts),
+                        tuple(h.name for h in cluster.hosts),
                         limits=tuple(self.store.limits()), rules=tuple(self.store.rules()),
                         acls=tuple(self.store.acls()), acl_deny=self.store.acl_deny())
+        if version is not None and version == getattr(self.store, "version", None):
+            self._topology = (version, cluster, topo)   # not if a change landed meanwhile
+        return topo
 
     def uplink_bindings(self, tenants: tuple) -> tuple[Binding, ...]:
         """With VLAN transport each host's uplink is a trunk of every tenant with a VLAN.

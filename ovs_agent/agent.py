@@ -16,12 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from ovs_agent import attach, desired, firewall, hostnet, ovsdb, queues
 from ovs_agent.reporting import ReportState, reason_to_send
-from cluster.hostsfile import (REGISTER_KEYS, Cluster, Host, HostsFileError, load, tunnel_mtu,
-                               with_hosts)
+from cluster.hostsfile import (REGISTER_KEYS, Cluster, Host, HostsFileError, Queues, load,
+                               tunnel_mtu, with_hosts)
 
 LOG = logging.getLogger("ovs-agent")
 DEFAULT_SUBNET_FILE = Path("/run/weft/subnet.env")
@@ -68,6 +66,7 @@ class Agent:
     _mtime: float = 0.0
     _report: ReportState = field(default_factory=ReportState)
     _report_warned: float = -1e9        # last time a failed report was logged as a warning
+    _tc_queues: Queues | None = None    # queues put on the NIC with tc (kernel datapath)
     afxdp_refused: frozenset[str] = frozenset()
     _unresolved: list[str] = field(default_factory=list)
     ssl_dir: Path = desired.DEFAULT_SSL_DIR
@@ -99,6 +98,7 @@ class Agent:
         """`membership: register`: renew this host's lease (with --register) every third of
         its TTL and learn the other members from the controller every `interval` seconds.
         While the controller is away the last known peers (and their tunnels) stay."""
+        import httpx            # lazily, as attach does: not on the agent's start-up path
         next_beat, warned = 0.0, -1e9
         while True:
             api_url, me = self.cluster.api if self.cluster else None, self.me
@@ -147,7 +147,8 @@ class Agent:
         mtu = tunnel_mtu(self.cluster)
         netdev = self.me.datapath_type == "netdev"
         underlay_bridge = netdev and self.cluster.transport == "tunnel"
-        hostnet.ensure_docker_link(mtu)
+        hostnet.ensure_docker_link(mtu,
+                                   tx_off=hostnet.needs_tx_checksum_off(self.me.datapath_type))
         state = ovsdb.read_state(api)
         phy = state.get(desired.UNDERLAY_BRIDGE)
         nic = hostnet.underlay_iface(self.me, desired.UNDERLAY_BRIDGE,
@@ -197,9 +198,16 @@ class Agent:
         """linux-htb queues on the egress NIC, where that NIC is an OVS port."""
         port = self.me.uplink if self.cluster.transport == "vlan" else nic
         if port is None:
-            if self.cluster.queues:
-                LOG.warning("queues configured but this host's egress NIC is not an OVS port "
-                            "(kernel datapath with tunnels): not applied")
+            # kernel datapath with tunnels: the NIC holding the underlay address
+            assert self.me
+            dev = hostnet.underlay_iface(self.me, desired.UNDERLAY_BRIDGE, [])
+            if dev is None:
+                if self.cluster.queues:
+                    LOG.warning("queues configured but no interface holds %s: not applied",
+                                self.me.underlay_ip)
+                return
+            if queues.ensure_tc(dev, self.cluster.queues, self._tc_queues):
+                self._tc_queues = self.cluster.queues
             return
         if queues.ensure(api, port, self.cluster.queues):
             self.writes += 1
@@ -235,6 +243,7 @@ class Agent:
         """
         if not self.cluster.api:
             return
+        import httpx            # lazily, as attach does: not on the agent's start-up path
         with self._report_lock:
             current = attach.attachments(api)
             identity = attach.controller_identity(self.cluster.api)

@@ -247,7 +247,10 @@ def test_error_reply_rereads_after_the_barrier():
     rig.engine.error(H1, 0, ofp.OFPET_FLOW_MOD_FAILED, 0, rig.now)
     assert rig.engine.switches[H1].reread
     rig.deliver(H1, out)
-    assert rig.phase(H1) == IN_SYNC
+    assert rig.phase(H1) == BACKOFF and rig.engine.views[H1].synced_version == 1
+    rig.now += 1
+    rig.each(rig.engine.tick(rig.now))
+    assert rig.phase(H1) == IN_SYNC and rig.engine.views[H1].synced_version == 2
     assert victim in rig.switches[H1].flows.values()          # the re-read found it missing
 
 
@@ -397,18 +400,19 @@ def _cluster():
                  "  - {name: h2, underlay_ip: 192.168.50.11}\n")
 
 
-def test_a_switch_that_connected_before_its_host_was_a_member_is_synced_when_it_joins():
-    """hosts.yaml edited or a host registered (controller.membership): set_hosts makes the
-    idle switch of the new host a synced one; a host that leaves is left alone."""
-    from controller.sync import IDLE
+def test_members_follow_the_model_a_new_host_is_programmed_a_gone_one_left_alone():
     rig = Rig()
-    rig.engine.set_hosts({H1: "h1"}, rig.now)        # h2 is not a member (yet)
+    rig.engine.hosts = {H1: "h1"}                      # h2 not (yet) a member
+    rig.engine.switches[H2].host = None
+    rig.connect(H1)
     rig.connect(H2)
-    assert rig.phase(H2) == IDLE and mods(rig.sent[H2]) == []
-    rig.each(rig.engine.set_hosts({H1: "h1", H2: "h2"}, rig.now))
-    assert rig.phase(H2) == IN_SYNC and rig.engine.views[H2].host == "h2"
+    assert rig.phase(H2) == "idle" and mods(rig.sent[H2]) == []
+    joined = Model(2, topo(), TUNNELS, {}, "epoch-a", {H1: "h1", H2: "h2"})
+    rig.each(rig.engine.set_model(joined, rig.now))
+    assert rig.phase(H2) == IN_SYNC and mods(rig.sent[H2])
     assert rig.switches[H2].state.flows == rig.engine.switches[H2].desired().flows
-    before = len(rig.sent[H2])
-    assert rig.engine.set_hosts({H1: "h1"}, rig.now) == {}   # it leaves: nothing sent
-    assert rig.phase(H2) == IDLE and rig.engine.views[H2].host is None
-    assert len(rig.sent[H2]) == before and rig.switches[H2].state.flows   # flows stay
+    n = len(rig.sent[H2])
+    left = Model(3, topo(), TUNNELS, {}, "epoch-a", {H1: "h1"})
+    rig.each(rig.engine.set_model(left, rig.now))
+    assert rig.phase(H2) == "idle" and rig.sent[H2][n:] == []
+    assert rig.engine.views[H2].host is None
