@@ -166,3 +166,11 @@ def test_an_agent_adds_the_controllers_members_to_its_file_and_keeps_its_own_ent
     clash = [{**H3, "underlay_ip": "192.168.50.12"}]
     assert agent._with_remote(mine, clash) is None
     assert agent._with_remote(parse(TWO), listed).hosts == parse(TWO).hosts   # file mode
+
+
+def test_switch_views_of_a_host_that_just_left_still_render(tmp_path):
+    """Between the member change and the engine's next model a view names a gone host."""
+    from controller.sync import SwitchView
+    _, core, _ = make(tmp_path, TWO)
+    view = SwitchView(0x5746_0000_0000_0003, "h3")
+    assert view.summary(core.cluster)["tunnels"] == {}
