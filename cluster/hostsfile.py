@@ -43,7 +43,13 @@ _TARGET_RE = re.compile(r"(tcp|ssl):(\[[0-9A-Fa-f:.]+\]|[0-9.]+):([0-9]{1,5})")
 _TAG = "tag:yaml.org,2002:"
 _COLLISION = " (a hash collision: rename one of them)"
 _TOP_KEYS = ("controller", "tunnel_type", "datapath_type", "port_type", "mtu", "transport",
-             "uplink", "queues", "cluster_subnet", "hosts")
+             "uplink", "queues", "cluster_subnet", "membership", "hosts")
+# "file": hosts.yaml lists every host.  "register": the file's hosts are fixed members
+# and more hosts may join by registering with the controller (a lease, renewed by their
+# agent); agents learn those peers from the controller.  The file stays the source of
+# truth either way: a name, address or subnet it lists cannot be taken by a registration.
+MEMBERSHIPS = ("file", "register")
+REGISTER_KEYS = ("name", "underlay_ip", "docker_subnet", "tunnel_type", "datapath_type")
 # Docker's own default network: the cluster subnet when the file names none, so files
 # written before cluster_subnet existed keep working when their docker subnets fit in it.
 DEFAULT_CLUSTER_SUBNET = "172.17.0.0/16"
@@ -111,6 +117,7 @@ class Cluster:
     # gets its gateway address with this prefix, so containers reach other hosts'
     # docker_subnets on-link, through br0, without a router.
     cluster_subnet: str = DEFAULT_CLUSTER_SUBNET
+    membership: str = "file"         # see MEMBERSHIPS
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -372,7 +379,12 @@ def _cluster(root: Node | None, source: str) -> Cluster:
     port_type = _choice(top.get("port_type"), "port_type", PORT_TYPES, "auto")
     transport = _choice(top.get("transport"), "transport", TRANSPORTS, "tunnel")
     uplink = _ifname(top["uplink"], "uplink") if top.get("uplink") is not None else None
-    hosts = _hosts(top["hosts"], "hosts", tunnel, datapath, uplink)
+    membership = _choice(top.get("membership"), "membership", MEMBERSHIPS, "file")
+    hosts = _hosts(top["hosts"], "hosts", tunnel, datapath, uplink,
+                   allow_empty=membership == "register")
+    if membership == "register" and transport != "tunnel":
+        _fail("membership", top["membership"], "registration needs transport: tunnel "
+              "(a VLAN transport host needs its uplink in the file)")
     if transport == "vlan":
         for i, h in enumerate(hosts):
             if h.uplink is None:
@@ -381,7 +393,7 @@ def _cluster(root: Node | None, source: str) -> Cluster:
     queues = _queues(top["queues"], "queues") if top.get("queues") is not None else None
     cluster_subnet = _cluster_subnet(top.get("cluster_subnet"), top["hosts"], hosts)
     return Cluster(controllers, api, tunnel, datapath, mtu, hosts, source, port_type, transport,
-                   queues, cluster_subnet)
+                   queues, cluster_subnet, membership=membership)
 
 
 def _cluster_subnet(node: Node | None, hosts_node: Node, hosts: tuple[Host, ...]) -> str:
@@ -454,11 +466,11 @@ def _controllers(node: Node, field: str) -> tuple[str, ...]:
 
 
 def _hosts(seq: Node, field: str, tunnel: str, datapath: str,
-           uplink: str | None = None) -> tuple[Host, ...]:
+           uplink: str | None = None, allow_empty: bool = False) -> tuple[Host, ...]:
     if not isinstance(seq, SequenceNode):
         _fail(field, seq, f"must be a list of hosts, got {_kind(seq)}")
-    if not seq.value:
-        _fail(field, seq, "must list at least one host")
+    if not seq.value and not allow_empty:
+        _fail(field, seq, "must list at least one host (or set membership: register)")
     hosts: list[Host] = []
     seen: dict[tuple[str, str], str] = {}
     subnets: list[tuple[ipaddress.IPv4Network, str]] = []
@@ -494,3 +506,46 @@ def _hosts(seq: Node, field: str, tunnel: str, datapath: str,
             _choice(m.get("datapath_type"), f"{f}.datapath_type", DATAPATH_TYPES, datapath),
             _ifname(m["uplink"], f"{f}.uplink") if m.get("uplink") is not None else uplink))
     return tuple(hosts)
+
+
+def with_hosts(cluster: Cluster, entries: Iterable[dict[str, object]],
+               label: str = "registration") -> Cluster:
+    """`cluster` plus hosts from elsewhere (a registration, the controller's member list),
+    checked by exactly the rules a host in the file obeys (name, address, subnet,
+    uniqueness, port-name and datapath-id collisions, cluster_subnet).
+
+    Raises HostsFileError whose field names the entry (``registration 'h3'.underlay_ip``);
+    `cluster` itself is never changed.  Only keys of REGISTER_KEYS are accepted.
+    """
+    known = [{k: v for k, v in (("name", h.name), ("underlay_ip", h.underlay_ip),
+                                ("docker_subnet", h.docker_subnet),
+                                ("tunnel_type", h.tunnel_type),
+                                ("datapath_type", h.datapath_type), ("uplink", h.uplink))
+              if v is not None} for h in cluster.hosts]
+    extra = [dict(e) for e in entries]
+    labels = [f"{label} {yamlfile.shown(e.get('name', '?'))}" for e in extra]
+    for e, what in zip(extra, labels):
+        unknown = sorted(set(e) - set(REGISTER_KEYS))
+        if unknown:
+            raise HostsFileError(unknown[0], f"unknown key {yamlfile.shown(unknown[0])} "
+                                 f"(allowed: {', '.join(REGISTER_KEYS)})", None, what)
+    if not extra:
+        return cluster
+    docs = known + [{k: v for k, v in e.items() if v is not None} for e in extra]
+
+    def who(m: re.Match) -> str:
+        i = int(m[1])
+        return labels[i - len(known)] if i >= len(known) else \
+            f"host {yamlfile.shown(docs[i]['name'])}"
+    try:
+        seq = yaml.compose(yaml.safe_dump(docs), Loader=yaml.SafeLoader)
+        hosts = _hosts(seq, "hosts", cluster.tunnel_type, cluster.datapath_type,
+                       allow_empty=True)
+        _cluster_subnet(ScalarNode(_TAG + "str", cluster.cluster_subnet), seq, hosts)
+    except _Invalid as e:
+        m = re.match(r"hosts\[(\d+)\]\.?(.*)", e.field)
+        source = who(m) if m else label
+        message = re.sub(r"hosts\[(\d+)\] ('[^']*'|\S+)", who, e.message)
+        raise HostsFileError(m[2] if m and m[2] else e.field, message, None, source) from None
+    from dataclasses import replace
+    return replace(cluster, hosts=hosts)

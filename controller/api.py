@@ -105,6 +105,17 @@ class PortSpec(_In):
                     "mac defaults to the port's")
 
 
+class RegisterIn(_In):
+    """A host joining by itself (hosts.yaml `membership: register`); see docs/hosts-yaml.md."""
+    name: str = Field(pattern=HOST_NAME, max_length=63)
+    underlay_ip: str = Field(max_length=15, description="IPv4 address its tunnels use")
+    docker_subnet: str | None = Field(None, max_length=18,
+                                      description="its docker0 fixed-cidr, inside cluster_subnet")
+    tunnel_type: Literal["vxlan", "gre"] | None = None
+    datapath_type: Literal["system", "netdev"] | None = None
+    ttl: float = Field(30.0, ge=3, le=3600, description="lease seconds; renew before it ends")
+
+
 class PortIn(PortSpec):
     host: str = Field(pattern=HOST_NAME, max_length=63)
     port: str = Field(pattern=PORT_NAME, max_length=15, description="port name on the host's br0")
@@ -481,7 +492,7 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         n = core.store.replace_agent_bindings(host, [a.model_dump() for a in body])
         if core.store.version != before:
             changed()
-        return {"host": host, "attachments": n}
+        return {"host": host, "attachments": n, **core.identity()}
 
     # -- ACLs ---------------------------------------------------------------------------
     def live_flows() -> dict[str, list[dict]]:
@@ -651,14 +662,24 @@ def make_app(core: Core, token: str | None) -> FastAPI:
     # -- hosts and switches -----------------------------------------------------------
     @app.get("/v1/hosts")
     def hosts() -> list[dict]:
+        """Members: hosts.yaml's (as it is now) and registered ones with their lease."""
         out = []
+        leases = core.members.registered()
         for h in core.cluster.hosts:
             sw = core.switches.get(datapath_id(h))
             out.append({"name": h.name, "underlay_ip": h.underlay_ip,
                         "docker_subnet": h.docker_subnet, "tunnel_type": h.tunnel_type,
                         "datapath_type": h.datapath_type, "dpid": dpid_str(datapath_id(h)),
-                        "connected": bool(sw and sw.connected), "queues": queue_support(h)})
+                        "connected": bool(sw and sw.connected), "queues": queue_support(h),
+                        "source": "registered" if h.name in leases else "hosts.yaml",
+                        "lease_expires_in": leases.get(h.name)})
         return out
+
+    @app.post("/v1/hosts/register", dependencies=[Depends(writer)])
+    def register_host(body: RegisterIn) -> dict:
+        """Join (or renew the lease): the agent's heartbeat.  Refused when hosts.yaml does
+        not say `membership: register` or lists this name (the file is the source of truth)."""
+        return core.members.register(body.model_dump(exclude={"ttl"}), body.ttl)
 
     def _switch_json(sw) -> dict:
         return {**sw.summary(core.cluster),
@@ -812,11 +833,13 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         connected = sum(1 for sw in switches.values() if sw.connected)
         loop = core.loop_health() if core.loop_health else None
         problems = [loop["reason"]] if loop and not loop["alive"] else []
+        identity: dict[str, str | None] = {"instance": core.instance, "epoch": None}
         try:
             bindings = core.store.count_bindings()
+            identity.update(core.identity())
         except StoreError as exc:
             bindings, problems = -1, problems + [exc.message]
-        body = {"status": "unhealthy" if problems else "ok", "problems": problems,
+        body = {"status": "unhealthy" if problems else "ok", "problems": problems, **identity,
                 "hosts": len(core.cluster.hosts),
                 "switches_connected": connected, "state_version": core.store.version,
                 "bindings": bindings,

@@ -219,7 +219,8 @@ class WeftController(app_manager.OSKenApp):
         conf = config.CONF
         cluster = load(conf.weft_hosts)
         self.core = Core(open_store(conf.store, conf.weft_db), cluster)
-        self.engine = SyncEngine({datapath_id(h): h.name for h in cluster.hosts},
+        # core.cluster: hosts.yaml plus the hosts registered in the store
+        self.engine = SyncEngine({datapath_id(h): h.name for h in self.core.cluster.hosts},
                                  adopt=conf.adopt, on_publish=self.core.publish)
         self._dps: dict[int, Any] = {}          # dpid -> its live connection
         self._senders: dict[int, _Sender] = {}
@@ -239,6 +240,8 @@ class WeftController(app_manager.OSKenApp):
                  len(cluster.hosts), conf.weft_hosts, self.core.store.path, self.core.store.epoch(),
                  "; --adopt: switches of another store are taken over" if conf.adopt else "")
         self.threads.append(hub.spawn(self._watchdog))
+        # hosts.yaml edits and host registrations, without a restart (controller.membership)
+        self.threads.append(hub.spawn(self.core.watch_hosts(conf.weft_hosts).run))
         if conf.weft_audit_interval > 0:
             self.threads.append(hub.spawn(self._audit_loop, conf.weft_audit_interval))
         token = conf.api_token or os.environ.get("WEFT_API_TOKEN") or None

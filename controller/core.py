@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from controller.membership import Membership
 from controller.model import TRUNK, Binding, Topology
 from controller.store import StoreBase
 from controller.sync import Model, SwitchView
@@ -38,6 +40,10 @@ class Core:
         self.switches: Mapping[int, SwitchView] = MappingProxyType({
             datapath_id(h): SwitchView(datapath_id(h), h.name) for h in cluster.hosts})
         self.started = time.time()
+        # Who answers: a new id per controller process.  Agents re-send their whole
+        # attachment list when it (or the store epoch) changes: a controller restarted
+        # on another store must learn every binding again without an agent restart.
+        self.instance = uuid.uuid4().hex
         self.on_change: Callable[[], None] = lambda: None  # set by the app: resync every switch
         # set by the app: the event loop's liveness; None when no OpenFlow app runs
         self.loop_health: Callable[[], dict[str, Any]] | None = None
@@ -48,7 +54,28 @@ class Core:
         # set by the app: a datapath stand-in for os-ken's ofctl_v1_3 helpers (ofctl_rest)
         self.ofctl_datapath: Callable[[int], Any] = _no_switches
         self.ofctl_waiters: dict[int, dict[int, Any]] = {}   # dpid -> xid -> (event, msgs)
-        self._topology: tuple[int, Topology] | None = None   # (store version, model)
+        self._topology: tuple[int, Cluster, Topology] | None = None  # (version, members, model)
+        # hosts.yaml (followed by `watch_hosts`) plus registered hosts -> self.cluster
+        self.members = Membership(store, cluster, self.set_cluster)
+        self.members.poll()         # registered hosts are members from the first sync on
+
+    def watch_hosts(self, path: str) -> Membership:
+        """Follow edits of hosts.yaml at `path` (call `self.members.run` in a thread)."""
+        self.members.path = path
+        self.members._stat = self.members._file_stat()
+        return self.members
+
+    def set_cluster(self, cluster: Cluster) -> None:
+        """Swap in a new member list (hosts.yaml edited, a host registered or expired) and
+        resync: the next model carries the members (Model.hosts), so the sync engine reads
+        and programs a new host's switch, leaves a departed one alone, and every switch
+        gets the flows of its new set of tunnels."""
+        self.cluster = cluster
+        self.on_change()
+
+    def identity(self) -> dict[str, str]:
+        """What an agent compares to know it talks to the controller and store it reported to."""
+        return {"instance": self.instance, "epoch": self.store.epoch()}
 
     def publish(self, views: Mapping[int, SwitchView]) -> None:
         """The OpenFlow thread's new snapshot of every switch (one assignment)."""
@@ -71,16 +98,18 @@ class Core:
         version (every committed change bumps it), not once per switch sync."""
         version = getattr(self.store, "version", None)
         cached = self._topology
-        if cached is not None and version is not None and cached[0] == version:
-            return cached[1]
+        cluster = self.cluster              # hosts.yaml edits and registrations change it
+        if cached is not None and version is not None and cached[0] == version \
+                and cached[1] is cluster:
+            return cached[2]
         tenants = tuple(t for t in self.store.tenants() if t.name != "default")
         topo = Topology(tenants, tuple(sb.binding for sb in self.store.bindings())
                         + self.uplink_bindings(tenants),
-                        tuple(h.name for h in self.cluster.hosts),
+                        tuple(h.name for h in cluster.hosts),
                         limits=tuple(self.store.limits()), rules=tuple(self.store.rules()),
                         acls=tuple(self.store.acls()), acl_deny=self.store.acl_deny())
         if version is not None and version == getattr(self.store, "version", None):
-            self._topology = (version, topo)     # not if a change landed while reading
+            self._topology = (version, cluster, topo)   # not if a change landed meanwhile
         return topo
 
     def uplink_bindings(self, tenants: tuple) -> tuple[Binding, ...]:

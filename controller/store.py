@@ -1604,9 +1604,22 @@ class Store(StoreBase):
         _check_host(name)
         if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 < ttl <= 86400:
             raise Invalid("ttl", "ttl must be in (0, 86400] seconds")
-        with self._lock, self._tx():
-            self._db.execute("INSERT OR REPLACE INTO registrations VALUES (?, ?, ?)",
-                             (name, json.dumps(data), time.time() + ttl))
+        value, now = json.dumps(data, sort_keys=True), time.time()
+        with self._lock:
+            try:
+                row = self._db.execute("SELECT data FROM registrations WHERE name = ? AND "
+                                       "expires > ?", (name, now)).fetchone()
+                if row and row[0] == value:
+                    # a heartbeat: only the lease gets longer.  No version bump, no notify:
+                    # renewals must not resync every switch (etcd: a keepalive, no revision)
+                    self._db.execute("UPDATE registrations SET expires = ? WHERE name = ?",
+                                     (now + ttl, name))
+                    return
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from None
+            with self._tx():
+                self._db.execute("INSERT OR REPLACE INTO registrations VALUES (?, ?, ?)",
+                                 (name, value, now + ttl))
         self._notify()
 
     def registered_hosts(self) -> dict[str, dict]:

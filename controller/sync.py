@@ -139,7 +139,8 @@ class SwitchView:
 
     def summary(self, cluster: Cluster) -> dict[str, Any]:
         tunnels = {}
-        if self.host and cluster.transport == "tunnel":
+        if self.host and cluster.transport == "tunnel" \
+                and any(h.name == self.host for h in cluster.hosts):   # may have just left
             for peer in cluster.peers(self.host):
                 name = tunnel_port_name(cluster.link_type(self.host, peer.name), peer.name)
                 tunnels[name] = {"peer": peer.name, "remote_ip": peer.underlay_ip,

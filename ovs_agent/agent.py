@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ovs_agent import attach, desired, firewall, hostnet, ovsdb, queues
-from cluster.hostsfile import Cluster, Host, HostsFileError, Queues, load, tunnel_mtu
+from ovs_agent.reporting import ReportState, reason_to_send
+from cluster.hostsfile import (REGISTER_KEYS, Cluster, Host, HostsFileError, Queues, load,
+                               tunnel_mtu, with_hosts)
 
 LOG = logging.getLogger("ovs-agent")
 DEFAULT_SUBNET_FILE = Path("/run/weft/subnet.env")
@@ -48,8 +50,13 @@ class Agent:
     subnet_file: Path = DEFAULT_SUBNET_FILE
     interval: float = 5.0
     docker_config: Path | None = None   # daemon.json fragment; default beside subnet_file
-    cluster: Cluster | None = None
+    cluster: Cluster | None = None      # the file plus peers learned from the controller
     me: Host | None = None
+    register: bool = False              # join by registering with the controller (a lease)
+    lease_ttl: float = 30.0
+    file_cluster: Cluster | None = None  # hosts.yaml as read
+    _remote: list = field(default_factory=list)     # members the controller listed, not in the file
+    _members_changed: threading.Event = field(default_factory=threading.Event)
     passes: int = 0
     writes: int = 0                     # OVSDB transactions committed, for tests and logs
     _wake: threading.Event = field(default_factory=threading.Event)      # run a pass now
@@ -57,7 +64,8 @@ class Agent:
     _report_lock: threading.Lock = field(default_factory=threading.Lock)
     _reload: threading.Event = field(default_factory=threading.Event)    # re-read the file
     _mtime: float = 0.0
-    _reported: list | None = None
+    _report: ReportState = field(default_factory=ReportState)
+    _report_warned: float = -1e9        # last time a failed report was logged as a warning
     _tc_queues: Queues | None = None    # queues put on the NIC with tc (kernel datapath)
     afxdp_refused: frozenset[str] = frozenset()
     _unresolved: list[str] = field(default_factory=list)
@@ -69,7 +77,56 @@ class Agent:
         self._mtime = self.peers.stat().st_mtime
         cluster = load(self.peers)
         me = pick_host(cluster, self.host_name or (self.me.name if self.me else None))
-        self.cluster, self.me = cluster, me
+        self.file_cluster, self.me = cluster, me
+        self.cluster = self._with_remote(cluster, self._remote) or cluster
+
+    def _with_remote(self, cluster: Cluster, remote: list) -> Cluster | None:
+        """The file's cluster plus the controller's other members (registered hosts), by
+        the file's rules; None (logged) when they do not fit together."""
+        if cluster.membership != "register":
+            return cluster
+        listed = {h.name for h in cluster.hosts}
+        extra = [{k: h.get(k) for k in REGISTER_KEYS} for h in remote if h.get("name") not in listed]
+        try:
+            return with_hosts(cluster, extra, "controller's member")
+        except HostsFileError as exc:
+            LOG.error("the controller's member list does not fit hosts.yaml, keeping the "
+                      "previous peers: %s", exc)
+            return None
+
+    def _follow_members(self) -> None:
+        """`membership: register`: renew this host's lease (with --register) every third of
+        its TTL and learn the other members from the controller every `interval` seconds.
+        While the controller is away the last known peers (and their tunnels) stay."""
+        import httpx            # lazily, as attach does: not on the agent's start-up path
+        next_beat, warned = 0.0, -1e9
+        while True:
+            api_url, me = self.cluster.api if self.cluster else None, self.me
+            if not (self.file_cluster and self.file_cluster.membership == "register"):
+                api_url = None          # membership: file (also after a reload): nothing to do
+            now = time.monotonic()
+            try:
+                if api_url and me and self.register and now >= next_beat:
+                    attach.register(api_url, {k: getattr(me, k) for k in REGISTER_KEYS},
+                                    self.lease_ttl)
+                    if next_beat == 0.0:
+                        LOG.info("registered with the controller as %s (lease %gs)", me.name,
+                                 self.lease_ttl)
+                    next_beat = now + self.lease_ttl / 3
+                if api_url:
+                    remote = attach.members(api_url)
+                    if remote != self._remote:
+                        self._remote = remote
+                        self._members_changed.set()
+                        self._wake.set()
+            except (httpx.HTTPError, ValueError) as exc:
+                if now - warned >= 30:
+                    warned = now
+                    detail = exc.response.text[:300] if isinstance(exc, httpx.HTTPStatusError) else ""
+                    LOG.warning("controller membership at %s failed (retrying): %s %s",
+                                api_url, exc, detail)
+                next_beat = min(next_beat, now + 1.0) if next_beat else 0.0
+            time.sleep(self.interval)
 
     def reload(self) -> bool:
         try:
@@ -125,7 +182,6 @@ class Agent:
         if ops and netdev and self.cluster.port_type == "auto":
             self._fall_back_from_afxdp(api)
         self._write_docker_files(mtu)
-        self._report_attachments(api)
         self.passes += 1
         return len(ops)
 
@@ -180,34 +236,46 @@ class Agent:
         """Tell the controller which containers are plugged here (it binds them).
 
         One reporter per host, serialised: each report is the whole list as OVSDB
-        has it now, so a later report never carries an older list.
+        has it now, so a later report never carries an older list.  It is sent when
+        the list changed, when the controller is another instance or has another store
+        than the one that acknowledged the last report, after a failed report, and
+        every minute (`ovs_agent.reporting`).
         """
         if not self.cluster.api:
             return
+        import httpx            # lazily, as attach does: not on the agent's start-up path
         with self._report_lock:
             current = attach.attachments(api)
-            if current == self._reported:
+            identity = attach.controller_identity(self.cluster.api)
+            why = reason_to_send(self._report, current, identity, time.monotonic())
+            if why is None:
                 return
             try:
-                attach.report(self.cluster.api, self.me.name, current)
-                self._reported = current
-                LOG.info("reported %d attachment(s) to the controller", len(current))
-            except Exception as exc:        # noqa: BLE001  (httpx.HTTPError, imported lazily)
-                import httpx
-                if not isinstance(exc, httpx.HTTPError):
-                    raise
-                LOG.warning("could not report attachments to %s (will retry): %s",
-                            self.cluster.api, exc)
+                acked_by = attach.report(self.cluster.api, self.me.name, current)
+            except httpx.HTTPError as exc:
+                self._report.failed()
+                detail = exc.response.text[:200] if isinstance(exc, httpx.HTTPStatusError) else ""
+                now = time.monotonic()
+                if self._report.failures == 1 or now - self._report_warned >= 60:
+                    self._report_warned = now
+                    LOG.warning("could not report %d attachment(s) to %s (%s; retrying every "
+                                "%gs): %s %s", len(current), self.cluster.api, why,
+                                self.interval, exc, detail)
+                return
+            self._report.acknowledged(current, acked_by, time.monotonic())
+            log = LOG.debug if why == "periodic full report" else LOG.info
+            log("reported %d attachment(s) to the controller (%s)", len(current), why)
 
     def _report_on_change(self, api) -> None:
         """Report as soon as a container port comes or goes (`ovs-agent attach`, the
-        Docker plugin), instead of at the next pass."""
+        Docker plugin), and look at the controller every `interval` seconds: a new
+        controller instance or store epoch gets the whole list again."""
         while True:
-            self._attached.wait()
+            self._attached.wait(self.interval)
             self._attached.clear()
             try:
                 self._report_attachments(api)
-            except Exception as exc:        # OVS restarting: the passes retry
+            except Exception as exc:        # OVS restarting: the next round retries
                 LOG.warning("reporting attachments failed: %s", exc)
 
     def run(self, once: bool = False) -> int:
@@ -215,6 +283,7 @@ class Agent:
         api = ovsdb.connect(self.ovsdb_target, on_container_change=self._attached.set)
         if once:
             n = self.reconcile(api)
+            self._report_attachments(api)
             LOG.info("pass done: %d changes", n)
             return 0
         def on_hup(*_: object) -> None:
@@ -222,7 +291,9 @@ class Agent:
             self._wake.set()
         signal.signal(signal.SIGHUP, on_hup)
         signal.signal(signal.SIGTERM, _exit_on_signal)
+        self._attached.set()                # the first report goes out at once
         threading.Thread(target=self._report_on_change, args=(api,), daemon=True).start()
+        threading.Thread(target=self._follow_members, daemon=True).start()
         hostnet.watch_links(("docker0", hostnet.DOCKER_LINK_PORT, hostnet.DOCKER_LINK_PEER),
                             self._wake.set)
         last = 0.0
@@ -233,6 +304,13 @@ class Agent:
                 if changed_file or self._reload.is_set():
                     self._reload.clear()
                     self.reload()
+                if self._members_changed.is_set() and self.file_cluster:
+                    self._members_changed.clear()
+                    merged = self._with_remote(self.file_cluster, self._remote)
+                    if merged is not None and merged != self.cluster:
+                        LOG.info("members from the controller: peers now %s", ", ".join(
+                            h.name for h in merged.peers(self.me.name)) or "none")
+                        self.cluster = merged
                 last = 0.0
             if time.monotonic() - last >= self.interval:
                 try:

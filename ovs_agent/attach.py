@@ -111,9 +111,46 @@ def api_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def report(api_url: str, host: str, current: list[dict[str, str]], timeout: float = 3) -> None:
-    """PUT this host's attachments to the controller, which binds them; raises httpx.HTTPError."""
+def _identity(body: object) -> tuple[str | None, str | None]:
+    body = body if isinstance(body, dict) else {}
+    return body.get("instance"), body.get("epoch")
+
+
+def report(api_url: str, host: str, current: list[dict[str, str]],
+           timeout: float = 3) -> tuple[str | None, str | None]:
+    """PUT this host's attachments to the controller, which binds them; raises httpx.HTTPError.
+
+    Returns who acknowledged them: (controller instance, store epoch).
+    """
     import httpx    # here, not at import: 32 agents starting on one small machine all pay it
     resp = httpx.put(f"{api_url.rstrip('/')}/v1/hosts/{host}/attachments", json=current,
                      timeout=timeout, headers=api_headers())
     resp.raise_for_status()
+    return _identity(resp.json())
+
+
+def controller_identity(api_url: str, timeout: float = 2) -> tuple[str | None, str | None] | None:
+    """(instance, epoch) from the open GET /v1/health (503 bodies carry them too), or None
+    when the controller does not answer."""
+    import httpx
+    try:
+        resp = httpx.get(f"{api_url.rstrip('/')}/v1/health", timeout=timeout)
+        return _identity(resp.json())
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def register(api_url: str, host: dict[str, object], ttl: float, timeout: float = 3) -> None:
+    """Create or renew this host's lease with the controller; raises httpx.HTTPError."""
+    import httpx
+    resp = httpx.post(f"{api_url.rstrip('/')}/v1/hosts/register", json={**host, "ttl": ttl},
+                      timeout=timeout, headers=api_headers())
+    resp.raise_for_status()
+
+
+def members(api_url: str, timeout: float = 3) -> list[dict[str, object]]:
+    """The controller's member list (GET /v1/hosts); raises httpx.HTTPError."""
+    import httpx
+    resp = httpx.get(f"{api_url.rstrip('/')}/v1/hosts", timeout=timeout, headers=api_headers())
+    resp.raise_for_status()
+    return resp.json()

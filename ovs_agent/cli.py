@@ -1,6 +1,6 @@
 """`ovs-agent`: run the reconcile loop, or attach/detach a container to br0.
 
-    ovs-agent --peers hosts.yaml [--host NAME] [--once] [--ovsdb CONNECTION]
+    ovs-agent --peers hosts.yaml [--host NAME] [--once] [--ovsdb CONNECTION] [--register]
     ovs-agent attach CONTAINER_NETNS --tenant NAME [--ip CIDR] [--mac MAC]
     ovs-agent detach CONTAINER_NETNS
     ovs-agent docker-plugin --peers hosts.yaml [--host NAME] [--socket PATH]
@@ -97,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ssl-dir", type=Path, default=desired.DEFAULT_SSL_DIR,
                     help="with ssl: controller targets, OVS's TLS key, certificate and CA: "
                          "HOST-privkey.pem, HOST-cert.pem, ca-cert.pem (see weft-pki)")
+    ap.add_argument("--register", action="store_true",
+                    help="join by registering this host (its entry in --peers) with the "
+                         "controller, renewing a lease; needs `membership: register` "
+                         "(docs/hosts-yaml.md, Joining by registration)")
+    ap.add_argument("--lease-ttl", type=float, default=30.0,
+                    help="with --register: seconds the controller keeps this host without a "
+                         "heartbeat (renewed every third of it; default %(default)s)")
     ap.add_argument("--no-firewall", action="store_true",
                     help="do not write nftables table inet weft (then the host's own firewall "
                          "must keep containers off tunnel, OVSDB and OpenFlow ports)")
@@ -106,12 +113,17 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s ovs-agent %(levelname)s %(message)s")
     agent = Agent(args.peers, args.host, args.ovsdb, args.subnet_file, args.interval,
                   args.docker_config, ssl_dir=args.ssl_dir)
+    agent.register, agent.lease_ttl = args.register, args.lease_ttl
     if args.no_firewall:
         agent.host_firewall = None
     try:
         agent.load()
     except (HostsFileError, OSError) as exc:
         print(f"ovs-agent: {exc}", file=sys.stderr)
+        return 2
+    if args.register and not (agent.cluster.membership == "register" and agent.cluster.api):
+        print(f"ovs-agent: {args.peers}: --register needs `membership: register` and "
+              "controller.api in the file", file=sys.stderr)
         return 2
     logging.getLogger("ovs-agent").info("this host is %s (%s), %d peers", agent.me.name,
                                         agent.me.underlay_ip, len(agent.cluster.hosts) - 1)

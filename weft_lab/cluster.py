@@ -33,7 +33,8 @@ def api(lab: str, timeout: float = 10) -> httpx.Client:
                         headers={"Authorization": f"Bearer {api_token(lab)}"})
 
 
-def start_controller(topo: Topology) -> int:
+def start_controller(topo: Topology, *extra: str) -> int:
+    """weft-manager in LAB.ctl, under the keeper (`extra`: more flags, e.g. --adopt)."""
     sd = state_dir(topo.name)
     token = api_token(topo.name)
     return keeper.request(sd, {
@@ -43,7 +44,7 @@ def start_controller(topo: Topology) -> int:
                  "--weft-hosts", str(sd / "hosts.yaml"), "--weft-db", str(sd / "weft.db"),
                  "--ofp-listen-host", topo.controller_ip, *_openflow_listen(topo.name),
                  "--wsapi-host", topo.controller_ip, "--wsapi-port", "8080",
-                 "--wsapi-unix", str(api_socket(topo.name))]})["pid"]
+                 "--wsapi-unix", str(api_socket(topo.name)), *extra]})["pid"]
 
 
 def _openflow_listen(lab: str) -> list[str]:
@@ -148,14 +149,14 @@ def tunnels_resolved(topo: Topology) -> bool:
     """Every host's ovs-vswitchd knows every peer's underlay MAC in its own tunnel
     neighbour cache (the kernel's table is not enough: a first tunnelled frame to a
     peer missing there is dropped)."""
-    if topo.transport != "tunnel" or len(topo.hosts) < 2:
+    if topo.transport != "tunnel" or len(topo.members) < 2:
         return True
-    for h in topo.hosts:
+    for h in topo.members:
         out = run(["ovs-appctl", "tnl/neigh/show"], ns=ns_name(topo.name, h.name),
                   env=ovs_env(topo.name, h.name), check=False)
         known = {line.split()[0] for line in out.splitlines()
                  if line[:1].isdigit() and len(line.split()) >= 2}
-        if not {p.underlay_ip for p in topo.hosts if p is not h} <= known:
+        if not {p.underlay_ip for p in topo.members if p is not h} <= known:
             return False
     return True
 
@@ -171,9 +172,9 @@ def wait_converged(topo: Topology, timeout: float = 60) -> float:
             with api(topo.name, timeout=3) as c:
                 health = c.get("/v1/health").json()      # cheap: counts, not lists
             agents_done = not topo.agent or (all(
-                (host_dir(topo.name, h.name) / "subnet.env").exists() for h in topo.hosts)
+                (host_dir(topo.name, h.name) / "subnet.env").exists() for h in topo.members)
                 and tunnels_resolved(topo))
-            if (health["switches_in_sync"] == len(topo.hosts)
+            if (health["switches_in_sync"] == len(topo.members)
                     and health["bindings"] >= expected and agents_done):
                 return time.monotonic() - t0
         except (httpx.HTTPError, ValueError):

@@ -107,24 +107,45 @@ def vsctl(lab: str, host: str, *args: str, timeout: float = 30) -> str:
 
 def start_ovs(lab: str, host: str) -> None:
     """Start this host's ovsdb-server and ovs-vswitchd under the keeper."""
+    start_ovsdb(lab, host)
+    vsctl(lab, host, "--no-wait", "init")
+    start_vswitchd(lab, host)
+
+
+def start_ovsdb(lab: str, host: str) -> None:
+    """This host's ovsdb-server alone (its database survives a kill: the same file)."""
     d = host_dir(lab, host)
     d.mkdir(parents=True, exist_ok=True)
     db = d / "conf.db"
     if not db.exists():
         run(["ovsdb-tool", "create", str(db), VSWITCH_SCHEMA])
-    env = ovs_env(lab, host)
-    sd, ns = state_dir(lab), ns_name(lab, host)
-    keeper.request(sd, {"op": "spawn", "ns": ns, "env": env, "log": str(d / "ovsdb-server.out"),
-                        "argv": ["ovsdb-server", str(db), f"--remote=punix:{d}/db.sock",
-                                 "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
-                                 "--pidfile", f"--log-file={d}/ovsdb-server.log",
-                                 "--no-chdir"]})
+    (d / "db.sock").unlink(missing_ok=True)
+    keeper.request(state_dir(lab), {
+        "op": "spawn", "ns": ns_name(lab, host), "env": ovs_env(lab, host),
+        "log": str(d / "ovsdb-server.out"),
+        "argv": ["ovsdb-server", str(db), f"--remote=punix:{d}/db.sock",
+                 "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
+                 "--pidfile", f"--log-file={d}/ovsdb-server.log", "--no-chdir"]})
     _wait(lambda: (d / "db.sock").exists(), 10, f"ovsdb-server of {host}")
-    vsctl(lab, host, "--no-wait", "init")
-    keeper.request(sd, {"op": "spawn", "ns": ns, "env": env, "log": str(d / "ovs-vswitchd.out"),
-                        "argv": ["ovs-vswitchd", f"unix:{d}/db.sock", "--pidfile",
-                                 f"--log-file={d}/ovs-vswitchd.log", "--no-chdir"]})
+
+
+def start_vswitchd(lab: str, host: str) -> None:
+    """This host's ovs-vswitchd alone."""
+    d = host_dir(lab, host)
+    (d / "ovs-vswitchd.pid").unlink(missing_ok=True)
+    keeper.request(state_dir(lab), {
+        "op": "spawn", "ns": ns_name(lab, host), "env": ovs_env(lab, host),
+        "log": str(d / "ovs-vswitchd.out"),
+        "argv": ["ovs-vswitchd", f"unix:{d}/db.sock", "--pidfile",
+                 f"--log-file={d}/ovs-vswitchd.log", "--no-chdir"]})
     _wait(lambda: (d / "ovs-vswitchd.pid").exists(), 10, f"ovs-vswitchd of {host}")
+
+
+def kill_daemon(lab: str, host: str, name: str, sig: int = signal.SIGKILL) -> int:
+    """Signal one OVS daemon of a host ("ovsdb-server" or "ovs-vswitchd"); its pid."""
+    pid = int((host_dir(lab, host) / f"{name}.pid").read_text().strip())
+    os.kill(pid, sig)
+    return pid
 
 
 def stop_ovs(lab: str, host: str, sig: int = signal.SIGKILL) -> None:
@@ -140,8 +161,12 @@ def stop_ovs(lab: str, host: str, sig: int = signal.SIGKILL) -> None:
     (d / "db.sock").unlink(missing_ok=True)
 
 
-def hosts_yaml(topo: Topology) -> str:
-    """The lab's hosts.yaml: what every agent and the controller read."""
+def hosts_yaml(topo: Topology, only: str | None = None) -> str:
+    """The lab's hosts.yaml: what every agent and the controller read.
+
+    Hosts with `join: register` or `later` are not listed (the file then says
+    `membership: register`); `only` gives the file a registering agent starts from:
+    the cluster's settings and its own entry."""
     scheme = "ssl" if topo.controller else "tcp"   # weft's own controller: mutual TLS
     lines = ["# written by weft-lab", "controller:",
              f"  openflow: [\"{scheme}:{topo.controller_ip}:6653\"]",
@@ -151,8 +176,11 @@ def hosts_yaml(topo: Topology) -> str:
              f"port_type: {topo.port_type}"]
     if topo.transport == "vlan":
         lines += ["transport: vlan", f"uplink: {UPLINK}"]
-    lines.append("hosts:")
-    for h in topo.hosts:
+    if any(h.join != "file" for h in topo.hosts):
+        lines.append("membership: register")
+    listed = [h for h in topo.hosts if (h.name == only if only else h.join == "file")]
+    lines.append("hosts:" if listed else "hosts: []")
+    for h in listed:
         lines += [f"  - name: {h.name}", f"    underlay_ip: {h.underlay_ip}",
                   f"    docker_subnet: {h.docker_subnet}"]
         if h.tunnel_type:
@@ -172,18 +200,29 @@ def make_pki(lab: str, hosts: list[str]) -> None:
         pki.issue(pki_dir(lab), name)
 
 
-def start_agent(lab: str, host: str) -> int:
-    """Run ovs-agent on a lab host, under the keeper."""
+LAB_LEASE_TTL = 6.0     # seconds: registered lab hosts that die leave quickly
+
+
+def start_agent(lab: str, host: str, register: bool = False) -> int:
+    """Run ovs-agent on a lab host, under the keeper.
+
+    `register`: the host joins by registration, from a peers file of its own
+    (`hosts/H/hosts.yaml`, written by `up`: the cluster's settings and only itself).
+    """
     d, sd = host_dir(lab, host), state_dir(lab)
     env = ovs_env(lab, host)
     if (sd / "api.token").exists():
         env["WEFT_API_TOKEN"] = (sd / "api.token").read_text().strip()
+    peers, extra = sd / "hosts.yaml", []
+    if register:
+        peers = d / "hosts.yaml"
+        extra = ["--register", "--lease-ttl", f"{LAB_LEASE_TTL:g}"]
     return keeper.request(sd, {
         "op": "spawn", "ns": ns_name(lab, host), "env": env,
         "log": str(d / "ovs-agent.log"),
-        "argv": [sys.executable, "-m", "ovs_agent.cli", "--peers", str(sd / "hosts.yaml"),
+        "argv": [sys.executable, "-m", "ovs_agent.cli", "--peers", str(peers),
                  "--host", host, "--subnet-file", str(d / "subnet.env"),
-                 "--ssl-dir", str(pki_dir(lab)), "--interval", "2"]})["pid"]
+                 "--ssl-dir", str(pki_dir(lab)), "--interval", "2", *extra]})["pid"]
 
 
 def start_plugin(lab: str, host: str) -> int:
@@ -238,8 +277,10 @@ def _build_host(topo: Topology, host: Host, mtu: int) -> None:
     if not topo.docker:
         _bridge(ns, "docker0", host.docker_ip, mtu)    # Docker's bridge, built by hand
     start_ovs(lab, host.name)
-    if topo.agent:
-        start_agent(lab, host.name)
+    if host.join == "register":
+        (host_dir(lab, host.name) / "hosts.yaml").write_text(hosts_yaml(topo, only=host.name))
+    if topo.agent and host.join != "later":
+        start_agent(lab, host.name, register=host.join == "register")
     if topo.docker:
         _start_docker(topo, host)
     if topo.plugin:

@@ -54,6 +54,13 @@ class Host:
     docker_subnet: str          # this host's allocation range
     docker_ip: str              # docker0 address, CIDR within the cluster subnet
     tunnel_type: str | None     # per-host override
+    # How the host becomes a member: "file" (listed in the lab's hosts.yaml), "register"
+    # (not listed: its agent runs with --register and a peers file naming only itself),
+    # "later" (not listed, no agent: a test adds it to hosts.yaml and starts the agent)
+    join: str = "file"
+
+
+JOIN_MODES = ("file", "register", "later")
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,11 @@ class Topology:
     # The weft Docker network plugin beside each agent, and a weft network per tenant with
     # a subnet on every host (`attach: weft` containers run on them).
     plugin: bool = False
+
+    @property
+    def members(self) -> tuple[Host, ...]:
+        """Hosts that are members from the start (listed, or registering)."""
+        return tuple(h for h in self.hosts if h.join != "later")
 
     @property
     def controller_ip(self) -> str:
@@ -305,7 +317,8 @@ def parse(text: str, source: str = "<string>") -> Topology:
     used_ips: dict[str, str] = {}
     for i, node in enumerate(host_nodes):
         f = f"hosts[{i}]"
-        h = r.mapping(node, f, {"name", "docker_subnet", "tunnel_type", "containers"}, {"name"})
+        h = r.mapping(node, f, {"name", "docker_subnet", "tunnel_type", "containers", "join"},
+                      {"name"})
         hname = _check_name(r.scalar(h["name"], f + ".name"), f + ".name",
                             h["name"].start_mark.line + 1, source)
         if any(x.name == hname for x in hosts):
@@ -322,8 +335,12 @@ def parse(text: str, source: str = "<string>") -> Topology:
         override = r.choice(h["tunnel_type"], f + ".tunnel_type", TUNNEL_TYPES) \
             if "tunnel_type" in h else None
         docker_ip = f"{dsub[1]}/{cluster.prefixlen}"
+        join = r.choice(h["join"], f + ".join", JOIN_MODES) if "join" in h else "file"
+        if join != "file" and (docker or not agent or transport != "tunnel"):
+            raise r.fail(f + ".join", h["join"], "join: register/later needs agent: true, "
+                         "docker: false and transport: tunnel")
         host = Host(hname, i, str(underlay[10 + i]), str(mgmt[10 + i]), str(dsub),
-                    docker_ip, override)
+                    docker_ip, override, join)
         hosts.append(host)
         # Docker hands out fixed-cidr addresses in order, skipping its gateway: inside a
         # /16 bip, 172.17.1.0 is an ordinary host address and comes first.

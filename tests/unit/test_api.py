@@ -337,3 +337,16 @@ def test_port_security_addresses_round_trip_and_validate(api, core, tmp_path):
                         "allowed_address_pairs")):
         r = api.post("/v1/ports", json={**body, "port": "p9", **bad})
         assert r.status_code == 422 and field in r.text, (bad, r.text)
+
+
+def test_health_and_reports_say_which_controller_and_store_answer(api, core, make_store):
+    """Agents compare these to know when to re-send their attachments (issue 15)."""
+    health = api.get("/v1/health").json()
+    assert health["instance"] == core.instance and health["epoch"] == core.store.epoch()
+    assert len(health["epoch"]) == 32
+    api.post("/v1/tenants", json={"name": "red"})
+    r = api.put("/v1/hosts/h1/attachments", json=[{"port": "wc1", "tenant": "red"}]).json()
+    assert (r["instance"], r["epoch"]) == (health["instance"], health["epoch"])
+    other = Core(make_store("other.db"), parse(HOSTS))    # a fresh store, a new process
+    assert other.identity()["epoch"] != health["epoch"]
+    assert other.identity()["instance"] != health["instance"]
