@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from ovs_agent import attach, desired, firewall, hostnet, ovsdb, queues
 from cluster.hostsfile import Cluster, Host, HostsFileError, Queues, load, tunnel_mtu
 
@@ -194,7 +192,10 @@ class Agent:
                 attach.report(self.cluster.api, self.me.name, current)
                 self._reported = current
                 LOG.info("reported %d attachment(s) to the controller", len(current))
-            except httpx.HTTPError as exc:
+            except Exception as exc:        # noqa: BLE001  (httpx.HTTPError, imported lazily)
+                import httpx
+                if not isinstance(exc, httpx.HTTPError):
+                    raise
                 LOG.warning("could not report attachments to %s (will retry): %s",
                             self.cluster.api, exc)
 

@@ -11,8 +11,6 @@ import os
 import subprocess
 import time
 
-import httpx
-
 from ovs_agent.desired import OWNER, OWNER_KEY, ROLE_KEY, TENANT_KEY
 from ovs_agent.hostnet import ensure_veth, ip, link_exists
 from cluster.hostsfile import BRIDGE
@@ -115,6 +113,7 @@ def api_headers() -> dict[str, str]:
 
 def report(api_url: str, host: str, current: list[dict[str, str]], timeout: float = 3) -> None:
     """PUT this host's attachments to the controller, which binds them; raises httpx.HTTPError."""
+    import httpx    # here, not at import: 32 agents starting on one small machine all pay it
     resp = httpx.put(f"{api_url.rstrip('/')}/v1/hosts/{host}/attachments", json=current,
                      timeout=timeout, headers=api_headers())
     resp.raise_for_status()

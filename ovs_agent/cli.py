@@ -13,6 +13,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+
+if __name__ == "__main__":
+    # The agent process only (never a process that also runs os-ken): the ovs library
+    # imports eventlet merely to ask whether select is monkey-patched.  That import is
+    # about half of the agent's start-up CPU, which 32 agents starting together on one
+    # small machine pay 32 times (agent convergence figure, docs/performance.md).
+    sys.modules.setdefault("eventlet", None)  # type: ignore[arg-type]
 from pathlib import Path
 
 from ovs_agent import attach, desired, hostnet, ovsdb

@@ -186,17 +186,22 @@ def seed_tunnel_neighbours(ips: list[str], bridge: str) -> list[str]:
     """
     kernel, fresh = kernel_neighbours(bridge), kernel_neighbours(bridge, fresh_only=True)
     cached = ovs_tunnel_neighbours()
+    procs = []
     for addr in ips:
         # A missing peer takes any resolved kernel answer; a different MAC replaces what
         # OVS snooped itself only when the kernel confirmed it lately (a STALE entry
         # could push a peer's old MAC back over its new one).
         mac = kernel.get(addr) if addr not in cached else fresh.get(addr)
         if mac and cached.get(addr) != mac:
-            subprocess.run(["ovs-appctl", "tnl/neigh/set", bridge, addr, mac],
-                           capture_output=True)
+            # every peer at once (a full mesh of 31 peers was 31 ovs-appctl in a row)
+            procs.append(subprocess.Popen(["ovs-appctl", "tnl/neigh/set", bridge, addr, mac],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             LOG.info("tunnel neighbour %s is %s: set in ovs-vswitchd's cache (was %s)",
                      addr, mac, cached.get(addr, "missing"))
-    cached = ovs_tunnel_neighbours()
+    for proc in procs:
+        proc.wait()
+    if procs:
+        cached = ovs_tunnel_neighbours()
     return [a for a in ips if a not in cached]
 
 
