@@ -38,7 +38,11 @@ def lab():
     TIMES.update(vm.prepare(name, 2))       # image (cached) and wheels: no lock needed
     with open(LOCK, "a") as lock:
         t1 = time.monotonic()
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except BaseException:               # interrupted while waiting: drop the share
+            vm.down(name)
+            raise
         TIMES["lock_wait"] = time.monotonic() - t1
         before = snapshot()
         try:
