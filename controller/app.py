@@ -79,7 +79,23 @@ class EventRole(event.EventBase):
 
 
 class EventHeartbeat(event.EventBase):
-    """Posted by the watchdog; handling it proves the event loop is turning (and ticks)."""
+    """Posted by the watchdog; handling it proves the event loop is turning (and ticks).
+
+    The tick uses the time it was posted: every reply that arrived before then was
+    handled first (one FIFO queue), so a busy loop never times out a switch whose
+    answer is merely waiting in the queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posted = time.time()
+
+
+class EventSent(event.EventBase):
+    """A sender finished a batch: the switch's answers are due from ``posted`` on."""
+
+    def __init__(self, dpid: int) -> None:
+        super().__init__()
+        self.dpid, self.posted = dpid, time.time()
 
 
 class EventSendFailed(event.EventBase):
@@ -125,6 +141,8 @@ class _Sender:
                     LOG.error("switch %s: cannot send %s: %s: %s", dpid_str(self.dpid),
                               str(msg)[:300], type(exc).__name__, exc)
                     self.app._post(EventSendFailed(self.dpid, str(exc)), POST_TIMEOUT)
+            if len(batch) > 1 and self.queue.empty():
+                self.app._post(EventSent(self.dpid), POST_TIMEOUT)
 
 
 class WeftController(app_manager.OSKenApp):
@@ -191,9 +209,9 @@ class WeftController(app_manager.OSKenApp):
                 self._request_resync()
 
     @set_ev_cls(EventHeartbeat)
-    def _heartbeat(self, _: EventHeartbeat) -> None:
+    def _heartbeat(self, ev: EventHeartbeat) -> None:
         self._beat = now = time.monotonic()
-        self._send(self.engine.tick(time.time()))
+        self._send(self.engine.tick(ev.posted))
         for key, entry in list(self._stats.items()):
             fut, asked = entry[1], entry[3]
             if now - asked > STATS_TIMEOUT:
@@ -368,6 +386,11 @@ class WeftController(app_manager.OSKenApp):
             self._send(self.engine.audit(time.time(), ev.dpid))
         else:
             self._read_model()
+
+    @set_ev_cls(EventSent)
+    def _sent(self, ev: EventSent) -> None:
+        if ev.dpid in self._dps:
+            self.engine.sent(ev.dpid, ev.posted)
 
     @set_ev_cls(EventSendFailed)
     def _send_failed(self, ev: EventSendFailed) -> None:

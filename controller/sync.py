@@ -575,6 +575,14 @@ class SyncEngine:
         return self._run(dpid, f"port status {name} -> {port_no}", now,
                          lambda sw: sw.port_status(name, port_no, now))
 
+    def sent(self, dpid: int, now: float) -> None:
+        """Everything handed out for this switch is on the wire (at ``now``): its answers
+        are due from now on, so a large plan queued behind others never times out."""
+        sw = self.switches.get(dpid)
+        if sw is not None:
+            for p in sw.pending.values():
+                p.deadline = max(p.deadline, now + self.timeout)
+
     def fail(self, dpid: int, reason: str, now: float) -> None:
         """Something outside the engine failed for this switch (the shim, a sender)."""
         self._run(dpid, "failure", now, lambda sw: sw.fail(reason, now))

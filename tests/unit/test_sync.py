@@ -416,3 +416,16 @@ def test_members_follow_the_model_a_new_host_is_programmed_a_gone_one_left_alone
     rig.each(rig.engine.set_model(left, rig.now))
     assert rig.phase(H2) == "idle" and rig.sent[H2][n:] == []
     assert rig.engine.views[H2].host is None
+
+
+def test_a_large_plan_still_being_sent_does_not_time_out():
+    """The barrier's deadline runs from when the sender finished, not from the plan."""
+    rig = Rig(timeout=10)
+    out = rig.engine.connect(H1, ofmsg.OFP13, rig.now)
+    plan = [m for xid, body in [r for m in out for r in rig.switches[H1].apply_ofmsgs([m])]
+            for m in rig.engine.reply(H1, xid, body, False, rig.now)]
+    assert rig.phase(H1) == SENDING
+    rig.engine.sent(H1, rig.now + 25)              # the sender needed 25 s for it
+    assert rig.engine.tick(rig.now + 30) == {} and rig.phase(H1) == SENDING
+    rig.deliver(H1, plan)
+    assert rig.phase(H1) == IN_SYNC
