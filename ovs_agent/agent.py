@@ -60,6 +60,7 @@ class Agent:
     _reload: threading.Event = field(default_factory=threading.Event)    # re-read the file
     _mtime: float = 0.0
     _reported: list | None = None
+    _api_index: int = 0                 # the controller API URL that answered last
     afxdp_refused: frozenset[str] = frozenset()
     _unresolved: list[str] = field(default_factory=list)
     ssl_dir: Path = desired.DEFAULT_SSL_DIR
@@ -182,12 +183,13 @@ class Agent:
             if current == self._reported:
                 return
             try:
-                attach.report(self.cluster.api, self.me.name, current)
+                self._api_index = attach.report_any(self.cluster.apis or (self.cluster.api,),
+                                                    self.me.name, current, self._api_index)
                 self._reported = current
                 LOG.info("reported %d attachment(s) to the controller", len(current))
             except httpx.HTTPError as exc:
                 LOG.warning("could not report attachments to %s (will retry): %s",
-                            self.cluster.api, exc)
+                            ", ".join(self.cluster.apis or (self.cluster.api,)), exc)
 
     def _report_on_change(self, api) -> None:
         """Report as soon as a container port comes or goes (`ovs-agent attach`, the

@@ -114,3 +114,23 @@ def report(api_url: str, host: str, current: list[dict[str, str]], timeout: floa
     resp = httpx.put(f"{api_url.rstrip('/')}/v1/hosts/{host}/attachments", json=current,
                      timeout=timeout, headers=api_headers())
     resp.raise_for_status()
+
+
+def report_any(urls: tuple[str, ...], host: str, current: list[dict[str, str]],
+               prefer: int = 0, timeout: float = 3) -> int:
+    """Report to the first controller instance that takes it, starting at ``prefer``;
+    returns the index of the one that did.  Unreachable or 5xx: the next one.  A 4xx
+    is an answer (the request is wrong everywhere) and is raised."""
+    last: httpx.HTTPError | None = None
+    for k in range(len(urls)):
+        i = (prefer + k) % len(urls)
+        try:
+            report(urls[i], host, current, timeout)
+            return i
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code < 500:
+                raise
+            last = exc
+        except httpx.HTTPError as exc:
+            last = exc
+    raise last or httpx.TransportError("no controller API URL")
