@@ -808,7 +808,8 @@ def make_app(core: Core, token: str | None) -> FastAPI:
                 "switches_in_sync": sum(1 for sw in core.switches.values()
                                         if sw.connected and not sw.syncing
                                         and sw.synced_version == core.store.version),
-                "event_loop": loop}
+                "event_loop": loop,
+                "election": core.election_status() if core.election_status else None}
         return JSONResponse(body, status_code=503 if problems else 200)
 
     @app.get("/metrics", response_class=PlainTextResponse)

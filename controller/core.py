@@ -80,6 +80,8 @@ class Core:
         # set by the app: a datapath stand-in for os-ken's ofctl_v1_3 helpers (ofctl_rest)
         self.ofctl_datapath: Callable[[int], Any] = _no_switches
         self.ofctl_waiters: dict[int, dict[int, Any]] = {}   # dpid -> xid -> (event, msgs)
+        # set by controller.ha when several instances elect a master: role, generation, leader
+        self.election_status: Callable[[], dict[str, Any]] | None = None
 
     def topology(self) -> Topology:
         """A snapshot of the model for the pipeline."""
