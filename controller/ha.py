@@ -18,6 +18,7 @@ from controller import config
 from controller.election import Election, EtcdGateway, Role, endpoints
 
 LOG = logging.getLogger("weft.controller")
+logging.getLogger("httpx").setLevel(logging.WARNING)    # not a line per election round
 CONTROLLER_APP = "WeftController"
 
 
