@@ -248,7 +248,11 @@ def wait_converged(topo: Topology, timeout: float = 60) -> float:
         len(topo.switches)
     while time.monotonic() < deadline:
         try:
-            with api(topo.name, timeout=3) as c:
+            instance = 1
+            if topo.controllers > 1:                    # the master's view of the switches
+                from weft_lab.ha import master
+                instance = master(topo) or 1
+            with api(topo.name, timeout=3, instance=instance) as c:
                 health = c.get("/v1/health").json()      # cheap: counts, not lists
             agents_done = not topo.agent or (all(
                 (host_dir(topo.name, h.name) / "subnet.env").exists() for h in topo.hosts)
