@@ -1,6 +1,6 @@
 """Master election among weft-manager instances, on an etcd lease.
 
-Each instance holds a lease of ``ttl`` seconds (kept alive every ttl/3) and
+Each instance holds a lease of ``ttl`` seconds (kept alive every ttl/6) and
 campaigns by creating one key (``/weft/election/master``) bound to its lease,
 only if the key does not exist (a compare-and-swap transaction).  The holder of
 the key is master; the key's create revision, an etcd revision and so monotonic
@@ -47,8 +47,9 @@ class ElectionCore:
         if ttl < 1:
             raise ValueError("the lease TTL must be at least 1 s")
         self.name, self.ttl = name, ttl
-        # keep a margin for clock-rate differences and our own scheduling delays
-        self.guard = guard if guard is not None else max(0.25, ttl / 4)
+        # a margin for our own scheduling delays (clock-rate differences are ppm): the
+        # old master must be silent before etcd can expire its lease at ``sent + ttl``
+        self.guard = guard if guard is not None else max(0.25, ttl / 6)
         self.lease: int | None = None
         self.valid_until = 0.0      # our lease is certainly alive in etcd before this
         self.role = SLAVE
@@ -102,7 +103,9 @@ class ElectionCore:
         return self.lease is None
 
     def keepalive_interval(self) -> float:
-        return self.ttl / 3
+        """Often enough to ride out an etcd leader election (about 1 s) without losing
+        the lease locally: a keepalive is acknowledged within ttl - guard - this."""
+        return self.ttl / 6
 
     def time_left(self, now: float) -> float:
         """How long a request may take before the lease must be presumed lost."""

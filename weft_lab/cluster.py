@@ -75,6 +75,9 @@ def start_etcd(topo: Topology, members: range | None = None) -> None:
                      "--initial-advertise-peer-urls", f"http://{ip}:{ETCD_PEER_PORT}",
                      "--initial-cluster", peers, "--initial-cluster-token", topo.name,
                      "--initial-cluster-state", "new" if fresh else "existing",
+                     # a lost leader is replaced in about 0.6-1.2 s (default 1-2 s), well
+                     # inside the controllers' election lease (3 s)
+                     "--heartbeat-interval", "100", "--election-timeout", "600",
                      "--logger", "zap", "--log-level", "warn"]})["pid"]
         _record_pid(topo.name, f"etcd-{k + 1}", pid)
     wait_etcd(topo)
