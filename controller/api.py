@@ -445,6 +445,21 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         changed()
         return {"bound": n}
 
+    # -- backup: the whole model ------------------------------------------------------
+    @app.get("/v1/export")
+    def export() -> dict:
+        """Tenants, bindings, QoS limits and rules, ACLs, operator flows and the store
+        epoch, from one consistent read (`weftctl export > model.json`)."""
+        return core.store.export()
+
+    @app.post("/v1/import", dependencies=[Depends(writer)])
+    def import_model(body: dict[str, Any], replace: bool = False) -> dict:
+        """Restore an export: all validated first, applied in one transaction (bad input
+        changes nothing); 409 on a store holding anything unless ``replace=true``."""
+        counts = core.store.import_model(body, replace)
+        changed()
+        return {"imported": counts, "epoch": core.store.epoch()}
+
     @app.get("/v1/tenants/{name}/ports")
     def tenant_ports(name: str) -> list[dict]:
         core.store.tenant(name)

@@ -30,7 +30,7 @@ from controller.flows import COOKIE_FEATURE_MASK, COOKIE_LEARNED, COOKIE_PREFIX,
     SwitchState, apply_delta, diff, feature_of
 from controller.operator import operator_cookie, reconcile
 from controller.pipeline import desired_state, flow_reads
-from controller.store import Store
+from controller.store import open_store
 from cluster.hostsfile import dpid_str, host_for_dpid, load
 
 LOG = logging.getLogger("weft.controller")
@@ -169,7 +169,7 @@ class WeftController(app_manager.OSKenApp):
         super().__init__(*args, **kwargs)
         conf = config.CONF
         cluster = load(conf.weft_hosts)
-        self.core = Core(Store(conf.weft_db), cluster)
+        self.core = Core(open_store(conf.store, conf.weft_db), cluster)
         self._failures: dict[int, tuple[int, float]] = {}   # dpid -> (in a row, last)
         self._retrying: set[int] = set()                    # dpids with a re-read timer
         self._beat = time.monotonic()

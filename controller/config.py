@@ -1,8 +1,8 @@
 """weft-manager's options, registered on os-ken's oslo.config CONF.
 
 Ryu-like flags (--ofp-tcp-listen-port, --wsapi-host, --wsapi-port,
---config-file) plus weft's own: the hosts.yaml path, the state database and
-the API token.
+--config-file) plus weft's own: the hosts.yaml path, the state store (a
+SQLite file, or an etcd cluster) and the API token.
 """
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ CONF.register_cli_opts([
                     help="os-ken applications to run (default: controller.app)"),
     cfg.StrOpt("weft-hosts", default="/etc/weft/hosts.yaml",
                help="hosts.yaml shared by the agents and the controller"),
-    cfg.StrOpt("weft-db", default="/var/lib/weft/weft.db", help="SQLite state database"),
+    cfg.StrOpt("weft-db", default="/var/lib/weft/weft.db",
+               help="SQLite state database (the embedded default: one controller)"),
+    cfg.StrOpt("store", default=None,
+               help="etcd://HOST:PORT[,HOST:PORT...][/PREFIX]: keep the state in etcd, "
+                    "shared by several weft-managers (replaces --weft-db)"),
     cfg.FloatOpt("weft-audit-interval", default=60.0,
                  help="seconds between full re-reads of every switch (0: never)"),
     cfg.StrOpt("wsapi-host", default="127.0.0.1", help="REST API listen address"),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.model import TRUNK, Binding, Topology
-from controller.store import Store
+from controller.store import StoreBase
 from cluster.hostsfile import Cluster, datapath_id, dpid_str, tunnel_port_name
 
 
@@ -63,7 +63,7 @@ def _no_switches(dpid: int) -> list[dict[str, Any]]:
 class Core:
     """Shared controller state; `lock` guards `switches`."""
 
-    def __init__(self, store: Store, cluster: Cluster) -> None:
+    def __init__(self, store: StoreBase, cluster: Cluster) -> None:
         self.store = store
         self.cluster = cluster
         self.lock = threading.RLock()

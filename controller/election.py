@@ -30,7 +30,7 @@ import httpx
 
 LOG = logging.getLogger("weft.election")
 MASTER, SLAVE = "master", "slave"
-ELECTION_KEY = "/weft/election/master"
+ELECTION_KEY = "/weft/v1-election/master"   # beside the store's default prefix
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from urllib.parse import urlsplit
 from typing import Any
 
 from os_ken.base import app_manager
@@ -28,6 +29,15 @@ def election_url(conf: Any) -> str | None:
         return conf.weft_election
     store = getattr(conf, "store", None)
     return store if isinstance(store, str) and store.startswith("etcd://") else None
+
+
+def election_key(url: str) -> str:
+    """The master key beside the store's prefix (``/weft/v1/`` -> ``/weft/v1-election/
+    master``): one election per cluster, outside the range the store reads and watches."""
+    from controller.store_etcd import DEFAULT_PREFIX
+    path = urlsplit(url).path
+    prefix = path.rstrip("/") if path not in ("", "/") else DEFAULT_PREFIX.rstrip("/")
+    return f"{prefix}-election/master"
 
 
 def node_name(conf: Any) -> str:
@@ -54,7 +64,10 @@ class WeftHA(app_manager.OSKenApp):
         def on_change(role: Role) -> None:
             ctl.set_role(role.role, role.generation)
         self.election = Election(EtcdGateway(endpoints(url)), node_name(conf),
-                                 conf.weft_election_ttl, on_change)
+                                 conf.weft_election_ttl, on_change, key=election_key(url))
+        # writes by any instance reach every instance through etcd's change feed: each
+        # resyncs (a standby only reads; the master sends the delta)
+        ctl.core.store.watch(lambda _version: ctl.core.on_change())
         ctl.core.election_status = self.election.status
         LOG.info("weft-manager %s: campaigning for master on %s (lease %.1f s)",
                  self.election.core.name, url, conf.weft_election_ttl)

@@ -11,6 +11,9 @@ import json
 import logging
 import sqlite3
 import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,12 +29,15 @@ from controller.operator import OperatorFlow
 
 LOG = logging.getLogger("weft.store")
 FIRST_AUTO_VNI = 1000
-SCHEMA_VERSION = 5          # PRAGMA user_version; 0 is the first, unversioned schema
+SCHEMA_VERSION = 6          # PRAGMA user_version; 0 is the first, unversioned schema
 # 3: port_addresses (port security), created by SCHEMA itself: no data to move
 # 4: tenant ACLs (acl_rules, acl_policy) and operator flows (operator_flows): new tables
 #    only, created by the idempotent SCHEMA
 # 5: packet-rate limits: qos.pps and qos.burst_pkts, added to an older qos table by
 #    _add_columns (ALTER TABLE ... ADD COLUMN; existing rows stay kbit/s limits)
+# 6: meta (the store epoch) and registrations (hosts that registered themselves), new
+#    tables created by SCHEMA; the epoch row is written when
+#    the store is opened and has none (a new store, or one upgraded from schema 5)
 
 # Invariants live in the database, so no interleaving of writers can break them:
 # a binding or QoS entry names an existing tenant (foreign keys), a trunk lists only
@@ -133,11 +139,24 @@ CREATE TABLE IF NOT EXISTS port_addresses (
 CREATE TRIGGER IF NOT EXISTS port_addresses_unbind AFTER DELETE ON bindings BEGIN
     DELETE FROM port_addresses WHERE host = old.host AND port = old.port;
 END;
+-- the store's own facts (schema 6): 'epoch', a random id made when the store is
+-- initialised and kept for its life (switches carry it; the sync engine compares)
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+-- host self-registration (schema 6): an expiry time stands in for etcd's lease
+CREATE TABLE IF NOT EXISTS registrations (
+    name TEXT PRIMARY KEY,
+    data TEXT NOT NULL,                    -- JSON object, what the host registered
+    expires REAL NOT NULL                  -- unix time; rows past it are ignored
+);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 _TABLES = {"tenants", "bindings", "qos"}          # the tables of schema 0 (upgraded from)
 _V0_TABLES = tuple(sorted(_TABLES))
-_KNOWN_TABLES = _TABLES | {"port_addresses", "acl_rules", "acl_policy", "operator_flows"}
+_KNOWN_TABLES = _TABLES | {"port_addresses", "acl_rules", "acl_policy", "operator_flows", "meta",
+                             "registrations"}
 
 
 class StoreError(Exception):
@@ -238,7 +257,7 @@ def _open_checked(path: str | Path) -> sqlite3.Connection:
         check = db.execute("PRAGMA integrity_check").fetchall()
         if check != [("ok",)]:
             raise StoreFileError(f"{where}: the state database is damaged (integrity_check: "
-                                 f"{str(check[0][0])[:120]}); restore it from a backup")
+                                 f"{' '.join(str(check[0][0]).split())[:120]}); restore it from a backup")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
                                            "AND name NOT LIKE 'sqlite_%'")}
@@ -260,6 +279,8 @@ def _open_checked(path: str | Path) -> sqlite3.Connection:
         elif version < 5 and "qos" in tables:
             _add_columns(db, "qos", _QOS_V5_COLUMNS)
         db.executescript(SCHEMA)           # idempotent: IF NOT EXISTS everywhere
+        # INSERT OR IGNORE: a store keeps its first epoch for its whole life
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (new_epoch(),))
         db.execute("BEGIN IMMEDIATE")      # can we write at all?  Say so now, not at the first POST
         db.execute("ROLLBACK")
     except StoreFileError:
@@ -274,6 +295,11 @@ def _open_checked(path: str | Path) -> sqlite3.Connection:
         raise StoreFileError(f"{where}: cannot use the state database: {msg}"
                              + (f" ({hint})" if hint else "")) from None
     return db
+
+
+def new_epoch() -> str:
+    """A fresh store epoch: 128 random bits as 32 hex digits."""
+    return uuid.uuid4().hex
 
 
 def _migrate_from_v0(db: sqlite3.Connection) -> None:
@@ -349,68 +375,220 @@ def _statements(script: str) -> list[str]:
     return [s for s in out if s]
 
 
-class Store:
-    """The controller's state; thread-safe (REST threads and the OpenFlow thread share it)."""
+class ModelTx(ABC):
+    """What a backend offers the shared logic: the model's facts and its mutations, inside
+    one transaction (SQLite: BEGIN IMMEDIATE; etcd: a snapshot committed with
+    compare-and-swap).  No checks live here: StoreBase decides, the backend stores."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._db = _open_checked(path)
-        self._lock = threading.RLock()
-        self.version = 0            # bumped on every committed change
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _read(self, fn: Callable[[], T]) -> T:
-        with self._lock:
-            try:
-                return fn()
-            except sqlite3.Error as exc:
-                raise _translate(exc, self.path) from None
-
-    # -- reads ---------------------------------------------------------------
+    # -- facts ------------------------------------------------------------------
+    @abstractmethod
     def tenants(self) -> list[Tenant]:
-        rows = self._read(lambda: self._db.execute(
-            "SELECT name, vni, vlan, subnet, description FROM tenants WHERE name != ? "
-            "ORDER BY name", (DEFAULT_TENANT.name,)).fetchall())
-        return [DEFAULT_TENANT] + [Tenant(*r) for r in rows]
+        """Every tenant, the built-in default first, then by name."""
 
-    def tenant(self, name: str) -> Tenant:
-        for t in self.tenants():
-            if t.name == name:
-                return t
-        raise NotFound("name", f"no tenant {str(name)[:40]!r}")
+    def tenant(self, name: str) -> Tenant | None:
+        return next((t for t in self.tenants() if t.name == name), None)
+
+    @abstractmethod
+    def bindings(self, host: str | None = None) -> list[StoredBinding]:
+        """Bindings ordered by (host, port), with their port security addresses."""
+
+    @abstractmethod
+    def binding(self, host: str, port: str) -> StoredBinding | None: ...
 
     def count_bindings(self) -> int:
-        return self._read(lambda: self._db.execute("SELECT COUNT(*) FROM bindings").fetchone()[0])
+        return len(self.bindings())
+
+    def mac_taken(self, tenant: str | None, mac: str, host: str, port: str) -> bool:
+        """Another port of ``tenant`` is bound with ``mac`` (None never matches, as in SQL)."""
+        return tenant is not None and any(
+            sb.binding.tenant == tenant and sb.binding.mac == mac and
+            (sb.binding.host, sb.binding.port) != (host, port) for sb in self.bindings())
+
+    @abstractmethod
+    def limits(self) -> list[RateLimit]:
+        """Rate limits by id."""
+
+    @abstractmethod
+    def rules(self) -> list[QosRule]:
+        """QoS rules by tenant, then priority, highest first."""
+
+    def qos(self, qos_id: int) -> RateLimit | QosRule | None:
+        return next((x for x in [*self.limits(), *self.rules()] if x.id == qos_id), None)
+
+    @abstractmethod
+    def acls(self, tenant: str | None = None) -> list[AclRule]:
+        """ACL rules by tenant, then priority, highest first."""
+
+    @abstractmethod
+    def acl_policies(self) -> dict[str, str]:
+        """Tenant -> its stored default ("allow"/"deny"); tenants never set are absent."""
+
+    @abstractmethod
+    def operator_flows(self, dpid: int | None = None) -> list[OperatorFlow]:
+        """Operator flows by id."""
+
+    @abstractmethod
+    def epoch(self) -> str: ...
+
+    # -- mutations (already decided by StoreBase) ----------------------------------------
+    @abstractmethod
+    def put_tenant(self, t: Tenant) -> None: ...
+
+    @abstractmethod
+    def remove_tenant(self, name: str) -> None: ...
+
+    @abstractmethod
+    def put_binding(self, sb: StoredBinding) -> None:
+        """Create or replace a binding together with its port security addresses."""
+
+    @abstractmethod
+    def remove_binding(self, host: str, port: str) -> None: ...
+
+    @abstractmethod
+    def put_qos(self, x: RateLimit | QosRule) -> None: ...
+
+    @abstractmethod
+    def remove_qos(self, qos_id: int) -> None: ...
+
+    @abstractmethod
+    def new_acl_id(self) -> int:
+        """An ACL rule id never handed out before in this store (ids are in cookies)."""
+
+    @abstractmethod
+    def put_acl(self, r: AclRule) -> None: ...
+
+    @abstractmethod
+    def remove_acl(self, rule_id: int) -> None: ...
+
+    @abstractmethod
+    def set_acl_policy(self, tenant: str, default: str | None) -> None:
+        """Store a tenant's default; None forgets it."""
+
+    @abstractmethod
+    def new_operator_flow_id(self) -> int:
+        """An operator flow id never handed out before in this store."""
+
+    @abstractmethod
+    def put_operator_flow(self, f: OperatorFlow) -> None: ...
+
+    @abstractmethod
+    def remove_operator_flow(self, flow_id: int) -> None: ...
+
+    @abstractmethod
+    def set_epoch(self, epoch: str) -> None: ...
+
+
+ChangeCallback = Callable[[int], None]
+MAX_COOKIE_ID = 4294967295          # ACL and operator flow ids: the low 32 bits of a cookie
+EXPORT_FORMAT = "weft-model"
+EXPORT_VERSION = 1
+
+
+class StoreBase(ABC):
+    """The store interface and every check and decision behind it, once, for every
+    backend: a backend only supplies ModelTx (facts and mutations in one transaction),
+    `_read` and `_write`.  So SQLite and etcd refuse the same requests with the same
+    field and message, and the same test suite runs on both."""
+
+    MAX_METERS = 65535
+    version: int                    # bumped by every committed change (etcd: its revision)
+
+    def __init__(self) -> None:
+        self._watchers: list[ChangeCallback] = []
+        self._hosts_ttl: dict[str, float] = {}
+
+    # -- what a backend provides ----------------------------------------------------
+    @abstractmethod
+    def _read(self, fn: Callable[[ModelTx], T]) -> T:
+        """Run ``fn`` on a consistent read view."""
+
+    @abstractmethod
+    def _write(self, fn: Callable[[ModelTx], T]) -> T:
+        """Run ``fn`` in one transaction: all its mutations commit together or none do.
+        A backend may run ``fn`` more than once (etcd retries after a lost race)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def register_host(self, name: str, data: dict, ttl: float) -> None:
+        """Register (or renew) a host for ``ttl`` seconds (agent self-registration)."""
+
+    @abstractmethod
+    def registered_hosts(self) -> dict[str, dict]:
+        """Hosts whose registration has not expired: name -> the data they registered."""
+
+    def watch(self, callback: ChangeCallback) -> None:
+        """Call ``callback(version)`` after every change to the model or the registrations.
+
+        SQLite: changes made through this store object (one controller owns the file).
+        etcd: every change under the prefix, by any controller, from a watch stream; the
+        callback runs on the watch thread and must not block (post an event)."""
+        self._watchers.append(callback)
+
+    def _notify(self) -> None:
+        for cb in list(self._watchers):
+            try:
+                cb(self.version)
+            except Exception:       # a watcher's bug must not fail the write that caused it
+                LOG.exception("store watch callback failed")
+
+    # -- reads ---------------------------------------------------------------------
+    def epoch(self) -> str:
+        """The random id made when this store was initialised, kept for its life (a
+        restore by `weftctl import` brings the exported one back).  Switches carry it, so
+        a controller can tell "my store wrote these flows" from "a different store did"."""
+        return self._read(lambda tx: tx.epoch())
+
+    def tenants(self) -> list[Tenant]:
+        return self._read(lambda tx: tx.tenants())
+
+    def tenant(self, name: str) -> Tenant:
+        t = self._read(lambda tx: tx.tenant(name))
+        if t is None:
+            raise NotFound("name", f"no tenant {str(name)[:40]!r}")
+        return t
+
+    def count_bindings(self) -> int:
+        return self._read(lambda tx: tx.count_bindings())
 
     def bindings(self, host: str | None = None, tenant: str | None = None) -> list[StoredBinding]:
-        q = ("SELECT b.host, b.port, tenant, mode, mac, source, trunk, a.ips, a.address_pairs "
-             "FROM bindings b LEFT JOIN port_addresses a ON a.host = b.host AND a.port = b.port "
-             "WHERE 1=1")
-        args: list[str] = []
-        if host:
-            q, args = q + " AND b.host = ?", args + [host]
-        rows = self._read(lambda: self._db.execute(q + " ORDER BY b.host, b.port",
-                                                   args).fetchall())
-        out = [StoredBinding(Binding(h, p, t, m, mac, tuple(filter(None, tr.split(","))),
-                                     ips=tuple(json.loads(ips or "[]")),
-                                     allowed_address_pairs=tuple(
-                                         tuple(x) for x in json.loads(pairs or "[]"))), s)
-               for h, p, t, m, mac, s, tr, ips, pairs in rows]
+        out = self._read(lambda tx: tx.bindings(host or None))
         return [sb for sb in out if tenant is None or tenant in sb.binding.tenants]
 
     def orphans(self) -> int:
         """Rows naming a tenant that does not exist (the schema makes this 0; tests check it)."""
-        return self._read(lambda: self._db.execute(
-            "SELECT (SELECT COUNT(*) FROM bindings WHERE tenant IS NOT NULL AND tenant NOT IN "
-            "(SELECT name FROM tenants)) + (SELECT COUNT(*) FROM bindings b WHERE trunk != '' "
-            "AND (SELECT COUNT(*) FROM tenants WHERE instr(',' || b.trunk || ',', ',' || name "
-            "|| ',') > 0) != length(trunk) - length(replace(trunk, ',', '')) + 1) + "
-            "(SELECT COUNT(*) FROM qos WHERE tenant IS NOT NULL AND tenant NOT IN "
-            "(SELECT name FROM tenants)) + (SELECT COUNT(*) FROM acl_rules WHERE tenant NOT IN "
-            "(SELECT name FROM tenants))").fetchone()[0])
+        def count(tx: ModelTx) -> int:
+            names = {t.name for t in tx.tenants()}
+            n = sum(1 for sb in tx.bindings() if sb.binding.tenant is not None
+                    and sb.binding.tenant not in names)
+            n += sum(1 for sb in tx.bindings() if any(t not in names for t in sb.binding.trunk))
+            n += sum(1 for x in [*tx.limits(), *tx.rules()]
+                     if x.tenant is not None and x.tenant not in names)
+            return n + sum(1 for r in tx.acls() if r.tenant not in names)
+        return self._read(count)
+
+    def limits(self) -> list[RateLimit]:
+        return self._read(lambda tx: tx.limits())
+
+    def rules(self) -> list[QosRule]:
+        return self._read(lambda tx: tx.rules())
+
+    def acls(self, tenant: str | None = None) -> list[AclRule]:
+        """Rules, highest priority first within a tenant."""
+        return self._read(lambda tx: tx.acls(tenant))
+
+    def acl_deny(self) -> frozenset[str]:
+        """Tenants whose default is deny."""
+        return frozenset(t for t, d in self._read(lambda tx: tx.acl_policies()).items()
+                         if d == "deny")
+
+    def acl_default(self, tenant: str) -> str:
+        self._read(lambda tx: _acl_tenant(tx, tenant))
+        return "deny" if tenant in self.acl_deny() else "allow"
+
+    def operator_flows(self, dpid: int | None = None) -> list[OperatorFlow]:
+        return self._read(lambda tx: tx.operator_flows(dpid))
 
     # -- tenant writes ----------------------------------------------------------
     def create_tenant(self, name: str, vni: int | None = None, vlan: int | None = None,
@@ -423,17 +601,17 @@ class Store:
             raise Invalid("vni", f"vni must be in {FIRST_AUTO_VNI}..{MAX_VNI}")
         _model(lambda: Tenant(name, vni or FIRST_AUTO_VNI, vlan, subnet, description or ""),
                "name")
-        with self._lock, self._tx():
-            if self._db.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone() \
-                    or name == DEFAULT_TENANT.name:
+
+        def create(tx: ModelTx) -> Tenant:
+            if tx.tenant(name) is not None or name == DEFAULT_TENANT.name:
                 raise Conflict("name", f"tenant {name!r} already exists")
-            if vni is None:
-                vni = self._free_vni()
-            self._check_unique("vni", vni, name)
-            self._check_unique("vlan", vlan, name)
-            self._db.execute("INSERT INTO tenants VALUES (?, ?, ?, ?, ?)",
-                             (name, vni, vlan, subnet, description or ""))
-        return self.tenant(name)
+            chosen = _free_vni(tx) if vni is None else vni
+            _check_unique(tx, "vni", chosen, name)
+            _check_unique(tx, "vlan", vlan, name)
+            t = Tenant(name, chosen, vlan, subnet, description or "")
+            tx.put_tenant(t)
+            return t
+        return self._write(create)
 
     def update_tenant(self, name: str, **changes: Any) -> Tenant:
         """Change vlan, subnet or description (the VNI is the tenant's identity)."""
@@ -442,54 +620,59 @@ class Store:
         unknown = set(changes) - {"vlan", "subnet", "description"}
         if unknown:
             raise Invalid(sorted(unknown)[0], "only vlan, subnet and description can change")
-        with self._lock, self._tx():
-            cur = self.tenant(name)
+
+        def update(tx: ModelTx) -> Tenant:
+            cur = _get_tenant(tx, name)
             vlan = changes.get("vlan", cur.vlan)
             subnet = _check_subnet(changes.get("subnet", cur.subnet))
             _check_vlan(vlan)
             new = _model(lambda: Tenant(name, cur.vni, vlan, subnet,
                                         changes.get("description", cur.description)),
                          "description")
-            self._check_unique("vlan", vlan, name)
-            if vlan is None and self._trunk_uses(name):
+            _check_unique(tx, "vlan", vlan, name)
+            if vlan is None and any(name in sb.binding.trunk for sb in tx.bindings()
+                                    if sb.binding.mode == TRUNK):
                 raise Conflict("vlan", f"tenant {name!r} is carried on a trunk and needs a vlan")
-            self._db.execute("UPDATE tenants SET vlan = ?, subnet = ?, description = ? "
-                             "WHERE name = ?", (vlan, subnet, new.description, name))
-        return self.tenant(name)
+            tx.put_tenant(new)
+            return new
+        return self._write(update)
 
     def delete_tenant(self, name: str, force: bool = False) -> int:
         """Delete a tenant; with force also its bindings.  Returns bindings removed."""
         if name == DEFAULT_TENANT.name:
             raise Conflict("name", "the default tenant is built in and cannot be deleted")
-        with self._lock, self._tx():
-            self.tenant(name)           # inside the transaction: no bind can slip in between
-            n = self._db.execute("SELECT COUNT(*) FROM bindings WHERE tenant = ?",
-                                 (name,)).fetchone()[0]
-            trunks = [r for r in self._db.execute(
-                "SELECT host, port, trunk FROM bindings WHERE mode = ?", (TRUNK,))
-                if name in r[2].split(",")]
-            n += len(trunks)
-            n += self._db.execute("SELECT COUNT(*) FROM qos WHERE tenant = ?", (name,)).fetchone()[0]
-            n += self._db.execute("SELECT COUNT(*) FROM acl_rules WHERE tenant = ?",
-                                  (name,)).fetchone()[0]
+
+        def delete(tx: ModelTx) -> int:
+            _get_tenant(tx, name)       # inside the transaction: no bind can slip in between
+            bound = tx.bindings()
+            n = sum(1 for sb in bound if sb.binding.tenant == name)
+            n += sum(1 for sb in bound if sb.binding.mode == TRUNK and name in sb.binding.trunk)
+            qos = [x for x in [*tx.limits(), *tx.rules()] if x.tenant == name]
+            acls = tx.acls(name)
+            n += len(qos) + len(acls)
             if n and not force:
                 raise Conflict("name", f"tenant {name!r} has {n} port binding(s), QoS "
                                        "settings or ACL rules; remove them or delete with "
                                        "force=true")
-            self._db.execute("DELETE FROM qos WHERE tenant = ?", (name,))
-            self._db.execute("DELETE FROM acl_rules WHERE tenant = ?", (name,))
-            self._db.execute("DELETE FROM acl_policy WHERE tenant = ?", (name,))
-            self._db.execute("DELETE FROM bindings WHERE tenant = ? AND trunk = ''", (name,))
-            self._db.execute("UPDATE bindings SET tenant = NULL WHERE tenant = ?", (name,))
-            for host, port, trunk in trunks:
-                rest = ",".join(t for t in trunk.split(",") if t != name)
-                self._db.execute("UPDATE bindings SET trunk = ? WHERE host = ? AND port = ?",
-                                 (rest, host, port))
-            # a trunk left carrying nothing is no binding at all
-            self._db.execute("DELETE FROM bindings WHERE mode = ? AND trunk = '' "
-                             "AND tenant IS NULL", (TRUNK,))
-            self._db.execute("DELETE FROM tenants WHERE name = ?", (name,))
-        return n
+            for x in qos:
+                tx.remove_qos(x.id)
+            for r in acls:
+                tx.remove_acl(r.id)
+            tx.set_acl_policy(name, None)
+            for sb in bound:
+                b = sb.binding
+                if name not in b.tenants:
+                    continue
+                native = None if b.tenant == name else b.tenant
+                trunk = tuple(t for t in b.trunk if t != name)
+                if (b.tenant == name and not b.trunk) or (b.mode == TRUNK and not trunk
+                                                          and native is None):
+                    tx.remove_binding(b.host, b.port)       # a trunk carrying nothing goes too
+                else:
+                    tx.put_binding(replace_(sb, binding=replace_(b, tenant=native, trunk=trunk)))
+            tx.remove_tenant(name)
+            return n
+        return self._write(delete)
 
     # -- binding writes -----------------------------------------------------------
     def bind(self, host: str, port: str, tenant: str | None, mode: str = ACCESS,
@@ -499,95 +682,80 @@ class Store:
         """Bind a port; `replace` changes an existing binding (e.g. access <-> trunk).
 
         ``ips``/``allowed_address_pairs``: port security addresses (see Binding)."""
-        b = self._valid_binding(host, port, tenant, mode, mac, trunk)
+        b = _valid_binding(host, port, tenant, mode, mac, trunk)
         try:
             b = replace_(b, ips=tuple(ips), allowed_address_pairs=tuple(allowed_address_pairs))
         except ValueError as e:
             field = "allowed_address_pairs" if "allowed_address_pairs" in str(e) else "ips"
             raise Invalid(field, str(e)) from None
-        with self._lock, self._tx():
-            self._check_tenants(b)
-            row = self._db.execute("SELECT tenant, mode, trunk FROM bindings "
-                                   "WHERE host = ? AND port = ?", (host, port)).fetchone()
-            if row and not replace and (row[0], row[1], row[2]) != (tenant, mode, ",".join(trunk)):
-                raise Conflict("port", f"port {host}/{port} is already bound ({row[1]}, "
-                                       f"tenant {row[0]!r}); unbind it or replace it with PUT")
+
+        def bind(tx: ModelTx) -> Binding:
+            _check_tenants(tx, b)
+            row = tx.binding(host, port)
+            if row and not replace and (row.binding.tenant, row.binding.mode,
+                                        row.binding.trunk) != (tenant, mode, tuple(trunk)):
+                raise Conflict("port", f"port {host}/{port} is already bound "
+                                       f"({row.binding.mode}, tenant {row.binding.tenant!r}); "
+                                       "unbind it or replace it with PUT")
             if replace and not row:
                 raise NotFound("port", f"port {host}/{port} is not bound")
-            self._check_mac(b)
-            self._db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (host, port, tenant, mode, b.mac, source, ",".join(trunk)))
-            self._db.execute("DELETE FROM port_addresses WHERE host = ? AND port = ?",
-                             (host, port))
-            if b.ips or b.allowed_address_pairs:
-                self._db.execute("INSERT INTO port_addresses VALUES (?, ?, ?, ?)",
-                                 (host, port, json.dumps(list(b.ips)),
-                                  json.dumps([list(x) for x in b.allowed_address_pairs])))
-        return b
+            _check_mac(tx, b)
+            tx.put_binding(StoredBinding(b, source))
+            return b
+        return self._write(bind)
 
     def bind_many(self, items: list[dict]) -> int:
         """Bind many ports at once, all or nothing (orchestrators, benchmarks)."""
-        wanted = [self._valid_binding(i["host"], i["port"], i.get("tenant"),
-                                      i.get("mode", ACCESS), i.get("mac"),
-                                      tuple(i.get("trunk") or ())) for i in items]
+        wanted = [_valid_binding(i["host"], i["port"], i.get("tenant"), i.get("mode", ACCESS),
+                                 i.get("mac"), tuple(i.get("trunk") or ())) for i in items]
         keys = [(b.host, b.port) for b in wanted]
         if len(set(keys)) != len(keys):
             raise Conflict("port", "the same port is listed twice")
         macs = [(b.tenant, b.mac) for b in wanted if b.mac]
         if len(set(macs)) != len(macs):
             raise Conflict("mac", "the same MAC is listed twice in one tenant")
-        with self._lock, self._tx():
+
+        def bind(tx: ModelTx) -> int:
             for b in wanted:
-                self._check_tenants(b)
-                row = self._db.execute("SELECT tenant FROM bindings WHERE host = ? AND port = ?",
-                                       (b.host, b.port)).fetchone()
-                if row and row[0] != b.tenant:
+                _check_tenants(tx, b)
+                row = tx.binding(b.host, b.port)
+                if row and row.binding.tenant != b.tenant:
                     raise Conflict("port", f"port {b.host}/{b.port} is bound to tenant "
-                                           f"{row[0]!r}; unbind it first")
-                self._check_mac(b)
-                self._db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, 'api', ?)",
-                                 (b.host, b.port, b.tenant, b.mode, b.mac, ",".join(b.trunk)))
-        return len(wanted)
+                                           f"{row.binding.tenant!r}; unbind it first")
+                _check_mac(tx, b)
+                if row:                 # a re-bind keeps the port's security addresses
+                    b = replace_(b, ips=row.binding.ips,
+                                 allowed_address_pairs=row.binding.allowed_address_pairs)
+                tx.put_binding(StoredBinding(b, "api"))
+            return len(wanted)
+        return self._write(bind)
 
     def unbind(self, host: str, port: str) -> None:
-        with self._lock, self._tx():
-            if not self._db.execute("DELETE FROM bindings WHERE host = ? AND port = ?",
-                                    (host, port)).rowcount:
+        def unbind(tx: ModelTx) -> None:
+            if tx.binding(host, port) is None:
                 raise NotFound("port", f"port {host}/{port} is not bound")
+            tx.remove_binding(host, port)
+        self._write(unbind)
 
     def replace_agent_bindings(self, host: str, attachments: list[dict]) -> int:
         """Make the agent-sourced bindings of `host` exactly `attachments`; all or nothing."""
-        wanted = [self._valid_binding(host, a["port"], a["tenant"], ACCESS, a.get("mac") or None)
+        wanted = [_valid_binding(host, a["port"], a["tenant"], ACCESS, a.get("mac") or None)
                   for a in attachments]
-        with self._lock, self._tx():
-            self._db.execute("DELETE FROM bindings WHERE host = ? AND source = 'agent'", (host,))
+
+        def replace_all(tx: ModelTx) -> int:
+            for sb in tx.bindings(host):
+                if sb.source == "agent":
+                    tx.remove_binding(host, sb.binding.port)
             for b in wanted:
-                self._check_tenants(b)
-                row = self._db.execute("SELECT tenant FROM bindings WHERE host = ? AND port = ?",
-                                       (host, b.port)).fetchone()
-                if row:         # an explicit REST binding wins over the agent's label
+                _check_tenants(tx, b)
+                if tx.binding(host, b.port):    # an explicit REST binding wins over the agent's
                     continue
-                self._check_mac(b)
-                self._db.execute("INSERT INTO bindings VALUES (?, ?, ?, ?, ?, 'agent', '')",
-                                 (host, b.port, b.tenant, ACCESS, b.mac))
-        return len(wanted)
+                _check_mac(tx, b)
+                tx.put_binding(StoredBinding(b, "agent"))
+            return len(wanted)
+        return self._write(replace_all)
 
     # -- QoS: rate limits and per-flow rules --------------------------------------------
-    MAX_METERS = 65535
-
-    def limits(self) -> list[RateLimit]:
-        rows = self._read(lambda: self._db.execute(
-            "SELECT id, host, kbps, burst_kb, port, tenant, pps, burst_pkts FROM qos "
-            "WHERE kind = 'limit' ORDER BY id").fetchall())
-        return [RateLimit(*r) for r in rows]
-
-    def rules(self) -> list[QosRule]:
-        rows = self._read(lambda: self._db.execute(
-            "SELECT id, tenant, priority, match, kbps, burst_kb, set_dscp, queue FROM qos "
-            "WHERE kind = 'rule' ORDER BY tenant, priority DESC").fetchall())
-        return [QosRule(i, t, p, _match_from_json(m), k, b, d, q)
-                for i, t, p, m, k, b, d, q in rows]
-
     def add_limit(self, host: str, kbps: int | None, burst_kb: int = 0, port: str | None = None,
                   tenant: str | None = None, pps: int | None = None,
                   burst_pkts: int = 0) -> RateLimit:
@@ -597,134 +765,103 @@ class Store:
         if (port is None) == (tenant is None):
             raise Invalid("port", "give exactly one of port (a bound port) or tenant "
                                   "(the tenant's aggregate on the host)")
-        with self._lock, self._tx():
-            if port is not None and not self._db.execute(
-                    "SELECT 1 FROM bindings WHERE host = ? AND port = ?", (host, port)).fetchone():
+
+        def add(tx: ModelTx) -> RateLimit:
+            if port is not None and tx.binding(host, port) is None:
                 raise NotFound("port", f"port {host}/{port} is not bound")
             if tenant is not None:
-                self._tenant_exists(tenant)
-            if self._db.execute("SELECT 1 FROM qos WHERE kind = 'limit' AND host = ? AND "
-                                "port IS ? AND tenant IS ?", (host, port, tenant)).fetchone():
+                _tenant_exists(tx, tenant)
+            if any((x.host, x.port, x.tenant) == (host, port, tenant) for x in tx.limits()):
                 raise Conflict("port" if port else "tenant", "that already has a rate limit; "
                                                             "change it with PATCH")
-            meter = self._next_meter()
+            meter = _next_meter(tx)
             limit = _model(lambda: RateLimit(meter, host, kbps, burst_kb, port, tenant, pps,
                                              burst_pkts), "kbps")
-            self._db.execute("INSERT INTO qos (id, kind, host, port, tenant, kbps, burst_kb, pps, "
-                             "burst_pkts) VALUES (?, 'limit', ?, ?, ?, ?, ?, ?, ?)",
-                             (meter, host, port, tenant, kbps, burst_kb, pps, burst_pkts))
-        return limit
+            tx.put_qos(limit)
+            return limit
+        return self._write(add)
 
     def update_limit(self, limit_id: int, kbps: int | None = None,
                      burst_kb: int | None = None, pps: int | None = None,
                      burst_pkts: int | None = None) -> RateLimit:
         """Change the rate; giving the other unit's rate switches the unit (the old
         unit's rate and burst are dropped)."""
-        cur = next((x for x in self.limits() if x.id == limit_id), None)
-        if cur is None:
-            raise NotFound("id", f"no rate limit {limit_id}")
-        if pps is not None and kbps is None and cur.kbps is not None:
-            new = _model(lambda: replace_(cur, kbps=None, burst_kb=0, pps=pps,
-                                          burst_pkts=burst_pkts or 0), "pps")
-        elif kbps is not None and pps is None and cur.pps is not None:
-            new = _model(lambda: replace_(cur, kbps=kbps, burst_kb=burst_kb or 0, pps=None,
-                                          burst_pkts=0), "kbps")
-        else:
-            new = _model(lambda: replace_(
-                cur, kbps=cur.kbps if kbps is None else kbps,
-                burst_kb=cur.burst_kb if burst_kb is None else burst_kb,
-                pps=cur.pps if pps is None else pps,
-                burst_pkts=cur.burst_pkts if burst_pkts is None else burst_pkts), "kbps")
-        with self._lock, self._tx():
-            self._db.execute("UPDATE qos SET kbps = ?, burst_kb = ?, pps = ?, burst_pkts = ? "
-                             "WHERE id = ?",
-                             (new.kbps, new.burst_kb, new.pps, new.burst_pkts, limit_id))
-        return new
+        def update(tx: ModelTx) -> RateLimit:
+            cur = next((x for x in tx.limits() if x.id == limit_id), None)
+            if cur is None:
+                raise NotFound("id", f"no rate limit {limit_id}")
+            if pps is not None and kbps is None and cur.kbps is not None:
+                new = _model(lambda: replace_(cur, kbps=None, burst_kb=0, pps=pps,
+                                              burst_pkts=burst_pkts or 0), "pps")
+            elif kbps is not None and pps is None and cur.pps is not None:
+                new = _model(lambda: replace_(cur, kbps=kbps, burst_kb=burst_kb or 0, pps=None,
+                                              burst_pkts=0), "kbps")
+            else:
+                new = _model(lambda: replace_(
+                    cur, kbps=cur.kbps if kbps is None else kbps,
+                    burst_kb=cur.burst_kb if burst_kb is None else burst_kb,
+                    pps=cur.pps if pps is None else pps,
+                    burst_pkts=cur.burst_pkts if burst_pkts is None else burst_pkts), "kbps")
+            tx.put_qos(new)
+            return new
+        return self._write(update)
 
     def add_rule(self, tenant: str, priority: int, match: dict, kbps: int | None = None,
                  burst_kb: int = 0, set_dscp: int | None = None,
                  queue: int | None = None) -> QosRule:
         """A per-flow QoS rule of a tenant: match -> meter and/or DSCP remark and/or queue."""
         items = tuple(sorted((match or {}).items()))
-        with self._lock, self._tx():
-            self._tenant_exists(tenant)
-            if self._db.execute("SELECT 1 FROM qos WHERE kind = 'rule' AND tenant = ? AND "
-                                "priority = ?", (tenant, priority)).fetchone():
+
+        def add(tx: ModelTx) -> QosRule:
+            _tenant_exists(tx, tenant)
+            if any(r.tenant == tenant and r.priority == priority for r in tx.rules()):
                 raise Conflict("priority", f"tenant {tenant!r} already has a rule at priority "
                                            f"{priority}: priorities order the rules")
-            meter = self._next_meter()
+            meter = _next_meter(tx)
             rule = _model(lambda: QosRule(meter, tenant, priority, items, kbps, burst_kb,
                                           set_dscp, queue), "match")
-            self._db.execute("INSERT INTO qos (id, kind, tenant, priority, match, kbps, burst_kb,"
-                             " set_dscp, queue) VALUES (?, 'rule', ?, ?, ?, ?, ?, ?, ?)",
-                             (meter, tenant, priority, json.dumps(dict(rule.match)), kbps,
-                              burst_kb, set_dscp, queue))
-        return rule
+            tx.put_qos(rule)
+            return rule
+        return self._write(add)
 
     def update_rule(self, rule_id: int, **changes: Any) -> QosRule:
-        cur = next((r for r in self.rules() if r.id == rule_id), None)
-        if cur is None:
-            raise NotFound("id", f"no QoS rule {rule_id}")
-        fields: dict[str, Any] = {"kbps": cur.kbps, "burst_kb": cur.burst_kb, "set_dscp": cur.set_dscp,
-                  "queue": cur.queue, **changes}
-        new = _model(lambda: QosRule(cur.id, cur.tenant, cur.priority, cur.match, **fields),
-                     "kbps")
-        with self._lock, self._tx():
-            self._db.execute("UPDATE qos SET kbps = ?, burst_kb = ?, set_dscp = ?, queue = ? "
-                             "WHERE id = ?", (new.kbps, new.burst_kb, new.set_dscp, new.queue,
-                                              rule_id))
-        return new
+        def update(tx: ModelTx) -> QosRule:
+            cur = next((r for r in tx.rules() if r.id == rule_id), None)
+            if cur is None:
+                raise NotFound("id", f"no QoS rule {rule_id}")
+            fields: dict[str, Any] = {"kbps": cur.kbps, "burst_kb": cur.burst_kb,
+                                      "set_dscp": cur.set_dscp, "queue": cur.queue, **changes}
+            new = _model(lambda: QosRule(cur.id, cur.tenant, cur.priority, cur.match, **fields),
+                         "kbps")
+            tx.put_qos(new)
+            return new
+        return self._write(update)
 
     def delete_qos(self, kind: str, qos_id: int) -> None:
+        what = "rate limit" if kind == "limit" else "QoS rule"
         if isinstance(qos_id, bool) or not isinstance(qos_id, int) or \
                 not 1 <= qos_id <= self.MAX_METERS:
-            raise NotFound("id", f"no {'rate limit' if kind == 'limit' else 'QoS rule'} "
-                                 f"{str(qos_id)[:24]} (ids are 1..{self.MAX_METERS})")
-        with self._lock, self._tx():
-            if not self._db.execute("DELETE FROM qos WHERE kind = ? AND id = ?",
-                                    (kind, qos_id)).rowcount:
-                raise NotFound("id", f"no {'rate limit' if kind == 'limit' else 'QoS rule'} "
-                                     f"{qos_id}")
+            raise NotFound("id", f"no {what} {str(qos_id)[:24]} (ids are 1..{self.MAX_METERS})")
+
+        def delete(tx: ModelTx) -> None:
+            x = tx.qos(qos_id)
+            if x is None or isinstance(x, RateLimit) != (kind == "limit"):
+                raise NotFound("id", f"no {what} {qos_id}")
+            tx.remove_qos(qos_id)
+        self._write(delete)
 
     # -- ACLs: a tenant's ordered, stateful rules and its default ------------------------
-    _ACL_COLUMNS = ("id, tenant, priority, action, direction, ip_proto, remote, local, port, "
-                    "icmp_type, description")
-
-    def acls(self, tenant: str | None = None) -> list[AclRule]:
-        """Rules, highest priority first within a tenant."""
-        q = f"SELECT {self._ACL_COLUMNS} FROM acl_rules"
-        args: tuple = ()
-        if tenant is not None:
-            q, args = q + " WHERE tenant = ?", (tenant,)
-        rows = self._read(lambda: self._db.execute(q + " ORDER BY tenant, priority DESC",
-                                                   args).fetchall())
-        return [AclRule(i, t, p, a, d, json.loads(proto) if proto else None, r, lo, port, icmp,
-                        desc) for i, t, p, a, d, proto, r, lo, port, icmp, desc in rows]
-
-    def acl_deny(self) -> frozenset[str]:
-        """Tenants whose default is deny."""
-        return frozenset(r[0] for r in self._read(lambda: self._db.execute(
-            "SELECT tenant FROM acl_policy WHERE default_action = 'deny'").fetchall()))
-
-    def _acl_tenant(self, tenant: str) -> Tenant:
-        try:
-            return self.tenant(tenant)
-        except NotFound as exc:
-            raise NotFound("tenant", exc.message) from None
-
-    def acl_default(self, tenant: str) -> str:
-        self._acl_tenant(tenant)
-        return "deny" if tenant in self.acl_deny() else "allow"
-
     def set_acl_default(self, tenant: str, default: str) -> str:
         if default not in ("allow", "deny"):
             raise Invalid("default", f"default {str(default)[:20]!r} is not allow|deny")
-        with self._lock, self._tx():
-            t = self._acl_tenant(tenant)
+
+        def set_default(tx: ModelTx) -> str:
+            t = _acl_tenant(tx, tenant)
             if default == "deny":
-                self._acl_zone_ok(t)
-            self._db.execute("INSERT OR REPLACE INTO acl_policy VALUES (?, ?)", (tenant, default))
-        return default
+                _acl_zone_ok(t)
+            tx.set_acl_policy(tenant, default)
+            return default
+        return self._write(set_default)
 
     def add_acl(self, tenant: str, priority: int, action: str, direction: str = "ingress",
                 ip_proto: Any = None, remote: str | None = None, local: str | None = None,
@@ -733,171 +870,681 @@ class Store:
         """A rule of a tenant's security policy; its id is the low half of its flows' cookie."""
         _model(lambda: AclRule(1, tenant, priority, action, direction, ip_proto, remote, local,
                                port, icmp_type, description), "priority")
-        with self._lock, self._tx():
-            self._acl_zone_ok(self._acl_tenant(tenant))
-            self._acl_priority_free(tenant, priority, None)
-            cur = self._db.execute(
-                "INSERT INTO acl_rules (tenant, priority, action, direction, ip_proto, remote, "
-                "local, port, icmp_type, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (tenant, priority, action, direction, None, None, None, None, None, ""))
-            rule = _model(lambda: AclRule(cur.lastrowid or 0, tenant, priority, action,
-                                          direction, ip_proto, remote, local, port, icmp_type,
+
+        def add(tx: ModelTx) -> AclRule:
+            _acl_zone_ok(_acl_tenant(tx, tenant))
+            _acl_priority_free(tx, tenant, priority, None)
+            rule_id = tx.new_acl_id()
+            if rule_id > MAX_COOKIE_ID:
+                raise Conflict("id", "all ACL rule ids are used")
+            rule = _model(lambda: AclRule(rule_id, tenant, priority, action, direction,
+                                          ip_proto, remote, local, port, icmp_type,
                                           description), "priority")
-            self._write_acl(rule)
-        return rule
+            tx.put_acl(rule)
+            return rule
+        return self._write(add)
 
     def update_acl(self, tenant: str, rule_id: int, **changes: Any) -> AclRule:
         unknown = set(changes) - {"priority", "action", "direction", "ip_proto", "remote",
                                   "local", "port", "icmp_type", "description"}
         if unknown:
             raise Invalid(sorted(unknown)[0], "not a field of an ACL rule")
-        with self._lock, self._tx():
-            cur = self._acl(tenant, rule_id)
+
+        def update(tx: ModelTx) -> AclRule:
+            cur = _acl(tx, tenant, rule_id)
             fields = {k: getattr(cur, k) for k in ("priority", "action", "direction", "ip_proto",
                                                    "remote", "local", "port", "icmp_type",
                                                    "description")} | changes
             new = _model(lambda: AclRule(rule_id, tenant, **fields), "priority")
-            self._acl_priority_free(tenant, new.priority, rule_id)
-            self._write_acl(new)
-        return new
+            _acl_priority_free(tx, tenant, new.priority, rule_id)
+            tx.put_acl(new)
+            return new
+        return self._write(update)
 
     def delete_acl(self, tenant: str, rule_id: int) -> None:
-        with self._lock, self._tx():
-            self._acl(tenant, rule_id)
-            self._db.execute("DELETE FROM acl_rules WHERE id = ?", (rule_id,))
-
-    def _acl(self, tenant: str, rule_id: int) -> AclRule:
-        self._acl_tenant(tenant)
-        rule = next((r for r in self.acls(tenant) if r.id == rule_id), None)
-        if rule is None:
-            raise NotFound("id", f"tenant {tenant!r} has no ACL rule {str(rule_id)[:24]}")
-        return rule
-
-    def _write_acl(self, r: AclRule) -> None:
-        self._db.execute(
-            "UPDATE acl_rules SET priority = ?, action = ?, direction = ?, ip_proto = ?, "
-            "remote = ?, local = ?, port = ?, icmp_type = ?, description = ? WHERE id = ?",
-            (r.priority, r.action, r.direction,
-             None if r.ip_proto is None else json.dumps(r.ip_proto), r.remote, r.local, r.port,
-             r.icmp_type, r.description, r.id))
-
-    def _acl_priority_free(self, tenant: str, priority: int, rule_id: int | None) -> None:
-        row = self._db.execute("SELECT id FROM acl_rules WHERE tenant = ? AND priority = ?",
-                               (tenant, priority)).fetchone()
-        if row and row[0] != rule_id:
-            raise Conflict("priority", f"tenant {tenant!r} already has ACL rule {row[0]} at "
-                                       f"priority {priority}: priorities order the rules")
-
-    @staticmethod
-    def _acl_zone_ok(t: Tenant) -> None:
-        if t.vni > MAX_ACL_ZONE_VNI:
-            raise Conflict("tenant", f"tenant {t.name!r} has VNI {t.vni}: ACLs need a VNI up "
-                                     f"to {MAX_ACL_ZONE_VNI} (it is the conntrack zone)")
+        def delete(tx: ModelTx) -> None:
+            _acl(tx, tenant, rule_id)
+            tx.remove_acl(rule_id)
+        self._write(delete)
 
     # -- operator flows -------------------------------------------------------------
+    def add_operator_flows(self, flows: list[dict]) -> list[OperatorFlow]:
+        """Store already-checked operator flows, all or nothing; ids are assigned here."""
+        def add(tx: ModelTx) -> list[OperatorFlow]:
+            out = []
+            for f in flows:
+                flow_id = tx.new_operator_flow_id()
+                if flow_id > MAX_COOKIE_ID:
+                    raise Conflict("id", "all operator flow ids are used")
+                of = OperatorFlow(flow_id, f["dpid"], f["table_id"], f["priority"], f["match"],
+                                  tuple(f["actions"]), bool(f.get("override")),
+                                  f.get("description") or "")
+                tx.put_operator_flow(of)
+                out.append(of)
+            return out
+        return self._write(add)
+
+    def delete_operator_flows(self, dpid: int, ids: list[int] | None = None) -> int:
+        """Delete some (``ids``) or all of a switch's operator flows; returns how many."""
+        def delete(tx: ModelTx) -> int:
+            have = {f.id for f in tx.operator_flows(dpid)}
+            gone = have if ids is None else [i for i in ids if i in have]
+            for i in gone:
+                tx.remove_operator_flow(i)
+            return len(gone)
+        return self._write(delete)
+
+    # -- backup: the whole model as JSON --------------------------------------------
+    def export(self) -> dict:
+        """The whole model and the epoch, as plain JSON, from one consistent read."""
+        return self._read(export_model)
+
+    def import_model(self, data: object, replace: bool = False) -> dict[str, int]:
+        """Restore an export: everything is validated first (the same checks as the API's
+        writes), then applied in one transaction, so bad input changes nothing.  Refuses a
+        store that holds anything unless ``replace``.  Returns counts of what it restored."""
+        model = parse_export(data)
+
+        def restore(tx: ModelTx) -> dict[str, int]:
+            if not replace and not _is_empty(tx):
+                raise Conflict("store", "the store is not empty; import with --replace "
+                                        "(replace=true) to overwrite everything in it")
+            _wipe(tx)
+            return _restore(tx, model)
+        return self._write(restore)
+
+
+# -- the shared checks: every backend's writes go through these -----------------------
+def _valid_binding(host: str, port: str, tenant: str | None, mode: str, mac: str | None,
+                   trunk: tuple[str, ...] = ()) -> Binding:
+    """The model's checks, translated; tenants are checked later, inside the write."""
+    try:
+        check_bindable_port(host, port)
+        if tenant is not None:
+            _model_check_name(tenant, "tenant")
+        for name in trunk:
+            _model_check_name(name, "trunk")
+        return Binding(host, port, tenant, mode, mac, tuple(trunk))
+    except ModelError as exc:
+        status = Conflict if exc.field == "port" and "owned" in exc.message or \
+            "owns" in exc.message else Invalid
+        raise status(exc.field, exc.message) from None
+
+
+def _get_tenant(tx: ModelTx, name: str) -> Tenant:
+    t = tx.tenant(name)
+    if t is None:
+        raise NotFound("name", f"no tenant {str(name)[:40]!r}")
+    return t
+
+
+def _tenant_exists(tx: ModelTx, tenant: str) -> None:
+    if tenant != DEFAULT_TENANT.name and tx.tenant(tenant) is None:
+        raise NotFound("tenant", f"no tenant {tenant!r}")
+
+
+def _check_tenants(tx: ModelTx, b: Binding) -> None:
+    """Inside the write transaction: every tenant the binding names exists (and has a vlan
+    when it rides a trunk).  SQLite's schema refuses orphans too; this names the field."""
+    known = {t.name: t for t in tx.tenants()}
+    if b.tenant is not None and b.tenant not in known:
+        raise NotFound("tenant", f"no tenant {b.tenant!r}")
+    for name in b.trunk:
+        if name not in known:
+            raise NotFound("trunk", f"no tenant {name!r}")
+        if known[name].vlan is None:
+            raise Invalid("trunk", f"tenant {name!r} has no VLAN id: set one to carry it "
+                                   "on a trunk")
+
+
+def _check_mac(tx: ModelTx, b: Binding) -> None:
+    if b.mac and tx.mac_taken(b.tenant, b.mac, b.host, b.port):
+        raise Conflict("mac", f"mac {b.mac} is already bound in tenant {b.tenant!r}")
+
+
+def _check_unique(tx: ModelTx, column: str, value: object, name: str) -> None:
+    if value is None:
+        return
+    other = next((t.name for t in tx.tenants() if getattr(t, column) == value
+                  and t.name != name), None)
+    if other or (column == "vni" and value == DEFAULT_TENANT.vni):
+        raise Conflict(column, f"{column} {value} is used by tenant {other or 'default'!r}")
+
+
+def _free_vni(tx: ModelTx) -> int:
+    used = {t.vni for t in tx.tenants()}
+    vni = FIRST_AUTO_VNI
+    while vni in used:
+        vni += 1
+    return vni
+
+
+def _next_meter(tx: ModelTx) -> int:
+    used = {x.id for x in [*tx.limits(), *tx.rules()]}
+    meter = next((i for i in range(1, StoreBase.MAX_METERS + 1) if i not in used), None)
+    if meter is None:
+        raise Conflict("id", "all 65535 meter ids are in use")
+    return meter
+
+
+def _acl_tenant(tx: ModelTx, tenant: str) -> Tenant:
+    t = tx.tenant(tenant)
+    if t is None:
+        raise NotFound("tenant", f"no tenant {str(tenant)[:40]!r}")
+    return t
+
+
+def _acl(tx: ModelTx, tenant: str, rule_id: int) -> AclRule:
+    _acl_tenant(tx, tenant)
+    rule = next((r for r in tx.acls(tenant) if r.id == rule_id), None)
+    if rule is None:
+        raise NotFound("id", f"tenant {tenant!r} has no ACL rule {str(rule_id)[:24]}")
+    return rule
+
+
+def _acl_priority_free(tx: ModelTx, tenant: str, priority: int, rule_id: int | None) -> None:
+    other = next((r.id for r in tx.acls(tenant) if r.priority == priority), None)
+    if other is not None and other != rule_id:
+        raise Conflict("priority", f"tenant {tenant!r} already has ACL rule {other} at "
+                                   f"priority {priority}: priorities order the rules")
+
+
+def _acl_zone_ok(t: Tenant) -> None:
+    if t.vni > MAX_ACL_ZONE_VNI:
+        raise Conflict("tenant", f"tenant {t.name!r} has VNI {t.vni}: ACLs need a VNI up "
+                                 f"to {MAX_ACL_ZONE_VNI} (it is the conntrack zone)")
+
+
+# -- the model as JSON: `weftctl export/import` and the etcd backend's values -------------
+def tenant_doc(t: Tenant) -> dict:
+    return {"name": t.name, "vni": t.vni, "vlan": t.vlan, "subnet": t.subnet,
+            "description": t.description}
+
+
+def binding_doc(sb: StoredBinding) -> dict:
+    b = sb.binding
+    return {"host": b.host, "port": b.port, "tenant": b.tenant, "mode": b.mode, "mac": b.mac,
+            "trunk": list(b.trunk), "source": sb.source, "ips": list(b.ips),
+            "allowed_address_pairs": [list(p) for p in b.allowed_address_pairs]}
+
+
+def limit_doc(x: RateLimit) -> dict:
+    return {"id": x.id, "host": x.host, "port": x.port, "tenant": x.tenant, "kbps": x.kbps,
+            "burst_kb": x.burst_kb, "pps": x.pps, "burst_pkts": x.burst_pkts}
+
+
+def rule_doc(r: QosRule) -> dict:
+    return {"id": r.id, "tenant": r.tenant, "priority": r.priority, "match": dict(r.match),
+            "kbps": r.kbps, "burst_kb": r.burst_kb, "set_dscp": r.set_dscp, "queue": r.queue}
+
+
+def acl_doc(r: AclRule) -> dict:
+    return {"id": r.id, "tenant": r.tenant, "priority": r.priority, "action": r.action,
+            "direction": r.direction, "ip_proto": r.ip_proto, "remote": r.remote,
+            "local": r.local, "port": r.port, "icmp_type": r.icmp_type,
+            "description": r.description}
+
+
+def operator_flow_doc(f: OperatorFlow) -> dict:
+    return {"id": f.id, "dpid": f.dpid, "table_id": f.table_id, "priority": f.priority,
+            "match": dict(f.match), "actions": [dict(a) for a in f.actions],
+            "override": f.override, "description": f.description}
+
+
+def binding_of(d: dict) -> StoredBinding:
+    """A stored binding from its document, checked as `bind` checks it."""
+    b = _valid_binding(d["host"], d["port"], d.get("tenant"), d.get("mode", ACCESS),
+                       d.get("mac"), tuple(d.get("trunk") or ()))
+    try:
+        b = replace_(b, ips=tuple(d.get("ips") or ()), allowed_address_pairs=tuple(
+            tuple(p) for p in d.get("allowed_address_pairs") or ()))
+    except (ValueError, TypeError) as e:
+        field = "allowed_address_pairs" if "allowed_address_pairs" in str(e) else "ips"
+        raise Invalid(field, str(e)[:200]) from None
+    source = d.get("source", "api")
+    if source not in ("api", "agent"):
+        raise Invalid("source", f"source {str(source)[:20]!r} is not api|agent")
+    return StoredBinding(b, source)
+
+
+def tenant_of(d: dict) -> Tenant:
+    name, vni, vlan = d["name"], d["vni"], d.get("vlan")
+    check_name(name)
+    subnet = _check_subnet(d.get("subnet"))
+    _check_vlan(vlan)
+    if isinstance(vni, bool) or not isinstance(vni, int) or not FIRST_AUTO_VNI <= vni <= MAX_VNI:
+        raise Invalid("vni", f"vni must be in {FIRST_AUTO_VNI}..{MAX_VNI}")
+    if name == DEFAULT_TENANT.name:
+        raise Conflict("name", "the default tenant is built in")
+    return _model(lambda: Tenant(name, vni, vlan, subnet, d.get("description") or ""), "name")
+
+
+def _id(value: object, top: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+        raise Invalid("id", f"id {str(value)[:24]!r} is not in 1..{top}")
+    return value
+
+
+def limit_of(d: dict) -> RateLimit:
+    _check_host(d["host"])
+    if (d.get("port") is None) == (d.get("tenant") is None):
+        raise Invalid("port", "give exactly one of port or tenant")
+    return _model(lambda: RateLimit(_id(d["id"], StoreBase.MAX_METERS), d["host"],
+                                    d.get("kbps"), d.get("burst_kb", 0), d.get("port"),
+                                    d.get("tenant"), d.get("pps"), d.get("burst_pkts", 0)),
+                  "kbps")
+
+
+def rule_of(d: dict) -> QosRule:
+    check_name(d["tenant"], "tenant")
+    match = d.get("match") or {}
+    if not isinstance(match, dict):
+        raise Invalid("match", "must be an object")
+    return _model(lambda: QosRule(_id(d["id"], StoreBase.MAX_METERS), d["tenant"],
+                                  d["priority"], tuple(sorted(match.items())), d.get("kbps"),
+                                  d.get("burst_kb", 0), d.get("set_dscp"), d.get("queue")),
+                  "match")
+
+
+def acl_of(d: dict) -> AclRule:
+    check_name(d["tenant"], "tenant")
+    return _model(lambda: AclRule(_id(d["id"], MAX_COOKIE_ID), d["tenant"], d["priority"],
+                                  d["action"], d.get("direction", "ingress"), d.get("ip_proto"),
+                                  d.get("remote"), d.get("local"), d.get("port"),
+                                  d.get("icmp_type"), d.get("description") or ""), "priority")
+
+
+def operator_flow_of(d: dict) -> OperatorFlow:
+    def whole(field: str, lo: int, hi: int) -> int:
+        v = d[field]
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise Invalid(field, f"{field} {str(v)[:24]!r} is not in {lo}..{hi}")
+        return v
+    if not isinstance(d.get("match", {}), dict):
+        raise Invalid("match", "must be an object")
+    actions = d.get("actions", [])
+    if not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions):
+        raise Invalid("actions", "must be a list of objects")
+    description = d.get("description") or ""
+    if not isinstance(description, str):
+        raise Invalid("description", "must be a string")
+    return OperatorFlow(_id(d["id"], MAX_COOKIE_ID), whole("dpid", 0, 2**64 - 1),
+                        whole("table_id", 0, 253), whole("priority", 0, 65535),
+                        dict(d.get("match", {})), tuple(actions), bool(d.get("override")),
+                        description)
+
+
+def export_model(tx: ModelTx) -> dict:
+    return {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "epoch": tx.epoch(),
+            "tenants": [tenant_doc(t) for t in tx.tenants() if t.name != DEFAULT_TENANT.name],
+            "bindings": [binding_doc(sb) for sb in tx.bindings()],
+            "limits": [limit_doc(x) for x in tx.limits()],
+            "rules": [rule_doc(r) for r in tx.rules()],
+            "acls": [acl_doc(r) for r in tx.acls()],
+            "acl_defaults": dict(sorted(tx.acl_policies().items())),
+            "operator_flows": [operator_flow_doc(f) for f in tx.operator_flows()]}
+
+
+@dataclass(frozen=True)
+class ParsedModel:
+    epoch: str
+    tenants: tuple[Tenant, ...]
+    bindings: tuple[StoredBinding, ...]
+    limits: tuple[RateLimit, ...]
+    rules: tuple[QosRule, ...]
+    acls: tuple[AclRule, ...]
+    acl_defaults: tuple[tuple[str, str], ...]
+    operator_flows: tuple[OperatorFlow, ...]
+
+
+_SECTIONS: dict[str, Callable[[dict], Any]] = {
+    "tenants": tenant_of, "bindings": binding_of, "limits": limit_of, "rules": rule_of,
+    "acls": acl_of, "operator_flows": operator_flow_of}
+
+
+def parse_export(data: object) -> ParsedModel:
+    """Every item of an export checked on its own (shape, names, ranges), errors naming
+    the item (``tenants[3].vni``); what needs the whole model is checked in `_restore`."""
+    if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
+        raise Invalid("format", f"not a weft model export (want \"format\": "
+                                f"\"{EXPORT_FORMAT}\")")
+    if data.get("version") != EXPORT_VERSION:
+        raise Invalid("version", f"export version {str(data.get('version'))[:10]} is not "
+                                 f"{EXPORT_VERSION}")
+    unknown = set(data) - {"format", "version", "epoch", "acl_defaults", *_SECTIONS}
+    if unknown:
+        raise Invalid(sorted(unknown)[0], "not a section of a weft model export")
+    epoch = data.get("epoch")
+    if not isinstance(epoch, str) or not 1 <= len(epoch) <= 64 or not epoch.isalnum():
+        raise Invalid("epoch", "must be the exported store's epoch (letters and digits)")
+    parsed: dict[str, tuple] = {}
+    for section, parse in _SECTIONS.items():
+        items = data.get(section, [])
+        if not isinstance(items, list):
+            raise Invalid(section, "must be a list")
+        out = []
+        for i, item in enumerate(items):
+            where = f"{section}[{i}]"
+            if not isinstance(item, dict):
+                raise Invalid(where, "must be an object")
+            try:
+                out.append(parse(item))
+            except StoreError as exc:
+                raise type(exc)(f"{where}.{exc.field}", exc.message) from None
+            except KeyError as exc:
+                raise Invalid(f"{where}.{exc.args[0]}", "is required") from None
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise Invalid(where, str(exc)[:200]) from None
+        parsed[section] = tuple(out)
+    defaults = data.get("acl_defaults", {})
+    if not isinstance(defaults, dict) or not all(
+            isinstance(k, str) and v in ("allow", "deny") for k, v in defaults.items()):
+        raise Invalid("acl_defaults", "must map tenant names to allow|deny")
+    return ParsedModel(epoch, parsed["tenants"], parsed["bindings"], parsed["limits"],
+                       parsed["rules"], parsed["acls"], tuple(sorted(defaults.items())),
+                       parsed["operator_flows"])
+
+
+def _is_empty(tx: ModelTx) -> bool:
+    return (len(tx.tenants()) == 1 and not tx.bindings() and not tx.limits()
+            and not tx.rules() and not tx.acls() and not tx.acl_policies()
+            and not tx.operator_flows())
+
+
+def _wipe(tx: ModelTx) -> None:
+    for f in tx.operator_flows():
+        tx.remove_operator_flow(f.id)
+    for r in tx.acls():
+        tx.remove_acl(r.id)
+    for tenant in tx.acl_policies():
+        tx.set_acl_policy(tenant, None)
+    for x in [*tx.limits(), *tx.rules()]:
+        tx.remove_qos(x.id)
+    for sb in tx.bindings():
+        tx.remove_binding(sb.binding.host, sb.binding.port)
+    for t in tx.tenants():
+        if t.name != DEFAULT_TENANT.name:
+            tx.remove_tenant(t.name)
+
+
+def _restore(tx: ModelTx, m: ParsedModel) -> dict[str, int]:
+    """Put a parsed export into an empty transaction with the writes' own checks."""
+    def each(section: str, items: tuple, put: Callable[[Any], None]) -> None:
+        for i, item in enumerate(items):
+            try:
+                put(item)
+            except StoreError as exc:
+                raise type(exc)(f"{section}[{i}].{exc.field}", exc.message) from None
+
+    def tenant(t: Tenant) -> None:
+        if tx.tenant(t.name) is not None:
+            raise Conflict("name", f"tenant {t.name!r} is listed twice")
+        _check_unique(tx, "vni", t.vni, t.name)
+        _check_unique(tx, "vlan", t.vlan, t.name)
+        tx.put_tenant(t)
+
+    def binding(sb: StoredBinding) -> None:
+        b = sb.binding
+        _check_tenants(tx, b)
+        if tx.binding(b.host, b.port) is not None:
+            raise Conflict("port", f"port {b.host}/{b.port} is listed twice")
+        _check_mac(tx, b)
+        tx.put_binding(sb)
+
+    def qos(x: RateLimit | QosRule) -> None:
+        if tx.qos(x.id) is not None:
+            raise Conflict("id", f"meter id {x.id} is listed twice")
+        if isinstance(x, RateLimit):
+            if x.port is not None and tx.binding(x.host, x.port) is None:
+                raise NotFound("port", f"port {x.host}/{x.port} is not bound")
+            if any((y.host, y.port, y.tenant) == (x.host, x.port, x.tenant)
+                   for y in tx.limits()):
+                raise Conflict("port" if x.port else "tenant", "that already has a rate limit")
+        if x.tenant is not None:
+            _tenant_exists(tx, x.tenant)
+        if isinstance(x, QosRule) and any(r.tenant == x.tenant and r.priority == x.priority
+                                           for r in tx.rules()):
+            raise Conflict("priority", f"tenant {x.tenant!r} has two rules at priority "
+                                       f"{x.priority}")
+        tx.put_qos(x)
+
+    def acl(r: AclRule) -> None:
+        _acl_zone_ok(_acl_tenant(tx, r.tenant))
+        if any(a.id == r.id for a in tx.acls()):
+            raise Conflict("id", f"ACL rule id {r.id} is listed twice")
+        _acl_priority_free(tx, r.tenant, r.priority, r.id)
+        tx.put_acl(r)
+
+    def default(item: tuple[str, str]) -> None:
+        tenant, value = item
+        t = _acl_tenant(tx, tenant)
+        if value == "deny":
+            _acl_zone_ok(t)
+        tx.set_acl_policy(tenant, value)
+
+    def operator_flow(f: OperatorFlow) -> None:
+        if any(g.id == f.id for g in tx.operator_flows()):
+            raise Conflict("id", f"operator flow id {f.id} is listed twice")
+        tx.put_operator_flow(f)
+
+    each("tenants", m.tenants, tenant)
+    each("bindings", m.bindings, binding)
+    each("limits", m.limits, qos)
+    each("rules", m.rules, qos)
+    each("acls", m.acls, acl)
+    each("acl_defaults", m.acl_defaults, default)
+    each("operator_flows", m.operator_flows, operator_flow)
+    tx.set_epoch(m.epoch)
+    return {"tenants": len(m.tenants), "bindings": len(m.bindings), "limits": len(m.limits),
+            "rules": len(m.rules), "acls": len(m.acls), "acl_defaults": len(m.acl_defaults),
+            "operator_flows": len(m.operator_flows)}
+
+
+class SqliteTx(ModelTx):
+    """ModelTx on one SQLite connection; the caller holds the lock (and for writes the
+    BEGIN IMMEDIATE transaction).  The schema's keys and triggers stay a second guard."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def tenants(self) -> list[Tenant]:
+        rows = self._db.execute(
+            "SELECT name, vni, vlan, subnet, description FROM tenants WHERE name != ? "
+            "ORDER BY name", (DEFAULT_TENANT.name,)).fetchall()
+        return [DEFAULT_TENANT] + [Tenant(*r) for r in rows]
+
+    def tenant(self, name: str) -> Tenant | None:
+        if name == DEFAULT_TENANT.name:
+            return DEFAULT_TENANT
+        row = self._db.execute("SELECT name, vni, vlan, subnet, description FROM tenants "
+                               "WHERE name = ?", (name,)).fetchone()
+        return Tenant(*row) if row else None
+
+    _BINDINGS = ("SELECT b.host, b.port, tenant, mode, mac, source, trunk, a.ips, "
+                 "a.address_pairs FROM bindings b LEFT JOIN port_addresses a "
+                 "ON a.host = b.host AND a.port = b.port")
+
+    @staticmethod
+    def _binding(row: tuple) -> StoredBinding:
+        h, p, t, m, mac, s, tr, ips, pairs = row
+        return StoredBinding(Binding(h, p, t, m, mac, tuple(filter(None, tr.split(","))),
+                                     ips=tuple(json.loads(ips or "[]")),
+                                     allowed_address_pairs=tuple(
+                                         tuple(x) for x in json.loads(pairs or "[]"))), s)
+
+    def bindings(self, host: str | None = None) -> list[StoredBinding]:
+        q, args = self._BINDINGS + " WHERE 1=1", []
+        if host:
+            q, args = q + " AND b.host = ?", [host]
+        return [self._binding(r) for r in self._db.execute(q + " ORDER BY b.host, b.port",
+                                                           args).fetchall()]
+
+    def binding(self, host: str, port: str) -> StoredBinding | None:
+        row = self._db.execute(self._BINDINGS + " WHERE b.host = ? AND b.port = ?",
+                               (host, port)).fetchone()
+        return self._binding(row) if row else None
+
+    def count_bindings(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM bindings").fetchone()[0]
+
+    def mac_taken(self, tenant: str | None, mac: str, host: str, port: str) -> bool:
+        return self._db.execute(
+            "SELECT 1 FROM bindings WHERE tenant = ? AND mac = ? AND NOT (host = ? AND port = ?)",
+            (tenant, mac, host, port)).fetchone() is not None
+
+    def limits(self) -> list[RateLimit]:
+        rows = self._db.execute(
+            "SELECT id, host, kbps, burst_kb, port, tenant, pps, burst_pkts FROM qos "
+            "WHERE kind = 'limit' ORDER BY id").fetchall()
+        return [RateLimit(*r) for r in rows]
+
+    def rules(self) -> list[QosRule]:
+        rows = self._db.execute(
+            "SELECT id, tenant, priority, match, kbps, burst_kb, set_dscp, queue FROM qos "
+            "WHERE kind = 'rule' ORDER BY tenant, priority DESC").fetchall()
+        return [QosRule(i, t, p, _match_from_json(m), k, b, d, q)
+                for i, t, p, m, k, b, d, q in rows]
+
+    _ACL_COLUMNS = ("id, tenant, priority, action, direction, ip_proto, remote, local, port, "
+                    "icmp_type, description")
+
+    def acls(self, tenant: str | None = None) -> list[AclRule]:
+        q = f"SELECT {self._ACL_COLUMNS} FROM acl_rules"
+        args: tuple = ()
+        if tenant is not None:
+            q, args = q + " WHERE tenant = ?", (tenant,)
+        rows = self._db.execute(q + " ORDER BY tenant, priority DESC", args).fetchall()
+        return [AclRule(i, t, p, a, d, json.loads(proto) if proto else None, r, lo, port, icmp,
+                        desc) for i, t, p, a, d, proto, r, lo, port, icmp, desc in rows]
+
+    def acl_policies(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT tenant, default_action FROM acl_policy").fetchall())
+
     def operator_flows(self, dpid: int | None = None) -> list[OperatorFlow]:
         q = ("SELECT id, dpid, table_id, priority, match, actions, override, description "
              "FROM operator_flows")
         args: tuple = ()
         if dpid is not None:
             q, args = q + " WHERE dpid = ?", (dpid,)
-        rows = self._read(lambda: self._db.execute(q + " ORDER BY id", args).fetchall())
         return [OperatorFlow(i, d, t, p, json.loads(m), tuple(json.loads(a)), bool(o), desc)
-                for i, d, t, p, m, a, o, desc in rows]
+                for i, d, t, p, m, a, o, desc in self._db.execute(q + " ORDER BY id",
+                                                                  args).fetchall()]
 
-    def add_operator_flows(self, flows: list[dict]) -> list[OperatorFlow]:
-        """Store already-checked operator flows, all or nothing; ids are assigned here."""
-        out = []
-        with self._lock, self._tx():
-            for f in flows:
-                cur = self._db.execute(
-                    "INSERT INTO operator_flows (dpid, table_id, priority, match, actions, "
-                    "override, description) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (f["dpid"], f["table_id"], f["priority"], json.dumps(f["match"]),
-                     json.dumps(f["actions"]), int(bool(f.get("override"))),
-                     f.get("description") or ""))
-                out.append(OperatorFlow(cur.lastrowid or 0, f["dpid"], f["table_id"],
-                                        f["priority"], f["match"], tuple(f["actions"]),
-                                        bool(f.get("override")), f.get("description") or ""))
-        return out
+    def epoch(self) -> str:
+        return self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
 
-    def delete_operator_flows(self, dpid: int, ids: list[int] | None = None) -> int:
-        """Delete some (``ids``) or all of a switch's operator flows; returns how many."""
-        with self._lock, self._tx():
-            if ids is None:
-                return self._db.execute("DELETE FROM operator_flows WHERE dpid = ?",
-                                        (dpid,)).rowcount
-            n = 0
-            for i in ids:
-                n += self._db.execute("DELETE FROM operator_flows WHERE dpid = ? AND id = ?",
-                                      (dpid, i)).rowcount
-            return n
+    # -- mutations ----------------------------------------------------------------
+    def put_tenant(self, t: Tenant) -> None:
+        self._db.execute("INSERT INTO tenants VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO "
+                         "UPDATE SET vni = excluded.vni, vlan = excluded.vlan, "
+                         "subnet = excluded.subnet, description = excluded.description",
+                         (t.name, t.vni, t.vlan, t.subnet, t.description))
 
-    def _next_meter(self) -> int:
-        used = {r[0] for r in self._db.execute("SELECT id FROM qos")}
-        meter = next((i for i in range(1, self.MAX_METERS + 1) if i not in used), None)
-        if meter is None:
-            raise Conflict("id", "all 65535 meter ids are in use")
-        return meter
+    def remove_tenant(self, name: str) -> None:
+        self._db.execute("DELETE FROM tenants WHERE name = ?", (name,))
 
-    def _tenant_exists(self, tenant: str) -> None:
-        if tenant != DEFAULT_TENANT.name and not self._db.execute(
-                "SELECT 1 FROM tenants WHERE name = ?", (tenant,)).fetchone():
-            raise NotFound("tenant", f"no tenant {tenant!r}")
+    def put_binding(self, sb: StoredBinding) -> None:
+        b = sb.binding
+        self._db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (b.host, b.port, b.tenant, b.mode, b.mac, sb.source, ",".join(b.trunk)))
+        self._db.execute("DELETE FROM port_addresses WHERE host = ? AND port = ?",
+                         (b.host, b.port))
+        if b.ips or b.allowed_address_pairs:
+            self._db.execute("INSERT INTO port_addresses VALUES (?, ?, ?, ?)",
+                             (b.host, b.port, json.dumps(list(b.ips)),
+                              json.dumps([list(x) for x in b.allowed_address_pairs])))
 
-    # -- helpers ------------------------------------------------------------------
-    def _valid_binding(self, host: str, port: str, tenant: str | None, mode: str,
-                       mac: str | None, trunk: tuple[str, ...] = ()) -> Binding:
-        """The model's checks, translated; tenants are checked later, inside the write."""
-        try:
-            check_bindable_port(host, port)
-            if tenant is not None:
-                _model_check_name(tenant, "tenant")
-            for name in trunk:
-                _model_check_name(name, "trunk")
-            return Binding(host, port, tenant, mode, mac, tuple(trunk))
-        except ModelError as exc:
-            status = Conflict if exc.field == "port" and "owned" in exc.message or \
-                "owns" in exc.message else Invalid
-            raise status(exc.field, exc.message) from None
+    def remove_binding(self, host: str, port: str) -> None:
+        self._db.execute("DELETE FROM bindings WHERE host = ? AND port = ?", (host, port))
 
-    def _check_tenants(self, b: Binding) -> None:
-        """Inside the write transaction: every tenant the binding names exists (and has a vlan
-        when it rides a trunk).  The schema refuses orphans too; this names the field."""
-        known = {t.name: t for t in self.tenants()}
-        if b.tenant is not None and b.tenant not in known:
-            raise NotFound("tenant", f"no tenant {b.tenant!r}")
-        for name in b.trunk:
-            if name not in known:
-                raise NotFound("trunk", f"no tenant {name!r}")
-            if known[name].vlan is None:
-                raise Invalid("trunk", f"tenant {name!r} has no VLAN id: set one to carry it "
-                                       "on a trunk")
+    def put_qos(self, x: RateLimit | QosRule) -> None:
+        if isinstance(x, RateLimit):
+            self._db.execute("INSERT OR REPLACE INTO qos (id, kind, host, port, tenant, kbps, "
+                             "burst_kb, pps, burst_pkts) VALUES (?, 'limit', ?, ?, ?, ?, ?, ?, ?)",
+                             (x.id, x.host, x.port, x.tenant, x.kbps, x.burst_kb, x.pps,
+                              x.burst_pkts))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO qos (id, kind, tenant, priority, match, "
+                             "kbps, burst_kb, set_dscp, queue) VALUES "
+                             "(?, 'rule', ?, ?, ?, ?, ?, ?, ?)",
+                             (x.id, x.tenant, x.priority, json.dumps(dict(x.match)), x.kbps,
+                              x.burst_kb, x.set_dscp, x.queue))
 
-    def _check_mac(self, b: Binding) -> None:
-        if b.mac and self._db.execute(
-                "SELECT 1 FROM bindings WHERE tenant = ? AND mac = ? AND NOT (host = ? AND port = ?)",
-                (b.tenant, b.mac, b.host, b.port)).fetchone():
-            raise Conflict("mac", f"mac {b.mac} is already bound in tenant {b.tenant!r}")
+    def remove_qos(self, qos_id: int) -> None:
+        self._db.execute("DELETE FROM qos WHERE id = ?", (qos_id,))
 
-    def _check_unique(self, column: str, value: object, name: str) -> None:
-        if value is None:
-            return
-        row = self._db.execute(f"SELECT name FROM tenants WHERE {column} = ? AND name != ?",
-                               (value, name)).fetchone()
-        if row or (column == "vni" and value == DEFAULT_TENANT.vni):
-            raise Conflict(column, f"{column} {value} is used by tenant {row[0] if row else 'default'!r}")
+    def _next_id(self, table: str) -> int:
+        """AUTOINCREMENT's next id: past every id ever used (sqlite_sequence) and present."""
+        seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?",
+                               (table,)).fetchone()
+        top = self._db.execute(f"SELECT MAX(id) FROM {table}").fetchone()[0]
+        return max(seq[0] if seq else 0, top or 0) + 1
 
-    def _trunk_uses(self, tenant: str) -> bool:
-        return any(tenant in r[0].split(",") for r in self._db.execute(
-            "SELECT trunk FROM bindings WHERE mode = ?", (TRUNK,)))
+    def new_acl_id(self) -> int:
+        return self._next_id("acl_rules")
 
-    def _free_vni(self) -> int:
-        used = {r[0] for r in self._db.execute("SELECT vni FROM tenants")}
-        vni = FIRST_AUTO_VNI
-        while vni in used:
-            vni += 1
-        return vni
+    def put_acl(self, r: AclRule) -> None:
+        self._db.execute(
+            f"INSERT OR REPLACE INTO acl_rules ({self._ACL_COLUMNS}) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.id, r.tenant, r.priority, r.action, r.direction,
+             None if r.ip_proto is None else json.dumps(r.ip_proto), r.remote, r.local, r.port,
+             r.icmp_type, r.description))
+
+    def remove_acl(self, rule_id: int) -> None:
+        self._db.execute("DELETE FROM acl_rules WHERE id = ?", (rule_id,))
+
+    def set_acl_policy(self, tenant: str, default: str | None) -> None:
+        if default is None:
+            self._db.execute("DELETE FROM acl_policy WHERE tenant = ?", (tenant,))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO acl_policy VALUES (?, ?)", (tenant, default))
+
+    def new_operator_flow_id(self) -> int:
+        return self._next_id("operator_flows")
+
+    def put_operator_flow(self, f: OperatorFlow) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO operator_flows (id, dpid, table_id, priority, match, "
+            "actions, override, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (f.id, f.dpid, f.table_id, f.priority, json.dumps(dict(f.match)),
+             json.dumps([dict(a) for a in f.actions]), int(f.override), f.description))
+
+    def remove_operator_flow(self, flow_id: int) -> None:
+        self._db.execute("DELETE FROM operator_flows WHERE id = ?", (flow_id,))
+
+    def set_epoch(self, epoch: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (epoch,))
+
+
+class Store(StoreBase):
+    """The embedded SQLite backend (one controller owns the file); thread-safe: REST
+    threads and the OpenFlow thread share it."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = str(path)
+        self._db = _open_checked(path)
+        self._lock = threading.RLock()
+        self.version = 0            # bumped on every committed change
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _read(self, fn: Callable[[ModelTx], T]) -> T:
+        with self._lock:
+            try:
+                return fn(SqliteTx(self._db))
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from None
+
+    def _write(self, fn: Callable[[ModelTx], T]) -> T:
+        with self._lock:
+            with self._tx():
+                result = fn(SqliteTx(self._db))
+        self._notify()
+        return result
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
@@ -919,6 +1566,31 @@ class Store:
                 raise _translate(exc, self.path) from None
             raise
         self.version += 1
+
+    # -- host registrations: an expiry time stands in for etcd's lease ---------------------
+    def register_host(self, name: str, data: dict, ttl: float) -> None:
+        _check_host(name)
+        if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 < ttl <= 86400:
+            raise Invalid("ttl", "ttl must be in (0, 86400] seconds")
+        with self._lock, self._tx():
+            self._db.execute("INSERT OR REPLACE INTO registrations VALUES (?, ?, ?)",
+                             (name, json.dumps(data), time.time() + ttl))
+        self._notify()
+
+    def registered_hosts(self) -> dict[str, dict]:
+        rows = self._read(lambda tx: self._db.execute(
+            "SELECT name, data FROM registrations WHERE expires > ? ORDER BY name",
+            (time.time(),)).fetchall())
+        return {n: json.loads(d) for n, d in rows}
+
+
+def open_store(store: str | None, db: str | Path) -> StoreBase:
+    """The backend weft-manager was told to use: ``--store etcd://HOST:PORT[,HOST:PORT]``
+    (a cluster, see controller/store_etcd.py), else the SQLite file ``--weft-db``."""
+    if store:
+        from controller.store_etcd import EtcdStore
+        return EtcdStore.from_url(store)
+    return Store(db)
 
 def _model(build: Callable[[], T], field: str) -> T:
     """Build a model value; its own validation errors become a 422 naming their field."""

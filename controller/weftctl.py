@@ -17,6 +17,7 @@
     weftctl acl set TENANT ID [same options] | del TENANT ID
     weftctl switch list
     weftctl flows HOST
+    weftctl export > model.json | import model.json [--replace]
 
 The API address comes from --api or WEFT_API (http://HOST:PORT or unix:/path),
 the token from --token or WEFT_API_TOKEN.  Exit status: 0 ok, 1 the API
@@ -166,6 +167,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("switch").add_subparsers(dest="verb", required=True)
     s.add_parser("list")
     sub.add_parser("flows").add_argument("host")
+    sub.add_parser("export", help="the whole model as JSON (a backup)")
+    im = sub.add_parser("import", help="restore an export (all or nothing)")
+    im.add_argument("file", help="an export's JSON file, - for stdin")
+    im.add_argument("--replace", action="store_true",
+                    help="overwrite a store that is not empty")
     return ap
 
 
@@ -187,6 +193,22 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
                                    "not JSON: is --api a weft controller?")
         return body
 
+    if args.noun == "export":
+        res = ok(c.get("/v1/export"))
+        return res, json.dumps(res, indent=1)
+    if args.noun == "import":
+        try:
+            text = sys.stdin.read() if args.file == "-" else open(args.file).read()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+        try:
+            model = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"{args.file} is not JSON: {exc}") from None
+        res = ok(c.post("/v1/import", json=model, params={"replace": "true"} if args.replace
+                        else None, timeout=120))
+        counts = ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in res["imported"].items())
+        return res, f"imported: {counts}; store epoch {res['epoch']}"
     if args.noun == "tenant":
         if args.verb == "create":
             new = {k: v for k, v in {"name": args.name, "vlan": args.vlan, "vni": args.vni,
@@ -330,6 +352,10 @@ class ApiError(Exception):
         self.status, self.body = status, body
 
 
+class UsageError(Exception):
+    """Bad input on our side (an unreadable file): exit 2."""
+
+
 class UnexpectedAnswer(Exception):
     """The API answered something weftctl does not understand (not weft, or a newer one)."""
 
@@ -351,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     except httpx.HTTPError as exc:
         print(f"weftctl: cannot reach the API at {args.api}: {exc}", file=sys.stderr)
         return 2
-    except UnexpectedAnswer as exc:
+    except (UnexpectedAnswer, UsageError) as exc:
         print(f"weftctl: {exc}", file=sys.stderr)
         return 2
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

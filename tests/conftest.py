@@ -91,3 +91,38 @@ def leaves_nothing():
     assert after["run"] - before["run"] == set(), "lab state left in " + str(L.RUN_ROOT)
     assert after["mounts"] - before["mounts"] == set(), "mounts left behind"
     assert after["cgroups"] - before["cgroups"] == set(), "docker cgroups left behind"
+
+
+@pytest.fixture(scope="module")
+def etcd_server():
+    """One real etcd member on loopback for a test module (killed and removed after)."""
+    if not shutil.which("etcd"):
+        pytest.fail("the etcd store tests need etcd-server (run ./dev.sh setup)")
+    from tests.etcdproc import etcd_cluster
+    with etcd_cluster(1) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def make_store(request, tmp_path):
+    """A factory of stores on each backend: ``make_store(name)`` opens the store called
+    ``name`` (a SQLite file in tmp_path, or a fresh key prefix on a real etcd); the same
+    name opens the same store again, as a restart (or a second controller) would."""
+    from controller.store import Store
+    stores: list = []
+    if request.param == "sqlite":
+        def make(name: str = "weft.db"):
+            stores.append(Store(tmp_path / name))
+            return stores[-1]
+    else:
+        from controller.store_etcd import EtcdStore
+        server = request.getfixturevalue("etcd_server")
+        base = f"/test-{secrets.token_hex(6)}"
+
+        def make(name: str = "weft.db"):
+            stores.append(EtcdStore(server.endpoints(), f"{base}/{name}/"))
+            return stores[-1]
+    make.backend = request.param        # type: ignore[attr-defined]
+    yield make
+    for s in stores:
+        s.close()

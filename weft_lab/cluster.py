@@ -106,8 +106,8 @@ def start_controller(topo: Topology, instances: range | None = None) -> list[int
     for k in instances if instances is not None else range(topo.controllers):
         n, ip = k + 1, topo.controller_ips()[k]
         suffix = "" if n == 1 else f"-{n}"
-        extra = ["--weft-election", etcd_url(topo), "--weft-node-name", f"ctl{n}"] \
-            if topo.etcd else []
+        # on etcd: the shared store, and an election among the instances
+        extra = ["--store", etcd_url(topo), "--weft-node-name", f"ctl{n}"] if topo.etcd else []
         pid = keeper.request(sd, {
             "op": "spawn", "ns": ns_name(topo.name, CTL), "env": {"WEFT_API_TOKEN": token},
             "log": str(sd / f"weft-manager{suffix}.log"),

@@ -6,7 +6,6 @@ from fastapi.testclient import TestClient
 
 from controller.api import make_app
 from controller.core import Core
-from controller.store import Store
 from controller.weftctl import main as weftctl_main
 from cluster.hostsfile import parse
 
@@ -20,8 +19,8 @@ TOKEN = "s3cret"
 
 
 @pytest.fixture
-def core(tmp_path):
-    c = Core(Store(tmp_path / "weft.db"), parse(HOSTS))
+def core(make_store):
+    c = Core(make_store(), parse(HOSTS))
     c.changes = 0
 
     def bump():
@@ -50,11 +49,11 @@ def test_tenant_lifecycle_and_vni_assignment(api, core):
     assert core.changes == 4
 
 
-def test_state_survives_a_restart(tmp_path):
-    s = Store(tmp_path / "w.db")
+def test_state_survives_a_restart(make_store):
+    s = make_store("w.db")
     s.create_tenant("red", vlan=10)
     s.bind("h1", "p1", "red", mac="02:00:00:00:00:01")
-    s2 = Store(tmp_path / "w.db")
+    s2 = make_store("w.db")
     assert s2.tenant("red").vlan == 10
     assert [b.binding.port for b in s2.bindings()] == ["p1"]
 

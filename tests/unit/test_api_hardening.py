@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 import controller.weftctl as weftctl
 from controller.api import make_app
 from controller.core import Core
-from controller.store import Store
 from cluster.hostsfile import parse
 
 HOSTS = """
@@ -24,8 +23,8 @@ TOKEN = "s3cret"
 
 
 @pytest.fixture
-def core(tmp_path):
-    return Core(Store(tmp_path / "weft.db"), parse(HOSTS))
+def core(make_store):
+    return Core(make_store(), parse(HOSTS))
 
 
 @pytest.fixture

@@ -10,14 +10,13 @@ from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
 from controller.api import make_app
 from controller.core import Core
-from controller.store import Store
 from cluster.hostsfile import parse
 from tests.unit.test_api import HOSTS, TOKEN
 
 
 @pytest.fixture
-def env(tmp_path):
-    core = Core(Store(tmp_path / "w.db"), parse(HOSTS))
+def env(make_store):
+    core = Core(make_store(), parse(HOSTS))
     client = TestClient(make_app(core, TOKEN), raise_server_exceptions=False)
     client.headers["Authorization"] = f"Bearer {TOKEN}"
     sw = core.switch_by_name("h1")

@@ -74,8 +74,8 @@ def test_the_diff_never_deletes_or_replaces_operator_flows():
 
 
 @pytest.fixture
-def api(tmp_path):
-    core = Core(Store(tmp_path / "w.db"), parse(HOSTS))
+def api(make_store):
+    core = Core(make_store(), parse(HOSTS))
     sw = core.switch_by_name("h1")
     sw.ports = {"r1": 1, "free": 5, "vx-h2": 10}
     core.store.create_tenant("red")

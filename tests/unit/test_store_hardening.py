@@ -19,7 +19,8 @@ import uvicorn
 from controller.api import make_app
 from controller.core import Core
 from controller.model import Topology
-from controller.store import Conflict, Invalid, NotFound, Store, StoreFileError, Unavailable
+from controller.store import (SCHEMA_VERSION, Conflict, Invalid, NotFound, Store,
+                              StoreFileError, Unavailable)
 from cluster.hostsfile import parse
 
 HOSTS = """
@@ -62,14 +63,14 @@ def _race(store: Store, i: int) -> tuple[bool, bool]:
     return result["deleted"], result["bound"]
 
 
-def test_1000_delete_vs_bind_races_on_the_store_leave_no_orphan(tmp_path):
-    store = Store(tmp_path / "weft.db")
+def test_1000_delete_vs_bind_races_on_the_store_leave_no_orphan(make_store):
+    store = make_store()
     outcomes = [_race(store, i) for i in range(RACES)]
     assert not any(d and b for d, b in outcomes), "a tenant was deleted and bound at once"
     assert store.orphans() == 0
     # what the pipeline builds from the store is valid (an orphan would raise here)
     Core(store, parse(HOSTS)).topology()
-    assert Store(tmp_path / "weft.db").orphans() == 0        # and after a restart
+    assert make_store().orphans() == 0        # and after a restart
 
 
 def test_the_schema_refuses_an_orphan_even_from_raw_sql(tmp_path):
@@ -103,8 +104,8 @@ class _Server:
         self.thread.join(5)
 
 
-def test_1000_delete_vs_bind_races_through_the_api_leave_no_orphan(tmp_path):
-    core = Core(Store(tmp_path / "weft.db"), parse(HOSTS))
+def test_1000_delete_vs_bind_races_through_the_api_leave_no_orphan(make_store, tmp_path):
+    core = Core(make_store(), parse(HOSTS))
     sock = tmp_path / "api.sock"
     srv = _Server(core, sock)
     both = 0
@@ -264,7 +265,7 @@ def test_a_schema_4_store_gains_packet_rate_limits_and_keeps_its_kbps_limits(tmp
     c.commit()
     c.close()
     s = Store(db)
-    assert s._db.execute("PRAGMA user_version").fetchone()[0] == 5
+    assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     (old,) = s.limits()
     assert (old.kbps, old.burst_kb, old.pps, old.burst_pkts) == (5_000, 1_000, None, 0)
     new = s.add_limit("h1", None, tenant="red", pps=1_000, burst_pkts=50)
