@@ -49,7 +49,7 @@ class ElectionCore:
         self.name, self.ttl = name, ttl
         # a margin for our own scheduling delays (clock-rate differences are ppm): the
         # old master must be silent before etcd can expire its lease at ``sent + ttl``
-        self.guard = guard if guard is not None else max(0.25, ttl / 6)
+        self.guard = guard if guard is not None else max(0.5, ttl / 6)
         self.lease: int | None = None
         self.valid_until = 0.0      # our lease is certainly alive in etcd before this
         self.role = SLAVE
@@ -197,6 +197,7 @@ class Election:
         self.gw, self.key, self.poll, self.on_change = gateway, key, poll, on_change
         self.last: Role = Role(SLAVE, 0)
         self.master_since: float | None = None     # wall clock, for the API and tests
+        self.stepped_down_at: float | None = None
         self.transitions = 0
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="weft-election", daemon=True)
@@ -229,6 +230,8 @@ class Election:
                  role.generation, self.core.leader)
         if role.role == MASTER and self.last.role != MASTER:
             self.master_since = time.time()
+        elif role.role != MASTER and self.last.role == MASTER:
+            self.stepped_down_at = time.time()
         self.last = role
         self.transitions += 1
         try:
@@ -236,21 +239,30 @@ class Election:
         except Exception:  # noqa: BLE001  (the election must outlive a failing callback)
             LOG.exception("election: role change callback failed")
 
+    def _budget(self) -> float:
+        """How long the next request may take: never past the moment our lease must be
+        presumed lost, so a hanging etcd cannot delay stepping down."""
+        c = self.core
+        left = c.time_left(time.monotonic())
+        return min(c.keepalive_interval(), left) if c.lease is not None else c.ttl / 3
+
     def _step(self) -> None:
         c, now = self.core, time.monotonic()
-        budget = max(0.2, min(c.keepalive_interval(), c.time_left(now) or c.ttl / 3))
         if c.needs_lease(now):
             sent = time.monotonic()
-            lease, ttl = self.gw.grant(c.ttl, budget)
+            lease, ttl = self.gw.grant(c.ttl, self._budget())
             c.lease_granted(lease, ttl, sent)
             self._last_keepalive = sent
         elif now - self._last_keepalive >= c.keepalive_interval():
             sent = time.monotonic()
             self._last_keepalive = sent
+            budget = self._budget()
+            if budget < 0.01:
+                return                  # too late: the lease is presumed lost (tick)
             c.keepalive_answered(self.gw.keepalive(c.lease or 0, budget), sent)
-        if c.lease is not None:
+        if c.lease is not None and self._budget() >= 0.01:
             sent = time.monotonic()
-            holder, lease, rev = self.gw.campaign(self.key, c.name, c.lease, budget)
+            holder, lease, rev = self.gw.campaign(self.key, c.name, c.lease, self._budget())
             c.observed(holder, lease, rev, sent)
 
     def _run(self) -> None:
@@ -264,4 +276,6 @@ class Election:
             # the master only needs to keep its lease; standbys poll for a free key
             wait = self.poll if self.last.role == SLAVE else min(
                 self.poll * 2, self.core.keepalive_interval())
+            if self.core.lease is not None:     # wake up in time to step down
+                wait = min(wait, max(0.0, self.core.time_left(time.monotonic())))
             self._stop.wait(wait)
