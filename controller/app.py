@@ -1,18 +1,23 @@
-"""`controller.app`: the os-ken application, a thin shim over the pure core.
+"""`controller.app`: the os-ken application, a thin shim over the sync engine.
 
-Handlers only translate OpenFlow events and send what `controller.pipeline`
-and `controller.flows.diff` return.  A sync reads the switch (port desc, flow
-stats, group desc), diffs against the desired state and sends only the delta:
-stale flows deleted, groups added, flows added, stale groups deleted, then a
-barrier.  Nothing is wiped on (re)connect, so controller restarts are hitless.
-Work from REST threads arrives as events on this app's queue, so all switch
-state is touched by one thread only.
+Handlers translate OpenFlow events into calls of `controller.sync.SyncEngine`
+(connect, replies, errors, barrier and role replies, port status, model change,
+the 1 s tick, disconnect) and hand what it returns to the switch's sender.  The
+engine reads, diffs and sends only the delta (see its docstring); nothing is wiped
+on (re)connect, so controller restarts are hitless.  Work from REST threads arrives
+as events on this app's queue, so switch state is touched by one thread only; REST
+threads read the immutable snapshots the engine publishes (`Core.switches`).
+
+Each connected switch has its own sender thread with an unbounded queue: os-ken's
+`Datapath.send_msg` blocks on a 16-message queue while the switch reads slowly, so
+one switch's large plan would otherwise hold the event loop (and every other switch).
 """
 from __future__ import annotations
 
 import itertools
 import logging
 import os
+import queue
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -25,16 +30,15 @@ from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_c
 from os_ken.ofproto import ofproto_v1_3
 
 from controller import config, ofmsg
-from controller.core import Core, Switch
-from controller.flows import COOKIE_FEATURE_MASK, COOKIE_LEARNED, COOKIE_PREFIX, Flow, \
-    SwitchState, apply_delta, diff, feature_of
-from controller.operator import operator_cookie, reconcile
-from controller.pipeline import desired_state, flow_reads
+from controller.core import Core
+from controller.flows import COOKIE_PREFIX, feature_of
 from controller.store import open_store
-from cluster.hostsfile import dpid_str, host_for_dpid, load
+from controller.sync import SyncEngine
+from cluster.hostsfile import datapath_id, dpid_str, host_for_dpid, load
 
 LOG = logging.getLogger("weft.controller")
 PROBE_SECONDS = 5     # a first connection silent this long, when a second one claims it, is dead
+STATS_TIMEOUT = 10.0  # a REST stats request unanswered this long is forgotten
 
 
 def _name(port: Any) -> str:
@@ -42,7 +46,7 @@ def _name(port: Any) -> str:
 
 
 class EventResync(event.EventBase):
-    """Ask for every switch (or one) to be diffed against the model again."""
+    """The model changed (read it once, diff every switch), or (audit) re-read switches."""
 
     def __init__(self, dpid: int | None = None, audit: bool = False) -> None:
         super().__init__()
@@ -65,12 +69,58 @@ class EventOfctl(event.EventBase):
         self.dpid, self.msg = dpid, msg
 
 
+class EventRole(event.EventBase):
+    """`set_role` from another thread (the election): apply it on the OpenFlow thread."""
+
+    def __init__(self, role: str, generation_id: int) -> None:
+        super().__init__()
+        self.role, self.generation_id = role, generation_id
+
+
 class EventHeartbeat(event.EventBase):
-    """Posted by the watchdog; handling it proves the event loop is turning."""
+    """Posted by the watchdog; handling it proves the event loop is turning (and ticks)."""
+
+
+class EventSendFailed(event.EventBase):
+    """A sender thread could not encode or send a message: re-read that switch."""
+
+    def __init__(self, dpid: int, error: str) -> None:
+        super().__init__()
+        self.dpid, self.error = dpid, error
 
 
 STUCK_AFTER = 5.0           # seconds without a heartbeat handled: the loop is stuck
 POST_TIMEOUT = 2.0          # how long a REST thread may wait for room in the event queue
+
+
+class _Sender:
+    """One switch's sender: an unbounded queue drained by its own thread into os-ken's
+    (blocking) `send_msg`, so the event loop never waits for a slow switch."""
+
+    def __init__(self, app: WeftController, dpid: int, dp: Any) -> None:
+        self.app, self.dpid, self.dp = app, dpid, dp
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = hub.spawn(self._run)
+
+    def send(self, msgs: list) -> None:
+        if msgs:
+            self.queue.put(msgs)
+
+    def close(self) -> None:
+        self.queue.put(None)
+
+    def _run(self) -> None:
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                return
+            for msg in batch:
+                try:
+                    self.dp.send_msg(msg)
+                except Exception as exc:  # noqa: BLE001  (log, re-read; never end the thread)
+                    LOG.error("switch %s: cannot send %s: %s: %s", dpid_str(self.dpid),
+                              str(msg)[:300], type(exc).__name__, exc)
+                    self.app._post(EventSendFailed(self.dpid, str(exc)), POST_TIMEOUT)
 
 
 class WeftController(app_manager.OSKenApp):
@@ -94,38 +144,25 @@ class WeftController(app_manager.OSKenApp):
         run.__name__ = handler.__name__
         return run
 
-    def _handler_failed(self, name: str, ev: Any, exc: Exception,
-                        dpid: int | None = None) -> None:
-        dpid = _dpid_of(ev) if dpid is None else dpid
+    def _handler_failed(self, name: str, ev: Any, exc: Exception) -> None:
+        dpid = _dpid_of(ev)
         LOG.error("handler %s failed on %s for switch %s: %s: %s", name,
                   type(ev).__name__, dpid_str(dpid) if dpid is not None else "-",
                   type(exc).__name__, exc, exc_info=exc)
-        errors = self.core.handler_errors
-        errors[name] = errors.get(name, 0) + 1
+        self._count_error(name)
         future = getattr(ev, "future", None)
         if isinstance(future, Future) and not future.done():
             future.set_exception(LookupError(f"the controller failed: {exc}"))
-        switches = [self.core.switches[dpid]] if dpid in self.core.switches else \
-            list(self.core.switches.values()) if isinstance(ev, EventResync) else []
-        for sw in switches:
-            sw.syncing = sw.dirty = False
-            sw.known = None                 # re-read that switch, after a pause
-            self._retry_later(sw.dpid)
+        if isinstance(ev, EventResync) and not ev.audit:
+            self._resync_wanted = True      # the watchdog asks again (1 s)
+        elif dpid is not None and dpid in self._dps:
+            self.engine.fail(dpid, f"{name} failed ({type(exc).__name__}: {exc})", time.time())
 
-    def _retry_later(self, dpid: int) -> None:
-        """Re-read a switch whose handling failed, backing off 1 s .. 30 s (one timer each)."""
-        now = time.monotonic()
-        n, last = self._failures.get(dpid, (0, 0.0))
-        n = 1 if now - last > 60 else n + 1
-        self._failures[dpid] = (n, now)
-        if dpid in self._retrying:
-            return
-
-        def fire() -> None:
-            self._retrying.discard(dpid)
-            self._post(EventResync(dpid, audit=True), POST_TIMEOUT)
-        self._retrying.add(dpid)
-        hub.spawn_after(min(30.0, 0.5 * 2 ** n), fire)
+    def _count_error(self, name: str) -> None:
+        """Copy on write: REST threads iterate `handler_errors` without a lock."""
+        errors = dict(self.core.handler_errors)
+        errors[name] = errors.get(name, 0) + 1
+        self.core.handler_errors = errors
 
     def _post(self, ev: event.EventBase, timeout: float) -> bool:
         """Queue an event for this app without blocking longer than ``timeout``."""
@@ -151,7 +188,14 @@ class WeftController(app_manager.OSKenApp):
 
     @set_ev_cls(EventHeartbeat)
     def _heartbeat(self, _: EventHeartbeat) -> None:
-        self._beat = time.monotonic()
+        self._beat = now = time.monotonic()
+        self._send(self.engine.tick(time.time()))
+        for key, entry in list(self._stats.items()):
+            fut, asked = entry[1], entry[3]
+            if now - asked > STATS_TIMEOUT:
+                del self._stats[key]
+                if not fut.done():
+                    fut.set_exception(TimeoutError("the switch did not answer"))
 
     def loop_health(self) -> dict[str, Any]:
         """For /v1/health: is the event loop turning, and how full is its queue."""
@@ -161,6 +205,7 @@ class WeftController(app_manager.OSKenApp):
         return {"alive": alive, "last_heartbeat_seconds": round(age, 3),
                 "queue_depth": depth, "queue_max": self.events.maxsize,
                 "handler_errors": sum(self.core.handler_errors.values()),
+                "sync_exceptions": self.engine.exceptions,
                 "reason": None if alive else
                 f"the OpenFlow event loop has handled nothing for {age:.0f} s "
                 f"({depth} events queued)"}
@@ -170,8 +215,17 @@ class WeftController(app_manager.OSKenApp):
         conf = config.CONF
         cluster = load(conf.weft_hosts)
         self.core = Core(open_store(conf.store, conf.weft_db), cluster)
-        self._failures: dict[int, tuple[int, float]] = {}   # dpid -> (in a row, last)
-        self._retrying: set[int] = set()                    # dpids with a re-read timer
+        self.engine = SyncEngine({datapath_id(h): h.name for h in cluster.hosts},
+                                 adopt=conf.adopt, on_publish=self.core.publish)
+        from controller.ha import election_url
+        if election_url(conf):      # several instances: slave of every switch until elected
+            self.engine.role_wanted = ("slave", 0)
+        self._dps: dict[int, Any] = {}          # dpid -> its live connection
+        self._senders: dict[int, _Sender] = {}
+        # (dpid, xid) -> (bodies so far, future, render, asked at): REST stats requests
+        self._stats: dict[tuple[int, int], tuple[list, Future, Callable, float]] = {}
+        self._probes: dict[tuple[int, int], list] = {}   # barrier probes of a first connection
+        self._xids = itertools.count(0xC0000000)
         self._beat = time.monotonic()
         self._resync_wanted = False     # a REST change is waiting for a full resync
         self._resync_queued = False     # ... and its EventResync is in the queue
@@ -180,10 +234,9 @@ class WeftController(app_manager.OSKenApp):
         self.core.dump_flows = lambda dpid: self._stats_from_other_thread("flows", dpid)
         self.core.dump_meters = lambda dpid: self._stats_from_other_thread("meters", dpid)
         self.core.ofctl_datapath = self._ofctl_proxy
-        # xid -> (bodies so far, callback(bodies)) for multipart requests in flight
-        self._pending: dict[tuple[int, int], tuple[list, Callable[[list], None]]] = {}
-        LOG.info("weft controller: %d hosts in %s, state in %s", len(cluster.hosts),
-                 conf.weft_hosts, conf.weft_db)
+        LOG.info("weft controller: %d hosts in %s, state in %s (epoch %s)%s",
+                 len(cluster.hosts), conf.weft_hosts, conf.weft_db, self.core.store.epoch(),
+                 "; --adopt: switches of another store are taken over" if conf.adopt else "")
         self.threads.append(hub.spawn(self._watchdog))
         if conf.weft_audit_interval > 0:
             self.threads.append(hub.spawn(self._audit_loop, conf.weft_audit_interval))
@@ -192,260 +245,207 @@ class WeftController(app_manager.OSKenApp):
             from controller.api import serve_in_thread
             serve_in_thread(self.core, conf.wsapi_host, conf.wsapi_port, conf.wsapi_unix, token)
 
+    # -- roles (several controllers) --------------------------------------------------
+    def set_role(self, role: str, generation_id: int) -> None:
+        """Become ``master`` or ``slave`` of every switch, now and on later connects
+        (OFPRoleRequest with ``generation_id``); any thread may call it.  Never called:
+        no role request is ever sent (one controller)."""
+        if not self._post(EventRole(role, generation_id), POST_TIMEOUT):
+            raise TimeoutError("the controller's event queue is full")
+
+    @set_ev_cls(EventRole)
+    def _role(self, ev: EventRole) -> None:
+        LOG.info("role %s (generation %d) for every switch", ev.role, ev.generation_id)
+        self._send(self.engine.set_role(ev.role, ev.generation_id, time.time()))
+
+    @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
+    def _role_reply(self, ev: Any) -> None:
+        msg = ev.msg
+        if self._current(msg.datapath):
+            role = ofmsg.ROLE_NAMES.get(msg.role, "unknown")
+            LOG.info("switch %s: role %s (generation %d)", dpid_str(msg.datapath.id), role,
+                     msg.generation_id)
+            self._send_to(msg.datapath.id,
+                          self.engine.role_reply(msg.datapath.id, role, time.time()))
+
+    # -- sending -------------------------------------------------------------------------
+    def _send_to(self, dpid: int, msgs: list) -> None:
+        sender = self._senders.get(dpid)
+        if sender is not None:
+            sender.send(msgs)
+
+    def _send(self, out: dict[int, list]) -> None:
+        for dpid, msgs in out.items():
+            self._send_to(dpid, msgs)
+
+    def _current(self, dp: Any) -> bool:
+        """Is ``dp`` the connection the switch is known by (not a refused second one)?"""
+        return dp.id is not None and self._dps.get(dp.id) is dp
+
+    def _read_model(self) -> None:
+        """Read the model once (not once per switch) and hand it to the engine."""
+        self._resync_queued = self._resync_wanted = False
+        self._send(self.engine.set_model(self.core.model(), time.time()))
+
     # -- connection state ---------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def _state_change(self, ev: Any) -> None:
         dp = ev.datapath
         if dp.id is None:
             return
-        host = host_for_dpid(self.core.cluster, dp.id)
-        sw = self.core.switch(dp.id)
         if ev.state == MAIN_DISPATCHER:
-            if sw.connected and sw.dp is not None and sw.dp is not dp:
-                self._refuse_second(sw, dp)
+            first = self._dps.get(dp.id)
+            if first is not None and first is not dp:
+                self._refuse_second(first, dp)
                 return
-            sw.dp, sw.connected, sw.connected_at = dp, True, time.time()
-            sw.syncing = sw.dirty = False
-            sw.known = None                 # never trust a cache across connections
+            host = host_for_dpid(self.core.cluster, dp.id)
             if host is None:
                 LOG.warning("switch %s connected but is no host of hosts.yaml: left alone",
                             dpid_str(dp.id))
-                return
-            LOG.info("switch %s connected: host %s", dpid_str(dp.id), host.name)
-            self._sync(sw)
-        elif sw.dp is dp:
-            sw.connected, sw.dp = False, None
-            LOG.info("switch %s (host %s) disconnected; its flows stay (fail_mode secure)",
-                     dpid_str(dp.id), sw.host)
+            else:
+                LOG.info("switch %s connected: host %s", dpid_str(dp.id), host.name)
+            if self.engine.model is None:
+                try:
+                    self._read_model()
+                except Exception as exc:  # noqa: BLE001  (connect anyway; its read retries)
+                    self._handler_failed("_read_model", EventResync(), exc)
+            self._dps[dp.id] = dp
+            self._senders[dp.id] = _Sender(self, dp.id, dp)
+            self._send_to(dp.id, self.engine.connect(dp.id, dp, time.time()))
+        elif self._current(dp):
+            del self._dps[dp.id]
+            self._senders.pop(dp.id).close()
+            self.engine.disconnect(dp.id)
+            for key in [k for k in self._stats if k[0] == dp.id]:
+                fut = self._stats.pop(key)[1]
+                if not fut.done():
+                    fut.set_exception(LookupError("switch disconnected"))
+            for key in [k for k in self._probes if k[0] == dp.id]:
+                del self._probes[key]
+            LOG.info("switch %s disconnected; its flows stay (fail_mode secure)",
+                     dpid_str(dp.id))
 
-    def _refuse_second(self, sw: Switch, dp: Any) -> None:
+    def _refuse_second(self, first: Any, dp: Any) -> None:
         """A second connection claims a connected datapath id: never let it replace the
         first.  Refuse it, then ask the first for a barrier: a first connection that does
         not answer within PROBE_SECONDS is dead (e.g. the host rebooted) and is closed,
         so the real switch's next reconnect gets in."""
         LOG.warning("switch %s: second connection from %s claims this datapath id while %s "
-                    "is connected; refused", dpid_str(dp.id), dp.address, sw.dp.address)
-        sw.refused += 1
+                    "is connected; refused", dpid_str(dp.id), dp.address, first.address)
+        self.engine.refused_connection(dp.id)
         dp.close()
-        first = sw.dp
+        probe = ofmsg.read_request(first, "barrier")
+        probe.set_xid(next(self._xids) & 0xFFFFFFFF)
         answered: list[bool] = []
-        self._request(first, first.ofproto_parser.OFPBarrierRequest(first),
-                      lambda _: answered.append(True))
+        self._probes[(first.id, probe.xid)] = answered
+        self._send_to(first.id, [probe])
+
+        conn: Any = first
 
         def check() -> None:
-            if not answered and sw.dp is first:
+            if not answered and id(self._dps.get(conn.id)) == id(conn):   # (no narrowing)
                 LOG.warning("switch %s: connection from %s did not answer for %ds; closed",
-                            dpid_str(first.id), first.address, PROBE_SECONDS)
-                first.close()
+                            dpid_str(conn.id), conn.address, PROBE_SECONDS)
+                conn.close()
         hub.spawn_after(PROBE_SECONDS, check)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev: Any) -> None:
         msg = ev.msg
-        sw = self.core.switch(msg.datapath.id)
-        if not sw.host or sw.dp is not msg.datapath:
+        if not self._current(msg.datapath):
             return
-        name = _name(msg.desc)
-        if msg.reason == msg.datapath.ofproto.OFPPR_DELETE:
-            if sw.ports.pop(name, None) is None:
-                return
-        elif sw.ports.get(name) == msg.desc.port_no:
-            return                  # a link-state change: nothing for the flows
-        else:
-            sw.ports[name] = msg.desc.port_no
-        self._sync(sw)              # a port came or went: its flows follow
+        gone = msg.reason == msg.datapath.ofproto.OFPPR_DELETE
+        self._send_to(msg.datapath.id, self.engine.port_status(
+            msg.datapath.id, _name(msg.desc), None if gone else msg.desc.port_no, time.time()))
 
     @set_ev_cls(EventResync)
     def _resync(self, ev: EventResync) -> None:
-        if ev.dpid is None and not ev.audit:
-            self._resync_queued = self._resync_wanted = False
-        for sw in list(self.core.switches.values()):
-            if sw.connected and sw.host and (ev.dpid is None or ev.dpid == sw.dpid):
-                if ev.audit and not sw.syncing:
-                    sw.known = None         # read the switch again: catches outside edits
-                try:                        # one switch failing must not starve the others
-                    self._sync(sw)
-                except Exception as exc:  # noqa: BLE001
-                    self._handler_failed("_resync", ev, exc, sw.dpid)
+        if ev.audit:
+            self._send(self.engine.audit(time.time(), ev.dpid))
+        else:
+            self._read_model()
+
+    @set_ev_cls(EventSendFailed)
+    def _send_failed(self, ev: EventSendFailed) -> None:
+        if ev.dpid in self._dps:
+            self.engine.fail(ev.dpid, f"a message could not be sent ({ev.error})", time.time())
 
     def _audit_loop(self, interval: float) -> None:
         while True:
             hub.sleep(interval)
             self._post(EventResync(audit=True), POST_TIMEOUT)
 
-    # -- multipart plumbing ----------------------------------------------------------
-    def _request(self, dp: Any, msg: Any, done: Callable[[list], None]) -> None:
-        dp.set_xid(msg)
-        self._pending[(dp.id, msg.xid)] = ([], done)
-        dp.send_msg(msg)
-
-    def _reply(self, ev: Any) -> None:
+    # -- replies ---------------------------------------------------------------------
+    def _reply(self, ev: Any, body: list | None = None) -> None:
         msg = ev.msg
-        key = (msg.datapath.id, msg.xid)
-        waiting = self.core.ofctl_waiters.get(msg.datapath.id, {})
-        # The sync's own requests first: os-ken starts each switch's xids at a random
-        # value, so an ofctl_rest xid may collide with one; a sync must never lose its reply.
-        if msg.xid in waiting and key not in self._pending:  # an ofctl_rest request
+        dp = msg.datapath
+        if not self._current(dp):
+            return              # from a connection that is not the switch's
+        body = msg.body if body is None else body
+        more = bool(msg.flags & dp.ofproto.OFPMPF_REPLY_MORE)
+        if self.engine.owns(dp.id, msg.xid):
+            self._send_to(dp.id, self.engine.reply(dp.id, msg.xid, body, more, time.time(),
+                                                   type(msg).__name__))
+            return
+        key = (dp.id, msg.xid)
+        if key in self._stats:
+            bodies, fut, render, _ = self._stats[key]
+            bodies.extend(body)
+            if not more:
+                del self._stats[key]
+                if not fut.done():
+                    fut.set_result([render(b) for b in bodies])
+            return
+        waiting = self.core.ofctl_waiters.get(dp.id, {})
+        if msg.xid in waiting:  # an ofctl_rest request
             lock, msgs = waiting[msg.xid]
             msgs.append(ofmsg.ofctl_printable(msg))
-            if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+            if not more:
                 waiting.pop(msg.xid, None)
                 lock.set()
-            return
-        if key not in self._pending or self.core.switch(msg.datapath.id).dp is not msg.datapath:
-            return              # not asked, or from a connection that is not the switch's
-        bodies, done = self._pending[key]
-        bodies.extend(msg.body)
-        if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
-            del self._pending[key]
-            done(bodies)
 
-    @set_ev_cls([ofp_event.EventOFPDescStatsReply, ofp_event.EventOFPAggregateStatsReply,
-                 ofp_event.EventOFPTableStatsReply, ofp_event.EventOFPPortStatsReply,
-                 ofp_event.EventOFPGroupStatsReply, ofp_event.EventOFPGroupFeaturesStatsReply,
-                 ofp_event.EventOFPMeterFeaturesStatsReply, ofp_event.EventOFPQueueStatsReply],
-                MAIN_DISPATCHER)
-    def _ofctl_reply(self, ev: Any) -> None:
+    @set_ev_cls([ofp_event.EventOFPDescStatsReply, ofp_event.EventOFPTableStatsReply,
+                 ofp_event.EventOFPPortStatsReply, ofp_event.EventOFPGroupStatsReply,
+                 ofp_event.EventOFPGroupFeaturesStatsReply,
+                 ofp_event.EventOFPMeterFeaturesStatsReply, ofp_event.EventOFPQueueStatsReply,
+                 ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPFlowStatsReply,
+                 ofp_event.EventOFPGroupDescStatsReply, ofp_event.EventOFPMeterStatsReply,
+                 ofp_event.EventOFPMeterConfigStatsReply], MAIN_DISPATCHER)
+    def _stats_reply(self, ev: Any) -> None:
         self._reply(ev)
 
-    @set_ev_cls(EventOfctl)
-    def _ofctl_send(self, ev: EventOfctl) -> None:
-        """An ofctl_rest stats request, sent from this thread (xid set by the REST side)."""
-        sw = self.core.switches.get(ev.dpid)
-        if sw is not None and sw.dp is not None:
-            sw.dp.send_msg(ev.msg)
-
-    def _ofctl_proxy(self, dpid: int) -> Any:
-        sw = self.core.switches.get(dpid)
-        if sw is None or sw.dp is None:
-            raise LookupError("switch not connected")
-        return _OfctlDatapath(self, dpid, sw.dp)
-
-    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
-    def _port_desc_reply(self, ev: Any) -> None:
-        self._reply(ev)
-
-    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
-    def _flow_stats_reply(self, ev: Any) -> None:
-        self._reply(ev)
-
-    @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
-    def _group_desc_reply(self, ev: Any) -> None:
-        self._reply(ev)
+    @set_ev_cls(ofp_event.EventOFPAggregateStatsReply, MAIN_DISPATCHER)
+    def _aggregate_reply(self, ev: Any) -> None:
+        self._reply(ev, [ev.msg.body])
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _barrier_reply(self, ev: Any) -> None:
-        key = (ev.msg.datapath.id, ev.msg.xid)
-        if key in self._pending:
-            self._pending.pop(key)[1]([])
+        dp = ev.msg.datapath
+        probe = self._probes.pop((dp.id, ev.msg.xid), None)
+        if probe is not None:
+            probe.append(True)
+        elif self._current(dp):
+            self._send_to(dp.id, self.engine.reply(dp.id, ev.msg.xid, [], False, time.time(),
+                                                   "barrier reply"))
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _error(self, ev: Any) -> None:
         msg = ev.msg
-        LOG.error("switch %s refused a message: type %d code %d", dpid_str(msg.datapath.id),
-                  msg.type, msg.code)
-        sw = self.core.switch(msg.datapath.id)
-        sw.known = None             # what we believed it holds is wrong: read it next time
+        if self._current(msg.datapath):
+            self._send_to(msg.datapath.id, self.engine.error(msg.datapath.id, msg.xid,
+                                                             msg.type, msg.code, time.time()))
 
-    # -- sync: read, diff, send the delta -----------------------------------------------
-    def _sync(self, sw: Switch) -> None:
-        """Bring one switch to the desired state; read it first unless we know it."""
-        if sw.syncing:
-            sw.dirty = True
-            return
-        sw.syncing, sw.dirty = True, False
-        started = time.monotonic()
-        version = self.core.store.version
-        if sw.known is not None:
-            self._apply(sw, sw.known, started, version)
-            return
-        dp, parser, ofp = sw.dp, sw.dp.ofproto_parser, sw.dp.ofproto
-        got: dict[str, list] = {}
+    @set_ev_cls(EventOfctl)
+    def _ofctl_send(self, ev: EventOfctl) -> None:
+        """An ofctl_rest stats request, sent from this thread (xid set by the REST side)."""
+        self._send_to(ev.dpid, [ev.msg])
 
-        def collect(kind: str) -> Callable[[list], None]:
-            def done(bodies: list) -> None:
-                got[kind] = bodies
-                if len(got) == 4 and sw.dp is dp:
-                    sw.ports = {_name(p): p.port_no for p in got["ports"]
-                                if p.port_no < ofp.OFPP_MAX}
-                    have = SwitchState(ofmsg.flows_from_stats(got["flows"]),
-                                       frozenset(ofmsg.group_from_desc(g) for g in got["groups"]),
-                                       frozenset(ofmsg.meter_from_config(m)
-                                                 for m in got["meters"]))
-                    self._apply(sw, have, started, version)
-            return done
-
-        self._request(dp, parser.OFPPortDescStatsRequest(dp, 0), collect("ports"))
-        # only weft's own flows, never the learned MACs: a MAC flood cannot inflate this
-        reads, parts = flow_reads(), []
-
-        def flows_part(bodies: list) -> None:
-            parts.append(bodies)
-            if len(parts) == len(reads):
-                collect("flows")([b for part in parts for b in part])
-        for table, cookie, mask in reads:
-            self._request(dp, _flows_request(dp, table, cookie, mask), flows_part)
-        self._count_learned(sw)
-        self._request(dp, parser.OFPGroupDescStatsRequest(dp, 0), collect("groups"))
-        self._request(dp, parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL),
-                      collect("meters"))
-
-    def _apply(self, sw: Switch, have: SwitchState, started: float, version: int) -> None:
-        dp = sw.dp
-        want = desired_state(sw.host, self.core.topology(), sw.ports, self.core.tunnels(sw.host))
-        delta = diff(want, have)
-        # deletes first, then what new flows point at, then the flows, stale groups
-        # and meters last (no flow refers to them any more)
-        plan = ((delta.delete_flows, ofmsg.flow_mod, "delete_strict"),
-                (delta.add_meters, ofmsg.meter_mod, "add"),
-                (delta.modify_meters, ofmsg.meter_mod, "modify"),
-                (delta.modify_groups, ofmsg.group_mod, "modify"),
-                (delta.add_groups, ofmsg.group_mod, "add"),
-                (delta.add_flows, ofmsg.flow_mod, "add"),
-                (delta.delete_groups, ofmsg.group_mod, "delete"),
-                (delta.delete_meters, ofmsg.meter_mod, "delete"))
-        for items, build, command in plan:
-            for item in items:
-                dp.send_msg(build(dp, item, command))
-        known = apply_delta(have, delta)
-        # operator flows: never diffed; the missing come back, the unstored go
-        op_add, op_delete = reconcile(self.core.store.operator_flows(sw.dpid), have)
-        for of in op_add:
-            try:
-                dp.send_msg(ofmsg.operator_flow_mod(dp, of, "add"))
-            except Exception as exc:  # noqa: BLE001  (a bad stored flow must not stop sync)
-                LOG.error("switch %s: operator flow %d cannot be sent: %s", dpid_str(sw.dpid),
-                          of.id, exc)
-        for op_id in op_delete:
-            dp.send_msg(ofmsg.operator_flow_mod(dp, _OpRef(operator_cookie(op_id)), "delete"))
-        if op_add or op_delete:
-            gone = {operator_cookie(i) for i in op_delete}
-            known = SwitchState(frozenset({f for f in known.flows if f.cookie not in gone} | {
-                Flow(of.table_id, of.priority, (("operator_id", of.id),), (), of.cookie)
-                for of in op_add}), known.groups, known.meters)
-            sw.operator_mods += len(op_add) + len(op_delete)
-        sw.known = known
-        n_flows = len(delta.delete_flows) + len(delta.add_flows)
-        n_groups = len(delta.add_groups) + len(delta.modify_groups) + len(delta.delete_groups)
-        n_meters = len(delta.add_meters) + len(delta.modify_meters) + len(delta.delete_meters)
-        sw.flow_mods += n_flows
-        sw.group_mods += n_groups
-        sw.meter_mods += n_meters
-        sw.syncs += 1
-
-        def finished(_: list) -> None:
-            sw.syncing = False
-            sw.synced_version = version
-            sw.last_sync = {"at": time.time(), "seconds": round(time.monotonic() - started, 4),
-                            "flows_desired": len(want.flows), "flows_on_switch": len(have.flows),
-                            "flow_mods": n_flows, "group_mods": n_groups, "meter_mods": n_meters}
-            if n_flows or n_groups or n_meters:
-                LOG.info("switch %s (%s): sent %d flow-mods, %d group-mods, %d meter-mods "
-                         "in %.3fs", dpid_str(sw.dpid), sw.host, n_flows, n_groups, n_meters,
-                         time.monotonic() - started)
-            if sw.dirty and sw.dp is dp:
-                self._sync(sw)
-        self._request(dp, dp.ofproto_parser.OFPBarrierRequest(dp), finished)
+    def _ofctl_proxy(self, dpid: int) -> Any:
+        sw = self.core.switches.get(dpid)
+        dp = self._dps.get(dpid)
+        if sw is None or not sw.connected or dp is None:
+            raise LookupError("switch not connected")
+        return _OfctlDatapath(self, dpid, dp)
 
     # -- live state for the REST API -----------------------------------------------------
     def _stats_from_other_thread(self, kind: str, dpid: int, timeout: float = 5) -> list[dict]:
@@ -455,45 +455,20 @@ class WeftController(app_manager.OSKenApp):
         return fut.result(timeout)
 
     @set_ev_cls(EventStats)
-    def _stats(self, ev: EventStats) -> None:
-        sw = self.core.switches.get(ev.dpid)
-        if not sw or not sw.dp:
+    def _stats_request(self, ev: EventStats) -> None:
+        dp = self._dps.get(ev.dpid)
+        if dp is None:
             ev.future.set_exception(LookupError("switch not connected"))
             return
-        dp, parser, ofp = sw.dp, sw.dp.ofproto_parser, sw.dp.ofproto
         if ev.kind == "flows":    # weft's flows, learned ones included (learn limits bound them)
-            req = _flows_request(dp, None, COOKIE_PREFIX, 0xFFFF << 48)
+            req = ofmsg.read_request(dp, "flows", None, COOKIE_PREFIX, 0xFFFF << 48)
             render = _flow_json
         else:
-            req = parser.OFPMeterStatsRequest(dp, 0, ofp.OFPM_ALL)
+            req = dp.ofproto_parser.OFPMeterStatsRequest(dp, 0, dp.ofproto.OFPM_ALL)
             render = _meter_json
-        self._request(dp, req, lambda bodies: ev.future.set_result([render(b) for b in bodies]))
-
-    # -- learned MACs: counted by the switch, never read ---------------------------------
-    def _count_learned(self, sw: Switch) -> None:
-        dp = sw.dp
-        ofp, parser = dp.ofproto, dp.ofproto_parser
-        req = parser.OFPAggregateStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                              COOKIE_LEARNED, COOKIE_FEATURE_MASK,
-                                              parser.OFPMatch())
-
-        def done(bodies: list) -> None:
-            sw.learned_flows = bodies[0].flow_count if bodies else 0
-        self._request(dp, req, done)
-
-    @set_ev_cls(ofp_event.EventOFPAggregateStatsReply, MAIN_DISPATCHER)
-    def _aggregate_reply(self, ev: Any) -> None:
-        key = (ev.msg.datapath.id, ev.msg.xid)
-        if key in self._pending:
-            self._pending.pop(key)[1]([ev.msg.body])
-
-    @set_ev_cls(ofp_event.EventOFPMeterStatsReply, MAIN_DISPATCHER)
-    def _meter_stats_reply(self, ev: Any) -> None:
-        self._reply(ev)
-
-    @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
-    def _meter_config_reply(self, ev: Any) -> None:
-        self._reply(ev)
+        req.set_xid(next(self._xids) & 0xFFFFFFFF)
+        self._stats[(ev.dpid, req.xid)] = ([], ev.future, render, time.monotonic())
+        self._send_to(ev.dpid, [req])
 
 
 _OFCTL_XIDS = itertools.count(0x80000000)     # see _reply for a collision with a sync's
@@ -517,13 +492,6 @@ class _OfctlDatapath:
             raise TimeoutError("the controller's event queue is full")
 
 
-class _OpRef:
-    """Just the cookie of an operator flow: what a delete by cookie needs."""
-
-    def __init__(self, cookie: int) -> None:
-        self.cookie = cookie
-
-
 def _dpid_of(ev: Any) -> int | None:
     """The switch an event is about, when it is about one."""
     for holder in (getattr(ev, "msg", None), ev):
@@ -532,13 +500,6 @@ def _dpid_of(ev: Any) -> int | None:
             return dp.id
     dpid = getattr(ev, "dpid", None)
     return dpid if isinstance(dpid, int) else None
-
-
-def _flows_request(dp: Any, table: int | None, cookie: int, mask: int) -> Any:
-    """Flow stats of ``table`` (None: all) for flows with ``cookie & mask == cookie``."""
-    ofp, parser = dp.ofproto, dp.ofproto_parser
-    return parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL if table is None else table,
-                                      ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask, parser.OFPMatch())
 
 
 def _flow_json(s: Any) -> dict:

@@ -21,6 +21,11 @@ CONF.register_cli_opts([
                     "shared by several weft-managers (replaces --weft-db)"),
     cfg.FloatOpt("weft-audit-interval", default=60.0,
                  help="seconds between full re-reads of every switch (0: never)"),
+    cfg.BoolOpt("adopt", default=False,
+                help="take over switches programmed under another store (or an older weft): "
+                     "their weft flows become this store's model, deleting what it lacks. "
+                     "Without it such switches are left untouched (GET /v1/switches: "
+                     "sync_refused)"),
     cfg.StrOpt("wsapi-host", default="127.0.0.1", help="REST API listen address"),
     cfg.IntOpt("wsapi-port", default=8080, help="REST API port (0 disables the API)"),
     cfg.StrOpt("wsapi-unix", default=None,

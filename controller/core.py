@@ -1,59 +1,27 @@
 """The controller's state between the OpenFlow shim and the REST API.
 
 Holds the store, the cluster from hosts.yaml and what is known about each
-switch.  Both sides read it; only the OpenFlow thread touches switch sync
-state, the REST side asks for work by posting requests (see `controller.app`).
+switch.  Only the OpenFlow thread touches switch sync state (`controller.sync`);
+it publishes an immutable `SwitchView` per switch in a new mapping after each
+event (`publish`: one assignment), which is all REST threads read.  The REST
+side asks for work by posting requests (see `controller.app`).
 """
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from controller.model import TRUNK, Binding, Topology
 from controller.store import StoreBase
+from controller.sync import Model, SwitchView
 from cluster.hostsfile import Cluster, datapath_id, dpid_str, tunnel_port_name
 
 
-@dataclass
-class Switch:
-    """One datapath as the controller knows it."""
-    dpid: int
-    host: str | None
-    connected: bool = False
-    ports: dict[str, int] = field(default_factory=dict)
-    connected_at: float = 0.0
-    syncs: int = 0
-    flow_mods: int = 0              # flow-mods sent since the controller started
-    group_mods: int = 0
-    meter_mods: int = 0
-    operator_mods: int = 0          # operator flows (re)installed or removed by syncs
-    refused: int = 0                # second connections claiming this datapath id, refused
-    learned_flows: int = 0          # flows the switch learned (2 per MAC), counted at each sync
-    last_sync: dict[str, Any] = field(default_factory=dict)
-    # sync machinery (OpenFlow thread only)
-    dp: Any = None
-    syncing: bool = False
-    dirty: bool = False
-    synced_version: int = -1
-    known: Any = None               # SwitchState as last read plus what we sent; None: read it
-
-    def summary(self, cluster: Cluster) -> dict[str, Any]:
-        tunnels = {}
-        if self.host and cluster.transport == "tunnel":
-            for peer in cluster.peers(self.host):
-                name = tunnel_port_name(cluster.link_type(self.host, peer.name), peer.name)
-                tunnels[name] = {"peer": peer.name, "remote_ip": peer.underlay_ip,
-                                 "ofport": self.ports.get(name)}
-        return {"dpid": dpid_str(self.dpid), "host": self.host, "connected": self.connected,
-                "ports": dict(sorted(self.ports.items(), key=lambda kv: kv[1])),
-                "tunnels": tunnels, "syncs": self.syncs, "flow_mods_sent": self.flow_mods,
-                "group_mods_sent": self.group_mods, "meter_mods_sent": self.meter_mods,
-                "operator_flow_mods_sent": self.operator_mods,
-                "learned_flows": self.learned_flows, "refused_connections": self.refused,
-                "last_sync": self.last_sync}
+# What REST threads see of a switch: an immutable value the OpenFlow thread publishes.
+Switch = SwitchView
 
 
 def _no_switches(dpid: int) -> list[dict[str, Any]]:
@@ -61,14 +29,14 @@ def _no_switches(dpid: int) -> list[dict[str, Any]]:
 
 
 class Core:
-    """Shared controller state; `lock` guards `switches`."""
+    """Shared controller state; `switches` is an immutable snapshot, replaced whole."""
 
     def __init__(self, store: StoreBase, cluster: Cluster) -> None:
         self.store = store
         self.cluster = cluster
         self.lock = threading.RLock()
-        self.switches: dict[int, Switch] = {
-            datapath_id(h): Switch(datapath_id(h), h.name) for h in cluster.hosts}
+        self.switches: Mapping[int, SwitchView] = MappingProxyType({
+            datapath_id(h): SwitchView(datapath_id(h), h.name) for h in cluster.hosts})
         self.started = time.time()
         self.on_change: Callable[[], None] = lambda: None  # set by the app: resync every switch
         # set by the app: the event loop's liveness; None when no OpenFlow app runs
@@ -82,6 +50,20 @@ class Core:
         self.ofctl_waiters: dict[int, dict[int, Any]] = {}   # dpid -> xid -> (event, msgs)
         # set by controller.ha when several instances elect a master: role, generation, leader
         self.election_status: Callable[[], dict[str, Any]] | None = None
+
+    def publish(self, views: Mapping[int, SwitchView]) -> None:
+        """The OpenFlow thread's new snapshot of every switch (one assignment)."""
+        self.switches = views
+
+    def model(self) -> Model:
+        """The whole model, read from the store once, for every switch's desired state."""
+        version = self.store.version        # before reading: a later write resyncs again
+        ops: dict[int, list] = {}
+        for of in self.store.operator_flows():
+            ops.setdefault(of.dpid, []).append(of)
+        return Model(version, self.topology(),
+                     {h.name: self.tunnels(h.name) for h in self.cluster.hosts},
+                     {dpid: tuple(fs) for dpid, fs in ops.items()}, self.store.epoch())
 
     def topology(self) -> Topology:
         """A snapshot of the model for the pipeline."""
@@ -110,19 +92,13 @@ class Core:
         return {p.name: tunnel_port_name(self.cluster.link_type(host, p.name), p.name)
                 for p in self.cluster.peers(host)}
 
-    def switch(self, dpid: int) -> Switch:
-        with self.lock:
-            if dpid not in self.switches:
-                self.switches[dpid] = Switch(dpid, None)
-            return self.switches[dpid]
-
-    def switch_by_name(self, key: str) -> Switch | None:
+    def switch_by_name(self, key: str) -> SwitchView | None:
         """Find a switch by host name or dpid (hex, with or without 0x)."""
-        with self.lock:
-            for sw in self.switches.values():
-                if sw.host == key:
-                    return sw
-            try:
-                return self.switches.get(int(key, 16))
-            except ValueError:
-                return None
+        switches = self.switches            # one snapshot for the whole lookup
+        for sw in switches.values():
+            if sw.host == key:
+                return sw
+        try:
+            return switches.get(int(key, 16))
+        except ValueError:
+            return None

@@ -39,7 +39,8 @@ __all__ = [
     "COOKIE_FEATURE_MASK", "OWNED_FEATURE_COOKIES", "feature_of",
     "LearnSpec", "Flow", "Group", "Meter", "SwitchState", "Delta", "flow", "diff",
     "apply_delta", "owns_group", "owns_meter", "MatchValue", "normal_action",
-    "COOKIE_OPERATOR", "acl_cookie", "acl_rule_of", "CT_NEW", "CT_EST", "CT_REL", "CT_RPL",
+    "COOKIE_OPERATOR", "COOKIE_STAMP", "acl_cookie", "acl_rule_of", "CT_NEW", "CT_EST",
+    "CT_REL", "CT_RPL",
     "CT_INV", "CT_TRK",
 ]
 
@@ -47,7 +48,7 @@ __all__ = [
 COOKIE_PREFIX = 0x5746 << 48                # "WF"
 _FEATURE_SHIFT = 40
 _FEATURES = {1: "base", 2: "isolation", 3: "endpoint", 4: "learned", 5: "vlan", 6: "qos", 7: "acl",
-             8: "portsec", 9: "operator"}
+             8: "portsec", 9: "operator", 10: "stamp"}
 
 
 def _cookie(feature_id: int) -> int:
@@ -62,6 +63,7 @@ COOKIE_VLAN = _cookie(5)          # trunk ports, tag checks
 COOKIE_QOS = _cookie(6)           # QoS: tenant-aggregate limits, per-flow rules
 COOKIE_ACL = _cookie(7)           # tenant ACLs; the low 32 bits: the rule id (0: not a rule)
 COOKIE_OPERATOR = _cookie(9)      # operator flows (REST, ofctl_rest); low bits: the flow id
+COOKIE_STAMP = _cookie(10)        # the store-epoch stamp (controller.sync); low bits: the epoch
 _ACL_ID_MASK = (1 << 32) - 1
 
 

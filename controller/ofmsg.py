@@ -412,3 +412,35 @@ def meter_from_config(entry: Any) -> Meter:
 def meters_from_config(entries: Iterable[Any]) -> frozenset[Meter]:
     """Convenience: a whole meter-config reply body as a set."""
     return frozenset(meter_from_config(e) for e in entries)
+
+
+# --- requests a sync sends (controller.sync) ------------------------------------------
+ROLES = {"master": ofp.OFPCR_ROLE_MASTER, "slave": ofp.OFPCR_ROLE_SLAVE,
+         "equal": ofp.OFPCR_ROLE_EQUAL, "nochange": ofp.OFPCR_ROLE_NOCHANGE}
+ROLE_NAMES = {v: k for k, v in ROLES.items()}
+
+
+def read_request(dp: Datapath, kind: str, table: int | None = None, cookie: int = 0,
+                 mask: int = 0) -> Any:
+    """A read of the switch: ``ports`` (port desc), ``flows`` (flow stats of ``table``,
+    None: all, for ``cookie & mask == cookie``), ``groups`` (group desc), ``meters``
+    (meter config), ``aggregate`` (flow count by cookie), ``barrier``."""
+    ofproto, parser = dp.ofproto, dp.ofproto_parser
+    if kind == "ports":
+        return parser.OFPPortDescStatsRequest(dp, 0)
+    if kind in ("flows", "aggregate"):
+        cls = parser.OFPFlowStatsRequest if kind == "flows" else parser.OFPAggregateStatsRequest
+        return cls(dp, 0, ofproto.OFPTT_ALL if table is None else table, ofproto.OFPP_ANY,
+                   ofproto.OFPG_ANY, cookie, mask, parser.OFPMatch())
+    if kind == "groups":
+        return parser.OFPGroupDescStatsRequest(dp, 0)
+    if kind == "meters":
+        return parser.OFPMeterConfigStatsRequest(dp, 0, ofproto.OFPM_ALL)
+    if kind == "barrier":
+        return parser.OFPBarrierRequest(dp)
+    raise ValueError(f"read kind {kind!r} unknown")
+
+
+def role_request(dp: Datapath, role: str, generation_id: int) -> Any:
+    """An OFPRoleRequest: ``master`` or ``slave`` with the election's generation id."""
+    return dp.ofproto_parser.OFPRoleRequest(dp, ROLES[role], generation_id & ((1 << 64) - 1))

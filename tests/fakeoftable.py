@@ -131,13 +131,114 @@ def _matches(flow_: Flow, pkt: Packet) -> bool:
 class FakeOFTable:
     """One switch: its flow tables and groups; ``forward`` runs a frame through them."""
 
-    def __init__(self, state: SwitchState, learn: bool = False, vlan_limit: int = 1) -> None:
+    def __init__(self, state: SwitchState = SwitchState(), learn: bool = False,
+                 vlan_limit: int = 1, ports: Mapping[str, int] | None = None) -> None:
         self.flows: dict[tuple, Flow] = {f.identity: f for f in state.flows}
+        self.ports: dict[str, int] = dict(ports or {})       # port desc, for apply_ofmsgs
         self.groups: dict[int, Group] = {g.group_id: g for g in state.groups}
         self.meters: dict[int, Meter] = {m.meter_id: m for m in state.meters}
         self.learn = learn
         self.vlan_limit = vlan_limit or _OVS_MAX_VLAN_HEADERS
         self.conntrack: dict[int, set[tuple]] = {}     # zone -> committed 5-tuples
+
+    @property
+    def state(self) -> SwitchState:
+        return SwitchState(frozenset(self.flows.values()), frozenset(self.groups.values()),
+                           frozenset(self.meters.values()))
+
+    def apply_ofmsgs(self, msgs: Iterable[Any]) -> list[tuple[int, list]]:
+        """Apply os-ken messages in order as OVS does (faucet's ``apply_ofmsgs``) and
+        return the (xid, body) replies to the requests among them.
+
+        Mods change the tables; a flow naming a missing group or meter, a group
+        or meter added twice or modified while absent, and the deletion of a group
+        or meter a flow still uses (OVS would silently delete those flows) raise
+        ``FakeSwitchError``: an ordering bug of the sender.  Requests (port desc,
+        flow stats by table and cookie, group desc, meter config, aggregate, barrier,
+        role) are answered with os-ken objects that ``controller.ofmsg`` parses.
+        """
+        from os_ken.ofproto import ofproto_v1_3 as ofp
+        from os_ken.ofproto import ofproto_v1_3_parser as ofpp
+
+        from controller import ofmsg
+        replies: list[tuple[int, list]] = []
+        dp = ofmsg.OFP13
+        for msg in msgs:
+            if isinstance(msg, ofpp.OFPFlowMod):
+                self._flow_mod(msg, ofp, ofmsg)
+            elif isinstance(msg, ofpp.OFPGroupMod):
+                self._table_mod(self.groups, "group", msg.group_id, msg.command,
+                                (ofp.OFPGC_ADD, ofp.OFPGC_MODIFY, ofp.OFPGC_DELETE),
+                                lambda m=msg: ofmsg.group_from_desc(m))
+            elif isinstance(msg, ofpp.OFPMeterMod):
+                self._table_mod(self.meters, "meter", msg.meter_id, msg.command,
+                                (ofp.OFPMC_ADD, ofp.OFPMC_MODIFY, ofp.OFPMC_DELETE),
+                                lambda m=msg: ofmsg.meter_from_config(m))
+            elif isinstance(msg, ofpp.OFPPortDescStatsRequest):
+                replies.append((msg.xid, [ofpp.OFPPort(n, "00:00:00:00:00:00", name.encode(),
+                                                       0, 0, 0, 0, 0, 0, 0, 0)
+                                          for name, n in self.ports.items()]))
+            elif isinstance(msg, (ofpp.OFPFlowStatsRequest, ofpp.OFPAggregateStatsRequest)):
+                hits = [f for f in self.flows.values()
+                        if (msg.table_id == ofp.OFPTT_ALL or f.table == msg.table_id)
+                        and f.cookie & msg.cookie_mask == msg.cookie & msg.cookie_mask]
+                if isinstance(msg, ofpp.OFPFlowStatsRequest):
+                    replies.append((msg.xid, [ofmsg.flow_mod(dp, f, "add") for f in hits]))
+                else:
+                    replies.append((msg.xid, [ofpp.OFPAggregateStats(0, 0, len(hits))]))
+            elif isinstance(msg, ofpp.OFPGroupDescStatsRequest):
+                replies.append((msg.xid, [ofmsg.group_mod(dp, g, "add")
+                                          for g in self.groups.values()]))
+            elif isinstance(msg, ofpp.OFPMeterConfigStatsRequest):
+                replies.append((msg.xid, [ofmsg.meter_mod(dp, m, "add")
+                                          for m in self.meters.values()]))
+            elif isinstance(msg, (ofpp.OFPBarrierRequest, ofpp.OFPRoleRequest)):
+                replies.append((msg.xid, []))
+            else:
+                raise FakeSwitchError(f"message not modelled: {msg}")
+        return replies
+
+    def _uses(self, f: Flow) -> tuple[set[int], set[int]]:
+        """(group ids, meter ids) a flow refers to."""
+        groups = {a[1] for i in f.instructions if i[0] == "apply" for a in i[1]
+                  if a[0] == "group"}
+        return groups, {i[1] for i in f.instructions if i[0] == "meter"}
+
+    def _flow_mod(self, msg: Any, ofp: Any, ofmsg: Any) -> None:
+        if msg.command == ofp.OFPFC_ADD:
+            f = ofmsg.flow_from_stats(msg)
+            groups, meters = self._uses(f)
+            if groups - set(self.groups) or meters - set(self.meters):
+                raise FakeSwitchError(f"flow sent before its group/meter: {f}")
+            self.flows[f.identity] = f
+        elif msg.command == ofp.OFPFC_DELETE_STRICT:
+            f = ofmsg.flow_from_stats(msg)
+            old = self.flows.get(f.identity)
+            if old is not None and old.cookie & msg.cookie_mask == msg.cookie & msg.cookie_mask:
+                del self.flows[f.identity]
+        elif msg.command == ofp.OFPFC_DELETE:
+            for ident, f in list(self.flows.items()):
+                if (msg.table_id in (ofp.OFPTT_ALL, f.table)
+                        and f.cookie & msg.cookie_mask == msg.cookie & msg.cookie_mask):
+                    del self.flows[ident]
+        else:
+            raise FakeSwitchError(f"flow-mod command {msg.command} not modelled")
+
+    def _table_mod(self, table: dict, what: str, ident: int, command: int,
+                   commands: tuple[int, int, int], build: Any) -> None:
+        add, modify, delete = commands
+        if command == add and ident in table:
+            raise FakeSwitchError(f"{what} {ident} added twice")
+        if command == modify and ident not in table:
+            raise FakeSwitchError(f"{what} {ident} modified while absent")
+        if command == delete:
+            users = [f for f in self.flows.values()
+                     if ident in self._uses(f)[0 if what == "group" else 1]]
+            if users:
+                raise FakeSwitchError(f"{what} {ident} deleted while flows use it: {users[:2]}")
+            table.pop(ident, None)
+        else:
+            table[ident] = build()
 
     def lookup(self, table: int, pkt: Packet) -> Flow | None:
         """The flow that handles ``pkt`` in ``table``; None on a miss (drop)."""

@@ -1,6 +1,8 @@
 """REST API v1 on a real SQLite store (no switches): validation, conflicts, persistence."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -270,7 +272,7 @@ def test_acl_counters_per_rule_in_api_and_metrics(api, core):
     api.post("/v1/tenants", json={"name": "red", "vni": 1100})
     rid = api.post("/v1/tenants/red/acls", json={"priority": 9, "action": "drop"}).json()["id"]
     sw = core.switch_by_name("h1")
-    sw.connected = True
+    core.publish({**core.switches, sw.dpid: replace(sw, connected=True)})
     md = [1100, 0xFFFFFF]
     core.dump_flows = lambda dpid: [
         {"cookie": hex(acl_cookie(rid)), "priority": 10009, "match": {"metadata": md},

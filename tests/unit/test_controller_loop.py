@@ -1,7 +1,7 @@
 """No handler can end the controller; /v1/health tells the truth; writes never hang.
 
-The real os-ken app (native hub, its real event loop thread), no switch: a
-switch is represented only by the state the core keeps for it.
+The real os-ken app (native hub, its real event loop thread, its sender threads)
+with a fake switch (`FakeDatapath`) that answers through the app's event queue.
 """
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from controller import app as weft_app
 from controller import config
 from controller.api import make_app
-from controller.flows import SwitchState
+from controller.sync import IN_SYNC, stamp_flow
 from cluster.hostsfile import datapath_id
+from tests.fakeoftable import FakeOFTable
 
 HOSTS = """
 controller: {openflow: ["tcp:127.0.0.1:6653"]}
@@ -27,15 +30,55 @@ hosts:
 """
 
 
-class _FakeDatapath:
-    """Just enough of a datapath to build requests; the app's _request is stubbed."""
+class FakeDatapath:
+    """A switch on the other end of the real app: every message the app's sender thread
+    hands it is applied to a `FakeOFTable`, and the answers come back as the os-ken
+    events a real connection would post (barrier, stats, role replies)."""
     ofproto, ofproto_parser = ofproto_v1_3, ofproto_v1_3_parser
+    address = ("fake", 0)
 
-    def __init__(self, dpid: int) -> None:
-        self.id = dpid
+    def __init__(self, app: weft_app.WeftController, dpid: int) -> None:
+        self.id, self.app = dpid, app
+        self.table = FakeOFTable(ports={"weft-d0": 1, "p1": 5})
+        self.sent: list = []
+        self.answer = True
 
     def send_msg(self, msg: object) -> None:
-        raise AssertionError("nothing may be sent")
+        self.sent.append(msg)
+        if not self.answer or isinstance(msg, ofproto_v1_3_parser.OFPRoleRequest):
+            return
+        for xid, body in self.table.apply_ofmsgs([msg]):
+            reply = type("Reply", (), {"datapath": self, "xid": xid, "flags": 0,
+                                       "body": body, "type": 0, "code": 0})()
+            cls = _REPLIES[type(msg)]
+            if cls is ofp_event.EventOFPAggregateStatsReply:
+                reply.body = body[0]
+            self.app._post(cls(reply), 5)
+
+    def close(self) -> None:
+        pass
+
+
+_REPLIES = {ofproto_v1_3_parser.OFPPortDescStatsRequest: ofp_event.EventOFPPortDescStatsReply,
+            ofproto_v1_3_parser.OFPFlowStatsRequest: ofp_event.EventOFPFlowStatsReply,
+            ofproto_v1_3_parser.OFPGroupDescStatsRequest: ofp_event.EventOFPGroupDescStatsReply,
+            ofproto_v1_3_parser.OFPMeterConfigStatsRequest:
+                ofp_event.EventOFPMeterConfigStatsReply,
+            ofproto_v1_3_parser.OFPAggregateStatsRequest: ofp_event.EventOFPAggregateStatsReply,
+            ofproto_v1_3_parser.OFPBarrierRequest: ofp_event.EventOFPBarrierReply}
+
+
+def state_change(app: weft_app.WeftController, dp: FakeDatapath, state: str) -> None:
+    ev = ofp_event.EventOFPStateChange(dp)
+    ev.state = state
+    app._post(ev, 5)
+
+
+def wait(cond, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cond()
 
 
 @pytest.fixture
@@ -48,10 +91,9 @@ def controller(tmp_path, monkeypatch):
     app = weft_app.WeftController()
     app_manager.register_app(app)       # what AppManager does: handlers by event class
     app.start()
-    sw = app.core.switch(datapath_id(app.core.cluster.host("h1")))
-    sw.connected, sw.dp, sw.known = True, _FakeDatapath(sw.dpid), SwitchState()
-    # a read of the switch answers "empty" at once
-    monkeypatch.setattr(app, "_request", lambda dp, msg, done: done([]))
+    app.dp = FakeDatapath(app, datapath_id(app.core.cluster.host("h1")))
+    state_change(app, app.dp, MAIN_DISPATCHER)
+    wait(lambda: app.core.switches[app.dp.id].phase == IN_SYNC)
     yield app
     app.is_active = False
     app.events.put((app._event_stop, None))
@@ -81,17 +123,50 @@ def test_a_failing_handler_is_logged_counted_and_the_loop_keeps_running(controll
     assert len(calls) >= 3, "the event loop died after the first failure"
     assert controller.core.handler_errors.get("_resync", 0) >= 3
     logged = [r.getMessage() for r in caplog.records if "failed on EventResync" in r.getMessage()]
-    assert logged and "unknown tenant" in logged[0] and "5746" in logged[0]   # the dpid
-    sw = next(iter(controller.core.switches.values()))
-    assert sw.known is None and not sw.syncing       # it will be read again
+    assert logged and "unknown tenant" in logged[0]
     metrics = api.get("/metrics").text
     assert 'weft_handler_errors_total{handler="_resync"}' in metrics
     # the loop still answers requests from REST threads
-    sw.connected, sw.dp = False, None
+    state_change(controller, controller.dp, DEAD_DISPATCHER)
+    wait(lambda: not controller.core.switches[controller.dp.id].connected)
     with pytest.raises(LookupError):
-        controller.core.dump_flows(sw.dpid)
+        controller.core.dump_flows(controller.dp.id)
     h = api.get("/v1/health")
     assert h.status_code == 200 and h.json()["event_loop"]["alive"] is True
+
+
+def test_a_connected_switch_is_programmed_stamped_and_its_view_published(controller):
+    sw = controller.core.switches[controller.dp.id]
+    assert sw.connected and sw.phase == IN_SYNC and sw.flow_mods > 0 and sw.ports["p1"] == 5
+    assert stamp_flow(controller.core.store.epoch()) in controller.dp.table.flows.values()
+    assert not any(isinstance(m, ofproto_v1_3_parser.OFPRoleRequest) for m in controller.dp.sent)
+
+
+def test_a_silent_switch_times_out_and_is_read_again(controller, monkeypatch):
+    """Requests have deadlines (checked on the 1 s heartbeat): nothing stays syncing."""
+    monkeypatch.setattr(controller.engine, "timeout", 1.0)
+    dp = controller.dp
+    dp.answer = False
+    controller._post(weft_app.EventResync(audit=True), 5)
+    wait(lambda: controller.core.switches[dp.id].phase == "reading")
+    wait(lambda: controller.core.switches[dp.id].phase == "backoff", 5)
+    dp.answer = True
+    wait(lambda: controller.core.switches[dp.id].phase == IN_SYNC, 10)
+    assert controller.core.switches[dp.id].errors >= 1
+
+
+def test_set_role_sends_role_requests_and_a_slave_sends_no_mods(controller):
+    dp = controller.dp
+    controller.set_role("slave", 3)
+    wait(lambda: any(isinstance(m, ofproto_v1_3_parser.OFPRoleRequest) for m in dp.sent))
+    wait(lambda: controller.core.switches[dp.id].role == "slave")
+    n = len(dp.sent)
+    api = TestClient(make_app(controller.core, None), raise_server_exceptions=False)
+    assert api.post("/v1/ports", json={"host": "h1", "port": "p1", "tenant": "default",
+                                       "mac": "02:00:00:00:00:09"}).status_code == 201
+    time.sleep(0.5)
+    assert not any(isinstance(m, ofproto_v1_3_parser.OFPFlowMod) for m in dp.sent[n:])
+    assert api.get("/v1/switches/h1").json()["role"] == "slave"
 
 
 def test_a_stuck_loop_makes_health_unhealthy_and_writes_503_without_hanging(controller,

@@ -3,6 +3,8 @@ operator flows (stored, validated, deleted strictly and non-strictly, cleared), 
 stats plumbing with a datapath stand-in answering like a switch."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from fastapi.testclient import TestClient
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -20,7 +22,7 @@ def env(make_store):
     client = TestClient(make_app(core, TOKEN), raise_server_exceptions=False)
     client.headers["Authorization"] = f"Bearer {TOKEN}"
     sw = core.switch_by_name("h1")
-    sw.ports = {"p1": 1, "free": 5}
+    core.publish({**core.switches, sw.dpid: replace(sw, ports={"p1": 1, "free": 5})})
     core.store.create_tenant("red")
     core.store.bind("h1", "p1", "red")
     return client, core, sw.dpid
@@ -102,7 +104,7 @@ class _AnsweringDatapath:
 
 def test_stats_shapes_come_from_os_kens_ofctl(env):
     api, core, dpid = env
-    core.switches[dpid].connected = True
+    core.publish({**core.switches, dpid: replace(core.switches[dpid], connected=True)})
     core.ofctl_datapath = lambda d: _AnsweringDatapath(core, d)
     assert api.get("/stats/switches").json() == [dpid]
     desc = api.get(f"/stats/desc/{dpid}").json()

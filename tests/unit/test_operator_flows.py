@@ -3,6 +3,8 @@ ones come back, unstored ones go, present ones get no flow-mod), the diff never 
 them, the REST API stores, lists and deletes them."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -77,7 +79,7 @@ def test_the_diff_never_deletes_or_replaces_operator_flows():
 def api(make_store):
     core = Core(make_store(), parse(HOSTS))
     sw = core.switch_by_name("h1")
-    sw.ports = {"r1": 1, "free": 5, "vx-h2": 10}
+    core.publish({**core.switches, sw.dpid: replace(sw, ports={"r1": 1, "free": 5, "vx-h2": 10})})
     core.store.create_tenant("red")
     core.store.bind("h1", "r1", "red")
     client = TestClient(make_app(core, TOKEN), raise_server_exceptions=False)

@@ -1,30 +1,21 @@
-"""Operator flows through the real os-ken app's sync (no switch: a recording datapath):
-installed once, 0 flow-mods for them on later syncs after model changes, deleted when
-unstored, re-installed when a fresh read of the switch no longer shows them."""
+"""Operator flows through the real os-ken app's sync (a fake switch answering through the
+app's event queue): installed once, 0 flow-mods for them on later syncs after model
+changes, deleted when unstored, re-installed when a fresh read no longer shows them."""
 from __future__ import annotations
 
 import time
 
 from fastapi.testclient import TestClient
 
+from controller import app as weft_app
 from controller.api import make_app
-from controller.flows import SwitchState
 from controller.operator import operator_cookie
-from tests.unit.test_controller_loop import controller  # noqa: F401  (the fixture)
-
-
-def _wait(cond, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert cond()
+from tests.unit.test_controller_loop import controller, wait  # noqa: F401  (the fixture)
 
 
 def test_operator_flows_ride_the_sync_without_being_diffed(controller):  # noqa: F811
-    sw = next(iter(controller.core.switches.values()))
-    sent: list = []
-    sw.dp.send_msg = sent.append
-    sw.dp.set_xid = lambda msg: None
+    dp = controller.dp
+    sw = controller.core.switches[dp.id]
     api = TestClient(make_app(controller.core, None), raise_server_exceptions=False)
     r = api.post(f"/v1/switches/{sw.host}/flows", json={
         "table_id": 100, "priority": 7, "match": {"in_port": 9},
@@ -33,23 +24,29 @@ def test_operator_flows_ride_the_sync_without_being_diffed(controller):  # noqa:
     cookie = operator_cookie(r.json()["id"])
 
     def operator_mods() -> list:
-        return [m for m in sent if getattr(m, "cookie", None) == cookie]
-    _wait(lambda: len(operator_mods()) == 1)
-    assert operator_mods()[0].table_id == 100 and sw.operator_mods == 1
+        return [m for m in dp.sent if getattr(m, "cookie", None) == cookie]
+
+    def view():
+        return controller.core.switches[dp.id]
+    wait(lambda: len(operator_mods()) == 1)
+    assert operator_mods()[0].table_id == 100
+    wait(lambda: view().operator_mods == 1)
     # model changes: syncs run, nothing is sent for the operator flow
-    syncs = sw.syncs
+    syncs = view().syncs
     for name in ("ta", "tb"):
         assert api.post("/v1/tenants", json={"name": name}).status_code == 201
-    _wait(lambda: sw.syncs >= syncs + 1)
+    wait(lambda: view().syncs >= syncs + 1)
     time.sleep(0.2)
-    assert len(operator_mods()) == 1 and sw.operator_mods == 1
-    # the switch lost it (a fresh read shows nothing): it comes back
-    sw.known = SwitchState()
-    api.post("/v1/tenants", json={"name": "tc"})
-    _wait(lambda: len(operator_mods()) == 2)
+    assert len(operator_mods()) == 1 and view().operator_mods == 1
+    # the switch lost it (someone deleted it by hand): the next read brings it back
+    for ident, f in list(dp.table.flows.items()):
+        if f.cookie == cookie:
+            del dp.table.flows[ident]
+    controller._post(weft_app.EventResync(audit=True), 5)
+    wait(lambda: len(operator_mods()) == 2)
     # deleted through REST: a delete by its cookie, and no re-install afterwards
     assert api.delete(f"/v1/switches/{sw.host}/flows/{r.json()['id']}").status_code == 200
-    _wait(lambda: len(operator_mods()) == 3)
+    wait(lambda: len(operator_mods()) == 3)
     assert operator_mods()[2].command == operator_mods()[2].datapath.ofproto.OFPFC_DELETE
     api.post("/v1/tenants", json={"name": "td"})
     time.sleep(0.3)

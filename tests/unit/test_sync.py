@@ -1,0 +1,397 @@
+"""The pure sync engine (`controller.sync`), fed by a fake switch.
+
+Every message the engine returns is applied to `tests.fakeoftable.FakeOFTable`
+(which answers reads with os-ken objects and refuses a flow sent before its
+group or meter, or a group/meter deleted while a flow uses it), and the
+fake's replies are fed back: the same loop as `controller.app` with a switch.
+Time is passed in; nothing sleeps.
+"""
+from __future__ import annotations
+
+import logging
+
+import pytest
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as ofpp
+
+from controller import ofmsg
+from controller.flows import COOKIE_STAMP, feature_of
+from controller.model import Binding, RateLimit, Tenant, Topology
+from controller.operator import OperatorFlow
+from controller.sync import BACKOFF, IN_SYNC, MASTER, READING, REFUSED, SENDING, SLAVE, \
+    TRACKING, Model, SyncEngine, stamp_flow
+from tests.fakeoftable import FakeOFTable, FakeSwitchError
+
+H1, H2 = 0x11, 0x12
+TUNNELS = {"h1": {"h2": "vx-h2"}, "h2": {"h1": "vx-h1"}}
+PORTS = {H1: {"weft-d0": 1, "r1": 5, "b1": 6, "vx-h2": 10},
+         H2: {"weft-d0": 1, "r2": 5, "vx-h1": 10}}
+RED, BLUE = Tenant("red", 1100), Tenant("blue", 1200)
+
+
+def topo(*extra: Binding, tenants=(RED, BLUE), limits=()) -> Topology:
+    binds = (Binding("h1", "r1", "red", mac="02:00:00:00:01:01"),
+             Binding("h2", "r2", "red", mac="02:00:00:00:01:02"), *extra)
+    return Topology(tuple(tenants), binds, ("h1", "h2"), limits=tuple(limits))
+
+
+def model(version: int, t: Topology | None = None, epoch: str = "epoch-a",
+          operator: dict | None = None) -> Model:
+    return Model(version, t or topo(), TUNNELS, operator or {}, epoch)
+
+
+def mods(msgs: list) -> list:
+    return [m for m in msgs if isinstance(m, (ofpp.OFPFlowMod, ofpp.OFPGroupMod,
+                                              ofpp.OFPMeterMod))]
+
+
+class Rig:
+    """Engine plus fake switches; ``deliver`` runs messages until the switch is quiet."""
+
+    def __init__(self, m: Model | None = None, switches: dict | None = None, **kw) -> None:
+        self.engine = SyncEngine({H1: "h1", H2: "h2"}, **kw)
+        self.engine.model = m or model(1)
+        self.switches = switches or {d: FakeOFTable(ports=PORTS[d]) for d in (H1, H2)}
+        self.sent: dict[int, list] = {H1: [], H2: []}
+        self.now = 100.0
+
+    def deliver(self, dpid: int, msgs: list, until_quiet: bool = True) -> None:
+        while msgs:
+            self.sent[dpid] += msgs
+            replies = []
+            for msg in msgs:
+                if isinstance(msg, ofpp.OFPRoleRequest):
+                    replies.append(("role", msg.role))
+                else:
+                    replies += [("reply", r) for r in self.switches[dpid].apply_ofmsgs([msg])]
+            msgs = []
+            for kind, r in replies:
+                if kind == "role":
+                    msgs += self.engine.role_reply(dpid, ofmsg.ROLE_NAMES[r], self.now)
+                else:
+                    xid, body = r
+                    msgs += self.engine.reply(dpid, xid, body, False, self.now)
+            if not until_quiet:
+                return
+
+    def connect(self, dpid: int) -> None:
+        self.deliver(dpid, self.engine.connect(dpid, ofmsg.OFP13, self.now))
+
+    def each(self, out: dict) -> None:
+        for dpid, msgs in out.items():
+            self.deliver(dpid, msgs)
+
+    def phase(self, dpid: int) -> str:
+        return self.engine.views[dpid].phase
+
+
+def test_connect_programs_a_fresh_switch_and_a_reconnect_sends_0_mods():
+    rig = Rig()
+    rig.connect(H1)
+    assert rig.phase(H1) == IN_SYNC
+    want = rig.engine.switches[H1].desired()
+    assert rig.switches[H1].state.flows == want.flows and rig.switches[H1].state.groups
+    assert stamp_flow("epoch-a") in rig.switches[H1].state.flows
+    assert rig.engine.views[H1].flow_mods == len(want.flows)
+    # a new controller (fresh engine, same store) beside the programmed switch
+    again = Rig(switches=rig.switches)
+    again.connect(H1)
+    assert again.phase(H1) == IN_SYNC and mods(again.sent[H1]) == []
+    assert again.engine.views[H1].flow_mods == 0 and again.engine.views[H1].syncs == 1
+
+
+def test_model_change_sends_only_the_delta():
+    rig = Rig()
+    rig.connect(H1)
+    before = len(rig.sent[H1])
+    rig.each(rig.engine.set_model(model(2, topo(Binding("h1", "b1", "blue",
+                                                         mac="02:00:00:00:02:01"))), rig.now))
+    sent = mods(rig.sent[H1][before:])
+    assert sent and all(isinstance(m, (ofpp.OFPFlowMod, ofpp.OFPGroupMod)) for m in sent)
+    assert rig.switches[H1].state.flows == rig.engine.switches[H1].desired().flows
+    assert rig.engine.views[H1].synced_version == 2
+
+
+def test_ordering_groups_and_meters_before_flows_deletes_after():
+    """The fake refuses any flow sent before its group/meter and any group/meter deleted
+    while a flow uses it; adding then removing a tenant and a port meter exercises both."""
+    rig = Rig(model(1, topo(tenants=(RED,))))
+    rig.connect(H1)
+    n_groups = len(rig.switches[H1].groups)
+    grown = topo(Binding("h1", "b1", "blue", mac="02:00:00:00:02:01"),
+                 limits=(RateLimit(7, "h1", 10_000, port="b1"),))
+    rig.each(rig.engine.set_model(model(2, grown), rig.now))
+    assert 7 in rig.switches[H1].meters and len(rig.switches[H1].groups) == n_groups + 2
+    rig.each(rig.engine.set_model(model(3, topo(tenants=(RED,))), rig.now))
+    assert not rig.switches[H1].meters and len(rig.switches[H1].groups) == n_groups
+    assert rig.phase(H1) == IN_SYNC
+    # and the fake really refuses the wrong order
+    meterless = FakeOFTable()
+    flow_with_meter = next(f for f in rig.engine.switches[H1].desired().flows if f.table == 0)
+    flow_with_meter = flow_with_meter.__class__(
+        flow_with_meter.table, flow_with_meter.priority, flow_with_meter.match,
+        (("meter", 9),), flow_with_meter.cookie)
+    with pytest.raises(FakeSwitchError):
+        meterless.apply_ofmsgs([ofmsg.flow_mod(ofmsg.OFP13, flow_with_meter, "add")])
+
+
+def test_exception_mid_sync_then_recovery(monkeypatch, caplog):
+    rig = Rig()
+    out = rig.engine.connect(H1, ofmsg.OFP13, rig.now)
+    replies = [r for m in out for r in rig.switches[H1].apply_ofmsgs([m])]
+    import controller.sync as sync_mod
+    real = sync_mod.desired_state
+
+    def broken(*a, **k):
+        raise ValueError("binding h1/r1: unknown tenant 't7'")
+    monkeypatch.setattr(sync_mod, "desired_state", broken)
+    for xid, body in replies:
+        assert mods(rig.engine.reply(H1, xid, body, False, rig.now)) == []
+    view = rig.engine.views[H1]
+    assert view.phase == BACKOFF and view.syncing and view.errors == 1
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("unknown tenant" in m and "reply (xid" in m and "0000000000000011" in m
+               for m in logged), logged
+    # fixed; the tick before the back-off sends nothing, the one after re-reads
+    monkeypatch.setattr(sync_mod, "desired_state", real)
+    assert rig.engine.tick(rig.now + 0.1) == {}
+    rig.now += 1
+    rig.each(rig.engine.tick(rig.now))
+    assert rig.phase(H1) == IN_SYNC and not rig.engine.views[H1].syncing
+    assert rig.switches[H1].state.flows == rig.engine.switches[H1].desired().flows
+
+
+def test_disconnect_with_requests_pending_drops_them():
+    rig = Rig()
+    out = rig.engine.connect(H1, ofmsg.OFP13, rig.now)
+    replies = [r for m in out for r in rig.switches[H1].apply_ofmsgs([m])]
+    assert rig.engine.switches[H1].pending
+    rig.engine.disconnect(H1)
+    assert not rig.engine.switches[H1].pending and not rig.engine.views[H1].connected
+    # late answers from the old connection are ignored, timeouts never fire
+    for xid, body in replies:
+        assert rig.engine.reply(H1, xid, body, False, rig.now) == []
+    assert rig.engine.tick(rig.now + 1000) == {}
+    # a reconnect starts from scratch and finishes
+    rig.connect(H1)
+    assert rig.phase(H1) == IN_SYNC
+
+
+def test_request_timeout_rereads():
+    rig = Rig(timeout=10)
+    out = rig.engine.connect(H1, ofmsg.OFP13, rig.now)
+    # the switch answers all but the group desc
+    for m in out:
+        if not isinstance(m, ofpp.OFPGroupDescStatsRequest):
+            for xid, body in rig.switches[H1].apply_ofmsgs([m]):
+                rig.engine.reply(H1, xid, body, False, rig.now)
+    assert rig.phase(H1) == READING
+    assert rig.engine.tick(rig.now + 9) == {}                     # not yet
+    assert rig.engine.tick(rig.now + 10.5) == {}                  # timed out: back off
+    assert rig.phase(H1) == BACKOFF and rig.engine.views[H1].errors == 1
+    rig.now += 11
+    rig.each(rig.engine.tick(rig.now))                            # re-read, sync
+    assert rig.phase(H1) == IN_SYNC
+    # each part of a multipart reply renews the deadlines
+    out = rig.engine.audit(rig.now)[H1]
+    flows_req = next(m for m in out if isinstance(m, ofpp.OFPFlowStatsRequest))
+    rig.engine.reply(H1, flows_req.xid, [], True, rig.now + 9)
+    assert rig.engine.tick(rig.now + 15) == {} and rig.phase(H1) == READING
+
+
+def test_barrier_timeout_rereads():
+    rig = Rig(timeout=5)
+    out = rig.engine.connect(H1, ofmsg.OFP13, rig.now)
+    pending = out
+    while pending:                        # deliver everything except the barrier reply
+        replies = [r for m in pending if not isinstance(m, ofpp.OFPBarrierRequest)
+                   for r in rig.switches[H1].apply_ofmsgs([m])]
+        pending = [x for xid, body in replies
+                   for x in rig.engine.reply(H1, xid, body, False, rig.now)]
+    assert rig.phase(H1) == SENDING
+    rig.engine.tick(rig.now + 6)
+    assert rig.phase(H1) == BACKOFF
+    rig.now += 7
+    rig.each(rig.engine.tick(rig.now))
+    assert rig.phase(H1) == IN_SYNC
+    assert mods(rig.sent[H1]) == []       # the switch had everything: the re-read says so
+
+
+def test_model_change_while_syncing_marks_dirty_then_a_second_pass():
+    rig = Rig()
+    out = rig.engine.connect(H1, ofmsg.OFP13, rig.now)
+    # the model changes while the read is in flight, and again while the plan is
+    rig.engine.set_model(model(2, topo(Binding("h1", "b1", "blue",
+                                               mac="02:00:00:00:02:01"))), rig.now)
+    replies = [r for m in out for r in rig.switches[H1].apply_ofmsgs([m])]
+    plan: list = []
+    for xid, body in replies:
+        plan += rig.engine.reply(H1, xid, body, False, rig.now)
+    assert rig.phase(H1) == SENDING and rig.engine.switches[H1].dirty is False  # read saw v2
+    rig.engine.set_model(model(3, topo()), rig.now)                 # blue leaves again
+    assert rig.engine.switches[H1].dirty
+    rig.deliver(H1, plan)                                           # barrier -> second pass
+    assert rig.phase(H1) == IN_SYNC and rig.engine.views[H1].synced_version == 3
+    assert rig.engine.views[H1].syncs == 2
+    assert rig.switches[H1].state.flows == rig.engine.switches[H1].desired().flows
+    assert not any(f.match and ("in_port", 6) in f.match for f in rig.switches[H1].flows.values())
+
+
+def test_error_reply_rereads_after_the_barrier():
+    rig = Rig()
+    rig.connect(H1)
+    # someone deletes a flow by hand, then a delta's mod is refused by the switch
+    victim = next(f for f in rig.switches[H1].flows.values() if f.table == 3)
+    del rig.switches[H1].flows[victim.identity]
+    out = rig.engine.set_model(model(2, topo(Binding("h1", "b1", "blue"))), rig.now)[H1]
+    rig.engine.error(H1, 0, ofp.OFPET_FLOW_MOD_FAILED, 0, rig.now)
+    assert rig.engine.switches[H1].reread
+    rig.deliver(H1, out)
+    assert rig.phase(H1) == IN_SYNC
+    assert victim in rig.switches[H1].flows.values()          # the re-read found it missing
+
+
+def test_one_switch_failing_does_not_stop_the_others(monkeypatch):
+    rig = Rig()
+    rig.connect(H1)
+    rig.connect(H2)
+    sw1 = rig.engine.switches[H1]
+    monkeypatch.setattr(sw1, "desired", lambda: (_ for _ in ()).throw(KeyError("boom")))
+    out = rig.engine.set_model(model(2, topo(Binding("h2", "x2", "blue",
+                                                     mac="02:00:00:00:02:02"))), rig.now)
+    assert H1 not in out and H2 in out
+    assert rig.phase(H1) == BACKOFF and rig.engine.exceptions == 1
+    rig.each(out)
+    assert rig.phase(H2) == IN_SYNC
+
+
+def test_operator_flows_ride_along_and_are_not_resent():
+    of = OperatorFlow(1, H1, 100, 7, {"in_port": 9}, ({"type": "OUTPUT", "port": 9},))
+    rig = Rig(model(1, operator={H1: (of,)}))
+    rig.connect(H1)
+    assert any(feature_of(f.cookie) == "operator" for f in rig.switches[H1].flows.values())
+    n = len(mods(rig.sent[H1]))
+    rig.each(rig.engine.set_model(model(2, operator={H1: (of,)}), rig.now))
+    assert len(mods(rig.sent[H1])) == n
+    rig.each(rig.engine.set_model(model(3), rig.now))           # unstored: deleted
+    assert not any(feature_of(f.cookie) == "operator" for f in rig.switches[H1].flows.values())
+
+
+# -- roles ----------------------------------------------------------------------------------
+def test_no_set_role_sends_no_role_request():
+    rig = Rig()
+    rig.connect(H1)
+    assert not any(isinstance(m, ofpp.OFPRoleRequest) for m in rig.sent[H1])
+    assert rig.engine.views[H1].role == MASTER
+
+
+def test_slave_reads_sends_nothing_and_takes_over_with_0_mods():
+    master = Rig()
+    master.connect(H1)
+    standby = Rig(switches=master.switches)
+    standby.engine.set_role(SLAVE, 1, standby.now)
+    standby.connect(H1)
+    assert standby.phase(H1) == TRACKING and mods(standby.sent[H1]) == []
+    assert isinstance(standby.sent[H1][0], ofpp.OFPRoleRequest)
+    # model changes reach the master; the slave sends nothing
+    m2 = model(2, topo(Binding("h1", "b1", "blue", mac="02:00:00:00:02:01")))
+    master.each(master.engine.set_model(m2, master.now))
+    standby.each(standby.engine.set_model(m2, standby.now))
+    assert mods(standby.sent[H1]) == []
+    # the master dies; the standby is elected: promotion reads and finds nothing to do
+    standby.each(standby.engine.set_role(MASTER, 2, standby.now))
+    assert standby.phase(H1) == IN_SYNC and standby.engine.views[H1].role == MASTER
+    assert mods(standby.sent[H1]) == []
+    # and it is master for real: the next change is sent
+    standby.each(standby.engine.set_model(model(3), standby.now))
+    assert mods(standby.sent[H1])
+
+
+def test_promotion_sends_the_delta_the_old_master_missed():
+    master = Rig()
+    master.connect(H1)
+    standby = Rig(switches=master.switches)
+    standby.engine.set_role(SLAVE, 1, standby.now)
+    standby.connect(H1)
+    # a change the old master never sent (it died first)
+    standby.each(standby.engine.set_model(model(2, topo(Binding("h1", "b1", "blue"))),
+                                          standby.now))
+    assert mods(standby.sent[H1]) == []
+    standby.each(standby.engine.set_role(MASTER, 2, standby.now))
+    assert mods(standby.sent[H1]) and standby.phase(H1) == IN_SYNC
+    assert master.switches[H1].state.flows == standby.engine.switches[H1].desired().flows
+
+
+def test_stale_generation_error_makes_the_switch_slave():
+    rig = Rig()
+    rig.engine.set_role(MASTER, 5, rig.now)
+    out = rig.engine.connect(H1, ofmsg.OFP13, rig.now)
+    assert isinstance(out[0], ofpp.OFPRoleRequest) and out[0].role == ofp.OFPCR_ROLE_MASTER
+    rig.engine.error(H1, 0, ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_STALE, rig.now)
+    rig.deliver(H1, out[1:])
+    assert rig.phase(H1) == TRACKING and mods(rig.sent[H1]) == []
+    assert rig.engine.views[H1].role == SLAVE
+
+
+# -- the wipe guard -----------------------------------------------------------------------
+def test_empty_store_beside_programmed_switches_refuses_and_sends_nothing(caplog):
+    rig = Rig()
+    rig.connect(H1)
+    wiped = Rig(model(1, Topology((), (), ("h1", "h2")), epoch="epoch-b"),
+                switches=rig.switches)
+    before = dict(rig.switches[H1].flows)
+    wiped.connect(H1)
+    view = wiped.engine.views[H1]
+    assert view.phase == REFUSED and mods(wiped.sent[H1]) == []
+    assert rig.switches[H1].flows == before
+    assert "another store" in view.sync_refused and view.summary(_cluster())["sync_refused"]
+    text = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+    assert "--adopt" in text and "weftctl import" in text
+    # model changes do not touch it either
+    wiped.each(wiped.engine.set_model(model(2, topo(), epoch="epoch-b"), wiped.now))
+    assert mods(wiped.sent[H1]) == [] and rig.switches[H1].flows == before
+    # the store is restored (import brings the old epoch back): it syncs, 0 mods
+    wiped.each(wiped.engine.set_model(model(3, topo(), epoch="epoch-a"), wiped.now))
+    assert wiped.phase(H1) == IN_SYNC and mods(wiped.sent[H1]) == []
+
+
+def test_weft_flows_without_a_stamp_are_refused_and_adopt_takes_them_over():
+    rig = Rig()
+    rig.connect(H1)
+    del rig.switches[H1].flows[stamp_flow("epoch-a").identity]      # an older weft's switch
+    fresh = Rig(model(1, topo(tenants=(RED,))), switches=rig.switches)
+    fresh.connect(H1)
+    assert fresh.phase(H1) == REFUSED and "no store stamp" in fresh.engine.views[H1].sync_refused
+    adopt = Rig(model(1, topo(tenants=(RED,))), switches=rig.switches, adopt=True)
+    adopt.connect(H1)
+    assert adopt.phase(H1) == IN_SYNC and mods(adopt.sent[H1])
+    assert stamp_flow("epoch-a") in rig.switches[H1].flows.values()
+
+
+def test_a_fresh_switch_with_foreign_flows_only_is_programmed():
+    rig = Rig()
+    foreign = ofmsg.flow_mod(ofmsg.OFP13, stamp_flow("x").__class__(
+        7, 5, (), (), 0x1234), "add")
+    rig.switches[H1].apply_ofmsgs([foreign])
+    rig.connect(H1)
+    assert rig.phase(H1) == IN_SYNC
+    cookies = {f.cookie for f in rig.switches[H1].flows.values()}
+    assert 0x1234 in cookies and any(c & ~((1 << 40) - 1) == COOKIE_STAMP for c in cookies)
+
+
+def test_views_are_immutable_values_swapped_whole():
+    rig = Rig()
+    first = rig.engine.views
+    rig.connect(H1)
+    assert rig.engine.views is not first and not first[H1].connected
+    with pytest.raises(TypeError):
+        rig.engine.views[H1].ports["x"] = 1          # type: ignore[index]
+    with pytest.raises(AttributeError):
+        rig.engine.views[H1].connected = False       # type: ignore[misc]
+
+
+def _cluster():
+    from cluster.hostsfile import parse
+    return parse("controller: {openflow: [\"tcp:127.0.0.1:6653\"]}\n"
+                 "hosts:\n  - {name: h1, underlay_ip: 192.168.50.10}\n"
+                 "  - {name: h2, underlay_ip: 192.168.50.11}\n")
