@@ -667,8 +667,7 @@ def make_app(core: Core, token: str | None) -> FastAPI:
 
     @app.get("/v1/switches")
     def switches() -> list[dict]:
-        with core.lock:
-            return [_switch_json(sw) for sw in core.switches.values()]
+        return [_switch_json(sw) for sw in core.switches.values()]   # an immutable snapshot
 
     @app.get("/v1/switches/{key}")
     def switch(key: str) -> dict:
@@ -809,7 +808,8 @@ def make_app(core: Core, token: str | None) -> FastAPI:
                                                           "stuck or the store is unusable"}})
     def health() -> JSONResponse:
         """Open without a token: counts only.  503 when the controller cannot do its job."""
-        connected = sum(1 for sw in core.switches.values() if sw.connected)
+        switches = core.switches                # one immutable snapshot
+        connected = sum(1 for sw in switches.values() if sw.connected)
         loop = core.loop_health() if core.loop_health else None
         problems = [loop["reason"]] if loop and not loop["alive"] else []
         try:
@@ -820,9 +820,12 @@ def make_app(core: Core, token: str | None) -> FastAPI:
                 "hosts": len(core.cluster.hosts),
                 "switches_connected": connected, "state_version": core.store.version,
                 "bindings": bindings,
-                "switches_in_sync": sum(1 for sw in core.switches.values()
+                "switches_in_sync": sum(1 for sw in switches.values()
                                         if sw.connected and not sw.syncing
                                         and sw.synced_version == core.store.version),
+                # the wipe guard: switches left untouched, programmed under another store
+                "switches_refused": sorted(sw.host or dpid_str(sw.dpid)
+                                           for sw in switches.values() if sw.sync_refused),
                 "event_loop": loop,
                 "election": core.election_status() if core.election_status else None}
         return JSONResponse(body, status_code=503 if problems else 200)

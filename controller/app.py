@@ -235,7 +235,7 @@ class WeftController(app_manager.OSKenApp):
         self.core.dump_meters = lambda dpid: self._stats_from_other_thread("meters", dpid)
         self.core.ofctl_datapath = self._ofctl_proxy
         LOG.info("weft controller: %d hosts in %s, state in %s (epoch %s)%s",
-                 len(cluster.hosts), conf.weft_hosts, conf.weft_db, self.core.store.epoch(),
+                 len(cluster.hosts), conf.weft_hosts, self.core.store.path, self.core.store.epoch(),
                  "; --adopt: switches of another store are taken over" if conf.adopt else "")
         self.threads.append(hub.spawn(self._watchdog))
         if conf.weft_audit_interval > 0:

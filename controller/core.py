@@ -17,7 +17,7 @@ from typing import Any
 from controller.model import TRUNK, Binding, Topology
 from controller.store import StoreBase
 from controller.sync import Model, SwitchView
-from cluster.hostsfile import Cluster, datapath_id, dpid_str, tunnel_port_name
+from cluster.hostsfile import Cluster, datapath_id, tunnel_port_name
 
 
 # What REST threads see of a switch: an immutable value the OpenFlow thread publishes.

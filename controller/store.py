@@ -108,6 +108,7 @@ CREATE TABLE IF NOT EXISTS operator_flows (
     description TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS bindings_tenant ON bindings(tenant);
+CREATE INDEX IF NOT EXISTS bindings_tenant_mac ON bindings(tenant, mac);  -- the MAC check
 CREATE INDEX IF NOT EXISTS qos_tenant ON qos(tenant);
 CREATE TRIGGER IF NOT EXISTS trunk_tenants_exist_insert BEFORE INSERT ON bindings
 WHEN NEW.trunk != '' BEGIN
@@ -413,7 +414,7 @@ class ModelTx(ABC):
         """QoS rules by tenant, then priority, highest first."""
 
     def qos(self, qos_id: int) -> RateLimit | QosRule | None:
-        return next((x for x in [*self.limits(), *self.rules()] if x.id == qos_id), None)
+        return next((x for x in _all_qos(self) if x.id == qos_id), None)
 
     @abstractmethod
     def acls(self, tenant: str | None = None) -> list[AclRule]:
@@ -477,6 +478,15 @@ class ModelTx(ABC):
     @abstractmethod
     def set_epoch(self, epoch: str) -> None: ...
 
+    @abstractmethod
+    def reserve_ids(self, next_acl: int, next_operator_flow: int) -> None:
+        """Hand out no ACL or operator flow id below these again (a restore)."""
+
+
+def _all_qos(tx: ModelTx) -> list[RateLimit | QosRule]:
+    out: list[RateLimit | QosRule] = [*tx.limits()]
+    return out + tx.rules()
+
 
 ChangeCallback = Callable[[int], None]
 MAX_COOKIE_ID = 4294967295          # ACL and operator flow ids: the low 32 bits of a cookie
@@ -492,10 +502,10 @@ class StoreBase(ABC):
 
     MAX_METERS = 65535
     version: int                    # bumped by every committed change (etcd: its revision)
+    path: str                       # where the state lives: a file, or etcd://MEMBERS/PREFIX
 
     def __init__(self) -> None:
         self._watchers: list[ChangeCallback] = []
-        self._hosts_ttl: dict[str, float] = {}
 
     # -- what a backend provides ----------------------------------------------------
     @abstractmethod
@@ -563,7 +573,7 @@ class StoreBase(ABC):
             n = sum(1 for sb in tx.bindings() if sb.binding.tenant is not None
                     and sb.binding.tenant not in names)
             n += sum(1 for sb in tx.bindings() if any(t not in names for t in sb.binding.trunk))
-            n += sum(1 for x in [*tx.limits(), *tx.rules()]
+            n += sum(1 for x in _all_qos(tx)
                      if x.tenant is not None and x.tenant not in names)
             return n + sum(1 for r in tx.acls() if r.tenant not in names)
         return self._read(count)
@@ -647,7 +657,7 @@ class StoreBase(ABC):
             bound = tx.bindings()
             n = sum(1 for sb in bound if sb.binding.tenant == name)
             n += sum(1 for sb in bound if sb.binding.mode == TRUNK and name in sb.binding.trunk)
-            qos = [x for x in [*tx.limits(), *tx.rules()] if x.tenant == name]
+            qos = [x for x in _all_qos(tx) if x.tenant == name]
             acls = tx.acls(name)
             n += len(qos) + len(acls)
             if n and not force:
@@ -946,11 +956,13 @@ class StoreBase(ABC):
         model = parse_export(data)
 
         def restore(tx: ModelTx) -> dict[str, int]:
-            if not replace and not _is_empty(tx):
+            empty = _is_empty(tx)
+            _wipe(tx)
+            counts = _restore(tx, model)        # the input is checked whole first...
+            if not replace and not empty:       # ...then the refusal (rolls all back)
                 raise Conflict("store", "the store is not empty; import with --replace "
                                         "(replace=true) to overwrite everything in it")
-            _wipe(tx)
-            return _restore(tx, model)
+            return counts
         return self._write(restore)
 
 
@@ -1020,7 +1032,7 @@ def _free_vni(tx: ModelTx) -> int:
 
 
 def _next_meter(tx: ModelTx) -> int:
-    used = {x.id for x in [*tx.limits(), *tx.rules()]}
+    used = {x.id for x in _all_qos(tx)}
     meter = next((i for i in range(1, StoreBase.MAX_METERS + 1) if i not in used), None)
     if meter is None:
         raise Conflict("id", "all 65535 meter ids are in use")
@@ -1182,7 +1194,8 @@ def export_model(tx: ModelTx) -> dict:
             "rules": [rule_doc(r) for r in tx.rules()],
             "acls": [acl_doc(r) for r in tx.acls()],
             "acl_defaults": dict(sorted(tx.acl_policies().items())),
-            "operator_flows": [operator_flow_doc(f) for f in tx.operator_flows()]}
+            "operator_flows": [operator_flow_doc(f) for f in tx.operator_flows()],
+            "next_ids": {"acl": tx.new_acl_id(), "operator_flow": tx.new_operator_flow_id()}}
 
 
 @dataclass(frozen=True)
@@ -1195,6 +1208,8 @@ class ParsedModel:
     acls: tuple[AclRule, ...]
     acl_defaults: tuple[tuple[str, str], ...]
     operator_flows: tuple[OperatorFlow, ...]
+    next_acl: int = 1
+    next_operator_flow: int = 1
 
 
 _SECTIONS: dict[str, Callable[[dict], Any]] = {
@@ -1211,7 +1226,7 @@ def parse_export(data: object) -> ParsedModel:
     if data.get("version") != EXPORT_VERSION:
         raise Invalid("version", f"export version {str(data.get('version'))[:10]} is not "
                                  f"{EXPORT_VERSION}")
-    unknown = set(data) - {"format", "version", "epoch", "acl_defaults", *_SECTIONS}
+    unknown = set(data) - {"format", "version", "epoch", "acl_defaults", "next_ids", *_SECTIONS}
     if unknown:
         raise Invalid(sorted(unknown)[0], "not a section of a weft model export")
     epoch = data.get("epoch")
@@ -1240,9 +1255,16 @@ def parse_export(data: object) -> ParsedModel:
     if not isinstance(defaults, dict) or not all(
             isinstance(k, str) and v in ("allow", "deny") for k, v in defaults.items()):
         raise Invalid("acl_defaults", "must map tenant names to allow|deny")
+    next_ids = data.get("next_ids", {})
+    if not isinstance(next_ids, dict) or set(next_ids) - {"acl", "operator_flow"} or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_COOKIE_ID + 1
+            for v in next_ids.values()):
+        raise Invalid("next_ids", "must be {\"acl\": N, \"operator_flow\": N}, ids to "
+                                  "hand out next")
     return ParsedModel(epoch, parsed["tenants"], parsed["bindings"], parsed["limits"],
                        parsed["rules"], parsed["acls"], tuple(sorted(defaults.items())),
-                       parsed["operator_flows"])
+                       parsed["operator_flows"], next_ids.get("acl", 1),
+                       next_ids.get("operator_flow", 1))
 
 
 def _is_empty(tx: ModelTx) -> bool:
@@ -1258,7 +1280,7 @@ def _wipe(tx: ModelTx) -> None:
         tx.remove_acl(r.id)
     for tenant in tx.acl_policies():
         tx.set_acl_policy(tenant, None)
-    for x in [*tx.limits(), *tx.rules()]:
+    for x in _all_qos(tx):
         tx.remove_qos(x.id)
     for sb in tx.bindings():
         tx.remove_binding(sb.binding.host, sb.binding.port)
@@ -1335,6 +1357,7 @@ def _restore(tx: ModelTx, m: ParsedModel) -> dict[str, int]:
     each("acl_defaults", m.acl_defaults, default)
     each("operator_flows", m.operator_flows, operator_flow)
     tx.set_epoch(m.epoch)
+    tx.reserve_ids(m.next_acl, m.next_operator_flow)
     return {"tenants": len(m.tenants), "bindings": len(m.bindings), "limits": len(m.limits),
             "rules": len(m.rules), "acls": len(m.acls), "acl_defaults": len(m.acl_defaults),
             "operator_flows": len(m.operator_flows)}
@@ -1515,6 +1538,15 @@ class SqliteTx(ModelTx):
 
     def set_epoch(self, epoch: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (epoch,))
+
+    def reserve_ids(self, next_acl: int, next_operator_flow: int) -> None:
+        for table, nxt in (("acl_rules", next_acl), ("operator_flows", next_operator_flow)):
+            if self._next_id(table) >= nxt:
+                continue
+            if self._db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?",
+                                (nxt - 1, table)).rowcount == 0:
+                self._db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)",
+                                 (table, nxt - 1))
 
 
 class Store(StoreBase):

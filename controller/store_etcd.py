@@ -37,6 +37,7 @@ import base64
 import json
 import logging
 import math
+import socket
 import threading
 import time
 import warnings
@@ -66,7 +67,8 @@ T = TypeVar("T")
 DEFAULT_PREFIX = "/weft/v1/"
 DEFAULT_PORT = 2379
 WRITE_ATTEMPTS = 64             # lost races before a write gives up with 503
-REQUEST_TIMEOUT = 5.0           # seconds per request to one member
+REQUEST_TIMEOUT = 2.0           # seconds per small request to one member
+BIG_TIMEOUT = 30.0              # a whole-model range or a txn of many keys
 WATCH_IDLE = 30.0               # reconnect a watch stream silent for this long
 
 
@@ -299,6 +301,14 @@ class EtcdTx(ModelTx):
         self.s.flows.pop(flow_id, None)
         self._delete(f"operator-flows/{flow_id}")
 
+    def reserve_ids(self, next_acl: int, next_operator_flow: int) -> None:
+        if next_acl > self.new_acl_id():
+            self.s.next_acl = next_acl
+            self.ops[self._p + "meta/next-acl-id"] = str(next_acl)
+        if next_operator_flow > self.new_operator_flow_id():
+            self.s.next_flow = next_operator_flow
+            self.ops[self._p + "meta/next-operator-flow-id"] = str(next_operator_flow)
+
     def set_epoch(self, epoch: str) -> None:
         if epoch != self.s.epoch:
             self.s.epoch = epoch
@@ -311,6 +321,7 @@ class _Cluster:
 
     RETRY = (etcd_exc.ConnectionFailedError, etcd_exc.ConnectionTimeoutError,
              etcd_exc.InternalServerError)
+    ROUNDS = 2          # a second pass over the members if one was busy (electing a leader)
 
     def __init__(self, endpoints: list[tuple[str, int]], timeout: float) -> None:
         self.endpoints = endpoints
@@ -327,23 +338,49 @@ class _Cluster:
         for k in range(len(self.clients)):
             yield self.clients[(start + k) % len(self.clients)]
 
-    def post(self, path: str, body: dict) -> dict:
-        problems = []
-        for i, client in enumerate(self.rotation()):
-            try:
-                out = client.post(client.get_url(path), data=json.dumps(body))
-            except self.RETRY as exc:
-                problems.append(f"{client.host}:{client.port}: {_short(exc)}")
-                continue
-            except etcd_exc.Etcd3Exception as exc:
-                raise _refused(exc) from None
-            if i:
-                with self._lock:
-                    self._current = self.clients.index(client)
-                LOG.warning("etcd: now using %s:%d (%s)", client.host, client.port,
-                            "; ".join(problems))
-            return out
+    def post(self, path: str, body: dict, timeout: float | None = None) -> dict:
+        """POST to the current member, else the next ones.  ``timeout`` per member
+        (default: the client's): small requests use a short one, so a write sent to a
+        member whose leader just died moves on after 2 s instead of waiting out etcd's
+        own request timeout."""
+        problems: list[str] = []
+        for _round in range(self.ROUNDS):
+            busy = False
+            for client in self.rotation():
+                try:
+                    out = self._post(client, path, body, timeout)
+                except self.RETRY as exc:
+                    problems.append(f"{client.host}:{client.port}: {_short(exc)}")
+                    busy = busy or not isinstance(exc, etcd_exc.ConnectionFailedError)
+                    continue
+                if problems:
+                    with self._lock:
+                        self._current = self.clients.index(client)
+                    LOG.warning("etcd: now using %s:%d (%s)", client.host, client.port,
+                                "; ".join(problems))
+                return out
+            if not busy:
+                break
         raise Unavailable("store", f"no etcd member answers ({'; '.join(problems)[:300]})")
+
+    @staticmethod
+    def _post(client: Etcd3Client, path: str, body: dict, timeout: float | None) -> dict:
+        """etcd3gw's request with this call's own timeout, its errors mapped as it maps
+        them (5xx/408/504: try another member; other non-200: refused)."""
+        try:
+            resp = client.session.post(client.get_url(path), data=json.dumps(body),
+                                       timeout=timeout or client.timeout)
+        except requests.exceptions.Timeout as exc:
+            raise etcd_exc.ConnectionTimeoutError(str(exc)) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise etcd_exc.ConnectionFailedError(str(exc)) from None
+        if resp.status_code in (408, 504):
+            raise etcd_exc.ConnectionTimeoutError(resp.text)
+        if resp.status_code >= 500:
+            raise etcd_exc.InternalServerError(resp.text)
+        if resp.status_code != 200:
+            raise _refused(etcd_exc.Etcd3Exception(resp.text))
+        return resp.json()
 
 
 def _text(exc: Exception) -> str:
@@ -365,7 +402,7 @@ def _refused(exc: etcd_exc.Etcd3Exception) -> StoreError:
     text = _text(exc)
     if "too many operations" in text:
         return Invalid("store", "the write touches more keys than etcd's --max-txn-ops "
-                                "allows in one transaction: raise it (weft's docs: 10000)")
+                                "allows in one transaction: raise it (docs/store.md: 100000)")
     if "too large" in text:
         return Invalid("store", "the write is larger than etcd's --max-request-bytes")
     return Unavailable("store", f"etcd refused the request: {' '.join(text.split())[:200]}")
@@ -382,7 +419,8 @@ class EtcdStore(StoreBase):
         self.path = f"etcd://{self._etcd.names()}{self.prefix.rstrip('/')}"
         self._cache: _Snapshot | None = None
         self._write_lock = threading.Lock()
-        self._leases: dict[str, tuple[int, str]] = {}
+        self._leases: dict[str, tuple[int, str]] = {}      # host -> (lease id, its value)
+        self._lease_lock = threading.Lock()
         self._closed = threading.Event()
         self._watch_thread: threading.Thread | None = None
         self._watch_response: requests.Response | None = None
@@ -418,7 +456,7 @@ class EtcdStore(StoreBase):
         return {"key": _b64(self.prefix), "range_end": _b64(_range_end(self.prefix))}
 
     def _load(self) -> _Snapshot:
-        reply = self._etcd.post("/kv/range", self._range_all())
+        reply = self._etcd.post("/kv/range", self._range_all(), BIG_TIMEOUT)
         self._cache = _snapshot(reply.get("kvs", []), self.prefix)
         return self._cache
 
@@ -464,7 +502,9 @@ class EtcdStore(StoreBase):
                     "compare": [{"key": rev, "target": "MOD", "result": "EQUAL",
                                  "mod_revision": str(snap.rev_mod)}],
                     "success": ops,
-                    "failure": [{"request_range": self._range_all()}]})
+                    "failure": [{"request_range": self._range_all()}]},
+                    # big writes, or a big model coming back on a lost race, take longer
+                    REQUEST_TIMEOUT + (len(ops) + len(snap.bindings)) / 1000)
                 if reply.get("succeeded"):
                     tx.s.rev_mod = int(reply["header"]["revision"])
                     self._cache = tx.s
@@ -538,16 +578,16 @@ class EtcdStore(StoreBase):
         self._closed.set()
         resp = self._watch_response
         if resp is not None:
-            try:
-                resp.close()
-            except Exception:           # closing a stream another thread reads may raise
+            try:                        # wake the watch thread: shut its socket down
+                s = socket.fromfd(resp.raw._fp.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except Exception:           # noqa: BLE001  (already closed: nothing to wake)
                 pass
-        for name in list(self._leases):
-            lease_id, _ = self._leases.pop(name)
-            try:
-                self._etcd.post("/kv/lease/revoke", {"ID": str(lease_id)})
-            except StoreError:
-                pass
+        if self._watch_thread is not None:
+            self._watch_thread.join(2)
+        # Leases are not revoked: a registration outlives this controller until its host
+        # stops renewing it (through any controller), so a controller restart drops none.
 
     # -- host registrations: a key per host attached to a lease ---------------------------
     def register_host(self, name: str, data: dict, ttl: float) -> None:
@@ -559,18 +599,27 @@ class EtcdStore(StoreBase):
         if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 < ttl <= 86400:
             raise Invalid("ttl", "ttl must be in (0, 86400] seconds")
         value = json.dumps(data, sort_keys=True)
+        with self._lease_lock:
+            self._register(name, value, ttl)
+
+    def _register(self, name: str, value: str, ttl: float) -> None:
+        key = _b64(self._key(f"hosts/{name}"))
         held = self._leases.get(name)
         if held is not None:
             reply = self._etcd.post("/lease/keepalive", {"ID": str(held[0])})
             alive = int(reply.get("result", reply).get("TTL", 0)) > 0
-            if alive and held[1] == value:
-                return
             if not alive:
                 held = None
+            elif held[1] == value:
+                # still ours? (the host may have registered through another controller
+                # since, which put the key on its own lease): a read, no write, no event
+                kvs = self._etcd.post("/kv/range", {"key": key}).get("kvs", [])
+                if kvs and int(kvs[0].get("lease", 0)) == held[0] \
+                        and _unb64(kvs[0].get("value", "")) == value:
+                    return
         lease_id = held[0] if held else int(self._etcd.post(
             "/lease/grant", {"TTL": str(max(2, math.ceil(ttl)))})["ID"])
-        self._etcd.post("/kv/put", {"key": _b64(self._key(f"hosts/{name}")),
-                                    "value": _b64(value), "lease": str(lease_id)})
+        self._etcd.post("/kv/put", {"key": key, "value": _b64(value), "lease": str(lease_id)})
         self._leases[name] = (lease_id, value)
 
     def registered_hosts(self) -> dict[str, dict]:

@@ -98,7 +98,7 @@ def etcd_server():
     """One real etcd member on loopback for a test module (killed and removed after)."""
     if not shutil.which("etcd"):
         pytest.fail("the etcd store tests need etcd-server (run ./dev.sh setup)")
-    from tests.etcdproc import etcd_cluster
+    from weft_lab.etcd import etcd_cluster
     with etcd_cluster(1) as cluster:
         yield cluster
 

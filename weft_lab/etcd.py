@@ -47,7 +47,7 @@ class Member:
                  "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
                  "--initial-cluster", initial_cluster, "--initial-cluster-state", state,
                  "--initial-cluster-token", f"weft-test-{os.getpid()}",
-                 "--max-txn-ops", "10000", "--max-request-bytes", str(32 * 1024 * 1024),
+                 "--max-txn-ops", "100000", "--max-request-bytes", str(32 * 1024 * 1024),
                  "--heartbeat-interval", "100", "--election-timeout", "1000"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -89,10 +89,11 @@ class EtcdCluster:
 
 
 @contextmanager
-def etcd_cluster(size: int = 1) -> Iterator[EtcdCluster]:
-    """``size`` members on loopback; everything killed (by PID) and removed at the end."""
-    base = tempfile.mkdtemp(prefix="weft-etcd-", dir="/dev/shm" if os.path.isdir("/dev/shm")
-                            else None)
+def etcd_cluster(size: int = 1, on_disk: bool = False) -> Iterator[EtcdCluster]:
+    """``size`` members on loopback; everything killed (by PID) and removed at the end.
+    Data in /dev/shm (tests: fsync costs nothing) unless ``on_disk`` (benchmarks)."""
+    shm = os.path.isdir("/dev/shm") and not on_disk
+    base = tempfile.mkdtemp(prefix="weft-etcd-", dir="/dev/shm" if shm else "/var/tmp")
     cluster = EtcdCluster([Member(f"m{i}", free_port(), free_port(), f"{base}/m{i}",
                                   f"{base}/m{i}.log") for i in range(size)])
     initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in cluster.members)
