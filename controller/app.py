@@ -18,6 +18,7 @@ import itertools
 import logging
 import os
 import queue
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -100,7 +101,10 @@ class _Sender:
     def __init__(self, app: WeftController, dpid: int, dp: Any) -> None:
         self.app, self.dpid, self.dp = app, dpid, dp
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.thread = hub.spawn(self._run)
+        # a daemon thread (os-ken's native hub.spawn is not): never holds up an exit
+        self.thread = threading.Thread(target=self._run, name=f"weft-send-{dpid:x}",
+                                       daemon=True)
+        self.thread.start()
 
     def send(self, msgs: list) -> None:
         if msgs:
@@ -431,9 +435,20 @@ class WeftController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _error(self, ev: Any) -> None:
         msg = ev.msg
-        if self._current(msg.datapath):
-            self._send_to(msg.datapath.id, self.engine.error(msg.datapath.id, msg.xid,
-                                                             msg.type, msg.code, time.time()))
+        dp = msg.datapath
+        if not self._current(dp):
+            return
+        stats = self._stats.pop((dp.id, msg.xid), None)
+        waiting = self.core.ofctl_waiters.get(dp.id, {})
+        if stats is not None:           # a REST stats request the switch refused
+            if not stats[1].done():
+                stats[1].set_exception(LookupError(f"the switch refused it: error type "
+                                                   f"{msg.type} code {msg.code}"))
+        elif msg.xid in waiting and not self.engine.owns(dp.id, msg.xid):   # ofctl_rest's
+            waiting.pop(msg.xid)[0].set()
+        else:
+            self._send_to(dp.id, self.engine.error(dp.id, msg.xid, msg.type, msg.code,
+                                                   time.time()))
 
     @set_ev_cls(EventOfctl)
     def _ofctl_send(self, ev: EventOfctl) -> None:

@@ -61,9 +61,11 @@ class Core:
         ops: dict[int, list] = {}
         for of in self.store.operator_flows():
             ops.setdefault(of.dpid, []).append(of)
+        cluster = self.cluster              # one member list for the whole model
         return Model(version, self.topology(),
-                     {h.name: self.tunnels(h.name) for h in self.cluster.hosts},
-                     {dpid: tuple(fs) for dpid, fs in ops.items()}, self.store.epoch())
+                     {h.name: self.tunnels(h.name) for h in cluster.hosts},
+                     {dpid: tuple(fs) for dpid, fs in ops.items()}, self.store.epoch(),
+                     {datapath_id(h): h.name for h in cluster.hosts})
 
     def topology(self) -> Topology:
         """A snapshot of the model for the pipeline."""

@@ -25,7 +25,8 @@ One switch's life (``SwitchSync.phase``)::
   deleted only once no flow of ours uses it;
 * a model change while reading or sending marks the switch dirty; the barrier
   reply then diffs again (a second pass) against what the switch now holds;
-* an error reply: re-read (after the barrier when a plan is in flight);
+* an error reply: re-read (when a plan is in flight: after its barrier, with the
+  back-off below, so a switch refusing the same mod again is not hammered);
 * every request has a deadline (``timeout`` seconds, renewed for all of a switch's
   requests by each reply or part of one: it answers in order), checked on ``tick``:
   a silent switch is read again, never left syncing; an exception while handling
@@ -106,6 +107,7 @@ class Model:
     tunnels: Mapping[str, Mapping[str, str]]              # host -> peer -> tunnel port
     operator_flows: Mapping[int, tuple[OperatorFlow, ...]]  # dpid -> its operator flows
     epoch: str
+    hosts: Mapping[int, str] | None = None   # dpid -> host (hosts.yaml, registrations)
 
 
 @dataclass(frozen=True)
@@ -441,8 +443,9 @@ class SwitchSync:
 
     def _barrier_done(self, now: float) -> list:
         plan = self.plan
-        self.phase, self.failures = IN_SYNC, 0
-        self.synced_version = plan["version"]
+        self.phase = IN_SYNC
+        if not self.reread:
+            self.failures, self.synced_version = 0, plan["version"]
         took = now - self.started
         self.last_sync = MappingProxyType({"at": now, "seconds": round(took, 4),
                                            **{k: v for k, v in plan.items() if k != "version"}})
@@ -450,8 +453,8 @@ class SwitchSync:
             LOG.info("switch %s (%s): sent %d flow-mods, %d group-mods, %d meter-mods in %.3fs",
                      dpid_str(self.dpid), self.host, plan["flow_mods"], plan["group_mods"],
                      plan["meter_mods"], took)
-        if self.reread:
-            return self._start_read(now)
+        if self.reread:             # it refused part of the plan: read it again, backing
+            return self._fail("the switch refused messages of the plan", now)  # off
         if self.dirty and self.role == MASTER:
             return self._send_delta(now)
         self.dirty = False
@@ -583,11 +586,39 @@ class SyncEngine:
 
     # -- every switch ------------------------------------------------------------------
     def set_model(self, model: Model, now: float) -> Out:
-        """A new model (read once from the store): each in-sync master gets its delta."""
+        """A new model (read once from the store): each in-sync master gets its delta.
+
+        With ``model.hosts``, the members follow it first: a switch whose datapath id
+        became a host's is read and programmed, one whose host left is left alone."""
         old, self.model = self.model, model
         epoch_changed = old is not None and old.epoch != model.epoch
-        return self._each(f"model change to version {model.version}", now,
-                          lambda sw: sw.model_changed(now, epoch_changed))
+        out: Out = {}
+        moved: set[int] = set()
+        if model.hosts is not None and dict(model.hosts) != self.hosts:
+            self.hosts = dict(model.hosts)
+            for dpid in set(self.switches) | set(self.hosts):
+                sw = self.switch(dpid)
+                host = self.hosts.get(dpid)
+                if sw.host != host:
+                    sw.host = host
+                    moved.add(dpid)
+
+            def rehome(sw: SwitchSync) -> list:
+                if sw.dpid not in moved:
+                    return []
+                LOG.info("switch %s: host now %s", dpid_str(sw.dpid), sw.host or "none")
+                if sw.host is None:
+                    sw._reset()
+                    sw.phase = IDLE
+                    return []
+                return sw._start_read(now)
+            out = self._each("hosts change", now, rehome)
+        changed = self._each(f"model change to version {model.version}", now,
+                             lambda sw: [] if sw.dpid in moved
+                             else sw.model_changed(now, epoch_changed))
+        for dpid, msgs in changed.items():
+            out.setdefault(dpid, []).extend(msgs)
+        return out
 
     def set_role(self, role: str, generation_id: int, now: float) -> Out:
         """This controller's role toward every switch, now and for those connecting later."""

@@ -1,11 +1,15 @@
 """The wipe guard: a controller restarted on an empty store beside live switches deletes
 nothing (issue 15).  Two hosts, red containers on br0, 100 pings/s across the tunnel
 while the controller is killed, its database (and -wal/-shm) removed, and it starts
-again: 0 flow-mods reach the switches, 0 pings are lost, the API says why."""
+again: 0 flow-mods reach the switches, 0 pings are lost, the API says why; then
+`weftctl import` of an export taken before restores the store (and its epoch) and the
+switches are in sync again with 0 flow-mods."""
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from weft_lab.attack import controller_pid, ofctl
 from weft_lab.topology import parse
 from weft_lab.traffic import pinging
 
+ROOT = Path(__file__).resolve().parents[2]
 TOPO = """
 name: guard
 tunnel_type: vxlan
@@ -52,10 +57,13 @@ def test_empty_store_beside_live_switches_deletes_nothing(lab):
     with C.api(lab.name) as c:
         assert all(s["sync_refused"] is None and s["sync_state"] == "in_sync"
                    for s in c.get("/v1/switches").json())
+        export = c.get("/v1/export").json()
     before = {h.name: weft_flows(lab.name, h.name) for h in lab.hosts}
     assert all(any("table=250" in f for f in flows) for flows in before.values())  # stamped
+    backup = L.state_dir(lab.name) / "export.json"
+    backup.write_text(json.dumps(export))
     db = L.state_dir(lab.name) / "weft.db"
-    with pinging(lab.name, "red1", "10.10.0.2", 800) as res:
+    with pinging(lab.name, "red1", "10.10.0.2", 1500) as res:
         time.sleep(1)
         os.kill(controller_pid(lab.name), signal.SIGKILL)
         time.sleep(0.5)
@@ -70,15 +78,31 @@ def test_empty_store_beside_live_switches_deletes_nothing(lab):
             if all(s["sync_refused"] for s in sws):
                 break
             time.sleep(0.2)
-    assert res.sent == res.received == 800, res
+        refused = sws
+        with C.api(lab.name) as c:
+            health = c.get("/v1/health").json()
+        after = {h.name: weft_flows(lab.name, h.name) for h in lab.hosts}
+        # restore the backup: the store gets its epoch back, the switches sync, 0 mods
+        weftctl = ROOT / ".venv/bin/weftctl"
+        out = subprocess.run([str(weftctl) if weftctl.exists() else "weftctl", "--api",
+                              f"unix:{C.api_socket(lab.name)}", "--token",
+                              C.api_token(lab.name), "import", str(backup), "--replace"],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        C.wait_converged(lab)
+    assert res.sent == res.received == 1500, res
+    sws = refused
     assert all(s["connected"] and s["sync_state"] == "refused" for s in sws), sws
     assert all("stamped by another store" in s["sync_refused"] for s in sws), sws
     assert [s["flow_mods_sent"] + s["group_mods_sent"] + s["meter_mods_sent"]
             for s in sws] == [0, 0], sws
-    with C.api(lab.name) as c:
-        health = c.get("/v1/health").json()
     assert health["switches_refused"] == ["host1", "host2"] and health["switches_in_sync"] == 0
-    after = {h.name: weft_flows(lab.name, h.name) for h in lab.hosts}
     assert after == before
+    with C.api(lab.name) as c:
+        sws = c.get("/v1/switches").json()
+    assert all(s["sync_state"] == "in_sync" and s["sync_refused"] is None for s in sws), sws
+    assert [s["flow_mods_sent"] + s["group_mods_sent"] + s["meter_mods_sent"]
+            for s in sws] == [0, 0], sws
+    assert {h.name: weft_flows(lab.name, h.name) for h in lab.hosts} == before
     log = (L.state_dir(lab.name) / "weft-manager.log").read_text()
     assert "NOT programming it" in log and "--adopt" in log and "weftctl import" in log

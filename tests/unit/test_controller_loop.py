@@ -27,6 +27,7 @@ HOSTS = """
 controller: {openflow: ["tcp:127.0.0.1:6653"]}
 hosts:
   - {name: h1, underlay_ip: 192.168.50.10}
+  - {name: h2, underlay_ip: 192.168.50.11}
 """
 
 
@@ -153,6 +154,32 @@ def test_a_silent_switch_times_out_and_is_read_again(controller, monkeypatch):
     dp.answer = True
     wait(lambda: controller.core.switches[dp.id].phase == IN_SYNC, 10)
     assert controller.core.switches[dp.id].errors >= 1
+
+
+def test_a_slow_switch_does_not_hold_the_others(controller):
+    """Each switch has its own sender: h1 taking 0.3 s per flow-mod (a switch busy or far
+    away) does not delay h2's plan, computed and sent while h1's is still going out."""
+    slow = controller.dp
+    fast = FakeDatapath(controller, datapath_id(controller.core.cluster.host("h2")))
+    state_change(controller, fast, MAIN_DISPATCHER)
+    wait(lambda: controller.core.switches[fast.id].phase == IN_SYNC)
+    real = slow.send_msg
+
+    def crawl(msg: object) -> None:
+        if isinstance(msg, ofproto_v1_3_parser.OFPFlowMod):
+            time.sleep(0.3)
+        real(msg)
+    slow.send_msg = crawl  # type: ignore[method-assign]
+    api = TestClient(make_app(controller.core, None), raise_server_exceptions=False)
+    assert api.post("/v1/tenants", json={"name": "red", "vni": 1100}).status_code == 201
+    for host in ("h1", "h2"):
+        assert api.post("/v1/ports", json={"host": host, "port": "p1", "tenant": "red",
+                                           "mac": f"02:00:00:00:00:0{host[1]}"}
+                        ).status_code == 201
+    wait(lambda: controller.core.switches[fast.id].synced_version == controller.core.store.version)
+    assert controller.core.switches[slow.id].phase == "sending"     # still crawling
+    wait(lambda: controller.core.switches[slow.id].synced_version
+         == controller.core.store.version, 30)
 
 
 def test_set_role_sends_role_requests_and_a_slave_sends_no_mods(controller):

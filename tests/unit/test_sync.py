@@ -247,7 +247,10 @@ def test_error_reply_rereads_after_the_barrier():
     rig.engine.error(H1, 0, ofp.OFPET_FLOW_MOD_FAILED, 0, rig.now)
     assert rig.engine.switches[H1].reread
     rig.deliver(H1, out)
-    assert rig.phase(H1) == IN_SYNC
+    assert rig.phase(H1) == BACKOFF and rig.engine.views[H1].synced_version == 1
+    rig.now += 1
+    rig.each(rig.engine.tick(rig.now))
+    assert rig.phase(H1) == IN_SYNC and rig.engine.views[H1].synced_version == 2
     assert victim in rig.switches[H1].flows.values()          # the re-read found it missing
 
 
@@ -395,3 +398,21 @@ def _cluster():
     return parse("controller: {openflow: [\"tcp:127.0.0.1:6653\"]}\n"
                  "hosts:\n  - {name: h1, underlay_ip: 192.168.50.10}\n"
                  "  - {name: h2, underlay_ip: 192.168.50.11}\n")
+
+
+def test_members_follow_the_model_a_new_host_is_programmed_a_gone_one_left_alone():
+    rig = Rig()
+    rig.engine.hosts = {H1: "h1"}                      # h2 not (yet) a member
+    rig.engine.switches[H2].host = None
+    rig.connect(H1)
+    rig.connect(H2)
+    assert rig.phase(H2) == "idle" and mods(rig.sent[H2]) == []
+    joined = Model(2, topo(), TUNNELS, {}, "epoch-a", {H1: "h1", H2: "h2"})
+    rig.each(rig.engine.set_model(joined, rig.now))
+    assert rig.phase(H2) == IN_SYNC and mods(rig.sent[H2])
+    assert rig.switches[H2].state.flows == rig.engine.switches[H2].desired().flows
+    n = len(rig.sent[H2])
+    left = Model(3, topo(), TUNNELS, {}, "epoch-a", {H1: "h1"})
+    rig.each(rig.engine.set_model(left, rig.now))
+    assert rig.phase(H2) == "idle" and rig.sent[H2][n:] == []
+    assert rig.engine.views[H2].host is None
