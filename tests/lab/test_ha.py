@@ -109,7 +109,7 @@ def test_kill_master_during_traffic_and_writes(lab):
     assert took <= LEASE_TTL + 0.5, f"failover took {took:.2f} s"
     assert p1.sent == p1.received == 1000, f"default tenant lost {p1.sent - p1.received}"
     assert p2.sent == p2.received == 1000, f"tenant red lost {p2.sent - p2.received}"
-    assert len(w.acked) > 100 and not w.failed
+    assert len(w.acked) > 30 and not w.failed
     # every acknowledged write is there, read back through each live instance
     for inst in live:
         with C.api(lab.name, instance=inst) as c:
@@ -147,7 +147,7 @@ def test_kill_an_etcd_member_changes_nothing(lab):
           f"{len(w.failed)} unanswered, ping {p1.received}/{p1.sent}; write latency max "
           f"{max(w.latencies) * 1000:.0f} ms")
     assert p1.sent == p1.received == 500
-    assert not w.failed and len(w.acked) > 40
+    assert not w.failed and len(w.acked) > 15
     assert ha.master(lab) == m and ha.election(lab.name, m)["generation"] == gen
     with C.api(lab.name, instance=m) as c:
         have = {t["name"] for t in c.get("/v1/tenants").json()}
