@@ -50,6 +50,7 @@ class Core:
         self.ofctl_waiters: dict[int, dict[int, Any]] = {}   # dpid -> xid -> (event, msgs)
         # set by controller.ha when several instances elect a master: role, generation, leader
         self.election_status: Callable[[], dict[str, Any]] | None = None
+        self._topology: tuple[int, Topology] | None = None   # (store version, model)
 
     def publish(self, views: Mapping[int, SwitchView]) -> None:
         """The OpenFlow thread's new snapshot of every switch (one assignment)."""
@@ -68,13 +69,21 @@ class Core:
                      {datapath_id(h): h.name for h in cluster.hosts})
 
     def topology(self) -> Topology:
-        """A snapshot of the model for the pipeline."""
+        """A snapshot of the model for the pipeline: read and validated once per store
+        version (every committed change bumps it), not once per switch sync."""
+        version = getattr(self.store, "version", None)
+        cached = self._topology
+        if cached is not None and version is not None and cached[0] == version:
+            return cached[1]
         tenants = tuple(t for t in self.store.tenants() if t.name != "default")
-        return Topology(tenants, tuple(sb.binding for sb in self.store.bindings())
+        topo = Topology(tenants, tuple(sb.binding for sb in self.store.bindings())
                         + self.uplink_bindings(tenants),
                         tuple(h.name for h in self.cluster.hosts),
                         limits=tuple(self.store.limits()), rules=tuple(self.store.rules()),
                         acls=tuple(self.store.acls()), acl_deny=self.store.acl_deny())
+        if version is not None and version == getattr(self.store, "version", None):
+            self._topology = (version, topo)     # not if a change landed while reading
+        return topo
 
     def uplink_bindings(self, tenants: tuple) -> tuple[Binding, ...]:
         """With VLAN transport each host's uplink is a trunk of every tenant with a VLAN.

@@ -5,6 +5,7 @@ into os-ken's CONF and runs the apps with AppManager.run_apps.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -68,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("weft.controller").info(
         "weft-manager: apps %s, OpenFlow on %s:%d, API on %s:%d", ", ".join(apps),
         conf.ofp_listen_host, conf.ofp_tcp_listen_port, conf.wsapi_host, conf.wsapi_port)
+    # The controller keeps every switch's flows as small immutable objects (some 300,000
+    # at 10,000 endpoints on 16 hosts) and allocates as many more per sync; with the
+    # default thresholds (700 allocations) the cyclic GC walks that heap over and over
+    # and took about half of a large sync.  Weft's values hold no cycles worth chasing
+    # often: collect young objects 70x less often.
+    gc.set_threshold(50_000, 20, 100)
     try:
         AppManager.run_apps(apps)
     except KeyboardInterrupt:

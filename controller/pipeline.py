@@ -127,6 +127,7 @@ present on the switch.  Anything else gives no meter and no flow.
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from typing import Mapping, NamedTuple
 
 from controller.flows import (
@@ -361,19 +362,37 @@ def _classify_tunnel(ofport: int, vni: int) -> Flow:
                 COOKIE_ISOLATION)
 
 
+# Endpoint flows are most of a switch's flows (one per local endpoint, two per remote
+# one, on every switch): they are built directly in ``flow()``'s normal form (match
+# items sorted, MAC lowercase as ``Binding`` keeps it, metadata masked) instead of
+# normalising each; tests/unit/test_pipeline.py checks they equal ``flow()``'s.
 def _endpoint_local(vni: int, mac: str, ofport: int) -> Flow:
-    return flow(L2, PRIO_ENDPOINT, {**tenant_match(vni), "eth_dst": mac},
-                [("apply", (("output", ofport),))], COOKIE_ENDPOINT)
+    return Flow(L2, PRIO_ENDPOINT, (("eth_dst", mac), ("metadata", (vni & VNI_MASK, VNI_MASK))),
+                (("apply", (("output", ofport),)),), COOKIE_ENDPOINT)
 
 
-def _endpoint_remote(vni: int, mac: str, tunnel_ofport: int) -> list[Flow]:
-    """Frames from local ports tunnel to the MAC's host; from tunnels, drop (never relay)."""
-    return [
-        flow(L2, PRIO_ENDPOINT, {**tenant_match(vni, from_tunnel=False), "eth_dst": mac},
-             [("apply", _to_tunnel(vni, tunnel_ofport))], COOKIE_ENDPOINT),
-        flow(L2, PRIO_ENDPOINT, {**tenant_match(vni, from_tunnel=True), "eth_dst": mac},
-             (), COOKIE_ENDPOINT),
-    ]
+def _endpoint_remote(vni: int, mac: str, tunnel_ofport: int,
+                     to_tunnel: tuple | None = None) -> list[Flow]:
+    """Frames from local ports tunnel to the MAC's host; from tunnels, drop (never relay).
+
+    ``to_tunnel``: the instructions toward ``tunnel_ofport``, shared by every MAC
+    behind that peer (built once per peer and tenant by the caller)."""
+    if to_tunnel is None:
+        to_tunnel = (("apply", _to_tunnel(vni, tunnel_ofport)),)
+    from_local, from_tunnel_drop = _remote_endpoint_parts(vni, mac)
+    return [Flow(L2, PRIO_ENDPOINT, from_local, to_tunnel, COOKIE_ENDPOINT), from_tunnel_drop]
+
+
+@lru_cache(maxsize=1 << 18)
+def _remote_endpoint_parts(vni: int, mac: str) -> tuple[tuple, Flow]:
+    """What a remote endpoint's flows share on every switch (all but the tunnel port):
+    the from-local match and the whole from-tunnel drop flow, built once per MAC, so
+    16 switches hold one copy of each, not 15 (memory; and time)."""
+    from_local = (("eth_dst", mac), ("metadata", (vni & TENANT_MASK, TENANT_MASK)))
+    drop = Flow(L2, PRIO_ENDPOINT,
+                (("eth_dst", mac), ("metadata", ((vni | FROM_TUNNEL) & TENANT_MASK, TENANT_MASK))),
+                (), COOKIE_ENDPOINT)
+    return from_local, drop
 
 
 def _to_tunnel(vni: int, tunnel_ofport: int) -> tuple[tuple, ...]:
@@ -447,12 +466,18 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
         for name in sorted(shared[peer]):
             flows.append(_classify_tunnel(peer_ofport[peer], topo.tenant(name).vni))
 
+    vnis = {name: topo.tenant(name).vni for name in here}
+    to_tunnel: dict[tuple[int, int], tuple] = {}
     for b in _endpoints(topo, here):
-        vni = topo.tenant(b.tenant).vni
+        vni = vnis[b.tenant]  # type: ignore[index]  # access bindings have a tenant
         if b.host == host and b.port in ports:
             flows.append(_endpoint_local(vni, b.mac, ports[b.port]))
         elif b.host in peer_ofport:
-            flows.extend(_endpoint_remote(vni, b.mac, peer_ofport[b.host]))
+            tun = peer_ofport[b.host]
+            instrs = to_tunnel.get((vni, tun))
+            if instrs is None:
+                instrs = to_tunnel[(vni, tun)] = (("apply", _to_tunnel(vni, tun)),)
+            flows.extend(_endpoint_remote(vni, b.mac, tun, instrs))
 
     local = topo.local_tenants(host)
     for x in topo.limits:

@@ -16,10 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from ovs_agent import attach, desired, firewall, hostnet, ovsdb, queues
-from cluster.hostsfile import Cluster, Host, HostsFileError, load, tunnel_mtu
+from cluster.hostsfile import Cluster, Host, HostsFileError, Queues, load, tunnel_mtu
 
 LOG = logging.getLogger("ovs-agent")
 DEFAULT_SUBNET_FILE = Path("/run/weft/subnet.env")
@@ -61,6 +59,7 @@ class Agent:
     _mtime: float = 0.0
     _reported: list | None = None
     _api_index: int = 0                 # the controller API URL that answered last
+    _tc_queues: Queues | None = None    # queues put on the NIC with tc (kernel datapath)
     afxdp_refused: frozenset[str] = frozenset()
     _unresolved: list[str] = field(default_factory=list)
     ssl_dir: Path = desired.DEFAULT_SSL_DIR
@@ -92,7 +91,8 @@ class Agent:
         mtu = tunnel_mtu(self.cluster)
         netdev = self.me.datapath_type == "netdev"
         underlay_bridge = netdev and self.cluster.transport == "tunnel"
-        hostnet.ensure_docker_link(mtu)
+        hostnet.ensure_docker_link(mtu,
+                                   tx_off=hostnet.needs_tx_checksum_off(self.me.datapath_type))
         state = ovsdb.read_state(api)
         phy = state.get(desired.UNDERLAY_BRIDGE)
         nic = hostnet.underlay_iface(self.me, desired.UNDERLAY_BRIDGE,
@@ -143,9 +143,16 @@ class Agent:
         """linux-htb queues on the egress NIC, where that NIC is an OVS port."""
         port = self.me.uplink if self.cluster.transport == "vlan" else nic
         if port is None:
-            if self.cluster.queues:
-                LOG.warning("queues configured but this host's egress NIC is not an OVS port "
-                            "(kernel datapath with tunnels): not applied")
+            # kernel datapath with tunnels: the NIC holding the underlay address
+            assert self.me
+            dev = hostnet.underlay_iface(self.me, desired.UNDERLAY_BRIDGE, [])
+            if dev is None:
+                if self.cluster.queues:
+                    LOG.warning("queues configured but no interface holds %s: not applied",
+                                self.me.underlay_ip)
+                return
+            if queues.ensure_tc(dev, self.cluster.queues, self._tc_queues):
+                self._tc_queues = self.cluster.queues
             return
         if queues.ensure(api, port, self.cluster.queues):
             self.writes += 1
@@ -187,7 +194,10 @@ class Agent:
                                                     self.me.name, current, self._api_index)
                 self._reported = current
                 LOG.info("reported %d attachment(s) to the controller", len(current))
-            except httpx.HTTPError as exc:
+            except Exception as exc:        # noqa: BLE001  (httpx.HTTPError, imported lazily)
+                import httpx
+                if not isinstance(exc, httpx.HTTPError):
+                    raise
                 LOG.warning("could not report attachments to %s (will retry): %s",
                             ", ".join(self.cluster.apis or (self.cluster.api,)), exc)
 

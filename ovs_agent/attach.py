@@ -11,8 +11,6 @@ import os
 import subprocess
 import time
 
-import httpx
-
 from ovs_agent.desired import OWNER, OWNER_KEY, ROLE_KEY, TENANT_KEY
 from ovs_agent.hostnet import ensure_veth, ip, link_exists
 from cluster.hostsfile import BRIDGE
@@ -35,12 +33,16 @@ def _in_ns(netns: str, *args: str) -> str:
 
 
 def attach(api, netns: str, tenant: str, mtu: int, ip_cidr: str | None = None,
-           mac: str | None = None, ifname: str = "eth0", port_type: str = "") -> str:
-    """Create the veth, configure the container side, add the host side to br0."""
+           mac: str | None = None, ifname: str = "eth0", port_type: str = "",
+           tx_off: bool = True) -> str:
+    """Create the veth, configure the container side, add the host side to br0.
+
+    `tx_off`: TX checksum offload off on both ends (netdev datapath only, see
+    hostnet.needs_tx_checksum_off)."""
     if subprocess.run(["ip", "netns", "exec", netns, "true"], capture_output=True).returncode:
         raise ValueError(f"no network namespace {netns!r}")
     name = port_name(netns, ifname)
-    ensure_veth(name, ifname, mtu, peer_netns=netns)
+    ensure_veth(name, ifname, mtu, peer_netns=netns, tx_off=tx_off)
     if mac:
         _in_ns(netns, "ip", "link", "set", ifname, "address", mac)
     if ip_cidr:
@@ -111,6 +113,7 @@ def api_headers() -> dict[str, str]:
 
 def report(api_url: str, host: str, current: list[dict[str, str]], timeout: float = 3) -> None:
     """PUT this host's attachments to the controller, which binds them; raises httpx.HTTPError."""
+    import httpx    # here, not at import: 32 agents starting on one small machine all pay it
     resp = httpx.put(f"{api_url.rstrip('/')}/v1/hosts/{host}/attachments", json=current,
                      timeout=timeout, headers=api_headers())
     resp.raise_for_status()

@@ -13,9 +13,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+
+if __name__ == "__main__":
+    # The agent process only (never a process that also runs os-ken): the ovs library
+    # imports eventlet merely to ask whether select is monkey-patched.  That import is
+    # about half of the agent's start-up CPU, which 32 agents starting together on one
+    # small machine pay 32 times (agent convergence figure, docs/performance.md).
+    sys.modules.setdefault("eventlet", None)  # type: ignore[arg-type]
 from pathlib import Path
 
-from ovs_agent import attach, desired, ovsdb
+from ovs_agent import attach, desired, hostnet, ovsdb
 from ovs_agent.agent import DEFAULT_SUBNET_FILE, Agent, pick_host
 from ovs_agent.desired import device_port_type
 from cluster.hostsfile import HostsFileError, load, tunnel_mtu
@@ -44,9 +51,11 @@ def _attach_main(argv: list[str]) -> int:
     try:
         cluster = load(args.peers) if args.peers else None
         mtu = args.mtu or (tunnel_mtu(cluster) if cluster else 1450)
-        port_type = device_port_type(cluster, pick_host(cluster, args.host).name,
-                                     attach.port_name(args.netns, args.ifname)) \
-            if cluster else ""
+        me = pick_host(cluster, args.host) if cluster else None
+        port_type = device_port_type(cluster, me.name, attach.port_name(args.netns, args.ifname)) \
+            if cluster and me else ""
+        # without hosts.yaml the datapath is unknown: off is safe on both
+        tx_off = hostnet.needs_tx_checksum_off(me.datapath_type) if me else True
     except HostsFileError as exc:
         print(f"ovs-agent: {exc}", file=sys.stderr)
         return 2
@@ -56,7 +65,7 @@ def _attach_main(argv: list[str]) -> int:
             if not args.tenant:
                 ap.error("attach needs --tenant")
             name = attach.attach(api, args.netns, args.tenant, mtu, args.ip, args.mac,
-                                 args.ifname, port_type)
+                                 args.ifname, port_type, tx_off)
             print(f"attached {args.netns}:{args.ifname} to br0 as port {name} "
                   f"(tenant {args.tenant})")
         else:

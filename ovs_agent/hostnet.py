@@ -103,6 +103,32 @@ OFFLOAD_NAMES = {"tx": "tx-checksumming", "rxvlan": "rx-vlan-offload",
                  "txvlan": "tx-vlan-offload"}
 
 
+def needs_tx_checksum_off(datapath_type: str) -> bool:
+    """Whether veths this host's OVS reads need TX checksum offload off.
+
+    Only the userspace datapath (netdev) needs it: it reads veths with AF_PACKET or
+    AF_XDP and does not complete partial checksums, so TCP hangs unless the sender
+    computes them.  The kernel datapath (system) hands partial checksums on to the
+    VXLAN/GRE device, which completes or offloads them: turning offload off there only
+    costs CPU (weft ran at 0.49x plain kernel OVS VXLAN with it off, measured in VMs).
+    """
+    return datapath_type == "netdev"
+
+
+def ensure_tx_checksum(dev: str, on: bool, netns: str | None = None) -> bool:
+    """TX checksum offload of `dev` on or off as asked; True if it was changed."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    out = subprocess.run([*prefix, "ethtool", "-k", dev], capture_output=True, text=True).stdout
+    want, have = ("on" if on else "off"), None
+    for line in out.splitlines():
+        if line.startswith(f"{OFFLOAD_NAMES['tx']}:"):
+            have = line.split(":", 1)[1].split()[0]
+    if have is None or have == want:
+        return False
+    subprocess.run([*prefix, "ethtool", "-K", dev, "tx", want], capture_output=True)
+    return True
+
+
 def ensure_offloads_off(dev: str, features: tuple[str, ...] = ("tx",)) -> bool:
     """Turn offloads off that OVS's userspace datapath cannot live with.
 
@@ -160,17 +186,22 @@ def seed_tunnel_neighbours(ips: list[str], bridge: str) -> list[str]:
     """
     kernel, fresh = kernel_neighbours(bridge), kernel_neighbours(bridge, fresh_only=True)
     cached = ovs_tunnel_neighbours()
+    procs = []
     for addr in ips:
         # A missing peer takes any resolved kernel answer; a different MAC replaces what
         # OVS snooped itself only when the kernel confirmed it lately (a STALE entry
         # could push a peer's old MAC back over its new one).
         mac = kernel.get(addr) if addr not in cached else fresh.get(addr)
         if mac and cached.get(addr) != mac:
-            subprocess.run(["ovs-appctl", "tnl/neigh/set", bridge, addr, mac],
-                           capture_output=True)
+            # every peer at once (a full mesh of 31 peers was 31 ovs-appctl in a row)
+            procs.append(subprocess.Popen(["ovs-appctl", "tnl/neigh/set", bridge, addr, mac],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             LOG.info("tunnel neighbour %s is %s: set in ovs-vswitchd's cache (was %s)",
                      addr, mac, cached.get(addr, "missing"))
-    cached = ovs_tunnel_neighbours()
+    for proc in procs:
+        proc.wait()
+    if procs:
+        cached = ovs_tunnel_neighbours()
     return [a for a in ips if a not in cached]
 
 
@@ -190,8 +221,9 @@ def warm_neighbours(ips: list[str], timeout: float = 0.3) -> None:
 
 
 def ensure_veth(name: str, peer: str, mtu: int, master: str | None = None,
-                peer_netns: str | None = None) -> bool:
-    """A veth pair with TX checksum offload off (the userspace datapath needs it)."""
+                peer_netns: str | None = None, tx_off: bool = True) -> bool:
+    """A veth pair; TX checksum offload off on both ends if `tx_off` (the userspace
+    datapath needs it, see needs_tx_checksum_off)."""
     if link_exists(name):
         return False
     args = ["link", "add", name, "mtu", str(mtu), "type", "veth", "peer", "name", peer,
@@ -199,9 +231,10 @@ def ensure_veth(name: str, peer: str, mtu: int, master: str | None = None,
     if peer_netns:
         args += ["netns", peer_netns]
     ip(*args)
-    for dev, ns in ((name, None), (peer, peer_netns)):
-        prefix = ["ip", "netns", "exec", ns] if ns else []
-        subprocess.run([*prefix, "ethtool", "-K", dev, "tx", "off"], capture_output=True)
+    if tx_off:
+        for dev, ns in ((name, None), (peer, peer_netns)):
+            prefix = ["ip", "netns", "exec", ns] if ns else []
+            subprocess.run([*prefix, "ethtool", "-K", dev, "tx", "off"], capture_output=True)
     ip("link", "set", name, "up")
     if master:
         ip("link", "set", peer, "master", master)
@@ -258,19 +291,22 @@ def watch_links(names: Iterable[str], wake: Callable[[], object]) -> threading.T
     return thread
 
 
-def ensure_docker_link(mtu: int) -> bool:
+def ensure_docker_link(mtu: int, tx_off: bool = True) -> bool:
     """The veth between docker0 and br0, repaired whatever Docker did to docker0.
 
     docker0 belongs to Docker and follows its life: it may appear after the agent
     started, and a dockerd restart with a new ``--bip`` deletes and recreates it,
     which leaves our end ``weft-d0p`` with no master (silent 100% loss).  Every pass
     therefore checks the whole link: both ends exist and are up, ``weft-d0p`` is
-    docker0's port, and the MTU is the cluster's.  Returns True if anything changed.
+    docker0's port, the MTU is the cluster's, and TX checksum offload is what the
+    datapath needs (`tx_off`: netdev only; a host moved between datapaths follows).
+    Returns True if anything changed.
     """
     if not link_exists("docker0"):
         LOG.warning("no docker0 bridge yet: the docker0 link waits for Docker")
         return False
-    changed = ensure_veth(DOCKER_LINK_PORT, DOCKER_LINK_PEER, mtu, master="docker0")
+    changed = ensure_veth(DOCKER_LINK_PORT, DOCKER_LINK_PEER, mtu, master="docker0",
+                          tx_off=tx_off)
     if changed:
         LOG.info("created the docker0 link %s <-> %s (mtu %d)", DOCKER_LINK_PORT,
                  DOCKER_LINK_PEER, mtu)
@@ -289,6 +325,9 @@ def ensure_docker_link(mtu: int) -> bool:
         if "UP" not in info.get("flags", []):
             ip("link", "set", dev, "up")
             LOG.info("docker0 link: %s set up", dev)
+            changed = True
+        if ensure_tx_checksum(dev, on=not tx_off):
+            LOG.info("docker0 link: %s TX checksum offload %s", dev, "off" if tx_off else "on")
             changed = True
     return changed
 

@@ -11,8 +11,8 @@ from ovs.db.idl import ROW_UPDATE
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl
 
-from ovs_agent.desired import (CONTROLLER_PROBE_MS, MANAGED_ROLES, OWNER, OWNER_KEY, ROLE_KEY,
-                               ActualBridge, Op, PortSpec, pairs)
+from ovs_agent.desired import (CONTROLLER_MAX_BACKOFF_MS, CONTROLLER_PROBE_MS, MANAGED_ROLES,
+                               OWNER, OWNER_KEY, ROLE_KEY, ActualBridge, Op, PortSpec, pairs)
 
 LOG = logging.getLogger("ovs-agent")
 BRIDGE_COLUMNS = ("datapath_type", "fail_mode", "protocols", "other_config", "external_ids")
@@ -80,12 +80,15 @@ def read_state(api: impl_idl.OvsdbIdl) -> dict[str, ActualBridge]:
         check_error=True)}
     ports = {r["_uuid"]: r for r in api.db_list(
         "Port", columns=["_uuid", "name", "interfaces"]).execute(check_error=True)}
-    ctrl_rows = api.db_list("Controller", columns=["_uuid", "target", "inactivity_probe"]
-                            ).execute(check_error=True)
+    ctrl_rows = api.db_list("Controller", columns=["_uuid", "target", "inactivity_probe",
+                                                   "max_backoff"]).execute(check_error=True)
     ctrls = {r["_uuid"]: r["target"] for r in ctrl_rows}
-    probes = {r["_uuid"]: (r["inactivity_probe"] or [None])[0]
-              if isinstance(r["inactivity_probe"], list) else r["inactivity_probe"]
-              for r in ctrl_rows}
+
+    def optional(row: dict, column: str) -> int | None:
+        value = row[column]
+        return (value or [None])[0] if isinstance(value, list) else value
+    probes = {r["_uuid"]: optional(r, "inactivity_probe") for r in ctrl_rows}
+    backoffs = {r["_uuid"]: optional(r, "max_backoff") for r in ctrl_rows}
     out: dict[str, ActualBridge] = {}
     for br in api.db_list("Bridge", columns=["name", "ports", "controller", *BRIDGE_COLUMNS]
                           ).execute(check_error=True):
@@ -106,7 +109,8 @@ def read_state(api: impl_idl.OvsdbIdl) -> dict[str, ActualBridge]:
         mine = [c for c in br["controller"] if c in ctrls]
         out[br["name"]] = ActualBridge(br["name"], cols, tuple(sorted(ctrls[c] for c in mine)),
                                        tuple(owned), frozenset(names),
-                                       tuple(probes[c] for c in mine))
+                                       tuple(probes[c] for c in mine),
+                                       tuple(backoffs[c] for c in mine))
     return out
 
 
@@ -147,12 +151,14 @@ def apply(api: impl_idl.OvsdbIdl, ops: list[Op]) -> None:
             elif kind == "set_controller":
                 # Controller rows made here carry the probe from the start (one pass).
                 rows = [txn.add(api.db_create("Controller", target=t,
-                                              inactivity_probe=CONTROLLER_PROBE_MS))
+                                              inactivity_probe=CONTROLLER_PROBE_MS,
+                                              max_backoff=CONTROLLER_MAX_BACKOFF_MS))
                         for t in op[2]]
                 txn.add(api.db_set("Bridge", op[1], ("controller", rows)))
             elif kind == "set_probe":
                 for uuid in _controller_uuids(api, op[1]):
-                    txn.add(api.db_set("Controller", uuid, ("inactivity_probe", op[2])))
+                    txn.add(api.db_set("Controller", uuid, ("inactivity_probe", op[2]),
+                                       ("max_backoff", op[3])))
             elif kind == "del_port":
                 txn.add(api.del_port(op[2], bridge=op[1], if_exists=True))
             elif kind == "add_port":

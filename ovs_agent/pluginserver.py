@@ -60,7 +60,8 @@ class OvsDataplane:
         for name in (port, peer):       # leftovers of a crash between create and plug
             if hostnet.link_exists(name):
                 hostnet.ip("link", "del", name, check=False)
-        hostnet.ensure_veth(port, peer, self.mtu)
+        tx_off = hostnet.needs_tx_checksum_off(self.cluster.host(self.host).datapath_type)
+        hostnet.ensure_veth(port, peer, self.mtu, tx_off=tx_off)
         hostnet.ip("link", "set", peer, "address", mac)
         t1 = time.monotonic()
         attach.add_container_port(self.api, port, tenant, container, mac,

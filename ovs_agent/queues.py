@@ -77,3 +77,61 @@ def ensure(api, port: str, q: Queues | None) -> bool:
     LOG.info("queues on %s: %s", port, "removed" if want is None else
              ", ".join(f"q{qid} {cfg}" for qid, cfg in sorted(want[1].items())))
     return True
+
+
+# -- kernel datapath with tunnels: the NIC is not an OVS port ---------------------------------
+#
+# OVS's kernel datapath turns set_queue N into skb->priority 1:(N+1), which survives the
+# kernel's VXLAN/GRE encapsulation; the encapsulated packet leaves by the underlay NIC,
+# where an HTB qdisc with handle 1: classifies it by that priority into class 1:(N+1)
+# (the same numbering OVS's linux-htb uses on its own ports).  So the agent puts the
+# qdisc on the NIC with tc itself.
+
+def tc_commands(dev: str, q: Queues) -> list[list[str]]:
+    """The tc commands that make `dev`'s root qdisc what `q` says (OVS's numbering)."""
+    _, queues = desired_rows(q)
+    cmds = [["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1"],
+            ["tc", "class", "replace", "dev", dev, "parent", "1:", "classid", "1:fffe", "htb",
+             "rate", f"{q.max_kbps}kbit", "ceil", f"{q.max_kbps}kbit"]]
+    for qid, cfg in sorted(queues.items()):
+        ceil = int(cfg["max-rate"]) // 1000
+        rate = int(cfg.get("min-rate", "0")) // 1000 or min(ceil, 8)
+        cmds.append(["tc", "class", "replace", "dev", dev, "parent", "1:fffe",
+                     "classid", f"1:{qid + 1:x}", "htb", "rate", f"{rate}kbit",
+                     "ceil", f"{ceil}kbit"])
+    return cmds
+
+
+def _root_is_ours(dev: str) -> bool:
+    import json
+    import subprocess
+    out = subprocess.run(["tc", "-j", "qdisc", "show", "dev", dev, "root"],
+                         capture_output=True, text=True).stdout
+    try:
+        qd = json.loads(out or "[]")
+    except ValueError:
+        return False
+    return any(d.get("kind") == "htb" and d.get("handle") == "1:" for d in qd)
+
+
+def ensure_tc(dev: str, q: Queues | None, applied: Queues | None) -> bool:
+    """HTB on a NIC that is not an OVS port; True if tc was run.  `applied` is what
+    this agent set last (None at start): re-applied when it differs or the root qdisc
+    is not ours any more (a reboot, someone's `tc qdisc del`)."""
+    import subprocess
+    if q is None:
+        if applied is None:
+            return False
+        subprocess.run(["tc", "qdisc", "del", "dev", dev, "root"], capture_output=True)
+        LOG.info("queues on %s: removed (tc)", dev)
+        return True
+    if q == applied and _root_is_ours(dev):
+        return False
+    for cmd in tc_commands(dev, q):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            LOG.error("queues on %s: `%s` failed: %s", dev, " ".join(cmd), proc.stderr.strip())
+            return False
+    LOG.info("queues on %s (tc htb, not an OVS port): %s", dev,
+             ", ".join(f"q{c.id} {c.min_kbps}-{c.max_kbps} kbit/s" for c in q.classes))
+    return True

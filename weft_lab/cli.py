@@ -50,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     p_ex.add_argument("command", nargs=argparse.REMAINDER)
     sub.add_parser("list", help="labs that are up")
     sub.add_parser("bench", help="benchmarks (weft-lab bench --help)", add_help=False)
+    sub.add_parser("vm", help="the VM lab: kernel datapath in QEMU guests (weft-lab vm --help)",
+                   add_help=False)
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["vm"]:
+        from weft_lab.vm import main as vm_main
+        return vm_main(argv[1:])
     if argv[:1] == ["bench"]:
         from weft_lab.bench import main as bench_main
         return bench_main(argv[1:])

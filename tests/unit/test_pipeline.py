@@ -582,3 +582,22 @@ def test_diff_keeps_foreign_flows_and_removes_stale_ones(lab):
             missing = sorted(desired.flows, key=repr)[0]
             without = SwitchState(desired.flows - {missing}, desired.groups)
             assert diff(desired, without).add_flows == (missing,)
+
+
+# --- endpoint flows built directly in normal form ---------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(vni=st.integers(1, MAX_VNI), mac=st.sampled_from(MAC_POOL + ["02:ab:cd:ef:01:23"]),
+       port=st.integers(1, 0xFFFFFF00))
+def test_endpoint_flows_are_in_flow_normal_form(vni, mac, port):
+    """The pipeline's fast endpoint flows equal what ``flow()`` makes of the same intent
+    (so they diff equal to what a switch echoes)."""
+    from controller.pipeline import (
+        COOKIE_ENDPOINT, L2, _endpoint_local, _endpoint_remote, _to_tunnel, tenant_match)
+    assert _endpoint_local(vni, mac, port) == flow(
+        L2, 100, {**tenant_match(vni), "eth_dst": mac.upper()},
+        [("apply", (("output", port),))], COOKIE_ENDPOINT)
+    assert _endpoint_remote(vni, mac, port) == [
+        flow(L2, 100, {**tenant_match(vni, from_tunnel=False), "eth_dst": mac},
+             [("apply", _to_tunnel(vni, port))], COOKIE_ENDPOINT),
+        flow(L2, 100, {**tenant_match(vni, from_tunnel=True), "eth_dst": mac}, (),
+             COOKIE_ENDPOINT)]

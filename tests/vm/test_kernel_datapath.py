@@ -1,0 +1,247 @@
+"""weft on the kernel datapath, in two Debian 12 guests (weft-lab vm; docs/lab.md).
+
+One set of guests for the whole module: weft installed from the wheelhouse and run
+as the systemd units of systemd/ (controller on host1, agent and plugin on both,
+Debian's dockerd with the options the agent wrote), `datapath_type: system`.
+The image is built once and cached (outside the lab lock); the lock is held only
+while the guests run.  Run without an outer `flock` (the fixture takes it).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import time
+
+import pytest
+
+from tests.conftest import lab_name, snapshot
+from weft_lab import vm
+
+pytestmark = pytest.mark.vm
+
+LOCK = "/tmp/weft-lab-tests.lock"
+IMAGE = "weft-lab/busybox:1"
+TIMES: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def lab():
+    if os.geteuid() != 0 or not shutil.which("qemu-system-x86_64"):
+        pytest.fail("vm tests need root and qemu-system-x86 (run ./dev.sh test)")
+    if os.environ.get("WEFT_VM_LAB"):       # iterate on a lab already up (weft-lab vm up)
+        vm.wait_converged(os.environ["WEFT_VM_LAB"])
+        yield os.environ["WEFT_VM_LAB"]
+        return
+    name = lab_name("v")
+    TIMES.update(vm.prepare(name, 2))       # image (cached) and wheels: no lock needed
+    with open(LOCK, "a") as lock:
+        t1 = time.monotonic()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        TIMES["lock_wait"] = time.monotonic() - t1
+        before = snapshot()
+        try:
+            TIMES.update(vm.up(name, 2, log=lambda m: print(f"\n[vm] {m}", flush=True)))
+            TIMES["converge"] = vm.wait_converged(name)
+            yield name
+        finally:
+            t2 = time.monotonic()
+            vm.down(name)
+            TIMES["down"] = time.monotonic() - t2
+            print("\n[vm] times: " + ", ".join(f"{k} {v:.0f}s" for k, v in TIMES.items()))
+        after = snapshot()
+    assert after["netns"] - before["netns"] == set(), "namespaces left behind"
+    assert not vm.state_dir(name).exists(), "VM lab state left behind"
+    assert not any(f"weft-{name}-" in cmd for _, cmd in _qemus()), "QEMU left running"
+
+
+def _qemus() -> list[tuple[int, str]]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if cmd.startswith("qemu-system"):
+                out.append((int(d), cmd))
+    return out
+
+
+def sh(lab: str, host: str, cmd: str, timeout: float = 300, check: bool = True) -> str:
+    return vm.sh(lab, host, cmd, timeout=timeout, check=check)
+
+
+def docker_run(lab: str, host: str, name: str, *opts: str) -> str:
+    """A container that idles; returns its IPv4 address."""
+    sh(lab, host, f"docker rm -f {name} >/dev/null 2>&1; docker run -d --pull=never "
+                  f"--name {name} {' '.join(opts)} {IMAGE} sleep 100000")
+    net = sh(lab, host, f"docker inspect -f '{{{{range .NetworkSettings.Networks}}}}"
+                        f"{{{{.IPAddress}}}} {{{{end}}}}' {name}").split()
+    return net[0]
+
+
+def pings(lab: str, host: str, container: str, ip: str, count: int = 3) -> int:
+    """Echo replies received (busybox ping in the container)."""
+    out = sh(lab, host, f"docker exec {container} ping -c {count} -W 2 -q {ip}", check=False,
+             timeout=120)
+    m = re.search(r"(\d+) packets received", out)
+    return int(m.group(1)) if m else 0
+
+
+def iperf(lab: str, server: tuple[str, str], client: tuple[str, str], ip: str,
+          secs: int = 4, extra: str = "") -> float:
+    """TCP Mbit/s from client container to server container (iperf3, after 1 s omitted)."""
+    import json
+    sh(lab, server[0], f"docker exec -d {server[1]} iperf3 -s -1")
+    time.sleep(1)
+    out = sh(lab, client[0], f"docker exec {client[1]} iperf3 -J -O 1 -t {secs} -c {ip} {extra}",
+             timeout=120)
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+
+
+def rx_packets(lab: str, host: str, container: str) -> int:
+    return int(sh(lab, host, f"docker exec {container} cat /sys/class/net/eth0/statistics/"
+                             f"rx_packets").strip())
+
+
+# -- the tests ----------------------------------------------------------------------------
+
+def test_weft_runs_the_kernel_datapath_as_systemd_units(lab):
+    for host in ("host1", "host2"):
+        units = ["weft-ovs-agent", "weft-docker-plugin", "docker"] + \
+            (["weft-manager"] if host == "host1" else [])
+        assert sh(lab, host, f"systemctl is-active {' '.join(units)}").split() == \
+            ["active"] * len(units)
+        assert sh(lab, host, "ovs-vsctl get bridge br0 datapath_type").strip() == "system"
+        dp = sh(lab, host, "ovs-dpctl show")
+        assert "br0" in dp and "vxlan_sys_4789" in dp, dp       # kernel vxlan vport
+        assert "openvswitch" in sh(lab, host, "cat /proc/modules")
+        # Docker got the agent's options (bip with the cluster prefix, mtu)
+        assert re.search(r"inet 172\.17\.\d\.1/16", sh(lab, host, "ip -4 addr show docker0"))
+        assert "mtu 1450" in sh(lab, host, "ip link show docker0")
+        # per-datapath behaviour: offload left on with the kernel datapath
+        for dev in ("weft-d0", "weft-d0p"):
+            assert "tx-checksumming: on" in sh(lab, host, f"ethtool -k {dev}"), dev
+
+
+def test_docker0_containers_reach_each_other_across_hosts(lab):
+    docker_run(lab, "host1", "d1")
+    ip2 = docker_run(lab, "host2", "d2")
+    assert ip2.startswith("172.17.2.")
+    assert pings(lab, "host1", "d1", ip2) == 3
+    mbps = iperf(lab, ("host2", "d2"), ("host1", "d1"), ip2, secs=3)
+    print(f"\ndocker0 across hosts (kernel OVS VXLAN, emulated CPUs): {mbps:.0f} Mbit/s")
+    assert mbps > 10
+
+
+@pytest.fixture(scope="module")
+def tenants(lab):
+    """red and blue both on 10.10.0.0/24 (weft plugin networks) on both hosts."""
+    for host in ("host1", "host2"):      # a lab reused with WEFT_VM_LAB: start clean
+        sh(lab, host, "docker rm -f red1 red2 blue2 blue3 >/dev/null 2>&1; "
+                      "docker network rm red blue >/dev/null 2>&1; true")
+    for t in ("red", "blue"):
+        try:
+            vm.api(lab, "POST", "/v1/tenants", {"name": t, "subnet": "10.10.0.0/24"})
+        except vm.VMError as exc:
+            if "HTTP 409" not in str(exc):
+                raise
+        for host in ("host1", "host2"):
+            sh(lab, host, f"docker network create -d weft --ipam-driver weft -o tenant={t} "
+                          f"--subnet 10.10.0.0/24 {t}")
+    sh(lab, "host1", "docker run -d --pull=never --name red1 --network red --ip 10.10.0.11 "
+                     f"{IMAGE} sleep 100000")
+    sh(lab, "host2", "docker run -d --pull=never --name red2 --network red --ip 10.10.0.140 "
+                     f"{IMAGE} sleep 100000")
+    sh(lab, "host2", "docker run -d --pull=never --name blue2 --network blue --ip 10.10.0.140 "
+                     f"{IMAGE} sleep 100000")
+    sh(lab, "host2", "docker run -d --pull=never --name blue3 --network blue --ip 10.10.0.150 "
+                     f"{IMAGE} sleep 100000")
+    deadline = time.monotonic() + 120
+    while pings(lab, "host1", "red1", "10.10.0.140", 1) < 1:
+        assert time.monotonic() < deadline, "red1 never reached red2"
+    return lab
+
+
+def _mac(lab: str, host: str, container: str) -> str:
+    return sh(lab, host, f"docker exec {container} cat /sys/class/net/eth0/address").strip()
+
+
+def test_tenant_unicast_reaches_only_its_own_tenant(tenants):
+    lab = tenants
+    r0, b0 = rx_packets(lab, "host2", "red2"), rx_packets(lab, "host2", "blue2")
+    assert pings(lab, "host1", "red1", "10.10.0.140", 5) == 5      # red2, never its blue twin
+    assert rx_packets(lab, "host2", "red2") - r0 >= 5
+    assert rx_packets(lab, "host2", "blue2") - b0 == 0
+    assert pings(lab, "host1", "red1", "10.10.0.150", 3) == 0      # blue-only address
+
+
+def test_tenant_broadcast_and_unknown_unicast_stay_in_the_tenant(tenants):
+    lab = tenants
+    blue_mac = _mac(lab, "host2", "blue3")
+    b0 = rx_packets(lab, "host2", "blue3")
+    # broadcast: ARP requests for blue3's address from red1
+    sh(lab, "host1", "docker exec red1 arping -c 5 -w 6 -I eth0 10.10.0.150", check=False)
+    # unknown unicast: frames to blue3's MAC (unknown in red) by a static neighbour entry
+    sh(lab, "host1", "nsenter -n -t $(docker inspect -f '{{.State.Pid}}' red1) ip neigh replace "
+                     f"10.10.0.150 lladdr {blue_mac} dev eth0 nud permanent")
+    assert pings(lab, "host1", "red1", "10.10.0.150", 5) == 0
+    assert rx_packets(lab, "host2", "blue3") - b0 == 0
+
+
+def test_qos_tenant_meter_caps_a_flow(tenants):
+    lab = tenants
+    free = iperf(lab, ("host2", "red2"), ("host1", "red1"), "10.10.0.140", secs=3)
+    limit = vm.api(lab, "POST", "/v1/qos/limits", {"host": "host1", "tenant": "red",
+                                                    "kbps": 20000})
+    try:
+        time.sleep(3)
+        capped = iperf(lab, ("host2", "red2"), ("host1", "red1"), "10.10.0.140", secs=4)
+    finally:
+        vm.api(lab, "DELETE", f"/v1/qos/limits/{limit['id']}")
+    print(f"\nred1 -> red2: {free:.0f} Mbit/s free, {capped:.1f} Mbit/s under a 20 Mbit/s meter")
+    assert capped < 24 and capped < free * 0.8
+
+
+def test_linux_htb_queue_caps_a_flow(tenants):
+    """A queue rule (set_queue 1) puts red's iperf3 flow into the 20 Mbit/s HTB class
+    the agent made on host1's NIC: the kernel datapath honours queues (netdev does not)."""
+    lab = tenants
+    assert "1:2" in sh(lab, "host1", "tc class show dev eth0")
+    rule = vm.api(lab, "POST", "/v1/qos/rules", {"tenant": "red", "priority": 10,
+                                                  "match": {"ip_proto": "tcp",
+                                                            "dst_port": 5201},
+                                                  "queue": 1})
+    try:
+        time.sleep(3)
+        capped = iperf(lab, ("host2", "red2"), ("host1", "red1"), "10.10.0.140", secs=4)
+        stats = sh(lab, "host1", "tc -s class show dev eth0 classid 1:2")
+    finally:
+        vm.api(lab, "DELETE", f"/v1/qos/rules/{rule['id']}")
+    print(f"\nred1 -> red2 in queue 1 (HTB ceil 20 Mbit/s): {capped:.1f} Mbit/s\n{stats}")
+    assert capped < 23
+    assert int(re.search(r"Sent (\d+) bytes", stats).group(1)) > 1_000_000
+
+
+def test_controller_kill9_restart_sends_no_flow_mods(tenants):
+    lab = tenants
+    pid = sh(lab, "host1", "systemctl show -p MainPID --value weft-manager").strip()
+    sh(lab, "host1", "docker exec -d red1 ping -c 400 -i 0.1 -q 10.10.0.140")
+    sh(lab, "host1", "systemctl kill -s KILL weft-manager")
+    deadline = time.monotonic() + 300
+    while True:
+        assert time.monotonic() < deadline, "weft-manager did not come back"
+        new = sh(lab, "host1", "systemctl show -p MainPID --value weft-manager").strip()
+        try:
+            if new not in ("0", pid) and \
+                    vm.api(lab, "GET", "/v1/health", timeout=10)["switches_in_sync"] == 2:
+                break
+        except vm.VMError:
+            pass
+        time.sleep(3)
+    sws = vm.api(lab, "GET", "/v1/switches")
+    assert all(s["connected"] for s in sws), sws
+    assert [s["flow_mods_sent"] for s in sws] == [0, 0], sws
+    assert pings(lab, "host1", "red1", "10.10.0.140", 3) == 3
