@@ -124,6 +124,7 @@ def report_any(urls: tuple[str, ...], host: str, current: list[dict[str, str]],
     """Report to the first controller instance that takes it, starting at ``prefer``;
     returns the index of the one that did.  Unreachable or 5xx: the next one.  A 4xx
     is an answer (the request is wrong everywhere) and is raised."""
+    import httpx    # lazily, as in report()
     last: httpx.HTTPError | None = None
     for k in range(len(urls)):
         i = (prefer + k) % len(urls)
