@@ -262,8 +262,8 @@ class Election:
             c.keepalive_answered(self.gw.keepalive(c.lease or 0, budget), sent)
         if c.lease is not None and self._budget() >= 0.01:
             sent = time.monotonic()
-            holder, lease, rev = self.gw.campaign(self.key, c.name, c.lease, self._budget())
-            c.observed(holder, lease, rev, sent)
+            holder, held, rev = self.gw.campaign(self.key, c.name, c.lease, self._budget())
+            c.observed(holder, held, rev, sent)
 
     def _run(self) -> None:
         self._last_keepalive = 0.0
