@@ -117,6 +117,9 @@ class Cluster:
     # gets its gateway address with this prefix, so containers reach other hosts'
     # docker_subnets on-link, through br0, without a router.
     cluster_subnet: str = DEFAULT_CLUSTER_SUBNET
+    # Every REST API URL (several controllers); `api` is the first.  Agents report to
+    # any that answers, starting with the last one that did.
+    apis: tuple[str, ...] = ()
     membership: str = "file"         # see MEMBERSHIPS
 
     def host(self, name: str) -> Host:
@@ -342,6 +345,15 @@ def _api(node: Node, field: str) -> str:
     return value.rstrip("/")
 
 
+def _apis(node: Node, field: str) -> tuple[str, ...]:
+    """One URL, or a list of them (one per controller instance)."""
+    if not isinstance(node, SequenceNode):
+        return (_api(node, field),)
+    if not node.value:
+        _fail(field, node, "must list at least one URL")
+    return tuple(_api(n, f"{field}[{i}]") for i, n in enumerate(node.value))
+
+
 def _ipv4(node: Node, field: str) -> str:
     value = _text(node, field)
     try:
@@ -372,7 +384,8 @@ def _cluster(root: Node | None, source: str) -> Cluster:
     top = _mapping(root, "", _TOP_KEYS, ("controller", "hosts"))
     ctl = _mapping(top["controller"], "controller", ("openflow", "api"), ("openflow",))
     controllers = _controllers(ctl["openflow"], "controller.openflow")
-    api = _api(ctl["api"], "controller.api") if "api" in ctl else None
+    apis = _apis(ctl["api"], "controller.api") if "api" in ctl else ()
+    api = apis[0] if apis else None
     tunnel = _choice(top.get("tunnel_type"), "tunnel_type", TUNNEL_TYPES, "vxlan")
     datapath = _choice(top.get("datapath_type"), "datapath_type", DATAPATH_TYPES, "system")
     mtu = _int(top["mtu"], "mtu", MTU_MIN, MTU_MAX) if "mtu" in top else DEFAULT_MTU
@@ -393,7 +406,7 @@ def _cluster(root: Node | None, source: str) -> Cluster:
     queues = _queues(top["queues"], "queues") if top.get("queues") is not None else None
     cluster_subnet = _cluster_subnet(top.get("cluster_subnet"), top["hosts"], hosts)
     return Cluster(controllers, api, tunnel, datapath, mtu, hosts, source, port_type, transport,
-                   queues, cluster_subnet, membership=membership)
+                   queues, cluster_subnet, apis, membership=membership)
 
 
 def _cluster_subnet(node: Node | None, hosts_node: Node, hosts: tuple[Host, ...]) -> str:

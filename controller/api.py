@@ -849,7 +849,8 @@ def make_app(core: Core, token: str | None) -> FastAPI:
                 # the wipe guard: switches left untouched, programmed under another store
                 "switches_refused": sorted(sw.host or dpid_str(sw.dpid)
                                            for sw in switches.values() if sw.sync_refused),
-                "event_loop": loop}
+                "event_loop": loop,
+                "election": core.election_status() if core.election_status else None}
         return JSONResponse(body, status_code=503 if problems else 200)
 
     @app.get("/metrics", response_class=PlainTextResponse)

@@ -240,6 +240,9 @@ class WeftController(app_manager.OSKenApp):
         # core.cluster: hosts.yaml plus the hosts registered in the store
         self.engine = SyncEngine({datapath_id(h): h.name for h in self.core.cluster.hosts},
                                  adopt=conf.adopt, on_publish=self.core.publish)
+        from controller.ha import election_url
+        if election_url(conf):      # several instances: slave of every switch until elected
+            self.engine.role_wanted = ("slave", 0)
         self._dps: dict[int, Any] = {}          # dpid -> its live connection
         self._senders: dict[int, _Sender] = {}
         # (dpid, xid) -> (bodies so far, future, render, asked at): REST stats requests

@@ -33,4 +33,11 @@ CONF.register_cli_opts([
     cfg.StrOpt("api-token", default=None, secret=True,
                help="bearer token required for writes (or env WEFT_API_TOKEN); "
                     "required when the API listens beyond loopback"),
+    cfg.StrOpt("weft-election", default=None,
+               help="campaign for master among several weft-managers on this etcd "
+                    "(etcd://h:p,h:p); default: the --store's etcd when it is one"),
+    cfg.FloatOpt("weft-election-ttl", default=3.0,
+                 help="election lease TTL in seconds: a dead master is replaced within it"),
+    cfg.StrOpt("weft-node-name", default=None,
+               help="this instance's name in the election (default: hostname:api-port)"),
 ])

@@ -55,6 +55,8 @@ class Core:
         self.ofctl_datapath: Callable[[int], Any] = _no_switches
         self.ofctl_waiters: dict[int, dict[int, Any]] = {}   # dpid -> xid -> (event, msgs)
         self._topology: tuple[int, Cluster, Topology] | None = None  # (version, members, model)
+        # set by controller.ha when several instances elect a master: role, generation, leader
+        self.election_status: Callable[[], dict[str, Any]] | None = None
         # hosts.yaml (followed by `watch_hosts`) plus registered hosts -> self.cluster
         self.members = Membership(store, cluster, self.set_cluster)
         self.members.poll()         # registered hosts are members from the first sync on

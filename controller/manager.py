@@ -42,10 +42,21 @@ def main(argv: list[str] | None = None) -> int:
     conf = config.CONF
     conf(argv, project="weft", prog="weft-manager", version="0.1.0")
     apps = list(conf.app) or ["controller.app"]
+    from controller.ha import election_url
+    if election_url(conf) and "controller.ha" not in apps:
+        apps.append("controller.ha")        # several instances: campaign for master
     if conf.ofp_tcp_listen_port is None:
         conf.set_override("ofp_tcp_listen_port", ofproto_common.OFP_TCP_PORT)
     token = conf.api_token or os.environ.get("WEFT_API_TOKEN")
     problem = preflight(conf.weft_hosts, conf.weft_db, token, conf.store)
+    if not problem and election_url(conf):
+        from controller.election import endpoints
+        try:
+            endpoints(election_url(conf) or "")
+        except ValueError as exc:
+            problem = f"--weft-election: {exc}"
+        if conf.weft_election_ttl < 1:
+            problem = "--weft-election-ttl must be at least 1 second"
     if problem:
         print(f"weft-manager: {problem}", file=sys.stderr)
         return 2

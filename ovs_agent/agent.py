@@ -66,6 +66,7 @@ class Agent:
     _mtime: float = 0.0
     _report: ReportState = field(default_factory=ReportState)
     _report_warned: float = -1e9        # last time a failed report was logged as a warning
+    _api_index: int = 0                 # the controller API URL that answered last
     _tc_queues: Queues | None = None    # queues put on the NIC with tc (kernel datapath)
     afxdp_refused: frozenset[str] = frozenset()
     _unresolved: list[str] = field(default_factory=list)
@@ -246,12 +247,14 @@ class Agent:
         import httpx            # lazily, as attach does: not on the agent's start-up path
         with self._report_lock:
             current = attach.attachments(api)
-            identity = attach.controller_identity(self.cluster.api)
+            urls = self.cluster.apis or (self.cluster.api,)
+            identity = attach.controller_identity(urls[self._api_index % len(urls)])
             why = reason_to_send(self._report, current, identity, time.monotonic())
             if why is None:
                 return
             try:
-                acked_by = attach.report(self.cluster.api, self.me.name, current)
+                self._api_index, acked_by = attach.report_any(urls, self.me.name, current,
+                                                              self._api_index)
             except httpx.HTTPError as exc:
                 self._report.failed()
                 detail = exc.response.text[:200] if isinstance(exc, httpx.HTTPStatusError) else ""
@@ -259,7 +262,7 @@ class Agent:
                 if self._report.failures == 1 or now - self._report_warned >= 60:
                     self._report_warned = now
                     LOG.warning("could not report %d attachment(s) to %s (%s; retrying every "
-                                "%gs): %s %s", len(current), self.cluster.api, why,
+                                "%gs): %s %s", len(current), ", ".join(urls), why,
                                 self.interval, exc, detail)
                 return
             self._report.acknowledged(current, acked_by, time.monotonic())

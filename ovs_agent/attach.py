@@ -154,3 +154,24 @@ def members(api_url: str, timeout: float = 3) -> list[dict[str, object]]:
     resp = httpx.get(f"{api_url.rstrip('/')}/v1/hosts", timeout=timeout, headers=api_headers())
     resp.raise_for_status()
     return resp.json()
+
+
+def report_any(urls: tuple[str, ...], host: str, current: list[dict[str, str]],
+               prefer: int = 0, timeout: float = 3
+               ) -> tuple[int, tuple[str | None, str | None] | None]:
+    """Report to the first controller instance that takes it, starting at ``prefer``;
+    returns the index of the one that did and its identity (as `report`).  Unreachable or 5xx: the next one.  A 4xx
+    is an answer (the request is wrong everywhere) and is raised."""
+    import httpx    # lazily, as in report()
+    last: httpx.HTTPError | None = None
+    for k in range(len(urls)):
+        i = (prefer + k) % len(urls)
+        try:
+            return i, report(urls[i], host, current, timeout)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code < 500:
+                raise
+            last = exc
+        except httpx.HTTPError as exc:
+            last = exc
+    raise last or httpx.TransportError("no controller API URL")

@@ -73,14 +73,15 @@ class OvsDataplane:
         attach.remove_container_port(self.api, port)
 
     def tenant_exists(self, tenant: str) -> bool | None:
-        if not self.cluster.api:
-            return None
-        try:
-            resp = httpx.get(f"{self.cluster.api.rstrip('/')}/v1/tenants/{tenant}", timeout=3,
-                             headers=attach.api_headers())
-        except httpx.HTTPError:
-            return None
-        return True if resp.status_code == 200 else False if resp.status_code == 404 else None
+        for url in self.cluster.apis or ((self.cluster.api,) if self.cluster.api else ()):
+            try:            # any controller instance answers; the next when one does not
+                resp = httpx.get(f"{url.rstrip('/')}/v1/tenants/{tenant}", timeout=3,
+                                 headers=attach.api_headers())
+            except httpx.HTTPError:
+                continue
+            if resp.status_code in (200, 404):
+                return resp.status_code == 200
+        return None
 
 
     def network_name(self, network_id: str) -> str | None:

@@ -15,7 +15,7 @@ from weft_lab.shell import netns_list, run
 
 LAB_COMMANDS = ("ovsdb-server", "ovs-vswitchd", "iperf3", "ping", "tcpdump",
                 "ovs-agent", "weft-manager", "dockerd", "containerd", "docker-proxy",
-                "containerd-shim-runc-v2")
+                "containerd-shim-runc-v2", "etcd")
 
 
 LAB_MODULES = ("ovs_agent.cli", "controller.manager", "weft_lab.keeper")

@@ -6,6 +6,7 @@ the root namespace: `api()` below, `weftctl --api unix:...`).
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -18,33 +19,108 @@ from weft_lab.shell import run, succeeds
 from weft_lab.topology import Topology
 
 
-def api_socket(lab: str) -> Path:
-    return state_dir(lab) / "api.sock"
+def api_socket(lab: str, instance: int = 1) -> Path:
+    """The unix socket of controller instance 1, 2, ... (1 is the only one by default)."""
+    return state_dir(lab) / ("api.sock" if instance == 1 else f"api-{instance}.sock")
 
 
 def api_token(lab: str) -> str:
     return (state_dir(lab) / "api.token").read_text().strip()
 
 
-def api(lab: str, timeout: float = 10) -> httpx.Client:
+def api(lab: str, timeout: float = 10, instance: int = 1) -> httpx.Client:
     """An HTTP client for the lab controller's REST API (over its unix socket)."""
-    return httpx.Client(transport=httpx.HTTPTransport(uds=str(api_socket(lab))),
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(api_socket(lab, instance))),
                         base_url="http://weft", timeout=timeout,
                         headers={"Authorization": f"Bearer {api_token(lab)}"})
 
 
-def start_controller(topo: Topology, *extra: str) -> int:
-    """weft-manager in LAB.ctl, under the keeper (`extra`: more flags, e.g. --adopt)."""
+ETCD_CLIENT_PORT, ETCD_PEER_PORT = 2379, 2380
+PIDS_FILE = "pids.json"      # {"controller-1": pid, "etcd-1": pid, ...} for fault injection
+
+
+def etcd_url(topo: Topology) -> str:
+    """The lab's etcd cluster as weft-manager takes it: etcd://ip:port,ip:port."""
+    return "etcd://" + ",".join(f"{ip}:{ETCD_CLIENT_PORT}"
+                                for ip in topo.controller_ips()[:topo.etcd])
+
+
+def _record_pid(lab: str, name: str, pid: int) -> None:
+    path = state_dir(lab) / PIDS_FILE
+    pids = json.loads(path.read_text()) if path.exists() else {}
+    pids[name] = pid
+    path.write_text(json.dumps(pids))
+
+
+def pid_of(lab: str, name: str) -> int:
+    """The pid of a lab daemon started here: controller-K or etcd-K (1-based)."""
+    return json.loads((state_dir(lab) / PIDS_FILE).read_text())[name]
+
+
+def start_etcd(topo: Topology, members: range | None = None) -> None:
+    """An etcd cluster of ``topo.etcd`` members in LAB.ctl, member k on the k-th controller
+    address; data under the lab's state dir (removed by `down`)."""
+    sd, ips = state_dir(topo.name), topo.controller_ips()[:topo.etcd]
+    peers = ",".join(f"e{k + 1}=http://{ip}:{ETCD_PEER_PORT}" for k, ip in enumerate(ips))
+    for k in members if members is not None else range(topo.etcd):
+        ip, data = ips[k], sd / "etcd" / f"e{k + 1}"
+        fresh = not data.exists()
+        data.mkdir(parents=True, exist_ok=True)
+        pid = keeper.request(sd, {
+            "op": "spawn", "ns": ns_name(topo.name, CTL), "log": str(sd / f"etcd-{k + 1}.log"),
+            "argv": ["etcd", "--name", f"e{k + 1}", "--data-dir", str(data),
+                     "--listen-client-urls", f"http://{ip}:{ETCD_CLIENT_PORT}",
+                     "--advertise-client-urls", f"http://{ip}:{ETCD_CLIENT_PORT}",
+                     "--listen-peer-urls", f"http://{ip}:{ETCD_PEER_PORT}",
+                     "--initial-advertise-peer-urls", f"http://{ip}:{ETCD_PEER_PORT}",
+                     "--initial-cluster", peers, "--initial-cluster-token", topo.name,
+                     "--initial-cluster-state", "new" if fresh else "existing",
+                     # a lost leader is replaced in about 0.6-1.2 s (default 1-2 s), well
+                     # inside the controllers' election lease (3 s)
+                     "--heartbeat-interval", "100", "--election-timeout", "600",
+                     "--logger", "zap", "--log-level", "warn"]})["pid"]
+        _record_pid(topo.name, f"etcd-{k + 1}", pid)
+    wait_etcd(topo)
+
+
+def wait_etcd(topo: Topology, timeout: float = 30) -> None:
+    """Until the cluster has a leader (a write through member 1's view succeeds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for ip in topo.controller_ips()[:topo.etcd]:
+            r = run(["curl", "-s", "-m", "2", f"http://{ip}:{ETCD_CLIENT_PORT}/health"],
+                    ns=ns_name(topo.name, CTL), check=False)
+            if '"health":"true"' in r.replace(" ", ""):
+                return
+        time.sleep(0.2)
+    raise LabError(f"etcd did not come up; see {state_dir(topo.name)}/etcd-*.log")
+
+
+def start_controller(topo: Topology, *extra: str,
+                     instances: range | None = None) -> list[int]:
+    """weft-manager instance k+1 on the k-th controller address; several campaign for
+    master on the lab's etcd.  Instance 1 keeps the names a single controller has
+    (weft-manager.log, api.sock, weft.db).  `extra`: more flags, e.g. --adopt."""
     sd = state_dir(topo.name)
     token = api_token(topo.name)
-    return keeper.request(sd, {
-        "op": "spawn", "ns": ns_name(topo.name, CTL), "env": {"WEFT_API_TOKEN": token},
-        "log": str(sd / "weft-manager.log"),
-        "argv": [sys.executable, "-m", "controller.manager", "controller.app",
-                 "--weft-hosts", str(sd / "hosts.yaml"), "--weft-db", str(sd / "weft.db"),
-                 "--ofp-listen-host", topo.controller_ip, *_openflow_listen(topo.name),
-                 "--wsapi-host", topo.controller_ip, "--wsapi-port", "8080",
-                 "--wsapi-unix", str(api_socket(topo.name)), *extra]})["pid"]
+    pids = []
+    for k in instances if instances is not None else range(topo.controllers):
+        n, ip = k + 1, topo.controller_ips()[k]
+        suffix = "" if n == 1 else f"-{n}"
+        # on etcd: the shared store, and an election among the instances
+        store = ["--store", etcd_url(topo), "--weft-node-name", f"ctl{n}"] if topo.etcd else []
+        pid = keeper.request(sd, {
+            "op": "spawn", "ns": ns_name(topo.name, CTL), "env": {"WEFT_API_TOKEN": token},
+            "log": str(sd / f"weft-manager{suffix}.log"),
+            "argv": [sys.executable, "-m", "controller.manager", "controller.app",
+                     "--weft-hosts", str(sd / "hosts.yaml"),
+                     "--weft-db", str(sd / f"weft{suffix}.db"),
+                     "--ofp-listen-host", ip, *_openflow_listen(topo.name),
+                     "--wsapi-host", ip, "--wsapi-port", "8080",
+                     "--wsapi-unix", str(api_socket(topo.name, n)), *store, *extra]})["pid"]
+        _record_pid(topo.name, f"controller-{n}", pid)
+        pids.append(pid)
+    return pids
 
 
 def _openflow_listen(lab: str) -> list[str]:
@@ -56,18 +132,25 @@ def _openflow_listen(lab: str) -> list[str]:
             "--ctl-cert", str(pki / "controller-cert.pem"), "--ca-certs", str(pki / "ca-cert.pem")]
 
 
-def wait_api(lab: str, timeout: float = 30) -> None:
+def wait_api(lab: str, timeout: float = 30, instances: int = 1) -> None:
+    """Until every controller instance's API answers."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if api_socket(lab).exists():
-            try:
-                with api(lab, timeout=2) as c:
-                    if c.get("/v1/health").status_code == 200:
-                        return
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.1)
-    raise LabError(f"the controller API did not come up; see {state_dir(lab)}/weft-manager.log")
+    for n in range(1, instances + 1):
+        while not _api_up(lab, n):
+            if time.monotonic() > deadline:
+                raise LabError(f"the controller API did not come up; see {state_dir(lab)}/"
+                               f"weft-manager{'' if n == 1 else f'-{n}'}.log")
+            time.sleep(0.1)
+
+
+def _api_up(lab: str, instance: int) -> bool:
+    if not api_socket(lab, instance).exists():
+        return False
+    try:
+        with api(lab, timeout=2, instance=instance) as c:
+            return c.get("/v1/health").status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def setup_tenants(topo: Topology) -> None:
@@ -169,7 +252,11 @@ def wait_converged(topo: Topology, timeout: float = 60) -> float:
         len(topo.switches)
     while time.monotonic() < deadline:
         try:
-            with api(topo.name, timeout=3) as c:
+            instance = 1
+            if topo.controllers > 1:                    # the master's view of the switches
+                from weft_lab.ha import master
+                instance = master(topo) or 1
+            with api(topo.name, timeout=3, instance=instance) as c:
                 health = c.get("/v1/health").json()      # cheap: counts, not lists
             agents_done = not topo.agent or (all(
                 (host_dir(topo.name, h.name) / "subnet.env").exists() for h in topo.members)

@@ -168,9 +168,11 @@ def hosts_yaml(topo: Topology, only: str | None = None) -> str:
     `membership: register`); `only` gives the file a registering agent starts from:
     the cluster's settings and its own entry."""
     scheme = "ssl" if topo.controller else "tcp"   # weft's own controller: mutual TLS
+    ips = topo.controller_ips()[:topo.controllers]
     lines = ["# written by weft-lab", "controller:",
-             f"  openflow: [\"{scheme}:{topo.controller_ip}:6653\"]",
-             f"  api: \"http://{topo.controller_ip}:8080\"",
+             "  openflow: [" + ", ".join(f'"{scheme}:{ip}:6653"' for ip in ips) + "]",
+             "  api: " + (f'"http://{ips[0]}:8080"' if len(ips) == 1 else
+                          "[" + ", ".join(f'"http://{ip}:8080"' for ip in ips) + "]"),
              f"tunnel_type: {topo.tunnel_type}", "datapath_type: netdev",
              f"cluster_subnet: {topo.cluster_subnet}",
              f"port_type: {topo.port_type}"]
@@ -376,7 +378,12 @@ def up(topo: Topology) -> float:
             _bridge(ctl, VLAN_BRIDGE)
         plen_m = ipaddress.ip_network(topo.mgmt).prefixlen
         _bridge(ctl, MGMT_BRIDGE, f"{topo.controller_ip}/{plen_m}")
+        for ip in topo.controller_ips()[1:]:        # further controllers, etcd members
+            run(["ip", "addr", "add", f"{ip}/{plen_m}", "dev", MGMT_BRIDGE], ns=ctl)
         keeper.start(sd, ctl)
+        if topo.etcd:
+            from weft_lab import cluster
+            cluster.start_etcd(topo)
         if topo.controller:
             (sd / "api.token").write_text(secrets.token_hex(16) + "\n")
             make_pki(lab, [h.name for h in topo.hosts])
@@ -389,7 +396,7 @@ def up(topo: Topology) -> float:
         if topo.controller:
             from weft_lab import cluster
             cluster.start_controller(topo)
-            cluster.wait_api(lab)
+            cluster.wait_api(lab, instances=topo.controllers)
             cluster.setup_tenants(topo)
         if topo.agent:
             from weft_lab import cluster

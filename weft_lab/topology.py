@@ -22,6 +22,7 @@ TUNNEL_TYPES = ("vxlan", "gre")
 ATTACH_MODES = ("docker0", "br0", "weft")
 PORT_TYPES = ("auto", "afxdp-nonpmd", "afxdp", "afpacket")
 TRANSPORTS = ("tunnel", "vlan")
+MAX_CONTROLLERS = 5     # controllers and etcd members take mgmt addresses 1..5 (hosts: 10+)
 
 
 class TopologyError(ValueError):
@@ -108,6 +109,10 @@ class Topology:
     # The weft Docker network plugin beside each agent, and a weft network per tenant with
     # a subnet on every host (`attach: weft` containers run on them).
     plugin: bool = False
+    # weft-manager instances in LAB.ctl (one is elected master on etcd when several) and
+    # etcd members (0: the controller keeps its state in SQLite, as one controller does)
+    controllers: int = 1
+    etcd: int = 0
 
     @property
     def members(self) -> tuple[Host, ...]:
@@ -117,6 +122,11 @@ class Topology:
     @property
     def controller_ip(self) -> str:
         return str(ipaddress.ip_network(self.mgmt)[1])
+
+    def controller_ips(self) -> list[str]:
+        """Instance k (0-based) listens on mgmt[1 + k]; etcd member k uses the same address."""
+        net = ipaddress.ip_network(self.mgmt)
+        return [str(net[1 + k]) for k in range(max(self.controllers, self.etcd))]
 
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
@@ -257,7 +267,8 @@ def parse(text: str, source: str = "<string>") -> Topology:
         raise TopologyError(source, "<file>", None, "is empty")
     top = r.mapping(root, "", {"name", "tunnel_type", "underlay", "mgmt", "cluster_subnet",
                                "controller", "agent", "port_type", "transport", "hosts",
-                               "tenants", "switches", "docker", "plugin"},
+                               "tenants", "switches", "docker", "plugin", "controllers",
+                               "etcd"},
                     {"name", "hosts"})
     name = _check_name(r.scalar(top["name"], "name"), "name", top["name"].start_mark.line + 1,
                        source)
@@ -275,6 +286,14 @@ def parse(text: str, source: str = "<string>") -> Topology:
     if docker and not agent:
         raise r.fail("docker", top["docker"], "docker: true needs agent: true (each dockerd "
                      "is started with the daemon.json its host's agent writes)")
+    n_ctl = _count(r, top, "controllers", 1, 1, MAX_CONTROLLERS)
+    n_etcd = _count(r, top, "etcd", 0, 0, MAX_CONTROLLERS)
+    if n_ctl > 1 and not n_etcd:
+        raise r.fail("controllers", top["controllers"], "several controllers share their "
+                     "state in etcd: set etcd: 1 or more (3 survives a member's loss)")
+    if (n_ctl > 1 or n_etcd) and not controller:
+        raise r.fail("controllers" if "controllers" in top else "etcd",
+                     top.get("controllers", top.get("etcd")), "needs controller: true")
     port_type = r.choice(top["port_type"], "port_type", PORT_TYPES) \
         if "port_type" in top else "auto"
     transport = r.choice(top["transport"], "transport", TRANSPORTS) \
@@ -431,7 +450,16 @@ def parse(text: str, source: str = "<string>") -> Topology:
                             f"switches ('ctl' is reserved): {', '.join(sorted(dupes))}")
     return Topology(name, tunnel, str(underlay), str(mgmt), str(cluster), controller, agent,
                     port_type, transport, tuple(hosts), tuple(containers), tuple(tenants),
-                    tuple(switches), docker, plugin)
+                    tuple(switches), docker, plugin, n_ctl, n_etcd)
+
+
+def _count(r: _Reader, top: dict, key: str, default: int, lo: int, hi: int) -> int:
+    if key not in top:
+        return default
+    value = r.scalar(top[key], key)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise r.fail(key, top[key], f"{yamlfile.shown(value)} is not a number from {lo} to {hi}")
+    return value
 
 
 def _nth_24(net: ipaddress.IPv4Network, n: int, error: TopologyError) -> ipaddress.IPv4Network:

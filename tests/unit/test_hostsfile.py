@@ -461,3 +461,16 @@ def test_docker_subnet_outside_the_default_names_the_fix():
         parse(hosts_doc("{name: a, underlay_ip: 10.0.0.1, docker_subnet: 10.5.1.0/24}"))
     assert info.value.field == "hosts[0].docker_subnet"
     assert "set cluster_subnet" in str(info.value)
+
+
+def test_api_may_list_every_controller_instance():
+    from cluster.hostsfile import parse
+    c = parse("controller:\n  openflow: ['tcp:10.99.0.1:6653', 'tcp:10.99.0.2:6653']\n"
+              "  api: ['http://10.99.0.1:8080/', 'http://10.99.0.2:8080']\n"
+              "hosts:\n  - {name: h1, underlay_ip: 192.168.50.11}\n")
+    assert c.apis == ("http://10.99.0.1:8080", "http://10.99.0.2:8080")
+    assert c.api == "http://10.99.0.1:8080"
+    assert len(c.controllers) == 2
+    one = parse("controller: {openflow: 'tcp:10.99.0.1:6653', api: 'http://10.99.0.1:8080'}\n"
+                "hosts:\n  - {name: h1, underlay_ip: 192.168.50.11}\n")
+    assert one.apis == ("http://10.99.0.1:8080",)

@@ -1,0 +1,157 @@
+"""Several controllers on etcd (issue 15): kill -9 the master, kill an etcd member.
+
+One lab for the module: 3 weft-manager instances (one master, two hot standbys, elected
+on an etcd lease of 3 s), 3 etcd members, 2 hosts with containers of the default tenant
+(docker0) and of a tenant (br0).  Traffic is 100 pings/s across hosts in both; REST
+writes go to the instances in turn the whole time.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import converged_lab, lab_name
+from weft_lab import cluster as C
+from weft_lab import ha
+from weft_lab.topology import load
+from weft_lab.traffic import pinging
+
+LEASE_TTL = 3.0
+
+
+@pytest.fixture(scope="module")
+def lab():
+    topo = load("topologies/ha.yaml").with_name(lab_name("ha"))
+    with converged_lab(topo) as t:
+        ha.wait_master(t)
+        yield t
+
+
+class Writer:
+    """Creates tenants through the live instances in turn; records what was acknowledged."""
+
+    def __init__(self, topo, instances: list[int], prefix: str) -> None:
+        self.topo, self.instances, self.prefix = topo, instances, prefix
+        self.acked: list[str] = []
+        self.failed: list[str] = []     # no answer: may or may not have been stored
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            name = f"{self.prefix}{i:04d}"
+            for k in range(len(self.instances)):           # fail over like an agent does
+                inst = self.instances[(i + k) % len(self.instances)]
+                t0 = time.monotonic()
+                try:
+                    with C.api(self.topo.name, timeout=5, instance=inst) as c:
+                        r = c.post("/v1/tenants", json={"name": name})
+                except httpx.TransportError:
+                    continue
+                if r.status_code == 201:
+                    self.acked.append(name)
+                    self.latencies.append(time.monotonic() - t0)
+                    break
+                if r.status_code < 500:
+                    raise AssertionError(f"{name} via ctl{inst}: {r.status_code} {r.text}")
+            else:
+                self.failed.append(name)
+            i += 1
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> "Writer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self.thread.join(30)
+
+
+def _snapshot(topo) -> dict:
+    return {h.name: (ha.flows(topo.name, h.name), ha.groups(topo.name, h.name))
+            for h in topo.hosts}
+
+
+def _unchanged(before: dict, after: dict, elapsed: float) -> dict:
+    """Per host: flows added/removed/re-sent and groups changed between two snapshots."""
+    out = {}
+    for host, (f0, g0) in before.items():
+        f1, g1 = after[host]
+        changed = ha.rewritten(f0, f1, elapsed) + sorted(g0 ^ g1)
+        if changed:
+            out[host] = changed[:5]
+    return out
+
+
+def test_kill_master_during_traffic_and_writes(lab):
+    old = ha.wait_master(lab)
+    live = [n for n in range(1, lab.controllers + 1) if n != old]
+    before = _snapshot(lab)
+    t_snap = time.monotonic()
+    with pinging(lab.name, "d1", lab.addr("d2"), count=1000) as p1, \
+            pinging(lab.name, "red1", lab.addr("red2"), count=1000) as p2, \
+            Writer(lab, [old, *live], "w") as w:
+        time.sleep(3)
+        t_kill = ha.kill(lab.name, f"controller-{old}")
+        new = ha.wait_master(lab, timeout=LEASE_TTL + 5, exclude=(old,))
+        status = ha.election(lab.name, new)
+        took = status["master_since"] - t_kill
+        time.sleep(4)
+    print(f"\nfailover: ctl{old} killed, ctl{new} master after {took:.3f} s "
+          f"(lease {LEASE_TTL} s); {len(w.acked)} writes acknowledged, "
+          f"{len(w.failed)} unanswered; ping {p1.received}/{p1.sent}, {p2.received}/{p2.sent}")
+    # the lease expires TTL after the last keepalive (0..0.5 s before the kill); etcd
+    # revokes expired leases on a 500 ms loop; a standby polls every 0.1 s
+    assert took <= LEASE_TTL + 1.0, f"failover took {took:.2f} s"
+    assert p1.sent == p1.received == 1000, f"default tenant lost {p1.sent - p1.received}"
+    assert p2.sent == p2.received == 1000, f"tenant red lost {p2.sent - p2.received}"
+    assert len(w.acked) > 30 and not w.failed
+    # every acknowledged write is there, read back through each live instance
+    for inst in live:
+        with C.api(lab.name, instance=inst) as c:
+            have = {t["name"] for t in c.get("/v1/tenants").json()}
+        missing = sorted(set(w.acked) - have)
+        assert not missing, f"ctl{inst} lost acknowledged writes: {missing[:5]}"
+    # 0 flow-mods from the new master: the switches' tables are untouched (no flow
+    # re-sent: ages and counters run on), and the new master counted none either
+    after = _snapshot(lab)
+    assert not _unchanged(before, after, time.monotonic() - t_snap)
+    with C.api(lab.name, instance=new) as c:
+        switches = c.get("/v1/switches").json()
+    assert [(s["host"], s["flow_mods_sent"], s["group_mods_sent"], s["meter_mods_sent"])
+            for s in switches] == [(h.name, 0, 0, 0) for h in lab.hosts]
+    # the killed instance comes back as a standby and changes nothing
+    C.start_controller(lab, instances=range(old - 1, old))
+    C.wait_api(lab.name, instances=lab.controllers)
+    time.sleep(1)
+    assert ha.master(lab) == new
+    assert (ha.election(lab.name, old) or {}).get("role") == "slave"
+
+
+def test_kill_an_etcd_member_changes_nothing(lab):
+    m = ha.wait_master(lab)
+    gen = ha.election(lab.name, m)["generation"]
+    victim = ha.etcd_leader(lab) or 1          # the hardest one: the cluster re-elects
+    before = _snapshot(lab)
+    t_snap = time.monotonic()
+    with pinging(lab.name, "d1", lab.addr("d2"), count=500) as p1, \
+            Writer(lab, list(range(1, lab.controllers + 1)), "e") as w:
+        time.sleep(1)
+        ha.kill(lab.name, f"etcd-{victim}")
+        time.sleep(4)
+    print(f"\netcd member {victim} (leader) killed: {len(w.acked)} writes acknowledged, "
+          f"{len(w.failed)} unanswered, ping {p1.received}/{p1.sent}; write latency max "
+          f"{max(w.latencies) * 1000:.0f} ms")
+    assert p1.sent == p1.received == 500
+    assert not w.failed and len(w.acked) > 15
+    assert ha.master(lab) == m and ha.election(lab.name, m)["generation"] == gen
+    with C.api(lab.name, instance=m) as c:
+        have = {t["name"] for t in c.get("/v1/tenants").json()}
+    assert set(w.acked) <= have
+    assert not _unchanged(before, _snapshot(lab), time.monotonic() - t_snap)
