@@ -158,10 +158,10 @@ def members(api_url: str, timeout: float = 3) -> list[dict[str, object]]:
 
 def report_any(urls: tuple[str, ...], host: str, current: list[dict[str, str]],
                prefer: int = 0, timeout: float = 3
-               ) -> tuple[int, tuple[str | None, str | None] | None]:
+               ) -> tuple[int, tuple[str | None, str | None]]:
     """Report to the first controller instance that takes it, starting at ``prefer``;
-    returns the index of the one that did and its identity (as `report`).  Unreachable or 5xx: the next one.  A 4xx
-    is an answer (the request is wrong everywhere) and is raised."""
+    returns the index of the one that did and its identity (as `report`).  Unreachable
+    or 5xx: the next one.  A 4xx is an answer (the request is wrong everywhere) and is raised."""
     import httpx    # lazily, as in report()
     last: httpx.HTTPError | None = None
     for k in range(len(urls)):
