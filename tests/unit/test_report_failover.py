@@ -18,9 +18,12 @@ def _server(status: int) -> tuple[HTTPServer, str, list[str]]:
         def do_PUT(self) -> None:
             got.append(self.path)
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = b'{"instance": "i1", "epoch": "e1"}'     # as the controller answers
             self.send_response(status)
-            self.send_header("Content-Length", "0")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            self.wfile.write(body)
 
         def log_message(self, *a) -> None:
             pass
@@ -39,7 +42,8 @@ def test_fails_over_past_a_dead_and_an_unavailable_instance():
     busy, busy_url, busy_got = _server(503)
     ok, ok_url, ok_got = _server(200)
     try:
-        i, _ = report_any((_dead_url(), busy_url, ok_url), "host1", [])
+        i, identity = report_any((_dead_url(), busy_url, ok_url), "host1", [])
+        assert identity == ("i1", "e1")
         assert i == 2 and ok_got == ["/v1/hosts/host1/attachments"] and busy_got
         # the next report starts with the instance that answered
         assert report_any((_dead_url(), busy_url, ok_url), "host1", [], prefer=i)[0] == 2
