@@ -262,9 +262,12 @@ class WeftController(app_manager.OSKenApp):
                  "; --adopt: switches of another store are taken over" if conf.adopt else "")
         self.threads.append(hub.spawn(self._watchdog))
         # hosts.yaml edits and host registrations, without a restart (controller.membership)
-        self.threads.append(hub.spawn(self.core.watch_hosts(conf.weft_hosts).run))
+        self.stopping = threading.Event()       # set by stop(): the loops below end
+        self.threads.append(self._daemon("weft-members", self.core.watch_hosts(conf.weft_hosts).run,
+                                         1.0, self.stopping))
         if conf.weft_audit_interval > 0:
-            self.threads.append(hub.spawn(self._audit_loop, conf.weft_audit_interval))
+            self.threads.append(self._daemon("weft-audit", self._audit_loop,
+                                             conf.weft_audit_interval))
         token = conf.api_token or os.environ.get("WEFT_API_TOKEN") or None
         if conf.wsapi_port or conf.wsapi_unix:
             from controller.api import serve_in_thread
@@ -401,9 +404,22 @@ class WeftController(app_manager.OSKenApp):
             self.engine.fail(ev.dpid, f"a message could not be sent ({ev.error})", time.time())
 
     def _audit_loop(self, interval: float) -> None:
-        while True:
-            hub.sleep(interval)
+        while not self.stopping.wait(interval):
             self._post(EventResync(audit=True), POST_TIMEOUT)
+
+    @staticmethod
+    def _daemon(name: str, target: Callable[..., object], *args: object) -> threading.Thread:
+        """A background loop as a daemon thread: os-ken's native hub.spawn makes non-daemon
+        threads, and a loop that missed its stop would keep the process (a test run, a
+        weft-manager after Ctrl-C) alive for ever."""
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        """End every loop this app started, then os-ken's own (it joins them all)."""
+        self.stopping.set()
+        super().stop()
 
     # -- replies ---------------------------------------------------------------------
     def _reply(self, ev: Any, body: list | None = None) -> None:

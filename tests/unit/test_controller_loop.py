@@ -97,12 +97,39 @@ def controller(tmp_path, monkeypatch):
     wait(lambda: app.core.switches[app.dp.id].phase == IN_SYNC)
     yield app
     app.is_active = False
+    app.stopping.set()
     app.events.put((app._event_stop, None))
     for t in app.threads:
         t.join(5)
     app_manager.unregister_app(app)
     config.CONF.reset()
     config.CONF.clear()
+    assert not [t.name for t in app.threads if t.is_alive()], "threads outlived the app"
+
+
+def test_stop_ends_every_thread_the_app_started(tmp_path):
+    """os-ken's stop() joins the app's threads: each loop (watchdog, members, audit) must
+    end, or weft-manager hangs on Ctrl-C and a test run never exits (non-daemon threads)."""
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(HOSTS)
+    config.CONF(["--weft-hosts", str(hosts), "--weft-db", str(tmp_path / "weft.db"),
+                 "--wsapi-port", "0", "--weft-audit-interval", "1"], project="weft")
+    before = set(threading.enumerate())
+    try:
+        app = weft_app.WeftController()
+        app_manager.register_app(app)
+        app.start()
+        stopper = threading.Thread(target=app.stop, daemon=True)
+        stopper.start()
+        stopper.join(5)
+        assert not stopper.is_alive(), "stop() did not return within 5 s"
+        assert not [t.name for t in app.threads if t.is_alive()]
+        assert not [t.name for t in set(threading.enumerate()) - before
+                    if not t.daemon], "a non-daemon thread is left"
+    finally:
+        app_manager.unregister_app(app)
+        config.CONF.reset()
+        config.CONF.clear()
 
 
 def test_a_failing_handler_is_logged_counted_and_the_loop_keeps_running(controller, caplog,
