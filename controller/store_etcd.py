@@ -234,80 +234,86 @@ class EtcdTx(ModelTx):
         return self.s.epoch
 
     # -- mutations ----------------------------------------------------------------
+    # Each changes the private snapshot and records the key to write (or delete) in etcd.
+    def _set(self, table: dict, key: Any, value: Any, rel: str, doc: Any) -> None:
+        table[key] = value
+        self._put(rel, doc)
+
+    def _drop(self, table: dict, key: Any, rel: str) -> None:
+        table.pop(key, None)
+        self._delete(rel)
+
     def put_tenant(self, t: Tenant) -> None:
-        self.s.tenants[t.name] = t
         self._sorted_tenants = None
-        self._put(f"tenants/{t.name}", tenant_doc(t))
+        self._set(self.s.tenants, t.name, t, f"tenants/{t.name}", tenant_doc(t))
 
     def remove_tenant(self, name: str) -> None:
-        self.s.tenants.pop(name, None)
         self._sorted_tenants = None
-        self._delete(f"tenants/{name}")
+        self._drop(self.s.tenants, name, f"tenants/{name}")
 
     def put_binding(self, sb: StoredBinding) -> None:
         b = sb.binding
-        self.s.bindings[(b.host, b.port)] = sb
         if self._macs is not None and b.mac and b.tenant is not None:
             self._macs[(b.tenant, b.mac)] = (b.host, b.port)
-        self._put(f"bindings/{b.host}/{b.port}", binding_doc(sb))
+        self._set(self.s.bindings, (b.host, b.port), sb, f"bindings/{b.host}/{b.port}",
+                  binding_doc(sb))
 
     def remove_binding(self, host: str, port: str) -> None:
-        self.s.bindings.pop((host, port), None)
-        self._delete(f"bindings/{host}/{port}")
+        self._drop(self.s.bindings, (host, port), f"bindings/{host}/{port}")
 
     def put_qos(self, x: RateLimit | QosRule) -> None:
-        self.s.qos[x.id] = x
         doc = {"kind": "limit", **limit_doc(x)} if isinstance(x, RateLimit) else \
             {"kind": "rule", **rule_doc(x)}
-        self._put(f"qos/{x.id}", doc)
+        self._set(self.s.qos, x.id, x, f"qos/{x.id}", doc)
 
     def remove_qos(self, qos_id: int) -> None:
-        self.s.qos.pop(qos_id, None)
-        self._delete(f"qos/{qos_id}")
+        self._drop(self.s.qos, qos_id, f"qos/{qos_id}")
+
+    # ACL rule and operator flow ids are never reused (they are cookies): each kind keeps
+    # its next id in the snapshot (next_acl, next_flow) and in a meta key.
+    _COUNTERS = {"next_acl": "meta/next-acl-id", "next_flow": "meta/next-operator-flow-id"}
+
+    def _next_id(self, counter: str, taken: dict[int, Any]) -> int:
+        return max(getattr(self.s, counter), max(taken, default=0) + 1)
+
+    def _reserve(self, counter: str, next_id: int) -> None:
+        """Move a counter up to ``next_id`` (never down), in the snapshot and in etcd."""
+        if next_id > getattr(self.s, counter):
+            setattr(self.s, counter, next_id)
+            self.ops[self._p + self._COUNTERS[counter]] = str(next_id)
 
     def new_acl_id(self) -> int:
-        return max(self.s.next_acl, max(self.s.acls, default=0) + 1)
+        return self._next_id("next_acl", self.s.acls)
 
     def put_acl(self, r: AclRule) -> None:
-        self.s.acls[r.id] = r
-        self._put(f"acls/{r.id}", acl_doc(r))
-        if r.id >= self.s.next_acl:
-            self.s.next_acl = r.id + 1
-            self.ops[self._p + "meta/next-acl-id"] = str(r.id + 1)
+        self._set(self.s.acls, r.id, r, f"acls/{r.id}", acl_doc(r))
+        self._reserve("next_acl", r.id + 1)
 
     def remove_acl(self, rule_id: int) -> None:
-        self.s.acls.pop(rule_id, None)
-        self._delete(f"acls/{rule_id}")
+        self._drop(self.s.acls, rule_id, f"acls/{rule_id}")
 
     def set_acl_policy(self, tenant: str, default: str | None) -> None:
         if default is None:
-            if self.s.policies.pop(tenant, None) is not None:
-                self._delete(f"acl-defaults/{tenant}")
+            if tenant in self.s.policies:
+                self._drop(self.s.policies, tenant, f"acl-defaults/{tenant}")
         else:
-            self.s.policies[tenant] = default
-            self._put(f"acl-defaults/{tenant}", default)
+            self._set(self.s.policies, tenant, default, f"acl-defaults/{tenant}", default)
 
     def new_operator_flow_id(self) -> int:
-        return max(self.s.next_flow, max(self.s.flows, default=0) + 1)
+        return self._next_id("next_flow", self.s.flows)
 
     def put_operator_flow(self, f: OperatorFlow) -> None:
-        self.s.flows[f.id] = f
-        self._put(f"operator-flows/{f.id}", operator_flow_doc(f))
-        if f.id >= self.s.next_flow:
-            self.s.next_flow = f.id + 1
-            self.ops[self._p + "meta/next-operator-flow-id"] = str(f.id + 1)
+        self._set(self.s.flows, f.id, f, f"operator-flows/{f.id}", operator_flow_doc(f))
+        self._reserve("next_flow", f.id + 1)
 
     def remove_operator_flow(self, flow_id: int) -> None:
-        self.s.flows.pop(flow_id, None)
-        self._delete(f"operator-flows/{flow_id}")
+        self._drop(self.s.flows, flow_id, f"operator-flows/{flow_id}")
 
     def reserve_ids(self, next_acl: int, next_operator_flow: int) -> None:
         if next_acl > self.new_acl_id():
-            self.s.next_acl = next_acl
-            self.ops[self._p + "meta/next-acl-id"] = str(next_acl)
+            self._reserve("next_acl", next_acl)
         if next_operator_flow > self.new_operator_flow_id():
-            self.s.next_flow = next_operator_flow
-            self.ops[self._p + "meta/next-operator-flow-id"] = str(next_operator_flow)
+            self._reserve("next_flow", next_operator_flow)
 
     def set_epoch(self, epoch: str) -> None:
         if epoch != self.s.epoch:
