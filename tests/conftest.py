@@ -4,15 +4,18 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from weft_lab import lab as L
 from weft_lab.shell import netns_list, run
 
+T = TypeVar("T")
 LAB_COMMANDS = ("ovsdb-server", "ovs-vswitchd", "iperf3", "ping", "tcpdump",
                 "ovs-agent", "weft-manager", "dockerd", "containerd", "docker-proxy",
                 "containerd-shim-runc-v2", "etcd")
@@ -75,6 +78,18 @@ def converged_lab(topo) -> Iterator:
 def lab_name(prefix: str = "t") -> str:
     """A fresh lab name, so tests never collide with a user's lab."""
     return f"{prefix}{secrets.token_hex(3)}"
+
+
+def wait_for(cond: Callable[[], T], timeout: float = 20, what: str = "condition") -> T:
+    """Poll `cond` every 0.2 s until it returns something true, and return that; an
+    AssertionError naming `what` after `timeout` seconds (lab tests wait on real daemons)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture

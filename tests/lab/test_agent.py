@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cluster.hostsfile import tunnel_port_name
-from tests.conftest import lab_name
+from tests.conftest import lab_name, wait_for
 from weft_lab import lab as L
 from weft_lab.topology import parse
 from weft_lab.traffic import reaches
@@ -40,16 +40,6 @@ def interfaces(lab: str, host: str) -> dict[str, dict]:
 
 def tunnels(lab: str, host: str) -> dict[str, dict]:
     return {n: r for n, r in interfaces(lab, host).items() if r["type"] in ("vxlan", "gre")}
-
-
-def wait_for(cond, timeout: float = 20, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def mesh_ok(t) -> bool:
