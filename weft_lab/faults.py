@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import yaml
+
 from weft_lab import lab as L
 from weft_lab.shell import netns_pids
 
@@ -93,19 +95,16 @@ def kill_ovs(lab: str, host: str, daemon: str,
     return fault
 
 
-TOPOLOGY = """\
-name: {name}
-agent: true
-docker: false
-tenants: [{{name: red, subnet: 10.100.0.0/24}}]
-hosts:
-  - name: h1
-    containers:
-      - {{name: r1, attach: br0, tenant: red, ip: 10.100.0.11/24, mac: "02:00:00:00:01:01"}}
-  - name: h2
-    containers:
-      - {{name: r2, attach: br0, tenant: red, ip: 10.100.0.12/24, mac: "02:00:00:00:01:02"}}
-"""
+def topology(name: str) -> dict:
+    """The fault lab as a topology document (weft_lab.topology): two hosts with a
+    container of tenant red on each, r1 pinging r2; docker: false.
+    tests/lab/test_members.py builds its lab from this one, with more added."""
+    def red(n: int) -> dict:
+        return {"name": f"r{n}", "attach": "br0", "tenant": "red", "ip": f"10.100.0.1{n}/24",
+                "mac": f"02:00:00:00:01:0{n}"}
+    return {"name": name, "agent": True, "docker": False,
+            "tenants": [{"name": "red", "subnet": "10.100.0.0/24"}],
+            "hosts": [{"name": f"h{n}", "containers": [red(n)]} for n in (1, 2)]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="run only the faults whose name contains this")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    topo = parse(TOPOLOGY.format(name=args.lab))
+    topo = parse(yaml.safe_dump(topology(args.lab), sort_keys=False))
     results: list[Outage] = []
     with L.running(topo) as t:
         wait_converged(t)
