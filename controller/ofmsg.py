@@ -448,11 +448,17 @@ def operator_flow_mod(dp: Datapath, of: Any, command: str) -> Any:
             match=ofctl_v1_3.to_match(dp, dict(of.match)),
             instructions=ofctl_v1_3.to_actions(dp, [dict(a) for a in of.actions]))
     if command == "delete":
-        return parser.OFPFlowMod(
-            dp, cookie=of.cookie, cookie_mask=_ALL_COOKIE_BITS, table_id=ofproto.OFPTT_ALL,
-            command=ofproto.OFPFC_DELETE, out_port=ofproto.OFPP_ANY,
-            out_group=ofproto.OFPG_ANY, match=parser.OFPMatch())
+        return delete_by_cookie(dp, of.cookie)
     raise ValueError(f"operator flow command {command!r} not add|delete")
+
+
+def delete_by_cookie(dp: Datapath, cookie: int, mask: int = _ALL_COOKIE_BITS) -> Any:
+    """Delete every flow (any table, any match) whose cookie is ``cookie`` under ``mask``."""
+    ofproto, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowMod(
+        dp, cookie=cookie, cookie_mask=mask, table_id=ofproto.OFPTT_ALL,
+        command=ofproto.OFPFC_DELETE, out_port=ofproto.OFPP_ANY,
+        out_group=ofproto.OFPG_ANY, match=parser.OFPMatch())
 
 
 def ofctl_printable(msg: Any) -> Any:

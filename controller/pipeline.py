@@ -142,7 +142,7 @@ __all__ = [
     "CLASSIFY", "POLICY", "QOS", "L2", "FLOOD", "VNI_MASK", "FROM_TUNNEL", "FROM_UPLINK",
     "TENANT_MASK", "SENDER_MASK", "PRIO_LEARNED", "PRIO_TENANT_LIMIT", "PRIO_QOS_RULE_BASE",
     "LEARN_IDLE_TIMEOUT", "LEARN_LIMIT_MACS", "OFPVID_PRESENT", "ETH_TYPE_VLAN",
-    "flood_group_ids", "learned_cookie", "flow_reads", "PRIO_DROP_GROUP_SRC",
+    "flood_group_ids", "learned_cookie", "learned_from_port", "flow_reads", "PRIO_DROP_GROUP_SRC",
     "tenant_match", "local_sender_match", "to_port", "rule_flow", "desired_state",
     "PRIO_ACL_TRACK", "PRIO_ACL_EST", "PRIO_ACL_REL", "PRIO_ACL_REMOTE_NEW", "PRIO_ACL_RULE_BASE",
     "PRIO_ACL_DENY_ALL", "acl_flows", "acl_rule_flow",
@@ -237,6 +237,13 @@ def learned_cookie(ofport: int, vni: int) -> int:
     """Cookie of the flows learned from ``ofport`` for tenant ``vni``: the unit OVS's
     ``learn(limit=...)`` counts, so each ingress has its own bound."""
     return COOKIE_LEARNED | (ofport & 0xFFFF) << 24 | vni
+
+
+def learned_from_port(ofport: int) -> tuple[int, int]:
+    """(cookie, mask) of every flow learned on ``ofport``, in any tenant: exactly the
+    learned flows that send to it (a learned flow outputs to the port it was learned on,
+    or drops), so a delete by this cookie and mask forgets the port."""
+    return learned_cookie(ofport, 0), COOKIE_FEATURE_MASK | 0xFFFF << 24
 
 
 def flow_reads() -> tuple[tuple[int | None, int, int], ...]:

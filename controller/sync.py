@@ -66,7 +66,7 @@ from controller.flows import COOKIE_FEATURE_MASK, COOKIE_LEARNED, COOKIE_STAMP, 
     SwitchState, apply_delta, diff, feature_of, flow
 from controller.model import Topology
 from controller.operator import OperatorFlow, operator_cookie, reconcile
-from controller.pipeline import desired_state, flow_reads
+from controller.pipeline import desired_state, flow_reads, learned_from_port
 from cluster.hostsfile import Cluster, dpid_str, tunnel_port_name
 
 __all__ = ["Model", "SwitchView", "SwitchSync", "SyncEngine", "stamp_flow", "stamp_cookie",
@@ -272,13 +272,31 @@ class SwitchSync:
     def port_status(self, name: str, port_no: int | None, now: float) -> list:
         if self.host is None or self.phase in (DOWN, IDLE):
             return []
+        forget = self._forget_learned(name, port_no)
         if self.phase == READING:
             if "ports" in self.read:            # the port desc predates this change
                 self.port_events.append((name, port_no))
-            return []
+            return forget
         if not self._set_port(name, port_no):
+            return forget
+        return forget + self.model_changed(now, epoch_changed=False)
+
+    def _forget_learned(self, name: str, port_no: int | None) -> list:
+        """A port gone or renumbered: delete the MACs the switch learned on its old number.
+
+        Learned flows outlive their port (OVS keeps them; traffic to the MAC refreshes
+        their idle timeout), and OVS gives a re-created port a new number: a tunnel to a
+        host that left and came back kept sending its containers' frames to the dead
+        number, and a port that later takes the number would receive another port's
+        tenant traffic.  Forgotten, those MACs flood until learned again."""
+        old = self.ports.get(name)
+        if old is None or old == port_no or self.role != MASTER \
+                or self.phase not in (READING, SENDING, IN_SYNC):
             return []
-        return self.model_changed(now, epoch_changed=False)
+        LOG.info("switch %s (%s): port %s %s; forgetting the MACs learned on port %d",
+                 dpid_str(self.dpid), self.host, name,
+                 "gone" if port_no is None else f"now {port_no}", old)
+        return [ofmsg.delete_by_cookie(self.dp, *learned_from_port(old))]
 
     def model_changed(self, now: float, epoch_changed: bool) -> list:
         if self.phase == IN_SYNC and self.role == MASTER:

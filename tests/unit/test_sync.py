@@ -16,8 +16,9 @@ from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
 from controller import ofmsg
 from controller.flows import COOKIE_STAMP, feature_of
-from controller.model import Binding, RateLimit, Tenant, Topology
+from controller.model import DEFAULT_TENANT, Binding, RateLimit, Tenant, Topology
 from controller.operator import OperatorFlow
+from controller.pipeline import learned_cookie
 from controller.sync import BACKOFF, IN_SYNC, MASTER, READING, REFUSED, SENDING, SLAVE, \
     TRACKING, Model, SyncEngine, stamp_flow
 from tests.fakeoftable import FakeOFTable, FakeSwitchError
@@ -429,3 +430,33 @@ def test_a_large_plan_still_being_sent_does_not_time_out():
     assert rig.engine.tick(rig.now + 30) == {} and rig.phase(H1) == SENDING
     rig.deliver(H1, plan)
     assert rig.phase(H1) == IN_SYNC
+
+
+def test_a_port_gone_or_renumbered_loses_what_was_learned_on_it():
+    """The lab's known bug (h3 left by lease expiry and came back): OVS gave the
+    re-created tunnel a new number, and the MAC learned behind the old one kept sending
+    c1's frames to the dead number until c1's ARP entry expired.  The engine deletes what
+    was learned on a port that went away or changed number; other ports' MACs stay."""
+    rig = Rig(switches={d: FakeOFTable(ports=PORTS[d], learn=True) for d in (H1, H2)})
+    rig.connect(H1)
+    sw, vni = rig.switches[H1], DEFAULT_TENANT.vni
+    c1, c3, r1, r2 = ("02:00:00:00:0c:01", "02:00:00:00:0c:03", "02:00:00:00:01:01",
+                      "02:00:00:00:01:02")
+    sw.forward(10, {"eth_src": c3, "eth_dst": c1, "tunnel_id": vni})    # c3 behind vx-h2
+    sw.forward(5, {"eth_src": r1, "eth_dst": r2})                       # r1 on its port
+    assert sw.forward(1, {"eth_src": c1, "eth_dst": c3}) == {(10, vni)}
+    # the tunnel goes (the peer left) and comes back under another number
+    del sw.ports["vx-h2"]
+    rig.deliver(H1, rig.engine.port_status(H1, "vx-h2", None, rig.now))
+    sw.ports["vx-h2"] = 11
+    rig.deliver(H1, rig.engine.port_status(H1, "vx-h2", 11, rig.now))
+    assert rig.phase(H1) == IN_SYNC
+    assert sw.forward(1, {"eth_src": c1, "eth_dst": c3}) == {(11, vni)}     # flooded, live
+    assert {p for p, _ in sw.forward(11, {"eth_src": r2, "eth_dst": r1,
+                                          "tunnel_id": RED.vni})} == {5}
+    assert any(f.cookie == learned_cookie(5, RED.vni) for f in sw.flows.values())   # kept
+    # renumbered without a delete in between (a port-status 'modify'): the same
+    sw.forward(11, {"eth_src": c3, "eth_dst": c1, "tunnel_id": vni})
+    sw.ports["vx-h2"] = 12
+    rig.deliver(H1, rig.engine.port_status(H1, "vx-h2", 12, rig.now))
+    assert sw.forward(1, {"eth_src": c1, "eth_dst": c3}) == {(12, vni)}
