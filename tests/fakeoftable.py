@@ -128,6 +128,69 @@ def _matches(flow_: Flow, pkt: Packet) -> bool:
     return True
 
 
+def parse_wire(buf: bytes, datapath: Any = None) -> list[Any]:
+    """The os-ken messages in ``buf`` (one write of a connection, as OVS reads it).
+
+    os-ken parses only what a switch sends plus the mods; the requests weft sends
+    (barrier, role, the multipart reads) are decoded here into os-ken's request objects."""
+    import struct
+
+    from os_ken.ofproto import ofproto_parser
+    from os_ken.ofproto import ofproto_v1_3 as ofp
+    from os_ken.ofproto import ofproto_v1_3_parser as ofpp
+    dp = datapath
+    msgs, off = [], 0
+    while off < len(buf):
+        version, msg_type, length, xid = struct.unpack_from("!BBHI", buf, off)
+        if length < 8 or off + length > len(buf):
+            raise FakeSwitchError(f"a message cut at byte {off} of a {len(buf)}-byte write")
+        body = buf[off + 8:off + length]
+        if msg_type == ofp.OFPT_BARRIER_REQUEST:
+            msg = ofpp.OFPBarrierRequest(dp)
+        elif msg_type == ofp.OFPT_ROLE_REQUEST:
+            msg = ofpp.OFPRoleRequest(dp, *struct.unpack_from("!I4xQ", body))
+        elif msg_type == ofp.OFPT_MULTIPART_REQUEST:
+            kind = struct.unpack_from("!H", body)[0]
+            part = body[8:]
+            if kind == ofp.OFPMP_PORT_DESC:
+                msg = ofpp.OFPPortDescStatsRequest(dp)
+            elif kind == ofp.OFPMP_GROUP_DESC:
+                msg = ofpp.OFPGroupDescStatsRequest(dp)
+            elif kind == ofp.OFPMP_METER_CONFIG:
+                msg = ofpp.OFPMeterConfigStatsRequest(dp, 0, struct.unpack_from("!I", part)[0])
+            elif kind in (ofp.OFPMP_FLOW, ofp.OFPMP_AGGREGATE):
+                table, out_port, out_group, cookie, mask = struct.unpack_from("!B3xII4xQQ",
+                                                                              part)
+                cls = ofpp.OFPFlowStatsRequest if kind == ofp.OFPMP_FLOW \
+                    else ofpp.OFPAggregateStatsRequest
+                msg = cls(dp, 0, table, out_port, out_group, cookie, mask,
+                          ofpp.OFPMatch.parser(part, 32))
+            else:
+                raise FakeSwitchError(f"multipart request type {kind} not modelled")
+        elif msg_type == ofp.OFPT_GROUP_MOD:
+            command, type_, group_id = struct.unpack_from("!HBxI", body)
+            buckets, at = [], 8
+            while at < len(body):
+                buckets.append(ofpp.OFPBucket.parser(body, at))
+                at += buckets[-1].len
+            msg = ofpp.OFPGroupMod(dp, command, type_, group_id, buckets)
+        elif msg_type == ofp.OFPT_METER_MOD:
+            command, flags, meter_id = struct.unpack_from("!HHI", body)
+            bands, at = [], 8
+            while at < len(body):
+                bands.append(ofpp.OFPMeterBandHeader.parser(body, at))
+                at += bands[-1].len
+            msg = ofpp.OFPMeterMod(dp, command, flags, meter_id, bands)
+        else:
+            msg = ofproto_parser.msg(dp, version, msg_type, length, xid, buf[off:off + length])
+            if msg is None:
+                raise FakeSwitchError(f"message type {msg_type} not parsed")
+        msg.xid = xid
+        msgs.append(msg)
+        off += length
+    return msgs
+
+
 class FakeOFTable:
     """One switch: its flow tables and groups; ``forward`` runs a frame through them."""
 

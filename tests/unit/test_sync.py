@@ -20,7 +20,7 @@ from controller.model import Binding, RateLimit, Tenant, Topology
 from controller.operator import OperatorFlow
 from controller.sync import BACKOFF, IN_SYNC, MASTER, READING, REFUSED, SENDING, SLAVE, \
     TRACKING, Model, SyncEngine, stamp_flow
-from tests.fakeoftable import FakeOFTable, FakeSwitchError
+from tests.fakeoftable import FakeOFTable, FakeSwitchError, parse_wire
 
 H1, H2 = 0x11, 0x12
 TUNNELS = {"h1": {"h2": "vx-h2"}, "h2": {"h1": "vx-h1"}}
@@ -429,3 +429,63 @@ def test_a_large_plan_still_being_sent_does_not_time_out():
     assert rig.engine.tick(rig.now + 30) == {} and rig.phase(H1) == SENDING
     rig.deliver(H1, plan)
     assert rig.phase(H1) == IN_SYNC
+
+
+class _Wire:
+    """A connection as os-ken's ``Datapath`` is to the sender: ``send`` (raw writes) and
+    ``send_msg`` (one message, its xid kept or the next one given), with ``xid``."""
+    ofproto, ofproto_parser = ofp, ofpp
+
+    def __init__(self) -> None:
+        self.xid, self.writes = 0, []
+
+    def send(self, buf: bytes) -> bool:
+        self.writes.append(bytes(buf))
+        return True
+
+    def send_msg(self, msg) -> bool:
+        if msg.xid is None:
+            self.xid = (self.xid + 1) & ofp.MAX_XID
+            msg.set_xid(self.xid)
+        msg.serialize()
+        return self.send(msg.buf)
+
+
+def test_a_plan_sent_in_batched_writes_programs_the_switch_and_keeps_request_xids():
+    """`ofmsg.send_batched` (the sender thread's way out): the mods of a plan go in a few
+    large writes, each request after them with the xid the engine awaits, so the barrier
+    reply still completes the sync; the switch parsing the bytes ends as desired."""
+    many = topo(*(Binding("h2", f"x{i}", "red", mac=f"02:00:00:00:03:{i:02x}")
+                  for i in range(200)))
+    rig = Rig(model(1, many))
+    wire, errors = _Wire(), []
+    msgs = rig.engine.connect(H1, ofmsg.OFP13, rig.now)
+    n_mods = 0
+    while msgs:
+        n_mods += len(mods(msgs))
+        del wire.writes[:]
+        assert ofmsg.send_batched(wire, msgs, lambda m, e: errors.append(e)) == len(msgs)
+        sent = [m for w in wire.writes for m in parse_wire(w)]
+        assert len(sent) == len(msgs)
+        if len(msgs) > 100:
+            assert len(wire.writes) < len(msgs) / 50, "mods not batched"
+        msgs = [out for xid, body in rig.switches[H1].apply_ofmsgs(sent)
+                for out in rig.engine.reply(H1, xid, body, False, rig.now)]
+    assert errors == [] and rig.phase(H1) == IN_SYNC and n_mods > 400
+    assert rig.switches[H1].state.flows == rig.engine.switches[H1].desired().flows
+
+
+def test_a_message_that_cannot_be_encoded_is_reported_and_the_rest_still_go():
+    class Broken(ofpp.OFPFlowMod):
+        def serialize(self):
+            raise ValueError("no such field")
+    wire, errors = _Wire(), []
+    good = ofmsg.flow_mod(ofmsg.OFP13, stamp_flow("e"), "add")
+    barrier = ofmsg.read_request(ofmsg.OFP13, "barrier")
+    barrier.set_xid(77)
+    n = ofmsg.send_batched(wire, [Broken(ofmsg.OFP13), good, barrier],
+                           lambda m, e: errors.append(str(e)))
+    sent = [m for w in wire.writes for m in parse_wire(w)]
+    assert n == 2 and errors == ["no such field"]
+    assert [type(m).__name__ for m in sent] == ["OFPFlowMod", "OFPBarrierRequest"]
+    assert sent[1].xid == 77
