@@ -207,7 +207,8 @@ class WeftController(app_manager.OSKenApp):
                 self._resync_queued = False     # the watchdog posts it when there is room
 
     def _watchdog(self, interval: float = 1.0) -> None:
-        while self.is_active and not self._stopping.wait(interval):
+        while self.is_active:
+            hub.sleep(interval)
             self._post(EventHeartbeat(), 0)
             if self._resync_wanted and not self._resync_queued:
                 self._request_resync()
@@ -264,33 +265,18 @@ class WeftController(app_manager.OSKenApp):
         LOG.info("weft controller: %d hosts in %s, state in %s (epoch %s)%s",
                  len(cluster.hosts), conf.weft_hosts, self.core.store.path, self.core.store.epoch(),
                  "; --adopt: switches of another store are taken over" if conf.adopt else "")
-        # os-ken's native hub.spawn makes non-daemon threads and hub.kill does nothing: a
-        # loop of ours on one keeps the process (and a test run) alive after everything
-        # else ended.  Ours are daemon threads and all end on `stop()`.
-        self._stopping = threading.Event()
-        self._spawn("weft-watchdog", self._watchdog)
+        self.threads.append(hub.spawn(self._watchdog))
         # hosts.yaml edits and host registrations, without a restart (controller.membership)
-        self._spawn("weft-members", self.core.watch_hosts(conf.weft_hosts).run,
-                    stop=self._stopping)
+        # Every loop here ends when the app stops (is_active): os-ken's hub threads are not
+        # daemons, and one left running kept pytest from exiting after its summary (CI hang).
+        self.threads.append(hub.spawn(self.core.watch_hosts(conf.weft_hosts).run, 1.0, None,
+                                      lambda: self.is_active))
         if conf.weft_audit_interval > 0:
-            self._spawn("weft-audit", self._audit_loop, conf.weft_audit_interval)
+            self.threads.append(hub.spawn(self._audit_loop, conf.weft_audit_interval))
         token = conf.api_token or os.environ.get("WEFT_API_TOKEN") or None
         if conf.wsapi_port or conf.wsapi_unix:
             from controller.api import serve_in_thread
             serve_in_thread(self.core, conf.wsapi_host, conf.wsapi_port, conf.wsapi_unix, token)
-
-    def _spawn(self, name: str, target: Callable[..., None], *args: Any, **kwargs: Any) -> None:
-        thread = threading.Thread(target=target, args=args, kwargs=kwargs, name=name,
-                                  daemon=True)
-        thread.start()
-        self.threads.append(thread)
-
-    def stop(self) -> None:
-        """End every thread of this app (os-ken's stop joins ``self.threads``)."""
-        self._stopping.set()
-        for sender in list(self._senders.values()):
-            sender.close()
-        super().stop()
 
     # -- roles (several controllers) --------------------------------------------------
     def set_role(self, role: str, generation_id: int) -> None:
@@ -423,7 +409,8 @@ class WeftController(app_manager.OSKenApp):
             self.engine.fail(ev.dpid, f"a message could not be sent ({ev.error})", time.time())
 
     def _audit_loop(self, interval: float) -> None:
-        while not self._stopping.wait(interval):
+        while self.is_active:
+            hub.sleep(interval)
             self._post(EventResync(audit=True), POST_TIMEOUT)
 
     # -- replies ---------------------------------------------------------------------
