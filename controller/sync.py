@@ -407,7 +407,8 @@ class SwitchSync:
     def _send_nothing(self, now: float, have: SwitchState) -> list:
         self.dirty = False
         self.syncs += 1
-        self.plan = {"version": self._model().version, "flows_desired": len(have.flows),
+        want = self._desired_and_digest()[0]     # cached: what _trusted compared
+        self.plan = {"version": self._model().version, "flows_desired": len(want.flows),
                      "flows_on_switch": len(have.flows), "flow_mods": 0, "group_mods": 0,
                      "meter_mods": 0, "read": "stamp table: the digest matched"}
         self.phase = SENDING

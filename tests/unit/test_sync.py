@@ -606,3 +606,20 @@ def test_the_digest_is_the_same_in_every_process_and_names_the_state():
     fewer = base.__class__(frozenset(list(base.flows)[1:]), base.groups, base.meters)
     assert state_digest(fewer, []) != state_digest(base, [])
     assert digest_flow("epoch-a", 5).cookie == stamp_flow("epoch-a").cookie
+
+
+def test_the_digest_does_not_depend_on_the_process_hash_seed():
+    """A restarted controller must compute the digest its predecessor wrote: nothing in
+    it may follow set order (string hashes differ per process)."""
+    import subprocess
+    import sys
+    code = ("from tests.unit.test_sync import *\n"
+            "m = model(1, topo(Binding('h1', 'b1', 'red', mac='02:00:00:00:01:09'),"
+            " Binding('h2', 'x2', 'blue', mac='02:00:00:00:02:02'),"
+            " limits=(RateLimit(9, 'h1', 1000, port='r1'),)))\n"
+            "e = SyncEngine({H1: 'h1'}); e.model = m; sw = e.switches[H1]; sw.ports = PORTS[H1]\n"
+            "print(sw.desired().flows.__len__(), sw._desired_and_digest()[1].match)\n")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout
+            for seed in ("1", "2", "3")}
+    assert len(outs) == 1 and "metadata" in outs.pop()
