@@ -70,7 +70,7 @@ from controller.pipeline import desired_state, flow_reads
 from cluster.hostsfile import Cluster, dpid_str, tunnel_port_name
 
 __all__ = ["Model", "SwitchView", "SwitchSync", "SyncEngine", "stamp_flow", "stamp_cookie",
-           "state_digest", "digest_flow",
+           "state_digest", "flows_sum", "digest_flow",
            "STAMP_TABLE", "MASTER", "SLAVE", "REQUEST_TIMEOUT", "DOWN", "IDLE", "READING",
            "SENDING", "IN_SYNC", "TRACKING", "REFUSED", "BACKOFF"]
 
@@ -99,21 +99,34 @@ def stamp_flow(epoch: str) -> Flow:
     return flow(STAMP_TABLE, 0, {}, [], stamp_cookie(epoch))
 
 
+_DIGEST_BITS = (1 << 64) - 1
+
+
 def state_digest(want: SwitchState, operator_ids: Iterable[int]) -> int:
     """64 bits naming a switch's desired state (every flow, group and meter as its
     wire bytes, and the ids of its operator flows), the same in every process: the
-    sum of each item's own BLAKE2b, so the order of the sets does not matter."""
+    sum of each item's own BLAKE2b, so the order of the sets does not matter (and a
+    changed state's flow part is the old sum plus the added minus the removed)."""
+    return (flows_sum(want.flows) + _rest_digest(want, operator_ids)) & _DIGEST_BITS
+
+
+def flows_sum(flows: Iterable[Flow]) -> int:
     total = 0
-    for f in want.flows:
+    for f in flows:
         total += int.from_bytes(hashlib.blake2b(ofmsg.encode_flow_mod(f, "add"),
                                                 digest_size=8).digest(), "big")
+    return total
+
+
+def _rest_digest(want: SwitchState, operator_ids: Iterable[int]) -> int:
+    total = 0
     items: list[Group | Meter] = [*want.groups, *want.meters]
     for item in items:
         total += int.from_bytes(hashlib.blake2b(ofmsg.encode(item, "add"),
                                                 digest_size=8).digest(), "big")
     ids = ",".join(str(i) for i in sorted(operator_ids)).encode()
-    total += int.from_bytes(hashlib.blake2b(b"operator:" + ids, digest_size=8).digest(), "big")
-    return total & ((1 << 64) - 1)
+    return total + int.from_bytes(hashlib.blake2b(b"operator:" + ids,
+                                                  digest_size=8).digest(), "big")
 
 
 def digest_flow(epoch: str, digest: int) -> Flow:
@@ -224,7 +237,8 @@ class SwitchSync:
         self.plan: dict[str, Any] = {}
         self.quick = False          # this read asks only the stamp table (see _trusted)
         self.sent_digest: Flow | None = None    # the digest flow of the plan in flight
-        self._want: tuple[Any, Any, SwitchState, Flow] | None = None   # desired, cached
+        # (model, ports, desired, digest flow, sum of the desired flows' digests)
+        self._want: tuple[Any, Any, SwitchState, Flow, int] | None = None
         self.connected_at = 0.0
         self.syncs = self.flow_mods = self.group_mods = self.meter_mods = 0
         self.operator_mods = self.refused_connections = self.learned_flows = self.errors = 0
@@ -464,7 +478,8 @@ class SwitchSync:
 
     def _desired_and_digest(self) -> tuple[SwitchState, Flow]:
         """The desired state (with the stamp) and its digest flow, computed once per
-        model and set of ports."""
+        model and set of ports; the flows' part of the digest from the previous one's
+        (only the flows that changed are hashed: a model change costs no full pass)."""
         model = self._model()
         cached = self._want
         if cached is not None and cached[0] is model and cached[1] is self.ports:
@@ -473,9 +488,15 @@ class SwitchSync:
         got = desired_state(self.host, model.topology, self.ports,
                             model.tunnels.get(self.host, {}))
         want = SwitchState(got.flows | {stamp_flow(model.epoch)}, got.groups, got.meters)
+        if cached is None:
+            fsum = flows_sum(want.flows)
+        else:
+            old = cached[2].flows
+            fsum = cached[4] + flows_sum(want.flows - old) - flows_sum(old - want.flows)
         ops = model.operator_flows.get(self.dpid, ())
-        digest = digest_flow(model.epoch, state_digest(want, (of.id for of in ops)))
-        self._want = (model, self.ports, want, digest)
+        digest = digest_flow(model.epoch, (fsum + _rest_digest(want, (of.id for of in ops)))
+                             & _DIGEST_BITS)
+        self._want = (model, self.ports, want, digest, fsum)
         return want, digest
 
     def _send_delta(self, now: float) -> list:
