@@ -236,7 +236,7 @@ class SwitchSync:
         self.started = 0.0
         self.plan: dict[str, Any] = {}
         self.quick = False          # this read asks only the stamp table (see _trusted)
-        self.sent_digest: Flow | None = None    # the digest flow of the plan in flight
+        self.sent_digest: Flow | None = None    # the digest of the plan in flight
         # (model, ports, desired, digest flow, sum of the desired flows' digests)
         self._want: tuple[Any, Any, SwitchState, Flow, int] | None = None
         self.connected_at = 0.0
@@ -302,7 +302,7 @@ class SwitchSync:
             digest, self.sent_digest = self.sent_digest, None
             if digest is None:
                 return []
-            self.flow_mods += 1     # the plan did not all land: its digest must not stay
+            self.flow_mods += 1     # the plan did not all land: no digest may claim it did
             return [ofmsg.flow_mod(self.dp, digest, "delete_strict")]
         if self.phase in (IN_SYNC, TRACKING):
             return self._start_read(now)
@@ -507,8 +507,8 @@ class SwitchSync:
         self.dirty = False
         want, digest = self._desired_and_digest()
         delta = diff(SwitchState(want.flows | {digest}, want.groups, want.meters), have)
-        add_flows = [f for f in delta.add_flows if f is not digest]
-        self.sent_digest = digest if len(add_flows) < len(delta.add_flows) else None
+        add_flows = [f for f in delta.add_flows if f is not digest]   # (diff returns want's)
+        self.sent_digest = digest       # what this plan stands for: gone on its first error
         # deletes first, then what new flows point at, then the flows; stale groups
         # and meters last (no flow of ours refers to them any more)
         out: list = [ofmsg.flow_mod(dp, f, "delete_strict") for f in delta.delete_flows]
@@ -530,7 +530,7 @@ class SwitchSync:
                 for i in op_delete]
         out += [ofmsg.group_mod(dp, g, "delete") for g in delta.delete_groups]
         out += [ofmsg.meter_mod(dp, m, "delete") for m in delta.delete_meters]
-        if self.sent_digest is not None:    # last: the switch got everything before it
+        if len(add_flows) < len(delta.add_flows):  # last: the switch got all before it
             out.append(ofmsg.flow_mod(dp, digest, "add"))
         if op_add or op_delete:
             gone = {operator_cookie(i) for i in op_delete}

@@ -657,3 +657,17 @@ def test_the_digest_after_model_and_port_changes_equals_one_computed_afresh(monk
     again = Rig(steps[-1], switches=rig.switches)           # a restart: 0 mods, trusted
     again.connect(H1)
     assert mods(again.sent[H1]) == [] and len(_flow_reads(again.sent[H1])) == 1
+
+
+def test_a_refused_repair_plan_also_removes_the_digest_it_left_in_place():
+    """An audit finds a flow deleted by hand behind a matching digest; the repair plan
+    does not resend the digest (unchanged) but a refusal of it must still remove it."""
+    rig = Rig()
+    rig.connect(H1)
+    victim = next(f for f in rig.switches[H1].flows.values() if f.table == 3)
+    del rig.switches[H1].flows[victim.identity]
+    plan = rig.read(H1, rig.engine.audit(rig.now)[H1])
+    assert [m.weft_flow for m in mods(plan)] == [victim]
+    digest = rig.engine.switches[H1]._desired_and_digest()[1]
+    fix = rig.engine.error(H1, 0, ofp.OFPET_FLOW_MOD_FAILED, 0, rig.now)
+    assert [(m.command, m.weft_flow) for m in fix] == [(ofp.OFPFC_DELETE_STRICT, digest)]
