@@ -262,7 +262,10 @@ class WeftController(app_manager.OSKenApp):
                  "; --adopt: switches of another store are taken over" if conf.adopt else "")
         self.threads.append(hub.spawn(self._watchdog))
         # hosts.yaml edits and host registrations, without a restart (controller.membership)
-        self.threads.append(hub.spawn(self.core.watch_hosts(conf.weft_hosts).run))
+        # Every loop here ends when the app stops (is_active): os-ken's hub threads are not
+        # daemons, and one left running kept pytest from exiting after its summary (CI hang).
+        self.threads.append(hub.spawn(self.core.watch_hosts(conf.weft_hosts).run, 1.0, None,
+                                      lambda: self.is_active))
         if conf.weft_audit_interval > 0:
             self.threads.append(hub.spawn(self._audit_loop, conf.weft_audit_interval))
         token = conf.api_token or os.environ.get("WEFT_API_TOKEN") or None
@@ -401,7 +404,7 @@ class WeftController(app_manager.OSKenApp):
             self.engine.fail(ev.dpid, f"a message could not be sent ({ev.error})", time.time())
 
     def _audit_loop(self, interval: float) -> None:
-        while True:
+        while self.is_active:
             hub.sleep(interval)
             self._post(EventResync(audit=True), POST_TIMEOUT)
 

@@ -96,10 +96,12 @@ def controller(tmp_path, monkeypatch):
     state_change(app, app.dp, MAIN_DISPATCHER)
     wait(lambda: app.core.switches[app.dp.id].phase == IN_SYNC)
     yield app
-    app.is_active = False
-    app.events.put((app._event_stop, None))
-    for t in app.threads:
-        t.join(5)
+    # what AppManager does on exit: every loop ends and every thread joins (or the
+    # manager process could never exit)
+    stopper = threading.Thread(target=app.stop, daemon=True)
+    stopper.start()
+    stopper.join(10)
+    assert not stopper.is_alive(), "the controller app did not stop within 10 s"
     app_manager.unregister_app(app)
     config.CONF.reset()
     config.CONF.clear()
