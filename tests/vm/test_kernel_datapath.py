@@ -60,18 +60,21 @@ def lab():
         after = snapshot()
     assert after["netns"] - before["netns"] == set(), "namespaces left behind"
     assert not vm.state_dir(name).exists(), "VM lab state left behind"
-    assert not any(f"weft-{name}-" in cmd for _, cmd in _qemus()), "QEMU left running"
+    # QEMU (-name weft-LAB-hostN) and the ssh control masters (ControlPath in the state dir)
+    left = _processes_naming(f"weft-{name}-", str(vm.state_dir(name)) + "/")
+    assert not left, f"processes of the VM lab left running: {left}"
 
 
-def _qemus() -> list[tuple[int, str]]:
+def _processes_naming(*marks: str) -> list[tuple[int, str]]:
+    """Live processes whose command line contains one of `marks`."""
     out = []
     for d in os.listdir("/proc"):
-        if d.isdigit():
+        if d.isdigit() and int(d) != os.getpid():
             try:
                 cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if cmd.startswith("qemu-system"):
+            if cmd and any(m in cmd for m in marks):
                 out.append((int(d), cmd))
     return out
 
@@ -358,6 +361,7 @@ def test_vlan_trunk_containers_reach_their_vlan_on_a_physical_switch_tagged(trun
     assert (red, blue) == (3, 3), lines
     for tenant, (vid, ip) in SWITCH.items():
         seen = _icmp_vlans(lines, ip)
+        print(f"\n{tenant} on trunk0: " + next((x for x in lines if f"> {ip}:" in x), "-"))
         assert {v for v, _ in seen} == {str(vid)}, (tenant, lines)
         assert [kind for _, kind in seen].count("request") >= 3, (tenant, lines)
         assert [kind for _, kind in seen].count("reply") >= 3, (tenant, lines)
