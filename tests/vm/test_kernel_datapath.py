@@ -322,10 +322,14 @@ class Capture:
         # all three std streams redirected: the ssh session returns at once
         self.pid = int(sh(lab, host, f"{pre}tcpdump -n -l {opts} -i {iface} {expr} "
                                      f">{self.file} 2>{self.file}.err </dev/null & echo $!"))
-        deadline = time.monotonic() + 30
-        while "listening on" not in sh(lab, host, f"cat {self.file}.err"):
-            assert time.monotonic() < deadline, f"tcpdump on {host}/{iface} did not start"
-            time.sleep(0.5)
+        try:
+            deadline = time.monotonic() + 30
+            while "listening on" not in sh(lab, host, f"cat {self.file}.err"):
+                assert time.monotonic() < deadline, f"tcpdump on {host}/{iface} did not start"
+                time.sleep(0.5)
+        except BaseException:
+            self.stop()         # never left running in the guest (a lab reused with WEFT_VM_LAB)
+            raise
 
     def stop(self) -> list[str]:
         """Stop it (by its pid) and return the lines it printed."""
