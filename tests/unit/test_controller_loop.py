@@ -238,3 +238,12 @@ def test_a_stuck_loop_makes_health_unhealthy_and_writes_503_without_hanging(cont
     while api.get("/v1/health").status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert api.get("/v1/health").json()["event_loop"]["alive"] is True
+
+
+def test_the_app_follows_hosts_yaml_edits_until_it_stops(controller):
+    """The hosts.yaml watcher is one of the app's own threads: an edit reaches the
+    member list while the app runs (that thread once died at start on a bad call)."""
+    path = config.CONF.weft_hosts
+    with open(path, "a") as f:
+        f.write("  - {name: h3, underlay_ip: 192.168.50.12}\n")
+    wait(lambda: "h3" in [h.name for h in controller.core.cluster.hosts], timeout=10)
