@@ -72,7 +72,7 @@ Vagrant.configure("2") do |config|
   config.vm.provider :libvirt do |lv|
     lv.kernel = File.join(File.dirname(__FILE__), "vmlinuz")
     lv.initrd = File.join(File.dirname(__FILE__), "initrd")
-    lv.cmdline = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
+    lv.cmd_line = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
     lv.disk_bus = "virtio"
   end
 end

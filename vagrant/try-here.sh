@@ -123,6 +123,7 @@ down() {
   # anything else in our namespace (only this script puts processes there).
   for f in "$STATE"/run/libvirt/qemu/*.pid "$STATE"/run/libvirt/network/*.pid \
            "$STATE/libvirtd.pid" "$STATE/virtlogd.pid"; do
+    [ "$(basename "$f")" = driver.pid ] && continue     # libvirtd's own, not a QEMU
     p=$(pid_of "$f") && { log "kill $p ($(basename "$f"))"; kill "$p"; }
   done
   if [ -e "/run/netns/$NS" ]; then
