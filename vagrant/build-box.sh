@@ -9,7 +9,7 @@
 # left as tests/vm expects it, so its hash and cache do not change):
 #  * user `vagrant` with Vagrant's well-known insecure key and passwordless sudo (Vagrant
 #    swaps the key for a fresh one at the first `vagrant up`);
-#  * systemd-networkd with DHCP on eth0: vagrant-libvirt's management network (the first
+#  * systemd-networkd with DHCP on eth0 (client id: the MAC, the machine-id is shared): vagrant-libvirt's management network (the first
 #    NIC) hands out the address Vagrant connects to, and Vagrant's Debian guest support
 #    writes its private networks as networkd files (the image has no ifupdown);
 #  * weft-lab's guest-identity unit off (it reads weft-lab's kernel command line; Vagrant
@@ -56,6 +56,11 @@ Name=eth0
 
 [Network]
 DHCP=ipv4
+
+[DHCPv4]
+# Every guest of the box has the image's machine-id, hence the same DUID: by MAC instead,
+# or dnsmasq gives the second guest no lease.
+ClientIdentifier=mac
 EOF
 chroot "$MNT" systemctl enable systemd-networkd.service >/dev/null 2>&1
 rm -f "$MNT/etc/systemd/system/multi-user.target.wants/weft-lab-guest.service"
