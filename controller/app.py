@@ -201,9 +201,13 @@ class WeftController(app_manager.OSKenApp):
             if not self._post(EventResync(), 0):
                 self._resync_queued = False     # the watchdog posts it when there is room
 
+    def stop(self) -> None:
+        """End the app's own loops, then os-ken's (its event loop and joinall)."""
+        self._stopping.set()
+        super().stop()
+
     def _watchdog(self, interval: float = 1.0) -> None:
-        while self.is_active:
-            hub.sleep(interval)
+        while self.is_active and not self._stopping.wait(interval):
             self._post(EventHeartbeat(), 0)
             if self._resync_wanted and not self._resync_queued:
                 self._request_resync()
@@ -260,9 +264,13 @@ class WeftController(app_manager.OSKenApp):
         LOG.info("weft controller: %d hosts in %s, state in %s (epoch %s)%s",
                  len(cluster.hosts), conf.weft_hosts, self.core.store.path, self.core.store.epoch(),
                  "; --adopt: switches of another store are taken over" if conf.adopt else "")
+        # os-ken's native hub threads are not daemons: every loop below ends on this event
+        # (set by stop()), or the process could never exit
+        self._stopping = threading.Event()
         self.threads.append(hub.spawn(self._watchdog))
         # hosts.yaml edits and host registrations, without a restart (controller.membership)
-        self.threads.append(hub.spawn(self.core.watch_hosts(conf.weft_hosts).run))
+        self.threads.append(hub.spawn(self.core.watch_hosts(conf.weft_hosts).run,
+                                      stop=self._stopping))
         if conf.weft_audit_interval > 0:
             self.threads.append(hub.spawn(self._audit_loop, conf.weft_audit_interval))
         token = conf.api_token or os.environ.get("WEFT_API_TOKEN") or None
@@ -401,8 +409,7 @@ class WeftController(app_manager.OSKenApp):
             self.engine.fail(ev.dpid, f"a message could not be sent ({ev.error})", time.time())
 
     def _audit_loop(self, interval: float) -> None:
-        while True:
-            hub.sleep(interval)
+        while not self._stopping.wait(interval):
             self._post(EventResync(audit=True), POST_TIMEOUT)
 
     # -- replies ---------------------------------------------------------------------

@@ -96,10 +96,12 @@ def controller(tmp_path, monkeypatch):
     state_change(app, app.dp, MAIN_DISPATCHER)
     wait(lambda: app.core.switches[app.dp.id].phase == IN_SYNC)
     yield app
-    app.is_active = False
-    app.events.put((app._event_stop, None))
-    for t in app.threads:
-        t.join(5)
+    # what AppManager does on exit: every loop ends and every thread joins (or the
+    # manager process could never exit)
+    stopper = threading.Thread(target=app.stop, daemon=True)
+    stopper.start()
+    stopper.join(10)
+    assert not stopper.is_alive(), "the controller app did not stop within 10 s"
     app_manager.unregister_app(app)
     config.CONF.reset()
     config.CONF.clear()
@@ -227,3 +229,12 @@ def test_a_stuck_loop_makes_health_unhealthy_and_writes_503_without_hanging(cont
     while api.get("/v1/health").status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert api.get("/v1/health").json()["event_loop"]["alive"] is True
+
+
+def test_the_app_follows_hosts_yaml_edits_until_it_stops(controller):
+    """The hosts.yaml watcher is one of the app's own threads: an edit reaches the
+    member list while the app runs (that thread once died at start on a bad call)."""
+    path = config.CONF.weft_hosts
+    with open(path, "a") as f:
+        f.write("  - {name: h3, underlay_ip: 192.168.50.12}\n")
+    wait(lambda: "h3" in [h.name for h in controller.core.cluster.hosts], timeout=10)
