@@ -38,7 +38,8 @@ when the visible ``eth_type`` is 0x0800, ``tcp_*``/``udp_*`` only with
 DSCP (an error on a non-IPv4 frame); ``set_queue`` sets its ``queue``.
 
 Conntrack (``ct``): each switch keeps committed connections per zone, keyed
-by the IPv4 5-tuple (ICMP: addresses and protocol).  ``ct`` sets the frame's
+by the IPv4 5-tuple (ICMP: addresses, type and code; the reply direction of
+a query is its reply type, so an echo request the other way is new).  ``ct`` sets the frame's
 ``ct_state``: +trk+est for a committed connection in either direction
 (+rpl for the reply direction), +trk+new otherwise; ``commit`` records it
 (once the frame has been processed, as OVS does).  ``ct(table=T)``
@@ -401,14 +402,24 @@ def _conn_key(pkt: Packet) -> tuple | None:
     if _field_value(pkt, "eth_type") != ETH_TYPE_IPV4:
         return None
     proto = pkt.get("ip_proto")
+    if proto == 1:          # ICMP: conntrack keys a query by its type (and id, not modelled)
+        return (pkt.get("ipv4_src"), pkt.get("ipv4_dst"), proto, pkt.get("icmpv4_type"),
+                pkt.get("icmpv4_code"))
     l4 = {6: "tcp", 17: "udp"}.get(proto or 0)
     sport = pkt.get(f"{l4}_src") if l4 else None
     dport = pkt.get(f"{l4}_dst") if l4 else None
     return (pkt.get("ipv4_src"), pkt.get("ipv4_dst"), proto, sport, dport)
 
 
+# ICMP query types and their replies: the reply direction of an echo request (8) is an
+# echo reply (0), so a request the other way is a new connection, as in Linux conntrack
+_ICMP_REPLY = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17}
+
+
 def _reverse(key: tuple) -> tuple:
     src, dst, proto, sport, dport = key
+    if proto == 1:
+        return (dst, src, proto, _ICMP_REPLY.get(sport, sport), dport)
     return (dst, src, proto, dport, sport)
 
 
