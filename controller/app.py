@@ -11,6 +11,8 @@ threads read the immutable snapshots the engine publishes (`Core.switches`).
 Each connected switch has its own sender thread with an unbounded queue: os-ken's
 `Datapath.send_msg` blocks on a 16-message queue while the switch reads slowly, so
 one switch's large plan would otherwise hold the event loop (and every other switch).
+The sender writes runs of mods in ~64 KiB writes, not one queue slot, TLS record and
+syscall per message.
 """
 from __future__ import annotations
 
@@ -112,7 +114,8 @@ POST_TIMEOUT = 2.0          # how long a REST thread may wait for room in the ev
 
 class _Sender:
     """One switch's sender: an unbounded queue drained by its own thread into os-ken's
-    (blocking) `send_msg`, so the event loop never waits for a slow switch."""
+    (blocking) connection, so the event loop never waits for a slow switch.  Mods go
+    out in ~64 KiB writes (`ofmsg.send_batched`), requests one by one with their xids."""
 
     def __init__(self, app: WeftController, dpid: int, dp: Any) -> None:
         self.app, self.dpid, self.dp = app, dpid, dp
@@ -129,18 +132,20 @@ class _Sender:
     def close(self) -> None:
         self.queue.put(None)
 
+    def _failed(self, msg: Any, exc: Exception) -> None:
+        LOG.error("switch %s: cannot send %s: %s: %s", dpid_str(self.dpid),
+                  str(msg)[:300], type(exc).__name__, exc)
+        self.app._post(EventSendFailed(self.dpid, str(exc)), POST_TIMEOUT)
+
     def _run(self) -> None:
         while True:
             batch = self.queue.get()
             if batch is None:
                 return
-            for msg in batch:
-                try:
-                    self.dp.send_msg(msg)
-                except Exception as exc:  # noqa: BLE001  (log, re-read; never end the thread)
-                    LOG.error("switch %s: cannot send %s: %s: %s", dpid_str(self.dpid),
-                              str(msg)[:300], type(exc).__name__, exc)
-                    self.app._post(EventSendFailed(self.dpid, str(exc)), POST_TIMEOUT)
+            try:
+                ofmsg.send_batched(self.dp, batch, self._failed)
+            except Exception as exc:  # noqa: BLE001  (log, re-read; never end the thread)
+                self._failed(None, exc)
             if len(batch) > 1 and self.queue.empty():
                 self.app._post(EventSent(self.dpid), POST_TIMEOUT)
 
@@ -201,9 +206,13 @@ class WeftController(app_manager.OSKenApp):
             if not self._post(EventResync(), 0):
                 self._resync_queued = False     # the watchdog posts it when there is room
 
+    def stop(self) -> None:
+        """End the app's own loops, then os-ken's (its event loop and joinall)."""
+        self._stopping.set()
+        super().stop()
+
     def _watchdog(self, interval: float = 1.0) -> None:
-        while self.is_active:
-            hub.sleep(interval)
+        while self.is_active and not self._stopping.wait(interval):
             self._post(EventHeartbeat(), 0)
             if self._resync_wanted and not self._resync_queued:
                 self._request_resync()
@@ -260,14 +269,15 @@ class WeftController(app_manager.OSKenApp):
         LOG.info("weft controller: %d hosts in %s, state in %s (epoch %s)%s",
                  len(cluster.hosts), conf.weft_hosts, self.core.store.path, self.core.store.epoch(),
                  "; --adopt: switches of another store are taken over" if conf.adopt else "")
+        # os-ken's native hub threads are not daemons: every loop below ends on this event
+        # (set by stop()), or the process could never exit
+        self._stopping = threading.Event()
         self.threads.append(hub.spawn(self._watchdog))
         # hosts.yaml edits and host registrations, without a restart (controller.membership)
-        self.stopping = threading.Event()       # set by stop(): the loops below end
-        self.threads.append(self._daemon("weft-members", self.core.watch_hosts(conf.weft_hosts).run,
-                                         1.0, self.stopping))
+        self.threads.append(hub.spawn(self.core.watch_hosts(conf.weft_hosts).run,
+                                      stop=self._stopping))
         if conf.weft_audit_interval > 0:
-            self.threads.append(self._daemon("weft-audit", self._audit_loop,
-                                             conf.weft_audit_interval))
+            self.threads.append(hub.spawn(self._audit_loop, conf.weft_audit_interval))
         token = conf.api_token or os.environ.get("WEFT_API_TOKEN") or None
         if conf.wsapi_port or conf.wsapi_unix:
             from controller.api import serve_in_thread
@@ -404,22 +414,8 @@ class WeftController(app_manager.OSKenApp):
             self.engine.fail(ev.dpid, f"a message could not be sent ({ev.error})", time.time())
 
     def _audit_loop(self, interval: float) -> None:
-        while not self.stopping.wait(interval):
+        while not self._stopping.wait(interval):
             self._post(EventResync(audit=True), POST_TIMEOUT)
-
-    @staticmethod
-    def _daemon(name: str, target: Callable[..., object], *args: object) -> threading.Thread:
-        """A background loop as a daemon thread: os-ken's native hub.spawn makes non-daemon
-        threads, and a loop that missed its stop would keep the process (a test run, a
-        weft-manager after Ctrl-C) alive for ever."""
-        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self) -> None:
-        """End every loop this app started, then os-ken's own (it joins them all)."""
-        self.stopping.set()
-        super().stop()
 
     # -- replies ---------------------------------------------------------------------
     def _reply(self, ev: Any, body: list | None = None) -> None:

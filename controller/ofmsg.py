@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import struct
 from functools import cached_property
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from os_ken.lib.pack_utils import msg_pack_into
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -50,6 +50,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 from controller.flows import Flow, Group, LearnSpec, Meter, flow, normal_action
 
 __all__ = ["flow_mod", "group_mod", "meter_mod", "encode", "encode_flow_mod", "send_encoded",
+           "send_batched", "unsent_bytes",
            "RawFlowStats", "flow_from_stats", "flows_from_stats",
            "group_from_desc", "meter_from_config", "meters_from_config", "operator_flow_mod",
            "ofctl_match_ok", "ofctl_printable", "OFP13"]
@@ -328,6 +329,51 @@ def send_encoded(dp: Any, messages: Iterable[bytes]) -> int:
     dp.xid = xid
     if buf:
         dp.send(bytes(buf))
+    return n
+
+
+def unsent_bytes(msg: Any) -> bytes | None:
+    """A mod's wire bytes with xid 0, when the message takes the connection's next xid
+    (none set yet); None for a message carrying its own xid (a request the sync engine
+    awaits the answer of: it must keep that xid)."""
+    if msg.xid is not None:
+        return None
+    if isinstance(msg, _EncodedFlowMod):
+        return encode_flow_mod(msg.weft_flow, msg.weft_command)
+    msg.set_xid(0)
+    msg.serialize()
+    return bytes(msg.buf)
+
+
+def send_batched(dp: Any, msgs: Iterable[Any],
+                 on_error: Callable[[Any, Exception], None]) -> int:
+    """Send ``msgs`` in order: each run of mods as ~64 KiB writes (``send_encoded``),
+    every request (it carries its xid) with ``send_msg`` after the mods before it.
+
+    One write per message cost a queue slot, a TLS record and a syscall each: 300,000
+    of them to program 10,000 endpoints on 16 hosts.  A message that cannot be encoded
+    or sent is handed to ``on_error`` and the rest still go.  Returns the number sent."""
+    run: list[bytes] = []
+    n = 0
+    for msg in msgs:
+        try:
+            data = unsent_bytes(msg)
+        except Exception as exc:  # noqa: BLE001  (one bad message must not stop the rest)
+            on_error(msg, exc)
+            continue
+        if data is not None:
+            run.append(data)
+            continue
+        if run:
+            n += send_encoded(dp, run)
+            run = []
+        try:
+            dp.send_msg(msg)
+            n += 1
+        except Exception as exc:  # noqa: BLE001
+            on_error(msg, exc)
+    if run:
+        n += send_encoded(dp, run)
     return n
 
 

@@ -56,20 +56,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from controller import ofmsg
-from controller.flows import COOKIE_FEATURE_MASK, COOKIE_LEARNED, COOKIE_STAMP, Flow, \
-    SwitchState, apply_delta, diff, feature_of, flow
+from controller.flows import COOKIE_FEATURE_MASK, COOKIE_LEARNED, COOKIE_STAMP, Flow, Group, \
+    Meter, SwitchState, apply_delta, diff, feature_of, flow
 from controller.model import Topology
 from controller.operator import OperatorFlow, operator_cookie, reconcile
 from controller.pipeline import desired_state, flow_reads, learned_from_port
 from cluster.hostsfile import Cluster, dpid_str, tunnel_port_name
 
 __all__ = ["Model", "SwitchView", "SwitchSync", "SyncEngine", "stamp_flow", "stamp_cookie",
+           "state_digest", "flows_sum", "digest_flow",
            "STAMP_TABLE", "MASTER", "SLAVE", "REQUEST_TIMEOUT", "DOWN", "IDLE", "READING",
            "SENDING", "IN_SYNC", "TRACKING", "REFUSED", "BACKOFF"]
 
@@ -96,6 +97,42 @@ def stamp_cookie(epoch: str) -> int:
 def stamp_flow(epoch: str) -> Flow:
     """The flow saying "programmed under store ``epoch``" (drop, in a table nothing reaches)."""
     return flow(STAMP_TABLE, 0, {}, [], stamp_cookie(epoch))
+
+
+_DIGEST_BITS = (1 << 64) - 1
+
+
+def state_digest(want: SwitchState, operator_ids: Iterable[int]) -> int:
+    """64 bits naming a switch's desired state (every flow, group and meter as its
+    wire bytes, and the ids of its operator flows), the same in every process: the
+    sum of each item's own BLAKE2b, so the order of the sets does not matter (and a
+    changed state's flow part is the old sum plus the added minus the removed)."""
+    return (flows_sum(want.flows) + _rest_digest(want, operator_ids)) & _DIGEST_BITS
+
+
+def flows_sum(flows: Iterable[Flow]) -> int:
+    total = 0
+    for f in flows:
+        total += int.from_bytes(hashlib.blake2b(ofmsg.encode_flow_mod(f, "add"),
+                                                digest_size=8).digest(), "big")
+    return total
+
+
+def _rest_digest(want: SwitchState, operator_ids: Iterable[int]) -> int:
+    total = 0
+    items: list[Group | Meter] = [*want.groups, *want.meters]
+    for item in items:
+        total += int.from_bytes(hashlib.blake2b(ofmsg.encode(item, "add"),
+                                                digest_size=8).digest(), "big")
+    ids = ",".join(str(i) for i in sorted(operator_ids)).encode()
+    return total + int.from_bytes(hashlib.blake2b(b"operator:" + ids,
+                                                  digest_size=8).digest(), "big")
+
+
+def digest_flow(epoch: str, digest: int) -> Flow:
+    """The second flow of the stamp table: the epoch's stamp cookie (the guard sees one
+    stamp) and, in its match, the digest of the state the last plan sent completely."""
+    return flow(STAMP_TABLE, 1, {"metadata": digest}, [], stamp_cookie(epoch))
 
 
 @dataclass(frozen=True)
@@ -169,6 +206,11 @@ class _OpRef:
         self.cookie = cookie
 
 
+def _op_placeholder(of: OperatorFlow) -> Flow:
+    """An operator flow as ``known`` holds it: what ``reconcile`` looks for (its cookie)."""
+    return Flow(of.table_id, of.priority, (("operator_id", of.id),), (), of.cookie)
+
+
 def _port_name(port: Any) -> str:
     return port.name.decode() if isinstance(port.name, bytes) else port.name
 
@@ -193,6 +235,10 @@ class SwitchSync:
         self.refusal: str | None = None
         self.started = 0.0
         self.plan: dict[str, Any] = {}
+        self.quick = False          # this read asks only the stamp table (see _trusted)
+        self.sent_digest: Flow | None = None    # the digest of the plan in flight
+        # (model, ports, desired, digest flow, sum of the desired flows' digests)
+        self._want: tuple[Any, Any, SwitchState, Flow, int] | None = None
         self.connected_at = 0.0
         self.syncs = self.flow_mods = self.group_mods = self.meter_mods = 0
         self.operator_mods = self.refused_connections = self.learned_flows = self.errors = 0
@@ -214,7 +260,7 @@ class SwitchSync:
             self.role = SLAVE
         else:
             self.role = MASTER
-        return out + self._start_read(now)
+        return out + self._start_read(now, quick=True)
 
     def disconnect(self) -> None:
         self._reset()
@@ -253,7 +299,11 @@ class SwitchSync:
                   dpid_str(self.dpid), self.host, type_, code)
         if self.phase == SENDING:
             self.reread = True      # after the barrier: what it holds is not what we think
-            return []
+            digest, self.sent_digest = self.sent_digest, None
+            if digest is None:
+                return []
+            self.flow_mods += 1     # the plan did not all land: no digest may claim it did
+            return [ofmsg.flow_mod(self.dp, digest, "delete_strict")]
         if self.phase in (IN_SYNC, TRACKING):
             return self._start_read(now)
         return []                   # reading: the read shows the truth
@@ -327,15 +377,19 @@ class SwitchSync:
         return self._fail(reason, now)
 
     # -- the read ------------------------------------------------------------------------
-    def _start_read(self, now: float) -> list:
+    def _start_read(self, now: float, quick: bool = False) -> list:
+        """Read the switch: every flow of ours, or (``quick``, on connect) only the stamp
+        table, trusted when its digest names the desired state (``_trusted``)."""
         dp = self.dp
         self.pending.clear()
         self.read, self.port_events = {}, []
         self.known, self.reread, self.refusal = None, False, None
-        self.phase, self.started = READING, now
+        self.phase, self.started, self.quick = READING, now, quick
+        self.sent_digest = None
+        reads = [(STAMP_TABLE, COOKIE_STAMP, COOKIE_FEATURE_MASK)] if quick else flow_reads()
         reqs = [("ports", ofmsg.read_request(dp, "ports"))]
         reqs += [(f"flows{i}", ofmsg.read_request(dp, "flows", table, cookie, mask))
-                 for i, (table, cookie, mask) in enumerate(flow_reads())]
+                 for i, (table, cookie, mask) in enumerate(reads)]
         reqs += [("groups", ofmsg.read_request(dp, "groups")),
                  ("meters", ofmsg.read_request(dp, "meters")),
                  ("aggregate", ofmsg.read_request(dp, "aggregate", None, COOKIE_LEARNED,
@@ -361,8 +415,11 @@ class SwitchSync:
         agg = got["aggregate"]
         self.learned_flows = agg[0].flow_count if agg else 0
         self.read, self.port_events = {}, []
-        self.known = have
-        refusal = self._guard(have)
+        trusted = self._trusted(have) if self.quick else None
+        if self.quick and trusted is None:  # stamp, digest, groups or meters differ:
+            return self._start_read(now)    # read it all
+        self.known = have = trusted or have
+        refusal = None if trusted else self._guard(have)    # trusted: this store's stamp
         if refusal is not None:
             self.phase, self.refusal, self.dirty = REFUSED, refusal, False
             LOG.error("switch %s (%s): NOT programming it: %s. Nothing was changed on it. "
@@ -375,7 +432,36 @@ class SwitchSync:
         if self.role == SLAVE:
             self.phase, self.dirty = TRACKING, False
             return []
+        if trusted:                 # it holds what we would send: no diff, a barrier
+            return self._send_nothing(now, have)
         return self._send_delta(now)
+
+    def _send_nothing(self, now: float, have: SwitchState) -> list:
+        self.dirty = False
+        self.syncs += 1
+        want = self._desired_and_digest()[0]     # cached: what _trusted compared
+        self.plan = {"version": self._model().version, "flows_desired": len(want.flows),
+                     "flows_on_switch": len(have.flows), "flow_mods": 0, "group_mods": 0,
+                     "meter_mods": 0, "read": "stamp table: the digest matched"}
+        self.phase = SENDING
+        return [self._ask("barrier", ofmsg.read_request(self.dp, "barrier"), now)]
+
+    def _trusted(self, have: SwitchState) -> SwitchState | None:
+        """The state of a switch whose stamp table (all ``have.flows`` holds after a quick
+        read) is this store's stamp plus the digest of what we would send it now, and
+        whose groups and meters are the desired ones: the desired state, not read.
+
+        The digest is written last in a plan and deleted on the plan's first error,
+        so it names a state the switch received whole.  A flow of ours changed by hand
+        while the digest stayed is not seen here: the periodic audit (a full read,
+        ``--weft-audit-interval``) repairs it, as it does for any edit by hand."""
+        model = self._model()
+        want, digest = self._desired_and_digest()
+        if have.flows != {stamp_flow(model.epoch), digest} or have.groups != want.groups \
+                or have.meters != want.meters:
+            return None
+        ops = frozenset(_op_placeholder(of) for of in model.operator_flows.get(self.dpid, ()))
+        return SwitchState(want.flows | {digest} | ops, want.groups, want.meters)
 
     def _guard(self, have: SwitchState) -> str | None:
         """Why this switch must not be programmed from this store (None: go ahead)."""
@@ -404,11 +490,32 @@ class SwitchSync:
         return model
 
     def desired(self) -> SwitchState:
+        """What the switch should hold: the pipeline's state, the stamp, the digest."""
+        want, digest = self._desired_and_digest()
+        return SwitchState(want.flows | {digest}, want.groups, want.meters)
+
+    def _desired_and_digest(self) -> tuple[SwitchState, Flow]:
+        """The desired state (with the stamp) and its digest flow, computed once per
+        model and set of ports; the flows' part of the digest from the previous one's
+        (only the flows that changed are hashed: a model change costs no full pass)."""
         model = self._model()
+        cached = self._want
+        if cached is not None and cached[0] is model and cached[1] is self.ports:
+            return cached[2], cached[3]
         assert self.host is not None
-        want = desired_state(self.host, model.topology, self.ports,
-                             model.tunnels.get(self.host, {}))
-        return SwitchState(want.flows | {stamp_flow(model.epoch)}, want.groups, want.meters)
+        got = desired_state(self.host, model.topology, self.ports,
+                            model.tunnels.get(self.host, {}))
+        want = SwitchState(got.flows | {stamp_flow(model.epoch)}, got.groups, got.meters)
+        if cached is None:
+            fsum = flows_sum(want.flows)
+        else:
+            old = cached[2].flows
+            fsum = cached[4] + flows_sum(want.flows - old) - flows_sum(old - want.flows)
+        ops = model.operator_flows.get(self.dpid, ())
+        digest = digest_flow(model.epoch, (fsum + _rest_digest(want, (of.id for of in ops)))
+                             & _DIGEST_BITS)
+        self._want = (model, self.ports, want, digest, fsum)
+        return want, digest
 
     def _send_delta(self, now: float) -> list:
         dp, model, have = self.dp, self._model(), self.known
@@ -416,8 +523,10 @@ class SwitchSync:
         if self.phase != READING:
             self.started = now
         self.dirty = False
-        want = self.desired()
-        delta = diff(want, have)
+        want, digest = self._desired_and_digest()
+        delta = diff(SwitchState(want.flows | {digest}, want.groups, want.meters), have)
+        add_flows = [f for f in delta.add_flows if f is not digest]   # (diff returns want's)
+        self.sent_digest = digest       # what this plan stands for: gone on its first error
         # deletes first, then what new flows point at, then the flows; stale groups
         # and meters last (no flow of ours refers to them any more)
         out: list = [ofmsg.flow_mod(dp, f, "delete_strict") for f in delta.delete_flows]
@@ -425,7 +534,7 @@ class SwitchSync:
         out += [ofmsg.meter_mod(dp, m, "modify") for m in delta.modify_meters]
         out += [ofmsg.group_mod(dp, g, "modify") for g in delta.modify_groups]
         out += [ofmsg.group_mod(dp, g, "add") for g in delta.add_groups]
-        out += [ofmsg.flow_mod(dp, f, "add") for f in delta.add_flows]
+        out += [ofmsg.flow_mod(dp, f, "add") for f in add_flows]
         known = apply_delta(have, delta)
         # operator flows: never diffed; the missing come back, the unstored go
         op_add, op_delete = reconcile(model.operator_flows.get(self.dpid, ()), have)
@@ -439,11 +548,12 @@ class SwitchSync:
                 for i in op_delete]
         out += [ofmsg.group_mod(dp, g, "delete") for g in delta.delete_groups]
         out += [ofmsg.meter_mod(dp, m, "delete") for m in delta.delete_meters]
+        if len(add_flows) < len(delta.add_flows):  # last: the switch got all before it
+            out.append(ofmsg.flow_mod(dp, digest, "add"))
         if op_add or op_delete:
             gone = {operator_cookie(i) for i in op_delete}
             known = SwitchState(frozenset({f for f in known.flows if f.cookie not in gone} | {
-                Flow(of.table_id, of.priority, (("operator_id", of.id),), (), of.cookie)
-                for of in op_add}), known.groups, known.meters)
+                _op_placeholder(of) for of in op_add}), known.groups, known.meters)
             self.operator_mods += len(op_add) + len(op_delete)
         self.known = known
         n_flows = len(delta.delete_flows) + len(delta.add_flows)
@@ -488,7 +598,7 @@ class SwitchSync:
                     self.host, reason, delay)
         self.pending.clear()
         self.read, self.port_events = {}, []
-        self.known, self.dirty, self.reread = None, False, False
+        self.known, self.dirty, self.reread, self.sent_digest = None, False, False, None
         self.phase, self.retry_at = BACKOFF, now + delay
         return []
 
@@ -496,7 +606,7 @@ class SwitchSync:
         self.pending.clear()
         self.read, self.port_events = {}, []
         self.known, self.dirty, self.reread, self.refusal = None, False, False, None
-        self.failures = 0
+        self.failures, self.sent_digest = 0, None
         self._replace_ports({})
 
     def _set_port(self, name: str, port_no: int | None) -> bool:

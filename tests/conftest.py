@@ -4,7 +4,10 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +76,45 @@ def converged_lab(topo) -> Iterator:
     assert after["netns"] - before["netns"] == set(), "namespaces left behind"
     assert after["procs"] - before["procs"] == set(), "processes left behind"
     assert after["cgroups"] - before["cgroups"] == set(), "docker cgroups left behind"
+
+
+def _running_threads() -> set[threading.Thread]:
+    """Live non-daemon threads: each one keeps the interpreter from exiting."""
+    return {t for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.daemon and t.is_alive()}
+
+
+def _left_running(threads: set[threading.Thread], grace: float) -> list[threading.Thread]:
+    deadline = time.monotonic() + grace
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return sorted((t for t in threads if t.is_alive()), key=lambda t: t.name)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_running():
+    """A non-daemon thread that a test leaves running keeps pytest from ever exiting: CI
+    then prints "N passed" and hits its time limit.  Fail the test that left it."""
+    before = _running_threads()
+    yield
+    left = _left_running(_running_threads() - before, grace=5)
+    assert not left, f"non-daemon threads left running: {[t.name for t in left]}"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """The last line of defence for the same hang (a module or session fixture's thread),
+    after the summary: name the threads with their stacks and end the process, failed."""
+    left = _left_running(_running_threads(), grace=5)
+    if not left:
+        return
+    frames = sys._current_frames()
+    for t in left:
+        stack = "".join(traceback.format_stack(frames[t.ident])) if t.ident in frames else ""
+        sys.__stderr__.write(f"\nnon-daemon thread left running: {t.name}\n{stack}")
+    sys.__stderr__.flush()
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def lab_name(prefix: str = "t") -> str:

@@ -38,7 +38,8 @@ when the visible ``eth_type`` is 0x0800, ``tcp_*``/``udp_*`` only with
 DSCP (an error on a non-IPv4 frame); ``set_queue`` sets its ``queue``.
 
 Conntrack (``ct``): each switch keeps committed connections per zone, keyed
-by the IPv4 5-tuple (ICMP: addresses and protocol).  ``ct`` sets the frame's
+by the IPv4 5-tuple (ICMP: addresses, type and code; the reply direction of
+a query is its reply type, so an echo request the other way is new).  ``ct`` sets the frame's
 ``ct_state``: +trk+est for a committed connection in either direction
 (+rpl for the reply direction), +trk+new otherwise; ``commit`` records it
 (once the frame has been processed, as OVS does).  ``ct(table=T)``
@@ -126,6 +127,69 @@ def _matches(flow_: Flow, pkt: Packet) -> bool:
         elif have != _as_int(want):
             return False
     return True
+
+
+def parse_wire(buf: bytes, datapath: Any = None) -> list[Any]:
+    """The os-ken messages in ``buf`` (one write of a connection, as OVS reads it).
+
+    os-ken parses only what a switch sends plus the mods; the requests weft sends
+    (barrier, role, the multipart reads) are decoded here into os-ken's request objects."""
+    import struct
+
+    from os_ken.ofproto import ofproto_parser
+    from os_ken.ofproto import ofproto_v1_3 as ofp
+    from os_ken.ofproto import ofproto_v1_3_parser as ofpp
+    dp = datapath
+    msgs, off = [], 0
+    while off < len(buf):
+        version, msg_type, length, xid = struct.unpack_from("!BBHI", buf, off)
+        if length < 8 or off + length > len(buf):
+            raise FakeSwitchError(f"a message cut at byte {off} of a {len(buf)}-byte write")
+        body = buf[off + 8:off + length]
+        if msg_type == ofp.OFPT_BARRIER_REQUEST:
+            msg = ofpp.OFPBarrierRequest(dp)
+        elif msg_type == ofp.OFPT_ROLE_REQUEST:
+            msg = ofpp.OFPRoleRequest(dp, *struct.unpack_from("!I4xQ", body))
+        elif msg_type == ofp.OFPT_MULTIPART_REQUEST:
+            kind = struct.unpack_from("!H", body)[0]
+            part = body[8:]
+            if kind == ofp.OFPMP_PORT_DESC:
+                msg = ofpp.OFPPortDescStatsRequest(dp)
+            elif kind == ofp.OFPMP_GROUP_DESC:
+                msg = ofpp.OFPGroupDescStatsRequest(dp)
+            elif kind == ofp.OFPMP_METER_CONFIG:
+                msg = ofpp.OFPMeterConfigStatsRequest(dp, 0, struct.unpack_from("!I", part)[0])
+            elif kind in (ofp.OFPMP_FLOW, ofp.OFPMP_AGGREGATE):
+                table, out_port, out_group, cookie, mask = struct.unpack_from("!B3xII4xQQ",
+                                                                              part)
+                cls = ofpp.OFPFlowStatsRequest if kind == ofp.OFPMP_FLOW \
+                    else ofpp.OFPAggregateStatsRequest
+                msg = cls(dp, 0, table, out_port, out_group, cookie, mask,
+                          ofpp.OFPMatch.parser(part, 32))
+            else:
+                raise FakeSwitchError(f"multipart request type {kind} not modelled")
+        elif msg_type == ofp.OFPT_GROUP_MOD:
+            command, type_, group_id = struct.unpack_from("!HBxI", body)
+            buckets, at = [], 8
+            while at < len(body):
+                buckets.append(ofpp.OFPBucket.parser(body, at))
+                at += buckets[-1].len
+            msg = ofpp.OFPGroupMod(dp, command, type_, group_id, buckets)
+        elif msg_type == ofp.OFPT_METER_MOD:
+            command, flags, meter_id = struct.unpack_from("!HHI", body)
+            bands, at = [], 8
+            while at < len(body):
+                bands.append(ofpp.OFPMeterBandHeader.parser(body, at))
+                at += bands[-1].len
+            msg = ofpp.OFPMeterMod(dp, command, flags, meter_id, bands)
+        else:
+            msg = ofproto_parser.msg(dp, version, msg_type, length, xid, buf[off:off + length])
+            if msg is None:
+                raise FakeSwitchError(f"message type {msg_type} not parsed")
+        msg.xid = xid
+        msgs.append(msg)
+        off += length
+    return msgs
 
 
 class FakeOFTable:
@@ -401,14 +465,24 @@ def _conn_key(pkt: Packet) -> tuple | None:
     if _field_value(pkt, "eth_type") != ETH_TYPE_IPV4:
         return None
     proto = pkt.get("ip_proto")
+    if proto == 1:          # ICMP: conntrack keys a query by its type (and id, not modelled)
+        return (pkt.get("ipv4_src"), pkt.get("ipv4_dst"), proto, pkt.get("icmpv4_type"),
+                pkt.get("icmpv4_code"))
     l4 = {6: "tcp", 17: "udp"}.get(proto or 0)
     sport = pkt.get(f"{l4}_src") if l4 else None
     dport = pkt.get(f"{l4}_dst") if l4 else None
     return (pkt.get("ipv4_src"), pkt.get("ipv4_dst"), proto, sport, dport)
 
 
+# ICMP query types and their replies: the reply direction of an echo request (8) is an
+# echo reply (0), so a request the other way is a new connection, as in Linux conntrack
+_ICMP_REPLY = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17}
+
+
 def _reverse(key: tuple) -> tuple:
     src, dst, proto, sport, dport = key
+    if proto == 1:
+        return (dst, src, proto, _ICMP_REPLY.get(sport, sport), dport)
     return (dst, src, proto, dport, sport)
 
 

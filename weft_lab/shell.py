@@ -30,8 +30,9 @@ def run(argv: Sequence[str], ns: str | None = None, check: bool = True,
     """Run a command (in a namespace) and return its stdout."""
     full = in_ns(ns, argv)
     merged = {**os.environ, **env} if env else None
+    # stdin too: nothing the lab runs (or leaves daemonized) holds the caller's terminal/pipe
     proc = subprocess.run(full, capture_output=True, text=True, env=merged,
-                          timeout=timeout)
+                          timeout=timeout, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise CommandError(full, proc.returncode, proc.stderr)
     return proc.stdout
@@ -42,7 +43,7 @@ def succeeds(argv: Sequence[str], ns: str | None = None,
     """True if the command exits 0."""
     merged = {**os.environ, **env} if env else None
     return subprocess.run(in_ns(ns, argv), capture_output=True, env=merged,
-                          timeout=timeout).returncode == 0
+                          timeout=timeout, stdin=subprocess.DEVNULL).returncode == 0
 
 
 def netns_list() -> list[str]:

@@ -74,17 +74,58 @@ def _requirements() -> list[str]:
     return [r.strip() for r in cfg["options"]["install_requires"].splitlines() if r.strip()]
 
 
-def wheelhouse() -> Path:
-    """weft's dependencies as wheels, built once per requirement set (pip, on the host)."""
+# A wheelhouse of another requirement set is removed once unused for this long: another
+# checkout (other setup.cfg) may be between picking it and copying it (an image build
+# copies it after debootstrap, minutes later), and it would only be rebuilt, from PyPI.
+WHEELHOUSE_GRACE = 2 * 3600.0
+
+
+def wheelhouse_path() -> Path:
+    """Where the wheelhouse of this tree's requirement set lives (built or not)."""
     reqs = _requirements()
-    path = CACHE / f"wheels-{hashlib.sha256(' '.join(reqs).encode()).hexdigest()[:12]}"
+    return CACHE / f"wheels-{hashlib.sha256(' '.join(reqs).encode()).hexdigest()[:12]}"
+
+
+def wheelhouse() -> Path:
+    """weft's dependencies as wheels, built once per requirement set (pip, on the host).
+
+    Each call marks it used (its mtime) and prunes the stale ones of other requirement
+    sets, so old wheelhouses do not pile up in the cache as the dependencies change.
+    """
+    reqs = _requirements()
+    path = wheelhouse_path()
     if not path.exists():
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(tmp), *reqs], timeout=900)
         tmp.rename(path)
+    os.utime(path)
+    prune_wheelhouses(path)
     return path
+
+
+def stale_wheelhouses(last_used: dict[str, float], current: str, now: float,
+                      grace: float = WHEELHOUSE_GRACE) -> list[str]:
+    """The cache entries (name -> last use, epoch s) to remove: wheelhouses of other
+    requirement sets and left-over partial builds (`.tmp`), unused for `grace` seconds.
+    The current one always stays; so does everything that is not a wheelhouse."""
+    return sorted(name for name, used in last_used.items()
+                  if name.startswith("wheels-") and name != current and now - used > grace)
+
+
+def prune_wheelhouses(current: Path) -> list[str]:
+    """Remove the stale wheelhouses beside `current` (the I/O around stale_wheelhouses)."""
+    last_used = {}
+    for entry in current.parent.iterdir():
+        try:
+            last_used[entry.name] = entry.stat().st_mtime
+        except OSError:             # removed meanwhile by another run's prune
+            continue
+    gone = stale_wheelhouses(last_used, current.name, time.time())
+    for name in gone:
+        shutil.rmtree(current.parent / name, ignore_errors=True)
+    return gone
 
 
 def weft_wheel(dest: Path) -> Path:

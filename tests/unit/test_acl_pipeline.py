@@ -163,6 +163,16 @@ def test_ping_rule_and_its_reply():
     assert send(c, "r2", "r1", 0, 0, proto=1)             # its reply: established
 
 
+def test_a_ping_back_is_a_new_connection_not_the_reply():
+    """Conntrack keys ICMP by type: r1 may ping r2, r2 may not ping r1 just because r1's
+    ping is open (hypothesis found the fake switch letting it through)."""
+    ping_in = AclRule(1, "red", 1, "allow", "ingress", ip_proto="icmp", local="10.0.0.2")
+    c = cluster(topo(ping_in))
+    assert send(c, "r1", "r2", 8, 0, proto=1)             # r1 pings r2: allowed
+    assert send(c, "r2", "r1", 0, 0, proto=1)             # its echo reply: established
+    assert not send(c, "r2", "r1", 8, 0, proto=1)         # r2 pings r1: a new connection
+
+
 def test_tenant_meter_is_kept_once_for_local_senders():
     t = topo(WEB, limits=(RateLimit(7, "h1", 1000, tenant="red"),))
     c = cluster(t)

@@ -15,13 +15,13 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
 from controller import ofmsg
-from controller.flows import COOKIE_STAMP, feature_of
+from controller.flows import COOKIE_STAMP, SwitchState, feature_of
 from controller.model import DEFAULT_TENANT, Binding, RateLimit, Tenant, Topology
 from controller.operator import OperatorFlow
 from controller.pipeline import learned_cookie
 from controller.sync import BACKOFF, IN_SYNC, MASTER, READING, REFUSED, SENDING, SLAVE, \
-    TRACKING, Model, SyncEngine, stamp_flow
-from tests.fakeoftable import FakeOFTable, FakeSwitchError
+    STAMP_TABLE, TRACKING, Model, SyncEngine, digest_flow, stamp_flow
+from tests.fakeoftable import FakeOFTable, FakeSwitchError, parse_wire
 
 H1, H2 = 0x11, 0x12
 TUNNELS = {"h1": {"h2": "vx-h2"}, "h2": {"h1": "vx-h1"}}
@@ -84,6 +84,14 @@ class Rig:
 
     def phase(self, dpid: int) -> str:
         return self.engine.views[dpid].phase
+
+    def read(self, dpid: int, msgs: list) -> list:
+        """Answer reads (the quick one of a connect, then a full one if it missed) until
+        the engine hands out a plan; returns the plan, not delivered."""
+        while self.phase(dpid) == READING:
+            msgs = [out for m in msgs for xid, body in self.switches[dpid].apply_ofmsgs([m])
+                    for out in self.engine.reply(dpid, xid, body, False, self.now)]
+        return msgs
 
 
 def test_connect_programs_a_fresh_switch_and_a_reconnect_sends_0_mods():
@@ -224,10 +232,7 @@ def test_model_change_while_syncing_marks_dirty_then_a_second_pass():
     # the model changes while the read is in flight, and again while the plan is
     rig.engine.set_model(model(2, topo(Binding("h1", "b1", "blue",
                                                mac="02:00:00:00:02:01"))), rig.now)
-    replies = [r for m in out for r in rig.switches[H1].apply_ofmsgs([m])]
-    plan: list = []
-    for xid, body in replies:
-        plan += rig.engine.reply(H1, xid, body, False, rig.now)
+    plan = rig.read(H1, out)
     assert rig.phase(H1) == SENDING and rig.engine.switches[H1].dirty is False  # read saw v2
     rig.engine.set_model(model(3, topo()), rig.now)                 # blue leaves again
     assert rig.engine.switches[H1].dirty
@@ -260,7 +265,8 @@ def test_one_switch_failing_does_not_stop_the_others(monkeypatch):
     rig.connect(H1)
     rig.connect(H2)
     sw1 = rig.engine.switches[H1]
-    monkeypatch.setattr(sw1, "desired", lambda: (_ for _ in ()).throw(KeyError("boom")))
+    monkeypatch.setattr(sw1, "_desired_and_digest",
+                        lambda: (_ for _ in ()).throw(KeyError("boom")))
     out = rig.engine.set_model(model(2, topo(Binding("h2", "x2", "blue",
                                                      mac="02:00:00:00:02:02"))), rig.now)
     assert H1 not in out and H2 in out
@@ -362,7 +368,8 @@ def test_empty_store_beside_programmed_switches_refuses_and_sends_nothing(caplog
 def test_weft_flows_without_a_stamp_are_refused_and_adopt_takes_them_over():
     rig = Rig()
     rig.connect(H1)
-    del rig.switches[H1].flows[stamp_flow("epoch-a").identity]      # an older weft's switch
+    for f in [f for f in rig.switches[H1].flows.values() if f.table == STAMP_TABLE]:
+        del rig.switches[H1].flows[f.identity]                      # an older weft's switch
     fresh = Rig(model(1, topo(tenants=(RED,))), switches=rig.switches)
     fresh.connect(H1)
     assert fresh.phase(H1) == REFUSED and "no store stamp" in fresh.engine.views[H1].sync_refused
@@ -422,9 +429,7 @@ def test_members_follow_the_model_a_new_host_is_programmed_a_gone_one_left_alone
 def test_a_large_plan_still_being_sent_does_not_time_out():
     """The barrier's deadline runs from when the sender finished, not from the plan."""
     rig = Rig(timeout=10)
-    out = rig.engine.connect(H1, ofmsg.OFP13, rig.now)
-    plan = [m for xid, body in [r for m in out for r in rig.switches[H1].apply_ofmsgs([m])]
-            for m in rig.engine.reply(H1, xid, body, False, rig.now)]
+    plan = rig.read(H1, rig.engine.connect(H1, ofmsg.OFP13, rig.now))
     assert rig.phase(H1) == SENDING
     rig.engine.sent(H1, rig.now + 25)              # the sender needed 25 s for it
     assert rig.engine.tick(rig.now + 30) == {} and rig.phase(H1) == SENDING
@@ -460,3 +465,240 @@ def test_a_port_gone_or_renumbered_loses_what_was_learned_on_it():
     sw.ports["vx-h2"] = 12
     rig.deliver(H1, rig.engine.port_status(H1, "vx-h2", 12, rig.now))
     assert sw.forward(1, {"eth_src": c1, "eth_dst": c3}) == {(12, vni)}
+
+
+class _Wire:
+    """A connection as os-ken's ``Datapath`` is to the sender: ``send`` (raw writes) and
+    ``send_msg`` (one message, its xid kept or the next one given), with ``xid``."""
+    ofproto, ofproto_parser = ofp, ofpp
+
+    def __init__(self) -> None:
+        self.xid, self.writes = 0, []
+
+    def send(self, buf: bytes) -> bool:
+        self.writes.append(bytes(buf))
+        return True
+
+    def send_msg(self, msg) -> bool:
+        if msg.xid is None:
+            self.xid = (self.xid + 1) & ofp.MAX_XID
+            msg.set_xid(self.xid)
+        msg.serialize()
+        return self.send(msg.buf)
+
+
+def test_a_plan_sent_in_batched_writes_programs_the_switch_and_keeps_request_xids():
+    """`ofmsg.send_batched` (the sender thread's way out): the mods of a plan go in a few
+    large writes, each request after them with the xid the engine awaits, so the barrier
+    reply still completes the sync; the switch parsing the bytes ends as desired."""
+    many = topo(*(Binding("h2", f"x{i}", "red", mac=f"02:00:00:00:03:{i:02x}")
+                  for i in range(200)))
+    rig = Rig(model(1, many))
+    wire, errors = _Wire(), []
+    msgs = rig.engine.connect(H1, ofmsg.OFP13, rig.now)
+    n_mods = 0
+    while msgs:
+        n_mods += len(mods(msgs))
+        del wire.writes[:]
+        assert ofmsg.send_batched(wire, msgs, lambda m, e: errors.append(e)) == len(msgs)
+        sent = [m for w in wire.writes for m in parse_wire(w)]
+        assert len(sent) == len(msgs)
+        if len(msgs) > 100:
+            assert len(wire.writes) < len(msgs) / 50, "mods not batched"
+        msgs = [out for xid, body in rig.switches[H1].apply_ofmsgs(sent)
+                for out in rig.engine.reply(H1, xid, body, False, rig.now)]
+    assert errors == [] and rig.phase(H1) == IN_SYNC and n_mods > 400
+    assert rig.switches[H1].state.flows == rig.engine.switches[H1].desired().flows
+
+
+def test_a_message_that_cannot_be_encoded_is_reported_and_the_rest_still_go():
+    class Broken(ofpp.OFPFlowMod):
+        def serialize(self):
+            raise ValueError("no such field")
+    wire, errors = _Wire(), []
+    good = ofmsg.flow_mod(ofmsg.OFP13, stamp_flow("e"), "add")
+    barrier = ofmsg.read_request(ofmsg.OFP13, "barrier")
+    barrier.set_xid(77)
+    n = ofmsg.send_batched(wire, [Broken(ofmsg.OFP13), good, barrier],
+                           lambda m, e: errors.append(str(e)))
+    sent = [m for w in wire.writes for m in parse_wire(w)]
+    assert n == 2 and errors == ["no such field"]
+    assert [type(m).__name__ for m in sent] == ["OFPFlowMod", "OFPBarrierRequest"]
+    assert sent[1].xid == 77
+
+
+# -- the digest: a reconnect to a switch holding what we would send reads one table ---------
+def _flow_reads(msgs: list) -> list:
+    return [m for m in msgs if isinstance(m, ofpp.OFPFlowStatsRequest)]
+
+
+def test_a_reconnect_whose_digest_matches_reads_only_the_stamp_table_then_deltas_are_right():
+    rig = Rig()
+    rig.connect(H1)
+    assert len(_flow_reads(rig.sent[H1])) > 1                    # a fresh switch: read it all
+    again = Rig(switches=rig.switches)                            # a restarted controller
+    again.connect(H1)
+    reads = _flow_reads(again.sent[H1])
+    assert [(r.table_id, r.cookie) for r in reads] == [(STAMP_TABLE, COOKIE_STAMP)]
+    assert again.phase(H1) == IN_SYNC and mods(again.sent[H1]) == []
+    assert again.engine.views[H1].syncs == 1
+    # what it trusted is what the switch holds: a model change sends exactly the delta
+    again.each(again.engine.set_model(model(2, topo(Binding("h1", "b1", "blue",
+                                                             mac="02:00:00:00:02:01"))),
+                                      again.now))
+    assert again.switches[H1].state.flows == again.engine.switches[H1].desired().flows
+    assert again.switches[H1].state.groups == again.engine.switches[H1].desired().groups
+
+
+def test_ports_renumbered_while_disconnected_mean_a_full_read_and_the_delta():
+    rig = Rig()
+    rig.connect(H1)
+    rig.switches[H1].ports["r1"] = 7                              # re-plugged elsewhere
+    again = Rig(switches=rig.switches)
+    again.connect(H1)
+    assert len(_flow_reads(again.sent[H1])) > 1
+    assert mods(again.sent[H1]) and again.phase(H1) == IN_SYNC
+    assert again.switches[H1].state.flows == again.engine.switches[H1].desired().flows
+    assert any(("in_port", 7) in f.match for f in again.switches[H1].flows.values())
+
+
+def test_a_changed_model_or_operator_flows_mean_a_full_read():
+    rig = Rig()
+    rig.connect(H1)
+    of = OperatorFlow(1, H1, 100, 7, {"in_port": 9}, ({"type": "OUTPUT", "port": 9},))
+    for m in (model(2, topo(Binding("h1", "b1", "blue"))), model(1, operator={H1: (of,)})):
+        again = Rig(m, switches={H1: _copy(rig.switches[H1]), H2: rig.switches[H2]})
+        again.connect(H1)
+        assert len(_flow_reads(again.sent[H1])) > 1 and mods(again.sent[H1])
+        assert again.switches[H1].state.flows - {f for f in again.switches[H1].flows.values()
+                                                 if feature_of(f.cookie) == "operator"} \
+            == again.engine.switches[H1].desired().flows
+
+
+def _copy(table: FakeOFTable) -> FakeOFTable:
+    t = FakeOFTable(ports=dict(table.ports))
+    t.flows, t.groups, t.meters = dict(table.flows), dict(table.groups), dict(table.meters)
+    return t
+
+
+def test_the_digest_goes_last_in_a_plan_and_is_deleted_on_the_plans_first_error():
+    rig = Rig()
+    rig.connect(H1)
+    out = rig.engine.set_model(model(2, topo(Binding("h1", "b1", "blue",
+                                                      mac="02:00:00:00:02:01"))), rig.now)[H1]
+    want = rig.engine.switches[H1].desired()
+    new_digest = next(f for f in want.flows if f.table == STAMP_TABLE and f.priority == 1)
+    sent = mods(out)
+    assert isinstance(out[-1], ofpp.OFPBarrierRequest)
+    assert sent[-1].command == ofp.OFPFC_ADD and sent[-1].weft_flow == new_digest
+    old = [m for m in sent if m.command == ofp.OFPFC_DELETE_STRICT
+           and m.weft_flow.table == STAMP_TABLE]
+    assert old and sent.index(old[0]) < len(sent) - 1            # the old one goes first
+    # the switch refuses a mod of the plan: the new digest must not stay on it
+    barrier_reply = rig.switches[H1].apply_ofmsgs(out)           # the switch took it all
+    fix = rig.engine.error(H1, 0, ofp.OFPET_FLOW_MOD_FAILED, 0, rig.now)  # ... but one mod
+    assert [(m.command, m.weft_flow) for m in fix] == [(ofp.OFPFC_DELETE_STRICT, new_digest)]
+    rig.switches[H1].apply_ofmsgs(fix)
+    (xid, body), = barrier_reply
+    assert rig.engine.reply(H1, xid, body, False, rig.now) == [] and rig.phase(H1) == BACKOFF
+    assert [f for f in rig.switches[H1].flows.values() if f.table == STAMP_TABLE] \
+        == [stamp_flow("epoch-a")]
+    again = Rig(rig.engine.model, switches=rig.switches)          # so a restart reads it all
+    again.connect(H1)
+    assert len(_flow_reads(again.sent[H1])) > 1 and again.phase(H1) == IN_SYNC
+
+
+def test_a_flow_deleted_by_hand_behind_a_matching_digest_is_restored_by_the_audit():
+    """The chosen trade-off: a reconnect trusts a matching digest (a hand edit made while
+    the controller was away stays until the next audit, 60 s by default), the audit
+    reads everything and repairs it."""
+    rig = Rig()
+    rig.connect(H1)
+    victim = next(f for f in rig.switches[H1].flows.values() if f.table == 3)
+    del rig.switches[H1].flows[victim.identity]
+    again = Rig(switches=rig.switches)
+    again.connect(H1)
+    assert mods(again.sent[H1]) == [] and victim.identity not in again.switches[H1].flows
+    n = len(again.sent[H1])
+    again.each(again.engine.audit(again.now))
+    assert len(_flow_reads(again.sent[H1][n:])) > 1
+    assert again.switches[H1].flows[victim.identity] == victim
+    assert [m.weft_flow for m in mods(again.sent[H1][n:])] == [victim]
+
+
+def test_the_digest_is_the_same_in_every_process_and_names_the_state():
+    from controller.sync import state_digest
+    rig = Rig()
+    want = rig.engine.switches[H1].desired()
+    base = SwitchState(frozenset(f for f in want.flows if f.table != STAMP_TABLE),
+                       want.groups, want.meters)
+    assert state_digest(base, [1, 2]) == state_digest(base, [2, 1])
+    assert state_digest(base, [1]) != state_digest(base, [1, 2])
+    fewer = base.__class__(frozenset(list(base.flows)[1:]), base.groups, base.meters)
+    assert state_digest(fewer, []) != state_digest(base, [])
+    assert digest_flow("epoch-a", 5).cookie == stamp_flow("epoch-a").cookie
+
+
+def test_the_digest_does_not_depend_on_the_process_hash_seed():
+    """A restarted controller must compute the digest its predecessor wrote: nothing in
+    it may follow set order (string hashes differ per process)."""
+    import subprocess
+    import sys
+    code = ("from tests.unit.test_sync import *\n"
+            "m = model(1, topo(Binding('h1', 'b1', 'red', mac='02:00:00:00:01:09'),"
+            " Binding('h2', 'x2', 'blue', mac='02:00:00:00:02:02'),"
+            " limits=(RateLimit(9, 'h1', 1000, port='r1'),)))\n"
+            "e = SyncEngine({H1: 'h1'}); e.model = m; sw = e.switches[H1]; sw.ports = PORTS[H1]\n"
+            "print(sw.desired().flows.__len__(), sw._desired_and_digest()[1].match)\n")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout
+            for seed in ("1", "2", "3")}
+    assert len(outs) == 1 and "metadata" in outs.pop()
+
+
+def test_the_digest_after_model_and_port_changes_equals_one_computed_afresh(monkeypatch):
+    """The flows' part is carried from the previous desired state (added minus removed):
+    a model change hashes the flows that changed, not all of them."""
+    from controller import sync
+    from controller.sync import state_digest
+    many = [Binding("h2", f"x{i}", "red", mac=f"02:00:00:00:03:{i:02x}") for i in range(100)]
+    rig = Rig(model(1, topo(*many)))
+    rig.connect(H1)
+    sw = rig.engine.switches[H1]
+    hashed: list[int] = []
+    real = sync.flows_sum
+    monkeypatch.setattr(sync, "flows_sum", lambda fs: real(list(fs)) if hashed.append(
+        len(fs) if hasattr(fs, "__len__") else 0) is None else 0)
+    rig.each(rig.engine.set_model(model(9, topo(*many[:-1])), rig.now))    # one MAC gone
+    assert 0 < sum(hashed) < len(sw.desired().flows) / 10
+    assert sw._desired_and_digest()[1].match == (("metadata", state_digest(
+        sw._desired_and_digest()[0], [])),)
+    steps = [model(2, topo(Binding("h1", "b1", "blue", mac="02:00:00:00:02:01"))),
+             model(3, topo(Binding("h1", "b1", "red", mac="02:00:00:00:02:01"))),
+             model(4, topo(tenants=(RED,)))]
+    for m in steps:
+        rig.each(rig.engine.set_model(m, rig.now))
+        want, digest = sw._desired_and_digest()
+        assert digest.match == (("metadata", state_digest(want, [])),)
+        assert rig.switches[H1].state.flows == sw.desired().flows
+    rig.switches[H1].ports["r1"] = 8                       # re-plugged: the switch says so
+    rig.each({H1: rig.engine.port_status(H1, "r1", 8, rig.now)})
+    want, digest = sw._desired_and_digest()
+    assert digest.match == (("metadata", state_digest(want, [])),)
+    again = Rig(steps[-1], switches=rig.switches)           # a restart: 0 mods, trusted
+    again.connect(H1)
+    assert mods(again.sent[H1]) == [] and len(_flow_reads(again.sent[H1])) == 1
+
+
+def test_a_refused_repair_plan_also_removes_the_digest_it_left_in_place():
+    """An audit finds a flow deleted by hand behind a matching digest; the repair plan
+    does not resend the digest (unchanged) but a refusal of it must still remove it."""
+    rig = Rig()
+    rig.connect(H1)
+    victim = next(f for f in rig.switches[H1].flows.values() if f.table == 3)
+    del rig.switches[H1].flows[victim.identity]
+    plan = rig.read(H1, rig.engine.audit(rig.now)[H1])
+    assert [m.weft_flow for m in mods(plan)] == [victim]
+    digest = rig.engine.switches[H1]._desired_and_digest()[1]
+    fix = rig.engine.error(H1, 0, ofp.OFPET_FLOW_MOD_FAILED, 0, rig.now)
+    assert [(m.command, m.weft_flow) for m in fix] == [(ofp.OFPFC_DELETE_STRICT, digest)]

@@ -23,6 +23,9 @@ pytestmark = pytest.mark.vm
 
 LOCK = "/tmp/weft-lab-tests.lock"
 IMAGE = "weft-lab/busybox:1"
+# The guest-side physical switch on host1 (test_vlan_trunk_*): tenant -> (VLAN id, the
+# address of the device on that VLAN's access port).  Both in the tenants' 10.10.0.0/24.
+SWITCH = {"red": (100, "10.10.0.200"), "blue": (200, "10.10.0.201")}
 TIMES: dict[str, float] = {}
 
 
@@ -57,18 +60,21 @@ def lab():
         after = snapshot()
     assert after["netns"] - before["netns"] == set(), "namespaces left behind"
     assert not vm.state_dir(name).exists(), "VM lab state left behind"
-    assert not any(f"weft-{name}-" in cmd for _, cmd in _qemus()), "QEMU left running"
+    # QEMU (-name weft-LAB-hostN) and the ssh control masters (ControlPath in the state dir)
+    left = _processes_naming(f"weft-{name}-", str(vm.state_dir(name)) + "/")
+    assert not left, f"processes of the VM lab left running: {left}"
 
 
-def _qemus() -> list[tuple[int, str]]:
+def _processes_naming(*marks: str) -> list[tuple[int, str]]:
+    """Live processes whose command line contains one of `marks`."""
     out = []
     for d in os.listdir("/proc"):
-        if d.isdigit():
+        if d.isdigit() and int(d) != os.getpid():
             try:
                 cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if cmd.startswith("qemu-system"):
+            if cmd and any(m in cmd for m in marks):
                 out.append((int(d), cmd))
     return out
 
@@ -147,11 +153,14 @@ def tenants(lab):
         sh(lab, host, "docker rm -f red1 red2 blue2 blue3 >/dev/null 2>&1; "
                       "docker network rm red blue >/dev/null 2>&1; true")
     for t in ("red", "blue"):
+        vlan = SWITCH[t][0]         # the tag on trunks (test_vlan_trunk_*), unused elsewhere
         try:
-            vm.api(lab, "POST", "/v1/tenants", {"name": t, "subnet": "10.10.0.0/24"})
+            vm.api(lab, "POST", "/v1/tenants", {"name": t, "subnet": "10.10.0.0/24",
+                                                "vlan": vlan})
         except vm.VMError as exc:
             if "HTTP 409" not in str(exc):
                 raise
+            vm.api(lab, "PATCH", f"/v1/tenants/{t}", {"vlan": vlan})
         for host in ("host1", "host2"):
             sh(lab, host, f"docker network create -d weft --ipam-driver weft -o tenant={t} "
                           f"--subnet 10.10.0.0/24 {t}")
@@ -249,3 +258,139 @@ def test_controller_kill9_restart_sends_no_flow_mods(tenants):
     assert all(s["connected"] for s in sws), sws
     assert [s["flow_mods_sent"] for s in sws] == [0, 0], sws
     assert pings(lab, "host1", "red1", "10.10.0.140", 3) == 3
+
+
+# -- a VLAN trunk to a physical switch (last: it adds ports and VLANs to the module's lab) --
+
+def _switch_script() -> str:
+    """host1's shell script for a 'physical' 802.1Q switch on br0's port trunk0.
+
+    The switch is a Linux bridge with VLAN filtering (the guest's kernel has it; this
+    machine's does not, hence the OVS switch of tests/lab/test_vlan.py): its uplink
+    `phys-up` (the veth peer of trunk0) carries VLANs 100 and 200 tagged, and each VLAN
+    has one access port (untagged, pvid) to a device, a namespace `phys-TENANT` holding
+    the address in SWITCH.  Idempotent, so a lab reused with WEFT_VM_LAB starts clean.
+    """
+    lines = ["set -e", "ovs-vsctl --if-exists del-port br0 trunk0",
+             "ip link del trunk0 2>/dev/null || true", "ip link del phys 2>/dev/null || true",
+             "ip link add phys type bridge vlan_filtering 1 vlan_default_pvid 0",
+             "ip link add trunk0 type veth peer name phys-up", "ip link set phys-up master phys"]
+    for tenant, (vid, ip) in SWITCH.items():
+        dev, ns = f"pa-{tenant}", f"phys-{tenant}"
+        lines += [f"bridge vlan add dev phys-up vid {vid}",
+                  f"ip netns del {ns} 2>/dev/null || true", f"ip netns add {ns}",
+                  f"ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
+                  "net.ipv6.conf.default.disable_ipv6=1",
+                  f"ip link add {dev} type veth peer name eth0 netns {ns}",
+                  f"ip link set {dev} master phys",
+                  f"bridge vlan add dev {dev} vid {vid} pvid untagged",
+                  f"ip -n {ns} addr add {ip}/24 dev eth0",
+                  f"ip -n {ns} link set lo up", f"ip -n {ns} link set eth0 up",
+                  f"ip link set {dev} up"]
+    lines += ["ip link set phys up", "ip link set phys-up up", "ip link set trunk0 up",
+              "ovs-vsctl add-port br0 trunk0"]
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def trunk(tenants):
+    """host1's br0 port trunk0 bound as a trunk of red (VLAN 100) and blue (VLAN 200), as
+    an operator binds a port to a top-of-rack switch (REST, like tests/lab's bind_switches)."""
+    lab = tenants
+    sh(lab, "host1", _switch_script())
+    port = {"host": "host1", "port": "trunk0", "mode": "trunk", "trunk": ["red", "blue"]}
+    try:
+        vm.api(lab, "POST", "/v1/ports", port)
+    except vm.VMError as exc:                   # a reused lab: bound already
+        if "HTTP 409" not in str(exc):
+            raise
+        vm.api(lab, "PUT", "/v1/ports/host1/trunk0", {k: port[k] for k in ("mode", "trunk")})
+    deadline = time.monotonic() + 120
+    while pings(lab, "host2", "red2", SWITCH["red"][1], 1) < 1:
+        assert time.monotonic() < deadline, "red2 never reached the switch's VLAN 100 device"
+    return lab
+
+
+class Capture:
+    """tcpdump running in a guest (optionally in one of its namespaces) until stop()."""
+
+    def __init__(self, lab: str, host: str, iface: str, expr: str, ns: str = "",
+                 opts: str = "-e") -> None:
+        self.lab, self.host = lab, host
+        self.file = f"/tmp/cap-{iface}-{time.monotonic_ns()}"
+        pre = f"ip netns exec {ns} " if ns else ""
+        # all three std streams redirected: the ssh session returns at once
+        self.pid = int(sh(lab, host, f"{pre}tcpdump -n -l {opts} -i {iface} {expr} "
+                                     f">{self.file} 2>{self.file}.err </dev/null & echo $!"))
+        try:
+            deadline = time.monotonic() + 30
+            while "listening on" not in sh(lab, host, f"cat {self.file}.err"):
+                assert time.monotonic() < deadline, f"tcpdump on {host}/{iface} did not start"
+                time.sleep(0.5)
+        except BaseException:
+            self.stop()         # never left running in the guest (a lab reused with WEFT_VM_LAB)
+            raise
+
+    def stop(self) -> list[str]:
+        """Stop it (by its pid) and return the lines it printed."""
+        out = sh(self.lab, self.host,
+                 f"kill {self.pid}; for i in $(seq 50); do kill -0 {self.pid} 2>/dev/null "
+                 f"|| break; sleep 0.1; done; cat {self.file}; rm -f {self.file} {self.file}.err")
+        return [line for line in out.splitlines() if line.strip()]
+
+
+def _icmp_vlans(lines: list[str], ip: str) -> list[tuple[str, str]]:
+    """(VLAN id or "none", request|reply) of every ICMP echo to or from `ip` (tcpdump -e)."""
+    found = []
+    for line in lines:
+        m = re.search(rf"(?:\b{re.escape(ip)} >|> {re.escape(ip)}:) .*ICMP echo (request|reply)",
+                      line)
+        if m:
+            vlan = re.search(r"\bvlan (\d+),", line)
+            found.append((vlan.group(1) if vlan else "none", m.group(1)))
+    return found
+
+
+def test_vlan_trunk_containers_reach_their_vlan_on_a_physical_switch_tagged(trunk):
+    """red2 and blue2 (host2, both 10.10.0.140) reach their own VLAN's device on the
+    switch behind host1's trunk: across the VXLAN tunnel, then out of trunk0 with the
+    tenant's 802.1Q tag (and back in with it), on the kernel datapath."""
+    lab = trunk
+    cap = Capture(lab, "host1", "trunk0", "icmp")
+    try:
+        red = pings(lab, "host2", "red2", SWITCH["red"][1], 3)
+        blue = pings(lab, "host2", "blue2", SWITCH["blue"][1], 3)
+    finally:
+        lines = cap.stop()
+    assert (red, blue) == (3, 3), lines
+    for tenant, (vid, ip) in SWITCH.items():
+        seen = _icmp_vlans(lines, ip)
+        print(f"\n{tenant} on trunk0: " + next((x for x in lines if f"> {ip}:" in x), "-"))
+        assert {v for v, _ in seen} == {str(vid)}, (tenant, lines)
+        assert [kind for _, kind in seen].count("request") >= 3, (tenant, lines)
+        assert [kind for _, kind in seen].count("reply") >= 3, (tenant, lines)
+
+
+def test_vlan_trunk_keeps_tenants_apart(trunk):
+    """Neither tenant reaches the other's VLAN on the switch: red's pings and ARP
+    broadcasts for blue's device (from host2 over the tunnel and from host1 itself)
+    bring no frame to it, and blue's none to red's device."""
+    lab = trunk
+    red_dev, blue_dev = SWITCH["red"][1], SWITCH["blue"][1]
+    # what arrives at each device (ARP or ICMP): the other tenant's probes must not
+    caps = {t: Capture(lab, "host1", "eth0", "arp or icmp", ns=f"phys-{t}", opts="-Q in")
+            for t in SWITCH}
+    try:
+        red_to_blue = pings(lab, "host2", "red2", blue_dev, 2) + \
+            pings(lab, "host1", "red1", blue_dev, 2)
+        blue_to_red = pings(lab, "host2", "blue3", red_dev, 2)
+        # the captures work: each device does see its own tenant
+        own = pings(lab, "host1", "red1", red_dev, 1) + pings(lab, "host2", "blue3", blue_dev, 1)
+    finally:
+        got = {t: c.stop() for t, c in caps.items()}
+    assert (red_to_blue, blue_to_red, own) == (0, 0, 2)
+    assert any("10.10.0.11" in line for line in got["red"]), got["red"]
+    assert any("10.10.0.150" in line for line in got["blue"]), got["blue"]
+    assert not [line for line in got["blue"] if "10.10.0.140" in line or "10.10.0.11" in line], \
+        got["blue"]
+    assert not [line for line in got["red"] if "10.10.0.150" in line], got["red"]
