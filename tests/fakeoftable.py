@@ -170,18 +170,12 @@ def parse_wire(buf: bytes, datapath: Any = None) -> list[Any]:
                 raise FakeSwitchError(f"multipart request type {kind} not modelled")
         elif msg_type == ofp.OFPT_GROUP_MOD:
             command, type_, group_id = struct.unpack_from("!HBxI", body)
-            buckets, at = [], 8
-            while at < len(body):
-                buckets.append(ofpp.OFPBucket.parser(body, at))
-                at += buckets[-1].len
-            msg = ofpp.OFPGroupMod(dp, command, type_, group_id, buckets)
+            msg = ofpp.OFPGroupMod(dp, command, type_, group_id,
+                                   _parse_each(ofpp.OFPBucket.parser, body))
         elif msg_type == ofp.OFPT_METER_MOD:
             command, flags, meter_id = struct.unpack_from("!HHI", body)
-            bands, at = [], 8
-            while at < len(body):
-                bands.append(ofpp.OFPMeterBandHeader.parser(body, at))
-                at += bands[-1].len
-            msg = ofpp.OFPMeterMod(dp, command, flags, meter_id, bands)
+            msg = ofpp.OFPMeterMod(dp, command, flags, meter_id,
+                                   _parse_each(ofpp.OFPMeterBandHeader.parser, body))
         else:
             msg = ofproto_parser.msg(dp, version, msg_type, length, xid, buf[off:off + length])
             if msg is None:
@@ -190,6 +184,15 @@ def parse_wire(buf: bytes, datapath: Any = None) -> list[Any]:
         msgs.append(msg)
         off += length
     return msgs
+
+
+def _parse_each(parser: Any, body: bytes, at: int = 8) -> list:
+    """The variable-length items (buckets, bands) after a mod's 8-byte fixed part."""
+    items = []
+    while at < len(body):
+        items.append(parser(body, at))
+        at += items[-1].len
+    return items
 
 
 class FakeOFTable:
