@@ -11,11 +11,12 @@ import re
 import struct
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from weft_lab.lab import exec_argv, ns_name, ovs_env
 from weft_lab.shell import netns_pids, run
-from weft_lab.traffic import node_run
+from weft_lab.traffic import captured, node_mac, node_run, ping, pinging, tcpdump
 
 PROBE_ETHERTYPE = 0x88B5
 PROBE_PAYLOAD = b"weft-isolation-probe".ljust(46, b".")
@@ -91,6 +92,81 @@ def flood_random_macs(lab: str, node: str, n: int, iface: str = "eth0", seed: in
             f" {pause}\n")
     return subprocess.Popen(exec_argv(lab, node, ["python3", "-c", code]),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def send_every(lab: str, node: str, frames: list[bytes], interval: float, seconds: float,
+               iface: str = "eth0") -> subprocess.Popen:
+    """Start sending ``frames`` from ``node`` every ``interval`` s for ``seconds`` (as an
+    arpspoof keeps a poisoned neighbour entry fresh); returns the process to wait for."""
+    hexes = [f.hex() for f in frames]
+    code = (f"import socket,time;s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);"
+            f"s.bind(({iface!r},0));fs=[bytes.fromhex(h) for h in {hexes!r}];"
+            f"end=time.monotonic()+{seconds}\n"
+            "while time.monotonic()<end:\n"
+            " [s.send(f) for f in fs]\n"
+            f" time.sleep({interval})\n")
+    return subprocess.Popen(exec_argv(lab, node, ["python3", "-c", code]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def arp_hijack_frames(kind: str, mac: str, victim_ip: str, target_ip: str,
+                      target_mac: str) -> list[bytes]:
+    """What an attacker with ``mac`` sends to take ``victim_ip``'s traffic from the
+    host at ``target_ip``/``target_mac``: a gratuitous ARP (broadcast, spa == tpa) or a
+    unicast ARP reply to the target."""
+    if kind == "gratuitous":
+        return [arp(mac, mac, victim_ip, victim_ip)]
+    if kind == "unicast reply":
+        return [arp(mac, mac, victim_ip, target_ip, dst=target_mac)]
+    raise ValueError(f"no ARP hijack {kind!r} (gratuitous | unicast reply)")
+
+
+@dataclass(frozen=True)
+class Hijack:
+    """What an attack took: frames meant for the victim that reached the attacker, and
+    the pings to the victim that were answered during and right after the attack."""
+    stolen: int
+    during: tuple[int, int]        # (received, sent)
+    after: tuple[int, int]
+
+    @property
+    def held(self) -> bool:
+        """The victim kept all of its traffic."""
+        return self.stolen == 0 and all(r == s for r, s in (self.during, self.after))
+
+
+def hijack(lab: str, attacker: str, frames: list[bytes], pinger: str, victim_ip: str,
+           stolen_filter: str, seconds: float = 5, every: float = 0.1,
+           after: int = 10) -> Hijack:
+    """``attacker`` sends ``frames`` every ``every`` s for ``seconds`` while ``pinger``
+    pings ``victim_ip`` (every 50 ms), then ``after`` more pings right after it stops;
+    frames matching ``stolen_filter`` (tcpdump) at the attacker are the ones it took."""
+    at = tcpdump(lab, attacker, ["-i", "eth0", stolen_filter])
+    try:
+        count = int(seconds / 0.05)
+        with pinging(lab, pinger, victim_ip, count, interval=0.05) as during:
+            attack = send_every(lab, attacker, frames, every, seconds)
+            try:
+                attack.wait(timeout=seconds + 30)
+            finally:
+                if attack.poll() is None:
+                    attack.kill()
+                    attack.wait()
+        assert attack.returncode == 0, attack.stderr.read() if attack.stderr else ""
+        late = ping(lab, pinger, victim_ip, count=after, interval=0.1)
+    finally:
+        stolen = captured({attacker: at})[attacker]
+    return Hijack(stolen, (during.received, during.sent), (late.received, late.sent))
+
+
+def arp_hijack(lab: str, attacker: str, kind: str, pinger: str, pinger_ip: str,
+               victim_ip: str, seconds: float = 5) -> Hijack:
+    """``attacker`` claims ``victim_ip`` with ARP (``arp_hijack_frames``) while ``pinger``
+    pings it; the pinger's echo requests for the victim at the attacker are stolen."""
+    mac = node_mac(lab, attacker)
+    frames = arp_hijack_frames(kind, mac, victim_ip, pinger_ip, node_mac(lab, pinger))
+    return hijack(lab, attacker, frames, pinger, victim_ip,
+                  f"icmp[icmptype] = icmp-echo and dst host {victim_ip}", seconds)
 
 
 def ofctl(lab: str, host: str, *args: str) -> str:

@@ -35,6 +35,12 @@ def node_run(lab: str, node: str, cmd: list[str], timeout: float = 60,
                           timeout=timeout, check=check)
 
 
+def node_mac(lab: str, node: str, iface: str = "eth0") -> str:
+    """The MAC address of a node's interface, as the node sees it."""
+    return node_run(lab, node, ["cat", f"/sys/class/net/{iface}/address"],
+                    check=True).stdout.strip()
+
+
 def ping(lab: str, node: str, dst: str, count: int = 3, interval: float = 0.2,
          wait: float = 1.0) -> PingResult:
     """Ping `dst` from `node`; interval below 0.2 s needs root (we are)."""

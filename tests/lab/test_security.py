@@ -24,7 +24,7 @@ from weft_lab import lab as L
 from weft_lab.measure import plug_bare_port
 from weft_lab.shell import run
 from weft_lab.topology import load
-from weft_lab.traffic import captured, node_run, ping, reaches, tcpdump
+from weft_lab.traffic import captured, node_mac, node_run, ping, reaches, tcpdump
 
 ROOT = Path(__file__).resolve().parents[2]
 RED = {"red1": ("10.10.0.1", "02:00:00:00:00:01"), "red2": ("10.10.0.2", "02:00:00:00:00:02"),
@@ -268,3 +268,26 @@ def test_a_container_cannot_inject_into_peer_tunnels(lab):
           f"delivered {got}; the same from host1 itself: {control}")
     assert got == {"red2": 0, "red3": 0}, got
     assert control["red2"] > 0 and control["red3"] > 0, control
+
+
+@pytest.mark.parametrize("kind", ["gratuitous", "unicast reply"])
+def test_attached_ports_are_safe_from_arp_hijack_by_default(lab, kind):
+    """red1 and red2 are plugged the way weft plugs them (`ovs-agent attach --ip`, no
+    REST call): red1 claims red2's address while red3 pings red2.  Before (issue 25):
+    red1 took 99 of 100 of red3's pings."""
+    got = A.arp_hijack(lab.name, "red1", kind, "red3", RED["red3"][0], RED["red2"][0])
+    print(f"\nARP hijack ({kind}, {lab.tunnel_type}) of red2 by red1 on attached ports: "
+          f"{got}")
+    assert got.held, got
+
+
+def test_a_docker0_container_cannot_take_another_hosts_container(lab):
+    """d1 (host1) sends broadcast frames from d2's MAC (d2 is on host2) while d3 (host3)
+    pings d2: a learned-only endpoint was hijacked.  Before (issue 25): d3 lost 100% of
+    its pings during the 6 s attack and a second after, d1 received 141 of d2's frames."""
+    d2_mac = node_mac(lab.name, "d2")
+    assert reaches(lab.name, "d3", lab.addr("d2"))      # host3 knows where d2 is
+    got = A.hijack(lab.name, "d1", [A.probe(A.BCAST, d2_mac)], "d3", lab.addr("d2"),
+                   f"ether dst {d2_mac}", seconds=6, every=0.02)
+    print(f"\nd1 sending from d2's MAC ({lab.tunnel_type}), d3 pinging d2: {got}")
+    assert got.held, got
