@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ovs_agent import attach, desired, firewall, hostnet, ovsdb, queues
+from ovs_agent import attach, desired, dockerd, firewall, hostnet, ovsdb, queues
 from ovs_agent.reporting import ReportState, reason_to_send
 from cluster.hostsfile import (REGISTER_KEYS, Cluster, Host, HostsFileError, Queues, load,
                                tunnel_mtu, with_hosts)
@@ -72,6 +72,9 @@ class Agent:
     _unresolved: list[str] = field(default_factory=list)
     ssl_dir: Path = desired.DEFAULT_SSL_DIR
     host_firewall: firewall.Firewall | None = field(default_factory=firewall.Firewall)
+    docker_host: str | None = dockerd.DEFAULT_DOCKER    # None: docker0 containers not asked
+    _docker0: list[attach.Attachment] = field(default_factory=list)
+    _docker_warned: bool = False
 
     def load(self) -> None:
         """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
@@ -246,7 +249,7 @@ class Agent:
             return
         import httpx            # lazily, as attach does: not on the agent's start-up path
         with self._report_lock:
-            current = attach.attachments(api)
+            current = attach.attachments(api) + self._docker0_containers()
             urls = self.cluster.apis or (self.cluster.api,)
             identity = attach.controller_identity(urls[self._api_index % len(urls)])
             why = reason_to_send(self._report, current, identity, time.monotonic())
@@ -268,6 +271,24 @@ class Agent:
             self._report.acknowledged(current, acked_by, time.monotonic())
             log = LOG.debug if why == "periodic full report" else LOG.info
             log("reported %d attachment(s) to the controller (%s)", len(current), why)
+
+    def _docker0_containers(self) -> list[attach.Attachment]:
+        """docker0's containers as dockerd lists them now, reported as known endpoints
+        behind the docker0 link.  dockerd not answering: the last list it gave (its
+        containers may well still run); no socket at all: none (no Docker here)."""
+        if not self.docker_host:
+            return []
+        try:
+            self._docker0 = dockerd.ask_docker0(self.docker_host)
+            self._docker_warned = False
+        except dockerd.DockerUnavailable as exc:
+            if not Path(dockerd.socket_of(self.docker_host)).exists():
+                self._docker0 = []
+            elif not self._docker_warned:
+                self._docker_warned = True
+                LOG.warning("could not ask dockerd for docker0's containers (keeping the "
+                            "last %d): %s", len(self._docker0), exc)
+        return self._docker0
 
     def _report_on_change(self, api) -> None:
         """Report as soon as a container port comes or goes (`ovs-agent attach`, the

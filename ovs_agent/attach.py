@@ -1,15 +1,19 @@
 """Plug a container straight into br0 (like ovs-docker) and record its tenant.
 
-The tenant, MAC and container live in the interface's external_ids, so the
-controller can bind the port without a REST call and the agent's reconcile
-loop knows these ports are not tunnels to remove.
+The tenant, MAC, addresses and container live in the interface's external_ids,
+so the controller can bind the port without a REST call and the agent's
+reconcile loop knows these ports are not tunnels to remove.  A port is bound
+with its MAC and addresses (port security: it may send only from them) unless
+it was plugged with port security off.
 """
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import subprocess
 import time
+from typing import Any
 
 from ovs_agent.desired import OWNER, OWNER_KEY, ROLE_KEY, TENANT_KEY
 from ovs_agent.hostnet import ensure_veth, ip, link_exists
@@ -18,6 +22,9 @@ from ovs_agent.ovsdb import refused_afxdp
 
 CONTAINER_KEY = "weft-container"
 MAC_KEY = "attached-mac"
+IPS_KEY = "attached-ips"                # IPv4 addresses, comma-separated: the port's only sources
+PORT_SECURITY_KEY = "weft-port-security"    # "on" (the default) or "off"
+Attachment = dict[str, Any]             # one container port, as the controller is told of it
 
 
 def port_name(netns: str, ifname: str) -> str:
@@ -34,11 +41,13 @@ def _in_ns(netns: str, *args: str) -> str:
 
 def attach(api, netns: str, tenant: str, mtu: int, ip_cidr: str | None = None,
            mac: str | None = None, ifname: str = "eth0", port_type: str = "",
-           tx_off: bool = True) -> str:
+           tx_off: bool = True, port_security: bool = True) -> str:
     """Create the veth, configure the container side, add the host side to br0.
 
     `tx_off`: TX checksum offload off on both ends (netdev datapath only, see
-    hostnet.needs_tx_checksum_off)."""
+    hostnet.needs_tx_checksum_off).  `ip_cidr`'s address is recorded as the port's
+    only source address unless `port_security` is off."""
+    ips = (ip_address(ip_cidr),) if ip_cidr else ()
     if subprocess.run(["ip", "netns", "exec", netns, "true"], capture_output=True).returncode:
         raise ValueError(f"no network namespace {netns!r}")
     name = port_name(netns, ifname)
@@ -49,15 +58,29 @@ def attach(api, netns: str, tenant: str, mtu: int, ip_cidr: str | None = None,
         _in_ns(netns, "ip", "addr", "replace", ip_cidr, "dev", ifname)
     _in_ns(netns, "ip", "link", "set", ifname, "up")
     actual_mac = _in_ns(netns, "cat", f"/sys/class/net/{ifname}/address").strip()
-    add_container_port(api, name, tenant, netns, actual_mac, port_type)
+    add_container_port(api, name, tenant, netns, actual_mac, port_type, ips=ips,
+                       port_security=port_security)
     return name
 
 
+def ip_address(ip_cidr: str) -> str:
+    """The address of "10.0.0.5/24" (or of "10.0.0.5"), checked: IPv4 only."""
+    try:
+        return str(ipaddress.IPv4Interface(ip_cidr.strip()).ip)
+    except ValueError:
+        raise ValueError(f"{ip_cidr!r} is not an IPv4 address[/prefix]") from None
+
+
 def add_container_port(api, name: str, tenant: str, container: str, mac: str,
-                       port_type: str = "", extra: dict[str, str] | None = None) -> None:
-    """Put the host end of a container's veth on br0, labelled for the agent's report."""
+                       port_type: str = "", extra: dict[str, str] | None = None,
+                       ips: tuple[str, ...] = (), port_security: bool = True) -> None:
+    """Put the host end of a container's veth on br0, labelled for the agent's report.
+
+    Both address keys are always written, so a port re-plugged without an address
+    or with port security back on keeps no stale value."""
     ext = {OWNER_KEY: OWNER, ROLE_KEY: "container", TENANT_KEY: tenant,
-           CONTAINER_KEY: container, MAC_KEY: mac, **(extra or {})}
+           CONTAINER_KEY: container, MAC_KEY: mac, IPS_KEY: ",".join(ips),
+           PORT_SECURITY_KEY: "on" if port_security else "off", **(extra or {})}
     with api.transaction(check_error=True) as txn:
         txn.add(api.add_port(BRIDGE, name, may_exist=True))
         txn.add(api.db_set("Interface", name, ("external_ids", ext), ("type", port_type)))
@@ -93,16 +116,25 @@ def detach(api, netns: str, ifname: str = "eth0") -> str:
     return name
 
 
-def attachments(api) -> list[dict[str, str]]:
-    """Containers plugged into br0 on this host: port, tenant, mac, container."""
+def attachments(api) -> list[Attachment]:
+    """Containers plugged into br0 on this host (`attachment_of` each)."""
     out = []
     for row in api.db_list("Interface", columns=["name", "external_ids"]).execute(
             check_error=True):
         ext = row["external_ids"]
         if ext.get(OWNER_KEY) == OWNER and ext.get(ROLE_KEY) == "container":
-            out.append({"port": row["name"], "tenant": ext.get(TENANT_KEY, ""),
-                        "mac": ext.get(MAC_KEY, ""), "container": ext.get(CONTAINER_KEY, "")})
+            out.append(attachment_of(row["name"], ext))
     return sorted(out, key=lambda a: a["port"])
+
+
+def attachment_of(port: str, ext: dict[str, str]) -> Attachment:
+    """A container port as the controller binds it: port, tenant, mac, container, its
+    addresses (`ips`) and whether port security is on.  Ports plugged before addresses
+    were recorded have none (bound with the MAC only, as then)."""
+    return {"port": port, "tenant": ext.get(TENANT_KEY, ""), "mac": ext.get(MAC_KEY, ""),
+            "container": ext.get(CONTAINER_KEY, ""),
+            "ips": [ip for ip in ext.get(IPS_KEY, "").split(",") if ip],
+            "port_security": ext.get(PORT_SECURITY_KEY, "on") != "off"}
 
 
 def api_headers() -> dict[str, str]:
@@ -116,7 +148,7 @@ def _identity(body: object) -> tuple[str | None, str | None]:
     return body.get("instance"), body.get("epoch")
 
 
-def report(api_url: str, host: str, current: list[dict[str, str]],
+def report(api_url: str, host: str, current: list[Attachment],
            timeout: float = 3) -> tuple[str | None, str | None]:
     """PUT this host's attachments to the controller, which binds them; raises httpx.HTTPError.
 
@@ -156,7 +188,7 @@ def members(api_url: str, timeout: float = 3) -> list[dict[str, object]]:
     return resp.json()
 
 
-def report_any(urls: tuple[str, ...], host: str, current: list[dict[str, str]],
+def report_any(urls: tuple[str, ...], host: str, current: list[Attachment],
                prefer: int = 0, timeout: float = 3
                ) -> tuple[int, tuple[str | None, str | None]]:
     """Report to the first controller instance that takes it, starting at ``prefer``;

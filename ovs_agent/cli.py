@@ -1,7 +1,7 @@
 """`ovs-agent`: run the reconcile loop, or attach/detach a container to br0.
 
     ovs-agent --peers hosts.yaml [--host NAME] [--once] [--ovsdb CONNECTION] [--register]
-    ovs-agent attach CONTAINER_NETNS --tenant NAME [--ip CIDR] [--mac MAC]
+    ovs-agent attach CONTAINER_NETNS --tenant NAME [--ip CIDR] [--mac MAC] [--port-security off]
     ovs-agent detach CONTAINER_NETNS
     ovs-agent docker-plugin --peers hosts.yaml [--host NAME] [--socket PATH]
 
@@ -22,7 +22,7 @@ if __name__ == "__main__":
     sys.modules.setdefault("eventlet", None)  # type: ignore[arg-type]
 from pathlib import Path
 
-from ovs_agent import attach, desired, hostnet, ovsdb
+from ovs_agent import attach, desired, dockerd, hostnet, ovsdb
 from ovs_agent.agent import DEFAULT_SUBNET_FILE, Agent, pick_host
 from ovs_agent.desired import device_port_type
 from cluster.hostsfile import HostsFileError, load, tunnel_mtu
@@ -39,9 +39,14 @@ def _attach_main(argv: list[str]) -> int:
     ap.add_argument("action", choices=["attach", "detach"])
     ap.add_argument("netns", help="the container's network namespace (ip netns name)")
     ap.add_argument("--tenant")
-    ap.add_argument("--ip", help="address/prefix for the container interface")
+    ap.add_argument("--ip", help="address/prefix for the container interface; the port is "
+                                 "bound with it: the container may send only from it")
     ap.add_argument("--mac")
     ap.add_argument("--ifname", default="eth0")
+    ap.add_argument("--port-security", choices=["on", "off"], default="on",
+                    help="off: bind the port without its MAC and address, so nothing it "
+                         "sends is checked (a router or a bridge in the container); "
+                         "default %(default)s")
     ap.add_argument("--peers", type=Path, help="hosts.yaml, for the MTU and port type")
     ap.add_argument("--host", help="this host's name in hosts.yaml")
     ap.add_argument("--mtu", type=int)
@@ -65,7 +70,8 @@ def _attach_main(argv: list[str]) -> int:
             if not args.tenant:
                 ap.error("attach needs --tenant")
             name = attach.attach(api, args.netns, args.tenant, mtu, args.ip, args.mac,
-                                 args.ifname, port_type, tx_off)
+                                 args.ifname, port_type, tx_off,
+                                 port_security=args.port_security == "on")
             print(f"attached {args.netns}:{args.ifname} to br0 as port {name} "
                   f"(tenant {args.tenant})")
         else:
@@ -104,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lease-ttl", type=float, default=30.0,
                     help="with --register: seconds the controller keeps this host without a "
                          "heartbeat (renewed every third of it; default %(default)s)")
+    ap.add_argument("--docker-host", default=dockerd.DEFAULT_DOCKER,
+                    help="this host's dockerd, asked for docker0's containers, whose MACs "
+                         "the controller then pins to this host; 'none': do not ask "
+                         "(default: %(default)s)")
     ap.add_argument("--no-firewall", action="store_true",
                     help="do not write nftables table inet weft (then the host's own firewall "
                          "must keep containers off tunnel, OVSDB and OpenFlow ports)")
@@ -114,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(args.peers, args.host, args.ovsdb, args.subnet_file, args.interval,
                   args.docker_config, ssl_dir=args.ssl_dir)
     agent.register, agent.lease_ttl = args.register, args.lease_ttl
+    agent.docker_host = None if args.docker_host == "none" else args.docker_host
+    try:
+        if agent.docker_host:
+            dockerd.socket_of(agent.docker_host)
+    except ValueError as exc:
+        print(f"ovs-agent: --docker-host {exc}", file=sys.stderr)
+        return 2
     if args.no_firewall:
         agent.host_firewall = None
     try:

@@ -14,6 +14,11 @@ out addresses from its own slice of the subnet (`--ip-range` if given, else
 slice number i of the subnet for host number i of hosts.yaml), and no two
 hosts give the same address.  The gateway address Docker insists on is
 reserved and never configured: weft tenants route nothing.
+
+Port security: every endpoint is plugged with the address IPAM gave it, and the
+controller binds the port with its MAC and that address, so ARP and IP spoofing
+fail by default.  ``docker network create -o port_security=off`` plugs the
+network's endpoints without (the controller then checks nothing on them).
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ GENERIC = "com.docker.network.generic"          # where `docker network create -
 GATEWAY_REQUEST = "com.docker.network.gateway"   # RequestAddress Options["RequestAddressType"]
 ADDRESS_SPACE = "weft"
 TENANT_OPT = "tenant"
+PORT_SECURITY_OPT = "port_security"             # -o port_security=on|off (default on)
 # br0 external_ids keys holding the plugin's state, one record per key.
 NET_KEY, POOL_KEY, EP_KEY = "weft-dnet-", "weft-dpool-", "weft-dep-"
 PORT_PREFIX, PEER_PREFIX = "wd", "wp"           # host end on br0, container end before the move
@@ -58,6 +64,7 @@ class Network:
     id: str
     tenant: str
     subnet: str = ""
+    port_security: bool = True  # bind endpoints with their MAC and address
 
 
 @dataclass
@@ -79,8 +86,9 @@ class Dataplane(Protocol):
         """Store and delete records in one atomic step."""
 
     def plug(self, port: str, peer: str, mac: str, tenant: str, container: str,
-             extra: dict[str, str]) -> None:
-        """Create the veth `port`/`peer` (peer with `mac`) and put `port` on br0, labelled."""
+             extra: dict[str, str], ips: tuple[str, ...], port_security: bool) -> None:
+        """Create the veth `port`/`peer` (peer with `mac`) and put `port` on br0, labelled
+        with its addresses and whether the port is to be bound with them."""
 
     def unplug(self, port: str) -> None:
         """Remove `port` from br0 and delete the veth; no error if already gone."""
@@ -287,15 +295,20 @@ class Plugin:
         # Without -o tenant the tenant is the network's name; Docker does not send the
         # name and stores the network only after this call, so it is looked up later.
         tenant = generic.get(TENANT_OPT) or ""
+        security = generic.get(PORT_SECURITY_OPT, "on")
+        if security not in ("on", "off"):
+            raise PluginError(f"weft: -o {PORT_SECURITY_OPT}={str(security)[:20]!r}: give on "
+                              "(the default: endpoints send only from their MAC and address) "
+                              "or off")
         if tenant:
             self._check_tenant(tenant)
         v4 = req.get("IPv4Data") or []
         subnet = v4[0].get("Pool", "") if v4 else ""
-        net = Network(nid, tenant, subnet)
+        net = Network(nid, tenant, subnet, security == "on")
         self.networks[nid] = net
         self._put(net)
-        LOG.info("network %s: tenant %s, subnet %s", nid[:12],
-                 tenant or "(the network's name)", subnet or "-")
+        LOG.info("network %s: tenant %s, subnet %s, port security %s", nid[:12],
+                 tenant or "(the network's name)", subnet or "-", security)
         return {}
 
     def _check_tenant(self, tenant: str) -> None:
@@ -378,8 +391,10 @@ class Plugin:
         port, peer = port_names(ep.id)
         if ep.port:             # a repeated Join: start from a clean veth
             self.dp.unplug(ep.port)
+        ips = (ep.address.split("/")[0],) if ep.address else ()
         self.dp.plug(port, peer, ep.mac, tenant, req.get("SandboxKey") or ep.id,
-                     {"weft-docker-network": net.id, "weft-docker-endpoint": ep.id})
+                     {"weft-docker-network": net.id, "weft-docker-endpoint": ep.id},
+                     ips, net.port_security)
         ep.port = port
         self._put(ep)
         LOG.info("joined %s (%s, %s) to tenant %s as port %s", ep.id[:12], ep.address, ep.mac,

@@ -23,14 +23,13 @@ from pathlib import Path
 import httpx
 
 from cluster.hostsfile import BRIDGE, Cluster, HostsFileError, load, tunnel_mtu
-from ovs_agent import attach, hostnet, ovsdb
+from ovs_agent import attach, dockerd, hostnet, ovsdb
 from ovs_agent.agent import pick_host
 from ovs_agent.desired import device_port_type
 from ovs_agent.dockerplugin import EP_KEY, NET_KEY, POOL_KEY, Plugin
 
 LOG = logging.getLogger("weft-plugin")
 DEFAULT_SOCKET = Path("/run/docker/plugins/weft.sock")
-DEFAULT_DOCKER = "unix:///var/run/docker.sock"
 STATE_PREFIXES = (NET_KEY, POOL_KEY, EP_KEY)
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 
@@ -39,9 +38,9 @@ class OvsDataplane:
     """The plugin's state in br0's external_ids, its veths on br0."""
 
     def __init__(self, api, cluster: Cluster, host: str, mtu: int,
-                 docker_host: str = DEFAULT_DOCKER) -> None:
+                 docker_host: str = dockerd.DEFAULT_DOCKER) -> None:
         self.api, self.cluster, self.host, self.mtu = api, cluster, host, mtu
-        self.docker_socket = docker_host.removeprefix("unix://")
+        self.docker_host = docker_host
 
     def load(self) -> dict[str, str]:
         ext = self.api.db_get("Bridge", BRIDGE, "external_ids").execute(check_error=True)
@@ -55,7 +54,8 @@ class OvsDataplane:
                 txn.add(self.api.db_remove("Bridge", BRIDGE, "external_ids", *delete))
 
     def plug(self, port: str, peer: str, mac: str, tenant: str, container: str,
-             extra: dict[str, str]) -> None:
+             extra: dict[str, str], ips: tuple[str, ...] = (),
+             port_security: bool = True) -> None:
         t0 = time.monotonic()
         for name in (port, peer):       # leftovers of a crash between create and plug
             if hostnet.link_exists(name):
@@ -65,7 +65,8 @@ class OvsDataplane:
         hostnet.ip("link", "set", peer, "address", mac)
         t1 = time.monotonic()
         attach.add_container_port(self.api, port, tenant, container, mac,
-                                  device_port_type(self.cluster, self.host, port), extra)
+                                  device_port_type(self.cluster, self.host, port), extra,
+                                  ips, port_security)
         LOG.debug("plug %s: veth %.0f ms, br0 %.0f ms", port, (t1 - t0) * 1000,
                   (time.monotonic() - t1) * 1000)
 
@@ -86,14 +87,11 @@ class OvsDataplane:
 
     def network_name(self, network_id: str) -> str | None:
         try:
-            with httpx.Client(transport=httpx.HTTPTransport(uds=self.docker_socket),
-                              timeout=3) as client:
-                resp = client.get(f"http://docker/networks/{network_id}")
-        except httpx.HTTPError as exc:
-            LOG.warning("could not ask Docker (%s) for network %s: %s", self.docker_socket,
-                        network_id[:12], exc)
+            net = dockerd.get(self.docker_host, f"/networks/{network_id}")
+        except (dockerd.DockerUnavailable, ValueError) as exc:
+            LOG.warning("could not ask Docker for network %s: %s", network_id[:12], exc)
             return None
-        return resp.json().get("Name") if resp.status_code == 200 else None
+        return net.get("Name") if isinstance(net, dict) else None
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -166,7 +164,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--host", help="this host's name in hosts.yaml")
     ap.add_argument("--socket", type=Path, default=DEFAULT_SOCKET,
                     help="unix socket dockerd finds the driver by (default: %(default)s)")
-    ap.add_argument("--docker-host", default=DEFAULT_DOCKER,
+    ap.add_argument("--docker-host", default=dockerd.DEFAULT_DOCKER,
                     help="dockerd's API, asked for the names of networks made without "
                          "-o tenant (default: %(default)s)")
     ap.add_argument("--ovsdb", default=ovsdb.default_connection(),

@@ -10,6 +10,7 @@ any failed report, and every `FULL_REPORT_EVERY` seconds as a safety net.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 FULL_REPORT_EVERY = 60.0        # seconds; one small PUT per host per minute
 
@@ -19,12 +20,12 @@ Identity = tuple[str | None, str | None]    # (controller instance, store epoch)
 @dataclass
 class ReportState:
     """What the controller acknowledged last, and when (monotonic seconds)."""
-    sent: list[dict[str, str]] | None = None    # None: nothing acknowledged (or it failed)
+    sent: list[dict[str, Any]] | None = None    # None: nothing acknowledged (or it failed)
     identity: Identity | None = None
     at: float = 0.0
     failures: int = 0                           # reports failed in a row
 
-    def acknowledged(self, sent: list[dict[str, str]], identity: Identity, now: float) -> None:
+    def acknowledged(self, sent: list[dict[str, Any]], identity: Identity, now: float) -> None:
         self.sent, self.identity, self.at, self.failures = sent, identity, now, 0
 
     def failed(self) -> None:
@@ -32,7 +33,7 @@ class ReportState:
         self.sent, self.failures = None, self.failures + 1
 
 
-def reason_to_send(state: ReportState, current: list[dict[str, str]],
+def reason_to_send(state: ReportState, current: list[dict[str, Any]],
                    identity: Identity | None, now: float,
                    full_every: float = FULL_REPORT_EVERY) -> str | None:
     """Why the whole list must go to the controller now, or None to send nothing.

@@ -224,7 +224,8 @@ def start_agent(lab: str, host: str, register: bool = False) -> int:
         "log": str(d / "ovs-agent.log"),
         "argv": [sys.executable, "-m", "ovs_agent.cli", "--peers", str(peers),
                  "--host", host, "--subnet-file", str(d / "subnet.env"),
-                 "--ssl-dir", str(pki_dir(lab)), "--interval", "2", *extra]})["pid"]
+                 "--ssl-dir", str(pki_dir(lab)), "--interval", "2",
+                 "--docker-host", f"unix://{docker.socket_path(d)}", *extra]})["pid"]
 
 
 def start_plugin(lab: str, host: str) -> int:

@@ -31,8 +31,9 @@ class FakeDataplane:
         for k in delete:
             self.store.pop(k, None)
 
-    def plug(self, port, peer, mac, tenant, container, extra):
-        self.ports[port] = {"peer": peer, "mac": mac, "tenant": tenant, **extra}
+    def plug(self, port, peer, mac, tenant, container, extra, ips, port_security):
+        self.ports[port] = {"peer": peer, "mac": mac, "tenant": tenant, "ips": ips,
+                            "port_security": port_security, **extra}
 
     def unplug(self, port):
         self.ports.pop(port, None)
@@ -61,14 +62,16 @@ def error(p: Plugin, name: str, **req) -> str:
     return resp["Error" if name.startswith("IpamDriver.") else "Err"]
 
 
-def network(p: Plugin, nid: str, tenant: str, subnet="10.10.0.0/24", ip_range="") -> str:
-    """What `docker network create -d weft --ipam-driver weft -o tenant=T --subnet S` does."""
+def network(p: Plugin, nid: str, tenant: str, subnet="10.10.0.0/24", ip_range="",
+            **opts: str) -> str:
+    """What `docker network create -d weft --ipam-driver weft -o tenant=T --subnet S` does
+    (``opts``: more ``-o`` options)."""
     pool = call(p, "IpamDriver.RequestPool", AddressSpace="weft", Pool=subnet,
                 SubPool=ip_range, Options={}, V6=False)["PoolID"]
     gw = call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="",
               Options={"RequestAddressType": GATEWAY_REQUEST})["Address"]
     call(p, "NetworkDriver.CreateNetwork", NetworkID=nid,
-         Options={GENERIC: {"tenant": tenant}, "com.docker.network.enable_ipv6": False},
+         Options={GENERIC: {"tenant": tenant, **opts}, "com.docker.network.enable_ipv6": False},
          IPv4Data=[{"AddressSpace": "weft", "Pool": subnet, "Gateway": gw}], IPv6Data=[])
     return pool
 
@@ -119,6 +122,35 @@ def test_join_plugs_a_labelled_veth_without_gateway_service():
     info_v = call(p, "NetworkDriver.EndpointOperInfo", NetworkID="n1" * 32,
                   EndpointID="ab" * 32)["Value"]
     assert info_v["tenant"] == "red" and info_v["port"] == port
+
+
+def test_endpoints_are_plugged_with_their_address_for_port_security():
+    """The address IPAM gave is what the port is bound with (issue 25: ARP spoofing)."""
+    dp = FakeDataplane()
+    p = plugin(dp)
+    pool = network(p, "n", "red")
+    run(p, "n", pool, "ab" * 32)
+    [info] = dp.ports.values()
+    assert info["ips"] == ("10.10.0.2",) and info["port_security"] is True
+
+
+def test_port_security_off_is_a_network_option_and_anything_else_is_refused():
+    dp = FakeDataplane()
+    p = plugin(dp)
+    pool = network(p, "n", "red", port_security="off")
+    run(p, "n", pool, "ab" * 32)
+    assert [i["port_security"] for i in dp.ports.values()] == [False]
+    before = dict(p.networks)
+    msg = error(p, "NetworkDriver.CreateNetwork", NetworkID="m",
+                Options={GENERIC: {"tenant": "red", "port_security": "no"}}, IPv4Data=[])
+    assert "port_security" in msg and "on" in msg and "off" in msg
+    assert p.networks == before
+
+
+def test_a_network_stored_before_port_security_keeps_it_on():
+    dp = FakeDataplane()
+    dp.store["weft-dnet-n"] = json.dumps({"id": "n", "tenant": "red", "subnet": "10.0.0.0/24"})
+    assert plugin(dp).networks["n"].port_security is True
 
 
 def test_a_mac_docker_gives_is_kept():
