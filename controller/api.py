@@ -264,10 +264,16 @@ class AclDefaultIn(_In):
 
 
 class Attachment(_In):
+    """A container port an agent plugged, or (port ``weft-d0``) a docker0 container."""
     port: str = Field(pattern=PORT_NAME, max_length=15)
     tenant: str = Field(pattern=TENANT_NAME, max_length=32)
     mac: str | None = Field(None, pattern=MAC)
     container: str | None = Field(None, max_length=256)
+    ips: list[str] = Field(default_factory=list, max_length=256,
+                           description="its IPv4 addresses: the only sources the port may "
+                                       "use (port security)")
+    port_security: bool = Field(True, description="false: bound without MAC and addresses, "
+                                                  "nothing it sends is checked")
 
 
 def _addresses(body: PortSpec) -> dict[str, Any]:

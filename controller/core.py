@@ -109,7 +109,8 @@ class Core:
                         + self.uplink_bindings(tenants),
                         tuple(h.name for h in cluster.hosts),
                         limits=tuple(self.store.limits()), rules=tuple(self.store.rules()),
-                        acls=tuple(self.store.acls()), acl_deny=self.store.acl_deny())
+                        acls=tuple(self.store.acls()), acl_deny=self.store.acl_deny(),
+                        endpoints=tuple(self.store.link_endpoints()))
         if version is not None and version == getattr(self.store, "version", None):
             self._topology = (version, cluster, topo)   # not if a change landed meanwhile
         return topo

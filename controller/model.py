@@ -41,7 +41,7 @@ from cluster.hostsfile import DOCKER_LINK_PORT, HOST_NAME_PATTERN
 
 __all__ = [
     "ACCESS", "TRUNK", "MAX_VNI", "DOCKER_LINK_PORT", "DEFAULT_TENANT",
-    "Tenant", "Binding", "Topology", "RateLimit", "QosRule", "ModelError",
+    "Tenant", "Binding", "LinkEndpoint", "Topology", "RateLimit", "QosRule", "ModelError",
     "MAX_METER_ID", "MAX_KBPS", "MAX_BURST_KB", "MAX_PPS", "MAX_BURST_PKTS", "QOS_MATCH_KEYS", "IP_PROTOS",
     "TENANT_NAME_PATTERN", "HOST_NAME_PATTERN", "PORT_NAME_PATTERN", "MAC_PATTERN",
     "MAX_DESCRIPTION", "check_name", "check_text", "check_bindable_port",
@@ -260,6 +260,39 @@ class Binding:
         """Every tenant the port carries: the native/access tenant first, then the trunk."""
         native = () if self.tenant is None else (self.tenant,)
         return (*native, *self.trunk)
+
+
+@dataclass(frozen=True)
+class LinkEndpoint:
+    """A container behind ``host``'s docker0 link (default tenant), as the host's agent
+    knows it from dockerd: its MAC is pinned to that link.  Every host forwards the MAC
+    there (static flows) and drops frames from it entering any other of its ports that
+    carry the default tenant unchecked (the docker0 link, ports without port security),
+    so no docker0 container can take another host's; inside one host's docker0 (a
+    Linux bridge) nothing is enforced.  ``ips``: what dockerd says it has (shown)."""
+
+    host: str
+    mac: str
+    ips: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_name(self.host, "host", HOST_NAME_PATTERN, "host name")
+        where = f"docker0 endpoint of {self.host}"
+        try:
+            object.__setattr__(self, "mac", _unicast_mac(self.mac, f"{where}: mac"))
+        except ValueError as exc:
+            raise ModelError("mac", str(exc)) from None
+        if isinstance(self.ips, str):
+            raise ModelError("ips", f"{where}: ips must be a list of IPv4 addresses")
+        try:
+            object.__setattr__(self, "ips", tuple(_ipv4_net(ip, f"{where}: ips")
+                                                  for ip in self.ips))
+        except ValueError as exc:
+            raise ModelError("ips", str(exc)) from None
+
+    def binding(self) -> Binding:
+        """The endpoint as its host's docker0 link bound with its MAC (for L2 flows)."""
+        return Binding(self.host, DOCKER_LINK_PORT, DEFAULT_TENANT.name, mac=self.mac)
 
 
 def _ipv4_net(value: Any, what: str) -> str:
@@ -534,6 +567,8 @@ class Topology:
     The default tenant is always present (added if absent) and owns the docker0
     link port of every host in ``hosts``; that binding is implicit, not stored.
     ``limits`` and ``rules``: QoS; their ids (meter ids) are unique together.
+    ``endpoints``: docker0 containers the agents reported, each MAC once; a MAC also
+    bound to a port of the default tenant is that port's (the endpoint is ignored).
     """
 
     tenants: tuple[Tenant, ...] = ()
@@ -543,8 +578,13 @@ class Topology:
     rules: tuple[QosRule, ...] = field(default=(), kw_only=True)
     acls: tuple[AclRule, ...] = field(default=(), kw_only=True)
     acl_deny: frozenset[str] = field(default=frozenset(), kw_only=True)
+    endpoints: tuple[LinkEndpoint, ...] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "endpoints", tuple(self.endpoints))
+        if not all(isinstance(e, LinkEndpoint) for e in self.endpoints):
+            raise ValueError("endpoints holds something that is not a LinkEndpoint")
+        _unique([e.mac for e in self.endpoints], "docker0 endpoint mac")
         object.__setattr__(self, "limits", tuple(self.limits))
         object.__setattr__(self, "rules", tuple(self.rules))
         object.__setattr__(self, "acls", tuple(self.acls))
@@ -634,6 +674,15 @@ class Topology:
 
     def tenant(self, name: str) -> Tenant:
         return self._tenants_by_name[name]
+
+    @cached_property
+    def endpoint_bindings(self) -> tuple[Binding, ...]:
+        """``endpoints`` as their docker0 links bound with their MACs, of hosts in
+        ``hosts``, without MACs a port of the default tenant is bound with."""
+        bound = {b.mac for b in self.bindings if b.mac and b.tenant == DEFAULT_TENANT.name}
+        hosts = set(self.hosts)
+        return tuple(e.binding() for e in self.endpoints
+                     if e.host in hosts and e.mac not in bound)
 
     def bindings_on(self, host: str) -> tuple[Binding, ...]:
         """Stored bindings of ``host`` plus its implicit docker0 link binding."""

@@ -105,9 +105,16 @@ Port security (CLASSIFY, before any learning; cookie COOKIE_PORTSEC unless said)
       110  in_port=P, eth_src=<mac>, ip / ipv6              -> drop
       120  in_port=P, untagged, eth_src=<mac>, ip, ipv4_src=<ip>  -> classify
     any other source MAC on P: table-miss, drop.
+    docker0 endpoints (``Topology.endpoints``, MAC M pinned to host H's docker0 link),
+    on every port Q of this host carrying the default tenant unchecked (the docker0
+    link, ports without port security; not uplinks) other than H's docker0 link itself:
+      105  in_port=Q, vlan_vid=<the default tenant's tag on Q, or 0>, eth_src=M -> drop
 
 A bound MAC cannot be taken over by learning elsewhere: its static L2 flows
-(priority 100) outrank every learned flow (priority 10), on every host.
+(priority 100) outrank every learned flow (priority 10), on every host.  A
+docker0 endpoint's MAC gets the same static flows (to its host's docker0 link),
+and the drops above keep its spoofed frames from reaching any docker0 bridge,
+which would learn the MAC at the weft link and cut the real container off.
 
 Learning is bounded: every learn action carries ``limit`` (OVS
 ``learn(limit=N)``, counted per cookie in L2) and a cookie naming its
@@ -136,7 +143,8 @@ from controller.flows import (
     COOKIE_PORTSEC, COOKIE_QOS, COOKIE_VLAN, OWNED_FEATURE_COOKIES, Flow, Group, LearnSpec, Meter,
     SwitchState, flow,
 )
-from controller.model import ACCESS, AclRule, Binding, QosRule, RateLimit, Topology
+from controller.model import (ACCESS, DEFAULT_TENANT, AclRule, Binding, QosRule, RateLimit,
+                              Topology)
 
 __all__ = [
     "CLASSIFY", "POLICY", "QOS", "L2", "FLOOD", "VNI_MASK", "FROM_TUNNEL", "FROM_UPLINK",
@@ -176,6 +184,7 @@ ETH_TYPE_IP = 0x0800
 ETH_TYPE_ARP_ = 0x0806
 LEARN_LIMIT_MACS = 1024      # learned MACs per (ingress port or tunnel, tenant) on a host
 PRIO_DROP_GROUP_SRC = 1000   # CLASSIFY: multicast/broadcast source MAC, any port
+PRIO_PIN_DROP = 105          # CLASSIFY: a docker0 endpoint's MAC entering elsewhere
 PRIO_PORTSEC_DROP = 110      # CLASSIFY: a bound port's ARP/IP not from its addresses
 PRIO_PORTSEC_ALLOW = 120     # CLASSIFY: a bound port's ARP/IP from its addresses
 ETH_TYPE_ARP = 0x0806
@@ -348,6 +357,23 @@ def _classify_secured(ofport: int, vni: int, sources: Mapping[str, frozenset[str
     return flows
 
 
+def _pinned_elsewhere(host: str, topo: Topology, members: list[_Member],
+                      secured: Mapping[str, Mapping]) -> list[Flow]:
+    """CLASSIFY: a docker0 endpoint's MAC sending into an unchecked port of the default
+    tenant that is not its own host's docker0 link: drop (see the module docstring)."""
+    unchecked = [m for m in members if m.tenant == DEFAULT_TENANT.name and not m.uplink
+                 and not secured.get(m.port)]
+    out = []
+    for b in topo.endpoint_bindings if unchecked else ():
+        for m in unchecked:
+            if (b.host, b.port) != (host, m.port):
+                vid = 0 if m.vlan is None else OFPVID_PRESENT | m.vlan
+                out.append(flow(CLASSIFY, PRIO_PIN_DROP,
+                                {"in_port": m.ofport, "vlan_vid": vid, "eth_src": b.mac}, (),
+                                COOKIE_PORTSEC))
+    return out
+
+
 def _ipv4_match(ip: str) -> str | tuple[str, str]:
     net = ipaddress.IPv4Network(ip)
     return str(net.network_address) if net.prefixlen == 32 else (str(net.network_address),
@@ -469,6 +495,7 @@ def desired_state(host: str, topo: Topology, ports: Mapping[str, int],
             flows.extend(_classify_secured(m.ofport, vni, secured[m.port], meter))
         else:
             flows.append(_classify_untagged(m.ofport, vni, meter, m.uplink))
+    flows.extend(_pinned_elsewhere(host, topo, members, secured))
     for peer in sorted(peer_ofport):
         for name in sorted(shared[peer]):
             flows.append(_classify_tunnel(peer_ofport[peer], topo.tenant(name).vni))
@@ -600,5 +627,6 @@ def _members(host: str, topo: Topology, ports: Mapping[str, int]) -> list[_Membe
 
 
 def _endpoints(topo: Topology, tenants: set[str]) -> list[Binding]:
-    """Access bindings with a known MAC, of tenants present here."""
-    return [b for b in topo.bindings if b.mac and b.mode == ACCESS and b.tenant in tenants]
+    """Access bindings with a known MAC, of tenants present here, and docker0 endpoints."""
+    return [b for b in (*topo.bindings, *topo.endpoint_bindings)
+            if b.mac and b.mode == ACCESS and b.tenant in tenants]

@@ -21,15 +21,15 @@ from dataclasses import replace as replace_
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from controller.model import (ACCESS, DEFAULT_TENANT, HOST_NAME_PATTERN, MAX_ACL_PRIORITY,
-                              MAX_ACL_ZONE_VNI, MAX_VNI, TRUNK, AclRule, Binding, ModelError,
-                              QosRule, RateLimit, Tenant, check_bindable_port)
+from controller.model import (ACCESS, DEFAULT_TENANT, DOCKER_LINK_PORT, HOST_NAME_PATTERN, MAX_ACL_PRIORITY,
+                              MAX_ACL_ZONE_VNI, MAX_VNI, TRUNK, AclRule, Binding, LinkEndpoint,
+                              ModelError, QosRule, RateLimit, Tenant, check_bindable_port)
 from controller.model import check_name as _model_check_name
 from controller.operator import OperatorFlow
 
 LOG = logging.getLogger("weft.store")
 FIRST_AUTO_VNI = 1000
-SCHEMA_VERSION = 6          # PRAGMA user_version; 0 is the first, unversioned schema
+SCHEMA_VERSION = 7          # PRAGMA user_version; 0 is the first, unversioned schema
 # 3: port_addresses (port security), created by SCHEMA itself: no data to move
 # 4: tenant ACLs (acl_rules, acl_policy) and operator flows (operator_flows): new tables
 #    only, created by the idempotent SCHEMA
@@ -38,6 +38,7 @@ SCHEMA_VERSION = 6          # PRAGMA user_version; 0 is the first, unversioned s
 # 6: meta (the store epoch) and registrations (hosts that registered themselves), new
 #    tables created by SCHEMA; the epoch row is written when
 #    the store is opened and has none (a new store, or one upgraded from schema 5)
+# 7: link_endpoints (docker0 containers the agents report), a new table created by SCHEMA
 
 # Invariants live in the database, so no interleaving of writers can break them:
 # a binding or QoS entry names an existing tenant (foreign keys), a trunk lists only
@@ -152,12 +153,19 @@ CREATE TABLE IF NOT EXISTS registrations (
     data TEXT NOT NULL,                    -- JSON object, what the host registered
     expires REAL NOT NULL                  -- unix time; rows past it are ignored
 );
+-- docker0 containers behind a host's docker0 link, as its agent reports them (schema 7)
+CREATE TABLE IF NOT EXISTS link_endpoints (
+    host TEXT NOT NULL,
+    mac TEXT NOT NULL UNIQUE,                  -- pinned to one host
+    ips TEXT NOT NULL DEFAULT '[]',            -- JSON list of IPv4 addresses
+    PRIMARY KEY (host, mac)
+);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 _TABLES = {"tenants", "bindings", "qos"}          # the tables of schema 0 (upgraded from)
 _V0_TABLES = tuple(sorted(_TABLES))
 _KNOWN_TABLES = _TABLES | {"port_addresses", "acl_rules", "acl_policy", "operator_flows", "meta",
-                             "registrations"}
+                             "registrations", "link_endpoints"}
 
 
 class StoreError(Exception):
@@ -406,6 +414,10 @@ class ModelTx(ABC):
             (sb.binding.host, sb.binding.port) != (host, port) for sb in self.bindings())
 
     @abstractmethod
+    def link_endpoints(self) -> list[LinkEndpoint]:
+        """docker0 endpoints of every host, by (host, mac)."""
+
+    @abstractmethod
     def limits(self) -> list[RateLimit]:
         """Rate limits by id."""
 
@@ -444,6 +456,10 @@ class ModelTx(ABC):
 
     @abstractmethod
     def remove_binding(self, host: str, port: str) -> None: ...
+
+    @abstractmethod
+    def set_link_endpoints(self, host: str, endpoints: list[LinkEndpoint]) -> None:
+        """Make ``host``'s docker0 endpoints exactly ``endpoints`` (MACs unique)."""
 
     @abstractmethod
     def put_qos(self, x: RateLimit | QosRule) -> None: ...
@@ -565,6 +581,10 @@ class StoreBase(ABC):
     def bindings(self, host: str | None = None, tenant: str | None = None) -> list[StoredBinding]:
         out = self._read(lambda tx: tx.bindings(host or None))
         return [sb for sb in out if tenant is None or tenant in sb.binding.tenants]
+
+    def link_endpoints(self) -> list[LinkEndpoint]:
+        """docker0 containers the agents reported, pinned to their hosts' docker0 links."""
+        return self._read(lambda tx: tx.link_endpoints())
 
     def orphans(self) -> int:
         """Rows naming a tenant that does not exist (the schema makes this 0; tests check it)."""
@@ -748,11 +768,23 @@ class StoreBase(ABC):
         self._write(unbind)
 
     def replace_agent_bindings(self, host: str, attachments: list[dict]) -> int:
-        """Make the agent-sourced bindings of `host` exactly `attachments`; all or nothing."""
-        wanted = [_valid_binding(host, a["port"], a["tenant"], ACCESS, a.get("mac") or None)
-                  for a in attachments]
+        """Make the agent-sourced bindings of `host` exactly `attachments`, and its docker0
+        endpoints exactly those listed on the docker0 link; all or nothing.
+
+        A port is bound with its MAC and addresses (``ips``) unless ``port_security`` is
+        false: then with neither, so nothing it sends is checked.  A docker0 MAC another
+        host already has is not pinned here (logged): a MAC lives in one place."""
+        wanted = [_agent_binding(host, a) for a in attachments if a["port"] != DOCKER_LINK_PORT]
+        docker0 = _link_endpoints(host, [a for a in attachments
+                                         if a["port"] == DOCKER_LINK_PORT])
 
         def replace_all(tx: ModelTx) -> int:
+            elsewhere = {e.mac: e.host for e in tx.link_endpoints() if e.host != host}
+            for e in docker0:
+                if e.mac in elsewhere:
+                    LOG.warning("%s reports docker0 container MAC %s, which %s has: not "
+                                "pinned to %s", host, e.mac, elsewhere[e.mac], host)
+            tx.set_link_endpoints(host, [e for e in docker0 if e.mac not in elsewhere])
             for sb in tx.bindings(host):
                 if sb.source == "agent":
                     tx.remove_binding(host, sb.binding.port)
@@ -981,6 +1013,33 @@ def _valid_binding(host: str, port: str, tenant: str | None, mode: str, mac: str
         status = Conflict if exc.field == "port" and "owned" in exc.message or \
             "owns" in exc.message else Invalid
         raise status(exc.field, exc.message) from None
+
+
+def _agent_binding(host: str, a: dict) -> Binding:
+    """An attachment an agent reported, as the binding `replace_agent_bindings` makes."""
+    secured = a.get("port_security", True)
+    b = _valid_binding(host, a["port"], a["tenant"], ACCESS,
+                       (a.get("mac") or None) if secured else None)
+    try:
+        return replace_(b, ips=tuple(a.get("ips") or ())) if secured else b
+    except (ValueError, TypeError) as e:
+        raise Invalid("ips", str(e)[:200]) from None
+
+
+def _link_endpoints(host: str, attachments: list[dict]) -> list[LinkEndpoint]:
+    """docker0 containers an agent reported, checked, each MAC once."""
+    out: dict[str, LinkEndpoint] = {}
+    try:
+        for a in attachments:
+            if a["tenant"] != DEFAULT_TENANT.name:
+                raise Invalid("tenant", f"{DOCKER_LINK_PORT} is the default tenant's, not "
+                                        f"{str(a['tenant'])[:40]!r}")
+            e = LinkEndpoint(host, a.get("mac") or "", tuple(a.get("ips") or ()))
+            out.setdefault(e.mac, e)
+    except (ValueError, TypeError) as e:
+        field = e.field if isinstance(e, ModelError) else "mac"
+        raise Invalid(field, str(e)[:200]) from None
+    return list(out.values())
 
 
 def _get_tenant(tx: ModelTx, name: str) -> Tenant:
@@ -1284,6 +1343,8 @@ def _wipe(tx: ModelTx) -> None:
         tx.remove_qos(x.id)
     for sb in tx.bindings():
         tx.remove_binding(sb.binding.host, sb.binding.port)
+    for host in {e.host for e in tx.link_endpoints()}:
+        tx.set_link_endpoints(host, [])
     for t in tx.tenants():
         if t.name != DEFAULT_TENANT.name:
             tx.remove_tenant(t.name)
@@ -1409,6 +1470,15 @@ class SqliteTx(ModelTx):
 
     def count_bindings(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM bindings").fetchone()[0]
+
+    def link_endpoints(self) -> list[LinkEndpoint]:
+        return [LinkEndpoint(h, m, tuple(json.loads(ips))) for h, m, ips in self._db.execute(
+            "SELECT host, mac, ips FROM link_endpoints ORDER BY host, mac").fetchall()]
+
+    def set_link_endpoints(self, host: str, endpoints: list[LinkEndpoint]) -> None:
+        self._db.execute("DELETE FROM link_endpoints WHERE host = ?", (host,))
+        self._db.executemany("INSERT INTO link_endpoints VALUES (?, ?, ?)",
+                             [(e.host, e.mac, json.dumps(list(e.ips))) for e in endpoints])
 
     def mac_taken(self, tenant: str | None, mac: str, host: str, port: str) -> bool:
         return self._db.execute(

@@ -22,6 +22,7 @@ documents, see controller/store.py):
     acl-defaults/TENANT           "allow" or "deny"
     operator-flows/ID             an operator flow
     hosts/NAME                    a host's self-registration, attached to a lease
+    docker0/HOST                  [{"mac", "ips"}, ...]: the host's docker0 containers
 
 Writes are optimistic transactions: the shared logic (StoreBase) runs on a snapshot of
 the model taken at ``meta/rev``'s mod revision R, and the resulting puts and deletes
@@ -54,7 +55,7 @@ with warnings.catch_warnings():     # futurist (etcd3gw's watch helper) probes f
     from etcd3gw import exceptions as etcd_exc
     from etcd3gw.client import Etcd3Client
 
-from controller.model import DEFAULT_TENANT, AclRule, QosRule, RateLimit, Tenant
+from controller.model import DEFAULT_TENANT, AclRule, LinkEndpoint, QosRule, RateLimit, Tenant
 from controller.operator import OperatorFlow
 from controller.store import (Invalid, ModelTx, StoreBase, StoreError, StoredBinding,
                               StoreFileError, Unavailable, _check_host, acl_doc, acl_of,
@@ -115,11 +116,12 @@ class _Snapshot:
     acls: dict[int, AclRule] = field(default_factory=dict)
     policies: dict[str, str] = field(default_factory=dict)
     flows: dict[int, OperatorFlow] = field(default_factory=dict)
+    docker0: dict[str, tuple[LinkEndpoint, ...]] = field(default_factory=dict)
 
     def copy(self) -> _Snapshot:
         return replace_(self, tenants=dict(self.tenants), bindings=dict(self.bindings),
                         qos=dict(self.qos), acls=dict(self.acls), policies=dict(self.policies),
-                        flows=dict(self.flows))
+                        flows=dict(self.flows), docker0=dict(self.docker0))
 
 
 def _snapshot(kvs: list[dict], prefix: str) -> _Snapshot:
@@ -156,6 +158,9 @@ def _snapshot(kvs: list[dict], prefix: str) -> _Snapshot:
             elif kind == "operator-flows":
                 f = operator_flow_of(json.loads(raw))
                 s.flows[f.id] = f
+            elif kind == "docker0":
+                s.docker0[rest] = tuple(LinkEndpoint(rest, d["mac"], tuple(d["ips"]))
+                                        for d in json.loads(raw))
         except (StoreError, ValueError, KeyError, TypeError) as exc:
             msg = exc.message if isinstance(exc, StoreError) else str(exc)
             raise Unavailable("store", f"etcd key {prefix}{key} holds a value weft cannot "
@@ -207,6 +212,10 @@ class EtcdTx(ModelTx):
         return holder is not None and holder != (host, port) and holder in self.s.bindings \
             and self.s.bindings[holder].binding.mac == mac \
             and self.s.bindings[holder].binding.tenant == tenant
+
+    def link_endpoints(self) -> list[LinkEndpoint]:
+        return [e for h in sorted(self.s.docker0) for e in sorted(self.s.docker0[h],
+                                                                  key=lambda e: e.mac)]
 
     def limits(self) -> list[RateLimit]:
         return sorted((x for x in self.s.qos.values() if isinstance(x, RateLimit)),
@@ -260,6 +269,16 @@ class EtcdTx(ModelTx):
 
     def remove_binding(self, host: str, port: str) -> None:
         self._drop(self.s.bindings, (host, port), f"bindings/{host}/{port}")
+
+    def set_link_endpoints(self, host: str, endpoints: list[LinkEndpoint]) -> None:
+        new = tuple(sorted(endpoints, key=lambda e: e.mac))
+        if new == tuple(sorted(self.s.docker0.get(host, ()), key=lambda e: e.mac)):
+            return
+        if new:
+            self._set(self.s.docker0, host, new, f"docker0/{host}",
+                      [{"mac": e.mac, "ips": list(e.ips)} for e in new])
+        else:
+            self._drop(self.s.docker0, host, f"docker0/{host}")
 
     def put_qos(self, x: RateLimit | QosRule) -> None:
         doc = {"kind": "limit", **limit_doc(x)} if isinstance(x, RateLimit) else \

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from controller.api import make_app
 from controller.core import Core
+from controller.model import LinkEndpoint
 from controller.weftctl import main as weftctl_main
 from cluster.hostsfile import parse
 
@@ -149,6 +150,58 @@ def test_agent_attachments_replace_and_rest_wins(api):
     bad = api.put("/v1/hosts/h1/attachments", json=[{"port": "wc3", "tenant": "nope"}])
     assert bad.status_code == 404
     assert api.put("/v1/hosts/zz/attachments", json=[]).status_code == 404
+
+
+def test_agent_ports_are_bound_with_their_addresses_unless_port_security_is_off(api):
+    """Issue 25: what weft plugs is bound with its MAC and address, so ARP and IP spoofing
+    fail by default; an explicit port_security false binds it with neither."""
+    api.post("/v1/tenants", json={"name": "red"})
+    r = api.put("/v1/hosts/h1/attachments", json=[
+        {"port": "wc1", "tenant": "red", "mac": "02:00:00:00:00:01", "ips": ["10.0.0.1"]},
+        {"port": "wc2", "tenant": "red", "mac": "02:00:00:00:00:02", "ips": ["10.0.0.2"],
+         "port_security": False}])
+    assert r.status_code == 200, r.text
+    ports = {p["port"]: p for p in api.get("/v1/ports").json()}
+    assert (ports["wc1"]["mac"], ports["wc1"]["ips"]) == ("02:00:00:00:00:01", ["10.0.0.1"])
+    assert (ports["wc2"]["mac"], ports["wc2"]["ips"]) == (None, [])
+    bad = api.put("/v1/hosts/h1/attachments", json=[
+        {"port": "wc3", "tenant": "red", "mac": "02:00:00:00:00:03", "ips": ["10.0.0.300"]}])
+    assert bad.status_code == 422 and bad.json()["field"] == "ips", bad.text
+    assert sorted(p["port"] for p in api.get("/v1/ports").json()) == ["wc1", "wc2"]
+
+
+D0 = "weft-d0"
+
+
+def test_docker0_containers_are_pinned_to_the_host_that_reports_them(api, core, make_store):
+    mac = "02:42:ac:11:01:02"
+    d1 = {"port": D0, "tenant": "default", "mac": mac, "ips": ["172.17.1.2"]}
+    assert api.put("/v1/hosts/h1/attachments", json=[d1]).status_code == 200
+    assert core.topology().endpoints == (LinkEndpoint("h1", mac, ("172.17.1.2",)),)
+    assert api.get("/v1/ports").json() == []            # not a binding of the docker0 link
+    # another host claiming the MAC does not move it (logged there), nor fails its report
+    assert api.put("/v1/hosts/h2/attachments", json=[d1]).status_code == 200
+    assert [e.host for e in core.topology().endpoints] == ["h1"]
+    assert [e.host for e in core.store.link_endpoints()] == ["h1"]     # as stored
+    assert api.put("/v1/hosts/h1/attachments", json=[]).status_code == 200
+    assert core.topology().endpoints == ()
+    api.put("/v1/hosts/h2/attachments", json=[d1])
+    assert [e.host for e in make_store().link_endpoints()] == ["h2"]   # a restart keeps it
+
+
+@pytest.mark.parametrize("entry,field", [
+    ({"port": "weft-d0", "tenant": "red", "mac": "02:42:ac:11:01:02"}, "tenant"),
+    ({"port": "weft-d0", "tenant": "default", "mac": "01:00:5e:00:00:01"}, "mac"),
+    ({"port": "weft-d0", "tenant": "default", "mac": None}, "mac"),
+    ({"port": "weft-d0", "tenant": "default", "mac": "02:42:ac:11:01:02", "ips": ["x"]},
+     "ips")])
+def test_bad_docker0_reports_are_refused_whole(api, core, entry, field):
+    api.post("/v1/tenants", json={"name": "red"})
+    ok = {"port": D0, "tenant": "default", "mac": "02:42:ac:11:01:03"}
+    api.put("/v1/hosts/h1/attachments", json=[ok])
+    r = api.put("/v1/hosts/h1/attachments", json=[entry])
+    assert r.status_code == 422 and r.json()["field"] == field, r.text
+    assert [e.mac for e in core.topology().endpoints] == [ok["mac"]]
 
 
 def test_switches_and_hosts_views(api):
