@@ -155,11 +155,10 @@ CREATE TABLE IF NOT EXISTS registrations (
 );
 -- docker0 containers behind a host's docker0 link, as its agent reports them (schema 7)
 CREATE TABLE IF NOT EXISTS link_endpoints (
+    mac TEXT PRIMARY KEY,                      -- pinned to one host
     host TEXT NOT NULL,
-    mac TEXT NOT NULL UNIQUE,                  -- pinned to one host
-    ips TEXT NOT NULL DEFAULT '[]',            -- JSON list of IPv4 addresses
-    PRIMARY KEY (host, mac)
-);
+    ips TEXT NOT NULL DEFAULT '[]'             -- JSON list of IPv4 addresses
+) WITHOUT ROWID;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 _TABLES = {"tenants", "bindings", "qos"}          # the tables of schema 0 (upgraded from)
@@ -1477,7 +1476,7 @@ class SqliteTx(ModelTx):
 
     def set_link_endpoints(self, host: str, endpoints: list[LinkEndpoint]) -> None:
         self._db.execute("DELETE FROM link_endpoints WHERE host = ?", (host,))
-        self._db.executemany("INSERT INTO link_endpoints VALUES (?, ?, ?)",
+        self._db.executemany("INSERT INTO link_endpoints (host, mac, ips) VALUES (?, ?, ?)",
                              [(e.host, e.mac, json.dumps(list(e.ips))) for e in endpoints])
 
     def mac_taken(self, tenant: str | None, mac: str, host: str, port: str) -> bool:

@@ -312,7 +312,8 @@ except Unavailable as exc:
 """)
     res = subprocess.run([UNSHARE, "-m", "--propagation", "private", "sh", "-c",
                           f"mount --bind {data} {data} && mount -o remount,bind,ro {data} && "
-                          f"mount -t tmpfs -o size=256k tmpfs {small} && "
+                          # a fresh store with its WAL and shm takes about 270 KB
+                          f"mount -t tmpfs -o size=384k tmpfs {small} && "
                           f"{sys.executable} {script}"],
                          capture_output=True, text=True, timeout=120, cwd=os.getcwd())
     managers = [line for line in res.stdout.splitlines() if line.startswith("MANAGER")]
