@@ -2,10 +2,17 @@
 br0 ports with the address they were plugged with, docker0's containers from dockerd."""
 from __future__ import annotations
 
+import json
+import socketserver
+import threading
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
 import pytest
 
 from cluster.hostsfile import DOCKER_LINK_PORT
 from ovs_agent import attach, dockerd
+from ovs_agent.agent import Agent
 
 # GET /networks/bridge of Docker 20.10-26 (trimmed to what is read)
 BRIDGE = {
@@ -87,3 +94,50 @@ def test_attach_records_the_address_of_its_ip_option(value, want):
 def test_attach_refuses_what_is_not_an_ipv4_address(value):
     with pytest.raises(ValueError, match="IPv4"):
         attach.ip_address(value)
+
+
+class _FakeDockerd(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """dockerd's API on a unix socket: GET /networks/bridge answers ``self.bridge``
+    (None: 500, dockerd in trouble)."""
+    daemon_threads = True
+    bridge: dict | None = BRIDGE
+
+
+def _dockerd(path: Path) -> _FakeDockerd:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            bridge = self.server.bridge            # type: ignore[attr-defined]
+            ok = self.path == "/networks/bridge" and bridge is not None
+            body = json.dumps(bridge if ok else {"message": "no"}).encode()
+            self.send_response(200 if ok else 500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+    server = _FakeDockerd(str(path), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_the_agent_reports_docker0_as_dockerd_has_it_and_keeps_it_while_dockerd_is_sick(
+        tmp_path: Path):
+    sock = tmp_path / "docker.sock"
+    agent = Agent(Path("unused"), "h1", "unix:unused", docker_host=f"unix://{sock}")
+    assert agent._docker0_containers() == []                 # no Docker on this host
+    server = _dockerd(sock)
+    try:
+        got = agent._docker0_containers()
+        assert [e["mac"] for e in got] == ["02:42:ac:11:00:02", "02:42:ac:11:00:03"]
+        server.bridge = None                                 # dockerd answers 500
+        assert agent._docker0_containers() == got            # the last list stays
+        server.bridge = {**BRIDGE, "Containers": {}}
+        assert agent._docker0_containers() == []
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert Agent(Path("unused"), "h1", "unix:unused", docker_host=None)._docker0_containers() \
+        == []
