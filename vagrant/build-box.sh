@@ -2,7 +2,7 @@
 # Make the Vagrant box `weft/bookworm` (libvirt provider) from weft-lab's cached Debian 12
 # guest image (the one tests/vm boots), and vagrant/dist/ for offline provisioning:
 #   vagrant/build-box.sh            (root; from the source tree, after ./dev.sh setup)
-#   vagrant/build-box.sh --dist-only   only vagrant/dist/ (this tree's weft wheel), box kept
+#   vagrant/build-box.sh --dist-only   only vagrant/dist/ (dist/ of this tree, install-weft.sh), box kept
 # VAGRANT_HOME decides where the box goes (vagrant/try-here.sh sets it).
 #
 # The box is a copy of the image made into an ordinary Vagrant box (the image itself is
