@@ -42,7 +42,9 @@ from cluster.hostsfile import DOCKER_LINK_PORT, HOST_NAME_PATTERN
 __all__ = [
     "ACCESS", "TRUNK", "MAX_VNI", "DOCKER_LINK_PORT", "DEFAULT_TENANT",
     "Tenant", "Binding", "Topology", "RateLimit", "QosRule", "ModelError",
-    "MAX_METER_ID", "MAX_KBPS", "MAX_BURST_KB", "MAX_PPS", "MAX_BURST_PKTS", "QOS_MATCH_KEYS", "IP_PROTOS",
+    "MAX_METER_ID", "MAX_KBPS", "MAX_BURST_KB", "MAX_PPS", "MAX_BURST_PKTS", "QOS_MATCH_KEYS",
+    "IP_PROTOS", "MAX_QOS_PRIORITY", "MAX_DSCP", "MAX_QUEUE", "MAX_IP_PROTO", "MAX_L4_PORT",
+    "MAX_ICMP_TYPE", "MAX_TENANT_NAME",
     "TENANT_NAME_PATTERN", "HOST_NAME_PATTERN", "PORT_NAME_PATTERN", "MAC_PATTERN",
     "MAX_DESCRIPTION", "check_name", "check_host", "check_text", "check_bindable_port",
     "AclRule", "ACL_ACTIONS", "ACL_DIRECTIONS", "ACL_DEFAULTS", "MAX_ACL_PRIORITY",
@@ -330,6 +332,12 @@ MAX_KBPS = 100_000_000           # 100 Gbit/s
 MAX_BURST_KB = 10_000_000
 MAX_PPS = 100_000_000            # packets/s
 MAX_BURST_PKTS = 10_000_000
+MAX_QOS_PRIORITY = 1000          # a QoS rule's priority: 1..MAX_QOS_PRIORITY
+MAX_DSCP = 63                    # the 6-bit IPv4 DSCP
+MAX_QUEUE = 7                    # OpenFlow set_queue ids a QoS rule may name
+MAX_IP_PROTO = 255
+MAX_L4_PORT = 65535              # TCP/UDP ports: 1..MAX_L4_PORT
+MAX_ICMP_TYPE = 255
 QOS_MATCH_KEYS = ("ip_proto", "src", "dst", "src_port", "dst_port", "dscp")
 IP_PROTOS = {"icmp": 1, "tcp": 6, "udp": 17}
 _IP_PROTO_NAMES = {v: k for k, v in IP_PROTOS.items()}
@@ -410,7 +418,7 @@ class QosRule:
         _int_in(self.id, 1, MAX_METER_ID, "QoS rule id (meter id)", "id")
         where = f"QoS rule {self.id}"
         _name(self.tenant, f"{where}: tenant")
-        _int_in(self.priority, 1, 1000, f"{where}: priority")
+        _int_in(self.priority, 1, MAX_QOS_PRIORITY, f"{where}: priority")
         object.__setattr__(self, "match", _normal_qos_match(self.match, where))
         if self.kbps is not None:
             _int_in(self.kbps, 1, MAX_KBPS, f"{where}: kbps")
@@ -418,9 +426,9 @@ class QosRule:
         if self.kbps is None and self.burst_kb:
             raise ModelError("burst_kb", f"{where}: burst_kb needs kbps (a meter)")
         if self.set_dscp is not None:
-            _int_in(self.set_dscp, 0, 63, f"{where}: set_dscp")
+            _int_in(self.set_dscp, 0, MAX_DSCP, f"{where}: set_dscp")
         if self.queue is not None:
-            _int_in(self.queue, 0, 7, f"{where}: queue")
+            _int_in(self.queue, 0, MAX_QUEUE, f"{where}: queue")
         if self.kbps is None and self.set_dscp is None and self.queue is None:
             raise ModelError("kbps", f"{where}: give at least one action: kbps, set_dscp or queue")
 
@@ -476,7 +484,7 @@ def _normal_qos_match(match: Any, where: str) -> tuple[tuple[str, Any], ...]:
                                      f"{', '.join(sorted(IP_PROTOS))}")
                 value = value.lower()
             else:
-                value = _IP_PROTO_NAMES.get(_int_in(value, 0, 255, what), value)
+                value = _IP_PROTO_NAMES.get(_int_in(value, 0, MAX_IP_PROTO, what), value)
         elif key in ("src", "dst"):
             if not isinstance(value, str):
                 raise ModelError(f"match.{key}", f"{what} must be an IPv4 address or CIDR")
@@ -487,9 +495,9 @@ def _normal_qos_match(match: Any, where: str) -> tuple[tuple[str, Any], ...]:
                                                  "address or CIDR") from None
             value = str(net.network_address) if net.prefixlen == 32 else str(net)
         elif key in ("src_port", "dst_port"):
-            _int_in(value, 1, 65535, what)
+            _int_in(value, 1, MAX_L4_PORT, what)
         else:
-            _int_in(value, 0, 63, what)
+            _int_in(value, 0, MAX_DSCP, what)
         out[key] = value
     if ("src_port" in out or "dst_port" in out) and out.get("ip_proto") not in ("tcp", "udp"):
         raise ModelError("match", f"{where}: match src_port/dst_port need ip_proto tcp or udp")
@@ -549,11 +557,11 @@ class AclRule:
         object.__setattr__(self, "remote", norm.get("src"))
         object.__setattr__(self, "local", norm.get("dst"))
         if self.port is not None:
-            _int_in(self.port, 1, 65535, f"{where}: port")
+            _int_in(self.port, 1, MAX_L4_PORT, f"{where}: port")
             if self.ip_proto not in ("tcp", "udp"):
                 raise ModelError("port", f"{where}: port needs ip_proto tcp or udp")
         if self.icmp_type is not None:
-            _int_in(self.icmp_type, 0, 255, f"{where}: icmp_type")
+            _int_in(self.icmp_type, 0, MAX_ICMP_TYPE, f"{where}: icmp_type")
             if self.ip_proto != "icmp":
                 raise ModelError("icmp_type", f"{where}: icmp_type needs ip_proto icmp")
         check_text(self.description, "description")

@@ -34,6 +34,14 @@ SCHEMA_VERSION = 6          # PRAGMA user_version; 0 is the first, unversioned s
 #    tables created by SCHEMA; the epoch row is written when
 #    the store is opened and has none (a new store, or one upgraded from schema 5)
 
+# a trunk (comma-separated names) lists only tenants that exist: one check, two triggers
+_TRUNK_TENANTS_EXIST = """\
+    SELECT RAISE(ABORT, 'trunk names an unknown tenant') WHERE
+        (SELECT COUNT(*) FROM tenants
+         WHERE instr(',' || NEW.trunk || ',', ',' || name || ',') > 0)
+        != length(NEW.trunk) - length(replace(NEW.trunk, ',', '')) + 1;
+"""
+
 # Invariants live in the database, so no interleaving of writers can break them:
 # a binding or QoS entry names an existing tenant (foreign keys), a trunk lists only
 # existing tenants (triggers), and values stay in the ranges OpenFlow and VXLAN take.
@@ -60,7 +68,7 @@ CREATE TABLE IF NOT EXISTS bindings (
     CHECK (mode = '{ACCESS}' OR tenant IS NOT NULL OR trunk != '')
 );
 CREATE TABLE IF NOT EXISTS qos (
-    id INTEGER PRIMARY KEY AUTOINCREMENT CHECK (id BETWEEN 1 AND {MAX_METER_ID}),  -- the meter
+    id INTEGER PRIMARY KEY AUTOINCREMENT CHECK (id BETWEEN 1 AND {MAX_METER_ID}),  -- the meter id
     kind TEXT NOT NULL CHECK (kind IN ('limit', 'rule')),
     host TEXT,                             -- limit: its host
     port TEXT,                             -- limit: a bound port (traffic it sends)...
@@ -93,7 +101,7 @@ CREATE TABLE IF NOT EXISTS acl_policy (
     default_action TEXT NOT NULL CHECK (default_action IN {_sql_in(ACL_DEFAULTS)})
 );
 CREATE TABLE IF NOT EXISTS operator_flows (
-    id INTEGER PRIMARY KEY AUTOINCREMENT CHECK (id BETWEEN 1 AND {MAX_OPERATOR_FLOW_ID}),  -- cookie
+    id INTEGER PRIMARY KEY AUTOINCREMENT CHECK (id BETWEEN 1 AND {MAX_OPERATOR_FLOW_ID}),  -- in the cookie
     dpid INTEGER NOT NULL,
     table_id INTEGER NOT NULL CHECK (table_id BETWEEN 0 AND {MAX_TABLE_ID}),
     priority INTEGER NOT NULL CHECK (priority BETWEEN 0 AND {MAX_PRIORITY}),
@@ -107,18 +115,10 @@ CREATE INDEX IF NOT EXISTS bindings_tenant_mac ON bindings(tenant, mac);  -- the
 CREATE INDEX IF NOT EXISTS qos_tenant ON qos(tenant);
 CREATE TRIGGER IF NOT EXISTS trunk_tenants_exist_insert BEFORE INSERT ON bindings
 WHEN NEW.trunk != '' BEGIN
-    SELECT RAISE(ABORT, 'trunk names an unknown tenant') WHERE
-        (SELECT COUNT(*) FROM tenants
-         WHERE instr(',' || NEW.trunk || ',', ',' || name || ',') > 0)
-        != length(NEW.trunk) - length(replace(NEW.trunk, ',', '')) + 1;
-END;
+{_TRUNK_TENANTS_EXIST}END;
 CREATE TRIGGER IF NOT EXISTS trunk_tenants_exist_update BEFORE UPDATE OF trunk ON bindings
 WHEN NEW.trunk != '' BEGIN
-    SELECT RAISE(ABORT, 'trunk names an unknown tenant') WHERE
-        (SELECT COUNT(*) FROM tenants
-         WHERE instr(',' || NEW.trunk || ',', ',' || name || ',') > 0)
-        != length(NEW.trunk) - length(replace(NEW.trunk, ',', '')) + 1;
-END;
+{_TRUNK_TENANTS_EXIST}END;
 CREATE TRIGGER IF NOT EXISTS tenant_not_on_a_trunk BEFORE DELETE ON tenants BEGIN
     SELECT RAISE(ABORT, 'tenant is carried on a trunk') WHERE EXISTS (
         SELECT 1 FROM bindings WHERE instr(',' || trunk || ',', ',' || OLD.name || ',') > 0);
