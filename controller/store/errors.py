@@ -41,15 +41,16 @@ class StoreFileError(Exception):
 
 
 @contextmanager
-def model_values(field: str) -> Iterator[None]:
+def model_values(field: str, prefix: str = "") -> Iterator[None]:
     """Build or check model values inside: a ModelError becomes Invalid naming its field
     (Conflict for a port weft owns); another ValueError or TypeError (a value of the
-    wrong shape) becomes Invalid naming ``field``."""
+    wrong shape) becomes Invalid naming ``field``.  ``prefix`` goes before the field
+    (an item of a list: ``"3."``)."""
     try:
         yield
     except PortOwned as exc:
-        raise Conflict(exc.field, exc.message) from None
+        raise Conflict(prefix + exc.field, exc.message) from None
     except ModelError as exc:
-        raise Invalid(exc.field, exc.message) from None
+        raise Invalid(prefix + exc.field, exc.message) from None
     except (ValueError, TypeError) as exc:
-        raise Invalid(field, str(exc)[:200]) from None
+        raise Invalid(prefix + field, str(exc)[:200]) from None
