@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from controller.model import (ACCESS, ACL_ACTIONS, ACL_DEFAULTS, ACL_DIRECTIONS,
@@ -228,10 +230,22 @@ def open_checked(path: str | Path) -> sqlite3.Connection:
     return db
 
 
-def _migrate_from_v0(db: sqlite3.Connection) -> None:
-    """The first schema had no foreign keys: copy into the checked tables, dropping orphans."""
+@contextmanager
+def _upgrade(db: sqlite3.Connection) -> Iterator[None]:
+    """One upgrade step in one transaction, ending at SCHEMA_VERSION (or rolled back)."""
     db.execute("BEGIN IMMEDIATE")
     try:
+        yield
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _migrate_from_v0(db: sqlite3.Connection) -> None:
+    """The first schema had no foreign keys: copy into the checked tables, dropping orphans."""
+    with _upgrade(db):
         for t in _V0_TABLES:
             db.execute(f"ALTER TABLE {t} RENAME TO old_{t}")
         for stmt in _statements(SCHEMA):
@@ -263,11 +277,6 @@ def _migrate_from_v0(db: sqlite3.Connection) -> None:
                        "match, set_dscp, queue) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
         for t in _V0_TABLES:
             db.execute(f"DROP TABLE old_{t}")
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
 _QOS_V5_COLUMNS = (("pps", "INTEGER"), ("burst_pkts", "INTEGER NOT NULL DEFAULT 0"))
@@ -277,17 +286,11 @@ def _add_columns(db: sqlite3.Connection, table: str,
                  columns: tuple[tuple[str, str], ...]) -> None:
     """Add the columns a newer schema has to an older table, in one transaction
     (idempotent: a column already there is left alone)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _upgrade(db):
         have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
         for name, decl in columns:
             if name not in have:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
 def _statements(script: str) -> list[str]:
