@@ -229,7 +229,7 @@ def make_store(request, tmp_path):
             stores.append(Store(tmp_path / name))
             return stores[-1]
     else:
-        from controller.store_etcd import EtcdStore
+        from controller.store.etcd import EtcdStore
         server = request.getfixturevalue("etcd_server")
         base = f"/test-{secrets.token_hex(6)}"
 
