@@ -12,7 +12,9 @@ import sys
 
 os.environ.setdefault("OSKEN_HUB_TYPE", "native")
 
-import ovs_agent  # noqa: E402,F401  (silences eventlet's import warning)
+from cluster.quiet import quiet_eventlet  # noqa: E402
+
+quiet_eventlet()
 from os_ken.base.app_manager import AppManager  # noqa: E402
 from os_ken.ofproto import ofproto_common  # noqa: E402
 

@@ -17,6 +17,7 @@ from typing import TypeVar
 import pytest
 
 from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.shell import netns_list, run
 
 T = TypeVar("T")
@@ -55,9 +56,9 @@ def snapshot() -> dict:
     return {"netns": set(netns_list()), "procs": live_processes(),
             "links": {line.split(":")[1].strip() for line in
                       run(["ip", "-o", "link", "show"]).splitlines() if ":" in line},
-            "run": set(os.listdir(L.RUN_ROOT)) if L.RUN_ROOT.exists() else set(),
+            "run": set(os.listdir(N.RUN_ROOT)) if N.RUN_ROOT.exists() else set(),
             "mounts": {line.split()[4] for line in Path("/proc/self/mountinfo").read_text()
-                       .splitlines() if str(L.RUN_ROOT) in line.split()[4]},
+                       .splitlines() if str(N.RUN_ROOT) in line.split()[4]},
             "cgroups": {str(g) for pattern in ("weft-lab.*", "*/weft-lab.*")
                         for g in Path("/sys/fs/cgroup").glob(pattern)}}
 
@@ -202,7 +203,7 @@ def leaves_nothing():
     assert after["netns"] - before["netns"] == set(), "namespaces left behind"
     assert after["procs"] - before["procs"] == set(), "processes left behind"
     assert after["links"] - before["links"] == set(), "links left in the root namespace"
-    assert after["run"] - before["run"] == set(), "lab state left in " + str(L.RUN_ROOT)
+    assert after["run"] - before["run"] == set(), "lab state left in " + str(N.RUN_ROOT)
     assert after["mounts"] - before["mounts"] == set(), "mounts left behind"
     assert after["cgroups"] - before["cgroups"] == set(), "docker cgroups left behind"
 

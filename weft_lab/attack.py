@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from weft_lab.lab import exec_argv, ns_name, ovs_env
+from weft_lab.nodes import exec_argv, ns_name, ovs_env
 from weft_lab.shell import netns_pids, run
 from weft_lab.traffic import node_run
 

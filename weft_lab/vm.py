@@ -617,7 +617,7 @@ def status(lab: str) -> dict:
 # -- command line ----------------------------------------------------------------------------
 
 def main(argv: list[str]) -> int:
-    """`weft-lab vm image|up|down|status|exec|list`."""
+    """`weft-lab vm image|up|down|status|exec|list` (`vm bench` is weft_lab.vmbench's)."""
     import argparse
     ap = argparse.ArgumentParser(prog="weft-lab vm", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -638,11 +638,6 @@ def main(argv: list[str]) -> int:
     p_ex.add_argument("guest")
     p_ex.add_argument("command", nargs=argparse.REMAINDER)
     sub.add_parser("list", help="VM labs that are up")
-    sub.add_parser("bench", help="weft vs plain kernel OVS vs flannel-style VXLAN (iperf3)",
-                   add_help=False)
-    if argv[:1] == ["bench"]:
-        from weft_lab.vmbench import main as bench_main
-        return bench_main(argv[1:])
     args = ap.parse_args(argv)
     try:
         if args.cmd == "image":
