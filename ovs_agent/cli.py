@@ -121,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     except (HostsFileError, OSError) as exc:
         print(f"ovs-agent: {exc}", file=sys.stderr)
         return 2
+    if agent.host_firewall is not None and agent.host_firewall.nft is None:
+        # refuse rather than warn: without the table, containers reach the tunnel, OVSDB
+        # and OpenFlow ports of every host, and a warning in a log protects nobody
+        print("ovs-agent: nft not found, so the host firewall (table inet weft) cannot keep "
+              "containers off the tunnel, OVSDB and OpenFlow ports: install nftables "
+              "(apt-get install nftables), or run with --no-firewall if this host's own "
+              "firewall does that (docs/security.md)", file=sys.stderr)
+        return 2
     if args.register and not (agent.cluster.membership == "register" and agent.cluster.api):
         print(f"ovs-agent: {args.peers}: --register needs `membership: register` and "
               "controller.api in the file", file=sys.stderr)
