@@ -428,8 +428,9 @@ def test_diff_keeps_foreign_flows_and_removes_stale_ones(lab):
 def test_endpoint_flows_are_in_flow_normal_form(vni, mac, port):
     """The pipeline's fast endpoint flows equal what ``flow()`` makes of the same intent
     (so they diff equal to what a switch echoes)."""
-    from controller.pipeline import (
-        COOKIE_ENDPOINT, L2, _endpoint_local, _endpoint_remote, _to_tunnel, tenant_match)
+    from controller.pipeline import L2, tenant_match
+    from controller.pipeline.base import to_tunnel as _to_tunnel
+    from controller.pipeline.l2 import _endpoint_local, _endpoint_remote
     assert _endpoint_local(vni, mac, port) == flow(
         L2, 100, {**tenant_match(vni), "eth_dst": mac.upper()},
         [("apply", (("output", port),))], COOKIE_ENDPOINT)
