@@ -25,6 +25,7 @@ from controller.model import (HOST_NAME_PATTERN, MAC_PATTERN, MAX_ACL_PRIORITY, 
 from controller.pipeline import LEARN_LIMIT_MACS, PRIO_ACL_EST, PRIO_ACL_RULE_BASE, VNI_MASK
 from controller.store import Conflict, Invalid, NotFound, StoreError, Unavailable
 from cluster.hostsfile import datapath_id, dpid_str
+from cluster.version import version
 
 # Published anchored: JSON Schema and pydantic's regex engine have no trailing-newline
 # quirk, and the model checks the same patterns with fullmatch.
@@ -846,6 +847,7 @@ def make_app(core: Core, token: str | None) -> FastAPI:
         except StoreError as exc:
             bindings, problems = -1, problems + [exc.message]
         body = {"status": "unhealthy" if problems else "ok", "problems": problems, **identity,
+                "version": version(),
                 "hosts": len(core.cluster.hosts),
                 "switches_connected": connected, "state_version": core.store.version,
                 "bindings": bindings,

@@ -174,7 +174,7 @@ class Agent:
             self.writes += 1
             for op in ops:
                 LOG.info("ovsdb: %s %s", op[0], " ".join(
-                    o.name if isinstance(o, desired.PortSpec) else str(o) for o in op[1:]))
+                    o.name if isinstance(o, desired.OvsPortSpec) else str(o) for o in op[1:]))
         if self.host_firewall is not None and self.host_firewall.ensure(self.cluster):
             LOG.info("nftables: table inet %s written (tunnel, OVSDB and OpenFlow ports closed "
                      "to containers)", firewall.TABLE)

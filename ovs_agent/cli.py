@@ -26,6 +26,7 @@ from ovs_agent import attach, desired, dockerd, hostnet, ovsdb
 from ovs_agent.agent import DEFAULT_SUBNET_FILE, Agent, pick_host
 from ovs_agent.desired import device_port_type
 from cluster.hostsfile import HostsFileError, load, tunnel_mtu
+from cluster.version import version
 
 
 def _common(ap: argparse.ArgumentParser) -> None:
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return pluginserver.main(argv[1:])
     ap = argparse.ArgumentParser(prog="ovs-agent", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     ap.add_argument("--peers", type=Path, required=True, help="hosts.yaml")
     ap.add_argument("--host", help="this host's name in hosts.yaml")
     ap.add_argument("--once", action="store_true", help="one reconcile pass, then exit")

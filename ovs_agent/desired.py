@@ -41,7 +41,7 @@ def pairs(d: dict[str, str]) -> Pairs:
 
 
 @dataclass(frozen=True)
-class PortSpec:
+class OvsPortSpec:
     """A port with one interface of the same name (all the agent ever makes)."""
     name: str
     type: str = ""                      # "" (system/veth), "vxlan", "gre"
@@ -57,7 +57,7 @@ class BridgeSpec:
     protocols: tuple[str, ...]
     controllers: tuple[str, ...]
     other_config: Pairs
-    ports: tuple[PortSpec, ...] = field(default=())
+    ports: tuple[OvsPortSpec, ...] = field(default=())
 
     def columns(self) -> dict[str, object]:
         """The Bridge columns the agent sets (other_config keys merge, never replace)."""
@@ -90,17 +90,17 @@ def desired(cluster: Cluster, me: str, underlay_iface: str | None,
             underlay_mac: str | None = None) -> tuple[BridgeSpec, ...]:
     """Bridges and agent-managed ports this host should have."""
     host = cluster.host(me)
-    ports = [PortSpec(DOCKER_LINK_PORT,
+    ports = [OvsPortSpec(DOCKER_LINK_PORT,
                       device_port_type(cluster, me, DOCKER_LINK_PORT, afxdp_refused),
                       external_ids=_tags("docker-link"))]
     if cluster.transport == "vlan" and host.uplink:
         # Tenants cross hosts as VLANs on the uplink; the controller makes it a trunk.
-        ports.append(PortSpec(host.uplink,
+        ports.append(OvsPortSpec(host.uplink,
                               device_port_type(cluster, me, host.uplink, afxdp_refused),
                               external_ids=_tags("uplink")))
     for peer in (cluster.peers(me) if cluster.transport == "tunnel" else ()):
         kind = cluster.link_type(me, peer.name)
-        ports.append(PortSpec(tunnel_port_name(kind, peer.name), kind,
+        ports.append(OvsPortSpec(tunnel_port_name(kind, peer.name), kind,
                               pairs({"remote_ip": peer.underlay_ip, "key": "flow"}),
                               _tags("tunnel", **{PEER_KEY: peer.name,
                                                  "weft-peer-ip": peer.underlay_ip})))
@@ -112,7 +112,7 @@ def desired(cluster: Cluster, me: str, underlay_iface: str | None,
         return (br0,)
     # Userspace tunnelling sends encapsulated packets through the bridge that
     # holds the underlay address, so the underlay NIC must sit on an OVS bridge.
-    phy_ports = (PortSpec(underlay_iface,
+    phy_ports = (OvsPortSpec(underlay_iface,
                           device_port_type(cluster, me, underlay_iface, afxdp_refused),
                           external_ids=_tags("underlay")),) if underlay_iface else ()
     # br-phy takes the NIC's MAC: the underlay address keeps its MAC when it moves
@@ -142,7 +142,7 @@ class ActualBridge:
     name: str
     columns: dict                       # the columns BridgeSpec.columns() names
     controllers: tuple[str, ...]
-    ports: tuple[PortSpec, ...]         # agent-owned, managed-role ports only
+    ports: tuple[OvsPortSpec, ...]      # agent-owned, managed-role ports only
     port_names: frozenset[str]          # every port, owned or not
     probes: tuple[int | None, ...] = ()  # the controllers' inactivity_probe
     backoffs: tuple[int | None, ...] = ()  # ... and max_backoff

@@ -12,7 +12,7 @@ from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from ovs_agent.desired import (CONTROLLER_MAX_BACKOFF_MS, CONTROLLER_PROBE_MS, MANAGED_ROLES,
-                               OWNER, OWNER_KEY, ROLE_KEY, ActualBridge, Op, PortSpec, pairs)
+                               OWNER, OWNER_KEY, ROLE_KEY, ActualBridge, Op, OvsPortSpec, pairs)
 
 LOG = logging.getLogger("ovs-agent")
 BRIDGE_COLUMNS = ("datapath_type", "fail_mode", "protocols", "other_config", "external_ids")
@@ -74,7 +74,7 @@ def connect(target: str, timeout: float = 10, wait: float | None = None,
 
 
 def read_state(api: impl_idl.OvsdbIdl) -> dict[str, ActualBridge]:
-    """The bridges as they are, with the agent-owned managed ports as PortSpecs."""
+    """The bridges as they are, with the agent-owned managed ports as OvsPortSpecs."""
     ifaces = {r["_uuid"]: r for r in api.db_list(
         "Interface", columns=["_uuid", "name", "type", "options", "external_ids"]).execute(
         check_error=True)}
@@ -103,8 +103,8 @@ def read_state(api: impl_idl.OvsdbIdl) -> dict[str, ActualBridge]:
                 continue
             ext = iface["external_ids"]
             if ext.get(OWNER_KEY) == OWNER and ext.get(ROLE_KEY) in MANAGED_ROLES:
-                owned.append(PortSpec(port["name"], iface["type"], pairs(iface["options"]),
-                                      pairs(ext)))
+                owned.append(OvsPortSpec(port["name"], iface["type"], pairs(iface["options"]),
+                                         pairs(ext)))
         cols = {c: (br[c] if br[c] != [] or c == "protocols" else None) for c in BRIDGE_COLUMNS}
         mine = [c for c in br["controller"] if c in ctrls]
         out[br["name"]] = ActualBridge(br["name"], cols, tuple(sorted(ctrls[c] for c in mine)),
@@ -162,7 +162,7 @@ def apply(api: impl_idl.OvsdbIdl, ops: list[Op]) -> None:
             elif kind == "del_port":
                 txn.add(api.del_port(op[2], bridge=op[1], if_exists=True))
             elif kind == "add_port":
-                p: PortSpec = op[2]
+                p: OvsPortSpec = op[2]
                 attrs: dict[str, Any] = {"external_ids": dict(p.external_ids)}
                 if p.type:
                     attrs["type"] = p.type

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -16,6 +17,7 @@ from typing import TypeVar
 import pytest
 
 from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.shell import netns_list, run
 
 T = TypeVar("T")
@@ -54,9 +56,9 @@ def snapshot() -> dict:
     return {"netns": set(netns_list()), "procs": live_processes(),
             "links": {line.split(":")[1].strip() for line in
                       run(["ip", "-o", "link", "show"]).splitlines() if ":" in line},
-            "run": set(os.listdir(L.RUN_ROOT)) if L.RUN_ROOT.exists() else set(),
+            "run": set(os.listdir(N.RUN_ROOT)) if N.RUN_ROOT.exists() else set(),
             "mounts": {line.split()[4] for line in Path("/proc/self/mountinfo").read_text()
-                       .splitlines() if str(L.RUN_ROOT) in line.split()[4]},
+                       .splitlines() if str(N.RUN_ROOT) in line.split()[4]},
             "cgroups": {str(g) for pattern in ("weft-lab.*", "*/weft-lab.*")
                         for g in Path("/sys/fs/cgroup").glob(pattern)}}
 
@@ -131,6 +133,48 @@ def progress(pytestconfig) -> Callable[[str], None]:
     return log
 
 
+_IMAGE_BUILD: dict = {}
+
+
+def pytest_collection_finish(session) -> None:
+    """When the VM tests will run and the guest image is not cached (always so on a cold
+    cache: ./dev.sh test, CI), start building it now, in the background, while the unit
+    and lab tests run: it takes minutes, mostly waiting on the Debian mirror and the disk.
+    The VM tests' fixture then waits for it on the cache's lock and finds it built (if
+    this build failed, the fixture builds it again and shows why)."""
+    if os.geteuid() != 0 or not any(i.get_closest_marker("vm") for i in session.items):
+        return
+    from weft_lab import cache, vm
+    if all(p.exists() for p in vm.image_paths().values()):
+        return
+    cache.root().mkdir(parents=True, exist_ok=True)
+    log = cache.root() / "vm-image-build.log"
+    out = open(log, "w")
+    _IMAGE_BUILD["proc"] = subprocess.Popen(
+        [sys.executable, "-m", "weft_lab.cli", "vm", "image"], stdout=out,
+        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parent.parent)
+    _IMAGE_BUILD["out"] = out
+    session.config.pluginmanager.getplugin("terminalreporter").write_line(
+        f"[{time.strftime('%H:%M:%S')}] building the VM guest image in the background "
+        f"while the other tests run (log: {log})")
+
+
+def pytest_sessionfinish(session) -> None:
+    """The background image build ends with the session (finished, or stopped)."""
+    proc = _IMAGE_BUILD.pop("proc", None)
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    _IMAGE_BUILD.pop("out").close()
+
+
 def lab_name(prefix: str = "t") -> str:
     """A fresh lab name, so tests never collide with a user's lab."""
     return f"{prefix}{secrets.token_hex(3)}"
@@ -159,7 +203,7 @@ def leaves_nothing():
     assert after["netns"] - before["netns"] == set(), "namespaces left behind"
     assert after["procs"] - before["procs"] == set(), "processes left behind"
     assert after["links"] - before["links"] == set(), "links left in the root namespace"
-    assert after["run"] - before["run"] == set(), "lab state left in " + str(L.RUN_ROOT)
+    assert after["run"] - before["run"] == set(), "lab state left in " + str(N.RUN_ROOT)
     assert after["mounts"] - before["mounts"] == set(), "mounts left behind"
     assert after["cgroups"] - before["cgroups"] == set(), "docker cgroups left behind"
 
@@ -186,7 +230,7 @@ def make_store(request, tmp_path):
             stores.append(Store(tmp_path / name))
             return stores[-1]
     else:
-        from controller.store_etcd import EtcdStore
+        from controller.store.etcd import EtcdStore
         server = request.getfixturevalue("etcd_server")
         base = f"/test-{secrets.token_hex(6)}"
 

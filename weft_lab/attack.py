@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from weft_lab.lab import exec_argv, ns_name, ovs_env
+from weft_lab.nodes import exec_argv, ns_name, ovs_env
 from weft_lab.shell import netns_pids, run
 from weft_lab.traffic import captured, node_mac, node_run, ping, pinging, tcpdump
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from weft_lab import cluster as C
 from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.measure import bind_to_first_packet, percentile, plug_bare_port
 from weft_lab.shell import in_ns, netns_pids, run
 from weft_lab.topology import parse
@@ -101,9 +102,9 @@ def flannel_baseline(runs: int, seconds: float) -> list[Figure]:
     topo = _topo("bfl", 1, tenant_containers=False, agent=False, controller=False)
     lab = topo.name
     with L.running(topo):
-        ctl = L.ns_name(lab, L.CTL)
+        ctl = N.ns_name(lab, N.CTL)
         for i, peer in ((1, 2), (2, 1)):
-            host, cont = L.ns_name(lab, f"fh{i}"), L.ns_name(lab, f"fc{i}")
+            host, cont = N.ns_name(lab, f"fh{i}"), N.ns_name(lab, f"fc{i}")
             for ns in (host, cont):
                 run(["ip", "netns", "add", ns])
                 run(["ip", "link", "set", "lo", "up"], ns=ns)
@@ -125,9 +126,9 @@ def flannel_baseline(runs: int, seconds: float) -> list[Figure]:
             run(["ip", "addr", "add", f"10.244.0.{i}/24", "dev", "eth0"], ns=cont)
         c2c, h2h = [], []
         for _ in range(runs):
-            c2c.append(_ns_iperf(L.ns_name(lab, "fc1"), L.ns_name(lab, "fc2"), "10.244.0.2",
+            c2c.append(_ns_iperf(N.ns_name(lab, "fc1"), N.ns_name(lab, "fc2"), "10.244.0.2",
                                  seconds))
-            h2h.append(_ns_iperf(L.ns_name(lab, "fh1"), L.ns_name(lab, "fh2"), "192.168.50.202",
+            h2h.append(_ns_iperf(N.ns_name(lab, "fh1"), N.ns_name(lab, "fh2"), "192.168.50.202",
                                  seconds))
     return [Figure("TCP container->container (flannel-style kernel VXLAN)", c2c, "Mbit/s"),
             Figure("TCP host->host (kernel, same underlay bridge)", h2h, "Mbit/s"),
@@ -183,7 +184,7 @@ def docker_run_latency(rounds: int) -> list[Figure]:
     total, created = [], []
     with L.running(topo):
         C.wait_converged(topo)
-        d1, dst = L.host_dir(topo.name, "h1"), topo.addr("c2")
+        d1, dst = N.host_dir(topo.name, "h1"), topo.addr("c2")
         for i in range(rounds):
             t0 = time.monotonic()
             D.docker(d1, "run", "-d", "--pull=never", "--init", "--name", f"r{i}", D.IMAGE,
@@ -212,8 +213,8 @@ def _endpoints(n: int, hosts: int) -> list[dict]:
 
 
 def _ofctl(lab: str, host: str, *args: str) -> str:
-    return run(["ovs-ofctl", "-O", "OpenFlow13", *args], ns=L.ns_name(lab, host),
-               env=L.ovs_env(lab, host), timeout=300)
+    return run(["ovs-ofctl", "-O", "OpenFlow13", *args], ns=N.ns_name(lab, host),
+               env=N.ovs_env(lab, host), timeout=300)
 
 
 def program_endpoints(n: int, hosts: int) -> tuple[list[Figure], dict]:
@@ -241,9 +242,9 @@ def program_endpoints(n: int, hosts: int) -> tuple[list[Figure], dict]:
                                                 "br0").splitlines()
                       if g.strip().startswith("group_id=")]
             n_flows_h1 = n_flows_h1 or len(flows)
-            L.vsctl(topo.name, h.name, "add-br", "brx", "--", "set", "bridge", "brx",
+            N.vsctl(topo.name, h.name, "add-br", "brx", "--", "set", "bridge", "brx",
                     "datapath_type=netdev", "fail_mode=secure", "protocols=OpenFlow13")
-            d = L.host_dir(topo.name, h.name)
+            d = N.host_dir(topo.name, h.name)
             (d / "flows.txt").write_text("\n".join(flows) + "\n")
             (d / "groups.txt").write_text("\n".join(groups) + "\n")
             t1 = time.monotonic()
@@ -254,15 +255,15 @@ def program_endpoints(n: int, hosts: int) -> tuple[list[Figure], dict]:
         # switches without waiting for one to finish, so this is the closer comparison.
         procs = []
         for h in topo.hosts:
-            L.vsctl(topo.name, h.name, "add-br", "bry", "--", "set", "bridge", "bry",
+            N.vsctl(topo.name, h.name, "add-br", "bry", "--", "set", "bridge", "bry",
                     "datapath_type=netdev", "fail_mode=secure", "protocols=OpenFlow13")
         t1 = time.monotonic()
         for h in topo.hosts:
-            d = L.host_dir(topo.name, h.name)
+            d = N.host_dir(topo.name, h.name)
             script = (f"ovs-ofctl -O OpenFlow13 add-groups bry {d / 'groups.txt'} && "
                       f"ovs-ofctl -O OpenFlow13 add-flows bry {d / 'flows.txt'}")
-            procs.append(subprocess.Popen(in_ns(L.ns_name(topo.name, h.name), ["sh", "-c", script]),
-                                          env={**os.environ, **L.ovs_env(topo.name, h.name)}))
+            procs.append(subprocess.Popen(in_ns(N.ns_name(topo.name, h.name), ["sh", "-c", script]),
+                                          env={**os.environ, **N.ovs_env(topo.name, h.name)}))
         if any(p.wait(timeout=600) for p in procs):
             raise RuntimeError("ovs-ofctl add-flows failed on a switch")
         ofctl_parallel_s = time.monotonic() - t1
@@ -347,7 +348,7 @@ def _pipeline_child(n: int, hosts: int) -> dict:
 
 
 def _controller_pid(topo) -> int | None:
-    for pid in netns_pids(L.ns_name(topo.name, L.CTL)):
+    for pid in netns_pids(N.ns_name(topo.name, N.CTL)):
         try:
             if b"controller.manager" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return pid
@@ -422,7 +423,7 @@ def agent_convergence(hosts: int) -> Figure:
         while pending and time.monotonic() - t0 < 300:
             for name in sorted(pending):
                 try:
-                    ports = set(L.vsctl(topo.name, name, "list-ports", "br0", timeout=5).split())
+                    ports = set(N.vsctl(topo.name, name, "list-ports", "br0", timeout=5).split())
                 except Exception:
                     continue
                 if want[name] <= ports:
@@ -442,15 +443,15 @@ def peer_comparison() -> list[Figure]:
                      "\nhosts:\n  - {name: h1, containers: [{name: c1}]}\n"
                      "  - {name: h2, containers: [{name: c2}]}\n")
         with L.running(topo):
-            log = L.state_dir(topo.name) / "peer.log"
+            log = N.state_dir(topo.name) / "peer.log"
             if app != "weft":
-                keeper_req = {"op": "spawn", "ns": L.ns_name(topo.name, L.CTL), "log": str(log),
+                keeper_req = {"op": "spawn", "ns": N.ns_name(topo.name, N.CTL), "log": str(log),
                               "argv": [sys.executable, "-m", "controller.manager",
                                        "weft_lab.peer_simple_switch_13", "--wsapi-port", "0",
                                        "--ofp-listen-host", topo.controller_ip,
                                        "--ofp-tcp-listen-port", "6653"]}
                 from weft_lab import keeper
-                keeper.request(L.state_dir(topo.name), keeper_req)
+                keeper.request(N.state_dir(topo.name), keeper_req)
                 _wait_ports(topo)
             else:
                 C.wait_converged(topo)
@@ -469,8 +470,8 @@ def _wait_ports(topo, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if all("weft-d0" in L.vsctl(topo.name, h.name, "list-ports", "br0", timeout=3)
-                   and (L.host_dir(topo.name, h.name) / "subnet.env").exists()
+            if all("weft-d0" in N.vsctl(topo.name, h.name, "list-ports", "br0", timeout=3)
+                   and (N.host_dir(topo.name, h.name) / "subnet.env").exists()
                    for h in topo.hosts):
                 return
         except Exception:

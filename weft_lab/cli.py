@@ -7,6 +7,7 @@ import os
 import sys
 
 from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.shell import CommandError
 from weft_lab.topology import TopologyError, load
 
@@ -50,9 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     p_ex.add_argument("command", nargs=argparse.REMAINDER)
     sub.add_parser("list", help="labs that are up")
     sub.add_parser("bench", help="benchmarks (weft-lab bench --help)", add_help=False)
-    sub.add_parser("vm", help="the VM lab: kernel datapath in QEMU guests (weft-lab vm --help)",
+    sub.add_parser("vm", help="the VM lab: kernel datapath in QEMU guests (weft-lab vm --help); "
+                   "weft vs plain kernel OVS vs flannel-style VXLAN (weft-lab vm bench --help)",
                    add_help=False)
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["vm", "bench"]:
+        from weft_lab.vmbench import main as vmbench_main
+        return vmbench_main(argv[2:])
     if argv[:1] == ["vm"]:
         from weft_lab.vm import main as vm_main
         return vm_main(argv[1:])
@@ -70,28 +75,28 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(topo.containers)} containers, {len(topo.switches)} switches")
         elif args.cmd == "down":
             if args.all:
-                labs = L.list_labs()
+                labs = N.list_labs()
             elif args.lab or not args.topology:
-                labs = [L.resolve_lab(args.lab)]
+                labs = [N.resolve_lab(args.lab)]
             else:
                 labs = [load(args.topology).name]
             for name in labs:
                 print(f"lab {name} down in {L.down(name):.1f}s")
         elif args.cmd == "status":
-            st = L.status(L.resolve_lab(args.lab))
+            st = L.status(N.resolve_lab(args.lab))
             print(json.dumps(st, indent=1)) if args.json else _print_status(st)
         elif args.cmd == "list":
-            print("\n".join(L.list_labs()))
+            print("\n".join(N.list_labs()))
         elif args.cmd == "exec":
             cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
             if not cmd:
                 ap.error("exec needs a command after --")
-            full = L.exec_argv(L.resolve_lab(args.lab), args.node, cmd)
+            full = N.exec_argv(N.resolve_lab(args.lab), args.node, cmd)
             os.execvp(full[0], full)
     except TopologyError as exc:
         print(f"weft-lab: {exc}", file=sys.stderr)
         return 2
-    except (L.LabError, CommandError) as exc:
+    except (N.LabError, CommandError) as exc:
         print(f"weft-lab: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from weft_lab import keeper
-from weft_lab.lab import CTL, LabError, host_dir, ns_name, ovs_env, pki_dir, state_dir
+from weft_lab.nodes import CTL, LabError, host_dir, ns_name, ovs_env, pki_dir, state_dir
 from weft_lab.shell import run, succeeds
 from weft_lab.topology import Topology
 
@@ -244,6 +244,22 @@ def tunnels_resolved(topo: Topology) -> bool:
     return True
 
 
+def election(lab: str, instance: int) -> dict | None:
+    """An instance's election status from /v1/health, or None when it does not answer."""
+    try:
+        with api(lab, timeout=1, instance=instance) as c:
+            return c.get("/v1/health").json().get("election")
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def master(topo: Topology, exclude: tuple[int, ...] = ()) -> int | None:
+    """The instance (1-based) that says it is master, if exactly one does."""
+    found = [n for n in range(1, topo.controllers + 1) if n not in exclude
+             and (election(topo.name, n) or {}).get("role") == "master"]
+    return found[0] if len(found) == 1 else None
+
+
 def wait_converged(topo: Topology, timeout: float = 60) -> float:
     """Wait until every agent finished a pass and every switch is connected and in sync."""
     t0 = time.monotonic()
@@ -254,7 +270,6 @@ def wait_converged(topo: Topology, timeout: float = 60) -> float:
         try:
             instance = 1
             if topo.controllers > 1:                    # the master's view of the switches
-                from weft_lab.ha import master
                 instance = master(topo) or 1
             with api(topo.name, timeout=3, instance=instance) as c:
                 health = c.get("/v1/health").json()      # cheap: counts, not lists

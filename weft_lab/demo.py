@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.topology import load
 from weft_lab.traffic import iperf, ping
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     args = ap.parse_args(argv)
     topo = load(args.topology)
-    if L.lab_exists(topo.name):
+    if N.lab_exists(topo.name):
         say(f"lab {topo.name} is already up: taking it down first")
         L.down(topo.name)
     say(f"weft-lab up {args.topology}")
@@ -48,14 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         if topo.docker:
             from weft_lab import docker
             for h in topo.hosts:
-                d = L.host_dir(topo.name, h.name)
+                d = N.host_dir(topo.name, h.name)
                 say(f"{h.name}: dockerd started with the agent's {d / 'daemon.json'}: "
                     + " ".join((d / "daemon.json").read_text().split()))
                 print(docker.docker(d, "ps", "--format",
                                     "table {{.Names}}\t{{.Image}}\t{{.Status}}"), end="")
             say(f"docker exec {c1.name} ping {dst}  ({c2.name}, a docker run container on "
                 f"{c2.host})")
-            out = docker.docker(L.host_dir(topo.name, c1.host), "exec", c1.name, "ping", "-c",
+            out = docker.docker(N.host_dir(topo.name, c1.host), "exec", c1.name, "ping", "-c",
                                 "3", "-W", "2", dst, check=False)
             print(out, end="")
         say(f"ping from {c1.name} (on {c1.host}) to {c2.name} {dst} (on {c2.host})")
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{h2h:.0f} Mbit/s host to host; overlay/underlay ratio {c2c / h2h:.2f}")
         for host in (h1.name,):
             say(f"OpenFlow rules on {host}'s br0")
-            subprocess.run(L.exec_argv(topo.name, host, ["ovs-ofctl", "-O", "OpenFlow13",
+            subprocess.run(N.exec_argv(topo.name, host, ["ovs-ofctl", "-O", "OpenFlow13",
                                                           "dump-flows", "br0"]))
         ok = res.received > 0
     finally:

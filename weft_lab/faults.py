@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import yaml
 
 from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.shell import netns_pids
 
 
@@ -42,7 +43,7 @@ def ping_through(lab: str, src: str, dst: str, fault: Callable[[], None], name: 
                  seconds: float = 20, pps: int = 100, fault_at: float = 3.0) -> Outage:
     """Ping `dst` from container `src` at `pps` for `seconds`; `fault()` runs `fault_at` s in."""
     count = int(seconds * pps)
-    proc = subprocess.Popen(L.exec_argv(lab, src, ["ping", "-n", "-i", str(1 / pps), "-c",
+    proc = subprocess.Popen(N.exec_argv(lab, src, ["ping", "-n", "-i", str(1 / pps), "-c",
                                                    str(count), "-W", "1", dst]),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -63,7 +64,7 @@ def ping_through(lab: str, src: str, dst: str, fault: Callable[[], None], name: 
 
 
 def agent_pid(lab: str, host: str) -> int:
-    for pid in netns_pids(L.ns_name(lab, host)):
+    for pid in netns_pids(N.ns_name(lab, host)):
         try:
             if b"ovs_agent.cli" in open(f"/proc/{pid}/cmdline", "rb").read():
                 return pid

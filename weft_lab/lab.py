@@ -1,8 +1,6 @@
 """Building, inspecting and tearing down a lab.
 
-Names: every namespace of lab L is ``L.<node>`` (``L.ctl`` holds the
-underlay and management bridges and the controller), and every file lives in
-``/run/weft-lab/L/``.  Interfaces are created straight inside their
+Names and paths are weft_lab.nodes'.  Interfaces are created straight inside their
 namespaces, so nothing of a lab ever appears in the root namespace, and
 `down` finds all of it from the name alone, even after a crash.
 """
@@ -23,38 +21,16 @@ from pathlib import Path
 
 from cluster.hostsfile import parse as parse_hosts, tunnel_mtu
 from weft_lab import docker, keeper
+from weft_lab.nodes import (CTL, LabError, host_dir, lab_exists, load_state, ns_name, ovs_env,
+                            pki_dir, state_dir, vsctl)
 from weft_lab.shell import CommandError, netns_list, netns_pids, run, succeeds
 from weft_lab.topology import ExternalSwitch, Host, Topology
 
-RUN_ROOT = Path(os.environ.get("WEFT_LAB_RUN", "/run/weft-lab"))
-CTL = "ctl"
 UNDERLAY_BRIDGE = "ul"
 MGMT_BRIDGE = "mg"
 VLAN_BRIDGE = "vl"          # transport vlan: the shared L2 network of the hosts' uplinks
 UPLINK = "eth1"
 VSWITCH_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
-
-
-class LabError(RuntimeError):
-    """The lab could not be built or found; the message says what to do."""
-
-
-def ns_name(lab: str, node: str) -> str:
-    return f"{lab}.{node}"
-
-
-def state_dir(lab: str) -> Path:
-    return RUN_ROOT / lab
-
-
-def host_dir(lab: str, host: str) -> Path:
-    return state_dir(lab) / "hosts" / host
-
-
-def ovs_env(lab: str, host: str) -> dict[str, str]:
-    """Environment that points OVS tools at a lab host's private OVS."""
-    d = str(host_dir(lab, host))
-    return {"OVS_RUNDIR": d, "OVS_DBDIR": d, "OVS_LOGDIR": d}
 
 
 def container_mtu(topo: Topology) -> int:
@@ -98,12 +74,6 @@ def _new_ns(ns: str) -> None:
 
 
 # -- OVS per host ---------------------------------------------------------------
-
-def vsctl(lab: str, host: str, *args: str, timeout: float = 30) -> str:
-    """Run ovs-vsctl against a lab host's private OVS."""
-    return run(["ovs-vsctl", f"--timeout={int(timeout)}", *args],
-               ns=ns_name(lab, host), env=ovs_env(lab, host), timeout=timeout + 5)
-
 
 def start_ovs(lab: str, host: str) -> None:
     """Start this host's ovsdb-server and ovs-vswitchd under the keeper."""
@@ -188,11 +158,6 @@ def hosts_yaml(topo: Topology, only: str | None = None) -> str:
         if h.tunnel_type:
             lines.append(f"    tunnel_type: {h.tunnel_type}")
     return "\n".join(lines) + "\n"
-
-
-def pki_dir(lab: str) -> Path:
-    """The lab's CA, and a key and certificate per host and for the controller."""
-    return state_dir(lab) / "pki"
 
 
 def make_pki(lab: str, hosts: list[str]) -> None:
@@ -449,19 +414,6 @@ class _Steps:
                 self(f"{what}: {done}/{total}{' ' + unit if unit else ''}")
 
 
-def lab_exists(lab: str) -> bool:
-    return state_dir(lab).exists() or any(n.startswith(lab + ".") for n in netns_list())
-
-
-def list_labs() -> list[str]:
-    """Labs known by state dir or by namespaces (a crashed `up` may leave only the latter)."""
-    names = {p.name for p in RUN_ROOT.iterdir()} if RUN_ROOT.exists() else set()
-    for ns in netns_list():
-        if ns.endswith("." + CTL):
-            names.add(ns[: -len(CTL) - 1])
-    return sorted(names)
-
-
 def down(lab: str) -> float:
     """Remove every process, namespace, interface and file of the lab.  Idempotent."""
     t0 = time.monotonic()
@@ -505,38 +457,6 @@ def _kill_all(spaces: list[str]) -> None:
 
 
 # -- status / exec ------------------------------------------------------------------
-
-def load_state(lab: str) -> dict:
-    try:
-        return json.loads((state_dir(lab) / "topology.json").read_text())
-    except (OSError, ValueError):
-        raise LabError(f"lab {lab!r} is not up (known labs: {', '.join(list_labs()) or 'none'})")
-
-
-def resolve_lab(lab: str | None) -> str:
-    """The lab a command means: the one named, or the only one that is up."""
-    if lab:
-        return lab
-    labs = list_labs()
-    if len(labs) != 1:
-        raise LabError("name the lab with --lab (labs up: " + (", ".join(labs) or "none") + ")")
-    return labs[0]
-
-
-def exec_argv(lab: str, node: str, cmd: list[str]) -> list[str]:
-    """The argv that runs `cmd` on a lab node (host, container, switch or ctl), or in a
-    namespace a test added to the lab (e.g. `weft_lab.measure.plug_bare_port`)."""
-    state = load_state(lab)
-    nodes = {CTL} | {h["name"] for h in state["hosts"]} | \
-        {c["name"] for c in state["containers"]} | {s["name"] for s in state["switches"]}
-    if node not in nodes and Path(f"/run/netns/{ns_name(lab, node)}").exists():
-        return ["ip", "netns", "exec", ns_name(lab, node), *cmd]
-    if node not in nodes:
-        raise LabError(f"no node {node!r} in lab {lab!r} (nodes: {', '.join(sorted(nodes))})")
-    with_ovs = {h["name"] for h in state["hosts"]} | {s["name"] for s in state["switches"]}
-    env = [f"{k}={v}" for k, v in ovs_env(lab, node).items()] if node in with_ovs else []
-    return ["ip", "netns", "exec", ns_name(lab, node), "env", *env, *cmd]
-
 
 def status(lab: str) -> dict:
     """What is running: namespaces, processes, OVS bridges and ports per host."""

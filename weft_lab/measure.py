@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from weft_lab.lab import ns_name, vsctl
+from weft_lab.nodes import ns_name, vsctl
 from weft_lab.shell import run
 
 

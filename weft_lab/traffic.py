@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from weft_lab.lab import exec_argv
+from weft_lab.nodes import exec_argv
 
 
 @dataclass(frozen=True)

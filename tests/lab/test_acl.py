@@ -16,8 +16,9 @@ import pytest
 
 from tests.conftest import converged_lab, lab_name
 from weft_lab import cluster as C
+from weft_lab import nodes as N
 from weft_lab.topology import parse
-from weft_lab.lab import exec_argv
+from weft_lab.nodes import exec_argv
 from weft_lab.traffic import iperf, node_run, reaches
 
 TOPO = """
@@ -148,7 +149,6 @@ def test_default_deny_passes_exactly_tcp80_to_one_container(lab, servers):
 def test_measure_100_rules_bind_latency_and_conntrack_throughput(lab):
     """Numbers for the report (VXLAN only): flows per switch with 100 rules, bind -> first
     packet with them in place, iperf3 through conntrack ACLs vs with no policy."""
-    from weft_lab import lab as L
     from weft_lab.measure import bind_to_first_packet, percentile, plug_bare_port
     from weft_lab.shell import run
     name = lab.name
@@ -176,7 +176,7 @@ def test_measure_100_rules_bind_latency_and_conntrack_throughput(lab):
                               "mac": "02:00:00:00:00:50"}, IP["w2"], mac2,
                     rounds=10, settle=lambda: C.wait_converged(lab))
             finally:
-                L.vsctl(name, "host1", "--if-exists", "del-port", "br0", "wx1")
+                N.vsctl(name, "host1", "--if-exists", "del-port", "br0", "wx1")
                 run(["ip", "netns", "del", ns], check=False)
         finally:
             api.put("/v1/tenants/w/acls/default", json={"default": "allow"})
@@ -201,9 +201,8 @@ for _ in range(int(sys.argv[3])):
 def _controller_pid(lab: str) -> int:
     from pathlib import Path
 
-    from weft_lab import lab as L
     from weft_lab.shell import netns_pids
-    for pid in netns_pids(L.ns_name(lab, "ctl")):
+    for pid in netns_pids(N.ns_name(lab, "ctl")):
         if b"controller.manager" in Path(f"/proc/{pid}/cmdline").read_bytes():
             return pid
     raise AssertionError("controller not running")

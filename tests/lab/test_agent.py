@@ -13,6 +13,7 @@ import pytest
 from cluster.hostsfile import tunnel_port_name
 from tests.conftest import lab_name, wait_for
 from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.topology import parse
 from weft_lab.traffic import reaches
 
@@ -26,7 +27,7 @@ def topo(n: int, tunnel: str = "vxlan", name: str | None = None):
 
 def interfaces(lab: str, host: str) -> dict[str, dict]:
     """Interface name -> {uuid, type, options, external_ids} from the host's OVSDB."""
-    out = L.vsctl(lab, host, "--format=json", "--columns=_uuid,name,type,options,external_ids",
+    out = N.vsctl(lab, host, "--format=json", "--columns=_uuid,name,type,options,external_ids",
                   "list", "Interface")
     data = json.loads(out)
     rows = {}
@@ -53,9 +54,9 @@ def mesh_ok(t) -> bool:
 
 
 def run_agent_once(t, host: str, peers: str) -> subprocess.CompletedProcess:
-    return subprocess.run(L.exec_argv(t.name, host, [
+    return subprocess.run(N.exec_argv(t.name, host, [
         sys.executable, "-m", "ovs_agent.cli", "--once", "--peers", peers, "--host", host,
-        "--subnet-file", str(L.host_dir(t.name, host) / "subnet.env")]),
+        "--subnet-file", str(N.host_dir(t.name, host) / "subnet.env")]),
         capture_output=True, text=True, timeout=60)
 
 
@@ -68,7 +69,7 @@ def test_full_mesh(leaves_nothing, n, tunnel):
                 assert row["type"] == tunnel
                 assert row["options"]["key"] == "flow"
                 assert row["external_ids"]["weft-peer"] in {p.name for p in t.hosts} - {h.name}
-            br0 = L.vsctl(t.name, h.name, "get", "bridge", "br0", "fail_mode").strip()
+            br0 = N.vsctl(t.name, h.name, "get", "bridge", "br0", "fail_mode").strip()
             assert br0 == "secure"
 
 
@@ -77,10 +78,10 @@ def test_docker0_link_carries_traffic(leaves_nothing):
     with L.running(topo(2)) as t:
         wait_for(lambda: mesh_ok(t), what="mesh")
         for h in t.hosts:
-            wait_for(lambda h=h: subprocess.run(L.exec_argv(t.name, h.name, [
+            wait_for(lambda h=h: subprocess.run(N.exec_argv(t.name, h.name, [
                 "ovs-ofctl", "-O", "OpenFlow13", "add-flow", "br0", "actions=NORMAL"]),
                 capture_output=True).returncode == 0, what="br0 accepting flows")
-            env_file = L.host_dir(t.name, h.name) / "subnet.env"
+            env_file = N.host_dir(t.name, h.name) / "subnet.env"
             wait_for(env_file.exists, what="subnet.env")
             env = env_file.read_text()
             assert "WEFT_MTU=1450" in env and f"WEFT_SUBNET={h.docker_subnet}" in env
@@ -91,14 +92,14 @@ def test_second_pass_writes_nothing_and_join_leave_do_not_flap(leaves_nothing, t
     with L.running(topo(3)) as t:
         wait_for(lambda: mesh_ok(t), what="mesh")
         before = {h.name: interfaces(t.name, h.name) for h in t.hosts}
-        peers = str(L.state_dir(t.name) / "hosts.yaml")
+        peers = str(N.state_dir(t.name) / "hosts.yaml")
         res = run_agent_once(t, "h1", peers)
         assert res.returncode == 0, res.stderr
         assert "ovsdb:" not in res.stderr and "0 changes" in res.stderr
         assert interfaces(t.name, "h1") == before["h1"]
 
         # Join: one more host in hosts.yaml -> exactly one new tunnel per host.
-        hy = L.state_dir(t.name) / "hosts.yaml"
+        hy = N.state_dir(t.name) / "hosts.yaml"
         original = hy.read_text()
         hy.write_text(original + "  - name: h9\n    underlay_ip: 192.168.50.99\n")
         for h in t.hosts:
@@ -118,9 +119,9 @@ def test_second_pass_writes_nothing_and_join_leave_do_not_flap(leaves_nothing, t
 def test_operator_ports_survive(leaves_nothing):
     with L.running(topo(2)) as t:
         wait_for(lambda: mesh_ok(t), what="mesh")
-        L.vsctl(t.name, "h1", "add-port", "br0", "manual0", "--", "set", "interface", "manual0",
+        N.vsctl(t.name, "h1", "add-port", "br0", "manual0", "--", "set", "interface", "manual0",
                 "type=internal")
-        L.vsctl(t.name, "h1", "add-port", "br0", "vx-manual", "--", "set", "interface",
+        N.vsctl(t.name, "h1", "add-port", "br0", "vx-manual", "--", "set", "interface",
                 "vx-manual", "type=vxlan", "options:remote_ip=192.168.50.200")
         os.kill(_agent_pid(t, "h1"), signal.SIGHUP)
         time.sleep(3)               # more than one pass (interval 2 s)
@@ -165,7 +166,7 @@ def test_bad_hosts_yaml_refused_and_ovs_unchanged(leaves_nothing, tmp_path):
 
 def _agent_pid(t, host: str) -> int:
     from weft_lab.shell import netns_pids
-    for pid in netns_pids(L.ns_name(t.name, host)):
+    for pid in netns_pids(N.ns_name(t.name, host)):
         if b"ovs_agent.cli" in open(f"/proc/{pid}/cmdline", "rb").read():
             return pid
     raise AssertionError("agent not running")
@@ -179,15 +180,15 @@ def test_ovs_restart_and_agent_kill9_recover(leaves_nothing):
         L.stop_ovs(t.name, "h1")
         L.start_ovs(t.name, "h1")
         wait_for(lambda: "192.168.50.10" in subprocess.run(
-            L.exec_argv(t.name, "h1", ["ip", "-4", "addr", "show", "br-phy"]),
+            N.exec_argv(t.name, "h1", ["ip", "-4", "addr", "show", "br-phy"]),
             capture_output=True, text=True).stdout, what="underlay address back on br-phy")
         assert mesh_ok(t)
         # Agent killed -9 and restarted: converges with no duplicates.
         os.kill(_agent_pid(t, "h1"), signal.SIGKILL)
-        L.vsctl(t.name, "h1", "del-port", "br0", "vx-h2")      # damage while it is away
+        N.vsctl(t.name, "h1", "del-port", "br0", "vx-h2")      # damage while it is away
         L.start_agent(t.name, "h1")
         wait_for(lambda: mesh_ok(t), what="mesh after agent restart")
-        ports = L.vsctl(t.name, "h1", "list-ports", "br0").split()
+        ports = N.vsctl(t.name, "h1", "list-ports", "br0").split()
         assert sorted(ports) == sorted(set(ports)) == ["vx-h2", "weft-d0"]
         now = {n: r["uuid"] for n, r in interfaces(t.name, "h1").items()}
         assert {n for n in now if now[n] == uuids.get(n)} >= {"weft-d0", "eth0"}

@@ -17,8 +17,9 @@ import yaml
 from cluster.hostsfile import tunnel_port_name
 from tests.conftest import converged_lab, lab_name, wait_for
 from weft_lab import cluster as C
-from weft_lab import ha
+from weft_lab import failover as ha
 from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.topology import Topology, parse
 from weft_lab.traffic import reaches
 
@@ -47,7 +48,7 @@ def members(lab, instance: int) -> set[str]:
 def test_a_host_joins_while_the_first_controller_is_down(lab):
     ha.kill(lab.name, "controller-1")               # the first URL of controller.api
     survivor = ha.wait_master(lab, timeout=10, exclude=(1,))
-    d = L.host_dir(lab.name, "host3")
+    d = N.host_dir(lab.name, "host3")
     (d / "hosts.yaml").write_text(L.hosts_yaml(lab, only="host3"))
     L.start_agent(lab.name, "host3", register=True)
     wait_for(lambda: "host3" in members(lab, survivor), timeout=30, what="host3 registered")
@@ -55,7 +56,7 @@ def test_a_host_joins_while_the_first_controller_is_down(lab):
     # build tunnels to it; it learns them; docker0 containers reach each other
     for h, peers in (("host1", ("host2", "host3")), ("host3", ("host1", "host2"))):
         wait_for(lambda h=h, peers=peers: {tunnel_port_name("vxlan", p) for p in peers}
-                 <= set(L.vsctl(lab.name, h, "list-ports", "br0").split()),
+                 <= set(N.vsctl(lab.name, h, "list-ports", "br0").split()),
                  timeout=30, what=f"{h}'s tunnels to {peers}")
     assert wait_for(lambda: reaches(lab.name, "d1", lab.addr("d3")), timeout=30,
                     what="d1 -> d3")

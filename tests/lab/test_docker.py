@@ -15,6 +15,7 @@ import pytest
 from cluster.hostsfile import tunnel_mtu
 from weft_lab import docker as D
 from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.shell import run
 from weft_lab.topology import parse
 from weft_lab.traffic import iperf, node_run, pinging, reaches
@@ -38,14 +39,14 @@ def lab(request):
 
 
 def dockerd_argv(lab: str, host: str) -> list[str]:
-    pid = (D.docker_dir(L.host_dir(lab, host)) / "docker.pid").read_text().strip()
+    pid = (D.docker_dir(N.host_dir(lab, host)) / "docker.pid").read_text().strip()
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
 
 
 def test_dockerd_runs_with_exactly_the_agents_daemon_json(lab):
     mtu = tunnel_mtu(L.parse_hosts(L.hosts_yaml(lab)))
     for h in lab.hosts:
-        d = L.host_dir(lab.name, h.name)
+        d = N.host_dir(lab.name, h.name)
         argv = dockerd_argv(lab.name, h.name)
         assert argv[argv.index("--config-file") + 1] == str(d / "daemon.json")
         assert "--bip" not in " ".join(argv), "options come from the agent's file only"
@@ -57,7 +58,7 @@ def test_dockerd_runs_with_exactly_the_agents_daemon_json(lab):
             in env
         # what Docker made of it: docker0 with the cluster prefix, containers at the MTU
         addr = json.loads(run(["ip", "-j", "addr", "show", "docker0"],
-                              ns=L.ns_name(lab.name, h.name)))[0]
+                              ns=N.ns_name(lab.name, h.name)))[0]
         assert addr["mtu"] == mtu
         assert [f"{a['local']}/{a['prefixlen']}" for a in addr["addr_info"]] == [f"{gateway}/16"]
     eth0 = json.loads(node_run(lab.name, "c1", ["ip", "-j", "link", "show", "eth0"]).stdout)[0]
@@ -68,7 +69,7 @@ def test_docker_run_containers_reach_each_other_across_hosts(lab):
     assert reaches(lab.name, "c1", lab.addr("c2"))
     assert reaches(lab.name, "c3", lab.addr("c1"))
     # through Docker's own exec too: these are real containers of a real daemon
-    out = D.docker(L.host_dir(lab.name, "host1"), "exec", "c1", "ping", "-c", "2", "-W", "2",
+    out = D.docker(N.host_dir(lab.name, "host1"), "exec", "c1", "ping", "-c", "2", "-W", "2",
                    lab.addr("c3"))
     assert "2 packets received" in out
     mbps = iperf(lab.name, "c1", "c2", lab.addr("c2"), seconds=2)
@@ -91,7 +92,7 @@ def test_dockerd_restart_with_a_new_bip_heals_the_docker0_link(lab):
     Before the fix the link's docker0 end was left without a master: 100% loss,
     nothing logged.
     """
-    d1 = L.host_dir(lab.name, "host1")
+    d1 = N.host_dir(lab.name, "host1")
     changed = d1 / "daemon-new-bip.json"
     config = json.loads((d1 / "daemon.json").read_text())
     changed.write_text(json.dumps({**config, "bip": "172.17.1.254/16"}))
@@ -100,11 +101,11 @@ def test_dockerd_restart_with_a_new_bip_heals_the_docker0_link(lab):
         t0 = time.monotonic()
         D.stop_dockerd(d1)
         # Docker's documented way to change --bip: stop, delete docker0, start again
-        run(["ip", "link", "del", "docker0"], ns=L.ns_name(lab.name, "host1"))
-        D.start_dockerd(lab.name, "host1", L.ns_name(lab.name, "host1"), d1,
-                        L.state_dir(lab.name), changed)
+        run(["ip", "link", "del", "docker0"], ns=N.ns_name(lab.name, "host1"))
+        D.start_dockerd(lab.name, "host1", N.ns_name(lab.name, "host1"), d1,
+                        N.state_dir(lab.name), changed)
         D.wait_ready(d1)
-        info = D.start_container(d1, "c1", L.ns_name(lab.name, "c1"))
+        info = D.start_container(d1, "c1", N.ns_name(lab.name, "c1"))
         assert info["ip"] == f"{lab.addr('c1')}/16", "c1 keeps its address"
         # the container now routes via the new gateway; across hosts it is on-link
         assert reaches(lab.name, "c1", lab.addr("c2"), tries=20)
@@ -113,7 +114,7 @@ def test_dockerd_restart_with_a_new_bip_heals_the_docker0_link(lab):
     print(f"\n[{lab.tunnel_type}] dockerd restart with a new --bip: {tally.sent - tally.received}"
           f" of {tally.sent} pings lost (gap {gap:.1f}s), healed {healed:.1f}s after the stop")
     master = Path("/sys/class/net/weft-d0p/master")
-    assert run(["readlink", str(master)], ns=L.ns_name(lab.name, "host1")).strip() \
+    assert run(["readlink", str(master)], ns=N.ns_name(lab.name, "host1")).strip() \
         .endswith("/docker0")
     log = (d1 / "ovs-agent.log").read_text()
     assert "re-attached to docker0" in log
@@ -131,8 +132,8 @@ def test_first_packet_is_not_lost_when_ovs_forgets_a_peer(lab):
     first ping of a cold ARP cache must take milliseconds.
     """
     for h in lab.hosts:
-        run(["ovs-appctl", "tnl/neigh/flush"], ns=L.ns_name(lab.name, h.name),
-            env=L.ovs_env(lab.name, h.name))
+        run(["ovs-appctl", "tnl/neigh/flush"], ns=N.ns_name(lab.name, h.name),
+            env=N.ovs_env(lab.name, h.name))
     time.sleep(3)                                  # one agent pass (--interval 2)
     for c in ("c1", "c2"):
         node_run(lab.name, c, ["ip", "neigh", "flush", "all"])
@@ -146,7 +147,7 @@ def test_down_removes_containers_the_lab_never_named(leaves_nothing):
     topo = parse(f"name: {lab_name('d')}\nhosts:\n  - name: host1\n")
     L.up(topo)
     try:
-        d = L.host_dir(topo.name, "host1")
+        d = N.host_dir(topo.name, "host1")
         D.docker(d, "run", "-d", "--pull=never", "--init", "--name", "stray", D.IMAGE,
                  "sleep", "600")
         pid = D.inspect(d, "stray")["pid"]

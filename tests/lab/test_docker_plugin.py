@@ -21,6 +21,7 @@ from tests.conftest import converged_lab, lab_name
 from weft_lab import attack as A
 from weft_lab import docker as D
 from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.measure import percentile, pings
 from weft_lab.shell import netns_pids, run
 from weft_lab.topology import load
@@ -38,7 +39,7 @@ def lab():
 
 
 def hd(lab, host: str = "host1") -> Path:
-    return L.host_dir(lab.name, host)
+    return N.host_dir(lab.name, host)
 
 
 def docker(lab, host: str, *args: str, check: bool = True) -> str:
@@ -47,17 +48,17 @@ def docker(lab, host: str, *args: str, check: bool = True) -> str:
 
 def start(lab, host: str, name: str, network: str = "red") -> dict:
     """`docker run --network NET` of one more container (namespace LAB.NAME)."""
-    return D.run_container(hd(lab, host), lab.name, name, L.ns_name(lab.name, name),
+    return D.run_container(hd(lab, host), lab.name, name, N.ns_name(lab.name, name),
                            network=network)
 
 
 def remove(lab, host: str, name: str) -> None:
     docker(lab, host, "rm", "-f", name)
-    run(["ip", "netns", "del", L.ns_name(lab.name, name)], check=False)
+    run(["ip", "netns", "del", N.ns_name(lab.name, name)], check=False)
 
 
 def plugin_pid(lab, host: str) -> int:
-    for pid in netns_pids(L.ns_name(lab.name, host)):
+    for pid in netns_pids(N.ns_name(lab.name, host)):
         try:
             if b"docker-plugin" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return pid
@@ -68,21 +69,21 @@ def plugin_pid(lab, host: str) -> int:
 
 def ports(lab, host: str) -> dict[str, dict]:
     """br0's container ports on a host with their external_ids."""
-    out = json.loads(L.vsctl(lab.name, host, "--format=json", "--columns=name,external_ids",
+    out = json.loads(N.vsctl(lab.name, host, "--format=json", "--columns=name,external_ids",
                              "find", "Interface", "external_ids:weft-role=container"))
     return {row[0]: dict(row[1][1]) for row in out["data"]}
 
 
 def bridge_state(lab, host: str) -> dict[str, str]:
     """The plugin's records in br0's external_ids."""
-    out = json.loads(L.vsctl(lab.name, host, "--format=json", "--columns=external_ids",
+    out = json.loads(N.vsctl(lab.name, host, "--format=json", "--columns=external_ids",
                              "list", "Bridge", "br0"))
     return {k: v for k, v in out["data"][0][0][1] if k.startswith("weft-d")}
 
 
 def links(lab, host: str) -> set[str]:
     return {line.split(":")[1].strip().split("@")[0] for line in
-            L.run(["ip", "-o", "link", "show"], ns=L.ns_name(lab.name, host)).splitlines()}
+            L.run(["ip", "-o", "link", "show"], ns=N.ns_name(lab.name, host)).splitlines()}
 
 
 def test_containers_reach_each_other_across_hosts(lab):
@@ -135,7 +136,7 @@ def test_docker_rm_removes_port_veth_and_state(lab):
     before_ports, before_links = ports(lab, "host1"), links(lab, "host1")
     info = start(lab, "host1", "tmp1")
     assert info["ip"] == "10.10.0.3/24"       # host1's slice; .1 is the gateway, .2 is red1
-    assert pings(L.ns_name(lab.name, "tmp1"), lab.addr("red2"))
+    assert pings(N.ns_name(lab.name, "tmp1"), lab.addr("red2"))
     [new] = set(ports(lab, "host1")) - set(before_ports)
     assert ports(lab, "host1")[new]["weft-tenant"] == "red"
     assert new in links(lab, "host1")
@@ -160,10 +161,10 @@ def test_plugin_kill9_and_restart(lab):
         time.sleep(1)
         L.start_plugin(lab.name, "host1")
     assert res.received == res.sent == 300, res
-    assert pings(L.ns_name(lab.name, "tmp3"), lab.addr("red2"))
+    assert pings(N.ns_name(lab.name, "tmp3"), lab.addr("red2"))
     new = start(lab, "host1", "tmp4")
     assert new["ip"] not in (old["ip"], "10.10.0.2/24")
-    assert pings(L.ns_name(lab.name, "tmp4"), lab.addr("red2"))
+    assert pings(N.ns_name(lab.name, "tmp4"), lab.addr("red2"))
     assert reaches(lab.name, "red2", new["ip"].split("/")[0])
     before = ports(lab, "host1")
     for name in ("tmp3", "tmp4"):       # made before and after the restart
@@ -200,12 +201,12 @@ def test_the_tenant_defaults_to_the_network_name(lab):
     docker(lab, "host1", "network", "create", "-d", "weft", "--ipam-driver", "weft",
            "--subnet", "10.50.0.0/24", "bare")
     try:
-        D.run_container(hd(lab), lab.name, "bare9", L.ns_name(lab.name, "bare9"),
+        D.run_container(hd(lab), lab.name, "bare9", N.ns_name(lab.name, "bare9"),
                         network="bare", ip="10.50.0.10")
         port = [p for p, ext in ports(lab, "host1").items()
                 if ext.get("weft-docker-endpoint") and ext["weft-tenant"] == "bare"]
         assert len(port) == 1
-        assert pings(L.ns_name(lab.name, "bare9"), lab.addr("x2"))
+        assert pings(N.ns_name(lab.name, "bare9"), lab.addr("x2"))
     finally:
         remove(lab, "host1", "bare9")
         docker(lab, "host1", "network", "rm", "bare")
@@ -254,13 +255,13 @@ def test_dockerd_restart_leaves_and_rejoins_cleanly(lab):
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p, ext in ports(lab, "host1").items() if "weft-docker-endpoint" in ext]
-    D.start_dockerd(lab.name, "host1", L.ns_name(lab.name, "host1"), d, L.state_dir(lab.name),
+    D.start_dockerd(lab.name, "host1", N.ns_name(lab.name, "host1"), d, N.state_dir(lab.name),
                     d / "daemon.json")
     D.wait_ready(d)
     docker(lab, "host1", "start", "red1", "blue1")
     for name in ("red1", "blue1"):       # new sandboxes: name the namespaces again
-        run(["ip", "netns", "del", L.ns_name(lab.name, name)], check=False)
-        run(["ip", "netns", "attach", L.ns_name(lab.name, name),
+        run(["ip", "netns", "del", N.ns_name(lab.name, name)], check=False)
+        run(["ip", "netns", "attach", N.ns_name(lab.name, name),
              str(D.inspect(d, name)["pid"])])
     assert reaches(lab.name, "red1", lab.addr("red2"))
     assert reaches(lab.name, "blue2", lab.addr("blue1"))

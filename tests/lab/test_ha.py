@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import converged_lab, lab_name
 from weft_lab import cluster as C
-from weft_lab import ha
+from weft_lab import failover
 from weft_lab.topology import load
 from weft_lab.traffic import pinging
 
@@ -26,7 +26,7 @@ LEASE_TTL = 3.0
 def lab():
     topo = load("topologies/ha.yaml").with_name(lab_name("ha"))
     with converged_lab(topo) as t:
-        ha.wait_master(t)
+        failover.wait_master(t)
         yield t
 
 
@@ -74,7 +74,7 @@ class Writer:
 
 
 def _snapshot(topo) -> dict:
-    return {h.name: (ha.flows(topo.name, h.name), ha.groups(topo.name, h.name))
+    return {h.name: (failover.flows(topo.name, h.name), failover.groups(topo.name, h.name))
             for h in topo.hosts}
 
 
@@ -83,14 +83,14 @@ def _unchanged(before: dict, after: dict, elapsed: float) -> dict:
     out = {}
     for host, (f0, g0) in before.items():
         f1, g1 = after[host]
-        changed = ha.rewritten(f0, f1, elapsed) + sorted(g0 ^ g1)
+        changed = failover.rewritten(f0, f1, elapsed) + sorted(g0 ^ g1)
         if changed:
             out[host] = changed[:5]
     return out
 
 
 def test_kill_master_during_traffic_and_writes(lab):
-    old = ha.wait_master(lab)
+    old = failover.wait_master(lab)
     live = [n for n in range(1, lab.controllers + 1) if n != old]
     before = _snapshot(lab)
     t_snap = time.monotonic()
@@ -98,9 +98,9 @@ def test_kill_master_during_traffic_and_writes(lab):
             pinging(lab.name, "red1", lab.addr("red2"), count=1000) as p2, \
             Writer(lab, [old, *live], "w") as w:
         time.sleep(3)
-        t_kill = ha.kill(lab.name, f"controller-{old}")
-        new = ha.wait_master(lab, timeout=LEASE_TTL + 5, exclude=(old,))
-        status = ha.election(lab.name, new)
+        t_kill = failover.kill(lab.name, f"controller-{old}")
+        new = failover.wait_master(lab, timeout=LEASE_TTL + 5, exclude=(old,))
+        status = C.election(lab.name, new)
         took = status["master_since"] - t_kill
         time.sleep(4)
     print(f"\nfailover: ctl{old} killed, ctl{new} master after {took:.3f} s "
@@ -130,27 +130,27 @@ def test_kill_master_during_traffic_and_writes(lab):
     C.start_controller(lab, instances=range(old - 1, old))
     C.wait_api(lab.name, instances=lab.controllers)
     time.sleep(1)
-    assert ha.master(lab) == new
-    assert (ha.election(lab.name, old) or {}).get("role") == "slave"
+    assert C.master(lab) == new
+    assert (C.election(lab.name, old) or {}).get("role") == "slave"
 
 
 def test_kill_an_etcd_member_changes_nothing(lab):
-    m = ha.wait_master(lab)
-    gen = ha.election(lab.name, m)["generation"]
-    victim = ha.etcd_leader(lab) or 1          # the hardest one: the cluster re-elects
+    m = failover.wait_master(lab)
+    gen = C.election(lab.name, m)["generation"]
+    victim = failover.etcd_leader(lab) or 1          # the hardest one: the cluster re-elects
     before = _snapshot(lab)
     t_snap = time.monotonic()
     with pinging(lab.name, "d1", lab.addr("d2"), count=500) as p1, \
             Writer(lab, list(range(1, lab.controllers + 1)), "e") as w:
         time.sleep(1)
-        ha.kill(lab.name, f"etcd-{victim}")
+        failover.kill(lab.name, f"etcd-{victim}")
         time.sleep(4)
     print(f"\netcd member {victim} (leader) killed: {len(w.acked)} writes acknowledged, "
           f"{len(w.failed)} unanswered, ping {p1.received}/{p1.sent}; write latency max "
           f"{max(w.latencies) * 1000:.0f} ms")
     assert p1.sent == p1.received == 500
     assert not w.failed and len(w.acked) > 15
-    assert ha.master(lab) == m and ha.election(lab.name, m)["generation"] == gen
+    assert C.master(lab) == m and C.election(lab.name, m)["generation"] == gen
     with C.api(lab.name, instance=m) as c:
         have = {t["name"] for t in c.get("/v1/tenants").json()}
     assert set(w.acked) <= have

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import lab_name
 from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.shell import netns_list, netns_pids
 from weft_lab.cluster import wait_converged
 from weft_lab.topology import parse
@@ -41,14 +42,14 @@ def test_up_down_leaves_nothing(leaves_nothing):
     assert [h["bridges"].keys() for h in st["hosts"]] == [{"br-phy", "br0"}] * 2
     assert all(any("ovs-vswitchd" in p for p in h["processes"]) for h in st["hosts"])
     L.down(topo.name)
-    assert not L.lab_exists(topo.name)
+    assert not N.lab_exists(topo.name)
 
 
 @pytest.mark.parametrize("tunnel", ["vxlan", "gre"])
 def test_containers_on_two_hosts_reach_each_other(leaves_nothing, tunnel):
     with L.running(two_hosts(tunnel)) as topo:
         wait_converged(topo)
-        assert L.vsctl(topo.name, "host1", "get", "interface", "vx-host2" if tunnel == "vxlan"
+        assert N.vsctl(topo.name, "host1", "get", "interface", "vx-host2" if tunnel == "vxlan"
                        else "gr-host2", "type").strip() == tunnel
         assert reaches(topo.name, "c1", topo.addr("c2"))
         res = ping(topo.name, "c2", topo.addr("c1"), count=5, interval=0.05)
@@ -94,7 +95,7 @@ def test_up_failure_rolls_back(leaves_nothing, monkeypatch):
                 + "switches: [{name: sw, host: host1, vlans: [{vlan: 10, ip: 10.0.0.1/24}]}]\n")
     with pytest.raises(RuntimeError, match="injected"):
         L.up(bad)
-    assert not L.lab_exists(topo.name)
+    assert not N.lab_exists(topo.name)
 
 
 def test_malformed_topology_is_refused_cleanly(leaves_nothing, tmp_path):
@@ -104,7 +105,7 @@ def test_malformed_topology_is_refused_cleanly(leaves_nothing, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "hosts[0].docker_subnet" in proc.stderr and ":4:" in proc.stderr
-    assert not L.lab_exists("bad")
+    assert not N.lab_exists("bad")
 
 
 def test_cli_up_status_exec_down(leaves_nothing, tmp_path):

@@ -21,6 +21,7 @@ from tests.conftest import converged_lab, lab_name, wait_for
 from weft_lab import cluster as C
 from weft_lab import faults
 from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.shell import netns_pids
 from weft_lab.topology import Topology, parse
 from weft_lab.traffic import ping, reaches
@@ -49,7 +50,7 @@ def hosts(t) -> dict[str, dict]:
 
 
 def br0_ports(t, host: str) -> set[str]:
-    return set(L.vsctl(t.name, host, "list-ports", "br0").split())
+    return set(N.vsctl(t.name, host, "list-ports", "br0").split())
 
 
 def agent_pids(t) -> dict[str, int]:
@@ -57,14 +58,14 @@ def agent_pids(t) -> dict[str, int]:
 
 
 def controller_pid(t) -> int:
-    for pid in netns_pids(L.ns_name(t.name, L.CTL)):
+    for pid in netns_pids(N.ns_name(t.name, N.CTL)):
         if b"controller.manager" in Path(f"/proc/{pid}/cmdline").read_bytes():
             return pid
     raise AssertionError("weft-manager is not running")
 
 
 def log(t, name: str) -> str:
-    return (L.state_dir(t.name) / name).read_text(errors="replace")
+    return (N.state_dir(t.name) / name).read_text(errors="replace")
 
 
 def test_a_host_joins_by_registration(lab):
@@ -73,12 +74,12 @@ def test_a_host_joins_by_registration(lab):
     h3 = wait_for(lambda: hosts(lab).get("h3"), what="h3 registered")
     assert h3["source"] == "registered" and h3["lease_expires_in"] <= L.LAB_LEASE_TTL
     assert hosts(lab)["h1"]["source"] == "hosts.yaml"
-    assert "h3" not in (L.state_dir(lab.name) / "hosts.yaml").read_text()
+    assert "h3" not in (N.state_dir(lab.name) / "hosts.yaml").read_text()
     for h, peers in (("h1", ("h2", "h3")), ("h2", ("h1", "h3")), ("h3", ("h1", "h2"))):
         assert {tunnel_port_name("vxlan", p) for p in peers} <= br0_ports(lab, h), h
     assert reaches(lab.name, "c1", lab.addr("c3")) and reaches(lab.name, "c3", lab.addr("c1"))
     assert "registered with the controller as h3" in \
-        (L.host_dir(lab.name, "h3") / "ovs-agent.log").read_text()
+        (N.host_dir(lab.name, "h3") / "ovs-agent.log").read_text()
 
 
 def test_agent_kill9_loses_no_packet(lab):
@@ -97,7 +98,7 @@ def test_agents_re_report_to_a_controller_restarted_on_an_empty_store(lab):
     agent restarted."""
     assert reaches(lab.name, "r1", lab.addr("r2"))
     agents = agent_pids(lab)
-    sd = L.state_dir(lab.name)
+    sd = N.state_dir(lab.name)
     os.kill(controller_pid(lab), signal.SIGKILL)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{sd}/weft.db{suffix}").unlink(missing_ok=True)
@@ -118,7 +119,7 @@ def test_agents_re_report_to_a_controller_restarted_on_an_empty_store(lab):
     wait_for(lambda: reaches(lab.name, "r1", lab.addr("r2")), what="r1 -> r2 again")
     assert agent_pids(lab) == agents, "no agent may be restarted"
     for h in ("h1", "h2"):
-        text = (L.host_dir(lab.name, h) / "ovs-agent.log").read_text()
+        text = (N.host_dir(lab.name, h) / "ovs-agent.log").read_text()
         assert re.search(r"reported 1 attachment\(s\) to the controller \((the controller's "
                          r"store changed|retrying a failed report)", text), h
 
@@ -151,7 +152,7 @@ def test_the_controller_follows_hosts_yaml_edits(lab):
     the old number (c1 still has c3 in its ARP cache, so it sends unicast). The
     controller forgets what was learned on a port that went away (controller.sync):
     c1 reaches c3 at once, not after c1's ARP entry runs out (10 s or more before)."""
-    path = L.state_dir(lab.name) / "hosts.yaml"
+    path = N.state_dir(lab.name) / "hosts.yaml"
     good = path.read_text()
     h3 = lab.host("h3")
     path.write_text(good + f"  - name: h3\n    underlay_ip: {h3.underlay_ip}\n"

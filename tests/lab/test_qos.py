@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import converged_lab, lab_name
 from weft_lab import cluster as C
-from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.topology import parse
 from weft_lab.traffic import iperf, node_run, pinging, tcpdump, udp_pps
 
@@ -215,7 +215,7 @@ def test_deleting_all_qos_leaves_nothing_on_any_switch(lab, api):
 
 def _dump(lab, host: str) -> dict[str, str]:
     def ofctl(*args: str) -> str:
-        return subprocess.run(L.exec_argv(lab.name, host, ["ovs-ofctl", "-O", "OpenFlow13",
+        return subprocess.run(N.exec_argv(lab.name, host, ["ovs-ofctl", "-O", "OpenFlow13",
                                                            *args]),
                               capture_output=True, text=True, check=True).stdout
     return {"meters": ofctl("dump-meters", "br0"), "flows": ofctl("dump-flows", "br0")}
@@ -254,14 +254,14 @@ def test_bad_qos_requests_are_refused_and_change_nothing(lab, api):
 
 def test_agent_builds_egress_queues_from_hosts_yaml(lab):
     """linux-htb QoS and Queue rows on the underlay NIC, changed and removed cleanly."""
-    hy = L.state_dir(lab.name) / "hosts.yaml"
+    hy = N.state_dir(lab.name) / "hosts.yaml"
     original = hy.read_text()
 
     def rows(table: str) -> int:
-        return L.vsctl(lab.name, "host1", "list", table).count("_uuid")
+        return N.vsctl(lab.name, "host1", "list", table).count("_uuid")
 
     def classes() -> str:
-        return subprocess.run(L.exec_argv(lab.name, "host1", ["tc", "class", "show", "dev",
+        return subprocess.run(N.exec_argv(lab.name, "host1", ["tc", "class", "show", "dev",
                                                               "eth0"]),
                               capture_output=True, text=True).stdout
     try:

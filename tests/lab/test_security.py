@@ -20,7 +20,7 @@ from controller.pipeline import LEARN_LIMIT_MACS
 from tests.conftest import converged_lab, lab_name
 from weft_lab import attack as A
 from weft_lab import cluster as C
-from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.measure import plug_bare_port
 from weft_lab.shell import run
 from weft_lab.topology import load
@@ -73,7 +73,7 @@ def free(lab):
     finally:
         with C.api(lab.name) as c:
             c.delete("/v1/ports/host1/wf1")
-        L.vsctl(lab.name, "host1", "--if-exists", "del-port", "br0", "wf1")
+        N.vsctl(lab.name, "host1", "--if-exists", "del-port", "br0", "wf1")
         run(["ip", "netns", "del", ns], check=False)
 
 
@@ -123,7 +123,7 @@ def x1(lab):
     finally:
         with C.api(lab.name) as c:
             c.delete("/v1/ports/host1/wx1")
-        L.vsctl(lab.name, "host1", "--if-exists", "del-port", "br0", "wx1")
+        N.vsctl(lab.name, "host1", "--if-exists", "del-port", "br0", "wx1")
         run(["ip", "netns", "del", ns], check=False)
 
 
@@ -170,7 +170,7 @@ def test_a_bound_mac_cannot_be_hijacked_by_learning(lab):
     finally:
         with C.api(lab.name) as c:
             c.delete("/v1/ports/host2/wy1")
-        L.vsctl(lab.name, "host2", "--if-exists", "del-port", "br0", "wy1")
+        N.vsctl(lab.name, "host2", "--if-exists", "del-port", "br0", "wy1")
         run(["ip", "netns", "del", ns], check=False)
     assert res.received == 20 and stolen == 0, (res, stolen)
 
@@ -221,8 +221,8 @@ def test_a_fake_switch_claiming_host1_gets_nothing(lab, tmp_path):
     a certificate no weft CA signed: nothing.  With host1's own (stolen) certificate: the
     connection is refused while host1 is connected.  Before (issue 11): 33 flow-mods and
     6 group-mods, and the controller talked only to the impostor afterwards."""
-    dpid = datapath_id(hostsfile.load(L.state_dir(lab.name) / "hosts.yaml").host("host1"))
-    ctl, pki = lab.controller_ip, L.pki_dir(lab.name)
+    dpid = datapath_id(hostsfile.load(N.state_dir(lab.name) / "hosts.yaml").host("host1"))
+    ctl, pki = lab.controller_ip, N.pki_dir(lab.name)
     bad_cert, bad_key = A.self_signed(tmp_path / "rogue", "host1")
     tries = {"tcp": A.fake_switch(lab.name, "host1", ctl, dpid, "tcp"),
              "tls, no certificate": A.fake_switch(lab.name, "host1", ctl, dpid, "tls"),
@@ -249,10 +249,10 @@ def test_a_container_cannot_inject_into_peer_tunnels(lab):
     MASQUERADE): it sends the lab's tunnel encapsulation (VXLAN or GRE) with red's VNI to
     host2's and host3's underlay addresses.  Before (issue 11): 20 of 20 frames reached red
     on both hosts.  The same packets from host1 itself (not forwarded) are the control."""
-    host = L.ns_name(lab.name, "host1")
+    host = N.ns_name(lab.name, "host1")
     assert run(["sysctl", "-n", "net.ipv4.ip_forward"], ns=host).strip() == "1"
     assert "masquerade" in run(["nft", "list", "ruleset"], ns=host).lower()
-    cluster = hostsfile.load(L.state_dir(lab.name) / "hosts.yaml")
+    cluster = hostsfile.load(N.state_dir(lab.name) / "hosts.yaml")
     with C.api(lab.name) as c:
         vni = c.get("/v1/tenants/red").json()["vni"]
     src = "06:00:00:00:1e:c7"

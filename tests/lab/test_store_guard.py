@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import converged_lab, lab_name
 from weft_lab import cluster as C
-from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.attack import controller_pid, ofctl
 from weft_lab.topology import parse
 from weft_lab.traffic import pinging
@@ -60,9 +60,9 @@ def test_empty_store_beside_live_switches_deletes_nothing(lab):
         export = c.get("/v1/export").json()
     before = {h.name: weft_flows(lab.name, h.name) for h in lab.hosts}
     assert all(any("table=250" in f for f in flows) for flows in before.values())  # stamped
-    backup = L.state_dir(lab.name) / "export.json"
+    backup = N.state_dir(lab.name) / "export.json"
     backup.write_text(json.dumps(export))
-    db = L.state_dir(lab.name) / "weft.db"
+    db = N.state_dir(lab.name) / "weft.db"
     with pinging(lab.name, "red1", "10.10.0.2", 1500) as res:
         time.sleep(1)
         os.kill(controller_pid(lab.name), signal.SIGKILL)
@@ -104,5 +104,5 @@ def test_empty_store_beside_live_switches_deletes_nothing(lab):
     assert [s["flow_mods_sent"] + s["group_mods_sent"] + s["meter_mods_sent"]
             for s in sws] == [0, 0], sws
     assert {h.name: weft_flows(lab.name, h.name) for h in lab.hosts} == before
-    log = (L.state_dir(lab.name) / "weft-manager.log").read_text()
+    log = (N.state_dir(lab.name) / "weft-manager.log").read_text()
     assert "NOT programming it" in log and "--adopt" in log and "weftctl import" in log

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import converged_lab, lab_name
 from weft_lab import cluster as C
-from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.shell import netns_pids, run
 from weft_lab.topology import load
 from weft_lab.measure import bind_to_first_packet, percentile, pings, plug_bare_port
@@ -88,7 +88,7 @@ def test_switch_views_and_flows_explain_themselves(lab):
 
 
 def _controller_pid(lab: str) -> int:
-    for pid in netns_pids(L.ns_name(lab, "ctl")):
+    for pid in netns_pids(N.ns_name(lab, "ctl")):
         if b"controller.manager" in Path(f"/proc/{pid}/cmdline").read_bytes():
             return pid
     raise AssertionError("controller not running")
@@ -126,5 +126,5 @@ def test_rest_binding_reaches_the_switch_fast(lab):
         assert max(lat) < 1.0
         assert not pings(ns, IPS["2"])                                  # unbound again
     finally:
-        L.vsctl(lab.name, "host1", "--if-exists", "del-port", "br0", "wx1")
+        N.vsctl(lab.name, "host1", "--if-exists", "del-port", "br0", "wx1")
         run(["ip", "netns", "del", ns], check=False)

@@ -24,6 +24,7 @@ from controller.ofmsg import flow_from_stats
 from controller.pipeline import POLICY, desired_state
 from tests.fakeoftable import FakeCluster
 from tests.unit.test_ofmsg import stats_echo
+from tests.unit.topologies import Lab, mesh_tunnels
 
 RED, BLUE = Tenant("red", 100), Tenant("blue", 200)
 MACS = {"r1": "02:00:00:00:00:01", "r1b": "02:00:00:00:00:02", "r2": "02:00:00:00:00:03",
@@ -33,7 +34,7 @@ HOST_OF = {"r1": "h1", "r1b": "h1", "r2": "h2", "b1": "h1"}
 BINDINGS = (Binding("h1", "r1", "red", mac=MACS["r1"]), Binding("h1", "r1b", "red", mac=MACS["r1b"]),
             Binding("h2", "r2", "red", mac=MACS["r2"]), Binding("h1", "b1", "blue", mac=MACS["b1"]))
 PORTS = {"h1": {"r1": 1, "r1b": 2, "b1": 3, "tun-h2": 10}, "h2": {"r2": 1, "tun-h1": 10}}
-TUNNELS = {"h1": {"h2": "tun-h2"}, "h2": {"h1": "tun-h1"}}
+TUNNELS = mesh_tunnels(("h1", "h2"))
 WEB = AclRule(1, "red", 100, "allow", "ingress", ip_proto="tcp", local="10.0.0.2", port=80)
 
 
@@ -42,8 +43,9 @@ def topo(*acls: AclRule, deny: tuple[str, ...] = ("red",), limits: tuple = ()) -
                     limits=limits)
 
 
-def cluster(t: Topology) -> FakeCluster:
-    return FakeCluster.from_topology(t, PORTS, TUNNELS)
+LAB = Lab(topo(), PORTS, TUNNELS)      # tests give each its own model on this wiring
+
+
 
 
 def tcp(src: str, dst: str, sport: int, dport: int, proto: int = 6) -> dict:
@@ -110,7 +112,7 @@ def test_topology_refuses_acls_it_cannot_keep():
 
 # --- behaviour ----------------------------------------------------------------------------
 def test_default_deny_passes_exactly_the_allowed_connection_across_hosts():
-    c = cluster(topo(WEB))
+    c = LAB.cluster(topo(WEB))
     assert not send(c, "r2", "r1", 80, 40000)          # the reply, before the connection: no
     assert send(c, "r1", "r2", 40000, 80)              # h1 -> h2, tcp/80 to 10.0.0.2: allowed
     assert send(c, "r2", "r1", 80, 40000)              # reply: established (h2 committed it)
@@ -124,21 +126,21 @@ def test_default_deny_passes_exactly_the_allowed_connection_across_hosts():
 
 def test_default_deny_same_host_and_replies():
     rule = AclRule(1, "red", 100, "allow", "ingress", ip_proto="tcp", local="10.0.0.11", port=80)
-    c = cluster(topo(rule))
+    c = LAB.cluster(topo(rule))
     assert send(c, "r1", "r1b", 40000, 80)
     assert send(c, "r1b", "r1", 80, 40000)
     assert not send(c, "r1b", "r1", 40000, 80)         # the other way round is new: no
 
 
 def test_arp_still_works_and_other_tenants_are_untouched():
-    c = cluster(topo(WEB))
+    c = LAB.cluster(topo(WEB))
     arp = {"eth_src": MACS["r1"], "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x0806,
            "arp_op": 1, "arp_sha": MACS["r1"], "arp_spa": IPS["r1"], "arp_tpa": IPS["r2"]}
     assert set(c.deliveries("h1", "r1", arp)) == {("h1", "r1b"), ("h2", "r2")}
     ipv6 = {"eth_src": MACS["r1"], "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x86DD}
     assert c.deliveries("h1", "r1", ipv6) == []         # default-deny: only IPv4 rules and ARP
     blue = topo(WEB)
-    assert {f for f in desired_state("h1", blue, PORTS["h1"], TUNNELS["h1"]).flows
+    assert {f for f in LAB.state("h1", blue).flows
             if f.cookie == COOKIE_ACL and dict(f.match).get("metadata", (0,))[0] & 0xFFFFFF
             == 200} == set()
 
@@ -146,10 +148,10 @@ def test_arp_still_works_and_other_tenants_are_untouched():
 def test_drop_rule_above_an_allow_and_default_allow():
     allow_net = AclRule(1, "red", 10, "allow", "ingress", ip_proto="tcp", port=80)
     drop_one = AclRule(2, "red", 20, "drop", "egress", local="10.0.0.11")
-    c = cluster(topo(allow_net, drop_one))
+    c = LAB.cluster(topo(allow_net, drop_one))
     assert send(c, "r1", "r2", 40000, 80)
     assert not send(c, "r1b", "r2", 40000, 80)         # the higher drop wins
-    c = cluster(topo(drop_one, deny=()))               # default allow: only the drop bites
+    c = LAB.cluster(topo(drop_one, deny=()))           # default allow: only the drop bites
     assert send(c, "r1", "r2", 40000, 22) and send(c, "r2", "r1", 22, 40000)
     assert send(c, "r1", "r2", 5, 5, proto=17)
     assert not send(c, "r1b", "r2", 40000, 22)
@@ -157,7 +159,7 @@ def test_drop_rule_above_an_allow_and_default_allow():
 
 def test_ping_rule_and_its_reply():
     ping = AclRule(1, "red", 1, "allow", "ingress", ip_proto="icmp", icmp_type=8)
-    c = cluster(topo(ping))
+    c = LAB.cluster(topo(ping))
     assert not send(c, "r1", "r2", 0, 0, proto=1)        # an echo reply alone: no
     assert send(c, "r1", "r2", 8, 0, proto=1)             # request
     assert send(c, "r2", "r1", 0, 0, proto=1)             # its reply: established
@@ -167,7 +169,7 @@ def test_a_ping_back_is_a_new_connection_not_the_reply():
     """Conntrack keys ICMP by type: r1 may ping r2, r2 may not ping r1 just because r1's
     ping is open (hypothesis found the fake switch letting it through)."""
     ping_in = AclRule(1, "red", 1, "allow", "ingress", ip_proto="icmp", local="10.0.0.2")
-    c = cluster(topo(ping_in))
+    c = LAB.cluster(topo(ping_in))
     assert send(c, "r1", "r2", 8, 0, proto=1)             # r1 pings r2: allowed
     assert send(c, "r2", "r1", 0, 0, proto=1)             # its echo reply: established
     assert not send(c, "r2", "r1", 8, 0, proto=1)         # r2 pings r1: a new connection
@@ -175,7 +177,7 @@ def test_a_ping_back_is_a_new_connection_not_the_reply():
 
 def test_tenant_meter_is_kept_once_for_local_senders():
     t = topo(WEB, limits=(RateLimit(7, "h1", 1000, tenant="red"),))
-    c = cluster(t)
+    c = LAB.cluster(t)
     frame = tcp("r1", "r2", 40000, 80)
     assert c.meters_hit("h1", "r1", frame) == [("h1", 7)]
     assert c.meters_hit("h2", "r2", tcp("r2", "r1", 80, 40000)) == []   # h2 has no limit
@@ -184,9 +186,9 @@ def test_tenant_meter_is_kept_once_for_local_senders():
 def test_no_policy_no_acl_flows_and_removal_is_a_clean_diff():
     bare = topo(deny=())
     for host in PORTS:
-        state = desired_state(host, bare, PORTS[host], TUNNELS[host])
+        state = LAB.state(host, bare)
         assert not [f for f in state.flows if feature_of(f.cookie) == "acl"]
-        with_acl = desired_state(host, topo(WEB), PORTS[host], TUNNELS[host])
+        with_acl = LAB.state(host, topo(WEB))
         d = diff(bare_state := state, with_acl)
         assert {f.cookie & ~0xFFFFFFFF for f in d.delete_flows} == {COOKIE_ACL}
         assert not d.add_flows and diff(with_acl, bare_state).delete_flows == ()
@@ -195,20 +197,20 @@ def test_no_policy_no_acl_flows_and_removal_is_a_clean_diff():
 def test_changing_one_rule_sends_only_its_flow():
     rules = [AclRule(i, "red", i, "allow", "ingress", ip_proto="tcp", port=1000 + i)
              for i in range(1, 101)]
-    before = desired_state("h1", topo(*rules), PORTS["h1"], TUNNELS["h1"])
+    before = LAB.state("h1", topo(*rules))
     changed = [*rules[:50], replace(rules[50], port=9999), *rules[51:]]
-    after = desired_state("h1", topo(*changed), PORTS["h1"], TUNNELS["h1"])
+    after = LAB.state("h1", topo(*changed))
     d = diff(after, before)
     assert len(d.add_flows) == len(d.delete_flows) == 1    # its match changed: old out, new in
     assert {acl_rule_of(f.cookie) for f in (*d.add_flows, *d.delete_flows)} == {51}
     assert d.add_flows[0].table == POLICY
     flipped = [*rules[:50], replace(rules[50], action="drop"), *rules[51:]]
-    d = diff(desired_state("h1", topo(*flipped), PORTS["h1"], TUNNELS["h1"]), before)
+    d = diff(LAB.state("h1", topo(*flipped)), before)
     assert len(d.add_flows) == 1 and not d.delete_flows    # same identity: one add replaces it
 
 
 def test_rule_flows_carry_the_rule_id_in_their_cookie():
-    state = desired_state("h1", topo(WEB), PORTS["h1"], TUNNELS["h1"])
+    state = LAB.state("h1", topo(WEB))
     assert [f for f in state.flows if f.cookie == acl_cookie(1)]
     assert acl_rule_of(acl_cookie(1)) == 1 and acl_rule_of(acl_cookie()) is None
 
@@ -271,7 +273,7 @@ def reference(rules: list[AclRule], deny: bool, pkt: dict) -> bool:
                           st.sampled_from([(6, 80), (6, 22), (17, 80), (1, 8)])),
                 min_size=1, max_size=4))
 def test_pipeline_decides_like_the_reference(rules, deny, conns):
-    c = cluster(topo(*rules, deny=("red",) if deny else ()))
+    c = LAB.cluster(topo(*rules, deny=("red",) if deny else ()))
     for src, dst, (proto, dport) in conns:
         if src == dst:
             continue

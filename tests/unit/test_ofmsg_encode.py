@@ -17,7 +17,7 @@ from controller import ofmsg
 from controller.flows import Flow, Group, Meter, SwitchState, flow
 from controller.model import AclRule, Binding, RateLimit, Tenant, Topology
 from controller.pipeline import desired_state
-from tests.unit.test_pipeline import Lab, labs
+from tests.unit.topologies import Lab, labs
 
 
 def _oskens(item: Flow | Group | Meter, command: str) -> bytes:

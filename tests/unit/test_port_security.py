@@ -12,11 +12,11 @@ from controller.model import DOCKER_LINK_PORT, TRUNK, Binding, Tenant, Topology
 from controller.pipeline import (
     L2,
     LEARN_LIMIT_MACS,
-    desired_state,
     flow_reads,
     learned_cookie,
 )
 from tests.fakeoftable import FakeCluster, FakeOFTable
+from tests.unit.topologies import Lab, mesh_tunnels
 
 BCAST = "ff:ff:ff:ff:ff:ff"
 RED, BLUE = Tenant("red", 100, vlan=10), Tenant("blue", 200, vlan=20)
@@ -34,11 +34,8 @@ TOPO = Topology(
     hosts=("h1", "h2"))
 PORTS = {"h1": {"r1": 1, "r3": 2, "free": 3, "trk": 4, DOCKER_LINK_PORT: 5, "tun-h2": 9},
          "h2": {"r2": 1, "red2": 2, DOCKER_LINK_PORT: 5, "tun-h1": 9}}
-TUNNELS = {"h1": {"h2": "tun-h2"}, "h2": {"h1": "tun-h1"}}
-
-
-def _cluster(topo: Topology = TOPO) -> FakeCluster:
-    return FakeCluster.from_topology(topo, PORTS, TUNNELS, learn=True)
+TUNNELS = mesh_tunnels(TOPO.hosts)
+LAB = Lab(TOPO, PORTS, TUNNELS)
 
 
 def _eth(src: str, dst: str = BCAST, **kw: object) -> dict:
@@ -65,7 +62,7 @@ def _learned_count(cluster: FakeCluster, host: str) -> int:
     ("h1", "free", None), ("h1", "r1", None), ("h1", DOCKER_LINK_PORT, None),
     ("h1", "trk", 10), ("h1", "trk", 20), ("h2", "red2", None)])
 def test_group_source_mac_is_dropped_everywhere_and_never_learned(src, host, port, vlan):
-    cluster = _cluster()
+    cluster = LAB.cluster(learn=True)
     assert cluster.frames(host, port, _eth(src), vlan=vlan) == []
     assert _learned_count(cluster, "h1") == _learned_count(cluster, "h2") == 0
     # the tenant's broadcast still reaches everyone (the attack took 100% of ARP before)
@@ -74,14 +71,14 @@ def test_group_source_mac_is_dropped_everywhere_and_never_learned(src, host, por
 
 
 def test_group_source_mac_from_a_tunnel_is_dropped():
-    table = FakeOFTable(desired_state("h1", TOPO, PORTS["h1"], TUNNELS["h1"]), learn=True)
+    table = FakeOFTable(LAB.state("h1"), learn=True)
     assert table.forward(9, {**_eth(BCAST), "tunnel_id": RED.vni}) == set()
     assert not [f for f in table.flows.values() if feature_of(f.cookie) == "learned"]
 
 
 # --- bound ports send only from their addresses ----------------------------------------------
 def test_bound_port_sends_only_from_its_mac():
-    cluster = _cluster()
+    cluster = LAB.cluster(learn=True)
     assert cluster.frames("h1", "r3", _eth(R3))                       # its own: floods
     for spoofed in (R2, "06:00:00:00:00:09", R1):
         assert cluster.frames("h1", "r3", _eth(spoofed)) == []
@@ -91,7 +88,7 @@ def test_bound_port_sends_only_from_its_mac():
 
 
 def test_bound_port_with_ips_sends_only_from_them():
-    cluster = _cluster()
+    cluster = LAB.cluster(learn=True)
     assert cluster.frames("h1", "r1", _ip(R1, "10.0.0.1"))
     assert cluster.frames("h1", "r1", _ip(R1, "10.0.0.100"))          # address pair, port MAC
     assert cluster.frames("h1", "r1", _ip(AAP_MAC, "10.0.9.77"))       # address pair, own MAC
@@ -102,7 +99,7 @@ def test_bound_port_with_ips_sends_only_from_them():
 
 
 def test_arp_sender_mac_and_ip_are_checked():
-    cluster = _cluster()
+    cluster = LAB.cluster(learn=True)
     assert cluster.frames("h1", "r1", _arp(R1, R1, "10.0.0.1"))
     assert cluster.frames("h1", "r1", _arp(AAP_MAC, AAP_MAC, "10.0.9.1"))
     for bad in (_arp(R1, R1, "10.0.0.2"),          # claims a neighbour's IP
@@ -115,7 +112,7 @@ def test_arp_sender_mac_and_ip_are_checked():
 
 
 def test_ports_without_a_mac_and_trunks_are_not_restricted():
-    cluster = _cluster()
+    cluster = LAB.cluster(learn=True)
     assert cluster.frames("h1", "free", _eth("06:00:00:00:00:01"))
     assert cluster.frames("h1", "trk", _eth("06:00:00:00:00:02"), vlan=10)
 
@@ -144,7 +141,7 @@ def test_address_pairs_accept_neutron_dicts():
 @pytest.mark.parametrize("spoofer", [("h2", "red2", None), ("h1", "free", None),
                                      ("h1", "trk", 10)])
 def test_a_bound_mac_cannot_be_taken_over_by_learning(spoofer):
-    cluster = _cluster()
+    cluster = LAB.cluster(learn=True)
     host, port, vlan = spoofer
     for _ in range(3):
         cluster.frames(host, port, _eth(R1), vlan=vlan)               # "I am R1", repeatedly
@@ -157,7 +154,7 @@ def test_a_bound_mac_cannot_be_taken_over_by_learning(spoofer):
 # --- bounded learning -------------------------------------------------------------------------
 def test_every_learn_is_bounded_and_counted_per_ingress_and_tenant():
     for host in ("h1", "h2"):
-        state = desired_state(host, TOPO, PORTS[host], TUNNELS[host])
+        state = LAB.state(host)
         specs = [a[1] for f in state.flows for i in f.instructions if i[0] == "apply"
                  for a in i[1] if a[0] == "learn"]
         assert specs and all(s.limit == 2 * LEARN_LIMIT_MACS for s in specs)
@@ -169,7 +166,7 @@ def test_every_learn_is_bounded_and_counted_per_ingress_and_tenant():
 
 
 def test_a_mac_flood_is_bounded_per_port_and_other_ports_still_learn():
-    cluster = _cluster()
+    cluster = LAB.cluster(learn=True)
     for i in range(LEARN_LIMIT_MACS + 300):                            # random-MAC flood
         cluster.frames("h1", "free", _eth(f"06:00:00:{i >> 16 & 0xFF:02x}:{i >> 8 & 0xFF:02x}:"
                                           f"{i & 0xFF:02x}"))
@@ -186,7 +183,7 @@ def test_a_mac_flood_is_bounded_per_port_and_other_ports_still_learn():
 
 # --- the controller reads only what it owns ----------------------------------------------------
 def test_flow_reads_cover_every_owned_flow_and_no_learned_mac():
-    state = desired_state("h1", TOPO, PORTS["h1"], TUNNELS["h1"])
+    state = LAB.state("h1")
 
     def read(table: int, cookie: int) -> bool:
         return any((t is None or t == table) and cookie & mask == c & mask

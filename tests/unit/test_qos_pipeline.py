@@ -34,11 +34,12 @@ from controller.pipeline import (
     CLASSIFY, FLOOD, FROM_TUNNEL, FROM_UPLINK, L2, POLICY, QOS, SENDER_MASK, TENANT_MASK,
     desired_state,
 )
-from tests.fakeoftable import FakeCluster, FakeOFTable, FakeSwitchError
+from tests.fakeoftable import FakeOFTable, FakeSwitchError
 from tests.unit.test_ofmsg import DP, _wire, stats_echo
 from tests.unit import test_pipeline as base
-from tests.unit.test_pipeline import (
-    BCAST, MAC_POOL, QOS_DSCPS, QOS_NETS, QOS_PORTS, UNKNOWN, Lab, labs,
+from tests.unit.test_pipeline import BCAST
+from tests.unit.topologies import (
+    MAC_POOL, QOS_DSCPS, QOS_NETS, QOS_PORTS, UNKNOWN, Lab, labs, mesh_tunnels,
 )
 
 RED, BLUE, GREEN = Tenant("red", 100, vlan=10), Tenant("blue", 200, vlan=20), Tenant("green", 300)
@@ -82,15 +83,8 @@ TOPO = Topology(
     hosts=("h1", "h2"), limits=LIMITS, rules=RULES)
 PORTS = {"h1": {"r1": 1, "r1b": 2, "b1": 3, "trk": 4, DOCKER_LINK_PORT: 5, "tun-h2": 10},
          "h2": {"r2": 1, "g2": 2, DOCKER_LINK_PORT: 3, "tun-h1": 10}}
-TUNNELS = {"h1": {"h2": "tun-h2"}, "h2": {"h1": "tun-h1"}}
-
-
-def _state(host: str = "h1", topo: Topology = TOPO) -> SwitchState:
-    return desired_state(host, topo, PORTS[host], TUNNELS[host])
-
-
-def _cluster(topo: Topology = TOPO) -> FakeCluster:
-    return FakeCluster.from_topology(topo, PORTS, TUNNELS)
+TUNNELS = mesh_tunnels(TOPO.hosts)
+LAB = Lab(TOPO, PORTS, TUNNELS)
 
 
 def _no_qos(topo: Topology) -> Topology:
@@ -212,21 +206,21 @@ def test_local_tenants_leave_out_uplinks():
 # --- the flows -----------------------------------------------------------------------------------
 def test_table_layout():
     assert (CLASSIFY, POLICY, QOS, L2, FLOOD) == (0, 1, 2, 3, 4)
-    learns = {a[1].table for f in _state().flows for i in f.instructions if i[0] == "apply"
+    learns = {a[1].table for f in LAB.state("h1").flows for i in f.instructions if i[0] == "apply"
               for a in i[1] if a[0] == "learn"}
     assert learns == {L2}
 
 
 def test_sample_meters():
-    assert _state("h1").meters == {Meter(1, 10_000), Meter(2, 50_000, 1_000), Meter(3, 1_000),
+    assert LAB.state("h1").meters == {Meter(1, 10_000), Meter(2, 50_000, 1_000), Meter(3, 1_000),
                                    Meter(10, 2_000), Meter(12, 1_000, 100)}
     # h2: green's aggregate, red's rule meter; blue has no port on h2, r1 is not h2's
-    assert _state("h2").meters == {Meter(6, 7_000), Meter(10, 2_000)}
+    assert LAB.state("h2").meters == {Meter(6, 7_000), Meter(10, 2_000)}
 
 
 def test_sample_qos_flows_exactly():
     red, blue = RED.vni, BLUE.vni
-    qos = {f for f in _state("h1").flows if f.cookie == COOKIE_QOS}
+    qos = {f for f in LAB.state("h1").flows if f.cookie == COOKIE_QOS}
     assert qos == {
         flow(POLICY, 10, {"metadata": (red, SENDER_MASK)}, [("meter", 2), ("goto", QOS)],
              COOKIE_QOS),
@@ -242,15 +236,15 @@ def test_sample_qos_flows_exactly():
              [("meter", 12), ("goto", L2)], COOKIE_QOS),
     }
     metered = {(dict(f.match)["in_port"], dict(f.match)["vlan_vid"]): f.instructions[0]
-               for f in _state("h1").flows if f.table == CLASSIFY and f.instructions
+               for f in LAB.state("h1").flows if f.table == CLASSIFY and f.instructions
                and f.instructions[0][0] == "meter"}
     assert metered == {(1, 0): ("meter", 1), (4, 0x1000 | 10): ("meter", 3),
                        (4, 0x1000 | 20): ("meter", 3)}
 
 
 def test_port_limit_only_adds_an_instruction_and_keeps_the_cookie():
-    bare = {f.match: f for f in _state(topo=_no_qos(TOPO)).flows if f.table == CLASSIFY}
-    limited = {f.match: f for f in _state().flows if f.table == CLASSIFY}
+    bare = {f.match: f for f in LAB.state("h1", _no_qos(TOPO)).flows if f.table == CLASSIFY}
+    limited = {f.match: f for f in LAB.state("h1").flows if f.table == CLASSIFY}
     assert bare.keys() == limited.keys()
     for match, f in limited.items():
         extra = tuple(i for i in f.instructions if i not in bare[match].instructions)
@@ -262,7 +256,7 @@ def test_port_limit_only_adds_an_instruction_and_keeps_the_cookie():
 def test_limits_of_absent_ports_and_tenants_give_nothing():
     ghostless = replace(TOPO, limits=tuple(x for x in LIMITS if x.id not in (4, 5, 7)))
     for host in ("h1", "h2"):
-        assert _state(host) == _state(host, ghostless)
+        assert LAB.state(host) == LAB.state(host, ghostless)
     # bound but not plugged in yet: no classify flow, so no meter either
     state = desired_state("h1", TOPO, {k: v for k, v in PORTS["h1"].items() if k != "r1"},
                           TUNNELS["h1"])
@@ -275,7 +269,7 @@ def test_tenant_qos_needs_a_local_port_bound_plugged_or_not():
     assert {2, 10} <= {m.meter_id for m in state.meters}
     without_red = replace(TOPO, bindings=tuple(b for b in TOPO.bindings
                                                if not (b.host == "h1" and "red" in b.tenants)))
-    state = desired_state("h1", without_red, PORTS["h1"], TUNNELS["h1"])
+    state = LAB.state("h1", without_red)
     assert {m.meter_id for m in state.meters} == {12}
     assert all(dict(f.match).get("metadata", (0, 0))[0] != RED.vni
                for f in state.flows if f.cookie == COOKIE_QOS)
@@ -283,14 +277,14 @@ def test_tenant_qos_needs_a_local_port_bound_plugged_or_not():
 
 def test_every_meter_instruction_has_its_meter_and_every_meter_a_flow():
     for host in ("h1", "h2"):
-        state = _state(host)
+        state = LAB.state(host)
         used = {i[1] for f in state.flows for i in f.instructions if i[0] == "meter"}
         assert used == {m.meter_id for m in state.meters}
 
 
 # --- forwarding with meters ----------------------------------------------------------------------
 def test_a_limited_port_passes_exactly_its_meter():
-    c = _cluster()
+    c = LAB.cluster()
     udp = ip(proto=17, dst="192.168.0.1", dport=53)      # matches no red rule
     assert c.meters_hit("h1", "r1", udp) == [("h1", 1), ("h1", 2)]     # port, then red's
     assert c.meters_hit("h1", "r1", ARP) == [("h1", 1), ("h1", 2)]     # limits meter all
@@ -304,7 +298,7 @@ def test_a_limited_port_passes_exactly_its_meter():
 
 
 def test_a_rule_meters_and_remarks_what_it_matches():
-    c = _cluster()
+    c = LAB.cluster()
     web = ip(dst="192.168.0.9", dport=80, dscp=3)
     assert c.meters_hit("h1", "r1b", web) == [("h1", 2), ("h1", 10)]
     sent = c.trace("h1", "r1b", web)[0]
@@ -323,7 +317,7 @@ def test_a_rule_meters_and_remarks_what_it_matches():
 
 
 def test_a_frame_matching_no_rule_keeps_its_dscp_and_is_not_rule_metered():
-    c = _cluster()
+    c = LAB.cluster()
     other = ip(dst="192.168.0.9", dport=22, dscp=12)
     assert c.meters_hit("h1", "r1b", other) == [("h1", 2)]
     assert {f["ip_dscp"] for _, _, f in c.trace("h1", "r1b", other)[0]} == {12}
@@ -332,7 +326,7 @@ def test_a_frame_matching_no_rule_keeps_its_dscp_and_is_not_rule_metered():
 
 
 def test_frames_from_tunnels_are_never_metered_by_limits_or_rules():
-    c = _cluster()
+    c = LAB.cluster()
     web = ip(dst="192.168.0.9", dport=80)
     assert c.meters_hit("h2", "r2", web) == [("h2", 10)]          # red's rule on h2, not h1's
     h1 = c.hosts["h1"].table
@@ -384,7 +378,7 @@ def test_a_tenant_only_on_the_uplink_has_no_qos_on_that_host():
 
 def test_non_uplink_classify_flows_are_unchanged_by_the_uplink_bit():
     """Only uplinks write FROM_UPLINK: every other port's classify flow is as before QoS."""
-    for f in _state().flows:
+    for f in LAB.state("h1").flows:
         for i in f.instructions:
             if i[0] == "write_metadata":
                 assert i[2] == TENANT_MASK and not i[1] & FROM_UPLINK
@@ -393,7 +387,7 @@ def test_non_uplink_classify_flows_are_unchanged_by_the_uplink_bit():
 # --- changes and removal -------------------------------------------------------------------------
 def test_removing_all_qos_leaves_no_meter_and_no_qos_flow_and_the_diff_removes_them():
     for host in ("h1", "h2"):
-        with_qos, bare = _state(host), _state(host, _no_qos(TOPO))
+        with_qos, bare = LAB.state(host), LAB.state(host, _no_qos(TOPO))
         assert not bare.meters and not {f for f in bare.flows if f.cookie == COOKIE_QOS}
         assert not [i for f in bare.flows for i in f.instructions if i[0] == "meter"]
         d = diff(bare, with_qos)
@@ -413,20 +407,20 @@ def test_removing_all_qos_leaves_no_meter_and_no_qos_flow_and_the_diff_removes_t
 def test_changing_a_rate_sends_one_meter_mod_and_no_flow_mod():
     faster = replace(TOPO, limits=(replace(LIMITS[0], kbps=20_000), *LIMITS[1:]),
                      rules=(replace(RULES[0], kbps=4_000, burst_kb=50), *RULES[1:]))
-    d = diff(_state(topo=faster), _state())
+    d = diff(LAB.state("h1", faster), LAB.state("h1"))
     assert d == Delta(modify_meters=(Meter(1, 20_000), Meter(10, 4_000, 50)))
 
 
 def test_changing_a_rules_dscp_changes_one_flow():
     remark = replace(TOPO, rules=(replace(RULES[0], set_dscp=34), *RULES[1:]))
-    d = diff(_state(topo=remark), _state())
+    d = diff(LAB.state("h1", remark), LAB.state("h1"))
     assert not d.delete_flows and len(d.add_flows) == 1 and not d.modify_meters
     assert d.add_flows[0].instructions[1] == ("apply", (("set_field", "ip_dscp", 34),))
 
 
 def test_a_rule_losing_its_meter_drops_the_meter_after_the_flow_changes():
     no_meter = replace(TOPO, rules=(replace(RULES[0], kbps=None), *RULES[1:]))
-    d = diff(_state(topo=no_meter), _state())
+    d = diff(LAB.state("h1", no_meter), LAB.state("h1"))
     assert d.delete_meters == (Meter(10, 2_000),) and len(d.add_flows) == 1
     assert d.add_flows[0].instructions[0] == ("apply", (("set_field", "ip_dscp", 46),))
 
@@ -452,7 +446,7 @@ def test_diff_meters_add_modify_delete_and_ownership():
 def test_learned_flows_left_in_a_renumbered_table_are_deleted():
     """Before QoS, L2 was table 2; flows the switch learned there would now sit in QOS,
     in front of L2.  Learned flows in L2 stay; with nothing learning, all stay."""
-    desired = _state()
+    desired = LAB.state("h1")
     match = {"metadata": (RED.vni, TENANT_MASK), "eth_dst": MAC_POOL[0]}
     old = flow(2, 10, match, [("apply", (("output", 1),))], COOKIE_LEARNED, 300)
     new = flow(L2, 10, match, [("apply", (("output", 1),))], COOKIE_LEARNED, 300)
@@ -525,7 +519,7 @@ def test_meter_configs_weft_does_not_write_never_compare_equal(flags, bands):
                                            SwitchState(meters=frozenset({got}))).modify_meters
 
 
-@pytest.mark.parametrize("f", sorted((f for h in ("h1", "h2") for f in _state(h).flows),
+@pytest.mark.parametrize("f", sorted((f for h in ("h1", "h2") for f in LAB.state(h).flows),
                                      key=repr), ids=lambda f: f"t{f.table}p{f.priority}")
 def test_every_qos_sample_flow_reads_back_equal(f):
     assert flow_from_stats(stats_echo(f)) == f
@@ -723,7 +717,7 @@ def test_a_pps_limit_gives_a_pktps_meter_on_the_same_flows():
     by_pkts = Topology((RED,), (binding,), ("h1",),
                        limits=(RateLimit(1, "h1", None, port="r1", pps=1_000, burst_pkts=100),
                                RateLimit(2, "h1", None, tenant="red", pps=5_000)))
-    kb, pk = _state(topo=by_bytes), _state(topo=by_pkts)
+    kb, pk = LAB.state("h1", by_bytes), LAB.state("h1", by_pkts)
     assert kb.meters == {Meter(1, 64)}
     assert pk.meters == {Meter(1, 1_000, 100, pktps=True), Meter(2, 5_000, pktps=True)}
     mod = meter_mod(DP, Meter(1, 1_000, 100, pktps=True), "add")

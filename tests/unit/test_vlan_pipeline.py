@@ -20,8 +20,9 @@ from controller.model import (
 from controller.pipeline import (
     CLASSIFY, FLOOD, L2, POLICY, QOS, TENANT_MASK, VNI_MASK, desired_state, flood_group_ids,
 )
-from tests.fakeoftable import FakeCluster, FakeOFTable, FakeSwitchError
-from tests.unit.test_pipeline import BCAST, DSTS, MCAST, UNKNOWN, Lab, _frame, labs
+from tests.fakeoftable import FakeOFTable, FakeSwitchError
+from tests.unit.test_pipeline import BCAST, DSTS, MCAST, _frame
+from tests.unit.topologies import UNKNOWN, Lab, labs, mesh_tunnels
 
 RED, BLUE, GREEN = Tenant("red", 100, vlan=10), Tenant("blue", 200, vlan=20), Tenant("green", 300)
 
@@ -74,18 +75,15 @@ TOPO = Topology(
               Binding("h2", "r2", "red"), Binding("h2", "trk2", None, TRUNK, trunk=("red",)),
               Binding("h2", "g2", "green")),
     hosts=("h1", "h2"))
-H1_PORTS = {"r1": 1, "trk": 5, DOCKER_LINK_PORT: 3, "tun-h2": 10}
-H1_TUNNELS = {"h2": "tun-h2"}
+PORTS = {"h1": {"r1": 1, "trk": 5, DOCKER_LINK_PORT: 3, "tun-h2": 10},
+         "h2": {"r2": 1, "trk2": 2, "g2": 4, DOCKER_LINK_PORT: 3, "tun-h1": 9}}
+LAB = Lab(TOPO, PORTS, mesh_tunnels(TOPO.hosts))
 PUSH_RED = (("push_vlan", 0x8100), ("set_field", "vlan_vid", 0x1000 | 10))
 PUSH_BLUE = (("push_vlan", 0x8100), ("set_field", "vlan_vid", 0x1000 | 20))
 
 
-def _state(host="h1", topo=TOPO, ports=H1_PORTS, tunnels=H1_TUNNELS) -> SwitchState:
-    return desired_state(host, topo, ports, tunnels)
-
-
 def test_trunk_classify_flows():
-    on_trunk = {f.match: f for f in _state().flows
+    on_trunk = {f.match: f for f in LAB.state("h1").flows
                 if f.table == CLASSIFY and ("in_port", 5) in f.match}
     assert set(on_trunk) == {(("in_port", 5), ("vlan_vid", 0)),
                              (("in_port", 5), ("vlan_vid", 0x1000 | 10)),
@@ -108,12 +106,12 @@ def test_trunk_classify_flows():
 def test_native_flow_is_exactly_an_access_ports_flow():
     as_access = replace(TOPO, bindings=(*TOPO.bindings[:1], Binding("h1", "trk", "green"),
                                         *TOPO.bindings[2:]))
-    access_flow = {f for f in _state(topo=as_access).flows if ("in_port", 5) in f.match}
-    assert access_flow <= _state().flows
+    access_flow = {f for f in LAB.state("h1", as_access).flows if ("in_port", 5) in f.match}
+    assert access_flow <= LAB.state("h1").flows
 
 
 def test_flood_buckets_push_each_tenants_vlan_on_trunks_only():
-    groups = {g.group_id: g.buckets for g in _state().groups}
+    groups = {g.group_id: g.buckets for g in LAB.state("h1").groups}
     red_local, red_tunnel = flood_group_ids(RED.vni)
     assert groups[red_local] == ((("output", 1),), (*PUSH_RED, ("output", 5)),
                                  (("set_field", "tunnel_id", RED.vni), ("output", 10)))
@@ -127,7 +125,7 @@ def test_flood_buckets_push_each_tenants_vlan_on_trunks_only():
 
 
 def test_tunnels_admit_tenants_carried_by_trunks():
-    admitted = {dict(f.match)["tunnel_id"] for f in _state().flows if "tunnel_id" in dict(f.match)}
+    admitted = {dict(f.match)["tunnel_id"] for f in LAB.state("h1").flows if "tunnel_id" in dict(f.match)}
     assert admitted == {DEFAULT_TENANT.vni, RED.vni, GREEN.vni}      # h2 carries no blue
 
 
@@ -135,7 +133,7 @@ R1_MAC = "02:00:00:00:00:01"        # r1's bound MAC: port security lets only it
 
 
 def test_single_switch_vlan_forwarding():
-    table = FakeOFTable(_state())
+    table = FakeOFTable(LAB.state("h1"))
     tagged = {**_frame(UNKNOWN, BCAST), "vlan_vid": 10}
     # red tagged 10 on the trunk: red's access port untagged, the tunnel untagged with red's VNI
     assert table.forward_frames(5, tagged) == {(1, None, None), (10, RED.vni, None)}
@@ -157,12 +155,12 @@ def test_single_switch_vlan_forwarding():
             (1, {**_frame(UNKNOWN, BCAST), "vlan_vid": 10}),              # tag on an access port
             (3, {**_frame(UNKNOWN, BCAST), "vlan_vid": 1}),               # ... docker0 link
             (10, {**_frame(UNKNOWN, BCAST, RED.vni), "vlan_vid": 10})):   # tagged in a tunnel
-        assert FakeOFTable(_state()).forward_frames(*dropped) == set(), dropped
+        assert FakeOFTable(LAB.state("h1")).forward_frames(*dropped) == set(), dropped
 
 
 @pytest.mark.parametrize("vlan_limit", [1, 2, 0])
 def test_double_tagged_frames_are_dropped_whatever_ovs_vlan_limit(vlan_limit):
-    table = FakeOFTable(_state(), vlan_limit=vlan_limit)
+    table = FakeOFTable(LAB.state("h1"), vlan_limit=vlan_limit)
     for inner in (10, 20, 30):
         for dst in (BCAST, UNKNOWN, "02:00:00:00:00:01"):
             frame = {**_frame(UNKNOWN, dst), "vlan_vid": 10, "vlans": (inner,)}
@@ -171,9 +169,7 @@ def test_double_tagged_frames_are_dropped_whatever_ovs_vlan_limit(vlan_limit):
 
 
 def test_across_hosts_a_vlan_is_the_same_tenant_everywhere():
-    ports = {"h1": H1_PORTS, "h2": {"r2": 1, "trk2": 2, "g2": 4, DOCKER_LINK_PORT: 3, "tun-h1": 9}}
-    tunnels = {"h1": H1_TUNNELS, "h2": {"h1": "tun-h1"}}
-    cluster = FakeCluster.from_topology(TOPO, ports, tunnels, learn=True)
+    cluster = LAB.cluster(learn=True)
     a, b = "02:00:00:00:0a:01", "02:00:00:00:0b:02"
     assert sorted(cluster.frames("h1", "trk", _frame(a, BCAST), vlan=10), key=str) == [
         ("h1", "r1", None), ("h2", "r2", None), ("h2", "trk2", 10)]

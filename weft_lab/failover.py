@@ -1,6 +1,6 @@
 """Fault injection for labs with several controllers and an etcd cluster.
 
-Used by tests/lab/test_ha.py and by `python -m weft_lab.ha failover` (the failover
+Used by tests/lab/test_ha.py and by `python -m weft_lab.failover failover` (the failover
 time over repeated kills of the master).  Flow tables are compared as the
 switch has them: a flow the new master re-sent would come back with its
 duration and counters reset, so "0 flow-mods" is checked on the switch, not
@@ -17,11 +17,12 @@ import sys
 import time
 from dataclasses import dataclass
 
-import httpx
 
 from weft_lab import cluster as C
 from weft_lab import lab as L
+from weft_lab import nodes as N
 from weft_lab.measure import percentile
+from weft_lab.shell import run
 from weft_lab.topology import Topology, load
 
 FLOW_RE = re.compile(r"cookie=(0x[0-9a-f]+), duration=([\d.]+)s, table=(\d+), "
@@ -30,31 +31,15 @@ WEFT_COOKIE, COOKIE_MASK = "0x5746000000000000", "0xffff000000000000"
 LEARNED_FEATURE = 4                   # flows the switch writes itself (learn): left out
 
 
-def election(lab: str, instance: int) -> dict | None:
-    """An instance's election status from /v1/health, or None when it does not answer."""
-    try:
-        with C.api(lab, timeout=1, instance=instance) as c:
-            return c.get("/v1/health").json().get("election")
-    except (httpx.HTTPError, ValueError):
-        return None
-
-
-def master(topo: Topology, exclude: tuple[int, ...] = ()) -> int | None:
-    """The instance (1-based) that says it is master, if exactly one does."""
-    found = [n for n in range(1, topo.controllers + 1) if n not in exclude
-             and (election(topo.name, n) or {}).get("role") == "master"]
-    return found[0] if len(found) == 1 else None
-
-
 def wait_master(topo: Topology, timeout: float = 15,
                 exclude: tuple[int, ...] = ()) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        m = master(topo, exclude)
+        m = C.master(topo, exclude)
         if m is not None:
             return m
         time.sleep(0.05)
-    raise L.LabError(f"no single master among the controllers of {topo.name}")
+    raise N.LabError(f"no single master among the controllers of {topo.name}")
 
 
 def kill(lab: str, name: str) -> float:
@@ -85,9 +70,9 @@ class FlowEntry:
 def flows(lab: str, host: str) -> dict[str, FlowEntry]:
     """weft's flows on a host's br0 (learned ones left out), keyed by everything but the
     counters: cookie, table, priority, match and actions."""
-    out = L.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br0",
+    out = run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br0",
                  f"cookie={WEFT_COOKIE}/{COOKIE_MASK}"],
-                ns=L.ns_name(lab, host), env=L.ovs_env(lab, host))
+                ns=N.ns_name(lab, host), env=N.ovs_env(lab, host))
     table: dict[str, FlowEntry] = {}
     for line in out.splitlines():
         m = FLOW_RE.search(line.strip())
@@ -99,8 +84,8 @@ def flows(lab: str, host: str) -> dict[str, FlowEntry]:
 
 
 def groups(lab: str, host: str) -> set[str]:
-    out = L.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-groups", "br0"],
-                ns=L.ns_name(lab, host), env=L.ovs_env(lab, host))
+    out = run(["ovs-ofctl", "-O", "OpenFlow13", "dump-groups", "br0"],
+                ns=N.ns_name(lab, host), env=N.ovs_env(lab, host))
     return {line.strip() for line in out.splitlines() if "group_id=" in line}
 
 
@@ -119,9 +104,9 @@ def etcd_leader(topo: Topology) -> int | None:
     """The etcd member (1-based) that leads the cluster now."""
     ips = topo.controller_ips()[:topo.etcd]
     for k, ip in enumerate(ips):
-        out = L.run(["curl", "-s", "-m", "2", "-X", "POST", "-d", "{}",
+        out = run(["curl", "-s", "-m", "2", "-X", "POST", "-d", "{}",
                      f"http://{ip}:{C.ETCD_CLIENT_PORT}/v3/maintenance/status"],
-                    ns=L.ns_name(topo.name, L.CTL), check=False)
+                    ns=N.ns_name(topo.name, N.CTL), check=False)
         try:
             st = json.loads(out)
         except ValueError:
@@ -137,14 +122,14 @@ def failover_once(topo: Topology, timeout: float = 15) -> tuple[float, int, int]
     old = wait_master(topo)
     t_kill = kill(topo.name, f"controller-{old}")
     new = wait_master(topo, timeout, exclude=(old,))
-    since = (election(topo.name, new) or {}).get("master_since") or time.time()
+    since = (C.election(topo.name, new) or {}).get("master_since") or time.time()
     C.start_controller(topo, instances=range(old - 1, old))
     C.wait_api(topo.name, instances=topo.controllers)
     return since - t_kill, old, new
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m weft_lab.ha",
+    p = argparse.ArgumentParser(prog="python -m weft_lab.failover",
                                 description="failover time over repeated kills of the master")
     p.add_argument("command", choices=["failover"])
     p.add_argument("--topology", default="topologies/ha.yaml")

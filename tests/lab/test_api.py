@@ -15,7 +15,7 @@ import schemathesis
 from tests import fuzzing
 from tests.conftest import converged_lab, lab_name
 from weft_lab import cluster as C
-from weft_lab.lab import state_dir
+from weft_lab.nodes import state_dir
 from weft_lab.topology import load
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,113 @@
+"""Port security: CLASSIFY lets a bound port send only from its addresses.
+
+Cookie COOKIE_PORTSEC unless said; before any learning::
+
+    priority 1000  eth_src multicast/broadcast (01:00:00:00:00:00/01:...)  -> drop
+                   on every port: local, docker0 link, tunnels, trunks, uplinks
+    bound access port P with a mac (Binding.source_addresses: mac -> IPs or any):
+      100  in_port=P, untagged, eth_src=<mac>               -> the port's classify
+                                                              (COOKIE_ISOLATION)
+      110  in_port=P, eth_src=<mac>, arp                    -> drop
+      120  in_port=P, untagged, eth_src=<mac>, arp, arp_sha=<mac>[, arp_spa=<ip>]
+                                                            -> the port's classify
+      with IPs for <mac>:
+      110  in_port=P, eth_src=<mac>, ip / ipv6              -> drop
+      120  in_port=P, untagged, eth_src=<mac>, ip, ipv4_src=<ip>  -> classify
+    any other source MAC on P: table-miss, drop.
+    docker0 endpoints (``Topology.endpoints``, MAC M pinned to host H's docker0 link),
+    on every port Q of this host carrying the default tenant unchecked (the docker0
+    link, ports without port security, a trunk's native tenant; not uplinks) other than
+    H's docker0 link itself:
+      105  in_port=Q, vlan_vid=0, eth_src=M                 -> drop
+
+The pins keep a docker0 container's spoofed frames from reaching any docker0
+bridge, which would learn its MAC at the weft link and cut the real container
+off from its own host; ``l2`` forwards the MAC to its host (static flows).
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Mapping
+
+from controller.flows import COOKIE_ISOLATION, COOKIE_PORTSEC, Flow, flow
+from controller.model import DEFAULT_TENANT
+from controller.pipeline.base import (
+    ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, Feature, Part, SwitchContext,
+)
+from controller.pipeline.classify import untagged_actions
+from controller.pipeline.tables import (
+    CLASSIFY, PRIO_CLASSIFY, PRIO_DROP_GROUP_SRC, PRIO_PIN_DROP, PRIO_PORTSEC_ALLOW,
+    PRIO_PORTSEC_DROP,
+)
+
+__all__ = ["FEATURE"]
+
+GROUP_BIT_MAC = "01:00:00:00:00:00"
+
+
+def _drop_group_source() -> Flow:
+    """CLASSIFY: no frame from a multicast/broadcast source goes anywhere or is learned."""
+    return flow(CLASSIFY, PRIO_DROP_GROUP_SRC, {"eth_src": (GROUP_BIT_MAC, GROUP_BIT_MAC)}, (),
+                COOKIE_PORTSEC)
+
+
+def _classify_secured(ofport: int, vni: int, sources: Mapping[str, frozenset[str] | None],
+                      meter: int | None = None) -> list[Flow]:
+    """A bound access port with port security: only its MAC(s), ARP and IPv4 checked."""
+    actions = untagged_actions(ofport, vni, meter, False)
+    flows = []
+    for mac, ips in sorted(sources.items()):
+        port = {"in_port": ofport, "eth_src": mac}
+        sent = {**port, "vlan_vid": 0}
+        flows.append(flow(CLASSIFY, PRIO_CLASSIFY, sent, actions, COOKIE_ISOLATION))
+        arp = {**sent, "eth_type": ETH_TYPE_ARP, "arp_sha": mac}
+        flows.append(flow(CLASSIFY, PRIO_PORTSEC_DROP, {**port, "eth_type": ETH_TYPE_ARP}, (),
+                          COOKIE_PORTSEC))
+        if ips is None:
+            flows.append(flow(CLASSIFY, PRIO_PORTSEC_ALLOW, arp, actions, COOKIE_PORTSEC))
+            continue
+        for eth_type in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
+            flows.append(flow(CLASSIFY, PRIO_PORTSEC_DROP, {**port, "eth_type": eth_type}, (),
+                              COOKIE_PORTSEC))
+        for ip in sorted(ips):
+            value = _ipv4_match(ip)
+            flows.append(flow(CLASSIFY, PRIO_PORTSEC_ALLOW, {**arp, "arp_spa": value}, actions,
+                              COOKIE_PORTSEC))
+            flows.append(flow(CLASSIFY, PRIO_PORTSEC_ALLOW,
+                              {**sent, "eth_type": ETH_TYPE_IPV4, "ipv4_src": value}, actions,
+                              COOKIE_PORTSEC))
+    return flows
+
+
+def _ipv4_match(ip: str) -> str | tuple[str, str]:
+    net = ipaddress.IPv4Network(ip)
+    return str(net.network_address) if net.prefixlen == 32 else (str(net.network_address),
+                                                                   str(net.netmask))
+
+
+def _pinned_elsewhere(sw: SwitchContext) -> list[Flow]:
+    """CLASSIFY: a docker0 endpoint's MAC sending into an unchecked port of the default
+    tenant that is not its own host's docker0 link: drop (see the module docstring)."""
+    unchecked = [m for m in sw.members if m.tenant == DEFAULT_TENANT.name and m.vlan is None
+                 and not m.uplink and not sw.sources(m)]
+    out = []
+    for b in sw.topo.endpoint_bindings if unchecked else ():
+        for m in unchecked:
+            if (b.host, b.port) != (sw.host, m.port):
+                out.append(flow(CLASSIFY, PRIO_PIN_DROP,
+                                {"in_port": m.ofport, "vlan_vid": 0, "eth_src": b.mac}, (),
+                                COOKIE_PORTSEC))
+    return out
+
+
+def _contribute(sw: SwitchContext) -> Part:
+    flows = [_drop_group_source(), *_pinned_elsewhere(sw)]
+    for m in sw.members:
+        sources = sw.sources(m)
+        if sources:
+            flows.extend(_classify_secured(m.ofport, sw.topo.tenant(m.tenant).vni, sources,
+                                           sw.port_meter.get(m.port)))
+    return Part(flows=flows)
+
+
+FEATURE = Feature("portsec", _contribute)
