@@ -52,11 +52,15 @@ __all__ = [
 ACCESS = "access"
 TRUNK = "trunk"
 MAX_VNI = (1 << 24) - 1          # VXLAN VNIs are 24 bits; metadata holds them
+VNI_MIN = 1000                   # the first VNI of a user's tenant (below: the built-in default's 1)
+VLAN_MIN, VLAN_MAX = 1, 4094     # 802.1Q ids (0 and 4095 are reserved)
+MAX_SUBNET_LEN = 64              # characters of a tenant's subnet text
 
 # The one place names are defined.  Python matches them with fullmatch (``$``
 # would accept a trailing newline); the API publishes them anchored with ^...$
 # (JSON Schema and pydantic's regex engine have no trailing-newline quirk).
-TENANT_NAME_PATTERN = r"[a-z][a-z0-9_-]{0,31}"
+MAX_TENANT_NAME = 32
+TENANT_NAME_PATTERN = rf"[a-z][a-z0-9_-]{{0,{MAX_TENANT_NAME - 1}}}"
 PORT_NAME_PATTERN = r"[A-Za-z0-9_.:-]{1,15}"       # an OVS port / Linux interface name
 MAC_PATTERN = r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}"
 MAX_DESCRIPTION = 1024
@@ -286,6 +290,12 @@ MAX_KBPS = 100_000_000           # 100 Gbit/s
 MAX_BURST_KB = 10_000_000
 MAX_PPS = 100_000_000            # packets/s
 MAX_BURST_PKTS = 10_000_000
+MAX_QOS_PRIORITY = 1000          # a QoS rule's priority: 1..1000
+MAX_DSCP = 63
+MAX_QUEUE = 7                    # OpenFlow set_queue ids weft offers: 0..7
+MAX_IP_PROTO = 255
+MAX_L4_PORT = 65535              # TCP/UDP ports: 1..65535
+MAX_ICMP_TYPE = 255
 QOS_MATCH_KEYS = ("ip_proto", "src", "dst", "src_port", "dst_port", "dscp")
 IP_PROTOS = {"icmp": 1, "tcp": 6, "udp": 17}
 _IP_PROTO_NAMES = {v: k for k, v in IP_PROTOS.items()}

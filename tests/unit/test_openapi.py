@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from controller.api import make_app
+from controller.rest.app import create_app
 from controller.core import Core
 from controller.store import Store
 from cluster.hostsfile import parse
@@ -26,7 +26,7 @@ hosts:
 def document(tmp: Path) -> str:
     """The app's OpenAPI document as sorted, indented JSON (stable to diff)."""
     core = Core(Store(tmp / "weft.db"), parse(HOSTS))
-    return json.dumps(make_app(core, "token").openapi(), indent=1, sort_keys=True) + "\n"
+    return json.dumps(create_app(core, "token").openapi(), indent=1, sort_keys=True) + "\n"
 
 
 def test_the_openapi_document_is_the_committed_one(tmp_path):
