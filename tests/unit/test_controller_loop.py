@@ -247,3 +247,22 @@ def test_the_app_follows_hosts_yaml_edits_until_it_stops(controller):
     with open(path, "a") as f:
         f.write("  - {name: h3, underlay_ip: 192.168.50.12}\n")
     wait(lambda: "h3" in [h.name for h in controller.core.cluster.hosts], timeout=10)
+
+
+def test_a_second_connection_is_refused_and_a_silent_first_one_closed(controller, monkeypatch):
+    """A second connection claiming a connected dpid is closed at once; the first gets a
+    barrier probe: answered, it stays; unanswered for PROBE_SECONDS, it is closed."""
+    monkeypatch.setattr(weft_app, "PROBE_SECONDS", 0.5)
+    first, closed = controller.dp, []
+    monkeypatch.setattr(first, "close", lambda: closed.append("first"))
+    for name in ("second", "third"):
+        claim = FakeDatapath(controller, first.id)
+        monkeypatch.setattr(claim, "close", lambda name=name: closed.append(name))
+        state_change(controller, claim, MAIN_DISPATCHER)
+        wait(lambda name=name: name in closed)
+        if name == "second":
+            time.sleep(1.5)                 # the probe was answered: the first stays
+            assert closed == ["second"]
+            first.answer = False            # from now on the first connection is silent
+    wait(lambda: "first" in closed, 5)
+    assert closed == ["second", "third", "first"]
