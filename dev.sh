@@ -39,10 +39,25 @@ setup() {
   fi
 }
 
+# The test suite starts cold, as a new user's machine does: every weft cache (the lab's
+# image tarball, the VM guest image, the wheelhouses) goes to a fresh empty directory,
+# removed afterwards.  WEFT_LAB_CACHE=/var/cache/weft-lab ./dev.sh test reuses a warm one.
+cold_cache() {
+  if [ -n "${WEFT_LAB_CACHE:-}" ]; then
+    echo "== lab cache: $WEFT_LAB_CACHE (given)"
+    return
+  fi
+  WEFT_LAB_CACHE=$(mktemp -d /var/tmp/weft-cache.XXXXXX)
+  export WEFT_LAB_CACHE
+  trap '"$VENV/bin/python" -c "import sys; from pathlib import Path; from weft_lab.cache import remove; remove(Path(sys.argv[1]))" "$WEFT_LAB_CACHE"' EXIT
+  echo "== lab cache: $WEFT_LAB_CACHE (empty: everything is built from nothing)"
+}
+
 case "${1:-}" in
   setup) setup ;;
   demo)  setup; exec "$VENV/bin/python" -m weft_lab.demo "${@:2}" ;;
-  test)  setup; "$VENV/bin/ruff" check . && "$VENV/bin/mypy" && exec "$VENV/bin/python" -m pytest -q "${@:2}" ;;
+  test)  setup; cold_cache
+         "$VENV/bin/ruff" check . && "$VENV/bin/mypy" && "$VENV/bin/python" -m pytest -q "${@:2}" ;;
   bench) setup; "$VENV/bin/pip" install -q -e '.[test,bench]'
          exec "$VENV/bin/python" -m weft_lab.bench "${@:2}" ;;
   *) echo "usage: $0 demo|test|bench|setup" >&2; exit 2 ;;

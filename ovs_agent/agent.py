@@ -102,20 +102,25 @@ class Agent:
         import httpx            # lazily, as attach does: not on the agent's start-up path
         next_beat, warned = 0.0, -1e9
         while True:
-            api_url, me = self.cluster.api if self.cluster else None, self.me
+            urls, me = (self.cluster.apis or (self.cluster.api,)) if self.cluster else (), self.me
             if not (self.file_cluster and self.file_cluster.membership == "register"):
-                api_url = None          # membership: file (also after a reload): nothing to do
+                urls = ()               # membership: file (also after a reload): nothing to do
+            urls = tuple(u for u in urls if u)
             now = time.monotonic()
             try:
-                if api_url and me and self.register and now >= next_beat:
-                    attach.register(api_url, {k: getattr(me, k) for k in REGISTER_KEYS},
-                                    self.lease_ttl)
+                if urls and me and self.register and now >= next_beat:
+                    host = {k: getattr(me, k) for k in REGISTER_KEYS}
+
+                    def register(url: str, host: dict = host) -> None:
+                        attach.register(url, host, self.lease_ttl)
+                    self._api_index, _ = attach.first_answer(urls, register, self._api_index)
                     if next_beat == 0.0:
-                        LOG.info("registered with the controller as %s (lease %gs)", me.name,
-                                 self.lease_ttl)
+                        LOG.info("registered with the controller as %s (lease %gs) at %s",
+                                 me.name, self.lease_ttl, urls[self._api_index])
                     next_beat = now + self.lease_ttl / 3
-                if api_url:
-                    remote = attach.members(api_url)
+                if urls:
+                    self._api_index, remote = attach.first_answer(urls, attach.members,
+                                                                  self._api_index)
                     if remote != self._remote:
                         self._remote = remote
                         self._members_changed.set()
@@ -125,7 +130,7 @@ class Agent:
                     warned = now
                     detail = exc.response.text[:300] if isinstance(exc, httpx.HTTPStatusError) else ""
                     LOG.warning("controller membership at %s failed (retrying): %s %s",
-                                api_url, exc, detail)
+                                ", ".join(urls), exc, detail)
                 next_beat = min(next_beat, now + 1.0) if next_beat else 0.0
             time.sleep(self.interval)
 

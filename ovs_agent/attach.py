@@ -10,11 +10,15 @@ import hashlib
 import os
 import subprocess
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from ovs_agent.desired import OWNER, OWNER_KEY, ROLE_KEY, TENANT_KEY
 from ovs_agent.hostnet import ensure_veth, ip, link_exists
 from cluster.hostsfile import BRIDGE
 from ovs_agent.ovsdb import refused_afxdp
+
+R = TypeVar("R")
 
 CONTAINER_KEY = "weft-container"
 MAC_KEY = "attached-mac"
@@ -156,18 +160,18 @@ def members(api_url: str, timeout: float = 3) -> list[dict[str, object]]:
     return resp.json()
 
 
-def report_any(urls: tuple[str, ...], host: str, current: list[dict[str, str]],
-               prefer: int = 0, timeout: float = 3
-               ) -> tuple[int, tuple[str | None, str | None]]:
-    """Report to the first controller instance that takes it, starting at ``prefer``;
-    returns the index of the one that did and its identity (as `report`).  Unreachable
-    or 5xx: the next one.  A 4xx is an answer (the request is wrong everywhere) and is raised."""
+def first_answer(urls: tuple[str, ...], call: Callable[[str], R], prefer: int = 0
+                 ) -> tuple[int, R]:
+    """``call(url)`` on the controller instances in turn, starting at ``prefer``, until
+    one answers; returns that one's index and what it returned.  Unreachable or 5xx: the
+    next one, so losing any instance (the first included) stops nothing.  A 4xx is an
+    answer (the request is wrong everywhere) and is raised."""
     import httpx    # lazily, as in report()
     last: httpx.HTTPError | None = None
     for k in range(len(urls)):
         i = (prefer + k) % len(urls)
         try:
-            return i, report(urls[i], host, current, timeout)
+            return i, call(urls[i])
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code < 500:
                 raise
@@ -175,3 +179,11 @@ def report_any(urls: tuple[str, ...], host: str, current: list[dict[str, str]],
         except httpx.HTTPError as exc:
             last = exc
     raise last or httpx.TransportError("no controller API URL")
+
+
+def report_any(urls: tuple[str, ...], host: str, current: list[dict[str, str]],
+               prefer: int = 0, timeout: float = 3
+               ) -> tuple[int, tuple[str | None, str | None]]:
+    """Report to the first controller instance that takes it (`first_answer`); returns
+    the index of the one that did and its identity (as `report`)."""
+    return first_answer(urls, lambda url: report(url, host, current, timeout), prefer)

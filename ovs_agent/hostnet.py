@@ -10,6 +10,7 @@ import ctypes
 import ipaddress
 import json
 import logging
+import os
 import signal
 import subprocess
 import threading
@@ -376,7 +377,13 @@ def write_if_changed(path: Path, text: str) -> bool:
     except OSError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    # a name of its own: a second writer (`ovs-agent --once` beside the daemon) never
+    # renames this one's file away, and a reader sees the old text or the new, whole
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return True

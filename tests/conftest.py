@@ -117,6 +117,20 @@ def pytest_unconfigure(config):
     os._exit(1)
 
 
+@pytest.fixture(scope="session")
+def progress(pytestconfig) -> Callable[[str], None]:
+    """A log for long steps (image builds, VM boots) that reaches the terminal and the CI
+    log as it happens, also while pytest captures output: minutes of silence look like a
+    hang, and a real hang then shows where it stopped."""
+    capman = pytestconfig.pluginmanager.getplugin("capturemanager")
+
+    def log(msg: str) -> None:
+        with capman.global_and_fixture_disabled():
+            sys.stdout.write(f"\n[{time.strftime('%H:%M:%S')}] {msg}")
+            sys.stdout.flush()
+    return log
+
+
 def lab_name(prefix: str = "t") -> str:
     """A fresh lab name, so tests never collide with a user's lab."""
     return f"{prefix}{secrets.token_hex(3)}"

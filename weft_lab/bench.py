@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -546,49 +547,68 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": os.uname().release, "quick": args.quick,
                                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
-    def section(title: str, new: list[Figure]) -> None:
-        print(f"\n## {title}", flush=True)
-        for f in new:
-            print(f.row(), flush=True)
-        figs.extend(new)
+    # The plan first, so each step can say how far along the run is (a full run takes
+    # about an hour: silence for minutes looks like a hang).
+    plan: list[tuple[str, Callable[[], list[Figure]]]] = []
+
+    def step(title: str, measure: Callable[[], list[Figure]]) -> None:
+        plan.append((title, measure))
+
+    def keep(key: str, pair: tuple[list[Figure], Any]) -> list[Figure]:
+        results.setdefault(key, []).append(pair[1])
+        return pair[0]
 
     if want("dataplane"):
         for tunnel in ("vxlan", "gre"):
-            section(f"data plane, {tunnel}, AF_XDP", dataplane(tunnel, "auto", runs, secs))
-        section("data plane, vxlan, AF_PACKET", dataplane("vxlan", "afpacket", runs, secs))
+            def xdp(tunnel: str = tunnel) -> list[Figure]:
+                return dataplane(tunnel, "auto", runs, secs)
+            step(f"data plane, {tunnel}, AF_XDP", xdp)
+        step("data plane, vxlan, AF_PACKET", lambda: dataplane("vxlan", "afpacket", runs, secs))
     if want("flannel"):
-        section("flannel-style baseline", flannel_baseline(runs, secs))
+        step("flannel-style baseline", lambda: flannel_baseline(runs, secs))
     if want("bind"):
         for h in ((4,) if args.quick else (4, 16)):
-            section(f"bind latency, {h} hosts", bind_latency(h, 20 if args.quick else 100))
+            def bind(h: int = h) -> list[Figure]:
+                return bind_latency(h, 20 if args.quick else 100)
+            step(f"bind latency, {h} hosts", bind)
     if want("docker"):
-        section("docker run -> first packet (docker0, default tenant)",
-                docker_run_latency(20))
+        step("docker run -> first packet (docker0, default tenant)",
+             lambda: docker_run_latency(20))
     if want("program"):
         results["programming"] = []
         for n, h in scales(args.program, "1000x4" if args.quick
                            else "1000x4,1000x16,10000x4,10000x16"):
-            new, raw = program_endpoints(n, h)
-            results["programming"].append(raw)
-            section(f"programming {n} endpoints on {h} hosts", new)
-    if want("flows") or only is None:
-        results["flows_per_switch"] = flows_per_switch()
+            def program(n: int = n, h: int = h) -> list[Figure]:
+                return keep("programming", program_endpoints(n, h))
+            step(f"programming {n} endpoints on {h} hosts", program)
     if want("scale"):
         results["pipeline_scale"] = []
         for n, h in scales(args.scale, "10000x16" if args.quick else "10000x16,100000x16"):
-            new, raw = pipeline_scale(n, h)
-            results["pipeline_scale"].append(raw)
-            section(f"pure pipeline, {n} endpoints on {h} hosts", new)
+            def pure(n: int = n, h: int = h) -> list[Figure]:
+                return keep("pipeline_scale", pipeline_scale(n, h))
+            step(f"pure pipeline, {n} endpoints on {h} hosts", pure)
     if want("agent"):
-        conv = []
         default_hosts = "2,8" if args.quick else "2,8,16,32"
+        results["agent_convergence"] = []
         for h in (int(x) for x in (args.agent_hosts or default_hosts).split(",")):
-            f = agent_convergence(h)
-            conv.append({"hosts": h, "seconds": f.values[0]})
-            section(f"agent convergence, {h} hosts", [f])
-        results["agent_convergence"] = conv
+            def converge(h: int = h) -> list[Figure]:
+                f = agent_convergence(h)
+                results["agent_convergence"].append({"hosts": h, "seconds": f.values[0]})
+                return [f]
+            step(f"agent convergence, {h} hosts", converge)
     if want("peer"):
-        section("peer comparison (reactive simple_switch_13 vs proactive weft)", peer_comparison())
+        step("peer comparison (reactive simple_switch_13 vs proactive weft)", peer_comparison)
+    t0 = time.monotonic()
+    for i, (title, measure) in enumerate(plan, 1):
+        print(f"\n[{i}/{len(plan)}, {time.monotonic() - t0:.0f}s] {title} ...", flush=True)
+        new = measure()
+        print(f"## {title}", flush=True)
+        for f in new:
+            print(f.row(), flush=True)
+        figs.extend(new)
+    if want("flows") or only is None:
+        print(f"\n[{time.monotonic() - t0:.0f}s] flows per switch ...", flush=True)
+        results["flows_per_switch"] = flows_per_switch()
     results["figures"] = [f.as_json() for f in figs]
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"\nwrote {args.out}")

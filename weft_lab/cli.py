@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             topo = load(args.topology)
             if args.lab:
                 topo = topo.with_name(args.lab)
-            secs = L.up(topo)
+            secs = L.up(topo, log=print)
             print(f"lab {topo.name} up in {secs:.1f}s: {len(topo.hosts)} hosts, "
                   f"{len(topo.containers)} containers, {len(topo.switches)} switches")
         elif args.cmd == "down":

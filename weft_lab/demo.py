@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"lab {topo.name} is already up: taking it down first")
         L.down(topo.name)
     say(f"weft-lab up {args.topology}")
-    secs = L.up(topo)
+    secs = L.up(topo, log=print)
     print(f"built in {secs:.1f}s")
     ok = False
     try:

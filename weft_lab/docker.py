@@ -18,7 +18,7 @@ container's network namespace ``LAB.C`` (`ip netns attach`), so `weft-lab exec`,
 the traffic tools and `down` work on them unchanged, while ``docker exec`` and
 ``docker ps`` show real containers.  No registry is reachable: the image is
 built once from Debian's busybox-static plus iperf3 and its libraries
-(`docker import` of a local tarball), cached under /var/cache/weft-lab.
+(`docker import` of a local tarball), cached in the lab cache (weft_lab/cache.py).
 """
 from __future__ import annotations
 
@@ -32,13 +32,12 @@ import tarfile
 import time
 from pathlib import Path
 
-from weft_lab import keeper
+from weft_lab import cache, keeper
 from weft_lab.shell import CommandError, run
 
 DOCKER = "/usr/bin/docker"          # Debian's client; /usr/local/bin/docker may be newer
 DOCKERD = "/usr/sbin/dockerd"
 IMAGE = "weft-lab/busybox:1"
-CACHE = Path(os.environ.get("WEFT_LAB_CACHE", "/var/cache/weft-lab"))
 PLUGIN_DIR = Path("/run/docker/plugins")
 ETC_DIR = Path("/etc/docker")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -91,17 +90,21 @@ def _closure(binaries: tuple[str, ...]) -> list[Path]:
 
 
 def image_tarball() -> Path:
-    """A root filesystem tarball for `docker import`, built once per input version."""
+    """A root filesystem tarball for `docker import`, built once per input version.
+
+    Safe to call from several lab hosts (threads) and labs (processes) at once: the
+    cache builds it once and hands every caller the whole file (weft_lab/cache.py).
+    """
     files = _closure(IMAGE_BINARIES)
     digest = hashlib.sha256()
     for f in files:
         digest.update(str(f).encode() + f.resolve().read_bytes())
-    path = CACHE / f"busybox-iperf3-{digest.hexdigest()[:12]}.tar"
-    if path.exists():
-        return path
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tarfile.open(tmp, "w") as tar:
+    path = cache.root() / f"busybox-iperf3-{digest.hexdigest()[:12]}.tar"
+    return cache.fill(path, lambda tmp: _write_image(tmp, files))
+
+
+def _write_image(dest: Path, files: list[Path]) -> None:
+    with tarfile.open(dest, "w") as tar:
         for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "tmp", "proc", "sys", "dev",
                   "root", "lib", "lib64", "lib/x86_64-linux-gnu", "var/run"):
             info = tarfile.TarInfo(d)
@@ -121,8 +124,6 @@ def image_tarball() -> Path:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    tmp.replace(path)
-    return path
 
 
 # -- the daemon ------------------------------------------------------------------------

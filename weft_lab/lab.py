@@ -16,7 +16,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -358,10 +358,15 @@ def _build_switch(topo: Topology, sw: ExternalSwitch) -> None:
         run(["ip", "addr", "add", v.ip, "dev", dev], ns=ns)
 
 
-def up(topo: Topology) -> float:
-    """Build the whole lab; on any failure tear down what was built.  Returns seconds."""
+def up(topo: Topology, log: Callable[[str], None] | None = None) -> float:
+    """Build the whole lab; on any failure tear down what was built.  Returns seconds.
+
+    `log` (the CLI and the demo pass print) hears each step as it starts and how far
+    the parallel ones got, so a large lab is not minutes of silence.
+    """
     t0 = time.monotonic()
     lab = topo.name
+    say = _Steps(log, t0)
     if lab_exists(lab):
         raise LabError(f"lab {lab!r} is already up (weft-lab down --lab {lab} first, "
                        f"or pick another name with --lab)")
@@ -371,6 +376,7 @@ def up(topo: Topology) -> float:
         (sd / "topology.json").write_text(json.dumps(_as_json(topo), indent=1))
         (sd / "hosts.yaml").write_text(hosts_yaml(topo))
         ctl = ns_name(lab, CTL)
+        say(f"underlay and management network ({len(topo.hosts)} hosts)")
         _new_ns(ctl)
         run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], ns=ctl)
         _bridge(ctl, UNDERLAY_BRIDGE)
@@ -383,33 +389,63 @@ def up(topo: Topology) -> float:
         keeper.start(sd, ctl)
         if topo.etcd:
             from weft_lab import cluster
+            say("etcd members")
             cluster.start_etcd(topo)
         if topo.controller:
             (sd / "api.token").write_text(secrets.token_hex(16) + "\n")
             make_pki(lab, [h.name for h in topo.hosts])
         mtu = container_mtu(topo)
+        what = "OVS, agent" + (", dockerd" if topo.docker else "") + \
+            (", plugin" if topo.plugin else "")
         with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(lambda h: _build_host(topo, h, mtu), topo.hosts))
-            list(pool.map(lambda h: _build_containers(topo, h.name, mtu), topo.hosts))
+            say.each(f"hosts ({what})", pool.map(lambda h: _build_host(topo, h, mtu), topo.hosts),
+                     len(topo.hosts))
+            say.each("containers on docker0 and bare namespaces",
+                     pool.map(lambda h: _build_containers(topo, h.name, mtu), topo.hosts),
+                     len(topo.hosts), unit="hosts")
+        if topo.switches:
+            say(f"{len(topo.switches)} external switches")
         for sw in topo.switches:
             _build_switch(topo, sw)
         if topo.controller:
             from weft_lab import cluster
+            say(f"controller ({topo.controllers} instance(s)), its API, "
+                f"{len(topo.tenants)} tenants")
             cluster.start_controller(topo)
             cluster.wait_api(lab, instances=topo.controllers)
             cluster.setup_tenants(topo)
         if topo.agent:
             from weft_lab import cluster
+            say("containers attached to br0, port bindings")
             cluster.attach_containers(topo)
             if topo.controller:
                 cluster.bind_switches(topo)
         if topo.plugin:
             from weft_lab import cluster
+            say("docker run containers on weft networks")
             cluster.run_weft_containers(topo)
     except BaseException:
         down(lab)
         raise
     return time.monotonic() - t0
+
+
+class _Steps:
+    """The progress lines of `up`: a step as it starts, parallel ones as they finish."""
+
+    def __init__(self, log: Callable[[str], None] | None, t0: float) -> None:
+        self.log, self.t0 = log, t0
+
+    def __call__(self, what: str) -> None:
+        if self.log:
+            self.log(f"[{time.monotonic() - self.t0:5.1f}s] {what}")
+
+    def each(self, what: str, results: Iterator, total: int, unit: str = "") -> None:
+        """Consume `results` (one per item), saying how many are done as they finish."""
+        self(f"{what}: 0/{total}")
+        for done, _ in enumerate(results, 1):
+            if total > 2 or done == total:
+                self(f"{what}: {done}/{total}{' ' + unit if unit else ''}")
 
 
 def lab_exists(lab: str) -> bool:

@@ -56,3 +56,17 @@ def netns_pids(ns: str) -> list[int]:
     """PIDs of the processes living in namespace `ns`."""
     out = run(["ip", "netns", "pids", ns], check=False)
     return [int(p) for p in out.split() if p.isdigit()]
+
+
+def run_logged(argv: Sequence[str], log: os.PathLike | str, timeout: float = 1800,
+               env: Mapping[str, str] | None = None) -> None:
+    """Run a long command with its output going to the file `log` as it comes (so a
+    heartbeat can read how far it got); on failure the error carries the log's tail."""
+    merged = {**os.environ, **env} if env else None
+    with open(log, "w") as out:
+        proc = subprocess.run(list(argv), stdout=out, stderr=subprocess.STDOUT, text=True,
+                              env=merged, timeout=timeout, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        with open(log, errors="replace") as f:
+            tail = f.read()[-3000:]
+        raise CommandError(argv, proc.returncode, tail)

@@ -8,7 +8,7 @@ from a wheelhouse, as the systemd units in systemd/.
 
 * **Image**: built once from Debian packages (debootstrap), an ext4 filesystem
   in a qcow2 plus the guest's own kernel and initrd (booted directly, no boot
-  loader), cached in /var/cache/weft-lab/vm/.  Each guest writes to its own
+  loader), cached in the lab cache's vm/ (weft_lab/cache.py).  Each guest writes to its own
   copy-on-write overlay.  weft's Python dependencies are pre-installed in the
   image's venv from the host's wheelhouse (a speed-up: `up` installs weft from
   the wheelhouse again, so new or changed dependencies still come from there).
@@ -40,10 +40,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from weft_lab import docker
-from weft_lab.shell import CommandError, netns_list, netns_pids, run
+from weft_lab import cache, docker
+from weft_lab.shell import CommandError, netns_list, netns_pids, run, run_logged
 
-CACHE = docker.CACHE / "vm"
 STATE_ROOT = Path(os.environ.get("WEFT_VM_STATE", "/var/tmp/weft-lab-vm"))
 REPO = Path(__file__).resolve().parent.parent
 MIRROR = os.environ.get("WEFT_VM_MIRROR", "http://deb.debian.org/debian")
@@ -53,7 +52,7 @@ PACKAGES = ("linux-image-amd64", "systemd-sysv", "openvswitch-switch", "docker.i
             "ethtool", "iputils-ping", "kmod", "nftables", "procps", "tcpdump", "udev", "dbus",
             "arping")
 # Bump when the recipe below changes: the image is rebuilt under a new name.
-RECIPE = "3"
+RECIPE = "4"
 UNDERLAY = ipaddress.ip_network("10.77.0.0/24")
 HOST_SIDE = "10.77.0.1"                 # the namespace's own address (ssh from here)
 BRIDGE = "vmbr"
@@ -80,26 +79,32 @@ def _requirements() -> list[str]:
 WHEELHOUSE_GRACE = 2 * 3600.0
 
 
+def cache_dir() -> Path:
+    """The VM lab's part of the lab cache (image, key, wheelhouses)."""
+    return cache.root() / "vm"
+
+
 def wheelhouse_path() -> Path:
     """Where the wheelhouse of this tree's requirement set lives (built or not)."""
     reqs = _requirements()
-    return CACHE / f"wheels-{hashlib.sha256(' '.join(reqs).encode()).hexdigest()[:12]}"
+    return cache_dir() / f"wheels-{hashlib.sha256(' '.join(reqs).encode()).hexdigest()[:12]}"
 
 
-def wheelhouse() -> Path:
+def wheelhouse(log=print) -> Path:
     """weft's dependencies as wheels, built once per requirement set (pip, on the host).
 
     Each call marks it used (its mtime) and prunes the stale ones of other requirement
     sets, so old wheelhouses do not pile up in the cache as the dependencies change.
     """
     reqs = _requirements()
-    path = wheelhouse_path()
-    if not path.exists():
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def build(tmp: Path) -> None:
         tmp.mkdir(parents=True)
-        run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(tmp), *reqs], timeout=900)
-        tmp.rename(path)
+        with cache.Heartbeat(f"pip wheel: {len(reqs)} requirements and their dependencies",
+                             log, progress=lambda: f"{len(list(tmp.glob('*.whl')))} wheels"):
+            run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(tmp), *reqs], timeout=900)
+
+    path = cache.fill(wheelhouse_path(), build)
     os.utime(path)
     prune_wheelhouses(path)
     return path
@@ -108,7 +113,7 @@ def wheelhouse() -> Path:
 def stale_wheelhouses(last_used: dict[str, float], current: str, now: float,
                       grace: float = WHEELHOUSE_GRACE) -> list[str]:
     """The cache entries (name -> last use, epoch s) to remove: wheelhouses of other
-    requirement sets and left-over partial builds (`.tmp`), unused for `grace` seconds.
+    requirement sets and left-over partial builds, unused for `grace` seconds.
     The current one always stays; so does everything that is not a wheelhouse."""
     return sorted(name for name, used in last_used.items()
                   if name.startswith("wheels-") and name != current and now - used > grace)
@@ -144,9 +149,9 @@ def image_key() -> str:
 
 
 def image_paths() -> dict[str, Path]:
-    base = CACHE / f"debian12-{image_key()}"
-    return {"disk": base.with_suffix(".qcow2"), "kernel": base.with_suffix(".vmlinuz"),
-            "initrd": base.with_suffix(".initrd"), "key": CACHE / "id_ed25519"}
+    image = cache_dir() / f"debian12-{image_key()}"
+    return {"disk": image / "disk.qcow2", "kernel": image / "vmlinuz",
+            "initrd": image / "initrd", "key": cache_dir() / "sshkey" / "id_ed25519"}
 
 
 GUEST_INIT = """#!/bin/sh
@@ -188,7 +193,11 @@ MASKED = ("apt-daily.timer", "apt-daily-upgrade.timer", "man-db.timer", "e2scrub
 
 
 def build_image(force: bool = False, log=print) -> dict[str, Path]:
-    """The guest image (qcow2, kernel, initrd, ssh key), built once and cached."""
+    """The guest image (qcow2, kernel, initrd) and its ssh key, built once and cached.
+
+    The image is one cache entry (a directory renamed into place when whole), so
+    several labs or test runs may ask for it at once: one builds, the others wait.
+    """
     paths = image_paths()
     if not force and all(p.exists() for p in paths.values()):
         return paths
@@ -196,59 +205,61 @@ def build_image(force: bool = False, log=print) -> dict[str, Path]:
         if not shutil.which(tool):
             raise VMError(f"{tool} missing: apt-get install debootstrap e2fsprogs qemu-utils "
                           "openssh-client (./dev.sh setup)")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    if not paths["key"].exists():
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "weft-lab-vm",
-             "-f", str(paths["key"])])
-    wheels = wheelhouse()
-    t0 = time.monotonic()
-    root = CACHE / f"build-{os.getpid()}"
-    raw = root.with_suffix(".raw")
-    try:
-        shutil.rmtree(root, ignore_errors=True)
-        log(f"debootstrap {SUITE} from {MIRROR} into {root}")
-        run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-             SUITE, str(root), MIRROR], timeout=1800)
-        _configure_root(root, paths["key"].with_suffix(".pub"), wheels)
-        boot = root / "boot"
-        kernel = sorted(boot.glob("vmlinuz-*"))[-1]
-        initrd = sorted(boot.glob("initrd.img-*"))[-1]
-        shutil.copyfile(kernel, paths["kernel"])
-        shutil.copyfile(initrd, paths["initrd"])
-        log("ext4 filesystem and qcow2")
-        run(["mkfs.ext4", "-q", "-F", "-L", "weftroot", "-d", str(root), str(raw), "4G"],
-            timeout=900)
-        tmp = paths["disk"].with_suffix(".tmp")
-        run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(tmp)], timeout=900)
-        tmp.rename(paths["disk"])
-    finally:
-        _umount_chroot(root)
-        shutil.rmtree(root, ignore_errors=True)
-        raw.unlink(missing_ok=True)
-    log(f"image {paths['disk']} built in {time.monotonic() - t0:.0f}s")
+    key = paths["key"]
+    cache.fill(key.parent, lambda tmp: _make_key(tmp / key.name))
+    image = paths["disk"].parent
+    if force:
+        with cache.locked(image.with_name(f".{image.name}.lock")):
+            cache.remove(image)
+    wheels = wheelhouse(log)
+    cache.fill(image, lambda tmp: _build_image_in(tmp, key.with_suffix(".pub"), wheels, log),
+               log=log)
     return paths
+
+
+def _make_key(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "weft-lab-vm", "-f", str(path)])
+
+
+def _build_image_in(dest: Path, pubkey: Path, wheels: Path, log) -> None:
+    """Build the image's files into the directory `dest` (about 6 minutes from cold)."""
+    dest.mkdir(parents=True)
+    root, raw, out = dest / "root", dest / "root.raw", dest / "debootstrap.log"
+    log(f"building the VM guest image (Debian {SUITE}, {len(PACKAGES)} packages and their "
+        f"dependencies from {MIRROR}; about 6 minutes, once per cache)")
+
+    def fetched() -> str:
+        try:
+            text = out.read_text(errors="replace")
+        except OSError:
+            return ""
+        return (f"{text.count('I: Retrieving ')} retrieved, {text.count('I: Unpacking ')} "
+                f"unpacked, {text.count('I: Configuring ')} configured")
+
+    try:
+        with cache.Heartbeat("[1/3] debootstrap", log, progress=fetched):
+            run_logged(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+                        SUITE, str(root), MIRROR], out, timeout=1800)
+        with cache.Heartbeat("[2/3] configure the guest: initramfs, weft's venv", log):
+            _configure_root(root, pubkey, wheels)
+        boot = root / "boot"
+        shutil.copyfile(sorted(boot.glob("vmlinuz-*"))[-1], dest / "vmlinuz")
+        shutil.copyfile(sorted(boot.glob("initrd.img-*"))[-1], dest / "initrd")
+        with cache.Heartbeat("[3/3] ext4 filesystem and qcow2", log):
+            run(["mkfs.ext4", "-q", "-F", "-L", "weftroot", "-d", str(root), str(raw), "4G"],
+                timeout=900)
+            run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw),
+                 str(dest / "disk.qcow2")], timeout=900)
+    finally:
+        cache.remove(root)
+        raw.unlink(missing_ok=True)
 
 
 def _chroot(root: Path, *argv: str, timeout: float = 900) -> str:
     return run(["chroot", str(root), *argv], timeout=timeout,
                env={"DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C.UTF-8",
                     "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-
-
-def _mounts_under(root: Path) -> list[str]:
-    prefix = str(root) + "/"
-    return [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-            if line.split()[1].startswith(prefix)]
-
-
-def _umount_chroot(root: Path) -> None:
-    """Unmount everything below the build root (debootstrap may bind-mount /dev in a
-    container), deepest first, so removing the root can never reach the host's files."""
-    for point in sorted(_mounts_under(root), key=len, reverse=True):
-        run(["umount", "-l", point], check=False)
-    left = _mounts_under(root)
-    if left:
-        raise VMError(f"still mounted, not removing {root}: {', '.join(left)}")
 
 
 def _configure_root(root: Path, pubkey: Path, wheels: Path) -> None:
@@ -293,7 +304,7 @@ def _configure_root(root: Path, pubkey: Path, wheels: Path) -> None:
         _chroot(root, "/opt/weft/venv/bin/pip", "install", "-q", "--no-index",
                 "--find-links", "/tmp/wheels", *_requirements())
     finally:
-        _umount_chroot(root)
+        cache.umount_below(root)
     shutil.rmtree(dst)
     _chroot(root, "apt-get", "clean")
     shutil.rmtree(root / "var/lib/apt/lists", ignore_errors=True)

@@ -1,4 +1,5 @@
-"""The agent reports its attachments to any live controller instance."""
+"""The agent reports its attachments, registers and reads the member list at any live
+controller instance: losing one, the first URL of hosts.yaml included, stops nothing."""
 from __future__ import annotations
 
 import socket
@@ -8,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import httpx
 import pytest
 
-from ovs_agent.attach import report_any
+from ovs_agent.attach import first_answer, members, register, report_any
 
 
 def _server(status: int) -> tuple[HTTPServer, str, list[str]]:
@@ -19,6 +20,15 @@ def _server(status: int) -> tuple[HTTPServer, str, list[str]]:
             got.append(self.path)
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             body = b'{"instance": "i1", "epoch": "e1"}'     # as the controller answers
+            self._answer(body)
+
+        do_POST = do_PUT                                    # registration
+
+        def do_GET(self) -> None:                           # the member list
+            got.append(self.path)
+            self._answer(b'[{"name": "host1", "underlay_ip": "10.0.0.1"}]')
+
+        def _answer(self, body: bytes) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -68,3 +78,15 @@ def test_a_refusal_is_an_answer_not_a_failover():
 def test_all_down_raises():
     with pytest.raises(httpx.HTTPError):
         report_any((_dead_url(), _dead_url()), "host1", [])
+
+
+def test_registration_and_the_member_list_fail_over_past_a_dead_first_instance():
+    ok, ok_url, ok_got = _server(200)
+    try:
+        urls = (_dead_url(), ok_url)
+        i, _ = first_answer(urls, lambda url: register(url, {"name": "host3"}, 6.0))
+        assert i == 1 and ok_got == ["/v1/hosts/register"]
+        i, remote = first_answer(urls, members, prefer=i)
+        assert i == 1 and remote == [{"name": "host1", "underlay_ip": "10.0.0.1"}]
+    finally:
+        ok.shutdown()

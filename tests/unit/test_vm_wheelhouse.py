@@ -24,7 +24,7 @@ def test_stale_wheelhouses_are_other_sets_and_partial_builds_unused_for_the_grac
 
 
 def test_wheelhouse_prunes_the_stale_ones_and_keeps_the_current(tmp_path, monkeypatch):
-    monkeypatch.setattr(vm, "CACHE", tmp_path)
+    monkeypatch.setattr(vm, "cache_dir", lambda: tmp_path)
     current = vm.wheelhouse_path()
     current.mkdir()
     (current / "six-1.0-py3-none-any.whl").write_text("x")

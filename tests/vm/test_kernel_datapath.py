@@ -30,7 +30,7 @@ TIMES: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
-def lab():
+def lab(progress):
     if os.geteuid() != 0 or not shutil.which("qemu-system-x86_64"):
         pytest.fail("vm tests need root and qemu-system-x86 (run ./dev.sh test)")
     if os.environ.get("WEFT_VM_LAB"):       # iterate on a lab already up (weft-lab vm up)
@@ -38,7 +38,8 @@ def lab():
         yield os.environ["WEFT_VM_LAB"]
         return
     name = lab_name("v")
-    TIMES.update(vm.prepare(name, 2))       # image (cached) and wheels: no lock needed
+    # image (built from nothing on a cold cache: minutes) and wheels: no lock needed
+    TIMES.update(vm.prepare(name, 2, log=progress))
     with open(LOCK, "a") as lock:
         t1 = time.monotonic()
         try:
@@ -49,7 +50,7 @@ def lab():
         TIMES["lock_wait"] = time.monotonic() - t1
         before = snapshot()
         try:
-            TIMES.update(vm.up(name, 2, log=lambda m: print(f"\n[vm] {m}", flush=True)))
+            TIMES.update(vm.up(name, 2, log=progress))
             TIMES["converge"] = vm.wait_converged(name)
             yield name
         finally:
