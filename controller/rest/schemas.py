@@ -1,7 +1,10 @@
 """The request bodies of the REST API (pydantic): shapes, patterns and bounds.
 
-Every bound a model value has comes from `controller.model`; the model checks the
-same values again (the store writes only what it accepts)."""
+The bounds of values the model also checks (VNI, VLAN, rates, bursts, priorities,
+DSCP, queues, L4 ports, names) are `controller.model`'s constants, so the OpenAPI
+document and the model cannot drift apart; the model checks them again on write.
+Lengths of address text, the lease ttl and operator flows' table and priority
+(checked by `controller.operator`) are the API's own."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
