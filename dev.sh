@@ -4,6 +4,8 @@
 #   ./dev.sh test   install everything, run the whole test suite
 #   ./dev.sh bench  install everything (+ matplotlib), run the benchmarks (--quick: fewer)
 #   ./dev.sh setup  install only
+#   ./dev.sh dist   install, then build dist/: weft-sdn's wheel and sdist and every dependency's
+#                   wheel, what docs/docker.md installs on a host (--find-links DIR: deps from DIR)
 # Idempotent: a second run only checks what is already there.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -60,5 +62,6 @@ case "${1:-}" in
          "$VENV/bin/ruff" check . && "$VENV/bin/mypy" && "$VENV/bin/python" -m pytest -q "${@:2}" ;;
   bench) setup; "$VENV/bin/pip" install -q -e '.[test,bench]'
          exec "$VENV/bin/python" -m weft_lab.bench "${@:2}" ;;
-  *) echo "usage: $0 demo|test|bench|setup" >&2; exit 2 ;;
+  dist)  setup; exec "$VENV/bin/python" -m weft_lab.dist "${@:2}" ;;
+  *) echo "usage: $0 demo|test|bench|setup|dist" >&2; exit 2 ;;
 esac

@@ -33,6 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from controller.model import MAX_METER_ID
+
 __all__ = [
     "COOKIE_PREFIX", "COOKIE_BASE", "COOKIE_ISOLATION", "COOKIE_ENDPOINT",
     "COOKIE_LEARNED", "COOKIE_VLAN", "COOKIE_QOS", "COOKIE_ACL", "COOKIE_PORTSEC",
@@ -275,13 +277,10 @@ class Meter:
     pktps: bool = False
 
 
-_METER_ID_MAX = 0xFFFF
-
-
 def owns_meter(meter_id: int) -> bool:
-    """True for meter ids in weft's range, 1..65535: every ordinary meter of the
+    """True for meter ids in weft's range, 1..MAX_METER_ID: every ordinary meter of the
     switch (meters have no cookie; above 0xffff0000 are OpenFlow's virtual meters)."""
-    return 0 < meter_id <= _METER_ID_MAX
+    return 0 < meter_id <= MAX_METER_ID
 
 
 @dataclass(frozen=True)

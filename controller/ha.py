@@ -34,7 +34,7 @@ def election_url(conf: Any) -> str | None:
 def election_key(url: str) -> str:
     """The master key beside the store's prefix (``/weft/v1/`` -> ``/weft/v1-election/
     master``): one election per cluster, outside the range the store reads and watches."""
-    from controller.store_etcd import DEFAULT_PREFIX
+    from controller.store.etcd import DEFAULT_PREFIX
     path = urlsplit(url).path
     prefix = path.rstrip("/") if path not in ("", "/") else DEFAULT_PREFIX.rstrip("/")
     return f"{prefix}-election/master"

@@ -16,6 +16,7 @@ import ovs_agent  # noqa: E402,F401  (silences eventlet's import warning)
 from os_ken.base.app_manager import AppManager  # noqa: E402
 from os_ken.ofproto import ofproto_common  # noqa: E402
 
+from cluster.version import version  # noqa: E402
 from controller import config  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def preflight(hosts: str, db: str, token: str | None, store: str | None = None) 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     conf = config.CONF
-    conf(argv, project="weft", prog="weft-manager", version="0.1.0")
+    conf(argv, project="weft", prog="weft-manager", version=f"weft-manager {version()}")
     apps = list(conf.app) or ["controller.app"]
     from controller.ha import election_url
     if election_url(conf) and "controller.ha" not in apps:

@@ -42,11 +42,14 @@ from cluster.hostsfile import DOCKER_LINK_PORT, HOST_NAME_PATTERN
 __all__ = [
     "ACCESS", "TRUNK", "MAX_VNI", "DOCKER_LINK_PORT", "DEFAULT_TENANT",
     "Tenant", "Binding", "Topology", "RateLimit", "QosRule", "ModelError",
-    "MAX_METER_ID", "MAX_KBPS", "MAX_BURST_KB", "MAX_PPS", "MAX_BURST_PKTS", "QOS_MATCH_KEYS", "IP_PROTOS",
+    "MAX_METER_ID", "MAX_KBPS", "MAX_BURST_KB", "MAX_PPS", "MAX_BURST_PKTS", "QOS_MATCH_KEYS",
+    "IP_PROTOS", "MAX_QOS_PRIORITY", "MAX_DSCP", "MAX_QUEUE", "MAX_IP_PROTO", "MAX_L4_PORT",
+    "MAX_ICMP_TYPE", "MAX_TENANT_NAME",
     "TENANT_NAME_PATTERN", "HOST_NAME_PATTERN", "PORT_NAME_PATTERN", "MAC_PATTERN",
-    "MAX_DESCRIPTION", "check_name", "check_text", "check_bindable_port",
+    "MAX_DESCRIPTION", "check_name", "check_host", "check_text", "check_bindable_port",
     "AclRule", "ACL_ACTIONS", "ACL_DIRECTIONS", "ACL_DEFAULTS", "MAX_ACL_PRIORITY",
-    "MAX_ACL_ZONE_VNI",
+    "MAX_ACL_ZONE_VNI", "MAX_ACL_ID", "VNI_MIN", "VLAN_MIN", "VLAN_MAX", "MAX_SUBNET_LEN",
+    "PortOwned", "user_tenant",
 ]
 
 ACCESS = "access"
@@ -77,16 +80,22 @@ class ModelError(ValueError):
         self.field, self.message = field, message
 
 
+class PortOwned(ModelError):
+    """A port weft or the ovs-agent owns (docker0 link, tunnels, the bridge): taken, not
+    malformed, so the store answers 409."""
+
+
 def _field_of(what: str) -> str:
     """'QoS rule 3: match dst_port' -> 'match.dst_port' (the field a user gave)."""
     return what.rsplit(": ", 1)[-1].replace(" ", ".") if ": " in what else what.split()[0]
 
 
-def _int_in(value: Any, lo: int, hi: int, what: str) -> int:
+def _int_in(value: Any, lo: int, hi: int, what: str, field: str | None = None) -> int:
+    field = field or _field_of(what)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ModelError(_field_of(what), f"{what} must be an integer, not {value!r}"[:200])
+        raise ModelError(field, f"{what} must be an integer, not {value!r}"[:200])
     if not lo <= value <= hi:
-        raise ModelError(_field_of(what), f"{what} {value} not in {lo}..{hi}"[:200])
+        raise ModelError(field, f"{what} {value} not in {lo}..{hi}"[:200])
     return value
 
 
@@ -120,14 +129,19 @@ def check_text(value: Any, field: str, max_len: int = MAX_DESCRIPTION) -> str:
     return value
 
 
+def check_host(value: Any, field: str = "host") -> str:
+    """A host's name (as in the hosts file)."""
+    return check_name(value, field, HOST_NAME_PATTERN, "host name")
+
+
 def check_bindable_port(host: Any, port: Any) -> None:
     """A port a tenant may be given: a valid name and not one the agent owns."""
-    check_name(host, "host", HOST_NAME_PATTERN, "host name")
+    check_host(host)
     check_name(port, "port", PORT_NAME_PATTERN, "OVS port name (at most 15 characters)")
     if port == DOCKER_LINK_PORT:
-        raise ModelError("port", f"{port} is the docker0 link, owned by the default tenant")
+        raise PortOwned("port", f"{port} is the docker0 link, owned by the default tenant")
     if port.startswith(AGENT_PORT_PREFIXES) or port in ("br0", "br-phy"):
-        raise ModelError("port", f"{port} is a port the ovs-agent owns (tunnels vx-*/gr-*, "
+        raise PortOwned("port", f"{port} is a port the ovs-agent owns (tunnels vx-*/gr-*, "
                                  "the bridge itself): not bindable")
 
 
@@ -143,10 +157,31 @@ class Tenant:
 
     def __post_init__(self) -> None:
         check_name(self.name, "name", TENANT_NAME_PATTERN, "tenant name")
-        _int_in(self.vni, 1, MAX_VNI, "vni")
+        object.__setattr__(self, "subnet", _subnet(self.subnet))
         if self.vlan is not None:
-            _int_in(self.vlan, 1, 4094, "vlan")
+            _int_in(self.vlan, VLAN_MIN, VLAN_MAX, "vlan")
+        _int_in(self.vni, 1, MAX_VNI, "vni")
         check_text(self.description, "description")
+
+
+def _subnet(subnet: Any) -> str | None:
+    """A tenant's subnet in its normal form ("" means none)."""
+    if subnet in (None, ""):
+        return None
+    if not isinstance(subnet, str) or len(subnet) > MAX_SUBNET_LEN:
+        raise ModelError("subnet", "must be a network in CIDR notation, like 10.1.0.0/24")
+    try:
+        return str(ipaddress.ip_network(subnet))
+    except ValueError as exc:
+        raise ModelError("subnet", f"{subnet!r} is not a network: {exc}") from None
+
+
+def user_tenant(name: Any, vni: Any, vlan: Any = None, subnet: Any = None,
+                description: Any = "") -> Tenant:
+    """A tenant a user asks for (REST, an import): a Tenant whose VNI is at least
+    VNI_MIN, so the built-in default and any VNI below stay out of users' reach."""
+    _int_in(vni, VNI_MIN, MAX_VNI, "vni")
+    return Tenant(name, vni, vlan, subnet, description)
 
 
 DEFAULT_TENANT = Tenant(
@@ -229,20 +264,27 @@ class Binding:
 
     def _normalise_addresses(self, where: str) -> None:
         if isinstance(self.ips, str):
-            raise ValueError(f"{where}: ips must be a list of IPv4 addresses, not {self.ips!r}")
-        ips = tuple(_ipv4_net(ip, f"{where}: ips") for ip in self.ips)
-        _unique(list(ips), f"ip of {self.host}/{self.port}")
+            raise ModelError("ips", f"{where}: ips must be a list of IPv4 addresses, "
+                                    f"not {self.ips!r}")
+        ips = tuple(_ipv4_net(ip, f"{where}: ips", "ips") for ip in self.ips)
+        if len(set(ips)) != len(ips):
+            dup = next(ip for ip in ips if ips.count(ip) > 1)
+            raise ModelError("ips", f"duplicate ip of {self.host}/{self.port}: {dup!r}")
         pairs = []
+        what, field = f"{where}: allowed_address_pairs", "allowed_address_pairs"
         for pair in self.allowed_address_pairs:
-            ip, mac = (pair.get("ip_address"), pair.get("mac_address")) \
-                if isinstance(pair, Mapping) else pair
-            mac = None if mac is None else _unicast_mac(mac, f"{where}: allowed_address_pairs")
-            pairs.append((_ipv4_net(ip, f"{where}: allowed_address_pairs"), mac))
+            try:
+                ip, mac = (pair.get("ip_address"), pair.get("mac_address")) \
+                    if isinstance(pair, Mapping) else pair
+            except (TypeError, ValueError):
+                raise ModelError(field, f"{what}: {pair!r} is not an (ip, mac) pair") from None
+            mac = None if mac is None else _unicast_mac(mac, what, field)
+            pairs.append((_ipv4_net(ip, what, field), mac))
         object.__setattr__(self, "ips", ips)
         object.__setattr__(self, "allowed_address_pairs", tuple(pairs))
         if (ips or pairs) and (self.mode != ACCESS or self.mac is None):
-            raise ValueError(f"{where}: ips and allowed_address_pairs need an access port "
-                             "with a mac")
+            raise ModelError("ips" if ips else field, f"{where}: ips and allowed_address_pairs "
+                                                      "need an access port with a mac")
 
     def source_addresses(self) -> dict[str, frozenset[str] | None]:
         """Port security: source MAC -> the IPv4 sources allowed with it (None: any).
@@ -266,21 +308,21 @@ class Binding:
         return (*native, *self.trunk)
 
 
-def _ipv4_net(value: Any, what: str) -> str:
+def _ipv4_net(value: Any, what: str, field: str) -> str:
     """An IPv4 address ("10.0.0.5") or network ("10.0.0.0/24"), normalised."""
     if not isinstance(value, str):
-        raise ValueError(f"{what}: {value!r} is not an IPv4 address or CIDR")
+        raise ModelError(field, f"{what}: {value!r} is not an IPv4 address or CIDR")
     try:
         net = ipaddress.IPv4Network(value.strip(), strict=False)
     except ValueError:
-        raise ValueError(f"{what}: {value!r} is not an IPv4 address or CIDR") from None
+        raise ModelError(field, f"{what}: {value!r} is not an IPv4 address or CIDR") from None
     return str(net.network_address) if net.prefixlen == 32 else str(net)
 
 
-def _unicast_mac(value: Any, what: str) -> str:
+def _unicast_mac(value: Any, what: str, field: str) -> str:
     mac = value.lower() if isinstance(value, str) else ""
     if not _MAC_RE.match(mac) or int(mac[:2], 16) & 1:
-        raise ValueError(f"{what}: {value!r} is not a unicast MAC address")
+        raise ModelError(field, f"{what}: {value!r} is not a unicast MAC address")
     return mac
 
 
@@ -290,11 +332,11 @@ MAX_KBPS = 100_000_000           # 100 Gbit/s
 MAX_BURST_KB = 10_000_000
 MAX_PPS = 100_000_000            # packets/s
 MAX_BURST_PKTS = 10_000_000
-MAX_QOS_PRIORITY = 1000          # a QoS rule's priority: 1..1000
-MAX_DSCP = 63
-MAX_QUEUE = 7                    # OpenFlow set_queue ids weft offers: 0..7
+MAX_QOS_PRIORITY = 1000          # a QoS rule's priority: 1..MAX_QOS_PRIORITY
+MAX_DSCP = 63                    # the 6-bit IPv4 DSCP
+MAX_QUEUE = 7                    # OpenFlow set_queue ids a QoS rule may name
 MAX_IP_PROTO = 255
-MAX_L4_PORT = 65535              # TCP/UDP ports: 1..65535
+MAX_L4_PORT = 65535              # TCP/UDP ports: 1..MAX_L4_PORT
 MAX_ICMP_TYPE = 255
 QOS_MATCH_KEYS = ("ip_proto", "src", "dst", "src_port", "dst_port", "dscp")
 IP_PROTOS = {"icmp": 1, "tcp": 6, "udp": 17}
@@ -325,9 +367,9 @@ class RateLimit:
     burst_pkts: int = 0
 
     def __post_init__(self) -> None:
-        _int_in(self.id, 1, MAX_METER_ID, "rate limit id (meter id)")
+        _int_in(self.id, 1, MAX_METER_ID, "rate limit id (meter id)", "id")
         where = f"rate limit {self.id}"
-        _name(self.host, f"{where}: host")
+        check_host(self.host)
         if (self.kbps is None) == (self.pps is None):
             raise ModelError("pps" if self.kbps is not None else "kbps",
                              f"{where}: give exactly one rate: kbps (kbit/s) or pps (packets/s)")
@@ -373,10 +415,10 @@ class QosRule:
     queue: int | None = None
 
     def __post_init__(self) -> None:
-        _int_in(self.id, 1, MAX_METER_ID, "QoS rule id (meter id)")
+        _int_in(self.id, 1, MAX_METER_ID, "QoS rule id (meter id)", "id")
         where = f"QoS rule {self.id}"
         _name(self.tenant, f"{where}: tenant")
-        _int_in(self.priority, 1, 1000, f"{where}: priority")
+        _int_in(self.priority, 1, MAX_QOS_PRIORITY, f"{where}: priority")
         object.__setattr__(self, "match", _normal_qos_match(self.match, where))
         if self.kbps is not None:
             _int_in(self.kbps, 1, MAX_KBPS, f"{where}: kbps")
@@ -384,9 +426,9 @@ class QosRule:
         if self.kbps is None and self.burst_kb:
             raise ModelError("burst_kb", f"{where}: burst_kb needs kbps (a meter)")
         if self.set_dscp is not None:
-            _int_in(self.set_dscp, 0, 63, f"{where}: set_dscp")
+            _int_in(self.set_dscp, 0, MAX_DSCP, f"{where}: set_dscp")
         if self.queue is not None:
-            _int_in(self.queue, 0, 7, f"{where}: queue")
+            _int_in(self.queue, 0, MAX_QUEUE, f"{where}: queue")
         if self.kbps is None and self.set_dscp is None and self.queue is None:
             raise ModelError("kbps", f"{where}: give at least one action: kbps, set_dscp or queue")
 
@@ -442,7 +484,7 @@ def _normal_qos_match(match: Any, where: str) -> tuple[tuple[str, Any], ...]:
                                      f"{', '.join(sorted(IP_PROTOS))}")
                 value = value.lower()
             else:
-                value = _IP_PROTO_NAMES.get(_int_in(value, 0, 255, what), value)
+                value = _IP_PROTO_NAMES.get(_int_in(value, 0, MAX_IP_PROTO, what), value)
         elif key in ("src", "dst"):
             if not isinstance(value, str):
                 raise ModelError(f"match.{key}", f"{what} must be an IPv4 address or CIDR")
@@ -453,9 +495,9 @@ def _normal_qos_match(match: Any, where: str) -> tuple[tuple[str, Any], ...]:
                                                  "address or CIDR") from None
             value = str(net.network_address) if net.prefixlen == 32 else str(net)
         elif key in ("src_port", "dst_port"):
-            _int_in(value, 1, 65535, what)
+            _int_in(value, 1, MAX_L4_PORT, what)
         else:
-            _int_in(value, 0, 63, what)
+            _int_in(value, 0, MAX_DSCP, what)
         out[key] = value
     if ("src_port" in out or "dst_port" in out) and out.get("ip_proto") not in ("tcp", "udp"):
         raise ModelError("match", f"{where}: match src_port/dst_port need ip_proto tcp or udp")
@@ -499,7 +541,7 @@ class AclRule:
     description: str = ""
 
     def __post_init__(self) -> None:
-        _int_in(self.id, 1, MAX_ACL_ID, "ACL rule id")
+        _int_in(self.id, 1, MAX_ACL_ID, "ACL rule id", "id")
         where = f"ACL rule {self.id}"
         _name(self.tenant, f"{where}: tenant")
         _int_in(self.priority, 1, MAX_ACL_PRIORITY, f"{where}: priority")
@@ -515,11 +557,11 @@ class AclRule:
         object.__setattr__(self, "remote", norm.get("src"))
         object.__setattr__(self, "local", norm.get("dst"))
         if self.port is not None:
-            _int_in(self.port, 1, 65535, f"{where}: port")
+            _int_in(self.port, 1, MAX_L4_PORT, f"{where}: port")
             if self.ip_proto not in ("tcp", "udp"):
                 raise ModelError("port", f"{where}: port needs ip_proto tcp or udp")
         if self.icmp_type is not None:
-            _int_in(self.icmp_type, 0, 255, f"{where}: icmp_type")
+            _int_in(self.icmp_type, 0, MAX_ICMP_TYPE, f"{where}: icmp_type")
             if self.ip_proto != "icmp":
                 raise ModelError("icmp_type", f"{where}: icmp_type needs ip_proto icmp")
         check_text(self.description, "description")

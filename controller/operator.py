@@ -26,11 +26,16 @@ from controller.flows import COOKIE_OPERATOR, SwitchState, feature_of
 from controller.model import ModelError, check_text
 
 __all__ = ["OperatorFlow", "OPERATOR_TABLE_MIN", "OPERATOR_TABLE_MAX", "operator_cookie",
-           "operator_id_of", "check", "reconcile", "ACTION_TYPES"]
+           "operator_id_of", "check", "reconcile", "ACTION_TYPES", "MAX_OPERATOR_FLOW_ID",
+           "MAX_TABLE_ID", "MAX_PRIORITY"]
 
 OPERATOR_TABLE_MIN = 100        # tables 0..99 are weft's (0..4 used today)
 OPERATOR_TABLE_MAX = 199
 _ID_MASK = (1 << 32) - 1
+MAX_OPERATOR_FLOW_ID = _ID_MASK  # the low 32 bits of the flow's cookie
+MAX_TABLE_ID = 253              # OpenFlow tables 0..253 (254, 255 are reserved)
+MAX_PRIORITY = 0xFFFF
+MAX_DPID = (1 << 64) - 1
 ACTION_TYPES = frozenset({
     "OUTPUT", "COPY_TTL_OUT", "COPY_TTL_IN", "SET_MPLS_TTL", "DEC_MPLS_TTL", "PUSH_VLAN",
     "POP_VLAN", "PUSH_MPLS", "POP_MPLS", "SET_QUEUE", "GROUP", "SET_NW_TTL", "DEC_NW_TTL",
@@ -60,9 +65,34 @@ class OperatorFlow:
     override: bool = False
     description: str = ""
 
+    def __post_init__(self) -> None:
+        _whole(self.id, 1, MAX_OPERATOR_FLOW_ID, "id")
+        _whole(self.dpid, 0, MAX_DPID, "dpid")
+        _table_id(self.table_id)
+        _priority(self.priority)
+        check_text(self.description, "description")
+
     @property
     def cookie(self) -> int:
         return operator_cookie(self.id)
+
+
+def _whole(value: Any, lo: int, hi: int, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ModelError(field, f"{field} {str(value)[:24]!r} is not in {lo}..{hi}")
+    return value
+
+
+def _table_id(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_TABLE_ID:
+        raise ModelError("table_id", f"table_id {value!r} is not a table (0..{MAX_TABLE_ID})")
+    return value
+
+
+def _priority(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_PRIORITY:
+        raise ModelError("priority", f"priority {value!r} not in 0..{MAX_PRIORITY}")
+    return value
 
 
 def _port_no(value: Any) -> int | None:
@@ -89,10 +119,8 @@ def check(table_id: Any, priority: Any, match: Any, actions: Any, override: bool
     ``tenant_ports``: OpenFlow port number -> what it is ("port p1 of tenant red",
     "tunnel to host2") for the ports of this switch a frame must not be handed to.
     """
-    if not isinstance(table_id, int) or isinstance(table_id, bool) or not 0 <= table_id <= 253:
-        raise ModelError("table_id", f"table_id {table_id!r} is not a table (0..253)")
-    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 65535:
-        raise ModelError("priority", f"priority {priority!r} not in 0..65535")
+    _table_id(table_id)
+    _priority(priority)
     for name, value in (("idle_timeout", idle_timeout), ("hard_timeout", hard_timeout)):
         if value not in (0, None):
             raise ModelError(name, "operator flows are permanent (stored and re-installed): "
@@ -115,7 +143,7 @@ def check(table_id: Any, priority: Any, match: Any, actions: Any, override: bool
         if kind == "GOTO_TABLE":
             target = a.get("table_id")
             if not isinstance(target, int) or isinstance(target, bool) or \
-                    not 0 <= target <= 253:
+                    not 0 <= target <= MAX_TABLE_ID:
                 raise ModelError(f"{where}.table_id", f"goto table {target!r} is not a table")
             if target <= table_id:
                 raise ModelError(f"{where}.table_id", "GOTO_TABLE must go forward")

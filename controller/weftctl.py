@@ -34,6 +34,8 @@ from urllib.parse import quote
 
 import httpx
 
+from cluster.version import version
+
 
 def seg(value: object) -> str:
     """One URL path segment: '/', '?', '#' and '..' can never change which resource is meant."""
@@ -62,6 +64,7 @@ def table(rows: list[dict], columns: list[str]) -> str:
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="weftctl", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     ap.add_argument("--api", default=os.environ.get("WEFT_API", "http://127.0.0.1:8080"))
     ap.add_argument("--token", default=os.environ.get("WEFT_API_TOKEN"))
     ap.add_argument("--json", action="store_true", help="machine-readable output")

@@ -26,6 +26,7 @@ from ovs_agent import attach, desired, hostnet, ovsdb
 from ovs_agent.agent import DEFAULT_SUBNET_FILE, Agent, pick_host
 from ovs_agent.desired import device_port_type
 from cluster.hostsfile import HostsFileError, load, tunnel_mtu
+from cluster.version import version
 
 
 def _common(ap: argparse.ArgumentParser) -> None:
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return pluginserver.main(argv[1:])
     ap = argparse.ArgumentParser(prog="ovs-agent", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     ap.add_argument("--peers", type=Path, required=True, help="hosts.yaml")
     ap.add_argument("--host", help="this host's name in hosts.yaml")
     ap.add_argument("--once", action="store_true", help="one reconcile pass, then exit")
@@ -120,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         agent.load()
     except (HostsFileError, OSError) as exc:
         print(f"ovs-agent: {exc}", file=sys.stderr)
+        return 2
+    if agent.host_firewall is not None and agent.host_firewall.nft is None:
+        # refuse rather than warn: without the table, containers reach the tunnel, OVSDB
+        # and OpenFlow ports of every host, and a warning in a log protects nobody
+        print("ovs-agent: nft not found, so the host firewall (table inet weft) cannot keep "
+              "containers off the tunnel, OVSDB and OpenFlow ports: install nftables "
+              "(apt-get install nftables), or run with --no-firewall if this host's own "
+              "firewall does that (docs/security.md)", file=sys.stderr)
         return 2
     if args.register and not (agent.cluster.membership == "register" and agent.cluster.api):
         print(f"ovs-agent: {args.peers}: --register needs `membership: register` and "

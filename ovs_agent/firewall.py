@@ -9,7 +9,8 @@ stack on receive), so the only place to stop it is here, before it leaves:
 * forward: traffic routed for containers to any host's tunnel port (VXLAN
   udp 4789, GRE), to an OVSDB port (tcp 6640) or to a controller's OpenFlow
   port (from hosts.yaml) is dropped;
-* input: the same from ``docker0`` to this host's own addresses.
+* input: the same from ``docker0`` and Docker's user-defined bridges to this host's
+  own addresses.
 
 The table is replaced whole and atomically when the cluster changes; nothing
 outside it is touched (Docker's and the operator's rules stay as they are).
@@ -32,7 +33,13 @@ OVSDB_PORTS = (6640,)
 _TARGET = re.compile(r"(?:tcp|ssl):\[?([0-9A-Fa-f:.]+?)\]?:(\d+)$")
 
 
-def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = ("docker0",)) -> str:
+# Where containers' packets enter this host: docker0 and Docker's user-defined bridges
+# (br-<network id>).  `--network host` containers share the host's own stack: no
+# interface tells them apart from the host's processes (docs/security.md).
+CONTAINER_IFACES = ("docker0", "br-*")
+
+
+def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = CONTAINER_IFACES) -> str:
     """The nft script (replacing ``table inet weft``) for this cluster."""
     underlay = ", ".join(sorted({h.underlay_ip for h in cluster.hosts}))
     controllers = sorted({(m[1], int(m[2])) for t in cluster.controllers
@@ -61,7 +68,8 @@ def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = ("docker0",)) 
 
 
 class Firewall:
-    """Keeps ``table inet weft`` equal to ``ruleset``; no-op without nft."""
+    """Keeps ``table inet weft`` equal to ``ruleset``.  The agent refuses to start
+    without nft (ovs_agent.cli); if nft goes away later, each pass logs it once."""
 
     def __init__(self) -> None:
         self.nft = shutil.which("nft")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -131,6 +132,48 @@ def progress(pytestconfig) -> Callable[[str], None]:
     return log
 
 
+_IMAGE_BUILD: dict = {}
+
+
+def pytest_collection_finish(session) -> None:
+    """When the VM tests will run and the guest image is not cached (always so on a cold
+    cache: ./dev.sh test, CI), start building it now, in the background, while the unit
+    and lab tests run: it takes minutes, mostly waiting on the Debian mirror and the disk.
+    The VM tests' fixture then waits for it on the cache's lock and finds it built (if
+    this build failed, the fixture builds it again and shows why)."""
+    if os.geteuid() != 0 or not any(i.get_closest_marker("vm") for i in session.items):
+        return
+    from weft_lab import cache, vm
+    if all(p.exists() for p in vm.image_paths().values()):
+        return
+    cache.root().mkdir(parents=True, exist_ok=True)
+    log = cache.root() / "vm-image-build.log"
+    out = open(log, "w")
+    _IMAGE_BUILD["proc"] = subprocess.Popen(
+        [sys.executable, "-m", "weft_lab.cli", "vm", "image"], stdout=out,
+        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parent.parent)
+    _IMAGE_BUILD["out"] = out
+    session.config.pluginmanager.getplugin("terminalreporter").write_line(
+        f"[{time.strftime('%H:%M:%S')}] building the VM guest image in the background "
+        f"while the other tests run (log: {log})")
+
+
+def pytest_sessionfinish(session) -> None:
+    """The background image build ends with the session (finished, or stopped)."""
+    proc = _IMAGE_BUILD.pop("proc", None)
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    _IMAGE_BUILD.pop("out").close()
+
+
 def lab_name(prefix: str = "t") -> str:
     """A fresh lab name, so tests never collide with a user's lab."""
     return f"{prefix}{secrets.token_hex(3)}"
@@ -186,7 +229,7 @@ def make_store(request, tmp_path):
             stores.append(Store(tmp_path / name))
             return stores[-1]
     else:
-        from controller.store_etcd import EtcdStore
+        from controller.store.etcd import EtcdStore
         server = request.getfixturevalue("etcd_server")
         base = f"/test-{secrets.token_hex(6)}"
 

@@ -2,7 +2,7 @@
 # Make the Vagrant box `weft/bookworm` (libvirt provider) from weft-lab's cached Debian 12
 # guest image (the one tests/vm boots), and vagrant/dist/ for offline provisioning:
 #   vagrant/build-box.sh            (root; from the source tree, after ./dev.sh setup)
-#   vagrant/build-box.sh --dist-only   only vagrant/dist/ (this tree's weft wheel), box kept
+#   vagrant/build-box.sh --dist-only   only vagrant/dist/ (dist/ of this tree, install-weft.sh), box kept
 # VAGRANT_HOME decides where the box goes (vagrant/try-here.sh sets it).
 #
 # The box is a copy of the image made into an ordinary Vagrant box (the image itself is
@@ -88,13 +88,12 @@ echo "box weft/bookworm added in $(( $(date +%s) - T0 ))s"
 }
 [ "${1:-}" = --dist-only ] || make_box
 
-# vagrant/dist: the wheelhouse (weft from this tree + every dependency), hosts.yaml, one
-# token for every host and the test image.  Rsynced to /vagrant/dist; provision.sh uses
-# nothing else.
+# vagrant/dist: dist/ (weft from this tree + every dependency) and install-weft.sh
+# (docs/docker.md's install commands, weft_lab.dist.stage), hosts.yaml, one token for every
+# host and the test image.  Rsynced to /vagrant/dist; provision.sh uses nothing else.
 DIST=vagrant/dist
-rm -rf "$DIST/wheels" && mkdir -p "$DIST/wheels"
-cp "$("$PY" -c 'from weft_lab import vm; print(vm.wheelhouse())')"/*.whl "$DIST/wheels/"
-"$PY" -c 'from pathlib import Path; from weft_lab import vm; vm.weft_wheel(Path("vagrant/dist/wheels"))'
+rm -rf "$DIST/wheels" && mkdir -p "$DIST"
+"$PY" -c 'from pathlib import Path; from weft_lab import dist, vm; dist.stage(Path("vagrant/dist"), vm.wheelhouse())'
 cp "$("$PY" -c 'from weft_lab import docker; print(docker.image_tarball())')" "$DIST/busybox-iperf3.tar"
 cp vagrant/hosts.yaml "$DIST/hosts.yaml"
 if [ ! -s "$DIST/weft.env" ]; then

@@ -34,13 +34,22 @@ def root() -> Path:
 
 
 @contextmanager
-def locked(lock: Path) -> Iterator[None]:
+def locked(lock: Path, log: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold an exclusive flock on `lock`: excludes other processes and, since each
-    call opens its own file description, other threads of this one too."""
+    call opens its own file description, other threads of this one too.  `log` hears
+    it when another holder makes this one wait."""
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if log:
+                log(f"waiting for another builder of {lock.name[1:-5]} (a thread or process)")
+            t0 = time.monotonic()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if log:
+                log(f"  ... it finished after {time.monotonic() - t0:.0f}s")
         yield
     finally:
         os.close(fd)        # closing releases the lock
@@ -83,7 +92,7 @@ def fill(path: Path, build: Callable[[Path], None],
     """
     if path.exists():
         return path
-    with locked(path.with_name(f".{path.name}.lock")):
+    with locked(path.with_name(f".{path.name}.lock"), log):
         if path.exists():           # another builder finished while this one waited
             return path
         for stale in path.parent.glob(f"{path.name}{PART}*"):

@@ -91,7 +91,7 @@ def bulk(n: int, members: int, on_disk: bool, workdir: Path) -> None:
     """Store level: one bulk bind of ``n`` ports, an import of that model, and (etcd) the
     first read by a second controller and a read when nothing changed."""
     from controller.store import Store
-    from controller.store_etcd import EtcdStore
+    from controller.store.etcd import EtcdStore
     items = [{"host": f"h{i % 16}", "port": f"p{i}", "tenant": "red",
               "mac": f"02:00:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"}
              for i in range(n)]
@@ -121,7 +121,7 @@ def bulk(n: int, members: int, on_disk: bool, workdir: Path) -> None:
 def failover(runs: int) -> None:
     """3 members; kill -9 the leader, or the follower the store talks to; time the
     first write after the kill (and the read after it)."""
-    from controller.store_etcd import EtcdStore
+    from controller.store.etcd import EtcdStore
 
     def leader(cluster):
         for m in cluster.members:

@@ -4,14 +4,15 @@ The namespace lab (lab.py) can only run OVS's userspace datapath: this machine's
 kernel has no openvswitch module.  Here every weft host is a real Debian 12
 virtual machine with Debian's kernel, kernel OVS (`datapath_type: system`) and
 Debian's dockerd, and weft is installed and run exactly as docs/docker.md says:
-from a wheelhouse, as the systemd units in systemd/.
+its install commands (weft_lab.dist) from the dist/ that `./dev.sh dist` makes,
+as the systemd units in systemd/.
 
 * **Image**: built once from Debian packages (debootstrap), an ext4 filesystem
   in a qcow2 plus the guest's own kernel and initrd (booted directly, no boot
   loader), cached in the lab cache's vm/ (weft_lab/cache.py).  Each guest writes to its own
   copy-on-write overlay.  weft's Python dependencies are pre-installed in the
   image's venv from the host's wheelhouse (a speed-up: `up` installs weft from
-  the wheelhouse again, so new or changed dependencies still come from there).
+  dist/ again, so new or changed dependencies still come from there).
 * **Accelerator**: KVM only when the CPU has VT-x/AMD-V; PVM's /dev/kvm
   (KVM without them: stock Debian kernels hang) falls back to QEMU's
   emulator, `-accel tcg,tb-size=256`.
@@ -19,8 +20,8 @@ from a wheelhouse, as the systemd units in systemd/.
   tap per guest and the address the host side uses (ssh); no route out, no QEMU
   user networking, no libvirt.
 * **Control**: ssh as root with a key made with the image (from inside the
-  namespace), a 9p share (read-only) carrying the wheels, hosts.yaml, the token
-  and the provisioning script.
+  namespace), a 9p share (read-only) carrying dist/ and install-weft.sh,
+  hosts.yaml, the token and the provisioning script.
 * **State**: /var/tmp/weft-lab-vm/LAB (overlays, console logs, pid files).
   `down` kills QEMU by pid (and anything else in the namespace), deletes the
   namespace and that directory: only the cached image stays, also after a crash.
@@ -40,7 +41,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from weft_lab import cache, docker
+from weft_lab import cache, dist, docker
 from weft_lab.shell import CommandError, netns_list, netns_pids, run, run_logged
 
 STATE_ROOT = Path(os.environ.get("WEFT_VM_STATE", "/var/tmp/weft-lab-vm"))
@@ -131,17 +132,6 @@ def prune_wheelhouses(current: Path) -> list[str]:
     for name in gone:
         shutil.rmtree(current.parent / name, ignore_errors=True)
     return gone
-
-
-def weft_wheel(dest: Path) -> Path:
-    """This source tree as a wheel (what a user installs), in `dest`."""
-    dest.mkdir(parents=True, exist_ok=True)
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dest), str(REPO)],
-        timeout=600)
-    wheels = sorted(dest.glob("weft_sdn-*.whl"))
-    if not wheels:
-        raise VMError(f"pip wheel made no weft wheel in {dest}")
-    return wheels[-1]
 
 
 def image_key() -> str:
@@ -521,17 +511,9 @@ def prepare(lab: str, count: int = 2, memory: int = 1024, log=print) -> dict[str
 
 
 def _fill_share(share: Path, guests: list[Guest]) -> None:
-    """What the guests read from the 9p share: wheels, hosts.yaml, token, scripts, image."""
-    wheels = share / "wheels"
-    wheels.mkdir()
-    for w in wheelhouse().iterdir():
-        try:
-            os.link(w, wheels / w.name)
-        except OSError:
-            shutil.copyfile(w, wheels / w.name)
-    for old in wheels.glob("weft_sdn-*.whl"):
-        old.unlink()
-    weft_wheel(wheels)
+    """What the guests read from the 9p share: dist/ and install-weft.sh (docs/docker.md's
+    install, weft_lab.dist), hosts.yaml, token, provisioning script, image."""
+    dist.stage(share, wheelhouse())
     (share / "hosts.yaml").write_text(hosts_yaml(guests))
     (share / "weft.env").write_text(f"WEFT_API_TOKEN={secrets.token_hex(16)}\n"
                                     f"WEFT_API_HOST={guests[0].ip}\n")

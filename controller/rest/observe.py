@@ -10,6 +10,7 @@ from controller.rest.acls import acl_counters, live_flows
 from controller.rest.deps import CoreDep
 from controller.store import StoreError
 from cluster.hostsfile import dpid_str
+from cluster.version import version
 
 router = APIRouter()
 
@@ -29,6 +30,7 @@ def health(core: CoreDep) -> JSONResponse:
     except StoreError as exc:
         bindings, problems = -1, problems + [exc.message]
     body = {"status": "unhealthy" if problems else "ok", "problems": problems, **identity,
+            "version": version(),
             "hosts": len(core.cluster.hosts),
             "switches_connected": connected, "state_version": core.store.version,
             "bindings": bindings,

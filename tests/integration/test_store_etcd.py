@@ -13,7 +13,7 @@ import time
 import pytest
 
 from controller.store import Conflict, StoreError
-from controller.store_etcd import EtcdStore, parse_url
+from controller.store.etcd import EtcdStore, parse_url
 from weft_lab.etcd import etcd_cluster
 
 HOSTS = """

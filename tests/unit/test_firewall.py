@@ -28,7 +28,7 @@ def test_ruleset_closes_tunnel_ovsdb_and_openflow_ports_to_forwarded_traffic():
                  f"ip daddr {peers} tcp dport {{ 6640 }} drop",
                  "ip daddr 10.99.0.1 tcp dport 6653 drop", "ip daddr 10.99.0.2 tcp dport 6633 drop"):
         assert rule in forward, rule
-    assert 'iifname { "docker0" } tcp dport { 6640, 6633, 6653 } drop' in text
+    assert 'iifname { "docker0", "br-*" } tcp dport { 6640, 6633, 6653 } drop' in text
     # replaced whole and atomically, nothing else touched
     assert text.startswith("table inet weft\ndelete table inet weft\n")
 
@@ -45,3 +45,30 @@ def test_ssl_files_only_for_ssl_targets():
         "/p/h1-privkey.pem", "/p/h1-cert.pem", "/p/ca-cert.pem")
     plain = parse(HOSTS.replace('"ssl:10.99.0.1:6653", ', ""))
     assert ssl_files(plain, "h1", Path("/p")) is None
+
+
+def test_the_agent_refuses_to_start_without_nft_unless_told(tmp_path):
+    """No nft: a clear error and exit 2 before anything is touched, not a warning in a log
+    while containers reach the tunnel, OVSDB and OpenFlow ports."""
+    import sys
+    peers = tmp_path / "hosts.yaml"
+    peers.write_text(HOSTS)
+    bin_dir = tmp_path / "bin"          # a PATH with everything but nft
+    bin_dir.mkdir()
+    argv = [sys.executable, "-m", "ovs_agent.cli", "--peers", str(peers), "--host", "h1",
+            "--once", "--ovsdb", f"unix:{tmp_path}/none.sock"]
+    env = {**os.environ, "PATH": str(bin_dir)}
+    res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert res.returncode == 2, res.stderr
+    assert "nft not found" in res.stderr and "--no-firewall" in res.stderr
+    # told explicitly: it goes on (and waits for the missing OVSDB, not refusing)
+    proc = subprocess.Popen([*argv, "--no-firewall"], stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=Path(__file__).resolve().parents[2])
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    assert "nft not found" not in err

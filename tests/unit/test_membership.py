@@ -91,7 +91,7 @@ def test_registration_is_refused_while_hosts_yaml_is_the_only_source(tmp_path):
 
 def test_a_registered_host_joins_renews_and_expires(tmp_path, monkeypatch):
     clock = Clock()
-    monkeypatch.setattr("controller.store.time.time", clock)   # the store's lease clock
+    monkeypatch.setattr("controller.store.sqlite.time.time", clock)   # the store's lease clock
     _, core, api = make(tmp_path, REG, clock)
     r = api.post("/v1/hosts/register", json={**H3, "ttl": 10})
     assert r.status_code == 200, r.text

@@ -1,8 +1,9 @@
 """weft on the kernel datapath, in two Debian 12 guests (weft-lab vm; docs/lab.md).
 
-One set of guests for the whole module: weft installed from the wheelhouse and run
-as the systemd units of systemd/ (controller on host1, agent and plugin on both,
-Debian's dockerd with the options the agent wrote), `datapath_type: system`.
+One set of guests for the whole module: weft installed by docs/docker.md's install
+commands from dist/ (weft_lab.dist) and run as the systemd units of systemd/
+(controller on host1, agent and plugin on both, Debian's dockerd with the options the
+agent wrote), `datapath_type: system`.
 The image is built once and cached (outside the lab lock); the lock is held only
 while the guests run.  Run without an outer `flock` (the fixture takes it).
 """
@@ -16,8 +17,9 @@ import time
 
 import pytest
 
+from cluster.version import version
 from tests.conftest import lab_name, snapshot
-from weft_lab import vm
+from weft_lab import dist, vm
 
 pytestmark = pytest.mark.vm
 
@@ -139,6 +141,19 @@ def test_weft_runs_the_kernel_datapath_as_systemd_units(lab):
         # per-datapath behaviour: offload left on with the kernel datapath
         for dev in ("weft-d0", "weft-d0p"):
             assert "tx-checksumming: on" in sh(lab, host, f"ethtool -k {dev}"), dev
+
+
+def test_weft_was_installed_by_the_documented_commands(lab):
+    """provision.sh ran docs/docker.md's install block (the share's install-weft.sh is that
+    block now), and every host runs the weft-sdn built from this tree."""
+    script = (vm.state_dir(lab) / "share" / dist.SCRIPT).read_text()
+    assert script == dist.install_block(dist.DOC.read_text())
+    for host in ("host1", "host2"):
+        for cmd in ("ovs-agent", "weft-manager", "weftctl"):
+            assert sh(lab, host, f"/opt/weft/venv/bin/{cmd} --version").split() == [cmd, version()]
+        assert sh(lab, host, "/opt/weft/venv/bin/pip show weft-sdn | grep ^Version:").split() == \
+            ["Version:", version()]
+    assert vm.api(lab, "GET", "/v1/health")["version"] == version()
 
 
 def test_docker0_containers_reach_each_other_across_hosts(lab):

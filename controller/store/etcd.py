@@ -9,7 +9,7 @@ transactions on keys, and the model needs compare-and-swap; the `ha` helper may 
 use it (or this module's leases) for the election.
 
 Key layout under the prefix (default ``/weft/v1/``), values JSON (the export format's
-documents, see controller/store.py):
+documents, see controller/store/codec.py):
 
     meta/epoch                    the store epoch (created once, with the first use)
     meta/rev                      bumped by every model write: the CAS target
@@ -56,11 +56,12 @@ with warnings.catch_warnings():     # futurist (etcd3gw's watch helper) probes f
 
 from controller.model import DEFAULT_TENANT, AclRule, QosRule, RateLimit, Tenant
 from controller.operator import OperatorFlow
-from controller.store import (Invalid, ModelTx, StoreBase, StoreError, StoredBinding,
-                              StoreFileError, Unavailable, _check_host, acl_doc, acl_of,
-                              binding_doc, binding_of, limit_doc, limit_of, new_epoch,
-                              operator_flow_doc, operator_flow_of, rule_doc, rule_of,
-                              tenant_doc, tenant_of)
+from controller.store.base import StoreBase
+from controller.store.codec import (acl_doc, acl_of, binding_doc, binding_of, limit_doc,
+                                    limit_of, operator_flow_doc, operator_flow_of, rule_doc,
+                                    rule_of, tenant_doc, tenant_of)
+from controller.store.errors import Invalid, StoreError, StoreFileError, Unavailable
+from controller.store.tx import ModelTx, StoredBinding, new_epoch
 
 LOG = logging.getLogger("weft.store.etcd")
 T = TypeVar("T")
@@ -596,15 +597,11 @@ class EtcdStore(StoreBase):
         # stops renewing it (through any controller), so a controller restart drops none.
 
     # -- host registrations: a key per host attached to a lease ---------------------------
-    def register_host(self, name: str, data: dict, ttl: float) -> None:
+    def _register_host(self, name: str, value: str, ttl: float) -> None:
         """Register or renew: the first call grants a lease of ``ttl`` seconds and puts
         ``hosts/NAME`` on it; later calls keep the lease alive (and rewrite the key only
-        if ``data`` changed).  If the registering process stops, etcd deletes the key
+        if ``value`` changed).  If the registering process stops, etcd deletes the key
         when the lease expires."""
-        _check_host(name)
-        if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 < ttl <= 86400:
-            raise Invalid("ttl", "ttl must be in (0, 86400] seconds")
-        value = json.dumps(data, sort_keys=True)
         with self._lease_lock:
             self._register(name, value, ttl)
 

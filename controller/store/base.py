@@ -1,0 +1,491 @@
+"""The store's logic, once for every backend (``StoreBase``): reads, and writes that
+check the model's rules before a backend stores them.
+
+A backend (controller.store.sqlite, controller.store.etcd) supplies only a
+transaction (``ModelTx``), ``_read`` and ``_write``, and host registrations; so
+both refuse the same requests with the same field and message.  Every write checks
+first and runs in one transaction, so a refused request changes nothing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import replace as replace_
+from typing import Any, Callable, TypeVar
+
+from controller.model import (ACCESS, ACL_DEFAULTS, DEFAULT_TENANT, MAX_ACL_ID, MAX_METER_ID, TRUNK, VNI_MIN,
+                              AclRule, Binding, QosRule, RateLimit, Tenant, check_host,
+                              user_tenant)
+from controller.operator import MAX_OPERATOR_FLOW_ID, OperatorFlow
+import controller.store.rules as rules
+from controller.store.errors import Conflict, Invalid, NotFound, model_values
+from controller.store.export import export_model, import_into, parse_export
+from controller.store.tx import ModelTx, StoredBinding, all_qos
+
+LOG = logging.getLogger("weft.store")
+T = TypeVar("T")
+ChangeCallback = Callable[[int], None]
+MAX_TTL = 86400                 # seconds a host registration may last without renewal
+
+
+class StoreBase(ABC):
+    """The store interface and every check and decision behind it, once, for every
+    backend: a backend only supplies ModelTx (facts and mutations in one transaction),
+    `_read` and `_write`.  So SQLite and etcd refuse the same requests with the same
+    field and message, and the same test suite runs on both."""
+
+    version: int                    # bumped by every committed change (etcd: its revision)
+    path: str                       # where the state lives: a file, or etcd://MEMBERS/PREFIX
+
+    def __init__(self) -> None:
+        self._watchers: list[ChangeCallback] = []
+
+    # -- what a backend provides ----------------------------------------------------
+    @abstractmethod
+    def _read(self, fn: Callable[[ModelTx], T]) -> T:
+        """Run ``fn`` on a consistent read view."""
+
+    @abstractmethod
+    def _write(self, fn: Callable[[ModelTx], T]) -> T:
+        """Run ``fn`` in one transaction: all its mutations commit together or none do.
+        A backend may run ``fn`` more than once (etcd retries after a lost race)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def register_host(self, name: str, data: dict, ttl: float) -> None:
+        """Register (or renew) a host for ``ttl`` seconds (agent self-registration)."""
+        with model_values("host"):
+            check_host(name)
+        if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 < ttl <= MAX_TTL:
+            raise Invalid("ttl", f"ttl must be in (0, {MAX_TTL}] seconds")
+        self._register_host(name, json.dumps(data, sort_keys=True), ttl)
+
+    @abstractmethod
+    def _register_host(self, name: str, value: str, ttl: float) -> None:
+        """Store a checked registration (``value``: its JSON) for ``ttl`` seconds."""
+
+    @abstractmethod
+    def registered_hosts(self) -> dict[str, dict]:
+        """Hosts whose registration has not expired: name -> the data they registered."""
+
+    def watch(self, callback: ChangeCallback) -> None:
+        """Call ``callback(version)`` after every change to the model or the registrations.
+
+        SQLite: changes made through this store object (one controller owns the file).
+        etcd: every change under the prefix, by any controller, from a watch stream; the
+        callback runs on the watch thread and must not block (post an event)."""
+        self._watchers.append(callback)
+
+    def _notify(self) -> None:
+        for cb in list(self._watchers):
+            try:
+                cb(self.version)
+            except Exception:       # a watcher's bug must not fail the write that caused it
+                LOG.exception("store watch callback failed")
+
+    # -- reads ---------------------------------------------------------------------
+    def epoch(self) -> str:
+        """The random id made when this store was initialised, kept for its life (a
+        restore by `weftctl import` brings the exported one back).  Switches carry it, so
+        a controller can tell "my store wrote these flows" from "a different store did"."""
+        return self._read(lambda tx: tx.epoch())
+
+    def tenants(self) -> list[Tenant]:
+        return self._read(lambda tx: tx.tenants())
+
+    def tenant(self, name: str) -> Tenant:
+        t = self._read(lambda tx: tx.tenant(name))
+        if t is None:
+            raise NotFound("name", f"no tenant {str(name)[:40]!r}")
+        return t
+
+    def count_bindings(self) -> int:
+        return self._read(lambda tx: tx.count_bindings())
+
+    def bindings(self, host: str | None = None, tenant: str | None = None) -> list[StoredBinding]:
+        out = self._read(lambda tx: tx.bindings(host or None))
+        return [sb for sb in out if tenant is None or tenant in sb.binding.tenants]
+
+    def orphans(self) -> int:
+        """Rows naming a tenant that does not exist (the schema makes this 0; tests check it)."""
+        def count(tx: ModelTx) -> int:
+            names = {t.name for t in tx.tenants()}
+            n = sum(1 for sb in tx.bindings() if sb.binding.tenant is not None
+                    and sb.binding.tenant not in names)
+            n += sum(1 for sb in tx.bindings() if any(t not in names for t in sb.binding.trunk))
+            n += sum(1 for x in all_qos(tx)
+                     if x.tenant is not None and x.tenant not in names)
+            return n + sum(1 for r in tx.acls() if r.tenant not in names)
+        return self._read(count)
+
+    def limits(self) -> list[RateLimit]:
+        return self._read(lambda tx: tx.limits())
+
+    def rules(self) -> list[QosRule]:
+        return self._read(lambda tx: tx.rules())
+
+    def acls(self, tenant: str | None = None) -> list[AclRule]:
+        """Rules, highest priority first within a tenant."""
+        return self._read(lambda tx: tx.acls(tenant))
+
+    def acl_deny(self) -> frozenset[str]:
+        """Tenants whose default is deny."""
+        return frozenset(t for t, d in self._read(lambda tx: tx.acl_policies()).items()
+                         if d == "deny")
+
+    def acl_default(self, tenant: str) -> str:
+        self._read(lambda tx: rules.acl_tenant(tx, tenant))
+        return "deny" if tenant in self.acl_deny() else "allow"
+
+    def operator_flows(self, dpid: int | None = None) -> list[OperatorFlow]:
+        return self._read(lambda tx: tx.operator_flows(dpid))
+
+    # -- tenant writes ----------------------------------------------------------
+    def create_tenant(self, name: str, vni: int | None = None, vlan: int | None = None,
+                      subnet: str | None = None, description: str = "") -> Tenant:
+        with model_values("name"):      # the values first: a bad request waits for nothing
+            asked = user_tenant(name, VNI_MIN if vni is None else vni, vlan, subnet,
+                                description or "")
+
+        def create(tx: ModelTx) -> Tenant:
+            if tx.tenant(name) is not None or name == DEFAULT_TENANT.name:
+                raise Conflict("name", f"tenant {name!r} already exists")
+            t = asked if vni is not None else replace_(asked, vni=rules.free_vni(tx))
+            rules.check_unique(tx, "vni", t.vni, name)
+            rules.check_unique(tx, "vlan", t.vlan, name)
+            tx.put_tenant(t)
+            return t
+        return self._write(create)
+
+    def update_tenant(self, name: str, **changes: Any) -> Tenant:
+        """Change vlan, subnet or description (the VNI is the tenant's identity)."""
+        if name == DEFAULT_TENANT.name:
+            raise Conflict("name", "the default tenant is built in and cannot be changed")
+        unknown = set(changes) - {"vlan", "subnet", "description"}
+        if unknown:
+            raise Invalid(sorted(unknown)[0], "only vlan, subnet and description can change")
+
+        def update(tx: ModelTx) -> Tenant:
+            cur = rules.get_tenant(tx, name)
+            with model_values("description"):
+                new = Tenant(name, cur.vni, changes.get("vlan", cur.vlan),
+                             changes.get("subnet", cur.subnet),
+                             changes.get("description", cur.description))
+            rules.check_unique(tx, "vlan", new.vlan, name)
+            if new.vlan is None and any(name in sb.binding.trunk for sb in tx.bindings()
+                                    if sb.binding.mode == TRUNK):
+                raise Conflict("vlan", f"tenant {name!r} is carried on a trunk and needs a vlan")
+            tx.put_tenant(new)
+            return new
+        return self._write(update)
+
+    def delete_tenant(self, name: str, force: bool = False) -> int:
+        """Delete a tenant; with force also its bindings.  Returns bindings removed."""
+        if name == DEFAULT_TENANT.name:
+            raise Conflict("name", "the default tenant is built in and cannot be deleted")
+
+        def delete(tx: ModelTx) -> int:
+            rules.get_tenant(tx, name)  # inside the transaction: no bind can slip in between
+            bound = tx.bindings()
+            n = sum(1 for sb in bound if sb.binding.tenant == name)
+            n += sum(1 for sb in bound if sb.binding.mode == TRUNK and name in sb.binding.trunk)
+            qos = [x for x in all_qos(tx) if x.tenant == name]
+            acls = tx.acls(name)
+            n += len(qos) + len(acls)
+            if n and not force:
+                raise Conflict("name", f"tenant {name!r} has {n} port binding(s), QoS "
+                                       "settings or ACL rules; remove them or delete with "
+                                       "force=true")
+            for x in qos:
+                tx.remove_qos(x.id)
+            for r in acls:
+                tx.remove_acl(r.id)
+            tx.set_acl_policy(name, None)
+            for sb in bound:
+                b = sb.binding
+                if name not in b.tenants:
+                    continue
+                native = None if b.tenant == name else b.tenant
+                trunk = tuple(t for t in b.trunk if t != name)
+                if (b.tenant == name and not b.trunk) or (b.mode == TRUNK and not trunk
+                                                          and native is None):
+                    tx.remove_binding(b.host, b.port)       # a trunk carrying nothing goes too
+                else:
+                    tx.put_binding(replace_(sb, binding=replace_(b, tenant=native, trunk=trunk)))
+            tx.remove_tenant(name)
+            return n
+        return self._write(delete)
+
+    # -- binding writes -----------------------------------------------------------
+    def bind(self, host: str, port: str, tenant: str | None, mode: str = ACCESS,
+             mac: str | None = None, source: str = "api", trunk: tuple[str, ...] = (),
+             replace: bool = False, ips: tuple[str, ...] = (),
+             allowed_address_pairs: tuple = ()) -> Binding:
+        """Bind a port; `replace` changes an existing binding (e.g. access <-> trunk).
+
+        ``ips``/``allowed_address_pairs``: port security addresses (see Binding)."""
+        b = rules.valid_binding(host, port, tenant, mode, mac, trunk)
+        with model_values("ips"):
+            b = replace_(b, ips=tuple(ips), allowed_address_pairs=tuple(allowed_address_pairs))
+
+        def bind(tx: ModelTx) -> Binding:
+            rules.check_tenants(tx, b)
+            row = tx.binding(host, port)
+            if row and not replace and (row.binding.tenant, row.binding.mode,
+                                        row.binding.trunk) != (tenant, mode, tuple(trunk)):
+                raise Conflict("port", f"port {host}/{port} is already bound "
+                                       f"({row.binding.mode}, tenant {row.binding.tenant!r}); "
+                                       "unbind it or replace it with PUT")
+            if replace and not row:
+                raise NotFound("port", f"port {host}/{port} is not bound")
+            rules.check_mac(tx, b)
+            tx.put_binding(StoredBinding(b, source))
+            return b
+        return self._write(bind)
+
+    def bind_many(self, items: list[dict]) -> int:
+        """Bind many ports at once, all or nothing (orchestrators, benchmarks)."""
+        wanted = [rules.valid_binding(i["host"], i["port"], i.get("tenant"), i.get("mode", ACCESS),
+                                 i.get("mac"), tuple(i.get("trunk") or ())) for i in items]
+        keys = [(b.host, b.port) for b in wanted]
+        if len(set(keys)) != len(keys):
+            raise Conflict("port", "the same port is listed twice")
+        macs = [(b.tenant, b.mac) for b in wanted if b.mac]
+        if len(set(macs)) != len(macs):
+            raise Conflict("mac", "the same MAC is listed twice in one tenant")
+
+        def bind(tx: ModelTx) -> int:
+            for b in wanted:
+                rules.check_tenants(tx, b)
+                row = tx.binding(b.host, b.port)
+                if row and row.binding.tenant != b.tenant:
+                    raise Conflict("port", f"port {b.host}/{b.port} is bound to tenant "
+                                           f"{row.binding.tenant!r}; unbind it first")
+                rules.check_mac(tx, b)
+                if row:                 # a re-bind keeps the port's security addresses
+                    b = replace_(b, ips=row.binding.ips,
+                                 allowed_address_pairs=row.binding.allowed_address_pairs)
+                tx.put_binding(StoredBinding(b, "api"))
+            return len(wanted)
+        return self._write(bind)
+
+    def unbind(self, host: str, port: str) -> None:
+        def unbind(tx: ModelTx) -> None:
+            if tx.binding(host, port) is None:
+                raise NotFound("port", f"port {host}/{port} is not bound")
+            tx.remove_binding(host, port)
+        self._write(unbind)
+
+    def replace_agent_bindings(self, host: str, attachments: list[dict]) -> int:
+        """Make the agent-sourced bindings of `host` exactly `attachments`; all or nothing."""
+        wanted = [rules.valid_binding(host, a["port"], a["tenant"], ACCESS, a.get("mac") or None)
+                  for a in attachments]
+
+        def replace_all(tx: ModelTx) -> int:
+            for sb in tx.bindings(host):
+                if sb.source == "agent":
+                    tx.remove_binding(host, sb.binding.port)
+            for b in wanted:
+                rules.check_tenants(tx, b)
+                if tx.binding(host, b.port):    # an explicit REST binding wins over the agent's
+                    continue
+                rules.check_mac(tx, b)
+                tx.put_binding(StoredBinding(b, "agent"))
+            return len(wanted)
+        return self._write(replace_all)
+
+    # -- QoS: rate limits and per-flow rules --------------------------------------------
+    def add_limit(self, host: str, kbps: int | None, burst_kb: int = 0, port: str | None = None,
+                  tenant: str | None = None, pps: int | None = None,
+                  burst_pkts: int = 0) -> RateLimit:
+        """Limit what a bound port sends, or a tenant's aggregate on one host, in kbit/s
+        (``kbps``) or packets/s (``pps``)."""
+        with model_values("host"):
+            check_host(host)
+
+        def add(tx: ModelTx) -> RateLimit:
+            if port is not None and tx.binding(host, port) is None:
+                raise NotFound("port", f"port {host}/{port} is not bound")
+            if tenant is not None:
+                rules.tenant_exists(tx, tenant)
+            if any((x.host, x.port, x.tenant) == (host, port, tenant) for x in tx.limits()):
+                raise Conflict("port" if port else "tenant", "that already has a rate limit; "
+                                                            "change it with PATCH")
+            meter = rules.next_meter(tx)
+            with model_values("kbps"):
+                limit = RateLimit(meter, host, kbps, burst_kb, port, tenant, pps, burst_pkts)
+            tx.put_qos(limit)
+            return limit
+        return self._write(add)
+
+    def update_limit(self, limit_id: int, kbps: int | None = None,
+                     burst_kb: int | None = None, pps: int | None = None,
+                     burst_pkts: int | None = None) -> RateLimit:
+        """Change the rate; giving the other unit's rate switches the unit (the old
+        unit's rate and burst are dropped)."""
+        def update(tx: ModelTx) -> RateLimit:
+            cur = next((x for x in tx.limits() if x.id == limit_id), None)
+            if cur is None:
+                raise NotFound("id", f"no rate limit {limit_id}")
+            if pps is not None and kbps is None and cur.kbps is not None:
+                with model_values("pps"):
+                    new = replace_(cur, kbps=None, burst_kb=0, pps=pps,
+                                   burst_pkts=burst_pkts or 0)
+            else:
+                with model_values("kbps"):
+                    if kbps is not None and pps is None and cur.pps is not None:
+                        new = replace_(cur, kbps=kbps, burst_kb=burst_kb or 0, pps=None,
+                                       burst_pkts=0)
+                    else:
+                        new = replace_(
+                            cur, kbps=cur.kbps if kbps is None else kbps,
+                            burst_kb=cur.burst_kb if burst_kb is None else burst_kb,
+                            pps=cur.pps if pps is None else pps,
+                            burst_pkts=cur.burst_pkts if burst_pkts is None else burst_pkts)
+            tx.put_qos(new)
+            return new
+        return self._write(update)
+
+    def add_rule(self, tenant: str, priority: int, match: dict, kbps: int | None = None,
+                 burst_kb: int = 0, set_dscp: int | None = None,
+                 queue: int | None = None) -> QosRule:
+        """A per-flow QoS rule of a tenant: match -> meter and/or DSCP remark and/or queue."""
+        items = tuple(sorted((match or {}).items()))
+
+        def add(tx: ModelTx) -> QosRule:
+            rules.tenant_exists(tx, tenant)
+            if any(r.tenant == tenant and r.priority == priority for r in tx.rules()):
+                raise Conflict("priority", f"tenant {tenant!r} already has a rule at priority "
+                                           f"{priority}: priorities order the rules")
+            meter = rules.next_meter(tx)
+            with model_values("match"):
+                rule = QosRule(meter, tenant, priority, items, kbps, burst_kb, set_dscp, queue)
+            tx.put_qos(rule)
+            return rule
+        return self._write(add)
+
+    def update_rule(self, rule_id: int, **changes: Any) -> QosRule:
+        def update(tx: ModelTx) -> QosRule:
+            cur = next((r for r in tx.rules() if r.id == rule_id), None)
+            if cur is None:
+                raise NotFound("id", f"no QoS rule {rule_id}")
+            fields: dict[str, Any] = {"kbps": cur.kbps, "burst_kb": cur.burst_kb,
+                                      "set_dscp": cur.set_dscp, "queue": cur.queue, **changes}
+            with model_values("kbps"):
+                new = QosRule(cur.id, cur.tenant, cur.priority, cur.match, **fields)
+            tx.put_qos(new)
+            return new
+        return self._write(update)
+
+    def delete_qos(self, kind: str, qos_id: int) -> None:
+        what = "rate limit" if kind == "limit" else "QoS rule"
+        if isinstance(qos_id, bool) or not isinstance(qos_id, int) or \
+                not 1 <= qos_id <= MAX_METER_ID:
+            raise NotFound("id", f"no {what} {str(qos_id)[:24]} (ids are 1..{MAX_METER_ID})")
+
+        def delete(tx: ModelTx) -> None:
+            x = tx.qos(qos_id)
+            if x is None or isinstance(x, RateLimit) != (kind == "limit"):
+                raise NotFound("id", f"no {what} {qos_id}")
+            tx.remove_qos(qos_id)
+        self._write(delete)
+
+    # -- ACLs: a tenant's ordered, stateful rules and its default ------------------------
+    def set_acl_default(self, tenant: str, default: str) -> str:
+        if default not in ACL_DEFAULTS:
+            raise Invalid("default", f"default {str(default)[:20]!r} is not allow|deny")
+
+        def set_default(tx: ModelTx) -> str:
+            t = rules.acl_tenant(tx, tenant)
+            if default == "deny":
+                rules.acl_zone_ok(t)
+            tx.set_acl_policy(tenant, default)
+            return default
+        return self._write(set_default)
+
+    def add_acl(self, tenant: str, priority: int, action: str, direction: str = "ingress",
+                ip_proto: Any = None, remote: str | None = None, local: str | None = None,
+                port: int | None = None, icmp_type: int | None = None,
+                description: str = "") -> AclRule:
+        """A rule of a tenant's security policy; its id is the low half of its flows' cookie."""
+        with model_values("priority"):  # the values first, with a stand-in id
+            AclRule(1, tenant, priority, action, direction, ip_proto, remote, local, port,
+                    icmp_type, description)
+
+        def add(tx: ModelTx) -> AclRule:
+            rules.acl_zone_ok(rules.acl_tenant(tx, tenant))
+            rules.acl_priority_free(tx, tenant, priority, None)
+            rule_id = tx.new_acl_id()
+            if rule_id > MAX_ACL_ID:
+                raise Conflict("id", "all ACL rule ids are used")
+            with model_values("priority"):
+                rule = AclRule(rule_id, tenant, priority, action, direction, ip_proto, remote,
+                               local, port, icmp_type, description)
+            tx.put_acl(rule)
+            return rule
+        return self._write(add)
+
+    def update_acl(self, tenant: str, rule_id: int, **changes: Any) -> AclRule:
+        unknown = set(changes) - {"priority", "action", "direction", "ip_proto", "remote",
+                                  "local", "port", "icmp_type", "description"}
+        if unknown:
+            raise Invalid(sorted(unknown)[0], "not a field of an ACL rule")
+
+        def update(tx: ModelTx) -> AclRule:
+            cur = rules.acl(tx, tenant, rule_id)
+            fields = {k: getattr(cur, k) for k in ("priority", "action", "direction", "ip_proto",
+                                                   "remote", "local", "port", "icmp_type",
+                                                   "description")} | changes
+            with model_values("priority"):
+                new = AclRule(rule_id, tenant, **fields)
+            rules.acl_priority_free(tx, tenant, new.priority, rule_id)
+            tx.put_acl(new)
+            return new
+        return self._write(update)
+
+    def delete_acl(self, tenant: str, rule_id: int) -> None:
+        def delete(tx: ModelTx) -> None:
+            rules.acl(tx, tenant, rule_id)
+            tx.remove_acl(rule_id)
+        self._write(delete)
+
+    # -- operator flows -------------------------------------------------------------
+    def add_operator_flows(self, flows: list[dict]) -> list[OperatorFlow]:
+        """Store already-checked operator flows, all or nothing; ids are assigned here."""
+        def add(tx: ModelTx) -> list[OperatorFlow]:
+            out = []
+            for f in flows:
+                flow_id = tx.new_operator_flow_id()
+                if flow_id > MAX_OPERATOR_FLOW_ID:
+                    raise Conflict("id", "all operator flow ids are used")
+                of = OperatorFlow(flow_id, f["dpid"], f["table_id"], f["priority"], f["match"],
+                                  tuple(f["actions"]), bool(f.get("override")),
+                                  f.get("description") or "")
+                tx.put_operator_flow(of)
+                out.append(of)
+            return out
+        return self._write(add)
+
+    def delete_operator_flows(self, dpid: int, ids: list[int] | None = None) -> int:
+        """Delete some (``ids``) or all of a switch's operator flows; returns how many."""
+        def delete(tx: ModelTx) -> int:
+            have = {f.id for f in tx.operator_flows(dpid)}
+            gone = have if ids is None else [i for i in ids if i in have]
+            for i in gone:
+                tx.remove_operator_flow(i)
+            return len(gone)
+        return self._write(delete)
+
+    # -- backup: the whole model as JSON --------------------------------------------
+    def export(self) -> dict:
+        """The whole model and the epoch, as plain JSON, from one consistent read."""
+        return self._read(export_model)
+
+    def import_model(self, data: object, replace: bool = False) -> dict[str, int]:
+        """Restore an export: everything is validated first (the same checks as the API's
+        writes), then applied in one transaction, so bad input changes nothing.  Refuses a
+        store that holds anything unless ``replace``.  Returns counts of what it restored."""
+        model = parse_export(data)
+        return self._write(lambda tx: import_into(tx, model, replace))

@@ -1,0 +1,115 @@
+"""The model as JSON documents: `weftctl export/import` and the etcd backend's values.
+
+``*_doc`` renders a value; ``*_of`` reads one back, checked by the model as a write
+checks it (errors name the document's field).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace as replace_
+
+from controller.model import (ACCESS, DEFAULT_TENANT, AclRule, QosRule, RateLimit, Tenant,
+                              check_name, user_tenant)
+from controller.operator import OperatorFlow
+from controller.store.errors import Conflict, Invalid, model_values
+from controller.store.rules import valid_binding
+from controller.store.tx import BINDING_SOURCES, StoredBinding
+
+
+def tenant_doc(t: Tenant) -> dict:
+    return {"name": t.name, "vni": t.vni, "vlan": t.vlan, "subnet": t.subnet,
+            "description": t.description}
+
+
+def binding_doc(sb: StoredBinding) -> dict:
+    b = sb.binding
+    return {"host": b.host, "port": b.port, "tenant": b.tenant, "mode": b.mode, "mac": b.mac,
+            "trunk": list(b.trunk), "source": sb.source, "ips": list(b.ips),
+            "allowed_address_pairs": [list(p) for p in b.allowed_address_pairs]}
+
+
+def limit_doc(x: RateLimit) -> dict:
+    return {"id": x.id, "host": x.host, "port": x.port, "tenant": x.tenant, "kbps": x.kbps,
+            "burst_kb": x.burst_kb, "pps": x.pps, "burst_pkts": x.burst_pkts}
+
+
+def rule_doc(r: QosRule) -> dict:
+    return {"id": r.id, "tenant": r.tenant, "priority": r.priority, "match": dict(r.match),
+            "kbps": r.kbps, "burst_kb": r.burst_kb, "set_dscp": r.set_dscp, "queue": r.queue}
+
+
+def acl_doc(r: AclRule) -> dict:
+    return {"id": r.id, "tenant": r.tenant, "priority": r.priority, "action": r.action,
+            "direction": r.direction, "ip_proto": r.ip_proto, "remote": r.remote,
+            "local": r.local, "port": r.port, "icmp_type": r.icmp_type,
+            "description": r.description}
+
+
+def operator_flow_doc(f: OperatorFlow) -> dict:
+    return {"id": f.id, "dpid": f.dpid, "table_id": f.table_id, "priority": f.priority,
+            "match": dict(f.match), "actions": [dict(a) for a in f.actions],
+            "override": f.override, "description": f.description}
+
+
+def binding_of(d: dict) -> StoredBinding:
+    """A stored binding from its document, checked as `bind` checks it."""
+    b = valid_binding(d["host"], d["port"], d.get("tenant"), d.get("mode", ACCESS),
+                      d.get("mac"), tuple(d.get("trunk") or ()))
+    with model_values("ips"):
+        b = replace_(b, ips=tuple(d.get("ips") or ()), allowed_address_pairs=tuple(
+            tuple(p) for p in d.get("allowed_address_pairs") or ()))
+    source = d.get("source", "api")
+    if source not in BINDING_SOURCES:
+        raise Invalid("source", f"source {str(source)[:20]!r} is not api|agent")
+    return StoredBinding(b, source)
+
+
+def tenant_of(d: dict) -> Tenant:
+    with model_values("name"):
+        t = user_tenant(d["name"], d["vni"], d.get("vlan"), d.get("subnet"),
+                        d.get("description") or "")
+    if t.name == DEFAULT_TENANT.name:
+        raise Conflict("name", "the default tenant is built in")
+    return t
+
+
+def limit_of(d: dict) -> RateLimit:
+    with model_values("kbps"):
+        return RateLimit(d["id"], d["host"], d.get("kbps"), d.get("burst_kb", 0), d.get("port"),
+                         d.get("tenant"), d.get("pps"), d.get("burst_pkts", 0))
+
+
+def rule_of(d: dict) -> QosRule:
+    match = d.get("match") or {}
+    if not isinstance(match, dict):
+        raise Invalid("match", "must be an object")
+    with model_values("match"):
+        check_name(d["tenant"], "tenant")
+        return QosRule(d["id"], d["tenant"], d["priority"], tuple(sorted(match.items())),
+                       d.get("kbps"), d.get("burst_kb", 0), d.get("set_dscp"), d.get("queue"))
+
+
+def acl_of(d: dict) -> AclRule:
+    with model_values("priority"):
+        check_name(d["tenant"], "tenant")
+        return AclRule(d["id"], d["tenant"], d["priority"], d["action"],
+                       d.get("direction", "ingress"), d.get("ip_proto"), d.get("remote"),
+                       d.get("local"), d.get("port"), d.get("icmp_type"),
+                       d.get("description") or "")
+
+
+def operator_flow_of(d: dict) -> OperatorFlow:
+    if not isinstance(d.get("match", {}), dict):
+        raise Invalid("match", "must be an object")
+    actions = d.get("actions", [])
+    if not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions):
+        raise Invalid("actions", "must be a list of objects")
+    with model_values("id"):
+        return OperatorFlow(d["id"], d["dpid"], d["table_id"], d["priority"],
+                            dict(d.get("match", {})), tuple(actions), bool(d.get("override")),
+                            d.get("description") or "")
+
+
+def match_from_json(text: str | None) -> tuple:
+    """A QoS rule's match as SQLite holds it (a JSON object) -> sorted pairs."""
+    return tuple(sorted(json.loads(text or "{}").items()))
