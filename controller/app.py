@@ -2,28 +2,21 @@
 
 Handlers translate OpenFlow events into calls of `controller.sync.SyncEngine`
 (connect, replies, errors, barrier and role replies, port status, model change,
-the 1 s tick, disconnect) and hand what it returns to the switch's sender.  The
-engine reads, diffs and sends only the delta (see its docstring); nothing is wiped
-on (re)connect, so controller restarts are hitless.  Work from REST threads arrives
-as events on this app's queue, so switch state is touched by one thread only; REST
-threads read the immutable snapshots the engine publishes (`Core.switches`).
-
-Each connected switch has its own sender thread with an unbounded queue: os-ken's
-`Datapath.send_msg` blocks on a 16-message queue while the switch reads slowly, so
-one switch's large plan would otherwise hold the event loop (and every other switch).
-The sender writes runs of mods in ~64 KiB writes, not one queue slot, TLS record and
-syscall per message.
+the 1 s tick, disconnect) and hand what it returns to the switch's sender
+(`controller.sender`).  The engine reads, diffs and sends only the delta (see its
+docstring); nothing is wiped on (re)connect, so controller restarts are hitless.
+Work from REST threads arrives as events on this app's queue, so switch state is
+touched by one thread only; REST threads read the immutable snapshots the engine
+publishes (`Core.switches`) and ask switches through `controller.switch_queries`.
+The app is the `core.OpenFlowSide` the REST side talks to.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 from os_ken.base import app_manager
@@ -34,14 +27,15 @@ from os_ken.ofproto import ofproto_v1_3
 
 from controller import config, ofmsg
 from controller.core import Core
-from controller.flows import COOKIE_PREFIX, feature_of
+from controller.sender import Senders
 from controller.store import open_store
+from controller.switch_queries import POST_TIMEOUT, EventQuery, OfctlDatapath, Query, SwitchQueries
 from controller.sync import SyncEngine
 from cluster.hostsfile import datapath_id, dpid_str, host_for_dpid, load
 
 LOG = logging.getLogger("weft.controller")
 PROBE_SECONDS = 5     # a first connection silent this long, when a second one claims it, is dead
-STATS_TIMEOUT = 10.0  # a REST stats request unanswered this long is forgotten
+STUCK_AFTER = 5.0     # seconds without a heartbeat handled: the loop is stuck
 
 
 def _name(port: Any) -> str:
@@ -54,22 +48,6 @@ class EventResync(event.EventBase):
     def __init__(self, dpid: int | None = None, audit: bool = False) -> None:
         super().__init__()
         self.dpid, self.audit = dpid, audit
-
-
-class EventStats(event.EventBase):
-    """Ask for a switch's live flows or meter stats; the answer is set on `future`."""
-
-    def __init__(self, kind: str, dpid: int, future: Future) -> None:
-        super().__init__()
-        self.kind, self.dpid, self.future = kind, dpid, future
-
-
-class EventOfctl(event.EventBase):
-    """An ofctl_rest stats request to send to a switch from the OpenFlow thread."""
-
-    def __init__(self, dpid: int, msg: Any) -> None:
-        super().__init__()
-        self.dpid, self.msg = dpid, msg
 
 
 class EventRole(event.EventBase):
@@ -108,48 +86,6 @@ class EventSendFailed(event.EventBase):
         self.dpid, self.error = dpid, error
 
 
-STUCK_AFTER = 5.0           # seconds without a heartbeat handled: the loop is stuck
-POST_TIMEOUT = 2.0          # how long a REST thread may wait for room in the event queue
-
-
-class _Sender:
-    """One switch's sender: an unbounded queue drained by its own thread into os-ken's
-    (blocking) connection, so the event loop never waits for a slow switch.  Mods go
-    out in ~64 KiB writes (`ofmsg.send_batched`), requests one by one with their xids."""
-
-    def __init__(self, app: WeftController, dpid: int, dp: Any) -> None:
-        self.app, self.dpid, self.dp = app, dpid, dp
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        # a daemon thread (os-ken's native hub.spawn is not): never holds up an exit
-        self.thread = threading.Thread(target=self._run, name=f"weft-send-{dpid:x}",
-                                       daemon=True)
-        self.thread.start()
-
-    def send(self, msgs: list) -> None:
-        if msgs:
-            self.queue.put(msgs)
-
-    def close(self) -> None:
-        self.queue.put(None)
-
-    def _failed(self, msg: Any, exc: Exception) -> None:
-        LOG.error("switch %s: cannot send %s: %s: %s", dpid_str(self.dpid),
-                  str(msg)[:300], type(exc).__name__, exc)
-        self.app._post(EventSendFailed(self.dpid, str(exc)), POST_TIMEOUT)
-
-    def _run(self) -> None:
-        while True:
-            batch = self.queue.get()
-            if batch is None:
-                return
-            try:
-                ofmsg.send_batched(self.dp, batch, self._failed)
-            except Exception as exc:  # noqa: BLE001  (log, re-read; never end the thread)
-                self._failed(None, exc)
-            if len(batch) > 1 and self.queue.empty():
-                self.app._post(EventSent(self.dpid), POST_TIMEOUT)
-
-
 class WeftController(app_manager.OSKenApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
     _resync_wanted: bool
@@ -177,9 +113,8 @@ class WeftController(app_manager.OSKenApp):
                   type(ev).__name__, dpid_str(dpid) if dpid is not None else "-",
                   type(exc).__name__, exc, exc_info=exc)
         self._count_error(name)
-        future = getattr(ev, "future", None)
-        if isinstance(future, Future) and not future.done():
-            future.set_exception(LookupError(f"the controller failed: {exc}"))
+        if isinstance(ev, EventQuery):
+            ev.query.fail(LookupError(f"the controller failed: {exc}"))
         if isinstance(ev, EventResync) and not ev.audit:
             self._resync_wanted = True      # the watchdog asks again (1 s)
         elif dpid is not None and dpid in self._dps:
@@ -198,7 +133,8 @@ class WeftController(app_manager.OSKenApp):
         self.events.put((ev, None))
         return True
 
-    def _request_resync(self) -> None:
+    # -- what the REST side asks (core.OpenFlowSide) -----------------------------------
+    def request_resync(self) -> None:
         """After a REST write: one pending full resync is enough; never block the writer."""
         self._resync_wanted = True
         if not self._resync_queued:
@@ -215,18 +151,13 @@ class WeftController(app_manager.OSKenApp):
         while self.is_active and not self._stopping.wait(interval):
             self._post(EventHeartbeat(), 0)
             if self._resync_wanted and not self._resync_queued:
-                self._request_resync()
+                self.request_resync()
 
     @set_ev_cls(EventHeartbeat)
     def _heartbeat(self, ev: EventHeartbeat) -> None:
-        self._beat = now = time.monotonic()
-        self._send(self.engine.tick(ev.posted))
-        for key, entry in list(self._stats.items()):
-            fut, asked = entry[1], entry[3]
-            if now - asked > STATS_TIMEOUT:
-                del self._stats[key]
-                if not fut.done():
-                    fut.set_exception(TimeoutError("the switch did not answer"))
+        self._beat = time.monotonic()
+        self.senders.send(self.engine.tick(ev.posted))
+        self.queries.expire(self._beat)
 
     def loop_health(self) -> dict[str, Any]:
         """For /v1/health: is the event loop turning, and how full is its queue."""
@@ -241,31 +172,34 @@ class WeftController(app_manager.OSKenApp):
                 f"the OpenFlow event loop has handled nothing for {age:.0f} s "
                 f"({depth} events queued)"}
 
+    def dump_flows(self, dpid: int) -> list[dict[str, Any]]:
+        return self.queries.dump_flows(dpid)
+
+    def dump_meters(self, dpid: int) -> list[dict[str, Any]]:
+        return self.queries.dump_meters(dpid)
+
+    def ofctl_datapath(self, dpid: int) -> OfctlDatapath:
+        return self.queries.ofctl_datapath(dpid)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         conf = config.CONF
+        self._beat = time.monotonic()
+        self._resync_wanted = False     # a REST change is waiting for a full resync
+        self._resync_queued = False     # ... and its EventResync is in the queue
+        self._dps: dict[int, Any] = {}          # dpid -> its live connection
+        self.queries = SwitchQueries(self._post, self._dps.get)
+        self.senders = Senders(
+            lambda dpid, error: self._post(EventSendFailed(dpid, error), POST_TIMEOUT),
+            lambda dpid: self._post(EventSent(dpid), POST_TIMEOUT))
         cluster = load(conf.weft_hosts)
-        self.core = Core(open_store(conf.store, conf.weft_db), cluster)
+        self.core = Core(open_store(conf.store, conf.weft_db), cluster, self)
         # core.cluster: hosts.yaml plus the hosts registered in the store
         self.engine = SyncEngine({datapath_id(h): h.name for h in self.core.cluster.hosts},
                                  adopt=conf.adopt, on_publish=self.core.publish)
         from controller.ha import election_url
         if election_url(conf):      # several instances: slave of every switch until elected
             self.engine.role_wanted = ("slave", 0)
-        self._dps: dict[int, Any] = {}          # dpid -> its live connection
-        self._senders: dict[int, _Sender] = {}
-        # (dpid, xid) -> (bodies so far, future, render, asked at): REST stats requests
-        self._stats: dict[tuple[int, int], tuple[list, Future, Callable, float]] = {}
-        self._probes: dict[tuple[int, int], list] = {}   # barrier probes of a first connection
-        self._xids = itertools.count(0xC0000000)
-        self._beat = time.monotonic()
-        self._resync_wanted = False     # a REST change is waiting for a full resync
-        self._resync_queued = False     # ... and its EventResync is in the queue
-        self.core.on_change = self._request_resync
-        self.core.loop_health = self.loop_health
-        self.core.dump_flows = lambda dpid: self._stats_from_other_thread("flows", dpid)
-        self.core.dump_meters = lambda dpid: self._stats_from_other_thread("meters", dpid)
-        self.core.ofctl_datapath = self._ofctl_proxy
         LOG.info("weft controller: %d hosts in %s, state in %s (epoch %s)%s",
                  len(cluster.hosts), conf.weft_hosts, self.core.store.path, self.core.store.epoch(),
                  "; --adopt: switches of another store are taken over" if conf.adopt else "")
@@ -280,7 +214,7 @@ class WeftController(app_manager.OSKenApp):
             self.threads.append(hub.spawn(self._audit_loop, conf.weft_audit_interval))
         token = conf.api_token or os.environ.get("WEFT_API_TOKEN") or None
         if conf.wsapi_port or conf.wsapi_unix:
-            from controller.api import serve_in_thread
+            from controller.rest.app import serve_in_thread
             serve_in_thread(self.core, conf.wsapi_host, conf.wsapi_port, conf.wsapi_unix, token)
 
     # -- roles (several controllers) --------------------------------------------------
@@ -294,7 +228,7 @@ class WeftController(app_manager.OSKenApp):
     @set_ev_cls(EventRole)
     def _role(self, ev: EventRole) -> None:
         LOG.info("role %s (generation %d) for every switch", ev.role, ev.generation_id)
-        self._send(self.engine.set_role(ev.role, ev.generation_id, time.time()))
+        self.senders.send(self.engine.set_role(ev.role, ev.generation_id, time.time()))
 
     @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
     def _role_reply(self, ev: Any) -> None:
@@ -303,18 +237,8 @@ class WeftController(app_manager.OSKenApp):
             role = ofmsg.ROLE_NAMES.get(msg.role, "unknown")
             LOG.info("switch %s: role %s (generation %d)", dpid_str(msg.datapath.id), role,
                      msg.generation_id)
-            self._send_to(msg.datapath.id,
-                          self.engine.role_reply(msg.datapath.id, role, time.time()))
-
-    # -- sending -------------------------------------------------------------------------
-    def _send_to(self, dpid: int, msgs: list) -> None:
-        sender = self._senders.get(dpid)
-        if sender is not None:
-            sender.send(msgs)
-
-    def _send(self, out: dict[int, list]) -> None:
-        for dpid, msgs in out.items():
-            self._send_to(dpid, msgs)
+            self.senders.send_to(msg.datapath.id,
+                                 self.engine.role_reply(msg.datapath.id, role, time.time()))
 
     def _current(self, dp: Any) -> bool:
         """Is ``dp`` the connection the switch is known by (not a refused second one)?"""
@@ -323,7 +247,7 @@ class WeftController(app_manager.OSKenApp):
     def _read_model(self) -> None:
         """Read the model once (not once per switch) and hand it to the engine."""
         self._resync_queued = self._resync_wanted = False
-        self._send(self.engine.set_model(self.core.model(), time.time()))
+        self.senders.send(self.engine.set_model(self.core.model(), time.time()))
 
     # -- connection state ---------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
@@ -348,18 +272,13 @@ class WeftController(app_manager.OSKenApp):
                 except Exception as exc:  # noqa: BLE001  (connect anyway; its read retries)
                     self._handler_failed("_read_model", EventResync(), exc)
             self._dps[dp.id] = dp
-            self._senders[dp.id] = _Sender(self, dp.id, dp)
-            self._send_to(dp.id, self.engine.connect(dp.id, dp, time.time()))
+            self.senders.open(dp.id, dp)
+            self.senders.send_to(dp.id, self.engine.connect(dp.id, dp, time.time()))
         elif self._current(dp):
             del self._dps[dp.id]
-            self._senders.pop(dp.id).close()
+            self.senders.close(dp.id)
             self.engine.disconnect(dp.id)
-            for key in [k for k in self._stats if k[0] == dp.id]:
-                fut = self._stats.pop(key)[1]
-                if not fut.done():
-                    fut.set_exception(LookupError("switch disconnected"))
-            for key in [k for k in self._probes if k[0] == dp.id]:
-                del self._probes[key]
+            self.queries.disconnected(dp.id)
             LOG.info("switch %s disconnected; its flows stay (fail_mode secure)",
                      dpid_str(dp.id))
 
@@ -372,15 +291,13 @@ class WeftController(app_manager.OSKenApp):
                     "is connected; refused", dpid_str(dp.id), dp.address, first.address)
         self.engine.refused_connection(dp.id)
         dp.close()
-        probe = ofmsg.read_request(first, "barrier")
-        probe.set_xid(next(self._xids) & 0xFFFFFFFF)
-        answered: list[bool] = []
-        self._probes[(first.id, probe.xid)] = answered
-        self._send_to(first.id, [probe])
+        probe = Query(first.id, lambda conn: ofmsg.read_request(conn, "barrier"))
+        self.senders.send_to(first.id, [self.queries.send(probe, first, time.monotonic())])
 
         conn: Any = first
 
         def check() -> None:
+            answered = probe.future.done() and probe.future.exception() is None
             if not answered and id(self._dps.get(conn.id)) == id(conn):   # (no narrowing)
                 LOG.warning("switch %s: connection from %s did not answer for %ds; closed",
                             dpid_str(conn.id), conn.address, PROBE_SECONDS)
@@ -393,13 +310,13 @@ class WeftController(app_manager.OSKenApp):
         if not self._current(msg.datapath):
             return
         gone = msg.reason == msg.datapath.ofproto.OFPPR_DELETE
-        self._send_to(msg.datapath.id, self.engine.port_status(
+        self.senders.send_to(msg.datapath.id, self.engine.port_status(
             msg.datapath.id, _name(msg.desc), None if gone else msg.desc.port_no, time.time()))
 
     @set_ev_cls(EventResync)
     def _resync(self, ev: EventResync) -> None:
         if ev.audit:
-            self._send(self.engine.audit(time.time(), ev.dpid))
+            self.senders.send(self.engine.audit(time.time(), ev.dpid))
         else:
             self._read_model()
 
@@ -419,32 +336,18 @@ class WeftController(app_manager.OSKenApp):
 
     # -- replies ---------------------------------------------------------------------
     def _reply(self, ev: Any, body: list | None = None) -> None:
+        """A stats reply (part): the sync engine's, else a query's (`switch_queries`)."""
         msg = ev.msg
         dp = msg.datapath
         if not self._current(dp):
             return              # from a connection that is not the switch's
-        body = msg.body if body is None else body
         more = bool(msg.flags & dp.ofproto.OFPMPF_REPLY_MORE)
         if self.engine.owns(dp.id, msg.xid):
-            self._send_to(dp.id, self.engine.reply(dp.id, msg.xid, body, more, time.time(),
-                                                   type(msg).__name__))
-            return
-        key = (dp.id, msg.xid)
-        if key in self._stats:
-            bodies, fut, render, _ = self._stats[key]
-            bodies.extend(body)
-            if not more:
-                del self._stats[key]
-                if not fut.done():
-                    fut.set_result([render(b) for b in bodies])
-            return
-        waiting = self.core.ofctl_waiters.get(dp.id, {})
-        if msg.xid in waiting:  # an ofctl_rest request
-            lock, msgs = waiting[msg.xid]
-            msgs.append(ofmsg.ofctl_printable(msg))
-            if not more:
-                waiting.pop(msg.xid, None)
-                lock.set()
+            self.senders.send_to(dp.id, self.engine.reply(
+                dp.id, msg.xid, msg.body if body is None else body, more, time.time(),
+                type(msg).__name__))
+        else:
+            self.queries.reply(dp.id, msg, more)
 
     @set_ev_cls([ofp_event.EventOFPDescStatsReply, ofp_event.EventOFPTableStatsReply,
                  ofp_event.EventOFPPortStatsReply, ofp_event.EventOFPGroupStatsReply,
@@ -463,86 +366,24 @@ class WeftController(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _barrier_reply(self, ev: Any) -> None:
         dp = ev.msg.datapath
-        probe = self._probes.pop((dp.id, ev.msg.xid), None)
-        if probe is not None:
-            probe.append(True)
-        elif self._current(dp):
-            self._send_to(dp.id, self.engine.reply(dp.id, ev.msg.xid, [], False, time.time(),
-                                                   "barrier reply"))
+        if self._current(dp) and not self.queries.reply(dp.id, ev.msg, False):
+            self.senders.send_to(dp.id, self.engine.reply(dp.id, ev.msg.xid, [], False,
+                                                          time.time(), "barrier reply"))
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
     def _error(self, ev: Any) -> None:
         msg = ev.msg
         dp = msg.datapath
-        if not self._current(dp):
-            return
-        stats = self._stats.pop((dp.id, msg.xid), None)
-        waiting = self.core.ofctl_waiters.get(dp.id, {})
-        if stats is not None:           # a REST stats request the switch refused
-            if not stats[1].done():
-                stats[1].set_exception(LookupError(f"the switch refused it: error type "
-                                                   f"{msg.type} code {msg.code}"))
-        elif msg.xid in waiting and not self.engine.owns(dp.id, msg.xid):   # ofctl_rest's
-            waiting.pop(msg.xid)[0].set()
-        else:
-            self._send_to(dp.id, self.engine.error(dp.id, msg.xid, msg.type, msg.code,
-                                                   time.time()))
+        if self._current(dp) and not self.queries.error(dp.id, msg.xid, msg.type, msg.code):
+            self.senders.send_to(dp.id, self.engine.error(dp.id, msg.xid, msg.type, msg.code,
+                                                          time.time()))
 
-    @set_ev_cls(EventOfctl)
-    def _ofctl_send(self, ev: EventOfctl) -> None:
-        """An ofctl_rest stats request, sent from this thread (xid set by the REST side)."""
-        self._send_to(ev.dpid, [ev.msg])
-
-    def _ofctl_proxy(self, dpid: int) -> Any:
-        sw = self.core.switches.get(dpid)
-        dp = self._dps.get(dpid)
-        if sw is None or not sw.connected or dp is None:
-            raise LookupError("switch not connected")
-        return _OfctlDatapath(self, dpid, dp)
-
-    # -- live state for the REST API -----------------------------------------------------
-    def _stats_from_other_thread(self, kind: str, dpid: int, timeout: float = 5) -> list[dict]:
-        fut: Future = Future()
-        if not self._post(EventStats(kind, dpid, fut), POST_TIMEOUT):
-            raise TimeoutError("the controller's event queue is full")
-        return fut.result(timeout)
-
-    @set_ev_cls(EventStats)
-    def _stats_request(self, ev: EventStats) -> None:
-        dp = self._dps.get(ev.dpid)
-        if dp is None:
-            ev.future.set_exception(LookupError("switch not connected"))
-            return
-        if ev.kind == "flows":    # weft's flows, learned ones included (learn limits bound them)
-            req = ofmsg.read_request(dp, "flows", None, COOKIE_PREFIX, 0xFFFF << 48)
-            render = _flow_json
-        else:
-            req = dp.ofproto_parser.OFPMeterStatsRequest(dp, 0, dp.ofproto.OFPM_ALL)
-            render = _meter_json
-        req.set_xid(next(self._xids) & 0xFFFFFFFF)
-        self._stats[(ev.dpid, req.xid)] = ([], ev.future, render, time.monotonic())
-        self._send_to(ev.dpid, [req])
-
-
-_OFCTL_XIDS = itertools.count(0x80000000)     # see _reply for a collision with a sync's
-
-
-class _OfctlDatapath:
-    """What os-ken's ofctl_v1_3 helpers need of a datapath, for a REST thread: messages
-    go out through the app's event queue, replies come back via ``core.ofctl_waiters``."""
-
-    def __init__(self, app: WeftController, dpid: int, dp: Any) -> None:
-        self.id, self.ofproto, self.ofproto_parser = dpid, dp.ofproto, dp.ofproto_parser
-        self._app = app
-
-    def set_xid(self, msg: Any) -> None:
-        msg.set_xid(next(_OFCTL_XIDS) & 0xFFFFFFFF)
-
-    def send_msg(self, msg: Any) -> None:
-        if msg.xid is None:
-            self.set_xid(msg)
-        if not self._app._post(EventOfctl(self.id, msg), POST_TIMEOUT):
-            raise TimeoutError("the controller's event queue is full")
+    @set_ev_cls(EventQuery)
+    def _query(self, ev: EventQuery) -> None:
+        """A REST thread's question to a switch, sent from this thread."""
+        msg = self.queries.send(ev.query, self._dps.get(ev.query.dpid), time.monotonic())
+        if msg is not None:
+            self.senders.send_to(ev.query.dpid, [msg])
 
 
 def _dpid_of(ev: Any) -> int | None:
@@ -553,21 +394,3 @@ def _dpid_of(ev: Any) -> int | None:
             return dp.id
     dpid = getattr(ev, "dpid", None)
     return dpid if isinstance(dpid, int) else None
-
-
-def _flow_json(s: Any) -> dict:
-    return {"feature": feature_of(s.cookie) or "foreign", "cookie": hex(s.cookie),
-            "table": s.table_id, "priority": s.priority, "match": dict(s.match.items()),
-            "instructions": [str(i) for i in s.instructions], "packets": s.packet_count,
-            "bytes": s.byte_count, "idle_timeout": s.idle_timeout, "duration": s.duration_sec}
-
-
-def _meter_json(s: Any) -> dict:
-    """Passed = counted in minus dropped by the band (one drop band per weft meter)."""
-    dropped_p = sum(b.packet_band_count for b in s.band_stats)
-    dropped_b = sum(b.byte_band_count for b in s.band_stats)
-    return {"meter_id": s.meter_id, "packets_in": s.packet_in_count,
-            "bytes_in": s.byte_in_count, "packets_dropped": dropped_p,
-            "bytes_dropped": dropped_b, "packets_passed": s.packet_in_count - dropped_p,
-            "bytes_passed": s.byte_in_count - dropped_b, "flows": s.flow_count,
-            "duration": s.duration_sec}

@@ -4,7 +4,7 @@ Holds the store, the cluster from hosts.yaml and what is known about each
 switch.  Only the OpenFlow thread touches switch sync state (`controller.sync`);
 it publishes an immutable `SwitchView` per switch in a new mapping after each
 event (`publish`: one assignment), which is all REST threads read.  The REST
-side asks for work by posting requests (see `controller.app`).
+side asks for work through one interface, `OpenFlowSide` (`controller.app` is it).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from controller.membership import Membership
 from controller.model import TRUNK, Binding, Topology
@@ -26,15 +26,55 @@ from cluster.hostsfile import Cluster, datapath_id, tunnel_port_name
 Switch = SwitchView
 
 
-def _no_switches(dpid: int) -> list[dict[str, Any]]:
-    raise LookupError("no OpenFlow app runs in this process")
+class OpenFlowSide(Protocol):
+    """What REST threads (and the store's watchers) ask of the OpenFlow side: the one
+    interface between them, passed to `Core`.  `controller.app.WeftController` is it;
+    `NoOpenFlow` stands in when no OpenFlow app runs in the process."""
+
+    def request_resync(self) -> None:
+        """The model changed: bring every switch to it (never blocks the caller)."""
+
+    def loop_health(self) -> dict[str, Any] | None:
+        """Is the event loop turning (for /v1/health); None: there is no event loop."""
+
+    def dump_flows(self, dpid: int) -> list[dict[str, Any]]:
+        """A connected switch's live flows (LookupError: not connected or refused;
+        TimeoutError: no answer)."""
+
+    def dump_meters(self, dpid: int) -> list[dict[str, Any]]:
+        """A connected switch's meter stats (errors as `dump_flows`)."""
+
+    def ofctl_datapath(self, dpid: int) -> Any:
+        """A datapath for os-ken's ofctl_v1_3 read helpers (`switch_queries.OfctlDatapath`)."""
+
+
+class NoOpenFlow:
+    """No OpenFlow app in this process (the REST API alone): nothing to resync, no
+    event loop, no switch to ask."""
+
+    def request_resync(self) -> None:
+        pass
+
+    def loop_health(self) -> dict[str, Any] | None:
+        return None
+
+    def dump_flows(self, dpid: int) -> list[dict[str, Any]]:
+        raise LookupError("no OpenFlow app runs in this process")
+
+    def dump_meters(self, dpid: int) -> list[dict[str, Any]]:
+        raise LookupError("no OpenFlow app runs in this process")
+
+    def ofctl_datapath(self, dpid: int) -> Any:
+        raise LookupError("no OpenFlow app runs in this process")
 
 
 class Core:
     """Shared controller state; `switches` is an immutable snapshot, replaced whole."""
 
-    def __init__(self, store: StoreBase, cluster: Cluster) -> None:
+    def __init__(self, store: StoreBase, cluster: Cluster,
+                 openflow: OpenFlowSide | None = None) -> None:
         self.store = store
+        self.openflow: OpenFlowSide = openflow or NoOpenFlow()
         self.cluster = cluster
         self.lock = threading.RLock()
         self.switches: Mapping[int, SwitchView] = MappingProxyType({
@@ -44,16 +84,8 @@ class Core:
         # attachment list when it (or the store epoch) changes: a controller restarted
         # on another store must learn every binding again without an agent restart.
         self.instance = uuid.uuid4().hex
-        self.on_change: Callable[[], None] = lambda: None  # set by the app: resync every switch
-        # set by the app: the event loop's liveness; None when no OpenFlow app runs
-        self.loop_health: Callable[[], dict[str, Any]] | None = None
-        self.handler_errors: dict[str, int] = {}   # event handler -> exceptions caught
-        # set by the app: a connected switch's live flows / meter stats (REST threads)
-        self.dump_flows: Callable[[int], list[dict[str, Any]]] = _no_switches
-        self.dump_meters: Callable[[int], list[dict[str, Any]]] = _no_switches
-        # set by the app: a datapath stand-in for os-ken's ofctl_v1_3 helpers (ofctl_rest)
-        self.ofctl_datapath: Callable[[int], Any] = _no_switches
-        self.ofctl_waiters: dict[int, dict[int, Any]] = {}   # dpid -> xid -> (event, msgs)
+        # event handler -> exceptions caught: published by the OpenFlow thread (copy on write)
+        self.handler_errors: dict[str, int] = {}
         self._topology: tuple[int, Cluster, Topology] | None = None  # (version, members, model)
         # set by controller.ha when several instances elect a master: role, generation, leader
         self.election_status: Callable[[], dict[str, Any]] | None = None
@@ -66,6 +98,10 @@ class Core:
         self.members.path = path
         self.members._stat = self.members._file_stat()
         return self.members
+
+    def on_change(self) -> None:
+        """The model or the member list changed: every switch is to be brought to it."""
+        self.openflow.request_resync()
 
     def set_cluster(self, cluster: Cluster) -> None:
         """Swap in a new member list (hosts.yaml edited, a host registered or expired) and

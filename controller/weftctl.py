@@ -69,7 +69,20 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--token", default=os.environ.get("WEFT_API_TOKEN"))
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     sub = ap.add_subparsers(dest="noun", required=True)
+    for nouns in (_tenant_args, _port_args, _qos_args, _acl_args):
+        nouns(sub)
+    s = sub.add_parser("switch").add_subparsers(dest="verb", required=True)
+    s.add_parser("list")
+    sub.add_parser("flows").add_argument("host")
+    sub.add_parser("export", help="the whole model as JSON (a backup)")
+    im = sub.add_parser("import", help="restore an export (all or nothing)")
+    im.add_argument("file", help="an export's JSON file, - for stdin")
+    im.add_argument("--replace", action="store_true",
+                    help="overwrite a store that is not empty")
+    return ap
 
+
+def _tenant_args(sub: Any) -> None:
     t = sub.add_parser("tenant").add_subparsers(dest="verb", required=True)
     tc = t.add_parser("create")
     tc.add_argument("name")
@@ -83,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     td.add_argument("name")
     td.add_argument("--force", action="store_true", help="also remove its port bindings")
 
+
+def _port_args(sub: Any) -> None:
     p = sub.add_parser("port").add_subparsers(dest="verb", required=True)
     pb = p.add_parser("bind", help="access: TENANT; trunk: --trunk and optional native TENANT")
     pb.add_argument("host")
@@ -98,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--host")
     pl.add_argument("--tenant")
 
+
+def _qos_args(sub: Any) -> None:
     q = sub.add_parser("qos").add_subparsers(dest="verb", required=True)
     ql = q.add_parser("limit", help="rate-limit what a port sends, or a tenant on a host")
     ql.add_argument("host")
@@ -142,6 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_parser("list")
     q.add_parser("stats")
 
+
+def _acl_args(sub: Any) -> None:
     a = sub.add_parser("acl").add_subparsers(dest="verb", required=True)
     al = a.add_parser("list", help="a tenant's default and rules, highest priority first")
     al.add_argument("tenant")
@@ -166,16 +185,6 @@ def _parser() -> argparse.ArgumentParser:
     adl = a.add_parser("del")
     adl.add_argument("tenant")
     adl.add_argument("id", type=int)
-
-    s = sub.add_parser("switch").add_subparsers(dest="verb", required=True)
-    s.add_parser("list")
-    sub.add_parser("flows").add_argument("host")
-    sub.add_parser("export", help="the whole model as JSON (a backup)")
-    im = sub.add_parser("import", help="restore an export (all or nothing)")
-    im.add_argument("file", help="an export's JSON file, - for stdin")
-    im.add_argument("--replace", action="store_true",
-                    help="overwrite a store that is not empty")
-    return ap
 
 
 def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.api import make_app
+from controller.rest.app import create_app
 from controller.core import Core
 from controller.model import LinkEndpoint
 from controller.weftctl import main as weftctl_main
@@ -34,7 +34,7 @@ def core(make_store):
 
 @pytest.fixture
 def api(core):
-    client = TestClient(make_app(core, TOKEN), raise_server_exceptions=False)
+    client = TestClient(create_app(core, TOKEN), raise_server_exceptions=False)
     client.headers["Authorization"] = f"Bearer {TOKEN}"
     return client
 
@@ -124,7 +124,7 @@ def test_bindings_validate_and_unknown_is_404(api):
 
 
 def test_reads_and_writes_need_the_token_health_does_not(core):
-    anon = TestClient(make_app(core, TOKEN))
+    anon = TestClient(create_app(core, TOKEN))
     assert anon.post("/v1/tenants", json={"name": "red"}).status_code == 401
     for path in ("/v1/tenants", "/v1/ports", "/v1/hosts", "/v1/switches", "/v1/qos/limits",
                  "/metrics", "/v1/tenants/default"):
@@ -132,7 +132,7 @@ def test_reads_and_writes_need_the_token_health_does_not(core):
         assert r.status_code == 401 and r.json()["field"] == "authorization", path
     assert anon.get("/v1/tenants", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert anon.get("/v1/health").status_code == 200
-    assert TestClient(make_app(core, None)).get("/v1/tenants").status_code == 200
+    assert TestClient(create_app(core, None)).get("/v1/tenants").status_code == 200
 
 
 def test_agent_attachments_replace_and_rest_wins(api):
@@ -327,7 +327,7 @@ def test_acl_counters_per_rule_in_api_and_metrics(api, core):
     sw = core.switch_by_name("h1")
     core.publish({**core.switches, sw.dpid: replace(sw, connected=True)})
     md = [1100, 0xFFFFFF]
-    core.dump_flows = lambda dpid: [
+    core.openflow.dump_flows = lambda dpid: [
         {"cookie": hex(acl_cookie(rid)), "priority": 10009, "match": {"metadata": md},
          "packets": 3, "bytes": 300},
         {"cookie": hex(acl_cookie()), "priority": 29990, "match": {"metadata": md},

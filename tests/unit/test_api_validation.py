@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import controller.weftctl as weftctl
-from controller.api import make_app
+from controller.rest.app import create_app
 from controller.core import Core
 from cluster.hostsfile import parse
 
@@ -29,7 +29,7 @@ def core(make_store):
 
 @pytest.fixture
 def api(core):
-    c = TestClient(make_app(core, TOKEN), raise_server_exceptions=False)
+    c = TestClient(create_app(core, TOKEN), raise_server_exceptions=False)
     c.headers["Authorization"] = f"Bearer {TOKEN}"
     return c
 
@@ -51,11 +51,11 @@ def test_the_500s_of_the_issue_are_4xx(api, core):
     assert r.status_code == 422 and r.json()["field"] == "description"
     assert _raw(api, "PATCH", "/v1/tenants/red", '{"description": "\\ud800"}') == 422
     assert _raw(api, "POST", "/v1/tenants", '{"name": "blue", "description": "\\udfff x"}') == 422
-    anon = TestClient(make_app(core, TOKEN), raise_server_exceptions=False)
+    anon = TestClient(create_app(core, TOKEN), raise_server_exceptions=False)
     r = anon.post("/v1/tenants", json={"name": "x"}, headers={"Authorization": "Bearer é".encode()})
     assert r.status_code == 401
     assert anon.get("/v1/tenants", headers={"Authorization": b"Bearer \xff\xfe"}).status_code == 401
-    odd = TestClient(make_app(core, "tökén"), raise_server_exceptions=False)
+    odd = TestClient(create_app(core, "tökén"), raise_server_exceptions=False)
     assert odd.post("/v1/tenants", json={"name": "x"},
                     headers={"Authorization": "Bearer abc"}).status_code == 401
     assert [t.name for t in core.store.tenants()] == ["default", "red"]

@@ -18,7 +18,7 @@ from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from controller import app as weft_app
 from controller import config
-from controller.api import make_app
+from controller.rest.app import create_app
 from controller.sync import IN_SYNC, stamp_flow
 from cluster.hostsfile import datapath_id
 from tests.fakeoftable import FakeOFTable, parse_wire
@@ -123,7 +123,7 @@ def test_a_failing_handler_is_logged_counted_and_the_loop_keeps_running(controll
         calls.append(1)
         raise ValueError("binding h1/p1: unknown tenant 't7'")
     monkeypatch.setattr(controller.core, "topology", orphan_topology)
-    api = TestClient(make_app(controller.core, None), raise_server_exceptions=False)
+    api = TestClient(create_app(controller.core, None), raise_server_exceptions=False)
     for i in range(3):          # each change runs the failing sync again
         r = api.post("/v1/tenants", json={"name": f"t{i}x"})
         assert r.status_code == 201, r.text
@@ -141,7 +141,7 @@ def test_a_failing_handler_is_logged_counted_and_the_loop_keeps_running(controll
     state_change(controller, controller.dp, DEAD_DISPATCHER)
     wait(lambda: not controller.core.switches[controller.dp.id].connected)
     with pytest.raises(LookupError):
-        controller.core.dump_flows(controller.dp.id)
+        controller.core.openflow.dump_flows(controller.dp.id)
     h = api.get("/v1/health")
     assert h.status_code == 200 and h.json()["event_loop"]["alive"] is True
 
@@ -181,7 +181,7 @@ def test_a_slow_switch_does_not_hold_the_others(controller):
         time.sleep(2)               # each write of mods
         return real(buf)
     slow.send = crawl  # type: ignore[method-assign]
-    api = TestClient(make_app(controller.core, None), raise_server_exceptions=False)
+    api = TestClient(create_app(controller.core, None), raise_server_exceptions=False)
     assert api.post("/v1/tenants", json={"name": "red", "vni": 1100}).status_code == 201
     for host in ("h1", "h2"):
         assert api.post("/v1/ports", json={"host": host, "port": "p1", "tenant": "red",
@@ -199,7 +199,7 @@ def test_set_role_sends_role_requests_and_a_slave_sends_no_mods(controller):
     wait(lambda: any(isinstance(m, ofproto_v1_3_parser.OFPRoleRequest) for m in dp.sent))
     wait(lambda: controller.core.switches[dp.id].role == "slave")
     n = len(dp.sent)
-    api = TestClient(make_app(controller.core, None), raise_server_exceptions=False)
+    api = TestClient(create_app(controller.core, None), raise_server_exceptions=False)
     assert api.post("/v1/ports", json={"host": "h1", "port": "p1", "tenant": "default",
                                        "mac": "02:00:00:00:00:09"}).status_code == 201
     time.sleep(0.5)
@@ -215,7 +215,7 @@ def test_a_stuck_loop_makes_health_unhealthy_and_writes_503_without_hanging(cont
         release.wait(30)
         raise ValueError("released")
     monkeypatch.setattr(controller.core, "topology", stuck_topology)
-    api = TestClient(make_app(controller.core, None), raise_server_exceptions=False)
+    api = TestClient(create_app(controller.core, None), raise_server_exceptions=False)
     try:
         assert api.post("/v1/tenants", json={"name": "first"}).status_code == 201
         for _ in range(300):            # far more changes than the 128-event queue holds
@@ -247,3 +247,22 @@ def test_the_app_follows_hosts_yaml_edits_until_it_stops(controller):
     with open(path, "a") as f:
         f.write("  - {name: h3, underlay_ip: 192.168.50.12}\n")
     wait(lambda: "h3" in [h.name for h in controller.core.cluster.hosts], timeout=10)
+
+
+def test_a_second_connection_is_refused_and_a_silent_first_one_closed(controller, monkeypatch):
+    """A second connection claiming a connected dpid is closed at once; the first gets a
+    barrier probe: answered, it stays; unanswered for PROBE_SECONDS, it is closed."""
+    monkeypatch.setattr(weft_app, "PROBE_SECONDS", 0.5)
+    first, closed = controller.dp, []
+    monkeypatch.setattr(first, "close", lambda: closed.append("first"))
+    for name in ("second", "third"):
+        claim = FakeDatapath(controller, first.id)
+        monkeypatch.setattr(claim, "close", lambda name=name: closed.append(name))
+        state_change(controller, claim, MAIN_DISPATCHER)
+        wait(lambda name=name: name in closed)
+        if name == "second":
+            time.sleep(1.5)                 # the probe was answered: the first stays
+            assert closed == ["second"]
+            first.answer = False            # from now on the first connection is silent
+    wait(lambda: "first" in closed, 5)
+    assert closed == ["second", "third", "first"]

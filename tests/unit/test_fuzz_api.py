@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import schemathesis
 
-from controller.api import make_app
+from controller.rest.app import create_app
 from controller.core import Core
 from controller.store import Store
 from cluster.hostsfile import parse
@@ -27,8 +27,8 @@ def _app(tmp: str) -> object:
     core = Core(Store(f"{tmp}/weft.db"), parse(HOSTS))
     core.store.create_tenant("red", vlan=100)          # something to find, conflict with
     core.store.bind("host1", "p1", "red", mac="02:00:00:00:00:01")
-    core.dump_flows = core.dump_meters = lambda dpid: []     # no switch is connected anyway
-    return make_app(core, TOKEN)
+    core.openflow.dump_flows = core.openflow.dump_meters = lambda dpid: []     # no switch is connected anyway
+    return create_app(core, TOKEN)
 
 
 def test_no_request_gets_a_server_error_or_an_undocumented_status(tmp_path):

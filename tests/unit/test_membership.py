@@ -7,7 +7,7 @@ import os
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.api import make_app
+from controller.rest.app import create_app
 from controller.core import Core
 from controller.store import Store
 from cluster.hostsfile import HostsFileError, load, parse, with_hosts
@@ -43,7 +43,7 @@ def make(tmp_path, text: str, clock: Clock | None = None):
         core.members.clock = clock
         core.members.started = clock()
     core.watch_hosts(str(path))
-    api = TestClient(make_app(core, TOKEN), raise_server_exceptions=False)
+    api = TestClient(create_app(core, TOKEN), raise_server_exceptions=False)
     api.headers["Authorization"] = f"Bearer {TOKEN}"
     return path, core, api
 

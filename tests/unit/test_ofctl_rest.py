@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 
-from controller.api import make_app
+from controller.rest.app import create_app
 from controller.core import Core
 from cluster.hostsfile import parse
 from tests.unit.test_api import HOSTS, TOKEN
@@ -19,7 +19,7 @@ from tests.unit.test_api import HOSTS, TOKEN
 @pytest.fixture
 def env(make_store):
     core = Core(make_store(), parse(HOSTS))
-    client = TestClient(make_app(core, TOKEN), raise_server_exceptions=False)
+    client = TestClient(create_app(core, TOKEN), raise_server_exceptions=False)
     client.headers["Authorization"] = f"Bearer {TOKEN}"
     sw = core.switch_by_name("h1")
     core.publish({**core.switches, sw.dpid: replace(sw, ports={"p1": 1, "free": 5})})
@@ -30,7 +30,7 @@ def env(make_store):
 
 def test_token_and_status_codes_like_ryu(env):
     api, core, dpid = env
-    assert TestClient(make_app(core, TOKEN)).get("/stats/switches").status_code == 401
+    assert TestClient(create_app(core, TOKEN)).get("/stats/switches").status_code == 401
     assert api.get("/stats/switches").json() == []             # none connected
     assert api.get(f"/stats/flow/{dpid}").status_code == 404
     assert api.get("/stats/flow/notanumber").status_code == 400
@@ -75,19 +75,20 @@ def test_flowentry_commands_are_operator_flows(env):
 
 class _AnsweringDatapath:
     """A stand-in switch: answers a desc or flow-stats request at once, in two parts for
-    flows (REPLY_MORE), through ``core.ofctl_waiters`` as the app's reply handler does."""
+    flows (REPLY_MORE), through its ``waiters`` as the app's queries do."""
 
     ofproto, ofproto_parser = ofp, ofpp
 
-    def __init__(self, core: Core, dpid: int) -> None:
-        self.core, self.id, self.xid = core, dpid, 0
+    def __init__(self, dpid: int) -> None:
+        self.id, self.xid = dpid, 0
+        self.waiters: dict = {}
 
     def set_xid(self, msg) -> None:
         self.xid += 1
         msg.set_xid(self.xid)
 
     def send_msg(self, msg) -> None:
-        lock, msgs = self.core.ofctl_waiters[self.id][msg.xid]
+        lock, msgs = self.waiters[self.id][msg.xid]
         if isinstance(msg, ofpp.OFPDescStatsRequest):
             body = ofpp.OFPDescStats("weft", "ovs", "3.1", "0", "br0")
             msgs.append(type("R", (), {"body": body, "flags": 0})())
@@ -105,7 +106,7 @@ class _AnsweringDatapath:
 def test_stats_shapes_come_from_os_kens_ofctl(env):
     api, core, dpid = env
     core.publish({**core.switches, dpid: replace(core.switches[dpid], connected=True)})
-    core.ofctl_datapath = lambda d: _AnsweringDatapath(core, d)
+    core.openflow.ofctl_datapath = _AnsweringDatapath
     assert api.get("/stats/switches").json() == [dpid]
     desc = api.get(f"/stats/desc/{dpid}").json()
     assert desc == {str(dpid): {"mfr_desc": "weft", "hw_desc": "ovs", "sw_desc": "3.1",

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.api import make_app
+from controller.rest.app import create_app
 from controller.core import Core
 from controller.flows import COOKIE_ISOLATION, SwitchState, diff, flow
 from controller.model import ModelError
@@ -82,7 +82,7 @@ def api(make_store):
     core.publish({**core.switches, sw.dpid: replace(sw, ports={"r1": 1, "free": 5, "vx-h2": 10})})
     core.store.create_tenant("red")
     core.store.bind("h1", "r1", "red")
-    client = TestClient(make_app(core, TOKEN), raise_server_exceptions=False)
+    client = TestClient(create_app(core, TOKEN), raise_server_exceptions=False)
     client.headers["Authorization"] = f"Bearer {TOKEN}"
     client.core = core  # type: ignore[attr-defined]
     return client

@@ -8,7 +8,7 @@ import time
 from fastapi.testclient import TestClient
 
 from controller import app as weft_app
-from controller.api import make_app
+from controller.rest.app import create_app
 from controller.operator import operator_cookie
 from tests.unit.test_controller_loop import controller, wait  # noqa: F401  (the fixture)
 
@@ -16,7 +16,7 @@ from tests.unit.test_controller_loop import controller, wait  # noqa: F401  (the
 def test_operator_flows_ride_the_sync_without_being_diffed(controller):  # noqa: F811
     dp = controller.dp
     sw = controller.core.switches[dp.id]
-    api = TestClient(make_app(controller.core, None), raise_server_exceptions=False)
+    api = TestClient(create_app(controller.core, None), raise_server_exceptions=False)
     r = api.post(f"/v1/switches/{sw.host}/flows", json={
         "table_id": 100, "priority": 7, "match": {"in_port": 9},
         "actions": [{"type": "OUTPUT", "port": 9}]})

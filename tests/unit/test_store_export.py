@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cluster.hostsfile import parse
-from controller.api import make_app
+from controller.rest.app import create_app
 from controller.core import Core
 from controller.store import Conflict, Invalid, NotFound, Store, StoreError, parse_export
 from controller.weftctl import main as weftctl_main
@@ -145,7 +145,7 @@ def test_parse_export_rejects_shapes_without_a_store():
 
 @pytest.fixture
 def api(make_store):
-    client = TestClient(make_app(Core(make_store(), parse(HOSTS)), TOKEN),
+    client = TestClient(create_app(Core(make_store(), parse(HOSTS)), TOKEN),
                         raise_server_exceptions=False)
     client.headers["Authorization"] = f"Bearer {TOKEN}"
     return client

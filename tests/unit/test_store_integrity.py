@@ -16,7 +16,7 @@ import httpx
 import pytest
 import uvicorn
 
-from controller.api import make_app
+from controller.rest.app import create_app
 from controller.core import Core
 from controller.model import Topology
 from controller.store import (SCHEMA_VERSION, Conflict, Invalid, NotFound, Store,
@@ -92,7 +92,7 @@ class _Server:
     """The real API on a unix socket, served by uvicorn in a thread."""
 
     def __init__(self, core: Core, sock: Path) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(make_app(core, "tok"), uds=str(sock),
+        self.server = uvicorn.Server(uvicorn.Config(create_app(core, "tok"), uds=str(sock),
                                                     log_level="error"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

@@ -42,9 +42,9 @@ def test_health_reports_it(make_store):
     from fastapi.testclient import TestClient
 
     from cluster.hostsfile import parse
-    from controller.api import make_app
+    from controller.rest.app import create_app
     from controller.core import Core
     core = Core(make_store(), parse("controller: {openflow: tcp:127.0.0.1:6653}\n"
                                     "hosts: [{name: h1, underlay_ip: 192.168.50.10}]\n"))
-    body = TestClient(make_app(core, "t")).get("/v1/health").json()
+    body = TestClient(create_app(core, "t")).get("/v1/health").json()
     assert body["version"] == setup_cfg_version()

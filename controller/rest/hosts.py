@@ -1,0 +1,52 @@
+"""/v1/hosts: the members (hosts.yaml's and registered ones), registration, and the
+containers each host's agent attached."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+from pydantic import Field
+
+from controller.rest.deps import CoreDep, writer
+from controller.rest.qos import queue_support
+from controller.rest.schemas import MAX_BULK, Attachment, RegisterIn
+from controller.store import NotFound
+from cluster.hostsfile import datapath_id, dpid_str
+
+router = APIRouter()
+
+
+@router.put("/v1/hosts/{host}/attachments", dependencies=[Depends(writer)])
+def attachments(body: Annotated[list[Attachment], Field(max_length=MAX_BULK)], core: CoreDep,
+                host: str = Path(max_length=63)) -> dict:
+    """Containers the host's ovs-agent plugged into br0 (replaces the previous list)."""
+    if host not in {h.name for h in core.cluster.hosts}:
+        raise NotFound("host", f"no host {host!r} in hosts.yaml")
+    before = core.store.version
+    n = core.store.replace_agent_bindings(host, [a.model_dump() for a in body])
+    if core.store.version != before:
+        core.on_change()
+    return {"host": host, "attachments": n, **core.identity()}
+
+
+@router.get("/v1/hosts")
+def hosts(core: CoreDep) -> list[dict]:
+    """Members: hosts.yaml's (as it is now) and registered ones with their lease."""
+    out = []
+    leases = core.members.registered()
+    for h in core.cluster.hosts:
+        sw = core.switches.get(datapath_id(h))
+        out.append({"name": h.name, "underlay_ip": h.underlay_ip,
+                    "docker_subnet": h.docker_subnet, "tunnel_type": h.tunnel_type,
+                    "datapath_type": h.datapath_type, "dpid": dpid_str(datapath_id(h)),
+                    "connected": bool(sw and sw.connected), "queues": queue_support(h),
+                    "source": "registered" if h.name in leases else "hosts.yaml",
+                    "lease_expires_in": leases.get(h.name)})
+    return out
+
+
+@router.post("/v1/hosts/register", dependencies=[Depends(writer)])
+def register_host(body: RegisterIn, core: CoreDep) -> dict:
+    """Join (or renew the lease): the agent's heartbeat.  Refused when hosts.yaml does
+    not say `membership: register` or lists this name (the file is the source of truth)."""
+    return core.members.register(body.model_dump(exclude={"ttl"}), body.ttl)
