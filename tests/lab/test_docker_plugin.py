@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import converged_lab, lab_name
 from weft_lab import attack as A
+from weft_lab import cluster as C
 from weft_lab import docker as D
 from weft_lab import lab as L
 from weft_lab import nodes as N
@@ -279,6 +280,7 @@ def test_plugin_containers_are_safe_from_arp_hijack_by_default(lab, kind):
     (issue 25): 99 of 100 of the pings went to the attacker."""
     info = start(lab, "host2", "r3")
     try:
+        C.wait_converged(lab)                   # r3's port bound and on the switch
         assert reaches(lab.name, "r3", lab.addr("red2"))
         got = A.arp_hijack(lab.name, "red1", kind, "r3", info["ip"].split("/")[0],
                            lab.addr("red2"))
