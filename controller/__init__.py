@@ -1,5 +1,7 @@
-"""weft controller: a pure core (model, flows, pipeline) plus thin os-ken shims.
+"""weft controller: a pure part (model, pipeline, flows, sync) and thin shells around it.
 
-The core computes each switch's desired OpenFlow state as plain data; the
-os-ken layer (``ofmsg`` and the app) only translates it to and from the wire.
+The pure part computes each switch's desired OpenFlow state as plain data and the delta
+to send; the shells (the os-ken app with ``ofmsg``, the REST API in ``rest/``, the store
+in ``store/``) only translate it to and from the wire.  ``core.Core`` is the one object
+the shells share: the store, the cluster and what is known of each switch.
 """

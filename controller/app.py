@@ -197,7 +197,7 @@ class WeftController(app_manager.OSKenApp):
         # core.cluster: hosts.yaml plus the hosts registered in the store
         self.engine = SyncEngine({datapath_id(h): h.name for h in self.core.cluster.hosts},
                                  adopt=conf.adopt, on_publish=self.core.publish)
-        from controller.ha import election_url
+        from controller.election_app import election_url
         if election_url(conf):      # several instances: slave of every switch until elected
             self.engine.role_wanted = ("slave", 0)
         LOG.info("weft controller: %d hosts in %s, state in %s (epoch %s)%s",
@@ -247,7 +247,7 @@ class WeftController(app_manager.OSKenApp):
     def _read_model(self) -> None:
         """Read the model once (not once per switch) and hand it to the engine."""
         self._resync_queued = self._resync_wanted = False
-        self.senders.send(self.engine.set_model(self.core.model(), time.time()))
+        self.senders.send(self.engine.set_model(self.core.snapshot(), time.time()))
 
     # -- connection state ---------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from controller.membership import Membership
 from controller.model import TRUNK, Binding, Topology
 from controller.store import StoreBase
-from controller.sync import Model, SwitchView
+from controller.sync import ModelSnapshot, SwitchView
 from cluster.hostsfile import Cluster, datapath_id, tunnel_port_name
 
 
@@ -87,7 +87,7 @@ class Core:
         # event handler -> exceptions caught: published by the OpenFlow thread (copy on write)
         self.handler_errors: dict[str, int] = {}
         self._topology: tuple[int, Cluster, Topology] | None = None  # (version, members, model)
-        # set by controller.ha when several instances elect a master: role, generation, leader
+        # set by controller.election_app when several instances elect a master: role, generation, leader
         self.election_status: Callable[[], dict[str, Any]] | None = None
         # hosts.yaml (followed by `watch_hosts`) plus registered hosts -> self.cluster
         self.members = Membership(store, cluster, self.set_cluster)
@@ -105,7 +105,7 @@ class Core:
 
     def set_cluster(self, cluster: Cluster) -> None:
         """Swap in a new member list (hosts.yaml edited, a host registered or expired) and
-        resync: the next model carries the members (Model.hosts), so the sync engine reads
+        resync: the next model carries the members (ModelSnapshot.hosts), so the sync engine reads
         and programs a new host's switch, leaves a departed one alone, and every switch
         gets the flows of its new set of tunnels."""
         self.cluster = cluster
@@ -119,14 +119,14 @@ class Core:
         """The OpenFlow thread's new snapshot of every switch (one assignment)."""
         self.switches = views
 
-    def model(self) -> Model:
+    def snapshot(self) -> ModelSnapshot:
         """The whole model, read from the store once, for every switch's desired state."""
         version = self.store.version        # before reading: a later write resyncs again
         ops: dict[int, list] = {}
         for of in self.store.operator_flows():
             ops.setdefault(of.dpid, []).append(of)
         cluster = self.cluster              # one member list for the whole model
-        return Model(version, self.topology(),
+        return ModelSnapshot(version, self.topology(),
                      {h.name: self.tunnels(h.name) for h in cluster.hosts},
                      {dpid: tuple(fs) for dpid, fs in ops.items()}, self.store.epoch(),
                      {datapath_id(h): h.name for h in cluster.hosts})

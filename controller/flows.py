@@ -349,7 +349,7 @@ def diff(desired: SwitchState, actual: SwitchState) -> Delta:
     tables were renumbered: they would forward around the tables now in front
     of the learned ones); when nothing desired learns, learned flows stay.
     Operator flows (``COOKIE_OPERATOR``) are never diffed: see
-    ``controller.operator.reconcile``.
+    ``controller.opflows.reconcile``.
     """
     # Flows equal on both sides (all of them on a switch in sync: a controller restart,
     # a periodic audit) need nothing: set intersection finds them on the hashes the

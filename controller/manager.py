@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     conf = config.CONF
     conf(argv, project="weft", prog="weft-manager", version=f"weft-manager {version()}")
     apps = list(conf.app) or ["controller.app"]
-    from controller.ha import election_url
-    if election_url(conf) and "controller.ha" not in apps:
-        apps.append("controller.ha")        # several instances: campaign for master
+    from controller.election_app import election_url
+    if election_url(conf) and "controller.election_app" not in apps:
+        apps.append("controller.election_app")        # several instances: campaign for master
     if conf.ofp_tcp_listen_port is None:
         conf.set_override("ofp_tcp_listen_port", ofproto_common.OFP_TCP_PORT)
     token = conf.api_token or os.environ.get("WEFT_API_TOKEN")

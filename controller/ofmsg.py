@@ -483,7 +483,7 @@ def _bit_runs(mask: int) -> list[tuple[int, int]]:
 
 
 def operator_flow_mod(dp: Datapath, of: Any, command: str) -> Any:
-    """An operator flow (``controller.operator.OperatorFlow``, ofctl JSON) as a flow-mod:
+    """An operator flow (``controller.opflows.OperatorFlow``, ofctl JSON) as a flow-mod:
     ``add``, or ``delete`` of every flow carrying its cookie (any table)."""
     from os_ken.lib import ofctl_v1_3
     ofproto, parser = dp.ofproto, dp.ofproto_parser

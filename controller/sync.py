@@ -65,11 +65,11 @@ from controller import ofmsg
 from controller.flows import COOKIE_FEATURE_MASK, COOKIE_LEARNED, COOKIE_STAMP, Flow, Group, \
     Meter, SwitchState, apply_delta, diff, feature_of, flow
 from controller.model import Topology
-from controller.operator import OperatorFlow, operator_cookie, reconcile
+from controller.opflows import OperatorFlow, operator_cookie, reconcile
 from controller.pipeline import desired_state, flow_reads, learned_from_port
 from cluster.hostsfile import Cluster, dpid_str, tunnel_port_name
 
-__all__ = ["Model", "SwitchView", "SwitchSync", "SyncEngine", "stamp_flow", "stamp_cookie",
+__all__ = ["ModelSnapshot", "SwitchView", "SwitchSync", "SyncEngine", "stamp_flow", "stamp_cookie",
            "state_digest", "flows_sum", "digest_flow",
            "STAMP_TABLE", "MASTER", "SLAVE", "REQUEST_TIMEOUT", "DOWN", "IDLE", "READING",
            "SENDING", "IN_SYNC", "TRACKING", "REFUSED", "BACKOFF"]
@@ -136,7 +136,7 @@ def digest_flow(epoch: str, digest: int) -> Flow:
 
 
 @dataclass(frozen=True)
-class Model:
+class ModelSnapshot:
     """The model as read from the store once per change, for every switch."""
 
     version: int
@@ -483,7 +483,7 @@ class SwitchSync:
         return why
 
     # -- the plan --------------------------------------------------------------------------
-    def _model(self) -> Model:
+    def _model(self) -> ModelSnapshot:
         model = self.engine.model
         if model is None:
             raise RuntimeError("no model read from the store yet")
@@ -653,7 +653,7 @@ class SyncEngine:
                  on_publish: Callable[[Mapping[int, SwitchView]], None] | None = None) -> None:
         self.hosts = dict(hosts)            # dpid -> host name (hosts.yaml)
         self.adopt, self.timeout = adopt, timeout
-        self.model: Model | None = None
+        self.model: ModelSnapshot | None = None
         self.role_wanted: tuple[str, int] | None = None   # None: no role requests at all
         self.switches: dict[int, SwitchSync] = {d: SwitchSync(d, h, self)
                                                 for d, h in self.hosts.items()}
@@ -722,7 +722,7 @@ class SyncEngine:
         self._run(dpid, "second connection", 0.0, count)
 
     # -- every switch ------------------------------------------------------------------
-    def set_model(self, model: Model, now: float) -> Out:
+    def set_model(self, model: ModelSnapshot, now: float) -> Out:
         """A new model (read once from the store): each in-sync master gets its delta.
 
         With ``model.hosts``, the members follow it first: a switch whose datapath id

@@ -26,7 +26,7 @@ Metadata layout (written in CLASSIFY, read by every later table)::
 Priorities are listed here per table, whichever feature writes them, because
 flows of different features in one table outrank each other by them.  Tables
 0..99 are weft's (a new one: one line in ``TABLES``); 100..199 are the
-operators' (``controller.operator``), never reached from these.
+operators' (``controller.opflows``), never reached from these.
 """
 from __future__ import annotations
 

@@ -8,20 +8,14 @@ from fastapi import APIRouter, Depends, Path
 
 from controller.core import Core
 from controller.flows import acl_rule_of, feature_of
-from controller.model import MAX_ACL_ID, AclRule
+from controller.model import MAX_ACL_ID
 from controller.pipeline import PRIO_ACL_EST, PRIO_ACL_RULE_BASE, VNI_MASK
 from controller.rest.deps import CoreDep, writer
 from controller.rest.schemas import AclDefaultIn, AclIn, AclPatch
 from controller.store import NotFound
+from controller.store.codec import acl_doc
 
 router = APIRouter()
-
-
-def acl_json(r: AclRule) -> dict[str, Any]:
-    return {"id": r.id, "tenant": r.tenant, "priority": r.priority, "action": r.action,
-            "direction": r.direction, "ip_proto": r.ip_proto, "remote": r.remote,
-            "local": r.local, "port": r.port, "icmp_type": r.icmp_type,
-            "description": r.description}
 
 
 def _vni_of(match: dict) -> int | None:
@@ -69,7 +63,7 @@ def tenant_acls(core: CoreDep, name: str = Path(max_length=64), counters: bool =
     """The tenant's default and rules, highest priority first; with ``counters=true``
     each rule's packets/bytes (first packets of the connections it decided)."""
     default = core.store.acl_default(name)
-    rules = [acl_json(r) for r in core.store.acls(name)]
+    rules = [acl_doc(r) for r in core.store.acls(name)]
     body: dict[str, Any] = {"tenant": name, "default": default, "rules": rules}
     if counters:
         totals = acl_counters(live_flows(core), core.store.tenant(name).vni)
@@ -92,7 +86,7 @@ def acl_default(body: AclDefaultIn, core: CoreDep, name: str = Path(max_length=6
 def add_acl(body: AclIn, core: CoreDep, name: str = Path(max_length=64)) -> dict:
     r = core.store.add_acl(name, **body.model_dump())
     core.on_change()
-    return acl_json(r)
+    return acl_doc(r)
 
 
 @router.get("/v1/tenants/{name}/acls/{rule_id}")
@@ -102,7 +96,7 @@ def get_acl(core: CoreDep, name: str = Path(max_length=64),
     if r is None:
         core.store.acl_default(name)          # 404 naming the tenant first
         raise NotFound("id", f"tenant {name!r} has no ACL rule {rule_id}")
-    return {**acl_json(r), **acl_counters(live_flows(core)).get(r.id, {"packets": 0,
+    return {**acl_doc(r), **acl_counters(live_flows(core)).get(r.id, {"packets": 0,
                                                                         "bytes": 0})}
 
 
@@ -111,7 +105,7 @@ def update_acl(body: AclPatch, core: CoreDep, name: str = Path(max_length=64),
                rule_id: int = Path(ge=1, le=MAX_ACL_ID)) -> dict:
     r = core.store.update_acl(name, rule_id, **body.model_dump(exclude_unset=True))
     core.on_change()
-    return acl_json(r)
+    return acl_doc(r)
 
 
 @router.delete("/v1/tenants/{name}/acls/{rule_id}", dependencies=[Depends(writer)])

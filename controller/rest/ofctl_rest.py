@@ -27,7 +27,7 @@ from os_ken.lib import ofctl_v1_3 as ofctl
 
 from controller.core import Core
 from controller.ofmsg import OFP13
-from controller.operator import OperatorFlow
+from controller.opflows import OperatorFlow
 from controller.rest.deps import CoreDep
 from controller.rest.operator_flows import checked_operator_flows
 

@@ -11,7 +11,7 @@ from pydantic import Field
 from controller.core import Core, Switch
 from controller.model import ModelError
 from controller.ofmsg import OFP13, ofctl_match_ok
-from controller.operator import OperatorFlow, check, operator_id_of
+from controller.opflows import OperatorFlow, check, operator_id_of
 from controller.rest.deps import CoreDep, KnownSwitch, find_switch, writer
 from controller.rest.schemas import MAX_BULK, OperatorFlowIn
 from controller.store import Invalid, NotFound

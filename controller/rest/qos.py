@@ -11,6 +11,7 @@ from controller.model import MAX_METER_ID, QosRule, RateLimit
 from controller.rest.deps import CoreDep, writer
 from controller.rest.schemas import LimitIn, LimitPatch, RuleIn, RulePatch
 from controller.store import Conflict, Invalid, NotFound
+from controller.store.codec import limit_doc, rule_doc
 from cluster.hostsfile import Host, datapath_id
 
 router = APIRouter()
@@ -52,15 +53,13 @@ def _one_rate(kbps: int | None, pps: int | None, burst_kb: int | None,
 
 
 def limit_json(x: RateLimit) -> dict[str, Any]:
-    return {"id": x.id, "meter_id": x.id, "host": x.host, "port": x.port, "tenant": x.tenant,
-            "kbps": x.kbps, "burst_kb": x.burst_kb, "pps": x.pps, "burst_pkts": x.burst_pkts,
-            "unit": "pps" if x.pps is not None else "kbps"}
+    """The stored document (one renderer: store.codec) and what the API adds to it."""
+    return {**limit_doc(x), "meter_id": x.id, "unit": "pps" if x.pps is not None else "kbps"}
 
 
 def rule_json(r: QosRule) -> dict[str, Any]:
-    return {"id": r.id, "meter_id": r.id if r.kbps else None, "tenant": r.tenant,
-            "priority": r.priority, "match": dict(r.match), "kbps": r.kbps,
-            "burst_kb": r.burst_kb, "set_dscp": r.set_dscp, "queue": r.queue}
+    """The stored document (one renderer: store.codec) and what the API adds to it."""
+    return {**rule_doc(r), "meter_id": r.id if r.kbps else None}
 
 
 def queue_support(host: Host) -> dict:

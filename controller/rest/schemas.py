@@ -4,7 +4,7 @@ The bounds of values the model also checks (VNI, VLAN, rates, bursts, priorities
 DSCP, queues, L4 ports, names) are `controller.model`'s constants, so the OpenAPI
 document and the model cannot drift apart; the model checks them again on write.
 Lengths of address text, the lease ttl and operator flows' table and priority
-(checked by `controller.operator`) are the API's own."""
+(checked by `controller.opflows`) are the API's own."""
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal

@@ -5,6 +5,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Path
 
+from controller.store.codec import tenant_doc
 from controller.model import Tenant
 from controller.rest.deps import CoreDep, writer
 from controller.rest.ports import binding_json, ports_json
@@ -14,8 +15,8 @@ router = APIRouter()
 
 
 def tenant_json(t: Tenant) -> dict[str, Any]:
-    return {"name": t.name, "vni": t.vni, "vlan": t.vlan, "subnet": t.subnet,
-            "description": t.description, "builtin": t.name == "default"}
+    """The stored document (one renderer: store.codec) and what the API adds to it."""
+    return {**tenant_doc(t), "builtin": t.name == "default"}
 
 
 @router.get("/v1/tenants")

@@ -17,7 +17,7 @@ from typing import Any, Callable, TypeVar
 from controller.model import (ACCESS, ACL_DEFAULTS, DEFAULT_TENANT, DOCKER_LINK_PORT, MAX_ACL_ID,
                               MAX_METER_ID, TRUNK, VNI_MIN, AclRule, Binding, LinkEndpoint,
                               QosRule, RateLimit, Tenant, check_host, user_tenant)
-from controller.operator import MAX_OPERATOR_FLOW_ID, OperatorFlow
+from controller.opflows import MAX_OPERATOR_FLOW_ID, OperatorFlow
 import controller.store.rules as rules
 from controller.store.errors import Conflict, Invalid, NotFound, model_values
 from controller.store.export import export_model, import_into, parse_export

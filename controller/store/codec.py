@@ -10,7 +10,7 @@ from dataclasses import replace as replace_
 
 from controller.model import (ACCESS, DEFAULT_TENANT, AclRule, QosRule, RateLimit, Tenant,
                               check_name, user_tenant)
-from controller.operator import OperatorFlow
+from controller.opflows import OperatorFlow
 from controller.store.errors import Conflict, Invalid, model_values
 from controller.store.rules import valid_binding
 from controller.store.tx import BINDING_SOURCES, StoredBinding

@@ -56,7 +56,7 @@ with warnings.catch_warnings():     # futurist (etcd3gw's watch helper) probes f
     from etcd3gw.client import Etcd3Client
 
 from controller.model import DEFAULT_TENANT, AclRule, LinkEndpoint, QosRule, RateLimit, Tenant
-from controller.operator import OperatorFlow
+from controller.opflows import OperatorFlow
 from controller.store.base import StoreBase
 from controller.store.codec import (acl_doc, acl_of, binding_doc, binding_of, limit_doc,
                                     limit_of, operator_flow_doc, operator_flow_of, rule_doc,

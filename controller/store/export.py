@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from controller.model import (ACL_DEFAULTS, DEFAULT_TENANT, MAX_ACL_ID, AclRule, QosRule,
                               RateLimit, Tenant)
-from controller.operator import MAX_OPERATOR_FLOW_ID, OperatorFlow
+from controller.opflows import MAX_OPERATOR_FLOW_ID, OperatorFlow
 import controller.store.rules as rules
 from controller.store.codec import (acl_doc, acl_of, binding_doc, binding_of, limit_doc,
                                     limit_of, operator_flow_doc, operator_flow_of, rule_doc,

@@ -14,7 +14,7 @@ from pathlib import Path
 from controller.model import (ACCESS, ACL_ACTIONS, ACL_DEFAULTS, ACL_DIRECTIONS,
                               DEFAULT_TENANT, MAX_ACL_ID, MAX_ACL_PRIORITY, MAX_METER_ID, MAX_TENANT_NAME,
                               MAX_VNI, TRUNK, VLAN_MAX, VLAN_MIN)
-from controller.operator import MAX_OPERATOR_FLOW_ID, MAX_PRIORITY, MAX_TABLE_ID
+from controller.opflows import MAX_OPERATOR_FLOW_ID, MAX_PRIORITY, MAX_TABLE_ID
 from controller.store.errors import StoreFileError
 from controller.store.tx import BINDING_SOURCES, new_epoch
 

@@ -16,7 +16,7 @@ from typing import Callable, TypeVar
 
 from controller.model import (DEFAULT_TENANT, AclRule, Binding, LinkEndpoint, QosRule,
                               RateLimit, Tenant)
-from controller.operator import OperatorFlow
+from controller.opflows import OperatorFlow
 from controller.store.base import StoreBase
 from controller.store.codec import match_from_json
 from controller.store.errors import Conflict, StoreError, Unavailable

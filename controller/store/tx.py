@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from controller.model import AclRule, Binding, LinkEndpoint, QosRule, RateLimit, Tenant
-from controller.operator import OperatorFlow
+from controller.opflows import OperatorFlow
 
 
 BINDING_SOURCES = ("api", "agent")     # who made a binding: REST/weftctl, or ovs-agent attach

@@ -4,7 +4,7 @@ import pytest
 
 from controller.model import (MAX_METER_ID, MAX_VNI, VLAN_MAX, VNI_MIN, Binding, ModelError,
                               PortOwned, RateLimit, Tenant, check_bindable_port, user_tenant)
-from controller.operator import MAX_TABLE_ID, OperatorFlow
+from controller.opflows import MAX_TABLE_ID, OperatorFlow
 from controller.store.errors import Conflict, Invalid, model_values
 
 

@@ -12,7 +12,7 @@ from controller.rest.app import create_app
 from controller.core import Core
 from controller.flows import COOKIE_ISOLATION, SwitchState, diff, flow
 from controller.model import ModelError
-from controller.operator import OperatorFlow, check, operator_cookie, reconcile
+from controller.opflows import OperatorFlow, check, operator_cookie, reconcile
 from controller.store import SCHEMA_VERSION, Store
 from cluster.hostsfile import parse
 from tests.unit.test_api import HOSTS, TOKEN

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from controller import app as weft_app
 from controller.rest.app import create_app
-from controller.operator import operator_cookie
+from controller.opflows import operator_cookie
 from tests.unit.test_controller_loop import controller, wait  # noqa: F401  (the fixture)
 
 

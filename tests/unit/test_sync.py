@@ -17,10 +17,10 @@ from os_ken.ofproto import ofproto_v1_3_parser as ofpp
 from controller import ofmsg
 from controller.flows import COOKIE_STAMP, SwitchState, feature_of
 from controller.model import DEFAULT_TENANT, Binding, RateLimit, Tenant, Topology
-from controller.operator import OperatorFlow
+from controller.opflows import OperatorFlow
 from controller.pipeline import learned_cookie
 from controller.sync import BACKOFF, IN_SYNC, MASTER, READING, REFUSED, SENDING, SLAVE, \
-    STAMP_TABLE, TRACKING, Model, SyncEngine, digest_flow, stamp_flow
+    STAMP_TABLE, TRACKING, ModelSnapshot, SyncEngine, digest_flow, stamp_flow
 from tests.fakeoftable import FakeOFTable, FakeSwitchError, parse_wire
 
 H1, H2 = 0x11, 0x12
@@ -37,8 +37,8 @@ def topo(*extra: Binding, tenants=(RED, BLUE), limits=()) -> Topology:
 
 
 def model(version: int, t: Topology | None = None, epoch: str = "epoch-a",
-          operator: dict | None = None) -> Model:
-    return Model(version, t or topo(), TUNNELS, operator or {}, epoch)
+          operator: dict | None = None) -> ModelSnapshot:
+    return ModelSnapshot(version, t or topo(), TUNNELS, operator or {}, epoch)
 
 
 def mods(msgs: list) -> list:
@@ -49,7 +49,7 @@ def mods(msgs: list) -> list:
 class Rig:
     """Engine plus fake switches; ``deliver`` runs messages until the switch is quiet."""
 
-    def __init__(self, m: Model | None = None, switches: dict | None = None, **kw) -> None:
+    def __init__(self, m: ModelSnapshot | None = None, switches: dict | None = None, **kw) -> None:
         self.engine = SyncEngine({H1: "h1", H2: "h2"}, **kw)
         self.engine.model = m or model(1)
         self.switches = switches or {d: FakeOFTable(ports=PORTS[d]) for d in (H1, H2)}
@@ -415,12 +415,12 @@ def test_members_follow_the_model_a_new_host_is_programmed_a_gone_one_left_alone
     rig.connect(H1)
     rig.connect(H2)
     assert rig.phase(H2) == "idle" and mods(rig.sent[H2]) == []
-    joined = Model(2, topo(), TUNNELS, {}, "epoch-a", {H1: "h1", H2: "h2"})
+    joined = ModelSnapshot(2, topo(), TUNNELS, {}, "epoch-a", {H1: "h1", H2: "h2"})
     rig.each(rig.engine.set_model(joined, rig.now))
     assert rig.phase(H2) == IN_SYNC and mods(rig.sent[H2])
     assert rig.switches[H2].state.flows == rig.engine.switches[H2].desired().flows
     n = len(rig.sent[H2])
-    left = Model(3, topo(), TUNNELS, {}, "epoch-a", {H1: "h1"})
+    left = ModelSnapshot(3, topo(), TUNNELS, {}, "epoch-a", {H1: "h1"})
     rig.each(rig.engine.set_model(left, rig.now))
     assert rig.phase(H2) == "idle" and rig.sent[H2][n:] == []
     assert rig.engine.views[H2].host is None

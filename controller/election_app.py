@@ -1,4 +1,4 @@
-"""`controller.ha`: the os-ken app that makes this weft-manager one of several.
+"""`controller.election_app`: the os-ken app that makes this weft-manager one of several.
 
 It campaigns for master on etcd (`controller.election`) and tells the OpenFlow
 app its role: ``WeftController.set_role(role, generation_id)`` sends the
@@ -59,7 +59,7 @@ class WeftHA(app_manager.OSKenApp):
             return thread
         ctl = app_manager.lookup_service_brick(CONTROLLER_APP)
         if ctl is None:
-            raise RuntimeError("controller.ha needs controller.app in the same weft-manager")
+            raise RuntimeError("controller.election_app needs controller.app in the same weft-manager")
 
         def on_change(role: Role) -> None:
             ctl.set_role(role.role, role.generation)
