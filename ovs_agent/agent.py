@@ -241,7 +241,7 @@ class Agent:
             self.afxdp_refused |= frozenset(refused)
             self._wake.set()
 
-    def _report_attachments(self, api) -> None:
+    def _report_attachments(self, api, ask_docker: bool = True) -> None:
         """Tell the controller which containers are plugged here (it binds them).
 
         One reporter per host, serialised: each report is the whole list as OVSDB
@@ -249,12 +249,17 @@ class Agent:
         the list changed, when the controller is another instance or has another store
         than the one that acknowledged the last report, after a failed report, and
         every minute (`ovs_agent.reporting`).
+
+        `ask_docker` False: docker0's containers as dockerd last listed them.  A port
+        the Docker plugin just plugged is reported at once: asking dockerd first would
+        wait on the very `docker run` that is plugging it (seen: 2.5 s instead of 0.4).
         """
         if not self.cluster.api:
             return
         import httpx            # lazily, as attach does: not on the agent's start-up path
         with self._report_lock:
-            current = attach.attachments(api) + self._docker0_containers()
+            docker0 = self._docker0_containers() if ask_docker else self._docker0
+            current = attach.attachments(api) + docker0
             urls = self.cluster.apis or (self.cluster.api,)
             identity = attach.controller_identity(urls[self._api_index % len(urls)])
             why = reason_to_send(self._report, current, identity, time.monotonic())
@@ -299,11 +304,15 @@ class Agent:
         """Report as soon as a container port comes or goes (`ovs-agent attach`, the
         Docker plugin), and look at the controller every `interval` seconds: a new
         controller instance or store epoch gets the whole list again."""
+        asked = 0.0
         while True:
-            self._attached.wait(self.interval)
+            plugged = self._attached.wait(self.interval)
             self._attached.clear()
+            now = time.monotonic()
+            ask = not plugged or now - asked >= self.interval   # dockerd: each interval
+            asked = now if ask else asked
             try:
-                self._report_attachments(api)
+                self._report_attachments(api, ask_docker=ask)
             except Exception as exc:        # OVS restarting: the next round retries
                 LOG.warning("reporting attachments failed: %s", exc)
 
