@@ -96,6 +96,13 @@ def wait_etcd(topo: Topology, timeout: float = 30) -> None:
     raise LabError(f"etcd did not come up; see {state_dir(topo.name)}/etcd-*.log")
 
 
+# The controllers' election lease in HA labs.  It must stay well above etcd's own leader
+# election (docs/failures.md): here that took up to ~2 s under load (writes stalled
+# 2.06 s in CI), and with 3 s the master lost its lease to an etcd leader kill in 2 of 2
+# full runs (standalone: 0 of 3).
+ELECTION_TTL = 5.0
+
+
 def start_controller(topo: Topology, *extra: str,
                      instances: range | None = None) -> list[int]:
     """weft-manager instance k+1 on the k-th controller address; several campaign for
@@ -108,7 +115,8 @@ def start_controller(topo: Topology, *extra: str,
         n, ip = k + 1, topo.controller_ips()[k]
         suffix = "" if n == 1 else f"-{n}"
         # on etcd: the shared store, and an election among the instances
-        store = ["--store", etcd_url(topo), "--weft-node-name", f"ctl{n}"] if topo.etcd else []
+        store = ["--store", etcd_url(topo), "--weft-node-name", f"ctl{n}",
+                 "--weft-election-ttl", f"{ELECTION_TTL:g}"] if topo.etcd else []
         pid = keeper.request(sd, {
             "op": "spawn", "ns": ns_name(topo.name, CTL), "env": {"WEFT_API_TOKEN": token},
             "log": str(sd / f"weft-manager{suffix}.log"),

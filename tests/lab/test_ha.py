@@ -19,7 +19,7 @@ from weft_lab import failover
 from weft_lab.topology import load
 from weft_lab.traffic import pinging
 
-LEASE_TTL = 3.0
+LEASE_TTL = C.ELECTION_TTL
 
 
 @pytest.fixture(scope="module")
