@@ -49,7 +49,8 @@ __all__ = [
     "MAX_DESCRIPTION", "check_name", "check_host", "check_text", "check_bindable_port",
     "AclRule", "ACL_ACTIONS", "ACL_DIRECTIONS", "ACL_DEFAULTS", "MAX_ACL_PRIORITY",
     "MAX_ACL_ZONE_VNI", "MAX_ACL_ID", "VNI_MIN", "VLAN_MIN", "VLAN_MAX", "MAX_SUBNET_LEN",
-    "PortOwned", "user_tenant",
+    "PortOwned", "user_tenant", "Route", "first_host", "gateway_mac", "next_hop_mac",
+    "gateway_port_mac", "gateway_port", "RESERVED_MAC_PREFIXES", "GATEWAY_PORT_PREFIX",
 ]
 
 ACCESS = "access"
@@ -68,7 +69,7 @@ PORT_NAME_PATTERN = r"[A-Za-z0-9_.:-]{1,15}"       # an OVS port / Linux interfa
 MAC_PATTERN = r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}"
 MAX_DESCRIPTION = 1024
 # ports the agent creates on br0: tunnels (vx-PEER, gr-PEER), the docker0 link
-AGENT_PORT_PREFIXES = ("vx-", "gr-")
+AGENT_PORT_PREFIXES = ("vx-", "gr-", "wx-")   # tunnels; tenants' gateway ports
 _MAC_RE = re.compile(MAC_PATTERN.lower())
 
 
@@ -147,13 +148,24 @@ def check_bindable_port(host: Any, port: Any) -> None:
 
 @dataclass(frozen=True)
 class Tenant:
-    """An isolated L2 segment spanning hosts; the VNI is its identity on the wire."""
+    """An isolated L2 segment spanning hosts; the VNI is its identity on the wire.
+
+    A row without ``domain`` is a *tenant* (the isolation and routing domain, like a
+    VRF) and at once its *default network* (same name and VNI). A row with ``domain``
+    is a further *network* of that tenant: its own segment, VNI, VLAN and subnet. The
+    tenant routes between its networks (``gateway``: the anycast gateway address, the
+    same on every host) and, with ``egress``, to the outside; never between tenants.
+    The tenant's VNI is its id (metadata domain bits, conntrack zone, gateway port).
+    """
 
     name: str
     vni: int
     vlan: int | None = None          # 802.1Q id used on trunk ports
     subnet: str | None = None
     description: str = ""
+    domain: str | None = None        # the tenant this network belongs to; None: a tenant
+    gateway: str | None = None       # IPv4 address in ``subnet`` routed for its ports
+    egress: bool = False             # reach outside the cluster, NATed by the host
 
     def __post_init__(self) -> None:
         check_name(self.name, "name", TENANT_NAME_PATTERN, "tenant name")
@@ -162,6 +174,114 @@ class Tenant:
             _int_in(self.vlan, VLAN_MIN, VLAN_MAX, "vlan")
         _int_in(self.vni, 1, MAX_VNI, "vni")
         check_text(self.description, "description")
+        if self.domain is not None:
+            check_name(self.domain, "tenant", TENANT_NAME_PATTERN, "tenant name")
+            if self.domain == self.name:
+                raise ModelError("tenant", f"network {self.name!r} cannot be its own tenant")
+        object.__setattr__(self, "gateway", _gateway(self.gateway, self.subnet, self.name))
+        if not isinstance(self.egress, bool):
+            raise ModelError("egress", f"egress must be true or false, not {self.egress!r}")
+        if self.egress and self.gateway is None:
+            raise ModelError("egress", f"network {self.name!r}: egress needs a gateway")
+
+    @property
+    def tenant(self) -> str:
+        """The tenant (routing domain) this segment belongs to: ``domain`` or itself."""
+        return self.domain or self.name
+
+    @property
+    def is_tenant(self) -> bool:
+        return self.domain is None
+
+
+def _gateway(gateway: Any, subnet: str | None, name: str) -> str | None:
+    """A network's gateway: an IPv4 host address of its subnet (a /30 or shorter)."""
+    if gateway in (None, ""):
+        return None
+    where = f"network {name!r}: gateway"
+    if subnet is None:
+        raise ModelError("gateway", f"{where} needs a subnet")
+    net = ipaddress.ip_network(subnet)
+    if net.version != 4 or net.prefixlen > 30:
+        raise ModelError("gateway", f"{where} needs an IPv4 subnet of /30 or shorter, "
+                                    f"not {subnet}")
+    try:
+        addr = ipaddress.IPv4Address(gateway.strip() if isinstance(gateway, str) else gateway)
+    except ValueError:
+        raise ModelError("gateway", f"{where} {gateway!r} is not an IPv4 address") from None
+    if addr not in net or addr in (net.network_address, net.broadcast_address):
+        raise ModelError("gateway", f"{where} {addr} is not a host address of {subnet}")
+    return str(addr)
+
+
+def first_host(subnet: str | None) -> str | None:
+    """The default gateway of a subnet: its first host address (None: no subnet, IPv6,
+    or too small to route)."""
+    if subnet is None:
+        return None
+    net = ipaddress.ip_network(subnet)
+    if net.version != 4 or net.prefixlen > 30:
+        return None
+    return str(net.network_address + 1)
+
+
+# Reserved MACs (locally administered 0a:77:6x): derived from ids, so no port or MAC
+# has to be reported to the controller. No binding may use them.
+GATEWAY_MAC_PREFIX = "0a:77:66"        # + the network's VNI: its anycast gateway MAC
+NEXT_HOP_MAC_PREFIX = "0a:77:67"       # + tenant id: the kernel's next hop on wx-<id>
+GATEWAY_PORT_MAC_PREFIX = "0a:77:68"   # + tenant id: the gateway port's own MAC
+RESERVED_MAC_PREFIXES = (GATEWAY_MAC_PREFIX, NEXT_HOP_MAC_PREFIX, GATEWAY_PORT_MAC_PREFIX)
+GATEWAY_PORT_PREFIX = "wx-"            # wx-<tenant id>: a tenant's door to the host stack
+
+
+def _mac24(prefix: str, value: int) -> str:
+    return f"{prefix}:{value >> 16 & 0xff:02x}:{value >> 8 & 0xff:02x}:{value & 0xff:02x}"
+
+
+def gateway_mac(vni: int) -> str:
+    """The anycast MAC of the gateway of the network with VNI ``vni``."""
+    return _mac24(GATEWAY_MAC_PREFIX, vni)
+
+
+def next_hop_mac(tenant_id: int) -> str:
+    return _mac24(NEXT_HOP_MAC_PREFIX, tenant_id)
+
+
+def gateway_port_mac(tenant_id: int) -> str:
+    return _mac24(GATEWAY_PORT_MAC_PREFIX, tenant_id)
+
+
+def gateway_port(tenant_id: int) -> str:
+    return f"{GATEWAY_PORT_PREFIX}{tenant_id}"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A tenant's static route: ``prefix`` via ``via``, a host address in one of the
+    tenant's gateway networks (a bound port's address, or one given ``mac``)."""
+
+    tenant: str
+    prefix: str
+    via: str
+    mac: str | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.tenant, "tenant", TENANT_NAME_PATTERN, "tenant name")
+        object.__setattr__(self, "prefix", _ipv4_net(self.prefix, "route prefix", "prefix")
+                           if "/" in str(self.prefix) else
+                           _ipv4_net(f"{self.prefix}/32", "route prefix", "prefix"))
+        try:
+            via = ipaddress.IPv4Address(self.via.strip() if isinstance(self.via, str) else "")
+        except ValueError:
+            raise ModelError("via", f"route {self.prefix}: via {self.via!r} is not an IPv4 "
+                                    "address") from None
+        object.__setattr__(self, "via", str(via))
+        if self.mac is not None:
+            object.__setattr__(self, "mac", _unicast_mac(self.mac, "route mac", "mac"))
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.prefix if "/" in self.prefix else f"{self.prefix}/32")
 
 
 def _subnet(subnet: Any) -> str | None:
@@ -177,11 +297,12 @@ def _subnet(subnet: Any) -> str | None:
 
 
 def user_tenant(name: Any, vni: Any, vlan: Any = None, subnet: Any = None,
-                description: Any = "") -> Tenant:
-    """A tenant a user asks for (REST, an import): a Tenant whose VNI is at least
+                description: Any = "", domain: Any = None, gateway: Any = None,
+                egress: Any = False) -> Tenant:
+    """A tenant or network a user asks for (REST, an import): its VNI is at least
     VNI_MIN, so the built-in default and any VNI below stay out of users' reach."""
     _int_in(vni, VNI_MIN, MAX_VNI, "vni")
-    return Tenant(name, vni, vlan, subnet, description)
+    return Tenant(name, vni, vlan, subnet, description, domain, gateway, egress)
 
 
 DEFAULT_TENANT = Tenant(
@@ -261,6 +382,10 @@ class Binding:
             if int(mac[:2], 16) & 1:
                 raise ModelError("mac", f"{where}: mac {mac} is multicast, not a unicast MAC")
             object.__setattr__(self, "mac", mac)  # normalise: flows compare lowercase MACs
+        for owned in (self.mac, *(m for _, m in self.allowed_address_pairs)):
+            if owned is not None and owned.startswith(RESERVED_MAC_PREFIXES):
+                raise ModelError("mac", f"{where}: mac {owned} is reserved for weft's gateways "
+                                        f"({', '.join(p + ':*' for p in RESERVED_MAC_PREFIXES)})")
 
     def _normalise_addresses(self, where: str) -> None:
         if isinstance(self.ips, str):
@@ -625,9 +750,11 @@ class Topology:
     acls: tuple[AclRule, ...] = field(default=(), kw_only=True)
     acl_deny: frozenset[str] = field(default=frozenset(), kw_only=True)
     endpoints: tuple[LinkEndpoint, ...] = field(default=(), kw_only=True)
+    routes: tuple[Route, ...] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "endpoints", tuple(self.endpoints))
+        object.__setattr__(self, "routes", tuple(self.routes))
         if not all(isinstance(e, LinkEndpoint) for e in self.endpoints):
             raise ValueError("endpoints holds something that is not a LinkEndpoint")
         _unique([e.mac for e in self.endpoints], "docker0 endpoint mac")
@@ -654,17 +781,72 @@ class Topology:
                                  "belongs to the default tenant")
         _unique([(b.host, b.port) for b in self.bindings], "binding of port")
         _unique([(b.tenant, b.mac) for b in self.bindings if b.mac], "mac in tenant")
+        self._check_networks(by_name)
         self._check_qos(by_name)
         self._check_acls(by_name)
+
+    def _check_networks(self, by_name: Mapping[str, Tenant]) -> None:
+        for n in self.all_tenants:
+            if n.domain is None:
+                continue
+            owner = by_name.get(n.domain)
+            if owner is None or owner.domain is not None:
+                raise ValueError(f"network {n.name!r}: unknown tenant {n.domain!r}")
+            if owner.name == DEFAULT_TENANT.name:
+                raise ValueError(f"network {n.name!r}: the default tenant has no networks")
+        for n in self.all_tenants:
+            if n.gateway is not None and by_name[n.tenant].vni > MAX_ACL_ZONE_VNI:
+                raise ValueError(f"network {n.name!r}: a gateway needs its tenant's VNI <= "
+                                 f"{MAX_ACL_ZONE_VNI} (the tenant id, a conntrack zone)")
+        seen = set()
+        for r in self.routes:
+            if not isinstance(r, Route):
+                raise ValueError(f"routes holds {r!r}, not a Route")
+            t = by_name.get(r.tenant)
+            if t is None or t.domain is not None:
+                raise ValueError(f"route {r.prefix}: unknown tenant {r.tenant!r}")
+            if (r.tenant, r.prefix) in seen:
+                raise ValueError(f"duplicate route {r.prefix} of tenant {r.tenant!r}")
+            seen.add((r.tenant, r.prefix))
+            if self.network_of_address(r.tenant, r.via) is None:
+                raise ValueError(f"route {r.prefix} of {r.tenant!r}: via {r.via} is in none "
+                                 "of the tenant's networks with a gateway")
+
+    def networks_of(self, tenant: str) -> tuple[Tenant, ...]:
+        """The networks of tenant ``tenant``: its default network first."""
+        return self._networks_by_tenant.get(tenant, ())
+
+    @cached_property
+    def _networks_by_tenant(self) -> dict[str, tuple[Tenant, ...]]:
+        out: dict[str, list[Tenant]] = {}
+        for n in sorted(self.all_tenants, key=lambda n: n.domain is not None):
+            out.setdefault(n.tenant, []).append(n)
+        return {t: tuple(ns) for t, ns in out.items()}
+
+    def network_of_address(self, tenant: str, address: str) -> Tenant | None:
+        """The gateway network of ``tenant`` whose subnet holds ``address`` (the
+        gateway itself excluded), or None."""
+        addr = ipaddress.IPv4Address(address)
+        for n in self.networks_of(tenant):
+            if n.gateway is not None and n.subnet is not None \
+                    and addr in ipaddress.ip_network(n.subnet) and str(addr) != n.gateway:
+                return n
+        return None
+
+    @property
+    def routing_tenants(self) -> tuple[Tenant, ...]:
+        """Tenants with at least one network with a gateway: they route."""
+        return tuple(t for t in self.all_tenants if t.domain is None
+                     and any(n.gateway for n in self.networks_of(t.name)))
 
     def _check_acls(self, tenants: Mapping[str, Tenant]) -> None:
         for r in self.acls:
             if not isinstance(r, AclRule):
                 raise ValueError(f"acls holds {r!r}, not an AclRule")
-            if r.tenant not in tenants:
+            if r.tenant not in tenants or tenants[r.tenant].domain is not None:
                 raise ValueError(f"ACL rule {r.id}: unknown tenant {r.tenant!r}")
         for name in self.acl_deny:
-            if name not in tenants:
+            if name not in tenants or tenants[name].domain is not None:
                 raise ValueError(f"default-deny policy of unknown tenant {name!r}")
         for name in self.acl_tenants:
             if tenants[name].vni > MAX_ACL_ZONE_VNI:
@@ -682,12 +864,13 @@ class Topology:
         for x in self.limits:
             if not isinstance(x, RateLimit):
                 raise ValueError(f"limits holds {x!r}, not a RateLimit")
-            if x.tenant is not None and x.tenant not in tenants:
+            if x.tenant is not None and (x.tenant not in tenants
+                                         or tenants[x.tenant].domain is not None):
                 raise ValueError(f"rate limit {x.id}: unknown tenant {x.tenant!r}")
         for r in self.rules:
             if not isinstance(r, QosRule):
                 raise ValueError(f"rules holds {r!r}, not a QosRule")
-            if r.tenant not in tenants:
+            if r.tenant not in tenants or tenants[r.tenant].domain is not None:
                 raise ValueError(f"QoS rule {r.id}: unknown tenant {r.tenant!r}")
         _unique([x.id for x in self.limits] + [r.id for r in self.rules],
                 "meter id (QoS limit/rule id)")
