@@ -138,8 +138,9 @@ def test_the_router_and_the_routes(lab):
         assert route.split()[:5] == ["default", "via", "192.168.50.254", "dev", "br-phy"], route
     st = L.status(lab.name)
     assert st["wan"]["up"] and [e["name"] for e in st["external"]] == ["ext", "lan"]
-    assert any("weft_lab.outside" in p for p in st["external"][0]["processes"])
-    assert any("iperf3" in p for p in st["external"][0]["processes"])
+    pids = json.loads((N.state_dir(lab.name) / "pids.json").read_text())
+    running = {int(p.split()[0]) for p in st["external"][0]["processes"]}
+    assert {pids["outside-ext-servers"], pids["outside-ext-iperf3-5201"]} <= running
 
 
 def test_hosts_reach_the_servers_and_are_seen_by_their_underlay_address(lab):
