@@ -581,7 +581,8 @@ def _procs(ns: str) -> list[str]:
     for pid in netns_pids(ns):
         try:
             comm = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            procs.append(f"{pid} {' '.join(p.decode() for p in comm[:2])}")
+            words = comm[:3] if comm[1:2] == [b"-m"] else comm[:2]    # python -m MODULE
+            procs.append(f"{pid} {' '.join(p.decode() for p in words)}")
         except OSError:
             pass
     return procs
