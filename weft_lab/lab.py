@@ -481,8 +481,8 @@ def down(lab: str) -> float:
     t0 = time.monotonic()
     spaces = [n for n in netns_list() if n.startswith(lab + ".")]
     ctl = ns_name(lab, CTL)
-    # The processes the lab recorded (the outside world's servers), if still in one of
-    # its namespaces (a pid of a crashed lab may belong to someone else by now).
+    # The outside world's servers by their recorded pids, if still in one of the lab's
+    # namespaces (a pid of a crashed lab may belong to someone else by now).
     _kill_pids(_recorded_pids(lab, spaces))
     # Daemons first and the keeper (in ctl) last, so the keeper reaps them all.
     _kill_all([n for n in spaces if n != ctl])
@@ -496,10 +496,12 @@ def down(lab: str) -> float:
 
 
 def _recorded_pids(lab: str, spaces: list[str]) -> set[int]:
-    """Pids in the lab's pids.json whose network namespace is still one of the lab's."""
+    """The outside world's pids in the lab's pids.json whose network namespace is still
+    one of the lab's (controllers and etcd members are TERMed first by `_kill_all`)."""
     try:
-        pids = json.loads((state_dir(lab) / "pids.json").read_text()).values()
-    except (OSError, ValueError):
+        recorded = json.loads((state_dir(lab) / "pids.json").read_text())
+        pids = [pid for name, pid in recorded.items() if name.startswith("outside-")]
+    except (OSError, ValueError, AttributeError):
         return set()
     inodes = set()
     for ns in spaces:
