@@ -9,13 +9,14 @@ from pydantic import Field
 from controller.core import Core
 from controller.model import Binding
 from controller.rest.deps import CoreDep, writer
-from controller.rest.schemas import MAX_BULK, PortIn, PortSpec
+from controller.rest.schemas import MAX_BULK, PortIn, PortSpec, segment
 from controller.store import Conflict
 
 router = APIRouter()
 
 
 def binding_json(b: Binding, source: str) -> dict[str, Any]:
+    """``tenant``: the segment (a network, or a tenant's default network), as bound."""
     return {"host": b.host, "port": b.port, "tenant": b.tenant, "mode": b.mode, "mac": b.mac,
             "trunk": list(b.trunk), "source": source, "ips": list(b.ips),
             "allowed_address_pairs": [{"ip_address": ip, "mac_address": mac}
@@ -49,8 +50,8 @@ def list_ports(core: CoreDep, host: str | None = None, tenant: str | None = None
 @router.post("/v1/ports", status_code=201, dependencies=[Depends(writer)])
 def bind(body: PortIn, core: CoreDep) -> dict:
     _not_reserved(core, body.host, body.port)
-    b = core.store.bind(body.host, body.port, body.tenant, body.mode, body.mac,
-                        trunk=tuple(body.trunk), **_addresses(body))
+    b = core.store.bind(body.host, body.port, segment(body.tenant, body.network), body.mode,
+                        body.mac, trunk=tuple(body.trunk), **_addresses(body))
     core.on_change()
     return binding_json(b, "api")
 
@@ -59,7 +60,7 @@ def bind(body: PortIn, core: CoreDep) -> dict:
 def rebind(host: str, port: str, body: PortSpec, core: CoreDep) -> dict:
     """Change a bound port in place (e.g. access <-> trunk): only its flows change."""
     _not_reserved(core, host, port)
-    b = core.store.bind(host, port, body.tenant, body.mode, body.mac,
+    b = core.store.bind(host, port, segment(body.tenant, body.network), body.mode, body.mac,
                         trunk=tuple(body.trunk), replace=True, **_addresses(body))
     core.on_change()
     return binding_json(b, "api")
@@ -70,7 +71,8 @@ def bind_many(body: Annotated[list[PortIn], Field(max_length=MAX_BULK)], core: C
     """Bind many ports in one transaction: all or nothing."""
     for b in body:
         _not_reserved(core, b.host, b.port)
-    n = core.store.bind_many([b.model_dump() for b in body])
+    n = core.store.bind_many([{**b.model_dump(), "tenant": segment(b.tenant, b.network, f"{i}.")}
+                              for i, b in enumerate(body)])
     core.on_change()
     return {"bound": n}
 

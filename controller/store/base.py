@@ -368,8 +368,8 @@ class StoreBase(ABC):
         def delete(tx: ModelTx) -> int:
             net = rules.get_network(tx, name)
             if net.domain is None:
-                raise Conflict("name", f"{name!r} is tenant {name!r}'s default network: "
-                                       "delete the tenant instead")
+                raise Conflict("name", f"network {name!r} is the default network of tenant "
+                                       f"{name!r}: delete the tenant instead")
             vias = rules.route_vias_in(tx, net)
             if vias:
                 raise Conflict("name", f"network {name!r} holds the next hop of routes "
