@@ -146,8 +146,8 @@ def check_route(tx: ModelTx, r: Route, need_mac: bool = True) -> None:
                  and addr in ipaddress.ip_network(n.subnet)), None)
     if home is None:
         subnets = ", ".join(sorted(n.subnet for n in nets if n.gateway and n.subnet))
-        raise Invalid("via", f"via {r.via} is in none of tenant {t.name!r}'s networks with a "
-                             f"gateway ({subnets or 'it has none'})")
+        raise Invalid("via", f"via {r.via} is in none of the networks with a gateway of "
+                             f"tenant {t.name!r} ({subnets or 'it has none'})")
     if r.mac is not None:
         if r.mac.startswith(RESERVED_MAC_PREFIXES):
             raise Invalid("mac", f"mac {r.mac} is reserved for weft's gateways")
