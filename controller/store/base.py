@@ -18,7 +18,7 @@ from typing import Any, Callable, Final, TypeVar
 from controller.model import (ACCESS, ACL_DEFAULTS, DEFAULT_TENANT, DOCKER_LINK_PORT, MAX_ACL_ID,
                               MAX_METER_ID, TRUNK, VNI_MIN, AclRule, Binding, LinkEndpoint,
                               ModelError, QosRule, RateLimit, Route, Tenant, check_host,
-                              user_tenant)
+                              check_name, user_tenant)
 from controller.opflows import MAX_OPERATOR_FLOW_ID, OperatorFlow
 import controller.store.rules as rules
 from controller.store.errors import Conflict, Invalid, NotFound, model_values
@@ -258,7 +258,7 @@ class StoreBase(ABC):
         """A further network of ``tenant``: its own segment (VNI, VLAN, subnet); names,
         VNIs and VLANs are unique across tenants and networks."""
         with model_values("tenant"):
-            user_tenant(tenant, VNI_MIN)
+            check_name(tenant, "tenant", what="tenant name")
         return self._create_row(name, tenant, vni, vlan, subnet, description, gateway, egress)
 
     def _create_row(self, name: str, domain: str | None, vni: int | None, vlan: int | None,

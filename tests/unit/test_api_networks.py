@@ -1,5 +1,5 @@
 """REST and weftctl for networks inside tenants, static routes and the agents' gateway
-list (issue 22 item 1, docs/api.md "Networks and routes"): on both backends, every
+list (issue 22 item 1, docs/controller.md "Networks and routes"): on both backends, every
 refusal is a 4xx naming its field and changes nothing."""
 from __future__ import annotations
 

@@ -296,6 +296,10 @@ REFUSALS = [
     # (what, the call, the error, its field, words of the message)
     ("an unknown tenant", lambda s: s.create_network("n1", "ghost"), NotFound, "tenant",
      "no tenant 'ghost'"),
+    ("a bad tenant name", lambda s: s.create_network("n1", "Red\n"), Invalid, "tenant",
+     "not a valid tenant name"),
+    ("a bad network name", lambda s: s.create_network("N1", "red"), Invalid, "name",
+     "not a valid tenant name"),
     ("a network as tenant", lambda s: s.create_network("n1", "red-db"), NotFound, "tenant",
      "network of tenant 'red'"),
     ("the default tenant", lambda s: s.create_network("n1", "default"), Conflict, "tenant",
