@@ -148,6 +148,10 @@ def check_route(tx: ModelTx, r: Route, need_mac: bool = True) -> None:
         subnets = ", ".join(sorted(n.subnet for n in nets if n.gateway and n.subnet))
         raise Invalid("via", f"via {r.via} is in none of the networks with a gateway of "
                              f"tenant {t.name!r} ({subnets or 'it has none'})")
+    net = ipaddress.ip_network(home.subnet or "")
+    if addr in (net.network_address, net.broadcast_address):
+        raise Invalid("via", f"via {r.via} is not a host address of {home.subnet} "
+                             f"(network {home.name!r})")
     if r.mac is not None:
         if r.mac.startswith(RESERVED_MAC_PREFIXES):
             raise Invalid("mac", f"mac {r.mac} is reserved for weft's gateways")

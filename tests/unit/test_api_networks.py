@@ -103,6 +103,8 @@ def test_networks_crud_ports_and_the_network_synonym(api, core):
     _ok(api.put("/v1/hosts/h3/attachments", json=[
         {"port": "c1", "network": "red", "mac": "02:00:00:00:00:07", "ips": ["10.10.1.7"]}]))
     assert [p["port"] for p in _ok(api.get("/v1/networks/red-lab/ports"))] == ["b0", "b1", "b2"]
+    assert [p["port"] for p in _ok(api.get("/v1/ports", params={"network": "red-lab"}))] == \
+        ["b0", "b1", "b2"]
     shown = _ok(api.get("/v1/networks/red-db"))
     assert [p["port"] for p in shown["ports"]] == ["p1"] and shown["tenant"] == "red"
     assert _ok(api.get("/v1/networks/default"))["builtin"] is True
@@ -197,7 +199,10 @@ BAD = [
     ("delete", "/v1/tenants/red/routes", {}, 422, "prefix"),
     ("post", "/v1/ports", {"host": "h1", "port": "p9", "tenant": "red", "network": "red-db"},
      422, "network"),
-    ("post", "/v1/ports", {"host": "h1", "port": "p9", "network": "ghost"}, 404, "tenant"),
+    ("post", "/v1/ports", {"host": "h1", "port": "p9", "network": "ghost"}, 404, "network"),
+    ("post", "/v1/ports", {"host": "h1", "port": "p9", "tenant": "ghost"}, 404, "tenant"),
+    ("put", "/v1/ports/h1/p1", {"network": "ghost"}, 404, "network"),
+    ("get", "/v1/ports", {"tenant": "red", "network": "red-db"}, 422, "network"),
     ("post", "/v1/ports/bulk", [{"host": "h1", "port": "p8", "network": "red"},
                                 {"host": "h1", "port": "p9", "network": "red",
                                  "tenant": "red-db"}], 422, "1.network"),
