@@ -9,17 +9,26 @@ from pathlib import Path
 
 import pytest
 
-from ovs_agent.dockerplugin import GATEWAY_REQUEST, GENERIC, Plugin, endpoint_mac, host_slice
-from ovs_agent.pluginserver import _Server, make_handler
+from ovs_agent.dockerplugin import (GATEWAY_REQUEST, GENERIC, Plugin, Segment, endpoint_mac,
+                                    host_slice)
+from ovs_agent.pluginserver import _Server, make_handler, reserve_port
 
 
 class FakeDataplane:
+    """The host, faked but for published ports' sockets: those are real (bound, never
+    listening), so conflicts with the machine's own sockets are real too."""
+
     def __init__(self, tenants=("red", "blue")) -> None:
         self.store: dict[str, str] = {}
         self.ports: dict[str, dict] = {}
-        self.tenants = set(tenants)
+        # what the controller says: tenants (default networks, no gateway) by name
+        self.segments: dict[str, Segment] = {
+            t: Segment(t, True, t, 1000 + i) for i, t in enumerate(tenants)}
+        self.controller_up = True
         self.fail_save = False
         self.names: dict[str, str] = {}      # what Docker would say a network is called
+        self.containers: dict[str, str] = {}     # endpoint id -> container name (Docker)
+        self.nat: list[tuple[bool, list]] = []    # publish calls: (add, records)
 
     def load(self):
         return dict(self.store)
@@ -38,11 +47,22 @@ class FakeDataplane:
     def unplug(self, port):
         self.ports.pop(port, None)
 
-    def tenant_exists(self, tenant):
-        return tenant in self.tenants
+    def segment(self, name):
+        if not self.controller_up:
+            return None
+        return self.segments.get(name, Segment(name, exists=False))
 
     def network_name(self, network_id):
         return self.names.get(network_id)
+
+    def container_name(self, network_id, endpoint_id):
+        return self.containers.get(endpoint_id)
+
+    def reserve(self, proto, host_ip, port):
+        return reserve_port(proto, host_ip, port)
+
+    def publish(self, records, add):
+        self.nat.append((add, list(records)))
 
 
 def plugin(dp=None, index=0, count=1) -> Plugin:
@@ -63,15 +83,16 @@ def error(p: Plugin, name: str, **req) -> str:
 
 
 def network(p: Plugin, nid: str, tenant: str, subnet="10.10.0.0/24", ip_range="",
-            **opts: str) -> str:
-    """What `docker network create -d weft --ipam-driver weft -o tenant=T --subnet S` does
-    (``opts``: more ``-o`` options)."""
+            gateway="", **opts: str) -> str:
+    """What `docker network create -d weft --ipam-driver weft -o tenant=T --subnet S
+    [--gateway G]` does (``opts``: more ``-o`` options; tenant "": none)."""
     pool = call(p, "IpamDriver.RequestPool", AddressSpace="weft", Pool=subnet,
                 SubPool=ip_range, Options={}, V6=False)["PoolID"]
-    gw = call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="",
+    gw = call(p, "IpamDriver.RequestAddress", PoolID=pool, Address=gateway,
               Options={"RequestAddressType": GATEWAY_REQUEST})["Address"]
+    generic = {"tenant": tenant, **opts} if tenant else opts
     call(p, "NetworkDriver.CreateNetwork", NetworkID=nid,
-         Options={GENERIC: {"tenant": tenant, **opts}, "com.docker.network.enable_ipv6": False},
+         Options={GENERIC: generic, "com.docker.network.enable_ipv6": False},
          IPv4Data=[{"AddressSpace": "weft", "Pool": subnet, "Gateway": gw}], IPv6Data=[])
     return pool
 
@@ -101,7 +122,7 @@ def test_activate_and_capabilities():
     assert call(p, "IpamDriver.GetCapabilities")["RequiresRequestReplay"] is False
     assert call(p, "IpamDriver.GetDefaultAddressSpaces")["LocalDefaultAddressSpace"]
     for name in ("DiscoverNew", "DiscoverDelete", "ProgramExternalConnectivity",
-                 "RevokeExternalConnectivity"):
+                 "RevokeExternalConnectivity"):       # nothing to publish: nothing to say
         assert call(p, "NetworkDriver." + name, NetworkID="n", EndpointID="e") == {}
 
 
@@ -110,7 +131,8 @@ def test_join_plugs_a_labelled_veth_without_gateway_service():
     p = plugin(dp)
     pool = network(p, "n1" * 32, "red")
     out = run(p, "n1" * 32, pool, "ab" * 32)
-    assert out["addr"] == "10.10.0.2/24"          # .1 is the (unconfigured) gateway
+    assert out["addr"] == "10.10.0.2/24"          # .1 is Docker's gateway reservation
+    # red has no gateway in weft: only the connected route, no docker_gwbridge
     assert out["join"]["DisableGatewayService"] is True
     assert "Gateway" not in out["join"] and "StaticRoutes" not in out["join"]
     src = out["join"]["InterfaceName"]["SrcName"]
@@ -220,6 +242,9 @@ def test_refusals_say_what_to_type():
     unknown = error(p, "NetworkDriver.CreateNetwork", NetworkID="n",
                     Options={GENERIC: {"tenant": "green"}})
     assert "weftctl tenant create green" in unknown
+    unknown = error(p, "NetworkDriver.CreateNetwork", NetworkID="n",
+                    Options={GENERIC: {"network": "green-db"}})
+    assert "weftctl network create green-db --tenant" in unknown
     assert error(p, "NetworkDriver.Join", NetworkID="n", EndpointID="x")
     assert "not supported" in error(p, "NetworkDriver.AllocateNetwork")
     assert "not supported" in error(p, "IpamDriver.Nonsense")
