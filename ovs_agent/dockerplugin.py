@@ -51,7 +51,8 @@ PORT_SECURITY_OPT = "port_security"             # -o port_security=on|off (defau
 PORTMAP = "com.docker.network.portmap"          # ProgramExternalConnectivity Options
 # br0 external_ids keys holding the plugin's state, one record per key.
 NET_KEY, POOL_KEY, EP_KEY = "weft-dnet-", "weft-dpool-", "weft-dep-"
-PUB_KEY = "weft-dpub-"      # + endpoint id: JSON list of ovs_agent.nat.Published (as dicts)
+# + endpoint id, proto, [host ip,] host port: one ovs_agent.nat.Published as a JSON object
+PUB_KEY = "weft-dpub-"
 PROTOS = {6: "tcp", 17: "udp"}
 PORT_PREFIX, PEER_PREFIX = "wd", "wp"           # host end on br0, container end before the move
 
@@ -203,7 +204,8 @@ class Plugin:
                 elif key.startswith(EP_KEY):
                     self.endpoints[data["id"]] = Endpoint(**data)
                 elif key.startswith(PUB_KEY):
-                    self.published[key[len(PUB_KEY):]] = [Published(**r) for r in data]
+                    r = Published(**data)
+                    self.published.setdefault(r.endpoint, []).append(r)
             except (ValueError, TypeError, KeyError) as exc:
                 LOG.warning("ignoring unreadable state record %s: %s", key, exc)
         LOG.info("state: %d networks, %d endpoints, %d pools, %d endpoints with published "
@@ -484,11 +486,18 @@ class Plugin:
 
     # -- endpoints --------------------------------------------------------------------
     def create_endpoint(self, req: Json) -> Json:
-        self._tenant_of(self._network(req["NetworkID"]))
+        net = self._network(req["NetworkID"])
+        self._tenant_of(net)
         eid = req["EndpointID"]
         iface = req.get("Interface") or {}
         if iface.get("AddressIPv6"):
             raise PluginError("weft: IPv6 is not supported")
+        # `-p` is refused here already when it cannot work: Docker asks the driver to
+        # publish (ProgramExternalConnectivity) only if its Join gave a gateway, so on a
+        # network without one the ports would be dropped without a word.
+        if parse_portmap((req.get("Options") or {}).get(PORTMAP)):
+            self._refresh(net)
+            self._check_publishable(net)
         given = iface.get("MacAddress") or ""
         ep = Endpoint(eid, req["NetworkID"], given or endpoint_mac(eid),
                       iface.get("Address") or "")
@@ -576,23 +585,15 @@ class Plugin:
         net = self._network(ep.network)
         records: list[Published] = []
         if wanted:
-            name = self._tenant_of(net)
+            self._tenant_of(net)
             if not net.learnt or net.tenant_id is None:
                 self._refresh(net)
-            if not net.learnt or net.tenant_id is None:
-                raise PluginError(f"weft: cannot ask the weft controller about network "
-                                  f"{name!r}, which published ports need: try again")
-            if not net.gateway:
-                raise PluginError(f"weft: weft network {name!r} has no gateway; published "
-                                  f"ports need one (weftctl network set {name} --gateway IP)")
-            if not net.egress:
-                raise PluginError(f"weft: weft network {name!r} has egress off; published "
-                                  f"ports need it on (weftctl network set {name} --egress on)")
+            tenant_id = self._check_publishable(net)
             address = ep.address.split("/")[0]
             if not address:
                 raise PluginError(f"weft: endpoint {ep.id[:12]} has no IPv4 address to "
                                   "publish ports to")
-            records = [Published(ep.id, proto, host_port, address, port, net.tenant_id,
+            records = [Published(ep.id, proto, host_port, address, port, tenant_id,
                                  host_ip) for proto, host_ip, host_port, port in wanted]
         self._check_conflicts(ep, records)
         old = self.published.get(ep.id, [])
@@ -622,6 +623,22 @@ class Plugin:
                  ", ".join(f"{_label(r)} -> {r.container_ip}:{r.container_port}"
                            for r in records) or "nothing")
         return {}
+
+    @staticmethod
+    def _check_publishable(net: Network) -> int:
+        """Published ports enter the tenant through its gateway port on this host: the
+        tenant's id (VNI), or refused."""
+        name = net.tenant
+        if not net.learnt or net.tenant_id is None:
+            raise PluginError(f"weft: cannot ask the weft controller about network "
+                              f"{name!r}, which published ports need: try again")
+        if not net.gateway:
+            raise PluginError(f"weft: weft network {name!r} has no gateway; published "
+                              f"ports need one (weftctl network set {name} --gateway IP)")
+        if not net.egress:
+            raise PluginError(f"weft: weft network {name!r} has egress off; published "
+                              f"ports need it on (weftctl network set {name} --egress on)")
+        return net.tenant_id
 
     def revoke(self, req: Json) -> Json:
         self._unpublish(req.get("EndpointID", ""))
@@ -670,12 +687,13 @@ class Plugin:
             sock.close()
 
     def _save_published(self, eid: str, records: list[Published]) -> None:
+        """One key per published port (what the agent reads), old ones gone, one step."""
+        put = {_pub_key(r): json.dumps(asdict(r), sort_keys=True) for r in records}
+        self.dp.save(put, [k for k in map(_pub_key, self.published.get(eid, []))
+                           if k not in put])
         if records:
-            self.dp.save({PUB_KEY + eid: json.dumps([asdict(r) for r in records],
-                                                    sort_keys=True)}, [])
             self.published[eid] = records
         else:
-            self.dp.save({}, [PUB_KEY + eid])
             self.published.pop(eid, None)
 
     def _unpublish(self, eid: str) -> None:
@@ -737,6 +755,11 @@ def parse_portmap(portmap: Any) -> list[tuple[str, str | None, int, int]]:
         if entry not in out:
             out.append(entry)
     return out
+
+
+def _pub_key(r: Published) -> str:
+    """br0 external_ids key of a published port: weft-dpub-<endpoint>-tcp-[IP-]8080."""
+    return f"{PUB_KEY}{r.endpoint}-{r.proto}-{r.host_ip + '-' if r.host_ip else ''}{r.host_port}"
 
 
 def _hold_key(r: Published) -> tuple[str, str | None, int]:

@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ovs_agent.dockerplugin import (GATEWAY_REQUEST, GENERIC, Plugin, Segment, endpoint_mac,
-                                    host_slice)
+from ovs_agent.dockerplugin import (GATEWAY_REQUEST, GENERIC, Plugin, Segment, _pub_key,
+                                    endpoint_mac, host_slice)
+from ovs_agent.nat import Published
 from ovs_agent.pluginserver import _Server, make_handler, reserve_port
 
 
@@ -508,12 +509,18 @@ def test_published_ports_are_held_stored_and_natted(pub):
     tcp, udp = free_port(), free_port(socket.SOCK_DGRAM)
     assert publish(p, "a" * 64, binding(tcp, 5201), binding(udp, 5201, proto=17),
                    binding(tcp, 5201, host_ip="::")) == {}       # Docker's IPv6 twin: left out
-    stored = json.loads(dp.store["weft-dpub-" + "a" * 64])
-    assert stored == [
-        {"endpoint": "a" * 64, "proto": "tcp", "host_port": tcp, "container_ip": "10.10.0.2",
-         "container_port": 5201, "tenant_id": 1000, "host_ip": None, "container": ""},
-        {"endpoint": "a" * 64, "proto": "udp", "host_port": udp, "container_ip": "10.10.0.2",
-         "container_port": 5201, "tenant_id": 1000, "host_ip": None, "container": ""}]
+    # one key per port, one Published each: what the agent renders table ip weft-nat from
+    stored = {k: json.loads(v) for k, v in dp.store.items() if k.startswith("weft-dpub-")}
+    assert stored == {
+        f"weft-dpub-{'a' * 64}-tcp-{tcp}": {
+            "endpoint": "a" * 64, "proto": "tcp", "host_port": tcp, "container_ip": "10.10.0.2",
+            "container_port": 5201, "tenant_id": 1000, "host_ip": None, "container": ""},
+        f"weft-dpub-{'a' * 64}-udp-{udp}": {
+            "endpoint": "a" * 64, "proto": "udp", "host_port": udp, "container_ip": "10.10.0.2",
+            "container_port": 5201, "tenant_id": 1000, "host_ip": None, "container": ""}}
+    assert [Published(**d) for d in stored.values()] == p.published["a" * 64]
+    assert _pub_key(Published("e", "udp", 53, "10.10.0.2", 53, 1, "192.0.2.1")) == \
+        "weft-dpub-e-udp-192.0.2.1-53"
     [(add, records)] = dp.nat
     assert add is True and [(r.proto, r.host_port) for r in records] == [("tcp", tcp),
                                                                           ("udp", udp)]
@@ -552,6 +559,31 @@ def test_networks_without_gateway_or_egress_publish_nothing(pub, segment, says):
     run(p, "n", pool, "b" * 64)                  # Join learns the network's settings
     assert says in publish(p, "b" * 64, binding(free_port()))["Err"]
     assert p.published == {}
+
+
+def test_ports_that_cannot_be_published_are_refused_at_create_endpoint():
+    """Docker calls ProgramExternalConnectivity only when Join gave a gateway: without
+    this check `-p` on a network without one would be dropped without a word."""
+    dp = FakeDataplane()
+    p = plugin(dp)
+    network(p, "n", "red")
+    opts = {"com.docker.network.portmap": [binding(8080)],
+            "com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 5201}]}
+
+    def create(eid, options):
+        return p.handle("/NetworkDriver.CreateEndpoint",
+                        {"NetworkID": "n", "EndpointID": eid, "Options": options,
+                         "Interface": {"Address": "10.10.0.9/24"}})
+    assert "has no gateway" in create("a" * 64, opts)["Err"]
+    routed(dp, egress=False)
+    assert "egress off" in create("a" * 64, opts)["Err"]
+    routed(dp)
+    assert "give the host port" in create("a" * 64, {
+        "com.docker.network.portmap": [binding(0)]})["Err"]
+    assert p.endpoints == {}
+    assert "Err" not in create("a" * 64, opts)
+    dp.segments.clear()
+    assert "Err" not in create("b" * 64, {"com.docker.network.portmap": []})
 
 
 def test_a_port_published_by_another_container_on_this_host_is_refused(pub):
@@ -644,9 +676,12 @@ def test_a_restart_keeps_a_record_whose_port_was_taken_meanwhile(pub):
         again = Plugin(dp, host="host1")
         assert list(again.published) == ["a" * 64] and again.held == {}
     # records of endpoints the plugin no longer knows are dropped
-    dp.store["weft-dpub-" + "z" * 64] = dp.store["weft-dpub-" + "a" * 64]
+    stray = {**json.loads(dp.store[f"weft-dpub-{'a' * 64}-tcp-{port}"]), "endpoint": "z" * 64,
+             "host_port": 1}
+    dp.store[f"weft-dpub-{'z' * 64}-tcp-1"] = json.dumps(stray)
     third = Plugin(dp, host="host1")
-    assert "z" * 64 not in third.published and "weft-dpub-" + "z" * 64 not in dp.store
+    assert "z" * 64 not in third.published and f"weft-dpub-{'z' * 64}-tcp-1" not in dp.store
+    assert list(third.published) == ["a" * 64]
     for sock in third.held.values():
         sock.close()
 
@@ -682,7 +717,6 @@ def test_the_controller_is_asked_for_networks_then_tenants():
 
 def test_nat_elements_are_applied_only_when_the_agent_made_the_table(monkeypatch):
     from ovs_agent import nat, pluginserver
-    from ovs_agent.nat import Published
     runs: list[tuple[list[str], str | None]] = []
     table = {"there": False}
 
