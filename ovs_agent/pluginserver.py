@@ -23,6 +23,7 @@ import sys
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -104,9 +105,8 @@ class OvsDataplane:
         attach.remove_container_port(self.api, port)
 
     def segment(self, name: str) -> Segment | None:
-        """The controller's weft network ``name`` (GET /v1/networks/NAME, its tenant's
-        VNI from /v1/tenants/TENANT), else tenant ``name``'s default network (GET
-        /v1/tenants/NAME: also what a controller without networks answers)."""
+        """The controller's weft network ``name`` (a tenant's default network or a
+        further one): gateway, egress, its tenant and that tenant's id."""
         for url in self.cluster.apis or ((self.cluster.api,) if self.cluster.api else ()):
             try:            # any controller instance answers; the next when one does not
                 with httpx.Client(base_url=url.rstrip("/"), timeout=3,
@@ -161,33 +161,36 @@ class OvsDataplane:
 
 
 def _segment(client: httpx.Client, name: str) -> Segment:
-    net = _get(client, f"/v1/networks/{name}")
-    if net is not None:
-        tenant = str(net.get("tenant") or name)
-        tenant_id = net.get("vni") if tenant == name else None
-        if tenant_id is None:
-            doc = _get(client, f"/v1/tenants/{tenant}")
-            tenant_id = doc.get("vni") if doc else None
-        return Segment(name, True, tenant, _int(tenant_id), net.get("gateway") or None,
-                       bool(net.get("egress")))
-    doc = _get(client, f"/v1/tenants/{name}")
-    if doc is None:
+    """One GET /v1/networks (every network, the tenants' default ones too, without their
+    ports: a Join must stay cheap) finds the network and its tenant's id (the VNI of the
+    tenant's own row); a controller from before networks answers 404 there, and
+    /v1/tenants/NAME (no gateway) instead."""
+    rows = _get(client, "/v1/networks")
+    if rows is None:
+        doc = _get(client, f"/v1/tenants/{name}")
+        if not isinstance(doc, dict):
+            return Segment(name, exists=False)
+        return Segment(name, True, name, _int(doc.get("vni")), doc.get("gateway") or None,
+                       bool(doc.get("egress")))
+    if not isinstance(rows, list):
+        raise _Unanswered("GET /v1/networks: not a list")
+    by_name = {r.get("name"): r for r in rows if isinstance(r, dict)}
+    net = by_name.get(name)
+    if net is None:
         return Segment(name, exists=False)
-    return Segment(name, True, name, _int(doc.get("vni")), doc.get("gateway") or None,
-                   bool(doc.get("egress")))
+    tenant = str(net.get("tenant") or name)
+    return Segment(name, True, tenant, _int((by_name.get(tenant) or {}).get("vni")),
+                   net.get("gateway") or None, bool(net.get("egress")))
 
 
-def _get(client: httpx.Client, path: str) -> dict | None:
+def _get(client: httpx.Client, path: str) -> Any:
     """A controller's JSON document; None for 404."""
     resp = client.get(path)
     if resp.status_code == 404:
         return None
     if resp.status_code != 200:
         raise _Unanswered(f"GET {path}: {resp.status_code}")
-    doc = resp.json()
-    if not isinstance(doc, dict):
-        raise _Unanswered(f"GET {path}: not an object")
-    return doc
+    return resp.json()
 
 
 def _int(value: object) -> int | None:

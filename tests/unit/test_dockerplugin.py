@@ -688,7 +688,7 @@ def test_a_restart_keeps_a_record_whose_port_was_taken_meanwhile(pub):
 
 # -- asking the controller (the shell's REST lookups) ---------------------------------------
 
-def controller(docs: dict[str, dict]) -> httpx.Client:
+def controller(docs: dict[str, object]) -> httpx.Client:
     def answer(request: httpx.Request) -> httpx.Response:
         doc = docs.get(request.url.path)
         return httpx.Response(200, json=doc) if doc is not None else \
@@ -698,12 +698,12 @@ def controller(docs: dict[str, dict]) -> httpx.Client:
 
 def test_the_controller_is_asked_for_networks_then_tenants():
     from ovs_agent.pluginserver import _segment
-    new = controller({
-        "/v1/networks/red": {"name": "red", "tenant": "red", "vni": 1000,
-                             "gateway": "10.10.1.1", "egress": True},
-        "/v1/networks/red-db": {"name": "red-db", "tenant": "red", "vni": 1002,
-                                "gateway": "10.10.2.1", "egress": False},
-        "/v1/tenants/red": {"name": "red", "vni": 1000, "gateway": "10.10.1.1"}})
+    new = controller({"/v1/networks": [
+        {"name": "default", "tenant": "default", "vni": 1, "gateway": None, "egress": False},
+        {"name": "red", "tenant": "red", "vni": 1000, "gateway": "10.10.1.1", "egress": True,
+         "default_network": True},
+        {"name": "red-db", "tenant": "red", "vni": 1002, "gateway": "10.10.2.1",
+         "egress": False, "default_network": False}]})
     assert _segment(new, "red") == Segment("red", True, "red", 1000, "10.10.1.1", True)
     # a further network: the tenant id is its tenant's VNI, not its own
     assert _segment(new, "red-db") == Segment("red-db", True, "red", 1000, "10.10.2.1",
@@ -713,6 +713,7 @@ def test_the_controller_is_asked_for_networks_then_tenants():
     old = controller({"/v1/tenants/red": {"name": "red", "vni": 7, "vlan": None,
                                           "subnet": "10.10.0.0/24", "description": ""}})
     assert _segment(old, "red") == Segment("red", True, "red", 7, None, False)
+    assert _segment(old, "green") == Segment("green", exists=False)
 
 
 def test_nat_elements_are_applied_only_when_the_agent_made_the_table(monkeypatch):
