@@ -385,9 +385,10 @@ class Plugin:
         subnet = v4[0].get("Pool", "") if v4 else ""
         docker_gw = (v4[0].get("Gateway") or "").split("/")[0] if v4 else ""
         net = Network(nid, name, subnet, security == "on", docker_gw)
-        if name:
-            self._learn(net, by_network=bool(generic.get(NETWORK_OPT)),
-                        tenant=generic.get(TENANT_OPT) or None)
+        if name:    # -o tenant alone names a segment too (a network's name works)
+            by_network = bool(generic.get(NETWORK_OPT))
+            self._learn(net, by_network,
+                        tenant=(generic.get(TENANT_OPT) or None) if by_network else None)
         self.networks[nid] = net
         self._put(net)
         LOG.info("network %s: weft network %s, subnet %s, gateway %s, port security %s",

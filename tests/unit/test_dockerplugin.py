@@ -458,6 +458,9 @@ def test_network_option_names_a_network_of_a_tenant():
                 Options={GENERIC: {"network": "red-db", "tenant": "blue"}},
                 IPv4Data=[{"Pool": "10.20.0.0/24", "Gateway": "10.20.0.1/24"}])
     assert "belongs to tenant 'red', not 'blue'" in msg
+    # -o tenant=NAME names any weft network (as `weftctl port bind` does)
+    pool = network(p, "k", "red-db", subnet="10.20.0.0/24")
+    assert run(p, "k", pool, "b" * 64)["join"]["Gateway"] == "10.20.0.1"
 
 
 # -- published ports ----------------------------------------------------------------------
