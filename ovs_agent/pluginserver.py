@@ -72,6 +72,7 @@ class OvsDataplane:
                  docker_host: str = dockerd.DEFAULT_DOCKER) -> None:
         self.api, self.cluster, self.host, self.mtu = api, cluster, host, mtu
         self.docker_host = docker_host
+        self._clients: dict[str, httpx.Client] = {}
 
     def load(self) -> dict[str, str]:
         ext = self.api.db_get("Bridge", BRIDGE, "external_ids").execute(check_error=True)
@@ -109,13 +110,20 @@ class OvsDataplane:
         further one): gateway, egress, its tenant and that tenant's id."""
         for url in self.cluster.apis or ((self.cluster.api,) if self.cluster.api else ()):
             try:            # any controller instance answers; the next when one does not
-                with httpx.Client(base_url=url.rstrip("/"), timeout=3,
-                                  headers=attach.api_headers()) as client:
-                    return _segment(client, name)
+                return _segment(self._client(url), name)
             except (httpx.HTTPError, _Unanswered, ValueError) as exc:
                 LOG.debug("controller %s about %s: %s", url, name, exc)
                 continue
         return None
+
+    def _client(self, url: str) -> httpx.Client:
+        """One client per controller, kept: a Join asks it, and a new client (its TLS
+        context, a new connection) cost more than the question (~30 ms in the lab)."""
+        client = self._clients.get(url)
+        if client is None:
+            client = self._clients[url] = httpx.Client(
+                base_url=url.rstrip("/"), timeout=3, headers=attach.api_headers())
+        return client
 
     def network_name(self, network_id: str) -> str | None:
         try:

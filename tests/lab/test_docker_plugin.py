@@ -331,9 +331,8 @@ def test_published_ports_reach_the_plugin_and_are_checked(lab):
             assert not any(k.startswith("weft-dpub-") for k in bridge_state(lab, "host1"))
             return
         assert out.returncode == 0, out.stderr
-        [(key, value)] = [(k, v) for k, v in bridge_state(lab, "host1").items()
-                          if k.startswith("weft-dpub-")]
-        records = json.loads(value)
+        records = [json.loads(v) for k, v in bridge_state(lab, "host1").items()
+                   if k.startswith("weft-dpub-")]          # one key per published port
         assert sorted((r["proto"], r["host_port"], r["container_port"]) for r in records) \
             == [("tcp", 18080, 5201), ("udp", 18080, 5201)]
         assert {r["tenant_id"] for r in records} == {net.get("vni")}
