@@ -158,3 +158,42 @@ def test_publish_script_refuses_a_port_taken_by_another_container():
     other = Published("ep9", "tcp", 8080, "10.10.1.7", 80, 1002)
     res = nft_in_netns(nat.ruleset([gw(1001)], PUB), nat.publish_script([other], add=True))
     assert res.returncode != 0 and "File exists" in res.stderr
+
+
+def test_the_agent_asks_each_api_url_and_keeps_its_list_while_none_answers(monkeypatch):
+    """Failing over across the controllers' API URLs (as reports do); unreachable: the
+    last list stays (egress keeps working through a controller restart) and the pass
+    touches nothing before the first answer; an answer that changes the list wakes it."""
+    from pathlib import Path
+
+    from cluster.hostsfile import parse
+    from ovs_agent.agent import Agent
+    agent = Agent(Path("unused"), "h1", "unix:unused")
+    agent.cluster = parse("controller: {openflow: [\"tcp:10.0.0.1:6653\"], api: "
+                          "[\"http://a:1\", \"http://b:1\"]}\n"
+                          "hosts:\n  - {name: h1, underlay_ip: 192.168.50.10}\n")
+    agent.me = agent.cluster.host("h1")
+    asked: list[str] = []
+    answer: dict = {"a": "down", "b": "down"}
+
+    def fetch(url: str, host: str) -> list[Gateway]:
+        asked.append(url)
+        what = answer[url[7]]
+        if what == "down":
+            raise httpx.ConnectError("refused")
+        return gateway.parse_gateways(what)
+    monkeypatch.setattr(gateway, "fetch", fetch)
+
+    class NoApi:            # the pass must not touch OVSDB before the first answer
+        def __getattr__(self, name):
+            raise AssertionError(f"api.{name} used")
+    agent._fetch_gateways()
+    assert agent._gateways is None and asked == ["http://a:1", "http://b:1"]
+    agent._ensure_gateways(NoApi(), 1450)
+    answer["b"] = CONTRACT
+    agent._fetch_gateways()
+    assert [g.id for g in agent._gateways] == [1000] and agent._wake.is_set()
+    agent._wake.clear()
+    answer["b"] = "down"
+    agent._fetch_gateways()
+    assert [g.id for g in agent._gateways] == [1000] and not agent._wake.is_set()
