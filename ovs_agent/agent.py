@@ -209,7 +209,8 @@ class Agent:
         if keeper is None or (self._gateways is None and not keeper.last):
             return
         try:
-            for change in keeper.ensure(api, self._gateways, mtu):
+            tx_off = hostnet.needs_tx_checksum_off(self.me.datapath_type)
+            for change in keeper.ensure(api, self._gateways, mtu, tx_off):
                 LOG.info("gateways: %s", change)
             if keeper.last and self.host_firewall is not None:
                 for rule in firewall.ensure_docker_user():

@@ -31,7 +31,7 @@ from pathlib import Path
 from cluster.hostsfile import BRIDGE
 from ovs_agent import nat
 from ovs_agent.desired import OWNER, OWNER_KEY, ROLE_KEY
-from ovs_agent.hostnet import ip
+from ovs_agent.hostnet import ensure_tx_checksum, ip
 from ovs_agent.nat import Gateway, Published
 
 LOG = logging.getLogger("ovs-agent")
@@ -140,8 +140,12 @@ def _set_sysctl(path: str, value: str) -> bool:
         return False
 
 
-def ensure_link(g: Gateway, mtu: int) -> list[str] | None:
-    """The kernel side of one wx port; None while vswitchd has not made the device yet."""
+def ensure_link(g: Gateway, mtu: int, tx_off: bool = False) -> list[str] | None:
+    """The kernel side of one wx port; None while vswitchd has not made the device yet.
+
+    ``tx_off``: the userspace datapath reads the port's tap and does not complete partial
+    checksums (hostnet.needs_tx_checksum_off): the host's own connections to a published
+    port would reach the container with bad TCP checksums."""
     links = _json("link", "show", "dev", g.port)
     if not links:
         return None
@@ -157,6 +161,8 @@ def ensure_link(g: Gateway, mtu: int) -> list[str] | None:
     if "UP" not in link.get("flags", []):
         ip("link", "set", "dev", g.port, "up")
         done.append("up")
+    if tx_off and ensure_tx_checksum(g.port, on=False):
+        done.append("tx checksum offload off")
     neigh = [n for n in _json("neigh", "show", "dev", g.port)
              if n.get("dst") == nat.NEXT_HOP]
     if not (neigh and neigh[0].get("lladdr") == g.next_hop_mac
@@ -233,9 +239,10 @@ class GatewayKeeper:
     last: list[Gateway] = field(default_factory=list)
     _waiting: set[str] = field(default_factory=set)  # wx ports vswitchd has not made yet
 
-    def ensure(self, api, gateways: list[Gateway] | None, mtu: int) -> list[str]:
+    def ensure(self, api, gateways: list[Gateway] | None, mtu: int,
+               tx_off: bool = False) -> list[str]:
         """One pass; ``gateways`` None: the controller was not asked or did not answer
-        (the last list stays).  Returns what changed, for the log."""
+        (the last list stays).  ``tx_off``: see ensure_link.  Returns what changed."""
         if gateways is not None:
             self.last = sorted({g.id: g for g in gateways}.values(), key=lambda g: g.id)
         gws = self.last
@@ -244,7 +251,7 @@ class GatewayKeeper:
             done += [f"sysctl {k}" for k, v in SYSCTLS.items() if _set_sysctl(k, v)]
         ready = []
         for g in gws:
-            changed = ensure_link(g, mtu)
+            changed = ensure_link(g, mtu, tx_off)
             if changed is None:
                 if g.port not in self._waiting:
                     LOG.info("%s: waiting for ovs-vswitchd to make the device", g.port)

@@ -197,6 +197,12 @@ def ruleset(gateways: Iterable[Gateway], published: Iterable[Published] = ()) ->
         " ct mark set meta mark",
         f"    ct mark & {MARK_MASK:#010x} == {MARK_BASE:#010x} meta mark set ct mark",
         "  }",
+        # the host's own connections to a published port: after the first packet (marked
+        # by publish_local) the rest follow the ct mark too (a route chain reroutes)
+        "  chain marks_local {",
+        "    type route hook output priority mangle; policy accept;",
+        f"    ct mark & {MARK_MASK:#010x} == {MARK_BASE:#010x} meta mark set ct mark",
+        "  }",
         # published ports: DNAT to the container, the tenant's mark routes to wx-<id>
         # (nat chains see only a connection's first packet: the ct mark carries the rest)
         "  chain publish {",

@@ -182,3 +182,119 @@ def test_unanswered_controller_changes_nothing_and_none_removes_all(passes):
     assert "tcp . 8080 : 10.10.1.5 . 80" in s["nft"] and "wx-1001" not in s["nft"]
     if s["limits"] is not None:
         assert "1001" not in s["limits"]
+
+
+TRAFFIC_DRIVER = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from ovs_agent import gateway, ovsdb
+from ovs_agent.nat import Gateway
+gws = [Gateway.from_json(d) for d in json.loads(sys.argv[3])]
+api = ovsdb.connect(sys.argv[2], wait=10)
+keeper = gateway.GatewayKeeper()
+print(json.dumps(keeper.ensure(api, gws, 1450, tx_off=True)))
+"""
+
+
+def test_egress_and_published_ports_through_the_userspace_datapath(ovs, passes):
+    """The lab's datapath end to end: two tenants' containers with the same MAC and address
+    on br0 (netdev), flows standing in for the controller's egress rows (container ->
+    wx-<id>, wx-<id> with the next-hop MAC -> container), the agent's gateway pass.  Both
+    open the same connection to a server beyond the host at once; published ports reach
+    each tenant from the server and from the host's own processes (the tap's checksums)."""
+    from tests.integration.test_nat_namespaces import CLIENT, SERVE
+    ns, d, env = ovs
+    vsctl = ["ip", "netns", "exec", ns, "ovs-vsctl", "--timeout=10", f"--db=unix:{d}/db.sock"]
+    ofctl = ["ip", "netns", "exec", ns, "ovs-ofctl", "-O", "OpenFlow13"]
+    srv, cns = f"{ns}s", {1001: f"{ns}c1", 1002: f"{ns}c2"}
+    procs: list[subprocess.Popen] = []
+
+    def sh(where: str, *argv: str, timeout: float = 20) -> str:
+        res = subprocess.run(["ip", "netns", "exec", where, *argv], capture_output=True,
+                             text=True, env=env, timeout=timeout, check=False)
+        assert res.returncode == 0, f"{where}: {' '.join(argv)}: {res.stderr}"
+        return res.stdout
+
+    def spawn(where: str, code: str, *args: str) -> subprocess.Popen:
+        proc = subprocess.Popen(["ip", "netns", "exec", where, sys.executable, "-c", code, *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(proc)
+        return proc
+
+    for n in (srv, *cns.values()):
+        subprocess.run(["ip", "netns", "add", n], check=True)
+    try:
+        sh(ns, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", srv)
+        sh(ns, "ip", "addr", "add", "192.168.50.1/24", "dev", "up0")
+        sh(ns, "ip", "link", "set", "up0", "up")
+        sh(srv, "ip", "addr", "add", "192.168.50.10/24", "dev", "eth0")
+        sh(srv, "ip", "link", "set", "eth0", "up")
+        gws = []
+        for tid, c in cns.items():
+            m = f"00:03:{tid & 0xff:02x}"
+            gws.append({"tenant": f"t{tid}", "id": tid, "port": f"wx-{tid}",
+                        "mac": f"0a:77:68:{m}", "next_hop_mac": f"0a:77:67:{m}",
+                        "subnets": ["10.10.1.0/24"], "egress_subnets": ["10.10.1.0/24"],
+                        "conntrack_limit": 1000})
+            sh(ns, "ip", "link", "add", f"cp{tid}", "type", "veth", "peer", "name", "eth0",
+               "address", "02:00:00:00:00:01", "netns", c)
+            sh(ns, "ethtool", "-K", f"cp{tid}", "tx", "off")
+            sh(ns, "ip", "link", "set", f"cp{tid}", "up")
+            sh(c, "ethtool", "-K", "eth0", "tx", "off")
+            sh(c, "ip", "addr", "add", "10.10.1.2/24", "dev", "eth0")
+            sh(c, "ip", "link", "set", "eth0", "up")
+            sh(c, "ip", "link", "set", "lo", "up")
+            sh(c, "ip", "neigh", "replace", "10.10.1.1", "lladdr", f"0a:77:66:{m}", "dev",
+               "eth0", "nud", "permanent")
+            sh(c, "ip", "route", "add", "default", "via", "10.10.1.1")
+            sh(ns, *vsctl[4:], "add-port", "br0", f"cp{tid}")
+        for key, rec in (("ep2", {"endpoint": "ep2", "proto": "tcp", "host_port": 8090,
+                                  "container_ip": "10.10.1.2", "container_port": 5201,
+                                  "tenant_id": 1002}),
+                         ("ep3", {"endpoint": "ep3", "proto": "udp", "host_port": 8091,
+                                  "container_ip": "10.10.1.2", "container_port": 5201,
+                                  "tenant_id": 1001})):
+            sh(ns, *vsctl[4:], "set", "bridge", "br0",
+               f"external_ids:weft-dpub-{key}={json.dumps(json.dumps(rec))}")
+        res = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", TRAFFIC_DRIVER,
+                              str(ROOT), f"unix:{d}/db.sock", json.dumps(gws)],
+                             capture_output=True, text=True, env=env, timeout=60, check=False)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert "nft: table ip weft-nat written (2 tenants, 3 published ports)" in json.loads(
+            res.stdout)
+        # a tap: the kernel completes checksums (OVS's userspace datapath would not)
+        assert "tx-checksumming: off" in sh(ns, "ethtool", "-k", "wx-1001")
+        subprocess.run([*ofctl, "del-flows", "br0"], check=True, env=env)
+        for g in gws:
+            tid = g["id"]
+            flows = [f"priority=10,in_port=cp{tid},ip,actions=dec_ttl,"
+                     f"set_field:0a:77:66:{g['mac'][9:]}->eth_src,"
+                     f"set_field:{g['mac']}->eth_dst,output:wx-{tid}",
+                     f"priority=10,in_port=wx-{tid},ip,dl_dst={g['next_hop_mac']},actions="
+                     f"set_field:0a:77:66:{g['mac'][9:]}->eth_src,"
+                     f"set_field:02:00:00:00:00:01->eth_dst,output:cp{tid}"]
+            for flow in flows:
+                subprocess.run([*ofctl, "add-flow", "br0", flow], check=True, env=env)
+        spawn(srv, SERVE, "server")
+        for tid, c in cns.items():
+            spawn(c, SERVE, f"tenant{tid}")
+        time.sleep(0.7)
+        clients = {tid: spawn(c, CLIENT, "192.168.50.10", "5201", "40000", f"from{tid}", "tcp")
+                   for tid, c in cns.items()}
+        for tid, p in clients.items():
+            out, err = p.communicate(timeout=20)
+            assert out.split("\n")[:2] == [f"server saw 192.168.50.1 said from{tid}",
+                                           f"server saw 192.168.50.1 said from{tid}+"], err
+        out = sh(srv, sys.executable, "-c", CLIENT, "192.168.50.1", "8090", "0", "pub", "tcp")
+        assert out.split("\n")[0] == "tenant1002 saw 192.168.50.10 said pub"
+        out = sh(srv, sys.executable, "-c", CLIENT, "192.168.50.1", "8091", "0", "pubu", "udp")
+        assert out.strip() == "tenant1001 saw 192.168.50.10 said pubu"
+        # the host's own process: output DNAT, through the tap (checksums complete)
+        out = sh(ns, sys.executable, "-c", CLIENT, "192.168.50.1", "8090", "0", "local", "tcp")
+        assert out.split("\n")[0] == "tenant1002 saw 192.168.50.1 said local"
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        for n in (srv, *cns.values()):
+            subprocess.run(["ip", "netns", "del", n], capture_output=True, check=False)

@@ -226,6 +226,11 @@ def test_published_ports_reach_the_right_tenant_with_the_clients_address(net):
     assert out.split("\n")[0] == f"tenant1001 saw {SERVER} said pub"
     out = py(net.srv, CLIENT, HOST, "8081", "0", "pubu", "udp")
     assert out.strip() == f"tenant1002 saw {SERVER} said pubu"
+    # the host's own processes (output hook): every packet, not only the first, is routed
+    # to the tenant (two exchanges a second apart)
+    out = py(net.host, CLIENT, HOST, "8080", "0", "local", "tcp")
+    assert out.split("\n")[:2] == [f"tenant1001 saw {HOST} said local",
+                                   f"tenant1001 saw {HOST} said local+"], out
     # the plugin's way: elements added and removed at once, no whole table
     extra = Published("ep3", "tcp", 9090, CONTAINER, 5201, 1002)
     sh(net.host, "nft", "-f", "-", stdin=nat.publish_script([extra], add=True))
