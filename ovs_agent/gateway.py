@@ -97,27 +97,31 @@ def _mac_column(row: dict) -> str | None:
 
 
 def ensure_ports(api, gateways: Iterable[Gateway]) -> list[str]:
-    """One OVSDB transaction making br0's wx ports exactly these; what it did."""
+    """One OVSDB transaction making br0's wx ports exactly these (none when nothing
+    differs); what it did."""
     want = {g.port: g for g in gateways}
     have = gateway_ports(api)
-    done = []
+    gone = sorted(set(have) - set(want))
+    changed = []
+    for name, g in sorted(want.items()):
+        ext = {OWNER_KEY: OWNER, ROLE_KEY: ROLE, TENANT_ID_KEY: str(g.id),
+               "weft-tenant": g.tenant}
+        row = have.get(name)
+        if row is None or not (row["type"] == "internal" and _mac_column(row) == g.mac
+                               and row["external_ids"] == ext):
+            changed.append((name, g, ext, row is None))
+    if not gone and not changed:
+        return []
     with api.transaction(check_error=True) as txn:
-        for name in sorted(set(have) - set(want)):
+        for name in gone:
             txn.add(api.del_port(name, bridge=BRIDGE, if_exists=True))
-            done.append(f"del_port {name}")
-        for name, g in sorted(want.items()):
-            ext = {OWNER_KEY: OWNER, ROLE_KEY: ROLE, TENANT_ID_KEY: str(g.id),
-                   "weft-tenant": g.tenant}
-            row = have.get(name)
-            if row is None:
+        for name, g, ext, new in changed:
+            if new:
                 txn.add(api.add_port(BRIDGE, name, may_exist=True))
-            elif row["type"] == "internal" and _mac_column(row) == g.mac \
-                    and row["external_ids"] == ext:
-                continue
             txn.add(api.db_set("Interface", name, ("type", "internal"), ("mac", g.mac),
                                ("external_ids", ext)))
-            done.append(f"{'add_port' if row is None else 'set_port'} {name}")
-    return done
+    return [f"del_port {n}" for n in gone] + [
+        f"{'add_port' if new else 'set_port'} {name}" for name, _, _, new in changed]
 
 
 def _json(*args: str) -> list:
@@ -238,6 +242,7 @@ class GatewayKeeper:
     limited: set[int] = field(default_factory=set)  # OVS zones we set limits on
     last: list[Gateway] = field(default_factory=list)
     _waiting: set[str] = field(default_factory=set)  # wx ports vswitchd has not made yet
+    _clean: bool = False                    # the last pass had nothing and left nothing
 
     def ensure(self, api, gateways: list[Gateway] | None, mtu: int,
                tx_off: bool = False) -> list[str]:
@@ -246,6 +251,9 @@ class GatewayKeeper:
         if gateways is not None:
             self.last = sorted({g.id: g for g in gateways}.values(), key=lambda g: g.id)
         gws = self.last
+        published = published_records(api)
+        if not gws and not published and self._clean:
+            return []
         done = ensure_ports(api, gws)
         if gws:
             done += [f"sysctl {k}" for k, v in SYSCTLS.items() if _set_sysctl(k, v)]
@@ -262,8 +270,9 @@ class GatewayKeeper:
             done += [f"{g.port}: {c}" for c in changed]
         # a rule for a port not made yet would route replies nowhere: only ready ones
         done += ensure_rules(ready)
-        done += self._ensure_nat(gws, published_records(api))
+        done += self._ensure_nat(gws, published)
         done += self._ensure_limits(gws)
+        self._clean = not gws and not published
         return done
 
     def _ensure_nat(self, gws: list[Gateway], published: list[Published]) -> list[str]:

@@ -208,6 +208,19 @@ def test_two_tenants_same_address_same_connection_at_once(net):
             w for line in lines for w in line.split() if w.startswith("zone-orig")}
 
 
+def test_a_rewritten_table_keeps_nated_connections(net):
+    """An agent restart rewrites the whole table (one transaction): connections already
+    NATed go on (their bindings live in conntrack, and the NAT hooks never go away)."""
+    clients = {tid: net.spawn(ns, CLIENT, SERVER, "5201", "40010", f"keep{tid}", "tcp")
+               for tid, ns in net.tenants.items()}
+    time.sleep(1.5)                     # connected, first exchange done, second pending
+    net.apply([gw(1001), gw(1002)])
+    sh(net.host, "nft", "-f", "-", stdin=nat.ruleset([gw(1002), gw(1001)]))
+    for tid, p in clients.items():
+        out, err = p.communicate(timeout=15)
+        assert out.split("\n")[1] == f"server saw {HOST} said keep{tid}+", err
+
+
 def test_udp_and_ping_both_tenants(net):
     clients = {tid: net.spawn(ns, CLIENT, SERVER, "5201", "40001", f"u{tid}", "udp")
                for tid, ns in net.tenants.items()}
