@@ -227,8 +227,11 @@ def ensure_rules(gateways: Iterable[Gateway]) -> list[str]:
 
 def ct_limits() -> dict[int, int] | None:
     """OVS's conntrack zone limits (zone -> limit); None when ovs-appctl fails."""
-    res = subprocess.run(["ovs-appctl", "dpctl/ct-get-limits"], capture_output=True, text=True,
-                         check=False)
+    try:
+        res = subprocess.run(["ovs-appctl", "dpctl/ct-get-limits"], capture_output=True,
+                             text=True, check=False)
+    except OSError:
+        return None
     if res.returncode:
         return None
     return {int(z): int(n) for z, n in _LIMIT.findall(res.stdout)}
