@@ -12,6 +12,12 @@ stack on receive), so the only place to stop it is here, before it leaves:
 * input: the same from ``docker0`` and Docker's user-defined bridges to this host's
   own addresses.
 
+Tenants' gateway ports ``wx-<id>`` (docs/routing.md section 3) put tenant containers one
+routing hop from the host and the cluster, so containers (all of these interfaces) also
+may not reach the controllers' API ports, etcd's client and peer ports or SSH on cluster
+addresses, and nothing new may come in from a ``wx`` port to the host itself (replies to
+the host's own connections, and ICMP errors about them, still may).
+
 The table is replaced whole and atomically when the cluster changes; nothing
 outside it is touched (Docker's and the operator's rules stay as they are).
 A drop in any nftables base chain is final, so Docker's ACCEPT rules cannot
@@ -19,10 +25,12 @@ undo it.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import shutil
 import subprocess
+from urllib.parse import urlsplit
 
 from cluster.hostsfile import Cluster
 
@@ -30,13 +38,33 @@ LOG = logging.getLogger("ovs-agent")
 TABLE = "weft"
 VXLAN_PORT = 4789
 OVSDB_PORTS = (6640,)
+# etcd's client and peer ports (hosts.yaml does not name the store's endpoints: the
+# well-known ports), and SSH
+SERVICE_PORTS = (22, 2379, 2380)
+GATEWAY_IFACES = "wx-*"
 _TARGET = re.compile(r"(?:tcp|ssl):\[?([0-9A-Fa-f:.]+?)\]?:(\d+)$")
 
 
 # Where containers' packets enter this host: docker0 and Docker's user-defined bridges
 # (br-<network id>).  `--network host` containers share the host's own stack: no
 # interface tells them apart from the host's processes (docs/security.md).
-CONTAINER_IFACES = ("docker0", "br-*")
+CONTAINER_IFACES = ("docker0", "br-*", GATEWAY_IFACES)
+
+
+def _api_endpoints(cluster: Cluster) -> tuple[set[str], set[int]]:
+    """The controllers' REST API addresses (literal IPv4 only) and ports."""
+    ips, ports = set(), set()
+    for url in cluster.apis or ((cluster.api,) if cluster.api else ()):
+        parts = urlsplit(url)
+        try:
+            ports.add(parts.port or (443 if parts.scheme == "https" else 80))
+        except ValueError:
+            continue
+        try:
+            ips.add(str(ipaddress.IPv4Address(parts.hostname or "")))
+        except ValueError:
+            pass
+    return ips, ports
 
 
 def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = CONTAINER_IFACES) -> str:
@@ -45,11 +73,18 @@ def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = CONTAINER_IFAC
     controllers = sorted({(m[1], int(m[2])) for t in cluster.controllers
                           if (m := _TARGET.match(t)) and ":" not in m[1]})
     ovsdb = ", ".join(str(p) for p in OVSDB_PORTS)
+    api_ips, api_ports = _api_endpoints(cluster)
+    addresses = ", ".join(sorted({h.underlay_ip for h in cluster.hosts}
+                                 | {ip for ip, _ in controllers} | api_ips,
+                                 key=ipaddress.IPv4Address))
+    services = ", ".join(str(p) for p in sorted(set(SERVICE_PORTS) | api_ports))
+    ifaces = ", ".join(f'"{i}"' for i in container_ifaces)
     deny = [f"ip daddr {{ {underlay} }} udp dport {VXLAN_PORT} drop",
             f"ip daddr {{ {underlay} }} ip protocol gre drop",
             f"ip daddr {{ {underlay} }} tcp dport {{ {ovsdb} }} drop",
-            *(f"ip daddr {ip} tcp dport {port} drop" for ip, port in controllers)]
-    ifaces = ", ".join(f'"{i}"' for i in container_ifaces)
+            *(f"ip daddr {ip} tcp dport {port} drop" for ip, port in controllers),
+            f"iifname {{ {ifaces} }} ip daddr {{ {addresses} }} tcp dport {{ {services} }} drop"]
+    local_ports = sorted({p for _, p in controllers} | set(SERVICE_PORTS) | api_ports)
     return "\n".join([
         f"table inet {TABLE}", f"delete table inet {TABLE}",
         f"table inet {TABLE} {{",
@@ -62,7 +97,9 @@ def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = CONTAINER_IFAC
         f"    iifname {{ {ifaces} }} udp dport {VXLAN_PORT} drop",
         f"    iifname {{ {ifaces} }} ip protocol gre drop",
         f"    iifname {{ {ifaces} }} tcp dport {{ {ovsdb}"
-        + "".join(f", {p}" for p in sorted({p for _, p in controllers})) + " } drop",
+        + "".join(f", {p}" for p in local_ports if p not in OVSDB_PORTS) + " } drop",
+        *([f'    iifname "{GATEWAY_IFACES}" ct state established,related accept',
+           f'    iifname "{GATEWAY_IFACES}" drop'] if GATEWAY_IFACES in container_ifaces else []),
         "  }",
         "}", ""])
 
@@ -96,3 +133,39 @@ class Firewall:
             return False
         self.applied = want
         return True
+
+
+DOCKER_USER = "DOCKER-USER"
+
+
+def docker_user_rules() -> list[list[str]]:
+    """What weft needs in Docker's DOCKER-USER chain: Docker's FORWARD policy is drop, and
+    tenants' egress and published ports are forwarded through ``wx-<id>`` ports."""
+    return [[flag, "wx-+", "-m", "comment", "--comment", "weft", "-j", "ACCEPT"]
+            for flag in ("-i", "-o")]
+
+
+def ensure_docker_user(iptables: str | None = None) -> list[str]:
+    """Insert the DOCKER-USER accepts where missing (Docker rebuilds its chains when it
+    restarts: checked every pass).  No iptables or no DOCKER-USER chain (no Docker
+    here): nothing.  Returns the rules inserted."""
+    iptables = iptables or shutil.which("iptables")
+    if iptables is None:
+        return []
+    res = subprocess.run([iptables, "-w", "5", "-S", DOCKER_USER], capture_output=True,
+                         text=True, check=False)
+    if res.returncode:
+        return []
+    have = {line.strip() for line in res.stdout.splitlines()}
+    done = []
+    for rule in docker_user_rules():
+        text = " ".join(rule)
+        if f"-A {DOCKER_USER} {text}" in have:
+            continue
+        ins = subprocess.run([iptables, "-w", "5", "-I", DOCKER_USER, *rule],
+                             capture_output=True, text=True, check=False)
+        if ins.returncode:
+            LOG.warning("iptables -I %s %s: %s", DOCKER_USER, text, ins.stderr.strip())
+        else:
+            done.append(f"{DOCKER_USER} {text}")
+    return done
