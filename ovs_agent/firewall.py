@@ -51,20 +51,21 @@ _TARGET = re.compile(r"(?:tcp|ssl):\[?([0-9A-Fa-f:.]+?)\]?:(\d+)$")
 CONTAINER_IFACES = ("docker0", "br-*", GATEWAY_IFACES)
 
 
-def _api_endpoints(cluster: Cluster) -> tuple[set[str], set[int]]:
-    """The controllers' REST API addresses (literal IPv4 only) and ports."""
-    ips, ports = set(), set()
+def _api_endpoints(cluster: Cluster) -> tuple[set[tuple[str, int]], set[int]]:
+    """The controllers' REST APIs: (IPv4, port) of URLs with a literal address, and the
+    ports of URLs naming a host (their address is not known here)."""
+    pairs, by_name = set(), set()
     for url in cluster.apis or ((cluster.api,) if cluster.api else ()):
         parts = urlsplit(url)
         try:
-            ports.add(parts.port or (443 if parts.scheme == "https" else 80))
+            port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             continue
         try:
-            ips.add(str(ipaddress.IPv4Address(parts.hostname or "")))
+            pairs.add((str(ipaddress.IPv4Address(parts.hostname or "")), port))
         except ValueError:
-            pass
-    return ips, ports
+            by_name.add(port)
+    return pairs, by_name
 
 
 def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = CONTAINER_IFACES) -> str:
@@ -73,17 +74,22 @@ def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = CONTAINER_IFAC
     controllers = sorted({(m[1], int(m[2])) for t in cluster.controllers
                           if (m := _TARGET.match(t)) and ":" not in m[1]})
     ovsdb = ", ".join(str(p) for p in OVSDB_PORTS)
-    api_ips, api_ports = _api_endpoints(cluster)
-    addresses = ", ".join(sorted({h.underlay_ip for h in cluster.hosts}
-                                 | {ip for ip, _ in controllers} | api_ips,
-                                 key=ipaddress.IPv4Address))
-    services = ", ".join(str(p) for p in sorted(set(SERVICE_PORTS) | api_ports))
+    api_pairs, api_named = _api_endpoints(cluster)
+    addresses = sorted({h.underlay_ip for h in cluster.hosts} | {ip for ip, _ in controllers}
+                       | {ip for ip, _ in api_pairs}, key=ipaddress.IPv4Address)
+    # (address . port) pairs, never a cross product: a container may reach a port
+    # published on a host even when the same number is an API port elsewhere
+    protected = sorted(api_pairs | {(ip, p) for ip in addresses
+                                    for p in (*SERVICE_PORTS, *api_named)},
+                       key=lambda x: (ipaddress.IPv4Address(x[0]), x[1]))
+    services = ", ".join(f"{ip} . {p}" for ip, p in protected)
     ifaces = ", ".join(f'"{i}"' for i in container_ifaces)
     deny = [f"ip daddr {{ {underlay} }} udp dport {VXLAN_PORT} drop",
             f"ip daddr {{ {underlay} }} ip protocol gre drop",
             f"ip daddr {{ {underlay} }} tcp dport {{ {ovsdb} }} drop",
             *(f"ip daddr {ip} tcp dport {port} drop" for ip, port in controllers),
-            f"iifname {{ {ifaces} }} ip daddr {{ {addresses} }} tcp dport {{ {services} }} drop"]
+            f"iifname {{ {ifaces} }} ip daddr . tcp dport {{ {services} }} drop"]
+    api_ports = {p for _, p in api_pairs} | api_named
     local_ports = sorted({p for _, p in controllers} | set(SERVICE_PORTS) | api_ports)
     return "\n".join([
         f"table inet {TABLE}", f"delete table inet {TABLE}",

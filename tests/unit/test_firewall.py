@@ -55,9 +55,15 @@ def test_gateway_ports_are_container_interfaces_and_closed_to_host_services():
     text = ruleset(parse(API_HOSTS))
     forward = text[text.index("chain forward"):text.index("chain input")]
     inp = text[text.index("chain input"):]
-    assert ('iifname { "docker0", "br-*", "wx-*" } ip daddr { 10.99.0.1, 10.99.0.2, 10.99.0.7, '
-            '192.168.50.10, 192.168.50.11 } tcp dport { 22, 80, 2379, 2380, 8080, 9443 } drop'
-            ) in forward
+    rule = next(line for line in forward.splitlines() if "ip daddr . tcp dport" in line)
+    assert rule.strip().startswith('iifname { "docker0", "br-*", "wx-*" } ip daddr . tcp dport')
+    pairs = {x.strip() for x in rule[rule.index("{", rule.index("dport")) + 1:
+                                      rule.rindex("}")].split(",")}
+    addresses = ("10.99.0.1", "10.99.0.2", "10.99.0.7", "192.168.50.10", "192.168.50.11")
+    # each API at its own address only; SSH, etcd and a named API's port everywhere
+    assert pairs == {"10.99.0.1 . 8080", "10.99.0.7 . 80"} | {
+        f"{ip} . {p}" for ip in addresses for p in (22, 2379, 2380, 9443)}
+    assert "192.168.50.10 . 8080" not in pairs      # a port published on a host stays open
     assert ('iifname { "docker0", "br-*", "wx-*" } tcp dport { 6640, 22, 80, 2379, 2380, 6633, '
             '6653, 8080, 9443 } drop') in inp
     assert inp.index('iifname "wx-*" ct state established,related accept') \
