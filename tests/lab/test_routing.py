@@ -23,8 +23,11 @@ What the lab asks of the other parts (docs/routing.md sections 1-4):
 """
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import re
+import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,12 +36,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import converged_lab, lab_name, wait_for
+from weft_lab import attack as A
 from weft_lab import cluster as C
 from weft_lab import docker as D
+from weft_lab import faults as F
 from weft_lab import nodes as N
 from weft_lab import outside as O
 from weft_lab.topology import load
-from weft_lab.traffic import PROBE, capture, captured, iperf, node_run, reaches
+from weft_lab.shell import netns_pids
+from weft_lab.traffic import (PROBE, capture, captured, iperf, node_mac, node_run, pinging,
+                               reaches, tcpdump)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXT = "203.0.113.10"
@@ -276,3 +283,235 @@ def test_published_port_conflict(lab):
         for host, name in (("host1", "pub1"), ("host1", "pub2"), ("host2", "pub3"),
                            ("host1", "pub4")):
             docker_cli(lab, host, "rm", "-f", name)
+
+
+# -- static routes, hitless changes --------------------------------------------------------
+
+def _switches(lab) -> dict[str, dict]:
+    with C.api(lab.name) as api:
+        return {s["host"]: s for s in api.get("/v1/switches").json()}
+
+
+def _mods(lab) -> dict[str, int]:
+    return {h: s["flow_mods_sent"] + s["group_mods_sent"] for h, s in _switches(lab).items()}
+
+
+@vxlan_only
+def test_static_default_route_beats_egress(lab):
+    """`0.0.0.0/0 via red-web2` in tenant red: red's packets to ext go to red-web2 (a
+    router of the tenant's own), not out through the host's NAT; blue still egresses;
+    removing the route gives red its egress back."""
+    via = lab.addr("red-web2")
+    with C.api(lab.name) as api:
+        r = api.post("/v1/tenants/red/routes", json={"prefix": "0.0.0.0/0", "via": via})
+        assert r.status_code == 201, r.text
+        try:
+            C.wait_converged(lab)
+            before = len(O.peers(lab.name, "ext"))
+            proc = capture(lab.name, ["red-web2"])
+            try:
+                node_run(lab.name, "red-db1", ["ping", "-n", "-p", PROBE, "-c", "3", "-i",
+                                               "0.2", "-W", "1", EXT])
+                time.sleep(0.5)
+            finally:
+                seen = captured(proc)["red-web2"]
+            assert seen >= 3, seen             # the next hop got them (routed, TTL - 1)
+            assert O.udp_echo(lab.name, "red-db1", EXT, 5201, ["via"], timeout=1) == [None]
+            assert len(O.peers(lab.name, "ext")) == before
+            assert O.udp_echo(lab.name, "blue-db1", EXT, 5201, ["blue"]) == ["blue"]
+        finally:
+            api.delete("/v1/tenants/red/routes", params={"prefix": "0.0.0.0/0"})
+            C.wait_converged(lab)
+    wait_for(lambda: O.udp_echo(lab.name, "red-db1", EXT, 5201, ["back"]) == ["back"], 20,
+             "red's egress back after the route went")
+
+
+@vxlan_only
+def test_hitless_network_route_and_restarts(lab):
+    """A new network and a new route send only their own flows (a few, not a resync); a
+    controller restart sends none; an agent restart keeps a NATed TCP stream going."""
+    with C.api(lab.name) as api:
+        m0 = _mods(lab)
+        r = api.post("/v1/networks", json={"name": "red-extra", "tenant": "red",
+                                           "subnet": "10.10.9.0/24"})
+        assert r.status_code == 201, r.text
+        try:
+            C.wait_converged(lab)
+            m1 = _mods(lab)
+            added = {h: m1[h] - m0[h] for h in m1}
+            # a network no host has a port in yet: FIB rows at most, never a resync
+            assert all(n <= 10 for n in added.values()), added
+            r = api.post("/v1/tenants/red/routes", json={"prefix": "10.77.0.0/16",
+                                                         "via": lab.addr("red-db2")})
+            assert r.status_code == 201, r.text
+            C.wait_converged(lab)
+            m2 = _mods(lab)
+            assert all(m2[h] - m1[h] <= 4 for h in m2), (m1, m2)
+        finally:
+            api.delete("/v1/tenants/red/routes", params={"prefix": "10.77.0.0/16"})
+            api.delete("/v1/networks/red-extra")
+            C.wait_converged(lab)
+    os.kill(_controller_pid(lab.name), signal.SIGKILL)
+    time.sleep(0.5)
+    C.start_controller(lab)
+    C.wait_api(lab.name)
+    C.wait_converged(lab)
+    assert all(s["connected"] for s in _switches(lab).values())
+    assert set(_mods(lab).values()) == {0}, _switches(lab)
+    # a NATed TCP stream to ext survives the agent of its host being killed and restarted
+    stream = subprocess.Popen(N.exec_argv(lab.name, "red-web1", [
+        "iperf3", "-c", EXT, "-p", "5201", "-t", "8", "-i", "1", "-J"]),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    F.kill_agent(lab.name, "host1", restart_after=1.0)()
+    out, err = stream.communicate(timeout=60)
+    data = json.loads(out or "{}")
+    assert "error" not in data, data.get("error")
+    secs = [i["sum"]["bits_per_second"] for i in data["intervals"]]
+    print(f"\nNATed stream across an agent restart: {[round(s / 1e6) for s in secs]} Mbit/s")
+    assert min(secs[1:]) > 1e6, secs           # no second of the stream stalled
+
+
+def _controller_pid(lab: str) -> int:
+    for pid in netns_pids(N.ns_name(lab, "ctl")):
+        if b"controller.manager" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    raise AssertionError("controller not running")
+
+
+# -- attacks (issue 22) ----------------------------------------------------------------------
+
+def _network(lab, name: str) -> dict:
+    with C.api(lab.name) as api:
+        return api.get(f"/v1/networks/{name}").json()
+
+
+def _neigh_mac(lab, node: str, ip: str) -> str | None:
+    out = node_run(lab.name, node, ["ip", "neigh", "show", ip]).stdout
+    m = re.search(r"lladdr ([0-9a-f:]{17})", out)
+    return m.group(1) if m else None
+
+
+MARK = "icmp[8:4] = 0x77656674"      # the first payload bytes of attack.icmp_echo: "weft"
+
+
+@vxlan_only
+def test_gateway_spoof(lab):
+    """red-web1 sends from red-web's gateway MAC, claims the gateway's IP with gratuitous
+    and unicast ARP replies, and sends pings from the gateway's IP: red-web2 (the victim,
+    on host2) keeps the real gateway MAC, keeps its routed traffic, and receives none of
+    the forged frames."""
+    gw = _network(lab, "red-web")
+    gmac, gip = gw["gateway_mac"], gw["gateway"]
+    me = node_mac(lab.name, "red-web1")
+    victim, vmac = lab.addr("red-web2"), node_mac(lab.name, "red-web2")
+    assert reaches(lab.name, "red-web2", gip)
+    assert _neigh_mac(lab, "red-web2", gip) == gmac
+    frames = [A.probe(A.BCAST, gmac), A.probe(vmac, gmac),
+              A.arp(gmac, gmac, gip, gip),                         # gratuitous, gateway MAC
+              A.arp(me, me, gip, gip),                             # gratuitous, own MAC
+              A.arp(me, me, gip, victim, op=2, dst=vmac),          # unicast reply to victim
+              A.icmp_echo(gmac, vmac, gip, victim),                # from the gateway itself
+              A.icmp_echo(me, vmac, gip, victim)]                  # its IP, own MAC
+    cap = {"forged": tcpdump(lab.name, "red-web2", [
+        "-i", "eth0", f"ether proto 0x88b5 or (arp and ether src not {gmac}"
+                      f" and arp[14:4] = 0x{ipaddress.IPv4Address(gip).packed.hex()}) or ({MARK})"])}
+    attack = A.send_every(lab.name, "red-web1", frames, 0.05, 4)
+    try:
+        with pinging(lab.name, "red-web2", lab.addr("red-db1"), 30, interval=0.1) as res:
+            pass
+    finally:
+        attack.wait(timeout=30)
+        seen = captured(cap)
+    assert res.received == res.sent == 30, res
+    assert seen == {"forged": 0}, seen
+    assert _neigh_mac(lab, "red-web2", gip) == gmac
+
+
+@vxlan_only
+def test_other_tenant_gateway_mac(lab):
+    """red-web1 sends to blue-web's gateway MAC with an address of blue's subnet (which red
+    has too): nothing reaches a blue container, on either host."""
+    blue_gw = _network(lab, "blue-web")["gateway_mac"]
+    me, src = node_mac(lab.name, "red-web1"), lab.addr("red-web1")
+    frames = [A.icmp_echo(me, blue_gw, src, lab.addr(c)) for c in ("blue-db2", "blue-db1",
+                                                                  "blue-web2")]
+    frames.append(A.probe(blue_gw, me))
+    blues = [c for c in CONTAINERS if c.startswith("blue-")]
+    procs = {c: tcpdump(lab.name, c, ["-i", "eth0", f"ether proto 0x88b5 or ({MARK})"])
+             for c in blues}
+    try:
+        A.send(lab.name, "red-web1", frames, count=20)
+        time.sleep(0.5)
+    finally:
+        counts = captured(procs)
+    assert counts == {c: 0 for c in blues}, counts
+
+
+@vxlan_only
+def test_ttl_loops_are_bounded(lab):
+    """TTL 1 towards another network is dropped by the gateway (never delivered, never sent
+    to the controller); a routing loop of TTL 255 through red-db2 (a static route via it,
+    and red-db2 routing it back to its gateway) ends: the copies red-db2 sees are bounded
+    and the controller sees no packet-in storm."""
+    dst = lab.addr("red-db2")
+    proc = capture(lab.name, ["red-db2"])
+    try:
+        node_run(lab.name, "red-web1", ["ping", "-n", "-t", "1", "-p", PROBE, "-c", "5", "-i",
+                                        "0.2", "-W", "1", dst])
+        time.sleep(0.3)
+    finally:
+        ttl1 = captured(proc)["red-db2"]
+    assert ttl1 == 0, ttl1
+    assert reaches(lab.name, "red-web1", dst)               # TTL 64 is routed
+    with C.api(lab.name) as api:
+        r = api.post("/v1/tenants/red/routes", json={"prefix": "10.99.0.0/24", "via": dst})
+        assert r.status_code == 201, r.text
+        try:
+            C.wait_converged(lab)
+            node_run(lab.name, "red-db2", ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            node_run(lab.name, "red-db2", ["ip", "route", "replace", "10.99.0.0/24", "via",
+                                           GATEWAYS[1]])
+            before = _switches(lab)
+            proc = capture(lab.name, ["red-db2"])
+            try:
+                node_run(lab.name, "red-web1", ["ping", "-n", "-t", "255", "-p", PROBE, "-c",
+                                                "3", "-i", "0.3", "-W", "1", "10.99.0.5"])
+                time.sleep(0.5)
+            finally:
+                looped = captured(proc)["red-db2"]
+            after = _switches(lab)
+        finally:
+            node_run(lab.name, "red-db2", ["ip", "route", "del", "10.99.0.0/24"])
+            node_run(lab.name, "red-db2", ["sysctl", "-qw", "net.ipv4.ip_forward=0"])
+            api.delete("/v1/tenants/red/routes", params={"prefix": "10.99.0.0/24"})
+            C.wait_converged(lab)
+    print(f"\nTTL 255 loop: red-db2 saw {looped} frames for 3 pings")
+    assert 3 <= looped <= 3 * 255, looped
+    assert all(after[h]["errors"] == before[h]["errors"] for h in after), (before, after)
+    assert reaches(lab.name, "red-web1", dst)
+
+
+@vxlan_only
+def test_host_services_unreachable_through_the_gateway(lab):
+    """The hosts' SSH and etcd ports, the controller's API and OpenFlow, and the gateway's
+    own address: containers reach none of them (routed, NATed or direct), while host2
+    itself does (each listener is real)."""
+    h1 = lab.host("host1").underlay_ip
+    ctl = lab.controller_ips()[0]
+    listeners = subprocess.Popen(N.exec_argv(lab.name, "host1", [
+        "python3", "-c", "import socket,time\nss=[]\nfor p in (22, 2379, 2380):\n"
+        " s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        " s.bind(('0.0.0.0', p)); s.listen(); ss.append(s)\n"
+        "print('ready', flush=True); time.sleep(300)"]), stdout=subprocess.PIPE, text=True)
+    try:
+        assert listeners.stdout and listeners.stdout.readline().strip() == "ready"
+        targets = [(h1, 22), (h1, 2379), (h1, 2380), (ctl, 8080), (ctl, 6653)]
+        for ip, port in targets:
+            assert O.tcp_open(lab.name, "host2", ip, port), (ip, port)    # they are there
+        for c in ("red-web1", "red-web2", "blue-db1"):
+            for ip, port in [*targets, (GATEWAYS[0], 22), (GATEWAYS[0], 8080)]:
+                assert not O.tcp_open(lab.name, c, ip, port, timeout=1), (c, ip, port)
+    finally:
+        listeners.kill()
+        listeners.wait()
