@@ -408,6 +408,108 @@ def flows_per_switch() -> list[dict]:
     return rows
 
 
+def routing(runs: int, seconds: float, destinations: int = 100) -> list[Figure]:
+    """topologies/routing.yaml: routed vs same-network vs NATed throughput across hosts
+    (ratios within one run), and the first packet to routed destinations never used."""
+    from weft_lab.topology import load
+    topo = load(ROOT / "topologies" / "routing.yaml").with_name("brt")
+    with L.running(topo):
+        C.wait_converged(topo)
+        addr = topo.addr
+        for dst in ("red-web2", "red-db2", "203.0.113.10"):     # warm ARP and NAT
+            ping(topo.name, "red-web1", addr(dst) if "-" in dst else dst, count=3)
+        same, routed, nat = [], [], []
+        for _ in range(runs):
+            same.append(iperf(topo.name, "red-web1", "red-web2", addr("red-web2"), seconds))
+            routed.append(iperf(topo.name, "red-web1", "red-db2", addr("red-db2"), seconds))
+            nat.append(_iperf_to(topo.name, "red-web1", "203.0.113.10", 5201, seconds))
+        first = _first_routed_packets(topo, destinations)
+    return [Figure("TCP same network across hosts (routing lab)", same, "Mbit/s"),
+            Figure("TCP routed between networks across hosts", routed, "Mbit/s"),
+            Figure("TCP NATed to the external node", nat, "Mbit/s"),
+            Figure("routed / same-network ratio", _median_ratio(routed, same), "ratio",
+                   "goal >= 0.9"),
+            Figure("NATed / routed ratio", _median_ratio(nat, routed), "ratio", "goal >= 0.9"),
+            Figure(f"first packet to a new routed destination p50 ({destinations})",
+                   [percentile(first, 50)], "ms"),
+            Figure(f"first packet to a new routed destination p99 ({destinations})",
+                   [percentile(first, 99)], "ms", "goal < 50 ms")]
+
+
+def _iperf_to(lab: str, node: str, ip: str, port: int, seconds: float) -> float:
+    """TCP Mbit/s from a lab node to a server that already runs (the external node's)."""
+    for _ in range(20):
+        out = subprocess.run(N.exec_argv(lab, node, ["iperf3", "-c", ip, "-p", str(port), "-t",
+                                                     str(seconds), "-O", "1", "-J"]),
+                             capture_output=True, text=True, timeout=seconds + 60).stdout
+        data = json.loads(out or "{}")
+        if "busy" not in data.get("error", ""):
+            break
+        time.sleep(0.5)
+    if "error" in data:
+        raise RuntimeError(f"iperf3 {node} -> {ip}:{port}: {data['error']}")
+    return data["end"]["sum_received"]["bits_per_second"] / 1e6
+
+
+def _first_routed_packets(topo, n: int) -> list[float]:
+    """RTT (ms) of the first ping from red-web1 to each of `n` new endpoints of red-db on
+    host2 (bare ports bound through REST with their addresses): one ping each, never
+    pinged before. Routing is proactive, so this is one round trip plus the endpoint's
+    own ARP for its gateway (answered on its host)."""
+    rtts: list[float] = []
+    with C.api(topo.name) as api:
+        nodes = []
+        for i in range(n):
+            ip, mac = f"10.10.2.{20 + i}", f"02:00:0a:0b:{i >> 8:02x}:{i & 255:02x}"
+            port, node = f"rt{i}", f"rt{i}"
+            ns = plug_bare_port(topo.name, "host2", node, f"{ip}/24", mac, port)
+            run(["ip", "route", "add", "default", "via", "10.10.2.1"], ns=ns)
+            r = api.post("/v1/ports", json={"host": "host2", "port": port, "network": "red-db",
+                                            "mac": mac, "ips": [ip]})
+            r.raise_for_status()
+            nodes.append(ip)
+        C.wait_converged(topo)
+        for ip in nodes:
+            res = ping(topo.name, "red-web1", ip, count=1)
+            if res.rtts_ms:
+                rtts.append(res.rtts_ms[0])
+    if len(rtts) < n:
+        raise RuntimeError(f"only {len(rtts)} of {n} routed destinations answered")
+    return rtts
+
+
+def flows_with_routing() -> list[dict]:
+    """Desired flows on one host at 1,000 endpoints on 4 hosts: 10 networks of one
+    tenant, and 10 tenants of one network each, with gateways (routing) and without."""
+    from controller.model import Binding, Tenant, Topology
+    from controller.pipeline import desired_state
+    rows = []
+    for shape in ("10 networks of 1 tenant", "10 tenants of 1 network"):
+        for gateways in (False, True):
+            nets = []
+            for i in range(10):
+                subnet = f"10.{i}.0.0/16"
+                gw = f"10.{i}.0.1" if gateways else None
+                domain = "t0" if shape.startswith("10 networks") and i else None
+                nets.append(Tenant(f"t{i}", 1000 + i, subnet=subnet, domain=domain,
+                                   gateway=gw, egress=gateways))
+            binds = tuple(Binding(f"h{j % 4}", f"p{j}", f"t{j % 10}",
+                                  mac=f"02:00:00:00:{j >> 8 & 255:02x}:{j & 255:02x}",
+                                  ips=(f"10.{j % 10}.{1 + (j >> 8)}.{(j & 255) or 254}",))
+                          for j in range(1000))
+            topo = Topology(tuple(nets), binds, ("h0", "h1", "h2", "h3"))
+            ports = {b.port: 10 + k for k, b in enumerate(binds) if b.host == "h0"}
+            ports["weft-d0"] = 1
+            ports.update({f"vx-h{i}": 1000 + i for i in range(1, 4)})
+            if gateways:
+                ports.update({f"wx-{t.vni}": 2000 + k for k, t in enumerate(nets)
+                              if t.domain is None})
+            st = desired_state("h0", topo, ports, {f"h{i}": f"vx-h{i}" for i in range(1, 4)})
+            rows.append({"shape": shape, "routing": gateways, "endpoints": 1000, "hosts": 4,
+                         "flows": len(st.flows), "groups": len(st.groups)})
+    return rows
+
+
 def agent_convergence(hosts: int) -> Figure:
     """From bare OVS on every host to a full mesh everywhere, agents started together."""
     from cluster.hostsfile import tunnel_port_name
@@ -522,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench.json"))
     ap.add_argument("--plot", default=str(ROOT / "docs" / "performance.png"))
     ap.add_argument("--only", help="comma list of sections: dataplane,flannel,bind,program,"
-                                   "flows,scale,agent,peer,docker")
+                                   "flows,scale,agent,peer,docker,routing")
     ap.add_argument("--program", metavar="NxH,...",
                     help="programming scales, endpoints x hosts (default 1000x4,1000x16,"
                          "10000x4,10000x16; --quick 1000x4)")
@@ -597,6 +699,9 @@ def main(argv: list[str] | None = None) -> int:
                 results["agent_convergence"].append({"hosts": h, "seconds": f.values[0]})
                 return [f]
             step(f"agent convergence, {h} hosts", converge)
+    if want("routing"):
+        step("routing: routed, NATed, first packet (topologies/routing.yaml)",
+             lambda: routing(runs, secs, 40 if args.quick else 100))
     if want("peer"):
         step("peer comparison (reactive simple_switch_13 vs proactive weft)", peer_comparison)
     t0 = time.monotonic()
@@ -610,6 +715,11 @@ def main(argv: list[str] | None = None) -> int:
     if want("flows") or only is None:
         print(f"\n[{time.monotonic() - t0:.0f}s] flows per switch ...", flush=True)
         results["flows_per_switch"] = flows_per_switch()
+    if want("routing") or want("flows") or only is None:
+        results["flows_with_routing"] = rows = flows_with_routing()
+        for row in rows:
+            print(f"flows per host, {row['shape']}, routing {'on ' if row['routing'] else 'off'}"
+                  f" at {row['endpoints']} endpoints: {row['flows']}", flush=True)
     results["figures"] = [f.as_json() for f in figs]
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"\nwrote {args.out}")
