@@ -225,7 +225,7 @@ def test_what_weft_does_not_model_never_compares_equal():
     stats = ofpp.OFPFlowStats(
         table_id=0, priority=1, idle_timeout=0, cookie=COOKIE_ISOLATION, match=ofpp.OFPMatch(),
         instructions=[
-            ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [ofpp.OFPActionDecNwTtl()]),
+            ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [ofpp.OFPActionSetNwTtl(9)]),
             ofpp.OFPInstructionActions(ofp.OFPIT_CLEAR_ACTIONS, [])])
     f = flow_from_stats(stats)
     assert [i[0] for i in f.instructions] == ["apply", "unknown"]
