@@ -16,9 +16,10 @@ Actions: ``("output", port)`` (port OFPP_IN_PORT: back where the frame came from
 ``("learn", LearnSpec)``, ``("ct", commit, zone, table)`` (OVS conntrack:
 ``ct(commit?, zone=Z, table=T?)``; ``table`` None means no recirculation,
 the frame goes on with this flow's instructions), ``("dec_ttl",)`` (IPv4 TTL - 1; a
-frame with TTL 0 or 1 stops there: dropped), ``("move", src, dst)`` (copy whole field
-``src`` into ``dst``: OVS ``move:src[]->dst[]``), ``("resubmit", table)`` (look the
-frame up in ``table``, any table, then go on with this flow's actions).
+frame with TTL 0 or 1 stops there: dropped in the datapath, no packet-in),
+``("move", src, dst)`` (copy whole field ``src`` into ``dst``: OVS
+``move:src[]->dst[]``), ``("resubmit", table)`` (look the frame up in ``table``, any
+table, then go on with this flow's actions).
 
 ``ct_state`` matches are ``(bits, mask)`` of the ``CT_*`` bits.
 

@@ -14,8 +14,10 @@ Normalisation on the way back:
 
 Conntrack is NXAST_CT with an immediate zone (``zone_src`` empty), no ALG
 and no nested actions: ``("ct", commit, zone, table)``.  Routing's actions:
-``("dec_ttl",)`` is OFPAT_DEC_NW_TTL (what OVS echoes for ``dec_ttl`` without
-controller ids), ``("move", src, dst)`` NXAST_REG_MOVE of whole fields named by
+``("dec_ttl",)`` is NXAST_DEC_TTL_CNT_IDS with no controller ids (OVS echoes it
+so): a frame with TTL 0 or 1 then just drops in the datapath, where OFPAT_DEC_NW_TTL
+(controller id 0) makes OVS handle each such frame in its slow path (a ``controller``
+action it then does not send), ``("move", src, dst)`` NXAST_REG_MOVE of whole fields named by
 their NXM headers (as OVS echoes them; read back by either spelling),
 ``("resubmit", table)`` NXAST_RESUBMIT_TABLE with in_port OFPP_IN_PORT.
 
@@ -451,8 +453,8 @@ def _action(parser: Any, action: tuple) -> Any:
                                  zone_ofs_nbits=zone,
                                  recirc_table=_NX_CT_RECIRC_NONE if table is None else table,
                                  alg=0, actions=[])
-    if kind == "dec_ttl":
-        return parser.OFPActionDecNwTtl()
+    if kind == "dec_ttl":      # no controller ids: TTL 0/1 drops in the datapath
+        return parser.NXActionDecTtlCntIds(cnt_ids=[])
     if kind == "move":
         _, src, dst = action
         bits = _MOVE_FIELD_BITS[src]
@@ -618,7 +620,7 @@ def _parse_action(action: Any) -> tuple:
             and not action.actions and not action.flags & ~_NX_CT_F_COMMIT:
         table = None if action.recirc_table == _NX_CT_RECIRC_NONE else action.recirc_table
         return ("ct", bool(action.flags & _NX_CT_F_COMMIT), action.zone_ofs_nbits, table)
-    if isinstance(action, ofpp.OFPActionDecNwTtl):
+    if isinstance(action, ofpp.NXActionDecTtlCntIds) and not action.cnt_ids:
         return ("dec_ttl",)
     if isinstance(action, ofpp.NXActionRegMove):
         src, dst = _oxm_name(action.src_field), _oxm_name(action.dst_field)

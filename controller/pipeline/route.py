@@ -30,8 +30,9 @@ model and shared by every switch.  ROUTED, cookie COOKIE_ROUTE::
      10  any                       -> resubmit(,L2)      (the destination's static flow:
                                       a local port, or the tunnel with its network's VNI)
 
-TTL: ``dec_ttl`` drops a frame arriving with TTL 0 or 1 (no ICMP time exceeded,
-no packet-in: weft never asks OVS for invalid-TTL packet-ins).
+TTL: ``dec_ttl`` (sent with an empty controller list, ``controller.ofmsg``) drops a
+frame arriving with TTL 0 or 1 in the datapath: no packet-in, no slow path, no ICMP
+time exceeded (traceroute shows ``*`` for the gateway hop).
 """
 from __future__ import annotations
 
