@@ -184,6 +184,20 @@ def test_gateway_spoofing_attacks_fail():
         **ip(GW_RED, MAC["b"], IP["a"], IP["b"]), "tunnel_id": 1001}) == []
 
 
+def test_an_uplink_carrying_a_gateway_network_is_not_a_local_sender():
+    """VLAN transport: another host sent what arrives on the uplink; it answered and routed
+    there already, so here the gateway's ARP and MAC from the uplink drop."""
+    topo = replace(TOPO, bindings=(*TOPO.bindings,
+                                   Binding("h1", "up", None, TRUNK, trunk=("red-db",), uplink=True)))
+    c = cluster(topo, {**PORTS, "h1": {**PORTS["h1"], "up": 7}})
+    assert c.frames("h1", "up", arp("02:00:00:00:00:77", "10.10.2.77", "10.10.2.1"), vlan=20) == []
+    assert c.frames("h1", "up", ip("02:00:00:00:00:77", GW_DB, "10.10.2.77", IP["a"]), vlan=20) \
+        == []
+    # and a frame of the network from the uplink still reaches its port (plain L2)
+    assert c.frames("h1", "up", ip("02:00:00:00:00:77", MAC["e"], "10.10.2.77", IP["e"]),
+                    vlan=20) == [("h1", "e", None)]
+
+
 # --- egress ---------------------------------------------------------------------------------
 def test_egress_out_of_the_tenants_own_gateway_port_and_the_reply_back():
     c = cluster()
