@@ -23,7 +23,9 @@ every row matches ``domain=T, ip`` (the tenant id in metadata bits 40-63)::
     /0, egress      (``controller.pipeline.egress``)
 
 The rows are the same on every host (no port numbers), so they are built once per
-model and shared by every switch.  ROUTED, cookie COOKIE_ROUTE::
+model and shared by every switch.  Once per routing host, cookie COOKIE_ROUTE, any
+domain: ``UNROUTABLE`` destinations (loopback, link-local, multicast, ...) drop, at the
+priority of connected routes of their length.  ROUTED, cookie COOKIE_ROUTE::
 
     100  metadata & FROM_GATEWAY   -> resubmit(,POLICY)  (from the host stack: the
                                                           tenant's ACLs and QoS)
@@ -48,7 +50,8 @@ from controller.pipeline.tables import (
     PRIO_ROUTED_FROM_GATEWAY, ROUTED, VNI_MASK, domain_match, fib_priority,
 )
 
-__all__ = ["FEATURE", "fib_rows", "prefix_match", "route_to", "routing_domains_here"]
+__all__ = ["FEATURE", "UNROUTABLE", "fib_rows", "prefix_match", "route_to",
+           "routing_domains_here"]
 
 
 def prefix_match(net: ipaddress.IPv4Network) -> dict[str, Any]:
@@ -164,6 +167,20 @@ def fib_rows(topo: Topology, tenant: str) -> tuple[Flow, ...]:
         return got
 
 
+# Never routed, in any tenant (RFC 1122 / 3927 / 5771): "this network", loopback, link-local
+# (the kernel's next hop on wx-<id> lives there; cloud metadata services too), multicast,
+# the limited broadcast.  Priority as connected routes of their length: a tenant's longer
+# static route still wins, the egress default never sees them.
+UNROUTABLE = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4",
+              "255.255.255.255/32")
+
+
+def _unroutable() -> list[Flow]:
+    return [flow(FIB, fib_priority(net.prefixlen, FIB_CONNECTED),
+                 {"eth_type": ETH_TYPE_IPV4, **prefix_match(net)}, (), COOKIE_ROUTE)
+            for net in map(ipaddress.IPv4Network, UNROUTABLE)]
+
+
 def routing_domains_here(sw: SwitchContext) -> list[str]:
     """Tenants with a gateway network present on this host: they route here."""
     return sorted({sw.topo.tenant(name).tenant for name in sw.here
@@ -176,7 +193,8 @@ def _contribute(sw: SwitchContext) -> Part:
         return Part()
     flows = [flow(ROUTED, PRIO_ROUTED_FROM_GATEWAY, {"metadata": (FROM_GATEWAY, FROM_GATEWAY)},
                   [("apply", (("resubmit", POLICY),))], COOKIE_ROUTE),
-             flow(ROUTED, PRIO_ROUTED, {}, [("apply", (("resubmit", L2),))], COOKIE_ROUTE)]
+             flow(ROUTED, PRIO_ROUTED, {}, [("apply", (("resubmit", L2),))], COOKIE_ROUTE),
+             *_unroutable()]
     for t in domains:
         flows.extend(fib_rows(sw.topo, t))
     return Part(flows=flows)

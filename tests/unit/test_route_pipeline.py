@@ -205,6 +205,11 @@ def test_egress_out_of_the_tenants_own_gateway_port_and_the_reply_back():
     assert where(c, "h1", "a", ip(MAC["a"], GW_RED, IP["a"], OUTSIDE)) == [("h1", "wx-1000")]
     assert (out["eth_src"], out["eth_dst"], out["ip_ttl"]) == (GW_RED, gateway_port_mac(1000), 63)
     assert where(c, "h1", "c", ip(MAC["c"], GW_BLUE, IP["c"], OUTSIDE)) == [("h1", "wx-2000")]
+    # never routed: loopback, link-local (metadata services, wx's next hop), multicast,
+    # broadcast; the same from the gateway port
+    for dst in ("127.0.0.1", "169.254.169.254", "169.254.77.2", "224.0.0.251",
+                "255.255.255.255", "0.1.2.3"):
+        assert where(c, "h1", "a", ip(MAC["a"], GW_RED, IP["a"], dst)) == [], dst
     # red-db has egress off: its packets to the outside drop
     assert where(c, "h1", "e", ip(MAC["e"], GW_DB, IP["e"], OUTSIDE)) == []
     reply = ip(gateway_port_mac(1000), next_hop_mac(1000), OUTSIDE, IP["a"])
