@@ -469,3 +469,12 @@ def test_a_controller_restart_sends_0_flow_mods_to_a_routing_switch():
     again = Rig(m, switches=switches)
     again.connect(H1)
     assert again.phase(H1) == IN_SYNC and mods(again.sent[H1]) == []
+
+
+def test_every_routing_flow_prints_through_ofctl():
+    """GET /stats/flow (os-ken's ofctl) on a routing switch: moves, resubmits, dec_ttl."""
+    from os_ken.lib import ofctl_v1_3
+    msg = type("Reply", (), {"body": [stats_echo(f) for f in ALL]})()
+    ofmsg.ofctl_printable(msg)
+    printed = [a for st in msg.body for a in ofctl_v1_3.actions_to_str(st.instructions)]
+    assert any(a.startswith("NX_MOVE") for a in printed)
