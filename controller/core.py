@@ -140,13 +140,13 @@ class Core:
         if cached is not None and version is not None and cached[0] == version \
                 and cached[1] is cluster:
             return cached[2]
-        tenants = tuple(t for t in self.store.tenants() if t.name != "default")
-        topo = Topology(tenants, tuple(sb.binding for sb in self.store.bindings())
-                        + self.uplink_bindings(tenants),
+        m = self.store.model()              # one consistent read of every part
+        # every row: tenants and their networks (Tenant.domain); routes between them
+        tenants = tuple(t for t in m.tenants if t.name != "default")
+        topo = Topology(tenants, m.bindings + self.uplink_bindings(tenants),
                         tuple(h.name for h in cluster.hosts),
-                        limits=tuple(self.store.limits()), rules=tuple(self.store.rules()),
-                        acls=tuple(self.store.acls()), acl_deny=self.store.acl_deny(),
-                        endpoints=tuple(self.store.link_endpoints()))
+                        limits=m.limits, rules=m.rules, acls=m.acls, acl_deny=m.acl_deny,
+                        endpoints=m.endpoints, routes=m.routes)
         if version is not None and version == getattr(self.store, "version", None):
             self._topology = (version, cluster, topo)   # not if a change landed meanwhile
         return topo

@@ -1,8 +1,15 @@
 """`weftctl`: the REST API from a shell.  Tables for people, --json for scripts.
 
     weftctl tenant create NAME [--vlan N] [--subnet CIDR] [--vni N] [--description TEXT]
+                 [--gateway IP|none] [--egress on|off]
     weftctl tenant list | show NAME | delete NAME [--force]
-    weftctl port bind HOST PORT [TENANT] [--mac MAC] [--trunk T1,T2] [--replace]
+    weftctl network create NAME --tenant T [--subnet CIDR] [--gateway IP|none]
+                 [--egress on|off] [--vni N] [--vlan N] [--description TEXT]
+    weftctl network list [--tenant T] | show NAME | delete NAME [--force]
+    weftctl network set NAME [--subnet CIDR|none] [--gateway IP|none] [--egress on|off]
+                 [--vlan N|none] [--description TEXT]
+    weftctl route add TENANT PREFIX --via IP [--mac MAC] | list TENANT | del TENANT PREFIX
+    weftctl port bind HOST PORT [NETWORK] [--mac MAC] [--trunk N1,N2] [--replace]
     weftctl port unbind HOST PORT | list [--host H] [--tenant T]
     weftctl qos limit HOST (--port PORT | --tenant T) (--kbps N [--burst-kb N] |
                  --pps N [--burst-pkts N])
@@ -69,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--token", default=os.environ.get("WEFT_API_TOKEN"))
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     sub = ap.add_subparsers(dest="noun", required=True)
-    for nouns in (_tenant_args, _port_args, _qos_args, _acl_args):
+    for nouns in (_tenant_args, _network_args, _route_args, _port_args, _qos_args, _acl_args):
         nouns(sub)
     s = sub.add_parser("switch").add_subparsers(dest="verb", required=True)
     s.add_parser("list")
@@ -90,6 +97,7 @@ def _tenant_args(sub: Any) -> None:
     tc.add_argument("--vni", type=int)
     tc.add_argument("--subnet")
     tc.add_argument("--description", default="")
+    _gateway_args(tc)
     t.add_parser("list")
     t.add_parser("show").add_argument("name")
     td = t.add_parser("delete")
@@ -97,12 +105,70 @@ def _tenant_args(sub: Any) -> None:
     td.add_argument("--force", action="store_true", help="also remove its port bindings")
 
 
+def _none_or(kind: Any) -> Any:
+    """An option value where ``none`` means null (no gateway, no VLAN, no subnet)."""
+    def parse(text: str) -> Any:
+        return None if text.lower() in ("none", "null") else kind(text)
+    parse.__name__ = getattr(kind, "__name__", "value")
+    return parse
+
+
+_UNSET = object()       # an option not given (None would mean "none": a null)
+
+
+def _gateway_args(p: Any) -> None:
+    p.add_argument("--gateway", type=_none_or(str), default=_UNSET,
+                   help="the gateway address, or none (default: the subnet's first address)")
+    p.add_argument("--egress", choices=["on", "off"],
+                   help="reach outside the cluster, NATed by the host (default: on with a "
+                        "gateway)")
+
+
+def _network_args(sub: Any) -> None:
+    n = sub.add_parser("network", help="networks inside a tenant (each its own segment)")
+    nv = n.add_subparsers(dest="verb", required=True)
+    nc = nv.add_parser("create")
+    nc.add_argument("name")
+    nc.add_argument("--tenant", required=True)
+    nc.add_argument("--subnet")
+    nc.add_argument("--vni", type=int)
+    nc.add_argument("--vlan", type=int)
+    nc.add_argument("--description")
+    _gateway_args(nc)
+    nv.add_parser("list").add_argument("--tenant")
+    nv.add_parser("show").add_argument("name")
+    ns = nv.add_parser("set")
+    ns.add_argument("name")
+    ns.add_argument("--subnet", type=_none_or(str), default=_UNSET)
+    ns.add_argument("--vlan", type=_none_or(int), default=_UNSET)
+    ns.add_argument("--description")
+    _gateway_args(ns)
+    nd = nv.add_parser("delete")
+    nd.add_argument("name")
+    nd.add_argument("--force", action="store_true", help="also remove its port bindings")
+
+
+def _route_args(sub: Any) -> None:
+    r = sub.add_parser("route", help="a tenant's static routes").add_subparsers(
+        dest="verb", required=True)
+    ra = r.add_parser("add")
+    ra.add_argument("tenant")
+    ra.add_argument("prefix", help="IPv4 CIDR, 0.0.0.0/0 for a default route")
+    ra.add_argument("--via", required=True, help="next hop in one of the tenant's networks")
+    ra.add_argument("--mac", help="the next hop's MAC (unless a bound port has the address)")
+    r.add_parser("list").add_argument("tenant")
+    rd = r.add_parser("del")
+    rd.add_argument("tenant")
+    rd.add_argument("prefix")
+
+
 def _port_args(sub: Any) -> None:
     p = sub.add_parser("port").add_subparsers(dest="verb", required=True)
-    pb = p.add_parser("bind", help="access: TENANT; trunk: --trunk and optional native TENANT")
+    pb = p.add_parser("bind", help="access: NETWORK (a network or a tenant); trunk: --trunk "
+                                   "and an optional native NETWORK")
     pb.add_argument("host")
     pb.add_argument("port")
-    pb.add_argument("tenant", nargs="?")
+    pb.add_argument("tenant", nargs="?", metavar="network")
     pb.add_argument("--mac")
     pb.add_argument("--trunk", help="comma-separated tenants carried tagged (makes a trunk)")
     pb.add_argument("--replace", action="store_true", help="change an existing binding")
@@ -226,15 +292,20 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
             new = {k: v for k, v in {"name": args.name, "vlan": args.vlan, "vni": args.vni,
                                       "subnet": args.subnet,
                                       "description": args.description}.items() if v is not None}
-            res = ok(c.post("/v1/tenants", json=new))
-            return res, f"tenant {res['name']} created (vni {res['vni']})"
+            res = ok(c.post("/v1/tenants", json={**new, **_gateway_body(args)}))
+            return res, f"tenant {res['name']} created (vni {res['vni']}{_gw_text(res)})"
         if args.verb == "list":
             res = ok(c.get("/v1/tenants"))
-            return res, table(res, ["name", "vni", "vlan", "subnet", "description"])
+            rows = [{**r, "egress": _on(r.get("egress")),
+                     "networks": ",".join(r.get("networks", []))} for r in res]
+            return res, table(rows, ["name", "vni", "vlan", "subnet", "gateway", "egress",
+                                     "networks", "description"])
         if args.verb == "show":
             res = ok(c.get(f"/v1/tenants/{seg(args.name)}"))
-            head = "\n".join(f"{k}: {res[k]}" for k in ("name", "vni", "vlan", "subnet",
-                                                         "description"))
+            head = "\n".join(f"{k}: {res.get(k)}" for k in ("name", "vni", "vlan", "subnet",
+                                                             "gateway", "description"))
+            head += f"\negress: {_on(res.get('egress'))}\nnetworks: " + \
+                (", ".join(res.get("networks", [])) or "(none)")
             return res, head + "\nports:\n" + table(res["ports"], ["host", "port", "mac", "source"])
         res = ok(c.delete(f"/v1/tenants/{seg(args.name)}",
                           params={"force": "true"} if args.force else None))
@@ -261,6 +332,10 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
         res = ok(c.get("/v1/ports", params=params))
         rows = [{**r, "trunk": ",".join(r["trunk"])} for r in res]
         return res, table(rows, ["host", "port", "mode", "tenant", "trunk", "mac", "source"])
+    if args.noun == "network":
+        return _network(args, ok, c)
+    if args.noun == "route":
+        return _route(args, ok, c)
     if args.noun == "qos":
         return _qos(args, ok, c)
     if args.noun == "acl":
@@ -276,6 +351,78 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
              "instructions": "; ".join(f["instructions"])[:80]} for f in res]
     return res, table(sorted(rows, key=lambda f: (f["table"], -f["priority"])),
                       ["feature", "table", "priority", "match", "packets", "instructions"])
+
+
+def _on(value: Any) -> str:
+    return "on" if value else "off"
+
+
+def _gw_text(res: dict) -> str:
+    return f", gateway {res['gateway']}, egress {_on(res.get('egress'))}" \
+        if res.get("gateway") else ", no gateway"
+
+
+def _gateway_body(args: argparse.Namespace) -> dict[str, Any]:
+    """--gateway and --egress as a request body's fields (only those given)."""
+    body: dict[str, Any] = {}
+    if args.gateway is not _UNSET:
+        body["gateway"] = args.gateway
+    if args.egress is not None:
+        body["egress"] = args.egress == "on"
+    return body
+
+
+_NETWORK_COLUMNS = ["name", "tenant", "vni", "vlan", "subnet", "gateway", "egress",
+                    "description"]
+
+
+def _network(args: argparse.Namespace, ok: Any, c: httpx.Client) -> tuple[Any, str]:
+    if args.verb == "create":
+        body = {k: v for k, v in {"name": args.name, "tenant": args.tenant, "vni": args.vni,
+                                  "vlan": args.vlan, "subnet": args.subnet,
+                                  "description": args.description}.items() if v is not None}
+        res = ok(c.post("/v1/networks", json={**body, **_gateway_body(args)}))
+        return res, (f"network {res['name']} of tenant {res['tenant']} created "
+                     f"(vni {res['vni']}{_gw_text(res)})")
+    if args.verb == "list":
+        res = ok(c.get("/v1/networks", params={"tenant": args.tenant} if args.tenant else None))
+        return res, table([{**r, "egress": _on(r["egress"])} for r in res], _NETWORK_COLUMNS)
+    if args.verb == "show":
+        res = ok(c.get(f"/v1/networks/{seg(args.name)}"))
+        head = "\n".join(f"{k}: {_on(res[k]) if k == 'egress' else res.get(k)}"
+                         for k in (*_NETWORK_COLUMNS, "gateway_mac"))
+        return res, head + "\nports:\n" + table(res["ports"], ["host", "port", "mac", "source"])
+    if args.verb == "set":
+        body = {k: v for k, v in (("subnet", args.subnet), ("vlan", args.vlan))
+                if v is not _UNSET}
+        if args.description is not None:
+            body["description"] = args.description
+        body.update(_gateway_body(args))
+        if not body:
+            raise UsageError("network set: give at least one of --subnet, --vlan, "
+                             "--gateway, --egress, --description")
+        res = ok(c.patch(f"/v1/networks/{seg(args.name)}", json=body))
+        return res, f"network {res['name']} updated ({res['subnet'] or 'no subnet'}" \
+            f"{_gw_text(res)})"
+    res = ok(c.delete(f"/v1/networks/{seg(args.name)}",
+                      params={"force": "true"} if args.force else None))
+    return res, f"network {args.name} deleted ({res['bindings_removed']} bindings removed)"
+
+
+def _route(args: argparse.Namespace, ok: Any, c: httpx.Client) -> tuple[Any, str]:
+    base = f"/v1/tenants/{seg(args.tenant)}/routes"
+    if args.verb == "add":
+        body = {"prefix": args.prefix, "via": args.via}
+        if args.mac:
+            body["mac"] = args.mac
+        res = ok(c.post(base, json=body))
+        return res, f"tenant {res['tenant']}: route {res['prefix']} via {res['via']} " \
+                    f"(network {res['network']})"
+    if args.verb == "list":
+        res = ok(c.get(base))
+        return res, table(res, ["prefix", "via", "mac", "network"])
+    res = ok(c.delete(base, params={"prefix": args.prefix}))
+    return res, f"tenant {res['tenant']}: route {res['deleted']} deleted"
 
 
 def _rate(limit: dict) -> str:

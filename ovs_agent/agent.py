@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ovs_agent import attach, desired, dockerd, firewall, hostnet, ovsdb, queues
+from ovs_agent import attach, desired, dockerd, firewall, gateway, hostnet, ovsdb, queues
+from ovs_agent.nat import Gateway
 from ovs_agent.reporting import ReportState, reason_to_send
 from cluster.hostsfile import (REGISTER_KEYS, Cluster, Host, HostsFileError, Queues, load,
                                tunnel_mtu, with_hosts)
@@ -73,6 +74,11 @@ class Agent:
     ssl_dir: Path = desired.DEFAULT_SSL_DIR
     host_firewall: firewall.Firewall | None = field(default_factory=firewall.Firewall)
     docker_host: str | None = dockerd.DEFAULT_DOCKER    # None: docker0 containers not asked
+    # tenants' gateway ports, egress NAT and published ports (docs/routing.md section 3)
+    host_gateways: gateway.GatewayKeeper | None = field(default_factory=gateway.GatewayKeeper)
+    _gateways: list[Gateway] | None = None  # the controller's list; None: not answered yet
+    _gateways_warned: float = -1e9
+    _gateway_error: str = ""
     _docker0: list[attach.Attachment] = field(default_factory=list)
     _docker_warned: bool = False
 
@@ -178,6 +184,7 @@ class Agent:
         if self.host_firewall is not None and self.host_firewall.ensure(self.cluster):
             LOG.info("nftables: table inet %s written (tunnel, OVSDB and OpenFlow ports closed "
                      "to containers)", firewall.TABLE)
+        self._ensure_gateways(api, mtu)
         if ovsdb.ensure_ssl(api, desired.ssl_files(self.cluster, self.me.name, self.ssl_dir)):
             LOG.info("ovsdb: TLS for ssl: controllers from %s", self.ssl_dir)
             self.writes += 1
@@ -193,6 +200,62 @@ class Agent:
         self._write_docker_files(mtu)
         self.passes += 1
         return len(ops)
+
+    def _ensure_gateways(self, api, mtu: int) -> None:
+        """Tenants' wx ports, routes, NAT and bounds (`ovs_agent.gateway`).  Nothing until
+        the controller has answered once: an agent started while the controller is away
+        keeps what the host has.  A failure is logged and does not stop the pass."""
+        keeper = self.host_gateways
+        if keeper is None or (self._gateways is None and not keeper.last):
+            return
+        try:
+            tx_off = hostnet.needs_tx_checksum_off(self.me.datapath_type)
+            for change in keeper.ensure(api, self._gateways, mtu, tx_off):
+                LOG.info("gateways: %s", change)
+            if keeper.last and self.host_firewall is not None:
+                for rule in firewall.ensure_docker_user():
+                    LOG.info("iptables: inserted into %s", rule)
+            self._gateway_error = ""
+        except Exception as exc:  # noqa: BLE001  (ip/nft/OVSDB trouble: next pass retries)
+            if str(exc) != self._gateway_error:
+                LOG.warning("gateways: %s (retrying every pass)", exc)
+            self._gateway_error = str(exc)
+
+    def _fetch_gateways(self) -> None:
+        """This host's gateways from the controller (`GET /v1/hosts/{host}/gateways`,
+        failing over across the API URLs); a change wakes the loop.  No API configured:
+        none.  No answer: the last list stays."""
+        import httpx            # lazily, as attach does
+        if not (self.cluster and self.me):
+            return
+        urls = tuple(u for u in (self.cluster.apis or (self.cluster.api,)) if u)
+        got: list[Gateway] = []
+        if urls:
+            host = self.me.name
+            try:
+                self._api_index, got = attach.first_answer(
+                    urls, lambda url: gateway.fetch(url, host), self._api_index)
+            except (httpx.HTTPError, ValueError) as exc:
+                now = time.monotonic()
+                if now - self._gateways_warned >= 60:
+                    self._gateways_warned = now
+                    LOG.warning("could not ask %s for this host's gateways (keeping %s): %s",
+                                ", ".join(urls), "none" if self._gateways is None else
+                                f"{len(self._gateways)}", exc)
+                return
+        if got != self._gateways:
+            LOG.info("gateways from the controller: %s", ", ".join(
+                f"{g.tenant} ({g.port})" for g in got) or "none")
+            self._gateways = got
+            self._wake.set()
+
+    def _follow_gateways(self) -> None:
+        while True:
+            try:
+                self._fetch_gateways()
+            except Exception:  # noqa: BLE001  (a bug here must not end the thread)
+                LOG.exception("asking the controller for gateways failed")
+            time.sleep(self.interval)
 
     def _write_docker_files(self, mtu: int) -> None:
         """subnet.env (flannel style) and a daemon.json fragment with the same options."""
@@ -320,6 +383,8 @@ class Agent:
         """Connect (waiting for ovsdb-server if needed) and reconcile until stopped."""
         api = ovsdb.connect(self.ovsdb_target, on_container_change=self._attached.set)
         if once:
+            if self.host_gateways is not None:
+                self._fetch_gateways()
             n = self.reconcile(api)
             self._report_attachments(api)
             LOG.info("pass done: %d changes", n)
@@ -332,6 +397,8 @@ class Agent:
         self._attached.set()                # the first report goes out at once
         threading.Thread(target=self._report_on_change, args=(api,), daemon=True).start()
         threading.Thread(target=self._follow_members, daemon=True).start()
+        if self.host_gateways is not None:
+            threading.Thread(target=self._follow_gateways, daemon=True).start()
         hostnet.watch_links(("docker0", hostnet.DOCKER_LINK_PORT, hostnet.DOCKER_LINK_PEER),
                             self._wake.set)
         last = 0.0

@@ -4,8 +4,8 @@
 ("/NetworkDriver.Join", "/IpamDriver.RequestAddress", ...) to the JSON body of
 the answer.  Everything with side effects goes through the injected
 `Dataplane`: persisting the state (OVSDB external_ids on br0 in production,
-so it survives the plugin's restart and can never diverge from a file) and
-plugging veths into br0.
+so it survives the plugin's restart and can never diverge from a file),
+plugging veths into br0, asking the controller, holding published ports.
 
 Addressing: every Docker network gets its own pool, keyed by an opaque pool
 id, so two tenants' networks may share 10.10.0.0/24 on one daemon.  Docker
@@ -13,15 +13,22 @@ scopes this driver "local": each host runs its own IPAM, so each host hands
 out addresses from its own slice of the subnet (`--ip-range` if given, else
 slice number i of the subnet for host number i of hosts.yaml), and no two
 hosts give the same address.  The gateway address Docker insists on is
-reserved and never configured: weft tenants route nothing.
+reserved; it must be the weft network's gateway (br0 answers for it on every
+host), which Join gives the container as its default route.
 
 Port security: every endpoint is plugged with the address IPAM gave it, and the
 controller binds the port with its MAC and that address, so ARP and IP spoofing
 fail by default.  ``docker network create -o port_security=off`` plugs the
 network's endpoints without (the controller then checks nothing on them).
+
+Published ports (``docker run -p HOSTPORT:PORT``, ProgramExternalConnectivity):
+all or nothing, checked against this host's other published ports and against
+the host's sockets (a bound, never listening socket holds each one), stored as
+``weft-dpub-<endpoint>`` and DNATed by ``table ip weft-nat`` (docs/routing.md 4).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import ipaddress
 import json
@@ -31,15 +38,22 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from ovs_agent.nat import Published
+
 LOG = logging.getLogger("weft-plugin")
 
 GENERIC = "com.docker.network.generic"          # where `docker network create -o` lands
 GATEWAY_REQUEST = "com.docker.network.gateway"   # RequestAddress Options["RequestAddressType"]
 ADDRESS_SPACE = "weft"
 TENANT_OPT = "tenant"
+NETWORK_OPT = "network"                         # -o network=NAME: a network of a tenant
 PORT_SECURITY_OPT = "port_security"             # -o port_security=on|off (default on)
+PORTMAP = "com.docker.network.portmap"          # ProgramExternalConnectivity Options
 # br0 external_ids keys holding the plugin's state, one record per key.
 NET_KEY, POOL_KEY, EP_KEY = "weft-dnet-", "weft-dpool-", "weft-dep-"
+# + endpoint id, proto, [host ip,] host port: one ovs_agent.nat.Published as a JSON object
+PUB_KEY = "weft-dpub-"
+PROTOS = {6: "tcp", 17: "udp"}
 PORT_PREFIX, PEER_PREFIX = "wd", "wp"           # host end on br0, container end before the move
 
 Json = dict[str, Any]
@@ -61,10 +75,31 @@ class Pool:
 
 @dataclass
 class Network:
+    """A Docker network of this driver.  ``tenant`` names the weft network (segment)
+    its ports are bound to: a tenant's default network or a further network of a
+    tenant (the field keeps its old name: records written before networks existed)."""
+
     id: str
     tenant: str
     subnet: str = ""
     port_security: bool = True  # bind endpoints with their MAC and address
+    docker_gateway: str = ""    # Docker's IPv4Data Gateway (its IPAM's reservation)
+    learnt: bool = False        # the fields below hold the controller's last answer
+    gateway: str | None = None  # the weft network's gateway (None: it has none)
+    egress: bool = False
+    tenant_id: int | None = None    # the VNI of its tenant (routing domain)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """What the controller says about a weft network (``exists`` False: it has none)."""
+
+    name: str
+    exists: bool = True
+    tenant: str = ""                # the tenant (routing domain) it belongs to
+    tenant_id: int | None = None    # that tenant's VNI
+    gateway: str | None = None
+    egress: bool = False
 
 
 @dataclass
@@ -93,11 +128,27 @@ class Dataplane(Protocol):
     def unplug(self, port: str) -> None:
         """Remove `port` from br0 and delete the veth; no error if already gone."""
 
-    def tenant_exists(self, tenant: str) -> bool | None:
-        """Ask the controller; None when it cannot be asked."""
+    def segment(self, name: str) -> Segment | None:
+        """Ask the controller about weft network (or tenant) ``name``; None when it
+        cannot be asked."""
 
     def network_name(self, network_id: str) -> str | None:
         """Ask Docker for a network's name; None when it cannot be asked."""
+
+    def container_name(self, network_id: str, endpoint_id: str) -> str | None:
+        """Ask Docker which container an endpoint belongs to (for messages)."""
+
+    def reserve(self, proto: str, host_ip: str | None, port: int) -> Reservation:
+        """Bind (never listen on) a socket on ``host_ip`` (None: every address) and
+        ``port``, without SO_REUSEADDR; raises OSError when the port is taken."""
+
+    def publish(self, records: list[Published], add: bool) -> None:
+        """Add (or delete) the NAT elements of ``records`` in ``table ip weft-nat``
+        now, if the agent has made the table; never raises (the agent re-renders)."""
+
+
+class Reservation(Protocol):
+    def close(self) -> None: ...
 
 
 def host_slice(subnet: str, index: int, count: int) -> tuple[str, str]:
@@ -126,16 +177,20 @@ class Plugin:
     """libnetwork remote NetworkDriver + IpamDriver over a Dataplane."""
 
     def __init__(self, dataplane: Dataplane, host_index: int = 0, host_count: int = 1,
-                 new_token: Callable[[], str] | None = None) -> None:
+                 new_token: Callable[[], str] | None = None, host: str = "this host") -> None:
         import secrets
         self.dp = dataplane
         self.host_index, self.host_count = host_index, host_count
+        self.host = host
         self.new_token = new_token or (lambda: secrets.token_hex(4))
         self.lock = threading.Lock()
         self.pools: dict[str, Pool] = {}
         self.networks: dict[str, Network] = {}
         self.endpoints: dict[str, Endpoint] = {}
+        self.published: dict[str, list[Published]] = {}     # endpoint id -> its ports
+        self.held: dict[tuple[str, str | None, int], Reservation] = {}
         self._load()
+        self._rebind()
 
     # -- state ------------------------------------------------------------------------
     def _load(self) -> None:
@@ -148,10 +203,35 @@ class Plugin:
                     self.networks[data["id"]] = Network(**data)
                 elif key.startswith(EP_KEY):
                     self.endpoints[data["id"]] = Endpoint(**data)
+                elif key.startswith(PUB_KEY):
+                    r = Published(**data)
+                    self.published.setdefault(r.endpoint, []).append(r)
             except (ValueError, TypeError, KeyError) as exc:
                 LOG.warning("ignoring unreadable state record %s: %s", key, exc)
-        LOG.info("state: %d networks, %d endpoints, %d pools", len(self.networks),
-                 len(self.endpoints), len(self.pools))
+        LOG.info("state: %d networks, %d endpoints, %d pools, %d endpoints with published "
+                 "ports", len(self.networks), len(self.endpoints), len(self.pools),
+                 len(self.published))
+
+    def _rebind(self) -> None:
+        """After a restart: hold the published ports again (their sockets died with the
+        old process) and put their NAT elements back (the agent would, next interval)."""
+        for eid in [e for e in self.published if e not in self.endpoints]:
+            LOG.warning("dropping published ports of unknown endpoint %s", eid[:12])
+            self._unpublish(eid)
+        records = [r for rs in self.published.values() for r in rs]
+        self._hold(records)
+        if records:
+            self.dp.publish(records, add=True)
+
+    def _hold(self, records: list[Published]) -> None:
+        """Bind the sockets of records already published (restart, rollback)."""
+        for r in records:
+            try:
+                self.held[_hold_key(r)] = self.dp.reserve(r.proto, r.host_ip, r.host_port)
+            except OSError as exc:
+                LOG.warning("published port %s of endpoint %s: cannot hold it again (%s); "
+                            "NAT still sends it to the container", _label(r), r.endpoint[:12],
+                            exc)
 
     def _put(self, *records: Pool | Network | Endpoint) -> None:
         self.dp.save({_key(r): json.dumps(asdict(r), sort_keys=True) for r in records}, [])
@@ -292,49 +372,107 @@ class Plugin:
         generic = opts.get(GENERIC) or {}
         if req.get("IPv6Data"):
             raise PluginError("weft: IPv6 is not supported")
-        # Without -o tenant the tenant is the network's name; Docker does not send the
-        # name and stores the network only after this call, so it is looked up later.
-        tenant = generic.get(TENANT_OPT) or ""
+        # Without -o network or -o tenant the weft network is the Docker network's name;
+        # Docker does not send the name and stores the network only after this call, so
+        # it is looked up later.
+        name = generic.get(NETWORK_OPT) or generic.get(TENANT_OPT) or ""
         security = generic.get(PORT_SECURITY_OPT, "on")
         if security not in ("on", "off"):
             raise PluginError(f"weft: -o {PORT_SECURITY_OPT}={str(security)[:20]!r}: give on "
                               "(the default: endpoints send only from their MAC and address) "
                               "or off")
-        if tenant:
-            self._check_tenant(tenant)
         v4 = req.get("IPv4Data") or []
         subnet = v4[0].get("Pool", "") if v4 else ""
-        net = Network(nid, tenant, subnet, security == "on")
+        docker_gw = (v4[0].get("Gateway") or "").split("/")[0] if v4 else ""
+        net = Network(nid, name, subnet, security == "on", docker_gw)
+        if name:    # -o tenant alone names a segment too (a network's name works)
+            by_network = bool(generic.get(NETWORK_OPT))
+            self._learn(net, by_network,
+                        tenant=(generic.get(TENANT_OPT) or None) if by_network else None)
         self.networks[nid] = net
         self._put(net)
-        LOG.info("network %s: tenant %s, subnet %s, port security %s", nid[:12],
-                 tenant or "(the network's name)", subnet or "-", security)
+        LOG.info("network %s: weft network %s, subnet %s, gateway %s, port security %s",
+                 nid[:12], name or "(the network's name)", subnet or "-",
+                 net.gateway if net.learnt else docker_gw or "-", security)
         return {}
 
-    def _check_tenant(self, tenant: str) -> None:
-        if self.dp.tenant_exists(tenant) is False:
-            raise PluginError(f"weft: no tenant {tenant!r} in the weft controller: create it "
-                              f"first (weftctl tenant create {tenant})")
+    def _learn(self, net: Network, by_network: bool = False, tenant: str | None = None) -> None:
+        """Check the weft network ``net.tenant`` with the controller (it exists, in
+        ``tenant`` if given, with Docker's gateway) and keep what it says.  When the
+        controller cannot be asked the network is taken as it is (as before)."""
+        seg = self.dp.segment(net.tenant)
+        if seg is None:
+            LOG.warning("cannot ask the controller about weft network %s: taken as it is",
+                        net.tenant)
+            return
+        if not seg.exists:
+            if by_network:
+                raise PluginError(f"weft: no network {net.tenant!r} in the weft controller: "
+                                  f"create it first (weftctl network create {net.tenant} "
+                                  f"--tenant TENANT --subnet CIDR)")
+            raise PluginError(f"weft: no tenant {net.tenant!r} in the weft controller: "
+                              f"create it first (weftctl tenant create {net.tenant})")
+        if tenant and seg.tenant and seg.tenant != tenant:
+            raise PluginError(f"weft: network {net.tenant!r} belongs to tenant {seg.tenant!r}, "
+                              f"not {tenant!r}")
+        if seg.gateway and net.docker_gateway and net.docker_gateway != seg.gateway:
+            raise PluginError(f"weft: the gateway of weft network {net.tenant!r} is "
+                              f"{seg.gateway}, Docker's would be {net.docker_gateway}: "
+                              f"create the Docker network with --gateway {seg.gateway}")
+        self._keep(net, seg)
+
+    def _keep(self, net: Network, seg: Segment) -> bool:
+        """Store the controller's answer in the record; True if anything changed."""
+        now = (True, seg.gateway, seg.egress, seg.tenant_id)
+        if (net.learnt, net.gateway, net.egress, net.tenant_id) == now:
+            return False
+        net.learnt, net.gateway, net.egress, net.tenant_id = now
+        return True
+
+    def _refresh(self, net: Network) -> None:
+        """The controller's current gateway, egress and tenant id for a network; its last
+        answer stays when it cannot be asked (or no longer knows the network)."""
+        seg = self.dp.segment(net.tenant)
+        if seg is None or not seg.exists:
+            if seg is not None:
+                LOG.warning("the controller has no weft network %s (Docker network %s)",
+                            net.tenant, net.id[:12])
+            return
+        if self._keep(net, seg):
+            self._put(net)
+
+    @staticmethod
+    def _gateway(net: Network) -> str | None:
+        """The default route's next hop: the controller's gateway once it answered (None:
+        the network has none), else the address Docker's IPAM reserved."""
+        if net.learnt:
+            return net.gateway
+        return net.docker_gateway or None
 
     def _tenant_of(self, net: Network) -> str:
-        """The network's tenant; the first endpoint of a network made without -o tenant
-        learns its name from Docker."""
+        """The network's weft network; the first endpoint of a Docker network made without
+        -o network/tenant learns its name from Docker."""
         if net.tenant:
             return net.tenant
         name = self.dp.network_name(net.id)
         if not name:
             raise PluginError(f"weft: cannot learn the name of network {net.id[:12]} from "
                               "Docker; create it with -o tenant=NAME")
-        self._check_tenant(name)
         net.tenant = name
+        try:
+            self._learn(net)
+        except PluginError:
+            net.tenant = ""
+            raise
         self._put(net)
-        LOG.info("network %s: tenant %s (its name)", net.id[:12], name)
+        LOG.info("network %s: weft network %s (its name)", net.id[:12], name)
         return name
 
     def delete_network(self, req: Json) -> Json:
         nid = req.get("NetworkID", "")
         gone = [ep for ep in self.endpoints.values() if ep.network == nid]
         for ep in gone:
+            self._unpublish(ep.id)
             self._unplug(ep)
             del self.endpoints[ep.id]
         net = self.networks.pop(nid, None)
@@ -349,11 +487,18 @@ class Plugin:
 
     # -- endpoints --------------------------------------------------------------------
     def create_endpoint(self, req: Json) -> Json:
-        self._tenant_of(self._network(req["NetworkID"]))
+        net = self._network(req["NetworkID"])
+        self._tenant_of(net)
         eid = req["EndpointID"]
         iface = req.get("Interface") or {}
         if iface.get("AddressIPv6"):
             raise PluginError("weft: IPv6 is not supported")
+        # `-p` is refused here already when it cannot work: Docker asks the driver to
+        # publish (ProgramExternalConnectivity) only if its Join gave a gateway, so on a
+        # network without one the ports would be dropped without a word.
+        if parse_portmap((req.get("Options") or {}).get(PORTMAP)):
+            self._refresh(net)
+            self._check_publishable(net)
         given = iface.get("MacAddress") or ""
         ep = Endpoint(eid, req["NetworkID"], given or endpoint_mac(eid),
                       iface.get("Address") or "")
@@ -370,6 +515,7 @@ class Plugin:
 
     def delete_endpoint(self, req: Json) -> Json:
         eid = req.get("EndpointID", "")
+        self._unpublish(eid)
         ep = self.endpoints.pop(eid, None)
         if ep:
             self._unplug(ep)
@@ -388,22 +534,34 @@ class Plugin:
         ep = self._endpoint(req)
         net = self._network(ep.network)
         tenant = self._tenant_of(net)
+        self._refresh(net)
+        gateway = self._gateway(net)
+        address = ep.address.split("/")[0]
+        if gateway and address == gateway:
+            raise PluginError(f"weft: {address} is the gateway of weft network {tenant!r}; "
+                              "give the container another address")
         port, peer = port_names(ep.id)
         if ep.port:             # a repeated Join: start from a clean veth
             self.dp.unplug(ep.port)
-        ips = (ep.address.split("/")[0],) if ep.address else ()
+        ips = (address,) if address else ()
         self.dp.plug(port, peer, ep.mac, tenant, req.get("SandboxKey") or ep.id,
                      {"weft-docker-network": net.id, "weft-docker-endpoint": ep.id},
                      ips, net.port_security)
         ep.port = port
         self._put(ep)
-        LOG.info("joined %s (%s, %s) to tenant %s as port %s", ep.id[:12], ep.address, ep.mac,
-                 tenant, port)
-        return {"InterfaceName": {"SrcName": peer, "DstPrefix": "eth"},
-                "DisableGatewayService": True}
+        LOG.info("joined %s (%s, %s) to weft network %s as port %s, gateway %s", ep.id[:12],
+                 ep.address, ep.mac, tenant, port, gateway or "none")
+        # Docker's gateway service (docker_gwbridge) stays off: br0 is the gateway.
+        resp: Json = {"InterfaceName": {"SrcName": peer, "DstPrefix": "eth"},
+                      "DisableGatewayService": True}
+        if gateway:
+            resp["Gateway"] = gateway
+        return resp
 
     def leave(self, req: Json) -> Json:
-        ep = self.endpoints.get(req.get("EndpointID", ""))
+        eid = req.get("EndpointID", "")
+        self._unpublish(eid)
+        ep = self.endpoints.get(eid)
         if ep:
             self._unplug(ep)
             self._put(ep)
@@ -416,6 +574,207 @@ class Plugin:
         if ep.port:
             LOG.info("unplugged %s (port %s)", ep.id[:12], ep.port)
         ep.port = None
+
+    # -- published ports ----------------------------------------------------------------
+    def program(self, req: Json) -> Json:
+        """`docker run -p HOSTPORT:PORT`: all of the endpoint's ports published, or none
+        (an error Docker shows, the container does not start)."""
+        wanted = parse_portmap((req.get("Options") or {}).get(PORTMAP))
+        if not wanted and not self.published.get(req.get("EndpointID", "")):
+            return {}
+        ep = self._endpoint(req)
+        net = self._network(ep.network)
+        records: list[Published] = []
+        if wanted:
+            self._tenant_of(net)
+            if not net.learnt or net.tenant_id is None:
+                self._refresh(net)
+            tenant_id = self._check_publishable(net)
+            address = ep.address.split("/")[0]
+            if not address:
+                raise PluginError(f"weft: endpoint {ep.id[:12]} has no IPv4 address to "
+                                  "publish ports to")
+            records = [Published(ep.id, proto, host_port, address, port, tenant_id,
+                                 host_ip) for proto, host_ip, host_port, port in wanted]
+        self._check_conflicts(ep, records)
+        old = self.published.get(ep.id, [])
+        keep = {_hold_key(r) for r in records}
+        dropped = [r for r in old if _hold_key(r) not in keep]
+        for r in dropped:           # first: a new, narrower port may need the old socket
+            self._release(r)
+        fresh: dict[tuple[str, str | None, int], Reservation] = {}
+        try:
+            for r in records:
+                key = _hold_key(r)
+                if key not in self.held and key not in fresh:
+                    fresh[key] = self._reserve(r)
+            self._save_published(ep.id, records)
+        except Exception:           # all or nothing: the old ports stay held
+            for sock in fresh.values():
+                sock.close()
+            self._hold(dropped)
+            raise
+        self.held.update(fresh)
+        gone = [r for r in old if r not in records]
+        if gone:
+            self.dp.publish(gone, add=False)
+        if records:
+            self.dp.publish(records, add=True)
+        LOG.info("endpoint %s publishes %s", ep.id[:12],
+                 ", ".join(f"{_label(r)} -> {r.container_ip}:{r.container_port}"
+                           for r in records) or "nothing")
+        return {}
+
+    @staticmethod
+    def _check_publishable(net: Network) -> int:
+        """Published ports enter the tenant through its gateway port on this host: the
+        tenant's id (VNI), or refused."""
+        name = net.tenant
+        if not net.learnt or net.tenant_id is None:
+            raise PluginError(f"weft: cannot ask the weft controller about network "
+                              f"{name!r}, which published ports need: try again")
+        if not net.gateway:
+            raise PluginError(f"weft: weft network {name!r} has no gateway; published "
+                              f"ports need one (weftctl network set {name} --gateway IP)")
+        if not net.egress:
+            raise PluginError(f"weft: weft network {name!r} has egress off; published "
+                              f"ports need it on (weftctl network set {name} --egress on)")
+        return net.tenant_id
+
+    def revoke(self, req: Json) -> Json:
+        self._unpublish(req.get("EndpointID", ""))
+        return {}
+
+    def _check_conflicts(self, ep: Endpoint, records: list[Published]) -> None:
+        """Another endpoint publishing the same port (on this host), or the request
+        itself naming one host port twice."""
+        for i, r in enumerate(records):
+            for other in records[:i]:
+                if _overlap(r, other):
+                    raise PluginError(f"weft: port {_label(r)} is given twice")
+            for eid, theirs in self.published.items():
+                if eid == ep.id:
+                    continue
+                for o in theirs:
+                    if _overlap(r, o):
+                        raise PluginError(f"weft: port {_label(r)} is already published on "
+                                          f"{self.host} ({self._whose(o)})")
+
+    def _whose(self, r: Published) -> str:
+        """'endpoint X, container Y' for a message (Y asked from Docker, best effort)."""
+        who = f"endpoint {r.endpoint[:12]}"
+        ep = self.endpoints.get(r.endpoint)
+        container = r.container
+        if not container and ep is not None:
+            container = self.dp.container_name(ep.network, ep.id) or ""
+        return f"{who}, container {container}" if container else who
+
+    def _reserve(self, r: Published) -> Reservation:
+        try:
+            return self.dp.reserve(r.proto, r.host_ip, r.host_port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PluginError(f"weft: port {_label(r)} is in use on {self.host} by "
+                                  "another process") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise PluginError(f"weft: {r.host_ip} is not an address of {self.host}") \
+                    from None
+            raise PluginError(f"weft: cannot hold port {_label(r)} on {self.host}: "
+                              f"{exc.strerror or exc}") from None
+
+    def _release(self, r: Published) -> None:
+        sock = self.held.pop(_hold_key(r), None)
+        if sock is not None:
+            sock.close()
+
+    def _save_published(self, eid: str, records: list[Published]) -> None:
+        """One key per published port (what the agent reads), old ones gone, one step."""
+        put = {_pub_key(r): json.dumps(asdict(r), sort_keys=True) for r in records}
+        self.dp.save(put, [k for k in map(_pub_key, self.published.get(eid, []))
+                           if k not in put])
+        if records:
+            self.published[eid] = records
+        else:
+            self.published.pop(eid, None)
+
+    def _unpublish(self, eid: str) -> None:
+        """Revoke, Leave, DeleteEndpoint (whichever comes first): NAT elements, record and
+        sockets gone."""
+        records = self.published.get(eid)
+        if not records:
+            return
+        self.dp.publish(records, add=False)
+        self._save_published(eid, [])
+        for r in records:
+            self._release(r)
+        LOG.info("endpoint %s publishes nothing now (was %s)", eid[:12],
+                 ", ".join(_label(r) for r in records))
+
+
+def parse_portmap(portmap: Any) -> list[tuple[str, str | None, int, int]]:
+    """libnetwork's port bindings as (proto, host ip or None for all, host port, port).
+
+    Refused, with what to type instead: a host port Docker would choose (`-p PORT`,
+    `-P`: a remote driver cannot tell Docker the port it took), ranges, loopback host
+    addresses (DNAT in the host's prerouting never sees them), other protocols, IPv6."""
+    out: list[tuple[str, str | None, int, int]] = []
+    for b in portmap or ():
+        if not isinstance(b, dict):
+            raise PluginError(f"weft: unreadable port binding {str(b)[:60]!r}")
+        proto = PROTOS.get(b.get("Proto"))  # type: ignore[arg-type]
+        port = b.get("Port") or 0
+        if proto is None:
+            raise PluginError(f"weft: port {port}: only tcp and udp can be published")
+        host_port, end = b.get("HostPort") or 0, b.get("HostPortEnd") or 0
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise PluginError(f"weft: {port!r} is not a container port")
+        if not host_port:
+            raise PluginError(f"weft: port {port}/{proto}: give the host port: -p "
+                              f"HOSTPORT:{port} (with -p {port} or -P Docker would choose "
+                              "one, which a network plugin cannot report back)")
+        if not isinstance(host_port, int) or not 0 < host_port < 65536:
+            raise PluginError(f"weft: {host_port!r} is not a host port")
+        if end and end != host_port:
+            raise PluginError(f"weft: host port ranges ({host_port}-{end}) are not "
+                              f"supported: give one host port: -p HOSTPORT:{port}")
+        raw = b.get("HostIP") or ""
+        try:
+            ip = ipaddress.ip_address(raw) if raw else None
+        except ValueError:
+            raise PluginError(f"weft: {raw!r} is not an IP address") from None
+        if ip is not None and ip.version == 6:
+            if ip.is_unspecified:       # Docker's dual-stack twin of 0.0.0.0
+                LOG.info("port %d/%s: IPv6 [::] left out (weft publishes IPv4)", host_port,
+                         proto)
+                continue
+            raise PluginError(f"weft: {raw}: weft publishes ports on IPv4 addresses only")
+        if ip is not None and ip.is_loopback:
+            raise PluginError(f"weft: {raw}: publishing on a loopback address is not "
+                              f"supported; publish on a host address or all (-p "
+                              f"{host_port}:{port})")
+        entry = (proto, None if ip is None or ip.is_unspecified else str(ip), host_port, port)
+        if entry not in out:
+            out.append(entry)
+    return out
+
+
+def _pub_key(r: Published) -> str:
+    """br0 external_ids key of a published port: weft-dpub-<endpoint>-tcp-[IP-]8080."""
+    return f"{PUB_KEY}{r.endpoint}-{r.proto}-{r.host_ip + '-' if r.host_ip else ''}{r.host_port}"
+
+
+def _hold_key(r: Published) -> tuple[str, str | None, int]:
+    return r.proto, r.host_ip, r.host_port
+
+
+def _overlap(a: Published, b: Published) -> bool:
+    """Same protocol and port on a common address (None: every address)."""
+    return (a.proto == b.proto and a.host_port == b.host_port
+            and (a.host_ip is None or b.host_ip is None or a.host_ip == b.host_ip))
+
+
+def _label(r: Published) -> str:
+    return f"{r.host_ip + ':' if r.host_ip else ''}{r.host_port}/{r.proto}"
 
 
 def _key(r: Pool | Network | Endpoint) -> str:
@@ -435,8 +794,8 @@ HANDLERS: dict[str, Callable[[Plugin, Json], Json]] = {
     "NetworkDriver.Leave": Plugin.leave,
     "NetworkDriver.DiscoverNew": Plugin.nothing,
     "NetworkDriver.DiscoverDelete": Plugin.nothing,
-    "NetworkDriver.ProgramExternalConnectivity": Plugin.nothing,
-    "NetworkDriver.RevokeExternalConnectivity": Plugin.nothing,
+    "NetworkDriver.ProgramExternalConnectivity": Plugin.program,
+    "NetworkDriver.RevokeExternalConnectivity": Plugin.revoke,
     "IpamDriver.GetCapabilities": Plugin.ipam_capabilities,
     "IpamDriver.GetDefaultAddressSpaces": Plugin.address_spaces,
     "IpamDriver.RequestPool": Plugin.request_pool,

@@ -12,6 +12,12 @@ stack on receive), so the only place to stop it is here, before it leaves:
 * input: the same from ``docker0`` and Docker's user-defined bridges to this host's
   own addresses.
 
+Tenants' gateway ports ``wx-<id>`` (docs/routing.md section 3) put tenant containers one
+routing hop from the host and the cluster, so containers (all of these interfaces) also
+may not reach the controllers' API ports, etcd's client and peer ports or SSH on cluster
+addresses, and nothing new may come in from a ``wx`` port to the host itself (replies to
+the host's own connections, and ICMP errors about them, still may).
+
 The table is replaced whole and atomically when the cluster changes; nothing
 outside it is touched (Docker's and the operator's rules stay as they are).
 A drop in any nftables base chain is final, so Docker's ACCEPT rules cannot
@@ -19,10 +25,12 @@ undo it.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import shutil
 import subprocess
+from urllib.parse import urlsplit
 
 from cluster.hostsfile import Cluster
 
@@ -30,13 +38,34 @@ LOG = logging.getLogger("ovs-agent")
 TABLE = "weft"
 VXLAN_PORT = 4789
 OVSDB_PORTS = (6640,)
+# etcd's client and peer ports (hosts.yaml does not name the store's endpoints: the
+# well-known ports), and SSH
+SERVICE_PORTS = (22, 2379, 2380)
+GATEWAY_IFACES = "wx-*"
 _TARGET = re.compile(r"(?:tcp|ssl):\[?([0-9A-Fa-f:.]+?)\]?:(\d+)$")
 
 
 # Where containers' packets enter this host: docker0 and Docker's user-defined bridges
 # (br-<network id>).  `--network host` containers share the host's own stack: no
 # interface tells them apart from the host's processes (docs/security.md).
-CONTAINER_IFACES = ("docker0", "br-*")
+CONTAINER_IFACES = ("docker0", "br-*", GATEWAY_IFACES)
+
+
+def _api_endpoints(cluster: Cluster) -> tuple[set[tuple[str, int]], set[int]]:
+    """The controllers' REST APIs: (IPv4, port) of URLs with a literal address, and the
+    ports of URLs naming a host (their address is not known here)."""
+    pairs, by_name = set(), set()
+    for url in cluster.apis or ((cluster.api,) if cluster.api else ()):
+        parts = urlsplit(url)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            continue
+        try:
+            pairs.add((str(ipaddress.IPv4Address(parts.hostname or "")), port))
+        except ValueError:
+            by_name.add(port)
+    return pairs, by_name
 
 
 def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = CONTAINER_IFACES) -> str:
@@ -45,11 +74,23 @@ def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = CONTAINER_IFAC
     controllers = sorted({(m[1], int(m[2])) for t in cluster.controllers
                           if (m := _TARGET.match(t)) and ":" not in m[1]})
     ovsdb = ", ".join(str(p) for p in OVSDB_PORTS)
+    api_pairs, api_named = _api_endpoints(cluster)
+    addresses = sorted({h.underlay_ip for h in cluster.hosts} | {ip for ip, _ in controllers}
+                       | {ip for ip, _ in api_pairs}, key=ipaddress.IPv4Address)
+    # (address . port) pairs, never a cross product: a container may reach a port
+    # published on a host even when the same number is an API port elsewhere
+    protected = sorted(api_pairs | {(ip, p) for ip in addresses
+                                    for p in (*SERVICE_PORTS, *api_named)},
+                       key=lambda x: (ipaddress.IPv4Address(x[0]), x[1]))
+    services = ", ".join(f"{ip} . {p}" for ip, p in protected)
+    ifaces = ", ".join(f'"{i}"' for i in container_ifaces)
     deny = [f"ip daddr {{ {underlay} }} udp dport {VXLAN_PORT} drop",
             f"ip daddr {{ {underlay} }} ip protocol gre drop",
             f"ip daddr {{ {underlay} }} tcp dport {{ {ovsdb} }} drop",
-            *(f"ip daddr {ip} tcp dport {port} drop" for ip, port in controllers)]
-    ifaces = ", ".join(f'"{i}"' for i in container_ifaces)
+            *(f"ip daddr {ip} tcp dport {port} drop" for ip, port in controllers),
+            f"iifname {{ {ifaces} }} ip daddr . tcp dport {{ {services} }} drop"]
+    api_ports = {p for _, p in api_pairs} | api_named
+    local_ports = sorted({p for _, p in controllers} | set(SERVICE_PORTS) | api_ports)
     return "\n".join([
         f"table inet {TABLE}", f"delete table inet {TABLE}",
         f"table inet {TABLE} {{",
@@ -62,7 +103,9 @@ def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = CONTAINER_IFAC
         f"    iifname {{ {ifaces} }} udp dport {VXLAN_PORT} drop",
         f"    iifname {{ {ifaces} }} ip protocol gre drop",
         f"    iifname {{ {ifaces} }} tcp dport {{ {ovsdb}"
-        + "".join(f", {p}" for p in sorted({p for _, p in controllers})) + " } drop",
+        + "".join(f", {p}" for p in local_ports if p not in OVSDB_PORTS) + " } drop",
+        *([f'    iifname "{GATEWAY_IFACES}" ct state established,related accept',
+           f'    iifname "{GATEWAY_IFACES}" drop'] if GATEWAY_IFACES in container_ifaces else []),
         "  }",
         "}", ""])
 
@@ -96,3 +139,39 @@ class Firewall:
             return False
         self.applied = want
         return True
+
+
+DOCKER_USER = "DOCKER-USER"
+
+
+def docker_user_rules() -> list[list[str]]:
+    """What weft needs in Docker's DOCKER-USER chain: Docker's FORWARD policy is drop, and
+    tenants' egress and published ports are forwarded through ``wx-<id>`` ports."""
+    return [[flag, "wx-+", "-m", "comment", "--comment", "weft", "-j", "ACCEPT"]
+            for flag in ("-i", "-o")]
+
+
+def ensure_docker_user(iptables: str | None = None) -> list[str]:
+    """Insert the DOCKER-USER accepts where missing (Docker rebuilds its chains when it
+    restarts: checked every pass).  No iptables or no DOCKER-USER chain (no Docker
+    here): nothing.  Returns the rules inserted."""
+    iptables = iptables or shutil.which("iptables")
+    if iptables is None:
+        return []
+    res = subprocess.run([iptables, "-w", "5", "-S", DOCKER_USER], capture_output=True,
+                         text=True, check=False)
+    if res.returncode:
+        return []
+    have = {line.strip() for line in res.stdout.splitlines()}
+    done = []
+    for rule in docker_user_rules():
+        text = " ".join(rule)
+        if f"-A {DOCKER_USER} {text}" in have:
+            continue
+        ins = subprocess.run([iptables, "-w", "5", "-I", DOCKER_USER, *rule],
+                             capture_output=True, text=True, check=False)
+        if ins.returncode:
+            LOG.warning("iptables -I %s %s: %s", DOCKER_USER, text, ins.stderr.strip())
+        else:
+            done.append(f"{DOCKER_USER} {text}")
+    return done

@@ -5,7 +5,8 @@ by name), each call handed to the pure `dockerplugin.Plugin`.  The dataplane
 below keeps the plugin's state in br0's external_ids over the agent's own
 ovsdbapp connection helpers, plugs veths into br0 exactly as `ovs-agent
 attach` does.  The host's ovs-agent sees the labelled port in OVSDB at once
-and reports it to the controller, which binds it.
+and reports it to the controller, which binds it.  Published ports are held
+by bound sockets and DNATed by elements in the agent's `table ip weft-nat`.
 """
 from __future__ import annotations
 
@@ -13,25 +14,55 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
+import socket
 import socketserver
+import subprocess
 import sys
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from cluster.hostsfile import BRIDGE, Cluster, HostsFileError, load, tunnel_mtu
-from ovs_agent import attach, dockerd, hostnet, ovsdb
+from ovs_agent import attach, dockerd, hostnet, nat, ovsdb
 from ovs_agent.agent import pick_host
 from ovs_agent.desired import device_port_type
-from ovs_agent.dockerplugin import EP_KEY, NET_KEY, POOL_KEY, Plugin
+from ovs_agent.dockerplugin import EP_KEY, NET_KEY, POOL_KEY, PUB_KEY, Plugin, Segment
+from ovs_agent.nat import Published
 
 LOG = logging.getLogger("weft-plugin")
 DEFAULT_SOCKET = Path("/run/docker/plugins/weft.sock")
-STATE_PREFIXES = (NET_KEY, POOL_KEY, EP_KEY)
+STATE_PREFIXES = (NET_KEY, POOL_KEY, EP_KEY, PUB_KEY)
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
+
+
+class _Unanswered(Exception):
+    """A controller answered neither 200 nor 404 (ask the next one)."""
+
+
+def reserve_port(proto: str, host_ip: str | None, port: int) -> socket.socket:
+    """Hold a published port: a socket bound (never listening) to it, SO_REUSEADDR off.
+
+    Binding fails (EADDRINUSE) if any socket holds the port, listening or not, a
+    docker-proxy included; and while ours is bound nobody else can bind it, since
+    Linux shares a port only between sockets that all set SO_REUSEADDR. Packets to the
+    port are DNATed before local delivery, so the socket never sees one (a UDP one
+    gets a tiny buffer all the same)."""
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    sock = socket.socket(socket.AF_INET, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+        if kind == socket.SOCK_DGRAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+        sock.bind((host_ip or "0.0.0.0", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class OvsDataplane:
@@ -41,6 +72,7 @@ class OvsDataplane:
                  docker_host: str = dockerd.DEFAULT_DOCKER) -> None:
         self.api, self.cluster, self.host, self.mtu = api, cluster, host, mtu
         self.docker_host = docker_host
+        self._clients: dict[str, httpx.Client] = {}
 
     def load(self) -> dict[str, str]:
         ext = self.api.db_get("Bridge", BRIDGE, "external_ids").execute(check_error=True)
@@ -73,17 +105,25 @@ class OvsDataplane:
     def unplug(self, port: str) -> None:
         attach.remove_container_port(self.api, port)
 
-    def tenant_exists(self, tenant: str) -> bool | None:
+    def segment(self, name: str) -> Segment | None:
+        """The controller's weft network ``name`` (a tenant's default network or a
+        further one): gateway, egress, its tenant and that tenant's id."""
         for url in self.cluster.apis or ((self.cluster.api,) if self.cluster.api else ()):
             try:            # any controller instance answers; the next when one does not
-                resp = httpx.get(f"{url.rstrip('/')}/v1/tenants/{tenant}", timeout=3,
-                                 headers=attach.api_headers())
-            except httpx.HTTPError:
+                return _segment(self._client(url), name)
+            except (httpx.HTTPError, _Unanswered, ValueError) as exc:
+                LOG.debug("controller %s about %s: %s", url, name, exc)
                 continue
-            if resp.status_code in (200, 404):
-                return resp.status_code == 200
         return None
 
+    def _client(self, url: str) -> httpx.Client:
+        """One client per controller, kept: a Join asks it, and a new client (its TLS
+        context, a new connection) cost more than the question (~30 ms in the lab)."""
+        client = self._clients.get(url)
+        if client is None:
+            client = self._clients[url] = httpx.Client(
+                base_url=url.rstrip("/"), timeout=3, headers=attach.api_headers())
+        return client
 
     def network_name(self, network_id: str) -> str | None:
         try:
@@ -92,6 +132,77 @@ class OvsDataplane:
             LOG.warning("could not ask Docker for network %s: %s", network_id[:12], exc)
             return None
         return net.get("Name") if isinstance(net, dict) else None
+
+    def container_name(self, network_id: str, endpoint_id: str) -> str | None:
+        try:
+            net = dockerd.get(self.docker_host, f"/networks/{network_id}")
+        except (dockerd.DockerUnavailable, ValueError) as exc:
+            LOG.warning("could not ask Docker for network %s: %s", network_id[:12], exc)
+            return None
+        containers = net.get("Containers") if isinstance(net, dict) else None
+        for cid, c in (containers or {}).items():
+            if isinstance(c, dict) and c.get("EndpointID") == endpoint_id:
+                return str(c.get("Name") or cid[:12])
+        return None
+
+    def reserve(self, proto: str, host_ip: str | None, port: int) -> socket.socket:
+        return reserve_port(proto, host_ip, port)
+
+    def publish(self, records: list[Published], add: bool) -> None:
+        """The elements now, if the agent has made ``table ip weft-nat``; otherwise (or
+        if nft fails) the agent's loop renders them from the records."""
+        script_of = getattr(nat, "publish_script", None)    # ovs_agent.nat, from hoststack
+        nft = shutil.which("nft")
+        if script_of is None or nft is None:
+            LOG.debug("no nat.publish_script or nft: the agent publishes %d ports",
+                      len(records))
+            return
+        if subprocess.run([nft, "list", "table", "ip", nat.TABLE], check=False,
+                          capture_output=True).returncode != 0:
+            LOG.info("no table ip %s yet: the agent adds the published ports", nat.TABLE)
+            return
+        res = subprocess.run([nft, "-f", "-"], input=script_of(records, add), text=True,
+                             capture_output=True, check=False)
+        if res.returncode != 0:
+            LOG.warning("nft %s published ports: %s (the agent retries)",
+                        "adding" if add else "deleting", res.stderr.strip()[:300])
+
+
+def _segment(client: httpx.Client, name: str) -> Segment:
+    """One GET /v1/networks (every network, the tenants' default ones too, without their
+    ports: a Join must stay cheap) finds the network and its tenant's id (the VNI of the
+    tenant's own row); a controller from before networks answers 404 there, and
+    /v1/tenants/NAME (no gateway) instead."""
+    rows = _get(client, "/v1/networks")
+    if rows is None:
+        doc = _get(client, f"/v1/tenants/{name}")
+        if not isinstance(doc, dict):
+            return Segment(name, exists=False)
+        return Segment(name, True, name, _int(doc.get("vni")), doc.get("gateway") or None,
+                       bool(doc.get("egress")))
+    if not isinstance(rows, list):
+        raise _Unanswered("GET /v1/networks: not a list")
+    by_name = {r.get("name"): r for r in rows if isinstance(r, dict)}
+    net = by_name.get(name)
+    if net is None:
+        return Segment(name, exists=False)
+    tenant = str(net.get("tenant") or name)
+    return Segment(name, True, tenant, _int((by_name.get(tenant) or {}).get("vni")),
+                   net.get("gateway") or None, bool(net.get("egress")))
+
+
+def _get(client: httpx.Client, path: str) -> Any:
+    """A controller's JSON document; None for 404."""
+    resp = client.get(path)
+    if resp.status_code == 404:
+        return None
+    if resp.status_code != 200:
+        raise _Unanswered(f"GET {path}: {resp.status_code}")
+    return resp.json()
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -185,7 +296,7 @@ def main(argv: list[str]) -> int:
     _wait_for_bridge(api)
     names = [h.name for h in cluster.hosts]
     plugin = Plugin(OvsDataplane(api, cluster, me.name, tunnel_mtu(cluster), args.docker_host),
-                    host_index=names.index(me.name), host_count=len(names))
+                    host_index=names.index(me.name), host_count=len(names), host=me.name)
     try:
         serve(plugin, args.socket)
     except KeyboardInterrupt:

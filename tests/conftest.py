@@ -26,7 +26,7 @@ LAB_COMMANDS = ("ovsdb-server", "ovs-vswitchd", "iperf3", "ping", "tcpdump",
                 "containerd-shim-runc-v2", "etcd")
 
 
-LAB_MODULES = ("ovs_agent.cli", "controller.manager", "weft_lab.keeper")
+LAB_MODULES = ("ovs_agent.cli", "controller.manager", "weft_lab.keeper", "weft_lab.outside")
 
 
 def live_processes() -> set[tuple[int, str]]:

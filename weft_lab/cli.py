@@ -30,6 +30,14 @@ def _print_status(st: dict) -> None:
     for s in st["switches"]:
         vl = ", ".join(f"{v['vlan'] or 'untagged'}={v['ip']}" for v in s["vlans"])
         print(f"switch {s['name']} on {s['host']} port {s['port']}: {vl}")
+    if "wan" in st:
+        print(f"router {st['wan']['netns']:<20} underlay {st['wan']['underlay_ip']:<15} "
+              f"{'up' if st['wan']['up'] else 'DOWN'}")
+    for e in st["external"]:
+        print(f"external {e['name']:<10} netns {e['netns']:<20} {e['ip']:<18} "
+              f"serves {', '.join(e['serve'])}  {'up' if e['up'] else 'DOWN'}")
+        for p in e["processes"]:
+            print(f"    process {p}")
 
 
 def main(argv: list[str] | None = None) -> int:

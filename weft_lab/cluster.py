@@ -16,7 +16,7 @@ import httpx
 from weft_lab import keeper
 from weft_lab.nodes import CTL, LabError, host_dir, ns_name, ovs_env, pki_dir, state_dir
 from weft_lab.shell import run, succeeds
-from weft_lab.topology import Topology
+from weft_lab.topology import Network, Tenant, Topology
 
 
 def api_socket(lab: str, instance: int = 1) -> Path:
@@ -45,7 +45,7 @@ def etcd_url(topo: Topology) -> str:
                                 for ip in topo.controller_ips()[:topo.etcd])
 
 
-def _record_pid(lab: str, name: str, pid: int) -> None:
+def record_pid(lab: str, name: str, pid: int) -> None:
     path = state_dir(lab) / PIDS_FILE
     pids = json.loads(path.read_text()) if path.exists() else {}
     pids[name] = pid
@@ -79,7 +79,7 @@ def start_etcd(topo: Topology, members: range | None = None) -> None:
                      # inside the controllers' election lease (3 s)
                      "--heartbeat-interval", "100", "--election-timeout", "600",
                      "--logger", "zap", "--log-level", "warn"]})["pid"]
-        _record_pid(topo.name, f"etcd-{k + 1}", pid)
+        record_pid(topo.name, f"etcd-{k + 1}", pid)
     wait_etcd(topo)
 
 
@@ -126,7 +126,7 @@ def start_controller(topo: Topology, *extra: str,
                      "--ofp-listen-host", ip, *_openflow_listen(topo.name),
                      "--wsapi-host", ip, "--wsapi-port", "8080",
                      "--wsapi-unix", str(api_socket(topo.name, n)), *store, *extra]})["pid"]
-        _record_pid(topo.name, f"controller-{n}", pid)
+        record_pid(topo.name, f"controller-{n}", pid)
         pids.append(pid)
     return pids
 
@@ -162,12 +162,30 @@ def _api_up(lab: str, instance: int) -> bool:
 
 
 def setup_tenants(topo: Topology) -> None:
+    """The topology's tenants, then their further networks (POST /v1/networks)."""
     with api(topo.name) as c:
         for t in topo.tenants:
             body = {"name": t.name, "vlan": t.vlan, "subnet": t.subnet}
             r = c.post("/v1/tenants", json=body)
             if r.status_code not in (201, 409):
                 raise LabError(f"creating tenant {t.name}: {r.status_code} {r.text}")
+        for t in topo.tenants:
+            for n in t.networks:
+                r = c.post("/v1/networks", json=network_body(t, n))
+                if r.status_code not in (201, 409):
+                    raise LabError(f"creating network {n.name} of tenant {t.name}: "
+                                   f"{r.status_code} {r.text}")
+
+
+def network_body(tenant: Tenant, n: Network) -> dict:
+    """POST /v1/networks for a topology's network; unset fields are the controller's
+    defaults (gateway: the first address; egress: on)."""
+    body: dict = {"name": n.name, "tenant": tenant.name, "subnet": n.subnet}
+    if n.gateway is not None:
+        body["gateway"] = n.gateway
+    if n.egress is not None:
+        body["egress"] = n.egress
+    return body
 
 
 def attach_containers(topo: Topology) -> None:
@@ -178,30 +196,36 @@ def attach_containers(topo: Topology) -> None:
             continue
         _wait_bridge(topo.name, c.host)
         argv = [sys.executable, "-m", "ovs_agent.cli", "attach", ns_name(topo.name, c.name),
-                "--tenant", c.tenant or "default", "--ip", c.ip, "--peers", str(sd / "hosts.yaml"),
+                "--tenant", c.segment or "default", "--ip", c.ip, "--peers", str(sd / "hosts.yaml"),
                 "--host", c.host]
         if c.mac:
             argv += ["--mac", c.mac]
         run(argv, ns=ns_name(topo.name, c.host), env=ovs_env(topo.name, c.host))
 
 
-def weft_network_args(tenant) -> list[str]:
-    """`docker network create` for a tenant's weft network, as a user types it."""
+def weft_network_args(segment: Tenant | Network) -> list[str]:
+    """`docker network create` for a tenant's (or a network's) weft network, as a user
+    types it.  `-o tenant=` names a tenant's own network or a further network: a
+    network name is accepted wherever a tenant's is (docs/routing.md)."""
+    gateway = ["--gateway", segment.gateway] if isinstance(segment, Network) \
+        and segment.gateway else []
+    assert segment.subnet is not None
     return ["network", "create", "-d", "weft", "--ipam-driver", "weft", "-o",
-            f"tenant={tenant.name}", "--subnet", tenant.subnet, tenant.name]
+            f"tenant={segment.name}", "--subnet", segment.subnet, *gateway, segment.name]
 
 
 def run_weft_containers(topo: Topology) -> None:
-    """A weft network per tenant with a subnet on every host, then `attach: weft` containers."""
+    """A weft network per tenant with a subnet and per further network, on every host,
+    then the `attach: weft` containers."""
     from weft_lab import docker
     for h in topo.hosts:
         for t in topo.tenants:
-            if t.subnet:
-                docker.docker(host_dir(topo.name, h.name), *weft_network_args(t))
+            for seg in ([t] if t.subnet else []) + list(t.networks):
+                docker.docker(host_dir(topo.name, h.name), *weft_network_args(seg))
     for c in topo.containers:
         if c.attach == "weft":
             docker.run_container(host_dir(topo.name, c.host), topo.name, c.name,
-                                 ns_name(topo.name, c.name), c.mac, network=c.tenant,
+                                 ns_name(topo.name, c.name), c.mac, network=c.segment,
                                  ip=c.ip.split("/")[0])
             run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
                 ns=ns_name(topo.name, c.name))

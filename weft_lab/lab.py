@@ -20,16 +20,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cluster.hostsfile import parse as parse_hosts, tunnel_mtu
-from weft_lab import docker, keeper
+from weft_lab import docker, keeper, outside
 from weft_lab.nodes import (CTL, LabError, host_dir, lab_exists, load_state, ns_name, ovs_env,
                             pki_dir, state_dir, vsctl)
 from weft_lab.shell import CommandError, netns_list, netns_pids, run, succeeds
-from weft_lab.topology import ExternalSwitch, Host, Topology
+from weft_lab.topology import WAN, ExternalSwitch, Host, Topology
 
 UNDERLAY_BRIDGE = "ul"
 MGMT_BRIDGE = "mg"
 VLAN_BRIDGE = "vl"          # transport vlan: the shared L2 network of the hosts' uplinks
 UPLINK = "eth1"
+EXT_BRIDGE = "ext"          # in LAB.wan: the external nodes' network
 VSWITCH_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 
 
@@ -324,6 +325,61 @@ def _build_switch(topo: Topology, sw: ExternalSwitch) -> None:
         run(["ip", "addr", "add", v.ip, "dev", dev], ns=ns)
 
 
+def _build_outside(topo: Topology) -> None:
+    """The world beyond the underlay: the router LAB.wan and the external nodes.
+
+    The router has one leg on the underlay bridge (`topo.wan_ip`) and one on the bridge
+    `ext` (the first address of each external network), forwards, and does no NAT: an
+    external node sees whatever source address a packet left the cluster with, and has
+    no route back to anything but the underlay.
+    """
+    lab, ctl, wan = topo.name, ns_name(topo.name, CTL), ns_name(topo.name, WAN)
+    plen_u = ipaddress.ip_network(topo.underlay).prefixlen
+    _new_ns(wan)
+    run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], ns=wan)
+    run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], ns=wan)
+    _veth(wan, "eth0", ctl, f"u-{WAN}")
+    _enslave(ctl, f"u-{WAN}", UNDERLAY_BRIDGE)
+    run(["ip", "addr", "add", f"{topo.wan_ip}/{plen_u}", "dev", "eth0"], ns=wan)
+    _bridge(wan, EXT_BRIDGE)
+    for addr in sorted({f"{e.router_ip}/{ipaddress.IPv4Interface(e.ip).network.prefixlen}"
+                        for e in topo.external}):
+        run(["ip", "addr", "add", addr, "dev", EXT_BRIDGE], ns=wan)
+    for e in topo.external:
+        ns = ns_name(lab, e.name)
+        _new_ns(ns)
+        run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], ns=ns)
+        _veth(ns, "eth0", wan, f"x-{e.name}")
+        _enslave(wan, f"x-{e.name}", EXT_BRIDGE)
+        run(["ip", "addr", "add", e.ip, "dev", "eth0"], ns=ns)
+        run(["ip", "route", "add", "default", "via", e.router_ip], ns=ns)
+        outside.start_servers(lab, e)
+
+
+def route_to_outside(topo: Topology, timeout: float = 60) -> None:
+    """Every host: `default via <wan router>` on the interface holding its underlay
+    address.  With the agent that is br-phy once the agent moved the address there, so
+    this waits for it.  Idempotent; call it again after a fault that took br-phy's
+    address away (an ovs-vswitchd restart: the agent puts the address back, not this
+    route)."""
+    for h in topo.hosts:
+        ns = ns_name(topo.name, h.name)
+        if topo.agent and topo.transport == "tunnel" and h.join != "later":
+            _wait(lambda ns=ns, ip=h.underlay_ip: _underlay_dev(ns, ip) == "br-phy", timeout,
+                  f"the agent of {h.name} to move {h.underlay_ip} to br-phy")
+        dev = _underlay_dev(ns, h.underlay_ip)
+        if dev is None:
+            raise LabError(f"{h.name} has no interface with {h.underlay_ip}")
+        run(["ip", "route", "replace", "default", "via", topo.wan_ip, "dev", dev], ns=ns)
+
+
+def _underlay_dev(ns: str, ip: str) -> str | None:
+    for link in json.loads(run(["ip", "-j", "-4", "addr", "show"], ns=ns) or "[]"):
+        if any(a.get("local") == ip for a in link.get("addr_info", [])):
+            return link["ifname"]
+    return None
+
+
 def up(topo: Topology, log: Callable[[str], None] | None = None) -> float:
     """Build the whole lab; on any failure tear down what was built.  Returns seconds.
 
@@ -353,6 +409,9 @@ def up(topo: Topology, log: Callable[[str], None] | None = None) -> float:
         for ip in topo.controller_ips()[1:]:        # further controllers, etcd members
             run(["ip", "addr", "add", f"{ip}/{plen_m}", "dev", MGMT_BRIDGE], ns=ctl)
         keeper.start(sd, ctl)
+        if topo.external:
+            say(f"outside world: router {WAN}, {len(topo.external)} external node(s)")
+            _build_outside(topo)
         if topo.etcd:
             from weft_lab import cluster
             say("etcd members")
@@ -390,6 +449,9 @@ def up(topo: Topology, log: Callable[[str], None] | None = None) -> float:
             from weft_lab import cluster
             say("docker run containers on weft networks")
             cluster.run_weft_containers(topo)
+        if topo.external:
+            say(f"hosts' default route via {WAN} ({topo.wan_ip})")
+            route_to_outside(topo)
     except BaseException:
         down(lab)
         raise
@@ -419,6 +481,9 @@ def down(lab: str) -> float:
     t0 = time.monotonic()
     spaces = [n for n in netns_list() if n.startswith(lab + ".")]
     ctl = ns_name(lab, CTL)
+    # The outside world's servers by their recorded pids, if still in one of the lab's
+    # namespaces (a pid of a crashed lab may belong to someone else by now).
+    _kill_pids(_recorded_pids(lab, spaces))
     # Daemons first and the keeper (in ctl) last, so the keeper reaps them all.
     _kill_all([n for n in spaces if n != ctl])
     _kill_pids(docker.container_pids(lab))      # containers in namespaces the lab never named
@@ -428,6 +493,30 @@ def down(lab: str) -> float:
     docker.remove_cgroups(lab)
     shutil.rmtree(state_dir(lab), ignore_errors=True)
     return time.monotonic() - t0
+
+
+def _recorded_pids(lab: str, spaces: list[str]) -> set[int]:
+    """The outside world's pids in the lab's pids.json whose network namespace is still
+    one of the lab's (controllers and etcd members are TERMed first by `_kill_all`)."""
+    try:
+        recorded = json.loads((state_dir(lab) / "pids.json").read_text())
+        pids = [pid for name, pid in recorded.items() if name.startswith("outside-")]
+    except (OSError, ValueError, AttributeError):
+        return set()
+    inodes = set()
+    for ns in spaces:
+        try:
+            inodes.add(os.stat(f"/run/netns/{ns}").st_ino)
+        except OSError:
+            pass
+    found = set()
+    for pid in pids:
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino in inodes:
+                found.add(int(pid))
+        except (OSError, TypeError, ValueError):
+            pass
+    return found
 
 
 def _kill_pids(pids: set[int]) -> None:
@@ -479,6 +568,13 @@ def status(lab: str) -> dict:
     for c in state["containers"]:
         ns = ns_name(lab, c["name"])
         out["containers"].append({**c, "netns": ns, "up": ns in spaces})
+    out["external"] = []
+    if state.get("external"):
+        out["wan"] = {"netns": ns_name(lab, WAN), "up": ns_name(lab, WAN) in spaces,
+                      "underlay_ip": str(ipaddress.ip_network(state["underlay"])[-2])}
+    for e in state.get("external", []):
+        ns = ns_name(lab, e["name"])
+        out["external"].append({**e, "netns": ns, "up": ns in spaces, "processes": _procs(ns)})
     return out
 
 
@@ -487,7 +583,8 @@ def _procs(ns: str) -> list[str]:
     for pid in netns_pids(ns):
         try:
             comm = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            procs.append(f"{pid} {' '.join(p.decode() for p in comm[:2])}")
+            words = comm[:3] if comm[1:2] == [b"-m"] else comm[:2]    # python -m MODULE
+            procs.append(f"{pid} {' '.join(p.decode() for p in words)}")
         except OSError:
             pass
     return procs

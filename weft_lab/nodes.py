@@ -16,6 +16,7 @@ from weft_lab.shell import netns_list, run
 
 RUN_ROOT = Path(os.environ.get("WEFT_LAB_RUN", "/run/weft-lab"))
 CTL = "ctl"
+WAN = "wan"         # the router to the external nodes (weft_lab.topology.WAN)
 
 
 class LabError(RuntimeError):
@@ -82,11 +83,14 @@ def resolve_lab(lab: str | None) -> str:
 
 
 def exec_argv(lab: str, node: str, cmd: list[str]) -> list[str]:
-    """The argv that runs `cmd` on a lab node (host, container, switch or ctl), or in a
+    """The argv that runs `cmd` on a lab node (host, container, switch, external node,
+    ctl or wan), or in a
     namespace a test added to the lab (e.g. `weft_lab.measure.plug_bare_port`)."""
     state = load_state(lab)
+    outside = {e["name"] for e in state.get("external", [])}
     nodes = {CTL} | {h["name"] for h in state["hosts"]} | \
-        {c["name"] for c in state["containers"]} | {s["name"] for s in state["switches"]}
+        {c["name"] for c in state["containers"]} | {s["name"] for s in state["switches"]} | \
+        outside | ({WAN} if outside else set())
     if node not in nodes and Path(f"/run/netns/{ns_name(lab, node)}").exists():
         return ["ip", "netns", "exec", ns_name(lab, node), *cmd]
     if node not in nodes:

@@ -1,7 +1,8 @@
 """Lab topology files: parsed and fully validated into frozen objects.
 
-A topology describes hosts, their containers, tenants and external 802.1Q
-switches; `docs/lab.md` documents the format.  Everything is checked before
+A topology describes hosts, their containers, tenants (and their networks),
+external 802.1Q switches and external nodes (the world beyond the underlay);
+`docs/lab.md` documents the format.  Everything is checked before
 the lab touches the machine, and an error names the field and line.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from cluster import yamlfile
+from weft_lab.nodes import CTL, WAN
 
 NAME_RE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")     # used with fullmatch
 MAX_NAME = 12          # keeps "<lab>.<node>" and derived interface names short
@@ -23,6 +25,9 @@ ATTACH_MODES = ("docker0", "br0", "weft")
 PORT_TYPES = ("auto", "afxdp-nonpmd", "afxdp", "afpacket")
 TRANSPORTS = ("tunnel", "vlan")
 MAX_CONTROLLERS = 5     # controllers and etcd members take mgmt addresses 1..5 (hosts: 10+)
+RESERVED_NODES = (CTL, WAN)
+SERVE_KINDS = ("tcp", "udp", "http")    # tcp: iperf3 -s; udp: echo; http: peer logger
+DEFAULT_SERVE = ("tcp:5201", "udp:5201", "http:8000")
 
 
 class TopologyError(ValueError):
@@ -44,6 +49,13 @@ class Container:
     mac: str | None
     tenant: str | None          # for br0- and weft-attached containers
     bare: bool = False          # docker0 container as a bare namespace even with docker
+    network: str | None = None  # a network of the tenant (None: the tenant's own network)
+
+    @property
+    def segment(self) -> str | None:
+        """What the container is plugged into: its network, else its tenant's own one
+        (a tenant name also names its default network, docs/routing.md)."""
+        return self.network or self.tenant
 
 
 @dataclass(frozen=True)
@@ -65,10 +77,41 @@ JOIN_MODES = ("file", "register", "later")
 
 
 @dataclass(frozen=True)
+class Network:
+    """A further network (L2 segment) of a tenant, created with POST /v1/networks."""
+    name: str
+    subnet: str
+    gateway: str | None = None  # None: the controller's default (the first address)
+    egress: bool | None = None  # None: the controller's default (on)
+
+
+@dataclass(frozen=True)
 class Tenant:
     name: str
     vlan: int | None
     subnet: str | None
+    networks: tuple[Network, ...] = ()
+
+    def segment(self, name: str) -> tuple[str | None, str | None]:
+        """(subnet, explicit gateway) of the tenant's own network or one of its networks."""
+        if name == self.name:
+            return self.subnet, None
+        n = next(n for n in self.networks if n.name == name)
+        return n.subnet, n.gateway
+
+
+@dataclass(frozen=True)
+class External:
+    """A node beyond the underlay (the LAN or the internet), behind the lab's router
+    `LAB.wan`, running servers: ``tcp:P`` iperf3, ``udp:P`` an echo, ``http:P`` a server
+    that answers with and logs each peer's address (weft_lab/outside.py)."""
+    name: str
+    ip: str                     # CIDR; the router takes the first address of the network
+    serve: tuple[str, ...] = DEFAULT_SERVE
+
+    @property
+    def router_ip(self) -> str:
+        return str(ipaddress.IPv4Interface(self.ip).network[1])
 
 
 @dataclass(frozen=True)
@@ -113,6 +156,12 @@ class Topology:
     # etcd members (0: the controller keeps its state in SQLite, as one controller does)
     controllers: int = 1
     etcd: int = 0
+    external: tuple[External, ...] = ()
+
+    @property
+    def wan_ip(self) -> str:
+        """The router's address on the underlay: its last host address (hosts take .10+)."""
+        return str(ipaddress.ip_network(self.underlay)[-2])
 
     @property
     def members(self) -> tuple[Host, ...]:
@@ -135,9 +184,23 @@ class Topology:
         """A container's IPv4 address, without the prefix length."""
         return next(c.ip for c in self.containers if c.name == container).split("/")[0]
 
+    def external_addr(self, name: str) -> str:
+        """An external node's IPv4 address, without the prefix length."""
+        return next(e.ip for e in self.external if e.name == name).split("/")[0]
+
+    def tenant(self, name: str) -> Tenant:
+        return next(t for t in self.tenants if t.name == name)
+
     def with_name(self, name: str) -> "Topology":
         _check_name(name, "name", None, "<--lab>")
         return Topology(**{**self.__dict__, "name": name})
+
+    def with_tunnel_type(self, tunnel_type: str) -> "Topology":
+        """The same lab with another tunnel type (per-host overrides are kept)."""
+        if tunnel_type not in TUNNEL_TYPES:
+            raise TopologyError("<tunnel_type>", "tunnel_type", None,
+                                f"{tunnel_type!r} is not one of {', '.join(TUNNEL_TYPES)}")
+        return Topology(**{**self.__dict__, "tunnel_type": tunnel_type})
 
 
 def _check_name(value: Any, field: str, line: int | None, src: str) -> str:
@@ -237,23 +300,108 @@ class _Reader:
         return value
 
 
-def _check_weft_container(r, c: dict, cf: str, cnode, docker: bool, tenant: Tenant) -> None:
-    """A `docker run --network TENANT` container: Docker, a tenant subnet, a usable ip."""
+def _check_weft_container(r, c: dict, cf: str, cnode, docker: bool, tenant: Tenant,
+                          segment: str) -> None:
+    """A `docker run --network NET` container: Docker, a subnet, a usable ip."""
     if not docker:
         raise r.fail(cf + ".attach", c["attach"], "attach: weft needs docker: true")
-    if tenant.subnet is None:
+    subnet, gateway = tenant.segment(segment)
+    what = f"tenant {tenant.name}" if segment == tenant.name else f"network {segment}"
+    if subnet is None:
         raise r.fail(cf + ".tenant", c["tenant"], f"tenant {tenant.name!r} needs a subnet "
                      "(its weft Docker network is created with it)")
     if "ip" not in c:
         return
     ip = r.interface(c["ip"], cf + ".ip")
-    net = ipaddress.IPv4Network(tenant.subnet)
+    net = ipaddress.IPv4Network(subnet)
     if ip.ip not in net or ip.network != net:
-        raise r.fail(cf + ".ip", c["ip"], f"must be in tenant {tenant.name}'s subnet {net} "
+        raise r.fail(cf + ".ip", c["ip"], f"must be in {what}'s subnet {net} "
                      "with its prefix length")
-    if ip.ip == net.network_address + 1:
+    if ip.ip == net.network_address + 1 or (gateway and str(ip.ip) == gateway):
         raise r.fail(cf + ".ip", c["ip"], f"{ip.ip} is the Docker network's gateway address, "
                      "which the weft IPAM reserves")
+
+
+def _parse_networks(r: _Reader, t: dict, f: str, tname: str, taken: set[str],
+                    own_subnet: str | None) -> tuple[Network, ...]:
+    """A tenant's `networks:` list: unique names (also across tenants), disjoint subnets."""
+    out: list[Network] = []
+    subnets = [ipaddress.IPv4Network(own_subnet)] if own_subnet else []
+    for j, node in enumerate(r.seq(t["networks"], f + ".networks") if "networks" in t else []):
+        nf = f"{f}.networks[{j}]"
+        n = r.mapping(node, nf, {"name", "subnet", "gateway", "egress"}, {"name", "subnet"})
+        name = _check_name(r.scalar(n["name"], nf + ".name"), nf + ".name",
+                           n["name"].start_mark.line + 1, r.src)
+        if name == tname:
+            raise r.fail(nf + ".name", n["name"], "is the tenant's own network: give the "
+                         "tenant a subnet instead")
+        if name in taken or name == "default":
+            raise r.fail(nf + ".name", n["name"], f"{name!r} is already a tenant or network "
+                         "name, or reserved (names are unique across both)")
+        taken.add(name)
+        subnet = r.network(n["subnet"], nf + ".subnet")
+        if subnet.prefixlen > 30:
+            raise r.fail(nf + ".subnet", n["subnet"], f"{subnet} is too small for a gateway "
+                         "and a host (/30 or shorter)")
+        if any(subnet.overlaps(x) for x in subnets):
+            raise r.fail(nf + ".subnet", n["subnet"], f"{subnet} overlaps another network of "
+                         f"tenant {tname} (a tenant routes between its networks)")
+        subnets.append(subnet)
+        gateway = None
+        if "gateway" in n:
+            value = r.scalar(n["gateway"], nf + ".gateway")
+            try:
+                gw = ipaddress.IPv4Address(value if isinstance(value, str) else "x")
+            except ValueError:
+                raise r.fail(nf + ".gateway", n["gateway"],
+                             f"{yamlfile.shown(value)} is not an IPv4 address") from None
+            if gw not in subnet or gw in (subnet.network_address, subnet.broadcast_address):
+                raise r.fail(nf + ".gateway", n["gateway"], f"{gw} is not a host address "
+                             f"of {subnet}")
+            gateway = str(gw)
+        egress = r.boolean(n["egress"], nf + ".egress") if "egress" in n else None
+        out.append(Network(name, str(subnet), gateway, egress))
+    return tuple(out)
+
+
+def _parse_external(r: _Reader, top: dict, nets: dict[str, ipaddress.IPv4Network]
+                    ) -> tuple[External, ...]:
+    """External nodes: addresses outside every lab network, servers on distinct ports."""
+    out: list[External] = []
+    for i, node in enumerate(r.seq(top["external"], "external") if "external" in top else []):
+        f = f"external[{i}]"
+        e = r.mapping(node, f, {"name", "ip", "serve"}, {"name", "ip"})
+        name = _check_name(r.scalar(e["name"], f + ".name"), f + ".name",
+                           e["name"].start_mark.line + 1, r.src)
+        ip = r.interface(e["ip"], f + ".ip")
+        net = ip.network
+        if net.prefixlen > 30 or ip.ip in (net.network_address, net.broadcast_address,
+                                           net.network_address + 1):
+            raise r.fail(f + ".ip", e["ip"], f"{ip.ip} must be a host address of {net} "
+                         f"other than its first ({net.network_address + 1}: the lab's router)")
+        for what, other in nets.items():
+            if net.overlaps(other):
+                raise r.fail(f + ".ip", e["ip"], f"{net} overlaps the {what} network {other}")
+        if any(x.ip == str(ip) or ipaddress.IPv4Interface(x.ip).ip == ip.ip for x in out):
+            raise r.fail(f + ".ip", e["ip"], f"{ip.ip} is used by another external node")
+        if any(ipaddress.IPv4Interface(x.ip).network != net
+               and ipaddress.IPv4Interface(x.ip).network.overlaps(net) for x in out):
+            raise r.fail(f + ".ip", e["ip"], f"{net} overlaps another external node's network")
+        serve: list[str] = []
+        ports: set[tuple[str, int]] = set()
+        for j, snode in enumerate(r.seq(e["serve"], f + ".serve") if "serve" in e else []):
+            value = r.scalar(snode, f"{f}.serve[{j}]")
+            kind, _, port = str(value).partition(":")
+            if kind not in SERVE_KINDS or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise r.fail(f"{f}.serve[{j}]", snode, f"{yamlfile.shown(value)} is not "
+                             f"KIND:PORT with KIND one of {', '.join(SERVE_KINDS)}")
+            key = ("udp" if kind == "udp" else "tcp", int(port))
+            if key in ports:
+                raise r.fail(f"{f}.serve[{j}]", snode, f"{key[0]} port {port} is served twice")
+            ports.add(key)
+            serve.append(f"{kind}:{int(port)}")
+        out.append(External(name, str(ip), tuple(serve) if "serve" in e else DEFAULT_SERVE))
+    return tuple(out)
 
 
 def parse(text: str, source: str = "<string>") -> Topology:
@@ -268,7 +416,7 @@ def parse(text: str, source: str = "<string>") -> Topology:
     top = r.mapping(root, "", {"name", "tunnel_type", "underlay", "mgmt", "cluster_subnet",
                                "controller", "agent", "port_type", "transport", "hosts",
                                "tenants", "switches", "docker", "plugin", "controllers",
-                               "etcd"},
+                               "etcd", "external"},
                     {"name", "hosts"})
     name = _check_name(r.scalar(top["name"], "name"), "name", top["name"].start_mark.line + 1,
                        source)
@@ -312,18 +460,22 @@ def parse(text: str, source: str = "<string>") -> Topology:
             raise r.fail(what, top.get(what), f"{net} must be /8 to /29")
 
     tenants: list[Tenant] = []
+    segment_names: set[str] = set()       # tenants and networks share one name space
     for i, node in enumerate(r.seq(top["tenants"], "tenants") if "tenants" in top else []):
         f = f"tenants[{i}]"
-        t = r.mapping(node, f, {"name", "vlan", "subnet"}, {"name"})
+        t = r.mapping(node, f, {"name", "vlan", "subnet", "networks"}, {"name"})
         tname = _check_name(r.scalar(t["name"], f + ".name"), f + ".name",
                             t["name"].start_mark.line + 1, source)
-        if any(x.name == tname for x in tenants) or tname == "default":
-            raise r.fail(f + ".name", t["name"], f"tenant {tname!r} is defined twice or reserved")
+        if tname in segment_names or tname == "default":
+            raise r.fail(f + ".name", t["name"], f"tenant {tname!r} is defined twice, "
+                         "names a network, or is reserved")
+        segment_names.add(tname)
         vlan = r.vlan(t["vlan"], f + ".vlan") if "vlan" in t else None
         if vlan is not None and any(x.vlan == vlan for x in tenants):
             raise r.fail(f + ".vlan", t["vlan"], f"VLAN {vlan} is used by another tenant")
         subnet = str(r.network(t["subnet"], f + ".subnet")) if "subnet" in t else None
-        tenants.append(Tenant(tname, vlan, subnet))
+        networks = _parse_networks(r, t, f, tname, segment_names, subnet)
+        tenants.append(Tenant(tname, vlan, subnet, networks))
     tenant_names = {t.name for t in tenants}
 
     host_nodes = r.seq(top["hosts"], "hosts")
@@ -367,15 +519,29 @@ def parse(text: str, source: str = "<string>") -> Topology:
         for j, cnode in enumerate(r.seq(h["containers"], f + ".containers")
                                   if "containers" in h else []):
             cf = f"{f}.containers[{j}]"
-            c = r.mapping(cnode, cf, {"name", "attach", "ip", "mac", "tenant", "bare"},
-                          {"name"})
+            c = r.mapping(cnode, cf, {"name", "attach", "ip", "mac", "tenant", "bare",
+                                      "network"}, {"name"})
             bare = r.boolean(c["bare"], cf + ".bare") if "bare" in c else False
             cname = _check_name(r.scalar(c["name"], cf + ".name"), cf + ".name",
                                 c["name"].start_mark.line + 1, source)
             attach = r.choice(c["attach"], cf + ".attach", ATTACH_MODES) \
                 if "attach" in c else "docker0"
-            tenant = None
-            if "tenant" in c:
+            tenant = network = None
+            if "network" in c:
+                network = r.scalar(c["network"], cf + ".network")
+                owner = next((t for t in tenants if network in {n.name for n in t.networks}),
+                             None)
+                if owner is None:
+                    raise r.fail(cf + ".network", c["network"], f"unknown network "
+                                 f"{network!r} (a tenant's networks: list defines it)")
+                if attach not in ("br0", "weft"):
+                    raise r.fail(cf + ".network", c["network"], "only containers with "
+                                 "attach: br0 or weft join a network")
+                if "tenant" in c and r.scalar(c["tenant"], cf + ".tenant") != owner.name:
+                    raise r.fail(cf + ".tenant", c["tenant"], f"network {network} belongs "
+                                 f"to tenant {owner.name}")
+                tenant = owner.name
+            elif "tenant" in c:
                 tenant = r.scalar(c["tenant"], cf + ".tenant")
                 if attach == "docker0":
                     raise r.fail(cf + ".tenant", c["tenant"],
@@ -387,7 +553,14 @@ def parse(text: str, source: str = "<string>") -> Topology:
                 raise r.fail(cf, cnode, f"a container with attach: {attach} needs a tenant")
             if attach == "weft":
                 _check_weft_container(r, c, cf, cnode, docker,
-                                      next(t for t in tenants if t.name == tenant))
+                                      next(t for t in tenants if t.name == tenant),
+                                      network or str(tenant))
+            elif network is not None and "ip" in c:
+                net = ipaddress.IPv4Network(next(t for t in tenants if t.name == tenant)
+                                            .segment(network)[0])
+                if r.interface(c["ip"], cf + ".ip").ip not in net:
+                    raise r.fail(cf + ".ip", c["ip"], f"must be in network {network}'s "
+                                 f"subnet {net}")
             if "ip" in c and attach == "docker0" and docker and not bare:
                 raise r.fail(cf + ".ip", c["ip"], "with docker: true, Docker assigns docker0 "
                              "containers' addresses (in order, from the host's docker_subnet); "
@@ -408,7 +581,8 @@ def parse(text: str, source: str = "<string>") -> Topology:
                              f"{ip.ip} is already used by {used_ips[key]} in the same tenant")
             used_ips[key] = cname
             mac = r.mac(c["mac"], cf + ".mac") if "mac" in c else None
-            containers.append(Container(cname, hname, attach, str(ip), mac, tenant, bare))
+            containers.append(Container(cname, hname, attach, str(ip), mac, tenant, bare,
+                                        network))
 
     wants_plugin = any(c.attach == "weft" for c in containers)
     plugin = r.boolean(top["plugin"], "plugin") if "plugin" in top else wants_plugin
@@ -443,14 +617,18 @@ def parse(text: str, source: str = "<string>") -> Topology:
             raise r.fail(f + ".native", s["native"], f"unknown tenant {native!r}")
         switches.append(ExternalSwitch(sname, shost, port, tuple(vlans), native))
 
-    dupes = {n for n in nodes if nodes.count(n) > 1} | ({"ctl"} & set(nodes))
+    lab_nets = {"underlay": underlay, "mgmt": mgmt, "cluster": cluster}
+    external = _parse_external(r, top, lab_nets)
+    nodes += [e.name for e in external]
+    dupes = {n for n in nodes if nodes.count(n) > 1} | (set(RESERVED_NODES) & set(nodes))
     if dupes:
         raise TopologyError(source, "hosts", None,
-                            f"node names must be unique across hosts, containers and "
-                            f"switches ('ctl' is reserved): {', '.join(sorted(dupes))}")
+                            f"node names must be unique across hosts, containers, switches "
+                            f"and external nodes ({', '.join(RESERVED_NODES)} are reserved): "
+                            f"{', '.join(sorted(dupes))}")
     return Topology(name, tunnel, str(underlay), str(mgmt), str(cluster), controller, agent,
                     port_type, transport, tuple(hosts), tuple(containers), tuple(tenants),
-                    tuple(switches), docker, plugin, n_ctl, n_etcd)
+                    tuple(switches), docker, plugin, n_ctl, n_etcd, external)
 
 
 def _count(r: _Reader, top: dict, key: str, default: int, lo: int, hi: int) -> int:

@@ -7,6 +7,7 @@
                    exception handlers that produce them
     schemas        the request bodies (pydantic), bounds from controller.model
     tenants        /v1/tenants
+    networks       /v1/networks, /v1/tenants/{name}/routes, /v1/hosts/{host}/gateways
     ports          /v1/ports: port bindings
     backup         /v1/export, /v1/import
     acls           /v1/tenants/{name}/acls, and the per-rule counters

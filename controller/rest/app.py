@@ -1,4 +1,5 @@
-"""REST API v1: tenants, port bindings, hosts, switches and their live flows.
+"""REST API v1: tenants, their networks and routes, port bindings, hosts, switches and
+their live flows.
 
 FastAPI gives the OpenAPI document at /openapi.json.  Every refused request
 is a 4xx JSON body ``{"error": ..., "field": ...}`` and changes nothing;
@@ -13,12 +14,12 @@ import uvicorn
 from fastapi import Depends, FastAPI
 
 from controller.core import Core
-from controller.rest import (acls, backup, errors, hosts, observe, ofctl_rest, operator_flows,
-                             ports, qos, switches, tenants)
+from controller.rest import (acls, backup, errors, hosts, networks, observe, ofctl_rest,
+                             operator_flows, ports, qos, switches, tenants)
 from controller.rest.deps import authorized
 
-ROUTERS = (tenants, ports, backup, acls, operator_flows, ofctl_rest, hosts, switches, qos,
-           observe)
+ROUTERS = (tenants, networks, ports, backup, acls, operator_flows, ofctl_rest, hosts, switches,
+           qos, observe)
 
 
 def create_app(core: Core, token: str | None) -> FastAPI:

@@ -9,8 +9,8 @@ from pydantic import Field
 
 from controller.rest.deps import CoreDep, writer
 from controller.rest.qos import queue_support
-from controller.rest.schemas import MAX_BULK, Attachment, RegisterIn
-from controller.store import NotFound
+from controller.rest.schemas import MAX_BULK, Attachment, RegisterIn, segment
+from controller.store import Invalid, NotFound
 from cluster.hostsfile import datapath_id, dpid_str
 
 router = APIRouter()
@@ -22,8 +22,14 @@ def attachments(body: Annotated[list[Attachment], Field(max_length=MAX_BULK)], c
     """Containers the host's ovs-agent plugged into br0 (replaces the previous list)."""
     if host not in {h.name for h in core.cluster.hosts}:
         raise NotFound("host", f"no host {host!r} in hosts.yaml")
+    items = []
+    for i, a in enumerate(body):
+        name = segment(a.tenant, a.network, f"{i}.")
+        if name is None:
+            raise Invalid(f"{i}.tenant", "Field required (tenant or network)")
+        items.append({**a.model_dump(exclude={"network"}), "tenant": name})
     before = core.store.version
-    n = core.store.replace_agent_bindings(host, [a.model_dump() for a in body])
+    n = core.store.replace_agent_bindings(host, items)
     if core.store.version != before:
         core.on_change()
     return {"host": host, "attachments": n, **core.identity()}

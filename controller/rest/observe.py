@@ -71,8 +71,10 @@ def metrics(core: CoreDep) -> str:
                   f"weft_flow_mods_sent_total{lbl} {sw.flow_mods}",
                   f"weft_syncs_total{lbl} {sw.syncs}",
                   f"weft_learned_flows{lbl} {sw.learned_flows}"]
+    rows = core.store.tenants()             # tenants and their networks
     lines += [f"weft_learn_limit_macs {LEARN_LIMIT_MACS}",
-              f"weft_tenants {len(core.store.tenants())}",
+              f"weft_tenants {sum(1 for t in rows if t.domain is None)}",
+              f"weft_networks {len(rows)}",
               f"weft_port_bindings {len(core.store.bindings())}",
               "# TYPE weft_handler_errors_total counter"]
     lines += [f'weft_handler_errors_total{{handler="{name}"}} {n}'

@@ -1,21 +1,24 @@
 """/v1/ports: port bindings of hosts' br0 ports to tenants (access or trunk)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import Field
 
 from controller.core import Core
 from controller.model import Binding
 from controller.rest.deps import CoreDep, writer
-from controller.rest.schemas import MAX_BULK, PortIn, PortSpec
-from controller.store import Conflict
+from controller.rest.schemas import MAX_BULK, PortIn, PortSpec, segment
+from controller.store import Conflict, NotFound
 
 router = APIRouter()
 
 
 def binding_json(b: Binding, source: str) -> dict[str, Any]:
+    """``tenant``: the segment (a network, or a tenant's default network), as bound."""
     return {"host": b.host, "port": b.port, "tenant": b.tenant, "mode": b.mode, "mac": b.mac,
             "trunk": list(b.trunk), "source": source, "ips": list(b.ips),
             "allowed_address_pairs": [{"ip_address": ip, "mac_address": mac}
@@ -41,16 +44,30 @@ def _not_reserved(core: Core, host: str, port: str) -> None:
         raise Conflict("port", f"{port} is {host}'s uplink (transport vlan): not bindable")
 
 
+@contextmanager
+def _named_as_given(body: PortSpec) -> Iterator[None]:
+    """A request that named its segment ``network`` hears about it as ``network``."""
+    try:
+        yield
+    except NotFound as exc:
+        if exc.field == "tenant" and body.network is not None:
+            raise NotFound("network", exc.message) from None
+        raise
+
+
 @router.get("/v1/ports")
-def list_ports(core: CoreDep, host: str | None = None, tenant: str | None = None) -> list[dict]:
-    return ports_json(core, host, tenant)
+def list_ports(core: CoreDep, host: str | None = None, tenant: str | None = None,
+               network: str | None = Query(None, description="a synonym of tenant")
+               ) -> list[dict]:
+    return ports_json(core, host, segment(tenant, network))
 
 
 @router.post("/v1/ports", status_code=201, dependencies=[Depends(writer)])
 def bind(body: PortIn, core: CoreDep) -> dict:
     _not_reserved(core, body.host, body.port)
-    b = core.store.bind(body.host, body.port, body.tenant, body.mode, body.mac,
-                        trunk=tuple(body.trunk), **_addresses(body))
+    with _named_as_given(body):
+        b = core.store.bind(body.host, body.port, segment(body.tenant, body.network),
+                            body.mode, body.mac, trunk=tuple(body.trunk), **_addresses(body))
     core.on_change()
     return binding_json(b, "api")
 
@@ -59,8 +76,9 @@ def bind(body: PortIn, core: CoreDep) -> dict:
 def rebind(host: str, port: str, body: PortSpec, core: CoreDep) -> dict:
     """Change a bound port in place (e.g. access <-> trunk): only its flows change."""
     _not_reserved(core, host, port)
-    b = core.store.bind(host, port, body.tenant, body.mode, body.mac,
-                        trunk=tuple(body.trunk), replace=True, **_addresses(body))
+    with _named_as_given(body):
+        b = core.store.bind(host, port, segment(body.tenant, body.network), body.mode,
+                            body.mac, trunk=tuple(body.trunk), replace=True, **_addresses(body))
     core.on_change()
     return binding_json(b, "api")
 
@@ -70,7 +88,8 @@ def bind_many(body: Annotated[list[PortIn], Field(max_length=MAX_BULK)], core: C
     """Bind many ports in one transaction: all or nothing."""
     for b in body:
         _not_reserved(core, b.host, b.port)
-    n = core.store.bind_many([b.model_dump() for b in body])
+    n = core.store.bind_many([{**b.model_dump(), "tenant": segment(b.tenant, b.network, f"{i}.")}
+                              for i, b in enumerate(body)])
     core.on_change()
     return {"bound": n}
 

@@ -16,6 +16,7 @@ from controller.model import (HOST_NAME_PATTERN, MAC_PATTERN, MAX_ACL_PRIORITY, 
                               MAX_IP_PROTO, MAX_KBPS, MAX_L4_PORT, MAX_PPS, MAX_QOS_PRIORITY,
                               MAX_QUEUE, MAX_SUBNET_LEN, MAX_TENANT_NAME, MAX_VNI,
                               PORT_NAME_PATTERN, TENANT_NAME_PATTERN, VLAN_MAX, VLAN_MIN, VNI_MIN)
+from controller.store import Invalid
 
 # Published anchored: JSON Schema and pydantic's regex engine have no trailing-newline
 # quirk, and the model checks the same patterns with fullmatch.
@@ -37,6 +38,18 @@ class _In(BaseModel):
 Subnet = Field(None, max_length=MAX_SUBNET_LEN, description="IPv4 or IPv6 network, CIDR")
 
 
+GATEWAY_DOC = ("IPv4 host address of the subnet routed for the network's ports (the same "
+               "on every host); omitted: the subnet's first address (none without an IPv4 "
+               "subnet of /30 or shorter, or when the tenant's VNI is past 65535); null: no "
+               "gateway")
+EGRESS_DOC = ("reach addresses outside the cluster, source-NATed to the host's address; "
+              "omitted: on when there is a gateway")
+
+
+def _gateway_field(doc: str = GATEWAY_DOC) -> Any:
+    return Field(None, max_length=15, description=doc)
+
+
 class TenantIn(_In):
     name: str = Field(pattern=TENANT_NAME, max_length=MAX_TENANT_NAME,
                       description="lowercase letter first; letters, digits, - and _")
@@ -46,12 +59,55 @@ class TenantIn(_In):
                              description="802.1Q id on trunk ports")
     subnet: str | None = Subnet
     description: str = Field("", max_length=MAX_DESCRIPTION)
+    gateway: str | None = _gateway_field("its default network's gateway: " + GATEWAY_DOC)
+    egress: bool | None = Field(None, description=EGRESS_DOC)
 
 
 class TenantPatch(_In):
     vlan: int | None = Field(None, ge=VLAN_MIN, le=VLAN_MAX, description="null: no VLAN")
-    subnet: str | None = Subnet
+    subnet: str | None = Field(None, max_length=MAX_SUBNET_LEN,
+                               description="IPv4 or IPv6 network, CIDR; a new subnet moves "
+                                           "the gateway with it unless gateway is given")
     description: str = Field("", max_length=MAX_DESCRIPTION)
+    gateway: str | None = _gateway_field("IPv4 host address of the subnet; null: none")
+    egress: bool | None = Field(None, description="on needs a gateway")
+
+
+class NetworkIn(_In):
+    name: str = Field(pattern=TENANT_NAME, max_length=MAX_TENANT_NAME,
+                      description="unique among tenants and networks")
+    tenant: str = Field(pattern=TENANT_NAME, max_length=MAX_TENANT_NAME,
+                        description="the tenant (routing and isolation domain) it belongs to")
+    vni: int | None = Field(None, ge=VNI_MIN, le=MAX_VNI,
+                            description="auto-assigned when omitted")
+    vlan: int | None = Field(None, ge=VLAN_MIN, le=VLAN_MAX,
+                             description="802.1Q id on trunk ports")
+    subnet: str | None = Subnet
+    gateway: str | None = _gateway_field()
+    egress: bool | None = Field(None, description=EGRESS_DOC)
+    description: str = Field("", max_length=MAX_DESCRIPTION)
+
+
+class NetworkPatch(TenantPatch):
+    pass
+
+
+class RouteIn(_In):
+    prefix: str = Field(max_length=18, description="IPv4 CIDR (0.0.0.0/0: a default route); "
+                                                   "unique in the tenant")
+    via: str = Field(max_length=15, description="next hop: an IPv4 host address of one of "
+                                                "the tenant's networks with a gateway")
+    mac: str | None = Field(None, pattern=MAC, description="the next hop's MAC; required "
+                                                           "unless a port bound in that "
+                                                           "network has via in its ips")
+
+
+def segment(tenant: str | None, network: str | None, field: str = "") -> str | None:
+    """A body's segment: ``network`` is a synonym of ``tenant`` (a network, or a tenant's
+    default network); both given must agree."""
+    if network is not None and tenant is not None and network != tenant:
+        raise Invalid(f"{field}network", "give tenant or network (synonyms), not two names")
+    return network if network is not None else tenant
 
 
 class AddressPair(_In):
@@ -61,8 +117,11 @@ class AddressPair(_In):
 
 class PortSpec(_In):
     tenant: str | None = Field(None, pattern=TENANT_NAME, max_length=MAX_TENANT_NAME,
-                               description="access: the tenant; trunk: the native "
-                                           "(untagged) tenant, optional")
+                               description="access: the tenant (or network); trunk: the "
+                                           "native (untagged) one, optional")
+    network: str | None = Field(None, pattern=TENANT_NAME, max_length=MAX_TENANT_NAME,
+                                description="a synonym of tenant: a network, or a tenant "
+                                            "(its default network)")
     mode: Literal["access", "trunk"] = Field("access", description="access or trunk")
     mac: str | None = Field(None, pattern=MAC,
                             description="access only: a known endpoint behind the port")
@@ -206,7 +265,11 @@ class AclDefaultIn(_In):
 class Attachment(_In):
     """A container port an agent plugged, or (port ``weft-d0``) a docker0 container."""
     port: str = Field(pattern=PORT_NAME, max_length=15)
-    tenant: str = Field(pattern=TENANT_NAME, max_length=MAX_TENANT_NAME)
+    tenant: str | None = Field(None, pattern=TENANT_NAME, max_length=MAX_TENANT_NAME,
+                               description="its network (or tenant); required unless "
+                                           "network is given")
+    network: str | None = Field(None, pattern=TENANT_NAME, max_length=MAX_TENANT_NAME,
+                                description="a synonym of tenant")
     mac: str | None = Field(None, pattern=MAC)
     container: str | None = Field(None, max_length=256)
     ips: list[str] = Field(default_factory=list, max_length=256,

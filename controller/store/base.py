@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from dataclasses import replace as replace_
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Final, TypeVar
 
 from controller.model import (ACCESS, ACL_DEFAULTS, DEFAULT_TENANT, DOCKER_LINK_PORT, MAX_ACL_ID,
                               MAX_METER_ID, TRUNK, VNI_MIN, AclRule, Binding, LinkEndpoint,
-                              QosRule, RateLimit, Tenant, check_host, user_tenant)
+                              ModelError, QosRule, RateLimit, Route, Tenant, check_host,
+                              check_name, user_tenant)
 from controller.opflows import MAX_OPERATOR_FLOW_ID, OperatorFlow
 import controller.store.rules as rules
 from controller.store.errors import Conflict, Invalid, NotFound, model_values
@@ -27,6 +29,77 @@ LOG = logging.getLogger("weft.store")
 T = TypeVar("T")
 ChangeCallback = Callable[[int], None]
 MAX_TTL = 86400                 # seconds a host registration may last without renewal
+
+
+class _Auto:
+    """The gateway a caller did not choose (``AUTO``): the subnet's first address."""
+
+    def __repr__(self) -> str:
+        return "AUTO"
+
+
+AUTO: Final = _Auto()
+Gateway = str | None | _Auto        # an IPv4 address, None (no gateway), or AUTO
+_ROW_FIELDS = ("vlan", "subnet", "description", "gateway", "egress")   # what PATCH changes
+
+
+def _changed_row(cur: Tenant, changes: dict[str, Any], tenant_id: int) -> Tenant:
+    """``cur`` (a tenant's or network's row) with ``changes``.  A new subnet without a
+    gateway named moves the gateway with it: kept when still a host of the new subnet,
+    else the new subnet's default (``rules.default_gateway``); a row that had a subnet
+    and no gateway keeps none.  Egress ends with the gateway unless asked for."""
+    with model_values("subnet"):
+        probe = Tenant(cur.name, cur.vni, changes.get("vlan", cur.vlan),
+                       changes.get("subnet", cur.subnet),
+                       changes.get("description", cur.description), cur.domain)
+    gateway: str | None
+    if "gateway" in changes:
+        gateway = changes["gateway"]
+    elif probe.subnet == cur.subnet or (cur.gateway is None and cur.subnet is not None):
+        gateway = cur.gateway
+    else:
+        try:
+            gateway = replace_(probe, gateway=cur.gateway).gateway
+        except ModelError:
+            gateway = None
+        gateway = gateway or rules.default_gateway(probe.subnet, tenant_id)
+    egress = changes["egress"] if "egress" in changes else cur.egress and gateway is not None
+    with model_values("gateway"):
+        return replace_(probe, gateway=gateway, egress=egress)
+
+
+def _carries(b: Binding, segment: str) -> int:
+    """1 if the binding carries ``segment`` (access, native or on its trunk), else 0."""
+    return int(segment in b.tenants)
+
+
+def _unbind_segment(tx: ModelTx, segment: str) -> None:
+    """Take ``segment`` (a tenant's default network or a network) off every binding:
+    an access port is unbound, a trunk loses it (a trunk carrying nothing goes too)."""
+    for sb in tx.bindings():
+        b = sb.binding
+        if segment not in b.tenants:
+            continue
+        native = None if b.tenant == segment else b.tenant
+        trunk = tuple(t for t in b.trunk if t != segment)
+        if (b.tenant == segment and not b.trunk) or (b.mode == TRUNK and not trunk
+                                                     and native is None):
+            tx.remove_binding(b.host, b.port)
+        else:
+            tx.put_binding(replace_(sb, binding=replace_(b, tenant=native, trunk=trunk)))
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """What the pipeline's Topology is made of, read in one transaction (``model``)."""
+    tenants: tuple[Tenant, ...]
+    bindings: tuple[Binding, ...]
+    limits: tuple[RateLimit, ...]
+    rules: tuple[QosRule, ...]
+    acls: tuple[AclRule, ...]
+    acl_deny: frozenset[str]
+    endpoints: tuple[LinkEndpoint, ...]
+    routes: tuple[Route, ...]
 
 
 class StoreBase(ABC):
@@ -96,10 +169,31 @@ class StoreBase(ABC):
         return self._read(lambda tx: tx.tenants())
 
     def tenant(self, name: str) -> Tenant:
-        t = self._read(lambda tx: tx.tenant(name))
-        if t is None:
-            raise NotFound("name", f"no tenant {str(name)[:40]!r}")
-        return t
+        """A tenant (a network's name is 404, saying whose network it is)."""
+        return self._read(lambda tx: rules.get_tenant(tx, name))
+
+    def model(self) -> ModelParts:
+        """Every part the pipeline needs from one consistent read: rows read apart could
+        disagree (a network deleted between reading it and its routes)."""
+        def read(tx: ModelTx) -> ModelParts:
+            return ModelParts(
+                tuple(tx.tenants()), tuple(sb.binding for sb in tx.bindings()),
+                tuple(tx.limits()), tuple(tx.rules()), tuple(tx.acls()),
+                frozenset(t for t, d in tx.acl_policies().items() if d == "deny"),
+                tuple(tx.link_endpoints()), tuple(tx.routes()))
+        return self._read(read)
+
+    def networks(self, tenant: str | None = None) -> list[Tenant]:
+        """Every network (every row: a tenant is also its default network), of ``tenant``
+        only when given; by name."""
+        return [n for n in self._read(lambda tx: tx.tenants())
+                if tenant is None or n.tenant == tenant]
+
+    def network(self, name: str) -> Tenant:
+        return self._read(lambda tx: rules.get_network(tx, name))
+
+    def routes(self, tenant: str | None = None) -> list[Route]:
+        return self._read(lambda tx: tx.routes(tenant))
 
     def count_bindings(self) -> int:
         return self._read(lambda tx: tx.count_bindings())
@@ -119,6 +213,8 @@ class StoreBase(ABC):
             n = sum(1 for sb in tx.bindings() if sb.binding.tenant is not None
                     and sb.binding.tenant not in names)
             n += sum(1 for sb in tx.bindings() if any(t not in names for t in sb.binding.trunk))
+            n += sum(1 for t in tx.tenants() if t.domain is not None and t.domain not in names)
+            n += sum(1 for r in tx.routes() if r.tenant not in names)
             n += sum(1 for x in all_qos(tx)
                      if x.tenant is not None and x.tenant not in names)
             return n + sum(1 for r in tx.acls() if r.tenant not in names)
@@ -148,40 +244,82 @@ class StoreBase(ABC):
 
     # -- tenant writes ----------------------------------------------------------
     def create_tenant(self, name: str, vni: int | None = None, vlan: int | None = None,
-                      subnet: str | None = None, description: str = "") -> Tenant:
+                      subnet: str | None = None, description: str = "",
+                      gateway: Gateway = AUTO, egress: bool | None = None) -> Tenant:
+        """A tenant and its default network (same name and VNI).  ``gateway``: AUTO (the
+        subnet's first address, ``rules.default_gateway``), None or an address;
+        ``egress`` None: on when there is a gateway."""
+        return self._create_row(name, None, vni, vlan, subnet, description, gateway, egress)
+
+    def create_network(self, name: str, tenant: str, vni: int | None = None,
+                       vlan: int | None = None, subnet: str | None = None,
+                       description: str = "", gateway: Gateway = AUTO,
+                       egress: bool | None = None) -> Tenant:
+        """A further network of ``tenant``: its own segment (VNI, VLAN, subnet); names,
+        VNIs and VLANs are unique across tenants and networks."""
+        with model_values("tenant"):
+            check_name(tenant, "tenant", what="tenant name")
+        return self._create_row(name, tenant, vni, vlan, subnet, description, gateway, egress)
+
+    def _create_row(self, name: str, domain: str | None, vni: int | None, vlan: int | None,
+                    subnet: str | None, description: str, gateway: Gateway,
+                    egress: bool | None) -> Tenant:
+        what = "tenant" if domain is None else "network"
+        auto = isinstance(gateway, _Auto)
         with model_values("name"):      # the values first: a bad request waits for nothing
             asked = user_tenant(name, VNI_MIN if vni is None else vni, vlan, subnet,
-                                description or "")
+                                description or "", domain, None if auto else gateway,
+                                False if auto or egress is None else egress)
 
         def create(tx: ModelTx) -> Tenant:
             if tx.tenant(name) is not None or name == DEFAULT_TENANT.name:
-                raise Conflict("name", f"tenant {name!r} already exists")
+                other = tx.tenant(name)
+                kind = "network" if other is not None and other.domain else "tenant"
+                raise Conflict("name", f"{what} {name!r}: a {kind} of that name already "
+                                       "exists (tenants and networks share one namespace)")
+            owner = rules.owner_of_new_network(tx, domain) if domain is not None else None
             t = asked if vni is not None else replace_(asked, vni=rules.free_vni(tx))
             rules.check_unique(tx, "vni", t.vni, name)
             rules.check_unique(tx, "vlan", t.vlan, name)
+            if auto:
+                tenant_id = owner.vni if owner is not None else t.vni
+                t = replace_(t, gateway=rules.default_gateway(t.subnet, tenant_id))
+            with model_values("egress"):
+                t = replace_(t, egress=t.gateway is not None if egress is None else egress)
+            rules.gateway_id_ok(tx, t)
             tx.put_tenant(t)
+            rules.check_model(tx, "gateway")
             return t
         return self._write(create)
 
     def update_tenant(self, name: str, **changes: Any) -> Tenant:
-        """Change vlan, subnet or description (the VNI is the tenant's identity)."""
+        """Change vlan, subnet, description, gateway or egress of a tenant's default
+        network (the VNI is the tenant's identity)."""
+        return self._update_row(name, "tenant", changes)
+
+    def update_network(self, name: str, **changes: Any) -> Tenant:
+        """Change vlan, subnet, description, gateway or egress of a network (a tenant's
+        name: its default network)."""
+        return self._update_row(name, "network", changes)
+
+    def _update_row(self, name: str, what: str, changes: dict[str, Any]) -> Tenant:
         if name == DEFAULT_TENANT.name:
-            raise Conflict("name", "the default tenant is built in and cannot be changed")
-        unknown = set(changes) - {"vlan", "subnet", "description"}
+            raise Conflict("name", f"the default {what} is built in and cannot be changed")
+        unknown = set(changes) - set(_ROW_FIELDS)
         if unknown:
-            raise Invalid(sorted(unknown)[0], "only vlan, subnet and description can change")
+            raise Invalid(sorted(unknown)[0], f"only {', '.join(_ROW_FIELDS)} can change")
 
         def update(tx: ModelTx) -> Tenant:
-            cur = rules.get_tenant(tx, name)
-            with model_values("description"):
-                new = Tenant(name, cur.vni, changes.get("vlan", cur.vlan),
-                             changes.get("subnet", cur.subnet),
-                             changes.get("description", cur.description))
+            cur = rules.get_tenant(tx, name) if what == "tenant" else rules.get_network(tx, name)
+            owner = rules.get_network(tx, cur.tenant)
+            new = _changed_row(cur, changes, owner.vni)
             rules.check_unique(tx, "vlan", new.vlan, name)
             if new.vlan is None and any(name in sb.binding.trunk for sb in tx.bindings()
                                     if sb.binding.mode == TRUNK):
-                raise Conflict("vlan", f"tenant {name!r} is carried on a trunk and needs a vlan")
+                raise Conflict("vlan", f"{what} {name!r} is carried on a trunk and needs a vlan")
+            rules.gateway_id_ok(tx, new)
             tx.put_tenant(new)
+            rules.check_model(tx, "gateway" if "gateway" in changes else "subnet")
             return new
         return self._write(update)
 
@@ -192,35 +330,84 @@ class StoreBase(ABC):
 
         def delete(tx: ModelTx) -> int:
             rules.get_tenant(tx, name)  # inside the transaction: no bind can slip in between
+            networks = [t.name for t in tx.tenants() if t.domain == name]
+            if networks and not force:
+                raise Conflict("name", f"tenant {name!r} has networks {', '.join(networks)}; "
+                                       "delete them first or delete with force=true (their "
+                                       "ports are unbound)")
             bound = tx.bindings()
-            n = sum(1 for sb in bound if sb.binding.tenant == name)
-            n += sum(1 for sb in bound if sb.binding.mode == TRUNK and name in sb.binding.trunk)
+            n = sum(_carries(sb.binding, seg) for sb in bound for seg in (name, *networks))
             qos = [x for x in all_qos(tx) if x.tenant == name]
             acls = tx.acls(name)
-            n += len(qos) + len(acls)
+            routes = tx.routes(name)
+            n += len(qos) + len(acls) + len(routes)
             if n and not force:
                 raise Conflict("name", f"tenant {name!r} has {n} port binding(s), QoS "
-                                       "settings or ACL rules; remove them or delete with "
-                                       "force=true")
+                                       "settings, ACL rules or static routes; remove them or "
+                                       "delete with force=true")
             for x in qos:
                 tx.remove_qos(x.id)
             for r in acls:
                 tx.remove_acl(r.id)
+            for route in routes:
+                tx.remove_route(name, route.prefix)
             tx.set_acl_policy(name, None)
-            for sb in bound:
-                b = sb.binding
-                if name not in b.tenants:
-                    continue
-                native = None if b.tenant == name else b.tenant
-                trunk = tuple(t for t in b.trunk if t != name)
-                if (b.tenant == name and not b.trunk) or (b.mode == TRUNK and not trunk
-                                                          and native is None):
-                    tx.remove_binding(b.host, b.port)       # a trunk carrying nothing goes too
-                else:
-                    tx.put_binding(replace_(sb, binding=replace_(b, tenant=native, trunk=trunk)))
+            for seg in (*networks, name):
+                _unbind_segment(tx, seg)
+                tx.remove_tenant(seg)
+            return n
+        return self._write(delete)
+
+    def delete_network(self, name: str, force: bool = False) -> int:
+        """Delete a network; with force also its bindings (as a tenant's).  Refused while a
+        static route's next hop lies in it, and for a tenant's default network (delete
+        the tenant).  Returns bindings removed."""
+        if name == DEFAULT_TENANT.name:
+            raise Conflict("name", "the default network is built in and cannot be deleted")
+
+        def delete(tx: ModelTx) -> int:
+            net = rules.get_network(tx, name)
+            if net.domain is None:
+                raise Conflict("name", f"network {name!r} is the default network of tenant "
+                                       f"{name!r}: delete the tenant instead")
+            vias = rules.route_vias_in(tx, net)
+            if vias:
+                raise Conflict("name", f"network {name!r} holds the next hop of routes "
+                                       f"{', '.join(r.prefix for r in vias)} of tenant "
+                                       f"{net.tenant!r}; delete them first")
+            n = sum(_carries(sb.binding, name) for sb in tx.bindings())
+            if n and not force:
+                raise Conflict("name", f"network {name!r} has {n} port binding(s); unbind "
+                                       "them or delete with force=true")
+            _unbind_segment(tx, name)
             tx.remove_tenant(name)
             return n
         return self._write(delete)
+
+    # -- static routes ------------------------------------------------------------
+    def add_route(self, tenant: str, prefix: str, via: str, mac: str | None = None) -> Route:
+        """A tenant's static route: ``prefix`` via a host of one of its gateway networks
+        (a bound port's address, or any address with ``mac``)."""
+        with model_values("prefix"):
+            route = Route(tenant, prefix, via, mac)
+
+        def add(tx: ModelTx) -> Route:
+            rules.check_route(tx, route)
+            tx.put_route(route)
+            rules.check_model(tx, "via")
+            return route
+        return self._write(add)
+
+    def delete_route(self, tenant: str, prefix: str) -> None:
+        with model_values("prefix"):
+            normal = Route(tenant, prefix, "0.0.0.0").prefix
+
+        def delete(tx: ModelTx) -> None:
+            rules.get_tenant(tx, tenant, "tenant")
+            if not any(r.prefix == normal for r in tx.routes(tenant)):
+                raise NotFound("prefix", f"tenant {tenant!r} has no route to {normal}")
+            tx.remove_route(tenant, normal)
+        self._write(delete)
 
     # -- binding writes -----------------------------------------------------------
     def bind(self, host: str, port: str, tenant: str | None, mode: str = ACCESS,

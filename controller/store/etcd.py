@@ -15,7 +15,13 @@ documents, see controller/store/codec.py):
     meta/rev                      bumped by every model write: the CAS target
     meta/next-acl-id              next ACL rule id (ids are never reused: cookies)
     meta/next-operator-flow-id    next operator flow id
-    tenants/NAME                  {"name", "vni", "vlan", "subnet", "description"}
+    tenants/NAME                  {"name", "vni", "vlan", "subnet", "description", "domain",
+                                   "gateway", "egress"}: a tenant, or (domain set) a network
+                                  of tenant `domain`; documents from before networks lack
+                                  the last three (read as the SQLite upgrade's values:
+                                  codec.tenant_of), so no upgrade step rewrites them
+    routes/TENANT/PREFIX          {"tenant", "prefix", "via", "mac"}: a static route (the
+                                  prefix's "/" written "_": routes/red/0.0.0.0_0)
     bindings/HOST/PORT            {"host", "port", "tenant", "mode", "mac", "trunk", ...}
     qos/ID                        a rate limit ({"kind": "limit", ...}) or a QoS rule
     acls/ID                       an ACL rule
@@ -55,14 +61,15 @@ with warnings.catch_warnings():     # futurist (etcd3gw's watch helper) probes f
     from etcd3gw import exceptions as etcd_exc
     from etcd3gw.client import Etcd3Client
 
-from controller.model import DEFAULT_TENANT, AclRule, LinkEndpoint, QosRule, RateLimit, Tenant
+from controller.model import (DEFAULT_TENANT, AclRule, LinkEndpoint, QosRule, RateLimit, Route,
+                              Tenant)
 from controller.opflows import OperatorFlow
 from controller.store.base import StoreBase
 from controller.store.codec import (acl_doc, acl_of, binding_doc, binding_of, limit_doc,
-                                    limit_of, operator_flow_doc, operator_flow_of, rule_doc,
-                                    rule_of, tenant_doc, tenant_of)
+                                    limit_of, operator_flow_doc, operator_flow_of, route_doc,
+                                    route_of, rule_doc, rule_of, tenant_doc, tenant_of)
 from controller.store.errors import Invalid, StoreError, StoreFileError, Unavailable
-from controller.store.tx import ModelTx, StoredBinding, new_epoch
+from controller.store.tx import ModelTx, StoredBinding, new_epoch, route_order
 
 LOG = logging.getLogger("weft.store.etcd")
 T = TypeVar("T")
@@ -118,11 +125,17 @@ class _Snapshot:
     policies: dict[str, str] = field(default_factory=dict)
     flows: dict[int, OperatorFlow] = field(default_factory=dict)
     docker0: dict[str, tuple[LinkEndpoint, ...]] = field(default_factory=dict)
+    routes: dict[tuple[str, str], Route] = field(default_factory=dict)
 
     def copy(self) -> _Snapshot:
         return replace_(self, tenants=dict(self.tenants), bindings=dict(self.bindings),
                         qos=dict(self.qos), acls=dict(self.acls), policies=dict(self.policies),
-                        flows=dict(self.flows), docker0=dict(self.docker0))
+                        flows=dict(self.flows), docker0=dict(self.docker0),
+                        routes=dict(self.routes))
+
+
+def _route_key(tenant: str, prefix: str) -> str:
+    return f"routes/{tenant}/{prefix.replace('/', '_')}"
 
 
 def _snapshot(kvs: list[dict], prefix: str) -> _Snapshot:
@@ -159,6 +172,9 @@ def _snapshot(kvs: list[dict], prefix: str) -> _Snapshot:
             elif kind == "operator-flows":
                 f = operator_flow_of(json.loads(raw))
                 s.flows[f.id] = f
+            elif kind == "routes":
+                route = route_of(json.loads(raw))
+                s.routes[(route.tenant, route.prefix)] = route
             elif kind == "docker0":
                 s.docker0[rest] = tuple(LinkEndpoint(rest, d["mac"], tuple(d["ips"]))
                                         for d in json.loads(raw))
@@ -197,6 +213,10 @@ class EtcdTx(ModelTx):
 
     def bindings(self, host: str | None = None) -> list[StoredBinding]:
         return [self.s.bindings[k] for k in sorted(self.s.bindings) if not host or k[0] == host]
+
+    def routes(self, tenant: str | None = None) -> list[Route]:
+        return sorted((r for r in self.s.routes.values() if tenant is None or r.tenant == tenant),
+                      key=route_order)
 
     def binding(self, host: str, port: str) -> StoredBinding | None:
         return self.s.bindings.get((host, port))
@@ -260,6 +280,13 @@ class EtcdTx(ModelTx):
     def remove_tenant(self, name: str) -> None:
         self._sorted_tenants = None
         self._drop(self.s.tenants, name, f"tenants/{name}")
+
+    def put_route(self, r: Route) -> None:
+        self._set(self.s.routes, (r.tenant, r.prefix), r, _route_key(r.tenant, r.prefix),
+                  route_doc(r))
+
+    def remove_route(self, tenant: str, prefix: str) -> None:
+        self._drop(self.s.routes, (tenant, prefix), _route_key(tenant, prefix))
 
     def put_binding(self, sb: StoredBinding) -> None:
         b = sb.binding

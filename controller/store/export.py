@@ -7,23 +7,25 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from controller.model import (ACL_DEFAULTS, DEFAULT_TENANT, MAX_ACL_ID, AclRule, QosRule,
-                              RateLimit, Tenant)
+                              RateLimit, Route, Tenant)
 from controller.opflows import MAX_OPERATOR_FLOW_ID, OperatorFlow
 import controller.store.rules as rules
 from controller.store.codec import (acl_doc, acl_of, binding_doc, binding_of, limit_doc,
-                                    limit_of, operator_flow_doc, operator_flow_of, rule_doc,
-                                    rule_of, tenant_doc, tenant_of)
+                                    limit_of, operator_flow_doc, operator_flow_of, route_doc,
+                                    route_of, rule_doc, rule_of, tenant_doc, tenant_of)
 from controller.store.errors import Conflict, Invalid, NotFound, StoreError
 from controller.store.tx import ModelTx, StoredBinding, all_qos
 
 EXPORT_FORMAT = "weft-model"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2          # 2: networks (tenant rows with domain, gateway, egress), routes
+IMPORT_VERSIONS = (1, 2)    # 1: tenants without gateway get the upgrade's (codec.tenant_of)
 
 
 def export_model(tx: ModelTx) -> dict:
     return {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "epoch": tx.epoch(),
             "tenants": [tenant_doc(t) for t in tx.tenants() if t.name != DEFAULT_TENANT.name],
             "bindings": [binding_doc(sb) for sb in tx.bindings()],
+            "routes": [route_doc(r) for r in tx.routes()],
             "limits": [limit_doc(x) for x in tx.limits()],
             "rules": [rule_doc(r) for r in tx.rules()],
             "acls": [acl_doc(r) for r in tx.acls()],
@@ -42,13 +44,15 @@ class ParsedModel:
     acls: tuple[AclRule, ...]
     acl_defaults: tuple[tuple[str, str], ...]
     operator_flows: tuple[OperatorFlow, ...]
+    routes: tuple[Route, ...] = ()
     next_acl: int = 1
     next_operator_flow: int = 1
 
 
 _SECTIONS: dict[str, Callable[[dict], Any]] = {
     "tenants": tenant_of, "bindings": binding_of, "limits": limit_of, "rules": rule_of,
-    "acls": acl_of, "operator_flows": operator_flow_of}
+    "acls": acl_of, "operator_flows": operator_flow_of, "routes": route_of}
+_V1_SECTIONS = set(_SECTIONS) - {"routes"}
 
 
 def parse_export(data: object) -> ParsedModel:
@@ -57,17 +61,19 @@ def parse_export(data: object) -> ParsedModel:
     if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
         raise Invalid("format", f"not a weft model export (want \"format\": "
                                 f"\"{EXPORT_FORMAT}\")")
-    if data.get("version") != EXPORT_VERSION:
-        raise Invalid("version", f"export version {str(data.get('version'))[:10]} is not "
-                                 f"{EXPORT_VERSION}")
-    unknown = set(data) - {"format", "version", "epoch", "acl_defaults", "next_ids", *_SECTIONS}
+    version = data.get("version")
+    if isinstance(version, bool) or version not in IMPORT_VERSIONS:
+        raise Invalid("version", f"export version {str(version)[:10]} is not one of "
+                                 f"{', '.join(map(str, IMPORT_VERSIONS))}")
+    sections = _SECTIONS if version == 2 else {k: _SECTIONS[k] for k in _V1_SECTIONS}
+    unknown = set(data) - {"format", "version", "epoch", "acl_defaults", "next_ids", *sections}
     if unknown:
         raise Invalid(sorted(unknown)[0], "not a section of a weft model export")
     epoch = data.get("epoch")
     if not isinstance(epoch, str) or not 1 <= len(epoch) <= 64 or not epoch.isalnum():
         raise Invalid("epoch", "must be the exported store's epoch (letters and digits)")
-    parsed: dict[str, tuple] = {}
-    for section, parse in _SECTIONS.items():
+    parsed: dict[str, tuple] = {"routes": ()}
+    for section, parse in sections.items():
         items = data.get(section, [])
         if not isinstance(items, list):
             raise Invalid(section, "must be a list")
@@ -98,14 +104,14 @@ def parse_export(data: object) -> ParsedModel:
                                   "hand out next")
     return ParsedModel(epoch, parsed["tenants"], parsed["bindings"], parsed["limits"],
                        parsed["rules"], parsed["acls"], tuple(sorted(defaults.items())),
-                       parsed["operator_flows"], next_ids.get("acl", 1),
+                       parsed["operator_flows"], parsed["routes"], next_ids.get("acl", 1),
                        next_ids.get("operator_flow", 1))
 
 
 def _is_empty(tx: ModelTx) -> bool:
     return (len(tx.tenants()) == 1 and not tx.bindings() and not tx.limits()
             and not tx.rules() and not tx.acls() and not tx.acl_policies()
-            and not tx.operator_flows())
+            and not tx.operator_flows() and not tx.routes())
 
 
 def _wipe(tx: ModelTx) -> None:
@@ -121,7 +127,9 @@ def _wipe(tx: ModelTx) -> None:
         tx.remove_binding(sb.binding.host, sb.binding.port)
     for host in {e.host for e in tx.link_endpoints()}:
         tx.set_link_endpoints(host, [])
-    for t in tx.tenants():
+    for route in tx.routes():
+        tx.remove_route(route.tenant, route.prefix)
+    for t in sorted(tx.tenants(), key=lambda t: t.domain is None):     # networks first
         if t.name != DEFAULT_TENANT.name:
             tx.remove_tenant(t.name)
 
@@ -140,19 +148,29 @@ def import_into(tx: ModelTx, m: ParsedModel, replace: bool) -> dict[str, int]:
 
 def _restore(tx: ModelTx, m: ParsedModel) -> dict[str, int]:
     """Put a parsed export into an empty transaction with the writes' own checks."""
+    def each_at(section: str, i: int, item: Any, put: Callable[[Any], None]) -> None:
+        try:
+            put(item)
+        except StoreError as exc:
+            raise type(exc)(f"{section}[{i}].{exc.field}", exc.message) from None
+
     def each(section: str, items: tuple, put: Callable[[Any], None]) -> None:
         for i, item in enumerate(items):
-            try:
-                put(item)
-            except StoreError as exc:
-                raise type(exc)(f"{section}[{i}].{exc.field}", exc.message) from None
+            each_at(section, i, item, put)
 
     def tenant(t: Tenant) -> None:
         if tx.tenant(t.name) is not None:
             raise Conflict("name", f"tenant {t.name!r} is listed twice")
+        if t.domain is not None:
+            rules.owner_of_new_network(tx, t.domain)
         rules.check_unique(tx, "vni", t.vni, t.name)
         rules.check_unique(tx, "vlan", t.vlan, t.name)
+        rules.gateway_id_ok(tx, t)
         tx.put_tenant(t)
+
+    def route(r: Route) -> None:
+        rules.check_route(tx, r, need_mac=False)
+        tx.put_route(r)
 
     def binding(sb: StoredBinding) -> None:
         b = sb.binding
@@ -198,8 +216,13 @@ def _restore(tx: ModelTx, m: ParsedModel) -> dict[str, int]:
             raise Conflict("id", f"operator flow id {f.id} is listed twice")
         tx.put_operator_flow(f)
 
-    each("tenants", m.tenants, tenant)
+    # tenants before their networks (a network names its tenant), errors at their index
+    order = sorted(range(len(m.tenants)), key=lambda i: m.tenants[i].domain is not None)
+    for i in order:
+        each_at("tenants", i, m.tenants[i], tenant)
     each("bindings", m.bindings, binding)
+    each("routes", m.routes, route)
+    rules.check_model(tx, "tenants")          # the whole model's rules, once
     each("limits", m.limits, qos)
     each("rules", m.rules, qos)
     each("acls", m.acls, acl)
@@ -207,7 +230,8 @@ def _restore(tx: ModelTx, m: ParsedModel) -> dict[str, int]:
     each("operator_flows", m.operator_flows, operator_flow)
     tx.set_epoch(m.epoch)
     tx.reserve_ids(m.next_acl, m.next_operator_flow)
-    return {"tenants": len(m.tenants), "bindings": len(m.bindings), "limits": len(m.limits),
+    return {"tenants": len(m.tenants), "bindings": len(m.bindings), "routes": len(m.routes),
+            "limits": len(m.limits),
             "rules": len(m.rules), "acls": len(m.acls), "acl_defaults": len(m.acl_defaults),
             "operator_flows": len(m.operator_flows)}
 

@@ -5,11 +5,13 @@ SQLite's keys and triggers are the last wall behind both.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 
 from controller.model import (ACCESS, DEFAULT_TENANT, DOCKER_LINK_PORT, MAX_ACL_ZONE_VNI,
-                              MAX_METER_ID, VNI_MIN, AclRule, Binding, LinkEndpoint, Tenant,
-                              check_bindable_port, check_name)
+                              MAX_METER_ID, RESERVED_MAC_PREFIXES, VNI_MIN, AclRule, Binding,
+                              LinkEndpoint, Route, Tenant, Topology, check_bindable_port,
+                              check_name, first_host)
 from controller.store.errors import Conflict, Invalid, NotFound, model_values
 from controller.store.tx import ModelTx, all_qos
 
@@ -49,16 +51,120 @@ def link_endpoints(host: str, attachments: list[dict]) -> list[LinkEndpoint]:
     return list(out.values())
 
 
+def _not_a_tenant(t: Tenant, field: str) -> NotFound:
+    return NotFound(field, f"{t.name!r} is a network of tenant {t.domain!r}, not a tenant "
+                           "(ACLs, QoS, routes and networks belong to tenants)")
+
+
 def get_tenant(tx: ModelTx, name: str, field: str = "name") -> Tenant:
+    """A tenant (a row without domain); a network's name is 404 saying whose it is."""
     t = tx.tenant(name)
     if t is None:
         raise NotFound(field, f"no tenant {str(name)[:40]!r}")
+    if t.domain is not None:
+        raise _not_a_tenant(t, field)
     return t
 
 
 def tenant_exists(tx: ModelTx, tenant: str) -> None:
-    if tenant != DEFAULT_TENANT.name and tx.tenant(tenant) is None:
-        raise NotFound("tenant", f"no tenant {tenant!r}")
+    if tenant != DEFAULT_TENANT.name:
+        get_tenant(tx, tenant, "tenant")
+
+
+def get_network(tx: ModelTx, name: str, field: str = "name") -> Tenant:
+    """A network: any row (a tenant's name is also its default network's)."""
+    t = tx.tenant(name)
+    if t is None:
+        raise NotFound(field, f"no network {str(name)[:40]!r}")
+    return t
+
+
+def owner_of_new_network(tx: ModelTx, tenant: str) -> Tenant:
+    """The tenant a new network goes into: exists, is a tenant, is not the default."""
+    if tenant == DEFAULT_TENANT.name:
+        raise Conflict("tenant", "the default tenant has no further networks (docker0 is "
+                                 "its only segment)")
+    return get_tenant(tx, tenant, "tenant")
+
+
+def default_gateway(subnet: str | None, tenant_id: int) -> str | None:
+    """A new network's gateway when none is asked for: its subnet's first address, or
+    none when the subnet cannot route (none, IPv6, smaller than /30) or the tenant's id
+    is past a conntrack zone (``MAX_ACL_ZONE_VNI``: the pipeline needs it as one)."""
+    return first_host(subnet) if tenant_id <= MAX_ACL_ZONE_VNI else None
+
+
+def gateway_id_ok(tx: ModelTx, t: Tenant) -> None:
+    """A row with a gateway needs its tenant's id (VNI) to fit a conntrack zone (the
+    one rule ``check_model`` would find for a single row, cheaply)."""
+    if t.gateway is None:
+        return
+    tenant_id = t.vni if t.domain is None else get_tenant(tx, t.domain, "domain").vni
+    if tenant_id > MAX_ACL_ZONE_VNI:
+        raise Conflict("gateway", f"network {t.name!r}: a gateway needs its tenant's VNI up "
+                                  f"to {MAX_ACL_ZONE_VNI} (the tenant id is a conntrack zone), "
+                                  f"not {tenant_id}")
+
+
+def check_model(tx: ModelTx, field: str) -> None:
+    """The whole model's cross-row rules (``Topology``: networks' tenants, gateways and
+    tenant ids, routes' next hops) on what this transaction would commit; bindings are
+    left out (their rules are checked as they are written).  A broken one refuses the
+    write, naming ``field``, and the transaction rolls back: nothing changed."""
+    try:
+        Topology(tuple(t for t in tx.tenants() if t.name != DEFAULT_TENANT.name),
+                 routes=tuple(tx.routes()))
+    except ValueError as exc:
+        raise Conflict(field, f"refused: {exc}") from None
+
+
+def route_vias_in(tx: ModelTx, network: Tenant) -> list[Route]:
+    """The routes of ``network``'s tenant whose next hop lies in its subnet."""
+    if network.subnet is None:
+        return []
+    net = ipaddress.ip_network(network.subnet)
+    return [r for r in tx.routes(network.tenant)
+            if ipaddress.ip_address(r.via) in net]
+
+
+def check_route(tx: ModelTx, r: Route, need_mac: bool = True) -> None:
+    """A new route: its tenant is one, its prefix is new there, its next hop is a host of
+    one of the tenant's gateway networks (not a gateway) whose MAC is known: a binding
+    of that network holding ``via`` in its ips or address pairs, else ``mac``.  A
+    restore (``need_mac`` False) takes routes whose next hop has gone unbound since."""
+    t = get_tenant(tx, r.tenant, "tenant")
+    if any(x.prefix == r.prefix for x in tx.routes(t.name)):
+        raise Conflict("prefix", f"tenant {t.name!r} already has a route to {r.prefix}; "
+                                 "delete it first")
+    nets = [n for n in tx.tenants() if n.tenant == t.name]
+    gateways = {n.gateway: n.name for n in nets if n.gateway}
+    if r.via in gateways:
+        raise Invalid("via", f"via {r.via} is the gateway of network {gateways[r.via]!r}, "
+                             "not a next hop")
+    addr = ipaddress.ip_address(r.via)
+    home = next((n for n in nets if n.gateway and n.subnet
+                 and addr in ipaddress.ip_network(n.subnet)), None)
+    if home is None:
+        subnets = ", ".join(sorted(n.subnet for n in nets if n.gateway and n.subnet))
+        raise Invalid("via", f"via {r.via} is in none of the networks with a gateway of "
+                             f"tenant {t.name!r} ({subnets or 'it has none'})")
+    net = ipaddress.ip_network(home.subnet or "")
+    if addr in (net.network_address, net.broadcast_address):
+        raise Invalid("via", f"via {r.via} is not a host address of {home.subnet} "
+                             f"(network {home.name!r})")
+    if r.mac is not None:
+        if r.mac.startswith(RESERVED_MAC_PREFIXES):
+            raise Invalid("mac", f"mac {r.mac} is reserved for weft's gateways")
+        return
+    if not need_mac:
+        return
+    held = any(sb.binding.tenant == home.name and (
+        r.via in sb.binding.ips or any(ip == r.via for ip, _ in
+                                        sb.binding.allowed_address_pairs))
+        for sb in tx.bindings())
+    if not held:
+        raise Invalid("mac", f"no port of network {home.name!r} is bound with address "
+                             f"{r.via}: give the next hop's mac")
 
 
 def check_tenants(tx: ModelTx, b: Binding) -> None:
@@ -66,10 +172,10 @@ def check_tenants(tx: ModelTx, b: Binding) -> None:
     SQLite's schema refuses orphans too; this names the field."""
     known = {t.name: t for t in tx.tenants()}
     if b.tenant is not None and b.tenant not in known:
-        raise NotFound("tenant", f"no tenant {b.tenant!r}")
+        raise NotFound("tenant", f"no tenant or network {b.tenant!r}")
     for name in b.trunk:
         if name not in known:
-            raise NotFound("trunk", f"no tenant {name!r}")
+            raise NotFound("trunk", f"no tenant or network {name!r}")
         if known[name].vlan is None:
             raise Invalid("trunk", f"tenant {name!r} has no VLAN id: set one to carry it "
                                    "on a trunk")
@@ -81,17 +187,21 @@ def check_mac(tx: ModelTx, b: Binding) -> None:
 
 
 def check_unique(tx: ModelTx, column: str, value: object, name: str) -> None:
-    """No other tenant has this vni or vlan (the default tenant holds VNI 1)."""
+    """No other tenant or network has this vni or vlan (the default tenant holds VNI 1)."""
     if value is None:
         return
-    other = next((t.name for t in tx.tenants() if getattr(t, column) == value
+    other = next((t for t in tx.tenants() if getattr(t, column) == value
                   and t.name != name), None)
+    if other is not None and other.domain is not None:
+        raise Conflict(column, f"{column} {value} is used by network {other.name!r} of "
+                               f"tenant {other.domain!r}")
     if other or (column == "vni" and value == DEFAULT_TENANT.vni):
-        raise Conflict(column, f"{column} {value} is used by tenant {other or 'default'!r}")
+        raise Conflict(column, f"{column} {value} is used by tenant "
+                               f"{other.name if other else 'default'!r}")
 
 
 def free_vni(tx: ModelTx) -> int:
-    """The lowest user VNI no tenant has."""
+    """The lowest user VNI no tenant or network has."""
     used = {t.vni for t in tx.tenants()}
     vni = VNI_MIN
     while vni in used:

@@ -12,9 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from controller.model import (ACCESS, ACL_ACTIONS, ACL_DEFAULTS, ACL_DIRECTIONS,
-                              DEFAULT_TENANT, MAX_ACL_ID, MAX_ACL_PRIORITY, MAX_METER_ID, MAX_TENANT_NAME,
-                              MAX_VNI, TRUNK, VLAN_MAX, VLAN_MIN)
+                              DEFAULT_TENANT, MAX_ACL_ID, MAX_ACL_PRIORITY, MAX_METER_ID,
+                              MAX_TENANT_NAME, MAX_VNI, TRUNK, VLAN_MAX, VLAN_MIN)
 from controller.opflows import MAX_OPERATOR_FLOW_ID, MAX_PRIORITY, MAX_TABLE_ID
+from controller.store.codec import upgraded_gateway
 from controller.store.errors import StoreFileError
 from controller.store.tx import BINDING_SOURCES, new_epoch
 
@@ -26,7 +27,7 @@ def _sql_in(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
-SCHEMA_VERSION = 7          # PRAGMA user_version; 0 is the first, unversioned schema
+SCHEMA_VERSION = 8          # PRAGMA user_version; 0 is the first, unversioned schema
 # 3: port_addresses (port security), created by SCHEMA itself: no data to move
 # 4: tenant ACLs (acl_rules, acl_policy) and operator flows (operator_flows): new tables
 #    only, created by the idempotent SCHEMA
@@ -36,6 +37,10 @@ SCHEMA_VERSION = 7          # PRAGMA user_version; 0 is the first, unversioned s
 #    tables created by SCHEMA; the epoch row is written when
 #    the store is opened and has none (a new store, or one upgraded from schema 5)
 # 7: link_endpoints (docker0 containers the agents report), a new table created by SCHEMA
+# 8: networks inside a tenant (docs/routing.md section 0): tenants gains domain (NULL: a
+#    tenant and its default network; else a further network of tenant `domain`), gateway
+#    and egress, added by _upgrade_to_v8 (existing rows: gateway = the subnet's first
+#    address, egress off, today's meaning); routes, a new table created by SCHEMA
 
 # a trunk (comma-separated names) lists only tenants that exist: one check, two triggers
 _TRUNK_TENANTS_EXIST = """\
@@ -55,7 +60,10 @@ CREATE TABLE IF NOT EXISTS tenants (
     vni INTEGER NOT NULL UNIQUE CHECK (vni BETWEEN 1 AND {MAX_VNI}),
     vlan INTEGER UNIQUE CHECK (vlan IS NULL OR vlan BETWEEN {VLAN_MIN} AND {VLAN_MAX}),
     subnet TEXT,
-    description TEXT NOT NULL DEFAULT ''
+    description TEXT NOT NULL DEFAULT '',
+    domain TEXT REFERENCES tenants(name),      -- schema 8: NULL, or the network's tenant
+    gateway TEXT,                              -- schema 8: IPv4 address in subnet
+    egress INTEGER NOT NULL DEFAULT 0 CHECK (egress IN (0, 1))   -- schema 8
 );
 INSERT OR IGNORE INTO tenants (name, vni) VALUES ('{DEFAULT_TENANT.name}', {DEFAULT_TENANT.vni});
 CREATE TABLE IF NOT EXISTS bindings (
@@ -114,6 +122,7 @@ CREATE TABLE IF NOT EXISTS operator_flows (
     description TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS bindings_tenant ON bindings(tenant);
+CREATE INDEX IF NOT EXISTS tenants_domain ON tenants(domain);
 CREATE INDEX IF NOT EXISTS bindings_tenant_mac ON bindings(tenant, mac);  -- the MAC check
 CREATE INDEX IF NOT EXISTS qos_tenant ON qos(tenant);
 CREATE TRIGGER IF NOT EXISTS trunk_tenants_exist_insert BEFORE INSERT ON bindings
@@ -156,12 +165,20 @@ CREATE TABLE IF NOT EXISTS link_endpoints (
     host TEXT NOT NULL,
     ips TEXT NOT NULL DEFAULT '[]'             -- JSON list of IPv4 addresses
 ) WITHOUT ROWID;
+-- a tenant's static routes (schema 8): prefix via a host address of one of its networks
+CREATE TABLE IF NOT EXISTS routes (
+    tenant TEXT NOT NULL REFERENCES tenants(name),
+    prefix TEXT NOT NULL,                      -- IPv4 CIDR (a /32 without its length)
+    via TEXT NOT NULL,                         -- IPv4 address
+    mac TEXT,                                  -- the next hop's MAC when no binding has via
+    PRIMARY KEY (tenant, prefix)
+) WITHOUT ROWID;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 _TABLES = {"tenants", "bindings", "qos"}          # the tables of schema 0 (upgraded from)
 _V0_TABLES = tuple(sorted(_TABLES))
 _KNOWN_TABLES = _TABLES | {"port_addresses", "acl_rules", "acl_policy", "operator_flows", "meta",
-                             "registrations", "link_endpoints"}
+                             "registrations", "link_endpoints", "routes"}
 
 
 def open_checked(path: str | Path) -> sqlite3.Connection:
@@ -212,12 +229,15 @@ def open_checked(path: str | Path) -> sqlite3.Connection:
             if mode != "wal":
                 raise StoreFileError(f"{where}: cannot use WAL journaling ({mode}); is the "
                                      "directory writable?")
-        # Upgrades run in order, each in its own transaction; a new column or table
-        # gets SCHEMA_VERSION + 1 and a step here (ALTER TABLE ... ADD COLUMN ...).
+        # Upgrades run in order, each in its own transaction, so an old file gets every
+        # step after its version; a new column or table gets SCHEMA_VERSION + 1 and a
+        # step here (ALTER TABLE ... ADD COLUMN ...).  Each step is idempotent.
         if version == 0 and tables:
-            _migrate_from_v0(db)
+            _migrate_from_v0(db)           # into SCHEMA's tables: has every later column
         elif version < 5 and "qos" in tables:
-            _add_columns(db, "qos", _QOS_V5_COLUMNS)
+            _add_columns(db, "qos", _QOS_V5_COLUMNS, 5)
+        if version < 8 and "tenants" in tables:
+            _upgrade_to_v8(db)
         db.executescript(SCHEMA)           # idempotent: IF NOT EXISTS everywhere
         # INSERT OR IGNORE: a store keeps its first epoch for its whole life
         db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (new_epoch(),))
@@ -238,12 +258,12 @@ def open_checked(path: str | Path) -> sqlite3.Connection:
 
 
 @contextmanager
-def _upgrade(db: sqlite3.Connection) -> Iterator[None]:
-    """One upgrade step in one transaction, ending at SCHEMA_VERSION (or rolled back)."""
+def _upgrade(db: sqlite3.Connection, version: int) -> Iterator[None]:
+    """One upgrade step in one transaction, ending at ``version`` (or rolled back)."""
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute(f"PRAGMA user_version = {int(version)}")
     except BaseException:
         db.execute("ROLLBACK")
         raise
@@ -252,13 +272,14 @@ def _upgrade(db: sqlite3.Connection) -> Iterator[None]:
 
 def _migrate_from_v0(db: sqlite3.Connection) -> None:
     """The first schema had no foreign keys: copy into the checked tables, dropping orphans."""
-    with _upgrade(db):
+    with _upgrade(db, 7):
         for t in _V0_TABLES:
             db.execute(f"ALTER TABLE {t} RENAME TO old_{t}")
         for stmt in _statements(SCHEMA):
             db.execute(stmt)
-        db.execute("INSERT INTO tenants SELECT * FROM old_tenants WHERE name != ?",
-                   (DEFAULT_TENANT.name,))
+        db.execute("INSERT INTO tenants (name, vni, vlan, subnet, description) "
+                   "SELECT name, vni, vlan, subnet, description FROM old_tenants "
+                   "WHERE name != ?", (DEFAULT_TENANT.name,))
         names = {r[0] for r in db.execute("SELECT name FROM tenants")}
         for row in db.execute("SELECT host, port, tenant, mode, mac, source, trunk "
                               "FROM old_bindings").fetchall():
@@ -287,17 +308,40 @@ def _migrate_from_v0(db: sqlite3.Connection) -> None:
 
 
 _QOS_V5_COLUMNS = (("pps", "INTEGER"), ("burst_pkts", "INTEGER NOT NULL DEFAULT 0"))
+_TENANTS_V8_COLUMNS = (("domain", "TEXT REFERENCES tenants(name)"), ("gateway", "TEXT"),
+                       ("egress", "INTEGER NOT NULL DEFAULT 0 CHECK (egress IN (0, 1))"))
+
+
+def _new_columns(db: sqlite3.Connection, table: str,
+                 columns: tuple[tuple[str, str], ...]) -> None:
+    """ALTER TABLE ... ADD COLUMN for each column ``table`` lacks (a column already
+    there is left alone); inside the caller's transaction."""
+    have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+    for name, decl in columns:
+        if name not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
 
 def _add_columns(db: sqlite3.Connection, table: str,
-                 columns: tuple[tuple[str, str], ...]) -> None:
-    """Add the columns a newer schema has to an older table, in one transaction
-    (idempotent: a column already there is left alone)."""
-    with _upgrade(db):
-        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-        for name, decl in columns:
-            if name not in have:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+                 columns: tuple[tuple[str, str], ...], version: int) -> None:
+    """Add the columns a newer schema has to an older table, in one transaction ending
+    at ``version`` (idempotent)."""
+    with _upgrade(db, version):
+        _new_columns(db, table, columns)
+
+
+def _upgrade_to_v8(db: sqlite3.Connection) -> None:
+    """Schema 8: tenants gain domain, gateway and egress; every existing row is a tenant
+    (its own default network) with its subnet's first address as gateway and egress
+    off, so nothing it reaches changes until an operator turns egress on."""
+    with _upgrade(db, 8):
+        _new_columns(db, "tenants", _TENANTS_V8_COLUMNS)
+        rows = db.execute("SELECT name, vni, subnet FROM tenants WHERE gateway IS NULL "
+                          "AND domain IS NULL").fetchall()
+        for name, vni, subnet in rows:
+            gateway = upgraded_gateway(name, vni, subnet)
+            if gateway is not None:
+                db.execute("UPDATE tenants SET gateway = ? WHERE name = ?", (gateway, name))
 
 
 def _statements(script: str) -> list[str]:

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from controller.model import (DEFAULT_TENANT, AclRule, Binding, LinkEndpoint, QosRule,
-                              RateLimit, Tenant)
+                              RateLimit, Route, Tenant)
 from controller.opflows import OperatorFlow
 from controller.store.base import StoreBase
 from controller.store.codec import match_from_json
 from controller.store.errors import Conflict, StoreError, Unavailable
 from controller.store.schema import open_checked
-from controller.store.tx import ModelTx, StoredBinding
+from controller.store.tx import ModelTx, StoredBinding, route_order
 
 T = TypeVar("T")
 
@@ -47,18 +47,30 @@ class SqliteTx(ModelTx):
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 
+    _TENANTS = "SELECT name, vni, vlan, subnet, description, domain, gateway, egress FROM tenants"
+
+    @staticmethod
+    def _tenant(row: tuple) -> Tenant:
+        name, vni, vlan, subnet, description, domain, gateway, egress = row
+        return Tenant(name, vni, vlan, subnet, description, domain, gateway, bool(egress))
+
     def tenants(self) -> list[Tenant]:
-        rows = self._db.execute(
-            "SELECT name, vni, vlan, subnet, description FROM tenants WHERE name != ? "
-            "ORDER BY name", (DEFAULT_TENANT.name,)).fetchall()
-        return [DEFAULT_TENANT] + [Tenant(*r) for r in rows]
+        rows = self._db.execute(self._TENANTS + " WHERE name != ? ORDER BY name",
+                                (DEFAULT_TENANT.name,)).fetchall()
+        return [DEFAULT_TENANT] + [self._tenant(r) for r in rows]
 
     def tenant(self, name: str) -> Tenant | None:
         if name == DEFAULT_TENANT.name:
             return DEFAULT_TENANT
-        row = self._db.execute("SELECT name, vni, vlan, subnet, description FROM tenants "
-                               "WHERE name = ?", (name,)).fetchone()
-        return Tenant(*row) if row else None
+        row = self._db.execute(self._TENANTS + " WHERE name = ?", (name,)).fetchone()
+        return self._tenant(row) if row else None
+
+    def routes(self, tenant: str | None = None) -> list[Route]:
+        q, args = "SELECT tenant, prefix, via, mac FROM routes", []
+        if tenant is not None:
+            q, args = q + " WHERE tenant = ?", [tenant]
+        return sorted((Route(*r) for r in self._db.execute(q, args).fetchall()),
+                      key=route_order)
 
     _BINDINGS = ("SELECT b.host, b.port, tenant, mode, mac, source, trunk, a.ips, "
                  "a.address_pairs FROM bindings b LEFT JOIN port_addresses a "
@@ -144,10 +156,21 @@ class SqliteTx(ModelTx):
 
     # -- mutations ----------------------------------------------------------------
     def put_tenant(self, t: Tenant) -> None:
-        self._db.execute("INSERT INTO tenants VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO "
-                         "UPDATE SET vni = excluded.vni, vlan = excluded.vlan, "
-                         "subnet = excluded.subnet, description = excluded.description",
-                         (t.name, t.vni, t.vlan, t.subnet, t.description))
+        self._db.execute("INSERT INTO tenants (name, vni, vlan, subnet, description, domain, "
+                         "gateway, egress) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) "
+                         "DO UPDATE SET vni = excluded.vni, vlan = excluded.vlan, "
+                         "subnet = excluded.subnet, description = excluded.description, "
+                         "domain = excluded.domain, gateway = excluded.gateway, "
+                         "egress = excluded.egress",
+                         (t.name, t.vni, t.vlan, t.subnet, t.description, t.domain, t.gateway,
+                          int(t.egress)))
+
+    def put_route(self, r: Route) -> None:
+        self._db.execute("INSERT OR REPLACE INTO routes (tenant, prefix, via, mac) "
+                         "VALUES (?, ?, ?, ?)", (r.tenant, r.prefix, r.via, r.mac))
+
+    def remove_route(self, tenant: str, prefix: str) -> None:
+        self._db.execute("DELETE FROM routes WHERE tenant = ? AND prefix = ?", (tenant, prefix))
 
     def remove_tenant(self, name: str) -> None:
         self._db.execute("DELETE FROM tenants WHERE name = ?", (name,))

@@ -10,11 +10,17 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from controller.model import AclRule, Binding, LinkEndpoint, QosRule, RateLimit, Tenant
+from controller.model import AclRule, Binding, LinkEndpoint, QosRule, RateLimit, Route, Tenant
 from controller.opflows import OperatorFlow
 
 
 BINDING_SOURCES = ("api", "agent")     # who made a binding: REST/weftctl, or ovs-agent attach
+
+
+def route_order(r: Route) -> tuple[str, int, int]:
+    """Routes listed by tenant, then address, then prefix length (both backends alike)."""
+    net = r.network
+    return r.tenant, int(net.network_address), net.prefixlen
 
 
 def new_epoch() -> str:
@@ -36,10 +42,15 @@ class ModelTx(ABC):
     # -- facts ------------------------------------------------------------------
     @abstractmethod
     def tenants(self) -> list[Tenant]:
-        """Every tenant, the built-in default first, then by name."""
+        """Every tenant and network row (``Tenant.domain``), the built-in default first,
+        then by name."""
 
     def tenant(self, name: str) -> Tenant | None:
         return next((t for t in self.tenants() if t.name == name), None)
+
+    @abstractmethod
+    def routes(self, tenant: str | None = None) -> list[Route]:
+        """Static routes (of ``tenant``), in ``route_order``."""
 
     @abstractmethod
     def bindings(self, host: str | None = None) -> list[StoredBinding]:
@@ -93,6 +104,12 @@ class ModelTx(ABC):
 
     @abstractmethod
     def remove_tenant(self, name: str) -> None: ...
+
+    @abstractmethod
+    def put_route(self, r: Route) -> None: ...
+
+    @abstractmethod
+    def remove_route(self, tenant: str, prefix: str) -> None: ...
 
     @abstractmethod
     def put_binding(self, sb: StoredBinding) -> None:

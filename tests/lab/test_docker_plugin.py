@@ -82,6 +82,16 @@ def bridge_state(lab, host: str) -> dict[str, str]:
     return {k: v for k, v in out["data"][0][0][1] if k.startswith("weft-d")}
 
 
+def weft_network(lab, name: str) -> dict:
+    """What the controller says of a weft network (a tenant's default network)."""
+    with C.api(lab.name) as api:
+        resp = api.get(f"/v1/networks/{name}")
+        if resp.status_code == 404:
+            resp = api.get(f"/v1/tenants/{name}")
+        resp.raise_for_status()
+        return resp.json()
+
+
 def links(lab, host: str) -> set[str]:
     return {line.split(":")[1].strip().split("@")[0] for line in
             L.run(["ip", "-o", "link", "show"], ns=N.ns_name(lab.name, host)).splitlines()}
@@ -101,7 +111,12 @@ def test_containers_reach_each_other_across_hosts(lab):
     mtu = node_run(lab.name, "red1", ["cat", "/sys/class/net/eth0/mtu"]).stdout.strip()
     assert mtu == str(L.container_mtu(lab))
     routes = docker(lab, "host1", "exec", "red1", "ip", "route")
-    assert "default" not in routes        # no gateway: no docker_gwbridge, no default route
+    gateway = weft_network(lab, "red").get("gateway")
+    if gateway:                           # Join gave the weft gateway: the default route
+        assert f"default via {gateway} dev eth0" in routes, routes
+    else:                                 # no gateway: the connected route only
+        assert "default" not in routes, routes
+    assert "docker_gwbridge" not in docker(lab, "host1", "network", "ls")
     # the default tenant's docker0 containers are elsewhere
     assert not reaches(lab.name, "d1", lab.addr("red2"), tries=2)
 
@@ -288,3 +303,46 @@ def test_plugin_containers_are_safe_from_arp_hijack_by_default(lab, kind):
         remove(lab, "host2", "r3")
     print(f"\nARP hijack ({kind}) of red2 by red1, Docker-plugin containers: {got}")
     assert got.held, got
+
+
+BIND_18080 = ("import errno, socket\ns = socket.socket()\ntry:\n    s.bind(('0.0.0.0', 18080))\n"
+              "    print('free')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])")
+
+
+def test_published_ports_reach_the_plugin_and_are_checked(lab):
+    """`docker run -p` hands the ports to the plugin (ProgramExternalConnectivity): what
+    cannot be published fails `docker run` with the fix in the message; a published port
+    is held by a socket and stored; a second container cannot take it; `docker rm` frees it.
+    (Reaching it from outside is tests/lab/test_routing.py's, with the agent's NAT.)"""
+    cli = [D.DOCKER, "-H", f"unix://{D.socket_path(hd(lab))}"]
+
+    def run_p(name: str, *publish: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli, "run", "-d", "--pull=never", "--init", "--name", name,
+                               "--network", "red", *publish, D.IMAGE, "sleep", "600"],
+                              capture_output=True, text=True, check=False)
+    try:
+        out = run_p("pub0", "-p", "5201")
+        assert out.returncode != 0 and "give the host port: -p HOSTPORT:5201" in out.stderr, \
+            out.stderr
+        net = weft_network(lab, "red")
+        out = run_p("pub1", "-p", "18080:5201", "-p", "18080:5201/udp")
+        if not net.get("gateway") or not net.get("egress"):
+            assert out.returncode != 0 and "published ports need" in out.stderr, out.stderr
+            assert not any(k.startswith("weft-dpub-") for k in bridge_state(lab, "host1"))
+            return
+        assert out.returncode == 0, out.stderr
+        records = [json.loads(v) for k, v in bridge_state(lab, "host1").items()
+                   if k.startswith("weft-dpub-")]          # one key per published port
+        assert sorted((r["proto"], r["host_port"], r["container_port"]) for r in records) \
+            == [("tcp", 18080, 5201), ("udp", 18080, 5201)]
+        assert {r["tenant_id"] for r in records} == {net.get("vni")}
+        taken = run(["python3", "-c", BIND_18080], ns=N.ns_name(lab.name, "host1"))
+        assert taken.strip() == "EADDRINUSE", taken             # held (not listening)
+        out = run_p("pub2", "-p", "18080:80")
+        assert out.returncode != 0 and "18080/tcp is already published on host1" in \
+            out.stderr and "container pub1" in out.stderr, out.stderr
+        docker(lab, "host1", "rm", "-f", "pub1")
+        assert not any(k.startswith("weft-dpub-") for k in bridge_state(lab, "host1"))
+    finally:
+        for name in ("pub0", "pub1", "pub2"):
+            docker(lab, "host1", "rm", "-f", name, check=False)

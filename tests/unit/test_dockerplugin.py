@@ -7,19 +7,30 @@ import socket
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
-from ovs_agent.dockerplugin import GATEWAY_REQUEST, GENERIC, Plugin, endpoint_mac, host_slice
-from ovs_agent.pluginserver import _Server, make_handler
+from ovs_agent.dockerplugin import (GATEWAY_REQUEST, GENERIC, Plugin, Segment, _pub_key,
+                                    endpoint_mac, host_slice)
+from ovs_agent.nat import Published
+from ovs_agent.pluginserver import _Server, make_handler, reserve_port
 
 
 class FakeDataplane:
+    """The host, faked but for published ports' sockets: those are real (bound, never
+    listening), so conflicts with the machine's own sockets are real too."""
+
     def __init__(self, tenants=("red", "blue")) -> None:
         self.store: dict[str, str] = {}
         self.ports: dict[str, dict] = {}
-        self.tenants = set(tenants)
+        # what the controller says: tenants (default networks, no gateway) by name
+        self.segments: dict[str, Segment] = {
+            t: Segment(t, True, t, 1000 + i) for i, t in enumerate(tenants)}
+        self.controller_up = True
         self.fail_save = False
         self.names: dict[str, str] = {}      # what Docker would say a network is called
+        self.containers: dict[str, str] = {}     # endpoint id -> container name (Docker)
+        self.nat: list[tuple[bool, list]] = []    # publish calls: (add, records)
 
     def load(self):
         return dict(self.store)
@@ -38,11 +49,22 @@ class FakeDataplane:
     def unplug(self, port):
         self.ports.pop(port, None)
 
-    def tenant_exists(self, tenant):
-        return tenant in self.tenants
+    def segment(self, name):
+        if not self.controller_up:
+            return None
+        return self.segments.get(name, Segment(name, exists=False))
 
     def network_name(self, network_id):
         return self.names.get(network_id)
+
+    def container_name(self, network_id, endpoint_id):
+        return self.containers.get(endpoint_id)
+
+    def reserve(self, proto, host_ip, port):
+        return reserve_port(proto, host_ip, port)
+
+    def publish(self, records, add):
+        self.nat.append((add, list(records)))
 
 
 def plugin(dp=None, index=0, count=1) -> Plugin:
@@ -63,15 +85,16 @@ def error(p: Plugin, name: str, **req) -> str:
 
 
 def network(p: Plugin, nid: str, tenant: str, subnet="10.10.0.0/24", ip_range="",
-            **opts: str) -> str:
-    """What `docker network create -d weft --ipam-driver weft -o tenant=T --subnet S` does
-    (``opts``: more ``-o`` options)."""
+            gateway="", **opts: str) -> str:
+    """What `docker network create -d weft --ipam-driver weft -o tenant=T --subnet S
+    [--gateway G]` does (``opts``: more ``-o`` options; tenant "": none)."""
     pool = call(p, "IpamDriver.RequestPool", AddressSpace="weft", Pool=subnet,
                 SubPool=ip_range, Options={}, V6=False)["PoolID"]
-    gw = call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="",
+    gw = call(p, "IpamDriver.RequestAddress", PoolID=pool, Address=gateway,
               Options={"RequestAddressType": GATEWAY_REQUEST})["Address"]
+    generic = {"tenant": tenant, **opts} if tenant else opts
     call(p, "NetworkDriver.CreateNetwork", NetworkID=nid,
-         Options={GENERIC: {"tenant": tenant, **opts}, "com.docker.network.enable_ipv6": False},
+         Options={GENERIC: generic, "com.docker.network.enable_ipv6": False},
          IPv4Data=[{"AddressSpace": "weft", "Pool": subnet, "Gateway": gw}], IPv6Data=[])
     return pool
 
@@ -101,7 +124,7 @@ def test_activate_and_capabilities():
     assert call(p, "IpamDriver.GetCapabilities")["RequiresRequestReplay"] is False
     assert call(p, "IpamDriver.GetDefaultAddressSpaces")["LocalDefaultAddressSpace"]
     for name in ("DiscoverNew", "DiscoverDelete", "ProgramExternalConnectivity",
-                 "RevokeExternalConnectivity"):
+                 "RevokeExternalConnectivity"):       # nothing to publish: nothing to say
         assert call(p, "NetworkDriver." + name, NetworkID="n", EndpointID="e") == {}
 
 
@@ -110,7 +133,8 @@ def test_join_plugs_a_labelled_veth_without_gateway_service():
     p = plugin(dp)
     pool = network(p, "n1" * 32, "red")
     out = run(p, "n1" * 32, pool, "ab" * 32)
-    assert out["addr"] == "10.10.0.2/24"          # .1 is the (unconfigured) gateway
+    assert out["addr"] == "10.10.0.2/24"          # .1 is Docker's gateway reservation
+    # red has no gateway in weft: only the connected route, no docker_gwbridge
     assert out["join"]["DisableGatewayService"] is True
     assert "Gateway" not in out["join"] and "StaticRoutes" not in out["join"]
     src = out["join"]["InterfaceName"]["SrcName"]
@@ -220,6 +244,9 @@ def test_refusals_say_what_to_type():
     unknown = error(p, "NetworkDriver.CreateNetwork", NetworkID="n",
                     Options={GENERIC: {"tenant": "green"}})
     assert "weftctl tenant create green" in unknown
+    unknown = error(p, "NetworkDriver.CreateNetwork", NetworkID="n",
+                    Options={GENERIC: {"network": "green-db"}})
+    assert "weftctl network create green-db --tenant" in unknown
     assert error(p, "NetworkDriver.Join", NetworkID="n", EndpointID="x")
     assert "not supported" in error(p, "NetworkDriver.AllocateNetwork")
     assert "not supported" in error(p, "IpamDriver.Nonsense")
@@ -341,3 +368,378 @@ def test_without_tenant_option_the_tenant_is_the_network_name():
             dp.names[nid] = name
         assert says in error(p, "NetworkDriver.CreateEndpoint", NetworkID=nid,
                              EndpointID="b" * 64, Interface={"Address": "10.10.0.9/24"})
+
+
+# -- the gateway (issue 22) ---------------------------------------------------------------
+
+def routed(dp: FakeDataplane, name="red", gateway="10.10.0.1", egress=True, tenant=None,
+           tenant_id=1000) -> None:
+    """The controller's weft network ``name`` with a gateway (docs/routing.md)."""
+    dp.segments[name] = Segment(name, True, tenant or name, tenant_id, gateway, egress)
+
+
+def test_join_gives_the_weft_gateway_as_the_default_route_without_gateway_service():
+    dp = FakeDataplane()
+    routed(dp)
+    p = plugin(dp)
+    pool = network(p, "n", "red")
+    join = run(p, "n", pool, "a" * 64)["join"]
+    assert join["Gateway"] == "10.10.0.1"
+    assert join["DisableGatewayService"] is True      # no docker_gwbridge
+    assert json.loads(dp.store["weft-dnet-n"])["gateway"] == "10.10.0.1"
+
+
+def test_join_follows_the_controller_and_its_last_answer_when_it_is_away():
+    dp = FakeDataplane()
+    p = plugin(dp)
+    pool = network(p, "n", "red")
+    assert "Gateway" not in run(p, "n", pool, "a" * 64)["join"]     # none configured
+    routed(dp, gateway="10.10.0.1")                   # weftctl network set red --gateway
+    assert run(p, "n", pool, "b" * 64)["join"]["Gateway"] == "10.10.0.1"
+    dp.controller_up = False                          # the last answer stays, also restarted
+    assert run(plugin(dp), "n", pool, "c" * 64)["join"]["Gateway"] == "10.10.0.1"
+    dp.controller_up = True
+    dp.segments["red"] = Segment("red", True, "red", 1000)     # gateway removed
+    assert "Gateway" not in run(p, "n", pool, "d" * 64)["join"]
+
+
+def test_join_uses_dockers_gateway_when_the_controller_never_answered():
+    dp = FakeDataplane()
+    routed(dp)
+    dp.controller_up = False
+    p = plugin(dp)
+    pool = network(p, "n", "red")                     # created anyway, as before
+    assert run(p, "n", pool, "a" * 64)["join"]["Gateway"] == "10.10.0.1"
+
+
+def test_a_docker_gateway_other_than_the_weft_gateway_is_refused():
+    dp = FakeDataplane()
+    routed(dp, gateway="10.10.0.254")
+    p = plugin(dp)
+    msg = error(p, "NetworkDriver.CreateNetwork", NetworkID="n",
+                Options={GENERIC: {"tenant": "red"}},
+                IPv4Data=[{"Pool": "10.10.0.0/24", "Gateway": "10.10.0.1/24"}])
+    assert "10.10.0.254" in msg and "--gateway 10.10.0.254" in msg and "n" not in p.networks
+    pool = network(p, "n", "red", gateway="10.10.0.254")
+    out = run(p, "n", pool, "a" * 64)
+    assert out["join"]["Gateway"] == "10.10.0.254" and out["addr"] == "10.10.0.1/24"
+    # a network named by Docker is checked when its first container starts
+    call(p, "NetworkDriver.CreateNetwork", NetworkID="m", Options={GENERIC: {}},
+         IPv4Data=[{"Pool": "10.10.0.0/24", "Gateway": "10.10.0.1/24"}])
+    dp.names["m"] = "red"
+    msg = error(p, "NetworkDriver.CreateEndpoint", NetworkID="m", EndpointID="b" * 64,
+                Interface={"Address": "10.10.0.9/24"})
+    assert "--gateway 10.10.0.254" in msg and p.networks["m"].tenant == ""
+
+
+def test_a_container_on_the_gateway_address_is_refused():
+    """The gateway moved after Docker handed its address to a container."""
+    dp = FakeDataplane()
+    p = plugin(dp)
+    pool = network(p, "n", "red")
+    call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="10.10.0.7", Options={})
+    call(p, "NetworkDriver.CreateEndpoint", NetworkID="n", EndpointID="a" * 64,
+         Interface={"Address": "10.10.0.7/24"})
+    routed(dp, gateway="10.10.0.7")
+    msg = error(p, "NetworkDriver.Join", NetworkID="n", EndpointID="a" * 64, SandboxKey="/x")
+    assert "10.10.0.7 is the gateway" in msg and dp.ports == {}
+
+
+def test_network_option_names_a_network_of_a_tenant():
+    dp = FakeDataplane()
+    routed(dp, "red")
+    routed(dp, "red-db", gateway="10.20.0.1", tenant="red", tenant_id=1000)
+    p = plugin(dp)
+    pool = network(p, "n", "", subnet="10.20.0.0/24", network="red-db")
+    out = run(p, "n", pool, "a" * 64)
+    assert out["join"]["Gateway"] == "10.20.0.1"
+    assert [i["tenant"] for i in dp.ports.values()] == ["red-db"]   # bound to the network
+    msg = error(p, "NetworkDriver.CreateNetwork", NetworkID="m",
+                Options={GENERIC: {"network": "red-db", "tenant": "blue"}},
+                IPv4Data=[{"Pool": "10.20.0.0/24", "Gateway": "10.20.0.1/24"}])
+    assert "belongs to tenant 'red', not 'blue'" in msg
+    # -o tenant=NAME names any weft network (as `weftctl port bind` does)
+    pool = network(p, "k", "red-db", subnet="10.20.0.0/24")
+    assert run(p, "k", pool, "b" * 64)["join"]["Gateway"] == "10.20.0.1"
+
+
+# -- published ports ----------------------------------------------------------------------
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def binding(host_port, port=5201, proto=6, host_ip="", end=None) -> dict:
+    """One entry of libnetwork's com.docker.network.portmap, as the remote driver sends it."""
+    return {"Proto": proto, "IP": "", "Port": port, "HostIP": host_ip, "HostPort": host_port,
+            "HostPortEnd": host_port if end is None else end}
+
+
+def publish(p: Plugin, eid: str, *bindings: dict) -> dict:
+    return p.handle("/NetworkDriver.ProgramExternalConnectivity",
+                    {"NetworkID": "n", "EndpointID": eid,
+                     "Options": {"com.docker.network.portmap": list(bindings),
+                                 "com.docker.network.endpoint.exposedports": []}})
+
+
+def is_free(port: int, kind=socket.SOCK_STREAM) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture
+def pub():
+    """A plugin on host1 with red (gateway, egress, tenant id 1000) and one container
+    a*64 at 10.10.0.2; its held sockets are closed at the end."""
+    dp = FakeDataplane()
+    routed(dp)
+    p = Plugin(dp, new_token=lambda: "t", host="host1")
+    pool = network(p, "n", "red")
+    run(p, "n", pool, "a" * 64)
+    yield p, dp, pool
+    for sock in p.held.values():
+        sock.close()
+
+
+def test_published_ports_are_held_stored_and_natted(pub):
+    p, dp, _ = pub
+    tcp, udp = free_port(), free_port(socket.SOCK_DGRAM)
+    assert publish(p, "a" * 64, binding(tcp, 5201), binding(udp, 5201, proto=17),
+                   binding(tcp, 5201, host_ip="::")) == {}       # Docker's IPv6 twin: left out
+    # one key per port, one Published each: what the agent renders table ip weft-nat from
+    stored = {k: json.loads(v) for k, v in dp.store.items() if k.startswith("weft-dpub-")}
+    assert stored == {
+        f"weft-dpub-{'a' * 64}-tcp-{tcp}": {
+            "endpoint": "a" * 64, "proto": "tcp", "host_port": tcp, "container_ip": "10.10.0.2",
+            "container_port": 5201, "tenant_id": 1000, "host_ip": None, "container": ""},
+        f"weft-dpub-{'a' * 64}-udp-{udp}": {
+            "endpoint": "a" * 64, "proto": "udp", "host_port": udp, "container_ip": "10.10.0.2",
+            "container_port": 5201, "tenant_id": 1000, "host_ip": None, "container": ""}}
+    assert [Published(**d) for d in stored.values()] == p.published["a" * 64]
+    assert _pub_key(Published("e", "udp", 53, "10.10.0.2", 53, 1, "192.0.2.1")) == \
+        "weft-dpub-e-udp-192.0.2.1-53"
+    [(add, records)] = dp.nat
+    assert add is True and [(r.proto, r.host_port) for r in records] == [("tcp", tcp),
+                                                                          ("udp", udp)]
+    assert not is_free(tcp) and not is_free(udp, socket.SOCK_DGRAM)
+    # nothing listens: the socket only holds the port
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", tcp)) != 0
+
+
+@pytest.mark.parametrize("entry, says", [
+    (binding(0, 5201), "give the host port: -p HOSTPORT:5201"),       # -p 5201, -P
+    (binding(8080, end=8090), "ranges"),
+    (binding(8080, host_ip="127.0.0.1"), "loopback"),
+    (binding(8080, host_ip="127.1.2.3"), "loopback"),
+    (binding(8080, proto=132), "only tcp and udp"),
+    (binding(8080, host_ip="fd00::1"), "IPv4"),
+    (binding(8080, host_ip="nonsense"), "not an IP address"),
+])
+def test_what_cannot_be_published_is_refused_with_what_to_type(pub, entry, says):
+    p, dp, _ = pub
+    good = free_port()
+    msg = publish(p, "a" * 64, binding(good), entry)["Err"]     # all or nothing
+    assert says in msg
+    assert p.published == {} and p.held == {} and dp.nat == [] and is_free(good)
+    assert not any(k.startswith("weft-dpub-") for k in dp.store)
+
+
+@pytest.mark.parametrize("segment, says", [
+    (Segment("red", True, "red", 1000, None, False), "has no gateway"),
+    (Segment("red", True, "red", 1000, "10.10.0.1", False),
+     "egress off; published ports need it on (weftctl network set red --egress on)"),
+])
+def test_networks_without_gateway_or_egress_publish_nothing(pub, segment, says):
+    p, dp, pool = pub
+    dp.segments["red"] = segment
+    run(p, "n", pool, "b" * 64)                  # Join learns the network's settings
+    assert says in publish(p, "b" * 64, binding(free_port()))["Err"]
+    assert p.published == {}
+
+
+def test_ports_that_cannot_be_published_are_refused_at_create_endpoint():
+    """Docker calls ProgramExternalConnectivity only when Join gave a gateway: without
+    this check `-p` on a network without one would be dropped without a word."""
+    dp = FakeDataplane()
+    p = plugin(dp)
+    network(p, "n", "red")
+    opts = {"com.docker.network.portmap": [binding(8080)],
+            "com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 5201}]}
+
+    def create(eid, options):
+        return p.handle("/NetworkDriver.CreateEndpoint",
+                        {"NetworkID": "n", "EndpointID": eid, "Options": options,
+                         "Interface": {"Address": "10.10.0.9/24"}})
+    assert "has no gateway" in create("a" * 64, opts)["Err"]
+    routed(dp, egress=False)
+    assert "egress off" in create("a" * 64, opts)["Err"]
+    routed(dp)
+    assert "give the host port" in create("a" * 64, {
+        "com.docker.network.portmap": [binding(0)]})["Err"]
+    assert p.endpoints == {}
+    assert "Err" not in create("a" * 64, opts)
+    dp.segments.clear()
+    assert "Err" not in create("b" * 64, {"com.docker.network.portmap": []})
+
+
+def test_a_port_published_by_another_container_on_this_host_is_refused(pub):
+    p, dp, pool = pub
+    port = free_port()
+    assert publish(p, "a" * 64, binding(port)) == {}
+    run(p, "n", pool, "b" * 64)
+    dp.containers["a" * 64] = "web1"
+    for entry in (binding(port, 80), binding(port, 80, host_ip="192.0.2.1")):
+        msg = publish(p, "b" * 64, entry)["Err"]
+        assert msg == (f"weft: port {entry['HostIP'] + ':' if entry['HostIP'] else ''}{port}"
+                       f"/tcp is already published on host1 (endpoint {'a' * 12}, "
+                       f"container web1)")
+    assert publish(p, "b" * 64, binding(port, 80, proto=17)) == {}   # udp is another port
+    assert "given twice" in publish(p, "b" * 64, binding(port, 1, proto=17),
+                                    binding(port, 2, proto=17))["Err"]
+
+
+def test_a_port_a_host_process_holds_is_refused(pub):
+    """A real socket bound on loopback (no listen, like a docker-proxy starting):
+    publishing the port on every address cannot take it."""
+    p, dp, _ = pub
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        port = other.getsockname()[1]
+        msg = publish(p, "a" * 64, binding(port))["Err"]
+    assert msg == f"weft: port {port}/tcp is in use on host1 by another process"
+    assert p.published == {} and p.held == {}
+    msg = publish(p, "a" * 64, binding(free_port(), host_ip="192.0.2.1"))["Err"]
+    assert msg == "weft: 192.0.2.1 is not an address of host1"
+
+
+@pytest.mark.parametrize("how", ["revoke", "leave", "delete", "network"])
+def test_revoke_leave_or_delete_unpublishes(pub, how):
+    p, dp, _ = pub
+    port = free_port()
+    publish(p, "a" * 64, binding(port))
+    req = {"NetworkID": "n", "EndpointID": "a" * 64}
+    name = {"revoke": "RevokeExternalConnectivity", "leave": "Leave",
+            "delete": "DeleteEndpoint", "network": "DeleteNetwork"}[how]
+    assert call(p, "NetworkDriver." + name, **req) == {}
+    assert dp.nat[-1][0] is False and [r.host_port for r in dp.nat[-1][1]] == [port]
+    assert p.published == {} and p.held == {} and is_free(port)
+    assert not any(k.startswith("weft-dpub-") for k in dp.store)
+    calls = len(dp.nat)                           # whichever comes first: the rest is a no-op
+    for later in ("RevokeExternalConnectivity", "Leave", "DeleteEndpoint"):
+        call(p, "NetworkDriver." + later, **req)
+    assert len(dp.nat) == calls
+
+
+def test_programming_again_replaces_and_keeps_what_stays(pub):
+    p, dp, _ = pub
+    a, b = free_port(), free_port()
+    publish(p, "a" * 64, binding(a), binding(b))
+    held_a = p.held[("tcp", None, a)]
+    assert publish(p, "a" * 64, binding(a)) == {}         # b goes, a stays held throughout
+    assert p.held[("tcp", None, a)] is held_a and is_free(b)
+    assert [r.host_port for r in dp.nat[-2][1]] == [b] and dp.nat[-2][0] is False
+    assert publish(p, "a" * 64) == {}                      # no -p any more
+    assert p.published == {} and is_free(a)
+
+
+def test_published_ports_survive_a_plugin_restart(pub):
+    p, dp, pool = pub
+    port = free_port()
+    publish(p, "a" * 64, binding(port))
+    for sock in p.held.values():                  # kill -9: the process's sockets go
+        sock.close()
+    p.held.clear()
+    again = Plugin(dp, host="host1")
+    assert list(again.published) == ["a" * 64]
+    assert not is_free(port)                      # held again
+    assert dp.nat[-1][0] is True and [r.host_port for r in dp.nat[-1][1]] == [port]
+    run(again, "n", pool, "b" * 64)
+    assert "already published" in publish(again, "b" * 64, binding(port))["Err"]
+    call(again, "NetworkDriver.RevokeExternalConnectivity", NetworkID="n",
+         EndpointID="a" * 64)
+    assert is_free(port) and again.held == {}
+
+
+def test_a_restart_keeps_a_record_whose_port_was_taken_meanwhile(pub):
+    p, dp, _ = pub
+    port = free_port()
+    publish(p, "a" * 64, binding(port))
+    for sock in p.held.values():
+        sock.close()
+    p.held.clear()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        again = Plugin(dp, host="host1")
+        assert list(again.published) == ["a" * 64] and again.held == {}
+    # records of endpoints the plugin no longer knows are dropped
+    stray = {**json.loads(dp.store[f"weft-dpub-{'a' * 64}-tcp-{port}"]), "endpoint": "z" * 64,
+             "host_port": 1}
+    dp.store[f"weft-dpub-{'z' * 64}-tcp-1"] = json.dumps(stray)
+    third = Plugin(dp, host="host1")
+    assert "z" * 64 not in third.published and f"weft-dpub-{'z' * 64}-tcp-1" not in dp.store
+    assert list(third.published) == ["a" * 64]
+    for sock in third.held.values():
+        sock.close()
+
+
+# -- asking the controller (the shell's REST lookups) ---------------------------------------
+
+def controller(docs: dict[str, object]) -> httpx.Client:
+    def answer(request: httpx.Request) -> httpx.Response:
+        doc = docs.get(request.url.path)
+        return httpx.Response(200, json=doc) if doc is not None else \
+            httpx.Response(404, json={"detail": "Not Found"})
+    return httpx.Client(transport=httpx.MockTransport(answer), base_url="http://c")
+
+
+def test_the_controller_is_asked_for_networks_then_tenants():
+    from ovs_agent.pluginserver import _segment
+    new = controller({"/v1/networks": [
+        {"name": "default", "tenant": "default", "vni": 1, "gateway": None, "egress": False},
+        {"name": "red", "tenant": "red", "vni": 1000, "gateway": "10.10.1.1", "egress": True,
+         "default_network": True},
+        {"name": "red-db", "tenant": "red", "vni": 1002, "gateway": "10.10.2.1",
+         "egress": False, "default_network": False}]})
+    assert _segment(new, "red") == Segment("red", True, "red", 1000, "10.10.1.1", True)
+    # a further network: the tenant id is its tenant's VNI, not its own
+    assert _segment(new, "red-db") == Segment("red-db", True, "red", 1000, "10.10.2.1",
+                                              False)
+    assert _segment(new, "green") == Segment("green", exists=False)
+    # a controller from before networks: tenants only, no gateway
+    old = controller({"/v1/tenants/red": {"name": "red", "vni": 7, "vlan": None,
+                                          "subnet": "10.10.0.0/24", "description": ""}})
+    assert _segment(old, "red") == Segment("red", True, "red", 7, None, False)
+    assert _segment(old, "green") == Segment("green", exists=False)
+
+
+def test_nat_elements_are_applied_only_when_the_agent_made_the_table(monkeypatch):
+    from ovs_agent import nat, pluginserver
+    runs: list[tuple[list[str], str | None]] = []
+    table = {"there": False}
+
+    class Done:
+        def __init__(self, rc):
+            self.returncode, self.stderr = rc, ""
+
+    def fake_run(argv, input=None, **_):
+        runs.append((argv, input))
+        return Done(0 if argv[1] == "-f" or table["there"] else 1)
+    monkeypatch.setattr(pluginserver.shutil, "which", lambda name: "/usr/sbin/nft")
+    monkeypatch.setattr(pluginserver.subprocess, "run", fake_run)
+    monkeypatch.setattr(nat, "publish_script",
+                        lambda records, add: f"{'add' if add else 'delete'} {len(records)}\n",
+                        raising=False)
+    plane = pluginserver.OvsDataplane(None, None, "host1", 1450)  # type: ignore[arg-type]
+    rec = Published("e", "tcp", 8080, "10.10.0.2", 80, 1000)
+    plane.publish([rec], add=True)
+    assert [a for a, _ in runs] == [["/usr/sbin/nft", "list", "table", "ip", "weft-nat"]]
+    table["there"] = True
+    plane.publish([rec], add=False)
+    assert runs[-1] == (["/usr/sbin/nft", "-f", "-"], "delete 1\n")

@@ -10,9 +10,12 @@ while the guests run.  Run without an outer `flock` (the fixture takes it).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -106,7 +109,6 @@ def pings(lab: str, host: str, container: str, ip: str, count: int = 3) -> int:
 def iperf(lab: str, server: tuple[str, str], client: tuple[str, str], ip: str,
           secs: int = 4, extra: str = "") -> float:
     """TCP Mbit/s from client container to server container (iperf3, after 1 s omitted)."""
-    import json
     sh(lab, server[0], f"docker exec -d {server[1]} iperf3 -s -1")
     time.sleep(1)
     out = sh(lab, client[0], f"docker exec {client[1]} iperf3 -J -O 1 -t {secs} -c {ip} {extra}",
@@ -278,6 +280,116 @@ def test_controller_kill9_restart_sends_no_flow_mods(tenants):
     assert all(s["connected"] for s in sws), sws
     assert [s["flow_mods_sent"] for s in sws] == [0, 0], sws
     assert pings(lab, "host1", "red1", "10.10.0.140", 3) == 3
+
+
+# -- routing, egress and a published port (issue 22) on the kernel datapath -------------
+
+EXT_IP, EXT_NET = "203.0.113.10", "203.0.113.0/24"
+GREEN = {"green-web": "10.30.1.0/24", "green-db": "10.30.2.0/24"}
+
+
+@pytest.fixture(scope="module")
+def routed(lab):
+    """Tenant green with two networks (gateways .1, egress on) made once through the API,
+    a container of green-web on host1 (gw1) and of green-db on host2 (gd2), and an outside
+    server beyond the VM network: namespace LAB.vmext (203.0.113.10) routed, not NATed,
+    by the VM network's namespace, as a LAN router would; the guests route to it."""
+    ext = f"{lab}.vmext"
+    ns = vm.netns(lab)
+    log = vm.state_dir(lab) / "ext-peers.log"
+    server = None
+    try:
+        subprocess.run(["ip", "netns", "add", ext], check=True)
+        for cmd in (["ip", "link", "add", "vx-out", "type", "veth", "peer", "name", "eth0",
+                     "netns", ext],
+                    ["ip", "addr", "add", "203.0.113.1/24", "dev", "vx-out"],
+                    ["ip", "link", "set", "vx-out", "up"],
+                    ["sysctl", "-qw", "net.ipv4.ip_forward=1"]):
+            subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True)
+        for cmd in (["ip", "addr", "add", f"{EXT_IP}/24", "dev", "eth0"],
+                    ["ip", "link", "set", "eth0", "up"], ["ip", "link", "set", "lo", "up"],
+                    ["ip", "route", "add", "default", "via", "203.0.113.1"]):
+            subprocess.run(["ip", "netns", "exec", ext, *cmd], check=True)
+        server = subprocess.Popen(["ip", "netns", "exec", ext, sys.executable, "-m",
+                                   "weft_lab.outside", "serve", "--log", str(log),
+                                   "http:8000", "udp:5300"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for host in ("host1", "host2"):
+            sh(lab, host, f"ip route replace {EXT_NET} via {vm.HOST_SIDE}")
+            sh(lab, host, "docker rm -f gw1 gd2 gp2 >/dev/null 2>&1; docker network rm "
+                          f"{' '.join(GREEN)} >/dev/null 2>&1; true")
+        try:
+            vm.api(lab, "POST", "/v1/tenants", {"name": "green"})
+        except vm.VMError as exc:
+            if "HTTP 409" not in str(exc):
+                raise
+        for net, subnet in GREEN.items():
+            try:
+                vm.api(lab, "POST", "/v1/networks", {"name": net, "tenant": "green",
+                                                     "subnet": subnet})
+            except vm.VMError as exc:
+                if "HTTP 409" not in str(exc):
+                    raise
+            for host in ("host1", "host2"):
+                sh(lab, host, f"docker network create -d weft --ipam-driver weft "
+                              f"-o tenant={net} --subnet {subnet} {net}")
+        sh(lab, "host1", "docker run -d --pull=never --name gw1 --network green-web "
+                         f"--ip 10.30.1.11 {IMAGE} sleep 100000")
+        sh(lab, "host2", "docker run -d --pull=never --name gd2 --network green-db "
+                         f"--ip 10.30.2.12 {IMAGE} sleep 100000")
+        deadline = time.monotonic() + 120
+        while pings(lab, "host1", "gw1", "10.30.2.12", 1) < 1:
+            assert time.monotonic() < deadline, "gw1 never reached gd2 through the gateway"
+        yield lab
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        subprocess.run(["ip", "netns", "del", ext], check=False)
+        log.unlink(missing_ok=True)
+
+
+def test_routed_between_networks_across_hosts_kernel(routed):
+    """gw1 (green-web, host1) reaches gd2 (green-db, host2) through the anycast gateway:
+    default route via 10.30.1.1, TTL decremented once, TCP at a useful rate."""
+    lab = routed
+    assert "default via 10.30.1.1" in sh(lab, "host1", "docker exec gw1 ip route")
+    out = sh(lab, "host1", "docker exec gw1 ping -c 3 -W 2 10.30.2.12")
+    assert "3 packets received" in out and "ttl=63" in out, out
+    routed_mbps = iperf(lab, ("host2", "gd2"), ("host1", "gw1"), "10.30.2.12", secs=3)
+    print(f"\nrouted green-web -> green-db across hosts (kernel OVS): {routed_mbps:.0f} Mbit/s")
+    assert routed_mbps > 10
+
+
+def test_egress_reaches_the_outside_as_the_hosts_address_kernel(routed):
+    lab = routed
+    out = sh(lab, "host1", f"docker exec gw1 wget -q -O - -T 5 http://{EXT_IP}:8000/gw1")
+    assert out.split()[0] == vm.guest(lab, "host1").ip and out.split()[2] == "/gw1", out
+    out = sh(lab, "host2", f"docker exec gd2 wget -q -O - -T 5 http://{EXT_IP}:8000/gd2")
+    assert out.split()[0] == vm.guest(lab, "host2").ip, out
+
+
+def test_published_port_from_outside_and_another_host_kernel(routed):
+    """docker run -p 8080:5201 on host2: iperf3 from the outside server's namespace and
+    from gw1 on host1 (through its own egress) reach the container; gone after stop."""
+    lab = routed
+    sh(lab, "host2", f"docker run -d --pull=never --name gp2 --network green-web -p 8080:5201 "
+                     f"{IMAGE} iperf3 -s")
+    h2 = vm.guest(lab, "host2").ip
+    time.sleep(2)
+    ext = f"{lab}.vmext"
+    got = subprocess.run(["ip", "netns", "exec", ext, "iperf3", "-c", h2, "-p", "8080", "-t", "2",
+                          "-J"], capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stdout[-2000:] + got.stderr
+    nat_mbps = json.loads(got.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+    out = sh(lab, "host1", f"docker exec gw1 iperf3 -c {h2} -p 8080 -t 2", timeout=120)
+    assert "receiver" in out, out
+    print(f"\npublished port from outside (kernel OVS, DNAT): {nat_mbps:.0f} Mbit/s")
+    sh(lab, "host2", "docker rm -f gp2")
+    got = subprocess.run(["ip", "netns", "exec", ext, "iperf3", "-c", h2, "-p", "8080", "-t", "1",
+                          "--connect-timeout", "2000"], capture_output=True, text=True,
+                         timeout=60)
+    assert got.returncode != 0, got.stdout
 
 
 # -- a VLAN trunk to a physical switch (last: it adds ports and VLANs to the module's lab) --
