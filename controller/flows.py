@@ -9,12 +9,17 @@ what to send, so a controller restart with nothing changed sends nothing
 Instructions are tuples, kept in OpenFlow 1.3 execution order (the order OVS
 echoes them): ``("meter", id)``, ``("apply", (action, ...))``,
 ``("write_metadata", value, mask)``, ``("goto", table)``.  Empty = drop.
-Actions: ``("output", port)``, ``("set_field", field, value)`` (e.g.
+Actions: ``("output", port)`` (port OFPP_IN_PORT: back where the frame came from),
+``("set_field", field, value)`` (e.g.
 ``("set_field", "ip_dscp", 46)``: the 6-bit DSCP), ``("set_queue", queue_id)``,
 ``("group", id)``, ``("push_vlan", ethertype)``, ``("pop_vlan",)``,
 ``("learn", LearnSpec)``, ``("ct", commit, zone, table)`` (OVS conntrack:
 ``ct(commit?, zone=Z, table=T?)``; ``table`` None means no recirculation,
-the frame goes on with this flow's instructions).
+the frame goes on with this flow's instructions), ``("dec_ttl",)`` (IPv4 TTL - 1; a
+frame with TTL 0 or 1 stops there: dropped in the datapath, no packet-in),
+``("move", src, dst)`` (copy whole field ``src`` into ``dst``: OVS
+``move:src[]->dst[]``), ``("resubmit", table)`` (look the frame up in ``table``, any
+table, then go on with this flow's actions).
 
 ``ct_state`` matches are ``(bits, mask)`` of the ``CT_*`` bits.
 
@@ -41,7 +46,8 @@ __all__ = [
     "COOKIE_FEATURE_MASK", "OWNED_FEATURE_COOKIES", "feature_of",
     "LearnSpec", "Flow", "Group", "Meter", "SwitchState", "Delta", "flow", "diff",
     "apply_delta", "owns_group", "owns_meter", "MatchValue", "normal_action",
-    "COOKIE_OPERATOR", "COOKIE_STAMP", "acl_cookie", "acl_rule_of", "CT_NEW", "CT_EST",
+    "COOKIE_OPERATOR", "COOKIE_STAMP", "COOKIE_GATEWAY", "COOKIE_ROUTE", "COOKIE_EGRESS",
+    "acl_cookie", "acl_rule_of", "CT_NEW", "CT_EST",
     "CT_REL", "CT_RPL",
     "CT_INV", "CT_TRK",
 ]
@@ -50,7 +56,7 @@ __all__ = [
 COOKIE_PREFIX = 0x5746 << 48                # "WF"
 _FEATURE_SHIFT = 40
 _FEATURES = {1: "base", 2: "isolation", 3: "endpoint", 4: "learned", 5: "vlan", 6: "qos", 7: "acl",
-             8: "portsec", 9: "operator", 10: "stamp"}
+             8: "portsec", 9: "operator", 10: "stamp", 11: "gateway", 12: "route", 13: "egress"}
 
 
 def _cookie(feature_id: int) -> int:
@@ -66,6 +72,9 @@ COOKIE_QOS = _cookie(6)           # QoS: tenant-aggregate limits, per-flow rules
 COOKIE_ACL = _cookie(7)           # tenant ACLs; the low 32 bits: the rule id (0: not a rule)
 COOKIE_OPERATOR = _cookie(9)      # operator flows (REST, ofctl_rest); low bits: the flow id
 COOKIE_STAMP = _cookie(10)        # the store-epoch stamp (controller.sync); low bits: the epoch
+COOKIE_GATEWAY = _cookie(11)      # distributed gateway: ARP/echo answers, gateway guards
+COOKIE_ROUTE = _cookie(12)        # FIB and ROUTED; low bits: the tenant id (0: shared rows)
+COOKIE_EGRESS = _cookie(13)       # the tenants' gateway ports (wx-<id>): egress, its replies
 _ACL_ID_MASK = (1 << 32) - 1
 
 

@@ -13,7 +13,13 @@ Normalisation on the way back:
     equals a desired flow, so such a flow of ours is simply replaced.
 
 Conntrack is NXAST_CT with an immediate zone (``zone_src`` empty), no ALG
-and no nested actions: ``("ct", commit, zone, table)``.
+and no nested actions: ``("ct", commit, zone, table)``.  Routing's actions:
+``("dec_ttl",)`` is NXAST_DEC_TTL_CNT_IDS with no controller ids (OVS echoes it
+so): a frame with TTL 0 or 1 then just drops in the datapath, where OFPAT_DEC_NW_TTL
+(controller id 0) makes OVS handle each such frame in its slow path (a ``controller``
+action it then does not send), ``("move", src, dst)`` NXAST_REG_MOVE of whole fields named by
+their NXM headers (as OVS echoes them; read back by either spelling),
+``("resubmit", table)`` NXAST_RESUBMIT_TABLE with in_port OFPP_IN_PORT.
 
 The learn action is sent as NXAST_LEARN with specs written the way OVS
 echoes them (neutron br_tun does the same): metadata as immediates per
@@ -75,6 +81,10 @@ _ALL_COOKIE_BITS = (1 << 64) - 1
 _VLAN_CFI = 0x1000            # in NXM_OF_VLAN_TCI: "a tag is present" (OVS)
 _NX_CT_F_COMMIT = 1
 _NX_CT_RECIRC_NONE = 0xFF     # ct() without table=: no recirculation
+_OFPP_IN_PORT_16 = 0xFFF8     # resubmit's in_port: "the frame's own" (OVS ``resubmit(,T)``)
+# ("move", src, dst): whole fields, sent by their NXM names as OVS echoes NXAST_REG_MOVE
+_MOVE_FIELD_BITS = {"eth_src": 48, "eth_dst": 48, "arp_sha": 48, "arp_tha": 48,
+                    "arp_spa": 32, "arp_tpa": 32, "ipv4_src": 32, "ipv4_dst": 32}
 
 
 _NXAST_LEARN2 = 45
@@ -443,6 +453,17 @@ def _action(parser: Any, action: tuple) -> Any:
                                  zone_ofs_nbits=zone,
                                  recirc_table=_NX_CT_RECIRC_NONE if table is None else table,
                                  alg=0, actions=[])
+    if kind == "dec_ttl":      # no controller ids: TTL 0/1 drops in the datapath
+        return parser.NXActionDecTtlCntIds(cnt_ids=[])
+    if kind == "move":
+        _, src, dst = action
+        bits = _MOVE_FIELD_BITS[src]
+        if _MOVE_FIELD_BITS[dst] != bits:
+            raise ValueError(f"move {src} -> {dst}: fields of different widths")
+        return parser.NXActionRegMove(src_field=f"{src}_nxm", dst_field=f"{dst}_nxm",
+                                      n_bits=bits)
+    if kind == "resubmit":
+        return parser.NXActionResubmitTable(in_port=_OFPP_IN_PORT_16, table_id=action[1])
     raise ValueError(f"unknown action {action!r}")
 
 
@@ -599,6 +620,16 @@ def _parse_action(action: Any) -> tuple:
             and not action.actions and not action.flags & ~_NX_CT_F_COMMIT:
         table = None if action.recirc_table == _NX_CT_RECIRC_NONE else action.recirc_table
         return ("ct", bool(action.flags & _NX_CT_F_COMMIT), action.zone_ofs_nbits, table)
+    if isinstance(action, ofpp.NXActionDecTtlCntIds) and not action.cnt_ids:
+        return ("dec_ttl",)
+    if isinstance(action, ofpp.NXActionRegMove):
+        src, dst = _oxm_name(action.src_field), _oxm_name(action.dst_field)
+        bits = _MOVE_FIELD_BITS.get(src)
+        if (bits is not None and _MOVE_FIELD_BITS.get(dst) == bits and action.n_bits == bits
+                and action.src_ofs == 0 and action.dst_ofs == 0):
+            return ("move", src, dst)
+    if isinstance(action, ofpp.NXActionResubmitTable) and action.in_port == _OFPP_IN_PORT_16:
+        return ("resubmit", action.table_id)
     return ("unknown", str(action))
 
 

@@ -18,6 +18,15 @@ invisible after the outer tag is popped.  ``set_field vlan_tci`` (what a
 learned ``load:...->NXM_OF_VLAN_TCI[]`` does) pushes a tag onto an untagged
 frame when the CFI bit is set, as OVS does.
 
+Routing: ``dec_ttl`` decrements the frame's ``ip_ttl`` (64 when not given) and, on a
+frame arriving with TTL 0 or 1, stops the flow's processing: the rest of its actions
+and instructions (OVS: "processing the current set of actions then stops"), so
+the frame is dropped unless an outer ``resubmit`` goes on.  ``move`` copies one
+whole field into another.  ``resubmit(,T)`` looks the frame up in table T (any
+table, forward or back), runs that flow's instructions there (gotos included, as
+OVS does) and then goes on with the rest of the resubmitting flow's actions;
+changes to the frame and its metadata stay.
+
 ``learn`` is a no-op by default.  With ``learn=True`` it installs the flow
 the LearnSpec describes after the frame has been processed (as OVS does: a
 learned flow is visible to later frames, never to the one that wrote it).
@@ -60,7 +69,7 @@ OFPP_IN_PORT = 0xFFFFFFF8
 OFPVID_PRESENT = 0x1000
 ETH_TYPE_VLAN = 0x8100
 ETH_TYPE_IPV4 = 0x0800
-_L3_FIELDS = frozenset({"ip_proto", "ipv4_src", "ipv4_dst", "ip_dscp"})
+_L3_FIELDS = frozenset({"ip_proto", "ipv4_src", "ipv4_dst", "ip_dscp", "ip_ttl"})
 _ARP_FIELDS = frozenset({"arp_sha", "arp_spa", "arp_tha", "arp_tpa", "arp_op"})
 ETH_TYPE_ARP = 0x0806
 _L4_FIELDS = {"tcp_src": 6, "tcp_dst": 6, "udp_src": 17, "udp_dst": 17, "icmpv4_type": 1,
@@ -72,6 +81,8 @@ _WIRE_FIELDS = ("eth_src", "eth_dst", "eth_type", "vlan_vid", "vlans", *sorted(_
                 *sorted(_L4_FIELDS))
 _OVS_MAX_VLAN_HEADERS = 2        # FLOW_MAX_VLAN_HEADERS: what vlan-limit 0 means
 _MAX_TABLE_HOPS = 64
+_MAX_RESUBMIT_DEPTH = 64         # OVS's MAX_DEPTH of nested resubmits
+DEFAULT_TTL = 64
 _MAX_TUNNEL_HOPS = 16
 
 Packet = dict[str, Any]
@@ -333,11 +344,28 @@ class FakeOFTable:
                          "in_port": in_port}
         _set_tags(state, _tags(state))
         state["_parsed"] = min(len(_tags(state)), self.vlan_limit)
+        if _field_value(state, "eth_type") == ETH_TYPE_IPV4 and state.get("ip_ttl") is None:
+            state["ip_ttl"] = DEFAULT_TTL
         out: list[tuple[int, Packet]] = []
         meters: list[int] = []
         learned: list[Flow] = []
         commits: list[tuple[int, tuple]] = []
-        table = 0
+        self._pipeline(0, state, out, meters, learned, commits, 0)
+        for f, limit in learned:
+            old = self.flows.get(f.identity)
+            if (limit and (old is None or old.cookie != f.cookie)
+                    and self.count(f.table, f.cookie) >= limit):
+                continue                       # OVS learn(limit=...): full, not written
+            self.flows[f.identity] = f
+        for zone, key in commits:
+            self.conntrack.setdefault(zone, set()).add(key)
+        return out, meters
+
+    def _pipeline(self, table: int, state: Packet, out: list, meters: list, learned: list,
+                  commits: list, depth: int) -> None:
+        """Look ``state`` up from ``table`` on, following gotos and recirculations."""
+        if depth > _MAX_RESUBMIT_DEPTH:
+            raise FakeSwitchError("resubmits nested too deep (a resubmit loop)")
         for _ in range(_MAX_TABLE_HOPS):
             entry = self.lookup(table, state)
             if entry is None:
@@ -347,7 +375,10 @@ class FakeOFTable:
             for instr in entry.instructions:
                 kind = instr[0]
                 if kind == "apply":
-                    self._apply(instr[1], state, out, learned, commits)
+                    if not self._apply(instr[1], state, out, learned, commits,
+                                       (meters, depth)):
+                        next_table = None
+                        break                  # dec_ttl on TTL <= 1: processing stops
                 elif kind == "write_metadata":
                     _, value, mask = instr
                     state["metadata"] = (state["metadata"] & ~mask) | (value & mask)
@@ -369,15 +400,6 @@ class FakeOFTable:
             table = next_table
         else:
             raise FakeSwitchError("too many tables")
-        for f, limit in learned:
-            old = self.flows.get(f.identity)
-            if (limit and (old is None or old.cookie != f.cookie)
-                    and self.count(f.table, f.cookie) >= limit):
-                continue                       # OVS learn(limit=...): full, not written
-            self.flows[f.identity] = f
-        for zone, key in commits:
-            self.conntrack.setdefault(zone, set()).add(key)
-        return out, meters
 
     def count(self, table: int, cookie: int) -> int:
         """Flows in ``table`` with exactly ``cookie`` (what learn's limit counts)."""
@@ -394,9 +416,32 @@ class FakeOFTable:
                 for port, sent in self.outputs(in_port, pkt)}
 
     def _apply(self, actions: Iterable[tuple], state: Packet, out: list, learned: list,
-               commits: list | None = None) -> None:
+               commits: list | None = None,
+               nested: tuple[list, int] | None = None) -> bool:
+        """Run ``actions`` on ``state``; False when ``dec_ttl`` stopped the processing.
+        ``nested``: (meters passed, resubmit depth), for ``resubmit``."""
         for action in actions:
             kind = action[0]
+            if kind == "dec_ttl":
+                if _field_value(state, "eth_type") != ETH_TYPE_IPV4:
+                    continue                     # OVS: no effect on non-IP frames
+                if state["ip_ttl"] <= 1:
+                    return False
+                state["ip_ttl"] -= 1
+                continue
+            if kind == "move":
+                _, src, dst = action
+                if _field_value(state, src) is None or _field_value(state, dst) is None:
+                    raise FakeSwitchError(f"{action!r} on a frame without those fields")
+                state[dst] = state[src]
+                continue
+            if kind == "resubmit":
+                if nested is None:
+                    raise FakeSwitchError(f"{action!r} in a group bucket")
+                meters, depth = nested
+                self._pipeline(action[1], state, out, meters, learned,
+                               commits if commits is not None else [], depth + 1)
+                continue
             if kind == "ct":
                 _, commit, zone, table = action
                 key = _conn_key(state)
@@ -447,7 +492,7 @@ class FakeOFTable:
                 if group.type != "all":
                     raise FakeSwitchError(f"group type {group.type} not modelled")
                 for bucket in group.buckets:
-                    self._apply(bucket, dict(state), out, learned, commits)
+                    self._apply(bucket, dict(state), out, learned, commits)   # no dec_ttl
             elif kind == "push_vlan":     # the new tag copies the outer VID, if any
                 tags = _tags(state)
                 _set_tags(state, (tags[0] if tags else 0, *tags))
@@ -461,6 +506,7 @@ class FakeOFTable:
                     learned.append((_learned_flow(action[1], state), action[1].limit))
             else:
                 raise FakeSwitchError(f"unknown action {action!r}")
+        return True
 
 
 def _conn_key(pkt: Packet) -> tuple | None:

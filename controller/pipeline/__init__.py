@@ -17,6 +17,9 @@ line there (and its cookie in ``controller.flows`` if its flows need their own).
     qos        rate-limit meters, tenant limits (POLICY), per-flow rules (QOS)
     acl        tenants' stateful ACLs with conntrack (POLICY)
     flood      per-tenant flood groups (FLOOD)
+    gateway    the distributed gateway: ARP/echo answers, guards (CLASSIFY, L2, GATEWAY)
+    route      routing inside a tenant: host, connected and static routes (FIB, ROUTED)
+    egress     the tenants' gateway ports wx-<id> into the host stack (CLASSIFY, FIB)
 """
 from __future__ import annotations
 
@@ -24,7 +27,9 @@ from typing import Mapping
 
 from controller.flows import Flow, Group, Meter, SwitchState
 from controller.model import Topology
-from controller.pipeline import acl, classify, flood, l2, portsec, qos, skeleton, vlan
+from controller.pipeline import (
+    acl, classify, egress, flood, gateway, l2, portsec, qos, route, skeleton, vlan,
+)
 from controller.pipeline.acl import acl_flows, acl_rule_flow
 from controller.pipeline.base import (
     ETH_TYPE_VLAN, OFPVID_PRESENT, Feature, switch_context, to_port,
@@ -35,15 +40,18 @@ from controller.pipeline.l2 import (
 )
 from controller.pipeline.qos import limit_meter, rule_flow
 from controller.pipeline.tables import (
-    CLASSIFY, FLOOD, FROM_TUNNEL, FROM_UPLINK, L2, POLICY, PRIO_ACL_DENY_ALL, PRIO_ACL_EST,
-    PRIO_ACL_REL, PRIO_ACL_REMOTE_NEW, PRIO_ACL_RULE_BASE, PRIO_ACL_TRACK, PRIO_DROP_GROUP_SRC,
-    PRIO_LEARNED, PRIO_QOS_RULE_BASE, PRIO_TENANT_LIMIT, QOS, SENDER_MASK, TENANT_MASK,
-    VNI_MASK, local_sender_match, tenant_match,
+    CLASSIFY, DOMAIN_MASK, FIB, FLOOD, FROM_GATEWAY, FROM_TUNNEL, FROM_UPLINK, GATEWAY, L2,
+    NETWORK_MASK, POLICY, PRIO_ACL_DENY_ALL, PRIO_ACL_EST, PRIO_ACL_REL, PRIO_ACL_REMOTE_NEW,
+    PRIO_ACL_RULE_BASE, PRIO_ACL_TRACK, PRIO_DROP_GROUP_SRC, PRIO_LEARNED, PRIO_QOS_RULE_BASE,
+    PRIO_TENANT_LIMIT, QOS, ROUTED, SENDER_MASK, TENANT_MASK, VNI_MASK, domain_match,
+    local_sender_match, network_match, tenant_match,
 )
 
 __all__ = [
-    "CLASSIFY", "POLICY", "QOS", "L2", "FLOOD", "VNI_MASK", "FROM_TUNNEL", "FROM_UPLINK",
-    "TENANT_MASK", "SENDER_MASK", "PRIO_LEARNED", "PRIO_TENANT_LIMIT", "PRIO_QOS_RULE_BASE",
+    "CLASSIFY", "POLICY", "QOS", "L2", "FLOOD", "GATEWAY", "FIB", "ROUTED", "VNI_MASK",
+    "FROM_TUNNEL", "FROM_UPLINK", "FROM_GATEWAY", "DOMAIN_MASK", "NETWORK_MASK",
+    "network_match", "domain_match", "TENANT_MASK", "SENDER_MASK", "PRIO_LEARNED",
+    "PRIO_TENANT_LIMIT", "PRIO_QOS_RULE_BASE",
     "LEARN_IDLE_TIMEOUT", "LEARN_LIMIT_MACS", "OFPVID_PRESENT", "ETH_TYPE_VLAN",
     "flood_group_ids", "learned_cookie", "learned_from_port", "flow_reads", "PRIO_DROP_GROUP_SRC",
     "tenant_match", "local_sender_match", "to_port", "rule_flow", "desired_state",
@@ -62,6 +70,9 @@ FEATURES: tuple[Feature, ...] = (
     qos.FEATURE,
     acl.FEATURE,
     flood.FEATURE,
+    gateway.FEATURE,
+    route.FEATURE,
+    egress.FEATURE,
 )
 
 

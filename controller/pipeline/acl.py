@@ -1,8 +1,8 @@
 """ACLs: a tenant's stateful security policy in POLICY, with OVS conntrack.
 
 A tenant with a rule or a default-deny policy (``Topology.acls``,
-``Topology.acl_deny``) gets, in POLICY, on every host where it is present
-(zone = the tenant's VNI; "pass" = [the tenant's meter for local senders]
+``Topology.acl_deny``) gets, in POLICY, for each of its networks present on a
+host (zone = the tenant's VNI, its id, for all its networks; "pass" = [the tenant's meter for local senders]
 goto QOS; every flow matches the tenant's metadata and ``vlan_vid=0``, so a
 frame still tagged never matches one and the tag drops above still win)::
 
@@ -56,25 +56,30 @@ def _ct_state(bits: int) -> dict[str, tuple[int, int]]:
     return {"ct_state": (CT_TRK | bits, CT_TRK | bits)}
 
 
-def acl_rule_flow(vni: int, rule: AclRule, meter: int | None) -> Flow:
-    """POLICY: a rule deciding a new connection a local port opens."""
+def acl_rule_flow(vni: int, rule: AclRule, meter: int | None, zone: int | None = None) -> Flow:
+    """POLICY: a rule deciding a new connection a local port of network ``vni`` opens
+    (``zone``: the tenant's conntrack zone, its id; None: ``vni``, a one-network tenant)."""
+    zone = vni if zone is None else zone
     match = {**local_sender_match(vni), "vlan_vid": 0, **_ct_state(CT_NEW), **rule.oxm()}
     prio = PRIO_ACL_RULE_BASE + rule.priority
     if rule.action == "drop":
         return flow(POLICY, prio, match, (), acl_cookie(rule.id))
     return flow(POLICY, prio, match,
-                [*metered(meter), ("apply", (("ct", True, vni, None),)), ("goto", QOS)],
+                [*metered(meter), ("apply", (("ct", True, zone, None),)), ("goto", QOS)],
                 acl_cookie(rule.id))
 
 
-def acl_flows(vni: int, rules: list[AclRule], deny: bool, meter: int | None) -> list[Flow]:
-    """A tenant's stateful security policy on one host (see the module docstring)."""
+def acl_flows(vni: int, rules: list[AclRule], deny: bool, meter: int | None,
+              zone: int | None = None) -> list[Flow]:
+    """A tenant's stateful security policy on one host, for its network ``vni`` (see the
+    module docstring); ``zone``: the tenant's id (None: ``vni``, its default network)."""
+    zone = vni if zone is None else zone
     ip = {"eth_type": ETH_TYPE_IPV4}
-    commit = (("ct", True, vni, None),)
+    commit = (("ct", True, zone, None),)
     out = [
         flow(POLICY, PRIO_ACL_TRACK, {**tenant_match(vni), "vlan_vid": 0, **ip,
                                       "ct_state": (0, CT_TRK)},
-             [("apply", (("ct", False, vni, POLICY),))], acl_cookie()),
+             [("apply", (("ct", False, zone, POLICY),))], acl_cookie()),
         flow(POLICY, PRIO_ACL_TRACK, {**tenant_match(vni), "vlan_vid": 0, **ip,
                                       **_ct_state(CT_INV)}, (), acl_cookie()),
         *_acl_pass(PRIO_ACL_EST, vni, {**ip, **_ct_state(CT_EST)}, meter),
@@ -85,7 +90,7 @@ def acl_flows(vni: int, rules: list[AclRule], deny: bool, meter: int | None) -> 
         out.append(flow(POLICY, PRIO_ACL_REMOTE_NEW,
                         {**arrived, "vlan_vid": 0, **ip, **_ct_state(CT_NEW)},
                         [("apply", commit), ("goto", QOS)], acl_cookie()))
-    out += [acl_rule_flow(vni, r, meter) for r in rules]
+    out += [acl_rule_flow(vni, r, meter, zone) for r in rules]
     new_local = {**local_sender_match(vni), "vlan_vid": 0, **ip, **_ct_state(CT_NEW)}
     if deny:
         out.append(flow(POLICY, PRIO_ACL_RULE_BASE, new_local, (), acl_cookie()))
@@ -98,12 +103,17 @@ def acl_flows(vni: int, rules: list[AclRule], deny: bool, meter: int | None) -> 
 
 
 def _contribute(sw: SwitchContext) -> Part:
+    """Per network present here of a tenant with a policy: the tenant's rules, its zone
+    (its id: one connection is one entry whichever network it enters by) and meter."""
     topo = sw.topo
     flows: list[Flow] = []
-    for name in sorted(topo.acl_tenants & sw.here):
-        flows.extend(acl_flows(topo.tenant(name).vni,
-                               [r for r in topo.acls if r.tenant == name],
-                               name in topo.acl_deny, sw.tenant_meter.get(name)))
+    for name in sorted(topo.acl_tenants):
+        rules = [r for r in topo.acls if r.tenant == name]
+        zone = topo.tenant(name).vni
+        for net in topo.networks_of(name):
+            if net.name in sw.here:
+                flows.extend(acl_flows(net.vni, rules, name in topo.acl_deny,
+                                       sw.tenant_meter.get(name), zone))
     return Part(flows=flows)
 
 

@@ -17,7 +17,8 @@ from controller.flows import Flow, Group, Meter
 from controller.model import ETH_TYPE_IPV4, RateLimit, Topology
 
 __all__ = [
-    "Feature", "Part", "SwitchContext", "Member", "switch_context", "metered", "to_port",
+    "Feature", "Part", "SwitchContext", "Member", "switch_context", "routed_networks",
+    "metered", "to_port",
     "to_tunnel", "OFPVID_PRESENT", "ETH_TYPE_VLAN", "ETH_TYPE_QINQ", "ETH_TYPE_ARP",
     "ETH_TYPE_IPV4", "ETH_TYPE_IPV6",
 ]
@@ -53,13 +54,21 @@ class SwitchContext:
     members: list[Member]             # every live port, once per tenant it carries
     here: frozenset[str]              # tenants carried by any port of the host
     local: frozenset[str]             # tenants with a local port (uplinks excluded)
+    routed: frozenset[str]            # networks with a gateway of tenants routing here
     peer_ofport: dict[str, int]       # peer host -> its tunnel's OpenFlow port
     shared: dict[str, frozenset[str]]  # peer host -> tenants both ends have
     port_limits: tuple[RateLimit, ...]    # limits of live ports of this host
-    tenant_limits: tuple[RateLimit, ...]  # limits of tenants with a local port here
-    port_meter: dict[str, int]        # live port -> its rate limit's meter id
+    tenant_limits: tuple[RateLimit, ...]  # limits of tenants with a local port here (in
+    port_meter: dict[str, int]        # live port -> its rate limit's meter id  any network)
     tenant_meter: dict[str, int]      # local tenant -> its rate limit's meter id on this host
     secured: dict[str, dict[str, frozenset[str] | None]]  # port -> its port security
+
+    def ids(self, name: str) -> tuple[int, int]:
+        """(VNI, routing domain) CLASSIFY writes for segment ``name``: the domain is its
+        tenant's id for a network with a gateway, else 0 (its frames never reach FIB,
+        and its flows stay as they were before routing)."""
+        n = self.topo.tenant(name)
+        return n.vni, (self.topo.tenant(n.tenant).vni if n.gateway else 0)
 
     def sources(self, m: Member) -> Mapping[str, frozenset[str] | None]:
         """Port security of an untagged member: source MAC -> its IPv4 sources (None:
@@ -78,16 +87,24 @@ def switch_context(host: str, topo: Topology, ports: Mapping[str, int],
     local = topo.local_tenants(host)
     live = {m.port for m in members}
     port_limits = tuple(x for x in topo.limits if x.host == host and x.port in live)
-    tenant_limits = tuple(x for x in topo.limits if x.host == host and x.tenant in local)
+    local_domains = {topo.tenant(name).tenant for name in local}
+    tenant_limits = tuple(x for x in topo.limits if x.host == host and x.tenant in local_domains)
     return SwitchContext(
         host=host, topo=topo, ports=ports, members=members, here=here, local=local,
-        peer_ofport=peer_ofport,
+        routed=routed_networks(topo, here), peer_ofport=peer_ofport,
         # a peer's frames of a tenant matter only if both ends have it
         shared={peer: topo.tenants_on(peer) & here for peer in peer_ofport},
         port_limits=port_limits, tenant_limits=tenant_limits,
         port_meter={x.port: x.id for x in port_limits if x.port is not None},
         tenant_meter={x.tenant: x.id for x in tenant_limits if x.tenant is not None},
         secured={b.port: b.source_addresses() for b in topo.bindings_on(host)})
+
+
+def routed_networks(topo: Topology, networks: frozenset[str]) -> frozenset[str]:
+    """The networks with a gateway of every tenant that has one among ``networks``: where
+    frames entering those networks may be routed to (``controller.pipeline.route``)."""
+    domains = {topo.tenant(name).tenant for name in networks if topo.tenant(name).gateway}
+    return frozenset(n.name for t in domains for n in topo.networks_of(t) if n.gateway)
 
 
 def _members(host: str, topo: Topology, ports: Mapping[str, int]) -> list[Member]:

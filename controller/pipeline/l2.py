@@ -130,11 +130,14 @@ def _endpoints(topo: Topology, tenants: frozenset[str]) -> list[Binding]:
 
 
 def _contribute(sw: SwitchContext) -> Part:
-    """L2: every endpoint of a tenant present here, local (to its port) or behind a peer."""
-    vnis = {name: sw.topo.tenant(name).vni for name in sw.here}
+    """L2: every endpoint of a tenant present here, local (to its port) or behind a peer;
+    and of a network only routed to from here (``SwitchContext.routed``), the flows that
+    send it to its host: only routed frames ever carry that network's metadata here."""
+    segments = sw.here | sw.routed
+    vnis = {name: sw.topo.tenant(name).vni for name in segments}
     to_peer: dict[tuple[int, int], tuple] = {}
     flows: list[Flow] = []
-    for b in _endpoints(sw.topo, sw.here):
+    for b in _endpoints(sw.topo, segments):
         vni = vnis[b.tenant]  # type: ignore[index]  # access bindings have a tenant
         mac: str = b.mac      # type: ignore[assignment]  # and ``_endpoints`` a mac
         if b.host == sw.host and b.port in sw.ports:
@@ -144,7 +147,8 @@ def _contribute(sw: SwitchContext) -> Part:
             instrs = to_peer.get((vni, tun))
             if instrs is None:
                 instrs = to_peer[(vni, tun)] = (("apply", to_tunnel(vni, tun)),)
-            flows.extend(_endpoint_remote(vni, mac, tun, instrs))
+            remote = _endpoint_remote(vni, mac, tun, instrs)
+            flows.extend(remote if b.tenant in sw.here else remote[:1])
     return Part(flows=flows)
 
 

@@ -51,10 +51,12 @@ def _drop_group_source() -> Flow:
                 COOKIE_PORTSEC)
 
 
-def _classify_secured(ofport: int, vni: int, sources: Mapping[str, frozenset[str] | None],
+def _classify_secured(ofport: int, ids: tuple[int, int],
+                      sources: Mapping[str, frozenset[str] | None],
                       meter: int | None = None) -> list[Flow]:
     """A bound access port with port security: only its MAC(s), ARP and IPv4 checked."""
-    actions = untagged_actions(ofport, vni, meter, False)
+    vni, domain = ids
+    actions = untagged_actions(ofport, vni, meter, False, domain)
     flows = []
     for mac, ips in sorted(sources.items()):
         port = {"in_port": ofport, "eth_src": mac}
@@ -105,7 +107,7 @@ def _contribute(sw: SwitchContext) -> Part:
     for m in sw.members:
         sources = sw.sources(m)
         if sources:
-            flows.extend(_classify_secured(m.ofport, sw.topo.tenant(m.tenant).vni, sources,
+            flows.extend(_classify_secured(m.ofport, sw.ids(m.tenant), sources,
                                            sw.port_meter.get(m.port)))
     return Part(flows=flows)
 

@@ -18,7 +18,8 @@ FROM_TUNNEL and FROM_UPLINK both 0)::
 A frame can pass up to three meters (port, tenant, rule), in that order.  A
 tenant's limit and rules exist on a host only while the tenant has a local
 port bound there (``Topology.local_tenants``: bound, plugged in or not,
-uplinks excluded); a port limit only while the port is bound there and
+uplinks excluded; in any of its networks: the flows are written per network,
+with the tenant's one meter); a port limit only while the port is bound there and
 present on the switch.  Anything else gives no meter and no flow.  The
 port-limit meter instructions are written by the features that classify
 (``SwitchContext.port_meter``); this module writes the meters themselves.
@@ -63,14 +64,22 @@ def rule_flow(vni: int, rule: QosRule) -> Flow:
                 COOKIE_QOS)
 
 
+def _local_vnis(sw: SwitchContext, tenant: str) -> list[int]:
+    """VNIs of the tenant's networks with a local port on this host."""
+    return [n.vni for n in sw.topo.networks_of(tenant) if n.name in sw.local]
+
+
 def _contribute(sw: SwitchContext) -> Part:
-    topo = sw.topo
+    """Tenant-wide: a tenant's limit and rules apply to each of its networks with a local
+    port here, with the tenant's one meter (its networks share the rate)."""
     meters = [limit_meter(x) for x in (*sw.port_limits, *sw.tenant_limits)]
-    flows = [_tenant_limit(topo.tenant(x.tenant).vni, x.id)
-             for x in sw.tenant_limits if x.tenant is not None]
-    for rule in topo.rules:
-        if rule.tenant in sw.local:
-            flows.append(rule_flow(topo.tenant(rule.tenant).vni, rule))
+    flows = [_tenant_limit(vni, x.id)
+             for x in sw.tenant_limits if x.tenant is not None
+             for vni in _local_vnis(sw, x.tenant)]
+    for rule in sw.topo.rules:
+        vnis = _local_vnis(sw, rule.tenant)
+        if vnis:
+            flows.extend(rule_flow(vni, rule) for vni in vnis)
             if rule.kbps is not None:
                 meters.append(Meter(rule.id, rule.kbps, rule.burst_kb))
     return Part(flows=flows, meters=meters)

@@ -48,19 +48,20 @@ def _drop_tagged() -> list[Flow]:
     ]
 
 
-def _classify_tagged(ofport: int, vni: int, vlan: int, meter: int | None = None,
+def _classify_tagged(ofport: int, ids: tuple[int, int], vlan: int, meter: int | None = None,
                      uplink: bool = False) -> Flow:
     """A trunk's tagged tenant: its VLAN, popped; the learned flow pushes it back."""
+    vni, domain = ids
     return flow(CLASSIFY, PRIO_CLASSIFY, {"in_port": ofport, "vlan_vid": OFPVID_PRESENT | vlan},
                 [*metered(meter), ("apply", (("pop_vlan",), *learn_local(vni, ofport, vlan))),
-                 *enter_tenant(vni, from_tunnel=False, uplink=uplink)],
+                 *enter_tenant(vni, from_tunnel=False, uplink=uplink, domain=domain)],
                 COOKIE_VLAN)
 
 
 def _contribute(sw: SwitchContext) -> Part:
     return Part(flows=[*_drop_tagged(), *(
-        _classify_tagged(m.ofport, sw.topo.tenant(m.tenant).vni, m.vlan,
-                         sw.port_meter.get(m.port), m.uplink)
+        _classify_tagged(m.ofport, sw.ids(m.tenant), m.vlan, sw.port_meter.get(m.port),
+                         m.uplink)
         for m in sw.members if m.vlan is not None)])
 
 

@@ -225,7 +225,7 @@ def test_what_weft_does_not_model_never_compares_equal():
     stats = ofpp.OFPFlowStats(
         table_id=0, priority=1, idle_timeout=0, cookie=COOKIE_ISOLATION, match=ofpp.OFPMatch(),
         instructions=[
-            ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [ofpp.OFPActionDecNwTtl()]),
+            ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [ofpp.OFPActionSetNwTtl(9)]),
             ofpp.OFPInstructionActions(ofp.OFPIT_CLEAR_ACTIONS, [])])
     f = flow_from_stats(stats)
     assert [i[0] for i in f.instructions] == ["apply", "unknown"]
@@ -298,3 +298,49 @@ def test_packet_rate_meter_goes_as_pktps_and_reads_back_equal(burst):
                        flags, meter_id)
     back = meter_from_config(ofpp.OFPMeterConfigStats.parser(head + bands, 0))
     assert back == m and back != Meter(5, 1_000, burst)
+
+
+# --- routing's actions (controller.pipeline.gateway, route, egress) ---------------------------
+ROUTING_ACTIONS = (("dec_ttl",), ("move", "eth_src", "eth_dst"), ("move", "arp_sha", "arp_tha"),
+                   ("move", "arp_spa", "arp_tpa"), ("move", "ipv4_src", "ipv4_dst"),
+                   ("set_field", "eth_src", "0a:77:66:00:03:e8"), ("set_field", "arp_op", 2),
+                   ("set_field", "arp_sha", "0a:77:66:00:03:e8"),
+                   ("set_field", "arp_spa", "10.0.0.1"), ("set_field", "ipv4_src", "10.0.0.1"),
+                   ("set_field", "icmpv4_type", 0), ("output", ofp.OFPP_IN_PORT),
+                   ("resubmit", 3), ("resubmit", 1))
+
+
+@pytest.mark.parametrize("action", ROUTING_ACTIONS, ids=lambda a: "-".join(map(str, a)))
+def test_routing_actions_read_back_equal(action):
+    match = {"metadata": (1000 << 40 | 1000, 0xFFFFFF << 40 | 0xFFFFFF), "eth_type": 0x0806,
+             "arp_op": 1, "arp_tpa": "10.0.0.1"}
+    f = flow(5, 200, match, [("apply", (action,)), ("write_metadata", 1001, 0xFFFFFF),
+                             ("goto", 7)], COOKIE_ISOLATION)
+    assert flow_from_stats(stats_echo(f)) == f
+
+
+def test_dec_ttl_goes_without_controller_ids_and_anything_else_is_not_ours():
+    (act,) = flow_mod(DP, flow(6, 1, {}, [("apply", (("dec_ttl",),))], 0), "add"
+                      ).instructions[0].actions
+    assert isinstance(act, ofpp.NXActionDecTtlCntIds) and act.cnt_ids == []
+    for other in (ofpp.OFPActionDecNwTtl(), ofpp.NXActionDecTtlCntIds(cnt_ids=[0]),
+                  ofpp.NXActionRegMove("eth_src_nxm", "eth_dst_nxm", 24),
+                  ofpp.NXActionRegMove("eth_src_nxm", "eth_dst_nxm", 16, src_ofs=8),
+                  ofpp.NXActionResubmitTable(in_port=3, table_id=1)):
+        stats = ofpp.OFPFlowStats(
+            table_id=0, priority=1, idle_timeout=0, cookie=0, match=ofpp.OFPMatch(),
+            instructions=[ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [other])])
+        assert flow_from_stats(stats).instructions[0][1][0][0] == "unknown", other
+
+
+def test_a_move_reads_back_the_same_in_oxm_or_nxm_spelling():
+    stats = ofpp.OFPFlowStats(
+        table_id=5, priority=1, idle_timeout=0, cookie=0, match=ofpp.OFPMatch(),
+        instructions=[ofpp.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [
+            ofpp.NXActionRegMove("eth_src", "eth_dst", 48),
+            ofpp.NXActionRegMove("ipv4_src_nxm", "ipv4_dst_nxm", 32)])])
+    assert flow_from_stats(stats).instructions == (
+        ("apply", (("move", "eth_src", "eth_dst"), ("move", "ipv4_src", "ipv4_dst"))),)
+    with pytest.raises(ValueError):
+        _wire(flow_mod(DP, flow(5, 1, {}, [("apply", (("move", "eth_src", "ipv4_dst"),))], 0),
+                       "add"))

@@ -22,8 +22,8 @@ from controller.model import (
     Topology,
 )
 from controller.pipeline import (
-    CLASSIFY, FLOOD, FROM_TUNNEL, L2, POLICY, QOS, TENANT_MASK, VNI_MASK, desired_state,
-    flood_group_ids,
+    CLASSIFY, FIB, FLOOD, FROM_TUNNEL, GATEWAY, L2, POLICY, QOS, ROUTED, TENANT_MASK, VNI_MASK,
+    desired_state, flood_group_ids,
 )
 from tests.fakeoftable import OFPP_IN_PORT, FakeOFTable, FakeSwitchError
 from tests.unit.topologies import MAC_POOL, UNKNOWN, Lab, labs, mesh_tunnels
@@ -175,9 +175,9 @@ LAB = Lab(TOPO, {"h1": H1_PORTS}, {"h1": H1_TUNNELS})
 def test_pipeline_skeleton_is_table_misses():
     flows = desired_state("h1", Topology(), {}, {}).flows
     misses = {f.table: f.instructions for f in flows if f.priority == 0}
-    assert (CLASSIFY, POLICY, QOS, L2, FLOOD) == (0, 1, 2, 3, 4)
+    assert (CLASSIFY, POLICY, QOS, L2, FLOOD, GATEWAY, FIB, ROUTED) == tuple(range(8))
     assert misses == {CLASSIFY: (), POLICY: (("goto", QOS),), QOS: (("goto", L2),),
-                      L2: (("goto", FLOOD),), FLOOD: ()}
+                      L2: (("goto", FLOOD),), FLOOD: (), GATEWAY: (), FIB: (), ROUTED: ()}
     assert {f.cookie for f in flows if f.priority == 0} == {COOKIE_BASE}
     # and POLICY drops anything still tagged after CLASSIFY, with or without trunks
     drops = {f.match: f.priority for f in flows if f.priority and f.cookie == COOKIE_VLAN}

@@ -11,10 +11,11 @@ the diff of the ``.txt`` like code.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from controller.model import (
-    DOCKER_LINK_PORT, TRUNK, AclRule, Binding, QosRule, RateLimit, Tenant, Topology,
+    DOCKER_LINK_PORT, TRUNK, AclRule, Binding, QosRule, RateLimit, Route, Tenant, Topology,
 )
 from controller.pipeline import desired_state
 
@@ -67,3 +68,26 @@ def test_desired_state_of_a_switch_using_every_feature_is_the_snapshot():
     if os.environ.get("WEFT_UPDATE_SNAPSHOT"):
         SNAPSHOT.write_text(got)
     assert got.splitlines() == SNAPSHOT.read_text().splitlines()
+
+
+ROUTING_SNAPSHOT = Path(__file__).parent / "snapshots" / "pipeline_routing_h1.txt"
+
+
+def render_routing() -> str:
+    """A routing switch (tests.unit.test_route_pipeline's cluster: two tenants with the
+    same addresses, a second network on a trunk, egress ports, a static default route,
+    a default-deny ACL and a tenant rate limit), one sorted line per flow/group/meter."""
+    from tests.unit.test_route_pipeline import ALLOW_HTTPS, IP, PORTS, TOPO, TUNNELS
+    topo = replace(TOPO, routes=(Route("red", "0.0.0.0/0", IP["b"]),), acls=(ALLOW_HTTPS,),
+                   acl_deny=frozenset({"red"}), limits=(RateLimit(1, "h1", 1000, tenant="red"),))
+    state = desired_state("h1", topo, PORTS["h1"], TUNNELS["h1"])
+    lines = [*sorted(repr(f) for f in state.flows), *sorted(repr(g) for g in state.groups),
+             *sorted(repr(m) for m in state.meters)]
+    return "\n".join(lines) + "\n"
+
+
+def test_desired_state_of_a_routing_switch_is_the_snapshot():
+    got = render_routing()
+    if os.environ.get("WEFT_UPDATE_SNAPSHOT"):
+        ROUTING_SNAPSHOT.write_text(got)
+    assert got.splitlines() == ROUTING_SNAPSHOT.read_text().splitlines()

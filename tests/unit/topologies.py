@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 from hypothesis import strategies as st
 
 from controller.flows import SwitchState
-from controller.model import MAX_VNI, TRUNK, Binding, QosRule, RateLimit, Tenant, Topology
+from controller.model import (
+    MAX_VNI, TRUNK, Binding, QosRule, RateLimit, Route, Tenant, Topology,
+)
 from controller.pipeline import desired_state
 from tests.fakeoftable import FakeCluster
 
@@ -191,6 +193,77 @@ def labs(draw, trunks: bool = True, qos: bool = False) -> Lab:
         bound = [b.port for b in topo.bindings_on(host)]
         live = [p for p in bound if draw(st.integers(0, 5)) > 0]       # a few not plugged in yet
         names_ = [*live, "stray", *tunnels[host].values()]
+        numbers = draw(st.permutations(range(1, len(names_) + 1)))
+        ports[host] = dict(zip(names_, numbers))
+    return Lab(topo, ports, tunnels)
+
+
+# --- routing: tenants with several networks, gateways, overlapping subnets -------------
+OUTSIDE = "8.8.8.8"                 # outside every tenant subnet and static route
+
+
+def network_subnet(j: int) -> str:
+    """Network ``j`` of any tenant: the same subnets in every tenant (they overlap)."""
+    return f"10.0.{j}.0/24"
+
+
+@st.composite
+def routing_labs(draw, max_hosts: int = 3) -> Lab:
+    """A random cluster of two tenants (``red`` id 1000, ``blue`` id 2000) with one to
+    three networks each (network j: 10.0.j.0/24 in both tenants; some without a gateway,
+    some with egress, some with a VLAN), access ports with MACs and addresses (unique per
+    network; MACs overlap across networks), a few without ``ips``, a trunk now and then,
+    static routes (192.168.j.0/24 via a bound or an unbound address with ``mac``), and
+    each tenant's gateway port ``wx-<id>`` on some hosts."""
+    hosts = tuple(f"h{i}" for i in range(1, draw(st.integers(1, max_hosts)) + 1))
+    networks: list[Tenant] = []
+    vlans = iter(range(10, 100))
+    for tenant, tid in (("red", 1000), ("blue", 2000)):
+        for j in range(draw(st.integers(1, 3))):
+            gw = draw(st.sampled_from([f"10.0.{j}.1", f"10.0.{j}.254", None]))
+            networks.append(Tenant(
+                tenant if j == 0 else f"{tenant}{j}", tid + j, vlan=next(vlans)
+                if draw(st.integers(0, 3)) == 0 else None, subnet=network_subnet(j),
+                domain=None if j == 0 else tenant, gateway=gw,
+                egress=gw is not None and draw(st.booleans())))
+    bindings: list[Binding] = []
+    used: set[tuple[str, str]] = set()
+    routes: list[Route] = []
+    for host in hosts:
+        for i in range(draw(st.integers(0, 4))):
+            tagged = [n.name for n in networks if n.vlan is not None]
+            if tagged and draw(st.integers(0, 4)) == 0:
+                bindings.append(Binding(host, f"p{i}", None, TRUNK, trunk=tuple(
+                    draw(st.lists(st.sampled_from(tagged), unique=True, min_size=1)))))
+                continue
+            n = draw(st.sampled_from(networks))
+            j = int(n.subnet.split(".")[2])                     # type: ignore[union-attr]
+            mac = draw(st.sampled_from(MAC_POOL))
+            ip = f"10.0.{j}.{draw(st.integers(10, 14))}"
+            if (n.name, mac) in used or (n.name, ip) in used:
+                continue
+            used |= {(n.name, mac), (n.name, ip)}
+            ips = (ip,) if draw(st.integers(0, 4)) else ()
+            bindings.append(Binding(host, f"p{i}", n.name, mac=mac, ips=ips))
+    for t in ("red", "blue"):
+        gws = [n for n in networks if n.tenant == t and n.gateway]
+        if gws and draw(st.booleans()):
+            n = draw(st.sampled_from(gws))
+            j = int(n.subnet.split(".")[2])                     # type: ignore[union-attr]
+            bound = [b.ips[0] for b in bindings if b.tenant == n.name and b.ips]
+            if bound and draw(st.booleans()):
+                routes.append(Route(t, f"192.168.{j}.0/24", draw(st.sampled_from(bound))))
+            else:
+                routes.append(Route(t, f"192.168.{j}.0/24", f"10.0.{j}.99",
+                                    mac="02:00:00:00:99:01"))
+    topo = Topology(tuple(networks), tuple(bindings), hosts, routes=tuple(routes))
+    ports, tunnels = {}, {}
+    for host in hosts:
+        tunnels[host] = mesh_tunnels(hosts)[host]
+        bound = [b.port for b in topo.bindings_on(host)]
+        live = [p for p in bound if draw(st.integers(0, 5)) > 0]
+        wx = [p for p in ("wx-1000", "wx-2000") if draw(st.booleans())]
+        names_ = [*live, *wx, "stray", *tunnels[host].values()]
         numbers = draw(st.permutations(range(1, len(names_) + 1)))
         ports[host] = dict(zip(names_, numbers))
     return Lab(topo, ports, tunnels)
