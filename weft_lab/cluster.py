@@ -165,7 +165,10 @@ def setup_tenants(topo: Topology) -> None:
     """The topology's tenants, then their further networks (POST /v1/networks)."""
     with api(topo.name) as c:
         for t in topo.tenants:
-            body = {"name": t.name, "vlan": t.vlan, "subnet": t.subnet}
+            # a tenant's own subnet stays flat (no gateway), as lab topologies made
+            # before networks expect (devices on the first address); routed segments are
+            # its `networks:`
+            body = {"name": t.name, "vlan": t.vlan, "subnet": t.subnet, "gateway": None}
             r = c.post("/v1/tenants", json=body)
             if r.status_code not in (201, 409):
                 raise LabError(f"creating tenant {t.name}: {r.status_code} {r.text}")

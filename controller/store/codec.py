@@ -6,11 +6,10 @@ checks it (errors name the document's field).
 from __future__ import annotations
 
 import json
-from typing import Any
 from dataclasses import replace as replace_
 
-from controller.model import (ACCESS, DEFAULT_TENANT, MAX_ACL_ZONE_VNI, AclRule, QosRule,
-                              RateLimit, Route, Tenant, check_name, first_host, user_tenant)
+from controller.model import (ACCESS, DEFAULT_TENANT, AclRule, QosRule,
+                              RateLimit, Route, Tenant, check_name, user_tenant)
 from controller.opflows import OperatorFlow
 from controller.store.errors import Conflict, Invalid, model_values
 from controller.store.rules import valid_binding
@@ -73,26 +72,12 @@ def binding_of(d: dict) -> StoredBinding:
     return StoredBinding(b, source)
 
 
-def upgraded_gateway(name: Any, vni: Any, subnet: Any) -> str | None:
-    """The gateway of a tenant made before networks existed (schema 7, export version 1),
-    as the upgrade gives it: the subnet's first address (the Docker plugin has always
-    reserved it); none for the built-in default, without a routable IPv4 subnet, or
-    when the VNI (the tenant id) is past a conntrack zone, which a gateway needs."""
-    try:
-        if name == DEFAULT_TENANT.name or vni > MAX_ACL_ZONE_VNI:
-            return None
-        return first_host(subnet or None)
-    except (TypeError, ValueError):     # a value the model refuses anyway
-        return None
-
-
 def tenant_of(d: dict) -> Tenant:
     """A tenant or network document.  One written before schema 8 (etcd) or in export
-    version 1 has no ``gateway`` key: it gets the upgrade's (``upgraded_gateway``), egress
+    version 1 has no ``gateway`` key: no gateway, egress
     off, as SQLite's upgrade gives its rows; a ``"gateway": null`` is no gateway."""
     with model_values("name"):
-        gateway = d["gateway"] if "gateway" in d else \
-            upgraded_gateway(d.get("name"), d.get("vni"), d.get("subnet"))
+        gateway = d.get("gateway")
         t = user_tenant(d["name"], d["vni"], d.get("vlan"), d.get("subnet"),
                         d.get("description") or "", d.get("domain"), gateway,
                         d.get("egress", False))

@@ -15,7 +15,6 @@ from controller.model import (ACCESS, ACL_ACTIONS, ACL_DEFAULTS, ACL_DIRECTIONS,
                               DEFAULT_TENANT, MAX_ACL_ID, MAX_ACL_PRIORITY, MAX_METER_ID,
                               MAX_TENANT_NAME, MAX_VNI, TRUNK, VLAN_MAX, VLAN_MIN)
 from controller.opflows import MAX_OPERATOR_FLOW_ID, MAX_PRIORITY, MAX_TABLE_ID
-from controller.store.codec import upgraded_gateway
 from controller.store.errors import StoreFileError
 from controller.store.tx import BINDING_SOURCES, new_epoch
 
@@ -39,8 +38,8 @@ SCHEMA_VERSION = 8          # PRAGMA user_version; 0 is the first, unversioned s
 # 7: link_endpoints (docker0 containers the agents report), a new table created by SCHEMA
 # 8: networks inside a tenant (docs/routing.md section 0): tenants gains domain (NULL: a
 #    tenant and its default network; else a further network of tenant `domain`), gateway
-#    and egress, added by _upgrade_to_v8 (existing rows: gateway = the subnet's first
-#    address, egress off, today's meaning); routes, a new table created by SCHEMA
+#    and egress, added by _upgrade_to_v8 (existing rows: no gateway, egress off: today's
+#    meaning); routes, a new table created by SCHEMA
 
 # a trunk (comma-separated names) lists only tenants that exist: one check, two triggers
 _TRUNK_TENANTS_EXIST = """\
@@ -332,16 +331,11 @@ def _add_columns(db: sqlite3.Connection, table: str,
 
 def _upgrade_to_v8(db: sqlite3.Connection) -> None:
     """Schema 8: tenants gain domain, gateway and egress; every existing row is a tenant
-    (its own default network) with its subnet's first address as gateway and egress
-    off, so nothing it reaches changes until an operator turns egress on."""
+    (its own default network) without a gateway: a device of it may hold the subnet's
+    first address (a trunk's router often does), so nothing it reaches changes until an
+    operator gives it one (`weftctl network set NAME --gateway IP`)."""
     with _upgrade(db, 8):
         _new_columns(db, "tenants", _TENANTS_V8_COLUMNS)
-        rows = db.execute("SELECT name, vni, subnet FROM tenants WHERE gateway IS NULL "
-                          "AND domain IS NULL").fetchall()
-        for name, vni, subnet in rows:
-            gateway = upgraded_gateway(name, vni, subnet)
-            if gateway is not None:
-                db.execute("UPDATE tenants SET gateway = ? WHERE name = ?", (gateway, name))
 
 
 def _statements(script: str) -> list[str]:
