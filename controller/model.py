@@ -798,6 +798,13 @@ class Topology:
             if n.gateway is not None and by_name[n.tenant].vni > MAX_ACL_ZONE_VNI:
                 raise ValueError(f"network {n.name!r}: a gateway needs its tenant's VNI <= "
                                  f"{MAX_ACL_ZONE_VNI} (the tenant id, a conntrack zone)")
+        gateways = {n.name: n.gateway for n in self.all_tenants if n.gateway}
+        for b in self.bindings:
+            gw = gateways.get(b.tenant) if b.tenant is not None else None
+            if gw is not None and gw in b.ips:
+                raise ValueError(f"binding {b.host}/{b.port}: {gw} is the gateway of network "
+                                 f"{b.tenant!r} (give the port another address, or the "
+                                 "network another gateway)")
         seen = set()
         for r in self.routes:
             if not isinstance(r, Route):

@@ -3,7 +3,8 @@ the field, before any store sees it; the store only translates (one translator).
 import pytest
 
 from controller.model import (MAX_METER_ID, MAX_VNI, VLAN_MAX, VNI_MIN, Binding, ModelError,
-                              PortOwned, RateLimit, Tenant, check_bindable_port, user_tenant)
+                              PortOwned, RateLimit, Tenant, Topology, check_bindable_port,
+                              user_tenant)
 from controller.opflows import MAX_TABLE_ID, OperatorFlow
 from controller.store.errors import Conflict, Invalid, model_values
 
@@ -52,3 +53,10 @@ def test_the_one_translator():
     with pytest.raises(Invalid) as w, model_values("ips"):
         raise TypeError("not iterable")
     assert w.value.field == "ips"
+
+
+def test_a_port_is_never_bound_with_its_network_s_gateway_address():
+    net = Tenant("red", 1000, subnet="10.1.0.0/24", gateway="10.1.0.1")
+    with pytest.raises(ValueError, match="is the gateway of network 'red'"):
+        Topology((net,), (Binding("h1", "p1", "red", mac="02:00:00:00:00:01", ips=("10.1.0.1",)),))
+    Topology((net,), (Binding("h1", "p1", "red", mac="02:00:00:00:00:01", ips=("10.1.0.2",)),))

@@ -116,9 +116,9 @@ def _old_file(path, version: int = 7) -> None:
     db.close()
 
 
-# What the upgrade gives each tenant: gateway = its subnet's first address (none for
-# default, without a subnet, IPv6, /31, or a VNI past 65535), egress off.
-UPGRADED = {"default": (None, False), "red": ("10.1.0.1", False), "blue": (None, False),
+# What the upgrade gives each tenant: no gateway, egress off (today's meaning: a device
+# may hold the first address), whatever its subnet.
+UPGRADED = {"default": (None, False), "red": (None, False), "blue": (None, False),
             "big": (None, False), "six": (None, False), "tiny": (None, False)}
 
 
@@ -144,6 +144,7 @@ def test_a_schema_7_file_is_upgraded_in_place_keeping_today_s_meaning(tmp_path, 
     Core(s, parse(HOSTS)).topology()                               # a valid model
     # the upgraded store takes networks and routes; a second open changes nothing
     s.create_network("red-db", "red", subnet="10.1.2.0/24")
+    s.update_tenant("red", gateway="10.1.0.1")           # the operator turns routing on
     s.add_route("red", "10.9.0.0/16", "10.1.0.5")
     s.close()
     again = Store(db)
@@ -171,7 +172,7 @@ def test_the_first_schema_gets_every_step_in_order(tmp_path):
     c.close()
     s = Store(db)
     assert s._db.execute("PRAGMA user_version").fetchone()[0] == 8
-    assert s.tenant("red").gateway == "10.1.0.1" and s.tenant("red").egress is False
+    assert s.tenant("red").gateway is None and s.tenant("red").egress is False
 
 
 def _put_raw(store: EtcdStore, key: str, value: str) -> None:
@@ -208,7 +209,7 @@ def test_an_etcd_prefix_with_schema_7_documents_reads_as_the_sqlite_upgrade(etcd
             f"{prefix}tenants/blue".encode()).decode()})["kvs"][0]["value"]
         assert "gateway" not in base64.b64decode(raw).decode()
         s.create_network("red-db", "red", subnet="10.1.2.0/24")
-        s.update_tenant("red", egress=True)
+        s.update_tenant("red", gateway="10.1.0.1", egress=True)
         s.add_route("red", "0.0.0.0/0", "10.1.0.5")
         other = EtcdStore(etcd_server.endpoints(), prefix)    # a second controller
         assert _gateways(other)["red"] == ("10.1.0.1", True)
@@ -228,7 +229,7 @@ def test_an_export_of_version_1_imports_as_the_upgrade(make_store):
     s = make_store()
     assert s.import_model(v1)["tenants"] == 2
     assert _gateways(s) == {"default": (None, False), "big": (None, False),
-                            "red": ("10.1.0.1", False)}
+                            "red": (None, False)}
     assert s.export()["version"] == 2
     with pytest.raises(Invalid) as e:                 # version 1 had no routes
         make_store("other").import_model({**v1, "routes": []})
