@@ -33,6 +33,7 @@ import subprocess
 from urllib.parse import urlsplit
 
 from cluster.hostsfile import Cluster
+from ovs_agent.desired import UNDERLAY_BRIDGE
 
 LOG = logging.getLogger("ovs-agent")
 TABLE = "weft"
@@ -83,12 +84,15 @@ def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = CONTAINER_IFAC
                                     for p in (*SERVICE_PORTS, *api_named)},
                        key=lambda x: (ipaddress.IPv4Address(x[0]), x[1]))
     services = ", ".join(f"{ip} . {p}" for ip, p in protected)
+    # br-* names Docker's user-defined bridges, and also weft's own underlay bridge
+    # br-phy, which carries the host's address: never a container's way in
     ifaces = ", ".join(f'"{i}"' for i in container_ifaces)
+    containers = f'iifname {{ {ifaces} }} iifname != "{UNDERLAY_BRIDGE}"'
     deny = [f"ip daddr {{ {underlay} }} udp dport {VXLAN_PORT} drop",
             f"ip daddr {{ {underlay} }} ip protocol gre drop",
             f"ip daddr {{ {underlay} }} tcp dport {{ {ovsdb} }} drop",
             *(f"ip daddr {ip} tcp dport {port} drop" for ip, port in controllers),
-            f"iifname {{ {ifaces} }} ip daddr . tcp dport {{ {services} }} drop"]
+            f"{containers} ip daddr . tcp dport {{ {services} }} drop"]
     api_ports = {p for _, p in api_pairs} | api_named
     local_ports = sorted({p for _, p in controllers} | set(SERVICE_PORTS) | api_ports)
     return "\n".join([
@@ -100,9 +104,9 @@ def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = CONTAINER_IFAC
         "  }",
         "  chain input {",
         "    type filter hook input priority filter - 10; policy accept;",
-        f"    iifname {{ {ifaces} }} udp dport {VXLAN_PORT} drop",
-        f"    iifname {{ {ifaces} }} ip protocol gre drop",
-        f"    iifname {{ {ifaces} }} tcp dport {{ {ovsdb}"
+        f"    {containers} udp dport {VXLAN_PORT} drop",
+        f"    {containers} ip protocol gre drop",
+        f"    {containers} tcp dport {{ {ovsdb}"
         + "".join(f", {p}" for p in local_ports if p not in OVSDB_PORTS) + " } drop",
         *([f'    iifname "{GATEWAY_IFACES}" ct state established,related accept',
            f'    iifname "{GATEWAY_IFACES}" drop'] if GATEWAY_IFACES in container_ifaces else []),
