@@ -51,6 +51,7 @@ __all__ = [
     "MAX_ACL_ZONE_VNI", "MAX_ACL_ID", "VNI_MIN", "VLAN_MIN", "VLAN_MAX", "MAX_SUBNET_LEN",
     "PortOwned", "user_tenant", "Route", "first_host", "gateway_mac", "next_hop_mac",
     "gateway_port_mac", "gateway_port", "RESERVED_MAC_PREFIXES", "GATEWAY_PORT_PREFIX",
+    "DEFAULT_CONNTRACK_LIMIT", "MAX_CONNTRACK_LIMIT",
 ]
 
 ACCESS = "access"
@@ -146,6 +147,10 @@ def check_bindable_port(host: Any, port: Any) -> None:
                                  "the bridge itself): not bindable")
 
 
+DEFAULT_CONNTRACK_LIMIT = 65536     # connections per tenant per host (NAT, ACL conntrack)
+MAX_CONNTRACK_LIMIT = 10_000_000
+
+
 @dataclass(frozen=True)
 class Tenant:
     """An isolated L2 segment spanning hosts; the VNI is its identity on the wire.
@@ -166,6 +171,9 @@ class Tenant:
     domain: str | None = None        # the tenant this network belongs to; None: a tenant
     gateway: str | None = None       # IPv4 address in ``subnet`` routed for its ports
     egress: bool = False             # reach outside the cluster, NATed by the host
+    # a tenant's connections through its hosts' NAT and conntrack, per host (a network
+    # row keeps the default: the tenant's counts)
+    conntrack_limit: int = 65536
 
     def __post_init__(self) -> None:
         check_name(self.name, "name", TENANT_NAME_PATTERN, "tenant name")
@@ -183,6 +191,10 @@ class Tenant:
             raise ModelError("egress", f"egress must be true or false, not {self.egress!r}")
         if self.egress and self.gateway is None:
             raise ModelError("egress", f"network {self.name!r}: egress needs a gateway")
+        _int_in(self.conntrack_limit, 1, MAX_CONNTRACK_LIMIT, "conntrack_limit")
+        if self.domain is not None and self.conntrack_limit != DEFAULT_CONNTRACK_LIMIT:
+            raise ModelError("conntrack_limit", f"network {self.name!r}: conntrack_limit is "
+                                                f"its tenant's ({self.domain!r})")
 
     @property
     def tenant(self) -> str:
@@ -298,11 +310,12 @@ def _subnet(subnet: Any) -> str | None:
 
 def user_tenant(name: Any, vni: Any, vlan: Any = None, subnet: Any = None,
                 description: Any = "", domain: Any = None, gateway: Any = None,
-                egress: Any = False) -> Tenant:
+                egress: Any = False, conntrack_limit: Any = DEFAULT_CONNTRACK_LIMIT) -> Tenant:
     """A tenant or network a user asks for (REST, an import): its VNI is at least
     VNI_MIN, so the built-in default and any VNI below stay out of users' reach."""
     _int_in(vni, VNI_MIN, MAX_VNI, "vni")
-    return Tenant(name, vni, vlan, subnet, description, domain, gateway, egress)
+    return Tenant(name, vni, vlan, subnet, description, domain, gateway, egress,
+                  conntrack_limit)
 
 
 DEFAULT_TENANT = Tenant(

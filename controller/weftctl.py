@@ -1,8 +1,9 @@
 """`weftctl`: the REST API from a shell.  Tables for people, --json for scripts.
 
     weftctl tenant create NAME [--vlan N] [--subnet CIDR] [--vni N] [--description TEXT]
-                 [--gateway IP|none] [--egress on|off]
+                 [--gateway IP|none] [--egress on|off] [--conntrack-limit N]
     weftctl tenant list | show NAME | delete NAME [--force]
+    weftctl tenant set NAME --conntrack-limit N
     weftctl network create NAME --tenant T [--subnet CIDR] [--gateway IP|none]
                  [--egress on|off] [--vni N] [--vlan N] [--description TEXT]
     weftctl network list [--tenant T] | show NAME | delete NAME [--force]
@@ -98,6 +99,11 @@ def _tenant_args(sub: Any) -> None:
     tc.add_argument("--subnet")
     tc.add_argument("--description", default="")
     _gateway_args(tc)
+    tc.add_argument("--conntrack-limit", type=int,
+                    help="connections per host through NAT and conntrack (default 65536)")
+    ts = t.add_parser("set", help="tenant-wide settings (a network's: network set)")
+    ts.add_argument("name")
+    ts.add_argument("--conntrack-limit", type=int, required=True)
     t.add_parser("list")
     t.add_parser("show").add_argument("name")
     td = t.add_parser("delete")
@@ -291,9 +297,15 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
         if args.verb == "create":
             new = {k: v for k, v in {"name": args.name, "vlan": args.vlan, "vni": args.vni,
                                       "subnet": args.subnet,
-                                      "description": args.description}.items() if v is not None}
+                                      "description": args.description,
+                                      "conntrack_limit": args.conntrack_limit}.items()
+                   if v is not None}
             res = ok(c.post("/v1/tenants", json={**new, **_gateway_body(args)}))
             return res, f"tenant {res['name']} created (vni {res['vni']}{_gw_text(res)})"
+        if args.verb == "set":
+            res = ok(c.patch(f"/v1/tenants/{seg(args.name)}",
+                             json={"conntrack_limit": args.conntrack_limit}))
+            return res, f"tenant {res['name']}: conntrack limit {res['conntrack_limit']}"
         if args.verb == "list":
             res = ok(c.get("/v1/tenants"))
             rows = [{**r, "egress": _on(r.get("egress")),
@@ -303,7 +315,8 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
         if args.verb == "show":
             res = ok(c.get(f"/v1/tenants/{seg(args.name)}"))
             head = "\n".join(f"{k}: {res.get(k)}" for k in ("name", "vni", "vlan", "subnet",
-                                                             "gateway", "description"))
+                                                             "gateway", "conntrack_limit",
+                                                             "description"))
             head += f"\negress: {_on(res.get('egress'))}\nnetworks: " + \
                 (", ".join(res.get("networks", [])) or "(none)")
             return res, head + "\nports:\n" + table(res["ports"], ["host", "port", "mac", "source"])

@@ -23,9 +23,6 @@ from controller.store.codec import route_doc, tenant_doc
 
 router = APIRouter()
 
-# Connections one tenant may hold in a host's conntrack (docs/routing.md section 3); one
-# constant for every tenant until tenants get a conntrack_limit of their own.
-CONNTRACK_LIMIT = 65536
 
 
 def network_json(n: Tenant) -> dict[str, Any]:
@@ -129,7 +126,7 @@ def gateways_of(topo: Topology, host: str) -> list[dict[str, Any]]:
                     "mac": gateway_port_mac(t.vni), "next_hop_mac": next_hop_mac(t.vni),
                     "subnets": [n.subnet for n in nets],
                     "egress_subnets": [n.subnet for n in nets if n.egress],
-                    "conntrack_limit": CONNTRACK_LIMIT})
+                    "conntrack_limit": t.conntrack_limit})
     return out
 
 

@@ -15,7 +15,8 @@ from controller.model import (HOST_NAME_PATTERN, MAC_PATTERN, MAX_ACL_PRIORITY, 
                               MAX_BURST_PKTS, MAX_DESCRIPTION, MAX_DSCP, MAX_ICMP_TYPE,
                               MAX_IP_PROTO, MAX_KBPS, MAX_L4_PORT, MAX_PPS, MAX_QOS_PRIORITY,
                               MAX_QUEUE, MAX_SUBNET_LEN, MAX_TENANT_NAME, MAX_VNI,
-                              PORT_NAME_PATTERN, TENANT_NAME_PATTERN, VLAN_MAX, VLAN_MIN, VNI_MIN)
+                              PORT_NAME_PATTERN, TENANT_NAME_PATTERN, VLAN_MAX, VLAN_MIN, VNI_MIN,
+                              DEFAULT_CONNTRACK_LIMIT, MAX_CONNTRACK_LIMIT)
 from controller.store import Invalid
 
 # Published anchored: JSON Schema and pydantic's regex engine have no trailing-newline
@@ -42,6 +43,9 @@ GATEWAY_DOC = ("IPv4 host address of the subnet routed for the network's ports (
                "on every host); omitted: the subnet's first address (none without an IPv4 "
                "subnet of /30 or shorter, or when the tenant's VNI is past 65535); null: no "
                "gateway")
+CONNTRACK_DOC = ("connections the tenant may hold through each host's NAT and conntrack "
+                 "(egress, published ports, ACL state); new ones past it are dropped, so "
+                 "one tenant cannot fill a host's table for the others")
 EGRESS_DOC = ("reach addresses outside the cluster, source-NATed to the host's address; "
               "omitted: on when there is a gateway")
 
@@ -61,9 +65,11 @@ class TenantIn(_In):
     description: str = Field("", max_length=MAX_DESCRIPTION)
     gateway: str | None = _gateway_field("its default network's gateway: " + GATEWAY_DOC)
     egress: bool | None = Field(None, description=EGRESS_DOC)
+    conntrack_limit: int = Field(DEFAULT_CONNTRACK_LIMIT, ge=1, le=MAX_CONNTRACK_LIMIT,
+                                 description=CONNTRACK_DOC)
 
 
-class TenantPatch(_In):
+class NetworkPatch(_In):
     vlan: int | None = Field(None, ge=VLAN_MIN, le=VLAN_MAX, description="null: no VLAN")
     subnet: str | None = Field(None, max_length=MAX_SUBNET_LEN,
                                description="IPv4 or IPv6 network, CIDR; a new subnet moves "
@@ -71,6 +77,11 @@ class TenantPatch(_In):
     description: str = Field("", max_length=MAX_DESCRIPTION)
     gateway: str | None = _gateway_field("IPv4 host address of the subnet; null: none")
     egress: bool | None = Field(None, description="on needs a gateway")
+
+
+class TenantPatch(NetworkPatch):
+    conntrack_limit: int = Field(DEFAULT_CONNTRACK_LIMIT, ge=1, le=MAX_CONNTRACK_LIMIT,
+                                 description=CONNTRACK_DOC)
 
 
 class NetworkIn(_In):
@@ -86,10 +97,6 @@ class NetworkIn(_In):
     gateway: str | None = _gateway_field()
     egress: bool | None = Field(None, description=EGRESS_DOC)
     description: str = Field("", max_length=MAX_DESCRIPTION)
-
-
-class NetworkPatch(TenantPatch):
-    pass
 
 
 class RouteIn(_In):

@@ -47,7 +47,7 @@ def create_tenant(body: TenantIn, core: CoreDep) -> dict:
     given = body.model_fields_set
     t = core.store.create_tenant(body.name, body.vni, body.vlan, body.subnet, body.description,
                                  gateway=body.gateway if "gateway" in given else AUTO,
-                                 egress=body.egress)
+                                 egress=body.egress, conntrack_limit=body.conntrack_limit)
     core.on_change()
     return _with_rows(core, t)
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from dataclasses import replace as replace_
 from typing import Any, Callable, Final, TypeVar
 
-from controller.model import (ACCESS, ACL_DEFAULTS, DEFAULT_TENANT, DOCKER_LINK_PORT, MAX_ACL_ID,
+from controller.model import (ACCESS, ACL_DEFAULTS, DEFAULT_CONNTRACK_LIMIT, DEFAULT_TENANT,
+                              DOCKER_LINK_PORT, MAX_ACL_ID,
                               MAX_METER_ID, TRUNK, VNI_MIN, AclRule, Binding, LinkEndpoint,
                               ModelError, QosRule, RateLimit, Route, Tenant, check_host,
                               check_name, user_tenant)
@@ -40,7 +41,8 @@ class _Auto:
 
 AUTO: Final = _Auto()
 Gateway = str | None | _Auto        # an IPv4 address, None (no gateway), or AUTO
-_ROW_FIELDS = ("vlan", "subnet", "description", "gateway", "egress")   # what PATCH changes
+_ROW_FIELDS = ("vlan", "subnet", "description", "gateway", "egress",   # what PATCH changes
+               "conntrack_limit")
 
 
 def _changed_row(cur: Tenant, changes: dict[str, Any], tenant_id: int) -> Tenant:
@@ -65,7 +67,9 @@ def _changed_row(cur: Tenant, changes: dict[str, Any], tenant_id: int) -> Tenant
         gateway = gateway or rules.default_gateway(probe.subnet, tenant_id)
     egress = changes["egress"] if "egress" in changes else cur.egress and gateway is not None
     with model_values("gateway"):
-        return replace_(probe, gateway=gateway, egress=egress)
+        out = replace_(probe, gateway=gateway, egress=egress)
+    with model_values("conntrack_limit"):
+        return replace_(out, conntrack_limit=changes.get("conntrack_limit", cur.conntrack_limit))
 
 
 def _carries(b: Binding, segment: str) -> int:
@@ -245,11 +249,13 @@ class StoreBase(ABC):
     # -- tenant writes ----------------------------------------------------------
     def create_tenant(self, name: str, vni: int | None = None, vlan: int | None = None,
                       subnet: str | None = None, description: str = "",
-                      gateway: Gateway = AUTO, egress: bool | None = None) -> Tenant:
+                      gateway: Gateway = AUTO, egress: bool | None = None,
+                      conntrack_limit: int = DEFAULT_CONNTRACK_LIMIT) -> Tenant:
         """A tenant and its default network (same name and VNI).  ``gateway``: AUTO (the
         subnet's first address, ``rules.default_gateway``), None or an address;
         ``egress`` None: on when there is a gateway."""
-        return self._create_row(name, None, vni, vlan, subnet, description, gateway, egress)
+        return self._create_row(name, None, vni, vlan, subnet, description, gateway, egress,
+                                conntrack_limit)
 
     def create_network(self, name: str, tenant: str, vni: int | None = None,
                        vlan: int | None = None, subnet: str | None = None,
@@ -263,13 +269,15 @@ class StoreBase(ABC):
 
     def _create_row(self, name: str, domain: str | None, vni: int | None, vlan: int | None,
                     subnet: str | None, description: str, gateway: Gateway,
-                    egress: bool | None) -> Tenant:
+                    egress: bool | None,
+                    conntrack_limit: int = DEFAULT_CONNTRACK_LIMIT) -> Tenant:
         what = "tenant" if domain is None else "network"
         auto = isinstance(gateway, _Auto)
         with model_values("name"):      # the values first: a bad request waits for nothing
             asked = user_tenant(name, VNI_MIN if vni is None else vni, vlan, subnet,
                                 description or "", domain, None if auto else gateway,
-                                False if auto or egress is None else egress)
+                                False if auto or egress is None else egress,
+                                conntrack_limit)
 
         def create(tx: ModelTx) -> Tenant:
             if tx.tenant(name) is not None or name == DEFAULT_TENANT.name:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace as replace_
 
-from controller.model import (ACCESS, DEFAULT_TENANT, AclRule, QosRule,
+from controller.model import (ACCESS, DEFAULT_CONNTRACK_LIMIT, DEFAULT_TENANT, AclRule, QosRule,
                               RateLimit, Route, Tenant, check_name, user_tenant)
 from controller.opflows import OperatorFlow
 from controller.store.errors import Conflict, Invalid, model_values
@@ -22,7 +22,7 @@ def tenant_doc(t: Tenant) -> dict:
     None, None, false (``tenant_of``)."""
     return {"name": t.name, "vni": t.vni, "vlan": t.vlan, "subnet": t.subnet,
             "description": t.description, "domain": t.domain, "gateway": t.gateway,
-            "egress": t.egress}
+            "egress": t.egress, "conntrack_limit": t.conntrack_limit}
 
 
 def route_doc(r: Route) -> dict:
@@ -80,7 +80,8 @@ def tenant_of(d: dict) -> Tenant:
         gateway = d.get("gateway")
         t = user_tenant(d["name"], d["vni"], d.get("vlan"), d.get("subnet"),
                         d.get("description") or "", d.get("domain"), gateway,
-                        d.get("egress", False))
+                        d.get("egress", False),
+                        d.get("conntrack_limit", DEFAULT_CONNTRACK_LIMIT))
     if t.name == DEFAULT_TENANT.name:
         raise Conflict("name", "the default tenant is built in")
     return t

@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS tenants (
     description TEXT NOT NULL DEFAULT '',
     domain TEXT REFERENCES tenants(name),      -- schema 8: NULL, or the network's tenant
     gateway TEXT,                              -- schema 8: IPv4 address in subnet
-    egress INTEGER NOT NULL DEFAULT 0 CHECK (egress IN (0, 1))   -- schema 8
+    egress INTEGER NOT NULL DEFAULT 0 CHECK (egress IN (0, 1)),  -- schema 8
+    conntrack_limit INTEGER NOT NULL DEFAULT 65536 CHECK (conntrack_limit > 0)  -- schema 8
 );
 INSERT OR IGNORE INTO tenants (name, vni) VALUES ('{DEFAULT_TENANT.name}', {DEFAULT_TENANT.vni});
 CREATE TABLE IF NOT EXISTS bindings (
@@ -308,7 +309,9 @@ def _migrate_from_v0(db: sqlite3.Connection) -> None:
 
 _QOS_V5_COLUMNS = (("pps", "INTEGER"), ("burst_pkts", "INTEGER NOT NULL DEFAULT 0"))
 _TENANTS_V8_COLUMNS = (("domain", "TEXT REFERENCES tenants(name)"), ("gateway", "TEXT"),
-                       ("egress", "INTEGER NOT NULL DEFAULT 0 CHECK (egress IN (0, 1))"))
+                       ("egress", "INTEGER NOT NULL DEFAULT 0 CHECK (egress IN (0, 1))"),
+                       ("conntrack_limit",
+                        "INTEGER NOT NULL DEFAULT 65536 CHECK (conntrack_limit > 0)"))
 
 
 def _new_columns(db: sqlite3.Connection, table: str,

@@ -47,12 +47,13 @@ class SqliteTx(ModelTx):
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 
-    _TENANTS = "SELECT name, vni, vlan, subnet, description, domain, gateway, egress FROM tenants"
+    _TENANTS = ("SELECT name, vni, vlan, subnet, description, domain, gateway, egress, "
+                "conntrack_limit FROM tenants")
 
     @staticmethod
     def _tenant(row: tuple) -> Tenant:
-        name, vni, vlan, subnet, description, domain, gateway, egress = row
-        return Tenant(name, vni, vlan, subnet, description, domain, gateway, bool(egress))
+        name, vni, vlan, subnet, description, domain, gateway, egress, limit = row
+        return Tenant(name, vni, vlan, subnet, description, domain, gateway, bool(egress), limit)
 
     def tenants(self) -> list[Tenant]:
         rows = self._db.execute(self._TENANTS + " WHERE name != ? ORDER BY name",
@@ -157,13 +158,14 @@ class SqliteTx(ModelTx):
     # -- mutations ----------------------------------------------------------------
     def put_tenant(self, t: Tenant) -> None:
         self._db.execute("INSERT INTO tenants (name, vni, vlan, subnet, description, domain, "
-                         "gateway, egress) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) "
+                         "gateway, egress, conntrack_limit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                         "ON CONFLICT (name) "
                          "DO UPDATE SET vni = excluded.vni, vlan = excluded.vlan, "
                          "subnet = excluded.subnet, description = excluded.description, "
                          "domain = excluded.domain, gateway = excluded.gateway, "
-                         "egress = excluded.egress",
+                         "egress = excluded.egress, conntrack_limit = excluded.conntrack_limit",
                          (t.name, t.vni, t.vlan, t.subnet, t.description, t.domain, t.gateway,
-                          int(t.egress)))
+                          int(t.egress), t.conntrack_limit))
 
     def put_route(self, r: Route) -> None:
         self._db.execute("INSERT OR REPLACE INTO routes (tenant, prefix, via, mac) "

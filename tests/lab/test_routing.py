@@ -517,3 +517,49 @@ def test_host_services_unreachable_through_the_gateway(lab):
     finally:
         listeners.kill()
         listeners.wait()
+
+
+_UDP_FLOWS = """
+import socket, sys
+ip, n = sys.argv[1], int(sys.argv[2])
+held, ok = [], 0
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(0.3)
+    s.sendto(b"flow%d" % i, (ip, 5201))
+    try:
+        ok += s.recv(64) == b"flow%d" % i
+    except OSError:
+        pass
+    held.append(s)
+print(ok)
+"""
+
+
+def _udp_flows(lab, node: str, n: int) -> int:
+    """New UDP flows (a socket each, so a conntrack entry each) from `node` to ext's
+    echo: how many got their echo."""
+    return int(node_run(lab.name, node, ["python3", "-c", _UDP_FLOWS, EXT, str(n)],
+                        timeout=n + 30).stdout.strip())
+
+
+@vxlan_only
+def test_conntrack_flood_stays_in_its_tenant(lab):
+    """red (conntrack_limit 40 on each host) opens new flows to the outside without end:
+    past its quota the new ones are dropped on its host, while blue, on the same host and
+    with the same addresses, keeps opening its own."""
+    host1 = N.ns_name(lab.name, "host1")
+    with C.api(lab.name) as api:
+        assert api.patch("/v1/tenants/red", json={"conntrack_limit": 40}).status_code == 200
+        try:
+            wait_for(lambda: "ct count over 40" in subprocess.run(
+                ["ip", "netns", "exec", host1, "nft", "list", "table", "ip", "weft-nat"],
+                capture_output=True, text=True).stdout, 30, "the agent to apply the limit")
+            red = _udp_flows(lab, "red-web1", 120)
+            blue = _udp_flows(lab, "blue-web1", 30)
+            print(f"\nconntrack flood: red got {red} of 120 new flows (limit 40), "
+                  f"blue {blue} of 30")
+            assert red <= 40, red
+            assert blue == 30, blue
+        finally:
+            api.patch("/v1/tenants/red", json={"conntrack_limit": 65536})

@@ -10,7 +10,7 @@ import controller.weftctl as weftctl
 from cluster.hostsfile import parse
 from controller.core import Core
 from controller.rest.app import create_app
-from controller.rest.networks import CONNTRACK_LIMIT
+from controller.model import DEFAULT_CONNTRACK_LIMIT as CONNTRACK_LIMIT
 
 HOSTS = """
 controller: {openflow: ["tcp:127.0.0.1:6653"]}
@@ -251,6 +251,27 @@ def test_the_agents_gateway_list(api, core):
     assert _ok(api.get("/v1/hosts/h3/gateways")) == {"gateways": []}   # nothing bound there
 
 
+def test_a_tenant_s_conntrack_limit_reaches_its_hosts(api, core):
+    """conntrack_limit is the tenant's (create, PATCH, the agents' list); bad values and a
+    network's own are refused with nothing changed."""
+    _red(api)
+    _ok(api.post("/v1/ports", json={"host": "h1", "port": "p1", "network": "red-db"}), 201)
+    assert _ok(api.get("/v1/tenants/red"))["conntrack_limit"] == CONNTRACK_LIMIT
+    _ok(api.patch("/v1/tenants/red", json={"conntrack_limit": 50}))
+    (gw,) = _ok(api.get("/v1/hosts/h1/gateways"))["gateways"]
+    assert gw["conntrack_limit"] == 50
+    blue = _ok(api.post("/v1/tenants", json={"name": "blue", "subnet": "10.9.0.0/24",
+                                             "conntrack_limit": 7}), 201)
+    assert blue["conntrack_limit"] == 7
+    before = _ok(api.get("/v1/export"))
+    for path, body in (("/v1/tenants/red", {"conntrack_limit": 0}),
+                       ("/v1/tenants/red", {"conntrack_limit": 10_000_001}),
+                       ("/v1/networks/red-db", {"conntrack_limit": 5})):
+        r = api.patch(path, json=body)
+        assert r.status_code == 422 and r.json()["field"] == "conntrack_limit", r.text
+    assert _ok(api.get("/v1/export")) == before
+
+
 @pytest.fixture
 def ctl(api, monkeypatch):
     monkeypatch.setattr(weftctl, "client", lambda *_: api)
@@ -260,8 +281,13 @@ def ctl(api, monkeypatch):
 def test_weftctl_networks_and_routes(api, ctl, capsys):
     assert ctl(["tenant", "create", "red", "--subnet", "10.10.1.0/24", "--egress", "off"]) == 0
     assert "gateway 10.10.1.1, egress off" in capsys.readouterr().out
-    assert ctl(["tenant", "create", "blue", "--subnet", "10.10.1.0/24", "--gateway", "none"]) == 0
+    assert ctl(["tenant", "create", "blue", "--subnet", "10.10.1.0/24", "--gateway", "none",
+                "--conntrack-limit", "500"]) == 0
     assert "no gateway" in capsys.readouterr().out
+    assert ctl(["tenant", "set", "blue", "--conntrack-limit", "600"]) == 0
+    assert "tenant blue: conntrack limit 600" in capsys.readouterr().out
+    assert ctl(["tenant", "show", "blue"]) == 0
+    assert "conntrack_limit: 600" in capsys.readouterr().out
     assert ctl(["network", "create", "red-db", "--tenant", "red", "--subnet", "10.10.2.0/24",
                 "--vlan", "101", "--description", "db"]) == 0
     assert "network red-db of tenant red created (vni 1002, gateway 10.10.2.1, egress on)" in \
