@@ -362,10 +362,13 @@ def test_routed_between_networks_across_hosts_kernel(routed):
 
 
 def test_egress_reaches_the_outside_as_the_hosts_address_kernel(routed):
+    """gw1 and gd2 fetch from the outside server, which sees their hosts' addresses.
+
+    busybox's `wget -T` segfaults (Debian 1.35.0, static); `timeout` bounds it instead."""
     lab = routed
-    out = sh(lab, "host1", f"docker exec gw1 wget -q -O - -T 5 http://{EXT_IP}:8000/gw1")
+    out = sh(lab, "host1", f"docker exec gw1 timeout 15 wget -q -O - http://{EXT_IP}:8000/gw1")
     assert out.split()[0] == vm.guest(lab, "host1").ip and out.split()[2] == "/gw1", out
-    out = sh(lab, "host2", f"docker exec gd2 wget -q -O - -T 5 http://{EXT_IP}:8000/gd2")
+    out = sh(lab, "host2", f"docker exec gd2 timeout 15 wget -q -O - http://{EXT_IP}:8000/gd2")
     assert out.split()[0] == vm.guest(lab, "host2").ip, out
 
 
