@@ -621,7 +621,9 @@ def plot(results: dict, path: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="weft-lab bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer runs and smaller scales")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "bench.json"))
+    ap.add_argument("--out", help="where the results go (default docs/bench.json for the "
+                                  "whole run, docs/bench-SECTIONS.json with --only: a "
+                                  "partial run never overwrites the whole one)")
     ap.add_argument("--plot", default=str(ROOT / "docs" / "performance.png"))
     ap.add_argument("--only", help="comma list of sections: dataplane,flannel,bind,program,"
                                    "flows,scale,agent,peer,docker,routing")
@@ -721,8 +723,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"flows per host, {row['shape']}, routing {'on ' if row['routing'] else 'off'}"
                   f" at {row['endpoints']} endpoints: {row['flows']}", flush=True)
     results["figures"] = [f.as_json() for f in figs]
-    Path(args.out).write_text(json.dumps(results, indent=1))
-    print(f"\nwrote {args.out}")
+    out = Path(args.out or ROOT / "docs" / (
+        f"bench-{'-'.join(sorted(only))}.json" if only else "bench.json"))
+    out.write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {out}")
     if "flows_per_switch" in results and plot(results, Path(args.plot)):
         print(f"wrote {args.plot}")
     return 0
