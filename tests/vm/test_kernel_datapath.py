@@ -370,6 +370,22 @@ def test_egress_reaches_the_outside_as_the_hosts_address_kernel(routed):
     assert out.split()[0] == vm.guest(lab, "host1").ip and out.split()[2] == "/gw1", out
     out = sh(lab, "host2", f"docker exec gd2 timeout 15 wget -q -O - http://{EXT_IP}:8000/gd2")
     assert out.split()[0] == vm.guest(lab, "host2").ip, out
+    # NATed vs routed throughput from gw1, back to back in one run (the emulated CPUs
+    # set the absolute figures; the ratio is what docs/performance.md reports)
+    srv = subprocess.Popen(["ip", "netns", "exec", f"{lab}.vmext", "iperf3", "-s", "-1", "-p",
+                            "5202"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        out = sh(lab, "host1", f"docker exec gw1 iperf3 -J -O 1 -t 4 -c {EXT_IP} -p 5202",
+                 timeout=120)
+        nat_mbps = json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        srv.kill()
+        srv.wait()
+    routed_mbps = iperf(lab, ("host2", "gd2"), ("host1", "gw1"), "10.30.2.12")
+    print(f"\negress NATed gw1 -> outside {nat_mbps:.0f} Mbit/s, routed gw1 -> gd2 "
+          f"{routed_mbps:.0f} Mbit/s, NATed/routed {nat_mbps / routed_mbps:.2f} (kernel OVS)")
+    assert nat_mbps > 10
 
 
 def test_published_port_from_outside_and_another_host_kernel(routed):
