@@ -229,14 +229,16 @@ def docker_networks(topo: Topology, host: str) -> dict[str, dict]:
     return {n["Name"]: n for n in json.loads(docker.docker(d, "network", "inspect", *names))}
 
 
-def wait_docker_networks(topo: Topology, names: set[str], timeout: float = 30) -> float:
+def wait_docker_networks(topo: Topology, names: set[str], timeout: float = 30,
+                         hosts: list[str] | None = None) -> float:
     """Wait until every host's dockerd has the weft networks ``names`` (each host's agent
     creates the controller's networks: docs/docker.md, Tenant networks); the seconds it
     took."""
     t0 = time.monotonic()
     missing: dict[str, set[str]] = {}
     while time.monotonic() - t0 < timeout:
-        missing = {h.name: names - set(docker_networks(topo, h.name)) for h in topo.members}
+        missing = {h: names - set(docker_networks(topo, h))
+                   for h in hosts or [h.name for h in topo.members]}
         if not any(missing.values()):
             return time.monotonic() - t0
         time.sleep(0.2)
