@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ovs_agent import dockerd, netsync
 
@@ -90,12 +91,18 @@ class NetworkKeeper:
                 if isinstance(d, dict) and d.get("Driver") == netsync.DRIVER]
         others = {str(d.get("Name")): str(d.get("Driver")) for d in docs
                   if isinstance(d, dict) and d.get("Driver") != netsync.DRIVER}
-        counted = {}
-        for e in netsync.stale(wanted, weft):
-            doc = dockerd.get(self.docker_host, f"/networks/{e.id}")
-            counted[e.id] = netsync.existing_from(doc).containers if doc else None
-        weft = [replace(e, containers=counted[e.id]) if e.id in counted else e for e in weft]
+        # `GET /networks` does not list containers: count them where it matters (the
+        # running ones' endpoints, and stopped containers still connected to it)
+        counted = {e.id: self._containers(e.id) for e in netsync.stale(wanted, weft)}
+        weft = [replace(e, containers=counted.get(e.id)) for e in weft]
         return netsync.plan(wanted, weft, others)
+
+    def _containers(self, network_id: str) -> int:
+        doc = dockerd.get(self.docker_host, f"/networks/{network_id}")
+        running = (netsync.existing_from(doc).containers or 0) if doc else 0
+        query = json.dumps({"network": [network_id]})
+        listed = dockerd.get(self.docker_host, f"/containers/json?all=1&filters={quote(query)}")
+        return max(running, len(listed) if isinstance(listed, list) else 0)
 
     def _do(self, name: str, method: str, path: str, body: Any, done: str) -> bool:
         try:
