@@ -85,6 +85,7 @@ class Agent:
     # the controller's networks as this dockerd's weft networks (docs/docker.md)
     plugin_socket: Path | None = dockernets.DEFAULT_PLUGIN_SOCKET   # None: not kept
     _networks_warned: float = -1e9
+    _networks_reported: tuple[float, dict] = (-1e9, {})    # when, what the controller took
 
     def load(self) -> None:
         """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
@@ -287,6 +288,15 @@ class Agent:
                             "left as they are): %s", ", ".join(urls), exc)
             return
         keeper.sync(wanted)
+        when, what = self._networks_reported
+        if keeper.doc and (keeper.doc != what or time.monotonic() - when >= 60):
+            doc, host = keeper.doc, self.me.name if self.me else ""
+            try:
+                self._api_index, _ = attach.first_answer(
+                    urls, lambda url: dockernets.report(url, host, doc), self._api_index)
+                self._networks_reported = (time.monotonic(), doc)
+            except httpx.HTTPError as exc:   # the next pass reports again
+                LOG.debug("could not report the Docker networks: %s", exc)
 
     def _follow_networks(self, keeper: dockernets.NetworkKeeper) -> None:
         while True:

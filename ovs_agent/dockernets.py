@@ -36,6 +36,15 @@ def fetch(api_url: str, timeout: float = 3) -> list[netsync.Wanted]:
     return netsync.wanted_from(resp.json())
 
 
+def report(api_url: str, host: str, doc: dict[str, Any], timeout: float = 3) -> None:
+    """Tell one controller what this host did (`PUT /v1/hosts/{host}/docker-networks`);
+    raises httpx.HTTPError."""
+    import httpx
+    from ovs_agent.attach import api_headers
+    httpx.put(f"{api_url.rstrip('/')}/v1/hosts/{host}/docker-networks", json=doc,
+              timeout=timeout, headers=api_headers()).raise_for_status()
+
+
 @dataclass
 class NetworkKeeper:
     """Keeps this dockerd's weft networks those of the controller (docs/docker.md,
@@ -45,6 +54,7 @@ class NetworkKeeper:
     status_file: Path
     plugin_socket: Path = DEFAULT_PLUGIN_SOCKET
     last: netsync.Plan | None = None
+    doc: dict[str, Any] = field(default_factory=dict)      # the last pass, as reported
     errors: dict[str, str] = field(default_factory=dict)
     _said: dict[str, str] = field(default_factory=dict)     # logged conflicts/waits/errors
     _docker_error: str = ""
@@ -132,6 +142,7 @@ class NetworkKeeper:
                "conflicts": dict(sorted(p.conflicts.items())),
                "waiting": dict(sorted(p.waiting.items())),
                "errors": dict(sorted(self.errors.items()))}
+        self.doc = doc
         try:
             write_if_changed(self.status_file, json.dumps(doc, indent=1) + "\n")
         except OSError as exc:

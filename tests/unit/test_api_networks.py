@@ -361,3 +361,31 @@ def test_delete_while_in_use_names_the_ports_and_hosts(api, ctl, capsys):
     r = api.delete("/v1/tenants/red")
     assert r.status_code == 409 and "h2/wd7 (10.10.1.7)" in r.json()["error"]
     assert [p["port"] for p in r.json()["ports"]] == ["wd7"]
+
+
+def test_agents_report_their_docker_networks_and_network_show_has_them(api, ctl, capsys):
+    """What each host's agent did with a network in its dockerd, as an operator sees it
+    (`weftctl network show`): a careless operator's hand-made network on one host is
+    visible centrally, with the reason."""
+    _red(api)
+    why = ("Docker network 'red-db' (made by hand, 3f2a1b2c3d4e) has subnet 10.20.0.0/24, "
+           "unlike the cluster's network 'red-db' (...): left alone")
+    assert _ok(api.put("/v1/hosts/h1/docker-networks",
+                       json={"created": ["red"], "conflicts": {"red-db": why}})) == {"host": "h1"}
+    _ok(api.put("/v1/hosts/h2/docker-networks", json={"created": ["red", "red-db"],
+                                                      "adopted": ["red-lab"]}))
+    assert _ok(api.get("/v1/networks/red-db"))["docker"] == [
+        {"host": "h1", "state": "conflict", "reason": why},
+        {"host": "h2", "state": "created", "reason": None}]
+    assert [d["state"] for d in _ok(api.get("/v1/networks/red-lab"))["docker"]] == \
+        ["missing", "adopted"]
+    got = _ok(api.get("/v1/hosts/h1/docker-networks"))
+    assert got["conflicts"] == {"red-db": why} and got["reported"] > 0
+    assert _ok(api.get("/v1/hosts/h3/docker-networks"))["reported"] is None
+    assert api.put("/v1/hosts/ghost/docker-networks", json={}).status_code == 404
+    r = api.put("/v1/hosts/h1/docker-networks", json={"created": ["x" * 65]})
+    assert r.status_code == 422
+    assert _ok(api.get("/v1/hosts/h1/docker-networks"))["conflicts"] == {"red-db": why}
+    assert ctl(["network", "show", "red-db"]) == 0
+    out = capsys.readouterr().out
+    assert "h1    conflict" in out and "made by hand" in out and "h2    created" in out
