@@ -386,6 +386,12 @@ def test_careless_operator_adoption_and_agent_restart(lab, green):
     new_log = log.read_text(errors="replace")[mark:]
     assert "docker network teal: Docker network 'teal' (made by hand" in new_log
     assert "docker network olive: adopted" in new_log
+    # and the operator sees it centrally: `weftctl network show` has each host's state
+    until(lambda: "host1  conflict" in weftctl(lab, "network", "show", "teal").stdout,
+          SYNC_S, "host1's conflict reported to the controller")
+    shown = weftctl(lab, "network", "show", "teal").stdout
+    assert "host2  created" in shown and "joins weft network 'blue'" in shown, shown
+    assert "host1  adopted" in weftctl(lab, "network", "show", "olive").stdout
     changes = [line for line in new_log.splitlines() if "docker network" in line
                and (": created" in line or ": removed" in line)]
     assert not changes, changes
