@@ -86,6 +86,9 @@ class Core:
         self.instance = uuid.uuid4().hex
         # event handler -> exceptions caught: published by the OpenFlow thread (copy on write)
         self.handler_errors: dict[str, int] = {}
+        # host -> what its agent last said of its Docker networks (docs/docker.md): kept in
+        # memory by the instance it reported to; agents report on change and every minute
+        self.docker_networks: dict[str, dict[str, Any]] = {}
         self._topology: tuple[int, Cluster, Topology] | None = None  # (version, members, model)
         # set by controller.election_app when several instances elect a master: role, generation, leader
         self.election_status: Callable[[], dict[str, Any]] | None = None

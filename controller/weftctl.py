@@ -319,7 +319,9 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
                                                              "description"))
             head += f"\negress: {_on(res.get('egress'))}\nnetworks: " + \
                 (", ".join(res.get("networks", [])) or "(none)")
-            return res, head + "\nports:\n" + table(res["ports"], ["host", "port", "mac", "source"])
+            return res, head + "\nports:\n" + table(res["ports"], ["host", "port", "mac", "source"]) \
+            + "\ndocker networks (as the hosts' agents reported):\n" \
+            + table(res.get("docker", []), ["host", "state", "reason"])
         res = ok(c.delete(f"/v1/tenants/{seg(args.name)}",
                           params={"force": "true"} if args.force else None))
         return res, f"tenant {args.name} deleted ({res['bindings_removed']} bindings removed)"
@@ -404,7 +406,9 @@ def _network(args: argparse.Namespace, ok: Any, c: httpx.Client) -> tuple[Any, s
         res = ok(c.get(f"/v1/networks/{seg(args.name)}"))
         head = "\n".join(f"{k}: {_on(res[k]) if k == 'egress' else res.get(k)}"
                          for k in (*_NETWORK_COLUMNS, "gateway_mac"))
-        return res, head + "\nports:\n" + table(res["ports"], ["host", "port", "mac", "source"])
+        return res, head + "\nports:\n" + table(res["ports"], ["host", "port", "mac", "source"]) \
+            + "\ndocker networks (as the hosts' agents reported):\n" \
+            + table(res.get("docker", []), ["host", "state", "reason"])
     if args.verb == "set":
         body = {k: v for k, v in (("subnet", args.subnet), ("vlan", args.vlan))
                 if v is not _UNSET}

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ovs_agent import attach, desired, dockerd, firewall, gateway, hostnet, ovsdb, queues
+from ovs_agent import (attach, desired, dockerd, dockernets, firewall, gateway, hostnet, ovsdb,
+                       queues)
 from ovs_agent.nat import Gateway
 from ovs_agent.reporting import ReportState, reason_to_send
 from cluster.hostsfile import (REGISTER_KEYS, Cluster, Host, HostsFileError, Queues, load,
@@ -81,6 +82,10 @@ class Agent:
     _gateway_error: str = ""
     _docker0: list[attach.Attachment] = field(default_factory=list)
     _docker_warned: bool = False
+    # the controller's networks as this dockerd's weft networks (docs/docker.md)
+    plugin_socket: Path | None = dockernets.DEFAULT_PLUGIN_SOCKET   # None: not kept
+    _networks_warned: float = -1e9
+    _networks_reported: tuple[float, dict] = (-1e9, {})    # when, what the controller took
 
     def load(self) -> None:
         """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
@@ -257,6 +262,50 @@ class Agent:
                 LOG.exception("asking the controller for gateways failed")
             time.sleep(self.interval)
 
+    def _network_keeper(self) -> dockernets.NetworkKeeper | None:
+        if not (self.docker_host and self.plugin_socket):
+            return None
+        return dockernets.NetworkKeeper(self.docker_host,
+                                        self.subnet_file.with_name(dockernets.STATUS_NAME),
+                                        self.plugin_socket)
+
+    def _sync_networks(self, keeper: dockernets.NetworkKeeper) -> None:
+        """The controller's networks (any instance answers) into this dockerd; no
+        answer: nothing changes, a warning a minute."""
+        import httpx            # lazily, as attach does
+        urls = tuple(u for u in (self.cluster.apis or (self.cluster.api,)) if u) \
+            if self.cluster else ()
+        if not urls:
+            return
+        try:
+            self._api_index, wanted = attach.first_answer(urls, dockernets.fetch,
+                                                          self._api_index)
+        except (httpx.HTTPError, ValueError) as exc:
+            now = time.monotonic()
+            if now - self._networks_warned >= 60:
+                self._networks_warned = now
+                LOG.warning("could not ask %s for the cluster's networks (Docker networks "
+                            "left as they are): %s", ", ".join(urls), exc)
+            return
+        keeper.sync(wanted)
+        when, what = self._networks_reported
+        if keeper.doc and (keeper.doc != what or time.monotonic() - when >= 60):
+            doc, host = keeper.doc, self.me.name if self.me else ""
+            try:
+                self._api_index, _ = attach.first_answer(
+                    urls, lambda url: dockernets.report(url, host, doc), self._api_index)
+                self._networks_reported = (time.monotonic(), doc)
+            except httpx.HTTPError as exc:   # the next pass reports again
+                LOG.debug("could not report the Docker networks: %s", exc)
+
+    def _follow_networks(self, keeper: dockernets.NetworkKeeper) -> None:
+        while True:
+            try:
+                self._sync_networks(keeper)
+            except Exception:  # noqa: BLE001  (a bug here must not end the thread)
+                LOG.exception("keeping the Docker networks failed")
+            time.sleep(self.interval)
+
     def _write_docker_files(self, mtu: int) -> None:
         """subnet.env (flannel style) and a daemon.json fragment with the same options."""
         assert self.cluster and self.me
@@ -387,6 +436,9 @@ class Agent:
                 self._fetch_gateways()
             n = self.reconcile(api)
             self._report_attachments(api)
+            keeper = self._network_keeper()
+            if keeper is not None:
+                self._sync_networks(keeper)
             LOG.info("pass done: %d changes", n)
             return 0
         def on_hup(*_: object) -> None:
@@ -399,6 +451,9 @@ class Agent:
         threading.Thread(target=self._follow_members, daemon=True).start()
         if self.host_gateways is not None:
             threading.Thread(target=self._follow_gateways, daemon=True).start()
+        keeper = self._network_keeper()
+        if keeper is not None:
+            threading.Thread(target=self._follow_networks, args=(keeper,), daemon=True).start()
         hostnet.watch_links(("docker0", hostnet.DOCKER_LINK_PORT, hostnet.DOCKER_LINK_PEER),
                             self._wake.set)
         last = 0.0

@@ -22,7 +22,7 @@ if __name__ == "__main__":
     sys.modules.setdefault("eventlet", None)  # type: ignore[arg-type]
 from pathlib import Path
 
-from ovs_agent import attach, desired, dockerd, hostnet, ovsdb
+from ovs_agent import attach, desired, dockerd, dockernets, hostnet, ovsdb
 from ovs_agent.agent import DEFAULT_SUBNET_FILE, Agent, pick_host
 from ovs_agent.desired import device_port_type
 from cluster.hostsfile import HostsFileError, load, tunnel_mtu
@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="this host's dockerd, asked for docker0's containers, whose MACs "
                          "the controller then pins to this host; 'none': do not ask "
                          "(default: %(default)s)")
+    ap.add_argument("--plugin-socket", type=Path, default=dockernets.DEFAULT_PLUGIN_SOCKET,
+                    help="the weft Docker plugin's socket: while it exists the agent keeps "
+                         "this dockerd's weft networks those of the controller; 'none': "
+                         "never (default: %(default)s)")
     ap.add_argument("--no-firewall", action="store_true",
                     help="do not write nftables table inet weft (then the host's own firewall "
                          "must keep containers off tunnel, OVSDB and OpenFlow ports)")
@@ -127,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                   args.docker_config, ssl_dir=args.ssl_dir)
     agent.register, agent.lease_ttl = args.register, args.lease_ttl
     agent.docker_host = None if args.docker_host == "none" else args.docker_host
+    agent.plugin_socket = None if str(args.plugin_socket) == "none" else args.plugin_socket
     try:
         if agent.docker_host:
             dockerd.socket_of(agent.docker_host)

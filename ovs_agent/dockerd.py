@@ -37,22 +37,36 @@ def socket_of(docker_host: str) -> str:
 def get(docker_host: str, path: str, timeout: float = 3) -> Any:
     """GET ``path`` of dockerd's API; the JSON body, or None for 404.
     Raises DockerUnavailable."""
+    return call(docker_host, "GET", path, timeout=timeout)
+
+
+def call(docker_host: str, method: str, path: str, body: Any = None,
+         timeout: float = 3) -> Any:
+    """``method`` ``path`` of dockerd's API (JSON ``body``); the JSON answer (None when
+    it has none, and for 404).  Another error status raises DockerUnavailable, with
+    dockerd's message."""
     import httpx    # lazily: not on the agent's start-up path
     try:
         with httpx.Client(transport=httpx.HTTPTransport(uds=socket_of(docker_host)),
                           timeout=timeout) as client:
-            resp = client.get(f"http://docker{path}")
+            resp = client.request(method, f"http://docker{path}", json=body)
     except httpx.HTTPError as exc:
         raise DockerUnavailable(f"{docker_host}: {exc}") from None
     if resp.status_code == 404:
         return None
-    if resp.status_code != 200:
-        raise DockerUnavailable(f"{docker_host}: GET {path}: {resp.status_code} "
-                                f"{resp.text[:200]}")
+    if resp.status_code >= 300:
+        try:
+            why = str(resp.json().get("message") or resp.text)
+        except (ValueError, AttributeError):
+            why = resp.text
+        raise DockerUnavailable(f"{docker_host}: {method} {path}: {resp.status_code} "
+                                f"{why[:300]}")
+    if not resp.content:
+        return None
     try:
         return resp.json()
     except ValueError:
-        raise DockerUnavailable(f"{docker_host}: GET {path}: not JSON") from None
+        raise DockerUnavailable(f"{docker_host}: {method} {path}: not JSON") from None
 
 
 def docker0_endpoints(network: Any) -> list[dict[str, Any]]:

@@ -217,14 +217,42 @@ def weft_network_args(segment: Tenant | Network) -> list[str]:
             f"tenant={segment.name}", "--subnet", segment.subnet, *gateway, segment.name]
 
 
-def run_weft_containers(topo: Topology) -> None:
-    """A weft network per tenant with a subnet and per further network, on every host,
-    then the `attach: weft` containers."""
+def docker_networks(topo: Topology, host: str) -> dict[str, dict]:
+    """A host's weft Docker networks by name, as `docker network ls` and inspect show
+    them (Options, Labels, IPAM)."""
     from weft_lab import docker
-    for h in topo.hosts:
-        for t in topo.tenants:
-            for seg in ([t] if t.subnet else []) + list(t.networks):
-                docker.docker(host_dir(topo.name, h.name), *weft_network_args(seg))
+    d = host_dir(topo.name, host)
+    names = docker.docker(d, "network", "ls", "--filter", "driver=weft", "--format",
+                          "{{.Name}}").split()
+    if not names:
+        return {}
+    return {n["Name"]: n for n in json.loads(docker.docker(d, "network", "inspect", *names))}
+
+
+def wait_docker_networks(topo: Topology, names: set[str], timeout: float = 30,
+                         hosts: list[str] | None = None) -> float:
+    """Wait until every host's dockerd has the weft networks ``names`` (each host's agent
+    creates the controller's networks: docs/docker.md, Tenant networks); the seconds it
+    took."""
+    t0 = time.monotonic()
+    missing: dict[str, set[str]] = {}
+    while time.monotonic() - t0 < timeout:
+        missing = {h: names - set(docker_networks(topo, h))
+                   for h in hosts or [h.name for h in topo.members]}
+        if not any(missing.values()):
+            return time.monotonic() - t0
+        time.sleep(0.2)
+    raise LabError(f"weft Docker networks missing after {timeout:.0f}s: "
+                   + "; ".join(f"{h}: {', '.join(sorted(m))}" for h, m in missing.items() if m)
+                   + " (see the hosts' ovs-agent.log)")
+
+
+def run_weft_containers(topo: Topology) -> None:
+    """The `attach: weft` containers, once every host's agent has made the weft network of
+    each tenant with a subnet and of each further network."""
+    from weft_lab import docker
+    wait_docker_networks(topo, {seg.name for t in topo.tenants
+                                for seg in ([t] if t.subnet else []) + list(t.networks)})
     for c in topo.containers:
         if c.attach == "weft":
             docker.run_container(host_dir(topo.name, c.host), topo.name, c.name,

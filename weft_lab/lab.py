@@ -191,7 +191,8 @@ def start_agent(lab: str, host: str, register: bool = False) -> int:
         "argv": [sys.executable, "-m", "ovs_agent.cli", "--peers", str(peers),
                  "--host", host, "--subnet-file", str(d / "subnet.env"),
                  "--ssl-dir", str(pki_dir(lab)), "--interval", "2",
-                 "--docker-host", f"unix://{docker.socket_path(d)}", *extra]})["pid"]
+                 "--docker-host", f"unix://{docker.socket_path(d)}",
+                 "--plugin-socket", str(docker.plugin_dir(d) / "weft.sock"), *extra]})["pid"]
 
 
 def start_plugin(lab: str, host: str) -> int:

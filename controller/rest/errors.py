@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from controller.store import StoreError
+from controller.store.errors import InUse
 
 
 class ErrorOut(BaseModel):
@@ -21,6 +22,7 @@ class ErrorOut(BaseModel):
     error: str
     field: str
     errors: list[dict[str, Any]] | None = None
+    ports: list[dict[str, Any]] | None = None   # 409 in use: the bound ports (host, port, ips)
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -47,7 +49,10 @@ async def _one_segment_per_name(request: Request, call_next: Any) -> Any:
 
 
 async def _store_error(_: Request, exc: StoreError) -> JSONResponse:
-    return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status)
+    body: dict[str, Any] = {"error": exc.message, "field": exc.field}
+    if isinstance(exc, InUse):
+        body["ports"] = exc.ports
+    return JSONResponse(body, status_code=exc.status)
 
 
 def _where(e: Any) -> str:

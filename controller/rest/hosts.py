@@ -2,14 +2,15 @@
 containers each host's agent attached."""
 from __future__ import annotations
 
-from typing import Annotated
+import time
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
 from pydantic import Field
 
 from controller.rest.deps import CoreDep, writer
 from controller.rest.qos import queue_support
-from controller.rest.schemas import MAX_BULK, Attachment, RegisterIn, segment
+from controller.rest.schemas import MAX_BULK, Attachment, DockerNetworksIn, RegisterIn, segment
 from controller.store import Invalid, NotFound
 from cluster.hostsfile import datapath_id, dpid_str
 
@@ -56,3 +57,43 @@ def register_host(body: RegisterIn, core: CoreDep) -> dict:
     """Join (or renew the lease): the agent's heartbeat.  Refused when hosts.yaml does
     not say `membership: register` or lists this name (the file is the source of truth)."""
     return core.members.register(body.model_dump(exclude={"ttl"}), body.ttl)
+
+
+def _known(core: Any, host: str) -> None:
+    if host not in {h.name for h in core.cluster.hosts}:
+        raise NotFound("host", f"no host {host!r} in the cluster")
+
+
+@router.put("/v1/hosts/{host}/docker-networks", dependencies=[Depends(writer)])
+def report_docker_networks(body: DockerNetworksIn, core: CoreDep,
+                           host: str = Path(max_length=63)) -> dict:
+    """The host's agent: what it did with the cluster's networks in its dockerd (replaces
+    its last report; kept in this controller instance's memory)."""
+    _known(core, host)
+    core.docker_networks[host] = {**body.model_dump(), "reported": time.time()}
+    return {"host": host}
+
+
+@router.get("/v1/hosts/{host}/docker-networks")
+def docker_networks(core: CoreDep, host: str = Path(max_length=63)) -> dict:
+    """The host's last report (``reported``: its time, null when none arrived here)."""
+    _known(core, host)
+    return {"host": host, **(core.docker_networks.get(host) or {
+        **DockerNetworksIn().model_dump(), "reported": None})}
+
+
+def docker_states(core: Any, name: str) -> list[dict[str, Any]]:
+    """Per host that reported: the Docker network ``name``'s state there (created,
+    adopted, conflict, waiting, error, or missing) and why."""
+    out = []
+    for host, r in sorted(core.docker_networks.items()):
+        for state, key in (("conflict", "conflicts"), ("waiting", "waiting"),
+                           ("error", "errors")):
+            if name in r.get(key, {}):
+                out.append({"host": host, "state": state, "reason": r[key][name]})
+                break
+        else:
+            state = "created" if name in r.get("created", ()) else \
+                "adopted" if name in r.get("adopted", ()) else "missing"
+            out.append({"host": host, "state": state, "reason": None})
+    return out

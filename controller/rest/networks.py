@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from controller.model import (Route, Tenant, Topology, gateway_mac, gateway_port,
                               gateway_port_mac, next_hop_mac)
 from controller.rest.deps import CoreDep, writer
+from controller.rest.hosts import docker_states
 from controller.rest.ports import ports_json
 from controller.rest.schemas import NetworkIn, NetworkPatch, RouteIn
 from controller.store import NotFound
@@ -65,7 +66,8 @@ def create_network(body: NetworkIn, core: CoreDep) -> dict:
 
 @router.get("/v1/networks/{name}")
 def get_network(core: CoreDep, name: str = Path(max_length=64)) -> dict:
-    return {**network_json(core.store.network(name)), "ports": ports_json(core, tenant=name)}
+    return {**network_json(core.store.network(name)), "ports": ports_json(core, tenant=name),
+            "docker": docker_states(core, name)}
 
 
 @router.patch("/v1/networks/{name}", dependencies=[Depends(writer)])

@@ -284,3 +284,24 @@ class Attachment(_In):
                                        "use (port security)")
     port_security: bool = Field(True, description="false: bound without MAC and addresses, "
                                                   "nothing it sends is checked")
+
+
+_DockerName = Annotated[str, Field(max_length=MAX_TENANT_NAME)]
+_Why = Annotated[str, Field(max_length=2000)]
+
+
+class DockerNetworksIn(_In):
+    """What a host's agent did with the cluster's networks in its dockerd (docs/docker.md,
+    Creating a network): each name once, with the reason where it is not made."""
+    created: list[_DockerName] = Field(default_factory=list, max_length=MAX_BULK,
+                                       description="the agent's own Docker networks")
+    adopted: list[_DockerName] = Field(default_factory=list, max_length=MAX_BULK,
+                                       description="made by hand, fitting: used as they are")
+    conflicts: dict[_DockerName, _Why] = Field(
+        default_factory=dict, max_length=MAX_BULK,
+        description="a Docker network of that name that differs: left alone")
+    waiting: dict[_DockerName, _Why] = Field(
+        default_factory=dict, max_length=MAX_BULK,
+        description="deletions or recreations waiting for containers to leave")
+    errors: dict[_DockerName, _Why] = Field(default_factory=dict, max_length=MAX_BULK,
+                                            description="dockerd refused")

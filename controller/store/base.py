@@ -22,7 +22,7 @@ from controller.model import (ACCESS, ACL_DEFAULTS, DEFAULT_CONNTRACK_LIMIT, DEF
                               check_name, user_tenant)
 from controller.opflows import MAX_OPERATOR_FLOW_ID, OperatorFlow
 import controller.store.rules as rules
-from controller.store.errors import Conflict, Invalid, NotFound, model_values
+from controller.store.errors import Conflict, Invalid, InUse, NotFound, model_values
 from controller.store.export import export_model, import_into, parse_export
 from controller.store.tx import ModelTx, StoredBinding, all_qos
 
@@ -75,6 +75,23 @@ def _changed_row(cur: Tenant, changes: dict[str, Any], tenant_id: int) -> Tenant
 def _carries(b: Binding, segment: str) -> int:
     """1 if the binding carries ``segment`` (access, native or on its trunk), else 0."""
     return int(segment in b.tenants)
+
+
+MAX_LISTED = 20     # bound ports a refusal names in its message (its `ports` has all)
+
+
+def _bound_to(tx: ModelTx, segments: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The ports bound to any of ``segments``, for a refusal to delete them."""
+    return [{"host": sb.binding.host, "port": sb.binding.port, "mac": sb.binding.mac,
+             "ips": list(sb.binding.ips), "source": sb.source}
+            for sb in tx.bindings() if any(_carries(sb.binding, s) for s in segments)]
+
+
+def _named(ports: list[dict[str, Any]]) -> str:
+    """``host1/wd0123 (10.10.0.5), ...``: what a refusal's message lists."""
+    out = ", ".join(f"{p['host']}/{p['port']}" + (f" ({', '.join(p['ips'])})" if p["ips"] else "")
+                    for p in ports[:MAX_LISTED])
+    return out + (f" and {len(ports) - MAX_LISTED} more" if len(ports) > MAX_LISTED else "")
 
 
 def _unbind_segment(tx: ModelTx, segment: str) -> None:
@@ -343,16 +360,19 @@ class StoreBase(ABC):
                 raise Conflict("name", f"tenant {name!r} has networks {', '.join(networks)}; "
                                        "delete them first or delete with force=true (their "
                                        "ports are unbound)")
-            bound = tx.bindings()
-            n = sum(_carries(sb.binding, seg) for sb in bound for seg in (name, *networks))
+            bound = _bound_to(tx, (name, *networks))
+            n = len(bound)
+            if n and not force:
+                raise InUse("name", f"tenant {name!r} has {n} port binding(s): "
+                                    f"{_named(bound)}; remove their containers, unbind them, "
+                                    "or delete with force=true", bound)
             qos = [x for x in all_qos(tx) if x.tenant == name]
             acls = tx.acls(name)
             routes = tx.routes(name)
             n += len(qos) + len(acls) + len(routes)
             if n and not force:
-                raise Conflict("name", f"tenant {name!r} has {n} port binding(s), QoS "
-                                       "settings, ACL rules or static routes; remove them or "
-                                       "delete with force=true")
+                raise Conflict("name", f"tenant {name!r} has QoS settings, ACL rules or "
+                                       "static routes; remove them or delete with force=true")
             for x in qos:
                 tx.remove_qos(x.id)
             for r in acls:
@@ -383,10 +403,13 @@ class StoreBase(ABC):
                 raise Conflict("name", f"network {name!r} holds the next hop of routes "
                                        f"{', '.join(r.prefix for r in vias)} of tenant "
                                        f"{net.tenant!r}; delete them first")
-            n = sum(_carries(sb.binding, name) for sb in tx.bindings())
+            bound = _bound_to(tx, (name,))
+            n = len(bound)
             if n and not force:
-                raise Conflict("name", f"network {name!r} has {n} port binding(s); unbind "
-                                       "them or delete with force=true")
+                raise InUse("name", f"network {name!r} has {n} port binding(s): "
+                                    f"{_named(bound)}; remove their containers (docker rm; "
+                                    "the ports' names are wd + the endpoint id), unbind "
+                                    "them, or delete with force=true", bound)
             _unbind_segment(tx, name)
             tx.remove_tenant(name)
             return n

@@ -27,6 +27,15 @@ class Conflict(StoreError):
     status = 409
 
 
+class InUse(Conflict):
+    """Refused while ports are bound to it: ``ports`` lists them (host, port, mac, ips,
+    source), so the answer says which containers to remove, and where."""
+
+    def __init__(self, field: str, message: str, ports: list[dict]) -> None:
+        super().__init__(field, message)
+        self.ports = ports
+
+
 class Invalid(StoreError):
     status = 422
 

@@ -1,10 +1,10 @@
 """The weft Docker network plugin with a real dockerd on two lab hosts.
 
-topologies/docker-plugin.yaml: the lab runs dockerd and the plugin on each host
-and types `docker network create -d weft --ipam-driver weft -o tenant=T
---subnet 10.10.0.0/24 T` there for red and blue (the same subnet); red1/blue1
-(host1) and red2/blue2 (host2) are `docker run --network red|blue`
-containers.  More containers are started here the same way.
+topologies/docker-plugin.yaml: the lab runs dockerd and the plugin on each host;
+each host's agent makes the Docker networks red and blue (the same subnet) from the
+controller's tenants (docs/docker.md, Tenant networks); red1/blue1 (host1) and
+red2/blue2 (host2) are `docker run --network red|blue` containers.  More containers
+are started here the same way.
 """
 from __future__ import annotations
 
@@ -259,21 +259,190 @@ def test_plugin_log_has_no_errors(lab):
         assert " ERROR " not in log and "Traceback" not in log, log[-2000:]
 
 
+# -- networks are cluster objects (issue 23 item 1) --------------------------------------
+SYNC_S = 10     # one agent interval (2 s in the lab) plus dockerd's create, with room
+
+
+def weftctl(lab, *args: str) -> subprocess.CompletedProcess:
+    exe = ROOT / ".venv/bin/weftctl"
+    return subprocess.run([str(exe) if exe.exists() else "weftctl", "--api",
+                           f"unix:{C.api_socket(lab.name)}", "--token", C.api_token(lab.name),
+                           *args], capture_output=True, text=True, timeout=60)
+
+
+def nets(lab, host: str) -> dict[str, dict]:
+    """The host's weft Docker networks by name (`docker network inspect`)."""
+    return C.docker_networks(lab, host)
+
+
+def agent_pid(lab, host: str) -> int:
+    for pid in netns_pids(N.ns_name(lab.name, host)):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"ovs_agent.cli" in argv and b"docker-plugin" not in argv:
+            return pid
+    raise AssertionError(f"no agent running on {host}")
+
+
+def status(lab, host: str) -> dict:
+    """What the host's agent says of its Docker networks (docker-networks.json)."""
+    try:
+        return json.loads((hd(lab, host) / "docker-networks.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def until(cond, timeout: float, what: str) -> float:
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, f"not within {timeout}s: {what}"
+        time.sleep(0.1)
+    return time.monotonic() - t0
+
+
+@pytest.fixture(scope="module")
+def green(lab):
+    """Tenant green (no subnet of its own): the networks made in these tests are its."""
+    assert weftctl(lab, "tenant", "create", "green").returncode == 0
+    yield "green"
+
+
+def test_one_network_create_serves_every_host_and_delete_waits_for_its_containers(lab, green):
+    """`weftctl network create` once: every host's dockerd has it within one agent
+    interval, containers on it reach each other across hosts; `weftctl network delete`
+    is refused (409, naming the ports and hosts) while they run, and once they are
+    removed the network is deleted and leaves every host."""
+    out = weftctl(lab, "network", "create", "green-app", "--tenant", green, "--subnet",
+                  "10.60.0.0/24")
+    assert out.returncode == 0, out.stderr
+    took = C.wait_docker_networks(lab, {"green-app"}, timeout=SYNC_S)
+    print(f"\nweftctl network create -> docker network ls shows it on both hosts: {took:.1f}s")
+    for host in ("host1", "host2"):
+        n = nets(lab, host)["green-app"]
+        assert n["Labels"]["org.weft.managed"] == "true"
+        assert n["Options"] == {"network": "green-app", "tenant": green}
+        assert n["IPAM"]["Driver"] == "weft"
+        assert n["IPAM"]["Config"][0] == {"Subnet": "10.60.0.0/24", "Gateway": "10.60.0.1"}
+    try:
+        a = start(lab, "host1", "ga1", network="green-app")
+        b = start(lab, "host2", "ga2", network="green-app")
+        ip_a, ip_b = a["ip"].split("/")[0], b["ip"].split("/")[0]
+        assert reaches(lab.name, "ga1", ip_b) and reaches(lab.name, "ga2", ip_a)
+        out = weftctl(lab, "network", "delete", "green-app")
+        assert out.returncode == 1 and "409" in out.stderr, out.stderr
+        assert "2 port binding(s): host1/wd" in out.stderr and "host2/wd" in out.stderr
+        assert ip_a in out.stderr and ip_b in out.stderr
+        with C.api(lab.name) as c:
+            r = c.delete("/v1/networks/green-app")
+            assert r.status_code == 409
+            assert sorted(p["host"] for p in r.json()["ports"]) == ["host1", "host2"]
+            assert c.get("/v1/networks/green-app").status_code == 200
+        time.sleep(3)                           # a pass later: still on both hosts
+        assert all("green-app" in nets(lab, h) for h in ("host1", "host2"))
+    finally:
+        remove(lab, "host1", "ga1")
+        remove(lab, "host2", "ga2")
+    # the agents report the ports gone; then the delete goes through
+    until(lambda: weftctl(lab, "network", "delete", "green-app").returncode == 0, 20,
+          "network delete once the containers are removed")
+    took = until(lambda: not any("green-app" in nets(lab, h) for h in ("host1", "host2")),
+                 SYNC_S, "green-app gone from every host")
+    print(f"weftctl network delete -> gone from both hosts: {took:.1f}s")
+
+
+def test_careless_operator_adoption_and_agent_restart(lab, green):
+    """While host1's agent is down an operator makes two networks by hand there:
+    olive exactly as the cluster's (adopted: not recreated, not duplicated, keeps
+    working) and teal with the cluster's name but tenant blue's segment and subnet
+    (a conflict: left alone, logged, in docker-networks.json).  The restarted agent
+    creates nothing that exists and deletes nothing; `docker network rm teal` lets it
+    make the cluster's."""
+    os.kill(agent_pid(lab, "host1"), signal.SIGKILL)
+    cli = ["-d", "weft", "--ipam-driver", "weft"]
+    try:
+        for name, subnet in (("olive", "10.61.0.0/24"), ("teal", "10.62.0.0/24")):
+            out = weftctl(lab, "network", "create", name, "--tenant", green, "--subnet", subnet)
+            assert out.returncode == 0, out.stderr
+        C.wait_docker_networks(lab, {"olive", "teal"}, timeout=SYNC_S, hosts=["host2"])
+        docker(lab, "host1", "network", "create", *cli, "-o", "tenant=olive", "--subnet",
+               "10.61.0.0/24", "olive")
+        docker(lab, "host1", "network", "create", *cli, "-o", "tenant=blue", "--subnet",
+               "10.10.0.0/24", "teal")
+        before = {n: x["Id"] for n, x in nets(lab, "host1").items()}
+        log = hd(lab) / "ovs-agent.log"
+        mark = log.stat().st_size
+    finally:
+        L.start_agent(lab.name, "host1")
+    until(lambda: status(lab, "host1").get("adopted") == ["olive"]
+          and "teal" in status(lab, "host1").get("conflicts", {}), SYNC_S + 10,
+          "olive adopted and teal in conflict on host1")
+    time.sleep(3)                                       # and another pass
+    assert {n: x["Id"] for n, x in nets(lab, "host1").items()} == before
+    why = status(lab, "host1")["conflicts"]["teal"]
+    assert "joins weft network 'blue'" in why and "has subnet 10.10.0.0/24" in why
+    assert "left alone" in why and "docker network rm teal" in why
+    new_log = log.read_text(errors="replace")[mark:]
+    assert "docker network teal: Docker network 'teal' (made by hand" in new_log
+    assert "docker network olive: adopted" in new_log
+    # and the operator sees it centrally: `weftctl network show` has each host's state
+    until(lambda: "host1  conflict" in weftctl(lab, "network", "show", "teal").stdout,
+          SYNC_S, "host1's conflict reported to the controller")
+    shown = weftctl(lab, "network", "show", "teal").stdout
+    assert "host2  created" in shown and "joins weft network 'blue'" in shown, shown
+    assert "host1  adopted" in weftctl(lab, "network", "show", "olive").stdout
+    changes = [line for line in new_log.splitlines() if "docker network" in line
+               and (": created" in line or ": removed" in line)]
+    assert not changes, changes
+    try:
+        start(lab, "host1", "ol1", network="olive")     # the hand-made one works as before
+        b = start(lab, "host2", "ol2", network="olive")
+        assert reaches(lab.name, "ol1", b["ip"].split("/")[0])
+    finally:
+        remove(lab, "host1", "ol1")
+        remove(lab, "host2", "ol2")
+    # the operator removes the wrong one: the cluster's comes
+    docker(lab, "host1", "network", "rm", "teal")
+    until(lambda: nets(lab, "host1").get("teal", {}).get("Options", {}).get("network") == "teal",
+          SYNC_S, "the cluster's teal on host1")
+    until(lambda: "teal" not in status(lab, "host1").get("conflicts", {}), SYNC_S,
+          "the conflict cleared")
+    # deleted in the controller: the agents' networks go, the adopted hand-made one stays
+    with C.api(lab.name) as c:
+        for name in ("olive", "teal"):
+            until(lambda name=name: c.delete(f"/v1/networks/{name}").status_code == 200, 20,
+                  f"delete {name}")
+    until(lambda: "teal" not in nets(lab, "host1") and not {"olive", "teal"} & set(
+        nets(lab, "host2")), SYNC_S, "olive and teal gone")
+    assert nets(lab, "host1")["olive"]["Id"] == before["olive"]
+    docker(lab, "host1", "network", "rm", "olive")
+
+
 def test_dockerd_restart_leaves_and_rejoins_cleanly(lab):
     """Stopping dockerd stops its containers: their ports go; `docker start` plugs anew.
+    A network created in the controller meanwhile is there once dockerd is back; the
+    ones it had are kept (the same ids: not recreated).
 
     Last in the module: it restarts host1's Docker.
     """
     d = hd(lab)
+    ids = {n: x["Id"] for n, x in nets(lab, "host1").items()}
     pid = int((D.docker_dir(d) / "docker.pid").read_text())
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p, ext in ports(lab, "host1").items() if "weft-docker-endpoint" in ext]
+    with C.api(lab.name) as c:      # made while host1's dockerd is down
+        assert c.post("/v1/networks", json={"name": "late", "tenant": "red",
+                                            "subnet": "10.63.0.0/24"}).status_code == 201
     D.start_dockerd(lab.name, "host1", N.ns_name(lab.name, "host1"), d, N.state_dir(lab.name),
                     d / "daemon.json")
     D.wait_ready(d)
+    took = until(lambda: "late" in nets(lab, "host1"), SYNC_S, "late on host1")
+    print(f"\nnetwork created while dockerd was down: on host1 {took:.1f}s after it is up")
+    assert {n: x["Id"] for n, x in nets(lab, "host1").items() if n != "late"} == ids
     docker(lab, "host1", "start", "red1", "blue1")
     for name in ("red1", "blue1"):       # new sandboxes: name the namespaces again
         run(["ip", "netns", "del", N.ns_name(lab.name, name)], check=False)

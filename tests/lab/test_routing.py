@@ -13,8 +13,8 @@ What the lab asks of the other parts (docs/routing.md sections 1-4):
 * controller: `POST /v1/networks {name, tenant, subnet}` (201; gateway defaults to the
   first address, egress to on); tenants made by `POST /v1/tenants` without a subnet;
   ACLs of a tenant apply to its egress;
-* plugin: `docker network create -d weft --ipam-driver weft -o tenant=NETWORK --subnet S
-  NETWORK` (a network name where a tenant's is taken); Join gives the gateway as the
+* agent and plugin: every host's agent makes the Docker network of each network (docs/
+  docker.md, Creating a network); Join gives the gateway as the
   default route; `docker run -p HOST:PORT[/udp]` programs DNAT on the container's host,
   a port already published on that host or held by a process is refused with
   "already published on HOST" / "in use on HOST";

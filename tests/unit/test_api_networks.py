@@ -115,6 +115,14 @@ def test_networks_crud_ports_and_the_network_synonym(api, core):
     assert _ok(api.patch("/v1/networks/red", json={"description": "web"}))["description"] == "web"
     r = api.delete("/v1/networks/red-lab")
     assert r.status_code == 409 and "3 port binding" in r.json()["error"]
+    # the refusal names the ports and their hosts (docs/docker.md: delete while in use)
+    assert "h2/b0, h2/b1, h2/b2" in r.json()["error"]
+    assert [(p["host"], p["port"]) for p in r.json()["ports"]] == \
+        [("h2", "b0"), ("h2", "b1"), ("h2", "b2")]
+    r = api.delete("/v1/networks/red-db", params={"force": "false"})
+    assert r.status_code == 409 and "h1/p1 (10.10.2.5)" in r.json()["error"]
+    assert r.json()["ports"] == [{"host": "h1", "port": "p1", "mac": "02:00:00:00:00:01",
+                                  "ips": ["10.10.2.5"], "source": "api"}]
     assert _ok(api.delete("/v1/networks/red-lab", params={"force": "true"})) == \
         {"deleted": "red-lab", "bindings_removed": 3}
     r = api.delete("/v1/networks/red")
@@ -325,3 +333,59 @@ def test_weftctl_networks_and_routes(api, ctl, capsys):
     assert ctl(["--json", "route", "list", "red"]) == 0
     assert capsys.readouterr().out.strip() == "[]"
     assert ctl(["network", "show", "../tenants/red"]) == 1           # one path segment
+
+
+def test_delete_while_in_use_names_the_ports_and_hosts(api, ctl, capsys):
+    """A network or tenant with containers on it is not deleted: 409 listing each bound
+    port with its host and addresses (the agent's containers and REST bindings), and
+    nothing changes; once they are gone, it is deleted (docs/docker.md)."""
+    _red(api)
+    for host, i in (("h1", 5), ("h2", 6)):
+        _ok(api.put(f"/v1/hosts/{host}/attachments", json=[
+            {"port": f"wd{i}", "network": "red-db", "mac": f"02:00:00:00:00:0{i}",
+             "ips": [f"10.10.2.{i}"], "container": f"c{i}"}]))
+    before = _ok(api.get("/v1/networks/red-db"))
+    assert ctl(["network", "delete", "red-db"]) == 1
+    err = capsys.readouterr().err
+    assert "409 name: network 'red-db' has 2 port binding(s): h1/wd5 (10.10.2.5), " \
+           "h2/wd6 (10.10.2.6)" in err, err
+    r = api.delete("/v1/networks/red-db")
+    assert [(p["host"], p["port"], p["source"]) for p in r.json()["ports"]] == \
+        [("h1", "wd5", "agent"), ("h2", "wd6", "agent")]
+    assert _ok(api.get("/v1/networks/red-db")) == before           # nothing changed
+    _ok(api.put("/v1/hosts/h1/attachments", json=[]))
+    _ok(api.put("/v1/hosts/h2/attachments", json=[
+        {"port": "wd7", "network": "red", "ips": ["10.10.1.7"], "mac": "02:00:00:00:00:07"}]))
+    assert _ok(api.delete("/v1/networks/red-db")) == {"deleted": "red-db", "bindings_removed": 0}
+    _ok(api.delete("/v1/networks/red-lab"))
+    r = api.delete("/v1/tenants/red")
+    assert r.status_code == 409 and "h2/wd7 (10.10.1.7)" in r.json()["error"]
+    assert [p["port"] for p in r.json()["ports"]] == ["wd7"]
+
+
+def test_agents_report_their_docker_networks_and_network_show_has_them(api, ctl, capsys):
+    """What each host's agent did with a network in its dockerd, as an operator sees it
+    (`weftctl network show`): a careless operator's hand-made network on one host is
+    visible centrally, with the reason."""
+    _red(api)
+    why = ("Docker network 'red-db' (made by hand, 3f2a1b2c3d4e) has subnet 10.20.0.0/24, "
+           "unlike the cluster's network 'red-db' (...): left alone")
+    assert _ok(api.put("/v1/hosts/h1/docker-networks",
+                       json={"created": ["red"], "conflicts": {"red-db": why}})) == {"host": "h1"}
+    _ok(api.put("/v1/hosts/h2/docker-networks", json={"created": ["red", "red-db"],
+                                                      "adopted": ["red-lab"]}))
+    assert _ok(api.get("/v1/networks/red-db"))["docker"] == [
+        {"host": "h1", "state": "conflict", "reason": why},
+        {"host": "h2", "state": "created", "reason": None}]
+    assert [d["state"] for d in _ok(api.get("/v1/networks/red-lab"))["docker"]] == \
+        ["missing", "adopted"]
+    got = _ok(api.get("/v1/hosts/h1/docker-networks"))
+    assert got["conflicts"] == {"red-db": why} and got["reported"] > 0
+    assert _ok(api.get("/v1/hosts/h3/docker-networks"))["reported"] is None
+    assert api.put("/v1/hosts/ghost/docker-networks", json={}).status_code == 404
+    r = api.put("/v1/hosts/h1/docker-networks", json={"created": ["x" * 65]})
+    assert r.status_code == 422
+    assert _ok(api.get("/v1/hosts/h1/docker-networks"))["conflicts"] == {"red-db": why}
+    assert ctl(["network", "show", "red-db"]) == 0
+    out = capsys.readouterr().out
+    assert "h1    conflict" in out and "made by hand" in out and "h2    created" in out

@@ -16,6 +16,7 @@ from controller.core import Core
 from controller.model import Route
 from controller.store import SCHEMA_VERSION, Conflict, Invalid, NotFound, Store
 from controller.store.etcd import EtcdStore
+from controller.store.errors import InUse
 from tests.unit.test_api import HOSTS
 
 # What weft with schema 7 created (`.schema` of a store made by main at c4cb404, comments
@@ -323,8 +324,8 @@ REFUSALS = [
      Conflict, "gateway", "VNI up to 65535"),
     ("a tenant with networks", lambda s: s.delete_tenant("red"), Conflict, "name",
      "networks red-db, red-lab"),
-    ("a bound network", lambda s: s.delete_network("red-lab"), Conflict, "name",
-     "1 port binding"),
+    ("a bound network", lambda s: s.delete_network("red-lab"), InUse, "name",
+     "1 port binding(s): h2/p2;"),
     ("a route's network", lambda s: s.delete_network("red-db", force=True), Conflict, "name",
      "routes 0.0.0.0/0, 192.168.0.0/16"),
     ("a default network", lambda s: s.delete_network("red"), Conflict, "name",

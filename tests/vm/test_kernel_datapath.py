@@ -89,6 +89,13 @@ def sh(lab: str, host: str, cmd: str, timeout: float = 300, check: bool = True) 
     return vm.sh(lab, host, cmd, timeout=timeout, check=check)
 
 
+def wait_network(lab: str, host: str, name: str, timeout: int = 30) -> None:
+    """The host's agent makes the controller's network a Docker network (docs/docker.md,
+    Creating a network): wait for it, as a user would run `docker network ls`."""
+    sh(lab, host, f"timeout {timeout} sh -c 'until docker network inspect {name} "
+                  ">/dev/null 2>&1; do sleep 0.2; done'", timeout=timeout + 30)
+
+
 def docker_run(lab: str, host: str, name: str, *opts: str) -> str:
     """A container that idles; returns its IPv4 address."""
     sh(lab, host, f"docker rm -f {name} >/dev/null 2>&1; docker run -d --pull=never "
@@ -184,8 +191,7 @@ def tenants(lab):
                 raise
             vm.api(lab, "PATCH", f"/v1/tenants/{t}", {"vlan": vlan})
         for host in ("host1", "host2"):
-            sh(lab, host, f"docker network create -d weft --ipam-driver weft -o tenant={t} "
-                          f"--subnet 10.10.0.0/24 {t}")
+            wait_network(lab, host, t)
     sh(lab, "host1", "docker run -d --pull=never --name red1 --network red --ip 10.10.0.11 "
                      f"{IMAGE} sleep 100000")
     sh(lab, "host2", "docker run -d --pull=never --name red2 --network red --ip 10.10.0.140 "
@@ -331,8 +337,7 @@ def routed(lab):
                 if "HTTP 409" not in str(exc):
                     raise
             for host in ("host1", "host2"):
-                sh(lab, host, f"docker network create -d weft --ipam-driver weft "
-                              f"-o tenant={net} --subnet {subnet} {net}")
+                wait_network(lab, host, net)
         sh(lab, "host1", "docker run -d --pull=never --name gw1 --network green-web "
                          f"--ip 10.30.1.11 {IMAGE} sleep 100000")
         sh(lab, "host2", "docker run -d --pull=never --name gd2 --network green-db "
