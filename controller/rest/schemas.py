@@ -284,3 +284,20 @@ class Attachment(_In):
                                        "use (port security)")
     port_security: bool = Field(True, description="false: bound without MAC and addresses, "
                                                   "nothing it sends is checked")
+
+
+class BlockClaimIn(_In):
+    host: str = Field(pattern=HOST_NAME, max_length=63, description="the host claiming it")
+    subnet: str | None = Field(None, max_length=18, description="the Docker network's IPv4 "
+                               "subnet; must be the weft network's when it has one")
+    prefix: int | None = Field(None, ge=16, le=32, description="block size; omitted: 16 "
+                               "blocks in the subnet at least, none larger than a /26")
+    within: str | None = Field(None, max_length=18, description="only a block inside this "
+                               "CIDR (Docker's --ip-range)")
+
+
+class AddressClaimIn(_In):
+    host: str = Field(pattern=HOST_NAME, max_length=63, description="the host claiming it")
+    address: str = Field(max_length=15, description="IPv4 address (docker run --ip)")
+    subnet: str | None = Field(None, max_length=18, description="the Docker network's IPv4 "
+                               "subnet; must be the weft network's when it has one")
