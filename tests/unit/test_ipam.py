@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from cluster.ipam import (ADDRESS, BLOCK, Claim, IpamError, address_verdict, block_prefix,
                           choose_block, empty_blocks, next_free)
-from tests.unit.test_dockerplugin import (FakeController, FakeDataplane, call, error, network,
-                                          plugin, run, stop)
+from tests.unit.test_dockerplugin import (FakeController, FakeDataplane, call, network,
+                                          plugin, run)
 
 
 # -- the pure rules ---------------------------------------------------------------------
