@@ -437,9 +437,10 @@ class Plugin:
                 if p.network == space.network and p.gateway} | set(space.skip)
 
     def _next(self, pool: Pool, space: Space) -> str:
-        """The lowest free address of the host's blocks; a new block when they are full
-        (after reclaiming addresses whose containers are gone)."""
+        """The lowest free address of the host's blocks (addresses whose containers are
+        gone reclaimed first); a new block when they are full."""
         self._retry_releases(space)
+        self._reclaim(space)            # at most every reclaim_after / 2
         blocks = [b for b in space.blocks if not pool.within or ipaddress.ip_network(
             b).subnet_of(ipaddress.ip_network(pool.within))]   # type: ignore[arg-type]
         used = set(space.addrs) | self._reserved(space)
