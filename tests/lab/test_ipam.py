@@ -123,7 +123,7 @@ def test_hundreds_of_containers_across_hosts_get_distinct_addresses(lab):
 
 def test_ip_held_by_another_host_is_refused_naming_it(lab):
     taken = docker(lab, "host2", "inspect", "-f",
-                   "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "host2-c1")
+                   "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "host2-c1").strip()
     with pytest.raises(CommandError) as err:
         docker(lab, "host1", "run", "-d", "--pull=never", "--name", "thief", "--network",
                "red", "--ip", taken, D.IMAGE, "true")
