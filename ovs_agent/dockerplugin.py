@@ -620,7 +620,9 @@ class Plugin:
         subnet = v4[0].get("Pool", "") if v4 else ""
         docker_gw = (v4[0].get("Gateway") or "").split("/")[0] if v4 else ""
         net = Network(nid, name, subnet, security == "on", docker_gw)
-        net.pool = self._unlinked_pool(subnet, docker_gw)
+        old = self.networks.get(nid)     # created again (dockerd restart): keep its pool
+        net.pool = old.pool if old is not None and old.pool else \
+            self._unlinked_pool(subnet, docker_gw)
         if name:    # -o tenant alone names a segment too (a network's name works)
             by_network = bool(generic.get(NETWORK_OPT))
             self._learn(net, by_network,
