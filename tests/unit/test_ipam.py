@@ -200,3 +200,16 @@ def test_no_address_is_ever_held_by_two_hosts(ops):
         mine = [c.net for c in ctl.store.ipam_claims("red", f"host{h}")]
         assert all(any(ipaddress.ip_address(a.split("/")[0]) in n for n in mine)
                    for a in host.values()), (h, host, mine)
+
+
+def test_a_pool_from_before_keeps_its_slice_and_asks_no_controller():
+    import json
+    dp = FakeDataplane()
+    dp.controller.up = False
+    dp.store["weft-dpool-old"] = json.dumps({"id": "old", "subnet": "10.10.0.0/24",
+                                             "first": "10.10.0.128", "last": "10.10.0.255",
+                                             "gateway": "10.10.0.1", "addrs": ["10.10.0.128"]})
+    p = plugin(dp)
+    assert _addr(p, "old")["Address"] == "10.10.0.129/24"
+    call(p, "IpamDriver.ReleaseAddress", PoolID="old", Address="10.10.0.128")
+    assert _addr(p, "old")["Address"] == "10.10.0.128/24"
