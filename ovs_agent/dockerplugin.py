@@ -8,13 +8,17 @@ so it survives the plugin's restart and can never diverge from a file),
 plugging veths into br0, asking the controller, holding published ports.
 
 Addressing: every Docker network gets its own pool, keyed by an opaque pool
-id, so two tenants' networks may share 10.10.0.0/24 on one daemon.  Docker
-scopes this driver "local": each host runs its own IPAM, so each host hands
-out addresses from its own slice of the subnet (`--ip-range` if given, else
-slice number i of the subnet for host number i of hosts.yaml), and no two
-hosts give the same address.  The gateway address Docker insists on is
-reserved; it must be the weft network's gateway (br0 answers for it on every
-host), which Join gives the container as its default route.
+id, so two tenants' networks may share 10.10.0.0/24 on one daemon.  Addresses
+are unique cluster-wide (cluster/ipam.py, docs/docker.md "Addresses"): the host
+hands them out of blocks of the weft network's subnet it has claimed in the
+controller's store (a ``Space`` per weft network: its blocks, address claims
+and handed-out addresses), claims another block when they are full, keeps
+allocating from them while no controller answers, gives empty blocks back
+(all but one), and checks `docker run --ip` against every host's claims.
+Pools made before this (``Pool.first``/``last``: a slice of the subnet per
+host) keep their slice.  The gateway address Docker insists on is reserved; it
+must be the weft network's gateway (br0 answers for it on every host), which
+Join gives the container as its default route.
 
 Port security: every endpoint is plugged with the address IPAM gave it, and the
 controller binds the port with its MAC and that address, so ARP and IP spoofing
@@ -34,10 +38,12 @@ import ipaddress
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+import cluster.ipam as ipam
 from ovs_agent.nat import Published
 
 LOG = logging.getLogger("weft-plugin")
@@ -51,6 +57,8 @@ PORT_SECURITY_OPT = "port_security"             # -o port_security=on|off (defau
 PORTMAP = "com.docker.network.portmap"          # ProgramExternalConnectivity Options
 # br0 external_ids keys holding the plugin's state, one record per key.
 NET_KEY, POOL_KEY, EP_KEY = "weft-dnet-", "weft-dpool-", "weft-dep-"
+SPACE_KEY = "weft-dspace-"                      # + weft network: its blocks on this host
+RECLAIM_AFTER = 60.0    # seconds an address without a container waits before reuse
 # + endpoint id, proto, [host ip,] host port: one ovs_agent.nat.Published as a JSON object
 PUB_KEY = "weft-dpub-"
 PROTOS = {6: "tcp", 17: "udp"}
@@ -63,14 +71,43 @@ class PluginError(Exception):
     """A request Docker made that weft refuses; the message reaches the user."""
 
 
+class IpamRefused(Exception):
+    """The controller's IPAM refused a claim (a 4xx); ``args[0]``: its message."""
+
+
 @dataclass
 class Pool:
     id: str
     subnet: str
-    first: str                  # the slice this host allocates from (inclusive)
-    last: str
+    first: str = ""             # a pool from before cluster IPAM: its slice (inclusive)
+    last: str = ""
     gateway: str | None = None
-    addrs: list[str] = field(default_factory=list)
+    addrs: list[str] = field(default_factory=list)      # a slice pool's handed-out ones
+    within: str = ""            # --ip-range: blocks only inside it
+    network: str = ""           # the weft network (Space) its addresses come from
+    created: float = 0.0
+
+    @property
+    def sliced(self) -> bool:
+        return bool(self.first)
+
+
+@dataclass
+class Space:
+    """This host's share of one weft network's addresses (cluster/ipam.py)."""
+
+    network: str
+    subnet: str
+    blocks: list[str] = field(default_factory=list)     # blocks this host holds
+    claimed: list[str] = field(default_factory=list)    # address claims it holds
+    skip: list[str] = field(default_factory=list)       # others' claims in its blocks
+    addrs: list[str] = field(default_factory=list)      # handed out
+    since: dict[str, float] = field(default_factory=dict)   # address -> last change
+    unreleased: list[str] = field(default_factory=list)     # claims to give back
+
+    @property
+    def id(self) -> str:
+        return self.network
 
 
 @dataclass
@@ -88,6 +125,7 @@ class Network:
     gateway: str | None = None  # the weft network's gateway (None: it has none)
     egress: bool = False
     tenant_id: int | None = None    # the VNI of its tenant (routing domain)
+    pool: str = ""              # its IPv4 pool's id (CreateNetwork links them)
 
 
 @dataclass(frozen=True)
@@ -109,6 +147,7 @@ class Endpoint:
     mac: str
     address: str = ""
     port: str | None = None     # the br0 port while joined
+    created: float = 0.0
 
 
 class Dataplane(Protocol):
@@ -132,6 +171,16 @@ class Dataplane(Protocol):
         """Ask the controller about weft network (or tenant) ``name``; None when it
         cannot be asked."""
 
+    def ipam(self, op: str, network: str, args: dict[str, str]) -> Json | None:
+        """Ask the controller's IPAM for this host (``op``: claim_block, release_block,
+        claim_address, release_address; docs/docker.md "Addresses"): its answer; None
+        when no controller answers; IpamRefused for a refusal (a release of a claim the
+        store no longer has is an answer, not a refusal)."""
+
+    def in_use(self, network_ids: list[str]) -> tuple[set[str], set[str]] | None:
+        """The addresses and endpoint ids dockerd and br0 know on these Docker networks
+        (None when dockerd cannot be asked: then nothing is reclaimed)."""
+
     def network_name(self, network_id: str) -> str | None:
         """Ask Docker for a network's name; None when it cannot be asked."""
 
@@ -151,17 +200,6 @@ class Reservation(Protocol):
     def close(self) -> None: ...
 
 
-def host_slice(subnet: str, index: int, count: int) -> tuple[str, str]:
-    """Slice `index` of `count` equal power-of-two slices of `subnet` (whole if too small)."""
-    net = ipaddress.ip_network(subnet)
-    blocks = 1 << max(0, (count - 1).bit_length())
-    size = net.num_addresses // blocks
-    if size < 4 or not 0 <= index < count:
-        return str(net.network_address), str(net.broadcast_address)
-    start = int(net.network_address) + index * size
-    return str(ipaddress.ip_address(start)), str(ipaddress.ip_address(start + size - 1))
-
-
 def endpoint_mac(endpoint_id: str) -> str:
     """A stable, locally administered unicast MAC for an endpoint."""
     h = hashlib.sha256(endpoint_id.encode()).hexdigest()
@@ -176,15 +214,18 @@ def port_names(endpoint_id: str) -> tuple[str, str]:
 class Plugin:
     """libnetwork remote NetworkDriver + IpamDriver over a Dataplane."""
 
-    def __init__(self, dataplane: Dataplane, host_index: int = 0, host_count: int = 1,
-                 new_token: Callable[[], str] | None = None, host: str = "this host") -> None:
+    def __init__(self, dataplane: Dataplane, new_token: Callable[[], str] | None = None,
+                 host: str = "this host", clock: Callable[[], float] = time.time,
+                 reclaim_after: float = RECLAIM_AFTER) -> None:
         import secrets
         self.dp = dataplane
-        self.host_index, self.host_count = host_index, host_count
         self.host = host
         self.new_token = new_token or (lambda: secrets.token_hex(4))
+        self.clock, self.reclaim_after = clock, reclaim_after
+        self.swept: dict[str, float] = {}       # weft network -> last reclaim pass
         self.lock = threading.Lock()
         self.pools: dict[str, Pool] = {}
+        self.spaces: dict[str, Space] = {}
         self.networks: dict[str, Network] = {}
         self.endpoints: dict[str, Endpoint] = {}
         self.published: dict[str, list[Published]] = {}     # endpoint id -> its ports
@@ -199,6 +240,8 @@ class Plugin:
                 data = json.loads(value)
                 if key.startswith(POOL_KEY):
                     self.pools[data["id"]] = Pool(**data)
+                elif key.startswith(SPACE_KEY):
+                    self.spaces[data["network"]] = Space(**data)
                 elif key.startswith(NET_KEY):
                     self.networks[data["id"]] = Network(**data)
                 elif key.startswith(EP_KEY):
@@ -233,10 +276,10 @@ class Plugin:
                             "NAT still sends it to the container", _label(r), r.endpoint[:12],
                             exc)
 
-    def _put(self, *records: Pool | Network | Endpoint) -> None:
+    def _put(self, *records: Pool | Network | Endpoint | Space) -> None:
         self.dp.save({_key(r): json.dumps(asdict(r), sort_keys=True) for r in records}, [])
 
-    def _delete(self, *records: Pool | Network | Endpoint) -> None:
+    def _delete(self, *records: Pool | Network | Endpoint | Space) -> None:
         self.dp.save({}, [_key(r) for r in records])
 
     # -- dispatch ---------------------------------------------------------------------
@@ -292,24 +335,25 @@ class Plugin:
             raise PluginError(f"weft: {exc}") from None
         if net.version != 4 or net.num_addresses < 4:
             raise PluginError(f"weft: {net} is not an IPv4 subnet of at least 4 addresses")
-        if sub is not None:
-            if not sub.subnet_of(net):  # type: ignore[arg-type]
-                raise PluginError(f"weft: --ip-range {sub} is not inside {net}")
-            first, last = str(sub.network_address), str(sub.broadcast_address)
-        else:
-            first, last = host_slice(str(net), self.host_index, self.host_count)
+        if sub is not None and not sub.subnet_of(net):  # type: ignore[arg-type]
+            raise PluginError(f"weft: --ip-range {sub} is not inside {net}")
         label = (req.get("Options") or {}).get(TENANT_OPT)
         pid = f"{net}@{label + '-' if label else ''}{self.new_token()}"
-        pool = Pool(pid, str(net), first, last)
+        pool = Pool(pid, str(net), within=str(sub) if sub else "", created=self.clock())
         self.pools[pid] = pool
         self._put(pool)
-        LOG.info("pool %s: this host allocates %s-%s", pid, first, last)
+        LOG.info("pool %s: addresses from cluster-wide blocks%s", pid,
+                 f" inside {sub}" if sub else "")
         return {"PoolID": pid, "Pool": str(net), "Data": {}}
 
     def release_pool(self, req: Json) -> Json:
         pool = self.pools.pop(req.get("PoolID", ""), None)
         if pool:
             self._delete(pool)
+            space = self.spaces.get(pool.network)
+            if space is not None and not any(p.network == space.network
+                                             for p in self.pools.values()):
+                self._drop_space(space)
         return {}
 
     def _pool(self, pool_id: str) -> Pool:
@@ -327,29 +371,211 @@ class Plugin:
             addr = ipaddress.ip_address(want.split("/")[0])
             if addr not in net or addr in (net.network_address, net.broadcast_address):
                 raise PluginError(f"weft: {addr} is not a host address of {net}")
-            if str(addr) in pool.addrs or (str(addr) == pool.gateway and not gateway):
+        if gateway:     # the weft network's own, the same on every host: never handed out
+            if want and str(addr) in self._handed_out(pool):
                 raise PluginError(f"weft: {addr} is already in use in {net}")
-        elif gateway:
-            addr = net.network_address + 1      # reserved, never configured anywhere
-        else:
-            addr = self._free(pool, net)
-        if gateway:
-            pool.gateway = str(addr)
-        else:
-            pool.addrs.append(str(addr))
-        self._put(pool)
-        return {"Address": f"{addr}/{net.prefixlen}", "Data": {}}
+            pool.gateway = str(addr) if want else str(net.network_address + 1)
+            self._put(pool)
+            return {"Address": f"{pool.gateway}/{net.prefixlen}", "Data": {}}
+        if pool.sliced:
+            chosen = self._from_slice(pool, net, str(addr) if want else "")
+            pool.addrs.append(chosen)
+            self._put(pool)
+            return {"Address": f"{chosen}/{net.prefixlen}", "Data": {}}
+        space = self._space(pool)
+        chosen = self._requested(pool, space, str(addr)) if want else self._next(pool, space)
+        space.addrs.append(chosen)
+        space.since[chosen] = self.clock()
+        self._put(space)
+        return {"Address": f"{chosen}/{net.prefixlen}", "Data": {}}
 
-    def _free(self, pool: Pool, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Any:
+    def _handed_out(self, pool: Pool) -> set[str]:
+        space = self.spaces.get(pool.network)
+        return set(pool.addrs) | set(space.addrs if space else ())
+
+    def _from_slice(self, pool: Pool, net: Any, want: str) -> str:
+        """A pool from before cluster IPAM: its own slice, as it always did."""
         used = set(pool.addrs) | {pool.gateway, str(net.network_address),
                                   str(net.broadcast_address)}
+        if want:
+            if want in used:
+                raise PluginError(f"weft: {want} is already in use in {net}")
+            return want
         lo, hi = int(ipaddress.ip_address(pool.first)), int(ipaddress.ip_address(pool.last))
         for n in range(lo, hi + 1):
-            addr = ipaddress.ip_address(n)
-            if str(addr) not in used:
-                return addr
+            if str(ipaddress.ip_address(n)) not in used:
+                return str(ipaddress.ip_address(n))
         raise PluginError(f"weft: no free address left in {pool.first}-{pool.last} of "
                           f"{pool.subnet} on this host")
+
+    # -- cluster-wide blocks (cluster/ipam.py) --------------------------------------------
+    def _space(self, pool: Pool) -> Space:
+        """The weft network a pool's addresses belong to, and this host's share of it.
+        Docker's calls carry no network name: the pool is linked to its network by
+        CreateNetwork (``Network.pool``), the name learnt as Join learns it."""
+        if not pool.network:
+            net = next((n for n in self.networks.values() if n.pool == pool.id), None)
+            if net is None:
+                same = {n.tenant or n.id for n in self.networks.values()
+                        if n.subnet == pool.subnet}
+                raise PluginError(f"weft: pool {pool.id} belongs to no network yet" if not same
+                                  else f"weft: cannot tell which network pool {pool.id} "
+                                       "serves; recreate the Docker network")
+            pool.network = self._tenant_of(net)
+            self._put(pool)
+        space = self.spaces.get(pool.network)
+        if space is None:
+            space = self.spaces[pool.network] = Space(pool.network, pool.subnet)
+        elif space.subnet != pool.subnet:
+            raise PluginError(f"weft: weft network {pool.network!r} has subnet "
+                              f"{space.subnet} on this host, not {pool.subnet}")
+        return space
+
+    def _reserved(self, space: Space) -> set[str]:
+        """What a space never hands out: its pools' gateways and others' claims."""
+        return {p.gateway for p in self.pools.values()
+                if p.network == space.network and p.gateway} | set(space.skip)
+
+    def _next(self, pool: Pool, space: Space) -> str:
+        """The lowest free address of the host's blocks (addresses whose containers are
+        gone reclaimed first); a new block when they are full."""
+        self._retry_releases(space)
+        self._reclaim(space)            # at most every reclaim_after / 2
+        blocks = [b for b in space.blocks if not pool.within or ipaddress.ip_network(
+            b).subnet_of(ipaddress.ip_network(pool.within))]   # type: ignore[arg-type]
+        used = set(space.addrs) | self._reserved(space)
+        found = ipam.next_free(space.subnet, blocks, used)
+        if found is None and self._reclaim(space):
+            found = ipam.next_free(space.subnet, blocks, set(space.addrs) |
+                                   self._reserved(space))
+        if found is not None:
+            return found
+        args = {"subnet": space.subnet, **({"within": pool.within} if pool.within else {})}
+        try:
+            got = self.dp.ipam("claim_block", space.network, args)
+        except IpamRefused as exc:
+            raise PluginError(f"weft: {exc.args[0]}") from None
+        if got is None:
+            raise PluginError(f"weft: the blocks of network {space.network!r} on {self.host} "
+                              "are full and no weft controller answers to claim another: "
+                              "try again when one does")
+        space.blocks.append(got["cidr"])
+        space.skip.extend(a for a in got.get("skip", []) if a not in space.skip)
+        LOG.info("network %s: claimed block %s%s", space.network, got["cidr"],
+                 f" (skipping {', '.join(got['skip'])})" if got.get("skip") else "")
+        found = ipam.next_free(space.subnet, [got["cidr"]], set(space.addrs) |
+                               self._reserved(space))
+        if found is None:
+            raise PluginError(f"weft: block {got['cidr']} has no free address")
+        return found
+
+    def _requested(self, pool: Pool, space: Space, want: str) -> str:
+        """``docker run --ip``: free on this host, and held by it cluster-wide (its block,
+        its address claim, or a new address claim); another host's is refused."""
+        if want in space.addrs:
+            raise PluginError(f"weft: {want} is already in use in {space.subnet} on "
+                              f"{self.host}")
+        if want in {p.gateway for p in self.pools.values() if p.network == space.network}:
+            raise PluginError(f"weft: {want} is the gateway of network {space.network!r}")
+        if want in space.claimed or (ipam.block_of(want, space.blocks)
+                                     and want not in space.skip):
+            return want
+        try:
+            got = self.dp.ipam("claim_address", space.network,
+                               {"address": want, "subnet": space.subnet})
+        except IpamRefused as exc:
+            raise PluginError(f"weft: {exc.args[0]}") from None
+        if got is None:
+            raise PluginError(f"weft: no weft controller answers, so {want} cannot be checked "
+                              "cluster-wide; try again, or leave --ip out (this host's "
+                              "blocks still have addresses)")
+        if got.get("kind") == ipam.BLOCK:       # a block of ours this state lost
+            if got["cidr"] not in space.blocks:
+                space.blocks.append(got["cidr"])
+        elif want not in space.claimed:
+            space.claimed.append(want)
+        return want
+
+    def _retry_releases(self, space: Space) -> None:
+        """Give back what the controller could not take before (best effort)."""
+        for item in list(space.unreleased):
+            kind, _, what = item.partition(":")
+            op = "release_block" if kind == ipam.BLOCK else "release_address"
+            try:
+                done = self.dp.ipam(op, space.network,
+                                    {"cidr" if kind == ipam.BLOCK else "address": what})
+            except IpamRefused as exc:
+                LOG.warning("network %s: %s %s not given back: %s", space.network, kind,
+                            what, exc.args[0])
+                done = {}
+            if done is None:
+                return
+            space.unreleased.remove(item)
+
+    def _give_back(self, space: Space) -> None:
+        """Empty blocks (all but one: the host keeps one warm) and the address claims no
+        container uses go back to the cluster."""
+        for addr in [a for a in space.claimed if a not in space.addrs]:
+            space.claimed.remove(addr)
+            space.unreleased.append(f"{ipam.ADDRESS}:{addr}")
+        empty = ipam.empty_blocks(space.blocks, space.addrs)
+        for block in empty[1:] if len(empty) == len(space.blocks) else empty:
+            space.blocks.remove(block)
+            space.unreleased.append(f"{ipam.BLOCK}:{block}")
+            LOG.info("network %s: block %s is empty: given back", space.network, block)
+        space.skip = [a for a in space.skip if ipam.block_of(a, space.blocks)]
+        self._retry_releases(space)
+
+    def _drop_space(self, space: Space) -> None:
+        """The last pool of a weft network on this host is gone: every claim goes back."""
+        space.addrs.clear()
+        space.since.clear()
+        self._give_back(space)
+        for block in space.blocks:
+            space.unreleased.append(f"{ipam.BLOCK}:{block}")
+        space.blocks = []
+        self._retry_releases(space)
+        if space.unreleased:        # kept until a controller takes them
+            self._put(space)
+            return
+        del self.spaces[space.network]
+        self._delete(space)
+
+    def _reclaim(self, space: Space) -> bool:
+        """Addresses whose container is gone (a crash between allocation and Join, a
+        ``docker rm`` while the plugin was down): free again once no endpoint record, no
+        br0 port and no dockerd network of this host knows them, and nothing happened
+        to them for ``reclaim_after`` seconds.  True if any was freed."""
+        now = self.clock()
+        if now - self.swept.get(space.network, 0.0) < self.reclaim_after / 2:
+            return False
+        self.swept[space.network] = now
+        nets = [n.id for n in self.networks.values()
+                if n.pool in {p.id for p in self.pools.values() if p.network == space.network}]
+        seen = self.dp.in_use(nets)
+        if seen is None:
+            return False
+        addrs, endpoint_ids = seen
+        stale = [ep for ep in self.endpoints.values() if ep.network in nets
+                 and ep.id not in endpoint_ids and now - ep.created > self.reclaim_after]
+        for ep in stale:
+            LOG.warning("endpoint %s (%s): Docker and br0 no longer know it: removed",
+                        ep.id[:12], ep.address)
+            self._unplug(ep)
+            del self.endpoints[ep.id]
+            self._delete(ep)
+            space.since[ep.address.split("/")[0]] = now - self.reclaim_after - 1
+        held = {ep.address.split("/")[0] for ep in self.endpoints.values()}
+        free = [a for a in space.addrs if a not in held and a not in addrs
+                and now - space.since.get(a, 0.0) > self.reclaim_after]
+        for a in free:
+            space.addrs.remove(a)
+            space.since.pop(a, None)
+        if free:
+            LOG.warning("network %s: reclaimed %s (no container has them)", space.network,
+                        ", ".join(free))
+            self._put(space)
+        return bool(free)
 
     def release_address(self, req: Json) -> Json:
         pool = self.pools.get(req.get("PoolID", ""))
@@ -358,11 +584,20 @@ class Plugin:
             return {}
         if addr == pool.gateway:
             pool.gateway = None
-        elif addr in pool.addrs:
-            pool.addrs.remove(addr)
-        else:
+            self._put(pool)
             return {}
-        self._put(pool)
+        if pool.sliced:
+            if addr in pool.addrs:
+                pool.addrs.remove(addr)
+                self._put(pool)
+            return {}
+        space = self.spaces.get(pool.network)
+        if space is None or addr not in space.addrs:
+            return {}
+        space.addrs.remove(addr)
+        space.since.pop(addr, None)
+        self._give_back(space)
+        self._put(space)
         return {}
 
     # -- networks ---------------------------------------------------------------------
@@ -385,16 +620,38 @@ class Plugin:
         subnet = v4[0].get("Pool", "") if v4 else ""
         docker_gw = (v4[0].get("Gateway") or "").split("/")[0] if v4 else ""
         net = Network(nid, name, subnet, security == "on", docker_gw)
+        old = self.networks.get(nid)     # created again (dockerd restart): keep its pool
+        net.pool = old.pool if old is not None and old.pool else \
+            self._unlinked_pool(subnet, docker_gw)
         if name:    # -o tenant alone names a segment too (a network's name works)
             by_network = bool(generic.get(NETWORK_OPT))
             self._learn(net, by_network,
                         tenant=(generic.get(TENANT_OPT) or None) if by_network else None)
         self.networks[nid] = net
+        pool = self.pools.get(net.pool)
+        if pool is not None and net.tenant and not pool.sliced:
+            pool.network = net.tenant
+            self._put(pool)
         self._put(net)
         LOG.info("network %s: weft network %s, subnet %s, gateway %s, port security %s",
                  nid[:12], name or "(the network's name)", subnet or "-",
                  net.gateway if net.learnt else docker_gw or "-", security)
         return {}
+
+    def _unlinked_pool(self, subnet: str, gateway: str) -> str:
+        """The pool Docker requested for the network it now creates: the newest of this
+        subnet and gateway no network has yet.  Two such made within a minute (two
+        networks of one subnet created at once) are refused rather than guessed."""
+        linked = {n.pool for n in self.networks.values()}
+        cands = sorted((p for p in self.pools.values() if p.subnet == subnet
+                        and p.id not in linked and (p.gateway or "") == gateway),
+                       key=lambda p: p.created, reverse=True)
+        if not cands:
+            return ""
+        if len(cands) > 1 and cands[1].created > self.clock() - 60:
+            raise PluginError(f"weft: two networks of subnet {subnet} are being created at "
+                              "once on this host; create them one after the other")
+        return cands[0].id
 
     def _learn(self, net: Network, by_network: bool = False, tenant: str | None = None) -> None:
         """Check the weft network ``net.tenant`` with the controller (it exists, in
@@ -501,7 +758,7 @@ class Plugin:
             self._check_publishable(net)
         given = iface.get("MacAddress") or ""
         ep = Endpoint(eid, req["NetworkID"], given or endpoint_mac(eid),
-                      iface.get("Address") or "")
+                      iface.get("Address") or "", created=self.clock())
         self.endpoints[eid] = ep
         self._put(ep)
         return {"Interface": {} if given else {"MacAddress": ep.mac}}
@@ -520,9 +777,21 @@ class Plugin:
         if ep:
             self._unplug(ep)
             self._delete(ep)
+            self._touch(ep)
         elif eid:
             self.dp.unplug(port_names(eid)[0])
         return {}
+
+    def _touch(self, ep: Endpoint) -> None:
+        """An address whose endpoint went waits ``reclaim_after`` before a reclaim pass
+        may take it (its ReleaseAddress is on the way)."""
+        net = self.networks.get(ep.network)
+        pool = self.pools.get(net.pool) if net else None
+        space = self.spaces.get(pool.network) if pool else None
+        addr = ep.address.split("/")[0]
+        if space is not None and addr in space.addrs:
+            space.since[addr] = self.clock()
+            self._put(space)
 
     def endpoint_info(self, req: Json) -> Json:
         ep = self._endpoint(req)
@@ -777,8 +1046,9 @@ def _label(r: Published) -> str:
     return f"{r.host_ip + ':' if r.host_ip else ''}{r.host_port}/{r.proto}"
 
 
-def _key(r: Pool | Network | Endpoint) -> str:
-    prefix = POOL_KEY if isinstance(r, Pool) else NET_KEY if isinstance(r, Network) else EP_KEY
+def _key(r: Pool | Network | Endpoint | Space) -> str:
+    prefix = POOL_KEY if isinstance(r, Pool) else NET_KEY if isinstance(r, Network) else \
+        SPACE_KEY if isinstance(r, Space) else EP_KEY
     return prefix + r.id
 
 

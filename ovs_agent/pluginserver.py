@@ -31,12 +31,16 @@ from cluster.hostsfile import BRIDGE, Cluster, HostsFileError, load, tunnel_mtu
 from ovs_agent import attach, dockerd, hostnet, nat, ovsdb
 from ovs_agent.agent import pick_host
 from ovs_agent.desired import device_port_type
-from ovs_agent.dockerplugin import EP_KEY, NET_KEY, POOL_KEY, PUB_KEY, Plugin, Segment
+from ovs_agent.dockerplugin import (EP_KEY, NET_KEY, POOL_KEY, PUB_KEY, RECLAIM_AFTER,
+                                    SPACE_KEY, IpamRefused, Json, Plugin, Segment)
 from ovs_agent.nat import Published
 
 LOG = logging.getLogger("weft-plugin")
 DEFAULT_SOCKET = Path("/run/docker/plugins/weft.sock")
-STATE_PREFIXES = (NET_KEY, POOL_KEY, EP_KEY, PUB_KEY)
+STATE_PREFIXES = (NET_KEY, POOL_KEY, EP_KEY, PUB_KEY, SPACE_KEY)
+# the controller's IPAM (controller/rest/ipam.py): op -> (method, path under the network)
+IPAM_CALLS = {"claim_block": ("POST", "blocks"), "release_block": ("DELETE", "blocks"),
+              "claim_address": ("POST", "addresses"), "release_address": ("DELETE", "addresses")}
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 
 
@@ -115,6 +119,63 @@ class OvsDataplane:
                 LOG.debug("controller %s about %s: %s", url, name, exc)
                 continue
         return None
+
+    def ipam(self, op: str, network: str, args: dict[str, str]) -> Json | None:
+        """One IPAM call to the first controller that answers (any instance: they share
+        the store); a 4xx is the answer (IpamRefused), a 404 of a release is done."""
+        method, what = IPAM_CALLS[op]
+        path = f"/v1/networks/{network}/ipam/{what}"
+        for url in self.cluster.apis or ((self.cluster.api,) if self.cluster.api else ()):
+            try:
+                client = self._client(url)
+                if method == "POST":
+                    resp = client.post(path, json={"host": self.host, **args})
+                else:
+                    resp = client.delete(path, params={"host": self.host, **args})
+            except httpx.HTTPError as exc:
+                LOG.debug("controller %s: %s %s: %s", url, method, path, exc)
+                continue
+            if resp.status_code in (200, 201):
+                return resp.json()
+            if resp.status_code == 404 and method == "DELETE":
+                return {}
+            if 400 <= resp.status_code < 500 and resp.status_code not in (401, 403, 408):
+                try:
+                    msg = resp.json().get("error") or resp.text
+                except ValueError:
+                    msg = resp.text
+                raise IpamRefused(str(msg)[:300])
+            LOG.debug("controller %s: %s %s: %d", url, method, path, resp.status_code)
+        return None
+
+    def in_use(self, network_ids: list[str]) -> tuple[set[str], set[str]] | None:
+        """Addresses and endpoint ids on these Docker networks, as dockerd (its containers,
+        aux addresses) and br0 (ports' attached-ips) see them."""
+        addrs: set[str] = set()
+        endpoints: set[str] = set()
+        for nid in network_ids:
+            try:
+                net = dockerd.get(self.docker_host, f"/networks/{nid}")
+            except (dockerd.DockerUnavailable, ValueError) as exc:
+                LOG.info("cannot ask Docker about network %s (%s): nothing reclaimed",
+                         nid[:12], exc)
+                return None
+            if not isinstance(net, dict):
+                continue
+            for c in (net.get("Containers") or {}).values():
+                if isinstance(c, dict):
+                    endpoints.add(str(c.get("EndpointID") or ""))
+                    addrs.add(str(c.get("IPv4Address") or "").split("/")[0])
+            for cfg in (net.get("IPAM") or {}).get("Config") or []:
+                if isinstance(cfg, dict):
+                    addrs.update(str(a) for a in (cfg.get("AuxiliaryAddresses") or {}).values())
+        rows = self.api.db_list("Interface", columns=["external_ids"]).execute(check_error=True)
+        for row in rows:
+            ext = row.get("external_ids") or {}
+            if ext.get("weft-docker-network") in network_ids:
+                endpoints.add(ext.get("weft-docker-endpoint", ""))
+                addrs.update(a.split("/")[0] for a in ext.get(attach.IPS_KEY, "").split(",") if a)
+        return addrs, endpoints
 
     def _client(self, url: str) -> httpx.Client:
         """One client per controller, kept: a Join asks it, and a new client (its TLS
@@ -280,6 +341,9 @@ def main(argv: list[str]) -> int:
                          "-o tenant (default: %(default)s)")
     ap.add_argument("--ovsdb", default=ovsdb.default_connection(),
                     help="OVSDB connection (default: %(default)s)")
+    ap.add_argument("--reclaim-after", type=float, default=RECLAIM_AFTER, metavar="SECONDS",
+                    help="an address no container, br0 port or dockerd network has is "
+                         "handed out again after this long (default: %(default)s)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -294,9 +358,8 @@ def main(argv: list[str]) -> int:
         return 2
     api = ovsdb.connect(args.ovsdb)
     _wait_for_bridge(api)
-    names = [h.name for h in cluster.hosts]
     plugin = Plugin(OvsDataplane(api, cluster, me.name, tunnel_mtu(cluster), args.docker_host),
-                    host_index=names.index(me.name), host_count=len(names), host=me.name)
+                    host=me.name, reclaim_after=args.reclaim_after)
     try:
         serve(plugin, args.socket)
     except KeyboardInterrupt:

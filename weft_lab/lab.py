@@ -195,8 +195,9 @@ def start_agent(lab: str, host: str, register: bool = False) -> int:
                  "--plugin-socket", str(docker.plugin_dir(d) / "weft.sock"), *extra]})["pid"]
 
 
-def start_plugin(lab: str, host: str) -> int:
-    """Run the weft Docker plugin on a lab host, under the keeper.
+def start_plugin(lab: str, host: str, *extra: str) -> int:
+    """Run the weft Docker plugin on a lab host, under the keeper (``extra``: more
+    flags, e.g. --reclaim-after).
 
     Its socket is in the host's plugin directory, which that host's dockerd (and
     only it) sees as /run/docker/plugins/weft.sock: the driver is `weft` everywhere.
@@ -212,7 +213,7 @@ def start_plugin(lab: str, host: str) -> int:
         "log": str(d / "weft-plugin.log"),
         "argv": [sys.executable, "-m", "ovs_agent.cli", "docker-plugin", "--peers",
                  str(sd / "hosts.yaml"), "--host", host, "--socket", str(sock),
-                 "--docker-host", f"unix://{docker.socket_path(d)}"]})["pid"]
+                 "--docker-host", f"unix://{docker.socket_path(d)}", *extra]})["pid"]
     _wait(sock.exists, 20, f"the weft plugin of {host} ({d}/weft-plugin.log)")
     return pid
 

@@ -3,6 +3,7 @@
     python -m weft_lab.store_bench [--writes 300] [--members 1]
     python -m weft_lab.store_bench --bulk 10000
     python -m weft_lab.store_bench --failover 5
+    python -m weft_lab.store_bench --ipam 2000
 
 Starts weft-manager on loopback (no switches: the figure is the API and the store, not
 OpenFlow) once with a SQLite file and once with `--store etcd://...` on real etcd
@@ -149,6 +150,69 @@ def failover(runs: int) -> None:
               f"{', '.join(f'{t:.2f}' for t in took)} s")
 
 
+def ipam_rates(n: int, store_args: list[str], workdir: Path) -> dict[str, float]:
+    """Cluster-wide IPAM through a real weft-manager: ``n`` allocations by the plugin's
+    own code (ovs_agent.dockerplugin, its HTTP client of the controller's IPAM; state in
+    memory instead of br0) from a /16, claiming a /26 block every 64; then bare block
+    claims and --ip address claims over REST, each per second."""
+    from cluster.hostsfile import parse
+    from ovs_agent.dockerplugin import GATEWAY_REQUEST, GENERIC, Plugin
+    from ovs_agent.pluginserver import OvsDataplane
+
+    class MemoryDataplane(OvsDataplane):
+        def __init__(self, url: str) -> None:
+            super().__init__(None, parse(HOSTS.replace(
+                "controller: {", f'controller: {{api: "{url}", ')), "h1", 1450)
+            self.state: dict[str, str] = {}
+
+        def load(self) -> dict[str, str]:
+            return dict(self.state)
+
+        def save(self, put: dict[str, str], delete: list[str]) -> None:
+            self.state.update(put)
+            for k in delete:
+                self.state.pop(k, None)
+
+        def segment(self, name):    # type: ignore[no-untyped-def]
+            return None
+
+        def in_use(self, network_ids):  # type: ignore[no-untyped-def]
+            return None             # no dockerd here: nothing is reclaimed
+
+    with manager(store_args, workdir) as c:
+        assert c.post("/v1/tenants", json={"name": "red", "subnet": "10.0.0.0/16"}
+                      ).status_code == 201
+        assert c.post("/v1/tenants", json={"name": "blue", "subnet": "10.1.0.0/16"}
+                      ).status_code == 201
+        url = str(c.base_url).rstrip("/")
+        p = Plugin(MemoryDataplane(url), host="h1")
+        pool = p.handle("/IpamDriver.RequestPool", {"Pool": "10.0.0.0/16"})["PoolID"]
+        p.handle("/IpamDriver.RequestAddress", {"PoolID": pool, "Options": {
+            "RequestAddressType": GATEWAY_REQUEST}})
+        p.handle("/NetworkDriver.CreateNetwork", {
+            "NetworkID": "n", "Options": {GENERIC: {"tenant": "red"}},
+            "IPv4Data": [{"Pool": "10.0.0.0/16", "Gateway": "10.0.0.1/16"}]})
+        t0 = time.perf_counter()
+        for _ in range(n):
+            r = p.handle("/IpamDriver.RequestAddress", {"PoolID": pool, "Options": {}})
+            assert "Address" in r, r
+        alloc = n / (time.perf_counter() - t0)
+        k = max(1, n // 64)
+        t0 = time.perf_counter()
+        for i in range(k):
+            resp = c.post("/v1/networks/blue/ipam/blocks", json={"host": f"h{i % 8}"})
+            assert resp.status_code == 201, resp.text
+        claims = k / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for i in range(k):
+            resp = c.post("/v1/networks/blue/ipam/addresses",
+                          json={"host": "h9", "address": f"10.1.255.{i % 250 + 1}"})
+            assert resp.status_code == 201, resp.text
+        singles = k / (time.perf_counter() - t0)
+    return {"allocations_per_s": alloc, "block_claims_per_s": claims,
+            "address_claims_per_s": singles, "n": n, "k": k}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m weft_lab.store_bench")
     ap.add_argument("--writes", type=int, default=300)
@@ -157,11 +221,30 @@ def main(argv: list[str] | None = None) -> int:
                     help="etcd data in /dev/shm (default: on disk, as SQLite's file)")
     ap.add_argument("--bulk", type=int, default=0, metavar="N",
                     help="instead: store-level bulk bind / import / read of N ports")
+    ap.add_argument("--ipam", type=int, default=0, metavar="N",
+                    help="instead: N plugin allocations and N/64 block and address claims "
+                         "per second, SQLite and etcd")
     ap.add_argument("--failover", type=int, default=0, metavar="RUNS",
                     help="instead: the first write after killing an etcd member, RUNS times")
     args = ap.parse_args(argv)
     if args.failover:
         failover(args.failover)
+        return 0
+    if args.ipam:
+        with tempfile.TemporaryDirectory(prefix="weft-store-bench-", dir="/var/tmp") as tmp:
+            work = Path(tmp)
+            rates = {"sqlite": ipam_rates(args.ipam, ["--weft-db", str(work / "w.db")], work)}
+            with etcd_cluster(args.members, on_disk=not args.etcd_in_memory) as cluster:
+                rates["etcd"] = ipam_rates(args.ipam, ["--store", cluster.url], work)
+        for name, r in rates.items():
+            print(f"{name:7} {r['n']} plugin allocations: {r['allocations_per_s']:.0f}/s; "
+                  f"{r['k']} block claims {r['block_claims_per_s']:.0f}/s, "
+                  f"{r['k']} address claims {r['address_claims_per_s']:.0f}/s")
+        s, e = rates["sqlite"], rates["etcd"]
+        print("etcd/sqlite: allocations {:.2f}, block claims {:.2f}, address claims {:.2f}"
+              .format(e["allocations_per_s"] / s["allocations_per_s"],
+                      e["block_claims_per_s"] / s["block_claims_per_s"],
+                      e["address_claims_per_s"] / s["address_claims_per_s"]))
         return 0
     if args.bulk:
         with tempfile.TemporaryDirectory(prefix="weft-store-bench-", dir="/var/tmp") as tmp:

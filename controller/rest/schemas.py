@@ -305,3 +305,20 @@ class DockerNetworksIn(_In):
         description="deletions or recreations waiting for containers to leave")
     errors: dict[_DockerName, _Why] = Field(default_factory=dict, max_length=MAX_BULK,
                                             description="dockerd refused")
+
+
+class BlockClaimIn(_In):
+    host: str = Field(pattern=HOST_NAME, max_length=63, description="the host claiming it")
+    subnet: str | None = Field(None, max_length=18, description="the Docker network's IPv4 "
+                               "subnet; must be the weft network's when it has one")
+    prefix: int | None = Field(None, ge=16, le=32, description="block size; omitted: 16 "
+                               "blocks in the subnet at least, none larger than a /26")
+    within: str | None = Field(None, max_length=18, description="only a block inside this "
+                               "CIDR (Docker's --ip-range)")
+
+
+class AddressClaimIn(_In):
+    host: str = Field(pattern=HOST_NAME, max_length=63, description="the host claiming it")
+    address: str = Field(max_length=15, description="IPv4 address (docker run --ip)")
+    subnet: str | None = Field(None, max_length=18, description="the Docker network's IPv4 "
+                               "subnet; must be the weft network's when it has one")

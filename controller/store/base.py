@@ -8,6 +8,7 @@ first and runs in one transaction, so a refused request changes nothing.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 from abc import ABC, abstractmethod
@@ -21,6 +22,8 @@ from controller.model import (ACCESS, ACL_DEFAULTS, DEFAULT_CONNTRACK_LIMIT, DEF
                               ModelError, QosRule, RateLimit, Route, Tenant, check_host,
                               check_name, user_tenant)
 from controller.opflows import MAX_OPERATOR_FLOW_ID, OperatorFlow
+import cluster.ipam as ipam
+from cluster.ipam import Claim, IpamError
 import controller.store.rules as rules
 from controller.store.errors import Conflict, Invalid, InUse, NotFound, model_values
 from controller.store.export import export_model, import_into, parse_export
@@ -108,6 +111,44 @@ def _unbind_segment(tx: ModelTx, segment: str) -> None:
             tx.remove_binding(b.host, b.port)
         else:
             tx.put_binding(replace_(sb, binding=replace_(b, tenant=native, trunk=trunk)))
+
+
+def _drop_claims(tx: ModelTx, network: str) -> None:
+    """A deleted network's IPAM claims go with it (its addresses mean nothing now)."""
+    for c in tx.claims(network):
+        tx.remove_claim(c.network, c.cidr)
+
+
+def _ipam_network(tx: ModelTx, network: str, subnet: str | None = None) -> str:
+    """The subnet claims of ``network`` are cut from: the network's own, which a
+    Docker network's (``subnet``) must equal; ``subnet`` when the network has none."""
+    net = rules.get_network(tx, network)
+    if net.subnet is not None:
+        if subnet is not None and subnet != net.subnet:
+            raise Invalid("subnet", f"{subnet} is not the subnet of weft network "
+                                    f"{network!r} ({net.subnet}): create the Docker network "
+                                    f"with --subnet {net.subnet}")
+        return net.subnet
+    if subnet is None:
+        raise Invalid("subnet", f"weft network {network!r} has no subnet: give one")
+    return subnet
+
+
+def _ipam_args(host: str, subnet: str | None, within: str | None) -> tuple[str | None,
+                                                                          str | None]:
+    """Checked host name and CIDRs (normalised), or Invalid naming the field."""
+    with model_values("host"):
+        check_host(host)
+    out: list[str | None] = []
+    for name, value in (("subnet", subnet), ("within", within)):
+        if value is None:
+            out.append(None)
+            continue
+        try:
+            out.append(str(ipaddress.IPv4Network(value)))
+        except (ValueError, TypeError):
+            raise Invalid(name, f"{str(value)[:40]!r} is not an IPv4 CIDR") from None
+    return out[0], out[1]
 
 
 @dataclass(frozen=True)
@@ -382,6 +423,7 @@ class StoreBase(ABC):
             tx.set_acl_policy(name, None)
             for seg in (*networks, name):
                 _unbind_segment(tx, seg)
+                _drop_claims(tx, seg)
                 tx.remove_tenant(seg)
             return n
         return self._write(delete)
@@ -411,6 +453,7 @@ class StoreBase(ABC):
                                     "the ports' names are wd + the endpoint id), unbind "
                                     "them, or delete with force=true", bound)
             _unbind_segment(tx, name)
+            _drop_claims(tx, name)
             tx.remove_tenant(name)
             return n
         return self._write(delete)
@@ -712,6 +755,120 @@ class StoreBase(ABC):
                 tx.remove_operator_flow(i)
             return len(gone)
         return self._write(delete)
+
+    # -- cluster-wide IPAM: blocks and addresses hosts hold (cluster/ipam.py) -----------
+    # These writes change no flow: callers do not resync switches after them.
+    def ipam_claims(self, network: str | None = None, host: str | None = None) -> list[Claim]:
+        """The claims (of ``network``, of ``host``); 404 for an unknown network."""
+        def read(tx: ModelTx) -> list[Claim]:
+            if network is not None:
+                rules.get_network(tx, network)
+            return [c for c in tx.claims(network) if host is None or c.host == host]
+        return self._read(read)
+
+    def claim_block(self, network: str, host: str, subnet: str | None = None,
+                    prefix: int | None = None,
+                    within: str | None = None) -> tuple[Claim, tuple[str, ...]]:
+        """A free block of ``network``'s subnet for ``host`` (inside ``within``, e.g.
+        Docker's --ip-range), and the address claims inside it that the host must skip.
+        One transaction: two hosts (through any controllers) never get one block."""
+        subnet, within = _ipam_args(host, subnet, within)
+
+        def claim(tx: ModelTx) -> tuple[Claim, tuple[str, ...]]:
+            space = _ipam_network(tx, network, subnet)
+            size = ipam.block_prefix(space) if prefix is None else prefix
+            try:
+                found = ipam.choose_block(space, size, tx.claims(network), within)
+            except IpamError as exc:
+                raise Invalid("within" if within else "prefix", str(exc)) from None
+            if found is None:
+                raise Conflict("network", f"every /{size} block of {within or space} of "
+                                          f"network {network!r} is held by a host: free "
+                                          "addresses on other hosts, or give the network a "
+                                          "larger subnet")
+            c = Claim(network, found[0], host, ipam.BLOCK)
+            tx.put_claim(c)
+            return c, found[1]
+        return self._write(claim)
+
+    def release_block(self, network: str, cidr: str, host: str) -> None:
+        """``host`` gives its block back (it is empty); another host's block is 409."""
+        with model_values("host"):
+            check_host(host)
+        try:
+            cidr = str(ipaddress.IPv4Network(cidr))
+        except (ValueError, TypeError):
+            raise Invalid("cidr", f"{str(cidr)[:40]!r} is not an IPv4 CIDR") from None
+
+        def release(tx: ModelTx) -> None:
+            rules.get_network(tx, network)
+            c = next((c for c in tx.claims(network) if c.cidr == cidr), None)
+            if c is None or c.kind != ipam.BLOCK:
+                raise NotFound("cidr", f"network {network!r} has no block {cidr}")
+            if c.host != host:
+                raise Conflict("host", f"block {cidr} of network {network!r} is held by "
+                                       f"host {c.host}, not {host}")
+            tx.remove_claim(network, cidr)
+        self._write(release)
+
+    def claim_address(self, network: str, host: str, address: str,
+                      subnet: str | None = None) -> Claim:
+        """``docker run --ip``: the claim giving ``address`` to ``host``: its own block or
+        address claim, else a new address claim; 409 naming the host that holds it."""
+        subnet = _ipam_args(host, subnet, None)[0]
+        try:
+            addr = str(ipaddress.IPv4Address(address))
+        except (ValueError, TypeError):
+            raise Invalid("address", f"{str(address)[:40]!r} is not an IPv4 address") from None
+
+        def claim(tx: ModelTx) -> Claim:
+            space = ipaddress.IPv4Network(_ipam_network(tx, network, subnet))
+            if ipaddress.IPv4Address(addr) not in space:
+                raise Invalid("address", f"{addr} is not in {space}, the subnet of network "
+                                         f"{network!r}")
+            try:
+                held = ipam.address_verdict(network, addr, host, tx.claims(network))
+            except IpamError as exc:
+                raise Conflict("address", str(exc)) from None
+            if held is not None:
+                return held
+            c = Claim(network, f"{addr}/32", host, ipam.ADDRESS)
+            tx.put_claim(c)
+            return c
+        return self._write(claim)
+
+    def release_address(self, network: str, address: str, host: str) -> None:
+        """``host`` gives an address claim back; none (or another host's) changes nothing
+        and says so."""
+        try:
+            cidr = f"{ipaddress.IPv4Address(address)}/32"
+        except (ValueError, TypeError):
+            raise Invalid("address", f"{str(address)[:40]!r} is not an IPv4 address") from None
+
+        def release(tx: ModelTx) -> None:
+            rules.get_network(tx, network)
+            c = next((c for c in tx.claims(network) if c.cidr == cidr), None)
+            if c is None or c.kind != ipam.ADDRESS:
+                raise NotFound("address", f"network {network!r} has no address claim "
+                                          f"{address}")
+            if c.host != host:
+                raise Conflict("host", f"address {address} of network {network!r} is held "
+                                       f"by host {c.host}, not {host}")
+            tx.remove_claim(network, cidr)
+        self._write(release)
+
+    def release_host(self, host: str) -> int:
+        """Every claim of ``host`` (a host gone for good, with its containers): the
+        operator's way out of blocks nobody will give back.  Returns how many."""
+        with model_values("host"):
+            check_host(host)
+
+        def release(tx: ModelTx) -> int:
+            mine = [c for c in tx.claims() if c.host == host]
+            for c in mine:
+                tx.remove_claim(c.network, c.cidr)
+            return len(mine)
+        return self._write(release)
 
     # -- backup: the whole model as JSON --------------------------------------------
     def export(self) -> dict:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 from dataclasses import replace as replace_
 
+from cluster.ipam import Claim, IpamError, check_claim
 from controller.model import (ACCESS, DEFAULT_CONNTRACK_LIMIT, DEFAULT_TENANT, AclRule, QosRule,
-                              RateLimit, Route, Tenant, check_name, user_tenant)
+                              RateLimit, Route, Tenant, check_host, check_name,
+                              user_tenant)
 from controller.opflows import OperatorFlow
 from controller.store.errors import Conflict, Invalid, model_values
 from controller.store.rules import valid_binding
@@ -34,6 +36,10 @@ def binding_doc(sb: StoredBinding) -> dict:
     return {"host": b.host, "port": b.port, "tenant": b.tenant, "mode": b.mode, "mac": b.mac,
             "trunk": list(b.trunk), "source": sb.source, "ips": list(b.ips),
             "allowed_address_pairs": [list(p) for p in b.allowed_address_pairs]}
+
+
+def claim_doc(c: Claim) -> dict:
+    return {"network": c.network, "cidr": c.cidr, "host": c.host, "kind": c.kind}
 
 
 def limit_doc(x: RateLimit) -> dict:
@@ -133,3 +139,15 @@ def operator_flow_of(d: dict) -> OperatorFlow:
 def match_from_json(text: str | None) -> tuple:
     """A QoS rule's match as SQLite holds it (a JSON object) -> sorted pairs."""
     return tuple(sorted(json.loads(text or "{}").items()))
+
+
+def claim_of(d: dict) -> Claim:
+    """An IPAM claim (schema 9): its network and host names and its CIDR checked."""
+    with model_values("network"):
+        check_name(d["network"], "network", what="network name")
+    with model_values("host"):
+        check_host(d["host"])
+    try:
+        return check_claim(d["network"], d["cidr"], d["host"], d.get("kind", "block"))
+    except IpamError as exc:
+        raise Invalid("cidr", str(exc)) from None

@@ -29,6 +29,11 @@ documents, see controller/store/codec.py):
     operator-flows/ID             an operator flow
     hosts/NAME                    a host's self-registration, attached to a lease
     docker0/HOST                  [{"mac", "ips"}, ...]: the host's docker0 containers
+    ipam/NETWORK/CIDR             {"network", "cidr", "host", "kind"}: an IPAM claim
+                                  (schema 9, cluster/ipam.py): a block of the network's
+                                  subnet a host allocates from, or one address it holds
+                                  (kind "address", a /32); "/" written "_"
+                                  (ipam/red/10.10.0.64_26)
 
 Writes are optimistic transactions: the shared logic (StoreBase) runs on a snapshot of
 the model taken at ``meta/rev``'s mod revision R, and the resulting puts and deletes
@@ -61,15 +66,17 @@ with warnings.catch_warnings():     # futurist (etcd3gw's watch helper) probes f
     from etcd3gw import exceptions as etcd_exc
     from etcd3gw.client import Etcd3Client
 
+from cluster.ipam import Claim
 from controller.model import (DEFAULT_TENANT, AclRule, LinkEndpoint, QosRule, RateLimit, Route,
                               Tenant)
 from controller.opflows import OperatorFlow
 from controller.store.base import StoreBase
-from controller.store.codec import (acl_doc, acl_of, binding_doc, binding_of, limit_doc,
+from controller.store.codec import (acl_doc, acl_of, binding_doc, binding_of, claim_doc,
+                                    claim_of, limit_doc,
                                     limit_of, operator_flow_doc, operator_flow_of, route_doc,
                                     route_of, rule_doc, rule_of, tenant_doc, tenant_of)
 from controller.store.errors import Invalid, StoreError, StoreFileError, Unavailable
-from controller.store.tx import ModelTx, StoredBinding, new_epoch, route_order
+from controller.store.tx import ModelTx, StoredBinding, claim_order, new_epoch, route_order
 
 LOG = logging.getLogger("weft.store.etcd")
 T = TypeVar("T")
@@ -126,16 +133,21 @@ class _Snapshot:
     flows: dict[int, OperatorFlow] = field(default_factory=dict)
     docker0: dict[str, tuple[LinkEndpoint, ...]] = field(default_factory=dict)
     routes: dict[tuple[str, str], Route] = field(default_factory=dict)
+    claims: dict[tuple[str, str], Claim] = field(default_factory=dict)
 
     def copy(self) -> _Snapshot:
         return replace_(self, tenants=dict(self.tenants), bindings=dict(self.bindings),
                         qos=dict(self.qos), acls=dict(self.acls), policies=dict(self.policies),
                         flows=dict(self.flows), docker0=dict(self.docker0),
-                        routes=dict(self.routes))
+                        routes=dict(self.routes), claims=dict(self.claims))
 
 
 def _route_key(tenant: str, prefix: str) -> str:
     return f"routes/{tenant}/{prefix.replace('/', '_')}"
+
+
+def _claim_key(network: str, cidr: str) -> str:
+    return f"ipam/{network}/{cidr.replace('/', '_')}"
 
 
 def _snapshot(kvs: list[dict], prefix: str) -> _Snapshot:
@@ -175,6 +187,9 @@ def _snapshot(kvs: list[dict], prefix: str) -> _Snapshot:
             elif kind == "routes":
                 route = route_of(json.loads(raw))
                 s.routes[(route.tenant, route.prefix)] = route
+            elif kind == "ipam":
+                c = claim_of(json.loads(raw))
+                s.claims[(c.network, c.cidr)] = c
             elif kind == "docker0":
                 s.docker0[rest] = tuple(LinkEndpoint(rest, d["mac"], tuple(d["ips"]))
                                         for d in json.loads(raw))
@@ -263,6 +278,10 @@ class EtcdTx(ModelTx):
     def epoch(self) -> str:
         return self.s.epoch
 
+    def claims(self, network: str | None = None) -> list[Claim]:
+        return sorted((c for c in self.s.claims.values()
+                       if network is None or c.network == network), key=claim_order)
+
     # -- mutations ----------------------------------------------------------------
     # Each changes the private snapshot and records the key to write (or delete) in etcd.
     def _set(self, table: dict, key: Any, value: Any, rel: str, doc: Any) -> None:
@@ -280,6 +299,13 @@ class EtcdTx(ModelTx):
     def remove_tenant(self, name: str) -> None:
         self._sorted_tenants = None
         self._drop(self.s.tenants, name, f"tenants/{name}")
+
+    def put_claim(self, c: Claim) -> None:
+        self._set(self.s.claims, (c.network, c.cidr), c, _claim_key(c.network, c.cidr),
+                  claim_doc(c))
+
+    def remove_claim(self, network: str, cidr: str) -> None:
+        self._drop(self.s.claims, (network, cidr), _claim_key(network, cidr))
 
     def put_route(self, r: Route) -> None:
         self._set(self.s.routes, (r.tenant, r.prefix), r, _route_key(r.tenant, r.prefix),

@@ -6,19 +6,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from cluster.ipam import BLOCK, Claim
 from controller.model import (ACL_DEFAULTS, DEFAULT_TENANT, MAX_ACL_ID, AclRule, QosRule,
                               RateLimit, Route, Tenant)
 from controller.opflows import MAX_OPERATOR_FLOW_ID, OperatorFlow
 import controller.store.rules as rules
-from controller.store.codec import (acl_doc, acl_of, binding_doc, binding_of, limit_doc,
+from controller.store.codec import (acl_doc, acl_of, binding_doc, binding_of, claim_doc,
+                                    claim_of, limit_doc,
                                     limit_of, operator_flow_doc, operator_flow_of, route_doc,
                                     route_of, rule_doc, rule_of, tenant_doc, tenant_of)
 from controller.store.errors import Conflict, Invalid, NotFound, StoreError
 from controller.store.tx import ModelTx, StoredBinding, all_qos
 
 EXPORT_FORMAT = "weft-model"
-EXPORT_VERSION = 2          # 2: networks (tenant rows with domain, gateway, egress), routes
-IMPORT_VERSIONS = (1, 2)    # 1: tenants without gateway get the upgrade's (codec.tenant_of)
+EXPORT_VERSION = 3          # 2: networks (tenant rows with domain, gateway, egress), routes
+                            # 3: ipam (the blocks and addresses hosts hold, schema 9)
+IMPORT_VERSIONS = (1, 2, 3)  # 1: tenants without gateway get the upgrade's (codec.tenant_of)
 
 
 def export_model(tx: ModelTx) -> dict:
@@ -31,6 +34,7 @@ def export_model(tx: ModelTx) -> dict:
             "acls": [acl_doc(r) for r in tx.acls()],
             "acl_defaults": dict(sorted(tx.acl_policies().items())),
             "operator_flows": [operator_flow_doc(f) for f in tx.operator_flows()],
+            "ipam": [claim_doc(c) for c in tx.claims()],
             "next_ids": {"acl": tx.new_acl_id(), "operator_flow": tx.new_operator_flow_id()}}
 
 
@@ -47,12 +51,14 @@ class ParsedModel:
     routes: tuple[Route, ...] = ()
     next_acl: int = 1
     next_operator_flow: int = 1
+    claims: tuple[Claim, ...] = ()
 
 
 _SECTIONS: dict[str, Callable[[dict], Any]] = {
     "tenants": tenant_of, "bindings": binding_of, "limits": limit_of, "rules": rule_of,
-    "acls": acl_of, "operator_flows": operator_flow_of, "routes": route_of}
-_V1_SECTIONS = set(_SECTIONS) - {"routes"}
+    "acls": acl_of, "operator_flows": operator_flow_of, "routes": route_of, "ipam": claim_of}
+_V1_SECTIONS = set(_SECTIONS) - {"routes", "ipam"}
+_V2_SECTIONS = set(_SECTIONS) - {"ipam"}
 
 
 def parse_export(data: object) -> ParsedModel:
@@ -65,14 +71,15 @@ def parse_export(data: object) -> ParsedModel:
     if isinstance(version, bool) or version not in IMPORT_VERSIONS:
         raise Invalid("version", f"export version {str(version)[:10]} is not one of "
                                  f"{', '.join(map(str, IMPORT_VERSIONS))}")
-    sections = _SECTIONS if version == 2 else {k: _SECTIONS[k] for k in _V1_SECTIONS}
+    sections = _SECTIONS if version == 3 else {
+        k: _SECTIONS[k] for k in (_V2_SECTIONS if version == 2 else _V1_SECTIONS)}
     unknown = set(data) - {"format", "version", "epoch", "acl_defaults", "next_ids", *sections}
     if unknown:
         raise Invalid(sorted(unknown)[0], "not a section of a weft model export")
     epoch = data.get("epoch")
     if not isinstance(epoch, str) or not 1 <= len(epoch) <= 64 or not epoch.isalnum():
         raise Invalid("epoch", "must be the exported store's epoch (letters and digits)")
-    parsed: dict[str, tuple] = {"routes": ()}
+    parsed: dict[str, tuple] = {"routes": (), "ipam": ()}
     for section, parse in sections.items():
         items = data.get(section, [])
         if not isinstance(items, list):
@@ -105,13 +112,13 @@ def parse_export(data: object) -> ParsedModel:
     return ParsedModel(epoch, parsed["tenants"], parsed["bindings"], parsed["limits"],
                        parsed["rules"], parsed["acls"], tuple(sorted(defaults.items())),
                        parsed["operator_flows"], parsed["routes"], next_ids.get("acl", 1),
-                       next_ids.get("operator_flow", 1))
+                       next_ids.get("operator_flow", 1), parsed["ipam"])
 
 
 def _is_empty(tx: ModelTx) -> bool:
     return (len(tx.tenants()) == 1 and not tx.bindings() and not tx.limits()
             and not tx.rules() and not tx.acls() and not tx.acl_policies()
-            and not tx.operator_flows() and not tx.routes())
+            and not tx.operator_flows() and not tx.routes() and not tx.claims())
 
 
 def _wipe(tx: ModelTx) -> None:
@@ -129,6 +136,8 @@ def _wipe(tx: ModelTx) -> None:
         tx.set_link_endpoints(host, [])
     for route in tx.routes():
         tx.remove_route(route.tenant, route.prefix)
+    for c in tx.claims():
+        tx.remove_claim(c.network, c.cidr)
     for t in sorted(tx.tenants(), key=lambda t: t.domain is None):     # networks first
         if t.name != DEFAULT_TENANT.name:
             tx.remove_tenant(t.name)
@@ -216,6 +225,14 @@ def _restore(tx: ModelTx, m: ParsedModel) -> dict[str, int]:
             raise Conflict("id", f"operator flow id {f.id} is listed twice")
         tx.put_operator_flow(f)
 
+    def claim(c: Claim) -> None:
+        rules.get_network(tx, c.network)
+        for o in tx.claims(c.network):
+            if o.cidr == c.cidr or (c.kind == o.kind == BLOCK and c.net.overlaps(o.net)):
+                raise Conflict("cidr", f"{c.cidr} of network {c.network!r} overlaps "
+                                       f"{o.cidr} (host {o.host})")
+        tx.put_claim(c)
+
     # tenants before their networks (a network names its tenant), errors at their index
     order = sorted(range(len(m.tenants)), key=lambda i: m.tenants[i].domain is not None)
     for i in order:
@@ -228,10 +245,11 @@ def _restore(tx: ModelTx, m: ParsedModel) -> dict[str, int]:
     each("acls", m.acls, acl)
     each("acl_defaults", m.acl_defaults, default)
     each("operator_flows", m.operator_flows, operator_flow)
+    each("ipam", m.claims, claim)
     tx.set_epoch(m.epoch)
     tx.reserve_ids(m.next_acl, m.next_operator_flow)
     return {"tenants": len(m.tenants), "bindings": len(m.bindings), "routes": len(m.routes),
             "limits": len(m.limits),
             "rules": len(m.rules), "acls": len(m.acls), "acl_defaults": len(m.acl_defaults),
-            "operator_flows": len(m.operator_flows)}
+            "operator_flows": len(m.operator_flows), "ipam": len(m.claims)}
 

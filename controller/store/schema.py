@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cluster.ipam import KINDS as IPAM_KINDS
 from controller.model import (ACCESS, ACL_ACTIONS, ACL_DEFAULTS, ACL_DIRECTIONS,
                               DEFAULT_TENANT, MAX_ACL_ID, MAX_ACL_PRIORITY, MAX_METER_ID,
                               MAX_TENANT_NAME, MAX_VNI, TRUNK, VLAN_MAX, VLAN_MIN)
@@ -26,7 +27,7 @@ def _sql_in(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
-SCHEMA_VERSION = 8          # PRAGMA user_version; 0 is the first, unversioned schema
+SCHEMA_VERSION = 9          # PRAGMA user_version; 0 is the first, unversioned schema
 # 3: port_addresses (port security), created by SCHEMA itself: no data to move
 # 4: tenant ACLs (acl_rules, acl_policy) and operator flows (operator_flows): new tables
 #    only, created by the idempotent SCHEMA
@@ -40,6 +41,8 @@ SCHEMA_VERSION = 8          # PRAGMA user_version; 0 is the first, unversioned s
 #    tenant and its default network; else a further network of tenant `domain`), gateway
 #    and egress, added by _upgrade_to_v8 (existing rows: no gateway, egress off: today's
 #    meaning); routes, a new table created by SCHEMA
+# 9: ipam_claims (cluster-wide IPAM: address blocks and single addresses hosts hold,
+#    cluster/ipam.py), a new table created by SCHEMA: no data to move
 
 # a trunk (comma-separated names) lists only tenants that exist: one check, two triggers
 _TRUNK_TENANTS_EXIST = """\
@@ -173,12 +176,22 @@ CREATE TABLE IF NOT EXISTS routes (
     mac TEXT,                                  -- the next hop's MAC when no binding has via
     PRIMARY KEY (tenant, prefix)
 ) WITHOUT ROWID;
+-- cluster-wide IPAM (schema 9): blocks of a network's subnet a host allocates from, and
+-- single addresses (docker run --ip outside every block) a host holds; never overlapping
+-- (the store's transaction decides, cluster/ipam.py)
+CREATE TABLE IF NOT EXISTS ipam_claims (
+    network TEXT NOT NULL REFERENCES tenants(name),
+    cidr TEXT NOT NULL,                        -- IPv4 CIDR (an address: /32)
+    host TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN {_sql_in(IPAM_KINDS)}),
+    PRIMARY KEY (network, cidr)
+) WITHOUT ROWID;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 _TABLES = {"tenants", "bindings", "qos"}          # the tables of schema 0 (upgraded from)
 _V0_TABLES = tuple(sorted(_TABLES))
 _KNOWN_TABLES = _TABLES | {"port_addresses", "acl_rules", "acl_policy", "operator_flows", "meta",
-                             "registrations", "link_endpoints", "routes"}
+                             "registrations", "link_endpoints", "routes", "ipam_claims"}
 
 
 def open_checked(path: str | Path) -> sqlite3.Connection:

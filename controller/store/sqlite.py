@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from cluster.ipam import Claim
 from controller.model import (DEFAULT_TENANT, AclRule, Binding, LinkEndpoint, QosRule,
                               RateLimit, Route, Tenant)
 from controller.opflows import OperatorFlow
@@ -21,7 +22,7 @@ from controller.store.base import StoreBase
 from controller.store.codec import match_from_json
 from controller.store.errors import Conflict, StoreError, Unavailable
 from controller.store.schema import open_checked
-from controller.store.tx import ModelTx, StoredBinding, route_order
+from controller.store.tx import ModelTx, StoredBinding, claim_order, route_order
 
 T = TypeVar("T")
 
@@ -155,7 +156,22 @@ class SqliteTx(ModelTx):
     def epoch(self) -> str:
         return self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
 
+    def claims(self, network: str | None = None) -> list[Claim]:
+        q, args = "SELECT network, cidr, host, kind FROM ipam_claims", []
+        if network is not None:
+            q, args = q + " WHERE network = ?", [network]
+        return sorted((Claim(*r) for r in self._db.execute(q, args).fetchall()),
+                      key=claim_order)
+
     # -- mutations ----------------------------------------------------------------
+    def put_claim(self, c: Claim) -> None:
+        self._db.execute("INSERT OR REPLACE INTO ipam_claims (network, cidr, host, kind) "
+                         "VALUES (?, ?, ?, ?)", (c.network, c.cidr, c.host, c.kind))
+
+    def remove_claim(self, network: str, cidr: str) -> None:
+        self._db.execute("DELETE FROM ipam_claims WHERE network = ? AND cidr = ?",
+                         (network, cidr))
+
     def put_tenant(self, t: Tenant) -> None:
         self._db.execute("INSERT INTO tenants (name, vni, vlan, subnet, description, domain, "
                          "gateway, egress, conntrack_limit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "

@@ -10,6 +10,7 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from cluster.ipam import Claim
 from controller.model import AclRule, Binding, LinkEndpoint, QosRule, RateLimit, Route, Tenant
 from controller.opflows import OperatorFlow
 
@@ -21,6 +22,11 @@ def route_order(r: Route) -> tuple[str, int, int]:
     """Routes listed by tenant, then address, then prefix length (both backends alike)."""
     net = r.network
     return r.tenant, int(net.network_address), net.prefixlen
+
+
+def claim_order(c: Claim) -> tuple[str, int, int]:
+    """IPAM claims listed by network, then address, then size (both backends alike)."""
+    return c.network, int(c.net.network_address), c.net.prefixlen
 
 
 def new_epoch() -> str:
@@ -98,6 +104,10 @@ class ModelTx(ABC):
     @abstractmethod
     def epoch(self) -> str: ...
 
+    @abstractmethod
+    def claims(self, network: str | None = None) -> list[Claim]:
+        """IPAM claims (of ``network``), by network, then address."""
+
     # -- mutations (already decided by StoreBase) ----------------------------------------
     @abstractmethod
     def put_tenant(self, t: Tenant) -> None: ...
@@ -154,6 +164,12 @@ class ModelTx(ABC):
 
     @abstractmethod
     def set_epoch(self, epoch: str) -> None: ...
+
+    @abstractmethod
+    def put_claim(self, c: Claim) -> None: ...
+
+    @abstractmethod
+    def remove_claim(self, network: str, cidr: str) -> None: ...
 
     @abstractmethod
     def reserve_ids(self, next_acl: int, next_operator_flow: int) -> None:

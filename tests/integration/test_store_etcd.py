@@ -260,3 +260,26 @@ def test_two_weft_managers_on_one_etcd_serve_one_model(etcd_server, tmp_path):
         assert len(vnis) == 30 and len(set(vnis)) == 30
         assert a.get("/v1/export").json() == b.get("/v1/export").json()
         assert len(b.get("/v1/export").json()["tenants"]) == 31
+
+
+def test_two_controllers_claiming_blocks_at_once_never_share_one(etcd_server):
+    """Cluster-wide IPAM (schema 9): 4 writers in 2 controllers claim blocks of one /21
+    for 4 hosts at once, then --ip addresses; every block is held by one host only."""
+    prefix = _prefix()
+    a, b = EtcdStore(etcd_server.endpoints(), prefix), EtcdStore(etcd_server.endpoints(), prefix)
+    a.create_tenant("red", subnet="10.10.0.0/21")
+    got = _hammer([a, b], lambda s, k, i: s.claim_block("red", f"h{k}")[0], 5)
+    assert all(not isinstance(r, Exception) for r in got), got
+    assert len({c.cidr for c in got}) == 20
+    claims = b.ipam_claims("red")
+    assert sorted(claims) == sorted(got)
+    nets = [c.net for c in claims]
+    assert not any(x.overlaps(y) for i, x in enumerate(nets) for y in nets[i + 1:])
+    # the same free address asked by 4 hosts at once: one gets it, 3 are told who has it
+    out = _hammer([a, b], lambda s, k, i: s.claim_address("red", f"h{k}", "10.10.7.250"), 1)
+    winners = [r for r in out if not isinstance(r, Exception)]
+    assert len(winners) == 1, out
+    assert all(isinstance(r, Conflict) and f"held by host {winners[0].host}" in r.message
+               for r in out if r not in winners)
+    a.close()
+    b.close()

@@ -151,7 +151,8 @@ def test_same_subnet_tenants_are_isolated(lab, src, victims, own):
 def test_docker_rm_removes_port_veth_and_state(lab):
     before_ports, before_links = ports(lab, "host1"), links(lab, "host1")
     info = start(lab, "host1", "tmp1")
-    assert info["ip"] == "10.10.0.3/24"       # host1's slice; .1 is the gateway, .2 is red1
+    # host1's first block: the first /28 without an address claim (red1's --ip 10.10.0.2)
+    assert info["ip"] == "10.10.0.16/24"
     assert pings(N.ns_name(lab.name, "tmp1"), lab.addr("red2"))
     [new] = set(ports(lab, "host1")) - set(before_ports)
     assert ports(lab, "host1")[new]["weft-tenant"] == "red"

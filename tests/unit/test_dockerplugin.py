@@ -10,17 +10,58 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ovs_agent.dockerplugin import (GATEWAY_REQUEST, GENERIC, Plugin, Segment, _pub_key,
-                                    endpoint_mac, host_slice)
+from controller.store import NotFound, Store, StoreError
+from ovs_agent.dockerplugin import (GATEWAY_REQUEST, GENERIC, IpamRefused, Plugin, Segment,
+                                    _pub_key, endpoint_mac)
 from ovs_agent.nat import Published
 from ovs_agent.pluginserver import _Server, make_handler, reserve_port
+
+
+class FakeController:
+    """The controllers' IPAM: a real store (SQLite in memory) several hosts' fake
+    dataplanes share, called as controller/rest/ipam.py calls it."""
+
+    def __init__(self) -> None:
+        self.store = Store(":memory:")
+        self.up = True
+
+    def call(self, host: str, op: str, network: str, args: dict):
+        if not self.up:
+            return None
+        s = self.store
+        try:
+            s.network(network)
+        except NotFound:
+            s.create_tenant(network)        # the fake knows every network it is asked
+        try:
+            if op == "claim_block":
+                c, skip = s.claim_block(network, host, args.get("subnet"), None,
+                                        args.get("within"))
+                return {"cidr": c.cidr, "kind": c.kind, "host": c.host, "skip": list(skip)}
+            if op == "claim_address":
+                c = s.claim_address(network, host, args["address"], args.get("subnet"))
+                return {"cidr": c.cidr, "kind": c.kind, "host": c.host}
+            if op == "release_block":
+                s.release_block(network, args["cidr"], host)
+            else:
+                s.release_address(network, args["address"], host)
+            return {}
+        except NotFound:
+            return {}
+        except StoreError as exc:
+            raise IpamRefused(exc.message) from None
 
 
 class FakeDataplane:
     """The host, faked but for published ports' sockets: those are real (bound, never
     listening), so conflicts with the machine's own sockets are real too."""
 
-    def __init__(self, tenants=("red", "blue")) -> None:
+    def __init__(self, tenants=("red", "blue"), host: str = "host1",
+                 controller: FakeController | None = None) -> None:
+        self.host = host
+        self.controller = controller or FakeController()
+        self.docker_up = True
+        self.docker_knows: dict[str, str] = {}      # endpoint id -> address (running)
         self.store: dict[str, str] = {}
         self.ports: dict[str, dict] = {}
         # what the controller says: tenants (default networks, no gateway) by name
@@ -57,6 +98,18 @@ class FakeDataplane:
     def network_name(self, network_id):
         return self.names.get(network_id)
 
+    def ipam(self, op, network, args):
+        return self.controller.call(self.host, op, network, args)
+
+    def in_use(self, network_ids):
+        if not self.docker_up:
+            return None
+        addrs = set(self.docker_knows.values()) | {
+            a for port in self.ports.values() for a in port["ips"]}
+        eids = set(self.docker_knows) | {port.get("weft-docker-endpoint", "")
+                                         for port in self.ports.values()}
+        return addrs, eids
+
     def container_name(self, network_id, endpoint_id):
         return self.containers.get(endpoint_id)
 
@@ -67,9 +120,10 @@ class FakeDataplane:
         self.nat.append((add, list(records)))
 
 
-def plugin(dp=None, index=0, count=1) -> Plugin:
+def plugin(dp=None, **kw) -> Plugin:
     counter = itertools.count()
-    return Plugin(dp or FakeDataplane(), index, count, new_token=lambda: f"t{next(counter)}")
+    dp = dp or FakeDataplane()
+    return Plugin(dp, new_token=lambda: f"t{next(counter)}", host=dp.host, **kw)
 
 
 def call(p: Plugin, name: str, **req) -> dict:
@@ -199,42 +253,40 @@ def test_two_tenants_share_a_subnet_with_separate_pools():
     assert sorted(i["tenant"] for i in dp.ports.values()) == ["blue", "red"]
 
 
-def test_hosts_allocate_from_disjoint_slices():
-    assert host_slice("10.10.0.0/24", 0, 2) == ("10.10.0.0", "10.10.0.127")
-    assert host_slice("10.10.0.0/24", 1, 2) == ("10.10.0.128", "10.10.0.255")
-    assert host_slice("10.10.0.0/24", 2, 3) == ("10.10.0.128", "10.10.0.191")
-    assert host_slice("10.10.0.0/30", 1, 8) == ("10.10.0.0", "10.10.0.3")   # too small
-    got = set()
+def test_hosts_allocate_distinct_addresses_from_blocks_they_claim():
+    ctl = FakeController()
+    got = []
     for i in range(3):
-        p = plugin(index=i, count=3)
+        p = plugin(FakeDataplane(host=f"host{i}", controller=ctl))
         pool = network(p, "n", "red")
-        for j in range(5):
-            got.add(run(p, "n", pool, f"{i}{j}".ljust(64, "0"))["addr"])
-    assert len(got) == 15 and "10.10.0.1/24" not in got
+        for j in range(20):         # more than one /28 block each
+            got.append(run(p, "n", pool, f"{i}{j}".ljust(64, "0"))["addr"])
+    assert len(set(got)) == 60 and "10.10.0.1/24" not in got and "10.10.0.0/24" not in got
+    claims = ctl.store.ipam_claims("red")
+    assert [c.host for c in claims] == ["host0", "host0", "host1", "host1", "host2", "host2"]
+    assert got[0] == "10.10.0.2/24" and got[20] == "10.10.0.32/24"   # .1: every gateway
 
 
-def test_ip_range_wins_and_is_exhausted_cleanly():
-    p = plugin(index=0, count=2)
-    pool = network(p, "n", "red", subnet="10.10.0.0/24", ip_range="10.10.0.200/30")
+def test_ip_range_bounds_the_blocks_and_is_exhausted_cleanly():
+    p = plugin()
+    pool = network(p, "n", "red", subnet="10.10.0.0/24", ip_range="10.10.0.224/28")
     addrs = [call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="",
-                  Options={})["Address"] for _ in range(4)]
-    assert addrs == ["10.10.0.200/24", "10.10.0.201/24", "10.10.0.202/24", "10.10.0.203/24"]
+                  Options={})["Address"] for _ in range(16)]
+    assert addrs == [f"10.10.0.{i}/24" for i in range(224, 240)]
     err = error(p, "IpamDriver.RequestAddress", PoolID=pool, Address="")
-    assert "no free address" in err
+    assert "every /28 block of 10.10.0.224/28" in err
 
 
 def test_requested_addresses_and_gateways():
     p = plugin()
-    pool = call(p, "IpamDriver.RequestPool", Pool="10.20.0.0/24", SubPool="",
-                Options={}, V6=False)["PoolID"]
-    assert call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="10.20.0.254",
-                Options={"RequestAddressType": GATEWAY_REQUEST})["Address"] == "10.20.0.254/24"
+    pool = network(p, "n", "red", subnet="10.20.0.0/24", gateway="10.20.0.254")
     assert call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="10.20.0.7",
                 Options={})["Address"] == "10.20.0.7/24"
     for addr in ("10.20.0.7", "10.20.0.254", "10.20.1.1", "10.20.0.255"):
         assert error(p, "IpamDriver.RequestAddress", PoolID=pool, Address=addr, Options={})
+    # a block without address claims comes first: 10.20.0.0/28 holds 10.20.0.7's
     assert call(p, "IpamDriver.RequestAddress", PoolID=pool, Address="",
-                Options={})["Address"] == "10.20.0.1/24"   # the gateway is elsewhere
+                Options={})["Address"] == "10.20.0.16/24"
 
 
 def test_refusals_say_what_to_type():
@@ -406,7 +458,7 @@ def test_join_follows_the_controller_and_its_last_answer_when_it_is_away():
 def test_join_uses_dockers_gateway_when_the_controller_never_answered():
     dp = FakeDataplane()
     routed(dp)
-    dp.controller_up = False
+    dp.controller_up = False        # (its IPAM still answers: the host gets a block)
     p = plugin(dp)
     pool = network(p, "n", "red")                     # created anyway, as before
     assert run(p, "n", pool, "a" * 64)["join"]["Gateway"] == "10.10.0.1"

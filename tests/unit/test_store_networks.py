@@ -132,7 +132,7 @@ def test_a_schema_7_file_is_upgraded_in_place_keeping_today_s_meaning(tmp_path, 
     db = tmp_path / "weft.db"
     _old_file(db, version)
     s = Store(db)
-    assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+    assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
     assert _gateways(s) == UPGRADED
     assert all(t.domain is None for t in s.tenants())             # every row a tenant
     assert s.routes() == [] and s.orphans() == 0 and s.epoch() == "e7e7e7"
@@ -172,7 +172,7 @@ def test_the_first_schema_gets_every_step_in_order(tmp_path):
     c.commit()
     c.close()
     s = Store(db)
-    assert s._db.execute("PRAGMA user_version").fetchone()[0] == 8
+    assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert s.tenant("red").gateway is None and s.tenant("red").egress is False
 
 
@@ -231,7 +231,7 @@ def test_an_export_of_version_1_imports_as_the_upgrade(make_store):
     assert s.import_model(v1)["tenants"] == 2
     assert _gateways(s) == {"default": (None, False), "big": (None, False),
                             "red": (None, False)}
-    assert s.export()["version"] == 2
+    assert s.export()["version"] == 3
     with pytest.raises(Invalid) as e:                 # version 1 had no routes
         make_store("other").import_model({**v1, "routes": []})
     assert e.value.field == "routes"
