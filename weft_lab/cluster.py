@@ -15,7 +15,7 @@ import httpx
 
 from weft_lab import keeper
 from weft_lab.nodes import CTL, LabError, host_dir, ns_name, ovs_env, pki_dir, state_dir
-from weft_lab.shell import run, succeeds
+from weft_lab.shell import CommandError, run, succeeds
 from weft_lab.topology import Network, Tenant, Topology
 
 
@@ -222,11 +222,18 @@ def docker_networks(topo: Topology, host: str) -> dict[str, dict]:
     them (Options, Labels, IPAM)."""
     from weft_lab import docker
     d = host_dir(topo.name, host)
-    names = docker.docker(d, "network", "ls", "--filter", "driver=weft", "--format",
-                          "{{.Name}}").split()
-    if not names:
-        return {}
-    return {n["Name"]: n for n in json.loads(docker.docker(d, "network", "inspect", *names))}
+    for _ in range(5):      # a network the agent removes between ls and inspect: ask again
+        names = docker.docker(d, "network", "ls", "--filter", "driver=weft", "--format",
+                              "{{.Name}}").split()
+        if not names:
+            return {}
+        try:
+            return {n["Name"]: n
+                    for n in json.loads(docker.docker(d, "network", "inspect", *names))}
+        except CommandError as exc:
+            if "No such network" not in str(exc):
+                raise
+    raise LabError(f"{host}'s weft Docker networks kept changing under `docker network ls`")
 
 
 def wait_docker_networks(topo: Topology, names: set[str], timeout: float = 30,
