@@ -91,17 +91,53 @@ def tls_flags(d: Path, name: str) -> list[str]:
 CLIENT = "weft-manager"         # the controllers' client certificate (not an etcd user)
 WEFT_USER = "weft"
 PASSWORD_FILE = "weft.password"  # the weft user's, beside the certificates (0600)
+ROOT_PASSWORD_FILE = "root.password"
 
 
 def _b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
 
 
+def make_pki(d: Path, members: dict[str, str]) -> None:
+    """The CA of an etcd cluster in ``d`` (unless there), a certificate per member
+    (``members``: name -> address) serving and peering under its address, the
+    controllers' client certificate, and the root and weft users' passwords (0600)."""
+    if (d / ROOT_PASSWORD_FILE).exists():
+        return
+    pki.init_ca(d, "weft etcd CA")
+    for name, ip in members.items():
+        pki.issue(d, name, [ip])
+    pki.issue(d, CLIENT, etcd_client=True)
+    for name in (PASSWORD_FILE, ROOT_PASSWORD_FILE):
+        fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(16) + "\n")
+
+
+def client_access(d: Path, user: str | None = WEFT_USER) -> EtcdAccess:
+    """The controllers' access to the cluster of the PKI in ``d`` (``user`` None: the
+    certificate alone, for health checks and set-up)."""
+    return EtcdAccess(ca=str(d / pki.CA_CERT), cert=str(pki.cert_path(d, CLIENT)),
+                      key=str(pki.key_path(d, CLIENT)), user=user,
+                      password=(d / PASSWORD_FILE).read_text().strip() if user else None)
+
+
+def enable_auth(url: str, d: Path, prefix: str) -> None:
+    """Turn authentication on at member ``url`` (https://ip:port) with the PKI in ``d``."""
+    with httpx.Client(verify=client_access(d, None).ssl_context(), trust_env=False) as http:
+        def post(path: str, body: dict) -> Any:
+            r = http.post(url + path, content=json.dumps(body), timeout=10)
+            r.raise_for_status()
+            return r.json()
+        auth_setup(post, prefix, (d / ROOT_PASSWORD_FILE).read_text().strip(),
+                   (d / PASSWORD_FILE).read_text().strip())
+
+
 def auth_setup(post: Callable[[str, dict], Any], prefix: str, root_password: str,
                weft_password: str) -> None:
     """Turn authentication on: ``root`` (the administrator, for set-up) and ``weft``,
     whose role reads and writes the keys under ``prefix`` only.  ``post(path, body)``
-    sends one request to etcd's JSON gateway (the lab's goes through curl in a namespace)."""
+    sends one request to etcd's JSON gateway."""
     end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
     steps: list[tuple[str, dict]] = [
             ("/v3/auth/user/add", {"name": "root", "password": root_password}),
@@ -121,8 +157,14 @@ def auth_setup(post: Callable[[str, dict], Any], prefix: str, root_password: str
 class EtcdCluster:
     members: list[Member] = field(default_factory=list)
     pki: Path | None = None         # the cluster's CA and certificates (None: clear text)
-    weft_password: str = field(default="", repr=False)
-    root_password: str = field(default="", repr=False)
+
+    @property
+    def weft_password(self) -> str:
+        return (self.pki / PASSWORD_FILE).read_text().strip() if self.pki else ""
+
+    @property
+    def root_password(self) -> str:
+        return (self.pki / ROOT_PASSWORD_FILE).read_text().strip() if self.pki else ""
 
     @property
     def url(self) -> str:
@@ -131,11 +173,7 @@ class EtcdCluster:
     @property
     def access(self) -> EtcdAccess:
         """How weft reaches this cluster: TLS + the weft user, or (not secure) clear text."""
-        if self.pki is None:
-            return EtcdAccess(insecure=True)
-        return EtcdAccess(ca=str(self.pki / pki.CA_CERT), cert=str(pki.cert_path(self.pki, CLIENT)),
-                          key=str(pki.key_path(self.pki, CLIENT)), user=WEFT_USER,
-                          password=self.weft_password)
+        return client_access(self.pki) if self.pki else EtcdAccess(insecure=True)
 
     def manager_args(self, url: str | None = None) -> list[str]:
         """weft-manager's flags for this cluster (``url``: another prefix on it)."""
@@ -191,34 +229,28 @@ def etcd_cluster(size: int = 1, on_disk: bool = False, secure: bool = True,
     base = tempfile.mkdtemp(prefix="weft-etcd-", dir="/dev/shm" if shm else "/var/tmp")
     d = Path(base) / "pki" if secure else None
     cluster = EtcdCluster([Member(f"m{i}", free_port(), free_port(), f"{base}/m{i}",
-                                  f"{base}/m{i}.log", pki=d) for i in range(size)], pki=d,
-                          weft_password=secrets.token_hex(12),
-                          root_password=secrets.token_hex(12))
+                                  f"{base}/m{i}.log", pki=d) for i in range(size)], pki=d)
     if d is not None:
-        pki.init_ca(d, "weft etcd CA")
-        for m in cluster.members:
-            pki.issue(d, m.name, ["127.0.0.1"])
-        pki.issue(d, CLIENT, etcd_client=True)
-        fd = os.open(d / PASSWORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(cluster.weft_password + "\n")
+        make_pki(d, {m.name: "127.0.0.1" for m in cluster.members})
     s = "https" if secure else "http"
     initial = ",".join(f"{m.name}={s}://127.0.0.1:{m.peer_port}" for m in cluster.members)
     try:
         for m in cluster.members:
             m.start(initial)
         cluster.wait_healthy()
-        if secure:
-            with cluster.http() as http:
-                url = f"https://{cluster.members[0].endpoint}"
-
-                def post(path: str, body: dict) -> Any:
-                    r = http.post(url + path, content=json.dumps(body), timeout=10)
-                    r.raise_for_status()
-                    return r.json()
-                auth_setup(post, prefix, cluster.root_password, cluster.weft_password)
+        if d is not None:
+            enable_auth(f"https://{cluster.members[0].endpoint}", d, prefix)
         yield cluster
     finally:
         for m in cluster.members:
             m.kill()
         shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    # the lab's set-up, run inside its controller namespace:
+    #   python -m weft_lab.etcd secure https://IP:PORT PKI_DIR PREFIX
+    import sys
+    if len(sys.argv) != 5 or sys.argv[1] != "secure":
+        sys.exit("usage: python -m weft_lab.etcd secure https://IP:PORT PKI_DIR PREFIX")
+    enable_auth(sys.argv[2], Path(sys.argv[3]), sys.argv[4])
