@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
@@ -84,7 +85,7 @@ def pid_of(lab: str, name: str) -> int:
     return json.loads((state_dir(lab) / PIDS_FILE).read_text())[name]
 
 
-def start_etcd(topo: Topology, members: range | None = None) -> None:
+def start_etcd(topo: Topology, members: Iterable[int] | None = None) -> None:
     """An etcd cluster of ``topo.etcd`` members in LAB.ctl, member k on the k-th controller
     address; data under the lab's state dir (removed by `down`)."""
     from weft_lab.etcd import make_pki, tls_flags
@@ -129,7 +130,9 @@ def wait_etcd(topo: Topology, timeout: float = 30) -> None:
             if '"health":"true"' in r.replace(" ", ""):
                 return
         time.sleep(0.2)
-    raise LabError(f"etcd did not come up; see {state_dir(topo.name)}/etcd-*.log")
+    logs = sorted(state_dir(topo.name).glob("etcd-*.log"))
+    tails = "; ".join(f"{p.name}: {p.read_text()[-600:]}" for p in logs)
+    raise LabError(f"etcd did not come up; see {state_dir(topo.name)}/etcd-*.log ({tails})")
 
 
 # The controllers' election lease in HA labs.  It must stay well above etcd's own leader
