@@ -91,7 +91,11 @@ def start_etcd(topo: Topology, members: Iterable[int] | None = None) -> None:
     from weft_lab.etcd import make_pki, tls_flags
     sd, ips = state_dir(topo.name), topo.controller_ips()[:topo.etcd]
     d = etcd_pki(topo.name)
-    make_pki(d, {f"e{k + 1}": ip for k, ip in enumerate(ips)})
+    # etcd checks a peer's certificate against the address the connection comes from;
+    # the lab's members share LAB.ctl, where a connection leaves from the namespace's
+    # first address whatever member opens it: each member's certificate names them all
+    # (on real hosts, one address each: docs/security.md)
+    make_pki(d, {f"e{k + 1}": ips for k in range(len(ips))})
     peers = ",".join(f"e{k + 1}=https://{ip}:{ETCD_PEER_PORT}" for k, ip in enumerate(ips))
     new_cluster = not (sd / "etcd").exists()
     for k in members if members is not None else range(topo.etcd):

@@ -98,15 +98,15 @@ def _b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
 
 
-def make_pki(d: Path, members: dict[str, str]) -> None:
+def make_pki(d: Path, members: dict[str, list[str]]) -> None:
     """The CA of an etcd cluster in ``d`` (unless there), a certificate per member
-    (``members``: name -> address) serving and peering under its address, the
-    controllers' client certificate, and the root and weft users' passwords (0600)."""
+    (``members``: name -> the addresses it serves and peers from), the controllers'
+    client certificate, and the root and weft users' passwords (0600)."""
     if (d / ROOT_PASSWORD_FILE).exists():
         return
     pki.init_ca(d, "weft etcd CA")
-    for name, ip in members.items():
-        pki.issue(d, name, [ip])
+    for name, ips in members.items():
+        pki.issue(d, name, ips)
     pki.issue(d, CLIENT, etcd_client=True)
     for name in (PASSWORD_FILE, ROOT_PASSWORD_FILE):
         fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -231,7 +231,7 @@ def etcd_cluster(size: int = 1, on_disk: bool = False, secure: bool = True,
     cluster = EtcdCluster([Member(f"m{i}", free_port(), free_port(), f"{base}/m{i}",
                                   f"{base}/m{i}.log", pki=d) for i in range(size)], pki=d)
     if d is not None:
-        make_pki(d, {m.name: "127.0.0.1" for m in cluster.members})
+        make_pki(d, {m.name: ["127.0.0.1"] for m in cluster.members})
     s = "https" if secure else "http"
     initial = ",".join(f"{m.name}={s}://127.0.0.1:{m.peer_port}" for m in cluster.members)
     try:
