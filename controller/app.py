@@ -28,7 +28,7 @@ from os_ken.ofproto import ofproto_v1_3
 from controller import config, ofmsg
 from controller.core import Core
 from controller.sender import Senders
-from controller.store import open_store
+from controller.store.open import open_configured
 from controller.switch_queries import POST_TIMEOUT, EventQuery, OfctlDatapath, Query, SwitchQueries
 from controller.sync import SyncEngine
 from cluster.hostsfile import datapath_id, dpid_str, host_for_dpid, load
@@ -193,7 +193,7 @@ class WeftController(app_manager.OSKenApp):
             lambda dpid, error: self._post(EventSendFailed(dpid, error), POST_TIMEOUT),
             lambda dpid: self._post(EventSent(dpid), POST_TIMEOUT))
         cluster = load(conf.weft_hosts)
-        self.core = Core(open_store(conf.store, conf.weft_db), cluster, self)
+        self.core = Core(open_configured(conf), cluster, self)
         # core.cluster: hosts.yaml plus the hosts registered in the store
         self.engine = SyncEngine({datapath_id(h): h.name for h in self.core.cluster.hosts},
                                  adopt=conf.adopt, on_publish=self.core.publish)

@@ -19,6 +19,17 @@ CONF.register_cli_opts([
     cfg.StrOpt("store", default=None,
                help="etcd://HOST:PORT[,HOST:PORT...][/PREFIX]: keep the state in etcd, "
                     "shared by several weft-managers (replaces --weft-db)"),
+    cfg.StrOpt("etcd-ca", default=None,
+               help="CA certificate that signed the etcd members' certificates: TLS to "
+                    "etcd (the store and the election; docs/security.md)"),
+    cfg.StrOpt("etcd-cert", default=None, help="client certificate for etcd (with --etcd-key)"),
+    cfg.StrOpt("etcd-key", default=None, help="the client certificate's private key"),
+    cfg.StrOpt("etcd-user", default=None,
+               help="etcd user weft logs in as (a role limited to weft's prefix)"),
+    cfg.StrOpt("etcd-password-file", default=None,
+               help="file holding --etcd-user's password (or env WEFT_ETCD_PASSWORD)"),
+    cfg.BoolOpt("etcd-insecure", default=False,
+                help="talk to etcd in clear text without TLS (refused unless given)"),
     cfg.FloatOpt("weft-audit-interval", default=60.0,
                  help="seconds between full re-reads of every switch (0: never)"),
     cfg.BoolOpt("adopt", default=False,

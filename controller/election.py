@@ -21,12 +21,15 @@ import base64
 import logging
 import threading
 import time
+from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from controller.etcd_access import EtcdAccess
 
 LOG = logging.getLogger("weft.election")
 MASTER, SLAVE = "master", "slave"
@@ -122,39 +125,52 @@ def _unb64(s: str) -> str:
     return base64.b64decode(s).decode()
 
 
-def endpoints(url: str) -> list[str]:
-    """``etcd://h:p,h:p`` (or http://h:p,h:p) -> ['http://h:p', ...]."""
+def endpoints(url: str, scheme: str = "http") -> list[str]:
+    """``etcd://h:p,h:p`` (or http://h:p,h:p) -> ['SCHEME://h:p', ...]."""
     parts = urlsplit(url if "://" in url else "etcd://" + url)
     hosts = [h for h in parts.netloc.split(",") if h]
     if parts.scheme not in ("etcd", "http") or not hosts:
         raise ValueError(f"{url!r} is not an etcd endpoint list like etcd://127.0.0.1:2379")
-    return [f"http://{h}" for h in hosts]
+    return [f"{scheme}://{h}" for h in hosts]
 
 
 class EtcdGateway:
-    """The few etcd calls the election needs; rotates to the next member on an error."""
+    """The few etcd calls the election needs; rotates to the next member on an error.
+    ``access``: TLS and the weft user (controller/etcd_access.py), as the store's."""
 
-    def __init__(self, urls: Sequence[str]) -> None:
+    def __init__(self, urls: Sequence[str], access: EtcdAccess) -> None:
         self.urls = list(urls)
+        self.access = access.check()
         self._i = 0
-        self._http = httpx.Client()
+        self._http = httpx.Client(verify=access.ssl_context(), trust_env=False)
+        self._token: str | None = None
 
     def call(self, path: str, body: dict, timeout: float) -> dict[str, Any]:
         last: Exception | None = None
         deadline = time.monotonic() + timeout
-        for _ in range(len(self.urls)):
+        for _ in range(len(self.urls) + 1):        # + 1: a request after a fresh login
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             url = self.urls[self._i % len(self.urls)]
             try:
-                r = self._http.post(url + path, json=body, timeout=left)
+                if self.access.user and self._token is None:
+                    self._token = self.access.login(partial(self._post, url, timeout=left))
+                r = self._http.post(url + path, json=body, timeout=left,
+                                    headers={"Authorization": self._token or ""})
+                if r.status_code == 401:            # a restarted member forgot the token
+                    self._token = None
                 r.raise_for_status()
                 return r.json()
-            except (httpx.HTTPError, ValueError) as exc:
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
                 last = exc
                 self._i += 1
         raise ConnectionError(f"etcd unreachable ({', '.join(self.urls)}): {last}")
+
+    def _post(self, base: str, path: str, body: dict, timeout: float) -> dict[str, Any]:
+        r = self._http.post(base + path, json=body, timeout=timeout)
+        r.raise_for_status()
+        return r.json()
 
     def grant(self, ttl: float, timeout: float) -> tuple[int, float]:
         r = self.call("/v3/lease/grant", {"TTL": int(ttl)}, timeout)

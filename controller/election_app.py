@@ -17,6 +17,7 @@ from os_ken.base import app_manager
 
 from controller import config
 from controller.election import Election, EtcdGateway, Role, endpoints
+from controller.store.open import configured_access
 
 LOG = logging.getLogger("weft.controller")
 logging.getLogger("httpx").setLevel(logging.WARNING)    # not a line per election round
@@ -63,7 +64,9 @@ class WeftHA(app_manager.OSKenApp):
 
         def on_change(role: Role) -> None:
             ctl.set_role(role.role, role.generation)
-        self.election = Election(EtcdGateway(endpoints(url)), node_name(conf),
+        access = configured_access(conf)
+        self.election = Election(EtcdGateway(endpoints(url, access.scheme), access),
+                                 node_name(conf),
                                  conf.weft_election_ttl, on_change, key=election_key(url))
         # writes by any instance reach every instance through etcd's change feed: each
         # resyncs (a standby only reads; the master sends the delta)

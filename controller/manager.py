@@ -22,10 +22,11 @@ from cluster.version import version  # noqa: E402
 from controller import config  # noqa: E402
 
 
-def preflight(hosts: str, db: str, token: str | None, store: str | None = None) -> str | None:
+def preflight(hosts: str, token: str | None, conf: object) -> str | None:
     """Everything that would otherwise end the controller later, as one line (or None)."""
     from cluster.hostsfile import HostsFileError, load
-    from controller.store import StoreFileError, open_store
+    from controller.store import StoreFileError
+    from controller.store.open import open_configured
     if token is not None and not (token.isascii() and token.isprintable() and token.strip()):
         return ("the API token must be printable ASCII (it travels in an HTTP header); "
                 "use e.g. `openssl rand -hex 16`")
@@ -34,7 +35,7 @@ def preflight(hosts: str, db: str, token: str | None, store: str | None = None) 
     except HostsFileError as exc:
         return str(exc)
     try:
-        open_store(store, db).close()       # etcd: every member unreachable fails here
+        open_configured(conf).close()   # etcd: in clear unasked, or unreachable, fails here
     except StoreFileError as exc:
         return str(exc)
     return None
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if conf.ofp_tcp_listen_port is None:
         conf.set_override("ofp_tcp_listen_port", ofproto_common.OFP_TCP_PORT)
     token = conf.api_token or os.environ.get("WEFT_API_TOKEN")
-    problem = preflight(conf.weft_hosts, conf.weft_db, token, conf.store)
+    problem = preflight(conf.weft_hosts, token, conf)
     if not problem and election_url(conf):
         from controller.election import endpoints
         try:

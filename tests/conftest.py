@@ -235,7 +235,7 @@ def make_store(request, tmp_path):
         base = f"/test-{secrets.token_hex(6)}"
 
         def make(name: str = "weft.db"):
-            stores.append(EtcdStore(server.endpoints(), f"{base}/{name}/"))
+            stores.append(EtcdStore(server.endpoints(), f"{base}/{name}/", access=server.access))
             return stores[-1]
     make.backend = request.param        # type: ignore[attr-defined]
     yield make

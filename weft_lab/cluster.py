@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
@@ -45,6 +46,33 @@ def etcd_url(topo: Topology) -> str:
                                 for ip in topo.controller_ips()[:topo.etcd])
 
 
+ETCD_PREFIX = "/weft/"      # the weft user's role: the store (/weft/v1/) and the election
+
+
+def etcd_pki(lab: str) -> Path:
+    """The lab's etcd CA (its own: no switch certificate opens etcd), member and client
+    certificates and the root and weft passwords (weft_lab/etcd.py make_pki)."""
+    return state_dir(lab) / "etcd-pki"
+
+
+def etcd_args(topo: Topology) -> list[str]:
+    """weft-manager's flags for the lab's etcd: TLS, client certificate, the weft user."""
+    from weft_lab.etcd import PASSWORD_FILE, client_access
+    d = etcd_pki(topo.name)
+    a = client_access(d)
+    return ["--store", etcd_url(topo), "--etcd-ca", str(a.ca), "--etcd-cert", str(a.cert),
+            "--etcd-key", str(a.key), "--etcd-user", str(a.user),
+            "--etcd-password-file", str(d / PASSWORD_FILE)]
+
+
+def etcd_curl(lab: str) -> list[str]:
+    """curl with the lab etcd's CA and client certificate (health, status, attacks)."""
+    from weft_lab.etcd import CLIENT
+    d = etcd_pki(lab)
+    return ["curl", "-s", "-m", "2", "--cacert", str(d / "ca-cert.pem"),
+            "--cert", str(d / f"{CLIENT}-cert.pem"), "--key", str(d / f"{CLIENT}-privkey.pem")]
+
+
 def record_pid(lab: str, name: str, pid: int) -> None:
     path = state_dir(lab) / PIDS_FILE
     pids = json.loads(path.read_text()) if path.exists() else {}
@@ -57,11 +85,19 @@ def pid_of(lab: str, name: str) -> int:
     return json.loads((state_dir(lab) / PIDS_FILE).read_text())[name]
 
 
-def start_etcd(topo: Topology, members: range | None = None) -> None:
+def start_etcd(topo: Topology, members: Iterable[int] | None = None) -> None:
     """An etcd cluster of ``topo.etcd`` members in LAB.ctl, member k on the k-th controller
     address; data under the lab's state dir (removed by `down`)."""
+    from weft_lab.etcd import make_pki, tls_flags
     sd, ips = state_dir(topo.name), topo.controller_ips()[:topo.etcd]
-    peers = ",".join(f"e{k + 1}=http://{ip}:{ETCD_PEER_PORT}" for k, ip in enumerate(ips))
+    d = etcd_pki(topo.name)
+    # etcd checks a peer's certificate against the address the connection comes from;
+    # the lab's members share LAB.ctl, where a connection leaves from the namespace's
+    # first address whatever member opens it: each member's certificate names them all
+    # (on real hosts, one address each: docs/security.md)
+    make_pki(d, {f"e{k + 1}": ips for k in range(len(ips))})
+    peers = ",".join(f"e{k + 1}=https://{ip}:{ETCD_PEER_PORT}" for k, ip in enumerate(ips))
+    new_cluster = not (sd / "etcd").exists()
     for k in members if members is not None else range(topo.etcd):
         ip, data = ips[k], sd / "etcd" / f"e{k + 1}"
         fresh = not data.exists()
@@ -69,10 +105,11 @@ def start_etcd(topo: Topology, members: range | None = None) -> None:
         pid = keeper.request(sd, {
             "op": "spawn", "ns": ns_name(topo.name, CTL), "log": str(sd / f"etcd-{k + 1}.log"),
             "argv": ["etcd", "--name", f"e{k + 1}", "--data-dir", str(data),
-                     "--listen-client-urls", f"http://{ip}:{ETCD_CLIENT_PORT}",
-                     "--advertise-client-urls", f"http://{ip}:{ETCD_CLIENT_PORT}",
-                     "--listen-peer-urls", f"http://{ip}:{ETCD_PEER_PORT}",
-                     "--initial-advertise-peer-urls", f"http://{ip}:{ETCD_PEER_PORT}",
+                     "--listen-client-urls", f"https://{ip}:{ETCD_CLIENT_PORT}",
+                     "--advertise-client-urls", f"https://{ip}:{ETCD_CLIENT_PORT}",
+                     "--listen-peer-urls", f"https://{ip}:{ETCD_PEER_PORT}",
+                     "--initial-advertise-peer-urls", f"https://{ip}:{ETCD_PEER_PORT}",
+                     *tls_flags(d, f"e{k + 1}"),
                      "--initial-cluster", peers, "--initial-cluster-token", topo.name,
                      "--initial-cluster-state", "new" if fresh else "existing",
                      # a lost leader is replaced in about 0.6-1.2 s (default 1-2 s), well
@@ -81,6 +118,10 @@ def start_etcd(topo: Topology, members: range | None = None) -> None:
                      "--logger", "zap", "--log-level", "warn"]})["pid"]
         record_pid(topo.name, f"etcd-{k + 1}", pid)
     wait_etcd(topo)
+    if new_cluster:         # authentication on, once: root and the weft user
+        run([sys.executable, "-m", "weft_lab.etcd", "secure",
+             f"https://{ips[0]}:{ETCD_CLIENT_PORT}", str(d), ETCD_PREFIX],
+            ns=ns_name(topo.name, CTL))
 
 
 def wait_etcd(topo: Topology, timeout: float = 30) -> None:
@@ -88,12 +129,14 @@ def wait_etcd(topo: Topology, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for ip in topo.controller_ips()[:topo.etcd]:
-            r = run(["curl", "-s", "-m", "2", f"http://{ip}:{ETCD_CLIENT_PORT}/health"],
+            r = run([*etcd_curl(topo.name), f"https://{ip}:{ETCD_CLIENT_PORT}/health"],
                     ns=ns_name(topo.name, CTL), check=False)
             if '"health":"true"' in r.replace(" ", ""):
                 return
         time.sleep(0.2)
-    raise LabError(f"etcd did not come up; see {state_dir(topo.name)}/etcd-*.log")
+    logs = sorted(state_dir(topo.name).glob("etcd-*.log"))
+    tails = "; ".join(f"{p.name}: {p.read_text()[-600:]}" for p in logs)
+    raise LabError(f"etcd did not come up; see {state_dir(topo.name)}/etcd-*.log ({tails})")
 
 
 # The controllers' election lease in HA labs.  It must stay well above etcd's own leader
@@ -115,7 +158,7 @@ def start_controller(topo: Topology, *extra: str,
         n, ip = k + 1, topo.controller_ips()[k]
         suffix = "" if n == 1 else f"-{n}"
         # on etcd: the shared store, and an election among the instances
-        store = ["--store", etcd_url(topo), "--weft-node-name", f"ctl{n}",
+        store = [*etcd_args(topo), "--weft-node-name", f"ctl{n}",
                  "--weft-election-ttl", f"{ELECTION_TTL:g}"] if topo.etcd else []
         pid = keeper.request(sd, {
             "op": "spawn", "ns": ns_name(topo.name, CTL), "env": {"WEFT_API_TOKEN": token},

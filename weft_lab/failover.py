@@ -104,8 +104,8 @@ def etcd_leader(topo: Topology) -> int | None:
     """The etcd member (1-based) that leads the cluster now."""
     ips = topo.controller_ips()[:topo.etcd]
     for k, ip in enumerate(ips):
-        out = run(["curl", "-s", "-m", "2", "-X", "POST", "-d", "{}",
-                     f"http://{ip}:{C.ETCD_CLIENT_PORT}/v3/maintenance/status"],
+        out = run([*C.etcd_curl(topo.name), "-X", "POST", "-d", "{}",
+                   f"https://{ip}:{C.ETCD_CLIENT_PORT}/v3/maintenance/status"],
                     ns=N.ns_name(topo.name, N.CTL), check=False)
         try:
             st = json.loads(out)

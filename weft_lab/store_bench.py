@@ -107,12 +107,13 @@ def bulk(n: int, members: int, on_disk: bool, workdir: Path) -> None:
     model = sqlite.export()
     timed("sqlite: import of that model", lambda: Store(workdir / "b2.db").import_model(model))
     with etcd_cluster(members, on_disk=on_disk) as cluster:
-        a = EtcdStore(cluster.endpoints(), "/bulk/")
+        a = EtcdStore(cluster.endpoints(), "/bulk/", access=cluster.access)
         a.create_tenant("red")
         timed(f"etcd: bulk bind of {n} ports", lambda: a.bind_many(items))
         timed("etcd: import of that model",
-              lambda: EtcdStore(cluster.endpoints(), "/b2/").import_model(model))
-        b = EtcdStore(cluster.endpoints(), "/bulk/")
+              lambda: EtcdStore(cluster.endpoints(), "/b2/",
+                                access=cluster.access).import_model(model))
+        b = EtcdStore(cluster.endpoints(), "/bulk/", access=cluster.access)
         timed("etcd: first read by another controller", b.tenants)
         timed("etcd: a read when nothing changed", b.tenants)
         a.close()
@@ -125,17 +126,19 @@ def failover(runs: int) -> None:
     from controller.store.etcd import EtcdStore
 
     def leader(cluster):
-        for m in cluster.members:
-            if m.proc is not None:
-                st = httpx.post(f"http://{m.endpoint}/v3/maintenance/status", json={}).json()
-                if st["leader"] == st["header"]["member_id"]:
-                    return m
+        with cluster.http() as http:
+            for m in cluster.members:
+                if m.proc is not None:
+                    st = http.post(f"{m.scheme}://{m.endpoint}/v3/maintenance/status",
+                                   json={}).json()
+                    if st["leader"] == st["header"]["member_id"]:
+                        return m
         raise RuntimeError("no leader")
     for kill in ("leader", "follower in use"):
         took = []
         for _ in range(runs):
             with etcd_cluster(3, on_disk=True) as cluster:
-                store = EtcdStore(cluster.endpoints(), "/f/")
+                store = EtcdStore(cluster.endpoints(), "/f/", access=cluster.access)
                 store.create_tenant("red")
                 lead = leader(cluster)
                 victim = lead if kill == "leader" else next(m for m in cluster.members
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(tmp)
             rates = {"sqlite": ipam_rates(args.ipam, ["--weft-db", str(work / "w.db")], work)}
             with etcd_cluster(args.members, on_disk=not args.etcd_in_memory) as cluster:
-                rates["etcd"] = ipam_rates(args.ipam, ["--store", cluster.url], work)
+                rates["etcd"] = ipam_rates(args.ipam, cluster.manager_args(), work)
         for name, r in rates.items():
             print(f"{name:7} {r['n']} plugin allocations: {r['allocations_per_s']:.0f}/s; "
                   f"{r['k']} block claims {r['block_claims_per_s']:.0f}/s, "
@@ -253,11 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="weft-store-bench-", dir="/var/tmp") as tmp:
         work = Path(tmp)
         results = {"sqlite": measure(["--weft-db", str(work / "weft.db")], args.writes, work)}
-        with etcd_cluster(args.members, on_disk=not args.etcd_in_memory) as cluster:
-            results[f"etcd ({args.members} member{'s' if args.members > 1 else ''})"] = \
-                measure(["--store", cluster.url], args.writes, work)
+        members = f"{args.members} member{'s' if args.members > 1 else ''}"
+        # the cost of TLS and authentication: the same writes on a clear-text cluster
+        for secure in (True, False):
+            with etcd_cluster(args.members, on_disk=not args.etcd_in_memory,
+                              secure=secure) as cluster:
+                results[f"etcd ({members}, {'TLS+auth' if secure else 'clear'})"] = \
+                    measure(cluster.manager_args(), args.writes, work)
     for name, r in results.items():
-        print(f"{name:18} POST /v1/ports x{r['writes']}: p50 {r['p50_ms']:.1f} ms, "
+        print(f"{name:30} POST /v1/ports x{r['writes']}: p50 {r['p50_ms']:.1f} ms, "
               f"p99 {r['p99_ms']:.1f} ms, mean {r['mean_ms']:.1f} ms")
     return 0
 

@@ -53,6 +53,7 @@ import socket
 import threading
 import time
 import warnings
+from functools import partial
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from dataclasses import replace as replace_
@@ -67,6 +68,7 @@ with warnings.catch_warnings():     # futurist (etcd3gw's watch helper) probes f
     from etcd3gw.client import Etcd3Client
 
 from cluster.ipam import Claim
+from controller.etcd_access import EtcdAccess, EtcdAccessError
 from controller.model import (DEFAULT_TENANT, AclRule, LinkEndpoint, QosRule, RateLimit, Route,
                               Tenant)
 from controller.opflows import OperatorFlow
@@ -402,12 +404,45 @@ class _Cluster:
              etcd_exc.InternalServerError)
     ROUNDS = 2          # a second pass over the members if one was busy (electing a leader)
 
-    def __init__(self, endpoints: list[tuple[str, int]], timeout: float) -> None:
-        self.endpoints = endpoints
-        self.clients = [Etcd3Client(host=h, port=p, timeout=timeout, api_path="/v3/")
+    def __init__(self, endpoints: list[tuple[str, int]], timeout: float,
+                 access: EtcdAccess) -> None:
+        self.endpoints, self.access = endpoints, access
+        # one session for every member: TLS files and the weft user's token in one place
+        self.session = requests.Session()
+        # not the environment's CA bundle (REQUESTS_CA_BUNDLE would replace ours) nor
+        # its proxies: etcd is reached directly, trusting only --etcd-ca
+        self.session.trust_env = False
+        self.session.verify = access.verify()
+        self.session.cert = access.client_cert()
+        self.clients = [Etcd3Client(host=h, port=p, protocol=access.scheme, timeout=timeout,
+                                    api_path="/v3/", session=self.session)
                         for h, p in endpoints]
         self._current = 0
         self._lock = threading.Lock()
+        self._token_lock = threading.Lock()
+        self._token_gen = 0             # bumped by every login: one re-login per expiry
+
+    def login(self, seen: int | None = None) -> None:
+        """Log in as the weft user (no-op without one) on the first member that answers;
+        with ``seen``, only if nobody logged in again since the caller's request went
+        out (several threads answered 401 log in once)."""
+        if not self.access.user:
+            return
+        with self._token_lock:
+            if seen is not None and seen != self._token_gen:
+                return
+            problems: list[str] = []
+            for client in self.rotation():
+                try:
+                    token = self.access.login(partial(self._login_post, client))
+                    break
+                except self.RETRY as exc:
+                    problems.append(f"{client.host}:{client.port}: {_short(exc)}")
+            else:
+                raise Unavailable("store", f"cannot log in to etcd as {self.access.user} "
+                                           f"({'; '.join(problems)[:300]})")
+            self.session.headers["Authorization"] = token or ""
+            self._token_gen += 1
 
     def names(self) -> str:
         return ",".join(f"{h}:{p}" for h, p in self.endpoints)
@@ -428,6 +463,12 @@ class _Cluster:
             for client in self.rotation():
                 try:
                     out = self._post(client, path, body, timeout)
+                except _TokenExpired:
+                    try:                # a restarted member forgot our token: log in again
+                        out = self._post(client, path, body, timeout, relogin=False)
+                    except self.RETRY as exc:
+                        problems.append(f"{client.host}:{client.port}: {_short(exc)}")
+                        continue
                 except self.RETRY as exc:
                     problems.append(f"{client.host}:{client.port}: {_short(exc)}")
                     busy = busy or not isinstance(exc, etcd_exc.ConnectionFailedError)
@@ -442,13 +483,20 @@ class _Cluster:
                 break
         raise Unavailable("store", f"no etcd member answers ({'; '.join(problems)[:300]})")
 
-    @staticmethod
-    def _post(client: Etcd3Client, path: str, body: dict, timeout: float | None) -> dict:
+    def _login_post(self, client: Etcd3Client, path: str, body: dict) -> dict:
+        return self._post(client, path.removeprefix("/v3"), body, None, anonymous=True)
+
+    def _post(self, client: Etcd3Client, path: str, body: dict, timeout: float | None,
+              relogin: bool = True, anonymous: bool = False) -> dict:
         """etcd3gw's request with this call's own timeout, its errors mapped as it maps
-        them (5xx/408/504: try another member; other non-200: refused)."""
+        them (5xx/408/504: try another member; 401: our token expired, log in again and
+        raise _TokenExpired so the caller sends it once more; other non-200: refused)."""
+        gen = self._token_gen
         try:
             resp = client.session.post(client.get_url(path), data=json.dumps(body),
-                                       timeout=timeout or client.timeout)
+                                       timeout=timeout or client.timeout,
+                                       headers={"Authorization": None} if anonymous  # type: ignore[dict-item]
+                                       else None)
         except requests.exceptions.Timeout as exc:
             raise etcd_exc.ConnectionTimeoutError(str(exc)) from None
         except requests.exceptions.ConnectionError as exc:
@@ -457,9 +505,17 @@ class _Cluster:
             raise etcd_exc.ConnectionTimeoutError(resp.text)
         if resp.status_code >= 500:
             raise etcd_exc.InternalServerError(resp.text)
+        if resp.status_code == 401 and relogin and not anonymous and self.access.user:
+            self.login(seen=gen)
+            raise _TokenExpired(resp.text)
         if resp.status_code != 200:
             raise _refused(etcd_exc.Etcd3Exception(resp.text))
         return resp.json()
+
+
+class _TokenExpired(Exception):
+    """etcd no longer knows our token (a member restarted, or it idled out): logged in
+    again, the request is worth one more try."""
 
 
 def _text(exc: Exception) -> str:
@@ -484,6 +540,11 @@ def _refused(exc: etcd_exc.Etcd3Exception) -> StoreError:
                                 "allows in one transaction: raise it (docs/store.md: 100000)")
     if "too large" in text:
         return Invalid("store", "the write is larger than etcd's --max-request-bytes")
+    if "permission denied" in text or "authentication failed" in text or \
+            "user name is empty" in text:
+        return Unavailable("store", f"etcd refused weft's credentials: "
+                                    f"{' '.join(text.split())[:200]} (--etcd-user, its "
+                                    "password and its role's prefix: docs/store.md)")
     return Unavailable("store", f"etcd refused the request: {' '.join(text.split())[:200]}")
 
 
@@ -491,11 +552,16 @@ class EtcdStore(StoreBase):
     """The store on an etcd cluster (3.4's v3 API through its grpc-gateway)."""
 
     def __init__(self, endpoints: list[tuple[str, int]], prefix: str = DEFAULT_PREFIX,
-                 timeout: float = REQUEST_TIMEOUT) -> None:
+                 timeout: float = REQUEST_TIMEOUT, access: EtcdAccess = EtcdAccess()) -> None:
         super().__init__()
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
-        self._etcd = _Cluster(endpoints, timeout)
-        self.path = f"etcd://{self._etcd.names()}{self.prefix.rstrip('/')}"
+        names = ",".join(f"{h}:{p}" for h, p in endpoints)
+        self.path = f"etcd://{names}{self.prefix.rstrip('/')}"
+        try:
+            access.check()
+        except EtcdAccessError as exc:
+            raise StoreFileError(f"{self.path}: {exc}") from None
+        self._etcd = _Cluster(endpoints, timeout, access)
         self._cache: _Snapshot | None = None
         self._write_lock = threading.Lock()
         self._leases: dict[str, tuple[int, str]] = {}      # host -> (lease id, its value)
@@ -504,15 +570,16 @@ class EtcdStore(StoreBase):
         self._watch_thread: threading.Thread | None = None
         self._watch_response: requests.Response | None = None
         try:
+            self._etcd.login()
             self._init_epoch()
         except Unavailable as exc:
             raise StoreFileError(f"{self.path}: cannot use the etcd store: {exc.message}; "
                                  "is etcd running and reachable?") from None
 
     @classmethod
-    def from_url(cls, url: str) -> EtcdStore:
+    def from_url(cls, url: str, access: EtcdAccess = EtcdAccess()) -> EtcdStore:
         endpoints, prefix = parse_url(url)
-        return cls(endpoints, prefix)
+        return cls(endpoints, prefix, access=access)
 
     @property
     def version(self) -> int:               # type: ignore[override]
@@ -628,12 +695,20 @@ class EtcdStore(StoreBase):
         with client.session.post(client.get_url("/watch"), json=body, stream=True,
                                  timeout=(REQUEST_TIMEOUT, WATCH_IDLE)) as resp:
             self._watch_response = resp
+            if resp.status_code == 401:
+                self._etcd.login()      # our token is gone: log in, resume at once
+                return start
             for line in resp.iter_lines():
                 if self._closed.is_set():
                     return start
                 if not line.strip():
                     continue
-                result = json.loads(line).get("result", {})
+                msg = json.loads(line)
+                if "error" in msg:
+                    if msg["error"].get("http_code") == 401:
+                        self._etcd.login()
+                    raise RuntimeError(msg["error"].get("message", "watch refused"))
+                result = msg.get("result", {})
                 if result.get("compact_revision"):
                     # history we missed is gone: resync from now, say something changed
                     start = int(result["compact_revision"])

@@ -27,6 +27,11 @@ def _prefix() -> str:
     return f"/it-{secrets.token_hex(6)}/"
 
 
+def _open(server, prefix: str) -> EtcdStore:
+    """A controller's store on the (TLS + auth) test cluster."""
+    return EtcdStore(server.endpoints(), prefix, access=server.access)
+
+
 def _hammer(stores: list[EtcdStore], work, per_thread: int) -> list:
     """Run ``work(store, thread, i)`` from 2 threads per store at once; collect results."""
     results: list = []
@@ -53,7 +58,7 @@ def _hammer(stores: list[EtcdStore], work, per_thread: int) -> list:
 
 def test_two_controllers_never_allocate_one_vni_meter_or_port_twice(etcd_server):
     prefix = _prefix()
-    a, b = EtcdStore(etcd_server.endpoints(), prefix), EtcdStore(etcd_server.endpoints(), prefix)
+    a, b = _open(etcd_server, prefix), _open(etcd_server, prefix)
     # VNIs: 4 writers (2 threads in each of 2 controllers) each create 25 tenants, VNI auto
     made = _hammer([a, b], lambda s, k, i: s.create_tenant(f"t{k}-{i}"), 25)
     assert all(not isinstance(r, Exception) for r in made), made
@@ -80,7 +85,7 @@ def test_two_controllers_never_allocate_one_vni_meter_or_port_twice(etcd_server)
 
 def test_a_controller_sees_the_other_ones_writes_through_watch(etcd_server):
     prefix = _prefix()
-    a, b = EtcdStore(etcd_server.endpoints(), prefix), EtcdStore(etcd_server.endpoints(), prefix)
+    a, b = _open(etcd_server, prefix), _open(etcd_server, prefix)
     seen: list[int] = []
     changed = threading.Event()
     b.watch(lambda version: (seen.append(version), changed.set()))
@@ -97,7 +102,7 @@ def test_a_controller_sees_the_other_ones_writes_through_watch(etcd_server):
 
 
 def test_a_registration_expires_with_its_lease(etcd_server):
-    s = EtcdStore(etcd_server.endpoints(), _prefix())
+    s = _open(etcd_server, _prefix())
     s.register_host("h8", {"underlay_ip": "192.168.50.18"}, ttl=2)
     s.register_host("h8", {"underlay_ip": "192.168.50.18"}, ttl=2)    # a renewal
     assert s.registered_hosts() == {"h8": {"underlay_ip": "192.168.50.18"}}
@@ -116,8 +121,8 @@ def test_url_parsing() -> None:
 
 def test_a_three_member_cluster_keeps_working_with_one_member_killed():
     with etcd_cluster(3) as cluster:
-        a = EtcdStore(cluster.endpoints(), "/weft/v1/")
-        b = EtcdStore(cluster.endpoints()[::-1], "/weft/v1/")
+        a = EtcdStore(cluster.endpoints(), "/weft/v1/", access=cluster.access)
+        b = EtcdStore(cluster.endpoints()[::-1], "/weft/v1/", access=cluster.access)
         seen = threading.Event()
         b.watch(lambda _v: seen.set())
         a.create_tenant("red")
@@ -142,7 +147,8 @@ def test_weft_manager_refuses_to_start_on_an_unreachable_etcd(tmp_path):
     hosts = tmp_path / "hosts.yaml"
     hosts.write_text(HOSTS)
     r = subprocess.run([sys.executable, "-m", "controller.manager", "--weft-hosts", str(hosts),
-                        "--store", "etcd://127.0.0.1:1"], capture_output=True, text=True,
+                        "--store", "etcd://127.0.0.1:1", "--etcd-insecure"],
+                       capture_output=True, text=True,
                        timeout=60, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert r.returncode == 2
     assert "no etcd member answers (127.0.0.1:1: connection refused)" in r.stderr, r.stderr
@@ -211,7 +217,7 @@ def test_both_backends_answer_every_request_alike(etcd_server, tmp_path):
     """The checks live in StoreBase only: SQLite and etcd give the same result, or the same
     refusal (class, field and message), for every request of a script of 45."""
     from controller.store import Store
-    sqlite, etcd = Store(tmp_path / "w.db"), EtcdStore(etcd_server.endpoints(), _prefix())
+    sqlite, etcd = Store(tmp_path / "w.db"), _open(etcd_server, _prefix())
     outcomes = []
     for i, step in enumerate(SCRIPT):
         outcomes.append(_outcome(step, sqlite))
@@ -224,7 +230,7 @@ def test_a_registration_renewed_through_either_controller_stays(etcd_server):
     """A host renews through controller a, then b, then a again: the key must stay on a
     lease someone renews (a's old lease must not be trusted once b re-put the key)."""
     prefix = _prefix()
-    a, b = EtcdStore(etcd_server.endpoints(), prefix), EtcdStore(etcd_server.endpoints(), prefix)
+    a, b = _open(etcd_server, prefix), _open(etcd_server, prefix)
     data = {"underlay_ip": "192.168.50.20"}
     a.register_host("h1", data, ttl=2)
     b.register_host("h1", data, ttl=2)
@@ -241,8 +247,8 @@ def test_two_weft_managers_on_one_etcd_serve_one_model(etcd_server, tmp_path):
     through either API is read through the other; concurrent creates through both get
     distinct VNIs; both export the same model."""
     from weft_lab.store_bench import manager
-    url = "etcd://" + ",".join(f"{h}:{p}" for h, p in etcd_server.endpoints()) + _prefix()
-    with manager(["--store", url], tmp_path) as a, manager(["--store", url], tmp_path) as b:
+    args = etcd_server.manager_args(etcd_server.url + _prefix())
+    with manager(args, tmp_path) as a, manager(args, tmp_path) as b:
         assert a.post("/v1/tenants", json={"name": "red", "vlan": 10}).status_code == 201
         assert b.get("/v1/tenants/red").json()["vlan"] == 10
         assert b.post("/v1/tenants", json={"name": "red"}).status_code == 409
@@ -266,7 +272,8 @@ def test_two_controllers_claiming_blocks_at_once_never_share_one(etcd_server):
     """Cluster-wide IPAM (schema 9): 4 writers in 2 controllers claim blocks of one /21
     for 4 hosts at once, then --ip addresses; every block is held by one host only."""
     prefix = _prefix()
-    a, b = EtcdStore(etcd_server.endpoints(), prefix), EtcdStore(etcd_server.endpoints(), prefix)
+    a = EtcdStore(etcd_server.endpoints(), prefix, access=etcd_server.access)
+    b = EtcdStore(etcd_server.endpoints(), prefix, access=etcd_server.access)
     a.create_tenant("red", subnet="10.10.0.0/21")
     got = _hammer([a, b], lambda s, k, i: s.claim_block("red", f"h{k}")[0], 5)
     assert all(not isinstance(r, Exception) for r in got), got

@@ -157,3 +157,84 @@ def test_kill_an_etcd_member_changes_nothing(lab):
         have = {t["name"] for t in c.get("/v1/tenants").json()}
     assert set(w.acked) <= have
     assert not _unchanged(before, _snapshot(lab), time.monotonic() - t_snap)
+
+
+def _write(topo, inst: int, name: str, timeout: float = 30) -> tuple[int, str, float]:
+    t0 = time.monotonic()
+    with C.api(topo.name, timeout=timeout, instance=inst) as c:
+        r = c.post("/v1/tenants", json={"name": name})
+    return r.status_code, r.text, time.monotonic() - t0
+
+
+def _alive(pid: int) -> bool:
+    import os
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_etcd_losing_quorum_refuses_writes_and_forwarding_goes_on(lab):
+    """docs/failures.md's etcd rows, measured (TLS + auth, as the lab runs etcd): one of 3
+    members down, writes go on (latency); two down, writes get a 503 that says so while
+    the switches keep their flows and traffic flows; members back, writes resume (how
+    long).  Containers cannot reach etcd at all (the agents' nftables)."""
+    from weft_lab import outside as O
+    dead = [k for k in range(1, lab.etcd + 1) if not _alive(C.pid_of(lab.name, f"etcd-{k}"))]
+    if dead:                                    # a previous test's victim: back first
+        C.start_etcd(lab, members=[k - 1 for k in dead])
+    ctl = lab.controller_ips()[0]
+    for c in ("d1", "red1"):                    # a container rewriting etcd keys: no path
+        assert not O.tcp_open(lab.name, c, ctl, C.ETCD_CLIENT_PORT, timeout=1), c
+    m = failover.wait_master(lab, timeout=LEASE_TTL + 5)
+
+    def latency(tag: str, n: int = 20) -> float:
+        took = []
+        for i in range(n):
+            code, text, t = _write(lab, m, f"{tag}{i:02d}")
+            assert code == 201, text
+            took.append(t)
+        return sorted(took)[n // 2] * 1000
+    p50_all = latency("q3-")
+    followers = [k for k in range(1, lab.etcd + 1) if k != failover.etcd_leader(lab)]
+    failover.kill(lab.name, f"etcd-{followers[0]}")
+    p50_one_down = latency("q2-")
+    before = _snapshot(lab)
+    t_snap = time.monotonic()
+    with pinging(lab.name, "d1", lab.addr("d2"), count=4000) as p1, \
+            pinging(lab.name, "red1", lab.addr("red2"), count=4000) as p2:
+        time.sleep(1)
+        down = [k for k in range(1, lab.etcd + 1) if k != followers[0]][0]
+        failover.kill(lab.name, f"etcd-{down}")
+        refused = []
+        for i in range(3):
+            code, text, t = _write(lab, m, f"nq-{i}")
+            refused.append((code, t))
+            assert code == 503 and "etcd" in text, (code, text)
+        time.sleep(3)
+        t_back = time.monotonic()
+        C.start_etcd(lab, members=[followers[0] - 1, down - 1])
+        back_after = None
+        for i in range(200):
+            for inst in range(1, lab.controllers + 1):
+                try:
+                    code, _, _ = _write(lab, inst, f"back-{i}-{inst}", timeout=10)
+                except httpx.TransportError:
+                    continue
+                if code == 201:
+                    back_after = time.monotonic() - t_back
+                    break
+            if back_after is not None:
+                break
+            time.sleep(0.2)
+        master_back = failover.wait_master(lab, timeout=LEASE_TTL + 15)
+    print(f"\netcd (TLS+auth) write p50: 3 of 3 up {p50_all:.1f} ms, 2 of 3 up "
+          f"{p50_one_down:.1f} ms; 1 of 3 up: REST writes 503 after "
+          f"{', '.join(f'{t:.2f}' for _, t in refused)} s; ping {p1.received}/{p1.sent}, "
+          f"{p2.received}/{p2.sent}; members restarted: first write acknowledged "
+          f"{back_after} s later (etcd start included), master ctl{master_back}")
+    assert back_after is not None and back_after < 30
+    assert p1.sent == p1.received == 4000, f"default tenant lost {p1.sent - p1.received}"
+    assert p2.sent == p2.received == 4000, f"tenant red lost {p2.sent - p2.received}"
+    assert not _unchanged(before, _snapshot(lab), time.monotonic() - t_snap)

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 import time
 
-import httpx
 import pytest
 
 from controller.election import MASTER, SLAVE, Election, EtcdGateway, Role
@@ -21,30 +19,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def etcd(tmp_path):
-    client, peer = _free_port(), _free_port()
-    url = f"http://127.0.0.1:{client}"
-    proc = subprocess.Popen(
-        ["etcd", "--name", "t", "--data-dir", str(tmp_path / "etcd"),
-         "--listen-client-urls", url, "--advertise-client-urls", url,
-         "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-         "--initial-cluster", f"t=http://127.0.0.1:{peer}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "etcd did not start"
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.kill()
-        proc.wait()
+def etcd():
+    """One member with TLS and authentication, as weft expects etcd (weft_lab/etcd.py)."""
+    from weft_lab.etcd import etcd_cluster
+    with etcd_cluster(1) as cluster:
+        yield cluster
+
+
+def _gw(cluster, port: int | None = None) -> EtcdGateway:
+    """The election's client of ``cluster`` (through ``port``: a relay to it)."""
+    return EtcdGateway([f"https://127.0.0.1:{port or cluster.members[0].client_port}"],
+                       cluster.access)
 
 
 def _wait(cond, timeout: float) -> float:
@@ -57,10 +42,10 @@ def _wait(cond, timeout: float) -> float:
 
 def test_one_master_then_failover_within_the_ttl(etcd):
     seen: dict[str, list[Role]] = {"a": [], "b": []}
-    a = Election(EtcdGateway([etcd]), "a", 2, seen["a"].append)
+    a = Election(_gw(etcd), "a", 2, seen["a"].append)
     a.start()
     _wait(lambda: a.last.role == MASTER, 5)
-    b = Election(EtcdGateway([etcd]), "b", 2, seen["b"].append)
+    b = Election(_gw(etcd), "b", 2, seen["b"].append)
     b.start()
     _wait(lambda: b.last.generation == a.last.generation, 5)
     assert b.last.role == SLAVE
@@ -75,10 +60,10 @@ def test_one_master_then_failover_within_the_ttl(etcd):
 
 
 def test_resign_hands_over_at_once(etcd):
-    a = Election(EtcdGateway([etcd]), "a", 3, lambda r: None)
+    a = Election(_gw(etcd), "a", 3, lambda r: None)
     a.start()
     _wait(lambda: a.last.role == MASTER, 5)
-    b = Election(EtcdGateway([etcd]), "b", 3, lambda r: None)
+    b = Election(_gw(etcd), "b", 3, lambda r: None)
     b.start()
     _wait(lambda: b.core.leader == "a", 5)
     a.stop(resign=True)
@@ -90,12 +75,12 @@ def test_master_cut_off_from_etcd_steps_down_before_the_lease_expires(etcd):
     """Split brain: the master loses etcd (here: its only endpoint stops answering); it
     must be slave before its lease could have expired, i.e. before anyone else can win."""
     port = _free_port()
-    proxy = _Proxy(port, int(etcd.rsplit(":", 1)[1]))
-    a = Election(EtcdGateway([f"http://127.0.0.1:{port}"]), "a", 2, lambda r: None)
+    proxy = _Proxy(port, etcd.members[0].client_port)
+    a = Election(_gw(etcd, port), "a", 2, lambda r: None)
     a.start()
     try:
         _wait(lambda: a.last.role == MASTER, 5)
-        b = Election(EtcdGateway([etcd]), "b", 2, lambda r: None)
+        b = Election(_gw(etcd), "b", 2, lambda r: None)
         b.start()
         _wait(lambda: b.core.leader == "a", 5)
         proxy.block()

@@ -38,3 +38,26 @@ def test_issued_certificates_authenticate_both_ends(tmp_path):
 
 def test_issue_without_a_ca_is_refused(tmp_path):
     assert pki.main(["issue", str(tmp_path), "host1"]) == 2
+
+
+def test_etcd_certificates_name_their_addresses_and_clients_carry_no_cn(tmp_path):
+    """A member's certificate lists the addresses clients and peers check; the
+    controllers' etcd client certificate has no CN (etcd's gateway refuses one with auth
+    on); a certificate called root (etcd's administrator by CN) is refused."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    assert pki.main(["init", str(tmp_path)]) == 0
+    assert pki.main(["issue", str(tmp_path), "e1", "--san", "10.0.0.1",
+                     "--san", "etcd1.example"]) == 0
+    cert = x509.load_pem_x509_certificate(pki.cert_path(tmp_path, "e1").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.1"]
+    assert san.get_values_for_type(x509.DNSName) == ["etcd1.example"]
+    assert pki.main(["issue", str(tmp_path), "weft-manager", "--etcd-client"]) == 0
+    client = x509.load_pem_x509_certificate(
+        pki.cert_path(tmp_path, "weft-manager").read_bytes())
+    assert client.subject.get_attributes_for_oid(NameOID.COMMON_NAME) == []
+    assert client.subject.get_attributes_for_oid(
+        NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == "weft-manager"
+    assert pki.main(["issue", str(tmp_path), "root"]) == 2
+    assert not pki.cert_path(tmp_path, "root").exists()

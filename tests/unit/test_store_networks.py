@@ -184,7 +184,7 @@ def _put_raw(store: EtcdStore, key: str, value: str) -> None:
 
 def test_an_etcd_prefix_with_schema_7_documents_reads_as_the_sqlite_upgrade(etcd_server):
     prefix = f"/up7-{secrets.token_hex(4)}/"
-    old = EtcdStore(etcd_server.endpoints(), prefix)
+    old = EtcdStore(etcd_server.endpoints(), prefix, access=etcd_server.access)
     for doc in ({"name": "red", "vni": 1000, "vlan": 10, "subnet": "10.1.0.0/24",
                  "description": "red team"},
                 {"name": "blue", "vni": 1001, "vlan": None, "subnet": None, "description": ""},
@@ -200,7 +200,7 @@ def test_an_etcd_prefix_with_schema_7_documents_reads_as_the_sqlite_upgrade(etcd
          "mac": "02:00:00:00:00:01", "trunk": [], "source": "api", "ips": ["10.1.0.5"],
          "allowed_address_pairs": []}))
     old.close()
-    s = EtcdStore(etcd_server.endpoints(), prefix)
+    s = EtcdStore(etcd_server.endpoints(), prefix, access=etcd_server.access)
     try:
         assert _gateways(s) == UPGRADED
         assert s.bindings()[0].binding.tenant == "red" and s.orphans() == 0
@@ -212,7 +212,7 @@ def test_an_etcd_prefix_with_schema_7_documents_reads_as_the_sqlite_upgrade(etcd
         s.create_network("red-db", "red", subnet="10.1.2.0/24")
         s.update_tenant("red", gateway="10.1.0.1", egress=True)
         s.add_route("red", "0.0.0.0/0", "10.1.0.5")
-        other = EtcdStore(etcd_server.endpoints(), prefix)    # a second controller
+        other = EtcdStore(etcd_server.endpoints(), prefix, access=etcd_server.access)    # a second controller
         assert _gateways(other)["red"] == ("10.1.0.1", True)
         assert other.routes() == [Route("red", "0.0.0.0/0", "10.1.0.5")]
         assert other.network("red-db").tenant == "red"
