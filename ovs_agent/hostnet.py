@@ -353,9 +353,16 @@ def docker_options(cluster: Cluster, host: Host, mtu: int) -> dict[str, str | in
     return opts
 
 
+# weft's resolver (ovs_agent.resolver.ADDRESS, docs/dns.md): containers' name server
+DOCKER_DNS = ("169.254.53.53",)
+
+
 def docker_daemon_json(cluster: Cluster, host: Host, mtu: int) -> str:
-    """A ready daemon.json fragment (merge it into /etc/docker/daemon.json)."""
-    return json.dumps(docker_options(cluster, host, mtu), indent=2, sort_keys=True) + "\n"
+    """A ready daemon.json fragment (merge it into /etc/docker/daemon.json).  ``dns``:
+    Docker's embedded resolver forwards what it cannot answer (other hosts' containers,
+    the outside) to weft's resolver; docker0's containers ask it directly."""
+    conf: dict[str, object] = {**docker_options(cluster, host, mtu), "dns": list(DOCKER_DNS)}
+    return json.dumps(conf, indent=2, sort_keys=True) + "\n"
 
 
 def subnet_env(cluster: Cluster, host: Host, mtu: int) -> str:
@@ -365,7 +372,8 @@ def subnet_env(cluster: Cluster, host: Host, mtu: int) -> str:
              f"WEFT_CLUSTER_SUBNET={cluster.cluster_subnet}"]
     if host.docker_subnet:
         lines.append(f"WEFT_SUBNET={host.docker_subnet}")
-    flags = " ".join(f"--{k}={opts[k]}" for k in ("bip", "fixed-cidr", "mtu") if k in opts)
+    flags = " ".join([*(f"--{k}={opts[k]}" for k in ("bip", "fixed-cidr", "mtu") if k in opts),
+                      *(f"--dns={a}" for a in DOCKER_DNS)])
     lines.append(f"DOCKER_OPTS=\"{flags}\"")
     return "\n".join(lines) + "\n"
 

@@ -15,51 +15,18 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cluster.names import NameRecord, valid_name
 from ovs_agent import dnswire
 from ovs_agent.dnswire import Query
 
 WEFT_DRIVER = "weft"
 TENANT_OPT, NETWORK_OPT = "tenant", "network"      # as ovs_agent.dockerplugin reads them
-_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
-
-
-def valid_name(name: str) -> bool:
-    """A DNS name weft can serve (lower-case labels of letters, digits, _ and -)."""
-    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(p) for p in name.split("."))
-
-
-@dataclass(frozen=True, order=True)
-class NameRecord:
-    """One name of one container on one weft network.  ``primary``: the container's own
-    name (what a PTR answers), not an alias."""
-
-    network: str
-    name: str
-    ip: str
-    container: str
-    primary: bool = False
-
-    def __post_init__(self) -> None:
-        if not valid_name(self.name):
-            raise ValueError(f"name record: {self.name!r} is not a DNS name")
-        ipaddress.IPv4Address(self.ip)
-        if not self.network:
-            raise ValueError("name record: no network")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"network": self.network, "name": self.name, "ip": self.ip,
-                "container": self.container, "primary": self.primary}
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> NameRecord:
-        """Raises KeyError/TypeError/ValueError."""
-        return cls(str(doc["network"]), str(doc["name"]).lower(), str(doc["ip"]),
-                   str(doc.get("container") or ""), bool(doc.get("primary", False)))
+__all__ = ["NameRecord", "valid_name", "weft_networks", "container_records", "Zone", "answer",
+           "zones", "rotated", "TokenBucket"]
 
 
 def weft_networks(networks: Any) -> dict[str, str]:
@@ -110,6 +77,7 @@ class Zone:
     """One tenant's names: what its containers may ask for."""
 
     subnets: tuple[ipaddress.IPv4Network, ...] = ()
+    authoritative: bool = True      # False: only its records; everything else forwarded
     by_name: dict[str, list[str]] = field(default_factory=dict)
     by_ip: dict[str, list[str]] = field(default_factory=dict)
 
@@ -156,7 +124,7 @@ def answer(q: Query, zone: Zone, turn: int | None = None) -> bytes | None:
             return dnswire.reply(q)         # the name exists, not with this type: NODATA
         t = next(_turns) if turn is None else turn
         return dnswire.reply(q, a=rotated(zone.by_name[name], t))
-    if name and "." not in name:
+    if zone.authoritative and name and "." not in name:
         return dnswire.reply(q, dnswire.RCODE_NXDOMAIN)
     return None
 

@@ -6,7 +6,9 @@ resolver forwards what it cannot answer to the daemon's ``dns`` server, this add
 from inside the container's namespace; the container's default route is its network's
 distributed gateway).  The interface a query came in on (``IP_PKTINFO``) names the
 tenant: no field of the packet does, so a container cannot ask as another tenant.  A
-query that came in any other way (docker0, the underlay, lo) is dropped.
+query from docker0 or a Docker bridge (their containers get the same ``dns``) is served
+from ``DEFAULT_ZONE`` (forwarded, until docker0's names are served: docs/dns.md); one
+that came in any other way (the underlay, lo) is dropped.
 
 Answers come from the tenant's zone (``ovs_agent.names``); the rest is forwarded to the
 host's own resolvers (resolv.conf) under a fresh id, and only an answer from the server
@@ -30,11 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ovs_agent import dnswire, names
+from ovs_agent.desired import UNDERLAY_BRIDGE
 from ovs_agent.nat import PORT_PREFIX
 
 LOG = logging.getLogger("ovs-agent")
 ADDRESS = "169.254.53.53"       # weft's resolver on every host (daemon.json "dns")
 PORT = 53
+DEFAULT_ZONE = 0                # docker0's and Docker bridges' containers (tenant ids are > 0)
 FORWARD_TIMEOUT = 2.0           # seconds an upstream has to answer
 BATCH = 256                     # packets read per wake-up
 RCVBUF = 4 << 20               # bytes of queued queries
@@ -63,13 +67,16 @@ def upstreams(resolv_conf: Path = Path("/etc/resolv.conf"), skip: str = ADDRESS)
 
 
 def tenant_id_of(ifname: str) -> int | None:
-    """wx-<id> -> id; None for every other interface."""
-    if not ifname.startswith(PORT_PREFIX):
-        return None
-    try:
-        return int(ifname[len(PORT_PREFIX):])
-    except ValueError:
-        return None
+    """The zone an interface asks in: wx-<id> -> the tenant id; docker0 and Docker's
+    bridges (br-*, not weft's br-phy) -> ``DEFAULT_ZONE``; None for anything else."""
+    if ifname.startswith(PORT_PREFIX):
+        try:
+            return int(ifname[len(PORT_PREFIX):])
+        except ValueError:
+            return None
+    if ifname == "docker0" or (ifname.startswith("br-") and ifname != UNDERLAY_BRIDGE):
+        return DEFAULT_ZONE
+    return None
 
 
 @dataclass

@@ -183,8 +183,16 @@ def test_upstreams_from_resolv_conf(tmp_path: Path):
     assert resolver.upstreams(tmp_path / "none") == []
 
 
+def test_default_zone_forwards_what_it_has_no_record_of(served):
+    r, up = served
+    r.zones = {7: names.Zone(authoritative=False)}
+    nx = ask(r, "nosuch")
+    assert nx and nx.rcode == dnswire.RCODE_NXDOMAIN and up.asked == ["nosuch"]
+
+
 def test_tenant_id_of():
     assert resolver.tenant_id_of("wx-1000") == 1000
     assert resolver.tenant_id_of("wx-x") is None
-    assert resolver.tenant_id_of("docker0") is None
+    assert resolver.tenant_id_of("docker0") == resolver.tenant_id_of("br-1a2b") == 0
+    assert resolver.tenant_id_of("br-phy") is None and resolver.tenant_id_of("eth0") is None
     assert names.valid_name("web1")
