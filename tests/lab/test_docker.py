@@ -52,10 +52,11 @@ def test_dockerd_runs_with_exactly_the_agents_daemon_json(lab):
         assert "--bip" not in " ".join(argv), "options come from the agent's file only"
         gateway = h.docker_subnet.replace(".0/24", ".1")
         assert json.loads((d / "daemon.json").read_text()) == {
-            "bip": f"{gateway}/16", "fixed-cidr": h.docker_subnet, "mtu": mtu}
+            "bip": f"{gateway}/16", "fixed-cidr": h.docker_subnet, "mtu": mtu,
+            "dns": ["169.254.53.53"]}
         env = (d / "subnet.env").read_text()
-        assert f'DOCKER_OPTS="--bip={gateway}/16 --fixed-cidr={h.docker_subnet} --mtu={mtu}"' \
-            in env
+        assert (f'DOCKER_OPTS="--bip={gateway}/16 --fixed-cidr={h.docker_subnet} --mtu={mtu} '
+                '--dns=169.254.53.53"') in env
         # what Docker made of it: docker0 with the cluster prefix, containers at the MTU
         addr = json.loads(run(["ip", "-j", "addr", "show", "docker0"],
                               ns=N.ns_name(lab.name, h.name)))[0]
