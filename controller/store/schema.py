@@ -26,7 +26,7 @@ def _sql_in(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
-SCHEMA_VERSION = 8          # PRAGMA user_version; 0 is the first, unversioned schema
+SCHEMA_VERSION = 10         # PRAGMA user_version; 0 is the first, unversioned schema
 # 3: port_addresses (port security), created by SCHEMA itself: no data to move
 # 4: tenant ACLs (acl_rules, acl_policy) and operator flows (operator_flows): new tables
 #    only, created by the idempotent SCHEMA
@@ -40,6 +40,9 @@ SCHEMA_VERSION = 8          # PRAGMA user_version; 0 is the first, unversioned s
 #    tenant and its default network; else a further network of tenant `domain`), gateway
 #    and egress, added by _upgrade_to_v8 (existing rows: no gateway, egress off: today's
 #    meaning); routes, a new table created by SCHEMA
+# 10: container_names (the names of containers on weft networks the agents report,
+#    docs/dns.md), a new table created by SCHEMA: no data to move.  (Branch dns; 9 is
+#    the ipam branch's: this step follows it.)
 
 # a trunk (comma-separated names) lists only tenants that exist: one check, two triggers
 _TRUNK_TENANTS_EXIST = """\
@@ -173,12 +176,18 @@ CREATE TABLE IF NOT EXISTS routes (
     mac TEXT,                                  -- the next hop's MAC when no binding has via
     PRIMARY KEY (tenant, prefix)
 ) WITHOUT ROWID;
+-- names of containers on weft networks, as each host's agent reports them (schema 10)
+CREATE TABLE IF NOT EXISTS container_names (
+    host TEXT PRIMARY KEY,
+    records TEXT NOT NULL DEFAULT '[]'         -- JSON list of cluster.names.NameRecord
+) WITHOUT ROWID;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 _TABLES = {"tenants", "bindings", "qos"}          # the tables of schema 0 (upgraded from)
 _V0_TABLES = tuple(sorted(_TABLES))
 _KNOWN_TABLES = _TABLES | {"port_addresses", "acl_rules", "acl_policy", "operator_flows", "meta",
-                             "registrations", "link_endpoints", "routes"}
+                             "registrations", "link_endpoints", "routes",
+                             "container_names"}
 
 
 def open_checked(path: str | Path) -> sqlite3.Connection:
