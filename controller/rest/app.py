@@ -14,12 +14,12 @@ import uvicorn
 from fastapi import Depends, FastAPI
 
 from controller.core import Core
-from controller.rest import (acls, backup, errors, hosts, networks, observe, ofctl_rest,
-                             operator_flows, ports, qos, switches, tenants)
+from controller.rest import (acls, backup, errors, hosts, names, networks, observe,
+                             ofctl_rest, operator_flows, ports, qos, switches, tenants)
 from controller.rest.deps import authorized
 
 ROUTERS = (tenants, networks, ports, backup, acls, operator_flows, ofctl_rest, hosts, switches,
-           qos, observe)
+           qos, observe, names)
 
 
 def create_app(core: Core, token: str | None) -> FastAPI:
