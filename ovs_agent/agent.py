@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ovs_agent import attach, desired, dockerd, firewall, gateway, hostnet, ovsdb, queues
+from ovs_agent import (attach, desired, dockerd, firewall, gateway, hostnet, nameservice, ovsdb,
+                       queues)
 from ovs_agent.nat import Gateway
 from ovs_agent.reporting import ReportState, reason_to_send
 from cluster.hostsfile import (REGISTER_KEYS, Cluster, Host, HostsFileError, Queues, load,
@@ -81,6 +82,7 @@ class Agent:
     _gateway_error: str = ""
     _docker0: list[attach.Attachment] = field(default_factory=list)
     _docker_warned: bool = False
+    serve_names: bool = True            # names across hosts: report, fetch, resolve (docs/dns.md)
 
     def load(self) -> None:
         """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
@@ -399,6 +401,7 @@ class Agent:
         threading.Thread(target=self._follow_members, daemon=True).start()
         if self.host_gateways is not None:
             threading.Thread(target=self._follow_gateways, daemon=True).start()
+        self._start_names()
         hostnet.watch_links(("docker0", hostnet.DOCKER_LINK_PORT, hostnet.DOCKER_LINK_PEER),
                             self._wake.set)
         last = 0.0
@@ -430,6 +433,15 @@ class Agent:
             elif self._unresolved:
                 self.warm_peers()       # a peer may have come up since: retry soon
             self._wake.wait(0.5)
+
+    def _start_names(self) -> None:
+        """The names thread (``ovs_agent.nameservice``), when a controller API is known."""
+        assert self.cluster and self.me
+        urls = tuple(u for u in (self.cluster.apis or (self.cluster.api,)) if u)
+        if not self.serve_names or not urls:
+            return
+        service = nameservice.NameService(self.me.name, urls, self.docker_host)
+        threading.Thread(target=service.run, name="weft-names", daemon=True).start()
 
     def _file_changed(self) -> bool:
         try:
