@@ -9,6 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# weft's resolver on every host (link-local: never routed anywhere else); containers'
+# queries reach it through their tenant's gateway port, also with egress off
+RESOLVER_ADDRESS = "169.254.53.53"
+RESOLVER_PORT = 53
 MAX_NAMES_PER_HOST = 20000          # records one agent may report (a bound on its PUT)
 _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from cluster.names import RESOLVER_ADDRESS
 from cluster.hostsfile import DOCKER_LINK_PEER, DOCKER_LINK_PORT, Cluster, Host
 
 LOG = logging.getLogger("ovs-agent")
@@ -353,8 +354,8 @@ def docker_options(cluster: Cluster, host: Host, mtu: int) -> dict[str, str | in
     return opts
 
 
-# weft's resolver (ovs_agent.resolver.ADDRESS, docs/dns.md): containers' name server
-DOCKER_DNS = ("169.254.53.53",)
+# weft's resolver (docs/dns.md): containers' name server
+DOCKER_DNS = (RESOLVER_ADDRESS,)
 
 
 def docker_daemon_json(cluster: Cluster, host: Host, mtu: int) -> str:

@@ -31,13 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster.names import RESOLVER_ADDRESS, RESOLVER_PORT
 from ovs_agent import dnswire, names
 from ovs_agent.desired import UNDERLAY_BRIDGE
 from ovs_agent.nat import PORT_PREFIX
 
 LOG = logging.getLogger("ovs-agent")
-ADDRESS = "169.254.53.53"       # weft's resolver on every host (daemon.json "dns")
-PORT = 53
+ADDRESS, PORT = RESOLVER_ADDRESS, RESOLVER_PORT   # on every host (daemon.json "dns")
 DEFAULT_ZONE = 0                # docker0's and Docker bridges' containers (tenant ids are > 0)
 FORWARD_TIMEOUT = 2.0           # seconds an upstream has to answer
 BATCH = 256                     # packets read per wake-up
