@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,12 @@ def ensure_address(address: str = resolver.ADDRESS, dev: str = "lo") -> bool:
         return False
     ip("addr", "add", f"{address}/32", "dev", dev)
     return True
+
+
+def resolv_conf() -> Path:
+    """Where the host's own resolvers are listed: ``WEFT_RESOLV_CONF`` (the lab: its hosts
+    share the machine's /etc), else /etc/resolv.conf."""
+    return Path(os.environ.get("WEFT_RESOLV_CONF") or "/etc/resolv.conf")
 
 
 def parse_names(body: Any) -> dict[int, names.Zone]:
@@ -95,7 +103,8 @@ class NameService:
     urls: tuple[str, ...]
     docker_host: str | None = dockerd.DEFAULT_DOCKER
     interval: float = INTERVAL
-    server: resolver.Resolver = field(default_factory=resolver.Resolver)
+    server: resolver.Resolver = field(default_factory=lambda: resolver.Resolver(
+        servers=lambda: resolver.upstreams(resolv_conf())))
     _docker: DockerNames | None = None
     _sent: list[NameRecord] | None = None
     _sent_at: float = 0.0

@@ -26,7 +26,7 @@ PORT_TYPES = ("auto", "afxdp-nonpmd", "afxdp", "afpacket")
 TRANSPORTS = ("tunnel", "vlan")
 MAX_CONTROLLERS = 5     # controllers and etcd members take mgmt addresses 1..5 (hosts: 10+)
 RESERVED_NODES = (CTL, WAN)
-SERVE_KINDS = ("tcp", "udp", "http")    # tcp: iperf3 -s; udp: echo; http: peer logger
+SERVE_KINDS = ("tcp", "udp", "http", "dns")  # iperf3 -s; echo; peer logger; DNS (outside.py)
 DEFAULT_SERVE = ("tcp:5201", "udp:5201", "http:8000")
 
 
