@@ -97,8 +97,8 @@ class Resolver:
     port: int = PORT
     upstream_port: int = 53
     servers: Callable[[], list[str]] = upstreams
-    rate: float = 50.0
-    burst: float = 100.0
+    rate: float = 200.0             # per (interface, source): the host firewall's limit too
+    burst: float = 400.0
     zones: dict[int, names.Zone] = field(default_factory=dict)
     ifname: Callable[[int], str | None] = field(default=lambda i: _ifname(i))
     answered: int = 0
