@@ -25,8 +25,8 @@ from ovs_agent.dnswire import Query
 
 WEFT_DRIVER = "weft"
 TENANT_OPT, NETWORK_OPT = "tenant", "network"      # as ovs_agent.dockerplugin reads them
-__all__ = ["NameRecord", "valid_name", "weft_networks", "container_records", "Zone", "answer",
-           "zones", "rotated", "TokenBucket"]
+__all__ = ["NameRecord", "valid_name", "weft_networks", "container_records", "docker0_records",
+           "Zone", "answer", "zones", "rotated", "TokenBucket"]
 
 
 def weft_networks(networks: Any) -> dict[str, str]:
@@ -42,6 +42,32 @@ def weft_networks(networks: Any) -> dict[str, str]:
         if name:
             out[str(n["Id"])] = str(name)
     return out
+
+
+DEFAULT_NETWORK = "default"     # docker0's containers: the built-in default tenant
+DOCKER0 = "docker0"
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+
+
+def docker0_records(network: Any) -> list[NameRecord]:
+    """docker0's containers' names (``GET /networks/bridge``: ``Containers`` with
+    ``Name`` and ``IPv4Address``) as records of the default tenant.  Nothing when that
+    network is not on docker0; names that are no DNS names are left out."""
+    if not isinstance(network, dict):
+        return []
+    if (network.get("Options") or {}).get(BRIDGE_NAME_OPTION, DOCKER0) != DOCKER0:
+        return []
+    out = set()
+    for cid, c in (network.get("Containers") or {}).items():
+        if not isinstance(c, dict):
+            continue
+        name = str(c.get("Name") or "").lower()
+        try:
+            ip = str(ipaddress.IPv4Interface(str(c.get("IPv4Address") or "")).ip)
+            out.add(NameRecord(DEFAULT_NETWORK, name, ip, str(cid)[:64], primary=True))
+        except ValueError:
+            continue
+    return sorted(out)
 
 
 def container_records(inspect: Any, networks: Mapping[str, str]) -> list[NameRecord]:

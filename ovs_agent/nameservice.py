@@ -3,12 +3,13 @@
 Every ``interval`` (0.4 s: a name follows ``docker run``/``docker rm`` on any host
 within about a second) one thread:
 
-1. asks this host's dockerd for its containers on weft networks and their names
+1. asks this host's dockerd for its containers on weft networks and docker0 and their names
    (``names.container_records``; a container is inspected once per change of its
    networks, not every round) and PUTs them to the controller when they changed (and
    every ``REPORT_EVERY`` seconds, and after a failure);
 2. GETs the records of the tenants with a gateway port here and hands the resolver
-   one zone per tenant id (``DEFAULT_ZONE``: docker0 and Docker bridges, forward only);
+   one zone per tenant id (``DEFAULT_ZONE``: docker0's containers, the default tenant;
+   ``BRIDGE_ZONE``: Docker's own bridges, forward only);
 3. keeps the resolver's address on ``lo`` and the resolver running.
 
 A controller that does not answer changes nothing: the last zones keep being served.
@@ -92,6 +93,7 @@ class DockerNames:
             seen[cid] = (key, records)
             out += records
         self._seen = seen
+        out += names.docker0_records(dockerd.get(self.docker_host, "/networks/bridge"))
         return sorted(set(out))
 
 
@@ -153,7 +155,8 @@ class NameService:
                        ", ".join(self.urls), exc)
             return
         zones = parse_names(body)
-        zones[resolver.DEFAULT_ZONE] = names.Zone(authoritative=False)
+        zones.setdefault(resolver.DEFAULT_ZONE, names.Zone(authoritative=False))
+        zones[resolver.BRIDGE_ZONE] = names.Zone(authoritative=False)
         self.server.zones = zones
 
     def _ensure_resolver(self) -> None:

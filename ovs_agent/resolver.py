@@ -6,9 +6,10 @@ resolver forwards what it cannot answer to the daemon's ``dns`` server, this add
 from inside the container's namespace; the container's default route is its network's
 distributed gateway).  The interface a query came in on (``IP_PKTINFO``) names the
 tenant: no field of the packet does, so a container cannot ask as another tenant.  A
-query from docker0 or a Docker bridge (their containers get the same ``dns``) is served
-from ``DEFAULT_ZONE`` (forwarded, until docker0's names are served: docs/dns.md); one
-that came in any other way (the underlay, lo) is dropped.
+query from docker0 (its containers get the same ``dns``) is answered from the default
+tenant's zone, ``DEFAULT_ZONE`` (docker0's containers of every host); one from a Docker
+bridge is only forwarded (``BRIDGE_ZONE``); one that came in any other way (the underlay,
+lo) is dropped.
 
 Answers come from the tenant's zone (``ovs_agent.names``); the rest is forwarded to the
 host's own resolvers (resolv.conf) under a fresh id, and only an answer from the server
@@ -38,7 +39,8 @@ from ovs_agent.nat import PORT_PREFIX
 
 LOG = logging.getLogger("ovs-agent")
 ADDRESS, PORT = RESOLVER_ADDRESS, RESOLVER_PORT   # on every host (daemon.json "dns")
-DEFAULT_ZONE = 0                # docker0's and Docker bridges' containers (tenant ids are > 0)
+DEFAULT_ZONE = 0                # docker0's containers: the default tenant (tenant ids are > 0)
+BRIDGE_ZONE = -1                # Docker's own bridges' containers: forwarded only
 FORWARD_TIMEOUT = 2.0           # seconds an upstream has to answer
 BATCH = 256                     # packets read per wake-up
 RCVBUF = 4 << 20               # bytes of queued queries
@@ -67,15 +69,18 @@ def upstreams(resolv_conf: Path = Path("/etc/resolv.conf"), skip: str = ADDRESS)
 
 
 def tenant_id_of(ifname: str) -> int | None:
-    """The zone an interface asks in: wx-<id> -> the tenant id; docker0 and Docker's
-    bridges (br-*, not weft's br-phy) -> ``DEFAULT_ZONE``; None for anything else."""
+    """The zone an interface asks in: wx-<id> -> the tenant id; docker0 ->
+    ``DEFAULT_ZONE``; Docker's bridges (br-*, not weft's br-phy) -> ``BRIDGE_ZONE``;
+    None for anything else."""
     if ifname.startswith(PORT_PREFIX):
         try:
             return int(ifname[len(PORT_PREFIX):])
         except ValueError:
             return None
-    if ifname == "docker0" or (ifname.startswith("br-") and ifname != UNDERLAY_BRIDGE):
+    if ifname == "docker0":
         return DEFAULT_ZONE
+    if ifname.startswith("br-") and ifname != UNDERLAY_BRIDGE:
+        return BRIDGE_ZONE
     return None
 
 

@@ -4,7 +4,8 @@ Each agent reports the names of its dockerd's containers on weft networks (PUT, 
 list, replacing the last); each agent asks for the records its resolver serves (GET):
 those of the tenants with a gateway port on its host, from every host that is a member
 now (a host that leaves takes its names with it), grouped by tenant id, the key its
-resolver knows a query's tenant by (the ``wx-<id>`` port it came in on).
+resolver knows a query's tenant by (the ``wx-<id>`` port it came in on; 0: docker0, the
+built-in default tenant, whose containers every host has).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import Field
 
 from cluster.names import MAX_NAMES_PER_HOST, NameRecord
-from controller.model import Topology
+from controller.model import DEFAULT_TENANT, Topology
 from controller.rest.deps import CoreDep, writer
 from controller.rest.networks import gateways_of
 from controller.rest.schemas import ContainerName
@@ -44,10 +45,16 @@ def put_names(body: Annotated[list[ContainerName], Field(max_length=MAX_NAMES_PE
 
 
 def names_for(topo: Topology, host: str, reported: dict[str, tuple[NameRecord, ...]],
-              members: set[str]) -> list[dict[str, Any]]:
+              members: set[str], docker_subnet: str | None = None) -> list[dict[str, Any]]:
     """Per tenant with a gateway on ``host``: its subnets and its containers' records
-    ([name, ip, primary]) from member hosts, on networks of that tenant only."""
-    out = []
+    ([name, ip, primary]) from member hosts, on networks of that tenant only.  First,
+    id 0: the default tenant, docker0's containers of every member host (``docker_subnet``:
+    the cluster's docker0 range, its reverse names)."""
+    out = [{"tenant": DEFAULT_TENANT.name, "id": 0,
+            "subnets": [docker_subnet] if docker_subnet else [],
+            "records": [list(r) for r in sorted(
+                {(r.name, r.ip, r.primary) for h, recs in reported.items() if h in members
+                 for r in recs if r.network == DEFAULT_TENANT.name})]}]
     for gw in gateways_of(topo, host):
         networks = {n.name for n in topo.networks_of(gw["tenant"])}
         records = sorted({(r.name, r.ip, r.primary) for h, recs in reported.items()
@@ -62,4 +69,5 @@ def get_names(core: CoreDep, host: str = Path(max_length=63)) -> dict:
     """For the host's resolver: the names its tenants' containers may ask for."""
     _member(core, host)
     members = {h.name for h in core.cluster.hosts}
-    return {"tenants": names_for(core.topology(), host, core.store.container_names(), members)}
+    return {"tenants": names_for(core.topology(), host, core.store.container_names(), members,
+                                 core.cluster.cluster_subnet)}

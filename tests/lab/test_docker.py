@@ -77,6 +77,29 @@ def test_docker_run_containers_reach_each_other_across_hosts(lab):
     assert mbps > 10, f"TCP between docker run containers only {mbps:.0f} Mbit/s"
 
 
+def test_docker0_containers_resolve_each_other_across_hosts(lab):
+    """Issue 23 item 4: stock `docker run` containers (docker0, the default tenant) ask
+    weft's resolver (the daemon's dns) and resolve each other's names on other hosts;
+    a name nobody has is NXDOMAIN."""
+    import sys
+    d1 = N.host_dir(lab.name, "host1")
+    conf = D.docker(d1, "exec", "c1", "cat", "/etc/resolv.conf")
+    assert "nameserver 169.254.53.53" in conf, conf
+
+    def resolves() -> bool:
+        out = node_run(lab.name, "c1", [sys.executable, "-m", "weft_lab.dnsprobe", "ask",
+                                        "169.254.53.53", "c2", "c3", "nosuch"]).stdout
+        rows = [json.loads(line) for line in out.splitlines()]
+        return [r["a"] for r in rows] == [[lab.addr("c2")], [lab.addr("c3")], []] \
+            and rows[2]["rcode"] == 3
+    deadline = time.monotonic() + 30
+    while not resolves():
+        assert time.monotonic() < deadline, "c2 and c3 never resolved on host1"
+        time.sleep(0.5)
+    out = D.docker(d1, "exec", "c1", "ping", "-c", "1", "-W", "2", "c2")
+    assert lab.addr("c2") in out, out
+
+
 def test_docker_run_vs_bare_namespace_throughput(lab):
     """Docker's veths and the lab's bare namespaces take the same path: same speed class."""
     assert reaches(lab.name, "bare1", lab.addr("bare2"))

@@ -63,21 +63,34 @@ def test_names_of_every_host_reach_the_tenants_hosts_only(api):
                                                    name("red", "web", "10.10.1.6", False)])
                )["changed"] is False
     h1 = {t["tenant"]: t for t in _ok(api.get("/v1/hosts/h1/names"))["tenants"]}
-    assert set(h1) == {"red", "blue"}
+    assert set(h1) == {"default", "red", "blue"}
     assert h1["red"]["records"] == [["db1", "10.10.2.7", True], ["web", "10.10.1.5", False],
                                     ["web", "10.10.1.6", False], ["web1", "10.10.1.5", True]]
     assert h1["red"]["subnets"] == ["10.10.1.0/24", "10.10.2.0/24"]
     assert h1["blue"]["records"] == [["secret", "10.10.1.5", True]]
     h2 = _ok(api.get("/v1/hosts/h2/names"))["tenants"]
-    assert [t["tenant"] for t in h2] == ["red"]            # blue has no port on h2
-    assert ["secret", "10.10.1.5", True] not in h2[0]["records"]
+    assert [t["tenant"] for t in h2] == ["default", "red"]     # blue has no port on h2
+    assert ["secret", "10.10.1.5", True] not in h2[1]["records"]
+
+
+def test_docker0_names_are_the_default_tenants_on_every_host(api):
+    """Item 4: docker0's containers of every host, id 0, with the cluster's docker0 range;
+    a tenant network's names never among them."""
+    _two_tenants(api)
+    _ok(api.put("/v1/hosts/h1/names", json=[name("default", "c1", "172.17.1.2"),
+                                            name("red", "web1", "10.10.1.5")]))
+    _ok(api.put("/v1/hosts/h2/names", json=[name("default", "c2", "172.17.2.2")]))
+    for host in ("h1", "h2"):
+        default = _ok(api.get(f"/v1/hosts/{host}/names"))["tenants"][0]
+        assert default == {"tenant": "default", "id": 0, "subnets": ["172.17.0.0/16"],
+                           "records": [["c1", "172.17.1.2", True], ["c2", "172.17.2.2", True]]}
 
 
 def test_a_host_that_leaves_takes_its_names(api, core):
     _two_tenants(api)
     _ok(api.put("/v1/hosts/h2/names", json=[name("red", "web2", "10.10.1.6")]))
     core.cluster = parse(HOSTS.replace("  - {name: h2, underlay_ip: 192.168.50.11}\n", ""))
-    (red, _blue) = _ok(api.get("/v1/hosts/h1/names"))["tenants"]
+    (_default, red, _blue) = _ok(api.get("/v1/hosts/h1/names"))["tenants"]
     assert red["records"] == []
 
 

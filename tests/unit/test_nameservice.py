@@ -26,19 +26,33 @@ def test_collect_inspects_only_what_changed(monkeypatch):
             return NETS
         if path == "/containers/json":
             return listed(state["ip"])
+        if path == "/networks/bridge":
+            return {"Options": {}, "Containers": {"c0": {
+                "Name": "Plain", "IPv4Address": "172.17.1.2/16"}, "x": {"Name": "no name"}}}
         assert path == "/containers/c1/json", path       # never the bridge-only container
         return {"Id": "c1", "Name": "/web1", "NetworkSettings": {"Networks": {"red-web": {
             "NetworkID": "n1", "IPAddress": state["ip"], "Aliases": ["web"]}}}}
     monkeypatch.setattr(dockerd, "get", get)
     d = nameservice.DockerNames("unix:///x")
     first = d.collect()
-    assert first == [NameRecord("red-web", "web", "10.10.1.5", "c1"),
+    assert first == [NameRecord("default", "plain", "172.17.1.2", "c0", True),
+                     NameRecord("red-web", "web", "10.10.1.5", "c1"),
                      NameRecord("red-web", "web1", "10.10.1.5", "c1", True)]
     assert d.collect() == first
     assert calls.count("/containers/c1/json") == 1
     state["ip"] = "10.10.1.9"
-    assert {r.ip for r in d.collect()} == {"10.10.1.9"}
+    assert {r.ip for r in d.collect() if r.network == "red-web"} == {"10.10.1.9"}
     assert calls.count("/containers/c1/json") == 2
+
+
+def test_docker0_records_only_on_docker0():
+    net = {"Options": {"com.docker.network.bridge.name": "docker0"},
+           "Containers": {"c1": {"Name": "web", "IPv4Address": "172.17.1.2/16"}}}
+    assert names.docker0_records(net) == [NameRecord("default", "web", "172.17.1.2", "c1",
+                                                     True)]
+    net["Options"] = {"com.docker.network.bridge.name": "cbr0"}
+    assert names.docker0_records(net) == []
+    assert names.docker0_records(None) == []
 
 
 def test_zones_from_the_controller():

@@ -193,6 +193,7 @@ def test_default_zone_forwards_what_it_has_no_record_of(served):
 def test_tenant_id_of():
     assert resolver.tenant_id_of("wx-1000") == 1000
     assert resolver.tenant_id_of("wx-x") is None
-    assert resolver.tenant_id_of("docker0") == resolver.tenant_id_of("br-1a2b") == 0
+    assert resolver.tenant_id_of("docker0") == resolver.DEFAULT_ZONE == 0
+    assert resolver.tenant_id_of("br-1a2b") == resolver.BRIDGE_ZONE
     assert resolver.tenant_id_of("br-phy") is None and resolver.tenant_id_of("eth0") is None
     assert names.valid_name("web1")
