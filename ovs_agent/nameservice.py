@@ -30,6 +30,7 @@ from ovs_agent.hostnet import ip
 
 LOG = logging.getLogger("ovs-agent")
 INTERVAL = 0.4
+ADDRESS_CHECK_EVERY = 5.0      # seconds between looks at lo (an `ip` process each)
 REPORT_EVERY = 10.0            # re-sent unchanged (a controller on a new store learns it)
 
 
@@ -113,6 +114,7 @@ class NameService:
     _api_index: int = 0
     _warned: dict[str, float] = field(default_factory=dict)
     _started: bool = False
+    _checked: float = -1e9              # when the address on lo was last looked at
 
     def _warn(self, what: str, msg: str, *args: object) -> None:
         now = time.monotonic()
@@ -160,6 +162,10 @@ class NameService:
         self.server.zones = zones
 
     def _ensure_resolver(self) -> None:
+        now = time.monotonic()
+        if self._started and now - self._checked < ADDRESS_CHECK_EVERY:
+            return
+        self._checked = now
         try:
             if ensure_address(self.server.address):
                 LOG.info("names: %s added to lo", self.server.address)
