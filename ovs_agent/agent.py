@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ovs_agent import (attach, desired, dockerd, dockernets, firewall, gateway, hostnet, ovsdb,
-                       queues)
+from ovs_agent import (attach, desired, dockerd, dockernets, firewall, gateway, hostnet,
+                       nameservice, ovsdb, queues)
 from ovs_agent.nat import Gateway
 from ovs_agent.reporting import ReportState, reason_to_send
 from cluster.hostsfile import (REGISTER_KEYS, Cluster, Host, HostsFileError, Queues, load,
@@ -86,6 +86,7 @@ class Agent:
     plugin_socket: Path | None = dockernets.DEFAULT_PLUGIN_SOCKET   # None: not kept
     _networks_warned: float = -1e9
     _networks_reported: tuple[float, dict] = (-1e9, {})    # when, what the controller took
+    serve_names: bool = True            # names across hosts: report, fetch, resolve (docs/dns.md)
 
     def load(self) -> None:
         """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
@@ -454,6 +455,7 @@ class Agent:
         keeper = self._network_keeper()
         if keeper is not None:
             threading.Thread(target=self._follow_networks, args=(keeper,), daemon=True).start()
+        self._start_names()
         hostnet.watch_links(("docker0", hostnet.DOCKER_LINK_PORT, hostnet.DOCKER_LINK_PEER),
                             self._wake.set)
         last = 0.0
@@ -485,6 +487,15 @@ class Agent:
             elif self._unresolved:
                 self.warm_peers()       # a peer may have come up since: retry soon
             self._wake.wait(0.5)
+
+    def _start_names(self) -> None:
+        """The names thread (``ovs_agent.nameservice``), when a controller API is known."""
+        assert self.cluster and self.me
+        urls = tuple(u for u in (self.cluster.apis or (self.cluster.api,)) if u)
+        if not self.serve_names or not urls:
+            return
+        service = nameservice.NameService(self.me.name, urls, self.docker_host)
+        threading.Thread(target=service.run, name="weft-names", daemon=True).start()
 
     def _file_changed(self) -> bool:
         try:

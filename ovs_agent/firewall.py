@@ -33,6 +33,7 @@ import subprocess
 from urllib.parse import urlsplit
 
 from cluster.hostsfile import Cluster
+from ovs_agent import resolver
 from ovs_agent.desired import UNDERLAY_BRIDGE
 
 LOG = logging.getLogger("ovs-agent")
@@ -43,6 +44,8 @@ OVSDB_PORTS = (6640,)
 # well-known ports), and SSH
 SERVICE_PORTS = (22, 2379, 2380)
 GATEWAY_IFACES = "wx-*"
+DNS_METER = "dns_sources"       # per (wx port, source address): queries to the resolver
+DNS_RATE, DNS_BURST = 200, 400  # per second; the resolver's own bucket is below it
 _TARGET = re.compile(r"(?:tcp|ssl):\[?([0-9A-Fa-f:.]+?)\]?:(\d+)$")
 
 
@@ -98,6 +101,8 @@ def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = CONTAINER_IFAC
     return "\n".join([
         f"table inet {TABLE}", f"delete table inet {TABLE}",
         f"table inet {TABLE} {{",
+        f"  set {DNS_METER} {{ typeof iifname . ip saddr; size 65535; "
+        "flags dynamic,timeout; timeout 60s; }",
         "  chain forward {",
         "    type filter hook forward priority filter - 10; policy accept;",
         *(f"    {rule}" for rule in deny),
@@ -108,10 +113,27 @@ def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = CONTAINER_IFAC
         f"    {containers} ip protocol gre drop",
         f"    {containers} tcp dport {{ {ovsdb}"
         + "".join(f", {p}" for p in local_ports if p not in OVSDB_PORTS) + " } drop",
+        *(_dns_rules(containers) if GATEWAY_IFACES in container_ifaces else []),
         *([f'    iifname "{GATEWAY_IFACES}" ct state established,related accept',
            f'    iifname "{GATEWAY_IFACES}" drop'] if GATEWAY_IFACES in container_ifaces else []),
         "  }",
         "}", ""])
+
+
+def _dns_rules(containers: str) -> list[str]:
+    """Queries to the agent's resolver (docs/dns.md): the one thing of the host a wx port
+    may open, and only ``DNS_RATE`` per (interface, source) of it, checked before
+    conntrack's established accept (a client reusing its source port is established).
+    docker0's and Docker bridges' containers ask it too (``dns`` in daemon.json applies
+    to every container), under the same limit; nothing else of that address is open."""
+    to_resolver = f"ip daddr {resolver.ADDRESS} udp dport {resolver.PORT}"
+    return [
+        f"    {containers} {to_resolver} add @{DNS_METER} "
+        f"{{ iifname . ip saddr limit rate over {DNS_RATE}/second burst {DNS_BURST} packets }} "
+        "drop",
+        f"    {containers} {to_resolver} accept",
+        f"    ip daddr {resolver.ADDRESS} drop",
+    ]
 
 
 class Firewall:

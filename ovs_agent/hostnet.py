@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from cluster.names import RESOLVER_ADDRESS
 from cluster.hostsfile import DOCKER_LINK_PEER, DOCKER_LINK_PORT, Cluster, Host
 
 LOG = logging.getLogger("ovs-agent")
@@ -353,9 +354,16 @@ def docker_options(cluster: Cluster, host: Host, mtu: int) -> dict[str, str | in
     return opts
 
 
+# weft's resolver (docs/dns.md): containers' name server
+DOCKER_DNS = (RESOLVER_ADDRESS,)
+
+
 def docker_daemon_json(cluster: Cluster, host: Host, mtu: int) -> str:
-    """A ready daemon.json fragment (merge it into /etc/docker/daemon.json)."""
-    return json.dumps(docker_options(cluster, host, mtu), indent=2, sort_keys=True) + "\n"
+    """A ready daemon.json fragment (merge it into /etc/docker/daemon.json).  ``dns``:
+    Docker's embedded resolver forwards what it cannot answer (other hosts' containers,
+    the outside) to weft's resolver; docker0's containers ask it directly."""
+    conf: dict[str, object] = {**docker_options(cluster, host, mtu), "dns": list(DOCKER_DNS)}
+    return json.dumps(conf, indent=2, sort_keys=True) + "\n"
 
 
 def subnet_env(cluster: Cluster, host: Host, mtu: int) -> str:
@@ -365,7 +373,8 @@ def subnet_env(cluster: Cluster, host: Host, mtu: int) -> str:
              f"WEFT_CLUSTER_SUBNET={cluster.cluster_subnet}"]
     if host.docker_subnet:
         lines.append(f"WEFT_SUBNET={host.docker_subnet}")
-    flags = " ".join(f"--{k}={opts[k]}" for k in ("bip", "fixed-cidr", "mtu") if k in opts)
+    flags = " ".join([*(f"--{k}={opts[k]}" for k in ("bip", "fixed-cidr", "mtu") if k in opts),
+                      *(f"--dns={a}" for a in DOCKER_DNS)])
     lines.append(f"DOCKER_OPTS=\"{flags}\"")
     return "\n".join(lines) + "\n"
 

@@ -181,6 +181,9 @@ def start_agent(lab: str, host: str, register: bool = False) -> int:
     env = ovs_env(lab, host)
     if (sd / "api.token").exists():
         env["WEFT_API_TOKEN"] = (sd / "api.token").read_text().strip()
+    # the host's "own resolvers" for weft's resolver to forward to (docs/dns.md): the
+    # external nodes serving dns:53, else none; never the machine's /etc/resolv.conf
+    env["WEFT_RESOLV_CONF"] = str(d / "resolv.conf")
     peers, extra = sd / "hosts.yaml", []
     if register:
         peers = d / "hosts.yaml"
@@ -250,6 +253,9 @@ def _build_host(topo: Topology, host: Host, mtu: int) -> None:
     start_ovs(lab, host.name)
     if host.join == "register":
         (host_dir(lab, host.name) / "hosts.yaml").write_text(hosts_yaml(topo, only=host.name))
+    (host_dir(lab, host.name) / "resolv.conf").write_text("".join(
+        f"nameserver {ipaddress.IPv4Interface(e.ip).ip}\n" for e in topo.external
+        if "dns:53" in e.serve))
     if topo.agent and host.join != "later":
         start_agent(lab, host.name, register=host.join == "register")
     if topo.docker:

@@ -9,7 +9,10 @@ recorded (``pids.json``: ``outside-NODE-KIND-PORT``) and killed by `weft-lab dow
 * ``udp:P``  an echo: every datagram comes back to its sender unchanged;
 * ``http:P`` a tiny HTTP/1.0 server on TCP: the reply's body is the peer's address,
   port and the request path (``192.168.50.10 41234 /red``), answered also to a plain
-  TCP client that sends nothing.
+  TCP client that sends nothing;
+* ``dns:P``  a tiny DNS server on UDP standing for a host's upstream resolver (the lab
+  hosts' agents forward to it: docs/dns.md): ``NAME.outside.test`` has A the node's
+  first address, every other name is NXDOMAIN.
 
 udp and http peers are appended to ``peers.log`` (one JSON object a line), iperf3's
 to its own log; `peers()` reads both, so a test sees which source address reached the
@@ -98,6 +101,36 @@ def _http_server(port: int, log: _Log) -> socketserver.ThreadingTCPServer:
     return socketserver.ThreadingTCPServer(("0.0.0.0", port), Handler)
 
 
+OUTSIDE_ZONE = "outside.test"
+
+
+def _dns_server(port: int, log: _Log) -> None:
+    from ovs_agent import dnswire       # weft_lab may use the agent's wire format
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", port))
+    me = _own_address()
+    while True:
+        data, (ip, peer_port) = sock.recvfrom(65535)
+        try:
+            q = dnswire.parse_query(data)
+        except dnswire.WireError:
+            continue
+        log.write(kind="dns", port=port, peer=ip, peer_port=peer_port, name=q.name)
+        if q.name.endswith("." + OUTSIDE_ZONE) and q.qtype == dnswire.TYPE_A:
+            out = dnswire.reply(q, a=(me,))
+        else:
+            out = dnswire.reply(q, dnswire.RCODE_NXDOMAIN)
+        sock.sendto(out, (ip, peer_port))
+
+
+def _own_address() -> str:
+    """The node's address on its eth0 (its only interface beside lo)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))         # no packet is sent: the route's source
+        return s.getsockname()[0]
+
+
 def serve(log_path: Path, specs: list[str]) -> None:
     """Serve udp:P and http:P entries until killed."""
     log = _Log(log_path)
@@ -109,8 +142,10 @@ def serve(log_path: Path, specs: list[str]) -> None:
         elif kind == "http":
             threads.append(threading.Thread(target=_http_server(port, log).serve_forever,
                                             daemon=True))
+        elif kind == "dns":
+            threads.append(threading.Thread(target=_dns_server, args=(port, log), daemon=True))
         else:
-            raise SystemExit(f"outside: cannot serve {spec!r} (udp:P or http:P)")
+            raise SystemExit(f"outside: cannot serve {spec!r} (udp:P, http:P or dns:P)")
     for t in threads:
         t.start()
     for t in threads:
@@ -146,7 +181,8 @@ def start_servers(lab: str, node: External) -> dict[str, int]:
 
 
 def _wait_listening(ns: str, specs: tuple[str, ...], d: Path, timeout: float = 20) -> None:
-    want = {("udp" if s.startswith("udp:") else "tcp", s.split(":")[1]) for s in specs}
+    want = {("udp" if s.startswith(("udp:", "dns:")) else "tcp", s.split(":")[1])
+            for s in specs}
     deadline = time.monotonic() + timeout
     while True:
         out = run(["ss", "-Hlntu"], ns=ns, check=False)

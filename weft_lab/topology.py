@@ -26,7 +26,7 @@ PORT_TYPES = ("auto", "afxdp-nonpmd", "afxdp", "afpacket")
 TRANSPORTS = ("tunnel", "vlan")
 MAX_CONTROLLERS = 5     # controllers and etcd members take mgmt addresses 1..5 (hosts: 10+)
 RESERVED_NODES = (CTL, WAN)
-SERVE_KINDS = ("tcp", "udp", "http")    # tcp: iperf3 -s; udp: echo; http: peer logger
+SERVE_KINDS = ("tcp", "udp", "http", "dns")  # iperf3 -s; echo; peer logger; DNS (outside.py)
 DEFAULT_SERVE = ("tcp:5201", "udp:5201", "http:8000")
 
 
@@ -395,7 +395,7 @@ def _parse_external(r: _Reader, top: dict, nets: dict[str, ipaddress.IPv4Network
             if kind not in SERVE_KINDS or not port.isdigit() or not 1 <= int(port) <= 65535:
                 raise r.fail(f"{f}.serve[{j}]", snode, f"{yamlfile.shown(value)} is not "
                              f"KIND:PORT with KIND one of {', '.join(SERVE_KINDS)}")
-            key = ("udp" if kind == "udp" else "tcp", int(port))
+            key = ("udp" if kind in ("udp", "dns") else "tcp", int(port))
             if key in ports:
                 raise r.fail(f"{f}.serve[{j}]", snode, f"{key[0]} port {port} is served twice")
             ports.add(key)

@@ -11,6 +11,9 @@ frame still tagged never matches one and the tag drops above still win)::
     29990 ip, ct_state=+trk+est                -> pass   (replies, the rest of a connection)
     29980 ip, ct_state=+trk+rel                -> pass   (ICMP errors about a connection)
     29970 ip, +trk+new, from a tunnel/uplink   -> ct(commit, zone), pass: decided where it entered
+    29960 udp to the resolver, +trk+new, local sender
+                                               -> ct(commit, zone), pass: names are not
+                                                  egress (docs/dns.md), default-deny or not
     10000+priority  ip, +trk+new, local sender, <rule match>
                                                -> allow: ct(commit, zone), pass; drop: drop
                                                   cookie COOKIE_ACL|rule id (its counters)
@@ -29,11 +32,12 @@ from typing import Mapping
 
 from controller.flows import CT_EST, CT_INV, CT_NEW, CT_REL, CT_TRK, Flow, acl_cookie, flow
 from controller.model import AclRule
+from controller.pipeline.egress import RESOLVER_MATCH
 from controller.pipeline.base import (
     ETH_TYPE_ARP, ETH_TYPE_IPV4, Feature, Part, SwitchContext, metered,
 )
 from controller.pipeline.tables import (
-    FROM_TUNNEL, FROM_UPLINK, POLICY, PRIO_ACL_DENY_ALL, PRIO_ACL_EST, PRIO_ACL_REL,
+    FROM_TUNNEL, FROM_UPLINK, POLICY, PRIO_ACL_DENY_ALL, PRIO_ACL_DNS, PRIO_ACL_EST, PRIO_ACL_REL,
     PRIO_ACL_REMOTE_NEW, PRIO_ACL_RULE_BASE, PRIO_ACL_TRACK, QOS, SENDER_MASK, TENANT_MASK,
     local_sender_match, tenant_match,
 )
@@ -92,6 +96,8 @@ def acl_flows(vni: int, rules: list[AclRule], deny: bool, meter: int | None,
                         [("apply", commit), ("goto", QOS)], acl_cookie()))
     out += [acl_rule_flow(vni, r, meter, zone) for r in rules]
     new_local = {**local_sender_match(vni), "vlan_vid": 0, **ip, **_ct_state(CT_NEW)}
+    out.append(flow(POLICY, PRIO_ACL_DNS, {**new_local, **RESOLVER_MATCH},
+                    [*metered(meter), ("apply", commit), ("goto", QOS)], acl_cookie()))
     if deny:
         out.append(flow(POLICY, PRIO_ACL_RULE_BASE, new_local, (), acl_cookie()))
         out += _acl_pass(PRIO_ACL_TRACK, vni, {"eth_type": ETH_TYPE_ARP}, meter)

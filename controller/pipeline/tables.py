@@ -61,7 +61,7 @@ __all__ = [
     "PRIO_GW_FORWARD", "PRIO_FIB_BASE", "FIB_CONNECTED", "FIB_STATIC", "FIB_EGRESS",
     "fib_priority", "PRIO_ROUTED_FROM_GATEWAY", "PRIO_ROUTED", "PRIO_MISS", "PRIO_DROP_GROUP_SRC",
     "PRIO_PORTSEC_ALLOW", "PRIO_PORTSEC_DROP", "PRIO_PIN_DROP", "PRIO_CLASSIFY",
-    "PRIO_ACL_TRACK", "PRIO_ACL_EST",
+    "PRIO_ACL_TRACK", "PRIO_ACL_EST", "PRIO_ACL_DNS",
     "PRIO_ACL_REL", "PRIO_ACL_REMOTE_NEW", "PRIO_ACL_RULE_BASE", "PRIO_DROP_TAGGED",
     "PRIO_DROP_INNER_TAG", "PRIO_ACL_DENY_ALL", "PRIO_TENANT_LIMIT", "PRIO_QOS_RULE_BASE",
     "PRIO_ENDPOINT", "PRIO_LEARNED", "PRIO_FLOOD",
@@ -149,6 +149,7 @@ PRIO_ACL_TRACK = 30000       # untracked IPv4 -> conntrack; invalid; ARP (deny) 
 PRIO_ACL_EST = 29990         #                                                    (ACLs)
 PRIO_ACL_REL = 29980         #                                                    (ACLs)
 PRIO_ACL_REMOTE_NEW = 29970  # a new connection decided on the host it entered    (ACLs)
+PRIO_ACL_DNS = 29960         # a query to the agent's resolver (docs/dns.md)      (ACLs)
 PRIO_ACL_RULE_BASE = 10000   # a rule's flow is this + rule.priority (1..10000)   (ACLs)
 PRIO_DROP_TAGGED = 100       # a tag still visible after CLASSIFY                 (VLANs)
 PRIO_DROP_INNER_TAG = 90     # a tag beyond OVS's vlan-limit                      (VLANs)

@@ -14,12 +14,12 @@ import uvicorn
 from fastapi import Depends, FastAPI
 
 from controller.core import Core
-from controller.rest import (acls, backup, errors, hosts, ipam, networks, observe,
+from controller.rest import (acls, backup, errors, hosts, ipam, names, networks, observe,
                              ofctl_rest, operator_flows, ports, qos, switches, tenants)
 from controller.rest.deps import authorized
 
-ROUTERS = (tenants, networks, ipam, ports, backup, acls, operator_flows, ofctl_rest, hosts, switches,
-           qos, observe)
+ROUTERS = (tenants, networks, ipam, ports, backup, acls, operator_flows, ofctl_rest, hosts,
+           switches, qos, observe, names)
 
 
 def create_app(core: Core, token: str | None) -> FastAPI:

@@ -269,6 +269,16 @@ class AclDefaultIn(_In):
         description="when no rule matches a new connection: allow (weft's default) or deny")
 
 
+class ContainerName(_In):
+    """One name of a container on a weft network, as the host's agent reports it
+    (docs/dns.md): its container name or one of its ``--network-alias`` names."""
+    network: str = Field(pattern=TENANT_NAME, max_length=MAX_TENANT_NAME)
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.-]+$")
+    ip: str = Field(max_length=15)
+    container: str = Field("", max_length=64)
+    primary: bool = Field(False, description="the container's own name (PTR answers it)")
+
+
 class Attachment(_In):
     """A container port an agent plugged, or (port ``weft-d0``) a docker0 container."""
     port: str = Field(pattern=PORT_NAME, max_length=15)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from dataclasses import replace as replace_
 from typing import Any, Callable, Final, TypeVar
 
+from cluster.names import NameRecord
 from controller.model import (ACCESS, ACL_DEFAULTS, DEFAULT_CONNTRACK_LIMIT, DEFAULT_TENANT,
                               DOCKER_LINK_PORT, MAX_ACL_ID,
                               MAX_METER_ID, TRUNK, VNI_MIN, AclRule, Binding, LinkEndpoint,
@@ -267,6 +268,24 @@ class StoreBase(ABC):
     def link_endpoints(self) -> list[LinkEndpoint]:
         """docker0 containers the agents reported, pinned to their hosts' docker0 links."""
         return self._read(lambda tx: tx.link_endpoints())
+
+    def container_names(self) -> dict[str, tuple[NameRecord, ...]]:
+        """Host -> its containers' names on weft networks (docs/dns.md)."""
+        return self._read(lambda tx: tx.container_names())
+
+    def replace_container_names(self, host: str, records: list[NameRecord]) -> bool:
+        """Make ``host``'s reported names exactly ``records`` (deduplicated, sorted);
+        True if that changed anything."""
+        new = tuple(sorted(set(records)))
+
+        def replace(tx: ModelTx) -> bool:
+            if tx.container_names().get(host, ()) == new:
+                return False
+            tx.set_container_names(host, new)
+            return True
+        if self._read(lambda tx: tx.container_names().get(host, ())) == new:
+            return False            # the common case (a report with nothing new): no write
+        return self._write(replace)
 
     def orphans(self) -> int:
         """Rows naming a tenant that does not exist (the schema makes this 0; tests check it)."""

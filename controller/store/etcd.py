@@ -34,6 +34,8 @@ documents, see controller/store/codec.py):
                                   subnet a host allocates from, or one address it holds
                                   (kind "address", a /32); "/" written "_"
                                   (ipam/red/10.10.0.64_26)
+    names/HOST                    [{"network", "name", "ip", "container", "primary"}, ...]:
+                                  its containers' names on weft networks (docs/dns.md)
 
 Writes are optimistic transactions: the shared logic (StoreBase) runs on a snapshot of
 the model taken at ``meta/rev``'s mod revision R, and the resulting puts and deletes
@@ -69,6 +71,7 @@ with warnings.catch_warnings():     # futurist (etcd3gw's watch helper) probes f
 
 from cluster.ipam import Claim
 from controller.etcd_access import EtcdAccess, EtcdAccessError
+from cluster.names import NameRecord
 from controller.model import (DEFAULT_TENANT, AclRule, LinkEndpoint, QosRule, RateLimit, Route,
                               Tenant)
 from controller.opflows import OperatorFlow
@@ -136,12 +139,14 @@ class _Snapshot:
     docker0: dict[str, tuple[LinkEndpoint, ...]] = field(default_factory=dict)
     routes: dict[tuple[str, str], Route] = field(default_factory=dict)
     claims: dict[tuple[str, str], Claim] = field(default_factory=dict)
+    names: dict[str, tuple[NameRecord, ...]] = field(default_factory=dict)
 
     def copy(self) -> _Snapshot:
         return replace_(self, tenants=dict(self.tenants), bindings=dict(self.bindings),
                         qos=dict(self.qos), acls=dict(self.acls), policies=dict(self.policies),
                         flows=dict(self.flows), docker0=dict(self.docker0),
-                        routes=dict(self.routes), claims=dict(self.claims))
+                        routes=dict(self.routes), claims=dict(self.claims),
+                        names=dict(self.names))
 
 
 def _route_key(tenant: str, prefix: str) -> str:
@@ -192,6 +197,8 @@ def _snapshot(kvs: list[dict], prefix: str) -> _Snapshot:
             elif kind == "ipam":
                 c = claim_of(json.loads(raw))
                 s.claims[(c.network, c.cidr)] = c
+            elif kind == "names":
+                s.names[rest] = tuple(NameRecord.from_json(d) for d in json.loads(raw))
             elif kind == "docker0":
                 s.docker0[rest] = tuple(LinkEndpoint(rest, d["mac"], tuple(d["ips"]))
                                         for d in json.loads(raw))
@@ -335,6 +342,18 @@ class EtcdTx(ModelTx):
                       [{"mac": e.mac, "ips": list(e.ips)} for e in new])
         else:
             self._drop(self.s.docker0, host, f"docker0/{host}")
+
+    def container_names(self) -> dict[str, tuple[NameRecord, ...]]:
+        return dict(sorted(self.s.names.items()))
+
+    def set_container_names(self, host: str, records: tuple[NameRecord, ...]) -> None:
+        if records == self.s.names.get(host, ()):
+            return
+        if records:
+            self._set(self.s.names, host, records, f"names/{host}",
+                      [r.to_json() for r in records])
+        else:
+            self._drop(self.s.names, host, f"names/{host}")
 
     def put_qos(self, x: RateLimit | QosRule) -> None:
         doc = {"kind": "limit", **limit_doc(x)} if isinstance(x, RateLimit) else \

@@ -134,6 +134,8 @@ def _wipe(tx: ModelTx) -> None:
         tx.remove_binding(sb.binding.host, sb.binding.port)
     for host in {e.host for e in tx.link_endpoints()}:
         tx.set_link_endpoints(host, [])
+    for host in tx.container_names():
+        tx.set_container_names(host, ())
     for route in tx.routes():
         tx.remove_route(route.tenant, route.prefix)
     for c in tx.claims():

@@ -27,7 +27,7 @@ def _sql_in(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
-SCHEMA_VERSION = 9          # PRAGMA user_version; 0 is the first, unversioned schema
+SCHEMA_VERSION = 10         # PRAGMA user_version; 0 is the first, unversioned schema
 # 3: port_addresses (port security), created by SCHEMA itself: no data to move
 # 4: tenant ACLs (acl_rules, acl_policy) and operator flows (operator_flows): new tables
 #    only, created by the idempotent SCHEMA
@@ -43,6 +43,9 @@ SCHEMA_VERSION = 9          # PRAGMA user_version; 0 is the first, unversioned s
 #    meaning); routes, a new table created by SCHEMA
 # 9: ipam_claims (cluster-wide IPAM: address blocks and single addresses hosts hold,
 #    cluster/ipam.py), a new table created by SCHEMA: no data to move
+# 10: container_names (the names of containers on weft networks the agents report,
+#    docs/dns.md), a new table created by SCHEMA: no data to move.  (Branch dns; 9 is
+#    the ipam branch's: this step follows it.)
 
 # a trunk (comma-separated names) lists only tenants that exist: one check, two triggers
 _TRUNK_TENANTS_EXIST = """\
@@ -186,12 +189,19 @@ CREATE TABLE IF NOT EXISTS ipam_claims (
     kind TEXT NOT NULL CHECK (kind IN {_sql_in(IPAM_KINDS)}),
     PRIMARY KEY (network, cidr)
 ) WITHOUT ROWID;
+
+-- names of containers on weft networks, as each host's agent reports them (schema 10)
+CREATE TABLE IF NOT EXISTS container_names (
+    host TEXT PRIMARY KEY,
+    records TEXT NOT NULL DEFAULT '[]'         -- JSON list of cluster.names.NameRecord
+) WITHOUT ROWID;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 _TABLES = {"tenants", "bindings", "qos"}          # the tables of schema 0 (upgraded from)
 _V0_TABLES = tuple(sorted(_TABLES))
 _KNOWN_TABLES = _TABLES | {"port_addresses", "acl_rules", "acl_policy", "operator_flows", "meta",
-                             "registrations", "link_endpoints", "routes", "ipam_claims"}
+                             "registrations", "link_endpoints", "routes", "ipam_claims",
+                             "container_names"}
 
 
 def open_checked(path: str | Path) -> sqlite3.Connection:

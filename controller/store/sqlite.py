@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from cluster.ipam import Claim
+from cluster.names import NameRecord
 from controller.model import (DEFAULT_TENANT, AclRule, Binding, LinkEndpoint, QosRule,
                               RateLimit, Route, Tenant)
 from controller.opflows import OperatorFlow
@@ -109,6 +110,18 @@ class SqliteTx(ModelTx):
         self._db.execute("DELETE FROM link_endpoints WHERE host = ?", (host,))
         self._db.executemany("INSERT INTO link_endpoints (host, mac, ips) VALUES (?, ?, ?)",
                              [(e.host, e.mac, json.dumps(list(e.ips))) for e in endpoints])
+
+    def container_names(self) -> dict[str, tuple[NameRecord, ...]]:
+        return {h: tuple(NameRecord.from_json(d) for d in json.loads(recs))
+                for h, recs in self._db.execute(
+                    "SELECT host, records FROM container_names ORDER BY host").fetchall()}
+
+    def set_container_names(self, host: str, records: tuple[NameRecord, ...]) -> None:
+        if records:
+            self._db.execute("INSERT OR REPLACE INTO container_names (host, records) "
+                             "VALUES (?, ?)", (host, json.dumps([r.to_json() for r in records])))
+        else:
+            self._db.execute("DELETE FROM container_names WHERE host = ?", (host,))
 
     def mac_taken(self, tenant: str | None, mac: str, host: str, port: str) -> bool:
         return self._db.execute(

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from cluster.ipam import Claim
+from cluster.names import NameRecord
 from controller.model import AclRule, Binding, LinkEndpoint, QosRule, RateLimit, Route, Tenant
 from controller.opflows import OperatorFlow
 
@@ -79,6 +80,10 @@ class ModelTx(ABC):
         """docker0 endpoints of every host, by (host, mac)."""
 
     @abstractmethod
+    def container_names(self) -> dict[str, tuple[NameRecord, ...]]:
+        """Host -> the names of its containers on weft networks, as its agent reported."""
+
+    @abstractmethod
     def limits(self) -> list[RateLimit]:
         """Rate limits by id."""
 
@@ -131,6 +136,10 @@ class ModelTx(ABC):
     @abstractmethod
     def set_link_endpoints(self, host: str, endpoints: list[LinkEndpoint]) -> None:
         """Make ``host``'s docker0 endpoints exactly ``endpoints`` (MACs unique)."""
+
+    @abstractmethod
+    def set_container_names(self, host: str, records: tuple[NameRecord, ...]) -> None:
+        """Make ``host``'s container names exactly ``records`` (none: forget the host)."""
 
     @abstractmethod
     def put_qos(self, x: RateLimit | QosRule) -> None: ...

@@ -52,10 +52,11 @@ def test_dockerd_runs_with_exactly_the_agents_daemon_json(lab):
         assert "--bip" not in " ".join(argv), "options come from the agent's file only"
         gateway = h.docker_subnet.replace(".0/24", ".1")
         assert json.loads((d / "daemon.json").read_text()) == {
-            "bip": f"{gateway}/16", "fixed-cidr": h.docker_subnet, "mtu": mtu}
+            "bip": f"{gateway}/16", "fixed-cidr": h.docker_subnet, "mtu": mtu,
+            "dns": ["169.254.53.53"]}
         env = (d / "subnet.env").read_text()
-        assert f'DOCKER_OPTS="--bip={gateway}/16 --fixed-cidr={h.docker_subnet} --mtu={mtu}"' \
-            in env
+        assert (f'DOCKER_OPTS="--bip={gateway}/16 --fixed-cidr={h.docker_subnet} --mtu={mtu} '
+                '--dns=169.254.53.53"') in env
         # what Docker made of it: docker0 with the cluster prefix, containers at the MTU
         addr = json.loads(run(["ip", "-j", "addr", "show", "docker0"],
                               ns=N.ns_name(lab.name, h.name)))[0]
@@ -74,6 +75,29 @@ def test_docker_run_containers_reach_each_other_across_hosts(lab):
     assert "2 packets received" in out
     mbps = iperf(lab.name, "c1", "c2", lab.addr("c2"), seconds=2)
     assert mbps > 10, f"TCP between docker run containers only {mbps:.0f} Mbit/s"
+
+
+def test_docker0_containers_resolve_each_other_across_hosts(lab):
+    """Issue 23 item 4: stock `docker run` containers (docker0, the default tenant) ask
+    weft's resolver (the daemon's dns) and resolve each other's names on other hosts;
+    a name nobody has is NXDOMAIN."""
+    import sys
+    d1 = N.host_dir(lab.name, "host1")
+    conf = D.docker(d1, "exec", "c1", "cat", "/etc/resolv.conf")
+    assert "nameserver 169.254.53.53" in conf, conf
+
+    def resolves() -> bool:
+        out = node_run(lab.name, "c1", [sys.executable, "-m", "weft_lab.dnsprobe", "ask",
+                                        "169.254.53.53", "c2", "c3", "nosuch"]).stdout
+        rows = [json.loads(line) for line in out.splitlines()]
+        return [r["a"] for r in rows] == [[lab.addr("c2")], [lab.addr("c3")], []] \
+            and rows[2]["rcode"] == 3
+    deadline = time.monotonic() + 30
+    while not resolves():
+        assert time.monotonic() < deadline, "c2 and c3 never resolved on host1"
+        time.sleep(0.5)
+    out = D.docker(d1, "exec", "c1", "ping", "-c", "1", "-W", "2", "c2")
+    assert lab.addr("c2") in out, out
 
 
 def test_docker_run_vs_bare_namespace_throughput(lab):

@@ -29,6 +29,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -563,3 +564,159 @@ def test_conntrack_flood_stays_in_its_tenant(lab):
             assert blue == 30, blue
         finally:
             api.patch("/v1/tenants/red", json={"conntrack_limit": 65536})
+
+
+# -- names across hosts (issue 23 item 3, docs/dns.md) ----------------------------------------
+
+RESOLVER = "169.254.53.53"      # weft's resolver on every host
+EMBEDDED = "127.0.0.11"         # Docker's, in every container on a user-defined network
+NXDOMAIN = 3
+
+
+def dns(lab, node: str, *names: str, server: str = EMBEDDED, count: int = 1,
+        timeout: float = 2.0) -> list[dict]:
+    """Answers to `names` asked from inside `node` (weft_lab.dnsprobe)."""
+    res = node_run(lab.name, node, [sys.executable, "-m", "weft_lab.dnsprobe", "ask", server,
+                                    *names, "--count", str(count), "--timeout", str(timeout)],
+                   timeout=count * len(names) * (timeout + 1) + 30)
+    assert res.returncode == 0, res.stderr
+    return [json.loads(line) for line in res.stdout.splitlines()]
+
+
+def a_of(lab, node: str, name: str, server: str = EMBEDDED) -> list[str]:
+    return dns(lab, node, name, server=server)[0]["a"]
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+@vxlan_only
+def test_names_across_hosts(lab):
+    """`ping red-db2` from red-web1 by name (another host, another network of the tenant);
+    A through Docker's embedded resolver and weft's, PTR, NXDOMAIN; blue's names are
+    answered as names nobody has (both ways); an outside name is forwarded to the host's
+    upstream (ext's DNS server)."""
+    wait_for(lambda: a_of(lab, "red-web1", "red-web2") == [lab.addr("red-web2")], 30,
+             "red-web2's name on host1")
+    ping = docker_cli(lab, "host1", "exec", "red-web1", "ping", "-c", "1", "-W", "2", "red-db2")
+    assert ping.returncode == 0 and lab.addr("red-db2") in ping.stdout, ping.stdout + ping.stderr
+    rows = {r["name"]: r for r in dns(lab, "red-web1", "red-db2", "red-db1",
+                                      "139.1.10.10.in-addr.arpa/PTR", "nosuch", "blue-web2",
+                                      "blue-db1", "www.outside.test")}
+    assert rows["red-db2"]["a"] == [lab.addr("red-db2")]
+    assert rows["red-db1"]["a"] == [lab.addr("red-db1")]          # same host, other network
+    assert rows["139.1.10.10.in-addr.arpa/PTR"]["ptr"] == ["red-web2"], rows
+    for name in ("nosuch", "blue-web2", "blue-db1"):
+        assert (rows[name]["rcode"], rows[name]["a"]) == (NXDOMAIN, []), rows[name]
+    assert rows["www.outside.test"]["a"] == [EXT]
+    # weft's resolver itself, from blue: red's names and red's PTR are not there
+    blue = {r["name"]: r for r in dns(lab, "blue-web1", "red-web2", "blue-web2",
+                                      "139.1.10.10.in-addr.arpa/PTR", server=RESOLVER)}
+    assert (blue["red-web2"]["rcode"], blue["red-web2"]["a"]) == (NXDOMAIN, [])
+    assert blue["blue-web2"]["a"] == [lab.addr("blue-web2")]
+    assert blue["139.1.10.10.in-addr.arpa/PTR"]["ptr"] == ["blue-web2"]
+
+
+@vxlan_only
+def test_alias_round_robin_and_removal(lab):
+    """One `--network-alias` on two containers of two hosts: two addresses, in turn; after
+    `docker rm` on one host the name holds one address within about a second."""
+    made = []
+    try:
+        for host, name in (("host1", "alias1"), ("host2", "alias2")):
+            out = docker_cli(lab, host, "run", "-d", "--pull=never", "--name", name,
+                             "--network", "red-web", "--network-alias", "webalias",
+                             D.IMAGE, "sleep", "600")
+            assert out.returncode == 0, out.stderr
+            made.append((host, name))
+        wait_for(lambda: len(a_of(lab, "red-db1", "webalias")) == 2, 30, "both addresses")
+        firsts = {r["a"][0] for r in dns(lab, "red-db1", "webalias", count=4)}
+        assert len(firsts) == 2, firsts                             # round robin
+        t0 = time.monotonic()
+        assert docker_cli(lab, "host2", "rm", "-f", "alias2").returncode == 0
+        made.remove(("host2", "alias2"))
+        rm_done = time.monotonic()
+        while len(a_of(lab, "red-db1", "webalias", server=RESOLVER)) != 1:
+            assert time.monotonic() - rm_done < 10, "alias2 still resolves"
+            time.sleep(0.05)
+        gone = time.monotonic() - rm_done
+        print(f"\nnames: docker rm took {rm_done - t0:.2f} s; the name followed "
+              f"{gone:.2f} s after it returned")
+        assert gone < 2.0
+    finally:
+        for host, name in made:
+            docker_cli(lab, host, "rm", "-f", name)
+
+
+@vxlan_only
+def test_names_without_egress_and_under_default_deny(lab):
+    """DNS to the resolver is not egress: red-db with egress off, and red default-deny
+    with no rule, still resolve."""
+    with C.api(lab.name) as api:
+        try:
+            assert api.patch("/v1/networks/red-db", json={"egress": False}).status_code == 200
+            assert api.put("/v1/tenants/red/acls/default",
+                           json={"default": "deny"}).status_code == 200
+            C.wait_converged(lab)
+            assert not reaches(lab.name, "red-db2", EXT, tries=2)
+            wait_for(lambda: a_of(lab, "red-db2", "red-web1") == [lab.addr("red-web1")], 20,
+                     "red-db2 resolving with egress off and default-deny")
+            assert a_of(lab, "red-db2", "www.outside.test") == [EXT]
+        finally:
+            api.put("/v1/tenants/red/acls/default", json={"default": "allow"})
+            api.patch("/v1/networks/red-db", json={"egress": True})
+            C.wait_converged(lab)
+
+
+@vxlan_only
+def test_names_under_attack(lab):
+    """red-db1 answers in the resolver's place (every id, from port 53) and then floods
+    it, while red-web1 keeps resolving: every answer is the real one, every query
+    answered."""
+    spoofer = subprocess.Popen(
+        N.exec_argv(lab.name, "red-db1", [sys.executable, "-m",
+         "weft_lab.dnsprobe", "spoof", RESOLVER, "www.outside.test", "6.6.6.6", "4"]),
+        stdout=subprocess.PIPE, text=True)
+    try:
+        rows = dns(lab, "red-web1", "www.outside.test", "red-web2", count=10)
+    finally:
+        spoofed = int((spoofer.communicate(timeout=30)[0] or "0").strip() or 0)
+    assert spoofed > 100
+    assert {tuple(r["a"]) for r in rows} == {(EXT,), (lab.addr("red-web2"),)}, rows
+    flooder = subprocess.Popen(
+        N.exec_argv(lab.name, "red-db1", [sys.executable, "-m",
+         "weft_lab.dnsprobe", "flood", RESOLVER, "red-web2", "4"]),
+        stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        rows = dns(lab, "red-web1", "red-web2", "www.outside.test", count=10)
+    finally:
+        flood = int((flooder.communicate(timeout=30)[0] or "0").strip() or 0)
+    answered = [r for r in rows if r["a"]]
+    print(f"\nnames under a flood of {flood} queries in 4 s from red-db1: red-web1 got "
+          f"{len(answered)} of {len(rows)} answers, p99 "
+          f"{pct([r['ms'] for r in answered], 99):.1f} ms")
+    assert len(answered) == len(rows), rows
+
+
+@vxlan_only
+def test_name_latency(lab):
+    """DNS answer latency from red-web1, same run: a cluster name (another host's
+    container, Docker forwarding to weft), weft's resolver asked directly, and a name
+    Docker answers itself (the container's own)."""
+    wait_for(lambda: a_of(lab, "red-web1", "red-web2") == [lab.addr("red-web2")], 30,
+             "red-web2's name")
+    n = 200
+    out = {}
+    for label, name, server in (("cluster name via Docker", "red-web2", EMBEDDED),
+                                ("cluster name, weft directly", "red-web2", RESOLVER),
+                                ("local name, Docker only", "red-web1", EMBEDDED)):
+        time.sleep(2.5)             # each run starts with full buckets (200/s, burst 400)
+        rows = dns(lab, "red-web1", name, server=server, count=n)
+        ms = [r["ms"] for r in rows if r["a"]]
+        assert len(ms) == n, f"{label}: unanswered {[r for r in rows if not r['a']]}"
+        out[label] = (pct(ms, 50), pct(ms, 99))
+    print("\n" + "\n".join(f"names latency, {k}: p50 {v[0]:.2f} ms, p99 {v[1]:.2f} ms "
+                           f"({n} queries)" for k, v in out.items()))

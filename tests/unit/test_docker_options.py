@@ -6,6 +6,7 @@ import json
 import pytest
 
 from cluster.hostsfile import parse, tunnel_mtu
+from ovs_agent import resolver
 from ovs_agent.hostnet import docker_daemon_json, docker_options, subnet_env
 
 DOC = """\
@@ -41,9 +42,11 @@ def test_daemon_json_and_subnet_env_say_the_same():
     c = cluster(s1="10.20.8.0/22")
     host = c.host("host1")
     conf = json.loads(docker_daemon_json(c, host, 1450))
-    assert conf == {"bip": "10.20.8.1/16", "fixed-cidr": "10.20.8.0/22", "mtu": 1450}
+    assert conf == {"bip": "10.20.8.1/16", "fixed-cidr": "10.20.8.0/22", "mtu": 1450,
+                    "dns": [resolver.ADDRESS]}
     env = dict(line.split("=", 1) for line in subnet_env(c, host, 1450).splitlines())
-    assert env["DOCKER_OPTS"] == '"--bip=10.20.8.1/16 --fixed-cidr=10.20.8.0/22 --mtu=1450"'
+    assert env["DOCKER_OPTS"] == ('"--bip=10.20.8.1/16 --fixed-cidr=10.20.8.0/22 --mtu=1450 '
+                                  f'--dns={resolver.ADDRESS}"')
     assert env["WEFT_CLUSTER_SUBNET"] == "10.20.0.0/16" and env["WEFT_SUBNET"] == "10.20.8.0/22"
 
 

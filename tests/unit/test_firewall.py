@@ -37,6 +37,23 @@ def test_ruleset_closes_tunnel_ovsdb_and_openflow_ports_to_forwarded_traffic():
     assert text.startswith("table inet weft\ndelete table inet weft\n")
 
 
+def test_containers_may_ask_the_resolver_and_nothing_more():
+    """DNS to the agent's resolver (docs/dns.md) is the one new thing a wx port may send
+    to the host: UDP 53 of that one address, limited per (interface, source) before the
+    established accept (a reused source port is established); nothing else of it."""
+    inp = ruleset(parse(HOSTS)).split("chain input")[1].splitlines()
+    lines = [line.strip() for line in inp]
+    limit = next(i for i, line in enumerate(lines) if "limit rate over" in line)
+    to = "ip daddr 169.254.53.53 udp dport 53"
+    accept = lines.index(f"{CONTAINERS} {to} accept")
+    est = lines.index('iifname "wx-*" ct state established,related accept')
+    assert limit < accept < lines.index("ip daddr 169.254.53.53 drop") < est
+    assert lines[limit].startswith(f"{CONTAINERS} {to} add @dns_sources "
+                                   "{ iifname . ip saddr limit rate over ")
+    assert lines[limit].endswith("drop")
+    assert [line for line in lines if line.endswith(" accept")] == [lines[accept], lines[est]]
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="needs root and nft")
 def test_ruleset_is_valid_nftables():
     res = subprocess.run(["unshare", "-n", "nft", "-c", "-f", "-"], input=ruleset(parse(HOSTS)),

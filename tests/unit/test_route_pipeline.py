@@ -226,13 +226,46 @@ def test_egress_out_of_the_tenants_own_gateway_port_and_the_reply_back():
 def test_egress_needs_the_gateway_port_an_egress_network_and_a_local_port():
     def egress(topo: Topology, ports: dict, host: str = "h1") -> set[Flow]:
         return {f for f in state(host, topo, ports).flows if feature_of(f.cookie) == "egress"}
-    assert len(egress(TOPO, PORTS)) == 4             # two tenants: classify + one /0 each
+    def default_routes(flows: set[Flow]) -> set[Flow]:
+        return {f for f in flows if f.table == FIB and "ipv4_dst" not in dict(f.match)}
+    # two tenants: classify + one /0 each (and the resolver's rows: test_dns_...)
+    assert len(default_routes(egress(TOPO, PORTS))) == 2
     no_wx = {**PORTS, "h1": {k: v for k, v in PORTS["h1"].items() if k != "wx-1000"}}
     assert {f.cookie for f in egress(TOPO, no_wx)} == {COOKIE_EGRESS | 2000}
     off = replace(TOPO, tenants=(replace(RED, egress=False), RED_DB, BLUE, GREEN))
-    assert {f.cookie for f in egress(off, PORTS)} == {COOKIE_EGRESS | 2000}
+    assert {f.cookie for f in default_routes(egress(off, PORTS))} == {COOKIE_EGRESS | 2000}
     # h2 carries red-db only (egress off): no egress there even with the port
-    assert egress(TOPO, {**PORTS, "h2": {**PORTS["h2"], "wx-1000": 30}}, "h2") == set()
+    assert default_routes(egress(TOPO, {**PORTS, "h2": {**PORTS["h2"], "wx-1000": 30}},
+                                 "h2")) == set()
+
+
+def dns(src: str, mac: str, gw: str, dst: str = "169.254.53.53", port: int = 53,
+        proto: int = 17) -> dict:
+    pkt = {k: v for k, v in ip(mac, gw, src, dst).items() if not k.startswith("tcp")}
+    return {**pkt, "ip_proto": proto, "udp_src": 40000, "udp_dst": port} if proto == 17 \
+        else {**pkt, "ip_proto": proto, "tcp_src": 40000, "tcp_dst": port}
+
+
+@pytest.mark.parametrize("deny", [False, True])
+def test_dns_to_the_resolver_is_not_egress(deny):
+    """A query to the agent's resolver (docs/dns.md) leaves by the tenant's own gateway
+    port from a network with egress off, under a default-deny policy too, and its answer
+    comes back; anything else to that address, or link-local, still goes nowhere."""
+    topo = replace(TOPO, acl_deny=frozenset({"red"}) if deny else frozenset())
+    c = cluster(topo)
+    assert where(c, "h1", "e", dns(IP["e"], MAC["e"], GW_DB)) == [("h1", "wx-1000")]
+    assert where(c, "h1", "a", dns(IP["a"], MAC["a"], GW_RED)) == [("h1", "wx-1000")]
+    assert where(c, "h1", "c", dns(IP["c"], MAC["c"], GW_BLUE)) == [("h1", "wx-2000")]
+    answer = {**ip(gateway_port_mac(1000), next_hop_mac(1000), "169.254.53.53", IP["e"]),
+              "ip_proto": 17, "udp_src": 53, "udp_dst": 40000}
+    answer = {k: v for k, v in answer.items() if not k.startswith("tcp")}
+    assert where(c, "h1", "wx-1000", answer) == [("h1", "e")]
+    for other in (dns(IP["e"], MAC["e"], GW_DB, port=54), dns(IP["e"], MAC["e"], GW_DB,
+                                                                proto=6),
+                  dns(IP["e"], MAC["e"], GW_DB, dst="169.254.53.54")):
+        assert where(c, "h1", "e", other) == []
+    # green has no gateway: no way to the resolver (and no wx port)
+    assert where(c, "h1", "g", dns("10.30.0.5", MAC["g"], GW_RED)) == []
 
 
 ALLOW_HTTPS = AclRule(7, "red", 100, "allow", "egress", ip_proto="tcp", remote=OUTSIDE,
@@ -314,7 +347,8 @@ def test_fib_rows_and_priorities():
     assert set(fib) == {
         (1131, IP["a"]), (1131, IP["b"]), (1131, IP["e"]),                 # host routes
         (1099, ("10.10.1.0", "255.255.255.0")), (1099, ("10.10.2.0", "255.255.255.0")),
-        (1001, None), (1065, ("192.168.0.0", "255.255.0.0")), (1000, None)}   # static, egress
+        (1001, None), (1065, ("192.168.0.0", "255.255.0.0")), (1000, None),   # static, egress
+        (1132, "169.254.53.53")}                        # the resolver (one key, 2 networks)
     host = fib[(1131, IP["b"])]
     assert host.instructions == (
         ("apply", (("dec_ttl",), ("set_field", "eth_src", GW_DB), ("set_field", "eth_dst",

@@ -26,7 +26,7 @@ def test_the_shipped_routing_topology():
     assert t.plugin and t.docker and t.tunnel_type == "vxlan"
     assert [(x.name, [n.name for n in x.networks], x.subnet) for x in t.tenants] == \
         [("red", ["red-web", "red-db"], None), ("blue", ["blue-web", "blue-db"], None)]
-    assert t.external == (External("ext", "203.0.113.10/24", DEFAULT_SERVE),)
+    assert t.external == (External("ext", "203.0.113.10/24", (*DEFAULT_SERVE, "dns:53")),)
     assert t.wan_ip == "192.168.50.254" and t.external[0].router_ip == "203.0.113.1"
     assert t.external_addr("ext") == "203.0.113.10"
     by_name = {c.name: c for c in t.containers}
@@ -58,6 +58,7 @@ def test_external_defaults_and_serve():
     ("[{name: ext, ip: 203.0.113.10/24, serve: ['ssh:22']}]", "KIND:PORT"),
     ("[{name: ext, ip: 203.0.113.10/24, serve: ['tcp:0']}]", "KIND:PORT"),
     ("[{name: ext, ip: 203.0.113.10/24, serve: ['tcp:80', 'http:80']}]", "served twice"),
+    ("[{name: ext, ip: 203.0.113.10/24, serve: ['udp:53', 'dns:53']}]", "served twice"),
     ("[{name: a, ip: 203.0.113.10/24}, {name: b, ip: 203.0.113.10/24}]", "another external"),
     ("[{name: a, ip: 203.0.113.10/24}, {name: b, ip: 203.0.113.130/25}]", "overlaps another"),
     ("[{name: wan, ip: 203.0.113.10/24}]", "reserved"),
