@@ -59,7 +59,7 @@ case "${1:-}" in
   setup) setup ;;
   demo)  setup; exec "$VENV/bin/python" -m weft_lab.demo "${@:2}" ;;
   test)  setup; cold_cache
-         "$VENV/bin/ruff" check . && "$VENV/bin/mypy" && "$VENV/bin/python" -m pytest -q "${@:2}" ;;
+         "$VENV/bin/ruff" check . && "$VENV/bin/mypy" && "$VENV/bin/python" -m pytest -q --durations=25 "${@:2}" ;;
   bench) setup; "$VENV/bin/pip" install -q -e '.[test,bench]'
          exec "$VENV/bin/python" -m weft_lab.bench "${@:2}" ;;
   dist)  setup; exec "$VENV/bin/python" -m weft_lab.dist "${@:2}" ;;
