@@ -241,3 +241,14 @@ def make_store(request, tmp_path):
     yield make
     for s in stores:
         s.close()
+
+
+def api_client(core, token: str):
+    """The REST app of ``core`` in a test client that sends ``token`` and returns 5xx
+    answers instead of raising (what a real client sees)."""
+    from fastapi.testclient import TestClient
+
+    from controller.rest.app import create_app
+    client = TestClient(create_app(core, token), raise_server_exceptions=False)
+    client.headers["Authorization"] = f"Bearer {token}"
+    return client

@@ -11,6 +11,7 @@ from controller.core import Core
 from controller.model import LinkEndpoint
 from controller.weftctl import main as weftctl_main
 from cluster.hostsfile import parse
+from tests.conftest import api_client
 
 HOSTS = """
 controller: {openflow: ["tcp:127.0.0.1:6653"]}
@@ -34,8 +35,7 @@ def core(make_store):
 
 @pytest.fixture
 def api(core):
-    client = TestClient(create_app(core, TOKEN), raise_server_exceptions=False)
-    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    client = api_client(core, TOKEN)
     return client
 
 

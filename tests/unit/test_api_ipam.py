@@ -3,11 +3,10 @@ plugin's claims and releases, refusals as 4xx naming the field, no switch resync
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
 from cluster.hostsfile import parse
 from controller.core import Core
-from controller.rest.app import create_app
+from tests.conftest import api_client
 
 HOSTS = """
 controller: {openflow: ["tcp:127.0.0.1:6653"]}
@@ -22,8 +21,7 @@ def api(make_store):
     core = Core(make_store(), parse(HOSTS))
     core.store.create_tenant("red", subnet="10.10.0.0/24")
     core.on_change = lambda: pytest.fail("an IPAM write resynced the switches")
-    client = TestClient(create_app(core, TOKEN), raise_server_exceptions=False)
-    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    client = api_client(core, TOKEN)
     return client
 
 

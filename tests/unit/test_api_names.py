@@ -4,11 +4,10 @@ other's; a host that leaves takes its names; bad input is a 4xx that changes not
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
 from cluster.hostsfile import parse
 from controller.core import Core
-from controller.rest.app import create_app
+from tests.conftest import api_client
 
 HOSTS = """
 controller: {openflow: ["tcp:127.0.0.1:6653"]}
@@ -26,8 +25,7 @@ def core(make_store):
 
 @pytest.fixture
 def api(core):
-    client = TestClient(create_app(core, TOKEN), raise_server_exceptions=False)
-    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    client = api_client(core, TOKEN)
     return client
 
 

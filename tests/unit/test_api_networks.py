@@ -4,13 +4,12 @@ refusal is a 4xx naming its field and changes nothing."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
 import controller.weftctl as weftctl
 from cluster.hostsfile import parse
 from controller.core import Core
-from controller.rest.app import create_app
 from controller.model import DEFAULT_CONNTRACK_LIMIT as CONNTRACK_LIMIT
+from tests.conftest import api_client
 
 HOSTS = """
 controller: {openflow: ["tcp:127.0.0.1:6653"]}
@@ -35,8 +34,7 @@ def core(make_store):
 
 @pytest.fixture
 def api(core):
-    client = TestClient(create_app(core, TOKEN), raise_server_exceptions=False)
-    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    client = api_client(core, TOKEN)
     return client
 
 

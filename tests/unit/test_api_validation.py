@@ -12,6 +12,7 @@ import controller.weftctl as weftctl
 from controller.rest.app import create_app
 from controller.core import Core
 from cluster.hostsfile import parse
+from tests.conftest import api_client
 
 HOSTS = """
 controller: {openflow: ["tcp:127.0.0.1:6653"]}
@@ -29,8 +30,7 @@ def core(make_store):
 
 @pytest.fixture
 def api(core):
-    c = TestClient(create_app(core, TOKEN), raise_server_exceptions=False)
-    c.headers["Authorization"] = f"Bearer {TOKEN}"
+    c = api_client(core, TOKEN)
     return c
 
 

@@ -5,12 +5,11 @@ import logging
 import os
 
 import pytest
-from fastapi.testclient import TestClient
 
-from controller.rest.app import create_app
 from controller.core import Core
 from controller.store import Store
 from cluster.hostsfile import HostsFileError, load, parse, with_hosts
+from tests.conftest import api_client
 
 HEAD = 'controller: {openflow: ["tcp:127.0.0.1:6653"]}\ncluster_subnet: 172.17.0.0/16\n'
 TWO = HEAD + """hosts:
@@ -43,8 +42,7 @@ def make(tmp_path, text: str, clock: Clock | None = None):
         core.members.clock = clock
         core.members.started = clock()
     core.watch_hosts(str(path))
-    api = TestClient(create_app(core, TOKEN), raise_server_exceptions=False)
-    api.headers["Authorization"] = f"Bearer {TOKEN}"
+    api = api_client(core, TOKEN)
     return path, core, api
 
 

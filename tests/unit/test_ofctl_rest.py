@@ -14,13 +14,13 @@ from controller.rest.app import create_app
 from controller.core import Core
 from cluster.hostsfile import parse
 from tests.unit.test_api import HOSTS, TOKEN
+from tests.conftest import api_client
 
 
 @pytest.fixture
 def env(make_store):
     core = Core(make_store(), parse(HOSTS))
-    client = TestClient(create_app(core, TOKEN), raise_server_exceptions=False)
-    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    client = api_client(core, TOKEN)
     sw = core.switch_by_name("h1")
     core.publish({**core.switches, sw.dpid: replace(sw, ports={"p1": 1, "free": 5})})
     core.store.create_tenant("red")

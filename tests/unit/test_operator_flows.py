@@ -6,9 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from fastapi.testclient import TestClient
 
-from controller.rest.app import create_app
 from controller.core import Core
 from controller.flows import COOKIE_ISOLATION, SwitchState, diff, flow
 from controller.model import ModelError
@@ -16,6 +14,7 @@ from controller.opflows import OperatorFlow, check, operator_cookie, reconcile
 from controller.store import SCHEMA_VERSION, Store
 from cluster.hostsfile import parse
 from tests.unit.test_api import HOSTS, TOKEN
+from tests.conftest import api_client
 
 GUARDED = {1: "port r1 of tenant(s) red", 10: "the tunnel to host2"}
 OUT = [{"type": "OUTPUT", "port": 5}]
@@ -82,8 +81,7 @@ def api(make_store):
     core.publish({**core.switches, sw.dpid: replace(sw, ports={"r1": 1, "free": 5, "vx-h2": 10})})
     core.store.create_tenant("red")
     core.store.bind("h1", "r1", "red")
-    client = TestClient(create_app(core, TOKEN), raise_server_exceptions=False)
-    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    client = api_client(core, TOKEN)
     client.core = core  # type: ignore[attr-defined]
     return client
 
