@@ -28,12 +28,29 @@ LAB_COMMANDS = ("ovsdb-server", "ovs-vswitchd", "iperf3", "ping", "tcpdump",
 
 LAB_MODULES = ("ovs_agent.cli", "controller.manager", "weft_lab.keeper", "weft_lab.outside")
 
+# Every process this test run starts inherits this mark (the lab's keeper passes its
+# environment on).  A process carrying another run's mark belongs to a neighbour (a
+# second pytest on the same machine) and is none of this run's business.
+RUN_MARK = "WEFT_TEST_RUN"
+os.environ[RUN_MARK] = secrets.token_hex(6)
+
+
+def _foreign(pid: Path) -> bool:
+    """True if the process carries another test run's mark."""
+    try:
+        env = (pid / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    ours = f"{RUN_MARK}={os.environ[RUN_MARK]}".encode()
+    return any(e.startswith(RUN_MARK.encode() + b"=") and e != ours for e in env)
+
 
 def live_processes() -> set[tuple[int, str]]:
     """Non-zombie processes of the kinds a lab starts (pid, command).
 
     Matched by program name (argv[0], or the script a Python runs) and by module, not
     by substring: a `flock ... firstping.py` waiting its turn is not a lab's ping.
+    Another test run's processes (its mark, above) are left out.
     """
     found = set()
     for d in Path("/proc").iterdir():
@@ -47,7 +64,8 @@ def live_processes() -> set[tuple[int, str]]:
         if stat.rsplit(")", 1)[1].split()[0] == "Z" or not argv[0]:
             continue
         names = {os.path.basename(a) for a in argv[:2]}
-        if names & set(LAB_COMMANDS) or set(argv[:4]) & set(LAB_MODULES):
+        if (names & set(LAB_COMMANDS) or set(argv[:4]) & set(LAB_MODULES)) \
+                and not _foreign(d):
             found.add((int(d.name), " ".join(argv).strip()))
     return found
 
