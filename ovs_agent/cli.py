@@ -11,7 +11,9 @@ nothing was changed.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import os
 import sys
 
 if __name__ == "__main__":
@@ -22,7 +24,7 @@ if __name__ == "__main__":
     sys.modules.setdefault("eventlet", None)  # type: ignore[arg-type]
 from pathlib import Path
 
-from ovs_agent import attach, desired, dockerd, dockernets, hostnet, ovsdb
+from ovs_agent import attach, desired, dockerd, dockernets, hostnet, listener, ovsdb
 from ovs_agent.agent import DEFAULT_SUBNET_FILE, Agent, pick_host
 from ovs_agent.desired import device_port_type
 from cluster.hostsfile import HostsFileError, load, tunnel_mtu
@@ -120,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the weft Docker plugin's socket: while it exists the agent keeps "
                          "this dockerd's weft networks those of the controller; 'none': "
                          "never (default: %(default)s)")
+    ap.add_argument("--listen", metavar="ADDR:PORT",
+                    help="serve /metrics (Prometheus) there, behind the controller API's "
+                         "bearer token (WEFT_API_TOKEN; needed beyond loopback)")
     ap.add_argument("--no-firewall", action="store_true",
                     help="do not write nftables table inet weft (then the host's own firewall "
                          "must keep containers off tunnel, OVSDB and OpenFlow ports)")
@@ -138,6 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"ovs-agent: --docker-host {exc}", file=sys.stderr)
         return 2
+    if args.listen:
+        try:
+            agent.listen = listener.parse_address(args.listen)
+            if not os.environ.get("WEFT_API_TOKEN") and \
+                    not ipaddress.ip_address(agent.listen[0]).is_loopback:
+                raise ValueError("beyond loopback it needs a token: set WEFT_API_TOKEN")
+        except ValueError as exc:
+            print(f"ovs-agent: --listen {exc}", file=sys.stderr)
+            return 2
     if args.no_firewall:
         agent.host_firewall = None
     try:
