@@ -20,6 +20,8 @@ Labels = Mapping[str, str]
 
 def escape(value: str) -> str:
     """A label value as the text format wants it."""
+    if "\\" not in value and "\"" not in value and "\n" not in value:
+        return value                # nearly always: names the model validated
     return value.replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
 
 
@@ -80,6 +82,7 @@ def render(families: Iterable[Family]) -> str:
     """The exposition text of ``families`` (a family without samples still says its
     HELP and TYPE, so a dashboard sees every name)."""
     out: list[str] = []
+    seen: dict[tuple, str] = {}     # label sets repeat across families (a port's 8 counters)
     for f in families:
         out.append(f"# HELP {f.name} {f.help.replace(chr(92), chr(92) * 2).replace(chr(10), ' ')}")
         out.append(f"# TYPE {f.name} {f.kind}")
@@ -91,5 +94,9 @@ def render(families: Iterable[Family]) -> str:
                 out.append(f"{f.name}_sum{_labels(labels)} {_number(value.total)}")
                 out.append(f"{f.name}_count{_labels(labels)} {value.count}")
             else:
-                out.append(f"{f.name}{_labels(labels)} {_number(value)}")
+                key = tuple(labels.items())
+                text = seen.get(key)
+                if text is None:
+                    text = seen[key] = _labels(labels)
+                out.append(f"{f.name}{text} {_number(value)}")
     return "\n".join(out) + "\n"
