@@ -101,7 +101,7 @@ class Prom:
 
     def ready(self) -> bool:
         assert self.proc.poll() is None, (self.tmp / "prometheus.log").read_text()[-2000:]
-        return self._get("/-/ready") is not None or subprocess.run(N.exec_argv(
+        return subprocess.run(N.exec_argv(
             self.lab, N.CTL, ["curl", "-sf", f"http://127.0.0.1:{PROM_PORT}/-/ready"]),
             capture_output=True).returncode == 0
 
@@ -218,8 +218,7 @@ def test_sync_and_learning_families(prom, lab):
         check(prom, f'weft_sync_desired_flows{{host="{h}"}} > 0')
         check(prom, f'weft_learned_flows{{host="{h}"}} >= 0')
         check(prom, f'weft_stats_age_seconds{{host="{h}"}} < 15')
-    check(prom, 'histogram_quantile(0.99, sum by (le) '
-                '(rate(weft_sync_duration_seconds_bucket[5m]))) >= 0')
+    check(prom, 'histogram_quantile(0.99, sum by (le) (weft_sync_duration_seconds_bucket)) > 0')
     check(prom, 'weft_learn_limit_macs > 0')
 
 
