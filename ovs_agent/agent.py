@@ -9,7 +9,6 @@ logged and ignored: the last good configuration stays in force.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import threading
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ovs_agent import (attach, desired, dockerd, dockernets, firewall, gateway, hostnet,
-                       listener, metrics, nameservice, ovsdb, queues)
+                       metrics, nameservice, ovsdb, queues)
 from ovs_agent.metrics import AgentCounters
 from ovs_agent.nat import Gateway
 from ovs_agent.reporting import ReportState, reason_to_send
@@ -92,7 +91,7 @@ class Agent:
     _networks_reported: tuple[float, dict] = (-1e9, {})    # when, what the controller took
     serve_names: bool = True            # names across hosts: report, fetch, resolve (docs/dns.md)
     counters: AgentCounters = field(default_factory=AgentCounters)     # for /metrics
-    listen: tuple[str, int] | None = None   # --listen: /metrics (ovs_agent.listener)
+    _api: object | None = None          # the OVSDB connection, once run() made it (/metrics)
     _names: nameservice.NameService | None = None
     _keeper: dockernets.NetworkKeeper | None = None
 
@@ -470,7 +469,7 @@ class Agent:
         if keeper is not None:
             threading.Thread(target=self._follow_networks, args=(keeper,), daemon=True).start()
         self._start_names()
-        self._start_listener(api)
+        self._api = api
         hostnet.watch_links(("docker0", hostnet.DOCKER_LINK_PORT, hostnet.DOCKER_LINK_PEER),
                             self._wake.set)
         last = 0.0
@@ -504,15 +503,11 @@ class Agent:
                 self.warm_peers()       # a peer may have come up since: retry soon
             self._wake.wait(0.5)
 
-    def _start_listener(self, api) -> None:
-        """``--listen``: /metrics behind the API token (the listener refuses to bind beyond
-        loopback without one: main checks that before anything changes)."""
-        if self.listen is None:
-            return
-        server = listener.Listener(*self.listen, os.environ.get("WEFT_API_TOKEN") or None)
-        server.route("/metrics", lambda: (200, CONTENT_TYPE,
-                                          metrics.render_metrics(self.snapshot(api)).encode()))
-        server.start()
+    def metrics_http(self, _body: bytes) -> tuple[int, str, bytes]:
+        """GET /metrics on the agent's listener (`ovs_agent.httpserver`): Prometheus text."""
+        if self._api is None:
+            return 503, "text/plain", b"the agent has not connected to OVSDB yet\n"
+        return 200, CONTENT_TYPE, metrics.render_metrics(self.snapshot(self._api)).encode()
 
     def snapshot(self, api) -> metrics.AgentSnapshot:
         """What /metrics shows: the counters, plus tunnels (OVSDB's in-memory replica), the

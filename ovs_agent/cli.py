@@ -12,9 +12,7 @@ nothing was changed.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
-import os
 import sys
 
 if __name__ == "__main__":
@@ -25,7 +23,7 @@ if __name__ == "__main__":
     sys.modules.setdefault("eventlet", None)  # type: ignore[arg-type]
 from pathlib import Path
 
-from ovs_agent import attach, desired, dockerd, dockernets, hostnet, listener, ovsdb
+from ovs_agent import attach, desired, dockerd, dockernets, hostnet, ovsdb
 from ovs_agent.agent import DEFAULT_SUBNET_FILE, Agent, pick_host
 from ovs_agent.desired import device_port_type
 from cluster.hostsfile import HostsFileError, load, tunnel_mtu
@@ -145,15 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"ovs-agent: --docker-host {exc}", file=sys.stderr)
         return 2
-    if args.listen:
-        try:
-            agent.listen = listener.parse_address(args.listen)
-            if not os.environ.get("WEFT_API_TOKEN") and \
-                    not ipaddress.ip_address(agent.listen[0]).is_loopback:
-                raise ValueError("beyond loopback it needs a token: set WEFT_API_TOKEN")
-        except ValueError as exc:
-            print(f"ovs-agent: --listen {exc}", file=sys.stderr)
-            return 2
     if args.no_firewall:
         agent.host_firewall = None
     try:
@@ -178,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     listen = args.listen or agent.me.agent_api
     if listen and listen != "none" and not args.once:
         from ovs_agent import httpserver
+        httpserver.ROUTES[("GET", "/metrics")] = agent.metrics_http    # Prometheus
         try:
             httpserver.serve(httpserver.parse_listen(listen))
         except (ValueError, OSError) as exc:

@@ -174,17 +174,6 @@ def make_pki(lab: str, hosts: list[str]) -> None:
 
 
 LAB_LEASE_TTL = 6.0     # seconds: registered lab hosts that die leave quickly
-AGENT_LISTEN_PORT = 9180    # every lab agent's /metrics, on its management address
-
-
-def agent_listen(lab: str, host: str) -> str | None:
-    """ADDR:PORT of a lab host's agent listener (its management address), from the
-    lab's topology.json; None when the lab has no controller (no token to guard it)."""
-    state = load_state(lab)
-    if not state.get("controller"):
-        return None
-    ip = next((h["mgmt_ip"] for h in state["hosts"] if h["name"] == host), None)
-    return f"{ip}:{AGENT_LISTEN_PORT}" if ip else None
 
 
 def start_agent(lab: str, host: str, register: bool = False) -> int:
@@ -201,12 +190,9 @@ def start_agent(lab: str, host: str, register: bool = False) -> int:
     # external nodes serving dns:53, else none; never the machine's /etc/resolv.conf
     env["WEFT_RESOLV_CONF"] = str(d / "resolv.conf")
     peers, extra = sd / "hosts.yaml", []
-    listen = agent_listen(lab, host)
-    if listen and "WEFT_API_TOKEN" in env:
-        extra += ["--listen", listen]
     if register:
         peers = d / "hosts.yaml"
-        extra += ["--register", "--lease-ttl", f"{LAB_LEASE_TTL:g}"]
+        extra = ["--register", "--lease-ttl", f"{LAB_LEASE_TTL:g}"]
     return keeper.request(sd, {
         "op": "spawn", "ns": ns_name(lab, host), "env": env,
         "log": str(d / "ovs-agent.log"),

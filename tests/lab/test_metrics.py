@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import converged_lab, lab_name, wait_for
 from weft_lab import cluster as C
 from weft_lab import nodes as N
-from weft_lab.lab import AGENT_LISTEN_PORT
+from weft_lab.lab import AGENT_PORT
 from weft_lab.topology import parse
 from weft_lab.traffic import iperf, node_run, ping
 
@@ -61,7 +61,7 @@ def prom(lab):
         token = tmp / "token"
         token.write_text(C.api_token(lab.name))
         token.chmod(0o600)
-        agents = [f"{h.mgmt_ip}:{AGENT_LISTEN_PORT}" for h in lab.hosts]
+        agents = [f"{h.mgmt_ip}:{AGENT_PORT}" for h in lab.hosts]
         auth = {"type": "Bearer", "credentials_file": str(token)}
         config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
                   "scrape_configs": [

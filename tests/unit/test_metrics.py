@@ -18,7 +18,6 @@ from controller.flows import acl_cookie
 from controller.metrics import MetricsInput, SwitchStats, families, render_metrics
 from controller.model import AclRule, Binding, Tenant, Topology
 from controller.sync import SYNC_SECONDS_EMPTY, SwitchView
-from ovs_agent import listener
 from ovs_agent.metrics import AgentCounters, AgentSnapshot, TunnelState
 from ovs_agent.metrics import render_metrics as render_agent
 
@@ -135,24 +134,27 @@ def test_the_agent_families():
     assert "# TYPE weft_agent_afxdp_fallbacks_total counter" in text
 
 
-def test_the_listener_wants_the_token_and_refuses_to_be_open_beyond_loopback():
-    with pytest.raises(ValueError, match="without a token"):
-        listener.Listener("10.0.0.1", 0, None)
-    with pytest.raises(ValueError):
-        listener.parse_address("localhost:80")
-    assert listener.parse_address("10.0.0.1:9180") == ("10.0.0.1", 9180)
-    srv = listener.Listener("127.0.0.1", 0, "s3cret")
-    srv.route("/metrics", lambda: (200, "text/plain", b"weft_x 1\n"))
-    srv.start()
+def test_the_agent_serves_metrics_on_its_listener_behind_the_token():
+    from ovs_agent import httpserver
+    from ovs_agent.agent import Agent
+    agent = Agent(Path("hosts.yaml"), "h1", "unix:/nonexistent")
+    assert agent.metrics_http(b"")[0] == 503            # before OVSDB is connected
+    agent.snapshot = lambda api: AgentSnapshot("h1", "v", agent.counters)   # type: ignore
+    agent._api = object()
+    srv = httpserver.serve(("127.0.0.1", 0), "s3cret",
+                           {**httpserver.ROUTES, ("GET", "/metrics"): agent.metrics_http})
     try:
-        url = f"http://127.0.0.1:{srv.address[1]}/metrics"
+        url = f"http://127.0.0.1:{srv.server_address[1]}/metrics"
         with pytest.raises(urllib.error.HTTPError) as no:
             urllib.request.urlopen(url, timeout=5)
         assert no.value.code == 401
         req = urllib.request.Request(url, headers={"Authorization": "Bearer s3cret"})
-        assert urllib.request.urlopen(req, timeout=5).read() == b"weft_x 1\n"
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            assert b'weft_agent_passes_total{host="h1"} 0' in r.read()
     finally:
-        srv.stop()
+        srv.shutdown()
+        srv.server_close()
 
 
 def test_the_dashboard_uses_only_rendered_metrics():
