@@ -120,7 +120,7 @@ def serve(listen: tuple[str, int], token: str | None = None,
 
     ``token`` None reads WEFT_API_TOKEN; with no token only loopback is allowed
     (ValueError otherwise), so no host's switch answers strangers."""
-    token = token if token is not None else (os.environ.get("WEFT_API_TOKEN") or None)
+    token = (token if token is not None else os.environ.get("WEFT_API_TOKEN")) or None
     if token is None and not ipaddress.IPv4Address(listen[0]).is_loopback:
         raise ValueError(f"refusing to listen on {listen[0]} without a token "
                          "(set WEFT_API_TOKEN, as the controller's)")
