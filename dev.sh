@@ -13,7 +13,8 @@ cd "$(dirname "$0")"
 APT_PACKAGES=(openvswitch-switch iperf3 ethtool tcpdump iproute2 iputils-ping arping
               docker.io busybox-static util-linux curl nftables
               procps python3-venv python3-dev gcc etcd-server etcd-client
-              qemu-system-x86 qemu-utils debootstrap openssh-client e2fsprogs)
+              qemu-system-x86 qemu-utils debootstrap openssh-client e2fsprogs
+              prometheus)
 VENV=${WEFT_VENV:-.venv}
 
 setup() {

@@ -54,7 +54,8 @@ REGISTER_KEYS = ("name", "underlay_ip", "docker_subnet", "tunnel_type", "datapat
 # written before cluster_subnet existed keep working when their docker subnets fit in it.
 DEFAULT_CLUSTER_SUBNET = "172.17.0.0/16"
 CLUSTER_PREFIX_MIN, CLUSTER_PREFIX_MAX = 8, 28
-_HOST_KEYS = ("name", "underlay_ip", "docker_subnet", "tunnel_type", "datapath_type", "uplink")
+_HOST_KEYS = ("name", "underlay_ip", "docker_subnet", "tunnel_type", "datapath_type", "uplink",
+              "agent_api")
 TRANSPORTS = ("tunnel", "vlan")
 _IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 
@@ -81,6 +82,10 @@ class Host:
     tunnel_type: str
     datapath_type: str
     uplink: str | None = None       # transport vlan: the NIC on the shared L2 network
+    # The agent's own HTTP listener (``http://IP:PORT``, ovs_agent.httpserver): where the
+    # controller asks this host's switch to trace a packet (docs/observability.md); None:
+    # the agent listens nowhere and traces stop at this host.
+    agent_api: str | None = None
 
 
 @dataclass(frozen=True)
@@ -517,8 +522,25 @@ def _hosts(seq: Node, field: str, tunnel: str, datapath: str,
             name, ip, subnet,
             _choice(m.get("tunnel_type"), f"{f}.tunnel_type", TUNNEL_TYPES, tunnel),
             _choice(m.get("datapath_type"), f"{f}.datapath_type", DATAPATH_TYPES, datapath),
-            _ifname(m["uplink"], f"{f}.uplink") if m.get("uplink") is not None else uplink))
+            _ifname(m["uplink"], f"{f}.uplink") if m.get("uplink") is not None else uplink,
+            _agent_api(m["agent_api"], f"{f}.agent_api") if "agent_api" in m else None))
     return tuple(hosts)
+
+
+def _agent_api(node: Node, field: str) -> str:
+    """An agent's listener: plain http with a literal IPv4 address and a port (the agent
+    binds exactly that address, so a name would have to resolve the same everywhere)."""
+    url = _api(node, field)
+    parts = urlsplit(url)
+    try:
+        ipaddress.IPv4Address(parts.hostname or "")
+        ok = parts.scheme == "http" and parts.port is not None and parts.path == ""
+    except ValueError:
+        ok = False
+    if not ok:
+        _fail(field, node, f"{yamlfile.shown(url)} is not an agent listener URL like "
+                           "http://10.99.0.11:9180 (http, an IPv4 address, a port, no path)")
+    return url
 
 
 def with_hosts(cluster: Cluster, entries: Iterable[dict[str, object]],
@@ -533,7 +555,8 @@ def with_hosts(cluster: Cluster, entries: Iterable[dict[str, object]],
     known = [{k: v for k, v in (("name", h.name), ("underlay_ip", h.underlay_ip),
                                 ("docker_subnet", h.docker_subnet),
                                 ("tunnel_type", h.tunnel_type),
-                                ("datapath_type", h.datapath_type), ("uplink", h.uplink))
+                                ("datapath_type", h.datapath_type), ("uplink", h.uplink),
+                                ("agent_api", h.agent_api))
               if v is not None} for h in cluster.hosts]
     extra = [dict(e) for e in entries]
     labels = [f"{label} {yamlfile.shown(e.get('name', '?'))}" for e in extra]

@@ -27,6 +27,7 @@ from os_ken.ofproto import ofproto_v1_3
 
 from controller import config, ofmsg
 from controller.core import Core
+from controller.flows import COOKIE_PREFIX
 from controller.sender import Senders
 from controller.store.open import open_configured
 from controller.switch_queries import POST_TIMEOUT, EventQuery, OfctlDatapath, Query, SwitchQueries
@@ -172,8 +173,12 @@ class WeftController(app_manager.OSKenApp):
                 f"the OpenFlow event loop has handled nothing for {age:.0f} s "
                 f"({depth} events queued)"}
 
-    def dump_flows(self, dpid: int) -> list[dict[str, Any]]:
-        return self.queries.dump_flows(dpid)
+    def dump_flows(self, dpid: int, cookie: int = COOKIE_PREFIX,
+                   mask: int = 0xFFFF << 48) -> list[dict[str, Any]]:
+        return self.queries.dump_flows(dpid, cookie, mask)
+
+    def dump_port_stats(self, dpid: int) -> list[dict[str, Any]]:
+        return self.queries.dump_port_stats(dpid)
 
     def dump_meters(self, dpid: int) -> list[dict[str, Any]]:
         return self.queries.dump_meters(dpid)
@@ -212,6 +217,11 @@ class WeftController(app_manager.OSKenApp):
                                       stop=self._stopping))
         if conf.weft_audit_interval > 0:
             self.threads.append(hub.spawn(self._audit_loop, conf.weft_audit_interval))
+        if conf.weft_stats_interval > 0:
+            from controller import stats
+            self.core.stats_interval = conf.weft_stats_interval
+            self.threads.append(hub.spawn(stats.run, self.core, conf.weft_stats_interval,
+                                          self._stopping))
         token = conf.api_token or os.environ.get("WEFT_API_TOKEN") or None
         if conf.wsapi_port or conf.wsapi_unix:
             from controller.rest.app import serve_in_thread

@@ -32,6 +32,9 @@ CONF.register_cli_opts([
                 help="talk to etcd in clear text without TLS (refused unless given)"),
     cfg.FloatOpt("weft-audit-interval", default=60.0,
                  help="seconds between full re-reads of every switch (0: never)"),
+    cfg.FloatOpt("weft-stats-interval", default=5.0,
+                 help="seconds between reads of every switch's port, meter and ACL counters "
+                      "for /metrics (0: never)"),
     cfg.BoolOpt("adopt", default=False,
                 help="take over switches programmed under another store (or an older weft): "
                      "their weft flows become this store's model, deleting what it lacks. "

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from controller.membership import Membership
+from controller.metrics import SwitchStats
 from controller.model import TRUNK, Binding, Topology
 from controller.store import StoreBase
 from controller.sync import ModelSnapshot, SwitchView
@@ -37,9 +38,12 @@ class OpenFlowSide(Protocol):
     def loop_health(self) -> dict[str, Any] | None:
         """Is the event loop turning (for /v1/health); None: there is no event loop."""
 
-    def dump_flows(self, dpid: int) -> list[dict[str, Any]]:
-        """A connected switch's live flows (LookupError: not connected or refused;
-        TimeoutError: no answer)."""
+    def dump_flows(self, dpid: int, cookie: int = ..., mask: int = ...) -> list[dict[str, Any]]:
+        """A connected switch's live flows, all of weft's or those of ``cookie``/``mask``
+        (LookupError: not connected or refused; TimeoutError: no answer)."""
+
+    def dump_port_stats(self, dpid: int) -> list[dict[str, Any]]:
+        """A connected switch's port counters (errors as `dump_flows`)."""
 
     def dump_meters(self, dpid: int) -> list[dict[str, Any]]:
         """A connected switch's meter stats (errors as `dump_flows`)."""
@@ -58,7 +62,10 @@ class NoOpenFlow:
     def loop_health(self) -> dict[str, Any] | None:
         return None
 
-    def dump_flows(self, dpid: int) -> list[dict[str, Any]]:
+    def dump_flows(self, dpid: int, cookie: int = 0, mask: int = 0) -> list[dict[str, Any]]:
+        raise LookupError("no OpenFlow app runs in this process")
+
+    def dump_port_stats(self, dpid: int) -> list[dict[str, Any]]:
         raise LookupError("no OpenFlow app runs in this process")
 
     def dump_meters(self, dpid: int) -> list[dict[str, Any]]:
@@ -86,6 +93,9 @@ class Core:
         self.instance = uuid.uuid4().hex
         # event handler -> exceptions caught: published by the OpenFlow thread (copy on write)
         self.handler_errors: dict[str, int] = {}
+        # dpid -> the switch's last counters (controller.stats publishes, /metrics reads)
+        self.stats: Mapping[int, SwitchStats] = MappingProxyType({})
+        self.stats_interval = 0.0           # seconds between polls; 0: nobody polls
         # host -> what its agent last said of its Docker networks (docs/docker.md): kept in
         # memory by the instance it reported to; agents report on change and every minute
         self.docker_networks: dict[str, dict[str, Any]] = {}

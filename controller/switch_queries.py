@@ -64,7 +64,7 @@ class EventQuery(event.EventBase):
 
 class SwitchQueries:
     """The table of queries in flight: the REST side asks (`ask`, `dump_flows`,
-    `dump_meters`, `ofctl_datapath`); the OpenFlow thread sends (`send`) and settles
+    `dump_meters`, `dump_port_stats`, `ofctl_datapath`); the OpenFlow thread sends (`send`) and settles
     (`reply`, `error`, `expire`, `disconnected`)."""
 
     def __init__(self, post: Post, connection: Callable[[int], Any | None]) -> None:
@@ -89,11 +89,19 @@ class SwitchQueries:
         self.submit(query)
         return query.future.result(timeout)
 
-    def dump_flows(self, dpid: int) -> list[dict[str, Any]]:
-        """weft's flows on the switch, learned ones included (learn limits bound them)."""
+    def dump_flows(self, dpid: int, cookie: int = COOKIE_PREFIX,
+                   mask: int = 0xFFFF << 48) -> list[dict[str, Any]]:
+        """weft's flows on the switch, learned ones included (learn limits bound them);
+        ``cookie``/``mask``: only those flows (e.g. one feature's, for its counters)."""
         parts = self.ask(Query(dpid, lambda dp: ofmsg.read_request(
-            dp, "flows", None, COOKIE_PREFIX, 0xFFFF << 48)))
+            dp, "flows", None, cookie, mask)))
         return [flow_json(s) for msg in parts for s in msg.body]
+
+    def dump_port_stats(self, dpid: int) -> list[dict[str, Any]]:
+        """Every port's counters (OFPPortStats), LOCAL included."""
+        parts = self.ask(Query(dpid, lambda dp: dp.ofproto_parser.OFPPortStatsRequest(
+            dp, 0, dp.ofproto.OFPP_ANY)))
+        return [port_stats_json(s) for msg in parts for s in msg.body]
 
     def dump_meters(self, dpid: int) -> list[dict[str, Any]]:
         parts = self.ask(Query(dpid, lambda dp: dp.ofproto_parser.OFPMeterStatsRequest(
@@ -182,6 +190,12 @@ def flow_json(s: Any) -> dict:
             "table": s.table_id, "priority": s.priority, "match": dict(s.match.items()),
             "instructions": [str(i) for i in s.instructions], "packets": s.packet_count,
             "bytes": s.byte_count, "idle_timeout": s.idle_timeout, "duration": s.duration_sec}
+
+
+def port_stats_json(s: Any) -> dict:
+    return {"port_no": s.port_no, "rx_packets": s.rx_packets, "tx_packets": s.tx_packets,
+            "rx_bytes": s.rx_bytes, "tx_bytes": s.tx_bytes, "rx_dropped": s.rx_dropped,
+            "tx_dropped": s.tx_dropped, "rx_errors": s.rx_errors, "tx_errors": s.tx_errors}
 
 
 def meter_json(s: Any) -> dict:

@@ -68,6 +68,7 @@ from controller.model import Topology
 from controller.opflows import OperatorFlow, operator_cookie, reconcile
 from controller.pipeline import desired_state, flow_reads, learned_from_port
 from cluster.hostsfile import Cluster, dpid_str, tunnel_port_name
+from cluster.promtext import Histogram
 
 __all__ = ["ModelSnapshot", "SwitchView", "SwitchSync", "SyncEngine", "stamp_flow", "stamp_cookie",
            "state_digest", "flows_sum", "digest_flow",
@@ -100,6 +101,9 @@ def stamp_flow(epoch: str) -> Flow:
 
 
 _DIGEST_BITS = (1 << 64) - 1
+# a sync's duration, read to barrier reply: buckets of the /metrics histogram
+SYNC_SECONDS_EMPTY = Histogram.empty((0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                                      10.0, 30.0))
 
 
 def state_digest(want: SwitchState, operator_ids: Iterable[int]) -> int:
@@ -169,6 +173,7 @@ class SwitchView:
     synced_version: int = -1
     sync_refused: str | None = None  # why the wipe guard leaves this switch alone
     last_sync: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    sync_seconds: Histogram = SYNC_SECONDS_EMPTY    # every completed sync's duration (/metrics)
 
     @property
     def syncing(self) -> bool:
@@ -244,6 +249,7 @@ class SwitchSync:
         self.operator_mods = self.refused_connections = self.learned_flows = self.errors = 0
         self.synced_version = -1
         self.last_sync: Mapping[str, Any] = MappingProxyType({})
+        self.sync_seconds = SYNC_SECONDS_EMPTY
         self._ports_view: Mapping[str, int] = MappingProxyType({})
 
     # -- events ------------------------------------------------------------------------
@@ -576,6 +582,7 @@ class SwitchSync:
         if not self.reread:
             self.failures, self.synced_version = 0, plan["version"]
         took = now - self.started
+        self.sync_seconds = self.sync_seconds.observe(took)
         self.last_sync = MappingProxyType({"at": now, "seconds": round(took, 4),
                                            **{k: v for k, v in plan.items() if k != "version"}})
         if plan["flow_mods"] or plan["group_mods"] or plan["meter_mods"]:
@@ -635,7 +642,7 @@ class SwitchSync:
             operator_mods=self.operator_mods, refused=self.refused_connections,
             learned_flows=self.learned_flows, errors=self.errors,
             synced_version=self.synced_version, sync_refused=self.refusal,
-            last_sync=self.last_sync)
+            last_sync=self.last_sync, sync_seconds=self.sync_seconds)
 
 
 Out = dict[int, list]

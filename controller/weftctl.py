@@ -82,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("switch").add_subparsers(dest="verb", required=True)
     s.add_parser("list")
     sub.add_parser("flows").add_argument("host")
+    tr = sub.add_parser("trace", help="the path a packet takes, traced on the switches' own "
+                                      "flows: hosts, tables, tunnels, the verdict and its cause")
+    tr.add_argument("src", help="the sending port: HOST/PORT, its address, or a container name")
+    tr.add_argument("dst", help="an IPv4 address, HOST/PORT or a container name")
+    tr.add_argument("--proto", choices=["icmp", "tcp", "udp"])
+    tr.add_argument("--port", type=int, help="destination port (tcp/udp; alone: tcp)")
+    tr.add_argument("--tenant", help="the tenant or network, when an address is bound in several")
+    tr.add_argument("--src-ip", help="send from this address (a spoofed packet)")
+    tr.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     sub.add_parser("export", help="the whole model as JSON (a backup)")
     im = sub.add_parser("import", help="restore an export (all or nothing)")
     im.add_argument("file", help="an export's JSON file, - for stdin")
@@ -277,6 +286,14 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
                                    "not JSON: is --api a weft controller?")
         return body
 
+    if args.noun == "trace":
+        from controller.trace import render
+        req = {"src": args.src, "dst": args.dst,
+                "proto": args.proto or ("tcp" if args.port else "icmp"), "port": args.port,
+                "tenant": args.tenant, "src_ip": args.src_ip}
+        res = ok(c.post("/v1/trace", json={k: v for k, v in req.items() if v is not None},
+                        timeout=60))
+        return res, render(res)
     if args.noun == "export":
         res = ok(c.get("/v1/export"))
         return res, json.dumps(res, indent=1)

@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ovs_agent import (attach, desired, dockerd, dockernets, firewall, gateway, hostnet,
-                       nameservice, ovsdb, queues)
+                       metrics, nameservice, ovsdb, queues)
+from ovs_agent.metrics import AgentCounters
 from ovs_agent.nat import Gateway
 from ovs_agent.reporting import ReportState, reason_to_send
 from cluster.hostsfile import (REGISTER_KEYS, Cluster, Host, HostsFileError, Queues, load,
-                               tunnel_mtu, with_hosts)
+                               tunnel_mtu, tunnel_port_name, with_hosts)
+from cluster.promtext import CONTENT_TYPE
+from cluster.version import version
 
 LOG = logging.getLogger("ovs-agent")
 DEFAULT_SUBNET_FILE = Path("/run/weft/subnet.env")
@@ -87,6 +90,10 @@ class Agent:
     _networks_warned: float = -1e9
     _networks_reported: tuple[float, dict] = (-1e9, {})    # when, what the controller took
     serve_names: bool = True            # names across hosts: report, fetch, resolve (docs/dns.md)
+    counters: AgentCounters = field(default_factory=AgentCounters)     # for /metrics
+    _api: object | None = None          # the OVSDB connection, once run() made it (/metrics)
+    _names: nameservice.NameService | None = None
+    _keeper: dockernets.NetworkKeeper | None = None
 
     def load(self) -> None:
         """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
@@ -184,6 +191,8 @@ class Agent:
         if ops:
             ovsdb.apply(api, ops)
             self.writes += 1
+            self.counters.add("repairs")
+            self.counters.add("repair_ops", len(ops))
             for op in ops:
                 LOG.info("ovsdb: %s %s", op[0], " ".join(
                     o.name if isinstance(o, desired.OvsPortSpec) else str(o) for o in op[1:]))
@@ -205,6 +214,7 @@ class Agent:
             self._fall_back_from_afxdp(api)
         self._write_docker_files(mtu)
         self.passes += 1
+        self.counters.add("passes")
         return len(ops)
 
     def _ensure_gateways(self, api, mtu: int) -> None:
@@ -351,6 +361,7 @@ class Agent:
         for name, error in refused.items():
             LOG.warning("AF_XDP refused on %s (%s): falling back to AF_PACKET", name, error)
         if refused:
+            self.counters.add("afxdp_fallbacks", len(refused.keys() - self.afxdp_refused))
             self.afxdp_refused |= frozenset(refused)
             self._wake.set()
 
@@ -383,6 +394,7 @@ class Agent:
                                                               self._api_index)
             except httpx.HTTPError as exc:
                 self._report.failed()
+                self.counters.add("reports_failed")
                 detail = exc.response.text[:200] if isinstance(exc, httpx.HTTPStatusError) else ""
                 now = time.monotonic()
                 if self._report.failures == 1 or now - self._report_warned >= 60:
@@ -392,6 +404,7 @@ class Agent:
                                 self.interval, exc, detail)
                 return
             self._report.acknowledged(current, acked_by, time.monotonic())
+            self.counters.add("reports_sent")
             log = LOG.debug if why == "periodic full report" else LOG.info
             log("reported %d attachment(s) to the controller (%s)", len(current), why)
 
@@ -452,10 +465,11 @@ class Agent:
         threading.Thread(target=self._follow_members, daemon=True).start()
         if self.host_gateways is not None:
             threading.Thread(target=self._follow_gateways, daemon=True).start()
-        keeper = self._network_keeper()
+        keeper = self._keeper = self._network_keeper()
         if keeper is not None:
             threading.Thread(target=self._follow_networks, args=(keeper,), daemon=True).start()
         self._start_names()
+        self._api = api
         hostnet.watch_links(("docker0", hostnet.DOCKER_LINK_PORT, hostnet.DOCKER_LINK_PEER),
                             self._wake.set)
         last = 0.0
@@ -480,6 +494,7 @@ class Agent:
                     if n:
                         LOG.info("pass done: %d changes", n)
                 except Exception as exc:        # OVS restarting: retry next pass
+                    self.counters.add("pass_failures")
                     LOG.warning("pass failed, retrying: %s", exc)
                     time.sleep(0.5)
                     continue
@@ -488,13 +503,53 @@ class Agent:
                 self.warm_peers()       # a peer may have come up since: retry soon
             self._wake.wait(0.5)
 
+    def metrics_http(self, _body: bytes) -> tuple[int, str, bytes]:
+        """GET /metrics on the agent's listener (`ovs_agent.httpserver`): Prometheus text."""
+        if self._api is None:
+            return 503, "text/plain", b"the agent has not connected to OVSDB yet\n"
+        return 200, CONTENT_TYPE, metrics.render_metrics(self.snapshot(self._api)).encode()
+
+    def snapshot(self, api) -> metrics.AgentSnapshot:
+        """What /metrics shows: the counters, plus tunnels (OVSDB's in-memory replica), the
+        docker0 link (/sys), the resolver's counters and the Docker networks' last pass."""
+        assert self.cluster and self.me
+        peers = {tunnel_port_name(self.cluster.link_type(self.me.name, p.name), p.name): p.name
+                 for p in self.cluster.peers(self.me.name)} \
+            if self.cluster.transport == "tunnel" else {}
+        tunnels = []
+        for row in api.db_list("Interface", columns=["name", "type", "ofport", "link_state"]
+                               ).execute(check_error=True):
+            peer = peers.get(row["name"])
+            if peer is None:
+                continue
+            ofport = row["ofport"][0] if isinstance(row["ofport"], list) and row["ofport"] \
+                else row["ofport"]
+            link = row["link_state"][0] if isinstance(row["link_state"], list) \
+                and row["link_state"] else row["link_state"]
+            tunnels.append(metrics.TunnelState(peer, row["type"],
+                                               bool(ofport and ofport > 0 and link == "up")))
+        resolver = zones = None
+        if self._names is not None:
+            r = self._names.server
+            resolver = {"answered": r.answered, "forwarded": r.forwarded, "dropped": r.dropped,
+                        "limited": r.limited}
+            zones = len(r.zones)
+        nets = None
+        if self._keeper is not None and self._keeper.doc:
+            doc = self._keeper.doc
+            nets = {"managed": len(doc.get("created", ())) + len(doc.get("adopted", ())),
+                    "conflicts": len(doc.get("conflicts", {})),
+                    "waiting": len(doc.get("waiting", {})), "errors": len(doc.get("errors", {}))}
+        return metrics.AgentSnapshot(self.me.name, version(), self.counters, tuple(tunnels),
+                                     hostnet.docker_link_up(), resolver, zones, nets)
+
     def _start_names(self) -> None:
         """The names thread (``ovs_agent.nameservice``), when a controller API is known."""
         assert self.cluster and self.me
         urls = tuple(u for u in (self.cluster.apis or (self.cluster.api,)) if u)
         if not self.serve_names or not urls:
             return
-        service = nameservice.NameService(self.me.name, urls, self.docker_host)
+        service = self._names = nameservice.NameService(self.me.name, urls, self.docker_host)
         threading.Thread(target=service.run, name="weft-names", daemon=True).start()
 
     def _file_changed(self) -> bool:

@@ -1,6 +1,7 @@
 """`ovs-agent`: run the reconcile loop, or attach/detach a container to br0.
 
     ovs-agent --peers hosts.yaml [--host NAME] [--once] [--ovsdb CONNECTION] [--register]
+              [--listen ADDR:PORT]
     ovs-agent attach CONTAINER_NETNS --tenant NAME [--ip CIDR] [--mac MAC] [--port-security off]
     ovs-agent detach CONTAINER_NETNS
     ovs-agent docker-plugin --peers hosts.yaml [--host NAME] [--socket PATH]
@@ -120,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="the weft Docker plugin's socket: while it exists the agent keeps "
                          "this dockerd's weft networks those of the controller; 'none': "
                          "never (default: %(default)s)")
+    ap.add_argument("--listen", metavar="ADDR:PORT",
+                    help="the agent's HTTP listener (POST /v1/trace; bearer token "
+                         "WEFT_API_TOKEN); default: this host's agent_api in hosts.yaml, "
+                         "'none': no listener")
     ap.add_argument("--no-firewall", action="store_true",
                     help="do not write nftables table inet weft (then the host's own firewall "
                          "must keep containers off tunnel, OVSDB and OpenFlow ports)")
@@ -159,6 +164,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.getLogger("ovs-agent").info("this host is %s (%s), %d peers", agent.me.name,
                                         agent.me.underlay_ip, len(agent.cluster.hosts) - 1)
+    listen = args.listen or agent.me.agent_api
+    if listen and listen != "none" and not args.once:
+        from ovs_agent import httpserver
+        httpserver.ROUTES[("GET", "/metrics")] = agent.metrics_http    # Prometheus
+        try:
+            httpserver.serve(httpserver.parse_listen(listen))
+        except (ValueError, OSError) as exc:
+            print(f"ovs-agent: --listen {listen}: {exc}", file=sys.stderr)
+            return 2
     try:
         return agent.run(once=args.once)
     except KeyboardInterrupt:

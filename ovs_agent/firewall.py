@@ -56,10 +56,12 @@ CONTAINER_IFACES = ("docker0", "br-*", GATEWAY_IFACES)
 
 
 def _api_endpoints(cluster: Cluster) -> tuple[set[tuple[str, int]], set[int]]:
-    """The controllers' REST APIs: (IPv4, port) of URLs with a literal address, and the
+    """The controllers' REST APIs and the agents' listeners (hosts' ``agent_api``):
+    (IPv4, port) of URLs with a literal address, and the
     ports of URLs naming a host (their address is not known here)."""
     pairs, by_name = set(), set()
-    for url in cluster.apis or ((cluster.api,) if cluster.api else ()):
+    agents = tuple(h.agent_api for h in cluster.hosts if h.agent_api)
+    for url in (cluster.apis or ((cluster.api,) if cluster.api else ())) + agents:
         parts = urlsplit(url)
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)

@@ -396,3 +396,15 @@ def write_if_changed(path: Path, text: str) -> bool:
         tmp.unlink(missing_ok=True)
         raise
     return True
+
+
+def docker_link_up() -> bool | None:
+    """Carrier on both ends of the docker0 <-> br0 veth pair; None: no docker0 here."""
+    if not Path("/sys/class/net/docker0").exists():
+        return None
+    def carrier(dev: str) -> bool:
+        try:
+            return Path(f"/sys/class/net/{dev}/carrier").read_text().strip() == "1"
+        except OSError:             # missing, or down (reading carrier fails then)
+            return False
+    return carrier(DOCKER_LINK_PORT) and carrier(DOCKER_LINK_PEER)

@@ -347,6 +347,96 @@ def _pipeline_child(n: int, hosts: int) -> dict:
             "rss_peak_mb": _rss_mb(os.getpid(), "VmHWM")}
 
 
+def metrics_cost(n: int, hosts: int, rounds: int = 5) -> tuple[list[Figure], dict]:
+    """The controller's CPU for counters at N endpoints on H hosts, without switches:
+    (1) one poll's parsing: every switch's port-stats reply (N/H ports, split in 64 KiB
+    parts as OVS sends them), meter stats and ACL flow stats parsed by os-ken's own
+    parser and turned into the poller's dicts; (2) one scrape: /metrics rendered from
+    that model (N bindings in one tenant, 50 meters and 100 ACL rules per switch).
+    Process CPU time (time.process_time), median of ``rounds``."""
+    import struct
+    from os_ken.ofproto import ofproto_parser, ofproto_v1_3 as ofp, ofproto_v1_3_parser
+    from controller.flows import acl_cookie
+    from controller.metrics import MetricsInput, SwitchStats, render_metrics
+    from controller.model import AclRule, Binding, Tenant, Topology
+    from controller.switch_queries import meter_json, port_stats_json
+    from controller.sync import SYNC_SECONDS_EMPTY, SwitchView
+    from cluster.hostsfile import DOCKER_LINK_PORT
+    from types import MappingProxyType
+
+    class _Dp:
+        ofproto, ofproto_parser, id = ofp, ofproto_v1_3_parser, 1
+
+    def reply(kind: int, entries: list[bytes]) -> list[bytearray]:
+        """Multipart reply messages holding ``entries`` (at most 64 KiB each)."""
+        out: list[bytearray] = []
+        part: list[bytes] = []
+        size = 0
+        hdr = ofp.OFP_HEADER_SIZE + ofp.OFP_MULTIPART_REPLY_SIZE
+        for e in entries + [b""]:
+            if (not e or hdr + size + len(e) > 0xFFFF) and part:
+                more = ofp.OFPMPF_REPLY_MORE if e else 0
+                body = b"".join(part)
+                out.append(bytearray(struct.pack(
+                    ofp.OFP_HEADER_PACK_STR, ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY,
+                    hdr + len(body), 7) + struct.pack(ofp.OFP_MULTIPART_REPLY_PACK_STR,
+                                                       kind, more) + body))
+                part, size = [], 0
+            if e:
+                part.append(e)
+                size += len(e)
+        return out
+
+    def parse(msgs: list[bytearray]) -> list:
+        return [b for m in msgs for b in ofproto_parser.msg(
+            _Dp, ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, len(m), 7, m).body]
+
+    names = [f"h{i}" for i in range(1, hosts + 1)]
+    eps = _endpoints(n, hosts)
+    topo = Topology((Tenant("bench", 1000, subnet="10.50.0.0/16"),),
+                    tuple(Binding(e["host"], e["port"], e["tenant"], mac=e["mac"]) for e in eps),
+                    tuple(names), acls=tuple(AclRule(i, "bench", i, "allow") for i in
+                                             range(1, 101)))
+    switches, wire = {}, {}
+    for k, h in enumerate(names, 1):
+        ports = {e["port"]: j for j, e in enumerate((e for e in eps if e["host"] == h), 1)}
+        ports[DOCKER_LINK_PORT] = len(ports) + 1
+        ports.update({f"vx-{p}": 5000 + j for j, p in enumerate(names) if p != h})
+        switches[k] = SwitchView(k, h, connected=True, ports=MappingProxyType(ports),
+                                 synced_version=1, syncs=3, sync_seconds=SYNC_SECONDS_EMPTY
+                                 .observe(0.2), last_sync=MappingProxyType({"flow_mods": 9}))
+        stats = [struct.pack(ofp.OFP_PORT_STATS_PACK_STR, no, *(no * 7 + i for i in range(12)),
+                             3600, 0) for no in ports.values()]
+        band = struct.pack(ofp.OFP_METER_BAND_STATS_PACK_STR, 12, 1200)
+        meters = [struct.pack(ofp.OFP_METER_STATS_PACK_STR, m, ofp.OFP_METER_STATS_SIZE
+                              + len(band), 1, 100, 10000, 3600, 0) + band for m in range(1, 51)]
+        wire[k] = (reply(ofp.OFPMP_PORT_STATS, stats), reply(ofp.OFPMP_METER, meters))
+    acl_flows = tuple({"cookie": hex(acl_cookie(i)), "packets": i, "bytes": 60 * i}
+                      for i in range(1, 101))
+    parse_s, render_s, polled = [], [], {}
+    for _ in range(rounds):
+        t0 = time.process_time()
+        for k, (port_msgs, meter_msgs) in wire.items():
+            polled[k] = SwitchStats(time.time(), 0.01,
+                                    tuple(port_stats_json(b) for b in parse(port_msgs)),
+                                    tuple(meter_json(b) for b in parse(meter_msgs)), acl_flows)
+        parse_s.append(time.process_time() - t0)
+    inp = MetricsInput(switches, polled, topo, state_version=1, version="bench",
+                       now=time.time(), learn_limit_macs=1024, stats_interval=5.0)
+    for _ in range(rounds):
+        t0 = time.process_time()
+        text = render_metrics(inp)
+        render_s.append(time.process_time() - t0)
+    series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    ports_total = sum(len(sw.ports) for sw in switches.values())
+    raw = {"endpoints": n, "hosts": hosts, "ports": ports_total, "series": series,
+           "bytes": len(text), "parse_s": parse_s, "render_s": render_s}
+    return [Figure(f"counters: one poll parsed, {n} endpoints on {hosts} hosts", parse_s, "s",
+                   f"{ports_total} port stats + {hosts * 50} meters, os-ken's parser"),
+            Figure(f"counters: /metrics rendered, {n} endpoints on {hosts} hosts", render_s,
+                   "s", f"{series} series, {len(text) / 1e6:.1f} MB of text")], raw
+
+
 def _controller_pid(topo) -> int | None:
     for pid in netns_pids(N.ns_name(topo.name, N.CTL)):
         try:
@@ -626,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "partial run never overwrites the whole one)")
     ap.add_argument("--plot", default=str(ROOT / "docs" / "performance.png"))
     ap.add_argument("--only", help="comma list of sections: dataplane,flannel,bind,program,"
-                                   "flows,scale,agent,peer,docker,routing")
+                                   "flows,scale,agent,peer,docker,routing,metrics")
     ap.add_argument("--program", metavar="NxH,...",
                     help="programming scales, endpoints x hosts (default 1000x4,1000x16,"
                          "10000x4,10000x16; --quick 1000x4)")
@@ -692,6 +782,12 @@ def main(argv: list[str] | None = None) -> int:
             def pure(n: int = n, h: int = h) -> list[Figure]:
                 return keep("pipeline_scale", pipeline_scale(n, h))
             step(f"pure pipeline, {n} endpoints on {h} hosts", pure)
+    if want("metrics"):
+        results["metrics"] = []
+        for n, h in scales(None, "1000x4,10000x16"):
+            def counters(n: int = n, h: int = h) -> list[Figure]:
+                return keep("metrics", metrics_cost(n, h))
+            step(f"counters collection, {n} endpoints on {h} hosts", counters)
     if want("agent"):
         default_hosts = "2,8" if args.quick else "2,8,16,32"
         results["agent_convergence"] = []

@@ -158,7 +158,12 @@ def hosts_yaml(topo: Topology, only: str | None = None) -> str:
                   f"    docker_subnet: {h.docker_subnet}"]
         if h.tunnel_type:
             lines.append(f"    tunnel_type: {h.tunnel_type}")
+        if topo.controller:     # the agent's listener on the mgmt network (traces)
+            lines.append(f'    agent_api: "http://{h.mgmt_ip}:{AGENT_PORT}"')
     return "\n".join(lines) + "\n"
+
+
+AGENT_PORT = 9180       # every lab agent's HTTP listener (ovs_agent.httpserver), on mgmt
 
 
 def make_pki(lab: str, hosts: list[str]) -> None:

@@ -17,4 +17,5 @@
     switches       /v1/switches and their live flows
     qos            /v1/qos: rate limits, QoS rules, meter stats
     observe        /v1/health, /metrics
+    trace          /v1/trace: a packet's path on the switches' own flows (ofproto/trace)
 """

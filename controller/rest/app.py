@@ -15,11 +15,11 @@ from fastapi import Depends, FastAPI
 
 from controller.core import Core
 from controller.rest import (acls, backup, errors, hosts, ipam, names, networks, observe,
-                             ofctl_rest, operator_flows, ports, qos, switches, tenants)
+                             ofctl_rest, operator_flows, ports, qos, switches, tenants, trace)
 from controller.rest.deps import authorized
 
 ROUTERS = (tenants, networks, ipam, ports, backup, acls, operator_flows, ofctl_rest, hosts,
-           switches, qos, observe, names)
+           switches, qos, observe, names, trace)
 
 
 def create_app(core: Core, token: str | None) -> FastAPI:

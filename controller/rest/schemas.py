@@ -332,3 +332,23 @@ class AddressClaimIn(_In):
     address: str = Field(max_length=15, description="IPv4 address (docker run --ip)")
     subnet: str | None = Field(None, max_length=18, description="the Docker network's IPv4 "
                                "subnet; must be the weft network's when it has one")
+
+
+class TraceIn(_In):
+    """POST /v1/trace: where a packet from ``src`` to ``dst`` goes, per the switches' flows."""
+
+    src: str = Field(min_length=1, max_length=128,
+                     description="the sending port: HOST/PORT, its IPv4 address, or a "
+                                 "container's name")
+    dst: str = Field(min_length=1, max_length=128,
+                     description="an IPv4 address (in the source's tenant), HOST/PORT or a "
+                                 "container's name")
+    proto: Literal["icmp", "tcp", "udp"] = "icmp"
+    port: int | None = Field(None, ge=1, le=MAX_L4_PORT,
+                             description="destination port; needs proto tcp or udp")
+    tenant: str | None = Field(None, max_length=64,
+                               description="the tenant (or network) of src and dst when an "
+                                           "address is bound in several")
+    src_ip: str | None = Field(None, max_length=15,
+                               description="send from this address instead of the port's "
+                                           "own (what a spoofing container does)")

@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 from fastapi.testclient import TestClient
 
+from controller import stats
 from controller.rest.app import create_app
 from controller.core import Core
 from controller.model import LinkEndpoint
@@ -327,7 +328,7 @@ def test_acl_counters_per_rule_in_api_and_metrics(api, core):
     sw = core.switch_by_name("h1")
     core.publish({**core.switches, sw.dpid: replace(sw, connected=True)})
     md = [1100, 0xFFFFFF]
-    core.openflow.dump_flows = lambda dpid: [
+    core.openflow.dump_flows = lambda dpid, cookie=0, mask=0: [
         {"cookie": hex(acl_cookie(rid)), "priority": 10009, "match": {"metadata": md},
          "packets": 3, "bytes": 300},
         {"cookie": hex(acl_cookie()), "priority": 29990, "match": {"metadata": md},
@@ -337,6 +338,8 @@ def test_acl_counters_per_rule_in_api_and_metrics(api, core):
     body = api.get("/v1/tenants/red/acls", params={"counters": "true"}).json()
     assert body["rules"][0]["packets"] == 3 and body["rules"][0]["bytes"] == 300
     assert body["established_counters"] == {"packets": 50, "bytes": 5000}
+    core.openflow.dump_port_stats = core.openflow.dump_meters = lambda dpid: []
+    stats.poll_once(core)           # /metrics renders the poller's last read
     metrics = api.get("/metrics").text
     assert f'weft_acl_rule_packets_total{{tenant="red",rule="{rid}",action="drop"}} 3' in metrics
 
