@@ -17,4 +17,5 @@
     switches       /v1/switches and their live flows
     qos            /v1/qos: rate limits, QoS rules, meter stats
     observe        /v1/health, /metrics
+    topology       /v1/topology (the live picture's data), /ui (the page that draws it)
 """
