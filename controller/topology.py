@@ -23,6 +23,7 @@ LivePorts = Mapping[str, Mapping[str, Any]]
 COUNTERS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped", "tx_dropped")
 UP, DOWN, MISSING, UNKNOWN = "up", "down", "missing", "unknown"
 _OFPPS_LINK_DOWN = 1            # OpenFlow 1.3 port state bit (ofp_port_state)
+_UNSUPPORTED = (1 << 64) - 1    # a counter the switch does not keep (OVS: drops of some ports)
 
 
 def live_ports(descs: Iterable[Mapping[str, Any]],
@@ -38,14 +39,16 @@ def live_ports(descs: Iterable[Mapping[str, Any]],
         out[str(d["name"])] = {
             "ofport": d["port_no"],
             "state": DOWN if int(d.get("state", 0)) & _OFPPS_LINK_DOWN else UP,
-            **{k: s[k] for k in COUNTERS if k in s}}
+            **{k: (None if s[k] == _UNSUPPORTED else s[k]) for k in COUNTERS if k in s}}
     return out
 
 
-def _counters(port: Mapping[str, Any] | None) -> dict[str, int] | None:
+def _counters(port: Mapping[str, Any] | None) -> dict[str, int | None] | None:
+    """The port's counters; None when the switch gave none, a counter None when the
+    switch does not keep it."""
     if not port or not all(k in port for k in COUNTERS):
         return None
-    return {k: int(port[k]) for k in COUNTERS}
+    return {k: None if port[k] is None else int(port[k]) for k in COUNTERS}
 
 
 def _end(host: str, port: str, view: SwitchView | None,
@@ -97,11 +100,12 @@ def _segments(rows: Iterable[Tenant]) -> tuple[list[dict[str, Any]], dict[str, t
 
 def _container(records: Iterable[NameRecord], network: str | None,
                ips: Iterable[str]) -> str | None:
-    """The container's name from the names its host's agent reported (docs/dns.md)."""
+    """The container's name (its primary name record, else any) from the names its
+    host's agent reported for the port's network and address (docs/dns.md)."""
     addrs = {ip.split("/")[0] for ip in ips}
-    found = [r for r in records if r.network == network and r.ip in addrs]
-    found.sort(key=lambda r: not r.primary)
-    return (found[0].container or found[0].name) if found else None
+    found = sorted((r for r in records if r.network == network and r.ip in addrs),
+                   key=lambda r: (not r.primary, r.name))
+    return found[0].name if found else None
 
 
 def assemble(cluster: Cluster, switches: Mapping[int, SwitchView], store_version: int,

@@ -50,8 +50,9 @@ def core(tmp_path):
     c.store.create_network("red-db", "red", subnet="10.1.2.0/24")
     c.store.bind("alpha", "p1", "red", mac="02:00:00:00:00:01", ips=("10.1.0.5",))
     c.store.bind("beta", "p2", "red-db", mac="02:00:00:00:00:02", ips=("10.1.2.9",))
-    c.store.replace_container_names("alpha", [NameRecord("red", "web", "10.1.0.5", "web", True),
-                                           NameRecord("red", "www", "10.1.0.5", "web")])
+    # the agent reports names with Docker's container id; the primary name is the container's
+    c.store.replace_container_names("alpha", [NameRecord("red", "a-www", "10.1.0.5", "c0ffee"),
+                                              NameRecord("red", "web", "10.1.0.5", "c0ffee", True)])
     return c
 
 
@@ -76,6 +77,11 @@ def test_live_ports_joins_desc_and_stats_by_number_and_leaves_local_out():
                        [stats(1), stats("LOCAL")])
     assert got == {"p1": {"ofport": 1, "state": "up", **COUNTS},
                    "vx-beta": {"ofport": 2, "state": "down"}}
+
+
+def test_counters_a_switch_does_not_keep_are_null_not_huge():
+    got = T.live_ports([desc(1, "p1")], [stats(1, rx_dropped=2**64 - 1)])
+    assert got["p1"]["rx_dropped"] is None and got["p1"]["tx_dropped"] == 1
 
 
 def test_nothing_known_is_unknown_not_up(core):
