@@ -129,6 +129,7 @@ def assemble(cluster: Cluster, switches: Mapping[int, SwitchView], store_version
                       "in_sync": bool(sw and connected and not sw.syncing
                                       and sw.synced_version == store_version),
                       "sync_state": sw.phase if sw else None,
+                      "synced_version": sw.synced_version if sw else None,
                       "counters_read": live.get(h.name) is not None})
     if cluster.transport == "tunnel":
         names_ = [h.name for h in cluster.hosts]

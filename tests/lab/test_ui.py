@@ -81,7 +81,10 @@ def test_the_page_shows_every_host_tunnel_and_tenant(lab, browser, page):
     assert set(tenants) == TENANTS
     # connected, in sync, and the tunnel up as both switches' port descs say
     text = browser.evaluate(page, "document.querySelector('#hosts').innerText")
-    assert text.count("connected") - text.count("disconnected") == 2 and "in sync" in text
+    assert text.count("connected") - text.count("disconnected") == 2
+    # flows: in sync (an agent's report may have just moved the state version on)
+    browser.wait(page, "[...document.querySelectorAll('#hosts [data-k=sync]')]"
+                       ".every(c => c.textContent === 'in sync')", 20, "both hosts in sync")
     tunnel = browser.wait(page, "document.querySelector('#tunnels tbody tr [data-k=state]')"
                                 "?.textContent === 'up'", 20, "the tunnel up")
     assert tunnel
