@@ -119,15 +119,20 @@ class Chromium:
         return res["result"].get("value")
 
     def wait(self, session: str, expression: str, timeout: float = 20, what: str = "") -> Any:
-        """Poll ``expression`` until it is truthy; its value."""
+        """Poll ``expression`` until it is truthy; its value.  An exception in the page
+        counts as not yet (a tab just opened may still be loading its document)."""
         deadline = time.monotonic() + timeout
+        error = ""
         while True:
-            value = self.evaluate(session, expression)
+            try:
+                value = self.evaluate(session, expression)
+            except BrowserError as exc:
+                value, error = None, f" (last: {exc})"
             if value:
                 return value
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout}s waiting for "
-                                     f"{what or expression}")
+                                     f"{what or expression}{error}")
             time.sleep(0.2)
 
     def screenshot(self, session: str, path: Path) -> Path:
