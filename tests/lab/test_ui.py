@@ -99,6 +99,16 @@ def test_the_page_shows_every_host_tunnel_and_tenant(lab, browser, page):
     assert all(h in svg for h in HOSTS)
     # the token left the address bar at once
     assert "token" not in browser.evaluate(page, "location.href")
+    # what one poll costs: /v1/topology reads both switches' port desc and stats
+    with C.api(lab.name) as api:
+        took = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            assert api.get("/v1/topology").status_code == 200
+            took.append(time.perf_counter() - t0)
+    took.sort()
+    print(f"/v1/topology on 2 hosts, 6 ports: p50 {took[10] * 1000:.1f} ms, "
+          f"max {took[-1] * 1000:.1f} ms (20 requests, the page polling beside them)")
 
 
 def test_a_new_container_appears_without_a_reload(lab, browser, page):
