@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(openvswitch-switch iperf3 ethtool tcpdump iproute2 iputils-ping arping
+APT_PACKAGES=(openvswitch-switch iperf3 ethtool tcpdump iproute2 iputils-ping arping chromium
               docker.io busybox-static util-linux curl nftables
               procps python3-venv python3-dev gcc etcd-server etcd-client
               qemu-system-x86 qemu-utils debootstrap openssh-client e2fsprogs

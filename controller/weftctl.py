@@ -25,6 +25,8 @@
     weftctl acl set TENANT ID [same options] | del TENANT ID
     weftctl switch list
     weftctl flows HOST
+    weftctl topology                          (hosts, tunnels, tenants, ports, counters)
+    weftctl graph [--output FILE.svg] [--title TEXT]   (the same as an SVG, for a report)
     weftctl export > model.json | import model.json [--replace]
 
 The API address comes from --api or WEFT_API (http://HOST:PORT or unix:/path),
@@ -43,6 +45,7 @@ from urllib.parse import quote
 import httpx
 
 from cluster.version import version
+from controller.topology_svg import to_svg
 
 
 def seg(value: object) -> str:
@@ -91,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--tenant", help="the tenant or network, when an address is bound in several")
     tr.add_argument("--src-ip", help="send from this address (a spoofed packet)")
     tr.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    sub.add_parser("topology", help="hosts, tunnels, tenants, ports and their counters")
+    g = sub.add_parser("graph", help="the topology as SVG (for a report)")
+    g.add_argument("--output", "-o", help="write the SVG here (default: stdout)")
+    g.add_argument("--title", default="weft topology")
     sub.add_parser("export", help="the whole model as JSON (a backup)")
     im = sub.add_parser("import", help="restore an export (all or nothing)")
     im.add_argument("file", help="an export's JSON file, - for stdin")
@@ -294,6 +301,8 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
         res = ok(c.post("/v1/trace", json={k: v for k, v in req.items() if v is not None},
                         timeout=60))
         return res, render(res)
+    if args.noun in ("topology", "graph"):
+        return _topology(args, ok(c.get("/v1/topology")))
     if args.noun == "export":
         res = ok(c.get("/v1/export"))
         return res, json.dumps(res, indent=1)
@@ -537,6 +546,35 @@ def _acl(args: argparse.Namespace, ok: Any, c: httpx.Client) -> tuple[Any, str]:
         return res, f"ACL rule {res['id']} of tenant {res['tenant']} (priority {res['priority']})"
     res = ok(c.patch(f"{base}/{seg(args.id)}", json=body))
     return res, f"ACL rule {res['id']} updated"
+
+
+def _topology(args: argparse.Namespace, res: dict) -> tuple[Any, str]:
+    if args.noun == "graph":
+        svg = to_svg(res, args.title)
+        if not args.output:
+            return res, svg.rstrip("\n")
+        try:
+            with open(args.output, "w") as f:
+                f.write(svg)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
+        return res, f"wrote {args.output} ({len(res['hosts'])} hosts, " \
+                    f"{len(res['tenants'])} tenants, {len(res['ports'])} ports)"
+    hosts = [{**h, "switch": "connected" if h["connected"] else "disconnected"}
+             for h in res["hosts"]]
+    tunnels = [{"between": " - ".join(t["hosts"]), "type": t["type"], "state": t["state"],
+                "ends": ", ".join(f"{e['host']}:{e['port']} {e['state']}" for e in t["ends"])}
+               for t in res["tunnels"]]
+    nets = [{"tenant": t["name"], **n} for t in res["tenants"] for n in t["networks"]]
+    ports = [{**p, "ips": " ".join(p["ips"]),
+              **{k: (p["counters"] or {}).get(k) for k in ("rx_packets", "tx_packets")}}
+             for p in res["ports"]]
+    return res, "\n\n".join([
+        table(hosts, ["name", "address", "dpid", "switch", "in_sync"]),
+        table(tunnels, ["between", "type", "state", "ends"]),
+        table(nets, ["tenant", "name", "vni", "vlan", "subnet", "gateway"]),
+        table(ports, ["host", "port", "container", "tenant", "network", "mac", "ips", "state",
+                      "rx_packets", "tx_packets"])])
 
 
 class ApiError(Exception):

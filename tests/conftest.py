@@ -254,6 +254,15 @@ def leaves_nothing():
     assert after["cgroups"] - before["cgroups"] == set(), "docker cgroups left behind"
 
 
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where tests leave files for people to look at (screenshots): $WEFT_ARTIFACTS, by
+    default artifacts/ at the top of the tree (gitignored); kept after the run."""
+    root = Path(os.environ.get("WEFT_ARTIFACTS") or Path(__file__).resolve().parents[1] / "artifacts")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
 @pytest.fixture(scope="module")
 def etcd_server():
     """One real etcd member on loopback for a test module (killed and removed after)."""

@@ -18,4 +18,5 @@
     qos            /v1/qos: rate limits, QoS rules, meter stats
     observe        /v1/health, /metrics
     trace          /v1/trace: a packet's path on the switches' own flows (ofproto/trace)
+    topology       /v1/topology (the live picture's data), /ui (the page that draws it)
 """

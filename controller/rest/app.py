@@ -1,5 +1,5 @@
 """REST API v1: tenants, their networks and routes, port bindings, hosts, switches and
-their live flows.
+their live flows, the live picture (/v1/topology, /ui).
 
 FastAPI gives the OpenAPI document at /openapi.json.  Every refused request
 is a 4xx JSON body ``{"error": ..., "field": ...}`` and changes nothing;
@@ -15,11 +15,12 @@ from fastapi import Depends, FastAPI
 
 from controller.core import Core
 from controller.rest import (acls, backup, errors, hosts, ipam, names, networks, observe,
-                             ofctl_rest, operator_flows, ports, qos, switches, tenants, trace)
+                             ofctl_rest, operator_flows, ports, qos, switches, tenants,
+                             topology, trace)
 from controller.rest.deps import authorized
 
 ROUTERS = (tenants, networks, ipam, ports, backup, acls, operator_flows, ofctl_rest, hosts,
-           switches, qos, observe, names, trace)
+           switches, qos, observe, names, trace, topology)
 
 
 def create_app(core: Core, token: str | None) -> FastAPI:

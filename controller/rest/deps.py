@@ -16,7 +16,8 @@ from controller.core import Core, Switch
 from controller.rest.errors import Unauthorized
 from controller.store import NotFound, Unavailable
 
-OPEN_PATHS = {"/v1/health"}         # everything else needs the token when one is set
+OPEN_PATHS = {"/v1/health", "/ui"}  # everything else needs the token when one is set
+# (/ui is a static page without data: docs/observability.md "Live picture")
 
 
 def get_core(request: Request) -> Core:

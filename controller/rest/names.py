@@ -41,6 +41,11 @@ def put_names(body: Annotated[list[ContainerName], Field(max_length=MAX_NAMES_PE
         except ValueError as exc:
             raise Invalid(f"{i}", str(exc)) from None
     changed = core.store.replace_container_names(host, records)
+    if changed:
+        # no flow depends on names, but the write moved the store's version on: the
+        # switches are brought to it (a sync that finds nothing to send), else /v1/health
+        # and /v1/switches call them out of sync until the next model change
+        core.on_change()
     return {"host": host, "names": len(set(records)), "changed": changed}
 
 

@@ -57,9 +57,16 @@ def test_names_of_every_host_reach_the_tenants_hosts_only(api):
     got = _ok(api.put("/v1/hosts/h2/names", json=[name("red-db", "DB1", "10.10.2.7"),
                                                   name("red", "web", "10.10.1.6", False)]))
     assert got == {"host": "h2", "names": 2, "changed": True}
+    resyncs = []
+    api.app.state.core.on_change = lambda: resyncs.append(1)
     assert _ok(api.put("/v1/hosts/h2/names", json=[name("red-db", "db1", "10.10.2.7"),
                                                    name("red", "web", "10.10.1.6", False)])
                )["changed"] is False
+    assert resyncs == []                # unchanged: the version stays, nothing to sync
+    _ok(api.put("/v1/hosts/h2/names", json=[name("red", "web", "10.10.1.6", False)]))
+    assert resyncs == [1]               # changed: switches follow the new store version
+    _ok(api.put("/v1/hosts/h2/names", json=[name("red-db", "db1", "10.10.2.7"),
+                                            name("red", "web", "10.10.1.6", False)]))
     h1 = {t["tenant"]: t for t in _ok(api.get("/v1/hosts/h1/names"))["tenants"]}
     assert set(h1) == {"default", "red", "blue"}
     assert h1["red"]["records"] == [["db1", "10.10.2.7", True], ["web", "10.10.1.5", False],
