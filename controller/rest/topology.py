@@ -29,9 +29,10 @@ router = APIRouter()
 
 def read_live(core: Core) -> dict[str, T.LivePorts | None]:
     """Host -> its switch's ports (state and counters), None when not connected or it
-    did not answer.  The one place the picture reads switches: port desc and port
-    stats through os-ken's ofctl readers, as /stats/portdesc and /stats/port do
-    (replaceable by a shared port-stats collector without touching the rest)."""
+    did not answer.  The one place the picture reads switches: port desc through
+    os-ken's ofctl reader (as /stats/portdesc), counters through `switch_queries`, the
+    one port-stats reader (the metrics poller's too).  Read live, not from the
+    poller's last read: the page shows rates per second, the poller may run every 5 s."""
     out: dict[str, T.LivePorts | None] = {}
     for sw in core.switches.values():           # one immutable snapshot
         if not sw.host:
@@ -42,7 +43,7 @@ def read_live(core: Core) -> dict[str, T.LivePorts | None]:
         try:
             dp = core.openflow.ofctl_datapath(sw.dpid)
             descs = ofctl.get_port_desc(dp, dp.waiters).get(str(sw.dpid), [])
-            stats = ofctl.get_port_stats(dp, dp.waiters).get(str(sw.dpid), [])
+            stats = core.openflow.dump_port_stats(sw.dpid)
         except (LookupError, TimeoutError) as exc:
             LOG.info("topology: switch %s did not answer: %s", sw.host, exc)
             continue

@@ -166,7 +166,7 @@ def test_topology_needs_the_token_and_reads_the_switches(core, monkeypatch):
     dpid = str(datapath_id(core.cluster.hosts[0]))
     monkeypatch.setattr(route.ofctl, "get_port_desc",
                         lambda dp, w: {dpid: [desc(1, "p1"), desc(2, "vx-beta")]})
-    monkeypatch.setattr(route.ofctl, "get_port_stats", lambda dp, w: {dpid: [stats(1)]})
+    monkeypatch.setattr(core.openflow, "dump_port_stats", lambda d: [stats(1)])
     api = api_client(core, TOKEN)
     t = api.get("/v1/topology").json()
     assert asked == [datapath_id(core.cluster.hosts[0])]     # only the connected switch
