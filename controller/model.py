@@ -51,7 +51,7 @@ __all__ = [
     "MAX_ACL_ZONE_VNI", "MAX_ACL_ID", "VNI_MIN", "VLAN_MIN", "VLAN_MAX", "MAX_SUBNET_LEN",
     "PortOwned", "user_tenant", "Route", "first_host", "gateway_mac", "next_hop_mac",
     "gateway_port_mac", "gateway_port", "RESERVED_MAC_PREFIXES", "GATEWAY_PORT_PREFIX",
-    "DEFAULT_CONNTRACK_LIMIT", "MAX_CONNTRACK_LIMIT",
+    "DEFAULT_CONNTRACK_LIMIT", "MAX_CONNTRACK_LIMIT", "eui64_link_local", "is_ipv6",
 ]
 
 ACCESS = "access"
@@ -174,10 +174,14 @@ class Tenant:
     # a tenant's connections through its hosts' NAT and conntrack, per host (a network
     # row keeps the default: the tenant's counts)
     conntrack_limit: int = 65536
+    # schema 11: an IPv6 subnet beside an IPv4 ``subnet`` (dual-stack); IPv6 port security
+    # (``controller.pipeline.portsec``) lets every port of such a network use IPv6
+    subnet6: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "name", TENANT_NAME_PATTERN, "tenant name")
         object.__setattr__(self, "subnet", _subnet(self.subnet))
+        object.__setattr__(self, "subnet6", _subnet6(self.subnet6, self.subnet, self.name))
         if self.vlan is not None:
             _int_in(self.vlan, VLAN_MIN, VLAN_MAX, "vlan")
         _int_in(self.vni, 1, MAX_VNI, "vni")
@@ -204,6 +208,15 @@ class Tenant:
     @property
     def is_tenant(self) -> bool:
         return self.domain is None
+
+    @property
+    def ipv6_subnet(self) -> str | None:
+        """The network's IPv6 subnet: ``subnet6``, or ``subnet`` when that is IPv6."""
+        if self.subnet6 is not None:
+            return self.subnet6
+        if self.subnet is not None and ":" in self.subnet:
+            return self.subnet
+        return None
 
 
 def _gateway(gateway: Any, subnet: str | None, name: str) -> str | None:
@@ -308,14 +321,40 @@ def _subnet(subnet: Any) -> str | None:
         raise ModelError("subnet", f"{subnet!r} is not a network: {exc}") from None
 
 
+def _subnet6(subnet6: Any, subnet: str | None, name: str) -> str | None:
+    """A network's IPv6 subnet beside its IPv4 one: a unicast IPv6 network, /64 or
+    shorter (containers' link-local and SLAAC-style addresses take 64 bits)."""
+    if subnet6 in (None, ""):
+        return None
+    where = f"network {name!r}: subnet6"
+    if not isinstance(subnet6, str) or len(subnet6) > MAX_SUBNET_LEN:
+        raise ModelError("subnet6", f"{where} must be an IPv6 network in CIDR notation, "
+                                    "like fd00:10::/64")
+    try:
+        net = ipaddress.IPv6Network(subnet6.strip())
+    except ValueError as exc:
+        raise ModelError("subnet6", f"{where} {subnet6!r} is not an IPv6 network: {exc}") \
+            from None
+    if net.prefixlen > 64:
+        raise ModelError("subnet6", f"{where} {net} is longer than /64")
+    if net.is_link_local or net.is_multicast or net.is_loopback or net.is_unspecified:
+        raise ModelError("subnet6", f"{where} {net} is not a unicast subnet (link-local, "
+                                    "multicast and loopback are not)")
+    if subnet is not None and ":" in subnet:
+        raise ModelError("subnet6", f"{where}: subnet {subnet} is IPv6 already; give the "
+                                    "IPv4 subnet as subnet and the IPv6 one as subnet6")
+    return str(net)
+
+
 def user_tenant(name: Any, vni: Any, vlan: Any = None, subnet: Any = None,
                 description: Any = "", domain: Any = None, gateway: Any = None,
-                egress: Any = False, conntrack_limit: Any = DEFAULT_CONNTRACK_LIMIT) -> Tenant:
+                egress: Any = False, conntrack_limit: Any = DEFAULT_CONNTRACK_LIMIT,
+                subnet6: Any = None) -> Tenant:
     """A tenant or network a user asks for (REST, an import): its VNI is at least
     VNI_MIN, so the built-in default and any VNI below stay out of users' reach."""
     _int_in(vni, VNI_MIN, MAX_VNI, "vni")
     return Tenant(name, vni, vlan, subnet, description, domain, gateway, egress,
-                  conntrack_limit)
+                  conntrack_limit, subnet6)
 
 
 DEFAULT_TENANT = Tenant(
@@ -339,8 +378,11 @@ class Binding:
 
     Port security (an access port with a ``mac``; see ``controller.pipeline``):
     the port may send only from ``mac``, ARP only with that sender MAC.
-    ``ips`` (IPv4 addresses or CIDRs): when given, IPv4 only from them, ARP
-    only for them, no IPv6.  ``allowed_address_pairs``: more (ip, mac) the
+    ``ips`` (IPv4 and IPv6 addresses or CIDRs): when given, IPv4 only from the
+    IPv4 ones, ARP only for them; IPv6 (with Neighbour Discovery checked) only from the
+    IPv6 ones and the MAC's EUI-64 link-local address, and only when the port has IPv6
+    ones or its network is dual-stack (``Tenant.ipv6_subnet``); else no IPv6.
+    ``allowed_address_pairs``: more (ip, mac) the
     port may send from, as Neutron's; mac None means the port's own ``mac``.
     """
 
@@ -402,9 +444,9 @@ class Binding:
 
     def _normalise_addresses(self, where: str) -> None:
         if isinstance(self.ips, str):
-            raise ModelError("ips", f"{where}: ips must be a list of IPv4 addresses, "
+            raise ModelError("ips", f"{where}: ips must be a list of IP addresses, "
                                     f"not {self.ips!r}")
-        ips = tuple(_ipv4_net(ip, f"{where}: ips", "ips") for ip in self.ips)
+        ips = tuple(_ip_net(ip, f"{where}: ips", "ips") for ip in self.ips)
         if len(set(ips)) != len(ips):
             dup = next(ip for ip in ips if ips.count(ip) > 1)
             raise ModelError("ips", f"duplicate ip of {self.host}/{self.port}: {dup!r}")
@@ -417,7 +459,7 @@ class Binding:
             except (TypeError, ValueError):
                 raise ModelError(field, f"{what}: {pair!r} is not an (ip, mac) pair") from None
             mac = None if mac is None else _unicast_mac(mac, what, field)
-            pairs.append((_ipv4_net(ip, what, field), mac))
+            pairs.append((_ip_net(ip, what, field), mac))
         object.__setattr__(self, "ips", ips)
         object.__setattr__(self, "allowed_address_pairs", tuple(pairs))
         if (ips or pairs) and (self.mode != ACCESS or self.mac is None):
@@ -425,7 +467,7 @@ class Binding:
                                                       "need an access port with a mac")
 
     def source_addresses(self) -> dict[str, frozenset[str] | None]:
-        """Port security: source MAC -> the IPv4 sources allowed with it (None: any).
+        """Port security: source MAC -> the IPv4 and IPv6 sources allowed with it (None: any).
 
         Empty for ports without it (no mac, trunks, uplinks)."""
         if self.mac is None or self.mode != ACCESS or self.uplink:
@@ -482,6 +524,41 @@ def _ipv4_net(value: Any, what: str, field: str) -> str:
     except ValueError:
         raise ModelError(field, f"{what}: {value!r} is not an IPv4 address or CIDR") from None
     return str(net.network_address) if net.prefixlen == 32 else str(net)
+
+
+def _ip_net(value: Any, what: str, field: str) -> str:
+    """An IPv4 or IPv6 address or network a port may send from, normalised (an address
+    without its /32 or /128).  IPv6 link-local (the port's own is always allowed),
+    multicast, loopback and the unspecified address are refused: no port owns them."""
+    if isinstance(value, str) and ":" not in value:
+        return _ipv4_net(value, what, field)
+    bad = f"{what}: {value!r} is not an IPv4 or IPv6 address or CIDR"
+    if not isinstance(value, str):
+        raise ModelError(field, bad)
+    try:
+        net = ipaddress.IPv6Network(value.strip(), strict=False)
+    except ValueError:
+        raise ModelError(field, bad) from None
+    if net.is_link_local or net.is_multicast or net.is_loopback or net.is_unspecified \
+            or net.network_address.ipv4_mapped is not None:
+        raise ModelError(field, f"{what}: {value!r} is not a unicast IPv6 address a port "
+                                "can own (link-local, multicast, loopback, :: and IPv4-mapped "
+                                "are not; the port's own link-local is always allowed)")
+    return str(net.network_address) if net.prefixlen == 128 else str(net)
+
+
+def eui64_link_local(mac: str) -> str:
+    """The IPv6 link-local address Linux gives an interface with ``mac`` (EUI-64, the
+    default ``addr_gen_mode`` 0): fe80::/64 + the MAC with ff:fe in the middle and the
+    universal/local bit flipped."""
+    b = bytes.fromhex(mac.replace(":", ""))
+    iid = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:]
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + iid))
+
+
+def is_ipv6(address: str) -> bool:
+    """Whether a normalised address or CIDR (``Binding.ips``) is IPv6."""
+    return ":" in address
 
 
 def _unicast_mac(value: Any, what: str, field: str) -> str:

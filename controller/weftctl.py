@@ -4,7 +4,7 @@
                  [--gateway IP|none] [--egress on|off] [--conntrack-limit N]
     weftctl tenant list | show NAME | delete NAME [--force]
     weftctl tenant set NAME --conntrack-limit N
-    weftctl network create NAME --tenant T [--subnet CIDR] [--gateway IP|none]
+    weftctl network create NAME --tenant T [--subnet CIDR] [--subnet6 CIDR] [--gateway IP|none]
                  [--egress on|off] [--vni N] [--vlan N] [--description TEXT]
     weftctl network list [--tenant T] | show NAME | delete NAME [--force]
     weftctl network set NAME [--subnet CIDR|none] [--gateway IP|none] [--egress on|off]
@@ -113,6 +113,7 @@ def _tenant_args(sub: Any) -> None:
     tc.add_argument("--vlan", type=int)
     tc.add_argument("--vni", type=int)
     tc.add_argument("--subnet")
+    tc.add_argument("--subnet6", help="an IPv6 subnet beside --subnet (dual-stack)")
     tc.add_argument("--description", default="")
     _gateway_args(tc)
     tc.add_argument("--conntrack-limit", type=int,
@@ -153,6 +154,8 @@ def _network_args(sub: Any) -> None:
     nc.add_argument("name")
     nc.add_argument("--tenant", required=True)
     nc.add_argument("--subnet")
+    nc.add_argument("--subnet6", help="an IPv6 subnet beside --subnet (dual-stack), "
+                                      "like fd00:10::/64")
     nc.add_argument("--vni", type=int)
     nc.add_argument("--vlan", type=int)
     nc.add_argument("--description")
@@ -162,6 +165,8 @@ def _network_args(sub: Any) -> None:
     ns = nv.add_parser("set")
     ns.add_argument("name")
     ns.add_argument("--subnet", type=_none_or(str), default=_UNSET)
+    ns.add_argument("--subnet6", type=_none_or(str), default=_UNSET,
+                    help="an IPv6 subnet (dual-stack), or none")
     ns.add_argument("--vlan", type=_none_or(int), default=_UNSET)
     ns.add_argument("--description")
     _gateway_args(ns)
@@ -322,7 +327,7 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
     if args.noun == "tenant":
         if args.verb == "create":
             new = {k: v for k, v in {"name": args.name, "vlan": args.vlan, "vni": args.vni,
-                                      "subnet": args.subnet,
+                                      "subnet": args.subnet, "subnet6": args.subnet6,
                                       "description": args.description,
                                       "conntrack_limit": args.conntrack_limit}.items()
                    if v is not None}
@@ -413,7 +418,7 @@ def _gateway_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-_NETWORK_COLUMNS = ["name", "tenant", "vni", "vlan", "subnet", "gateway", "egress",
+_NETWORK_COLUMNS = ["name", "tenant", "vni", "vlan", "subnet", "subnet6", "gateway", "egress",
                     "description"]
 
 
@@ -421,6 +426,7 @@ def _network(args: argparse.Namespace, ok: Any, c: httpx.Client) -> tuple[Any, s
     if args.verb == "create":
         body = {k: v for k, v in {"name": args.name, "tenant": args.tenant, "vni": args.vni,
                                   "vlan": args.vlan, "subnet": args.subnet,
+                                  "subnet6": args.subnet6,
                                   "description": args.description}.items() if v is not None}
         res = ok(c.post("/v1/networks", json={**body, **_gateway_body(args)}))
         return res, (f"network {res['name']} of tenant {res['tenant']} created "
@@ -436,13 +442,13 @@ def _network(args: argparse.Namespace, ok: Any, c: httpx.Client) -> tuple[Any, s
             + "\ndocker networks (as the hosts' agents reported):\n" \
             + table(res.get("docker", []), ["host", "state", "reason"])
     if args.verb == "set":
-        body = {k: v for k, v in (("subnet", args.subnet), ("vlan", args.vlan))
-                if v is not _UNSET}
+        body = {k: v for k, v in (("subnet", args.subnet), ("subnet6", args.subnet6),
+                                  ("vlan", args.vlan)) if v is not _UNSET}
         if args.description is not None:
             body["description"] = args.description
         body.update(_gateway_body(args))
         if not body:
-            raise UsageError("network set: give at least one of --subnet, --vlan, "
+            raise UsageError("network set: give at least one of --subnet, --subnet6, --vlan, "
                              "--gateway, --egress, --description")
         res = ok(c.patch(f"/v1/networks/{seg(args.name)}", json=body))
         return res, f"network {res['name']} updated ({res['subnet'] or 'no subnet'}" \

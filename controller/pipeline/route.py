@@ -43,7 +43,7 @@ import threading
 from typing import Any
 
 from controller.flows import COOKIE_ROUTE, Flow, flow
-from controller.model import ACCESS, Binding, Tenant, Topology, gateway_mac
+from controller.model import ACCESS, Binding, Tenant, Topology, gateway_mac, is_ipv6
 from controller.pipeline.base import ETH_TYPE_IPV4, Feature, Part, SwitchContext
 from controller.pipeline.tables import (
     FIB, FIB_CONNECTED, FIB_STATIC, FROM_GATEWAY, L2, POLICY, PRIO_ROUTED,
@@ -74,8 +74,9 @@ def _host_addresses(b: Binding) -> list[tuple[str, str]]:
     """(IPv4 /32 address, MAC) a binding answers to: its ``ips`` and address pairs."""
     own = b.mac
     assert own is not None
-    out = [(ip, own) for ip in b.ips if "/" not in ip]
-    out += [(ip, mac or own) for ip, mac in b.allowed_address_pairs if "/" not in ip]
+    out = [(ip, own) for ip in b.ips if "/" not in ip and not is_ipv6(ip)]
+    out += [(ip, mac or own) for ip, mac in b.allowed_address_pairs
+            if "/" not in ip and not is_ipv6(ip)]
     return out
 
 
@@ -139,10 +140,10 @@ def _holder_mac(bindings: Any, address: str) -> str | None:
     addr = ipaddress.IPv4Address(address)
     for b in bindings:
         for ip in b.ips:
-            if addr in ipaddress.IPv4Network(ip):
+            if not is_ipv6(ip) and addr in ipaddress.IPv4Network(ip):
                 return b.mac
         for ip, mac in b.allowed_address_pairs:
-            if addr in ipaddress.IPv4Network(ip):
+            if not is_ipv6(ip) and addr in ipaddress.IPv4Network(ip):
                 return mac or b.mac
     return None
 

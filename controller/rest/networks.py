@@ -59,7 +59,7 @@ def create_network(body: NetworkIn, core: CoreDep) -> dict:
     n = core.store.create_network(
         body.name, body.tenant, body.vni, body.vlan, body.subnet, body.description,
         gateway=body.gateway if "gateway" in body.model_fields_set else AUTO,
-        egress=body.egress)
+        egress=body.egress, subnet6=body.subnet6)
     core.on_change()
     return network_json(n)
 

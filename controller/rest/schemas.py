@@ -37,6 +37,13 @@ class _In(BaseModel):
 
 
 Subnet = Field(None, max_length=MAX_SUBNET_LEN, description="IPv4 or IPv6 network, CIDR")
+SUBNET6_DOC = ("IPv6 network beside an IPv4 subnet (dual-stack), CIDR, /64 or shorter, like "
+               "fd00:10::/64: every port of the network may then use IPv6 from its own "
+               "addresses and its link-local one (port security, docs/security.md)")
+
+
+def _subnet6_field(doc: str = SUBNET6_DOC) -> Any:
+    return Field(None, max_length=MAX_SUBNET_LEN, description=doc)
 
 
 GATEWAY_DOC = ("IPv4 host address of the subnet routed for the network's ports (the same "
@@ -62,6 +69,7 @@ class TenantIn(_In):
     vlan: int | None = Field(None, ge=VLAN_MIN, le=VLAN_MAX,
                              description="802.1Q id on trunk ports")
     subnet: str | None = Subnet
+    subnet6: str | None = _subnet6_field()
     description: str = Field("", max_length=MAX_DESCRIPTION)
     gateway: str | None = _gateway_field("its default network's gateway: " + GATEWAY_DOC)
     egress: bool | None = Field(None, description=EGRESS_DOC)
@@ -74,6 +82,7 @@ class NetworkPatch(_In):
     subnet: str | None = Field(None, max_length=MAX_SUBNET_LEN,
                                description="IPv4 or IPv6 network, CIDR; a new subnet moves "
                                            "the gateway with it unless gateway is given")
+    subnet6: str | None = _subnet6_field(SUBNET6_DOC + "; null: IPv4 only")
     description: str = Field("", max_length=MAX_DESCRIPTION)
     gateway: str | None = _gateway_field("IPv4 host address of the subnet; null: none")
     egress: bool | None = Field(None, description="on needs a gateway")
@@ -94,6 +103,7 @@ class NetworkIn(_In):
     vlan: int | None = Field(None, ge=VLAN_MIN, le=VLAN_MAX,
                              description="802.1Q id on trunk ports")
     subnet: str | None = Subnet
+    subnet6: str | None = _subnet6_field()
     gateway: str | None = _gateway_field()
     egress: bool | None = Field(None, description=EGRESS_DOC)
     description: str = Field("", max_length=MAX_DESCRIPTION)
@@ -136,8 +146,9 @@ class PortSpec(_In):
         default_factory=list, max_length=VLAN_MAX,
         description="trunk only: tenants carried tagged with their VLAN id")
     ips: list[str] = Field(default_factory=list, max_length=256,
-                           description="port security (needs mac): the IPv4 addresses/CIDRs "
-                                       "the port may send from")
+                           description="port security (needs mac): the IPv4 and IPv6 "
+                                       "addresses/CIDRs the port may send from (IPv6 also "
+                                       "from its MAC's link-local address)")
     allowed_address_pairs: list[AddressPair] = Field(
         default_factory=list, max_length=256,
         description="port security: more (ip, mac) the port may send from, as Neutron's; "
@@ -290,8 +301,8 @@ class Attachment(_In):
     mac: str | None = Field(None, pattern=MAC)
     container: str | None = Field(None, max_length=256)
     ips: list[str] = Field(default_factory=list, max_length=256,
-                           description="its IPv4 addresses: the only sources the port may "
-                                       "use (port security)")
+                           description="its IPv4 and IPv6 addresses: the only sources the "
+                                       "port may use (port security)")
     port_security: bool = Field(True, description="false: bound without MAC and addresses, "
                                                   "nothing it sends is checked")
 

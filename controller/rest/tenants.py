@@ -47,7 +47,8 @@ def create_tenant(body: TenantIn, core: CoreDep) -> dict:
     given = body.model_fields_set
     t = core.store.create_tenant(body.name, body.vni, body.vlan, body.subnet, body.description,
                                  gateway=body.gateway if "gateway" in given else AUTO,
-                                 egress=body.egress, conntrack_limit=body.conntrack_limit)
+                                 egress=body.egress, conntrack_limit=body.conntrack_limit,
+                                 subnet6=body.subnet6)
     core.on_change()
     return _with_rows(core, t)
 

@@ -46,7 +46,7 @@ class _Auto:
 AUTO: Final = _Auto()
 Gateway = str | None | _Auto        # an IPv4 address, None (no gateway), or AUTO
 _ROW_FIELDS = ("vlan", "subnet", "description", "gateway", "egress",   # what PATCH changes
-               "conntrack_limit")
+               "conntrack_limit", "subnet6")
 
 
 def _changed_row(cur: Tenant, changes: dict[str, Any], tenant_id: int) -> Tenant:
@@ -57,7 +57,8 @@ def _changed_row(cur: Tenant, changes: dict[str, Any], tenant_id: int) -> Tenant
     with model_values("subnet"):
         probe = Tenant(cur.name, cur.vni, changes.get("vlan", cur.vlan),
                        changes.get("subnet", cur.subnet),
-                       changes.get("description", cur.description), cur.domain)
+                       changes.get("description", cur.description), cur.domain,
+                       subnet6=changes.get("subnet6", cur.subnet6))
     gateway: str | None
     if "gateway" in changes:
         gateway = changes["gateway"]
@@ -327,34 +328,38 @@ class StoreBase(ABC):
     def create_tenant(self, name: str, vni: int | None = None, vlan: int | None = None,
                       subnet: str | None = None, description: str = "",
                       gateway: Gateway = AUTO, egress: bool | None = None,
-                      conntrack_limit: int = DEFAULT_CONNTRACK_LIMIT) -> Tenant:
+                      conntrack_limit: int = DEFAULT_CONNTRACK_LIMIT,
+                      subnet6: str | None = None) -> Tenant:
         """A tenant and its default network (same name and VNI).  ``gateway``: AUTO (the
         subnet's first address, ``rules.default_gateway``), None or an address;
-        ``egress`` None: on when there is a gateway."""
+        ``egress`` None: on when there is a gateway; ``subnet6``: dual-stack."""
         return self._create_row(name, None, vni, vlan, subnet, description, gateway, egress,
-                                conntrack_limit)
+                                conntrack_limit, subnet6)
 
     def create_network(self, name: str, tenant: str, vni: int | None = None,
                        vlan: int | None = None, subnet: str | None = None,
                        description: str = "", gateway: Gateway = AUTO,
-                       egress: bool | None = None) -> Tenant:
-        """A further network of ``tenant``: its own segment (VNI, VLAN, subnet); names,
-        VNIs and VLANs are unique across tenants and networks."""
+                       egress: bool | None = None, subnet6: str | None = None) -> Tenant:
+        """A further network of ``tenant``: its own segment (VNI, VLAN, subnet, and with
+        ``subnet6`` an IPv6 subnet); names, VNIs and VLANs are unique across tenants
+        and networks."""
         with model_values("tenant"):
             check_name(tenant, "tenant", what="tenant name")
-        return self._create_row(name, tenant, vni, vlan, subnet, description, gateway, egress)
+        return self._create_row(name, tenant, vni, vlan, subnet, description, gateway, egress,
+                                subnet6=subnet6)
 
     def _create_row(self, name: str, domain: str | None, vni: int | None, vlan: int | None,
                     subnet: str | None, description: str, gateway: Gateway,
                     egress: bool | None,
-                    conntrack_limit: int = DEFAULT_CONNTRACK_LIMIT) -> Tenant:
+                    conntrack_limit: int = DEFAULT_CONNTRACK_LIMIT,
+                    subnet6: str | None = None) -> Tenant:
         what = "tenant" if domain is None else "network"
         auto = isinstance(gateway, _Auto)
         with model_values("name"):      # the values first: a bad request waits for nothing
             asked = user_tenant(name, VNI_MIN if vni is None else vni, vlan, subnet,
                                 description or "", domain, None if auto else gateway,
                                 False if auto or egress is None else egress,
-                                conntrack_limit)
+                                conntrack_limit, subnet6)
 
         def create(tx: ModelTx) -> Tenant:
             if tx.tenant(name) is not None or name == DEFAULT_TENANT.name:
@@ -378,8 +383,8 @@ class StoreBase(ABC):
         return self._write(create)
 
     def update_tenant(self, name: str, **changes: Any) -> Tenant:
-        """Change vlan, subnet, description, gateway or egress of a tenant's default
-        network (the VNI is the tenant's identity)."""
+        """Change vlan, subnet, subnet6, description, gateway or egress of a tenant's
+        default network (the VNI is the tenant's identity)."""
         return self._update_row(name, "tenant", changes)
 
     def update_network(self, name: str, **changes: Any) -> Tenant:

@@ -21,10 +21,10 @@ from controller.store.tx import BINDING_SOURCES, StoredBinding
 def tenant_doc(t: Tenant) -> dict:
     """A tenant or network row; ``domain``: None for a tenant, else the network's tenant.
     Documents written before schema 8 lack domain, gateway and egress: read as
-    None, None, false (``tenant_of``)."""
+    None, None, false; before schema 11 subnet6: None (``tenant_of``)."""
     return {"name": t.name, "vni": t.vni, "vlan": t.vlan, "subnet": t.subnet,
-            "description": t.description, "domain": t.domain, "gateway": t.gateway,
-            "egress": t.egress, "conntrack_limit": t.conntrack_limit}
+            "subnet6": t.subnet6, "description": t.description, "domain": t.domain,
+            "gateway": t.gateway, "egress": t.egress, "conntrack_limit": t.conntrack_limit}
 
 
 def route_doc(r: Route) -> dict:
@@ -81,13 +81,14 @@ def binding_of(d: dict) -> StoredBinding:
 def tenant_of(d: dict) -> Tenant:
     """A tenant or network document.  One written before schema 8 (etcd) or in export
     version 1 has no ``gateway`` key: no gateway, egress
-    off, as SQLite's upgrade gives its rows; a ``"gateway": null`` is no gateway."""
+    off, as SQLite's upgrade gives its rows; a ``"gateway": null`` is no gateway.  One
+    written before schema 11 (etcd, export version 3) has no ``subnet6``: no IPv6 subnet."""
     with model_values("name"):
         gateway = d.get("gateway")
         t = user_tenant(d["name"], d["vni"], d.get("vlan"), d.get("subnet"),
                         d.get("description") or "", d.get("domain"), gateway,
                         d.get("egress", False),
-                        d.get("conntrack_limit", DEFAULT_CONNTRACK_LIMIT))
+                        d.get("conntrack_limit", DEFAULT_CONNTRACK_LIMIT), d.get("subnet6"))
     if t.name == DEFAULT_TENANT.name:
         raise Conflict("name", "the default tenant is built in")
     return t

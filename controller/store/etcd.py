@@ -15,11 +15,12 @@ documents, see controller/store/codec.py):
     meta/rev                      bumped by every model write: the CAS target
     meta/next-acl-id              next ACL rule id (ids are never reused: cookies)
     meta/next-operator-flow-id    next operator flow id
-    tenants/NAME                  {"name", "vni", "vlan", "subnet", "description", "domain",
-                                   "gateway", "egress"}: a tenant, or (domain set) a network
+    tenants/NAME                  {"name", "vni", "vlan", "subnet", "subnet6", "description",
+                                   "domain", "gateway", "egress"}: a tenant, or (domain set) a network
                                   of tenant `domain`; documents from before networks lack
-                                  the last three (read as the SQLite upgrade's values:
-                                  codec.tenant_of), so no upgrade step rewrites them
+                                  the last three, and those before schema 11 subnet6 (read
+                                  as the SQLite upgrade's values: codec.tenant_of), so no
+                                  upgrade step rewrites them
     routes/TENANT/PREFIX          {"tenant", "prefix", "via", "mac"}: a static route (the
                                   prefix's "/" written "_": routes/red/0.0.0.0_0)
     bindings/HOST/PORT            {"host", "port", "tenant", "mode", "mac", "trunk", ...}

@@ -19,9 +19,10 @@ from controller.store.errors import Conflict, Invalid, NotFound, StoreError
 from controller.store.tx import ModelTx, StoredBinding, all_qos
 
 EXPORT_FORMAT = "weft-model"
-EXPORT_VERSION = 3          # 2: networks (tenant rows with domain, gateway, egress), routes
+EXPORT_VERSION = 4          # 2: networks (tenant rows with domain, gateway, egress), routes
                             # 3: ipam (the blocks and addresses hosts hold, schema 9)
-IMPORT_VERSIONS = (1, 2, 3)  # 1: tenants without gateway get the upgrade's (codec.tenant_of)
+                            # 4: tenant rows' subnet6, IPv6 in bindings' ips (schema 11)
+IMPORT_VERSIONS = (1, 2, 3, 4)  # 1: tenants without gateway get the upgrade's (codec.tenant_of)
 
 
 def export_model(tx: ModelTx) -> dict:
@@ -71,7 +72,7 @@ def parse_export(data: object) -> ParsedModel:
     if isinstance(version, bool) or version not in IMPORT_VERSIONS:
         raise Invalid("version", f"export version {str(version)[:10]} is not one of "
                                  f"{', '.join(map(str, IMPORT_VERSIONS))}")
-    sections = _SECTIONS if version == 3 else {
+    sections = _SECTIONS if version >= 3 else {
         k: _SECTIONS[k] for k in (_V2_SECTIONS if version == 2 else _V1_SECTIONS)}
     unknown = set(data) - {"format", "version", "epoch", "acl_defaults", "next_ids", *sections}
     if unknown:

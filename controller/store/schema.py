@@ -27,7 +27,7 @@ def _sql_in(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
-SCHEMA_VERSION = 10         # PRAGMA user_version; 0 is the first, unversioned schema
+SCHEMA_VERSION = 11         # PRAGMA user_version; 0 is the first, unversioned schema
 # 3: port_addresses (port security), created by SCHEMA itself: no data to move
 # 4: tenant ACLs (acl_rules, acl_policy) and operator flows (operator_flows): new tables
 #    only, created by the idempotent SCHEMA
@@ -46,6 +46,10 @@ SCHEMA_VERSION = 10         # PRAGMA user_version; 0 is the first, unversioned s
 # 10: container_names (the names of containers on weft networks the agents report,
 #    docs/dns.md), a new table created by SCHEMA: no data to move.  (Branch dns; 9 is
 #    the ipam branch's: this step follows it.)
+# 11: dual-stack networks: tenants gains subnet6 (an IPv6 subnet beside the IPv4 one),
+#    added by _add_columns (existing rows: NULL, no IPv6 subnet: today's meaning).
+#    Bindings' IPv6 addresses live in port_addresses.ips beside the IPv4 ones (JSON
+#    text already): no change there
 
 # a trunk (comma-separated names) lists only tenants that exist: one check, two triggers
 _TRUNK_TENANTS_EXIST = """\
@@ -69,7 +73,8 @@ CREATE TABLE IF NOT EXISTS tenants (
     domain TEXT REFERENCES tenants(name),      -- schema 8: NULL, or the network's tenant
     gateway TEXT,                              -- schema 8: IPv4 address in subnet
     egress INTEGER NOT NULL DEFAULT 0 CHECK (egress IN (0, 1)),  -- schema 8
-    conntrack_limit INTEGER NOT NULL DEFAULT 65536 CHECK (conntrack_limit > 0)  -- schema 8
+    conntrack_limit INTEGER NOT NULL DEFAULT 65536 CHECK (conntrack_limit > 0),  -- schema 8
+    subnet6 TEXT                               -- schema 11: IPv6 subnet (dual-stack)
 );
 INSERT OR IGNORE INTO tenants (name, vni) VALUES ('{DEFAULT_TENANT.name}', {DEFAULT_TENANT.vni});
 CREATE TABLE IF NOT EXISTS bindings (
@@ -146,7 +151,7 @@ END;
 CREATE TABLE IF NOT EXISTS port_addresses (
     host TEXT NOT NULL,
     port TEXT NOT NULL,
-    ips TEXT NOT NULL DEFAULT '[]',             -- JSON list of IPv4 addresses/CIDRs
+    ips TEXT NOT NULL DEFAULT '[]',             -- JSON list of IPv4/IPv6 addresses/CIDRs
     address_pairs TEXT NOT NULL DEFAULT '[]',   -- JSON list of [ip, mac or null]
     PRIMARY KEY (host, port)
 );
@@ -261,6 +266,8 @@ def open_checked(path: str | Path) -> sqlite3.Connection:
             _add_columns(db, "qos", _QOS_V5_COLUMNS, 5)
         if version < 8 and "tenants" in tables:
             _upgrade_to_v8(db)
+        if version < 11 and "tenants" in tables:
+            _add_columns(db, "tenants", _TENANTS_V11_COLUMNS, 11)
         db.executescript(SCHEMA)           # idempotent: IF NOT EXISTS everywhere
         # INSERT OR IGNORE: a store keeps its first epoch for its whole life
         db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (new_epoch(),))
@@ -335,6 +342,9 @@ _TENANTS_V8_COLUMNS = (("domain", "TEXT REFERENCES tenants(name)"), ("gateway", 
                        ("egress", "INTEGER NOT NULL DEFAULT 0 CHECK (egress IN (0, 1))"),
                        ("conntrack_limit",
                         "INTEGER NOT NULL DEFAULT 65536 CHECK (conntrack_limit > 0)"))
+
+
+_TENANTS_V11_COLUMNS = (("subnet6", "TEXT"),)
 
 
 def _new_columns(db: sqlite3.Connection, table: str,
