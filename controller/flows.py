@@ -35,6 +35,7 @@ it), so ``flow()`` adds the bit if a caller left it out.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -114,8 +115,10 @@ MatchValue = int | str | tuple[int, int] | tuple[str, str]
 _FIELD_BITS = {"metadata": 64, "arp_op": 16, "tunnel_id": 64, "eth_dst": 48, "eth_src": 48,
                "vlan_vid": 13, "in_port": 32, "eth_type": 16, "ip_proto": 8, "ip_dscp": 6,
                "tcp_src": 16, "tcp_dst": 16, "udp_src": 16, "udp_dst": 16, "ct_state": 32,
-               "icmpv4_type": 8, "icmpv4_code": 8}
-_MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
+               "icmpv4_type": 8, "icmpv4_code": 8, "icmpv6_type": 8, "icmpv6_code": 8}
+_MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll",
+                         "ipv6_nd_tll"})
+_IPV6_FIELDS = frozenset({"ipv6_src", "ipv6_dst", "ipv6_nd_target"})
 _IPV4_FIELDS = frozenset({"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"})
 _IPV4_ALL = (1 << 32) - 1
 _INSTRUCTION_ORDER = {"meter": 0, "apply": 1, "write_metadata": 2, "goto": 3}  # others last
@@ -192,6 +195,8 @@ def flow(table: int, priority: int, match: Mapping[str, Any], instructions: Iter
 
 
 def _normal_match_value(field: str, value: Any) -> MatchValue:
+    if field in _IPV6_FIELDS:       # compressed text, as os-ken reads it back
+        return _ipv6_normal(value)
     if not isinstance(value, tuple):
         return value.lower() if isinstance(value, str) else value
     val, mask = value
@@ -207,6 +212,15 @@ def _normal_match_value(field: str, value: Any) -> MatchValue:
     if bits is not None and mask == (1 << bits) - 1:
         return val
     return (val & mask, mask)
+
+
+def _ipv6_normal(value: str | tuple[str, str]) -> str | tuple[str, str]:
+    if not isinstance(value, tuple):
+        return str(ipaddress.IPv6Address(value))
+    v, m = (int(ipaddress.IPv6Address(x)) for x in value)
+    if m == (1 << 128) - 1:
+        return str(ipaddress.IPv6Address(v))
+    return (str(ipaddress.IPv6Address(v & m)), str(ipaddress.IPv6Address(m)))
 
 
 def _normal_instruction(instr: tuple) -> tuple:

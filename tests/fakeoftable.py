@@ -57,6 +57,7 @@ current one.  ``related`` and ``invalid`` are not modelled.
 """
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -72,12 +73,19 @@ ETH_TYPE_IPV4 = 0x0800
 _L3_FIELDS = frozenset({"ip_proto", "ipv4_src", "ipv4_dst", "ip_dscp", "ip_ttl"})
 _ARP_FIELDS = frozenset({"arp_sha", "arp_spa", "arp_tha", "arp_tpa", "arp_op"})
 ETH_TYPE_ARP = 0x0806
+ETH_TYPE_IPV6 = 0x86DD
+# IPv6 fields match only IPv6 frames; icmpv6_* only ICMPv6 (ip_proto 58); nd_target only
+# NS/NA (type 135/136), nd_sll only NS, nd_tll only NA, and an absent option is
+# 00:00:00:00:00:00, as OVS extracts them
+_IPV6_FIELDS = frozenset({"ipv6_src", "ipv6_dst", "icmpv6_type", "icmpv6_code",
+                          "ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll"})
+_ND_FIELDS = {"ipv6_nd_target": (135, 136), "ipv6_nd_sll": (135,), "ipv6_nd_tll": (136,)}
 _L4_FIELDS = {"tcp_src": 6, "tcp_dst": 6, "udp_src": 17, "udp_dst": 17, "icmpv4_type": 1,
               "icmpv4_code": 1}
 CT_NEW, CT_EST, CT_RPL, CT_TRK = 0x01, 0x02, 0x08, 0x20
 # what a frame keeps when it crosses a tunnel (queue and metadata are the switch's own)
 _WIRE_FIELDS = ("eth_src", "eth_dst", "eth_type", "vlan_vid", "vlans", *sorted(_L3_FIELDS),
-                *sorted(_ARP_FIELDS),
+                *sorted(_ARP_FIELDS), *sorted(_IPV6_FIELDS),
                 *sorted(_L4_FIELDS))
 _OVS_MAX_VLAN_HEADERS = 2        # FLOW_MAX_VLAN_HEADERS: what vlan-limit 0 means
 _MAX_TABLE_HOPS = 64
@@ -96,6 +104,9 @@ def _as_int(value: Any) -> int:
     if isinstance(value, str) and "." in value:          # dotted IPv4
         a, b, c, d = (int(x) for x in value.split("."))
         return a << 24 | b << 16 | c << 8 | d
+    if isinstance(value, str) and ":" in value and not (len(value) == 17
+                                                        and value.count(":") == 5):
+        return int(ipaddress.IPv6Address(value))         # IPv6 (a MAC has 5 colons)
     return int(value.replace(":", ""), 16) if isinstance(value, str) else int(value)
 
 
@@ -116,8 +127,23 @@ def _field_value(pkt: Packet, name: str) -> int | None:
         return ETH_TYPE_VLAN     # a tag OVS did not parse: its TPID is the Ethertype
     if name in ("tunnel_id", "metadata", "ct_state"):
         return pkt.get(name) or 0
-    if name in _L3_FIELDS and _field_value(pkt, "eth_type") != ETH_TYPE_IPV4:
+    if name == "ip_proto":
+        if _field_value(pkt, "eth_type") not in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
+            return None
+    elif name in _L3_FIELDS and _field_value(pkt, "eth_type") != ETH_TYPE_IPV4:
         return None
+    if name in _IPV6_FIELDS:
+        if _field_value(pkt, "eth_type") != ETH_TYPE_IPV6:
+            return None
+        if name.startswith("icmpv6") or name in _ND_FIELDS:
+            if _field_value(pkt, "ip_proto") != 58:
+                return None
+        if name in _ND_FIELDS:
+            if pkt.get("icmpv6_type") not in _ND_FIELDS[name] or pkt.get("icmpv6_code", 0):
+                return None
+            if name != "ipv6_nd_target" and pkt.get(name) is None:
+                return 0                    # the option is absent
+
     if name in _ARP_FIELDS and _field_value(pkt, "eth_type") != ETH_TYPE_ARP:
         return None
     if name in _L4_FIELDS and _field_value(pkt, "ip_proto") != _L4_FIELDS[name]:

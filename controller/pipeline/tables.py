@@ -60,7 +60,8 @@ __all__ = [
     "PRIO_TO_GATEWAY_REMOTE", "PRIO_GW_TRUNK", "PRIO_GW_ANSWER", "PRIO_GW_IP_DROP",
     "PRIO_GW_FORWARD", "PRIO_FIB_BASE", "FIB_CONNECTED", "FIB_STATIC", "FIB_EGRESS",
     "fib_priority", "PRIO_ROUTED_FROM_GATEWAY", "PRIO_ROUTED", "PRIO_MISS", "PRIO_DROP_GROUP_SRC",
-    "PRIO_PORTSEC_ALLOW", "PRIO_PORTSEC_DROP", "PRIO_PIN_DROP", "PRIO_CLASSIFY",
+    "PRIO_PORTSEC_ALLOW", "PRIO_PORTSEC_DROP", "PRIO_PORTSEC_ND_ALLOW", "PRIO_PORTSEC_ND_DROP",
+    "PRIO_PIN_DROP", "PRIO_CLASSIFY",
     "PRIO_ACL_TRACK", "PRIO_ACL_EST", "PRIO_ACL_DNS",
     "PRIO_ACL_REL", "PRIO_ACL_REMOTE_NEW", "PRIO_ACL_RULE_BASE", "PRIO_DROP_TAGGED",
     "PRIO_DROP_INNER_TAG", "PRIO_ACL_DENY_ALL", "PRIO_TENANT_LIMIT", "PRIO_QOS_RULE_BASE",
@@ -138,6 +139,8 @@ PRIO_MISS = 0                # every table: its table-miss flow
 PRIO_ROUTED_FROM_TUNNEL = 1001  # a peer's routed frame: src = the network's gateway MAC  (routing)
 PRIO_DROP_GATEWAY_SRC = 1000    # reserved gateway/next-hop MACs as source, any port   (routing)
 PRIO_DROP_GROUP_SRC = 1000   # multicast/broadcast source MAC, any port (port security)
+PRIO_PORTSEC_ND_ALLOW = 130  # a bound port's NS/NA/DAD for its own addresses (port security)
+PRIO_PORTSEC_ND_DROP = 125   # a bound port's RA, redirect, other NS/NA (port security)
 PRIO_PORTSEC_ALLOW = 120     # a bound port's ARP/IP from its addresses (port security)
 PRIO_PORTSEC_DROP = 110      # a bound port's ARP/IP not from its addresses (port security)
 PRIO_PIN_DROP = 105          # a docker0 endpoint's MAC entering elsewhere (port security)
