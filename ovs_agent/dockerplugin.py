@@ -86,6 +86,7 @@ class Pool:
     within: str = ""            # --ip-range: blocks only inside it
     network: str = ""           # the weft network (Space) its addresses come from
     created: float = 0.0
+    v6: bool = False            # an IPv6 pool: random interface ids, ``addrs`` handed out
 
     @property
     def sliced(self) -> bool:
@@ -126,6 +127,7 @@ class Network:
     egress: bool = False
     tenant_id: int | None = None    # the VNI of its tenant (routing domain)
     pool: str = ""              # its IPv4 pool's id (CreateNetwork links them)
+    subnet6: str = ""           # Docker's IPv6Data Pool (--ipv6 --subnet fd00:..::/64)
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class Segment:
     tenant_id: int | None = None    # that tenant's VNI
     gateway: str | None = None
     egress: bool = False
+    subnet6: str | None = None      # its IPv6 subnet (dual-stack), None: IPv4 only
 
 
 @dataclass
@@ -146,6 +149,7 @@ class Endpoint:
     network: str
     mac: str
     address: str = ""
+    address6: str = ""          # its IPv6 address/prefix (a dual-stack network)
     port: str | None = None     # the br0 port while joined
     created: float = 0.0
 
@@ -198,6 +202,13 @@ class Dataplane(Protocol):
 
 class Reservation(Protocol):
     def close(self) -> None: ...
+
+
+def _v6(subnet: str | None) -> ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.IPv6Network(subnet) if subnet else None
+    except ValueError:
+        return None
 
 
 def endpoint_mac(endpoint_id: str) -> str:
@@ -324,7 +335,7 @@ class Plugin:
 
     def request_pool(self, req: Json) -> Json:
         if req.get("V6"):
-            raise PluginError("weft: IPv6 is not supported")
+            return self._request_pool6(req)
         if not req.get("Pool"):
             raise PluginError("weft: give the tenant's subnet: docker network create -d weft "
                               "--ipam-driver weft --subnet CIDR ...")
@@ -345,6 +356,57 @@ class Plugin:
         LOG.info("pool %s: addresses from cluster-wide blocks%s", pid,
                  f" inside {sub}" if sub else "")
         return {"PoolID": pid, "Pool": str(net), "Data": {}}
+
+    def _request_pool6(self, req: Json) -> Json:
+        """An IPv6 pool (``docker network create --ipv6 --subnet fd00:..::/64``).  Its
+        addresses take a random 64-bit interface id (``request_address``), so no host
+        asks the controller or another host for one (see docs/docker.md)."""
+        if not req.get("Pool"):
+            raise PluginError("weft: give the IPv6 subnet: docker network create --ipv6 "
+                              "--subnet fd00:..::/64 ...")
+        if req.get("SubPool"):
+            raise PluginError("weft: --ip-range is not supported for IPv6 subnets")
+        try:
+            net = ipaddress.IPv6Network(req["Pool"])
+        except ValueError as exc:
+            raise PluginError(f"weft: {exc}") from None
+        if net.prefixlen > 64:
+            raise PluginError(f"weft: {net} is longer than /64 (weft gives IPv6 addresses "
+                              "random 64-bit interface ids)")
+        label = (req.get("Options") or {}).get(TENANT_OPT)
+        pid = f"{net}@{label + '-' if label else ''}{self.new_token()}"
+        pool = Pool(pid, str(net), created=self.clock(), v6=True)
+        self.pools[pid] = pool
+        self._put(pool)
+        LOG.info("pool %s: IPv6, random interface ids", pid)
+        return {"PoolID": pid, "Pool": str(net), "Data": {}}
+
+    def _request_address6(self, pool: Pool, want: str, gateway: bool) -> Json:
+        """An IPv6 address: the one asked for (``--ip6``), the subnet's first for
+        Docker's gateway request, else a random interface id no endpoint here holds.
+        Two hosts pick the same one with probability n^2/2^65 for n containers."""
+        import secrets
+        net = ipaddress.IPv6Network(pool.subnet)
+        if want:
+            addr = ipaddress.IPv6Address(want.split("/")[0])
+            if addr not in net or addr == net.network_address:
+                raise PluginError(f"weft: {addr} is not a host address of {net}")
+            if str(addr) in pool.addrs or str(addr) == pool.gateway:
+                raise PluginError(f"weft: {addr} is already in use in {net}")
+        elif gateway:
+            addr = net.network_address + 1
+        else:
+            while True:
+                iid = secrets.randbits(128 - net.prefixlen)
+                addr = net.network_address + iid
+                if iid > 1 and str(addr) not in pool.addrs and str(addr) != pool.gateway:
+                    break
+        if gateway:
+            pool.gateway = str(addr)
+        else:
+            pool.addrs.append(str(addr))
+        self._put(pool)
+        return {"Address": f"{addr}/{net.prefixlen}", "Data": {}}
 
     def release_pool(self, req: Json) -> Json:
         pool = self.pools.pop(req.get("PoolID", ""), None)
@@ -367,6 +429,8 @@ class Plugin:
         net = ipaddress.ip_network(pool.subnet)
         gateway = (req.get("Options") or {}).get("RequestAddressType") == GATEWAY_REQUEST
         want = req.get("Address") or ""
+        if pool.v6:
+            return self._request_address6(pool, want, gateway)
         if want:
             addr = ipaddress.ip_address(want.split("/")[0])
             if addr not in net or addr in (net.network_address, net.broadcast_address):
@@ -586,7 +650,7 @@ class Plugin:
             pool.gateway = None
             self._put(pool)
             return {}
-        if pool.sliced:
+        if pool.sliced or pool.v6:
             if addr in pool.addrs:
                 pool.addrs.remove(addr)
                 self._put(pool)
@@ -605,8 +669,6 @@ class Plugin:
         nid = req["NetworkID"]
         opts = req.get("Options") or {}
         generic = opts.get(GENERIC) or {}
-        if req.get("IPv6Data"):
-            raise PluginError("weft: IPv6 is not supported")
         # Without -o network or -o tenant the weft network is the Docker network's name;
         # Docker does not send the name and stores the network only after this call, so
         # it is looked up later.
@@ -619,7 +681,12 @@ class Plugin:
         v4 = req.get("IPv4Data") or []
         subnet = v4[0].get("Pool", "") if v4 else ""
         docker_gw = (v4[0].get("Gateway") or "").split("/")[0] if v4 else ""
-        net = Network(nid, name, subnet, security == "on", docker_gw)
+        if not v4 and req.get("IPv6Data"):
+            raise PluginError("weft: an IPv6-only network is not supported: give an IPv4 "
+                              "subnet too (--subnet 10.x.y.0/24 --ipv6 --subnet fd00:..::/64)")
+        v6 = req.get("IPv6Data") or []
+        net = Network(nid, name, subnet, security == "on", docker_gw,
+                      subnet6=v6[0].get("Pool", "") if v6 else "")
         old = self.networks.get(nid)     # created again (dockerd restart): keep its pool
         net.pool = old.pool if old is not None and old.pool else \
             self._unlinked_pool(subnet, docker_gw)
@@ -672,6 +739,12 @@ class Plugin:
         if tenant and seg.tenant and seg.tenant != tenant:
             raise PluginError(f"weft: network {net.tenant!r} belongs to tenant {seg.tenant!r}, "
                               f"not {tenant!r}")
+        if net.subnet6 and seg.subnet6 != net.subnet6 and _v6(net.subnet6) != _v6(seg.subnet6):
+            raise PluginError(f"weft: weft network {net.tenant!r} has " + (
+                f"IPv6 subnet {seg.subnet6}: create the Docker network with --ipv6 --subnet "
+                f"{seg.subnet6}" if seg.subnet6 else
+                f"no IPv6 subnet: give it one first (weftctl network set {net.tenant} "
+                f"--subnet6 {net.subnet6})"))
         if seg.gateway and net.docker_gateway and net.docker_gateway != seg.gateway:
             raise PluginError(f"weft: the gateway of weft network {net.tenant!r} is "
                               f"{seg.gateway}, Docker's would be {net.docker_gateway}: "
@@ -748,8 +821,8 @@ class Plugin:
         self._tenant_of(net)
         eid = req["EndpointID"]
         iface = req.get("Interface") or {}
-        if iface.get("AddressIPv6"):
-            raise PluginError("weft: IPv6 is not supported")
+        if iface.get("AddressIPv6") and not net.subnet6:
+            raise PluginError("weft: an IPv6 address on a network created without --ipv6")
         # `-p` is refused here already when it cannot work: Docker asks the driver to
         # publish (ProgramExternalConnectivity) only if its Join gave a gateway, so on a
         # network without one the ports would be dropped without a word.
@@ -758,7 +831,8 @@ class Plugin:
             self._check_publishable(net)
         given = iface.get("MacAddress") or ""
         ep = Endpoint(eid, req["NetworkID"], given or endpoint_mac(eid),
-                      iface.get("Address") or "", created=self.clock())
+                      iface.get("Address") or "", created=self.clock(),
+                      address6=iface.get("AddressIPv6") or "")
         self.endpoints[eid] = ep
         self._put(ep)
         return {"Interface": {} if given else {"MacAddress": ep.mac}}
@@ -812,14 +886,14 @@ class Plugin:
         port, peer = port_names(ep.id)
         if ep.port:             # a repeated Join: start from a clean veth
             self.dp.unplug(ep.port)
-        ips = (address,) if address else ()
+        ips = tuple(a.split("/")[0] for a in (ep.address, ep.address6) if a)
         self.dp.plug(port, peer, ep.mac, tenant, req.get("SandboxKey") or ep.id,
                      {"weft-docker-network": net.id, "weft-docker-endpoint": ep.id},
                      ips, net.port_security)
         ep.port = port
         self._put(ep)
         LOG.info("joined %s (%s, %s) to weft network %s as port %s, gateway %s", ep.id[:12],
-                 ep.address, ep.mac, tenant, port, gateway or "none")
+                 " ".join(ips) or "no address", ep.mac, tenant, port, gateway or "none")
         # Docker's gateway service (docker_gwbridge) stays off: br0 is the gateway.
         resp: Json = {"InterfaceName": {"SrcName": peer, "DstPrefix": "eth"},
                       "DisableGatewayService": True}

@@ -30,6 +30,7 @@ class Wanted:
     tenant: str
     subnet: str
     gateway: str | None         # None: the network has no gateway (any of Docker's fits)
+    subnet6: str | None = None  # dual-stack: the Docker network gets --ipv6 and it
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Existing:
     gateway: str | None
     managed: bool               # created by an agent (its label)
     containers: int | None = None   # this host's containers on it; None: not asked
+    subnet6: str | None = None  # its IPv6 subnet (EnableIPv6), None: IPv4 only
 
 
 @dataclass
@@ -85,7 +87,7 @@ def wanted_from(networks: Any) -> list[Wanted]:
         except ValueError:
             continue
         out.append(Wanted(n["name"], str(n.get("tenant") or n["name"]), n["subnet"],
-                          n.get("gateway") or None))
+                          n.get("gateway") or None, n.get("subnet6") or None))
     return out
 
 
@@ -94,7 +96,10 @@ def existing_from(doc: Mapping[str, Any]) -> Existing:
     its containers)."""
     opts = doc.get("Options") or {}
     labels = doc.get("Labels") or {}
-    config = ((doc.get("IPAM") or {}).get("Config") or [{}])[0] or {}
+    configs = [c for c in (doc.get("IPAM") or {}).get("Config") or [] if isinstance(c, dict)]
+    config = next((c for c in configs if ":" not in str(c.get("Subnet") or "")),
+                  {})   # the IPv4 one (Docker lists the IPv6 one after it)
+    config6 = next((c for c in configs if ":" in str(c.get("Subnet") or "")), {})
     name = str(doc.get("Name") or "")
     by_network = opts.get(NETWORK_OPT)
     containers = doc.get("Containers")
@@ -105,19 +110,22 @@ def existing_from(doc: Mapping[str, Any]) -> Existing:
         subnet=config.get("Subnet") or None,
         gateway=(config.get("Gateway") or "").split("/")[0] or None,
         managed=str(labels.get(MANAGED_LABEL, "")).lower() == "true",
-        containers=len(containers) if isinstance(containers, dict) else None)
+        containers=len(containers) if isinstance(containers, dict) else None,
+        subnet6=config6.get("Subnet") or None)
 
 
 def create_body(w: Wanted) -> dict[str, Any]:
     """dockerd's `POST /networks/create` for a wanted network: what `docker network
     create -d weft --ipam-driver weft -o network=NAME -o tenant=T --subnet S [--gateway
-    G] NAME` sends, labelled as the agent's.  CheckDuplicate: dockerd's API otherwise
+    G] [--ipv6 --subnet S6] NAME` sends, labelled as the agent's.  CheckDuplicate: dockerd's API otherwise
     accepts a second network of the same name."""
     config: dict[str, str] = {"Subnet": w.subnet}
     if w.gateway:
         config["Gateway"] = w.gateway
+    configs = [config, *([{"Subnet": w.subnet6}] if w.subnet6 else [])]
     return {"Name": w.name, "CheckDuplicate": True, "Driver": DRIVER,
-            "IPAM": {"Driver": DRIVER, "Config": [config], "Options": {TENANT_OPT: w.name}},
+            "EnableIPv6": bool(w.subnet6),
+            "IPAM": {"Driver": DRIVER, "Config": configs, "Options": {TENANT_OPT: w.name}},
             "Options": {NETWORK_OPT: w.name, TENANT_OPT: w.tenant},
             "Labels": {MANAGED_LABEL: "true", NETWORK_LABEL: w.name}}
 
@@ -134,6 +142,8 @@ def differences(w: Wanted, e: Existing) -> list[str]:
         out.append(f"has subnet {e.subnet or 'none'}")
     if w.gateway and e.gateway and e.gateway != w.gateway:
         out.append(f"has gateway {e.gateway}")
+    if (w.subnet6 or e.subnet6) and not (w.subnet6 and _same_subnet(e.subnet6, w.subnet6)):
+        out.append(f"has IPv6 subnet {e.subnet6 or 'none'}")
     return out
 
 

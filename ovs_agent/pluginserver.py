@@ -249,7 +249,8 @@ def _segment(client: httpx.Client, name: str) -> Segment:
         return Segment(name, exists=False)
     tenant = str(net.get("tenant") or name)
     return Segment(name, True, tenant, _int((by_name.get(tenant) or {}).get("vni")),
-                   net.get("gateway") or None, bool(net.get("egress")))
+                   net.get("gateway") or None, bool(net.get("egress")),
+                   net.get("subnet6") or None)
 
 
 def _get(client: httpx.Client, path: str) -> Any:

@@ -1,6 +1,7 @@
 """The weft Docker plugin's protocol logic, as Docker drives it, over a fake dataplane."""
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import socket
@@ -12,7 +13,7 @@ import pytest
 
 from controller.store import NotFound, Store, StoreError
 from ovs_agent.dockerplugin import (GATEWAY_REQUEST, GENERIC, IpamRefused, Plugin, Segment,
-                                    _pub_key, endpoint_mac)
+                                    _pub_key, endpoint_mac, port_names)
 from ovs_agent.nat import Published
 from ovs_agent.pluginserver import _Server, make_handler, reserve_port
 
@@ -292,7 +293,7 @@ def test_requested_addresses_and_gateways():
 def test_refusals_say_what_to_type():
     p = plugin()
     assert "--subnet" in error(p, "IpamDriver.RequestPool", Pool="", V6=False)
-    assert "IPv6" in error(p, "IpamDriver.RequestPool", Pool="fd00::/64", V6=True)
+    assert "longer than /64" in error(p, "IpamDriver.RequestPool", Pool="fd00::/80", V6=True)
     unknown = error(p, "NetworkDriver.CreateNetwork", NetworkID="n",
                     Options={GENERIC: {"tenant": "green"}})
     assert "weftctl tenant create green" in unknown
@@ -795,3 +796,76 @@ def test_nat_elements_are_applied_only_when_the_agent_made_the_table(monkeypatch
     table["there"] = True
     plane.publish([rec], add=False)
     assert runs[-1] == (["/usr/sbin/nft", "-f", "-"], "delete 1\n")
+
+
+def _dual_stack(p: Plugin, nid: str = "n6", subnet6: str = "fd00:10::/64") -> tuple[str, str]:
+    """`docker network create -d weft --ipam-driver weft -o tenant=red --subnet
+    10.10.0.0/24 --ipv6 --subnet SUBNET6`: (IPv4 pool, IPv6 pool)."""
+    pool4 = call(p, "IpamDriver.RequestPool", Pool="10.10.0.0/24", V6=False)["PoolID"]
+    gw4 = call(p, "IpamDriver.RequestAddress", PoolID=pool4, Address="",
+               Options={"RequestAddressType": GATEWAY_REQUEST})["Address"]
+    pool6 = call(p, "IpamDriver.RequestPool", Pool=subnet6, V6=True)["PoolID"]
+    gw6 = call(p, "IpamDriver.RequestAddress", PoolID=pool6, Address="",
+               Options={"RequestAddressType": GATEWAY_REQUEST})["Address"]
+    call(p, "NetworkDriver.CreateNetwork", NetworkID=nid,
+         Options={GENERIC: {"tenant": "red"}, "com.docker.network.enable_ipv6": True},
+         IPv4Data=[{"AddressSpace": "weft", "Pool": "10.10.0.0/24", "Gateway": gw4}],
+         IPv6Data=[{"AddressSpace": "weft", "Pool": subnet6, "Gateway": gw6}])
+    return pool4, pool6
+
+
+def test_a_dual_stack_endpoint_is_bound_with_both_addresses():
+    dp = FakeDataplane()
+    dp.segments["red"] = Segment("red", True, "red", 1000, subnet6="fd00:10::/64")
+    p = plugin(dp)
+    pool4, pool6 = _dual_stack(p)
+    got = []
+    for eid in ("e1" * 32, "e2" * 32):
+        addr = call(p, "IpamDriver.RequestAddress", PoolID=pool4, Address="",
+                    Options={})["Address"]
+        addr6 = call(p, "IpamDriver.RequestAddress", PoolID=pool6, Address="",
+                     Options={})["Address"]
+        call(p, "NetworkDriver.CreateEndpoint", NetworkID="n6", EndpointID=eid,
+             Interface={"Address": addr, "AddressIPv6": addr6, "MacAddress": ""}, Options={})
+        join = call(p, "NetworkDriver.Join", NetworkID="n6", EndpointID=eid,
+                    SandboxKey="/var/run/docker/netns/x", Options={})
+        assert "GatewayIPv6" not in join        # the weft network has no IPv6 gateway
+        got.append((addr, addr6, dp.ports[port_names(eid)[0]]["ips"]))
+    (a1, v1, ips1), (a2, v2, ips2) = got
+    assert ips1 == (a1.split("/")[0], v1.split("/")[0]) and ips2[1] == v2.split("/")[0]
+    for v in (v1, v2):
+        net6 = ipaddress.ip_network("fd00:10::/64")
+        assert v.endswith("/64") and ipaddress.ip_address(v.split("/")[0]) in net6
+        assert v.split("/")[0] not in ("fd00:10::", "fd00:10::1")   # gateway stays Docker's
+    assert v1 != v2
+    # --ip6 is honoured, and refused while taken; a release frees it
+    assert error(p, "IpamDriver.RequestAddress", PoolID=pool6, Address=v1.split("/")[0],
+                 Options={})
+    stop(p, "n6", pool6, "e1" * 32, v1)
+    assert call(p, "IpamDriver.RequestAddress", PoolID=pool6, Address=v1.split("/")[0],
+                Options={})["Address"] == v1
+    again = plugin(dp)                          # a restart keeps the IPv6 pool
+    assert again.pools[pool6].v6 and v2.split("/")[0] in again.pools[pool6].addrs
+
+
+def test_ipv6_networks_must_match_the_controller_s():
+    dp = FakeDataplane()
+    p = plugin(dp)
+    assert "weftctl network set red --subnet6 fd00:10::/64" in error(
+        p, "NetworkDriver.CreateNetwork", NetworkID="x", Options={GENERIC: {"tenant": "red"}},
+        IPv4Data=[{"Pool": "10.10.0.0/24", "Gateway": "10.10.0.1/24"}],
+        IPv6Data=[{"Pool": "fd00:10::/64"}])
+    dp.segments["red"] = Segment("red", True, "red", 1000, subnet6="fd00:99::/64")
+    assert "--ipv6 --subnet fd00:99::/64" in error(
+        p, "NetworkDriver.CreateNetwork", NetworkID="x", Options={GENERIC: {"tenant": "red"}},
+        IPv4Data=[{"Pool": "10.10.0.0/24", "Gateway": "10.10.0.1/24"}],
+        IPv6Data=[{"Pool": "fd00:10::/64"}])
+    assert "IPv6-only" in error(p, "NetworkDriver.CreateNetwork", NetworkID="x",
+                                Options={GENERIC: {"tenant": "red"}}, IPv4Data=[],
+                                IPv6Data=[{"Pool": "fd00:99::/64"}])
+    assert "--ip-range" in error(p, "IpamDriver.RequestPool", Pool="fd00::/64",
+                                 SubPool="fd00::/80", V6=True)
+    assert "without --ipv6" in error(
+        p, "NetworkDriver.CreateEndpoint", NetworkID=network(p, "n4", "red") and "n4",
+        EndpointID="e" * 64, Interface={"Address": "10.10.0.9/24",
+                                        "AddressIPv6": "fd00::9/64"}, Options={})

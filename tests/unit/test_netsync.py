@@ -11,6 +11,7 @@ from ovs_agent import netsync as S
 RED = S.Wanted("red", "red", "10.10.0.0/24", "10.10.0.1")
 RED_DB = S.Wanted("red-db", "red", "10.10.2.0/24", "10.10.2.1")
 LAB = S.Wanted("red-lab", "red", "10.10.3.0/24", None)
+TWO = S.Wanted("two", "red", "10.10.4.0/24", None, "fd00:4::/64")      # dual-stack
 
 
 def docker_net(w: S.Wanted, *, managed: bool = True, containers: int | None = None,
@@ -38,8 +39,10 @@ def test_the_controllers_list_as_wanted_networks():
                "gateway": "10.10.0.1", "default_network": True},
               {"name": "bare", "tenant": "bare", "subnet": None},
               {"name": "v6", "tenant": "red", "subnet": "fd00::/64", "gateway": None},
-              {"name": "red-lab", "tenant": "red", "subnet": "10.10.3.0/24", "gateway": None}]
-    assert S.wanted_from(listed) == [RED, LAB]
+              {"name": "red-lab", "tenant": "red", "subnet": "10.10.3.0/24", "gateway": None},
+              {"name": "two", "tenant": "red", "subnet": "10.10.4.0/24", "gateway": None,
+               "subnet6": "fd00:4::/64"}]
+    assert S.wanted_from(listed) == [RED, LAB, TWO]
     for bad in ({"networks": []}, [{"subnet": "10.0.0.0/24"}], None):
         with pytest.raises(ValueError):
             S.wanted_from(bad)          # unreadable is no empty list: nothing is deleted
@@ -48,7 +51,7 @@ def test_the_controllers_list_as_wanted_networks():
 def test_create_body_is_what_the_plugin_needs():
     body = S.create_body(RED_DB)
     assert body == {
-        "Name": "red-db", "CheckDuplicate": True, "Driver": "weft",
+        "Name": "red-db", "CheckDuplicate": True, "Driver": "weft", "EnableIPv6": False,
         "IPAM": {"Driver": "weft", "Config": [{"Subnet": "10.10.2.0/24",
                                                "Gateway": "10.10.2.1"}],
                  "Options": {"tenant": "red-db"}},
@@ -125,3 +128,19 @@ def test_the_agents_own_network_that_now_differs_is_recreated_when_unused():
 
 def test_gateway_none_accepts_dockers_reserved_address():
     assert not S.differences(LAB, S.existing_from(docker_net(LAB)))
+
+
+def test_a_dual_stack_network_is_created_with_ipv6_and_its_change_noticed():
+    body = S.create_body(TWO)
+    assert body["EnableIPv6"] is True
+    assert body["IPAM"]["Config"] == [{"Subnet": "10.10.4.0/24"}, {"Subnet": "fd00:4::/64"}]
+    doc = docker_net(TWO, IPAM={"Driver": "weft", "Config": [
+        {"Subnet": "fd00:4::/64"}, {"Subnet": "10.10.4.0/24", "Gateway": "10.10.4.1"}]})
+    e = S.existing_from(doc)
+    assert (e.subnet, e.subnet6) == ("10.10.4.0/24", "fd00:4::/64")
+    assert S.differences(TWO, e) == []
+    v4_only = S.Wanted("two", "red", "10.10.4.0/24", None)
+    assert S.differences(v4_only, e) == ["has IPv6 subnet fd00:4::/64"]
+    other = S.Wanted("two", "red", "10.10.4.0/24", None, "fd00:5::/64")
+    assert S.differences(other, e) == ["has IPv6 subnet fd00:4::/64"]
+    assert S.differences(TWO, S.existing_from(docker_net(v4_only))) == ["has IPv6 subnet none"]
