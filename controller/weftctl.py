@@ -1,13 +1,13 @@
 """`weftctl`: the REST API from a shell.  Tables for people, --json for scripts.
 
-    weftctl tenant create NAME [--vlan N] [--subnet CIDR] [--vni N] [--description TEXT]
+    weftctl tenant create NAME [--vlan N] [--subnet CIDR] [--subnet6 CIDR] [--vni N] [--description TEXT]
                  [--gateway IP|none] [--egress on|off] [--conntrack-limit N]
     weftctl tenant list | show NAME | delete NAME [--force]
     weftctl tenant set NAME --conntrack-limit N
     weftctl network create NAME --tenant T [--subnet CIDR] [--subnet6 CIDR] [--gateway IP|none]
                  [--egress on|off] [--vni N] [--vlan N] [--description TEXT]
     weftctl network list [--tenant T] | show NAME | delete NAME [--force]
-    weftctl network set NAME [--subnet CIDR|none] [--gateway IP|none] [--egress on|off]
+    weftctl network set NAME [--subnet CIDR|none] [--subnet6 CIDR|none] [--gateway IP|none] [--egress on|off]
                  [--vlan N|none] [--description TEXT]
     weftctl route add TENANT PREFIX --via IP [--mac MAC] | list TENANT | del TENANT PREFIX
     weftctl port bind HOST PORT [NETWORK] [--mac MAC] [--trunk N1,N2] [--replace]
@@ -341,13 +341,13 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
             res = ok(c.get("/v1/tenants"))
             rows = [{**r, "egress": _on(r.get("egress")),
                      "networks": ",".join(r.get("networks", []))} for r in res]
-            return res, table(rows, ["name", "vni", "vlan", "subnet", "gateway", "egress",
-                                     "networks", "description"])
+            return res, table(rows, ["name", "vni", "vlan", "subnet", "subnet6", "gateway",
+                                     "egress", "networks", "description"])
         if args.verb == "show":
             res = ok(c.get(f"/v1/tenants/{seg(args.name)}"))
             head = "\n".join(f"{k}: {res.get(k)}" for k in ("name", "vni", "vlan", "subnet",
-                                                             "gateway", "conntrack_limit",
-                                                             "description"))
+                                                             "subnet6", "gateway",
+                                                             "conntrack_limit", "description"))
             head += f"\negress: {_on(res.get('egress'))}\nnetworks: " + \
                 (", ".join(res.get("networks", [])) or "(none)")
             return res, head + "\nports:\n" + table(res["ports"], ["host", "port", "mac", "source"]) \
