@@ -66,6 +66,70 @@ def icmp_echo(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str) -> bytes:
     return eth(dst_mac, src_mac, 0x0800, ipv4(src_ip, dst_ip, 1, body))
 
 
+# --- IPv6 and Neighbour Discovery (RFC 4861) -------------------------------------------
+ALL_NODES6, ALL_NODES6_MAC = "ff02::1", "33:33:00:00:00:01"
+
+
+def ipv6(src_ip: str, dst_ip: str, next_header: int, payload: bytes,
+         hop_limit: int = 255) -> bytes:
+    """An IPv6 header + ``payload`` (ND needs hop limit 255, which receivers check)."""
+    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), next_header, hop_limit,
+                       ipaddress.IPv6Address(src_ip).packed,
+                       ipaddress.IPv6Address(dst_ip).packed) + payload
+
+
+def icmp6(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, type_: int, body: bytes,
+          code: int = 0) -> bytes:
+    """An ICMPv6 message in an Ethernet frame, its checksum over the pseudo-header."""
+    msg = struct.pack("!BBH", type_, code, 0) + body
+    pseudo = (ipaddress.IPv6Address(src_ip).packed + ipaddress.IPv6Address(dst_ip).packed
+              + struct.pack("!I3xB", len(msg), 58))
+    msg = msg[:2] + struct.pack("!H", _checksum(pseudo + msg)) + msg[4:]
+    return eth(dst_mac, src_mac, 0x86DD, ipv6(src_ip, dst_ip, 58, msg))
+
+
+def _lladdr_option(kind: int, mac: str) -> bytes:
+    return struct.pack("!BB", kind, 1) + _mac(mac)        # 1: source, 2: target lladdr
+
+
+def neighbour_advert(src_mac: str, src_ip: str, target: str, lladdr: str,
+                     dst_mac: str = ALL_NODES6_MAC, dst_ip: str = ALL_NODES6,
+                     override: bool = True, solicited: bool = False) -> bytes:
+    """An NA for ``target`` at ``lladdr`` (unsolicited with override: what an attacker
+    sends to take an address, the IPv6 twin of a gratuitous ARP)."""
+    flags = (0x20000000 if override else 0) | (0x40000000 if solicited else 0)
+    body = struct.pack("!I16s", flags, ipaddress.IPv6Address(target).packed)
+    return icmp6(src_mac, dst_mac, src_ip, dst_ip, 136, body + _lladdr_option(2, lladdr))
+
+
+def router_advert(src_mac: str, src_ip: str, prefix: str, lifetime: int = 1800) -> bytes:
+    """An RA to all nodes: a default router (``lifetime`` s) and an autoconfiguration
+    prefix (``prefix``, a /64): what a rogue router in a container would send."""
+    body = struct.pack("!BBHII", 64, 0, lifetime, 0, 0) + _lladdr_option(1, src_mac)
+    net = ipaddress.IPv6Network(prefix)
+    body += struct.pack("!BBBBIII16s", 3, 4, net.prefixlen, 0xC0, 86400, 14400, 0,
+                        net.network_address.packed)
+    return icmp6(src_mac, ALL_NODES6_MAC, src_ip, ALL_NODES6, 134, body)
+
+
+def echo6(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str) -> bytes:
+    """An ICMPv6 echo request (a forged source address's probe)."""
+    body = struct.pack("!HH", 0x7766, 1) + b"weft-spoofed-ip6".ljust(32, b".")
+    return icmp6(src_mac, dst_mac, src_ip, dst_ip, 128, body, 0)
+
+
+def na_hijack(lab: str, attacker: str, attacker_ip: str, pinger: str, victim_ip: str,
+              seconds: float = 5) -> Hijack:
+    """``attacker`` claims ``victim_ip`` with unsolicited override NAs (from its own
+    address, and from the victim's) every 0.1 s while ``pinger`` pings it; the pinger's
+    echo requests for the victim at the attacker are stolen."""
+    mac = node_mac(lab, attacker)
+    frames = [neighbour_advert(mac, attacker_ip, victim_ip, mac),
+              neighbour_advert(mac, victim_ip, victim_ip, mac)]
+    return hijack(lab, attacker, frames, pinger, victim_ip,
+                  f"icmp6 and ip6[40] = 128 and dst host {victim_ip}", seconds)
+
+
 def send(lab: str, node: str, frames: list[bytes], count: int = 1, iface: str = "eth0") -> None:
     """Send each frame ``count`` times from ``node`` through a raw socket."""
     hexes = [f.hex() for f in frames]
