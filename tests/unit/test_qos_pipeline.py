@@ -558,7 +558,10 @@ def test_fake_ip_fields_need_their_prerequisites():
     assert t.forward(9, ip(dport=80)) == {(1, None)}
     assert t.forward(9, ip(proto=17, dport=80)) == {(2, None)}          # udp_dst, not tcp_dst
     assert t.forward(9, ip(proto=17, dst="10.0.1.1")) == {(3, None)}
-    assert t.forward(9, {**ip(dport=80), "eth_type": 0x86DD}) == {(3, None)}   # not IPv4
+    # ipv4_* need IPv4; TCP/UDP ports need ip_proto only, which IPv6 frames have too (OVS)
+    assert t.forward(9, {**ip(proto=99), "eth_type": 0x86DD}) == {(3, None)}   # not IPv4
+    assert t.forward(9, {**ip(dport=80), "eth_type": 0x86DD}) == {(1, None)}   # IPv6 TCP
+    assert t.forward(9, {**ip(dport=80), "eth_type": 0x0806}) == {(3, None)}   # not IP
     # behind a tag OVS did not parse, nothing of the IP header is visible
     assert t.forward(9, {**ip(dport=80), "vlan_vid": 5, "vlans": (6,)}) == {(3, None)}
 
