@@ -379,6 +379,10 @@ def verdict(hops: list[dict[str, Any]], src: Endpoint, dst_ip: str,
         "table") != FLOOD]
     if drops:
         d = drops[-1]["dropped"]
+        if dst is None and d["cause"] in ("no route", "route"):
+            return {"result": "dropped", "cause": "no binding", "host": drops[-1]["host"],
+                    "detail": f"no port of tenant {src.tenant} holds {dst_ip}; an unbound "
+                              f"address is never routed ({d['detail']})"}
         return {"result": "dropped", "cause": d["cause"], "detail": d["detail"],
                 "host": drops[-1]["host"], **{k: d[k] for k in ("rule", "tenant",
                                                                 "operator_flow") if k in d}}
