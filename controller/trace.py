@@ -59,6 +59,9 @@ class HopTrace:
 
     steps: list[Step] = field(default_factory=list)
     outputs: list[int | str] = field(default_factory=list)   # ofports; "in_port" for IN_PORT
+    # ofport -> the tunnel id set just before that output (a flood group's bucket sets it:
+    # the Final flow does not show a bucket's changes)
+    tun_ids: dict[int, int] = field(default_factory=dict)
     final: dict[str, str] = field(default_factory=dict)      # the Final flow's fields
     datapath_actions: str = ""
 
@@ -67,6 +70,7 @@ _STEP_RE = re.compile(r"^\s*(\d+)\. (?:(.*), )?priority (\d+)(?:, cookie (0x[0-9
 _NO_MATCH_RE = re.compile(r"^\s*(\d+)\. No match\.?$")
 _BRIDGE_RE = re.compile(r'^\s*bridge\("([^"]+)"\)$')
 _OUTPUT_RE = re.compile(r"^\s*output:(\d+|in_port|IN_PORT)$")
+_SET_TUN_RE = re.compile(r"^set_field:(0x[0-9a-f]+)->tun_id$")
 
 
 def parse(text: str, bridge: str = "br0") -> HopTrace:
@@ -80,6 +84,7 @@ def parse(text: str, bridge: str = "br0") -> HopTrace:
     actions: list[str] = []
     last_output: int | str | None = None
     section_flow: dict[str, str] = {}
+    last_tun: int | None = None
 
     def close() -> None:
         nonlocal pending, actions
@@ -128,10 +133,15 @@ def parse(text: str, bridge: str = "br0") -> HopTrace:
                 actions.append("learn(...)")
             continue
         actions.append(stripped)
+        t = _SET_TUN_RE.match(stripped)
+        if t:
+            last_tun = int(t[1], 16)
         o = _OUTPUT_RE.match(stripped)
         if o:
             last_output = int(o[1]) if o[1].isdigit() else "in_port"
             out.outputs.append(last_output)
+            if isinstance(last_output, int) and last_tun is not None:
+                out.tun_ids[last_output] = last_tun
         else:
             last_output = None
     close()
@@ -324,7 +334,7 @@ def walk(src_host: str, packet: Packet, hosts: dict[str, HostView],
                 if pv is None or back is None or back not in pv.ports:
                     queue.append((peer, pkt, name))     # recorded as an error there
                     continue
-                tun_id = int(parsed.final.get("tun_id", "0"), 0)
+                tun_id = parsed.tun_ids.get(out, int(parsed.final.get("tun_id", "0"), 0))
                 nxt = next_packet(pkt, parsed.final, pv.ports[back],
                                   (tun_id, view.underlay_ip, pv.underlay_ip))
                 queue.append((peer, nxt, name))

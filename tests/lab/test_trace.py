@@ -131,7 +131,8 @@ def scenario(rng: random.Random) -> dict:
         dst = "blue2" if src == "blue1" else "blue1"
     else:
         dst = rng.choice([d for d in TENANT if TENANT[d] == t and d != src])
-    proto = "tcp" if kind == "acl" else rng.choice(["icmp", "tcp"])
+    # a spoofed source is sent by ping -I (the TCP client binds no address)
+    proto = "tcp" if kind == "acl" else "icmp" if kind == "spoof" else rng.choice(["icmp", "tcp"])
     port = ACL_PORT if kind == "acl" else (80 if proto == "tcp" else None)
     return {"src": src, "dst": None, "dst_name": dst, "proto": proto, "port": port,
             "kind": kind, "spoof": kind == "spoof"}
