@@ -214,14 +214,23 @@ def test_trace_shows_the_path(lab):
     assert res["tunnels"] == ["vx-host2"], res["tunnels"]
     assert "nw_ttl=63" in res["hops"][1]["flow"], res["hops"][1]["flow"]
     assert res["verdict"]["result"] == "delivered"
-    out = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "weftctl"), "--api",
-         f"unix:{C.api_socket(lab.name)}", "--token", C.api_token(lab.name), "trace",
-         lab.addr("blue1"), lab.addr("blue2"), "--port", str(ACL_PORT), "--tenant", "blue"],
-        capture_output=True, text=True, timeout=60)
-    print(out.stdout)
+    routed = weftctl(lab, "trace", lab.addr("ga1"), lab.addr("gb2"), "--tenant", "green")
+    assert routed.splitlines()[-1].startswith("verdict: DELIVERED (delivered): delivered to "
+                                              "host2/"), routed
+    assert " fib " in routed and "out: tunnel vx-host2 to host2" in routed, routed
+    denied = weftctl(lab, "trace", lab.addr("blue1"), lab.addr("blue2"), "--port",
+                     str(ACL_PORT), "--tenant", "blue")
+    assert f"verdict: DROPPED (acl): ACL rule {ACL_RULE['id']} of tenant blue" in denied
+
+
+def weftctl(lab, *args: str) -> str:
+    """weftctl as a user runs it against the lab (printed: docs/observability.md)."""
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "weftctl"), "--api",
+                          f"unix:{C.api_socket(lab.name)}", "--token", C.api_token(lab.name),
+                          *args], capture_output=True, text=True, timeout=60)
+    print(f"$ weftctl {' '.join(args)}\n{out.stdout}")
     assert out.returncode == 0, out.stderr
-    assert f"verdict: DROPPED (acl): ACL rule {ACL_RULE['id']} of tenant blue" in out.stdout
+    return out.stdout
 
 
 def test_rest_refuses_bad_input(lab):
