@@ -70,6 +70,7 @@ _STEP_RE = re.compile(r"^\s*(\d+)\. (?:(.*), )?priority (\d+)(?:, cookie (0x[0-9
 _NO_MATCH_RE = re.compile(r"^\s*(\d+)\. No match\.?$")
 _BRIDGE_RE = re.compile(r'^\s*bridge\("([^"]+)"\)$')
 _OUTPUT_RE = re.compile(r"^\s*output:(\d+|in_port|IN_PORT)$")
+_METER_RE = re.compile(r"^meter:(\d+)$")
 _SET_TUN_RE = re.compile(r"^set_field:(0x[0-9a-f]+)->tun_id$")
 
 
@@ -317,6 +318,10 @@ def walk(src_host: str, packet: Packet, hosts: dict[str, HostView],
             continue
         parsed = parse(text)
         hop["steps"] = [s.as_dict() for s in parsed.steps]
+        # rate limits the packet passes: ofproto/trace does not run meters, so a limit
+        # never drops a traced packet; the trace names it (meter id = the limit's id)
+        hop["meters"] = sorted({int(m[1]) for s in parsed.steps for a in s.actions
+                                if (m := _METER_RE.match(a))})
         hop["datapath_actions"] = parsed.datapath_actions
         names = {v: k for k, v in view.ports.items()}
         for out in parsed.outputs:
@@ -433,6 +438,9 @@ def render(res: dict[str, Any]) -> str:
                     "docker0": "the docker0 link", "uplink": f"uplink {r['port']}",
                     "answered": "back out of the port it came in (answered)"}[r["kind"]]
             lines.append(f"  out: {what}")
+        for m in hop.get("meters", []):
+            limit = res.get("meters", {}).get(str(m), f"meter {m}")
+            lines.append(f"  rate limit: {limit} (a meter: the trace does not apply it)")
         if "dropped" in hop:
             lines.append(f"  dropped: {hop['dropped']['detail']}")
     v = res["verdict"]

@@ -162,3 +162,20 @@ def test_agent_listener_routes_and_token():
         server.server_close()
     with pytest.raises(ValueError, match="without a token"):
         httpserver.serve(("10.0.0.1", 0), "", routes)
+
+
+def test_a_rate_limit_is_named_not_applied():
+    """A port rate limit is a meter instruction on the port's CLASSIFY flow; OVS prints it
+    as ``meter:N`` and does not run it in a trace.  (The captured samples carry none: this
+    one is the to_tunnel sample with the meter line OVS writes for it.)"""
+    text = sample("to_tunnel").replace("    write_metadata:0x3e8/0x100ffffff",
+                                       "    meter:7\n    write_metadata:0x3e8/0x100ffffff", 1)
+    hops = walk("host1", Packet(3, RED1.mac or "", RED2.mac or "", "10.10.0.1", "10.10.0.2"),
+                HOSTS, BINDINGS, lambda h, p: text if h == "host1" else
+                sample("from_tunnel_delivered"))
+    assert hops[0]["meters"] == [7] and hops[1]["meters"] == []
+    res = {"src": RED1.label(), "dst": "10.10.0.2", "tenant": "red",
+           "packet": Packet(3, RED1.mac or "", RED2.mac or "", "10.10.0.1", "10.10.0.2").as_dict(),
+           "hops": hops, "verdict": verdict(hops, RED1, "10.10.0.2", RED2),
+           "meters": {"7": "QoS limit 7: 1000 kbit/s on host1/wcda05bb24286"}}
+    assert "rate limit: QoS limit 7: 1000 kbit/s on host1/wcda05bb24286" in render(res)
