@@ -86,6 +86,7 @@ def parse(text: str, bridge: str = "br0") -> HopTrace:
     last_output: int | str | None = None
     section_flow: dict[str, str] = {}
     last_tun: int | None = None
+    nested_at: int | None = None
 
     def close() -> None:
         nonlocal pending, actions
@@ -95,6 +96,15 @@ def parse(text: str, bridge: str = "br0") -> HopTrace:
 
     for line in text.splitlines():
         b = _BRIDGE_RE.match(line)
+        indent = len(line) - len(line.lstrip())
+        if b and indent and in_bridge and b[1] != bridge:
+            nested_at = indent      # an output's trip through br-phy, inside a group bucket
+            continue
+        if nested_at is not None:
+            if line.strip() and indent < nested_at:
+                nested_at = None    # back in br0: the group's next bucket
+            else:
+                continue
         if b:
             close()
             in_bridge = b[1] == bridge

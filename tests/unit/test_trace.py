@@ -179,3 +179,15 @@ def test_a_rate_limit_is_named_not_applied():
            "hops": hops, "verdict": verdict(hops, RED1, "10.10.0.2", RED2),
            "meters": {"7": "QoS limit 7: 1000 kbit/s on host1/wcda05bb24286"}}
     assert "rate limit: QoS limit 7: 1000 kbit/s on host1/wcda05bb24286" in render(res)
+
+
+def test_flood_to_several_tunnels_keeps_every_bucket():
+    """With three hosts a flood group has a bucket per tunnel, each output followed by
+    its trip through br-phy (indented): the buckets after it are still br0's."""
+    text = sample("flood_other_tenant")
+    nested = text[text.index("        bridge(\"br-phy\")"):text.index("\nFinal flow:")]
+    third = ("    bucket 2\n            set_field:0x3e8->tun_id\n            output:2\n"
+             "             -> output to native tunnel\n\n")
+    h = parse(text.replace(nested, nested + "\n" + third + nested, 1))
+    assert h.outputs == [1, 2] and h.tun_ids == {1: 0x3E8, 2: 0x3E8}
+    assert h.steps[-1].table == 4 and "output:2" in h.steps[-1].actions
