@@ -59,6 +59,9 @@ class HopTrace:
 
     steps: list[Step] = field(default_factory=list)
     outputs: list[int | str] = field(default_factory=list)   # ofports; "in_port" for IN_PORT
+    # ofport -> the tunnel id set just before that output (a flood group's bucket sets it:
+    # the Final flow does not show a bucket's changes)
+    tun_ids: dict[int, int] = field(default_factory=dict)
     final: dict[str, str] = field(default_factory=dict)      # the Final flow's fields
     datapath_actions: str = ""
 
@@ -67,6 +70,8 @@ _STEP_RE = re.compile(r"^\s*(\d+)\. (?:(.*), )?priority (\d+)(?:, cookie (0x[0-9
 _NO_MATCH_RE = re.compile(r"^\s*(\d+)\. No match\.?$")
 _BRIDGE_RE = re.compile(r'^\s*bridge\("([^"]+)"\)$')
 _OUTPUT_RE = re.compile(r"^\s*output:(\d+|in_port|IN_PORT)$")
+_METER_RE = re.compile(r"^meter:(\d+)$")
+_SET_TUN_RE = re.compile(r"^set_field:(0x[0-9a-f]+)->tun_id$")
 
 
 def parse(text: str, bridge: str = "br0") -> HopTrace:
@@ -80,6 +85,8 @@ def parse(text: str, bridge: str = "br0") -> HopTrace:
     actions: list[str] = []
     last_output: int | str | None = None
     section_flow: dict[str, str] = {}
+    last_tun: int | None = None
+    nested_at: int | None = None
 
     def close() -> None:
         nonlocal pending, actions
@@ -89,6 +96,15 @@ def parse(text: str, bridge: str = "br0") -> HopTrace:
 
     for line in text.splitlines():
         b = _BRIDGE_RE.match(line)
+        indent = len(line) - len(line.lstrip())
+        if b and indent and in_bridge and b[1] != bridge:
+            nested_at = indent      # an output's trip through br-phy, inside a group bucket
+            continue
+        if nested_at is not None:
+            if line.strip() and indent < nested_at:
+                nested_at = None    # back in br0: the group's next bucket
+            else:
+                continue
         if b:
             close()
             in_bridge = b[1] == bridge
@@ -128,10 +144,15 @@ def parse(text: str, bridge: str = "br0") -> HopTrace:
                 actions.append("learn(...)")
             continue
         actions.append(stripped)
+        t = _SET_TUN_RE.match(stripped)
+        if t:
+            last_tun = int(t[1], 16)
         o = _OUTPUT_RE.match(stripped)
         if o:
             last_output = int(o[1]) if o[1].isdigit() else "in_port"
             out.outputs.append(last_output)
+            if isinstance(last_output, int) and last_tun is not None:
+                out.tun_ids[last_output] = last_tun
         else:
             last_output = None
     close()
@@ -307,6 +328,10 @@ def walk(src_host: str, packet: Packet, hosts: dict[str, HostView],
             continue
         parsed = parse(text)
         hop["steps"] = [s.as_dict() for s in parsed.steps]
+        # rate limits the packet passes: ofproto/trace does not run meters, so a limit
+        # never drops a traced packet; the trace names it (meter id = the limit's id)
+        hop["meters"] = sorted({int(m[1]) for s in parsed.steps for a in s.actions
+                                if (m := _METER_RE.match(a))})
         hop["datapath_actions"] = parsed.datapath_actions
         names = {v: k for k, v in view.ports.items()}
         for out in parsed.outputs:
@@ -324,7 +349,7 @@ def walk(src_host: str, packet: Packet, hosts: dict[str, HostView],
                 if pv is None or back is None or back not in pv.ports:
                     queue.append((peer, pkt, name))     # recorded as an error there
                     continue
-                tun_id = int(parsed.final.get("tun_id", "0"), 0)
+                tun_id = parsed.tun_ids.get(out, int(parsed.final.get("tun_id", "0"), 0))
                 nxt = next_packet(pkt, parsed.final, pv.ports[back],
                                   (tun_id, view.underlay_ip, pv.underlay_ip))
                 queue.append((peer, nxt, name))
@@ -379,6 +404,10 @@ def verdict(hops: list[dict[str, Any]], src: Endpoint, dst_ip: str,
         "table") != FLOOD]
     if drops:
         d = drops[-1]["dropped"]
+        if dst is None and d["cause"] in ("no route", "route"):
+            return {"result": "dropped", "cause": "no binding", "host": drops[-1]["host"],
+                    "detail": f"no port of tenant {src.tenant} holds {dst_ip}; an unbound "
+                              f"address is never routed ({d['detail']})"}
         return {"result": "dropped", "cause": d["cause"], "detail": d["detail"],
                 "host": drops[-1]["host"], **{k: d[k] for k in ("rule", "tenant",
                                                                 "operator_flow") if k in d}}
@@ -419,6 +448,9 @@ def render(res: dict[str, Any]) -> str:
                     "docker0": "the docker0 link", "uplink": f"uplink {r['port']}",
                     "answered": "back out of the port it came in (answered)"}[r["kind"]]
             lines.append(f"  out: {what}")
+        for m in hop.get("meters", []):
+            limit = res.get("meters", {}).get(str(m), f"meter {m}")
+            lines.append(f"  rate limit: {limit} (a meter: the trace does not apply it)")
         if "dropped" in hop:
             lines.append(f"  dropped: {hop['dropped']['detail']}")
     v = res["verdict"]

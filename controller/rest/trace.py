@@ -145,7 +145,13 @@ def trace(core: Core, body: TraceIn, ask: Any) -> dict[str, Any]:
     rules = {r.id: r.tenant for r in core.store.acls()}
     t0 = time.monotonic()
     hops = walk(src.host, packet, views, eps, ask, rules)
+    meters = {str(x.id): f"QoS limit {x.id}: " + (f"{x.kbps} kbit/s" if x.kbps is not None
+                                                  else f"{x.pps} packets/s")
+              + f" on {x.host}" + (f"/{x.port}" if x.port else f" for {x.tenant}")
+              for x in core.store.limits()
+              if any(x.id in h.get("meters", ()) for h in hops)}
     return {"src": src.label(), "dst": dst_ip, "tenant": src.tenant, "packet": packet.as_dict(),
+            "meters": meters,
             "hops": hops, "hosts": [h["host"] for h in hops],
             "tunnels": [r["port"] for h in hops for r in h["reached"] if r["kind"] == "tunnel"],
             "verdict": verdict(hops, src, dst_ip, dst),

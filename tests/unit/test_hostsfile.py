@@ -474,3 +474,23 @@ def test_api_may_list_every_controller_instance():
     one = parse("controller: {openflow: 'tcp:10.99.0.1:6653', api: 'http://10.99.0.1:8080'}\n"
                 "hosts:\n  - {name: h1, underlay_ip: 192.168.50.11}\n")
     assert one.apis == ("http://10.99.0.1:8080",)
+
+
+def test_agent_api_is_an_http_url_with_an_address_and_a_port():
+    c = parse(hosts_doc('{name: h1, underlay_ip: 192.168.50.11, agent_api: "http://10.99.0.11:9180"}'))
+    assert c.host("h1").agent_api == "http://10.99.0.11:9180"
+    assert parse(MINIMAL).host("host1").agent_api is None
+    for bad in ("https://10.99.0.11:9180", "http://agent1:9180", "http://10.99.0.11",
+                "http://10.99.0.11:9180/v1", "10.99.0.11:9180"):
+        e = error(hosts_doc(f'{{name: h1, underlay_ip: 192.168.50.11, agent_api: "{bad}"}}'))
+        assert e.field == "hosts[0].agent_api" and e.line == 3, (bad, e)
+    # a registration never carries it, and merging registered hosts keeps the file's
+    merged = hf.with_hosts(c, [{"name": "h2", "underlay_ip": "192.168.50.12"}])
+    assert merged.host("h1").agent_api == "http://10.99.0.11:9180"
+    assert merged.host("h2").agent_api is None
+
+
+def test_the_firewall_keeps_containers_off_the_agents_listeners():
+    from ovs_agent.firewall import _api_endpoints
+    c = parse(hosts_doc('{name: h1, underlay_ip: 192.168.50.11, agent_api: "http://10.99.0.11:9180"}'))
+    assert ("10.99.0.11", 9180) in _api_endpoints(c)[0]
