@@ -198,8 +198,9 @@ def test_network_create_refusals_and_rm(lab):
             "10.30.0.0/24"]
     before = bridge_state(lab, "host1")
     for opts, says in ((["-o", "tenant=green"], "weftctl tenant create green"),
+                       # dual-stack on a weft network without an IPv6 subnet
                        (["-o", "tenant=red", "--ipv6", "--subnet", "fd00::/64"],
-                        "IPv6 is not supported")):
+                        "no IPv6 subnet: give it one first")):
         out = subprocess.run([*base, *opts, "bad"], capture_output=True, text=True, check=False)
         assert out.returncode != 0 and says in out.stderr, out.stderr
     assert bridge_state(lab, "host1") == before          # the pools Docker asked for: released
