@@ -70,13 +70,8 @@ def live_processes() -> set[tuple[int, str]]:
     return found
 
 
-# Namespaces of a lab that runs beside the tests on purpose (the VM lab brought up in the
-# background from collection on): no test's business.  Its fixture checks them itself.
-BACKGROUND_NETNS: set[str] = set()
-
-
 def snapshot() -> dict:
-    return {"netns": set(netns_list()) - BACKGROUND_NETNS, "procs": live_processes(),
+    return {"netns": set(netns_list()), "procs": live_processes(),
             "links": {line.split(":")[1].strip() for line in
                       run(["ip", "-o", "link", "show"]).splitlines() if ":" in line},
             "run": set(os.listdir(N.RUN_ROOT)) if N.RUN_ROOT.exists() else set(),
@@ -181,9 +176,7 @@ def pytest_collection_finish(session) -> None:
         lock.close()
         return
     cache.root().mkdir(parents=True, exist_ok=True)
-    from weft_lab import vm
     name = lab_name("v")
-    BACKGROUND_NETNS.add(vm.netns(name))
     log = cache.root() / f"vm-up-{name}.log"
     out = open(log, "w")
     before = snapshot()
