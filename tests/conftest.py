@@ -151,64 +151,38 @@ def progress(pytestconfig) -> Callable[[str], None]:
     return log
 
 
-VM_LOCK = "/tmp/weft-lab-tests.lock"        # one VM lab at a time on this machine
-_EARLY_VM: dict = {}
+_IMAGE_BUILD: dict = {}
 
 
 def pytest_collection_finish(session) -> None:
-    """When the VM tests will run, bring their guests up now, in the background, while
-    the other tests run: building the image (on a cold cache: ./dev.sh test, CI), booting
-    two guests under QEMU's emulator and installing weft in them take minutes that need
-    nothing from the rest of the suite.  `weft-lab vm up` runs niced, so the lab tests
-    beside it keep the CPU they measure with.  The VM tests' fixture (tests/vm) waits
-    for it and takes the lab over; if another VM lab holds the lock, the fixture does it
-    all itself, later, as before."""
-    if os.geteuid() != 0 or not any(i.get_closest_marker("vm") for i in session.items) \
-            or not shutil.which("qemu-system-x86_64") or os.environ.get("WEFT_VM_LAB"):
+    """When the VM tests will run and the guest image is not cached (always so on a cold
+    cache: ./dev.sh test, CI), start building it now, in the background, while the unit
+    and lab tests run: it takes minutes, mostly waiting on the Debian mirror and the disk.
+    The VM tests' fixture then waits for it on the cache's lock and finds it built (if
+    this build failed, the fixture builds it again and shows why)."""
+    if os.geteuid() != 0 or not any(i.get_closest_marker("vm") for i in session.items):
         return
-    import fcntl
-
-    from weft_lab import cache
-    lock = open(VM_LOCK, "a")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.close()
+    from weft_lab import cache, vm
+    if all(p.exists() for p in vm.image_paths().values()):
         return
     cache.root().mkdir(parents=True, exist_ok=True)
-    name = lab_name("v")
-    log = cache.root() / f"vm-up-{name}.log"
+    log = cache.root() / "vm-image-build.log"
     out = open(log, "w")
-    before = snapshot()
-    _EARLY_VM.update(name=name, lock=lock, out=out, log=log, before=before,
-                     started=time.monotonic(), proc=subprocess.Popen(
-                         [sys.executable, "-m", "weft_lab.cli", "vm", "up", "--lab", name],
-                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         cwd=Path(__file__).resolve().parent.parent,
-                         preexec_fn=lambda: os.nice(10)))
+    _IMAGE_BUILD["proc"] = subprocess.Popen(
+        [sys.executable, "-m", "weft_lab.cli", "vm", "image"], stdout=out,
+        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parent.parent)
+    _IMAGE_BUILD["out"] = out
     session.config.pluginmanager.getplugin("terminalreporter").write_line(
-        f"[{time.strftime('%H:%M:%S')}] bringing the VM lab {name} up in the background "
+        f"[{time.strftime('%H:%M:%S')}] building the VM guest image in the background "
         f"while the other tests run (log: {log})")
 
 
-def early_vm_lab() -> dict | None:
-    """The VM lab started at collection (name, lock, log, snapshot before), or None.
-    Taken once: the caller owns it from then on (waits for it, downs it, unlocks)."""
-    if not _EARLY_VM:
-        return None
-    taken = dict(_EARLY_VM)
-    _EARLY_VM.clear()
-    return taken
-
-
 def pytest_sessionfinish(session) -> None:
-    """A VM lab started at collection that no test took over (the run stopped before
-    the VM tests) ends with the session."""
-    early = early_vm_lab()
-    if early is None:
+    """The background image build ends with the session (finished, or stopped)."""
+    proc = _IMAGE_BUILD.pop("proc", None)
+    if proc is None:
         return
-    from weft_lab import vm
-    proc = early["proc"]
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -216,9 +190,7 @@ def pytest_sessionfinish(session) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    vm.down(early["name"])
-    early["out"].close()
-    early["lock"].close()
+    _IMAGE_BUILD.pop("out").close()
 
 
 def lab_name(prefix: str = "t") -> str:

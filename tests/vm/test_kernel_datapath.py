@@ -5,9 +5,7 @@ commands from dist/ (weft_lab.dist) and run as the systemd units of systemd/
 (controller on host1, agent and plugin on both, Debian's dockerd with the options the
 agent wrote), `datapath_type: system`.
 The image is built once and cached (outside the lab lock); the lock is held only
-while the guests run.  Run without an outer `flock` (the fixture takes it).  In a run
-with other tests (./dev.sh test) the guests come up in the background from collection
-on (tests/conftest.py), and the fixture takes them over.
+while the guests run.  Run without an outer `flock` (the fixture takes it).
 """
 from __future__ import annotations
 
@@ -23,12 +21,12 @@ import time
 import pytest
 
 from cluster.version import version
-from tests.conftest import VM_LOCK, early_vm_lab, lab_name, snapshot
+from tests.conftest import lab_name, snapshot
 from weft_lab import dist, vm
 
 pytestmark = pytest.mark.vm
 
-LOCK = VM_LOCK
+LOCK = "/tmp/weft-lab-tests.lock"
 IMAGE = "weft-lab/busybox:1"
 # The guest-side physical switch on host1 (test_vlan_trunk_*): tenant -> (VLAN id, the
 # address of the device on that VLAN's access port).  Both in the tenants' 10.10.0.0/24.
@@ -44,82 +42,33 @@ def lab(progress):
         vm.wait_converged(os.environ["WEFT_VM_LAB"])
         yield os.environ["WEFT_VM_LAB"]
         return
-    early = early_vm_lab()
-    if early is not None and not _await_early(early, progress):
-        early = None                        # it failed in the background: do it here
-    if early is not None:                   # brought up in the background (tests/conftest.py)
-        name, before = early["name"], early["before"]
+    name = lab_name("v")
+    # image (built from nothing on a cold cache: minutes) and wheels: no lock needed
+    TIMES.update(vm.prepare(name, 2, log=progress))
+    with open(LOCK, "a") as lock:
+        t1 = time.monotonic()
         try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except BaseException:               # interrupted while waiting: drop the share
+            vm.down(name)
+            raise
+        TIMES["lock_wait"] = time.monotonic() - t1
+        before = snapshot()
+        try:
+            TIMES.update(vm.up(name, 2, log=progress))
             TIMES["converge"] = vm.wait_converged(name)
             yield name
         finally:
             t2 = time.monotonic()
             vm.down(name)
             TIMES["down"] = time.monotonic() - t2
-            early["lock"].close()
             print("\n[vm] times: " + ", ".join(f"{k} {v:.0f}s" for k, v in TIMES.items()))
-    else:
-        name = lab_name("v")
-        # image (built from nothing on a cold cache: minutes) and wheels: no lock needed
-        TIMES.update(vm.prepare(name, 2, log=progress))
-        with open(LOCK, "a") as lock:
-            t1 = time.monotonic()
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            except BaseException:           # interrupted while waiting: drop the share
-                vm.down(name)
-                raise
-            TIMES["lock_wait"] = time.monotonic() - t1
-            before = snapshot()
-            try:
-                TIMES.update(vm.up(name, 2, log=progress))
-                TIMES["converge"] = vm.wait_converged(name)
-                yield name
-            finally:
-                t2 = time.monotonic()
-                vm.down(name)
-                TIMES["down"] = time.monotonic() - t2
-                print("\n[vm] times: " + ", ".join(f"{k} {v:.0f}s" for k, v in TIMES.items()))
-    after = snapshot()
+        after = snapshot()
     assert after["netns"] - before["netns"] == set(), "namespaces left behind"
     assert not vm.state_dir(name).exists(), "VM lab state left behind"
     # QEMU (-name weft-LAB-hostN) and the ssh control masters (ControlPath in the state dir)
     left = _processes_naming(f"weft-{name}-", str(vm.state_dir(name)) + "/")
     assert not left, f"processes of the VM lab left running: {left}"
-
-
-def _await_early(early: dict, progress) -> bool:
-    """Wait for the background `weft-lab vm up` to finish.  False if it failed: it ran
-    niced beside the other tests, and a guest starved of CPU can miss a systemd start
-    timeout; its log is shown, the lab is removed and the fixture brings one up itself
-    (a real fault fails there again)."""
-    proc, t0 = early["proc"], time.monotonic()
-    if proc.poll() is None:
-        progress(f"waiting for the VM lab {early['name']} started at collection "
-                 f"({time.monotonic() - early['started']:.0f}s ago; log {early['log']})")
-    try:
-        rc = proc.wait()
-    except BaseException:                   # interrupted: nobody else will tidy it up
-        proc.terminate()
-        proc.wait()
-        vm.down(early["name"])
-        early["lock"].close()
-        raise
-    finally:
-        early["out"].close()
-    TIMES["waited"] = time.monotonic() - t0
-    sd = vm.state_dir(early["name"])
-    for f in ("prepared", "times.json"):
-        if (sd / f).exists():
-            TIMES.update(json.loads((sd / f).read_text()))
-    if rc == 0:
-        return True
-    tail = "".join(open(early["log"]).readlines()[-12:])
-    progress(f"the background VM lab failed (exit {rc}); bringing one up here. Its log "
-             f"ends:\n{tail}")
-    vm.down(early["name"])
-    early["lock"].close()
-    return False
 
 
 def _processes_naming(*marks: str) -> list[tuple[int, str]]:
