@@ -71,7 +71,7 @@ def live_processes() -> set[tuple[int, str]]:
 
 
 def snapshot() -> dict:
-    return {"netns": set(netns_list()), "procs": live_processes(),
+    return {"netns": set(netns_list()) - BACKGROUND_NETNS, "procs": live_processes(),
             "links": {line.split(":")[1].strip() for line in
                       run(["ip", "-o", "link", "show"]).splitlines() if ":" in line},
             "run": set(os.listdir(N.RUN_ROOT)) if N.RUN_ROOT.exists() else set(),
@@ -152,16 +152,41 @@ def progress(pytestconfig) -> Callable[[str], None]:
 
 
 _IMAGE_BUILD: dict = {}
+VM_LOCK = "/tmp/weft-lab-tests.lock"        # one VM lab at a time on this machine
+_EARLY_VM: dict = {}
+# Namespaces of the VM lab that comes up in the background while the unit tests run: no
+# test's business (its own fixture checks them).
+BACKGROUND_NETNS: set[str] = set()
+
+
+def _rank(item) -> int:
+    """Lab tests first (they measure latency and throughput: nothing may run beside
+    them), the VM tests last, everything else (unit and integration tests, which measure
+    nothing) in between, where the VM guests come up beside them."""
+    return 0 if item.nodeid.startswith("tests/lab/") else 2 if item.get_closest_marker("vm") else 1
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    items.sort(key=_rank)                   # stable: each group keeps its order
 
 
 def pytest_collection_finish(session) -> None:
-    """When the VM tests will run and the guest image is not cached (always so on a cold
-    cache: ./dev.sh test, CI), start building it now, in the background, while the unit
-    and lab tests run: it takes minutes, mostly waiting on the Debian mirror and the disk.
-    The VM tests' fixture then waits for it on the cache's lock and finds it built (if
-    this build failed, the fixture builds it again and shows why)."""
-    if os.geteuid() != 0 or not any(i.get_closest_marker("vm") for i in session.items):
+    """When the VM tests will run:
+    - and the guest image is not cached (always so on a cold cache: ./dev.sh test, CI),
+      build it now, in the background, while the other tests run: minutes mostly spent
+      waiting on the Debian mirror and the disk;
+    - mark the first test after the lab tests: there the guests start coming up in the
+      background (`weft-lab vm up`: boot and install under QEMU's emulator, minutes of
+      CPU), beside the unit and integration tests, which measure nothing.  Never beside
+      the lab tests: an emulated guest takes a core even niced, and latency bounds fail
+      (tried: docs/lab.md).  The VM tests' fixture takes the lab over."""
+    items = session.items
+    if os.geteuid() != 0 or not any(i.get_closest_marker("vm") for i in items) \
+            or not shutil.which("qemu-system-x86_64") or os.environ.get("WEFT_VM_LAB"):
         return
+    first = next(i for i in items if _rank(i) > 0)
+    if _rank(first) == 1:
+        _EARLY_VM["at"] = first.nodeid
     from weft_lab import cache, vm
     if all(p.exists() for p in vm.image_paths().values()):
         return
@@ -178,11 +203,54 @@ def pytest_collection_finish(session) -> None:
         f"while the other tests run (log: {log})")
 
 
-def pytest_sessionfinish(session) -> None:
-    """The background image build ends with the session (finished, or stopped)."""
-    proc = _IMAGE_BUILD.pop("proc", None)
-    if proc is None:
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item) -> None:
+    """At the test marked at collection, bring the VM lab up in the background (niced:
+    the tests beside it keep their CPU).  If another VM lab holds the lock, nothing
+    starts here and the VM tests' fixture does it all itself, later."""
+    if _EARLY_VM.get("at") != item.nodeid:
         return
+    del _EARLY_VM["at"]
+    import fcntl
+
+    from weft_lab import cache, vm
+    lock = open(VM_LOCK, "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        return
+    cache.root().mkdir(parents=True, exist_ok=True)
+    name = lab_name("v")
+    BACKGROUND_NETNS.add(vm.netns(name))
+    log = cache.root() / f"vm-up-{name}.log"
+    out = open(log, "w")
+    before = snapshot()
+    _EARLY_VM.update(name=name, lock=lock, out=out, log=log, before=before,
+                     started=time.monotonic(), proc=subprocess.Popen(
+                         [sys.executable, "-m", "weft_lab.cli", "vm", "up", "--lab", name],
+                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         cwd=Path(__file__).resolve().parent.parent,
+                         preexec_fn=lambda: os.nice(10)))
+    capman = item.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled():
+        sys.stdout.write(f"\n[{time.strftime('%H:%M:%S')}] the lab tests are done: bringing "
+                         f"the VM lab {name} up in the background beside the other tests "
+                         f"(log: {log})\n")
+        sys.stdout.flush()
+
+
+def early_vm_lab() -> dict | None:
+    """The VM lab started in the background (name, lock, log, snapshot before), or None.
+    Taken once: the caller owns it from then on (waits for it, downs it, unlocks)."""
+    if "proc" not in _EARLY_VM:
+        return None
+    taken = dict(_EARLY_VM)
+    _EARLY_VM.clear()
+    return taken
+
+
+def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -190,7 +258,43 @@ def pytest_sessionfinish(session) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    _IMAGE_BUILD.pop("out").close()
+
+
+def pytest_sessionfinish(session) -> None:
+    """The background image build and a background VM lab that no test took over (the
+    run stopped before the VM tests) end with the session."""
+    proc = _IMAGE_BUILD.pop("proc", None)
+    if proc is not None:
+        _stop(proc)
+        _IMAGE_BUILD.pop("out").close()
+    early = early_vm_lab()
+    if early is not None:
+        from weft_lab import vm
+        _stop(early["proc"])
+        vm.down(early["name"])
+        early["out"].close()
+        early["lock"].close()
+
+
+_MODULE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report) -> None:
+    module = report.nodeid.split("::")[0]
+    _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Seconds per test module (setup, calls, teardown; a module's lab included): where
+    the suite's time goes, to keep a cold run under its budget (README)."""
+    if len(_MODULE_SECONDS) < 2:
+        return
+    terminalreporter.section("seconds per module (the 20 slowest)")
+    top = sorted(_MODULE_SECONDS.items(), key=lambda kv: -kv[1])
+    for module, secs in top[:20]:
+        terminalreporter.write_line(f"{secs:8.1f}s  {module}")
+    rest = top[20:]
+    terminalreporter.write_line(f"{sum(s for _, s in rest):8.1f}s  the other {len(rest)} modules")
 
 
 def lab_name(prefix: str = "t") -> str:

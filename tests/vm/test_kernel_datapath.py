@@ -5,7 +5,9 @@ commands from dist/ (weft_lab.dist) and run as the systemd units of systemd/
 (controller on host1, agent and plugin on both, Debian's dockerd with the options the
 agent wrote), `datapath_type: system`.
 The image is built once and cached (outside the lab lock); the lock is held only
-while the guests run.  Run without an outer `flock` (the fixture takes it).
+while the guests run.  Run without an outer `flock` (the fixture takes it).  In a run
+with other tests (./dev.sh test) the guests come up in the background once the lab tests
+are done, beside the unit tests (tests/conftest.py), and the fixture takes them over.
 """
 from __future__ import annotations
 
@@ -17,16 +19,20 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import pytest
 
 from cluster.version import version
-from tests.conftest import lab_name, snapshot
+from tests.conftest import VM_LOCK, early_vm_lab, lab_name, snapshot
 from weft_lab import dist, vm
+from weft_lab.shell import netns_list
 
 pytestmark = pytest.mark.vm
 
-LOCK = "/tmp/weft-lab-tests.lock"
+LOCK = VM_LOCK
 IMAGE = "weft-lab/busybox:1"
 # The guest-side physical switch on host1 (test_vlan_trunk_*): tenant -> (VLAN id, the
 # address of the device on that VLAN's access port).  Both in the tenants' 10.10.0.0/24.
@@ -42,33 +48,83 @@ def lab(progress):
         vm.wait_converged(os.environ["WEFT_VM_LAB"])
         yield os.environ["WEFT_VM_LAB"]
         return
-    name = lab_name("v")
-    # image (built from nothing on a cold cache: minutes) and wheels: no lock needed
-    TIMES.update(vm.prepare(name, 2, log=progress))
-    with open(LOCK, "a") as lock:
-        t1 = time.monotonic()
+    early = early_vm_lab()
+    if early is not None and not _await_early(early, progress):
+        early = None                        # it failed in the background: do it here
+    if early is not None:                   # brought up in the background (tests/conftest.py)
+        name, before = early["name"], early["before"]
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except BaseException:               # interrupted while waiting: drop the share
-            vm.down(name)
-            raise
-        TIMES["lock_wait"] = time.monotonic() - t1
-        before = snapshot()
-        try:
-            TIMES.update(vm.up(name, 2, log=progress))
             TIMES["converge"] = vm.wait_converged(name)
             yield name
         finally:
             t2 = time.monotonic()
             vm.down(name)
             TIMES["down"] = time.monotonic() - t2
+            early["lock"].close()
             print("\n[vm] times: " + ", ".join(f"{k} {v:.0f}s" for k, v in TIMES.items()))
-        after = snapshot()
+    else:
+        name = lab_name("v")
+        # image (built from nothing on a cold cache: minutes) and wheels: no lock needed
+        TIMES.update(vm.prepare(name, 2, log=progress))
+        with open(LOCK, "a") as lock:
+            t1 = time.monotonic()
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            except BaseException:           # interrupted while waiting: drop the share
+                vm.down(name)
+                raise
+            TIMES["lock_wait"] = time.monotonic() - t1
+            before = snapshot()
+            try:
+                TIMES.update(vm.up(name, 2, log=progress))
+                TIMES["converge"] = vm.wait_converged(name)
+                yield name
+            finally:
+                t2 = time.monotonic()
+                vm.down(name)
+                TIMES["down"] = time.monotonic() - t2
+                print("\n[vm] times: " + ", ".join(f"{k} {v:.0f}s" for k, v in TIMES.items()))
+    after = snapshot()
     assert after["netns"] - before["netns"] == set(), "namespaces left behind"
     assert not vm.state_dir(name).exists(), "VM lab state left behind"
+    assert vm.netns(name) not in netns_list(), "the VM lab's namespace left behind"
     # QEMU (-name weft-LAB-hostN) and the ssh control masters (ControlPath in the state dir)
     left = _processes_naming(f"weft-{name}-", str(vm.state_dir(name)) + "/")
     assert not left, f"processes of the VM lab left running: {left}"
+
+
+def _await_early(early: dict, progress) -> bool:
+    """Wait for the background `weft-lab vm up` to finish.  False if it failed: it ran
+    niced beside the unit tests, and a guest starved of CPU can miss a systemd start
+    timeout; its log is shown, the lab is removed and the fixture brings one up itself
+    (a real fault fails there again)."""
+    proc, t0 = early["proc"], time.monotonic()
+    if proc.poll() is None:
+        progress(f"waiting for the VM lab {early['name']} started in the background "
+                 f"({time.monotonic() - early['started']:.0f}s ago; log {early['log']})")
+    try:
+        rc = proc.wait()
+    except BaseException:                   # interrupted: nobody else will tidy it up
+        proc.terminate()
+        proc.wait()
+        vm.down(early["name"])
+        early["lock"].close()
+        raise
+    finally:
+        early["out"].close()
+    TIMES["waited"] = time.monotonic() - t0
+    sd = vm.state_dir(early["name"])
+    for f in ("prepared", "times.json"):
+        if (sd / f).exists():
+            TIMES.update(json.loads((sd / f).read_text()))
+    if rc == 0:
+        return True
+    tail = "".join(open(early["log"]).readlines()[-12:])
+    progress(f"the background VM lab failed (exit {rc}); bringing one up here. Its log "
+             f"ends:\n{tail}")
+    vm.down(early["name"])
+    early["lock"].close()
+    return False
 
 
 def _processes_naming(*marks: str) -> list[tuple[int, str]]:
@@ -87,6 +143,18 @@ def _processes_naming(*marks: str) -> list[tuple[int, str]]:
 
 def sh(lab: str, host: str, cmd: str, timeout: float = 300, check: bool = True) -> str:
     return vm.sh(lab, host, cmd, timeout=timeout, check=check)
+
+
+T = TypeVar("T")
+
+
+def both(*calls: Callable[[], T]) -> list[T]:
+    """Run the calls at once (each guest has its own emulated CPU: what one host does
+    need not wait for the other) and return their results in order; the first error
+    raises, after all have finished."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(c) for c in calls]
+    return [f.result() for f in futures]
 
 
 def wait_network(lab: str, host: str, name: str, timeout: int = 30) -> None:
@@ -135,21 +203,24 @@ def rx_packets(lab: str, host: str, container: str) -> int:
 # -- the tests ----------------------------------------------------------------------------
 
 def test_weft_runs_the_kernel_datapath_as_systemd_units(lab):
-    for host in ("host1", "host2"):
-        units = ["weft-ovs-agent", "weft-docker-plugin", "docker"] + \
-            (["weft-manager"] if host == "host1" else [])
-        assert sh(lab, host, f"systemctl is-active {' '.join(units)}").split() == \
-            ["active"] * len(units)
-        assert sh(lab, host, "ovs-vsctl get bridge br0 datapath_type").strip() == "system"
-        dp = sh(lab, host, "ovs-dpctl show")
-        assert "br0" in dp and "vxlan_sys_4789" in dp, dp       # kernel vxlan vport
-        assert "openvswitch" in sh(lab, host, "cat /proc/modules")
-        # Docker got the agent's options (bip with the cluster prefix, mtu)
-        assert re.search(r"inet 172\.17\.\d\.1/16", sh(lab, host, "ip -4 addr show docker0"))
-        assert "mtu 1450" in sh(lab, host, "ip link show docker0")
-        # per-datapath behaviour: offload left on with the kernel datapath
-        for dev in ("weft-d0", "weft-d0p"):
-            assert "tx-checksumming: on" in sh(lab, host, f"ethtool -k {dev}"), dev
+    both(*(lambda h=h: _runs_the_kernel_datapath(lab, h) for h in ("host1", "host2")))
+
+
+def _runs_the_kernel_datapath(lab: str, host: str) -> None:
+    units = ["weft-ovs-agent", "weft-docker-plugin", "docker"] + \
+        (["weft-manager"] if host == "host1" else [])
+    assert sh(lab, host, f"systemctl is-active {' '.join(units)}").split() == \
+        ["active"] * len(units)
+    assert sh(lab, host, "ovs-vsctl get bridge br0 datapath_type").strip() == "system"
+    dp = sh(lab, host, "ovs-dpctl show")
+    assert "br0" in dp and "vxlan_sys_4789" in dp, dp       # kernel vxlan vport
+    assert "openvswitch" in sh(lab, host, "cat /proc/modules")
+    # Docker got the agent's options (bip with the cluster prefix, mtu)
+    assert re.search(r"inet 172\.17\.\d\.1/16", sh(lab, host, "ip -4 addr show docker0"))
+    assert "mtu 1450" in sh(lab, host, "ip link show docker0")
+    # per-datapath behaviour: offload left on with the kernel datapath
+    for dev in ("weft-d0", "weft-d0p"):
+        assert "tx-checksumming: on" in sh(lab, host, f"ethtool -k {dev}"), dev
 
 
 def test_weft_was_installed_by_the_documented_commands(lab):
@@ -157,17 +228,19 @@ def test_weft_was_installed_by_the_documented_commands(lab):
     block now), and every host runs the weft-sdn built from this tree."""
     script = (vm.state_dir(lab) / "share" / dist.SCRIPT).read_text()
     assert script == dist.install_block(dist.DOC.read_text())
-    for host in ("host1", "host2"):
-        for cmd in ("ovs-agent", "weft-manager", "weftctl"):
-            assert sh(lab, host, f"/opt/weft/venv/bin/{cmd} --version").split() == [cmd, version()]
-        assert sh(lab, host, "/opt/weft/venv/bin/pip show weft-sdn | grep ^Version:").split() == \
-            ["Version:", version()]
+    cmds = ("ovs-agent", "weft-manager", "weftctl")
+    outs = both(*(lambda h=h: sh(lab, h, "; ".join(f"/opt/weft/venv/bin/{c} --version"
+                                                    for c in cmds) +
+                                 "; /opt/weft/venv/bin/pip show weft-sdn | grep ^Version:")
+                  for h in ("host1", "host2")))
+    for out in outs:
+        assert [line.split() for line in out.splitlines()] == \
+            [[c, version()] for c in cmds] + [["Version:", version()]]
     assert vm.api(lab, "GET", "/v1/health")["version"] == version()
 
 
 def test_docker0_containers_reach_each_other_across_hosts(lab):
-    docker_run(lab, "host1", "d1")
-    ip2 = docker_run(lab, "host2", "d2")
+    _, ip2 = both(lambda: docker_run(lab, "host1", "d1"), lambda: docker_run(lab, "host2", "d2"))
     assert ip2.startswith("172.17.2.")
     assert pings(lab, "host1", "d1", ip2) == 3
     mbps = iperf(lab, ("host2", "d2"), ("host1", "d1"), ip2, secs=3)
@@ -178,9 +251,9 @@ def test_docker0_containers_reach_each_other_across_hosts(lab):
 @pytest.fixture(scope="module")
 def tenants(lab):
     """red and blue both on 10.10.0.0/24 (weft plugin networks) on both hosts."""
-    for host in ("host1", "host2"):      # a lab reused with WEFT_VM_LAB: start clean
-        sh(lab, host, "docker rm -f red1 red2 blue2 blue3 >/dev/null 2>&1; "
-                      "docker network rm red blue >/dev/null 2>&1; true")
+    both(*(lambda h=h: sh(lab, h, "docker rm -f red1 red2 blue2 blue3 >/dev/null 2>&1; "
+                                  "docker network rm red blue >/dev/null 2>&1; true")
+           for h in ("host1", "host2")))    # a lab reused with WEFT_VM_LAB: start clean
     for t in ("red", "blue"):
         vlan = SWITCH[t][0]         # the tag on trunks (test_vlan_trunk_*), unused elsewhere
         try:
@@ -190,16 +263,14 @@ def tenants(lab):
             if "HTTP 409" not in str(exc):
                 raise
             vm.api(lab, "PATCH", f"/v1/tenants/{t}", {"vlan": vlan})
-        for host in ("host1", "host2"):
-            wait_network(lab, host, t)
-    sh(lab, "host1", "docker run -d --pull=never --name red1 --network red --ip 10.10.0.11 "
-                     f"{IMAGE} sleep 100000")
-    sh(lab, "host2", "docker run -d --pull=never --name red2 --network red --ip 10.10.0.140 "
-                     f"{IMAGE} sleep 100000")
-    sh(lab, "host2", "docker run -d --pull=never --name blue2 --network blue --ip 10.10.0.140 "
-                     f"{IMAGE} sleep 100000")
-    sh(lab, "host2", "docker run -d --pull=never --name blue3 --network blue --ip 10.10.0.150 "
-                     f"{IMAGE} sleep 100000")
+    run = "docker run -d --pull=never --name {} --network {} --ip {} " + IMAGE + " sleep 100000"
+    both(lambda: (wait_network(lab, "host1", "red"),
+                  sh(lab, "host1", run.format("red1", "red", "10.10.0.11")),
+                  wait_network(lab, "host1", "blue")),
+         lambda: (wait_network(lab, "host2", "red"), wait_network(lab, "host2", "blue"),
+                  sh(lab, "host2", " && ".join((run.format("red2", "red", "10.10.0.140"),
+                                                run.format("blue2", "blue", "10.10.0.140"),
+                                                run.format("blue3", "blue", "10.10.0.150"))))))
     deadline = time.monotonic() + 120
     while pings(lab, "host1", "red1", "10.10.0.140", 1) < 1:
         assert time.monotonic() < deadline, "red1 never reached red2"
@@ -320,10 +391,10 @@ def routed(lab):
                                    "weft_lab.outside", "serve", "--log", str(log),
                                    "http:8000", "udp:5300"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for host in ("host1", "host2"):
-            sh(lab, host, f"ip route replace {EXT_NET} via {vm.HOST_SIDE}")
-            sh(lab, host, "docker rm -f gw1 gd2 gp2 >/dev/null 2>&1; docker network rm "
-                          f"{' '.join(GREEN)} >/dev/null 2>&1; true")
+        both(*(lambda h=h: sh(lab, h, f"ip route replace {EXT_NET} via {vm.HOST_SIDE}; "
+                                      "docker rm -f gw1 gd2 gp2 >/dev/null 2>&1; docker "
+                                      f"network rm {' '.join(GREEN)} >/dev/null 2>&1; true")
+               for h in ("host1", "host2")))
         try:
             vm.api(lab, "POST", "/v1/tenants", {"name": "green"})
         except vm.VMError as exc:
@@ -336,12 +407,12 @@ def routed(lab):
             except vm.VMError as exc:
                 if "HTTP 409" not in str(exc):
                     raise
-            for host in ("host1", "host2"):
-                wait_network(lab, host, net)
-        sh(lab, "host1", "docker run -d --pull=never --name gw1 --network green-web "
-                         f"--ip 10.30.1.11 {IMAGE} sleep 100000")
-        sh(lab, "host2", "docker run -d --pull=never --name gd2 --network green-db "
-                         f"--ip 10.30.2.12 {IMAGE} sleep 100000")
+        run = "docker run -d --pull=never --name {} --network {} --ip {} " + IMAGE + \
+            " sleep 100000"
+        both(*(lambda h=h, c=c: ([wait_network(lab, h, net) for net in GREEN],
+                                 sh(lab, h, run.format(*c)))
+               for h, c in (("host1", ("gw1", "green-web", "10.30.1.11")),
+                            ("host2", ("gd2", "green-db", "10.30.2.12")))))
         deadline = time.monotonic() + 120
         while pings(lab, "host1", "gw1", "10.30.2.12", 1) < 1:
             assert time.monotonic() < deadline, "gw1 never reached gd2 through the gateway"
