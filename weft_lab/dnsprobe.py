@@ -3,6 +3,10 @@ weft_lab.outside's clients are): ask, measure, flood, spoof (docs/dns.md, the la
 
     python -m weft_lab.dnsprobe ask SERVER NAME[/TYPE] ... [--count N]
         one JSON line per answer: {"name", "rcode", "a", "ptr", "ms"} (rcode -1: none)
+    python -m weft_lab.dnsprobe until SERVER NAME (--found|--gone) [--within S]
+        asks every 50 ms; a line {"ready": true} after the first answer, then, once NAME
+        has an address (--found) or is NXDOMAIN (--gone), {"at": wall-clock time of that
+        answer, "tries", "row"}; exit status 1 if not within S seconds
     python -m weft_lab.dnsprobe flood SERVER NAME SECONDS
         queries as fast as one socket sends them; prints how many were sent
     python -m weft_lab.dnsprobe spoof SERVER NAME ADDRESS SECONDS
@@ -19,6 +23,7 @@ import time
 from ovs_agent import dnswire
 
 TYPES = {"A": dnswire.TYPE_A, "PTR": dnswire.TYPE_PTR, "AAAA": dnswire.TYPE_AAAA}
+NXDOMAIN = 3
 
 
 def ask(server: str, names: list[str], count: int = 1, timeout: float = 2.0) -> list[dict]:
@@ -45,6 +50,23 @@ def ask(server: str, names: list[str], count: int = 1, timeout: float = 2.0) -> 
                     pass
                 out.append(row)
     return out
+
+
+def until(server: str, name: str, found: bool, within: float, every: float = 0.05) -> int:
+    """Ask until the answer turns (see the module's doc); the lines go to stdout."""
+    deadline = time.monotonic() + within
+    tries = 0
+    while time.monotonic() < deadline:
+        [row] = ask(server, [name], timeout=0.5)
+        at = time.time()
+        tries += 1
+        if tries == 1:
+            print(json.dumps({"ready": True, "row": row}), flush=True)
+        if (bool(row["a"]) if found else row["rcode"] == NXDOMAIN):
+            print(json.dumps({"at": at, "tries": tries, "row": row}), flush=True)
+            return 0
+        time.sleep(every)
+    return 1
 
 
 def flood(server: str, name: str, seconds: float) -> int:
@@ -88,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("names", nargs="+")
     a.add_argument("--count", type=int, default=1)
     a.add_argument("--timeout", type=float, default=2.0)
+    u = sub.add_parser("until")
+    u.add_argument("server")
+    u.add_argument("name")
+    way = u.add_mutually_exclusive_group(required=True)
+    way.add_argument("--found", action="store_true")
+    way.add_argument("--gone", action="store_true")
+    u.add_argument("--within", type=float, default=10.0)
     f = sub.add_parser("flood")
     f.add_argument("server")
     f.add_argument("name")
@@ -101,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "ask":
         for row in ask(args.server, args.names, args.count, args.timeout):
             print(json.dumps(row))
+    elif args.cmd == "until":
+        return until(args.server, args.name, args.found, args.within)
     elif args.cmd == "flood":
         print(flood(args.server, args.name, args.seconds))
     else:

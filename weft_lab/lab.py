@@ -213,6 +213,9 @@ def start_plugin(lab: str, host: str, *extra: str) -> int:
     d, sd = host_dir(lab, host), state_dir(lab)
     sock = docker.plugin_dir(d) / "weft.sock"
     sock.unlink(missing_ok=True)
+    # a host that joins by registration is in no shared hosts.yaml: its own file, as
+    # its agent's (the plugin needs its entry: datapath and port type)
+    peers = d / "hosts.yaml" if (d / "hosts.yaml").exists() else sd / "hosts.yaml"
     env = ovs_env(lab, host)
     if (sd / "api.token").exists():
         env["WEFT_API_TOKEN"] = (sd / "api.token").read_text().strip()
@@ -220,7 +223,7 @@ def start_plugin(lab: str, host: str, *extra: str) -> int:
         "op": "spawn", "ns": ns_name(lab, host), "env": env,
         "log": str(d / "weft-plugin.log"),
         "argv": [sys.executable, "-m", "ovs_agent.cli", "docker-plugin", "--peers",
-                 str(sd / "hosts.yaml"), "--host", host, "--socket", str(sock),
+                 str(peers), "--host", host, "--socket", str(sock),
                  "--docker-host", f"unix://{docker.socket_path(d)}", *extra]})["pid"]
     _wait(sock.exists, 20, f"the weft plugin of {host} ({d}/weft-plugin.log)")
     return pid
@@ -256,17 +259,36 @@ def _build_host(topo: Topology, host: Host, mtu: int) -> None:
     if not topo.docker:
         _bridge(ns, "docker0", host.docker_ip, mtu)    # Docker's bridge, built by hand
     start_ovs(lab, host.name)
-    if host.join == "register":
+    if host.join != "file":     # its own peers file: the cluster's settings and itself
         (host_dir(lab, host.name) / "hosts.yaml").write_text(hosts_yaml(topo, only=host.name))
     (host_dir(lab, host.name) / "resolv.conf").write_text("".join(
         f"nameserver {ipaddress.IPv4Interface(e.ip).ip}\n" for e in topo.external
         if "dns:53" in e.serve))
-    if topo.agent and host.join != "later":
+    if host.join == "later":
+        return                  # join_later() starts the rest
+    if topo.agent:
         start_agent(lab, host.name, register=host.join == "register")
     if topo.docker:
         _start_docker(topo, host)
     if topo.plugin:
         start_plugin(lab, host.name)
+
+
+def join_later(topo: Topology, name: str) -> float:
+    """A `join: later` host joins the running cluster as a new machine would: its agent
+    registers (from its own peers file), then its dockerd starts with the options the
+    agent wrote, then the weft plugin.  Its namespace, OVS and state directory were
+    built by `up`, so `down` removes everything it started whatever happens.  Seconds."""
+    t0 = time.monotonic()
+    host = next(h for h in topo.hosts if h.name == name)
+    if host.join != "later":
+        raise LabError(f"{name} is not a join: later host")
+    start_agent(topo.name, name, register=True)
+    if topo.docker:
+        _start_docker(topo, host)
+    if topo.plugin:
+        start_plugin(topo.name, name)
+    return time.monotonic() - t0
 
 
 def _start_docker(topo: Topology, host: Host) -> None:

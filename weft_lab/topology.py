@@ -69,7 +69,8 @@ class Host:
     tunnel_type: str | None     # per-host override
     # How the host becomes a member: "file" (listed in the lab's hosts.yaml), "register"
     # (not listed: its agent runs with --register and a peers file naming only itself),
-    # "later" (not listed, no agent: a test adds it to hosts.yaml and starts the agent)
+    # "later" (not listed, no agent, no dockerd or plugin: `lab.join_later` starts them,
+    # the agent registering, as a host joining a running cluster)
     join: str = "file"
 
 
@@ -507,9 +508,12 @@ def parse(text: str, source: str = "<string>") -> Topology:
             if "tunnel_type" in h else None
         docker_ip = f"{dsub[1]}/{cluster.prefixlen}"
         join = r.choice(h["join"], f + ".join", JOIN_MODES) if "join" in h else "file"
-        if join != "file" and (docker or not agent or transport != "tunnel"):
-            raise r.fail(f + ".join", h["join"], "join: register/later needs agent: true, "
-                         "docker: false and transport: tunnel")
+        if join != "file" and (not agent or transport != "tunnel"):
+            raise r.fail(f + ".join", h["join"], "join: register/later needs agent: true "
+                         "and transport: tunnel")
+        if join == "later" and docker and "containers" in h:
+            raise r.fail(f + ".containers", h["containers"], "a join: later host's dockerd "
+                         "starts when it joins: its containers are the test's to run")
         host = Host(hname, i, str(underlay[10 + i]), str(mgmt[10 + i]), str(dsub),
                     docker_ip, override, join)
         hosts.append(host)

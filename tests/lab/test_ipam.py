@@ -5,7 +5,12 @@ instances on one etcd member, the Docker network red (10.40.0.0/22) on every hos
 Many `docker run --network red` containers on all hosts at once get distinct addresses
 from blocks their hosts claimed; `--ip` of another host's address is refused naming it;
 a plugin killed between allocation and Join loses nothing; a controller killed while
-hosts claim blocks hands out no address twice.
+hosts claim blocks hands out no address twice.  Then issue 23 on the same three hosts
+(docs/docker.md "Creating a network", docs/dns.md): one `weftctl network create` makes
+a network usable on all of them, `ping web1` by name works from the other two and not
+from another tenant, names follow `docker run`/`docker rm`, and host4 (`join: later`)
+joins by registration, gets the networks and the names, and takes its names along when
+it leaves.
 """
 from __future__ import annotations
 
@@ -13,8 +18,11 @@ import ipaddress
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,7 +34,9 @@ from weft_lab import failover
 from weft_lab import lab as L
 from weft_lab import nodes as N
 from weft_lab.measure import pings
+from weft_lab.nodes import exec_argv
 from weft_lab.shell import CommandError, netns_pids
+from weft_lab.traffic import node_run
 from weft_lab.topology import load
 
 HOSTS = ("host1", "host2", "host3")
@@ -210,3 +220,219 @@ def test_a_controller_killed_while_hosts_claim_blocks_hands_out_no_duplicate(lab
         assert held_by(now, addr) == name.split("-")[0], (name, addr)
     C.start_controller(lab, instances=range(0, 1))
     C.wait_api(lab.name, instances=2)
+
+
+# -- issue 23 on three Docker hosts: one network for all, names, a host that joins later --
+# Last in the module (they need no clean hosts): tenant app's network app-web and tenant
+# other's other-web, each made once with `weftctl network create` (docs/docker.md
+# "Creating a network"); names through Docker's embedded resolver, which forwards to weft
+# (docs/dns.md); host4 (`join: later` in topologies/ipam.yaml) joins by registration.
+
+ROOT = Path(__file__).resolve().parents[2]
+EMBEDDED = "127.0.0.11"         # Docker's resolver, in every container on a weft network
+NXDOMAIN = 3
+SYNC_S = 10                     # an agent interval (2 s in the lab) plus dockerd's create
+LATE = "host4"
+
+
+def weftctl(lab, *args: str) -> subprocess.CompletedProcess:
+    """The real weftctl, against the lab's API, as a user runs it."""
+    exe = ROOT / ".venv/bin/weftctl"
+    return subprocess.run([str(exe) if exe.exists() else "weftctl", "--api",
+                           f"unix:{C.api_socket(lab.name, 2)}", "--token",
+                           C.api_token(lab.name), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def docker_cli(lab, host: str, *args: str) -> subprocess.CompletedProcess:
+    d = N.host_dir(lab.name, host)
+    return subprocess.run([D.DOCKER, "-H", f"unix://{D.socket_path(d)}", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def weft_nets(lab, host: str) -> set[str]:
+    return set(docker(lab, host, "network", "ls", "--filter", "driver=weft", "--format",
+                      "{{.Name}}").split())
+
+
+def ask(lab, node: str, name: str) -> dict:
+    """One A query for ``name`` from inside ``node``, through Docker's embedded resolver."""
+    res = node_run(lab.name, node, [sys.executable, "-m", "weft_lab.dnsprobe", "ask",
+                                    EMBEDDED, name], timeout=30)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+class Watch:
+    """`dnsprobe until` in a container: asks every 50 ms until ``name`` has an address
+    (found) or is NXDOMAIN (gone); ``at()`` is the wall-clock time of that answer."""
+
+    def __init__(self, lab, node: str, name: str, found: bool, within: float = 15):
+        self.proc = subprocess.Popen(
+            exec_argv(lab.name, node, [sys.executable, "-m", "weft_lab.dnsprobe", "until",
+                                       EMBEDDED, name, "--found" if found else "--gone",
+                                       "--within", str(within)]),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        self.what = f"{name} {'found' if found else 'gone'} from {node}"
+        first = self.proc.stdout.readline() if self.proc.stdout else ""
+        assert first, f"{self.what}: {self.proc.stderr.read() if self.proc.stderr else ''}"
+        self.first = json.loads(first)["row"]
+
+    def at(self, timeout: float = 30) -> float:
+        out, err = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, f"not {self.what} in time: {err}"
+        return float(json.loads(out.splitlines()[-1])["at"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
+def run_web1(lab) -> tuple[str, float]:
+    """`docker run --name web1 --network app-web` on host1: (its address, wall-clock
+    time `docker run` returned)."""
+    out = docker_cli(lab, "host1", "run", "-d", "--pull=never", "--name", "web1",
+                     "--label", f"weft-lab={lab.name}", "--network", "app-web", D.IMAGE,
+                     "sleep", "2147483647")
+    done = time.time()
+    assert out.returncode == 0, out.stderr
+    return docker(lab, "host1", "inspect", "-f",
+                  "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                  "web1").strip(), done
+
+
+def ping_by_name(lab, host: str, container: str, name: str) -> str:
+    out = docker_cli(lab, host, "exec", container, "ping", "-c", "1", "-W", "2", name)
+    assert out.returncode == 0, f"{container} on {host}: ping {name}: {out.stdout}{out.stderr}"
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def app_net(lab):
+    """Tenants app and other (no subnets of their own), and one network each, made once
+    with weftctl; the seconds from `weftctl network create app-web` to every host's
+    `docker network ls` showing it."""
+    for args in (("tenant", "create", "app"), ("tenant", "create", "other"),
+                 ("network", "create", "other-web", "--tenant", "other", "--subnet",
+                  "10.43.0.0/24")):
+        out = weftctl(lab, *args)
+        assert out.returncode == 0, out.stderr
+    t0 = time.monotonic()
+    out = weftctl(lab, "network", "create", "app-web", "--tenant", "app", "--subnet",
+                  "10.42.0.0/24")
+    assert out.returncode == 0, out.stderr
+    missing: dict[str, set[str]] = {}
+    while time.monotonic() - t0 < SYNC_S:
+        missing = {h: {"app-web"} - weft_nets(lab, h) for h in HOSTS}
+        if not any(missing.values()):
+            break
+        time.sleep(0.1)
+    yield time.monotonic() - t0, missing
+
+
+def test_one_weftctl_network_create_serves_all_three_hosts(lab, app_net):
+    """`weftctl network create app-web` once: `docker network ls` on all three hosts
+    shows it within an agent interval, and `docker run --network app-web` works on each
+    with no per-host step; the containers reach each other across hosts."""
+    took, missing = app_net
+    print(f"\nweftctl network create -> docker network ls on all 3 hosts: {took:.2f} s")
+    assert not any(missing.values()), f"not within {SYNC_S} s: {missing}"
+    C.wait_docker_networks(lab, {"other-web"}, timeout=SYNC_S, hosts=list(HOSTS))
+    ips = {}
+    for host, name, net in (("host2", "app2", "app-web"), ("host3", "app3", "app-web"),
+                            ("host2", "other2", "other-web")):
+        info = D.run_container(N.host_dir(lab.name, host), lab.name, name,
+                               N.ns_name(lab.name, name), network=net)
+        ips[name] = info["ip"].split("/")[0]
+    assert ipaddress.ip_address(ips["app2"]) in ipaddress.ip_network("10.42.0.0/24")
+    assert pings(N.ns_name(lab.name, "app2"), ips["app3"])
+    assert not pings(N.ns_name(lab.name, "other2"), ips["app3"], count=2)   # other tenant
+
+
+def test_names_across_three_hosts(lab, app_net):
+    """web1 on host1: `ping web1` by name from app2 (host2) and app3 (host3) through
+    Docker's embedded resolver; tenant other's container on host2 gets NXDOMAIN; the name
+    appears within about a second of `docker run` and is gone within about a second of
+    `docker rm -f` (on both hosts)."""
+    found = Watch(lab, "app2", "web1", found=True)
+    try:
+        assert found.first["rcode"] == NXDOMAIN     # not there before docker run
+        web1, ran = run_web1(lab)
+        appeared = found.at() - ran
+    finally:
+        found.stop()
+    print(f"\nname web1 resolvable on host2 {appeared:.2f} s after `docker run` returned")
+    for host, node in (("host2", "app2"), ("host3", "app3")):
+        assert f"from {web1}:" in ping_by_name(lab, host, node, "web1")
+    # another tenant: NXDOMAIN, as a name nobody has (busybox nslookup and the rcode)
+    out = docker_cli(lab, "host2", "exec", "other2", "nslookup", "-type=a", "web1")
+    assert "NXDOMAIN" in out.stdout + out.stderr and web1 not in out.stdout, out.stdout
+    assert (ask(lab, "other2", "web1")["rcode"], ask(lab, "other2", "web1")["a"]) == \
+        (NXDOMAIN, [])
+    assert ask(lab, "app3", "web1")["a"] == [web1]
+    gone = [Watch(lab, n, "web1", found=False) for n in ("app2", "app3")]
+    try:
+        assert all(g.first["a"] == [web1] for g in gone)
+        t0 = time.time()
+        assert docker_cli(lab, "host1", "rm", "-f", "web1").returncode == 0
+        rm_done = time.time()
+        after = [g.at() - rm_done for g in gone]
+    finally:
+        for g in gone:
+            g.stop()
+    print(f"docker rm -f web1 took {rm_done - t0:.2f} s; NXDOMAIN on host2 "
+          f"{after[0]:.2f} s, on host3 {after[1]:.2f} s after it returned")
+    assert appeared < 2.0 and max(after) < 2.0, (appeared, after)
+
+
+def test_a_host_added_later_gets_the_networks_and_the_names(lab, app_net):
+    """host4 joins the running cluster by registration (agent, then its dockerd with the
+    agent's options, then the plugin): its dockerd gets every cluster network with no
+    step of its own, a container there reaches and resolves web1 on host1 by name, and
+    once host4 leaves (its agent killed, the registration lease runs out) its container's
+    name goes from the other hosts."""
+    with C.api(lab.name, instance=2) as api:
+        assert LATE not in {h["name"] for h in api.get("/v1/hosts").json()}
+    assert weft_nets_or_none(lab, LATE) == set()            # no dockerd yet
+    t0 = time.monotonic()
+    L.join_later(lab, LATE)
+    joined = time.monotonic() - t0
+    wanted = {"red", "app-web", "other-web"}
+    took = C.wait_docker_networks(lab, wanted, timeout=30, hosts=[LATE]) + joined
+    print(f"\n{LATE}: agent, dockerd, plugin started in {joined:.1f} s; the cluster's "
+          f"networks in its docker network ls {took:.1f} s after the join began")
+    web1, _ = run_web1(lab)
+    D.run_container(N.host_dir(lab.name, LATE), lab.name, "app4",
+                    N.ns_name(lab.name, "app4"), network="app-web")
+    wait_for(lambda: ask(lab, "app4", "web1")["a"] == [web1], 15, "web1's name on host4")
+    assert f"from {web1}:" in ping_by_name(lab, LATE, "app4", "web1")
+    wait_for(lambda: bool(ask(lab, "app2", "app4")["a"]), 15, "app4's name on host2")
+    # host4 leaves: no agent renews its registration; its names go with it
+    gone = Watch(lab, "app2", "app4", found=False, within=30)
+    try:
+        agent = next(p for p in netns_pids(N.ns_name(lab.name, LATE))
+                     if b"ovs_agent.cli" in _cmdline(p) and b"docker-plugin" not in _cmdline(p))
+        os.kill(agent, signal.SIGKILL)
+        killed = time.time()
+        left = gone.at(timeout=40) - killed
+    finally:
+        gone.stop()
+    print(f"{LATE}'s agent killed: app4's name gone from host2 {left:.1f} s later "
+          f"(registration lease {L.LAB_LEASE_TTL:g} s)")
+    assert left < L.LAB_LEASE_TTL + 5
+
+
+def weft_nets_or_none(lab, host: str) -> set[str]:
+    """A host's weft networks, or nothing while it has no dockerd."""
+    try:
+        return weft_nets(lab, host)
+    except CommandError:
+        return set()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -68,3 +68,23 @@ hosts:
 """
     with pytest.raises(TopologyError, match="needs a subnet"):
         parse(text)
+
+
+def test_docker_hosts_may_join_later():
+    """A Docker host with the plugin may join a running lab later (by registration):
+    listed in no shared hosts.yaml, only in its own; its containers are the test's."""
+    from cluster.hostsfile import parse as parse_hosts
+    from weft_lab.lab import hosts_yaml
+    t = load(ROOT / "topologies" / "ipam.yaml")
+    assert t.docker and t.plugin
+    assert [h.name for h in t.members] == ["host1", "host2", "host3"]
+    shared = parse_hosts(hosts_yaml(t))
+    assert shared.membership == "register"
+    assert [h.name for h in shared.hosts] == ["host1", "host2", "host3"]
+    own = parse_hosts(hosts_yaml(t, only="host4"))
+    assert [h.name for h in own.hosts] == ["host4"] and own.apis == shared.apis
+    with pytest.raises(TopologyError, match="its containers are the test's"):
+        parse("name: t\nhosts:\n  - name: h1\n  - name: h2\n    join: later\n"
+              "    containers:\n      - {name: d2}\n")
+    with pytest.raises(TopologyError, match="needs agent: true"):
+        parse("name: t\nagent: false\nhosts:\n  - name: h1\n    join: later\n")
