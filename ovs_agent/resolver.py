@@ -35,7 +35,7 @@ from pathlib import Path
 from cluster.names import RESOLVER_ADDRESS, RESOLVER_PORT
 from ovs_agent import dnswire, names
 from ovs_agent.desired import UNDERLAY_BRIDGE
-from ovs_agent.nat import PORT_PREFIX
+from ovs_agent.nat import PORT_PREFIX, mark
 
 LOG = logging.getLogger("ovs-agent")
 ADDRESS, PORT = RESOLVER_ADDRESS, RESOLVER_PORT   # on every host (daemon.json "dns")
@@ -46,6 +46,7 @@ BATCH = 256                     # packets read per wake-up
 RCVBUF = 4 << 20               # bytes of queued queries
 MAX_PENDING = 1024              # forwarded queries in flight, all tenants together
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+SO_MARK = getattr(socket, "SO_MARK", 36)
 _PKTINFO = struct.Struct("=I4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
 
 
@@ -84,6 +85,23 @@ def tenant_id_of(ifname: str) -> int | None:
     return None
 
 
+def reply_mark(ifname: str | None) -> int:
+    """The packet mark an answer to a query that came in on ``ifname`` is sent with: a
+    tenant's (``ovs_agent.nat.mark``) for its port wx-<id>, so that the kernel's first
+    route lookup already uses the tenant's table (its fwmark rule); 0 for anything else
+    (docker0's containers are on the main table's connected route).
+
+    Without it the first lookup is the main table's, which has no route to a tenant's
+    subnets: on a host with a default route the answer left that way and the output
+    hook's mark (from the query's connection) rerouted it to wx-<id>; on a host without
+    one, sendmsg failed (ENETUNREACH, IpOutNoRoutes) and no container got an answer."""
+    if ifname and ifname.startswith(PORT_PREFIX):
+        tid = tenant_id_of(ifname)
+        if tid is not None and 0 < tid <= 0xFFFF:
+            return mark(tid)
+    return 0
+
+
 @dataclass
 class _Pending:
     client: tuple[str, int]
@@ -113,6 +131,7 @@ class Resolver:
     _sock: socket.socket | None = None
     _up: socket.socket | None = None
     _pending: dict[int, _Pending] = field(default_factory=dict)
+    _mark: int = 0                  # the socket's SO_MARK now (reply_mark)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -228,6 +247,13 @@ class Resolver:
         """From ADDRESS, whatever route the kernel picks (the connection's mark takes the
         reply back to the tenant's wx port: ovs_agent.nat)."""
         assert self._sock
+        want = reply_mark(self.ifname(ifindex))
+        if want != self._mark:
+            try:        # root (CAP_NET_ADMIN), as the agent runs
+                self._sock.setsockopt(socket.SOL_SOCKET, SO_MARK, want)
+                self._mark = want
+            except PermissionError:
+                pass    # unprivileged (tests): the output hook's reroute only
         info = _PKTINFO.pack(0, socket.inet_aton(self.address), b"\0" * 4)
         self._sock.sendmsg([msg], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, client)
 

@@ -355,14 +355,21 @@ def test_names_across_three_hosts(lab, app_net):
     Docker's embedded resolver; tenant other's container on host2 gets NXDOMAIN; the name
     appears within about a second of `docker run` and is gone within about a second of
     `docker rm -f` (on both hosts)."""
+    app3 = docker(lab, "host3", "inspect", "-f",
+                  "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "app3").strip()
+    t0 = time.monotonic()
+    wait_for(lambda: ask(lab, "app2", "app3")["a"] == [app3], 15,
+             "app2 resolving app3 (the path to weft's resolver)")
+    waited = time.monotonic() - t0
     found = Watch(lab, "app2", "web1", found=True)
     try:
-        assert found.first["rcode"] == NXDOMAIN     # not there before docker run
+        assert found.first["rcode"] == NXDOMAIN, found.first    # not there before the run
         web1, ran = run_web1(lab)
         appeared = found.at() - ran
     finally:
         found.stop()
-    print(f"\nname web1 resolvable on host2 {appeared:.2f} s after `docker run` returned")
+    print(f"\napp2 resolved app3 after {waited:.1f} s; name web1 resolvable on host2 "
+          f"{appeared:.2f} s after `docker run` returned")
     for host, node in (("host2", "app2"), ("host3", "app3")):
         assert f"from {web1}:" in ping_by_name(lab, host, node, "web1")
     # another tenant: NXDOMAIN, as a name nobody has (busybox nslookup and the rcode)

@@ -201,3 +201,16 @@ def test_tenant_id_of():
     assert resolver.tenant_id_of("br-1a2b") == resolver.BRIDGE_ZONE
     assert resolver.tenant_id_of("br-phy") is None and resolver.tenant_id_of("eth0") is None
     assert names.valid_name("web1")
+
+
+def test_answers_go_out_marked_for_the_tenant_they_came_from():
+    """An answer to a query from wx-<id> is sent with the tenant's mark, so its first
+    route lookup is the tenant's table: on a host with no default route (the three-host
+    ipam lab) the main table has no route to the tenant's subnets and every answer
+    failed with ENETUNREACH.  Anything else goes unmarked."""
+    from ovs_agent import nat
+    assert resolver.reply_mark("wx-1001") == nat.mark(1001) == 0x570003E9
+    assert resolver.reply_mark("wx-65535") == nat.MARK_BASE | 0xFFFF
+    for other in ("docker0", "br-3f2a1b2c3d4e", "br-phy", "lo", "eth0", "wx-", "wx-x",
+                  "wx-0", "wx-65536", None):
+        assert resolver.reply_mark(other) == 0, other
