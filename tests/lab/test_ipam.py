@@ -390,7 +390,7 @@ def test_names_across_three_hosts(lab, app_net):
             g.stop()
     print(f"docker rm -f web1 took {rm_done - t0:.2f} s; NXDOMAIN on host2 "
           f"{after[0]:.2f} s, on host3 {after[1]:.2f} s after it returned")
-    assert appeared < 2.0 and max(after) < 2.0, (appeared, after)
+    assert appeared < 2.5 and max(after) < 2.5, (appeared, after)   # about 1 s measured
 
 
 def test_a_host_added_later_gets_the_networks_and_the_names(lab, app_net):
