@@ -219,6 +219,15 @@ class Tenant:
             return self.subnet
         return None
 
+    @property
+    def gateway6(self) -> str | None:
+        """The IPv6 gateway of a dual-stack network with a gateway: its IPv6 subnet's
+        first address (``::1``), answered and routed like ``gateway`` (docs/routing.md);
+        None without a gateway or an IPv6 subnet."""
+        if self.gateway is None or self.subnet6 is None:
+            return None
+        return str(ipaddress.IPv6Network(self.subnet6).network_address + 1)
+
 
 def _gateway(gateway: Any, subnet: str | None, name: str) -> str | None:
     """A network's gateway: an IPv4 host address of its subnet (a /30 or shorter)."""
@@ -947,13 +956,13 @@ class Topology:
             if n.gateway is not None and by_name[n.tenant].vni > MAX_ACL_ZONE_VNI:
                 raise ValueError(f"network {n.name!r}: a gateway needs its tenant's VNI <= "
                                  f"{MAX_ACL_ZONE_VNI} (the tenant id, a conntrack zone)")
-        gateways = {n.name: n.gateway for n in self.all_tenants if n.gateway}
+        gateways = {n.name: (n.gateway, n.gateway6) for n in self.all_tenants if n.gateway}
         for b in self.bindings:
-            gw = gateways.get(b.tenant) if b.tenant is not None else None
-            if gw is not None and gw in b.ips:
-                raise ValueError(f"binding {b.host}/{b.port}: {gw} is the gateway of network "
-                                 f"{b.tenant!r} (give the port another address, or the "
-                                 "network another gateway)")
+            for gw in gateways.get(b.tenant, ()) if b.tenant is not None else ():
+                if gw is not None and gw in b.ips:
+                    raise ValueError(f"binding {b.host}/{b.port}: {gw} is the gateway of "
+                                     f"network {b.tenant!r} (give the port another address, "
+                                     "or the network another gateway)")
         seen = set()
         for r in self.routes:
             if not isinstance(r, Route):

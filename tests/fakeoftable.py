@@ -511,6 +511,15 @@ class FakeOFTable:
                 if _field_value(state, action[1]) is None:
                     raise FakeSwitchError(f"{action!r} on a frame without that field")
                 state[action[1]] = action[2]
+            elif kind == "set_field" and action[1] == "nd_options_type":
+                if _field_value(state, "icmpv6_type") not in (135, 136):
+                    raise FakeSwitchError(f"{action!r} on a frame that is not NS/NA")
+                # OVS rewrites the option's type: its link-layer address stays, now the
+                # other option (an NS's source option becomes an NA's target option)
+                old, new = ("ipv6_nd_tll", "ipv6_nd_sll") if action[2] == 1 else \
+                    ("ipv6_nd_sll", "ipv6_nd_tll")
+                if state.get(old) is not None:
+                    state[new] = state.pop(old)
             elif kind == "set_field":
                 state[action[1]] = action[2]
             elif kind == "set_queue":

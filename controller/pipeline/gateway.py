@@ -22,7 +22,13 @@ or flooded about it.  Cookie COOKIE_GATEWAY; on hosts where N is present
                                                    -> the same, tagged again
     GATEWAY 150  domain=T, ip, ipv4_dst=GW(M) (each gateway M of T)  -> drop: the
                  gateway answers ping, nothing else, and never leads to the host
-    GATEWAY 10   ip                                -> FIB (``controller.pipeline.route``)
+    GATEWAY 10   ip, ipv6                          -> FIB (``controller.pipeline.route``)
+
+IPv6: a dual-stack network with a gateway has ``gateway6`` (its IPv6 subnet's first
+address) on the same MAC: NS for it are ARP requests (L2 205/195, GATEWAY 200/300
+answer with an NA: router, solicited, override, the gateway MAC as target link-layer
+address), an NA claiming it is an ARP claim (L2 210), ping6 to a gateway is answered
+and nothing else reaches it (GATEWAY 150), IPv6 goes on to FIB.
 
 A frame to another tenant's gateway MAC finds none of these in its own network
 (they match the network) and floods there like any unknown MAC.
@@ -30,9 +36,10 @@ A frame to another tenant's gateway MAC finds none of these in its own network
 from __future__ import annotations
 
 from controller.flows import COOKIE_GATEWAY, Flow, flow
-from controller.model import Tenant, gateway_mac
+from controller.model import IPPROTO_ICMPV6, Tenant, gateway_mac
 from controller.pipeline.base import (
-    ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_VLAN, OFPVID_PRESENT, Feature, Part, SwitchContext,
+    ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_VLAN, OFPVID_PRESENT, Feature, Part,
+    SwitchContext,
 )
 from controller.pipeline.classify import enter_tenant
 from controller.pipeline.tables import (
@@ -50,6 +57,10 @@ OFPP_IN_PORT = 0xFFFFFFF8
 RESERVED_SOURCE = ("0a:77:66:00:00:00", "ff:ff:fe:00:00:00")
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
 ARP_REQUEST, ARP_REPLY = 1, 2
+ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129
+ICMPV6_NS, ICMPV6_NA = 135, 136
+ND_FLAGS_ROUTER_SOLICITED_OVERRIDE = 0xE0000000     # an NA's R, S, O bits (nd_reserved)
+ND_OPT_TARGET_LLADDR = 2
 
 
 def gateway_networks(sw: SwitchContext) -> list[Tenant]:
@@ -64,6 +75,35 @@ def _arp_request(gw: str) -> dict:
 def _echo_request(gw: str) -> dict:
     return {"eth_type": ETH_TYPE_IPV4, "ip_proto": 1, "icmpv4_type": ICMP_ECHO_REQUEST,
             "ipv4_dst": gw}
+
+
+def _nd(icmpv6_type: int, target: str) -> dict:
+    """An NS or NA about ``target`` (OVS: nd_target needs the type and code 0 matched)."""
+    return {"eth_type": ETH_TYPE_IPV6, "ip_proto": IPPROTO_ICMPV6, "icmpv6_type": icmpv6_type,
+            "icmpv6_code": 0, "ipv6_nd_target": target}
+
+
+def _echo6_request(gw: str) -> dict:
+    return {"eth_type": ETH_TYPE_IPV6, "ip_proto": IPPROTO_ICMPV6,
+            "icmpv6_type": ICMPV6_ECHO_REQUEST, "ipv6_dst": gw}
+
+
+def _na_reply(mac: str, gw: str) -> tuple[tuple, ...]:
+    """The solicitation turned into the gateway's advertisement (router, solicited,
+    override), hop limit 255 kept.  The NS's source link-layer option becomes the NA's
+    target link-layer option: its MAC set while it is still an NS (nd_sll; OVS checks a
+    field's prerequisites against the match), then its type.  OVS fixes the checksum."""
+    return (("move", "eth_src", "eth_dst"), ("set_field", "eth_src", mac),
+            ("move", "ipv6_src", "ipv6_dst"), ("set_field", "ipv6_src", gw),
+            ("set_field", "ipv6_nd_sll", mac), ("set_field", "icmpv6_type", ICMPV6_NA),
+            ("set_field", "nd_reserved", ND_FLAGS_ROUTER_SOLICITED_OVERRIDE),
+            ("set_field", "nd_options_type", ND_OPT_TARGET_LLADDR))
+
+
+def _echo6_reply(mac: str, gw: str) -> tuple[tuple, ...]:
+    return (("move", "eth_src", "eth_dst"), ("set_field", "eth_src", mac),
+            ("move", "ipv6_src", "ipv6_dst"), ("set_field", "ipv6_src", gw),
+            ("set_field", "icmpv6_type", ICMPV6_ECHO_REPLY))
 
 
 def _arp_reply(mac: str, gw: str) -> tuple[tuple, ...]:
@@ -82,13 +122,17 @@ def _echo_reply(mac: str, gw: str) -> tuple[tuple, ...]:
 
 
 def _answers(sw: SwitchContext, n: Tenant, gateways: list[str]) -> list[Flow]:
-    """GATEWAY: ARP for N's gateway and pings to the tenant's gateways, answered out the
-    port they came in by (tagged again on a trunk carrying N tagged)."""
+    """GATEWAY: ARP (NS) for N's gateway (IPv6 gateway) and pings to the tenant's
+    gateways of either family, answered out the port they came in by (tagged again on a
+    trunk carrying N tagged)."""
     mac, gw = gateway_mac(n.vni), n.gateway
     assert gw is not None
     sender = local_sender_match(n.vni)
     answers = [({**sender, **_arp_request(gw)}, _arp_reply(mac, gw))]
-    answers += [({**sender, **_echo_request(g)}, _echo_reply(mac, g)) for g in gateways]
+    if n.gateway6 is not None:
+        answers.append(({**sender, **_nd(ICMPV6_NS, n.gateway6)}, _na_reply(mac, n.gateway6)))
+    answers += [({**sender, **_echo6_request(g)}, _echo6_reply(mac, g)) if ":" in g
+                else ({**sender, **_echo_request(g)}, _echo_reply(mac, g)) for g in gateways]
     trunks = [m for m in sw.members if m.tenant == n.name and m.vlan is not None]
     out = []
     for match, actions in answers:
@@ -109,7 +153,7 @@ def _l2(n: Tenant) -> list[Flow]:
     assert gw is not None
     sender, any_ = local_sender_match(n.vni), network_match(n.vni)
     to_gateway = [("goto", GATEWAY)]
-    return [
+    out = [
         flow(L2, PRIO_GATEWAY_GUARD, {**any_, "eth_type": ETH_TYPE_ARP, "arp_spa": gw}, (),
              COOKIE_GATEWAY),
         flow(L2, PRIO_GATEWAY_ARP, {**sender, **_arp_request(gw)}, to_gateway, COOKIE_GATEWAY),
@@ -117,6 +161,15 @@ def _l2(n: Tenant) -> list[Flow]:
         flow(L2, PRIO_GATEWAY_ARP_REMOTE, {**any_, **_arp_request(gw)}, (), COOKIE_GATEWAY),
         flow(L2, PRIO_TO_GATEWAY_REMOTE, {**any_, "eth_dst": mac}, (), COOKIE_GATEWAY),
     ]
+    if n.gateway6 is not None:          # the same for IPv6: NS as ARP requests, NA as claims
+        gw6 = n.gateway6
+        out += [flow(L2, PRIO_GATEWAY_GUARD, {**any_, **_nd(ICMPV6_NA, gw6)}, (),
+                     COOKIE_GATEWAY),
+                flow(L2, PRIO_GATEWAY_ARP, {**sender, **_nd(ICMPV6_NS, gw6)}, to_gateway,
+                     COOKIE_GATEWAY),
+                flow(L2, PRIO_GATEWAY_ARP_REMOTE, {**any_, **_nd(ICMPV6_NS, gw6)}, (),
+                     COOKIE_GATEWAY)]
+    return out
 
 
 def _from_peers(sw: SwitchContext, n: Tenant, domain: int,
@@ -148,16 +201,18 @@ def _contribute(sw: SwitchContext) -> Part:
     topo = sw.topo
     flows = [flow(CLASSIFY, PRIO_DROP_GATEWAY_SRC, {"eth_src": RESERVED_SOURCE}, (),
                   COOKIE_GATEWAY),
-             flow(GATEWAY, PRIO_GW_FORWARD, {"eth_type": ETH_TYPE_IPV4}, [("goto", FIB)],
-                  COOKIE_GATEWAY)]
+             *(flow(GATEWAY, PRIO_GW_FORWARD, {"eth_type": eth_type}, [("goto", FIB)],
+                    COOKIE_GATEWAY) for eth_type in (ETH_TYPE_IPV4, ETH_TYPE_IPV6))]
     domains = sorted({n.tenant for n in networks})
-    gateways = {t: sorted({m.gateway for m in topo.networks_of(t) if m.gateway is not None})
-                for t in domains}
+    gateways = {t: sorted({g for m in topo.networks_of(t) for g in (m.gateway, m.gateway6)
+                           if g is not None}) for t in domains}
     for t in domains:
         tid = topo.tenant(t).vni
         flows.extend(flow(GATEWAY, PRIO_GW_IP_DROP,
-                          {**domain_match(tid), "eth_type": ETH_TYPE_IPV4, "ipv4_dst": g}, (),
-                          COOKIE_GATEWAY) for g in gateways[t])
+                          {**domain_match(tid), **({"eth_type": ETH_TYPE_IPV6, "ipv6_dst": g}
+                                                   if ":" in g else
+                                                   {"eth_type": ETH_TYPE_IPV4, "ipv4_dst": g})},
+                          (), COOKIE_GATEWAY) for g in gateways[t])
     peers = {peer: _routing_domains(sw, peer) for peer in sw.peer_ofport}
     for n in networks:
         flows.extend(_l2(n))
