@@ -25,10 +25,12 @@ or flooded about it.  Cookie COOKIE_GATEWAY; on hosts where N is present
     GATEWAY 10   ip, ipv6                          -> FIB (``controller.pipeline.route``)
 
 IPv6: a dual-stack network with a gateway has ``gateway6`` (its IPv6 subnet's first
-address) on the same MAC: NS for it are ARP requests (L2 205/195, GATEWAY 200/300
-answer with an NA: router, solicited, override, the gateway MAC as target link-layer
-address), an NA claiming it is an ARP claim (L2 210), ping6 to a gateway is answered
-and nothing else reaches it (GATEWAY 150), IPv6 goes on to FIB.
+address) on the same MAC: NS for it are ARP requests (L2 205/195; GATEWAY 200/300 turn
+them into an NA: router, solicited, override, then ``resubmit(,GATEWAY)``, where GATEWAY
+200 ``N local sender, eth_src=GWMAC(N), NA for gateway6`` sets the gateway MAC as target
+link-layer address and sends it out IN_PORT), an NA claiming it is an ARP claim (L2
+210), ping6 to a gateway is answered and nothing else reaches it (GATEWAY 150), IPv6
+goes on to FIB.
 
 A frame to another tenant's gateway MAC finds none of these in its own network
 (they match the network) and floods there like any unknown MAC.
@@ -90,14 +92,30 @@ def _echo6_request(gw: str) -> dict:
 
 def _na_reply(mac: str, gw: str) -> tuple[tuple, ...]:
     """The solicitation turned into the gateway's advertisement (router, solicited,
-    override), hop limit 255 kept.  The NS's source link-layer option becomes the NA's
-    target link-layer option: its MAC set while it is still an NS (nd_sll; OVS checks a
-    field's prerequisites against the match), then its type.  OVS fixes the checksum."""
+    override; hop limit 255 kept; OVS fixes the checksum).  The NS's source link-layer
+    option becomes the NA's target link-layer option, with the gateway MAC: OVS checks a
+    set_field's prerequisites against the match, so this flow (an NS) sets the option as
+    ``nd_sll`` and its type, and ``_na_tail`` (matching the NA the frame now is, after a
+    resubmit) sets it as ``nd_tll`` too.  Whichever of the two the datapath applies (OVS
+    writes the option by its type, before or after changing the type), it is the
+    gateway MAC."""
     return (("move", "eth_src", "eth_dst"), ("set_field", "eth_src", mac),
             ("move", "ipv6_src", "ipv6_dst"), ("set_field", "ipv6_src", gw),
             ("set_field", "ipv6_nd_sll", mac), ("set_field", "icmpv6_type", ICMPV6_NA),
             ("set_field", "nd_reserved", ND_FLAGS_ROUTER_SOLICITED_OVERRIDE),
             ("set_field", "nd_options_type", ND_OPT_TARGET_LLADDR))
+
+
+def _na_tail(n: Tenant) -> Flow:
+    """GATEWAY: the NA ``_na_reply`` made (its source is the gateway MAC, which no port
+    can send from: CLASSIFY drops it) gets the gateway MAC as target link-layer address
+    and goes out the port the NS came in by."""
+    mac, gw6 = gateway_mac(n.vni), n.gateway6
+    assert gw6 is not None
+    return flow(GATEWAY, PRIO_GW_ANSWER,
+                {**local_sender_match(n.vni), "eth_src": mac, **_nd(ICMPV6_NA, gw6)},
+                [("apply", (("set_field", "ipv6_nd_tll", mac), ("output", OFPP_IN_PORT)))],
+                COOKIE_GATEWAY)
 
 
 def _echo6_reply(mac: str, gw: str) -> tuple[tuple, ...]:
@@ -128,23 +146,25 @@ def _answers(sw: SwitchContext, n: Tenant, gateways: list[str]) -> list[Flow]:
     mac, gw = gateway_mac(n.vni), n.gateway
     assert gw is not None
     sender = local_sender_match(n.vni)
-    answers = [({**sender, **_arp_request(gw)}, _arp_reply(mac, gw))]
-    if n.gateway6 is not None:
-        answers.append(({**sender, **_nd(ICMPV6_NS, n.gateway6)}, _na_reply(mac, n.gateway6)))
-    answers += [({**sender, **_echo6_request(g)}, _echo6_reply(mac, g)) if ":" in g
-                else ({**sender, **_echo_request(g)}, _echo_reply(mac, g)) for g in gateways]
+    out = ("output", OFPP_IN_PORT)
+    answers = [({**sender, **_arp_request(gw)}, _arp_reply(mac, gw), out)]
+    if n.gateway6 is not None:      # the NA goes out by _na_tail
+        answers.append(({**sender, **_nd(ICMPV6_NS, n.gateway6)}, _na_reply(mac, n.gateway6),
+                        ("resubmit", GATEWAY)))
+    answers += [({**sender, **_echo6_request(g)}, _echo6_reply(mac, g), out) if ":" in g
+                else ({**sender, **_echo_request(g)}, _echo_reply(mac, g), out)
+                for g in gateways]
     trunks = [m for m in sw.members if m.tenant == n.name and m.vlan is not None]
-    out = []
-    for match, actions in answers:
-        out.append(flow(GATEWAY, PRIO_GW_ANSWER, match,
-                        [("apply", (*actions, ("output", OFPP_IN_PORT)))], COOKIE_GATEWAY))
+    flows = [_na_tail(n)] if n.gateway6 is not None else []
+    for match, actions, last in answers:
+        flows.append(flow(GATEWAY, PRIO_GW_ANSWER, match, [("apply", (*actions, last))],
+                          COOKIE_GATEWAY))
         for m in trunks:
             assert m.vlan is not None
             tag = (("push_vlan", ETH_TYPE_VLAN), ("set_field", "vlan_vid", OFPVID_PRESENT | m.vlan))
-            out.append(flow(GATEWAY, PRIO_GW_TRUNK, {**match, "in_port": m.ofport},
-                            [("apply", (*actions, *tag, ("output", OFPP_IN_PORT)))],
-                            COOKIE_GATEWAY))
-    return out
+            flows.append(flow(GATEWAY, PRIO_GW_TRUNK, {**match, "in_port": m.ofport},
+                              [("apply", (*actions, *tag, last))], COOKIE_GATEWAY))
+    return flows
 
 
 def _l2(n: Tenant) -> list[Flow]:

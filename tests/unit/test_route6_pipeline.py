@@ -97,6 +97,10 @@ def test_ns_for_the_ipv6_gateway_is_answered_in_place_with_an_na():
                                 "ipv6_dst": GW6["red"]}) == [("h1", "a")]
     # from the host on the other side of the tunnel: its own switch answers
     assert where(c, "h2", "b", ns(MAC["b"], IP6["b"], GW6["red-db"])) == [("h2", "b")]
+    # from a trunk carrying red-db tagged: answered tagged, out the trunk
+    got = c.trace("h1", "trk", ns("02:00:00:00:77:01", "fd00:2::77", GW6["red-db"]), 20)[0]
+    assert [(h, p, f["vlan_vid"], f["ipv6_nd_tll"]) for h, p, f in got] == [
+        ("h1", "trk", 20, GW_DB)]
     # an NS for red-db's gateway from red: not red's gateway, an ordinary NS in red
     assert ("h1", "a") not in where(c, "h1", "a", ns(MAC["a"], IP6["a"], GW6["red-db"]))
 
