@@ -221,7 +221,7 @@ def test_ipv6_gateway_flows_are_accepted_read_back_equal_and_answer_and_route(ov
     assert conn.send_state(plain, flows_only=True) == []
     a = f"in_port=1,dl_src={MAC['a']}"
     na = ovs.trace(f"{a},dl_dst=33:33:ff:00:00:01,icmp6,ipv6_src={IP6['a']},"
-                   f"ipv6_dst=ff02::1:ff00:1,icmp_type=135,icmp_code=0,nd_target={GW6['red']},"
+                   f"ipv6_dst=ff02::1:ff00:1,icmpv6_type=135,icmpv6_code=0,nd_target={GW6['red']},"
                    f"nd_sll={MAC['a']},nw_ttl=255")
     print(f"\nNS for {GW6['red']}: {na}")
     assert f"set(eth(src={GW},dst={MAC['a']}))" in na and "type=136" in na, na
