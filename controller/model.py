@@ -47,7 +47,8 @@ __all__ = [
     "MAX_ICMP_TYPE", "MAX_TENANT_NAME",
     "TENANT_NAME_PATTERN", "HOST_NAME_PATTERN", "PORT_NAME_PATTERN", "MAC_PATTERN",
     "MAX_DESCRIPTION", "check_name", "check_host", "check_text", "check_bindable_port",
-    "AclRule", "ACL_ACTIONS", "ACL_DIRECTIONS", "ACL_DEFAULTS", "MAX_ACL_PRIORITY",
+    "AclRule", "ACL_ACTIONS", "ACL_DIRECTIONS", "ACL_DEFAULTS", "ACL_ICMPV6", "IPPROTO_ICMPV6",
+    "MAX_ACL_PRIORITY",
     "MAX_ACL_ZONE_VNI", "MAX_ACL_ID", "VNI_MIN", "VLAN_MIN", "VLAN_MAX", "MAX_SUBNET_LEN",
     "PortOwned", "user_tenant", "Route", "first_host", "gateway_mac", "next_hop_mac",
     "gateway_port_mac", "gateway_port", "RESERVED_MAC_PREFIXES", "GATEWAY_PORT_PREFIX",
@@ -217,6 +218,15 @@ class Tenant:
         if self.subnet is not None and ":" in self.subnet:
             return self.subnet
         return None
+
+    @property
+    def gateway6(self) -> str | None:
+        """The IPv6 gateway of a dual-stack network with a gateway: its IPv6 subnet's
+        first address (``::1``), answered and routed like ``gateway`` (docs/routing.md);
+        None without a gateway or an IPv6 subnet."""
+        if self.gateway is None or self.subnet6 is None:
+            return None
+        return str(ipaddress.IPv6Network(self.subnet6).network_address + 1)
 
 
 def _gateway(gateway: Any, subnet: str | None, name: str) -> str | None:
@@ -584,6 +594,8 @@ QOS_MATCH_KEYS = ("ip_proto", "src", "dst", "src_port", "dst_port", "dscp")
 IP_PROTOS = {"icmp": 1, "tcp": 6, "udp": 17}
 _IP_PROTO_NAMES = {v: k for k, v in IP_PROTOS.items()}
 ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_IPV6 = 0x86DD
+IPPROTO_ICMPV6 = 58
 
 
 @dataclass(frozen=True)
@@ -750,6 +762,7 @@ def _normal_qos_match(match: Any, where: str) -> tuple[tuple[str, Any], ...]:
 ACL_ACTIONS = ("allow", "drop")
 ACL_DIRECTIONS = ("ingress", "egress")
 ACL_DEFAULTS = ("allow", "deny")     # a tenant's policy when no rule matches
+ACL_ICMPV6 = "icmpv6"                # an ACL rule's ip_proto for ICMPv6 (58), IPv6 rules only
 MAX_ACL_PRIORITY = 10_000
 MAX_ACL_ID = 0xFFFFFFFF              # the low 32 bits of the rule's flow cookies
 MAX_ACL_ZONE_VNI = 0xFFFF            # conntrack zones are 16 bits: zone = the tenant's VNI
@@ -792,33 +805,88 @@ class AclRule:
         if self.direction not in ACL_DIRECTIONS:
             raise ModelError("direction", f"{where}: direction {self.direction!r} "
                                           "not ingress|egress")
-        pairs = [(k, v) for k, v in (("ip_proto", self.ip_proto), ("src", self.remote),
-                                     ("dst", self.local)) if v is not None]
-        norm = dict(_normal_qos_match(pairs, where))
-        object.__setattr__(self, "ip_proto", norm.get("ip_proto"))
-        object.__setattr__(self, "remote", norm.get("src"))
-        object.__setattr__(self, "local", norm.get("dst"))
+        proto = self.ip_proto
+        if isinstance(proto, str) and proto.strip().lower() == ACL_ICMPV6:
+            proto = ACL_ICMPV6
+        elif proto is not None:
+            proto = dict(_normal_qos_match([("ip_proto", proto)], where))["ip_proto"]
+        remote = _acl_address(self.remote, "src", where)
+        local = _acl_address(self.local, "dst", where)
+        object.__setattr__(self, "ip_proto", proto)
+        object.__setattr__(self, "remote", remote)
+        object.__setattr__(self, "local", local)
+        families = {is_ipv6(a) for a in (remote, local) if a is not None}
+        if len(families) > 1:
+            raise ModelError("local", f"{where}: remote {remote} and local {local} mix IPv4 "
+                                      "and IPv6: one rule is of one family (give two rules)")
+        if proto == ACL_ICMPV6 and False in families:
+            raise ModelError("ip_proto", f"{where}: ip_proto icmpv6 with IPv4 addresses "
+                                         "(IPv4's is icmp)")
+        if proto == "icmp" and True in families:
+            raise ModelError("ip_proto", f"{where}: ip_proto icmp with IPv6 addresses "
+                                         "(IPv6's is icmpv6)")
         if self.port is not None:
             _int_in(self.port, 1, MAX_L4_PORT, f"{where}: port")
             if self.ip_proto not in ("tcp", "udp"):
                 raise ModelError("port", f"{where}: port needs ip_proto tcp or udp")
         if self.icmp_type is not None:
             _int_in(self.icmp_type, 0, MAX_ICMP_TYPE, f"{where}: icmp_type")
-            if self.ip_proto != "icmp":
-                raise ModelError("icmp_type", f"{where}: icmp_type needs ip_proto icmp")
+            if self.ip_proto not in ("icmp", ACL_ICMPV6):
+                raise ModelError("icmp_type", f"{where}: icmp_type needs ip_proto icmp "
+                                              "or icmpv6")
         check_text(self.description, "description")
 
+    @property
+    def ipv6(self) -> bool:
+        """An IPv6 rule: an IPv6 address (``::/0``: any) or ip_proto icmpv6; else IPv4
+        (a rule without addresses is IPv4, as before IPv6)."""
+        return self.ip_proto == ACL_ICMPV6 or any(
+            a is not None and is_ipv6(a) for a in (self.remote, self.local))
+
     def oxm(self) -> dict[str, Any]:
-        """The OpenFlow match of the connection's first packet (IPv4; OXM names)."""
+        """The OpenFlow match of the connection's first packet (OXM names)."""
         src, dst = (self.remote, self.local) if self.direction == "ingress" else \
             (self.local, self.remote)
-        match: list[tuple[str, Any]] = [(k, v) for k, v in (
-            ("ip_proto", self.ip_proto), ("src", src), ("dst", dst),
-            ("dst_port", self.port)) if v is not None]
-        out = ipv4_oxm(tuple(sorted(match)))
+        if not self.ipv6:
+            match: list[tuple[str, Any]] = [(k, v) for k, v in (
+                ("ip_proto", self.ip_proto), ("src", src), ("dst", dst),
+                ("dst_port", self.port)) if v is not None]
+            out = ipv4_oxm(tuple(sorted(match)))
+            if self.icmp_type is not None:
+                out["icmpv4_type"] = self.icmp_type
+            return out
+        out = {"eth_type": ETH_TYPE_IPV6}
+        proto = self.ip_proto
+        if proto is not None:
+            out["ip_proto"] = IPPROTO_ICMPV6 if proto == ACL_ICMPV6 else IP_PROTOS.get(proto, proto)
+        for value, oxm in ((src, "ipv6_src"), (dst, "ipv6_dst")):
+            if value is not None:
+                net = ipaddress.IPv6Network(value)
+                if net.prefixlen == 128:
+                    out[oxm] = str(net.network_address)
+                elif net.prefixlen:
+                    out[oxm] = (str(net.network_address), str(net.netmask))
+        if self.port is not None:
+            out[f"{proto}_dst"] = self.port
         if self.icmp_type is not None:
-            out["icmpv4_type"] = self.icmp_type
+            out["icmpv6_type"] = self.icmp_type
         return out
+
+
+def _acl_address(value: Any, key: str, where: str) -> str | None:
+    """An ACL rule's ``remote``/``local``: an IPv4 or IPv6 address or CIDR, normalised
+    (a host as its address, host bits cleared); ModelError naming ``match.<key>``."""
+    if value is None:
+        return None
+    what = f"{where}: match {key}"
+    if not isinstance(value, str):
+        raise ModelError(f"match.{key}", f"{what} must be an IPv4 or IPv6 address or CIDR")
+    try:
+        net = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ModelError(f"match.{key}", f"{what} {value[:50]!r} is not an IPv4 or IPv6 "
+                                         "address or CIDR") from None
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
 @dataclass(frozen=True)
@@ -888,13 +956,13 @@ class Topology:
             if n.gateway is not None and by_name[n.tenant].vni > MAX_ACL_ZONE_VNI:
                 raise ValueError(f"network {n.name!r}: a gateway needs its tenant's VNI <= "
                                  f"{MAX_ACL_ZONE_VNI} (the tenant id, a conntrack zone)")
-        gateways = {n.name: n.gateway for n in self.all_tenants if n.gateway}
+        gateways = {n.name: (n.gateway, n.gateway6) for n in self.all_tenants if n.gateway}
         for b in self.bindings:
-            gw = gateways.get(b.tenant) if b.tenant is not None else None
-            if gw is not None and gw in b.ips:
-                raise ValueError(f"binding {b.host}/{b.port}: {gw} is the gateway of network "
-                                 f"{b.tenant!r} (give the port another address, or the "
-                                 "network another gateway)")
+            for gw in gateways.get(b.tenant, ()) if b.tenant is not None else ():
+                if gw is not None and gw in b.ips:
+                    raise ValueError(f"binding {b.host}/{b.port}: {gw} is the gateway of "
+                                     f"network {b.tenant!r} (give the port another address, "
+                                     "or the network another gateway)")
         seen = set()
         for r in self.routes:
             if not isinstance(r, Route):

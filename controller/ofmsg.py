@@ -49,9 +49,11 @@ import struct
 from functools import cached_property
 from typing import Any, Callable, Iterable, Protocol
 
+from os_ken.lib import type_desc
 from os_ken.lib.pack_utils import msg_pack_into
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as ofpp
+from os_ken.ofproto import oxm_fields
 
 from controller.flows import Flow, Group, LearnSpec, Meter, flow, normal_action
 
@@ -84,7 +86,22 @@ _NX_CT_RECIRC_NONE = 0xFF     # ct() without table=: no recirculation
 _OFPP_IN_PORT_16 = 0xFFF8     # resubmit's in_port: "the frame's own" (OVS ``resubmit(,T)``)
 # ("move", src, dst): whole fields, sent by their NXM names as OVS echoes NXAST_REG_MOVE
 _MOVE_FIELD_BITS = {"eth_src": 48, "eth_dst": 48, "arp_sha": 48, "arp_tha": 48,
-                    "arp_spa": 32, "arp_tpa": 32, "ipv4_src": 32, "ipv4_dst": 32}
+                    "arp_spa": 32, "arp_tpa": 32, "ipv4_src": 32, "ipv4_dst": 32,
+                    "ipv6_src": 128, "ipv6_dst": 128}
+
+
+class _EricssonOxm(oxm_fields._OxmClass):  # type: ignore[misc]
+    """OVS's ERICOXM_OF_ class (0x1000, OVS 2.11+), which os-ken lacks: the ICMPv6 ND
+    ``nd_reserved`` (the NA's R/S/O flags) and ``nd_options_type`` fields, what an NA
+    responder sets (``controller.pipeline.gateway``)."""
+
+    _class = 0x1000
+
+
+if not any(f.name == "nd_reserved" for f in ofp.oxm_types):
+    ofp.oxm_types += [_EricssonOxm("nd_reserved", 1, type_desc.Int4),
+                      _EricssonOxm("nd_options_type", 2, type_desc.Int1)]
+    oxm_fields.generate(ofp.__name__)
 
 
 _NXAST_LEARN2 = 45

@@ -270,8 +270,9 @@ def _acl_args(sub: Any) -> None:
         ap_.add_argument("--action", choices=["allow", "drop"], required=verb == "add")
         ap_.add_argument("--direction", choices=["ingress", "egress"])
         ap_.add_argument("--proto")
-        ap_.add_argument("--remote", help="the other side: IPv4 address or CIDR")
-        ap_.add_argument("--local", help="the tenant's endpoints: IPv4 address or CIDR")
+        ap_.add_argument("--remote", help="the other side: IPv4 or IPv6 address or CIDR")
+        ap_.add_argument("--local", help="the tenant's endpoints: IPv4 or IPv6 address or "
+                                         "CIDR (one rule is of one family)")
         ap_.add_argument("--port", type=int, help="destination TCP/UDP port")
         ap_.add_argument("--icmp-type", type=int)
         ap_.add_argument("--description")

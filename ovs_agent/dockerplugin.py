@@ -128,6 +128,7 @@ class Network:
     tenant_id: int | None = None    # the VNI of its tenant (routing domain)
     pool: str = ""              # its IPv4 pool's id (CreateNetwork links them)
     subnet6: str = ""           # Docker's IPv6Data Pool (--ipv6 --subnet fd00:..::/64)
+    gateway6: str | None = None     # the weft network's IPv6 gateway (learnt with gateway)
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ class Segment:
     gateway: str | None = None
     egress: bool = False
     subnet6: str | None = None      # its IPv6 subnet (dual-stack), None: IPv4 only
+    gateway6: str | None = None     # its IPv6 gateway (dual-stack with a gateway)
 
 
 @dataclass
@@ -753,10 +755,10 @@ class Plugin:
 
     def _keep(self, net: Network, seg: Segment) -> bool:
         """Store the controller's answer in the record; True if anything changed."""
-        now = (True, seg.gateway, seg.egress, seg.tenant_id)
-        if (net.learnt, net.gateway, net.egress, net.tenant_id) == now:
+        now = (True, seg.gateway, seg.egress, seg.tenant_id, seg.gateway6)
+        if (net.learnt, net.gateway, net.egress, net.tenant_id, net.gateway6) == now:
             return False
-        net.learnt, net.gateway, net.egress, net.tenant_id = now
+        net.learnt, net.gateway, net.egress, net.tenant_id, net.gateway6 = now
         return True
 
     def _refresh(self, net: Network) -> None:
@@ -899,6 +901,8 @@ class Plugin:
                       "DisableGatewayService": True}
         if gateway:
             resp["Gateway"] = gateway
+        if net.learnt and net.gateway6 and ep.address6:
+            resp["GatewayIPv6"] = net.gateway6      # the default route of IPv6 too
         return resp
 
     def leave(self, req: Json) -> Json:

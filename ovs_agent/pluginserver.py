@@ -250,7 +250,7 @@ def _segment(client: httpx.Client, name: str) -> Segment:
     tenant = str(net.get("tenant") or name)
     return Segment(name, True, tenant, _int((by_name.get(tenant) or {}).get("vni")),
                    net.get("gateway") or None, bool(net.get("egress")),
-                   net.get("subnet6") or None)
+                   net.get("subnet6") or None, net.get("gateway6") or None)
 
 
 def _get(client: httpx.Client, path: str) -> Any:

@@ -18,7 +18,8 @@ invisible after the outer tag is popped.  ``set_field vlan_tci`` (what a
 learned ``load:...->NXM_OF_VLAN_TCI[]`` does) pushes a tag onto an untagged
 frame when the CFI bit is set, as OVS does.
 
-Routing: ``dec_ttl`` decrements the frame's ``ip_ttl`` (64 when not given) and, on a
+Routing: ``dec_ttl`` decrements the frame's ``ip_ttl`` (IPv4's TTL or IPv6's hop limit,
+64 when not given) and, on a
 frame arriving with TTL 0 or 1, stops the flow's processing: the rest of its actions
 and instructions (OVS: "processing the current set of actions then stops"), so
 the frame is dropped unless an outer ``resubmit`` goes on.  ``move`` copies one
@@ -47,13 +48,14 @@ when the visible ``eth_type`` is 0x0800, ``tcp_*``/``udp_*`` only with
 DSCP (an error on a non-IPv4 frame); ``set_queue`` sets its ``queue``.
 
 Conntrack (``ct``): each switch keeps committed connections per zone, keyed
-by the IPv4 5-tuple (ICMP: addresses, type and code; the reply direction of
+by the IPv4 or IPv6 5-tuple (ICMP, ICMPv6: addresses, type and code; the reply direction of
 a query is its reply type, so an echo request the other way is new).  ``ct`` sets the frame's
 ``ct_state``: +trk+est for a committed connection in either direction
 (+rpl for the reply direction), +trk+new otherwise; ``commit`` records it
 (once the frame has been processed, as OVS does).  ``ct(table=T)``
 recirculates: the frame is looked up again from table T, which may be the
-current one.  ``related`` and ``invalid`` are not modelled.
+current one.  ``related`` and ``invalid`` are not modelled; ``ct`` on an ICMPv6
+Neighbour Discovery message is an error (OVS conntrack calls it invalid).
 """
 from __future__ import annotations
 
@@ -127,7 +129,7 @@ def _field_value(pkt: Packet, name: str) -> int | None:
         return ETH_TYPE_VLAN     # a tag OVS did not parse: its TPID is the Ethertype
     if name in ("tunnel_id", "metadata", "ct_state"):
         return pkt.get(name) or 0
-    if name == "ip_proto":
+    if name in ("ip_proto", "ip_ttl"):        # ip_ttl: IPv4's TTL or IPv6's hop limit
         if _field_value(pkt, "eth_type") not in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
             return None
     elif name in _L3_FIELDS and _field_value(pkt, "eth_type") != ETH_TYPE_IPV4:
@@ -370,7 +372,8 @@ class FakeOFTable:
                          "in_port": in_port}
         _set_tags(state, _tags(state))
         state["_parsed"] = min(len(_tags(state)), self.vlan_limit)
-        if _field_value(state, "eth_type") == ETH_TYPE_IPV4 and state.get("ip_ttl") is None:
+        if _field_value(state, "eth_type") in (ETH_TYPE_IPV4, ETH_TYPE_IPV6) \
+                and state.get("ip_ttl") is None:
             state["ip_ttl"] = DEFAULT_TTL
         out: list[tuple[int, Packet]] = []
         meters: list[int] = []
@@ -449,7 +452,7 @@ class FakeOFTable:
         for action in actions:
             kind = action[0]
             if kind == "dec_ttl":
-                if _field_value(state, "eth_type") != ETH_TYPE_IPV4:
+                if _field_value(state, "eth_type") not in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
                     continue                     # OVS: no effect on non-IP frames
                 if state["ip_ttl"] <= 1:
                     return False
@@ -472,7 +475,8 @@ class FakeOFTable:
                 _, commit, zone, table = action
                 key = _conn_key(state)
                 if key is None:
-                    raise FakeSwitchError(f"{action!r} on a non-IPv4 frame")
+                    raise FakeSwitchError(f"{action!r} on a non-IP frame or an ND message "
+                                          "(conntrack calls ND invalid)")
                 known = self.conntrack.get(zone, set())
                 if key in known:
                     state["ct_state"] = CT_TRK | CT_EST
@@ -507,6 +511,15 @@ class FakeOFTable:
                 if _field_value(state, action[1]) is None:
                     raise FakeSwitchError(f"{action!r} on a frame without that field")
                 state[action[1]] = action[2]
+            elif kind == "set_field" and action[1] == "nd_options_type":
+                if _field_value(state, "icmpv6_type") not in (135, 136):
+                    raise FakeSwitchError(f"{action!r} on a frame that is not NS/NA")
+                # OVS rewrites the option's type: its link-layer address stays, now the
+                # other option (an NS's source option becomes an NA's target option)
+                old, new = ("ipv6_nd_tll", "ipv6_nd_sll") if action[2] == 1 else \
+                    ("ipv6_nd_sll", "ipv6_nd_tll")
+                if state.get(old) is not None:
+                    state[new] = state.pop(old)
             elif kind == "set_field":
                 state[action[1]] = action[2]
             elif kind == "set_queue":
@@ -536,28 +549,37 @@ class FakeOFTable:
 
 
 def _conn_key(pkt: Packet) -> tuple | None:
-    """The connection a frame belongs to, as conntrack keys it; None if not IPv4."""
-    if _field_value(pkt, "eth_type") != ETH_TYPE_IPV4:
+    """The connection a frame belongs to, as conntrack keys it; None if not IP, or an
+    ICMPv6 Neighbour Discovery message (OVS conntrack marks those invalid)."""
+    eth_type = _field_value(pkt, "eth_type")
+    if eth_type not in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
         return None
+    v = "ipv4" if eth_type == ETH_TYPE_IPV4 else "ipv6"
     proto = pkt.get("ip_proto")
-    if proto == 1:          # ICMP: conntrack keys a query by its type (and id, not modelled)
-        return (pkt.get("ipv4_src"), pkt.get("ipv4_dst"), proto, pkt.get("icmpv4_type"),
-                pkt.get("icmpv4_code"))
+    if proto == 58 and eth_type == ETH_TYPE_IPV6 and pkt.get("icmpv6_type") in range(133, 138):
+        return None
+    if proto in (1, 58):    # ICMP: conntrack keys a query by its type (and id, not modelled)
+        icmp = "icmpv4" if proto == 1 else "icmpv6"
+        return (pkt.get(f"{v}_src"), pkt.get(f"{v}_dst"), proto, pkt.get(f"{icmp}_type"),
+                pkt.get(f"{icmp}_code"))
     l4 = {6: "tcp", 17: "udp"}.get(proto or 0)
     sport = pkt.get(f"{l4}_src") if l4 else None
     dport = pkt.get(f"{l4}_dst") if l4 else None
-    return (pkt.get("ipv4_src"), pkt.get("ipv4_dst"), proto, sport, dport)
+    return (pkt.get(f"{v}_src"), pkt.get(f"{v}_dst"), proto, sport, dport)
 
 
 # ICMP query types and their replies: the reply direction of an echo request (8) is an
 # echo reply (0), so a request the other way is a new connection, as in Linux conntrack
 _ICMP_REPLY = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17}
+_ICMPV6_REPLY = {128: 129, 129: 128}      # echo request, reply
 
 
 def _reverse(key: tuple) -> tuple:
     src, dst, proto, sport, dport = key
     if proto == 1:
         return (dst, src, proto, _ICMP_REPLY.get(sport, sport), dport)
+    if proto == 58:
+        return (dst, src, proto, _ICMPV6_REPLY.get(sport, sport), dport)
     return (dst, src, proto, dport, sport)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, NamedTuple
 
 from controller.flows import Flow, Group, Meter
-from controller.model import ETH_TYPE_IPV4, RateLimit, Topology
+from controller.model import ETH_TYPE_IPV4, ETH_TYPE_IPV6, RateLimit, Topology
 
 __all__ = [
     "Feature", "Part", "SwitchContext", "Member", "switch_context", "routed_networks",
@@ -27,7 +27,6 @@ OFPVID_PRESENT = 0x1000
 ETH_TYPE_VLAN = 0x8100       # 802.1Q C-tag: the tag weft pushes
 ETH_TYPE_QINQ = 0x88A8       # 802.1ad S-tag: OVS parses it as a VLAN header too
 ETH_TYPE_ARP = 0x0806
-ETH_TYPE_IPV6 = 0x86DD
 
 
 class Member(NamedTuple):

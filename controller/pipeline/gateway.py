@@ -22,7 +22,15 @@ or flooded about it.  Cookie COOKIE_GATEWAY; on hosts where N is present
                                                    -> the same, tagged again
     GATEWAY 150  domain=T, ip, ipv4_dst=GW(M) (each gateway M of T)  -> drop: the
                  gateway answers ping, nothing else, and never leads to the host
-    GATEWAY 10   ip                                -> FIB (``controller.pipeline.route``)
+    GATEWAY 10   ip, ipv6                          -> FIB (``controller.pipeline.route``)
+
+IPv6: a dual-stack network with a gateway has ``gateway6`` (its IPv6 subnet's first
+address) on the same MAC: NS for it are ARP requests (L2 205/195; GATEWAY 200/300 turn
+them into an NA: router, solicited, override, then ``resubmit(,GATEWAY)``, where GATEWAY
+200 ``N local sender, eth_src=GWMAC(N), NA for gateway6`` sets the gateway MAC as target
+link-layer address and sends it out IN_PORT), an NA claiming it is an ARP claim (L2
+210), ping6 to a gateway is answered and nothing else reaches it (GATEWAY 150), IPv6
+goes on to FIB.
 
 A frame to another tenant's gateway MAC finds none of these in its own network
 (they match the network) and floods there like any unknown MAC.
@@ -30,9 +38,10 @@ A frame to another tenant's gateway MAC finds none of these in its own network
 from __future__ import annotations
 
 from controller.flows import COOKIE_GATEWAY, Flow, flow
-from controller.model import Tenant, gateway_mac
+from controller.model import IPPROTO_ICMPV6, Tenant, gateway_mac
 from controller.pipeline.base import (
-    ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_VLAN, OFPVID_PRESENT, Feature, Part, SwitchContext,
+    ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_VLAN, OFPVID_PRESENT, Feature, Part,
+    SwitchContext,
 )
 from controller.pipeline.classify import enter_tenant
 from controller.pipeline.tables import (
@@ -50,6 +59,10 @@ OFPP_IN_PORT = 0xFFFFFFF8
 RESERVED_SOURCE = ("0a:77:66:00:00:00", "ff:ff:fe:00:00:00")
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
 ARP_REQUEST, ARP_REPLY = 1, 2
+ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129
+ICMPV6_NS, ICMPV6_NA = 135, 136
+ND_FLAGS_ROUTER_SOLICITED_OVERRIDE = 0xE0000000     # an NA's R, S, O bits (nd_reserved)
+ND_OPT_TARGET_LLADDR = 2
 
 
 def gateway_networks(sw: SwitchContext) -> list[Tenant]:
@@ -64,6 +77,51 @@ def _arp_request(gw: str) -> dict:
 def _echo_request(gw: str) -> dict:
     return {"eth_type": ETH_TYPE_IPV4, "ip_proto": 1, "icmpv4_type": ICMP_ECHO_REQUEST,
             "ipv4_dst": gw}
+
+
+def _nd(icmpv6_type: int, target: str) -> dict:
+    """An NS or NA about ``target`` (OVS: nd_target needs the type and code 0 matched)."""
+    return {"eth_type": ETH_TYPE_IPV6, "ip_proto": IPPROTO_ICMPV6, "icmpv6_type": icmpv6_type,
+            "icmpv6_code": 0, "ipv6_nd_target": target}
+
+
+def _echo6_request(gw: str) -> dict:
+    return {"eth_type": ETH_TYPE_IPV6, "ip_proto": IPPROTO_ICMPV6,
+            "icmpv6_type": ICMPV6_ECHO_REQUEST, "ipv6_dst": gw}
+
+
+def _na_reply(mac: str, gw: str) -> tuple[tuple, ...]:
+    """The solicitation turned into the gateway's advertisement (router, solicited,
+    override; hop limit 255 kept; OVS fixes the checksum).  The NS's source link-layer
+    option becomes the NA's target link-layer option, with the gateway MAC: OVS checks a
+    set_field's prerequisites against the match, so this flow (an NS) sets the option as
+    ``nd_sll`` and its type, and ``_na_tail`` (matching the NA the frame now is, after a
+    resubmit) sets it as ``nd_tll`` too.  Whichever of the two the datapath applies (OVS
+    writes the option by its type, before or after changing the type), it is the
+    gateway MAC."""
+    return (("move", "eth_src", "eth_dst"), ("set_field", "eth_src", mac),
+            ("move", "ipv6_src", "ipv6_dst"), ("set_field", "ipv6_src", gw),
+            ("set_field", "ipv6_nd_sll", mac), ("set_field", "icmpv6_type", ICMPV6_NA),
+            ("set_field", "nd_reserved", ND_FLAGS_ROUTER_SOLICITED_OVERRIDE),
+            ("set_field", "nd_options_type", ND_OPT_TARGET_LLADDR))
+
+
+def _na_tail(n: Tenant) -> Flow:
+    """GATEWAY: the NA ``_na_reply`` made (its source is the gateway MAC, which no port
+    can send from: CLASSIFY drops it) gets the gateway MAC as target link-layer address
+    and goes out the port the NS came in by."""
+    mac, gw6 = gateway_mac(n.vni), n.gateway6
+    assert gw6 is not None
+    return flow(GATEWAY, PRIO_GW_ANSWER,
+                {**local_sender_match(n.vni), "eth_src": mac, **_nd(ICMPV6_NA, gw6)},
+                [("apply", (("set_field", "ipv6_nd_tll", mac), ("output", OFPP_IN_PORT)))],
+                COOKIE_GATEWAY)
+
+
+def _echo6_reply(mac: str, gw: str) -> tuple[tuple, ...]:
+    return (("move", "eth_src", "eth_dst"), ("set_field", "eth_src", mac),
+            ("move", "ipv6_src", "ipv6_dst"), ("set_field", "ipv6_src", gw),
+            ("set_field", "icmpv6_type", ICMPV6_ECHO_REPLY))
 
 
 def _arp_reply(mac: str, gw: str) -> tuple[tuple, ...]:
@@ -82,25 +140,31 @@ def _echo_reply(mac: str, gw: str) -> tuple[tuple, ...]:
 
 
 def _answers(sw: SwitchContext, n: Tenant, gateways: list[str]) -> list[Flow]:
-    """GATEWAY: ARP for N's gateway and pings to the tenant's gateways, answered out the
-    port they came in by (tagged again on a trunk carrying N tagged)."""
+    """GATEWAY: ARP (NS) for N's gateway (IPv6 gateway) and pings to the tenant's
+    gateways of either family, answered out the port they came in by (tagged again on a
+    trunk carrying N tagged)."""
     mac, gw = gateway_mac(n.vni), n.gateway
     assert gw is not None
     sender = local_sender_match(n.vni)
-    answers = [({**sender, **_arp_request(gw)}, _arp_reply(mac, gw))]
-    answers += [({**sender, **_echo_request(g)}, _echo_reply(mac, g)) for g in gateways]
+    out = ("output", OFPP_IN_PORT)
+    answers = [({**sender, **_arp_request(gw)}, _arp_reply(mac, gw), out)]
+    if n.gateway6 is not None:      # the NA goes out by _na_tail
+        answers.append(({**sender, **_nd(ICMPV6_NS, n.gateway6)}, _na_reply(mac, n.gateway6),
+                        ("resubmit", GATEWAY)))
+    answers += [({**sender, **_echo6_request(g)}, _echo6_reply(mac, g), out) if ":" in g
+                else ({**sender, **_echo_request(g)}, _echo_reply(mac, g), out)
+                for g in gateways]
     trunks = [m for m in sw.members if m.tenant == n.name and m.vlan is not None]
-    out = []
-    for match, actions in answers:
-        out.append(flow(GATEWAY, PRIO_GW_ANSWER, match,
-                        [("apply", (*actions, ("output", OFPP_IN_PORT)))], COOKIE_GATEWAY))
+    flows = [_na_tail(n)] if n.gateway6 is not None else []
+    for match, actions, last in answers:
+        flows.append(flow(GATEWAY, PRIO_GW_ANSWER, match, [("apply", (*actions, last))],
+                          COOKIE_GATEWAY))
         for m in trunks:
             assert m.vlan is not None
             tag = (("push_vlan", ETH_TYPE_VLAN), ("set_field", "vlan_vid", OFPVID_PRESENT | m.vlan))
-            out.append(flow(GATEWAY, PRIO_GW_TRUNK, {**match, "in_port": m.ofport},
-                            [("apply", (*actions, *tag, ("output", OFPP_IN_PORT)))],
-                            COOKIE_GATEWAY))
-    return out
+            flows.append(flow(GATEWAY, PRIO_GW_TRUNK, {**match, "in_port": m.ofport},
+                              [("apply", (*actions, *tag, last))], COOKIE_GATEWAY))
+    return flows
 
 
 def _l2(n: Tenant) -> list[Flow]:
@@ -109,7 +173,7 @@ def _l2(n: Tenant) -> list[Flow]:
     assert gw is not None
     sender, any_ = local_sender_match(n.vni), network_match(n.vni)
     to_gateway = [("goto", GATEWAY)]
-    return [
+    out = [
         flow(L2, PRIO_GATEWAY_GUARD, {**any_, "eth_type": ETH_TYPE_ARP, "arp_spa": gw}, (),
              COOKIE_GATEWAY),
         flow(L2, PRIO_GATEWAY_ARP, {**sender, **_arp_request(gw)}, to_gateway, COOKIE_GATEWAY),
@@ -117,6 +181,15 @@ def _l2(n: Tenant) -> list[Flow]:
         flow(L2, PRIO_GATEWAY_ARP_REMOTE, {**any_, **_arp_request(gw)}, (), COOKIE_GATEWAY),
         flow(L2, PRIO_TO_GATEWAY_REMOTE, {**any_, "eth_dst": mac}, (), COOKIE_GATEWAY),
     ]
+    if n.gateway6 is not None:          # the same for IPv6: NS as ARP requests, NA as claims
+        gw6 = n.gateway6
+        out += [flow(L2, PRIO_GATEWAY_GUARD, {**any_, **_nd(ICMPV6_NA, gw6)}, (),
+                     COOKIE_GATEWAY),
+                flow(L2, PRIO_GATEWAY_ARP, {**sender, **_nd(ICMPV6_NS, gw6)}, to_gateway,
+                     COOKIE_GATEWAY),
+                flow(L2, PRIO_GATEWAY_ARP_REMOTE, {**any_, **_nd(ICMPV6_NS, gw6)}, (),
+                     COOKIE_GATEWAY)]
+    return out
 
 
 def _from_peers(sw: SwitchContext, n: Tenant, domain: int,
@@ -148,16 +221,18 @@ def _contribute(sw: SwitchContext) -> Part:
     topo = sw.topo
     flows = [flow(CLASSIFY, PRIO_DROP_GATEWAY_SRC, {"eth_src": RESERVED_SOURCE}, (),
                   COOKIE_GATEWAY),
-             flow(GATEWAY, PRIO_GW_FORWARD, {"eth_type": ETH_TYPE_IPV4}, [("goto", FIB)],
-                  COOKIE_GATEWAY)]
+             *(flow(GATEWAY, PRIO_GW_FORWARD, {"eth_type": eth_type}, [("goto", FIB)],
+                    COOKIE_GATEWAY) for eth_type in (ETH_TYPE_IPV4, ETH_TYPE_IPV6))]
     domains = sorted({n.tenant for n in networks})
-    gateways = {t: sorted({m.gateway for m in topo.networks_of(t) if m.gateway is not None})
-                for t in domains}
+    gateways = {t: sorted({g for m in topo.networks_of(t) for g in (m.gateway, m.gateway6)
+                           if g is not None}) for t in domains}
     for t in domains:
         tid = topo.tenant(t).vni
         flows.extend(flow(GATEWAY, PRIO_GW_IP_DROP,
-                          {**domain_match(tid), "eth_type": ETH_TYPE_IPV4, "ipv4_dst": g}, (),
-                          COOKIE_GATEWAY) for g in gateways[t])
+                          {**domain_match(tid), **({"eth_type": ETH_TYPE_IPV6, "ipv6_dst": g}
+                                                   if ":" in g else
+                                                   {"eth_type": ETH_TYPE_IPV4, "ipv4_dst": g})},
+                          (), COOKIE_GATEWAY) for g in gateways[t])
     peers = {peer: _routing_domains(sw, peer) for peer in sw.peer_ofport}
     for n in networks:
         flows.extend(_l2(n))

@@ -43,7 +43,7 @@ import ipaddress
 from typing import Mapping, Sequence
 
 from controller.flows import COOKIE_ISOLATION, COOKIE_PORTSEC, Flow, flow
-from controller.model import DEFAULT_TENANT, eui64_link_local, is_ipv6
+from controller.model import DEFAULT_TENANT, IPPROTO_ICMPV6, eui64_link_local, is_ipv6
 from controller.pipeline.base import (
     ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, Feature, Part, SwitchContext,
 )
@@ -64,7 +64,6 @@ def _drop_group_source() -> Flow:
                 COOKIE_PORTSEC)
 
 
-IPPROTO_ICMPV6 = 58
 ICMPV6_NS, ICMPV6_NA, ICMPV6_RA, ICMPV6_REDIRECT = 135, 136, 134, 137
 NO_LLADDR = "00:00:00:00:00:00"   # nd_sll/nd_tll of an NS/NA without that option (OVS)
 

@@ -8,7 +8,8 @@ tunnel).  Proactive: the next hops are the bindings the controller knows (MAC +
 ``ips``) and the static routes (``Topology.routes``); no packet-in.
 
 FIB, cookie COOKIE_ROUTE | tenant id, priority ``fib_priority(prefix length, kind)``;
-every row matches ``domain=T, ip`` (the tenant id in metadata bits 40-63)::
+every row matches ``domain=T, ip`` (the tenant id in metadata bits 40-63), or
+``domain=T, ipv6`` for the IPv6 rows at the end::
 
     /32, connected  ipv4_dst=A, for each IPv4 /32 in ``ips`` (and /32 allowed address
                     pairs) of a binding in a gateway network N of T, A in N's subnet
@@ -21,6 +22,9 @@ every row matches ``domain=T, ip`` (the tenant id in metadata bits 40-63)::
                     (else the route's ``mac``; neither: no row); ``via`` itself gets a
                     /32 host route too when no binding gives it one
     /0, egress      (``controller.pipeline.egress``)
+    IPv6 (``ipv6_dst``), the same on IPv6 subnets: /128 host routes for the single IPv6
+                    addresses of bindings in a network with ``gateway6``, each IPv6 subnet of
+                    T's networks drops; no static routes, no egress (misses drop)
 
 The rows are the same on every host (no port numbers), so they are built once per
 model and shared by every switch.  Once per routing host, cookie COOKIE_ROUTE, any
@@ -44,7 +48,7 @@ from typing import Any
 
 from controller.flows import COOKIE_ROUTE, Flow, flow
 from controller.model import ACCESS, Binding, Tenant, Topology, gateway_mac, is_ipv6
-from controller.pipeline.base import ETH_TYPE_IPV4, Feature, Part, SwitchContext
+from controller.pipeline.base import ETH_TYPE_IPV4, ETH_TYPE_IPV6, Feature, Part, SwitchContext
 from controller.pipeline.tables import (
     FIB, FIB_CONNECTED, FIB_STATIC, FROM_GATEWAY, L2, POLICY, PRIO_ROUTED,
     PRIO_ROUTED_FROM_GATEWAY, ROUTED, VNI_MASK, domain_match, fib_priority,
@@ -54,13 +58,15 @@ __all__ = ["FEATURE", "UNROUTABLE", "fib_rows", "prefix_match", "route_to",
            "routing_domains_here"]
 
 
-def prefix_match(net: ipaddress.IPv4Network) -> dict[str, Any]:
-    """``ipv4_dst`` in ``net`` in the form the switch echoes (/0: no field at all)."""
+def prefix_match(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> dict[str, Any]:
+    """``ipv4_dst`` (``ipv6_dst``) in ``net`` in the form the switch echoes (/0: no field
+    at all)."""
+    field = "ipv6_dst" if net.version == 6 else "ipv4_dst"
     if net.prefixlen == 0:
         return {}
-    if net.prefixlen == 32:
-        return {"ipv4_dst": str(net.network_address)}
-    return {"ipv4_dst": (str(net.network_address), str(net.netmask))}
+    if net.prefixlen == net.max_prefixlen:
+        return {field: str(net.network_address)}
+    return {field: (str(net.network_address), str(net.netmask))}
 
 
 def route_to(n: Tenant, mac: str) -> list[tuple]:
@@ -131,6 +137,38 @@ def _build_fib(topo: Topology, tenant: str,
                          {**ip, **prefix_match(r.network)}, route_to(via, hop), cookie))
         hosts.setdefault(r.via, (via, hop))
     rows += [flow(FIB, fib_priority(32, FIB_CONNECTED), {**ip, "ipv4_dst": addr},
+                  route_to(n, mac), cookie) for addr, (n, mac) in sorted(hosts.items())]
+    return tuple(rows) + _build_fib6(topo, tenant, by_network)
+
+
+def _build_fib6(topo: Topology, tenant: str,
+                by_network: dict[str, list[Binding]]) -> tuple[Flow, ...]:
+    """IPv6 rows of ``tenant``: per network with an IPv6 subnet, that subnet drops
+    (connected); per gateway network N with ``gateway6``, a /128 host route for each
+    single IPv6 address in its bindings' ``ips`` (and address pairs) inside N's IPv6
+    subnet, the gateway excepted (first binding by host/port wins).  No static routes
+    and no egress: IPv6 routes only between the tenant's own networks."""
+    tid = topo.tenant(tenant).vni
+    cookie = COOKIE_ROUTE | tid
+    ip6 = {**domain_match(tid), "eth_type": ETH_TYPE_IPV6}
+    rows: list[Flow] = []
+    hosts: dict[str, tuple[Tenant, str]] = {}
+    for n in topo.networks_of(tenant):
+        if n.ipv6_subnet is None:
+            continue
+        net = ipaddress.IPv6Network(n.ipv6_subnet)
+        rows.append(flow(FIB, fib_priority(net.prefixlen, FIB_CONNECTED),
+                         {**ip6, **prefix_match(net)}, (), cookie))
+        if n.gateway6 is None:
+            continue
+        for b in by_network.get(n.name, ()):
+            assert b.mac is not None
+            pairs = [(ip, mac or b.mac) for ip, mac in b.allowed_address_pairs]
+            for addr, mac in [*((ip, b.mac) for ip in b.ips), *pairs]:
+                if is_ipv6(addr) and "/" not in addr and addr != n.gateway6 \
+                        and ipaddress.IPv6Address(addr) in net:
+                    hosts.setdefault(addr, (n, mac))
+    rows += [flow(FIB, fib_priority(128, FIB_CONNECTED), {**ip6, "ipv6_dst": addr},
                   route_to(n, mac), cookie) for addr, (n, mac) in sorted(hosts.items())]
     return tuple(rows)
 

@@ -62,7 +62,7 @@ __all__ = [
     "fib_priority", "PRIO_ROUTED_FROM_GATEWAY", "PRIO_ROUTED", "PRIO_MISS", "PRIO_DROP_GROUP_SRC",
     "PRIO_PORTSEC_ALLOW", "PRIO_PORTSEC_DROP", "PRIO_PORTSEC_ND_ALLOW", "PRIO_PORTSEC_ND_DROP",
     "PRIO_PIN_DROP", "PRIO_CLASSIFY",
-    "PRIO_ACL_TRACK", "PRIO_ACL_EST", "PRIO_ACL_DNS",
+    "PRIO_ACL_TRACK", "PRIO_ACL_ND", "PRIO_ACL_EST", "PRIO_ACL_DNS",
     "PRIO_ACL_REL", "PRIO_ACL_REMOTE_NEW", "PRIO_ACL_RULE_BASE", "PRIO_DROP_TAGGED",
     "PRIO_DROP_INNER_TAG", "PRIO_ACL_DENY_ALL", "PRIO_TENANT_LIMIT", "PRIO_QOS_RULE_BASE",
     "PRIO_ENDPOINT", "PRIO_LEARNED", "PRIO_FLOOD",
@@ -148,6 +148,7 @@ PRIO_CLASSIFY = 100          # port (+ VLAN, + tunnel id) -> tenant
 PRIO_GATEWAY_PORT = 100      # wx-<id> -> the tenant's routing domain, on to FIB   (egress)
 
 # POLICY
+PRIO_ACL_ND = 30010         # IPv6 Neighbour Discovery passes untracked         (ACLs)
 PRIO_ACL_TRACK = 30000       # untracked IPv4 -> conntrack; invalid; ARP (deny)   (ACLs)
 PRIO_ACL_EST = 29990         #                                                    (ACLs)
 PRIO_ACL_REL = 29980         #                                                    (ACLs)

@@ -29,10 +29,12 @@ router = APIRouter()
 def network_json(n: Tenant) -> dict[str, Any]:
     """A network: the stored row with ``tenant`` (its routing domain) in place of
     ``domain``; ``default_network``: the tenant's own row (delete the tenant to delete
-    it); ``gateway_mac``: the anycast MAC its gateway answers with."""
+    it); ``gateway_mac``: the anycast MAC its gateway answers with; ``gateway6``: its
+    IPv6 gateway (derived: the IPv6 subnet's first address, when it has a gateway)."""
     doc = {k: v for k, v in tenant_doc(n).items() if k != "domain"}
     return {**doc, "tenant": n.tenant, "default_network": n.domain is None,
             "gateway_mac": gateway_mac(n.vni) if n.gateway else None,
+            "gateway6": n.gateway6,
             "builtin": n.name == "default"}
 
 

@@ -29,6 +29,8 @@ MAX_BULK = 10_000                   # items of one bulk request
 
 
 IpProto = Annotated[int, Field(ge=0, le=MAX_IP_PROTO)] | Literal["tcp", "udp", "icmp"]
+AclIpProto = IpProto | Literal["icmpv6"]
+ACL_ADDRESS_LEN = 43      # an IPv6 CIDR: 39 + "/128"
 TenantRef = Annotated[str, Field(pattern=TENANT_NAME, max_length=MAX_TENANT_NAME)]
 
 
@@ -237,14 +239,17 @@ class AclIn(_In):
     direction: Literal["ingress", "egress"] = Field(
         "ingress", description="ingress: connections to the tenant's endpoints (remote = "
                                "source, local = destination); egress: from them")
-    ip_proto: IpProto | None = None
-    remote: str | None = Field(None, max_length=18, description="IPv4 address or CIDR")
-    local: str | None = Field(None, max_length=18,
-                              description="IPv4 address or CIDR of the tenant's endpoints")
+    ip_proto: AclIpProto | None = Field(None, description="icmpv6: IPv6 rules only")
+    remote: str | None = Field(None, max_length=ACL_ADDRESS_LEN,
+                               description="IPv4 or IPv6 address or CIDR (::/0: any IPv6); "
+                                           "remote and local of one family")
+    local: str | None = Field(None, max_length=ACL_ADDRESS_LEN,
+                              description="IPv4 or IPv6 address or CIDR of the tenant's "
+                                          "endpoints")
     port: int | None = Field(None, ge=1, le=MAX_L4_PORT,
                              description="destination port; needs ip_proto tcp/udp")
     icmp_type: int | None = Field(None, ge=0, le=MAX_ICMP_TYPE,
-                                  description="needs ip_proto icmp")
+                                  description="needs ip_proto icmp or icmpv6")
     description: str = Field("", max_length=MAX_DESCRIPTION)
 
 
@@ -252,9 +257,9 @@ class AclPatch(_In):
     priority: int | None = Field(None, ge=1, le=MAX_ACL_PRIORITY)
     action: Literal["allow", "drop"] | None = None
     direction: Literal["ingress", "egress"] | None = None
-    ip_proto: IpProto | None = None
-    remote: str | None = Field(None, max_length=18)
-    local: str | None = Field(None, max_length=18)
+    ip_proto: AclIpProto | None = None
+    remote: str | None = Field(None, max_length=ACL_ADDRESS_LEN)
+    local: str | None = Field(None, max_length=ACL_ADDRESS_LEN)
     port: int | None = Field(None, ge=1, le=MAX_L4_PORT)
     icmp_type: int | None = Field(None, ge=0, le=MAX_ICMP_TYPE)
     description: str | None = Field(None, max_length=MAX_DESCRIPTION)

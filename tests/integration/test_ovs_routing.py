@@ -201,3 +201,35 @@ def test_routing_flows_are_accepted_read_back_equal_and_forward_as_modelled(ovs)
     # another tenant's gateway MAC as the source: dropped before anything
     assert ovs.trace(f"{a.replace(MAC['a'], '0a:77:66:00:07:d0')},dl_dst={MAC['e']},tcp,{e},"
                      f"nw_dst={IP['e']}") == "drop"
+
+
+def test_ipv6_gateway_flows_are_accepted_read_back_equal_and_answer_and_route(ovs):
+    """The dual-stack cluster of test_route6_pipeline with an IPv6 ACL: every flow accepted
+    (the NA responder's set_fields pass OVS's prerequisite checks, nd_reserved and
+    nd_options_type included) and read back equal; an NS for the IPv6 gateway becomes an
+    NA out of its port; routed IPv6 leaves with hop limit 63."""
+    from controller.model import AclRule
+    from tests.unit.test_route6_pipeline import GW6, IP6, TOPO6
+    topo = replace(TOPO6, acls=(AclRule(1, "red", 10, "allow", "ingress", ip_proto="tcp",
+                                        local=IP6["e"], port=80),),
+                   acl_deny=frozenset({"red"}))
+    state = desired_state("h1", topo, PORTS["h1"], TUNNELS["h1"])
+    conn = _OpenFlow(ovs.run / "br0.mgmt")
+    assert conn.send_state(state) == []
+    assert conn.flows() == state.flows
+    plain = desired_state("h1", TOPO6, PORTS["h1"], TUNNELS["h1"])
+    assert conn.send_state(plain, flows_only=True) == []
+    a = f"in_port=1,dl_src={MAC['a']}"
+    na = ovs.trace(f"{a},dl_dst=33:33:ff:00:00:01,icmp6,ipv6_src={IP6['a']},"
+                   f"ipv6_dst=ff02::1:ff00:1,icmpv6_type=135,icmpv6_code=0,nd_target={GW6['red']},"
+                   f"nd_sll={MAC['a']},nw_ttl=255")
+    print(f"\nNS for {GW6['red']}: {na}")
+    assert f"set(eth(src={GW},dst={MAC['a']}))" in na and "type=136" in na, na
+    assert f"tll={GW}" in na or f"sll={GW}" in na, na
+    routed = ovs.trace(f"{a},dl_dst={GW},tcp6,ipv6_src={IP6['a']},ipv6_dst={IP6['e']},"
+                       "nw_ttl=64,tp_dst=80")
+    print(f"routed IPv6: {routed}")
+    assert routed.startswith(f"set(eth(src=0a:77:66:00:03:e9,dst={MAC['e']})),") \
+        and "hlimit=63" in routed, routed
+    assert ovs.trace(f"{a},dl_dst={GW},tcp6,ipv6_src={IP6['a']},ipv6_dst={IP6['e']},"
+                     "nw_ttl=1,tp_dst=80") == "drop"

@@ -30,6 +30,7 @@ RED, BLUE = Tenant("red", 100), Tenant("blue", 200)
 MACS = {"r1": "02:00:00:00:00:01", "r1b": "02:00:00:00:00:02", "r2": "02:00:00:00:00:03",
         "b1": "02:00:00:00:00:04"}
 IPS = {"r1": "10.0.0.1", "r1b": "10.0.0.11", "r2": "10.0.0.2", "b1": "10.0.0.2"}
+IPS6 = {"r1": "fd00::1", "r1b": "fd00::11", "r2": "fd00::2", "b1": "fd00::2"}
 HOST_OF = {"r1": "h1", "r1b": "h1", "r2": "h2", "b1": "h1"}
 BINDINGS = (Binding("h1", "r1", "red", mac=MACS["r1"]), Binding("h1", "r1b", "red", mac=MACS["r1b"]),
             Binding("h2", "r2", "red", mac=MACS["r2"]), Binding("h1", "b1", "blue", mac=MACS["b1"]))
@@ -48,22 +49,29 @@ LAB = Lab(topo(), PORTS, TUNNELS)      # tests give each its own model on this w
 
 
 
-def tcp(src: str, dst: str, sport: int, dport: int, proto: int = 6) -> dict:
-    frame = {"eth_src": MACS[src], "eth_dst": MACS[dst], "eth_type": 0x0800, "ip_proto": proto,
-             "ipv4_src": IPS[src], "ipv4_dst": IPS[dst], "ip_dscp": 0}
+def tcp(src: str, dst: str, sport: int, dport: int, proto: int = 6, v6: bool = False) -> dict:
+    """A frame ``src`` -> ``dst``; proto 1 (v6: 58): ICMP of type ``sport``."""
+    if v6:
+        frame = {"eth_src": MACS[src], "eth_dst": MACS[dst], "eth_type": 0x86DD,
+                 "ip_proto": proto, "ipv6_src": IPS6[src], "ipv6_dst": IPS6[dst]}
+    else:
+        frame = {"eth_src": MACS[src], "eth_dst": MACS[dst], "eth_type": 0x0800,
+                 "ip_proto": proto, "ipv4_src": IPS[src], "ipv4_dst": IPS[dst], "ip_dscp": 0}
     if proto == 6:
         frame.update(tcp_src=sport, tcp_dst=dport)
     elif proto == 17:
         frame.update(udp_src=sport, udp_dst=dport)
+    elif proto == 58:
+        frame.update(icmpv6_type=sport, icmpv6_code=0)
     else:
         frame.update(icmpv4_type=sport, icmpv4_code=0)
     return frame
 
 
 def send(c: FakeCluster, src: str, dst: str, sport: int = 40000, dport: int = 80,
-         proto: int = 6) -> bool:
+         proto: int = 6, v6: bool = False) -> bool:
     """Does the frame from ``src``'s port reach ``dst``'s port?"""
-    got = c.deliveries(HOST_OF[src], src, tcp(src, dst, sport, dport, proto))
+    got = c.deliveries(HOST_OF[src], src, tcp(src, dst, sport, dport, proto, v6))
     assert set(got) <= {(HOST_OF[dst], dst)}, got
     return (HOST_OF[dst], dst) in got
 
@@ -91,7 +99,10 @@ def test_rule_sides_follow_the_direction():
     (dict(icmp_type=8), "icmp_type"),                          # needs icmp
     (dict(ip_proto="icmp", icmp_type=256), "icmp_type"),
     (dict(remote="10.0.0.300"), "match.src"),
-    (dict(local="fe80::/64"), "match.dst"),
+    (dict(local="fd00::/129"), "match.dst"),
+    (dict(remote="10.0.0.0/8", local="fd00::1"), "local"),      # families mixed
+    (dict(ip_proto="icmp", local="fd00::1"), "ip_proto"),       # IPv6's is icmpv6
+    (dict(ip_proto="icmpv6", remote="10.0.0.1"), "ip_proto"),
     (dict(ip_proto="sctp"), "match.ip_proto"),
 ])
 def test_bad_rules_name_their_field(kwargs, field):
@@ -209,6 +220,71 @@ def test_changing_one_rule_sends_only_its_flow():
     assert len(d.add_flows) == 1 and not d.delete_flows    # same identity: one add replaces it
 
 
+# --- IPv6 ---------------------------------------------------------------------------------
+WEB6 = AclRule(3, "red", 110, "allow", "ingress", ip_proto="tcp", local="fd00::2", port=80)
+
+
+def test_ipv6_rules_match_ipv6_only():
+    assert WEB6.ipv6 and not WEB.ipv6
+    assert WEB6.oxm() == {"eth_type": 0x86DD, "ip_proto": 6, "ipv6_dst": "fd00::2",
+                          "tcp_dst": 80}
+    out = AclRule(4, "red", 5, "allow", "egress", ip_proto="ICMPv6", local="fd00::/64",
+                  remote="::/0", icmp_type=128)
+    assert out.ipv6 and out.remote == "::/0" and out.local == "fd00::/64"
+    assert out.oxm() == {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 128,
+                         "ipv6_src": ("fd00::", "ffff:ffff:ffff:ffff::")}
+    assert AclRule(5, "red", 6, "allow", local="FD00:0::2/128").local == "fd00::2"
+
+
+def test_ipv6_default_deny_passes_exactly_the_allowed_connection():
+    """A default-deny tenant with one IPv6 rule: that connection and its replies pass,
+    across hosts; another port, udp, ping6, and IPv4 to the same port do not; the IPv4
+    rule opens no IPv6."""
+    c = LAB.cluster(topo(WEB6, WEB))
+    assert not send(c, "r2", "r1", 80, 40000, v6=True)
+    assert send(c, "r1", "r2", 40000, 80, v6=True)
+    assert send(c, "r2", "r1", 80, 40000, v6=True)               # the reply: established
+    assert not send(c, "r1", "r2", 40000, 8080, v6=True)
+    assert not send(c, "r1", "r2", 40000, 80, proto=17, v6=True)
+    assert not send(c, "r1", "r2", 128, 0, proto=58, v6=True)
+    assert not send(c, "r1", "r1b", 40000, 80, v6=True)          # fd00::11: not allowed
+    c = LAB.cluster(topo(WEB))                                   # IPv4's tcp/80 only
+    assert send(c, "r1", "r2", 40000, 80)
+    assert not send(c, "r1", "r2", 40000, 80, v6=True)
+    c = LAB.cluster(topo(WEB6))
+    assert not send(c, "r1", "r2", 40000, 80)
+
+
+def test_ipv6_ping_rule_and_neighbour_discovery_under_default_deny():
+    """ND passes untracked (as ARP does), so the allowed ping6 can resolve its neighbour;
+    the echo reply comes back by conntrack; a ping6 back is new and refused."""
+    ping6 = AclRule(1, "red", 1, "allow", "ingress", ip_proto="icmpv6", local="fd00::2",
+                    icmp_type=128)
+    c = LAB.cluster(topo(ping6))
+    ns = {"eth_src": MACS["r1"], "eth_dst": "33:33:ff:00:00:02", "eth_type": 0x86DD,
+          "ip_proto": 58, "ipv6_src": "fd00::1", "ipv6_dst": "ff02::1:ff00:2",
+          "icmpv6_type": 135, "icmpv6_code": 0, "ipv6_nd_target": "fd00::2",
+          "ipv6_nd_sll": MACS["r1"]}
+    assert set(c.deliveries("h1", "r1", ns)) == {("h1", "r1b"), ("h2", "r2")}
+    na = {"eth_src": MACS["r2"], "eth_dst": MACS["r1"], "eth_type": 0x86DD, "ip_proto": 58,
+          "ipv6_src": "fd00::2", "ipv6_dst": "fd00::1", "icmpv6_type": 136, "icmpv6_code": 0,
+          "ipv6_nd_target": "fd00::2", "ipv6_nd_tll": MACS["r2"]}
+    assert c.deliveries("h2", "r2", na) == [("h1", "r1")]
+    assert send(c, "r1", "r2", 128, 0, proto=58, v6=True)
+    assert send(c, "r2", "r1", 129, 0, proto=58, v6=True)
+    assert not send(c, "r2", "r1", 128, 0, proto=58, v6=True)
+    assert c.deliveries("h1", "b1", {**ns, "eth_src": MACS["b1"],
+                                     "ipv6_nd_sll": MACS["b1"]}) == []   # blue: alone
+
+
+def test_ipv6_in_a_default_allow_tenant_with_rules_flows_and_drop_rules_bite():
+    drop6 = AclRule(1, "red", 5, "drop", "egress", local="fd00::11")
+    c = LAB.cluster(topo(drop6, deny=()))
+    assert send(c, "r1", "r2", 40000, 22, v6=True) and send(c, "r2", "r1", 22, 40000, v6=True)
+    assert not send(c, "r1b", "r2", 40000, 22, v6=True)
+    assert send(c, "r1b", "r2", 40000, 22)                      # IPv4 of r1b: untouched
+
+
 def test_rule_flows_carry_the_rule_id_in_their_cookie():
     state = LAB.state("h1", topo(WEB))
     assert [f for f in state.flows if f.cookie == acl_cookie(1)]
@@ -216,8 +292,10 @@ def test_rule_flows_carry_the_rule_id_in_their_cookie():
 
 
 def test_acl_flows_read_back_equal():
-    state = desired_state("h1", topo(WEB, AclRule(2, "red", 3, "drop", "egress",
-                                                  ip_proto="icmp", icmp_type=8),
+    state = desired_state("h1", topo(WEB, WEB6, AclRule(2, "red", 3, "drop", "egress",
+                                                        ip_proto="icmp", icmp_type=8),
+                                     AclRule(4, "red", 4, "allow", local="fd00::/64",
+                                             ip_proto="icmpv6", icmp_type=128),
                                      limits=(RateLimit(7, "h1", 1000, tenant="red"),)),
                           PORTS["h1"], TUNNELS["h1"])
     acl = [f for f in state.flows if feature_of(f.cookie) == "acl"]
@@ -229,39 +307,51 @@ def test_acl_flows_read_back_equal():
 
 # --- hypothesis: the pipeline decides as a reference evaluator does ------------------------
 NETS = ["10.0.0.1", "10.0.0.2", "10.0.0.0/24", "10.0.0.0/30", None]
+NETS6 = ["fd00::1", "fd00::2", "fd00::/64", "fd00::/126", "::/0", None]
+ECHO, ECHO_REPLY = {1: 8, 58: 128}, {1: 0, 58: 129}
 
 
 @st.composite
 def acl_rules(draw) -> list[AclRule]:
+    """Up to 6 rules, each IPv4 or IPv6 (its addresses, or icmpv6, say which)."""
     out = []
     for i, prio in enumerate(draw(st.lists(st.integers(1, 50), unique=True, max_size=6))):
-        proto = draw(st.sampled_from([None, "tcp", "udp", "icmp"]))
+        v6 = draw(st.booleans())
+        proto = draw(st.sampled_from([None, "tcp", "udp", "icmpv6" if v6 else "icmp"]))
+        nets = NETS6 if v6 else NETS
+        icmp = proto in ("icmp", "icmpv6")
         out.append(AclRule(
             i + 1, "red", prio, draw(st.sampled_from(["allow", "drop"])),
             draw(st.sampled_from(["ingress", "egress"])), ip_proto=proto,
-            remote=draw(st.sampled_from(NETS)), local=draw(st.sampled_from(NETS)),
+            remote=draw(st.sampled_from(nets)), local=draw(st.sampled_from(nets)),
             port=draw(st.sampled_from([None, 80, 22])) if proto in ("tcp", "udp") else None,
-            icmp_type=draw(st.sampled_from([None, 8])) if proto == "icmp" else None))
+            icmp_type=draw(st.sampled_from([None, 128 if v6 else 8])) if icmp else None))
     return out
 
 
 def _inside(addr: str, net: str | None) -> bool:
     import ipaddress
-    return net is None or ipaddress.IPv4Address(addr) in ipaddress.IPv4Network(net)
+    return net is None or ipaddress.ip_address(addr) in ipaddress.ip_network(net)
 
 
 def reference(rules: list[AclRule], deny: bool, pkt: dict) -> bool:
-    """Is a new connection with this first packet allowed?  (highest matching rule)"""
-    protos = {"tcp": 6, "udp": 17, "icmp": 1}
+    """Is a new connection with this first packet allowed?  (highest matching rule of the
+    packet's family; a rule without addresses nor icmpv6 is IPv4)"""
+    protos = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+    v6 = pkt["eth_type"] == 0x86DD
+    ip = "ipv6" if v6 else "ipv4"
     for r in sorted(rules, key=lambda r: -r.priority):
+        if r.ipv6 != v6:
+            continue
         src, dst = (r.remote, r.local) if r.direction == "ingress" else (r.local, r.remote)
         if r.ip_proto is not None and protos[r.ip_proto] != pkt["ip_proto"]:
             continue
-        if not (_inside(pkt["ipv4_src"], src) and _inside(pkt["ipv4_dst"], dst)):
+        if not (_inside(pkt[f"{ip}_src"], src) and _inside(pkt[f"{ip}_dst"], dst)):
             continue
         if r.port is not None and pkt.get("tcp_dst", pkt.get("udp_dst")) != r.port:
             continue
-        if r.icmp_type is not None and pkt.get("icmpv4_type") != r.icmp_type:
+        if r.icmp_type is not None and pkt.get("icmpv6_type" if v6 else "icmpv4_type") \
+                != r.icmp_type:
             continue
         return r.action == "allow"
     return not deny
@@ -270,27 +360,32 @@ def reference(rules: list[AclRule], deny: bool, pkt: dict) -> bool:
 @settings(max_examples=80, deadline=None)
 @given(acl_rules(), st.booleans(),
        st.lists(st.tuples(st.sampled_from(["r1", "r1b", "r2"]), st.sampled_from(["r1", "r1b", "r2"]),
-                          st.sampled_from([(6, 80), (6, 22), (17, 80), (1, 8)])),
+                          st.sampled_from([(6, 80), (6, 22), (17, 80), (1, 8), (58, 128)]),
+                          st.booleans()),
                 min_size=1, max_size=4))
 def test_pipeline_decides_like_the_reference(rules, deny, conns):
+    """IPv4 and IPv6 connections, each decided by the rules of its own family only."""
     c = LAB.cluster(topo(*rules, deny=("red",) if deny else ()))
-    for src, dst, (proto, dport) in conns:
+    conns = [(s, d, ((58, 128) if v6 and p == 1 else (1, 8) if not v6 and p == 58 else (p, dp)),
+              v6) for s, d, (p, dp), v6 in conns]
+    for src, dst, (proto, dport), v6 in conns:
         if src == dst:
             continue
-        sport = 40000 if proto != 1 else dport
-        pkt = tcp(src, dst, sport, dport if proto != 1 else 0, proto)
+        icmp = proto in (1, 58)
+        sport = 40000 if not icmp else dport
+        pkt = tcp(src, dst, sport, dport if not icmp else 0, proto, v6)
         allowed = reference(rules, deny, pkt)
-        reached = send(c, src, dst, sport, dport if proto != 1 else 0, proto)
+        reached = send(c, src, dst, sport, dport if not icmp else 0, proto, v6)
         if allowed:
             assert reached
-            reply_sport, reply_dport = (dport, sport) if proto != 1 else (0, 0)
-            assert send(c, dst, src, reply_sport, reply_dport, proto)    # reply by conntrack
+            reply_sport, reply_dport = (dport, sport) if not icmp else (ECHO_REPLY[proto], 0)
+            assert send(c, dst, src, reply_sport, reply_dport, proto, v6)   # reply by conntrack
         else:
             # refused unless an earlier allowed connection made it established
-            was_open = any(s == src and d == dst and pd == (proto, dport) and
-                           reference(rules, deny, tcp(s, d, sport, dport if proto != 1 else 0,
-                                                      proto))
-                           for s, d, pd in conns)
+            was_open = any(s == src and d == dst and pd == (proto, dport) and f == v6 and
+                           reference(rules, deny, tcp(s, d, sport, dport if not icmp else 0,
+                                                      proto, v6))
+                           for s, d, pd, f in conns)
             assert reached == was_open
-        # blue never sees red's frames
+        # blue never sees red's frames, of either family
         assert ("h1", "b1") not in c.deliveries(HOST_OF[src], src, pkt)

@@ -299,10 +299,23 @@ def test_acl_lifecycle_default_and_errors(api, core):
             "icmp_type"),
            ({"priority": 5, "action": "allow", "remote": "10.0.0.256"}, 422, "match.src"),
            ({"priority": 5, "action": "permit"}, 422, "action"),
-           ({"priority": 0, "action": "allow"}, 422, "priority")]
+           ({"priority": 0, "action": "allow"}, 422, "priority"),
+           ({"priority": 5, "action": "allow", "remote": "fd00::/64", "local": "10.0.0.2"},
+            422, "local"),                                 # one rule, one family
+           ({"priority": 5, "action": "allow", "ip_proto": "icmp", "local": "fd00::2"}, 422,
+            "ip_proto")]
     for body, status, field in bad:
         res = api.post("/v1/tenants/red/acls", json=body)
         assert (res.status_code, res.json()["field"]) == (status, field), (body, res.text)
+    res = api.patch(f"/v1/tenants/red/acls/{rule['id']}", json={"remote": "fd00::/64"})
+    assert (res.status_code, res.json()["field"]) == (422, "local"), res.text
+    assert api.get(f"/v1/tenants/red/acls/{rule['id']}").json()["remote"] is None
+    r6 = api.post("/v1/tenants/red/acls", json={"priority": 101, "action": "allow",
+                                                "ip_proto": "icmpv6", "icmp_type": 128,
+                                                "local": "FD00:0:0::2/128"})
+    assert r6.status_code == 201 and r6.json()["local"] == "fd00::2", r6.text
+    assert {a.id: a.ipv6 for a in core.topology().acls} == {rule["id"]: False, r6.json()["id"]: True}
+    assert api.delete(f"/v1/tenants/red/acls/{r6.json()['id']}").status_code == 200
     assert api.post("/v1/tenants/nope/acls",
                     json={"priority": 1, "action": "drop"}).status_code == 404
     assert api.put("/v1/tenants/red/acls/default", json={"default": "maybe"}).status_code == 422

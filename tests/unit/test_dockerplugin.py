@@ -848,6 +848,23 @@ def test_a_dual_stack_endpoint_is_bound_with_both_addresses():
     assert again.pools[pool6].v6 and v2.split("/")[0] in again.pools[pool6].addrs
 
 
+def test_join_gives_the_ipv6_gateway_as_the_ipv6_default_route():
+    """A dual-stack weft network with a gateway: Join answers GatewayIPv6, the controller's
+    gateway6 (its IPv6 subnet's first address), beside Gateway."""
+    dp = FakeDataplane()
+    dp.segments["red"] = Segment("red", True, "red", 1000, "10.10.0.1", subnet6="fd00:10::/64",
+                                 gateway6="fd00:10::1")
+    p = plugin(dp)
+    pool4, pool6 = _dual_stack(p)
+    addr = call(p, "IpamDriver.RequestAddress", PoolID=pool4, Address="", Options={})["Address"]
+    addr6 = call(p, "IpamDriver.RequestAddress", PoolID=pool6, Address="", Options={})["Address"]
+    call(p, "NetworkDriver.CreateEndpoint", NetworkID="n6", EndpointID="e3" * 32,
+         Interface={"Address": addr, "AddressIPv6": addr6, "MacAddress": ""}, Options={})
+    join = call(p, "NetworkDriver.Join", NetworkID="n6", EndpointID="e3" * 32,
+                SandboxKey="/var/run/docker/netns/x", Options={})
+    assert (join["Gateway"], join["GatewayIPv6"]) == ("10.10.0.1", "fd00:10::1")
+
+
 def test_ipv6_networks_must_match_the_controller_s():
     dp = FakeDataplane()
     p = plugin(dp)

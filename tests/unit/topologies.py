@@ -208,13 +208,15 @@ def network_subnet(j: int) -> str:
 
 
 @st.composite
-def routing_labs(draw, max_hosts: int = 3) -> Lab:
+def routing_labs(draw, max_hosts: int = 3, v6: bool = False) -> Lab:
     """A random cluster of two tenants (``red`` id 1000, ``blue`` id 2000) with one to
     three networks each (network j: 10.0.j.0/24 in both tenants; some without a gateway,
     some with egress, some with a VLAN), access ports with MACs and addresses (unique per
     network; MACs overlap across networks), a few without ``ips``, a trunk now and then,
     static routes (192.168.j.0/24 via a bound or an unbound address with ``mac``), and
-    each tenant's gateway port ``wx-<id>`` on some hosts."""
+    each tenant's gateway port ``wx-<id>`` on some hosts.  ``v6``: network j is also
+    dual-stack (fd00:j::/64, the same in both tenants) and an addressed port also has
+    fd00:j::<its IPv4 host part>."""
     hosts = tuple(f"h{i}" for i in range(1, draw(st.integers(1, max_hosts)) + 1))
     networks: list[Tenant] = []
     vlans = iter(range(10, 100))
@@ -225,7 +227,8 @@ def routing_labs(draw, max_hosts: int = 3) -> Lab:
                 tenant if j == 0 else f"{tenant}{j}", tid + j, vlan=next(vlans)
                 if draw(st.integers(0, 3)) == 0 else None, subnet=network_subnet(j),
                 domain=None if j == 0 else tenant, gateway=gw,
-                egress=gw is not None and draw(st.booleans())))
+                egress=gw is not None and draw(st.booleans()),
+                subnet6=f"fd00:{j}::/64" if v6 else None))
     bindings: list[Binding] = []
     used: set[tuple[str, str]] = set()
     routes: list[Route] = []
@@ -244,6 +247,8 @@ def routing_labs(draw, max_hosts: int = 3) -> Lab:
                 continue
             used |= {(n.name, mac), (n.name, ip)}
             ips = (ip,) if draw(st.integers(0, 4)) else ()
+            if v6 and ips:
+                ips = (ip, f"fd00:{j}::{ip.rsplit('.', 1)[1]}")
             bindings.append(Binding(host, f"p{i}", n.name, mac=mac, ips=ips))
     for t in ("red", "blue"):
         gws = [n for n in networks if n.tenant == t and n.gateway]
