@@ -235,6 +235,9 @@ class Agent:
         if ovsdb.ensure_ipsec_pki(api, ipsec.pki_config(self.cluster, self.me.name)):
             LOG.info("ovsdb: IPsec certificates %s", ipsec.pki_config(self.cluster, self.me.name))
             self.writes += 1
+        if self.cluster.encryption == "ipsec" and ipsec.ensure_acquire_expiry():
+            LOG.info("IPsec: a failed IKE attempt now blocks a tunnel for at most %ds "
+                     "(net.core.xfrm_acq_expires)", ipsec.ACQUIRE_EXPIRY_S)
         now = time.monotonic()
         if self.cluster.encryption == "ipsec" and not ipsec.monitor_running() \
                 and now - self._ipsec_warned >= 60:

@@ -25,6 +25,13 @@ from cluster.hostsfile import Cluster, HostsFileError
 PSK_MIN, PSK_MAX = 16, 256
 MONITOR_PIDFILE = "ovs-monitor-ipsec.pid"
 PKI_KEYS = ("certificate", "private_key", "ca_cert")
+# How long the kernel keeps a tunnel's "acquire" (larval) state while IKE runs: no new
+# IKE attempt for that flow before it ends.  charon sets 165 s at its start (OVS 3.1's
+# strongSwan drop-in means to set 10 s but misspells the option), so a first attempt that
+# failed (the peer not encrypting yet, when turning encryption on host by host) kept the
+# tunnel down for up to 165 s after the peer was ready.
+ACQUIRE_EXPIRY_S = 5
+ACQUIRE_SYSCTL = "/proc/sys/net/core/xfrm_acq_expires"
 
 
 def read_psk(cluster: Cluster) -> str | None:
@@ -82,6 +89,18 @@ def monitor_running(rundir: str | None = None) -> bool:
     try:
         pid = int(Path(rundir, MONITOR_PIDFILE).read_text().split()[0])
         os.kill(pid, 0)
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def ensure_acquire_expiry(path: str = ACQUIRE_SYSCTL, limit: int = ACQUIRE_EXPIRY_S) -> bool:
+    """Keep the kernel's acquire expiry at most `limit` seconds (charon raises it to 165
+    each time it starts); True if written."""
+    try:
+        if int(Path(path).read_text().split()[0]) <= limit:
+            return False
+        Path(path).write_text(f"{limit}\n")
         return True
     except (OSError, ValueError, IndexError):
         return False

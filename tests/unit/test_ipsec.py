@@ -178,3 +178,14 @@ def test_the_guarded_ruleset_is_valid_nftables():
         assert res.returncode == 0, res.stderr
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=True)
+
+
+def test_the_kernels_acquire_expiry_is_kept_short(tmp_path):
+    """charon sets 165 s at start: a failed first IKE (the peer not encrypting yet) would
+    keep the tunnel down that long after the peer is ready; the agent lowers it to 5 s."""
+    f = tmp_path / "xfrm_acq_expires"
+    f.write_text("165\n")
+    assert ipsec.ensure_acquire_expiry(str(f))
+    assert f.read_text() == f"{ipsec.ACQUIRE_EXPIRY_S}\n"
+    assert not ipsec.ensure_acquire_expiry(str(f))
+    assert not ipsec.ensure_acquire_expiry(str(tmp_path / "missing"))
