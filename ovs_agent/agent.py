@@ -194,6 +194,12 @@ class Agent:
             hostnet.remember_prefix(self.me)
             if nic is None:
                 LOG.warning("no interface holds underlay address %s", self.me.underlay_ip)
+        # the firewall before the ports: with encryption turned on, its guard (tunnel packets
+        # only through IPsec) is in place before the tunnels get their IPsec options, so
+        # nothing leaves in clear while ovs-monitor-ipsec sets IPsec up
+        if self.host_firewall is not None and self.host_firewall.ensure(self.cluster):
+            LOG.info("nftables: table inet %s written (tunnel, OVSDB and OpenFlow ports closed "
+                     "to containers)", firewall.TABLE)
         ops = desired.diff(desired.desired(self.cluster, self.me.name, nic, self.afxdp_refused,
                                            hostnet.mac_of(nic) if nic else None,
                                            self.ipsec_psk), state)
@@ -205,9 +211,6 @@ class Agent:
             for op in ops:
                 LOG.info("ovsdb: %s %s", op[0], " ".join(
                     o.name if isinstance(o, desired.OvsPortSpec) else str(o) for o in op[1:]))
-        if self.host_firewall is not None and self.host_firewall.ensure(self.cluster):
-            LOG.info("nftables: table inet %s written (tunnel, OVSDB and OpenFlow ports closed "
-                     "to containers)", firewall.TABLE)
         self._ensure_gateways(api, mtu)
         self._ensure_ipsec(api)
         if ovsdb.ensure_ssl(api, desired.ssl_files(self.cluster, self.me.name, self.ssl_dir)):

@@ -618,13 +618,13 @@ def _roll(lab: str, on: bool) -> dict:
     t0 = time.monotonic()
     _set_encryption(lab, "host1", on)
     while _tunnel_has_psk(lab, "host1") != on:
-        assert time.monotonic() - t0 < 60, "host1's agent did not apply the change"
+        assert time.monotonic() - t0 < 150, "host1's agent did not apply the change"
         time.sleep(0.2)
     applied = time.monotonic() - t0
     last = max(_stream_seqs(lab))
     t1 = time.monotonic()
     _set_encryption(lab, "host2", on)
-    resumed = _stream_wait(lab, last + int(3 / STREAM_INTERVAL), 120)
+    resumed = _stream_wait(lab, last + int(3 / STREAM_INTERVAL), 240)
     time.sleep(3)
     gap, lost, sent = _stream_stop(lab)
     return {"host1_applied_s": applied, "edits_apart_s": t1 - t0,
@@ -750,8 +750,8 @@ def encrypted(tenants):
                                 secs=3)
     IPSEC["clear_s"] = time.monotonic() - t0
     IPSEC["on"] = _roll(lab, True)
-    print(f"\n[ipsec] clear controls {IPSEC['clear_s']:.0f}s; turned on host by host: "
-          f"{IPSEC['on']}")
+    print(f"\n[ipsec] clear controls {IPSEC['clear_s']:.0f}s (forged frames delivered: "
+          f"{IPSEC['clear_forged']} of 20); turned on host by host: {IPSEC['on']}")
     return lab
 
 
