@@ -189,3 +189,15 @@ def test_the_kernels_acquire_expiry_is_kept_short(tmp_path):
     assert f.read_text() == f"{ipsec.ACQUIRE_EXPIRY_S}\n"
     assert not ipsec.ensure_acquire_expiry(str(f))
     assert not ipsec.ensure_acquire_expiry(str(tmp_path / "missing"))
+
+
+def test_the_documented_install_and_the_vm_image_carry_what_ipsec_needs():
+    """docs/docker.md's install (what provision.sh runs) and the VM guest image (what the
+    cold CI builds from nothing) name OVS's IPsec and strongSwan with the plugins its
+    AES-GCM proposal needs (without them IKE fails: NO_PROPOSAL_CHOSEN)."""
+    from weft_lab import dist, vm
+    needed = {"openvswitch-ipsec", "strongswan", "libstrongswan-standard-plugins"}
+    apt = [line.split() for line in dist.install_block(dist.DOC.read_text()).splitlines()
+           if line.startswith("apt-get install")]
+    assert apt and needed <= set(apt[0])
+    assert needed <= set(vm.PACKAGES)
