@@ -43,7 +43,14 @@ _TARGET_RE = re.compile(r"(tcp|ssl):(\[[0-9A-Fa-f:.]+\]|[0-9.]+):([0-9]{1,5})")
 _TAG = "tag:yaml.org,2002:"
 _COLLISION = " (a hash collision: rename one of them)"
 _TOP_KEYS = ("controller", "tunnel_type", "datapath_type", "port_type", "mtu", "transport",
-             "uplink", "queues", "cluster_subnet", "membership", "hosts")
+             "uplink", "queues", "cluster_subnet", "membership", "encryption", "ipsec", "hosts")
+# "ipsec": every tunnel between two hosts is IPsec (ESP, transport mode), set up by OVS's
+# ovs-monitor-ipsec with strongSwan on the kernel datapath (docs/security.md).
+ENCRYPTIONS = ("none", "ipsec")
+_IPSEC_KEYS = ("psk_file", "pki_dir")
+_NETDEV_CLEAR = ("the userspace datapath (netdev) builds tunnel packets itself and sends "
+                 "them past the kernel's IPsec (XFRM): encryption: ipsec would send them "
+                 "in clear; use datapath_type: system")
 # "file": hosts.yaml lists every host.  "register": the file's hosts are fixed members
 # and more hosts may join by registering with the controller (a lease, renewed by their
 # agent); agents learn those peers from the controller.  The file stays the source of
@@ -104,6 +111,15 @@ class Queues:
 
 
 @dataclass(frozen=True)
+class Ipsec:
+    """How hosts authenticate each other's IPsec tunnels: exactly one is set.
+    `psk_file`: a file holding one pre-shared key, the same on every host (0600);
+    `pki_dir`: weft-pki's directory (NAME-cert.pem, NAME-privkey.pem, ca-cert.pem)."""
+    psk_file: str | None = None
+    pki_dir: str | None = None
+
+
+@dataclass(frozen=True)
 class Cluster:
     """The validated file. `source` only labels errors raised later (e.g. by find_self)."""
     controllers: tuple[str, ...]
@@ -126,6 +142,8 @@ class Cluster:
     # any that answers, starting with the last one that did.
     apis: tuple[str, ...] = ()
     membership: str = "file"         # see MEMBERSHIPS
+    encryption: str = "none"         # see ENCRYPTIONS
+    ipsec: Ipsec | None = None       # how tunnels authenticate (needed with "ipsec")
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -398,8 +416,19 @@ def _cluster(root: Node | None, source: str) -> Cluster:
     transport = _choice(top.get("transport"), "transport", TRANSPORTS, "tunnel")
     uplink = _ifname(top["uplink"], "uplink") if top.get("uplink") is not None else None
     membership = _choice(top.get("membership"), "membership", MEMBERSHIPS, "file")
+    encryption = _choice(top.get("encryption"), "encryption", ENCRYPTIONS, "none")
+    ipsec = _ipsec(top["ipsec"], "ipsec") if "ipsec" in top else None
+    if encryption == "ipsec":
+        if ipsec is None:
+            _fail("ipsec", top["encryption"], "encryption: ipsec needs `ipsec:` with psk_file "
+                  "(a pre-shared key file) or pki_dir (weft-pki's certificates)")
+        if transport != "tunnel":
+            _fail("encryption", top["encryption"], "encryption: ipsec encrypts tunnels: it "
+                  "needs transport: tunnel")
+        if datapath == "netdev":
+            _fail("datapath_type", top["datapath_type"], _NETDEV_CLEAR)
     hosts = _hosts(top["hosts"], "hosts", tunnel, datapath, uplink,
-                   allow_empty=membership == "register")
+                   allow_empty=membership == "register", encrypted=encryption == "ipsec")
     if membership == "register" and transport != "tunnel":
         _fail("membership", top["membership"], "registration needs transport: tunnel "
               "(a VLAN transport host needs its uplink in the file)")
@@ -411,7 +440,22 @@ def _cluster(root: Node | None, source: str) -> Cluster:
     queues = _queues(top["queues"], "queues") if top.get("queues") is not None else None
     cluster_subnet = _cluster_subnet(top.get("cluster_subnet"), top["hosts"], hosts)
     return Cluster(controllers, api, tunnel, datapath, mtu, hosts, source, port_type, transport,
-                   queues, cluster_subnet, apis, membership=membership)
+                   queues, cluster_subnet, apis, membership=membership, encryption=encryption,
+                   ipsec=ipsec)
+
+
+def _ipsec(node: Node, field: str) -> Ipsec:
+    """`ipsec: {psk_file: PATH}` or `ipsec: {pki_dir: PATH}`, absolute paths.  Allowed with
+    `encryption: none` too, so turning encryption on or off is a one-word edit."""
+    m = _mapping(node, field, _IPSEC_KEYS, ())
+    if len(m) != 1:
+        _fail(field, node, "set exactly one of psk_file (a pre-shared key file) and pki_dir "
+              "(weft-pki's certificates)")
+    (key, value), = m.items()
+    path = _text(value, f"{field}.{key}")
+    if not path.startswith("/"):
+        _fail(f"{field}.{key}", value, f"{yamlfile.shown(path)} is not an absolute path")
+    return Ipsec(**{key: path})
 
 
 def _cluster_subnet(node: Node | None, hosts_node: Node, hosts: tuple[Host, ...]) -> str:
@@ -484,7 +528,8 @@ def _controllers(node: Node, field: str) -> tuple[str, ...]:
 
 
 def _hosts(seq: Node, field: str, tunnel: str, datapath: str,
-           uplink: str | None = None, allow_empty: bool = False) -> tuple[Host, ...]:
+           uplink: str | None = None, allow_empty: bool = False,
+           encrypted: bool = False) -> tuple[Host, ...]:
     if not isinstance(seq, SequenceNode):
         _fail(field, seq, f"must be a list of hosts, got {_kind(seq)}")
     if not seq.value and not allow_empty:
@@ -524,6 +569,8 @@ def _hosts(seq: Node, field: str, tunnel: str, datapath: str,
             _choice(m.get("datapath_type"), f"{f}.datapath_type", DATAPATH_TYPES, datapath),
             _ifname(m["uplink"], f"{f}.uplink") if m.get("uplink") is not None else uplink,
             _agent_api(m["agent_api"], f"{f}.agent_api") if "agent_api" in m else None))
+        if encrypted and hosts[-1].datapath_type == "netdev":
+            _fail(f"{f}.datapath_type", m.get("datapath_type", node), _NETDEV_CLEAR)
     return tuple(hosts)
 
 
@@ -576,7 +623,7 @@ def with_hosts(cluster: Cluster, entries: Iterable[dict[str, object]],
     try:
         seq = yaml.compose(yaml.safe_dump(docs), Loader=yaml.SafeLoader)
         hosts = _hosts(seq, "hosts", cluster.tunnel_type, cluster.datapath_type,
-                       allow_empty=True)
+                       allow_empty=True, encrypted=cluster.encryption == "ipsec")
         _cluster_subnet(ScalarNode(_TAG + "str", cluster.cluster_subnet), seq, hosts)
     except _Invalid as e:
         m = re.match(r"hosts\[(\d+)\]\.?(.*)", e.field)

@@ -118,8 +118,11 @@ def issue(d: Path, name: str, san: list[str] | None = None,
                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                                      ExtendedKeyUsageOID.CLIENT_AUTH]),
                               critical=False))
-    if san:
-        builder = builder.add_extension(_san(san), critical=False)
+    # the name as a DNS name too: IPsec peers (strongSwan, from ovs-monitor-ipsec's
+    # `options:remote_name`) match a peer's identity against its subjectAltNames
+    names = list(san or []) + ([] if etcd_client or name in (san or []) else [name])
+    if names:
+        builder = builder.add_extension(_san(names), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())      # type: ignore[arg-type]
     _write_key(key_path(d, name), key)
     cert_path(d, name).write_bytes(cert.public_bytes(serialization.Encoding.PEM))

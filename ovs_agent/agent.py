@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ovs_agent import (attach, desired, dockerd, dockernets, firewall, gateway, hostnet,
+from ovs_agent import (attach, desired, dockerd, dockernets, firewall, gateway, hostnet, ipsec,
                        metrics, nameservice, ovsdb, queues)
 from ovs_agent.metrics import AgentCounters
 from ovs_agent.nat import Gateway
@@ -94,13 +94,21 @@ class Agent:
     _api: object | None = None          # the OVSDB connection, once run() made it (/metrics)
     _names: nameservice.NameService | None = None
     _keeper: dockernets.NetworkKeeper | None = None
+    ipsec_psk: str | None = None        # encryption: ipsec with psk_file: the key read
+    _ipsec_warned: float = -1e9
 
     def load(self) -> None:
         """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
         self._mtime = self.peers.stat().st_mtime
         cluster = load(self.peers)
         me = pick_host(cluster, self.host_name or (self.me.name if self.me else None))
-        self.file_cluster, self.me = cluster, me
+        if cluster.encryption == "ipsec" and self.host_firewall is None:
+            # the nftables guard is what keeps a missing or late IPsec from sending clear text
+            raise HostsFileError("encryption", "encryption: ipsec needs the agent's nftables "
+                                 "table (its guard drops tunnel packets that IPsec did not "
+                                 "protect): run without --no-firewall", None, cluster.source)
+        psk = ipsec.read_psk(cluster)
+        self.file_cluster, self.me, self.ipsec_psk = cluster, me, psk
         self.cluster = self._with_remote(cluster, self._remote) or cluster
 
     def _with_remote(self, cluster: Cluster, remote: list) -> Cluster | None:
@@ -186,8 +194,15 @@ class Agent:
             hostnet.remember_prefix(self.me)
             if nic is None:
                 LOG.warning("no interface holds underlay address %s", self.me.underlay_ip)
+        # the firewall before the ports: with encryption turned on, its guard (tunnel packets
+        # only through IPsec) is in place before the tunnels get their IPsec options, so
+        # nothing leaves in clear while ovs-monitor-ipsec sets IPsec up
+        if self.host_firewall is not None and self.host_firewall.ensure(self.cluster):
+            LOG.info("nftables: table inet %s written (tunnel, OVSDB and OpenFlow ports closed "
+                     "to containers)", firewall.TABLE)
         ops = desired.diff(desired.desired(self.cluster, self.me.name, nic, self.afxdp_refused,
-                                           hostnet.mac_of(nic) if nic else None), state)
+                                           hostnet.mac_of(nic) if nic else None,
+                                           self.ipsec_psk), state)
         if ops:
             ovsdb.apply(api, ops)
             self.writes += 1
@@ -196,10 +211,8 @@ class Agent:
             for op in ops:
                 LOG.info("ovsdb: %s %s", op[0], " ".join(
                     o.name if isinstance(o, desired.OvsPortSpec) else str(o) for o in op[1:]))
-        if self.host_firewall is not None and self.host_firewall.ensure(self.cluster):
-            LOG.info("nftables: table inet %s written (tunnel, OVSDB and OpenFlow ports closed "
-                     "to containers)", firewall.TABLE)
         self._ensure_gateways(api, mtu)
+        self._ensure_ipsec(api)
         if ovsdb.ensure_ssl(api, desired.ssl_files(self.cluster, self.me.name, self.ssl_dir)):
             LOG.info("ovsdb: TLS for ssl: controllers from %s", self.ssl_dir)
             self.writes += 1
@@ -216,6 +229,26 @@ class Agent:
         self.passes += 1
         self.counters.add("passes")
         return len(ops)
+
+    def _ensure_ipsec(self, api) -> None:
+        """Certificates for IPsec in OVSDB (or ours removed), and a loud log line while
+        ovs-monitor-ipsec is not there to make the IPsec options real (the nftables guard
+        meanwhile drops the tunnels' packets: nothing leaves in clear)."""
+        assert self.cluster and self.me
+        if ovsdb.ensure_ipsec_pki(api, ipsec.pki_config(self.cluster, self.me.name)):
+            LOG.info("ovsdb: IPsec certificates %s", ipsec.pki_config(self.cluster, self.me.name))
+            self.writes += 1
+        if self.cluster.encryption == "ipsec" and ipsec.ensure_acquire_expiry():
+            LOG.info("IPsec: a failed IKE attempt now blocks a tunnel for at most %ds "
+                     "(net.core.xfrm_acq_expires)", ipsec.ACQUIRE_EXPIRY_S)
+        now = time.monotonic()
+        if self.cluster.encryption == "ipsec" and not ipsec.monitor_running() \
+                and now - self._ipsec_warned >= 60:
+            self._ipsec_warned = now
+            LOG.error("encryption: ipsec, but ovs-monitor-ipsec is not running: the tunnels "
+                      "carry nothing (their packets are dropped, never sent in clear) until "
+                      "it does: apt-get install openvswitch-ipsec strongswan; systemctl "
+                      "enable --now openvswitch-ipsec")
 
     def _ensure_gateways(self, api, mtu: int) -> None:
         """Tenants' wx ports, routes, NAT and bounds (`ovs_agent.gateway`).  Nothing until

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cluster.hostsfile import (BRIDGE, DOCKER_LINK_PORT, Cluster, datapath_id, dpid_str,
                                  tunnel_port_name)
+from ovs_agent import ipsec
 
 OWNER_KEY = "weft-owner"
 OWNER = "ovs-agent"
@@ -87,8 +88,9 @@ def device_port_type(cluster: Cluster, me: str, port: str,
 
 def desired(cluster: Cluster, me: str, underlay_iface: str | None,
             afxdp_refused: frozenset[str] = frozenset(),
-            underlay_mac: str | None = None) -> tuple[BridgeSpec, ...]:
-    """Bridges and agent-managed ports this host should have."""
+            underlay_mac: str | None = None, psk: str | None = None) -> tuple[BridgeSpec, ...]:
+    """Bridges and agent-managed ports this host should have (`psk`: the cluster's
+    pre-shared key, for `encryption: ipsec` with psk_file)."""
     host = cluster.host(me)
     ports = [OvsPortSpec(DOCKER_LINK_PORT,
                       device_port_type(cluster, me, DOCKER_LINK_PORT, afxdp_refused),
@@ -101,7 +103,8 @@ def desired(cluster: Cluster, me: str, underlay_iface: str | None,
     for peer in (cluster.peers(me) if cluster.transport == "tunnel" else ()):
         kind = cluster.link_type(me, peer.name)
         ports.append(OvsPortSpec(tunnel_port_name(kind, peer.name), kind,
-                              pairs({"remote_ip": peer.underlay_ip, "key": "flow"}),
+                              pairs({"remote_ip": peer.underlay_ip, "key": "flow",
+                                     **ipsec.tunnel_options(cluster, peer.name, psk)}),
                               _tags("tunnel", **{PEER_KEY: peer.name,
                                                  "weft-peer-ip": peer.underlay_ip})))
     br0 = BridgeSpec(BRIDGE, host.datapath_type, "secure",

@@ -18,6 +18,13 @@ may not reach the controllers' API ports, etcd's client and peer ports or SSH on
 addresses, and nothing new may come in from a ``wx`` port to the host itself (replies to
 the host's own connections, and ICMP errors about them, still may).
 
+With ``encryption: ipsec`` (hosts.yaml) the table also guards the tunnels themselves:
+VXLAN and GRE to a host's underlay address leave only if the kernel routes them through
+IPsec (``rt ipsec missing`` drops them in output), and arrive only if IPsec decrypted them
+(``meta ipsec missing`` drops them in input).  So a tunnel whose IPsec is not (yet) set
+up, because ovs-monitor-ipsec is missing, late or dead, carries nothing rather than
+clear text, and a packet forged on the underlay in clear is dropped.
+
 The table is replaced whole and atomically when the cluster changes; nothing
 outside it is touched (Docker's and the operator's rules stay as they are).
 A drop in any nftables base chain is final, so Docker's ACCEPT rules cannot
@@ -115,10 +122,18 @@ def ruleset(cluster: Cluster, container_ifaces: tuple[str, ...] = CONTAINER_IFAC
         f"    {containers} ip protocol gre drop",
         f"    {containers} tcp dport {{ {ovsdb}"
         + "".join(f", {p}" for p in local_ports if p not in OVSDB_PORTS) + " } drop",
+        *([f"    ip saddr {{ {underlay} }} udp dport {VXLAN_PORT} meta ipsec missing drop",
+           f"    ip saddr {{ {underlay} }} ip protocol gre meta ipsec missing drop"]
+          if cluster.encryption == "ipsec" else []),
         *(_dns_rules(containers) if GATEWAY_IFACES in container_ifaces else []),
         *([f'    iifname "{GATEWAY_IFACES}" ct state established,related accept',
            f'    iifname "{GATEWAY_IFACES}" drop'] if GATEWAY_IFACES in container_ifaces else []),
         "  }",
+        *(["  chain output {",        # encryption: ipsec, the tunnels' own packets
+           "    type filter hook output priority filter - 10; policy accept;",
+           f"    ip daddr {{ {underlay} }} udp dport {VXLAN_PORT} rt ipsec missing drop",
+           f"    ip daddr {{ {underlay} }} ip protocol gre rt ipsec missing drop",
+           "  }"] if cluster.encryption == "ipsec" else []),
         "}", ""])
 
 

@@ -200,3 +200,27 @@ def ensure_ssl(api: impl_idl.OvsdbIdl, files: tuple[str, str, str] | None) -> bo
                                     external_ids={OWNER_KEY: OWNER}))
         txn.add(api.db_set("Open_vSwitch", root["_uuid"], ("ssl", row)))
     return True
+
+
+def ensure_ipsec_pki(api: impl_idl.OvsdbIdl, config: dict[str, str] | None) -> bool:
+    """Open_vSwitch other_config certificate/private_key/ca_cert for IPsec with
+    certificates (ovs-monitor-ipsec reads them); with `config` None, remove those keys
+    only if they are ours (the values weft set: `weft-ipsec-pki` marks them).  True if written."""
+    from ovs_agent.ipsec import PKI_KEYS
+    (root,) = api.db_list("Open_vSwitch", columns=["_uuid", "other_config", "external_ids"]
+                          ).execute(check_error=True)
+    have = {k: root["other_config"].get(k) for k in PKI_KEYS}
+    ours = root["external_ids"].get("weft-ipsec-pki") == "true"
+    if config is not None:
+        if have == config and ours:
+            return False
+        with api.transaction(check_error=True) as txn:
+            txn.add(api.db_set("Open_vSwitch", root["_uuid"], ("other_config", config),
+                               ("external_ids", {"weft-ipsec-pki": "true"})))
+        return True
+    if not ours:
+        return False
+    with api.transaction(check_error=True) as txn:
+        txn.add(api.db_remove("Open_vSwitch", root["_uuid"], "other_config", *PKI_KEYS))
+        txn.add(api.db_remove("Open_vSwitch", root["_uuid"], "external_ids", "weft-ipsec-pki"))
+    return True

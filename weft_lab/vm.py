@@ -51,7 +51,8 @@ SUITE = "bookworm"
 PACKAGES = ("linux-image-amd64", "systemd-sysv", "openvswitch-switch", "docker.io", "apparmor",
             "sudo", "rsync", "iperf3", "python3", "python3-venv", "openssh-server", "iproute2",
             "ethtool", "iputils-ping", "kmod", "nftables", "procps", "tcpdump", "udev", "dbus",
-            "arping")
+            "arping", "openvswitch-ipsec", "strongswan",
+            "libstrongswan-standard-plugins")
 # Bump when the recipe below changes: the image is rebuilt under a new name.
 RECIPE = "4"
 UNDERLAY = ipaddress.ip_network("10.77.0.0/24")

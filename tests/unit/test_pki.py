@@ -52,7 +52,7 @@ def test_etcd_certificates_name_their_addresses_and_clients_carry_no_cn(tmp_path
     cert = x509.load_pem_x509_certificate(pki.cert_path(tmp_path, "e1").read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["10.0.0.1"]
-    assert san.get_values_for_type(x509.DNSName) == ["etcd1.example"]
+    assert san.get_values_for_type(x509.DNSName) == ["etcd1.example", "e1"]
     assert pki.main(["issue", str(tmp_path), "weft-manager", "--etcd-client"]) == 0
     client = x509.load_pem_x509_certificate(
         pki.cert_path(tmp_path, "weft-manager").read_bytes())
@@ -61,3 +61,26 @@ def test_etcd_certificates_name_their_addresses_and_clients_carry_no_cn(tmp_path
         NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == "weft-manager"
     assert pki.main(["issue", str(tmp_path), "root"]) == 2
     assert not pki.cert_path(tmp_path, "root").exists()
+
+
+def test_host_certificates_carry_their_name_as_dns_name_for_ipsec(tmp_path):
+    """IPsec with weft-pki's certificates: strongSwan matches ovs-monitor-ipsec's
+    remote_name (the peer's host name) against the peer certificate's subjectAltNames."""
+    from cryptography import x509
+    assert pki.main(["init", str(tmp_path)]) == 0
+    assert pki.main(["issue", str(tmp_path), "host2"]) == 0
+    cert = x509.load_pem_x509_certificate(pki.cert_path(tmp_path, "host2").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["host2"]
+    assert pki.main(["issue", str(tmp_path), "c", "--etcd-client"]) == 0
+    client = x509.load_pem_x509_certificate(pki.cert_path(tmp_path, "c").read_bytes())
+    assert not _has_san(client)
+
+
+def _has_san(cert) -> bool:
+    from cryptography import x509
+    try:
+        cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        return True
+    except x509.ExtensionNotFound:
+        return False

@@ -542,10 +542,10 @@ class Capture:
     """tcpdump running in a guest (optionally in one of its namespaces) until stop()."""
 
     def __init__(self, lab: str, host: str, iface: str, expr: str, ns: str = "",
-                 opts: str = "-e") -> None:
+                 opts: str = "-e", pre: str = "") -> None:
         self.lab, self.host = lab, host
         self.file = f"/tmp/cap-{iface}-{time.monotonic_ns()}"
-        pre = f"ip netns exec {ns} " if ns else ""
+        pre = f"ip netns exec {ns} " if ns else pre
         # all three std streams redirected: the ssh session returns at once
         self.pid = int(sh(lab, host, f"{pre}tcpdump -n -l {opts} -i {iface} {expr} "
                                      f">{self.file} 2>{self.file}.err </dev/null & echo $!"))
@@ -627,3 +627,274 @@ def test_vlan_trunk_keeps_tenants_apart(trunk):
         assert not leaked, (device, leaked)
     assert not [line for line in got["blue"] if "10.10.0.11" in line], got["blue"]
     assert not [line for line in got["red"] if "10.10.0.150" in line], got["red"]
+
+
+# -- encrypted tunnels (issue 25): encryption: ipsec turned on host by host, last ----------
+
+PSK_FILE = "/etc/weft/ipsec.psk"
+FORGED_TYPE = 0x88b5            # the forged frames' ethertype (IEEE local experimental)
+STREAM_INTERVAL = 0.1           # s between the pings of the gap measurement
+
+
+def _set_encryption(lab: str, host: str, on: bool) -> None:
+    """Edit this host's copy of hosts.yaml, as an operator rolling the change out does
+    (the agent re-reads it within 0.5 s)."""
+    sh(lab, host, "sed -i '/^encryption:/d; /^ipsec:/d' /etc/weft/hosts.yaml" + (
+        f" && printf 'encryption: ipsec\\nipsec: {{psk_file: {PSK_FILE}}}\\n' "
+        ">> /etc/weft/hosts.yaml" if on else ""))
+
+
+def _tunnel_has_psk(lab: str, host: str) -> bool:
+    peer = "host2" if host == "host1" else "host1"
+    return "psk" in sh(lab, host, f"ovs-vsctl get interface vx-{peer} options", check=False)
+
+
+def _stream_start(lab: str) -> None:
+    """red1 pings red2 every STREAM_INTERVAL s, each reply logged in red1."""
+    sh(lab, "host1", "docker exec red1 killall ping >/dev/null 2>&1; docker exec -d red1 sh -c "
+                     f"'ping -i {STREAM_INTERVAL} -W 1 10.10.0.140 > /tmp/stream.log 2>&1'")
+
+
+def _stream_seqs(lab: str) -> list[int]:
+    out = sh(lab, "host1", "docker exec red1 cat /tmp/stream.log", check=False)
+    return sorted({int(m) for m in re.findall(r"seq=(\d+)", out)})
+
+
+def _stream_wait(lab: str, after: int, timeout: float) -> float:
+    """Seconds until red1 gets a reply with a seq above `after`."""
+    t0 = time.monotonic()
+    while not any(q > after for q in _stream_seqs(lab)):
+        assert time.monotonic() - t0 < timeout, f"no reply after seq {after} in {timeout}s"
+        time.sleep(0.5)
+    return time.monotonic() - t0
+
+
+def _stream_stop(lab: str) -> tuple[float, int, int]:
+    """Stop the stream: (longest gap in s, pings lost, pings sent)."""
+    sh(lab, "host1", "docker exec red1 killall -INT ping", check=False)
+    time.sleep(1)
+    seqs = _stream_seqs(lab)
+    out = sh(lab, "host1", "docker exec red1 cat /tmp/stream.log", check=False)
+    m = re.search(r"(\d+) packets transmitted", out)
+    sent = int(m.group(1)) if m else seqs[-1] + 1
+    gaps = [b - a - 1 for a, b in zip(seqs, seqs[1:])]
+    return max(gaps or [0]) * STREAM_INTERVAL, sent - len(seqs), sent
+
+
+def _roll(lab: str, on: bool) -> dict:
+    """Turn encryption on (or off) host1 first, then host2 as soon as host1's agent has
+    applied it, under a ping stream red1 -> red2: the gap, and how long each step took."""
+    _stream_start(lab)
+    _stream_wait(lab, 10, 60)
+    t0 = time.monotonic()
+    _set_encryption(lab, "host1", on)
+    while _tunnel_has_psk(lab, "host1") != on:
+        assert time.monotonic() - t0 < 150, "host1's agent did not apply the change"
+        time.sleep(0.2)
+    applied = time.monotonic() - t0
+    last = max(_stream_seqs(lab))
+    t1 = time.monotonic()
+    _set_encryption(lab, "host2", on)
+    resumed = _stream_wait(lab, last + int(3 / STREAM_INTERVAL), 240)
+    time.sleep(3)
+    gap, lost, sent = _stream_stop(lab)
+    return {"host1_applied_s": applied, "edits_apart_s": t1 - t0,
+            "resumed_after_host2_s": resumed, "gap_s": gap, "lost": lost, "sent": sent}
+
+
+def _pcap_frames(path: str) -> list[bytes]:
+    """The frames of a classic pcap file (tcpdump -w)."""
+    import struct
+    data = open(path, "rb").read()
+    endian = "<" if data[:4] == b"\xd4\xc3\xb2\xa1" else ">"
+    frames, off = [], 24
+    while off + 16 <= len(data):
+        incl = struct.unpack(endian + "IIII", data[off:off + 16])[2]
+        frames.append(data[off + 16:off + 16 + incl])
+        off += 16 + incl
+    return frames
+
+
+def _ip_proto(frame: bytes) -> int:
+    return frame[23] if len(frame) > 23 and frame[12:14] == b"\x08\x00" else -1
+
+
+def _underlay_capture(lab: str, during) -> list[bytes]:
+    """Frames between the two guests on the VM network (this machine, the lab's
+    namespace) while `during()` runs."""
+    ns = vm.netns(lab)
+    path = str(vm.state_dir(lab) / f"underlay-{time.monotonic_ns()}.pcap")
+    h1, h2 = vm.guest(lab, "host1").ip, vm.guest(lab, "host2").ip
+    cap = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-n", "-U", "-s", "0", "-i",
+                            vm.BRIDGE, "-w", path, f"host {h1} and host {h2}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert cap.stderr is not None
+        assert b"listening on" in cap.stderr.readline()
+        during()
+        time.sleep(1)
+    finally:
+        cap.terminate()
+        cap.wait(timeout=30)
+    try:
+        return _pcap_frames(path)
+    finally:
+        os.unlink(path)
+
+
+FORGE = r"""
+import socket, struct, sys
+src, dst, vni, dmac, smac, count = sys.argv[1:7]
+inner = (bytes.fromhex(dmac.replace(":", "")) + bytes.fromhex(smac.replace(":", ""))
+         + struct.pack("!H", 0x88b5) + b"weft-forged-frame".ljust(46, b"."))
+udp = struct.pack("!HHHH", 40000, 4789, 8 + 8 + len(inner), 0)
+vx = struct.pack("!II", 0x08000000, int(vni) << 8)
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp) + len(vx) + len(inner), 0, 0x4000,
+                 64, 17, 0, socket.inet_aton(src), socket.inet_aton(dst))
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for _ in range(int(count)):
+    s.sendto(ip + udp + vx + inner, (dst, 0))
+"""
+
+REPLAY = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for hexpkt in sys.stdin.read().split():
+    pkt = bytes.fromhex(hexpkt)
+    s.sendto(pkt, (socket.inet_ntoa(pkt[16:20]), 0))
+"""
+
+
+def _in_namespace(lab: str, script: str, *args: str, stdin: str = "") -> None:
+    subprocess.run(["ip", "netns", "exec", vm.netns(lab), sys.executable, "-c", script, *args],
+                   input=stdin, text=True, check=True, timeout=60)
+
+
+def _forged_delivered(lab: str, count: int = 20) -> int:
+    """VXLAN frames forged on the underlay (from host1's address, red's VNI, to red2's MAC)
+    that red2 receives."""
+    vni = vm.api(lab, "GET", "/v1/tenants/red")["vni"]
+    pid = sh(lab, "host2", "docker inspect -f '{{.State.Pid}}' red2").strip()
+    cap = Capture(lab, "host2", "eth0", f"ether proto {FORGED_TYPE:#x}", opts="-e",
+                  pre=f"nsenter -n -t {pid} ")
+    try:
+        _in_namespace(lab, FORGE, vm.guest(lab, "host1").ip, vm.guest(lab, "host2").ip,
+                      str(vni), container_mac(lab, "host2", "red2"),
+                      container_mac(lab, "host1", "red1"), str(count))
+        time.sleep(2)
+    finally:
+        lines = cap.stop()
+    return len([x for x in lines if "weft-forged" in x or f"{FORGED_TYPE:#06x}" in x
+                or "ethertype Unknown" in x])
+
+
+def _inner_pair(frame: bytes) -> bool:
+    """Does the frame carry red1 -> red2's inner IPv4 addresses, side by side?"""
+    return bytes([10, 10, 0, 11, 10, 10, 0, 140]) in frame
+
+
+IPSEC: dict = {}
+
+
+@pytest.fixture(scope="module")
+def encrypted(tenants):
+    """The clear cluster measured first (controls: VXLAN with the tenant's packets on the
+    underlay, a forged frame delivered, throughput), then encryption turned on host by
+    host under a ping stream, measuring the gap."""
+    lab = tenants
+    key = sh(lab, "host1", "openssl rand -hex 32 2>/dev/null || head -c 32 /dev/urandom "
+                           "| od -An -tx1 | tr -d ' \\n'").strip()
+    for host in ("host1", "host2"):
+        _set_encryption(lab, host, False)         # a lab reused with WEFT_VM_LAB
+        sh(lab, host, f"install -m 0600 /dev/null {PSK_FILE} && echo {key} > {PSK_FILE}")
+        assert sh(lab, host, "systemctl is-active openvswitch-ipsec", check=False).strip() == \
+            "active", host
+    deadline = time.monotonic() + 60
+    while _tunnel_has_psk(lab, "host1") or _tunnel_has_psk(lab, "host2"):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    t0 = time.monotonic()
+    IPSEC["clear_frames"] = _underlay_capture(
+        lab, lambda: pings(lab, "host1", "red1", "10.10.0.140", 3))
+    IPSEC["clear_forged"] = _forged_delivered(lab)
+    IPSEC["clear_mbps"] = iperf(lab, ("host2", "red2"), ("host1", "red1"), "10.10.0.140",
+                                secs=3)
+    IPSEC["clear_s"] = time.monotonic() - t0
+    IPSEC["on"] = _roll(lab, True)
+    print(f"\n[ipsec] clear controls {IPSEC['clear_s']:.0f}s (forged frames delivered: "
+          f"{IPSEC['clear_forged']} of 20); turned on host by host: {IPSEC['on']}")
+    return lab
+
+
+def test_clear_cluster_controls(encrypted):
+    """Before encryption: the underlay shows VXLAN carrying red's packets, and a VXLAN
+    frame forged on the underlay with red's VNI reaches red2 (what encryption stops)."""
+    frames = IPSEC["clear_frames"]
+    vxlan = [f for f in frames if _ip_proto(f) == 17 and f[36:38] == b"\x12\xb5"]
+    assert vxlan and any(_inner_pair(f) for f in vxlan), len(frames)
+    assert not [f for f in frames if _ip_proto(f) == 50]
+    assert IPSEC["clear_forged"] >= 15, IPSEC["clear_forged"]
+
+
+def test_encrypted_underlay_shows_esp_and_no_tenant_payload(encrypted):
+    lab = encrypted
+    for host in ("host1", "host2"):
+        assert "ESTABLISHED" in sh(lab, host, "ipsec status", check=False)
+    frames = _underlay_capture(lab, lambda: pings(lab, "host1", "red1", "10.10.0.140", 3))
+    IPSEC["esp_frames"] = esp = [f for f in frames if _ip_proto(f) == 50]
+    assert len(esp) >= 6, [_ip_proto(f) for f in frames]
+    assert not [f for f in frames if _ip_proto(f) == 17 and f[36:38] == b"\x12\xb5"]
+    assert not [f for f in frames if _inner_pair(f)]
+
+
+def test_encrypted_forged_vxlan_from_the_underlay_is_not_delivered(encrypted):
+    assert _forged_delivered(encrypted) == 0
+    assert pings(encrypted, "host1", "red1", "10.10.0.140", 2) == 2      # still working
+
+
+def test_encrypted_replayed_tunnel_packets_are_not_delivered(encrypted):
+    """ESP packets host1 sent (captured above) sent again from the underlay: host2's
+    kernel refuses them as replays, red2 sees no echo request."""
+    lab = encrypted
+    h1 = vm.guest(lab, "host1").ip
+    esp = [f[14:] for f in IPSEC.get("esp_frames", []) if f[26:30] == bytes(map(int, h1.split(".")))]
+    assert esp, "no captured ESP packet of host1 to replay"
+    pid = sh(lab, "host2", "docker inspect -f '{{.State.Pid}}' red2").strip()
+    stat = "grep XfrmInStateSeqError /proc/net/xfrm_stat | awk '{print $2}'"
+    before = int(sh(lab, "host2", stat).strip() or 0)
+    cap = Capture(lab, "host2", "eth0", "icmp and src host 10.10.0.11", opts="",
+                  pre=f"nsenter -n -t {pid} ")
+    try:
+        _in_namespace(lab, REPLAY, stdin=" ".join(p.hex() for p in esp * 3))
+        time.sleep(2)
+    finally:
+        lines = cap.stop()
+    replays = int(sh(lab, "host2", stat).strip() or 0) - before
+    print(f"\n[ipsec] replayed {len(esp) * 3} ESP packets: {replays} refused as replays, "
+          f"{len(lines)} reached red2")
+    assert not lines
+    assert replays >= len(esp) * 3
+
+
+def test_encrypted_throughput_and_the_gap_turning_it_on(encrypted):
+    lab = encrypted
+    mbps = iperf(lab, ("host2", "red2"), ("host1", "red1"), "10.10.0.140", secs=3)
+    on = IPSEC["on"]
+    print(f"\n[ipsec] red1 -> red2: clear {IPSEC['clear_mbps']:.0f} Mbit/s, encrypted "
+          f"{mbps:.0f} Mbit/s ({mbps / IPSEC['clear_mbps']:.2f}); turning on, host by host: "
+          f"gap {on['gap_s']:.1f}s ({on['lost']}/{on['sent']} pings lost; host2 edited "
+          f"{on['edits_apart_s']:.1f}s after host1, replies back {on['resumed_after_host2_s']:.1f}s "
+          "after host2's edit)")
+    assert mbps > 5
+    assert on["gap_s"] < on["edits_apart_s"] + 30
+
+
+def test_turning_encryption_off_host_by_host(encrypted):
+    """Last: back to clear, host by host, with the gap measured the same way."""
+    lab = encrypted
+    off = _roll(lab, False)
+    print(f"\n[ipsec] turning off, host by host: {off}")
+    for host in ("host1", "host2"):
+        assert "ipsec" not in sh(lab, host, "nft list table inet weft")
+    assert pings(lab, "host1", "red1", "10.10.0.140", 3) == 3
+    assert off["gap_s"] < off["edits_apart_s"] + 30

@@ -1,0 +1,106 @@
+"""Encrypted tunnels (hosts.yaml `encryption: ipsec`): what the agent asks of OVS's IPsec.
+
+OVS encrypts a tunnel when its Interface carries IPsec options: `ovs-monitor-ipsec`
+(Debian's openvswitch-ipsec, with strongSwan) watches OVSDB and turns every such tunnel
+into an IKEv2 connection and kernel XFRM policies (ESP, transport mode, between the two
+underlay addresses, for the tunnel's protocol and port).  That works on the kernel
+datapath only: its tunnel packets leave through the kernel's IP stack, where XFRM applies.
+
+* pre-shared key: ``options:psk`` on each tunnel (read from ``ipsec.psk_file``);
+* certificates (weft-pki's): ``other_config:certificate/private_key/ca_cert`` on the
+  Open_vSwitch row and ``options:remote_name`` (the peer's host name, its certificate's
+  CN and DNS name) on each tunnel.
+
+Pure except `read_psk` and `monitor_running` (files and /proc).  The agent's nftables
+table adds the guard that makes a missing or late IPsec fail closed (ovs_agent.firewall).
+"""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from cluster.hostsfile import Cluster, HostsFileError
+
+PSK_MIN, PSK_MAX = 16, 256
+MONITOR_PIDFILE = "ovs-monitor-ipsec.pid"
+PKI_KEYS = ("certificate", "private_key", "ca_cert")
+# How long the kernel keeps a tunnel's "acquire" (larval) state while IKE runs: no new
+# IKE attempt for that flow before it ends.  charon sets 165 s at its start (OVS 3.1's
+# strongSwan drop-in means to set 10 s but misspells the option), so a first attempt that
+# failed (the peer not encrypting yet, when turning encryption on host by host) kept the
+# tunnel down for up to 165 s after the peer was ready.
+ACQUIRE_EXPIRY_S = 5
+ACQUIRE_SYSCTL = "/proc/sys/net/core/xfrm_acq_expires"
+
+
+def read_psk(cluster: Cluster) -> str | None:
+    """The pre-shared key of an encrypted cluster that uses one (None otherwise).
+
+    Refused (HostsFileError naming ipsec.psk_file) if unreadable, readable by group or
+    others, shorter than PSK_MIN or not one line of printable ASCII without '"' (it goes
+    into strongSwan's ipsec.secrets between double quotes)."""
+    if cluster.encryption != "ipsec" or cluster.ipsec is None or not cluster.ipsec.psk_file:
+        return None
+    path = cluster.ipsec.psk_file
+
+    def bad(message: str) -> HostsFileError:
+        return HostsFileError("ipsec.psk_file", f"{path}: {message}", None, cluster.source)
+    try:
+        mode = os.stat(path).st_mode
+        text = Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise bad(f"cannot read the pre-shared key: {getattr(exc, 'strerror', None) or exc}")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise bad("readable by others: chmod 600 it (it is the key of every tunnel)")
+    psk = text.strip("\n")
+    if "\n" in psk or not psk.isprintable() or '"' in psk or psk != psk.strip():
+        raise bad('must be one line of printable ASCII, without \'"\' or blanks around it')
+    if not PSK_MIN <= len(psk) <= PSK_MAX:
+        raise bad(f"the key has {len(psk)} characters, {PSK_MIN}..{PSK_MAX} needed "
+                  "(openssl rand -hex 32 > FILE makes one)")
+    return psk
+
+
+def tunnel_options(cluster: Cluster, peer: str, psk: str | None) -> dict[str, str]:
+    """The IPsec options of the tunnel to `peer` ({} on a clear cluster)."""
+    if cluster.encryption != "ipsec" or cluster.ipsec is None:
+        return {}
+    if cluster.ipsec.psk_file:
+        if psk is None:
+            raise ValueError("encryption: ipsec with psk_file, but no key was read")
+        return {"psk": psk}
+    return {"remote_name": peer}
+
+
+def pki_config(cluster: Cluster, me: str) -> dict[str, str] | None:
+    """Open_vSwitch other_config for certificate authentication (weft-pki's file names);
+    None when the cluster does not authenticate IPsec with certificates."""
+    if cluster.encryption != "ipsec" or cluster.ipsec is None or not cluster.ipsec.pki_dir:
+        return None
+    d = Path(cluster.ipsec.pki_dir)
+    return {"certificate": str(d / f"{me}-cert.pem"), "private_key": str(d / f"{me}-privkey.pem"),
+            "ca_cert": str(d / "ca-cert.pem")}
+
+
+def monitor_running(rundir: str | None = None) -> bool:
+    """Is ovs-monitor-ipsec (which makes the IPsec options real) alive?  Its pid file."""
+    rundir = rundir or os.environ.get("OVS_RUNDIR", "/var/run/openvswitch")
+    try:
+        pid = int(Path(rundir, MONITOR_PIDFILE).read_text().split()[0])
+        os.kill(pid, 0)
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def ensure_acquire_expiry(path: str = ACQUIRE_SYSCTL, limit: int = ACQUIRE_EXPIRY_S) -> bool:
+    """Keep the kernel's acquire expiry at most `limit` seconds (charon raises it to 165
+    each time it starts); True if written."""
+    try:
+        if int(Path(path).read_text().split()[0]) <= limit:
+            return False
+        Path(path).write_text(f"{limit}\n")
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
