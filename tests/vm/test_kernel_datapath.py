@@ -28,7 +28,7 @@ import pytest
 from cluster.version import version
 from tests.conftest import VM_LOCK, early_vm_lab, lab_name, snapshot
 from weft_lab import dist, vm
-from weft_lab.shell import netns_list
+from weft_lab.shell import CommandError, netns_list
 
 pytestmark = pytest.mark.vm
 
@@ -157,11 +157,18 @@ def both(*calls: Callable[[], T]) -> list[T]:
     return [f.result() for f in futures]
 
 
-def wait_network(lab: str, host: str, name: str, timeout: int = 30) -> None:
+def wait_network(lab: str, host: str, name: str, timeout: int = 120) -> None:
     """The host's agent makes the controller's network a Docker network (docs/docker.md,
-    Creating a network): wait for it, as a user would run `docker network ls`."""
-    sh(lab, host, f"timeout {timeout} sh -c 'until docker network inspect {name} "
-                  ">/dev/null 2>&1; do sleep 0.2; done'", timeout=timeout + 30)
+    Creating a network): wait for it, as a user would run `docker network ls` (the
+    guests are emulated: an agent pass can take tens of seconds).  On a timeout, the
+    agent's last log lines say why."""
+    try:
+        sh(lab, host, f"timeout {timeout} sh -c 'until docker network inspect {name} "
+                      ">/dev/null 2>&1; do sleep 0.2; done'", timeout=timeout + 30)
+    except CommandError as exc:
+        log = sh(lab, host, "docker network ls; journalctl -u weft-ovs-agent -n 40 "
+                            "--no-pager", check=False)
+        raise AssertionError(f"network {name} never appeared on {host}:\n{log}") from exc
 
 
 def docker_run(lab: str, host: str, name: str, *opts: str) -> str:
