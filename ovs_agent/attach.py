@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ovsdbapp.backend.ovs_idl.transaction import Transaction
-
 from ovs_agent.desired import OWNER, OWNER_KEY, ROLE_KEY, TENANT_KEY
 from ovs_agent.hostnet import ensure_veth, ip, link_exists
 from cluster.hostsfile import BRIDGE
@@ -91,21 +89,11 @@ def add_container_port(api, name: str, tenant: str, container: str, mac: str,
     ext = {OWNER_KEY: OWNER, ROLE_KEY: "container", TENANT_KEY: tenant,
            CONTAINER_KEY: container, MAC_KEY: mac, IPS_KEY: ",".join(ips),
            PORT_SECURITY_KEY: "on" if port_security else "off", **(extra or {})}
-    commands = (api.add_port(BRIDGE, name, may_exist=True),
-                api.db_set("Interface", name, ("external_ids", ext), ("type", port_type)))
+    with api.transaction(check_error=True) as txn:
+        txn.add(api.add_port(BRIDGE, name, may_exist=True))
+        txn.add(api.db_set("Interface", name, ("external_ids", ext), ("type", port_type)))
     if settle:
-        with api.transaction(check_error=True) as txn:
-            for cmd in commands:
-                txn.add(cmd)
         settle_afxdp(api, name, port_type)
-        return
-    # ovsdbapp's Open_vSwitch transactions wait, as ovs-vsctl does, until vswitchd has
-    # applied the change (next_cfg), which for an AF_XDP port means loading its XDP
-    # program: 150-300 ms.  A plain IDL transaction returns at the commit.
-    txn = Transaction(api, api.ovsdb_connection, check_error=True)
-    for cmd in commands:
-        txn.add(cmd)
-    txn.commit()
 
 
 def settle_afxdp(api, name: str, port_type: str, timeout: float = 1.0) -> bool:

@@ -100,37 +100,3 @@ def test_af_packet_ports_have_nothing_to_settle(no_host, monkeypatch):
                                       "host1", 1450)
     plane.plug("wdabc", "wpabc", "02:00:00:00:00:01", "red", "sandbox", {})
     assert no_host[0]["settle"] is False and calls == []
-
-
-def test_an_unsettled_plug_does_not_wait_for_vswitchd(monkeypatch):
-    """ovsdbapp's Open_vSwitch transaction waits for vswitchd to apply the change
-    (next_cfg): the plugin's plug commits with a plain IDL transaction instead."""
-    committed: list = []
-
-    class PlainTxn:
-        def __init__(self, api, conn, check_error=False):
-            self.cmds: list = []
-
-        def add(self, cmd):
-            self.cmds.append(cmd)
-
-        def commit(self):
-            committed.append(self.cmds)
-
-    class Api:
-        ovsdb_connection = object()
-
-        def transaction(self, **_):
-            raise AssertionError("the vswitchd-waiting transaction was used")
-
-        def add_port(self, bridge, name, may_exist=False):
-            return ("add_port", bridge, name)
-
-        def db_set(self, table, name, *values):
-            return ("db_set", table, name)
-
-    monkeypatch.setattr(attach, "Transaction", PlainTxn)
-    attach.add_container_port(Api(), "wdabc", "red", "sb", "02:00:00:00:00:01",
-                              "afxdp-nonpmd", settle=False)
-    assert committed == [[("add_port", attach.BRIDGE, "wdabc"),
-                          ("db_set", "Interface", "wdabc")]]
