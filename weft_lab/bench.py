@@ -206,6 +206,84 @@ def docker_run_latency(rounds: int) -> list[Figure]:
                    f"docker run itself p99 {percentile(created, 99):.0f} ms")]
 
 
+def first_packet_in(lab: str, host_dir: Path, target_node: str, dst: str, name: str,
+                    network: str | None) -> tuple[float, float, float, float]:
+    """One `docker run -d IMAGE ping -i 0.01 DST` on ``host_dir``'s host; the first echo
+    request seen on ``target_node`` (another host's container) ends it.
+
+    Returns wall-clock times (time.time()): `docker run` started, returned, the first
+    echo request captured there (tcpdump -tt), and the container's process started
+    (Docker's State.StartedAt).  The same method for docker0 and a
+    weft network, so the two compare within one lab and one run.
+    """
+    from weft_lab import docker as D
+    from weft_lab.traffic import tcpdump
+    dump = tcpdump(lab, target_node, ["-i", "eth0", "-c", "1", "-tt",
+                                      f"icmp[icmptype] = icmp-echo and dst host {dst}"])
+    try:
+        t0 = time.time()
+        D.docker(host_dir, "run", "-d", "--pull=never", "--name", name,
+                 *(("--network", network) if network else ()), D.IMAGE,
+                 "ping", "-i", "0.01", dst)
+        t_run = time.time()
+        out, _ = dump.communicate(timeout=20)
+        started = json.loads(D.docker(host_dir, "inspect", "-f", "{{json .State.StartedAt}}",
+                                      name))
+    finally:
+        if dump.poll() is None:
+            dump.kill()
+            dump.wait()
+        D.docker(host_dir, "rm", "-f", name, check=False)
+    return t0, t_run, float(out.split()[0]), _rfc3339(started)
+
+
+def _rfc3339(stamp: str) -> float:
+    """Docker's `2026-12-07T18:38:01.123456789Z` as seconds since the epoch."""
+    import calendar
+    whole, _, frac = stamp.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float(f"0.{frac or 0}")
+
+
+def docker_first_packet(rounds: int) -> tuple[list[Figure], dict[str, Any]]:
+    """`docker run` -> first packet at a container on another host: docker0 (default
+    tenant) and a weft network (the plugin), interleaved in one lab
+    (topologies/docker-plugin.yaml), the same method for both (`first_packet_in`)."""
+    topo = parse((ROOT / "topologies" / "docker-plugin.yaml").read_text()) \
+        .with_name("bfirst")
+    ms: dict[str, list[float]] = {"docker0": [], "weft": []}
+    ran: dict[str, list[float]] = {"docker0": [], "weft": []}
+    with L.running(topo):
+        C.wait_converged(topo)
+        d1 = N.host_dir(topo.name, "host1")
+        for i in range(rounds):
+            for kind, node, net in (("docker0", "d2", None), ("weft", "red2", "red")):
+                t0, t_run, t_pkt, t_start = first_packet_in(topo.name, d1, node, topo.addr(node),
+                                                   f"fp{kind[0]}{i}", net)
+                ms[kind].append((t_pkt - t0) * 1000)
+                ran[kind].append((t_run - t0) * 1000)
+                print(f"  {kind:8} run {i}: docker run {t0:.3f} returned +{(t_run - t0) * 1000:.0f}"
+                      f" ms, process started +{(t_start - t0) * 1000:.0f} ms, first packet"
+                      f" +{(t_pkt - t0) * 1000:.0f} ms", flush=True)
+        keep_logs = os.environ.get("WEFT_BENCH_LOGS")     # a timeline from the lab's logs
+        if keep_logs:
+            import shutil
+            dest = Path(keep_logs)
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in [*N.host_dir(topo.name, "host1").glob("*.log"),
+                      *N.state_dir(topo.name).glob("weft-manager*.log")]:
+                shutil.copy(f, dest / f.name)
+    figs = []
+    for kind in ("docker0", "weft"):
+        for q in (50, 90):
+            figs.append(Figure(f"docker run -> first packet, {kind}, p{q} ({rounds} runs)",
+                               [percentile(ms[kind], q)], "ms",
+                               f"docker run -d itself p{q} {percentile(ran[kind], q):.0f} ms"))
+    ratio = percentile(ms["weft"], 50) / percentile(ms["docker0"], 50)
+    figs.append(Figure("docker run -> first packet, weft / docker0 (p50)", [ratio], "x",
+                       "goal <= 1.2"))
+    return figs, {"rounds": rounds, "ms": ms, "docker_run_ms": ran}
+
+
 def _endpoints(n: int, hosts: int) -> list[dict]:
     return [{"host": f"h{1 + i % hosts}", "port": f"e{i}", "tenant": "bench",
              "mac": f"02:{(i >> 24) & 255:02x}:{(i >> 16) & 255:02x}:{(i >> 8) & 255:02x}:"
@@ -716,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "partial run never overwrites the whole one)")
     ap.add_argument("--plot", default=str(ROOT / "docs" / "performance.png"))
     ap.add_argument("--only", help="comma list of sections: dataplane,flannel,bind,program,"
-                                   "flows,scale,agent,peer,docker,routing,metrics")
+                                   "flows,scale,agent,peer,docker,firstpacket,routing,metrics")
     ap.add_argument("--program", metavar="NxH,...",
                     help="programming scales, endpoints x hosts (default 1000x4,1000x16,"
                          "10000x4,10000x16; --quick 1000x4)")
@@ -769,6 +847,9 @@ def main(argv: list[str] | None = None) -> int:
     if want("docker"):
         step("docker run -> first packet (docker0, default tenant)",
              lambda: docker_run_latency(20))
+    if want("firstpacket"):
+        step("docker run -> first packet, docker0 vs weft network (plugin)",
+             lambda: keep("first_packet", docker_first_packet(10 if args.quick else 30)))
     if want("program"):
         results["programming"] = []
         for n, h in scales(args.program, "1000x4" if args.quick

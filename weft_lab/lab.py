@@ -200,7 +200,8 @@ def start_agent(lab: str, host: str, register: bool = False) -> int:
                  "--host", host, "--subnet-file", str(d / "subnet.env"),
                  "--ssl-dir", str(pki_dir(lab)), "--interval", "2",
                  "--docker-host", f"unix://{docker.socket_path(d)}",
-                 "--plugin-socket", str(docker.plugin_dir(d) / "weft.sock"), *extra]})["pid"]
+                 "--plugin-socket", str(docker.plugin_dir(d) / "weft.sock"), *extra,
+                 *_verbose()]})["pid"]
 
 
 def start_plugin(lab: str, host: str, *extra: str) -> int:
@@ -224,9 +225,16 @@ def start_plugin(lab: str, host: str, *extra: str) -> int:
         "log": str(d / "weft-plugin.log"),
         "argv": [sys.executable, "-m", "ovs_agent.cli", "docker-plugin", "--peers",
                  str(peers), "--host", host, "--socket", str(sock),
-                 "--docker-host", f"unix://{docker.socket_path(d)}", *extra]})["pid"]
+                 "--docker-host", f"unix://{docker.socket_path(d)}", *extra,
+                 *_verbose()]})["pid"]
     _wait(sock.exists, 20, f"the weft plugin of {host} ({d}/weft-plugin.log)")
     return pid
+
+
+def _verbose() -> tuple[str, ...]:
+    """`-v` for the agents and plugins when WEFT_LAB_VERBOSE is set: their DEBUG lines
+    (the plugin's call timings) for a timeline (weft_lab.bench firstpacket)."""
+    return ("-v",) if os.environ.get("WEFT_LAB_VERBOSE") else ()
 
 
 def _wait(cond, timeout: float, what: str) -> None:
