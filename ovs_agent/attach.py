@@ -76,36 +76,21 @@ def ip_address(ip_cidr: str) -> str:
 
 def add_container_port(api, name: str, tenant: str, container: str, mac: str,
                        port_type: str = "", extra: dict[str, str] | None = None,
-                       ips: tuple[str, ...] = (), port_security: bool = True,
-                       settle: bool = True) -> None:
+                       ips: tuple[str, ...] = (), port_security: bool = True) -> None:
     """Put the host end of a container's veth on br0, labelled for the agent's report.
 
     Both address keys are always written, so a port re-plugged without an address
-    or with port security back on keeps no stale value.  `settle` False: return once
-    OVSDB has the port, leaving `settle_afxdp` (vswitchd opening an AF_XDP port, about
-    150 ms, and the fallback) to the caller: the Docker plugin runs it beside Docker's
-    own work after Join.  The port drops every frame until the controller binds it
-    (port security is part of the binding's flows), so returning early opens no window."""
+    or with port security back on keeps no stale value."""
     ext = {OWNER_KEY: OWNER, ROLE_KEY: "container", TENANT_KEY: tenant,
            CONTAINER_KEY: container, MAC_KEY: mac, IPS_KEY: ",".join(ips),
            PORT_SECURITY_KEY: "on" if port_security else "off", **(extra or {})}
     with api.transaction(check_error=True) as txn:
         txn.add(api.add_port(BRIDGE, name, may_exist=True))
         txn.add(api.db_set("Interface", name, ("external_ids", ext), ("type", port_type)))
-    if settle:
-        settle_afxdp(api, name, port_type)
-
-
-def settle_afxdp(api, name: str, port_type: str, timeout: float = 1.0) -> bool:
-    """An AF_XDP port: wait until vswitchd has tried to open it, and fall back to
-    AF_PACKET (type "") if it refused.  True when it fell back."""
-    if not port_type.startswith("afxdp"):
-        return False
-    _wait_opened(api, name, timeout)    # vswitchd tries to open it: ofport or error
-    if refused_afxdp(api, {name}):
-        api.db_set("Interface", name, ("type", "")).execute(check_error=True)
-        return True
-    return False
+    if port_type.startswith("afxdp"):
+        _wait_opened(api, name)         # vswitchd tries to open it: ofport or error
+        if refused_afxdp(api, {name}):
+            api.db_set("Interface", name, ("type", "")).execute(check_error=True)
 
 
 def _wait_opened(api, name: str, timeout: float = 1.0) -> None:

@@ -20,7 +20,6 @@ import socket
 import socketserver
 import subprocess
 import sys
-import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -101,29 +100,11 @@ class OvsDataplane:
         hostnet.ensure_veth(port, peer, self.mtu, tx_off=tx_off)
         hostnet.ip("link", "set", peer, "address", mac)
         t1 = time.monotonic()
-        port_type = device_port_type(self.cluster, self.host, port)
-        attach.add_container_port(self.api, port, tenant, container, mac, port_type, extra,
-                                  ips, port_security, settle=False)
+        attach.add_container_port(self.api, port, tenant, container, mac,
+                                  device_port_type(self.cluster, self.host, port), extra,
+                                  ips, port_security)
         LOG.debug("plug %s: veth %.0f ms, br0 %.0f ms", port, (t1 - t0) * 1000,
                   (time.monotonic() - t1) * 1000)
-        # vswitchd opening an AF_XDP port (~150 ms: the XDP program's load) overlaps
-        # Docker's work after Join (moving the veth into the sandbox, starting the
-        # process) instead of delaying it; docs/performance.md, "docker run -> first
-        # packet".  Until the controller binds the port, br0 drops all it sends.
-        if port_type.startswith("afxdp"):
-            threading.Thread(target=self._settle, args=(port, port_type, t1), daemon=True,
-                             name=f"settle-{port}").start()
-
-    def _settle(self, port: str, port_type: str, t1: float) -> None:
-        try:
-            fell_back = attach.settle_afxdp(self.api, port, port_type)
-        except Exception as exc:        # the port went meanwhile (a quick Leave), OVS away
-            LOG.debug("settling %s: %s", port, exc)
-            return
-        if fell_back:
-            LOG.warning("AF_XDP refused on %s: falling back to AF_PACKET", port)
-        LOG.debug("plug %s: opened by vswitchd %.0f ms after the br0 transaction started",
-                  port, (time.monotonic() - t1) * 1000)
 
     def unplug(self, port: str) -> None:
         attach.remove_container_port(self.api, port)
