@@ -57,11 +57,8 @@ def lab(progress):
             TIMES["converge"] = vm.wait_converged(name)
             yield name
         finally:
-            t2 = time.monotonic()
-            vm.down(name)
-            TIMES["down"] = time.monotonic() - t2
+            _down(name)
             early["lock"].close()
-            print("\n[vm] times: " + ", ".join(f"{k} {v:.0f}s" for k, v in TIMES.items()))
     else:
         name = lab_name("v")
         # image (built from nothing on a cold cache: minutes) and wheels: no lock needed
@@ -80,10 +77,7 @@ def lab(progress):
                 TIMES["converge"] = vm.wait_converged(name)
                 yield name
             finally:
-                t2 = time.monotonic()
-                vm.down(name)
-                TIMES["down"] = time.monotonic() - t2
-                print("\n[vm] times: " + ", ".join(f"{k} {v:.0f}s" for k, v in TIMES.items()))
+                _down(name)
     after = snapshot()
     assert after["netns"] - before["netns"] == set(), "namespaces left behind"
     assert not vm.state_dir(name).exists(), "VM lab state left behind"
@@ -91,6 +85,14 @@ def lab(progress):
     # QEMU (-name weft-LAB-hostN) and the ssh control masters (ControlPath in the state dir)
     left = _processes_naming(f"weft-{name}-", str(vm.state_dir(name)) + "/")
     assert not left, f"processes of the VM lab left running: {left}"
+
+
+def _down(name: str) -> None:
+    """Remove the module's VM lab and print how long each phase took."""
+    t0 = time.monotonic()
+    vm.down(name)
+    TIMES["down"] = time.monotonic() - t0
+    print("\n[vm] times: " + ", ".join(f"{k} {v:.0f}s" for k, v in TIMES.items()))
 
 
 def _await_early(early: dict, progress) -> bool:
