@@ -167,8 +167,71 @@ def _rank(item) -> int:
     return 0 if item.nodeid.startswith("tests/lab/") else 2 if item.get_closest_marker("vm") else 1
 
 
+# The unit tests beside the lab tests.  The lab tests leave most of the machine idle (they
+# wait on dockerd, pings, timers) and the unit tests measure nothing, so with lab tests in
+# the run the unit tests go to a second pytest, niced, started with the run, except the
+# modules marked `foreground` (they bound time or make named namespaces, which a lab's
+# leak check would see).  Its processes carry its own run mark (RUN_MARK), so neither run
+# counts the other's as left behind.  It has to be done before the VM tests, which
+# measure: the session waits for it there, and its failures fail the run.
+BESIDE_ENV = "WEFT_SUITE_BESIDE"
+_BESIDE: dict = {}
+
+
+def _beside_labs(item) -> bool:
+    return item.nodeid.startswith("tests/unit/") and not item.get_closest_marker("foreground")
+
+
+@pytest.hookimpl(trylast=True)              # after -k/-m have deselected
 def pytest_collection_modifyitems(session, config, items) -> None:
+    """Lab tests first, VM tests last (`_rank`); with lab tests in the run, the unit tests
+    that may run beside them leave this session for the second pytest."""
     items.sort(key=_rank)                   # stable: each group keeps its order
+    beside = [i.nodeid for i in items if _beside_labs(i)]
+    if os.environ.get(BESIDE_ENV) or config.option.collectonly or not beside \
+            or not any(_rank(i) == 0 for i in items):
+        return
+    chosen = set(beside)
+    items[:] = [i for i in items if i.nodeid not in chosen]
+    _BESIDE["ids"] = beside
+
+
+def _start_beside(session) -> None:
+    from weft_lab import cache
+    cache.root().mkdir(parents=True, exist_ok=True)
+    log = cache.root() / "unit-beside.log"
+    out = open(log, "w")
+    _BESIDE.update(log=log, out=out, started=time.monotonic(), proc=subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=10",
+         *_BESIDE["ids"]], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env={**os.environ, BESIDE_ENV: "1"}, cwd=str(session.config.rootpath),
+        preexec_fn=lambda: os.nice(10)))
+    session.config.pluginmanager.getplugin("terminalreporter").write_line(
+        f"[{time.strftime('%H:%M:%S')}] {len(_BESIDE['ids'])} unit tests run in a second "
+        f"pytest beside the lab tests (niced; log: {log})")
+
+
+def await_beside() -> None:
+    """Wait for the unit tests beside (before the VM tests, and at the end)."""
+    proc = _BESIDE.get("proc")
+    if proc is None or "rc" in _BESIDE:
+        return
+    t0 = time.monotonic()
+    try:
+        _BESIDE["rc"] = proc.wait()
+    finally:
+        _BESIDE["out"].close()
+        if proc.poll() is None:
+            _stop(proc)
+            _BESIDE["rc"] = proc.returncode
+    _BESIDE["waited"] = time.monotonic() - t0
+    _BESIDE["took"] = time.monotonic() - _BESIDE["started"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item) -> None:
+    if _rank(item) == 2:
+        await_beside()
 
 
 def pytest_collection_finish(session) -> None:
@@ -183,6 +246,8 @@ def pytest_collection_finish(session) -> None:
     the CPU idle (a cold run used 36% of two cores): that is what the guests get.
     If another VM lab holds the lock, only the image is built here (no lock needed) and
     the fixture brings the guests up itself, later."""
+    if "ids" in _BESIDE:
+        _start_beside(session)
     items = session.items
     if os.geteuid() != 0 or not any(i.get_closest_marker("vm") for i in items) \
             or not shutil.which("qemu-system-x86_64") or os.environ.get("WEFT_VM_LAB"):
@@ -273,9 +338,16 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def pytest_sessionfinish(session) -> None:
-    """The background image build and a background VM lab that no test took over (the
-    run stopped before the VM tests) end with the session."""
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """The unit tests beside are waited for (stopped if the run was interrupted) and their
+    failures fail the run; the background image build and a background VM lab that no
+    test took over (the run stopped before the VM tests) end with the session."""
+    if "proc" in _BESIDE and "rc" not in _BESIDE:
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            _stop(_BESIDE["proc"])
+        await_beside()
+    if _BESIDE.get("rc") not in (None, 0):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     proc = _IMAGE_BUILD.pop("proc", None)
     if proc is not None:
         _stop(proc)
@@ -300,6 +372,19 @@ def pytest_runtest_logreport(report) -> None:
 def pytest_terminal_summary(terminalreporter) -> None:
     """Seconds per test module (setup, calls, teardown; a module's lab included): where
     the suite's time goes, to keep a cold run under its budget (README)."""
+    if "rc" in _BESIDE:
+        lines = _BESIDE["log"].read_text(errors="replace").splitlines()
+        failed = _BESIDE["rc"] != 0
+        terminalreporter.section(f"the {len(_BESIDE['ids'])} unit tests beside the lab "
+                                 f"tests: {'FAILED' if failed else 'passed'} (exit "
+                                 f"{_BESIDE['rc']}, {_BESIDE['took']:.0f}s, waited for "
+                                 f"{_BESIDE['waited']:.0f}s; {_BESIDE['log']})",
+                                 red=failed, green=not failed)
+        marks = ("= FAILURES =", "= ERRORS =") if failed else ("seconds per module",)
+        start = next((k for k, line in enumerate(lines) if any(m in line for m in marks)),
+                     max(0, len(lines) - 40))
+        for line in lines[start:][-600:]:
+            terminalreporter.write_line(line)
     if len(_MODULE_SECONDS) < 2:
         return
     terminalreporter.section("seconds per module (the 20 slowest)")

@@ -23,6 +23,9 @@ from controller.sync import IN_SYNC, stamp_flow
 from cluster.hostsfile import datapath_id
 from tests.fakeoftable import FakeOFTable, parse_wire
 
+# run in the main session, not beside the lab tests (tests/conftest.py): it bounds time
+pytestmark = pytest.mark.foreground
+
 HOSTS = """
 controller: {openflow: ["tcp:127.0.0.1:6653"]}
 hosts:

@@ -5,6 +5,9 @@ import pytest
 
 from controller.election import MASTER, SLAVE, ElectionCore, Role, endpoints
 
+# run in the main session, not beside the lab tests (tests/conftest.py): its timers bound time
+pytestmark = pytest.mark.foreground
+
 
 def test_lease_then_campaign_won_is_master_with_the_key_revision():
     c = ElectionCore("a", ttl=3)

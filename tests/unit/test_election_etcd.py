@@ -9,7 +9,10 @@ import pytest
 
 from controller.election import MASTER, SLAVE, Election, EtcdGateway, Role
 
-pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed")
+# foreground: run in the main session, not beside the lab tests (tests/conftest.py): it
+# bounds time (leases)
+pytestmark = [pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed"),
+              pytest.mark.foreground]
 
 
 def _free_port() -> int:

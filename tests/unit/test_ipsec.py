@@ -14,6 +14,10 @@ from cluster.hostsfile import HostsFileError, Ipsec, parse, with_hosts
 from ovs_agent import desired, firewall, ipsec
 from ovs_agent.agent import Agent
 
+# run in the main session, not beside the lab tests (tests/conftest.py): it makes a named
+# network namespace, which a lab's leak check would see
+pytestmark = pytest.mark.foreground
+
 HEAD = """controller: {openflow: "tcp:10.0.0.1:6653"}
 """
 HOSTS = """hosts:

@@ -15,6 +15,9 @@ import pytest
 from ovs_agent import dnswire, names, resolver
 from ovs_agent.names import NameRecord, Zone
 
+# run in the main session, not beside the lab tests (tests/conftest.py): it bounds time (rate limits, floods)
+pytestmark = pytest.mark.foreground
+
 LO = socket.if_nametoindex("lo")
 
 

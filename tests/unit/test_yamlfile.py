@@ -22,6 +22,9 @@ from weft_lab import cli as lab_cli
 from weft_lab import topology
 from weft_lab.topology import TopologyError
 
+# run in the main session, not beside the lab tests (tests/conftest.py): it bounds time
+pytestmark = pytest.mark.foreground
+
 GOOD_HOSTS = """\
 # the cluster
 controller:
