@@ -200,6 +200,7 @@ class Agent:
         if self.host_firewall is not None and self.host_firewall.ensure(self.cluster):
             LOG.info("nftables: table inet %s written (tunnel, OVSDB and OpenFlow ports closed "
                      "to containers)", firewall.TABLE)
+        self._cap_acquire_expiry()
         ops = desired.diff(desired.desired(self.cluster, self.me.name, nic, self.afxdp_refused,
                                            hostnet.mac_of(nic) if nic else None,
                                            self.ipsec_psk), state)
@@ -238,17 +239,27 @@ class Agent:
         if ovsdb.ensure_ipsec_pki(api, ipsec.pki_config(self.cluster, self.me.name)):
             LOG.info("ovsdb: IPsec certificates %s", ipsec.pki_config(self.cluster, self.me.name))
             self.writes += 1
-        if self.cluster.encryption == "ipsec" and ipsec.ensure_acquire_expiry():
+        now = time.monotonic()
+        if self.cluster.encryption == "ipsec" and now - self._ipsec_warned >= 60:
+            if not ipsec.monitor_running():
+                self._ipsec_warned = now
+                LOG.error("encryption: ipsec, but ovs-monitor-ipsec is not running: the "
+                          "tunnels carry nothing (their packets are dropped, never sent in "
+                          "clear) until it does: apt-get install openvswitch-ipsec strongswan; "
+                          "systemctl enable --now openvswitch-ipsec")
+            elif ipsec.dropin_missing():
+                self._ipsec_warned = now
+                LOG.warning("encryption: ipsec, but %s (docs/docker.md's install) is missing: "
+                            "a strongSwan restart sets the kernel's acquire expiry back to "
+                            "165 s, and a tunnel whose first IKE attempt failed stays down "
+                            "that long", ipsec.CHARON_DROPIN)
+
+    def _cap_acquire_expiry(self) -> None:
+        """Before the tunnels get IPsec options: the kernel's acquire expiry at most
+        ACQUIRE_EXPIRY_S, also where strongSwan started without weft's drop-in."""
+        if self.cluster and self.cluster.encryption == "ipsec" and ipsec.ensure_acquire_expiry():
             LOG.info("IPsec: a failed IKE attempt now blocks a tunnel for at most %ds "
                      "(net.core.xfrm_acq_expires)", ipsec.ACQUIRE_EXPIRY_S)
-        now = time.monotonic()
-        if self.cluster.encryption == "ipsec" and not ipsec.monitor_running() \
-                and now - self._ipsec_warned >= 60:
-            self._ipsec_warned = now
-            LOG.error("encryption: ipsec, but ovs-monitor-ipsec is not running: the tunnels "
-                      "carry nothing (their packets are dropped, never sent in clear) until "
-                      "it does: apt-get install openvswitch-ipsec strongswan; systemctl "
-                      "enable --now openvswitch-ipsec")
 
     def _ensure_gateways(self, api, mtu: int) -> None:
         """Tenants' wx ports, routes, NAT and bounds (`ovs_agent.gateway`).  Nothing until

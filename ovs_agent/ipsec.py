@@ -26,12 +26,18 @@ PSK_MIN, PSK_MAX = 16, 256
 MONITOR_PIDFILE = "ovs-monitor-ipsec.pid"
 PKI_KEYS = ("certificate", "private_key", "ca_cert")
 # How long the kernel keeps a tunnel's "acquire" (larval) state while IKE runs: no new
-# IKE attempt for that flow before it ends.  charon sets 165 s at its start (OVS 3.1's
-# strongSwan drop-in means to set 10 s but misspells the option), so a first attempt that
-# failed (the peer not encrypting yet, when turning encryption on host by host) kept the
-# tunnel down for up to 165 s after the peer was ready.
+# IKE attempt for that flow before it ends.  charon writes its own value (165 s unless
+# configured; OVS 3.1's strongSwan drop-in means to set 10 s but misspells the option)
+# each time it starts, so a first attempt that failed (the peer not encrypting yet, when
+# turning encryption on host by host) kept the tunnel down for up to 165 s after the
+# peer was ready.  The fix is charon's own setting, in place before it starts: the
+# strongSwan drop-in CHARON_DROPIN that docs/docker.md's install writes (inside
+# charon.plugins: /etc/strongswan.conf includes strongswan.d/charon/*.conf there).  The
+# agent also keeps the sysctl at most that (a strongSwan that started without the drop-in).
 ACQUIRE_EXPIRY_S = 5
 ACQUIRE_SYSCTL = "/proc/sys/net/core/xfrm_acq_expires"
+CHARON_DROPIN = "/etc/strongswan.d/charon/weft.conf"
+CHARON_DROPIN_TEXT = f"kernel-netlink {{\n    xfrm_acq_expires = {ACQUIRE_EXPIRY_S}\n}}\n"
 
 
 def read_psk(cluster: Cluster) -> str | None:
@@ -104,3 +110,11 @@ def ensure_acquire_expiry(path: str = ACQUIRE_SYSCTL, limit: int = ACQUIRE_EXPIR
         return True
     except (OSError, ValueError, IndexError):
         return False
+
+
+def dropin_missing(path: str = CHARON_DROPIN) -> bool:
+    """Is strongSwan's drop-in with weft's acquire expiry absent (or saying otherwise)?"""
+    try:
+        return Path(path).read_text() != CHARON_DROPIN_TEXT
+    except OSError:
+        return True

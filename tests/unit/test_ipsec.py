@@ -201,3 +201,26 @@ def test_the_documented_install_and_the_vm_image_carry_what_ipsec_needs():
            if line.startswith("apt-get install")]
     assert apt and needed <= set(apt[0])
     assert needed <= set(vm.PACKAGES)
+
+
+def test_the_documented_install_gives_strongswan_the_acquire_expiry_before_it_starts(tmp_path):
+    """docs/docker.md's install writes strongSwan's drop-in (charon sets the kernel's
+    acquire expiry from it at start: 165 s without it) before apt-get installs and starts
+    strongSwan, with the agent's text, and restarts a running openvswitch-ipsec after."""
+    import shlex
+    import subprocess
+
+    from weft_lab import dist
+    lines = dist.install_block(dist.DOC.read_text()).splitlines()
+    writes = [i for i, line in enumerate(lines) if line.endswith(f"> {ipsec.CHARON_DROPIN}")]
+    apt = [i for i, line in enumerate(lines) if line.startswith("apt-get install")]
+    assert writes and apt and writes[0] < apt[0]
+    printf = shlex.split(lines[writes[0]].rsplit(">", 1)[0])
+    out = subprocess.run(printf, capture_output=True, text=True, check=True).stdout
+    assert out == ipsec.CHARON_DROPIN_TEXT
+    assert "charon" in ipsec.CHARON_DROPIN.split("/")       # included inside charon.plugins
+    assert "systemctl try-restart openvswitch-ipsec" in lines
+    f = tmp_path / "weft.conf"
+    assert ipsec.dropin_missing(str(f))
+    f.write_text(out)
+    assert not ipsec.dropin_missing(str(f))
