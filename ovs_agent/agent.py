@@ -96,6 +96,7 @@ class Agent:
     _keeper: dockernets.NetworkKeeper | None = None
     ipsec_psk: str | None = None        # encryption: ipsec with psk_file: the key read
     _ipsec_warned: float = -1e9
+    _ipsec_ca: str | None = None        # the CA copy strongSwan was told to read
 
     def load(self) -> None:
         """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
@@ -236,8 +237,23 @@ class Agent:
         ovs-monitor-ipsec is not there to make the IPsec options real (the nftables guard
         meanwhile drops the tunnels' packets: nothing leaves in clear)."""
         assert self.cluster and self.me
-        if ovsdb.ensure_ipsec_pki(api, ipsec.pki_config(self.cluster, self.me.name)):
-            LOG.info("ovsdb: IPsec certificates %s", ipsec.pki_config(self.cluster, self.me.name))
+        sources = ipsec.pki_config(self.cluster, self.me.name)
+        try:
+            pki = ipsec.install_pki(sources)
+        except OSError as exc:      # keep what OVSDB has; the next pass tries again
+            if time.monotonic() - self._ipsec_warned >= 60:
+                self._ipsec_warned = time.monotonic()
+                LOG.error("IPsec certificates from %s: %s (the tunnels stay as they are)",
+                          self.cluster.ipsec.pki_dir if self.cluster.ipsec else "-", exc)
+            return
+        if pki and pki["ca_cert"] != self._ipsec_ca:
+            # strongSwan takes CAs from /etc/ipsec.d/cacerts (OVS's `ca` section in
+            # ipsec.conf has no auto=add: starter never loads it): tell charon to reread
+            if ipsec.reread_cacerts():
+                self._ipsec_ca = pki["ca_cert"]
+                LOG.info("IPsec: strongSwan reread its CA certificates (%s)", pki["ca_cert"])
+        if ovsdb.ensure_ipsec_pki(api, pki):
+            LOG.info("ovsdb: IPsec certificates %s (copies of %s)", pki, sources)
             self.writes += 1
         now = time.monotonic()
         if self.cluster.encryption == "ipsec" and now - self._ipsec_warned >= 60:
