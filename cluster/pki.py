@@ -35,9 +35,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 CA_CERT, CA_KEY = "ca-cert.pem", "ca-privkey.pem"
 VALID_DAYS = 3650
 # Certificates' keys are RSA (the CA's is EC P-256): OVS's IPsec (ovs-monitor-ipsec, strongSwan
-# backend) names a host's private key in ipsec.secrets as `: RSA FILE`, and strongSwan
-# loads an EC key given that way as nothing, so IKE could not authenticate; TLS (OpenFlow,
-# OVSDB, etcd) takes RSA as well.
+# backend) names a host's private key in ipsec.secrets as `: RSA FILE`, which strongSwan
+# loads as an RSA key only (stroke's load_private with KEY_RSA), so an EC key could not
+# authenticate IKE; TLS (OpenFlow, OVSDB, etcd) takes RSA as well.
 RSA_BITS = 3072
 
 
