@@ -29,11 +29,16 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_CERT, CA_KEY = "ca-cert.pem", "ca-privkey.pem"
 VALID_DAYS = 3650
+# Certificates' keys are RSA (the CA's is EC P-256): OVS's IPsec (ovs-monitor-ipsec, strongSwan
+# backend) names a host's private key in ipsec.secrets as `: RSA FILE`, which strongSwan
+# loads as an RSA key only (stroke's load_private with KEY_RSA), so an EC key could not
+# authenticate IKE; TLS (OpenFlow, OVSDB, etcd) takes RSA as well.
+RSA_BITS = 2048            # as ovs-pki; 3072 costs 3x the time in labs of many hosts
 
 
 def cert_path(d: Path, name: str) -> Path:
@@ -44,12 +49,13 @@ def key_path(d: Path, name: str) -> Path:
     return d / f"{name}-privkey.pem"
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM,
-                                  serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        # RSA as PKCS#1 ("BEGIN RSA PRIVATE KEY"): what strongSwan's RSA loaders read
+        fmt = serialization.PrivateFormat.TraditionalOpenSSL \
+            if isinstance(key, rsa.RSAPrivateKey) else serialization.PrivateFormat.PKCS8
+        f.write(key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()))
 
 
 def _name(cn: str, client_only: bool = False) -> x509.Name:
@@ -106,7 +112,7 @@ def issue(d: Path, name: str, san: list[str] | None = None,
                          "name would log in as it (CN authentication); pick another name")
     ca_key = serialization.load_pem_private_key((d / CA_KEY).read_bytes(), None)
     ca = x509.load_pem_x509_certificate((d / CA_CERT).read_bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = rsa.generate_private_key(65537, RSA_BITS)
     now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder().subject_name(_name(name, etcd_client))
                .issuer_name(ca.subject)

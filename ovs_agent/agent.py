@@ -96,6 +96,7 @@ class Agent:
     _keeper: dockernets.NetworkKeeper | None = None
     ipsec_psk: str | None = None        # encryption: ipsec with psk_file: the key read
     _ipsec_warned: float = -1e9
+    _ipsec_ca: str | None = None        # the CA copy strongSwan was told to read
 
     def load(self) -> None:
         """Validate hosts.yaml into a Cluster; raises HostsFileError, changes nothing."""
@@ -200,6 +201,7 @@ class Agent:
         if self.host_firewall is not None and self.host_firewall.ensure(self.cluster):
             LOG.info("nftables: table inet %s written (tunnel, OVSDB and OpenFlow ports closed "
                      "to containers)", firewall.TABLE)
+        self._cap_acquire_expiry()
         ops = desired.diff(desired.desired(self.cluster, self.me.name, nic, self.afxdp_refused,
                                            hostnet.mac_of(nic) if nic else None,
                                            self.ipsec_psk), state)
@@ -235,20 +237,45 @@ class Agent:
         ovs-monitor-ipsec is not there to make the IPsec options real (the nftables guard
         meanwhile drops the tunnels' packets: nothing leaves in clear)."""
         assert self.cluster and self.me
-        if ovsdb.ensure_ipsec_pki(api, ipsec.pki_config(self.cluster, self.me.name)):
-            LOG.info("ovsdb: IPsec certificates %s", ipsec.pki_config(self.cluster, self.me.name))
+        sources = ipsec.pki_config(self.cluster, self.me.name)
+        try:
+            pki = ipsec.install_pki(sources)
+        except OSError as exc:      # keep what OVSDB has; the next pass tries again
+            if time.monotonic() - self._ipsec_warned >= 60:
+                self._ipsec_warned = time.monotonic()
+                LOG.error("IPsec certificates from %s: %s (the tunnels stay as they are)",
+                          self.cluster.ipsec.pki_dir if self.cluster.ipsec else "-", exc)
+            return
+        if pki and pki["ca_cert"] != self._ipsec_ca:
+            # strongSwan takes CAs from /etc/ipsec.d/cacerts (OVS's `ca` section in
+            # ipsec.conf has no auto=add: starter never loads it): tell charon to reread
+            if ipsec.reread_cacerts():
+                self._ipsec_ca = pki["ca_cert"]
+                LOG.info("IPsec: strongSwan reread its CA certificates (%s)", pki["ca_cert"])
+        if ovsdb.ensure_ipsec_pki(api, pki):
+            LOG.info("ovsdb: IPsec certificates %s (copies of %s)", pki, sources)
             self.writes += 1
-        if self.cluster.encryption == "ipsec" and ipsec.ensure_acquire_expiry():
+        now = time.monotonic()
+        if self.cluster.encryption == "ipsec" and now - self._ipsec_warned >= 60:
+            if not ipsec.monitor_running():
+                self._ipsec_warned = now
+                LOG.error("encryption: ipsec, but ovs-monitor-ipsec is not running: the "
+                          "tunnels carry nothing (their packets are dropped, never sent in "
+                          "clear) until it does: apt-get install openvswitch-ipsec strongswan; "
+                          "systemctl enable --now openvswitch-ipsec")
+            elif ipsec.dropin_missing():
+                self._ipsec_warned = now
+                LOG.warning("encryption: ipsec, but %s (docs/docker.md's install) is missing: "
+                            "a strongSwan restart sets the kernel's acquire expiry back to "
+                            "165 s, and a tunnel whose first IKE attempt failed stays down "
+                            "that long", ipsec.CHARON_DROPIN)
+
+    def _cap_acquire_expiry(self) -> None:
+        """Before the tunnels get IPsec options: the kernel's acquire expiry at most
+        ACQUIRE_EXPIRY_S, also where strongSwan started without weft's drop-in."""
+        if self.cluster and self.cluster.encryption == "ipsec" and ipsec.ensure_acquire_expiry():
             LOG.info("IPsec: a failed IKE attempt now blocks a tunnel for at most %ds "
                      "(net.core.xfrm_acq_expires)", ipsec.ACQUIRE_EXPIRY_S)
-        now = time.monotonic()
-        if self.cluster.encryption == "ipsec" and not ipsec.monitor_running() \
-                and now - self._ipsec_warned >= 60:
-            self._ipsec_warned = now
-            LOG.error("encryption: ipsec, but ovs-monitor-ipsec is not running: the tunnels "
-                      "carry nothing (their packets are dropped, never sent in clear) until "
-                      "it does: apt-get install openvswitch-ipsec strongswan; systemctl "
-                      "enable --now openvswitch-ipsec")
 
     def _ensure_gateways(self, api, mtu: int) -> None:
         """Tenants' wx ports, routes, NAT and bounds (`ovs_agent.gateway`).  Nothing until

@@ -5,6 +5,7 @@ host) is tests/vm/test_kernel_datapath.py."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import shutil
 import subprocess
 
@@ -205,3 +206,55 @@ def test_the_documented_install_and_the_vm_image_carry_what_ipsec_needs():
            if line.startswith("apt-get install")]
     assert apt and needed <= set(apt[0])
     assert needed <= set(vm.PACKAGES)
+
+
+def test_the_documented_install_gives_strongswan_the_acquire_expiry_before_it_starts(tmp_path):
+    """docs/docker.md's install writes strongSwan's drop-in (charon sets the kernel's
+    acquire expiry from it at start: 165 s without it) before apt-get installs and starts
+    strongSwan, with the agent's text, and restarts a running openvswitch-ipsec after."""
+    import shlex
+    import subprocess
+
+    from weft_lab import dist
+    lines = dist.install_block(dist.DOC.read_text()).splitlines()
+    writes = [i for i, line in enumerate(lines) if line.endswith(f"> {ipsec.CHARON_DROPIN}")]
+    apt = [i for i, line in enumerate(lines) if line.startswith("apt-get install")]
+    assert writes and apt and writes[0] < apt[0]
+    printf = shlex.split(lines[writes[0]].rsplit(">", 1)[0])
+    out = subprocess.run(printf, capture_output=True, text=True, check=True).stdout
+    assert out == ipsec.CHARON_DROPIN_TEXT
+    assert "charon" in ipsec.CHARON_DROPIN.split("/")       # included inside charon.plugins
+    assert "systemctl try-restart openvswitch-ipsec" in lines
+    f = tmp_path / "weft.conf"
+    assert ipsec.dropin_missing(str(f))
+    f.write_text(out)
+    assert not ipsec.dropin_missing(str(f))
+
+
+def test_certificates_are_copied_where_strongswan_may_read_them(tmp_path):
+    """Debian's AppArmor profile lets charon read keys and certificates only in
+    /etc/ipsec.d: the agent copies pki_dir's three files there, named by content (a new
+    file is a new path, which ovs-monitor-ipsec reloads), the key 0600, old copies gone."""
+    src, ipsec_d = tmp_path / "pki", tmp_path / "ipsec.d"
+    src.mkdir()
+    for name, text in (("host1-cert.pem", "C1"), ("host1-privkey.pem", "K1"), ("ca-cert.pem", "CA")):
+        (src / name).write_text(text)
+    pki = cluster("encryption: ipsec\nipsec: {pki_dir: %s}\n" % src)
+    got = ipsec.install_pki(ipsec.pki_config(pki, "host1"), str(ipsec_d))
+    assert got is not None and set(got) == set(ipsec.PKI_KEYS)
+    assert Path(got["certificate"]).parent == ipsec_d / "certs"
+    assert Path(got["private_key"]).parent == ipsec_d / "private"
+    assert Path(got["ca_cert"]).parent == ipsec_d / "cacerts"
+    assert Path(got["private_key"]).read_text() == "K1"
+    assert Path(got["private_key"]).stat().st_mode & 0o777 == 0o600
+    assert ipsec.install_pki(ipsec.pki_config(pki, "host1"), str(ipsec_d)) == got
+    (src / "host1-privkey.pem").write_text("K2")
+    again = ipsec.install_pki(ipsec.pki_config(pki, "host1"), str(ipsec_d))
+    assert again is not None and again["private_key"] != got["private_key"]
+    assert not Path(got["private_key"]).exists() and again["certificate"] == got["certificate"]
+    (ipsec_d / "certs" / "other.pem").write_text("not ours")
+    assert ipsec.install_pki(None, str(ipsec_d)) is None
+    assert [p.name for p in ipsec_d.rglob("*.pem")] == ["other.pem"]
+    (src / "ca-cert.pem").unlink()
+    with pytest.raises(OSError):
+        ipsec.install_pki(ipsec.pki_config(pki, "host1"), str(ipsec_d))
