@@ -11,7 +11,7 @@ from dataclasses import replace
 from controller.model import (ACCESS, DEFAULT_TENANT, DOCKER_LINK_PORT, MAX_ACL_ZONE_VNI,
                               MAX_METER_ID, RESERVED_MAC_PREFIXES, VNI_MIN, AclRule, Binding,
                               LinkEndpoint, Route, Tenant, Topology, check_bindable_port,
-                              check_name, first_host)
+                              check_name, first_host, holds_address)
 from controller.store.errors import Conflict, Invalid, NotFound, model_values
 from controller.store.tx import ModelTx, all_qos
 
@@ -104,6 +104,31 @@ def gateway_id_ok(tx: ModelTx, t: Tenant) -> None:
         raise Conflict("gateway", f"network {t.name!r}: a gateway needs its tenant's VNI up "
                                   f"to {MAX_ACL_ZONE_VNI} (the tenant id is a conntrack zone), "
                                   f"not {tenant_id}")
+
+
+def gateways_unbound(tx: ModelTx, t: Tenant) -> None:
+    """No port bound to network ``t`` holds its gateway or IPv6 gateway (the Topology
+    would refuse to load): a 422 naming the field and the port."""
+    for field, gw in (("gateway", t.gateway), ("gateway6", t.gateway6)):
+        if gw is None:
+            continue
+        for sb in tx.bindings():
+            b = sb.binding
+            if b.tenant == t.name and holds_address(b.ips, gw):
+                raise Invalid(field, f"network {t.name!r}: {field} {gw} is the address of "
+                                     f"port {b.host}/{b.port} bound there; give the network "
+                                     "another one, or the port another address")
+
+
+def binding_off_gateways(tx: ModelTx, b: Binding) -> None:
+    """A binding's ips do not hold its network's gateway or IPv6 gateway (422)."""
+    t = tx.tenant(b.tenant) if b.tenant is not None else None
+    if t is None:
+        return
+    for gw in (t.gateway, t.gateway6):
+        if gw is not None and holds_address(b.ips, gw):
+            raise Invalid("ips", f"{gw} is the gateway of network {t.name!r}; give the port "
+                                 "another address, or the network another gateway")
 
 
 def check_model(tx: ModelTx, field: str) -> None:

@@ -18,7 +18,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 
 from controller.flows import feature_of
-from controller.model import AclRule, Binding, Topology, gateway_mac
+from controller.model import GATEWAY6_AUTO, AclRule, Binding, Topology, gateway_mac
 from controller.ofmsg import flow_from_stats
 from tests.fakeoftable import FakeCluster
 from tests.unit.test_ofmsg import stats_echo
@@ -31,8 +31,10 @@ from tests.unit.topologies import Lab, routing_labs
 
 IP6 = {"a": "fd00:1::5", "b": "fd00:2::5", "c": "fd00:1::5", "d": "fd00:1::6",
        "e": "fd00:2::6"}
-RED6, RED_DB6 = replace(RED, subnet6="fd00:1::/64"), replace(RED_DB, subnet6="fd00:2::/64")
-BLUE6 = replace(BLUE, subnet6="fd00:1::/64")
+AUTO6 = GATEWAY6_AUTO       # replace() passes every field: gateway6 re-derived from subnet6
+RED6 = replace(RED, subnet6="fd00:1::/64", gateway6=AUTO6)
+RED_DB6 = replace(RED_DB, subnet6="fd00:2::/64", gateway6=AUTO6)
+BLUE6 = replace(BLUE, subnet6="fd00:1::/64", gateway6=AUTO6)
 TOPO6 = Topology((RED6, RED_DB6, BLUE6, GREEN),
                  tuple(replace(b, ips=(*b.ips, IP6[b.port])) if b.port in IP6 else b
                        for b in BINDINGS), ("h1", "h2"))
@@ -76,7 +78,7 @@ def where(c: FakeCluster, host: str, port: str, pkt: dict, vlan: int | None = No
 
 def test_ipv6_gateway_is_the_subnets_first_address_with_a_gateway_only():
     assert (RED6.gateway6, RED_DB6.gateway6) == (GW6["red"], GW6["red-db"])
-    assert replace(RED6, gateway=None, egress=False).gateway6 is None
+    assert replace(RED6, gateway=None, egress=False, gateway6=AUTO6).gateway6 is None
     assert RED.gateway6 is None                                  # IPv4 only
 
 
