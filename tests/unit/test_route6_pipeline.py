@@ -223,7 +223,7 @@ def test_routed_ipv6_reaches_exactly_its_destination_once_with_hop_limit_minus_o
     c = lab.cluster()
     topo = lab.topo
     routable = [b for b in topo.bindings if _v6(b) and b.mac and b.port in lab.ports[b.host]
-                and topo.tenant(b.tenant).gateway]
+                and topo.tenant(b.tenant).gateway6]
     for s in routable:
         net = topo.tenant(s.tenant)
         gw, src_ip = gateway_mac(net.vni), _v6(s)

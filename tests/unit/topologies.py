@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from controller.flows import SwitchState
 from controller.model import (
-    MAX_VNI, TRUNK, Binding, QosRule, RateLimit, Route, Tenant, Topology,
+    GATEWAY6_AUTO, MAX_VNI, TRUNK, Binding, QosRule, RateLimit, Route, Tenant, Topology,
 )
 from controller.pipeline import desired_state
 from tests.fakeoftable import FakeCluster
@@ -216,7 +216,8 @@ def routing_labs(draw, max_hosts: int = 3, v6: bool = False) -> Lab:
     static routes (192.168.j.0/24 via a bound or an unbound address with ``mac``), and
     each tenant's gateway port ``wx-<id>`` on some hosts.  ``v6``: network j is also
     dual-stack (fd00:j::/64, the same in both tenants) and an addressed port also has
-    fd00:j::<its IPv4 host part>."""
+    fd00:j::<its IPv4 host part>; a network with a gateway has the IPv6 gateway
+    fd00:j::1 (the default), fd00:j::fe, or none."""
     hosts = tuple(f"h{i}" for i in range(1, draw(st.integers(1, max_hosts)) + 1))
     networks: list[Tenant] = []
     vlans = iter(range(10, 100))
@@ -228,7 +229,9 @@ def routing_labs(draw, max_hosts: int = 3, v6: bool = False) -> Lab:
                 if draw(st.integers(0, 3)) == 0 else None, subnet=network_subnet(j),
                 domain=None if j == 0 else tenant, gateway=gw,
                 egress=gw is not None and draw(st.booleans()),
-                subnet6=f"fd00:{j}::/64" if v6 else None))
+                subnet6=f"fd00:{j}::/64" if v6 else None,
+                gateway6=draw(st.sampled_from([GATEWAY6_AUTO, f"fd00:{j}::fe", None]))
+                if v6 and gw else GATEWAY6_AUTO))
     bindings: list[Binding] = []
     used: set[tuple[str, str]] = set()
     routes: list[Route] = []
