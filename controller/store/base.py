@@ -623,6 +623,11 @@ class StoreBase(ABC):
                 rules.check_tenants(tx, b)
                 if tx.binding(host, b.port):    # an explicit REST binding wins over the agent's
                     continue
+                try:                            # a container on the gateway's address
+                    rules.binding_off_gateways(tx, b)   # (docker run --ip6 GW6) is left
+                except Invalid as exc:                  # unbound: the model stays loadable
+                    LOG.warning("%s reports port %s: not bound: %s", host, b.port, exc.message)
+                    continue
                 rules.check_mac(tx, b)
                 tx.put_binding(StoredBinding(b, "agent"))
             return len(wanted)

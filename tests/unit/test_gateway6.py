@@ -98,6 +98,14 @@ def test_the_store_keeps_gateway6_and_refuses_bad_ones_changing_nothing(make_sto
         s.bind("h1", "p2", "red-db", mac="02:00:00:00:00:02", ips=("fd00:2::fe",))
     assert exc.value.field == "ips" and "gateway of network 'red-db'" in exc.value.message
     assert s.network("red-db").gateway6 == "fd00:2::fe" and len(s.bindings()) == 1
+    # an agent reporting a container on the gateway (docker run --ip6 fd00:2::fe): that
+    # port is left unbound (logged), the rest of the report is bound
+    assert s.replace_agent_bindings("h2", [
+        {"port": "wd1", "tenant": "red-db", "mac": "02:00:00:00:00:03",
+         "ips": ["10.1.1.7", "fd00:2::fe"]},
+        {"port": "wd2", "tenant": "red-db", "mac": "02:00:00:00:00:04",
+         "ips": ["10.1.1.8", "fd00:2::8"]}]) == 2
+    assert [sb.binding.port for sb in s.bindings() if sb.binding.host == "h2"] == ["wd2"]
     # changes: kept while subnet6 and the gateway stay; none stays none; a new subnet6
     # moves the default; no gateway, no gateway6
     assert s.update_network("red-db", description="db").gateway6 == "fd00:2::fe"
@@ -108,6 +116,7 @@ def test_the_store_keeps_gateway6_and_refuses_bad_ones_changing_nothing(make_sto
     assert s.update_network("red", gateway="10.1.0.1").gateway6 == "fd00:11::1"
     assert s.update_network("red", gateway6=None).gateway6 is None
     again = make_store()                                   # a restart, a second controller
+    assert len(again.bindings()) == 2
     assert {t.name: t.gateway6 for t in again.tenants()} == {
         "default": None, "red": None, "red-db": "fd00:2::fe", "red-x": None, "red-y": None}
     Core(again, parse(HOSTS)).topology()
