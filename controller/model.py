@@ -361,21 +361,49 @@ class Route:
 
     def __post_init__(self) -> None:
         check_name(self.tenant, "tenant", TENANT_NAME_PATTERN, "tenant name")
-        object.__setattr__(self, "prefix", _ipv4_net(self.prefix, "route prefix", "prefix")
-                           if "/" in str(self.prefix) else
-                           _ipv4_net(f"{self.prefix}/32", "route prefix", "prefix"))
+        if isinstance(self.prefix, str) and ":" in self.prefix:     # IPv6 (schema 12)
+            object.__setattr__(self, "prefix", _ipv6_route_prefix(self.prefix))
+        else:
+            object.__setattr__(self, "prefix", _ipv4_net(self.prefix, "route prefix", "prefix")
+                               if "/" in str(self.prefix) else
+                               _ipv4_net(f"{self.prefix}/32", "route prefix", "prefix"))
+        v6 = ":" in self.prefix
         try:
-            via = ipaddress.IPv4Address(self.via.strip() if isinstance(self.via, str) else "")
+            text = self.via.strip() if isinstance(self.via, str) else ""
+            via: ipaddress.IPv4Address | ipaddress.IPv6Address = \
+                ipaddress.IPv6Address(text) if v6 else ipaddress.IPv4Address(text)
         except ValueError:
-            raise ModelError("via", f"route {self.prefix}: via {self.via!r} is not an IPv4 "
-                                    "address") from None
+            family = "IPv6" if v6 else "IPv4"
+            raise ModelError("via", f"route {self.prefix}: via {self.via!r} is not an {family} "
+                                    f"address (the prefix's family)") from None
         object.__setattr__(self, "via", str(via))
         if self.mac is not None:
             object.__setattr__(self, "mac", _unicast_mac(self.mac, "route mac", "mac"))
 
     @property
-    def network(self) -> ipaddress.IPv4Network:
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        if ":" in self.prefix:
+            return ipaddress.IPv6Network(self.prefix if "/" in self.prefix
+                                         else f"{self.prefix}/128")
         return ipaddress.IPv4Network(self.prefix if "/" in self.prefix else f"{self.prefix}/32")
+
+    @property
+    def v6(self) -> bool:
+        return ":" in self.prefix
+
+
+def _ipv6_route_prefix(value: str) -> str:
+    """An IPv6 route prefix ("fd00:99::/48", "::/0"; an address: a /128), normalised."""
+    try:
+        net = ipaddress.IPv6Network(value.strip() if "/" in value else f"{value.strip()}/128",
+                                    strict=False)
+    except ValueError:
+        raise ModelError("prefix", f"route prefix: {value!r} is not an IPv6 address or "
+                                   "CIDR") from None
+    if net.network_address.is_link_local or net.network_address.is_multicast:
+        raise ModelError("prefix", f"route prefix: {net} is link-local or multicast: "
+                                   "not routed")
+    return str(net.network_address) if net.prefixlen == 128 else str(net)
 
 
 def _subnet(subnet: Any) -> str | None:
@@ -1034,7 +1062,8 @@ class Topology:
             seen.add((r.tenant, r.prefix))
             if self.network_of_address(r.tenant, r.via) is None:
                 raise ValueError(f"route {r.prefix} of {r.tenant!r}: via {r.via} is in none "
-                                 "of the tenant's networks with a gateway")
+                                 "of the tenant's networks with a gateway"
+                                 + (" (an IPv6 gateway)" if r.v6 else ""))
 
     def networks_of(self, tenant: str) -> tuple[Tenant, ...]:
         """The networks of tenant ``tenant``: its default network first."""
@@ -1049,7 +1078,16 @@ class Topology:
 
     def network_of_address(self, tenant: str, address: str) -> Tenant | None:
         """The gateway network of ``tenant`` whose subnet holds ``address`` (the
-        gateway itself excluded), or None."""
+        gateway itself excluded), or None; an IPv6 address: the network with a
+        ``gateway6`` whose ``subnet6`` holds it."""
+        if ":" in address:
+            addr6 = ipaddress.IPv6Address(address)
+            for n in self.networks_of(tenant):
+                if n.gateway6 is not None and n.subnet6 is not None \
+                        and addr6 in ipaddress.IPv6Network(n.subnet6) \
+                        and str(addr6) != n.gateway6:
+                    return n
+            return None
         addr = ipaddress.IPv4Address(address)
         for n in self.networks_of(tenant):
             if n.gateway is not None and n.subnet is not None \

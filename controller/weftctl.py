@@ -10,7 +10,7 @@
     weftctl network set NAME [--subnet CIDR|none] [--subnet6 CIDR|none] [--gateway IP|none]
                  [--gateway6 IP6|none] [--egress on|off]
                  [--vlan N|none] [--description TEXT]
-    weftctl route add TENANT PREFIX --via IP [--mac MAC] | list TENANT | del TENANT PREFIX
+    weftctl route add TENANT PREFIX --via IP|IP6 [--mac MAC] | list TENANT | del TENANT PREFIX
     weftctl port bind HOST PORT [NETWORK] [--mac MAC] [--trunk N1,N2] [--replace]
     weftctl port unbind HOST PORT | list [--host H] [--tenant T]
     weftctl qos limit HOST (--port PORT | --tenant T) (--kbps N [--burst-kb N] |
@@ -184,7 +184,8 @@ def _route_args(sub: Any) -> None:
         dest="verb", required=True)
     ra = r.add_parser("add")
     ra.add_argument("tenant")
-    ra.add_argument("prefix", help="IPv4 CIDR, 0.0.0.0/0 for a default route")
+    ra.add_argument("prefix", help="IPv4 CIDR, 0.0.0.0/0 for a default route; or IPv6 "
+                                   "(via an IPv6 next hop)")
     ra.add_argument("--via", required=True, help="next hop in one of the tenant's networks")
     ra.add_argument("--mac", help="the next hop's MAC (unless a bound port has the address)")
     r.add_parser("list").add_argument("tenant")

@@ -41,7 +41,8 @@ def route_json(r: Route, networks: list[Tenant]) -> dict[str, Any]:
     """A route and ``network``: the network its next hop is in (None once it is in none)."""
     via = ipaddress.ip_address(r.via)
     home = next((n.name for n in networks if n.tenant == r.tenant and n.gateway
-                 and n.subnet and via in ipaddress.ip_network(n.subnet)), None)
+                 and any(s and via in ipaddress.ip_network(s) for s in (n.subnet, n.subnet6))),
+                None)
     return {**route_doc(r), "network": home}
 
 
@@ -109,7 +110,7 @@ def add_route(body: RouteIn, core: CoreDep, name: str = Path(max_length=64)) -> 
 
 @router.delete("/v1/tenants/{name}/routes", dependencies=[Depends(writer)])
 def delete_route(core: CoreDep, name: str = Path(max_length=64),
-                 prefix: str = Query(max_length=18, description="the route's prefix")) -> dict:
+                 prefix: str = Query(max_length=43, description="the route's prefix")) -> dict:
     core.store.delete_route(name, prefix)
     core.on_change()
     return {"tenant": name, "deleted": prefix}

@@ -129,10 +129,12 @@ class NetworkIn(_In):
 
 
 class RouteIn(_In):
-    prefix: str = Field(max_length=18, description="IPv4 CIDR (0.0.0.0/0: a default route); "
-                                                   "unique in the tenant")
-    via: str = Field(max_length=15, description="next hop: an IPv4 host address of one of "
-                                                "the tenant's networks with a gateway")
+    prefix: str = Field(max_length=43, description="IPv4 CIDR (0.0.0.0/0: a default route) "
+                                                   "or IPv6 CIDR (::/0); unique in the tenant")
+    via: str = Field(max_length=39, description="next hop of the prefix's family: a host "
+                                                "address of one of the tenant's networks "
+                                                "with a gateway (IPv6: with a gateway6, in "
+                                                "its subnet6)")
     mac: str | None = Field(None, pattern=MAC, description="the next hop's MAC; required "
                                                            "unless a port bound in that "
                                                            "network has via in its ips")

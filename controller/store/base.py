@@ -527,7 +527,7 @@ class StoreBase(ABC):
 
     def delete_route(self, tenant: str, prefix: str) -> None:
         with model_values("prefix"):
-            normal = Route(tenant, prefix, "0.0.0.0").prefix
+            normal = Route(tenant, prefix, "::" if ":" in str(prefix) else "0.0.0.0").prefix
 
         def delete(tx: ModelTx) -> None:
             rules.get_tenant(tx, tenant, "tenant")

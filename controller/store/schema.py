@@ -186,8 +186,8 @@ CREATE TABLE IF NOT EXISTS link_endpoints (
 -- a tenant's static routes (schema 8): prefix via a host address of one of its networks
 CREATE TABLE IF NOT EXISTS routes (
     tenant TEXT NOT NULL REFERENCES tenants(name),
-    prefix TEXT NOT NULL,                      -- IPv4 CIDR (a /32 without its length)
-    via TEXT NOT NULL,                         -- IPv4 address
+    prefix TEXT NOT NULL,                      -- IPv4/IPv6 CIDR (a /32, /128 without length)
+    via TEXT NOT NULL,                         -- an address of the prefix's family
     mac TEXT,                                  -- the next hop's MAC when no binding has via
     PRIMARY KEY (tenant, prefix)
 ) WITHOUT ROWID;

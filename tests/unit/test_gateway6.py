@@ -351,3 +351,85 @@ def test_a_network_without_gateway6_routes_no_ipv6_and_answers_no_ns():
           "ipv4_dst": "10.10.2.5", "ip_proto": 6, "tcp_src": 40000, "tcp_dst": 80,
           "ip_ttl": 64}
     assert where(c, "h1", "a", v4) == [("h2", "b")]
+
+
+# --- static IPv6 routes ------------------------------------------------------------------------
+def test_a_route_is_of_one_family():
+    from controller.model import Route
+    r = Route("red", "FD00:99::/48", "fd00:2::5")
+    assert (r.prefix, r.via, r.v6, r.network.prefixlen) == ("fd00:99::/48", "fd00:2::5", True, 48)
+    assert Route("red", "fd00:99::7", "fd00:2::5").prefix == "fd00:99::7"        # a /128
+    assert Route("red", "::/0", "fd00:2::5").prefix == "::/0"
+    for prefix, via, field in (("fd00:99::/48", "10.0.0.5", "via"),
+                               ("10.9.0.0/16", "fd00:2::5", "via"),
+                               ("fe80::/64", "fd00:2::5", "prefix"),
+                               ("fd00:zz::/48", "fd00:2::5", "prefix")):
+        with pytest.raises(ModelError) as exc:
+            Route("red", prefix, via)
+        assert exc.value.field == field, (prefix, via, exc.value.message)
+
+
+def test_static_ipv6_routes_in_the_store_and_rest(make_store):
+    core = Core(make_store(), parse(HOSTS))
+    core.on_change = lambda: None
+    api = api_client(core, "s3cret")
+    for body in ({"name": "red", "subnet": "10.1.0.0/24", "subnet6": "fd00:1::/64"},):
+        assert api.post("/v1/tenants", json=body).status_code == 201
+    assert api.post("/v1/networks", json={"name": "red-v4", "tenant": "red",
+                                          "subnet": "10.1.2.0/24"}).status_code == 201
+    r = api.post("/v1/ports", json={"host": "h1", "port": "rt", "tenant": "red",
+                                    "mac": "02:00:00:00:00:71",
+                                    "ips": ["10.1.0.71", "fd00:1::71"]})
+    assert r.status_code == 201, r.text
+    r = api.post("/v1/tenants/red/routes", json={"prefix": "fd00:99::/48", "via": "fd00:1::71"})
+    assert r.status_code == 201 and r.json()["network"] == "red", r.text
+    r = api.post("/v1/tenants/red/routes", json={"prefix": "::/0", "via": "fd00:1::72",
+                                                 "mac": "02:00:00:00:00:72"})
+    assert r.status_code == 201, r.text
+    for body, field in (({"prefix": "fd00:98::/48", "via": "fd00:1::1"}, "via"),   # gateway6
+                        ({"prefix": "fd00:98::/48", "via": "fd00:7::5"}, "via"),   # nowhere
+                        ({"prefix": "fd00:98::/48", "via": "fd00:1::73"}, "mac"),  # unknown
+                        ({"prefix": "fd00:98::/48", "via": "10.1.0.71"}, "via"),   # family
+                        ({"prefix": "fd00:99::/48", "via": "fd00:1::71"}, "prefix")):  # dup
+        r = api.post("/v1/tenants/red/routes", json=body)
+        assert r.status_code in (409, 422) and r.json()["field"] == field, (body, r.text)
+    assert {x["prefix"] for x in api.get("/v1/tenants/red/routes").json()} == {
+        "fd00:99::/48", "::/0"}
+    # the network holding a next hop cannot lose its IPv6 gateway under the route
+    r = api.patch("/v1/networks/red", json={"gateway6": None})
+    assert r.status_code == 409, r.text
+    r = api.delete("/v1/tenants/red/routes", params={"prefix": "::/0"})
+    assert r.status_code == 200, r.text
+    Core(core.store, parse(HOSTS)).topology()
+
+
+def test_static_ipv6_routes_in_the_fib():
+    from controller.model import Route
+    from tests.fakeoftable import FakeCluster
+    from tests.unit.test_route_pipeline import TUNNELS
+    topo = replace(_topo(), routes=(Route("red", "fd00:99::/48", IP6["b"]),
+                                    Route("red", "::/0", "fd00:2::77", "02:00:00:00:00:77"),
+                                    Route("red", "10.99.0.0/16", "10.10.2.5")))
+    c = FakeCluster.from_topology(topo, PORTS6, TUNNELS)
+    # to fd00:99::/48: routed to b (red-db, h2), hop limit - 1, the gateway's MAC
+    got = c.trace("h1", "a", ip6(MAC["a"], GW_RED, IP6["a"], "fd00:99:0:5::1"))[0]
+    assert [(h, p, f["ip_ttl"], f["eth_src"], f["eth_dst"]) for h, p, f in got] == [
+        ("h2", "b", 63, GW_DB, MAC["b"])]
+    # the default IPv6 route: towards fd00:2::77 (known by its mac only: flooded in red-db)
+    got = where(c, "h1", "a", ip6(MAC["a"], GW_RED, IP6["a"], "2001:db8::5"))
+    assert got and {p for _, p in got} <= {"b", "e", "trk"}, got         # red-db only
+    # the connected subnets still win: another red-db address unbound drops
+    assert where(c, "h1", "a", ip6(MAC["a"], GW_RED, IP6["a"], "fd00:2::99")) == []
+    # blue never sees red's routes
+    assert where(c, "h1", "c", ip6(MAC["c"], gateway_mac_of(BLUE), IP6["c"],
+                                   "fd00:99:0:5::1")) == []
+    # and IPv4 routes are unchanged
+    v4 = {"eth_src": MAC["a"], "eth_dst": GW_RED, "eth_type": 0x0800, "ipv4_src": "10.10.1.5",
+          "ipv4_dst": "10.99.1.1", "ip_proto": 6, "tcp_src": 40000, "tcp_dst": 80,
+          "ip_ttl": 64}
+    assert where(c, "h1", "a", v4) == [("h2", "b")]
+
+
+def gateway_mac_of(t: Tenant) -> str:
+    from controller.model import gateway_mac
+    return gateway_mac(t.vni)

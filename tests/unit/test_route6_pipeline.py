@@ -198,7 +198,8 @@ def test_no_ipv6_frame_crosses_tenants(lab: Lab):
     macs = [gateway_mac(n.vni) for n in gateways(lab)] + ["33:33:00:00:00:01"]
     gws = sorted({n.gateway6 for n in gateways(lab) if n.gateway6})
     dsts = sorted({a for b in lab.topo.bindings for a in b.ips if ":" in a} | set(gws)
-                  | {OUTSIDE6})
+                  | {OUTSIDE6} | {f"{r.prefix.split('::')[0]}::5" for r in lab.topo.routes
+                                  if r.v6})
     for host, port, vlan, network in senders(lab):
         net = None if network is None else lab.topo.tenant(network)
         allowed = set() if net is None else domain_ports(lab, net.tenant) if net.gateway \
