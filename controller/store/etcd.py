@@ -143,6 +143,9 @@ class _Snapshot:
     routes: dict[tuple[str, str], Route] = field(default_factory=dict)
     claims: dict[tuple[str, str], Claim] = field(default_factory=dict)
     names: dict[str, tuple[NameRecord, ...]] = field(default_factory=dict)
+    # tenant documents from before schema 12 (no gateway6): the first write rewrites them
+    # with the value they were read as, so that meaning is kept from then on
+    legacy: frozenset[str] = frozenset()
 
     def copy(self) -> _Snapshot:
         return replace_(self, tenants=dict(self.tenants), bindings=dict(self.bindings),
@@ -216,6 +219,7 @@ def _snapshot(kvs: list[dict], prefix: str) -> _Snapshot:
     if legacy:      # read as SQLite's schema 12 upgrade writes them (codec.keep_loadable)
         s.tenants = {t.name: t for t in keep_loadable(
             s.tenants.values(), legacy, (sb.binding for sb in s.bindings.values()))}
+        s.legacy = frozenset(legacy)
     return s
 
 
@@ -667,6 +671,11 @@ class EtcdStore(StoreBase):
                         return result
                     snap = self._cache or self._load()
                     continue
+                for name in sorted(snap.legacy):    # schema 12, written once (_Snapshot)
+                    key = self._key(f"tenants/{name}")
+                    if key not in tx.ops and name in tx.s.tenants:
+                        tx.ops[key] = json.dumps(tenant_doc(tx.s.tenants[name]),
+                                                 sort_keys=True)
                 rev = _b64(self._key("meta/rev"))
                 ops: list[dict] = [
                     {"request_delete_range": {"key": _b64(k)}} if v is None else
@@ -682,6 +691,7 @@ class EtcdStore(StoreBase):
                     REQUEST_TIMEOUT + (len(ops) + len(snap.bindings)) / 1000)
                 if reply.get("succeeded"):
                     tx.s.rev_mod = int(reply["header"]["revision"])
+                    tx.s.legacy = frozenset()
                     self._cache = tx.s
                     return result
                 # another controller wrote first: take its model and decide again

@@ -206,6 +206,17 @@ def test_an_etcd_prefix_with_schema_11_documents_reads_as_the_sqlite_upgrade(etc
         try:
             assert {t.name: t.gateway6 for t in s.tenants()} == UPGRADED
             Core(s, parse(HOSTS)).topology()
+            # the first write rewrites the old documents as they were read: once p1 is
+            # unbound, red-db still has no IPv6 gateway (its meaning is kept)
+            s.create_network("red-new", "red", subnet="10.1.9.0/24")
+            raw = s._etcd.post("/kv/range", {"key": base64.b64encode(
+                f"{prefix}tenants/red-db".encode()).decode()})["kvs"][0]["value"]
+            assert json.loads(base64.b64decode(raw))["gateway6"] is None
+            s.unbind("h1", "p1")
+            again = EtcdStore(etcd_server.endpoints(), prefix, access=etcd_server.access)
+            assert {t.name: t.gateway6 for t in again.tenants()} == {**UPGRADED,
+                                                                     "red-new": None}
+            again.close()
             s.update_network("red-db", gateway6="fd00:2::fe")
             other = EtcdStore(etcd_server.endpoints(), prefix, access=etcd_server.access)
             assert other.network("red-db").gateway6 == "fd00:2::fe"
