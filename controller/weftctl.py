@@ -348,11 +348,11 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
             rows = [{**r, "egress": _on(r.get("egress")),
                      "networks": ",".join(r.get("networks", []))} for r in res]
             return res, table(rows, ["name", "vni", "vlan", "subnet", "subnet6", "gateway",
-                                     "egress", "networks", "description"])
+                                     "gateway6", "egress", "networks", "description"])
         if args.verb == "show":
             res = ok(c.get(f"/v1/tenants/{seg(args.name)}"))
             head = "\n".join(f"{k}: {res.get(k)}" for k in ("name", "vni", "vlan", "subnet",
-                                                             "subnet6", "gateway",
+                                                             "subnet6", "gateway", "gateway6",
                                                              "conntrack_limit", "description"))
             head += f"\negress: {_on(res.get('egress'))}\nnetworks: " + \
                 (", ".join(res.get("networks", [])) or "(none)")

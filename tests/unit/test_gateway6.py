@@ -289,6 +289,8 @@ def test_weftctl_gateway6(api, monkeypatch, capsys):
     assert ctl(["tenant", "create", "red", "--subnet", "10.1.0.0/24", "--subnet6",
                 "fd00:1::/64", "--gateway6", "fd00:1::fe"]) == 0
     assert "gateway 10.1.0.1, gateway6 fd00:1::fe" in capsys.readouterr().out
+    assert ctl(["tenant", "show", "red"]) == 0
+    assert "gateway6: fd00:1::fe" in capsys.readouterr().out
     assert ctl(["network", "create", "red-db", "--tenant", "red", "--subnet", "10.1.1.0/24",
                 "--subnet6", "fd00:2::/64", "--gateway6", "none"]) == 0
     out = capsys.readouterr().out
