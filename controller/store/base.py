@@ -438,7 +438,8 @@ class StoreBase(ABC):
             rules.gateway_id_ok(tx, new)
             rules.gateways_unbound(tx, new)
             tx.put_tenant(new)
-            rules.check_model(tx, "gateway" if "gateway" in changes else "subnet")
+            rules.check_model(tx, next((f for f in ("gateway", "gateway6") if f in changes),
+                                       "subnet"))
             return new
         return self._write(update)
 
