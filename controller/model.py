@@ -44,7 +44,7 @@ __all__ = [
     "Tenant", "Binding", "LinkEndpoint", "Topology", "RateLimit", "QosRule", "ModelError",
     "MAX_METER_ID", "MAX_KBPS", "MAX_BURST_KB", "MAX_PPS", "MAX_BURST_PKTS", "QOS_MATCH_KEYS",
     "IP_PROTOS", "MAX_QOS_PRIORITY", "MAX_DSCP", "MAX_QUEUE", "MAX_IP_PROTO", "MAX_L4_PORT",
-    "MAX_ICMP_TYPE", "MAX_TENANT_NAME",
+    "MAX_ICMP_TYPE", "MAX_TENANT_NAME", "GATEWAY6_AUTO", "default_gateway6", "holds_address",
     "TENANT_NAME_PATTERN", "HOST_NAME_PATTERN", "PORT_NAME_PATTERN", "MAC_PATTERN",
     "MAX_DESCRIPTION", "check_name", "check_host", "check_text", "check_bindable_port",
     "AclRule", "ACL_ACTIONS", "ACL_DIRECTIONS", "ACL_DEFAULTS", "ACL_ICMPV6", "IPPROTO_ICMPV6",
@@ -178,6 +178,10 @@ class Tenant:
     # schema 11: an IPv6 subnet beside an IPv4 ``subnet`` (dual-stack); IPv6 port security
     # (``controller.pipeline.portsec``) lets every port of such a network use IPv6
     subnet6: str | None = None
+    # schema 12: the IPv6 gateway of a dual-stack network with a gateway, routed and
+    # answered (NA) like ``gateway``; GATEWAY6_AUTO (not chosen): ``subnet6``'s first
+    # address (``::1``) when the network has ``gateway`` and ``subnet6``, else none
+    gateway6: str | None = "auto"
 
     def __post_init__(self) -> None:
         check_name(self.name, "name", TENANT_NAME_PATTERN, "tenant name")
@@ -196,6 +200,8 @@ class Tenant:
             raise ModelError("egress", f"egress must be true or false, not {self.egress!r}")
         if self.egress and self.gateway is None:
             raise ModelError("egress", f"network {self.name!r}: egress needs a gateway")
+        object.__setattr__(self, "gateway6", _gateway6(self.gateway6, self.gateway,
+                                                       self.subnet6, self.name))
         _int_in(self.conntrack_limit, 1, MAX_CONNTRACK_LIMIT, "conntrack_limit")
         if self.domain is not None and self.conntrack_limit != DEFAULT_CONNTRACK_LIMIT:
             raise ModelError("conntrack_limit", f"network {self.name!r}: conntrack_limit is "
@@ -219,14 +225,67 @@ class Tenant:
             return self.subnet
         return None
 
-    @property
-    def gateway6(self) -> str | None:
-        """The IPv6 gateway of a dual-stack network with a gateway: its IPv6 subnet's
-        first address (``::1``), answered and routed like ``gateway`` (docs/routing.md);
-        None without a gateway or an IPv6 subnet."""
-        if self.gateway is None or self.subnet6 is None:
-            return None
-        return str(ipaddress.IPv6Network(self.subnet6).network_address + 1)
+
+
+GATEWAY6_AUTO = "auto"      # Tenant.gateway6 not chosen: subnet6's first address
+
+
+def default_gateway6(gateway: str | None, subnet6: str | None) -> str | None:
+    """The IPv6 gateway of a dual-stack network with a gateway when none is chosen: its
+    IPv6 subnet's first address (``::1``, what weft derived before schema 12)."""
+    if gateway is None or subnet6 is None:
+        return None
+    return str(ipaddress.IPv6Network(subnet6).network_address + 1)
+
+
+def _gateway6(gateway6: Any, gateway: str | None, subnet6: str | None,
+              name: str) -> str | None:
+    """A network's IPv6 gateway: GATEWAY6_AUTO (``default_gateway6``), None/"" (none),
+    or an IPv6 address of ``subnet6`` other than its network address, on a network
+    that has an IPv4 ``gateway`` too (IPv6 is routed beside IPv4)."""
+    if isinstance(gateway6, str) and gateway6.strip().lower() == GATEWAY6_AUTO:
+        return default_gateway6(gateway, subnet6)
+    if gateway6 in (None, ""):
+        return None
+    where = f"network {name!r}: gateway6"
+    if not isinstance(gateway6, str) or len(gateway6) > 45:
+        raise ModelError("gateway6", f"{where} must be an IPv6 address, like fd00:10::1")
+    try:
+        addr = ipaddress.ip_address(gateway6.strip())
+    except ValueError:
+        raise ModelError("gateway6", f"{where} {gateway6!r} is not an IPv6 address") from None
+    if addr.version != 6:
+        raise ModelError("gateway6", f"{where} {addr} is an IPv4 address; give an IPv6 "
+                                     "address of subnet6 (the IPv4 one is gateway)")
+    if subnet6 is None:
+        raise ModelError("gateway6", f"{where} needs subnet6 (an IPv6 subnet)")
+    net = ipaddress.IPv6Network(subnet6)
+    if addr not in net:
+        raise ModelError("gateway6", f"{where} {addr} is not in subnet6 {net}")
+    if addr == net.network_address:
+        raise ModelError("gateway6", f"{where} {addr} is the network address of {net} "
+                                     "(the subnet-router anycast address); give a host "
+                                     f"address, like {net.network_address + 1}")
+    if gateway is None:
+        raise ModelError("gateway6", f"{where} needs an IPv4 gateway too (IPv6 is routed "
+                                     "beside IPv4): set gateway, or gateway6 none")
+    return str(addr)
+
+
+def holds_address(ips: tuple[str, ...] | list[str], address: str) -> bool:
+    """Whether a binding's ``ips`` (addresses and CIDRs) name ``address`` itself."""
+    want = ipaddress.ip_address(address)
+    for ip in ips:
+        try:
+            if "/" in ip:
+                net = ipaddress.ip_network(ip, strict=False)
+                if net.num_addresses == 1 and net.network_address == want:
+                    return True
+            elif ipaddress.ip_address(ip) == want:
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def _gateway(gateway: Any, subnet: str | None, name: str) -> str | None:
@@ -302,21 +361,49 @@ class Route:
 
     def __post_init__(self) -> None:
         check_name(self.tenant, "tenant", TENANT_NAME_PATTERN, "tenant name")
-        object.__setattr__(self, "prefix", _ipv4_net(self.prefix, "route prefix", "prefix")
-                           if "/" in str(self.prefix) else
-                           _ipv4_net(f"{self.prefix}/32", "route prefix", "prefix"))
+        if isinstance(self.prefix, str) and ":" in self.prefix:     # IPv6 (schema 12)
+            object.__setattr__(self, "prefix", _ipv6_route_prefix(self.prefix))
+        else:
+            object.__setattr__(self, "prefix", _ipv4_net(self.prefix, "route prefix", "prefix")
+                               if "/" in str(self.prefix) else
+                               _ipv4_net(f"{self.prefix}/32", "route prefix", "prefix"))
+        v6 = ":" in self.prefix
         try:
-            via = ipaddress.IPv4Address(self.via.strip() if isinstance(self.via, str) else "")
+            text = self.via.strip() if isinstance(self.via, str) else ""
+            via: ipaddress.IPv4Address | ipaddress.IPv6Address = \
+                ipaddress.IPv6Address(text) if v6 else ipaddress.IPv4Address(text)
         except ValueError:
-            raise ModelError("via", f"route {self.prefix}: via {self.via!r} is not an IPv4 "
-                                    "address") from None
+            family = "IPv6" if v6 else "IPv4"
+            raise ModelError("via", f"route {self.prefix}: via {self.via!r} is not an {family} "
+                                    f"address (the prefix's family)") from None
         object.__setattr__(self, "via", str(via))
         if self.mac is not None:
             object.__setattr__(self, "mac", _unicast_mac(self.mac, "route mac", "mac"))
 
     @property
-    def network(self) -> ipaddress.IPv4Network:
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        if ":" in self.prefix:
+            return ipaddress.IPv6Network(self.prefix if "/" in self.prefix
+                                         else f"{self.prefix}/128")
         return ipaddress.IPv4Network(self.prefix if "/" in self.prefix else f"{self.prefix}/32")
+
+    @property
+    def v6(self) -> bool:
+        return ":" in self.prefix
+
+
+def _ipv6_route_prefix(value: str) -> str:
+    """An IPv6 route prefix ("fd00:99::/48", "::/0"; an address: a /128), normalised."""
+    try:
+        net = ipaddress.IPv6Network(value.strip() if "/" in value else f"{value.strip()}/128",
+                                    strict=False)
+    except ValueError:
+        raise ModelError("prefix", f"route prefix: {value!r} is not an IPv6 address or "
+                                   "CIDR") from None
+    if net.network_address.is_link_local or net.network_address.is_multicast:
+        raise ModelError("prefix", f"route prefix: {net} is link-local or multicast: "
+                                   "not routed")
+    return str(net.network_address) if net.prefixlen == 128 else str(net)
 
 
 def _subnet(subnet: Any) -> str | None:
@@ -359,12 +446,12 @@ def _subnet6(subnet6: Any, subnet: str | None, name: str) -> str | None:
 def user_tenant(name: Any, vni: Any, vlan: Any = None, subnet: Any = None,
                 description: Any = "", domain: Any = None, gateway: Any = None,
                 egress: Any = False, conntrack_limit: Any = DEFAULT_CONNTRACK_LIMIT,
-                subnet6: Any = None) -> Tenant:
+                subnet6: Any = None, gateway6: Any = GATEWAY6_AUTO) -> Tenant:
     """A tenant or network a user asks for (REST, an import): its VNI is at least
     VNI_MIN, so the built-in default and any VNI below stay out of users' reach."""
     _int_in(vni, VNI_MIN, MAX_VNI, "vni")
     return Tenant(name, vni, vlan, subnet, description, domain, gateway, egress,
-                  conntrack_limit, subnet6)
+                  conntrack_limit, subnet6, gateway6)
 
 
 DEFAULT_TENANT = Tenant(
@@ -975,7 +1062,8 @@ class Topology:
             seen.add((r.tenant, r.prefix))
             if self.network_of_address(r.tenant, r.via) is None:
                 raise ValueError(f"route {r.prefix} of {r.tenant!r}: via {r.via} is in none "
-                                 "of the tenant's networks with a gateway")
+                                 "of the tenant's networks with a gateway"
+                                 + (" (an IPv6 gateway)" if r.v6 else ""))
 
     def networks_of(self, tenant: str) -> tuple[Tenant, ...]:
         """The networks of tenant ``tenant``: its default network first."""
@@ -990,7 +1078,16 @@ class Topology:
 
     def network_of_address(self, tenant: str, address: str) -> Tenant | None:
         """The gateway network of ``tenant`` whose subnet holds ``address`` (the
-        gateway itself excluded), or None."""
+        gateway itself excluded), or None; an IPv6 address: the network with a
+        ``gateway6`` whose ``subnet6`` holds it."""
+        if ":" in address:
+            addr6 = ipaddress.IPv6Address(address)
+            for n in self.networks_of(tenant):
+                if n.gateway6 is not None and n.subnet6 is not None \
+                        and addr6 in ipaddress.IPv6Network(n.subnet6) \
+                        and str(addr6) != n.gateway6:
+                    return n
+            return None
         addr = ipaddress.IPv4Address(address)
         for n in self.networks_of(tenant):
             if n.gateway is not None and n.subnet is not None \

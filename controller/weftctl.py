@@ -1,15 +1,16 @@
 """`weftctl`: the REST API from a shell.  Tables for people, --json for scripts.
 
     weftctl tenant create NAME [--vlan N] [--subnet CIDR] [--subnet6 CIDR] [--vni N] [--description TEXT]
-                 [--gateway IP|none] [--egress on|off] [--conntrack-limit N]
+                 [--gateway IP|none] [--gateway6 IP6|none] [--egress on|off] [--conntrack-limit N]
     weftctl tenant list | show NAME | delete NAME [--force]
     weftctl tenant set NAME --conntrack-limit N
     weftctl network create NAME --tenant T [--subnet CIDR] [--subnet6 CIDR] [--gateway IP|none]
-                 [--egress on|off] [--vni N] [--vlan N] [--description TEXT]
+                 [--gateway6 IP6|none] [--egress on|off] [--vni N] [--vlan N] [--description TEXT]
     weftctl network list [--tenant T] | show NAME | delete NAME [--force]
-    weftctl network set NAME [--subnet CIDR|none] [--subnet6 CIDR|none] [--gateway IP|none] [--egress on|off]
+    weftctl network set NAME [--subnet CIDR|none] [--subnet6 CIDR|none] [--gateway IP|none]
+                 [--gateway6 IP6|none] [--egress on|off]
                  [--vlan N|none] [--description TEXT]
-    weftctl route add TENANT PREFIX --via IP [--mac MAC] | list TENANT | del TENANT PREFIX
+    weftctl route add TENANT PREFIX --via IP|IP6 [--mac MAC] | list TENANT | del TENANT PREFIX
     weftctl port bind HOST PORT [NETWORK] [--mac MAC] [--trunk N1,N2] [--replace]
     weftctl port unbind HOST PORT | list [--host H] [--tenant T]
     weftctl qos limit HOST (--port PORT | --tenant T) (--kbps N [--burst-kb N] |
@@ -142,6 +143,9 @@ _UNSET = object()       # an option not given (None would mean "none": a null)
 def _gateway_args(p: Any) -> None:
     p.add_argument("--gateway", type=_none_or(str), default=_UNSET,
                    help="the gateway address, or none (default: the subnet's first address)")
+    p.add_argument("--gateway6", type=_none_or(str), default=_UNSET,
+                   help="the IPv6 gateway, an address of --subnet6, or none (default: "
+                        "the IPv6 subnet's first address when there is a gateway)")
     p.add_argument("--egress", choices=["on", "off"],
                    help="reach outside the cluster, NATed by the host (default: on with a "
                         "gateway)")
@@ -180,7 +184,8 @@ def _route_args(sub: Any) -> None:
         dest="verb", required=True)
     ra = r.add_parser("add")
     ra.add_argument("tenant")
-    ra.add_argument("prefix", help="IPv4 CIDR, 0.0.0.0/0 for a default route")
+    ra.add_argument("prefix", help="IPv4 CIDR, 0.0.0.0/0 for a default route; or IPv6 "
+                                   "(via an IPv6 next hop)")
     ra.add_argument("--via", required=True, help="next hop in one of the tenant's networks")
     ra.add_argument("--mac", help="the next hop's MAC (unless a bound port has the address)")
     r.add_parser("list").add_argument("tenant")
@@ -343,11 +348,11 @@ def run(args: argparse.Namespace, c: httpx.Client) -> tuple[Any, str]:
             rows = [{**r, "egress": _on(r.get("egress")),
                      "networks": ",".join(r.get("networks", []))} for r in res]
             return res, table(rows, ["name", "vni", "vlan", "subnet", "subnet6", "gateway",
-                                     "egress", "networks", "description"])
+                                     "gateway6", "egress", "networks", "description"])
         if args.verb == "show":
             res = ok(c.get(f"/v1/tenants/{seg(args.name)}"))
             head = "\n".join(f"{k}: {res.get(k)}" for k in ("name", "vni", "vlan", "subnet",
-                                                             "subnet6", "gateway",
+                                                             "subnet6", "gateway", "gateway6",
                                                              "conntrack_limit", "description"))
             head += f"\negress: {_on(res.get('egress'))}\nnetworks: " + \
                 (", ".join(res.get("networks", [])) or "(none)")
@@ -405,22 +410,25 @@ def _on(value: Any) -> str:
 
 
 def _gw_text(res: dict) -> str:
-    return f", gateway {res['gateway']}, egress {_on(res.get('egress'))}" \
+    gw6 = f", gateway6 {res['gateway6']}" if res.get("gateway6") else ""
+    return f", gateway {res['gateway']}{gw6}, egress {_on(res.get('egress'))}" \
         if res.get("gateway") else ", no gateway"
 
 
 def _gateway_body(args: argparse.Namespace) -> dict[str, Any]:
-    """--gateway and --egress as a request body's fields (only those given)."""
+    """--gateway, --gateway6 and --egress as a request body's fields (only those given)."""
     body: dict[str, Any] = {}
     if args.gateway is not _UNSET:
         body["gateway"] = args.gateway
+    if args.gateway6 is not _UNSET:
+        body["gateway6"] = args.gateway6
     if args.egress is not None:
         body["egress"] = args.egress == "on"
     return body
 
 
-_NETWORK_COLUMNS = ["name", "tenant", "vni", "vlan", "subnet", "subnet6", "gateway", "egress",
-                    "description"]
+_NETWORK_COLUMNS = ["name", "tenant", "vni", "vlan", "subnet", "subnet6", "gateway", "gateway6",
+                    "egress", "description"]
 
 
 def _network(args: argparse.Namespace, ok: Any, c: httpx.Client) -> tuple[Any, str]:
@@ -450,7 +458,7 @@ def _network(args: argparse.Namespace, ok: Any, c: httpx.Client) -> tuple[Any, s
         body.update(_gateway_body(args))
         if not body:
             raise UsageError("network set: give at least one of --subnet, --subnet6, --vlan, "
-                             "--gateway, --egress, --description")
+                             "--gateway, --gateway6, --egress, --description")
         res = ok(c.patch(f"/v1/networks/{seg(args.name)}", json=body))
         return res, f"network {res['name']} updated ({res['subnet'] or 'no subnet'}" \
             f"{_gw_text(res)})"

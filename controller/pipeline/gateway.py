@@ -22,10 +22,14 @@ or flooded about it.  Cookie COOKIE_GATEWAY; on hosts where N is present
                                                    -> the same, tagged again
     GATEWAY 150  domain=T, ip, ipv4_dst=GW(M) (each gateway M of T)  -> drop: the
                  gateway answers ping, nothing else, and never leads to the host
+    GATEWAY 20   N, ipv6, for a dual-stack N with a gateway but no ``gateway6`` -> drop
+                 (it routes IPv4 only: IPv6 neither leaves it nor, without /128 rows,
+                 comes back)
     GATEWAY 10   ip, ipv6                          -> FIB (``controller.pipeline.route``)
 
-IPv6: a dual-stack network with a gateway has ``gateway6`` (its IPv6 subnet's first
-address) on the same MAC: NS for it are ARP requests (L2 205/195; GATEWAY 200/300 turn
+IPv6: a dual-stack network with a gateway has ``gateway6`` (stored since schema 12: by
+default its IPv6 subnet's first address, or any address of it, or none) on the same
+MAC: NS for it are ARP requests (L2 205/195; GATEWAY 200/300 turn
 them into an NA: router, solicited, override, then ``resubmit(,GATEWAY)``, where GATEWAY
 200 ``N local sender, eth_src=GWMAC(N), NA for gateway6`` sets the gateway MAC as target
 link-layer address and sends it out IN_PORT), an NA claiming it is an ARP claim (L2
@@ -46,7 +50,8 @@ from controller.pipeline.base import (
 from controller.pipeline.classify import enter_tenant
 from controller.pipeline.tables import (
     CLASSIFY, FIB, GATEWAY, L2, PRIO_DROP_GATEWAY_SRC, PRIO_GATEWAY_ARP, PRIO_GATEWAY_ARP_REMOTE,
-    PRIO_GATEWAY_GUARD, PRIO_GW_ANSWER, PRIO_GW_FORWARD, PRIO_GW_IP_DROP, PRIO_GW_TRUNK,
+    PRIO_GATEWAY_GUARD, PRIO_GW_ANSWER, PRIO_GW_FORWARD, PRIO_GW_IP_DROP, PRIO_GW_NO_IPV6,
+    PRIO_GW_TRUNK,
     PRIO_ROUTED_FROM_TUNNEL, PRIO_TO_GATEWAY, PRIO_TO_GATEWAY_REMOTE, domain_match,
     local_sender_match, network_match,
 )
@@ -234,6 +239,9 @@ def _contribute(sw: SwitchContext) -> Part:
                                                    {"eth_type": ETH_TYPE_IPV4, "ipv4_dst": g})},
                           (), COOKIE_GATEWAY) for g in gateways[t])
     peers = {peer: _routing_domains(sw, peer) for peer in sw.peer_ofport}
+    flows.extend(flow(GATEWAY, PRIO_GW_NO_IPV6, {**network_match(n.vni),
+                                                 "eth_type": ETH_TYPE_IPV6}, (), COOKIE_GATEWAY)
+                 for n in networks if n.subnet6 is not None and n.gateway6 is None)
     for n in networks:
         flows.extend(_l2(n))
         flows.extend(_answers(sw, n, gateways[n.tenant]))

@@ -24,7 +24,8 @@ every row matches ``domain=T, ip`` (the tenant id in metadata bits 40-63), or
     /0, egress      (``controller.pipeline.egress``)
     IPv6 (``ipv6_dst``), the same on IPv6 subnets: /128 host routes for the single IPv6
                     addresses of bindings in a network with ``gateway6``, each IPv6 subnet of
-                    T's networks drops; no static routes, no egress (misses drop)
+                    T's networks drops, static IPv6 routes (``via`` in a network with
+                    ``gateway6``) as the IPv4 ones; no egress (misses drop)
 
 The rows are the same on every host (no port numbers), so they are built once per
 model and shared by every switch.  Once per routing host, cookie COOKIE_ROUTE, any
@@ -128,7 +129,8 @@ def _build_fib(topo: Topology, tenant: str,
             for addr, mac in _host_addresses(b):
                 if domain.network_of(addr) is n:
                     hosts.setdefault(addr, (n, mac))
-    for r in sorted((r for r in topo.routes if r.tenant == tenant), key=lambda r: r.prefix):
+    for r in sorted((r for r in topo.routes if r.tenant == tenant and not r.v6),
+                    key=lambda r: r.prefix):
         via = domain.network_of(r.via)
         hop = (_holder_mac(by_network.get(via.name, ()), r.via) if via else None) or r.mac
         if via is None or hop is None:
@@ -146,8 +148,9 @@ def _build_fib6(topo: Topology, tenant: str,
     """IPv6 rows of ``tenant``: per network with an IPv6 subnet, that subnet drops
     (connected); per gateway network N with ``gateway6``, a /128 host route for each
     single IPv6 address in its bindings' ``ips`` (and address pairs) inside N's IPv6
-    subnet, the gateway excepted (first binding by host/port wins).  No static routes
-    and no egress: IPv6 routes only between the tenant's own networks."""
+    subnet, the gateway excepted (first binding by host/port wins); each static IPv6
+    route as an IPv4 one (its next hop gets a /128 when no binding gives it one).  No
+    egress: IPv6 leaves the tenant's networks only towards a static route's next hop."""
     tid = topo.tenant(tenant).vni
     cookie = COOKIE_ROUTE | tid
     ip6 = {**domain_match(tid), "eth_type": ETH_TYPE_IPV6}
@@ -168,20 +171,31 @@ def _build_fib6(topo: Topology, tenant: str,
                 if is_ipv6(addr) and "/" not in addr and addr != n.gateway6 \
                         and ipaddress.IPv6Address(addr) in net:
                     hosts.setdefault(addr, (n, mac))
+    for r in sorted((r for r in topo.routes if r.tenant == tenant and r.v6),
+                    key=lambda r: r.prefix):
+        via = topo.network_of_address(tenant, r.via)
+        hop = (_holder_mac(by_network.get(via.name, ()), r.via) if via else None) or r.mac
+        if via is None or hop is None:
+            continue            # the store refuses these; a stale model routes nothing
+        rows.append(flow(FIB, fib_priority(r.network.prefixlen, FIB_STATIC),
+                         {**ip6, **prefix_match(r.network)}, route_to(via, hop), cookie))
+        hosts.setdefault(r.via, (via, hop))
     rows += [flow(FIB, fib_priority(128, FIB_CONNECTED), {**ip6, "ipv6_dst": addr},
                   route_to(n, mac), cookie) for addr, (n, mac) in sorted(hosts.items())]
     return tuple(rows)
 
 
 def _holder_mac(bindings: Any, address: str) -> str | None:
-    """The MAC of the first binding whose ``ips`` (or address pairs) hold ``address``."""
-    addr = ipaddress.IPv4Address(address)
+    """The MAC of the first binding whose ``ips`` (or address pairs) hold ``address``
+    (of either family)."""
+    addr = ipaddress.ip_address(address)
+    v6 = addr.version == 6
     for b in bindings:
         for ip in b.ips:
-            if not is_ipv6(ip) and addr in ipaddress.IPv4Network(ip):
+            if is_ipv6(ip) == v6 and addr in ipaddress.ip_network(ip, strict=False):
                 return b.mac
         for ip, mac in b.allowed_address_pairs:
-            if not is_ipv6(ip) and addr in ipaddress.IPv4Network(ip):
+            if is_ipv6(ip) == v6 and addr in ipaddress.ip_network(ip, strict=False):
                 return mac or b.mac
     return None
 

@@ -58,7 +58,7 @@ __all__ = [
     "PRIO_ROUTED_FROM_TUNNEL", "PRIO_DROP_GATEWAY_SRC", "PRIO_GATEWAY_PORT",
     "PRIO_GATEWAY_GUARD", "PRIO_GATEWAY_ARP", "PRIO_TO_GATEWAY", "PRIO_GATEWAY_ARP_REMOTE",
     "PRIO_TO_GATEWAY_REMOTE", "PRIO_GW_TRUNK", "PRIO_GW_ANSWER", "PRIO_GW_IP_DROP",
-    "PRIO_GW_FORWARD", "PRIO_FIB_BASE", "FIB_CONNECTED", "FIB_STATIC", "FIB_EGRESS",
+    "PRIO_GW_NO_IPV6", "PRIO_GW_FORWARD", "PRIO_FIB_BASE", "FIB_CONNECTED", "FIB_STATIC", "FIB_EGRESS",
     "fib_priority", "PRIO_ROUTED_FROM_GATEWAY", "PRIO_ROUTED", "PRIO_MISS", "PRIO_DROP_GROUP_SRC",
     "PRIO_PORTSEC_ALLOW", "PRIO_PORTSEC_DROP", "PRIO_PORTSEC_ND_ALLOW", "PRIO_PORTSEC_ND_DROP",
     "PRIO_PIN_DROP", "PRIO_CLASSIFY",
@@ -179,6 +179,7 @@ PRIO_FLOOD = 100             # the tenant's flood group
 PRIO_GW_TRUNK = 300          # ARP/echo answers to a trunk's tagged network (push the tag)
 PRIO_GW_ANSWER = 200         # ARP reply, ICMP echo reply for a gateway IP, out IN_PORT
 PRIO_GW_IP_DROP = 150        # any other IP to one of the tenant's gateway IPs: drop
+PRIO_GW_NO_IPV6 = 20         # IPv6 from a dual-stack network without gateway6: drop
 PRIO_GW_FORWARD = 10         # IPv4 -> FIB
 
 # FIB: PRIO_FIB_BASE + 4 * prefix length + kind, so the longest prefix wins, and at one

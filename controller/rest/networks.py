@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from controller.model import (Route, Tenant, Topology, gateway_mac, gateway_port,
+from controller.model import (GATEWAY6_AUTO, Route, Tenant, Topology, gateway_mac, gateway_port,
                               gateway_port_mac, next_hop_mac)
 from controller.rest.deps import CoreDep, writer
 from controller.rest.hosts import docker_states
@@ -29,12 +29,11 @@ router = APIRouter()
 def network_json(n: Tenant) -> dict[str, Any]:
     """A network: the stored row with ``tenant`` (its routing domain) in place of
     ``domain``; ``default_network``: the tenant's own row (delete the tenant to delete
-    it); ``gateway_mac``: the anycast MAC its gateway answers with; ``gateway6``: its
-    IPv6 gateway (derived: the IPv6 subnet's first address, when it has a gateway)."""
+    it); ``gateway_mac``: the anycast MAC its gateway (and ``gateway6``, its IPv6
+    gateway, stored since schema 12) answers with."""
     doc = {k: v for k, v in tenant_doc(n).items() if k != "domain"}
     return {**doc, "tenant": n.tenant, "default_network": n.domain is None,
             "gateway_mac": gateway_mac(n.vni) if n.gateway else None,
-            "gateway6": n.gateway6,
             "builtin": n.name == "default"}
 
 
@@ -42,7 +41,8 @@ def route_json(r: Route, networks: list[Tenant]) -> dict[str, Any]:
     """A route and ``network``: the network its next hop is in (None once it is in none)."""
     via = ipaddress.ip_address(r.via)
     home = next((n.name for n in networks if n.tenant == r.tenant and n.gateway
-                 and n.subnet and via in ipaddress.ip_network(n.subnet)), None)
+                 and any(s and via in ipaddress.ip_network(s) for s in (n.subnet, n.subnet6))),
+                None)
     return {**route_doc(r), "network": home}
 
 
@@ -61,7 +61,8 @@ def create_network(body: NetworkIn, core: CoreDep) -> dict:
     n = core.store.create_network(
         body.name, body.tenant, body.vni, body.vlan, body.subnet, body.description,
         gateway=body.gateway if "gateway" in body.model_fields_set else AUTO,
-        egress=body.egress, subnet6=body.subnet6)
+        egress=body.egress, subnet6=body.subnet6,
+        gateway6=body.gateway6 if "gateway6" in body.model_fields_set else GATEWAY6_AUTO)
     core.on_change()
     return network_json(n)
 
@@ -109,7 +110,7 @@ def add_route(body: RouteIn, core: CoreDep, name: str = Path(max_length=64)) -> 
 
 @router.delete("/v1/tenants/{name}/routes", dependencies=[Depends(writer)])
 def delete_route(core: CoreDep, name: str = Path(max_length=64),
-                 prefix: str = Query(max_length=18, description="the route's prefix")) -> dict:
+                 prefix: str = Query(max_length=43, description="the route's prefix")) -> dict:
     core.store.delete_route(name, prefix)
     core.on_change()
     return {"tenant": name, "deleted": prefix}

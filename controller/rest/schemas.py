@@ -63,6 +63,16 @@ def _gateway_field(doc: str = GATEWAY_DOC) -> Any:
     return Field(None, max_length=15, description=doc)
 
 
+GATEWAY6_DOC = ("IPv6 address of subnet6 routed for the network's ports and answered by "
+                "Neighbour Discovery (the same on every host), needs a gateway too; "
+                "omitted: subnet6's first address (::1) when the network has a gateway; "
+                "null: no IPv6 gateway")
+
+
+def _gateway6_field(doc: str = GATEWAY6_DOC) -> Any:
+    return Field(None, max_length=45, description=doc)
+
+
 class TenantIn(_In):
     name: str = Field(pattern=TENANT_NAME, max_length=MAX_TENANT_NAME,
                       description="lowercase letter first; letters, digits, - and _")
@@ -74,6 +84,8 @@ class TenantIn(_In):
     subnet6: str | None = _subnet6_field()
     description: str = Field("", max_length=MAX_DESCRIPTION)
     gateway: str | None = _gateway_field("its default network's gateway: " + GATEWAY_DOC)
+    gateway6: str | None = _gateway6_field("its default network's IPv6 gateway: "
+                                           + GATEWAY6_DOC)
     egress: bool | None = Field(None, description=EGRESS_DOC)
     conntrack_limit: int = Field(DEFAULT_CONNTRACK_LIMIT, ge=1, le=MAX_CONNTRACK_LIMIT,
                                  description=CONNTRACK_DOC)
@@ -87,6 +99,10 @@ class NetworkPatch(_In):
     subnet6: str | None = _subnet6_field(SUBNET6_DOC + "; null: IPv4 only")
     description: str = Field("", max_length=MAX_DESCRIPTION)
     gateway: str | None = _gateway_field("IPv4 host address of the subnet; null: none")
+    gateway6: str | None = _gateway6_field("IPv6 address of subnet6 (not its network "
+                                           "address); null: none; kept while subnet6 and "
+                                           "the gateway stay, else moved to the new "
+                                           "subnet6's first address unless given")
     egress: bool | None = Field(None, description="on needs a gateway")
 
 
@@ -107,15 +123,18 @@ class NetworkIn(_In):
     subnet: str | None = Subnet
     subnet6: str | None = _subnet6_field()
     gateway: str | None = _gateway_field()
+    gateway6: str | None = _gateway6_field()
     egress: bool | None = Field(None, description=EGRESS_DOC)
     description: str = Field("", max_length=MAX_DESCRIPTION)
 
 
 class RouteIn(_In):
-    prefix: str = Field(max_length=18, description="IPv4 CIDR (0.0.0.0/0: a default route); "
-                                                   "unique in the tenant")
-    via: str = Field(max_length=15, description="next hop: an IPv4 host address of one of "
-                                                "the tenant's networks with a gateway")
+    prefix: str = Field(max_length=43, description="IPv4 CIDR (0.0.0.0/0: a default route) "
+                                                   "or IPv6 CIDR (::/0); unique in the tenant")
+    via: str = Field(max_length=39, description="next hop of the prefix's family: a host "
+                                                "address of one of the tenant's networks "
+                                                "with a gateway (IPv6: with a gateway6, in "
+                                                "its subnet6)")
     mac: str | None = Field(None, pattern=MAC, description="the next hop's MAC; required "
                                                            "unless a port bound in that "
                                                            "network has via in its ips")

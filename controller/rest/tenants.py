@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Path
 
 from controller.core import Core
-from controller.model import Route, Tenant
+from controller.model import GATEWAY6_AUTO, Route, Tenant
 from controller.rest.deps import CoreDep, writer
 from controller.rest.ports import binding_json, ports_json
 from controller.rest.schemas import TenantIn, TenantPatch
@@ -48,7 +48,8 @@ def create_tenant(body: TenantIn, core: CoreDep) -> dict:
     t = core.store.create_tenant(body.name, body.vni, body.vlan, body.subnet, body.description,
                                  gateway=body.gateway if "gateway" in given else AUTO,
                                  egress=body.egress, conntrack_limit=body.conntrack_limit,
-                                 subnet6=body.subnet6)
+                                 subnet6=body.subnet6,
+                                 gateway6=body.gateway6 if "gateway6" in given else GATEWAY6_AUTO)
     core.on_change()
     return _with_rows(core, t)
 

@@ -20,8 +20,8 @@ from cluster.names import NameRecord
 from controller.model import (ACCESS, ACL_DEFAULTS, DEFAULT_CONNTRACK_LIMIT, DEFAULT_TENANT,
                               DOCKER_LINK_PORT, MAX_ACL_ID,
                               MAX_METER_ID, TRUNK, VNI_MIN, AclRule, Binding, LinkEndpoint,
-                              ModelError, QosRule, RateLimit, Route, Tenant, check_host,
-                              check_name, user_tenant)
+                              GATEWAY6_AUTO, ModelError, QosRule, RateLimit, Route, Tenant,
+                              check_host, check_name, user_tenant)
 from controller.opflows import MAX_OPERATOR_FLOW_ID, OperatorFlow
 import cluster.ipam as ipam
 from cluster.ipam import Claim, IpamError
@@ -46,7 +46,7 @@ class _Auto:
 AUTO: Final = _Auto()
 Gateway = str | None | _Auto        # an IPv4 address, None (no gateway), or AUTO
 _ROW_FIELDS = ("vlan", "subnet", "description", "gateway", "egress",   # what PATCH changes
-               "conntrack_limit", "subnet6")
+               "conntrack_limit", "subnet6", "gateway6")
 
 
 def _changed_row(cur: Tenant, changes: dict[str, Any], tenant_id: int) -> Tenant:
@@ -72,9 +72,27 @@ def _changed_row(cur: Tenant, changes: dict[str, Any], tenant_id: int) -> Tenant
         gateway = gateway or rules.default_gateway(probe.subnet, tenant_id)
     egress = changes["egress"] if "egress" in changes else cur.egress and gateway is not None
     with model_values("gateway"):
-        out = replace_(probe, gateway=gateway, egress=egress)
+        out = replace_(probe, gateway=gateway, egress=egress, gateway6=None)
+    with model_values("gateway6"):
+        out = replace_(out, gateway6=_changed_gateway6(cur, out, changes))
     with model_values("conntrack_limit"):
         return replace_(out, conntrack_limit=changes.get("conntrack_limit", cur.conntrack_limit))
+
+
+def _changed_gateway6(cur: Tenant, new: Tenant, changes: dict[str, Any]) -> str | None:
+    """The IPv6 gateway of ``cur`` changed into ``new`` (its gateway6 not yet set): the
+    one asked for; else kept while subnet6 and the IPv4 gateway stay; none once either
+    is gone; else (a new subnet6, a gateway given) the default, unless the row had a
+    subnet6 and a gateway but no gateway6 (an operator's none stays none)."""
+    if "gateway6" in changes:
+        return changes["gateway6"]
+    if new.gateway is None or new.subnet6 is None:
+        return None
+    if new.subnet6 == cur.subnet6 and cur.gateway is not None:
+        return cur.gateway6
+    if cur.gateway6 is None and cur.gateway is not None and cur.subnet6 is not None:
+        return None
+    return GATEWAY6_AUTO
 
 
 def _carries(b: Binding, segment: str) -> int:
@@ -329,37 +347,45 @@ class StoreBase(ABC):
                       subnet: str | None = None, description: str = "",
                       gateway: Gateway = AUTO, egress: bool | None = None,
                       conntrack_limit: int = DEFAULT_CONNTRACK_LIMIT,
-                      subnet6: str | None = None) -> Tenant:
+                      subnet6: str | None = None, gateway6: str | None = GATEWAY6_AUTO
+                      ) -> Tenant:
         """A tenant and its default network (same name and VNI).  ``gateway``: AUTO (the
         subnet's first address, ``rules.default_gateway``), None or an address;
-        ``egress`` None: on when there is a gateway; ``subnet6``: dual-stack."""
+        ``egress`` None: on when there is a gateway; ``subnet6``: dual-stack;
+        ``gateway6``: GATEWAY6_AUTO (subnet6's first address when there is a gateway),
+        None or an IPv6 address of subnet6."""
         return self._create_row(name, None, vni, vlan, subnet, description, gateway, egress,
-                                conntrack_limit, subnet6)
+                                conntrack_limit, subnet6, gateway6)
 
     def create_network(self, name: str, tenant: str, vni: int | None = None,
                        vlan: int | None = None, subnet: str | None = None,
                        description: str = "", gateway: Gateway = AUTO,
-                       egress: bool | None = None, subnet6: str | None = None) -> Tenant:
+                       egress: bool | None = None, subnet6: str | None = None,
+                       gateway6: str | None = GATEWAY6_AUTO) -> Tenant:
         """A further network of ``tenant``: its own segment (VNI, VLAN, subnet, and with
-        ``subnet6`` an IPv6 subnet); names, VNIs and VLANs are unique across tenants
-        and networks."""
+        ``subnet6`` an IPv6 subnet and ``gateway6``, as create_tenant's); names, VNIs and
+        VLANs are unique across tenants and networks."""
         with model_values("tenant"):
             check_name(tenant, "tenant", what="tenant name")
         return self._create_row(name, tenant, vni, vlan, subnet, description, gateway, egress,
-                                subnet6=subnet6)
+                                subnet6=subnet6, gateway6=gateway6)
 
     def _create_row(self, name: str, domain: str | None, vni: int | None, vlan: int | None,
                     subnet: str | None, description: str, gateway: Gateway,
                     egress: bool | None,
                     conntrack_limit: int = DEFAULT_CONNTRACK_LIMIT,
-                    subnet6: str | None = None) -> Tenant:
+                    subnet6: str | None = None,
+                    gateway6: str | None = GATEWAY6_AUTO) -> Tenant:
         what = "tenant" if domain is None else "network"
         auto = isinstance(gateway, _Auto)
         with model_values("name"):      # the values first: a bad request waits for nothing
             asked = user_tenant(name, VNI_MIN if vni is None else vni, vlan, subnet,
                                 description or "", domain, None if auto else gateway,
                                 False if auto or egress is None else egress,
-                                conntrack_limit, subnet6)
+                                conntrack_limit, subnet6, None)
+        if not auto:
+            with model_values("gateway6"):  # checked now when the gateway is known
+                replace_(asked, gateway6=gateway6)
 
         def create(tx: ModelTx) -> Tenant:
             if tx.tenant(name) is not None or name == DEFAULT_TENANT.name:
@@ -376,6 +402,8 @@ class StoreBase(ABC):
                 t = replace_(t, gateway=rules.default_gateway(t.subnet, tenant_id))
             with model_values("egress"):
                 t = replace_(t, egress=t.gateway is not None if egress is None else egress)
+            with model_values("gateway6"):
+                t = replace_(t, gateway6=gateway6)
             rules.gateway_id_ok(tx, t)
             tx.put_tenant(t)
             rules.check_model(tx, "gateway")
@@ -408,8 +436,10 @@ class StoreBase(ABC):
                                     if sb.binding.mode == TRUNK):
                 raise Conflict("vlan", f"{what} {name!r} is carried on a trunk and needs a vlan")
             rules.gateway_id_ok(tx, new)
+            rules.gateways_unbound(tx, new)
             tx.put_tenant(new)
-            rules.check_model(tx, "gateway" if "gateway" in changes else "subnet")
+            rules.check_model(tx, next((f for f in ("gateway", "gateway6") if f in changes),
+                                       "subnet"))
             return new
         return self._write(update)
 
@@ -498,7 +528,7 @@ class StoreBase(ABC):
 
     def delete_route(self, tenant: str, prefix: str) -> None:
         with model_values("prefix"):
-            normal = Route(tenant, prefix, "0.0.0.0").prefix
+            normal = Route(tenant, prefix, "::" if ":" in str(prefix) else "0.0.0.0").prefix
 
         def delete(tx: ModelTx) -> None:
             rules.get_tenant(tx, tenant, "tenant")
@@ -530,6 +560,7 @@ class StoreBase(ABC):
             if replace and not row:
                 raise NotFound("port", f"port {host}/{port} is not bound")
             rules.check_mac(tx, b)
+            rules.binding_off_gateways(tx, b)
             tx.put_binding(StoredBinding(b, source))
             return b
         return self._write(bind)
@@ -592,6 +623,11 @@ class StoreBase(ABC):
             for b in wanted:
                 rules.check_tenants(tx, b)
                 if tx.binding(host, b.port):    # an explicit REST binding wins over the agent's
+                    continue
+                try:                            # a container on the gateway's address
+                    rules.binding_off_gateways(tx, b)   # (docker run --ip6 GW6) is left
+                except Invalid as exc:                  # unbound: the model stays loadable
+                    LOG.warning("%s reports port %s: not bound: %s", host, b.port, exc.message)
                     continue
                 rules.check_mac(tx, b)
                 tx.put_binding(StoredBinding(b, "agent"))

@@ -6,12 +6,14 @@ checks it (errors name the document's field).
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterable
 from dataclasses import replace as replace_
 
 from cluster.ipam import Claim, IpamError, check_claim
-from controller.model import (ACCESS, DEFAULT_CONNTRACK_LIMIT, DEFAULT_TENANT, AclRule, QosRule,
-                              RateLimit, Route, Tenant, check_host, check_name,
-                              user_tenant)
+from controller.model import (ACCESS, DEFAULT_CONNTRACK_LIMIT, DEFAULT_TENANT, GATEWAY6_AUTO,
+                              AclRule, Binding, QosRule, RateLimit, Route, Tenant, check_host,
+                              check_name, holds_address, user_tenant)
 from controller.opflows import OperatorFlow
 from controller.store.errors import Conflict, Invalid, model_values
 from controller.store.rules import valid_binding
@@ -21,10 +23,12 @@ from controller.store.tx import BINDING_SOURCES, StoredBinding
 def tenant_doc(t: Tenant) -> dict:
     """A tenant or network row; ``domain``: None for a tenant, else the network's tenant.
     Documents written before schema 8 lack domain, gateway and egress: read as
-    None, None, false; before schema 11 subnet6: None (``tenant_of``)."""
+    None, None, false; before schema 11 subnet6: None; before schema 12 gateway6: the
+    address schema 11 derived (``tenant_of``, ``keep_loadable``)."""
     return {"name": t.name, "vni": t.vni, "vlan": t.vlan, "subnet": t.subnet,
             "subnet6": t.subnet6, "description": t.description, "domain": t.domain,
-            "gateway": t.gateway, "egress": t.egress, "conntrack_limit": t.conntrack_limit}
+            "gateway": t.gateway, "egress": t.egress, "conntrack_limit": t.conntrack_limit,
+            "gateway6": t.gateway6}
 
 
 def route_doc(r: Route) -> dict:
@@ -82,16 +86,51 @@ def tenant_of(d: dict) -> Tenant:
     """A tenant or network document.  One written before schema 8 (etcd) or in export
     version 1 has no ``gateway`` key: no gateway, egress
     off, as SQLite's upgrade gives its rows; a ``"gateway": null`` is no gateway.  One
-    written before schema 11 (etcd, export version 3) has no ``subnet6``: no IPv6 subnet."""
+    written before schema 11 (etcd, export version 3) has no ``subnet6``: no IPv6 subnet.
+    One written before schema 12 (etcd, export version 4) has no ``gateway6``: the
+    address schema 11 derived (subnet6's first, with a gateway), which ``keep_loadable``
+    takes back where a binding holds it; a ``"gateway6": null`` is none."""
     with model_values("name"):
         gateway = d.get("gateway")
         t = user_tenant(d["name"], d["vni"], d.get("vlan"), d.get("subnet"),
                         d.get("description") or "", d.get("domain"), gateway,
                         d.get("egress", False),
-                        d.get("conntrack_limit", DEFAULT_CONNTRACK_LIMIT), d.get("subnet6"))
+                        d.get("conntrack_limit", DEFAULT_CONNTRACK_LIMIT), d.get("subnet6"),
+                        d.get("gateway6") if "gateway6" in d else GATEWAY6_AUTO)
     if t.name == DEFAULT_TENANT.name:
         raise Conflict("name", "the default tenant is built in")
     return t
+
+
+def keep_loadable(tenants: Iterable[Tenant], legacy: set[str],
+                  bindings: Iterable[Binding]) -> list[Tenant]:
+    """``tenants`` with no IPv6 gateway on each network named in ``legacy`` (read from
+    a document written before schema 12) where a port bound to it holds the address
+    schema 11 derived: such a binding was valid then, and the store must load and
+    keep its meaning (the SQLite upgrade does the same; schema.py's _upgrade_to_v12)."""
+    held: dict[str, list[Binding]] = {}
+    for b in bindings:
+        if b.tenant in legacy:
+            held.setdefault(b.tenant, []).append(b)
+    out = []
+    for t in tenants:
+        gw6 = t.gateway6
+        taken = next((b for b in held.get(t.name, ()) if holds_address(b.ips, gw6)),
+                     None) if t.name in legacy and gw6 is not None else None
+        if taken is not None:
+            if (t.name, taken.host, taken.port) not in _LOGGED:
+                _LOGGED.add((t.name, taken.host, taken.port))
+                LOG.warning("store: network %s keeps no IPv6 gateway: port %s/%s is bound "
+                            "with %s, the address weft derived for it before schema 12; "
+                            "give it one with `weftctl network set %s --gateway6 ADDR`",
+                            t.name, taken.host, taken.port, gw6, t.name)
+            t = replace_(t, gateway6=None)
+        out.append(t)
+    return out
+
+
+LOG = logging.getLogger("weft.store")
+_LOGGED: set[tuple[str, str, str]] = set()     # (network, host, port): said once
 
 
 def route_of(d: dict) -> Route:

@@ -16,11 +16,12 @@ documents, see controller/store/codec.py):
     meta/next-acl-id              next ACL rule id (ids are never reused: cookies)
     meta/next-operator-flow-id    next operator flow id
     tenants/NAME                  {"name", "vni", "vlan", "subnet", "subnet6", "description",
-                                   "domain", "gateway", "egress"}: a tenant, or (domain set) a network
-                                  of tenant `domain`; documents from before networks lack
-                                  the last three, and those before schema 11 subnet6 (read
-                                  as the SQLite upgrade's values: codec.tenant_of), so no
-                                  upgrade step rewrites them
+                                   "domain", "gateway", "egress", "gateway6"}: a tenant, or (domain
+                                  set) a network of tenant `domain`; documents from before
+                                  networks lack domain, gateway and egress, those before
+                                  schema 11 subnet6, those before schema 12 gateway6 (read
+                                  as the SQLite upgrade's values: codec.tenant_of and
+                                  keep_loadable), so no upgrade step rewrites them
     routes/TENANT/PREFIX          {"tenant", "prefix", "via", "mac"}: a static route (the
                                   prefix's "/" written "_": routes/red/0.0.0.0_0)
     bindings/HOST/PORT            {"host", "port", "tenant", "mode", "mac", "trunk", ...}
@@ -80,7 +81,8 @@ from controller.store.base import StoreBase
 from controller.store.codec import (acl_doc, acl_of, binding_doc, binding_of, claim_doc,
                                     claim_of, limit_doc,
                                     limit_of, operator_flow_doc, operator_flow_of, route_doc,
-                                    route_of, rule_doc, rule_of, tenant_doc, tenant_of)
+                                    route_of, rule_doc, rule_of, tenant_doc, tenant_of,
+                                    keep_loadable)
 from controller.store.errors import Invalid, StoreError, StoreFileError, Unavailable
 from controller.store.tx import ModelTx, StoredBinding, claim_order, new_epoch, route_order
 
@@ -141,6 +143,9 @@ class _Snapshot:
     routes: dict[tuple[str, str], Route] = field(default_factory=dict)
     claims: dict[tuple[str, str], Claim] = field(default_factory=dict)
     names: dict[str, tuple[NameRecord, ...]] = field(default_factory=dict)
+    # tenant documents from before schema 12 (no gateway6): the first write rewrites them
+    # with the value they were read as, so that meaning is kept from then on
+    legacy: frozenset[str] = frozenset()
 
     def copy(self) -> _Snapshot:
         return replace_(self, tenants=dict(self.tenants), bindings=dict(self.bindings),
@@ -161,6 +166,7 @@ def _claim_key(network: str, cidr: str) -> str:
 def _snapshot(kvs: list[dict], prefix: str) -> _Snapshot:
     """Parse a range of the prefix; a value weft cannot read is a 503 naming the key."""
     s = _Snapshot()
+    legacy: set[str] = set()            # tenant documents from before schema 12
     for kv in kvs:
         key = _unb64(kv["key"])[len(prefix):]
         raw = _unb64(kv.get("value", ""))
@@ -175,8 +181,11 @@ def _snapshot(kvs: list[dict], prefix: str) -> _Snapshot:
             elif key == "meta/next-operator-flow-id":
                 s.next_flow = int(raw)
             elif kind == "tenants":
-                t = tenant_of(json.loads(raw))
+                doc = json.loads(raw)
+                t = tenant_of(doc)
                 s.tenants[t.name] = t
+                if "gateway6" not in doc:
+                    legacy.add(t.name)
             elif kind == "bindings":
                 sb = binding_of(json.loads(raw))
                 s.bindings[(sb.binding.host, sb.binding.port)] = sb
@@ -207,6 +216,10 @@ def _snapshot(kvs: list[dict], prefix: str) -> _Snapshot:
             msg = exc.message if isinstance(exc, StoreError) else str(exc)
             raise Unavailable("store", f"etcd key {prefix}{key} holds a value weft cannot "
                                        f"read ({msg[:120]}); restore it from an export") from None
+    if legacy:      # read as SQLite's schema 12 upgrade writes them (codec.keep_loadable)
+        s.tenants = {t.name: t for t in keep_loadable(
+            s.tenants.values(), legacy, (sb.binding for sb in s.bindings.values()))}
+        s.legacy = frozenset(legacy)
     return s
 
 
@@ -658,6 +671,11 @@ class EtcdStore(StoreBase):
                         return result
                     snap = self._cache or self._load()
                     continue
+                for name in sorted(snap.legacy):    # schema 12, written once (_Snapshot)
+                    key = self._key(f"tenants/{name}")
+                    if key not in tx.ops and name in tx.s.tenants:
+                        tx.ops[key] = json.dumps(tenant_doc(tx.s.tenants[name]),
+                                                 sort_keys=True)
                 rev = _b64(self._key("meta/rev"))
                 ops: list[dict] = [
                     {"request_delete_range": {"key": _b64(k)}} if v is None else
@@ -673,6 +691,7 @@ class EtcdStore(StoreBase):
                     REQUEST_TIMEOUT + (len(ops) + len(snap.bindings)) / 1000)
                 if reply.get("succeeded"):
                     tx.s.rev_mod = int(reply["header"]["revision"])
+                    tx.s.legacy = frozenset()
                     self._cache = tx.s
                     return result
                 # another controller wrote first: take its model and decide again

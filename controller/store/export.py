@@ -14,15 +14,17 @@ import controller.store.rules as rules
 from controller.store.codec import (acl_doc, acl_of, binding_doc, binding_of, claim_doc,
                                     claim_of, limit_doc,
                                     limit_of, operator_flow_doc, operator_flow_of, route_doc,
-                                    route_of, rule_doc, rule_of, tenant_doc, tenant_of)
+                                    route_of, rule_doc, rule_of, tenant_doc, tenant_of,
+                                    keep_loadable)
 from controller.store.errors import Conflict, Invalid, NotFound, StoreError
 from controller.store.tx import ModelTx, StoredBinding, all_qos
 
 EXPORT_FORMAT = "weft-model"
-EXPORT_VERSION = 4          # 2: networks (tenant rows with domain, gateway, egress), routes
+EXPORT_VERSION = 5          # 2: networks (tenant rows with domain, gateway, egress), routes
                             # 3: ipam (the blocks and addresses hosts hold, schema 9)
                             # 4: tenant rows' subnet6, IPv6 in bindings' ips (schema 11)
-IMPORT_VERSIONS = (1, 2, 3, 4)  # 1: tenants without gateway get the upgrade's (codec.tenant_of)
+                            # 5: tenant rows' gateway6 (schema 12)
+IMPORT_VERSIONS = (1, 2, 3, 4, 5)  # 1: tenants without gateway get the upgrade's (codec.tenant_of)
 
 
 def export_model(tx: ModelTx) -> dict:
@@ -110,6 +112,11 @@ def parse_export(data: object) -> ParsedModel:
             for k, v in next_ids.items()):
         raise Invalid("next_ids", "must be {\"acl\": N, \"operator_flow\": N}, ids to "
                                   "hand out next")
+    legacy = {t.name for t, item in zip(parsed["tenants"], data.get("tenants", []))
+              if "gateway6" not in item}
+    if legacy:          # before version 5: as the schema 12 upgrade (codec.keep_loadable)
+        parsed["tenants"] = tuple(keep_loadable(
+            parsed["tenants"], legacy, (sb.binding for sb in parsed["bindings"])))
     return ParsedModel(epoch, parsed["tenants"], parsed["bindings"], parsed["limits"],
                        parsed["rules"], parsed["acls"], tuple(sorted(defaults.items())),
                        parsed["operator_flows"], parsed["routes"], next_ids.get("acl", 1),

@@ -11,7 +11,7 @@ from dataclasses import replace
 from controller.model import (ACCESS, DEFAULT_TENANT, DOCKER_LINK_PORT, MAX_ACL_ZONE_VNI,
                               MAX_METER_ID, RESERVED_MAC_PREFIXES, VNI_MIN, AclRule, Binding,
                               LinkEndpoint, Route, Tenant, Topology, check_bindable_port,
-                              check_name, first_host)
+                              check_name, first_host, holds_address)
 from controller.store.errors import Conflict, Invalid, NotFound, model_values
 from controller.store.tx import ModelTx, all_qos
 
@@ -106,6 +106,31 @@ def gateway_id_ok(tx: ModelTx, t: Tenant) -> None:
                                   f"not {tenant_id}")
 
 
+def gateways_unbound(tx: ModelTx, t: Tenant) -> None:
+    """No port bound to network ``t`` holds its gateway or IPv6 gateway (the Topology
+    would refuse to load): a 422 naming the field and the port."""
+    for field, gw in (("gateway", t.gateway), ("gateway6", t.gateway6)):
+        if gw is None:
+            continue
+        for sb in tx.bindings():
+            b = sb.binding
+            if b.tenant == t.name and holds_address(b.ips, gw):
+                raise Invalid(field, f"network {t.name!r}: {field} {gw} is the address of "
+                                     f"port {b.host}/{b.port} bound there; give the network "
+                                     "another one, or the port another address")
+
+
+def binding_off_gateways(tx: ModelTx, b: Binding) -> None:
+    """A binding's ips do not hold its network's gateway or IPv6 gateway (422)."""
+    t = tx.tenant(b.tenant) if b.tenant is not None else None
+    if t is None:
+        return
+    for gw in (t.gateway, t.gateway6):
+        if gw is not None and holds_address(b.ips, gw):
+            raise Invalid("ips", f"{gw} is the gateway of network {t.name!r}; give the port "
+                                 "another address, or the network another gateway")
+
+
 def check_model(tx: ModelTx, field: str) -> None:
     """The whole model's cross-row rules (``Topology``: networks' tenants, gateways and
     tenant ids, routes' next hops) on what this transaction would commit; bindings are
@@ -120,11 +145,9 @@ def check_model(tx: ModelTx, field: str) -> None:
 
 def route_vias_in(tx: ModelTx, network: Tenant) -> list[Route]:
     """The routes of ``network``'s tenant whose next hop lies in its subnet."""
-    if network.subnet is None:
-        return []
-    net = ipaddress.ip_network(network.subnet)
+    nets = [ipaddress.ip_network(s) for s in (network.subnet, network.subnet6) if s]
     return [r for r in tx.routes(network.tenant)
-            if ipaddress.ip_address(r.via) in net]
+            if any(ipaddress.ip_address(r.via) in net for net in nets)]
 
 
 def check_route(tx: ModelTx, r: Route, need_mac: bool = True) -> None:
@@ -137,20 +160,22 @@ def check_route(tx: ModelTx, r: Route, need_mac: bool = True) -> None:
         raise Conflict("prefix", f"tenant {t.name!r} already has a route to {r.prefix}; "
                                  "delete it first")
     nets = [n for n in tx.tenants() if n.tenant == t.name]
-    gateways = {n.gateway: n.name for n in nets if n.gateway}
+    gateways = {g: n.name for n in nets for g in (n.gateway, n.gateway6) if g}
     if r.via in gateways:
         raise Invalid("via", f"via {r.via} is the gateway of network {gateways[r.via]!r}, "
                              "not a next hop")
     addr = ipaddress.ip_address(r.via)
-    home = next((n for n in nets if n.gateway and n.subnet
-                 and addr in ipaddress.ip_network(n.subnet)), None)
+    routed = [(n, n.subnet6 if r.v6 else n.subnet) for n in nets
+              if (n.gateway6 if r.v6 else n.gateway)]
+    home = next((n for n, s in routed if s and addr in ipaddress.ip_network(s)), None)
     if home is None:
-        subnets = ", ".join(sorted(n.subnet for n in nets if n.gateway and n.subnet))
-        raise Invalid("via", f"via {r.via} is in none of the networks with a gateway of "
+        subnets = ", ".join(sorted(s for _, s in routed if s))
+        kind = "an IPv6 gateway" if r.v6 else "a gateway"
+        raise Invalid("via", f"via {r.via} is in none of the networks with {kind} of "
                              f"tenant {t.name!r} ({subnets or 'it has none'})")
-    net = ipaddress.ip_network(home.subnet or "")
+    net = ipaddress.ip_network((home.subnet6 if r.v6 else home.subnet) or "")
     if addr in (net.network_address, net.broadcast_address):
-        raise Invalid("via", f"via {r.via} is not a host address of {home.subnet} "
+        raise Invalid("via", f"via {r.via} is not a host address of {net} "
                              f"(network {home.name!r})")
     if r.mac is not None:
         if r.mac.startswith(RESERVED_MAC_PREFIXES):

@@ -5,6 +5,7 @@ the model's checks; its bounds are the model's constants, not numbers of its own
 """
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ from pathlib import Path
 from cluster.ipam import KINDS as IPAM_KINDS
 from controller.model import (ACCESS, ACL_ACTIONS, ACL_DEFAULTS, ACL_DIRECTIONS,
                               DEFAULT_TENANT, MAX_ACL_ID, MAX_ACL_PRIORITY, MAX_METER_ID,
-                              MAX_TENANT_NAME, MAX_VNI, TRUNK, VLAN_MAX, VLAN_MIN)
+                              MAX_TENANT_NAME, MAX_VNI, TRUNK, VLAN_MAX, VLAN_MIN,
+                              default_gateway6, holds_address)
 from controller.opflows import MAX_OPERATOR_FLOW_ID, MAX_PRIORITY, MAX_TABLE_ID
 from controller.store.errors import StoreFileError
 from controller.store.tx import BINDING_SOURCES, new_epoch
@@ -27,7 +29,7 @@ def _sql_in(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
-SCHEMA_VERSION = 11         # PRAGMA user_version; 0 is the first, unversioned schema
+SCHEMA_VERSION = 12         # PRAGMA user_version; 0 is the first, unversioned schema
 # 3: port_addresses (port security), created by SCHEMA itself: no data to move
 # 4: tenant ACLs (acl_rules, acl_policy) and operator flows (operator_flows): new tables
 #    only, created by the idempotent SCHEMA
@@ -50,6 +52,10 @@ SCHEMA_VERSION = 11         # PRAGMA user_version; 0 is the first, unversioned s
 #    added by _add_columns (existing rows: NULL, no IPv6 subnet: today's meaning).
 #    Bindings' IPv6 addresses live in port_addresses.ips beside the IPv4 ones (JSON
 #    text already): no change there
+# 12: a configurable IPv6 gateway: tenants gains gateway6, added by _upgrade_to_v12, which
+#    writes every row's value explicitly so an old store keeps its meaning and loads: the
+#    address schema 11 derived (subnet6's first, on a dual-stack network with a gateway),
+#    or NULL (none, logged naming the port) when a port bound there already holds it
 
 # a trunk (comma-separated names) lists only tenants that exist: one check, two triggers
 _TRUNK_TENANTS_EXIST = """\
@@ -74,7 +80,8 @@ CREATE TABLE IF NOT EXISTS tenants (
     gateway TEXT,                              -- schema 8: IPv4 address in subnet
     egress INTEGER NOT NULL DEFAULT 0 CHECK (egress IN (0, 1)),  -- schema 8
     conntrack_limit INTEGER NOT NULL DEFAULT 65536 CHECK (conntrack_limit > 0),  -- schema 8
-    subnet6 TEXT                               -- schema 11: IPv6 subnet (dual-stack)
+    subnet6 TEXT,                              -- schema 11: IPv6 subnet (dual-stack)
+    gateway6 TEXT                              -- schema 12: IPv6 address in subnet6
 );
 INSERT OR IGNORE INTO tenants (name, vni) VALUES ('{DEFAULT_TENANT.name}', {DEFAULT_TENANT.vni});
 CREATE TABLE IF NOT EXISTS bindings (
@@ -179,8 +186,8 @@ CREATE TABLE IF NOT EXISTS link_endpoints (
 -- a tenant's static routes (schema 8): prefix via a host address of one of its networks
 CREATE TABLE IF NOT EXISTS routes (
     tenant TEXT NOT NULL REFERENCES tenants(name),
-    prefix TEXT NOT NULL,                      -- IPv4 CIDR (a /32 without its length)
-    via TEXT NOT NULL,                         -- IPv4 address
+    prefix TEXT NOT NULL,                      -- IPv4/IPv6 CIDR (a /32, /128 without length)
+    via TEXT NOT NULL,                         -- an address of the prefix's family
     mac TEXT,                                  -- the next hop's MAC when no binding has via
     PRIMARY KEY (tenant, prefix)
 ) WITHOUT ROWID;
@@ -268,6 +275,8 @@ def open_checked(path: str | Path) -> sqlite3.Connection:
             _upgrade_to_v8(db)
         if version < 11 and "tenants" in tables:
             _add_columns(db, "tenants", _TENANTS_V11_COLUMNS, 11)
+        if version < 12 and "tenants" in tables:
+            _upgrade_to_v12(db)
         db.executescript(SCHEMA)           # idempotent: IF NOT EXISTS everywhere
         # INSERT OR IGNORE: a store keeps its first epoch for its whole life
         db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (new_epoch(),))
@@ -345,6 +354,7 @@ _TENANTS_V8_COLUMNS = (("domain", "TEXT REFERENCES tenants(name)"), ("gateway", 
 
 
 _TENANTS_V11_COLUMNS = (("subnet6", "TEXT"),)
+_TENANTS_V12_COLUMNS = (("gateway6", "TEXT"),)
 
 
 def _new_columns(db: sqlite3.Connection, table: str,
@@ -372,6 +382,49 @@ def _upgrade_to_v8(db: sqlite3.Connection) -> None:
     operator gives it one (`weftctl network set NAME --gateway IP`)."""
     with _upgrade(db, 8):
         _new_columns(db, "tenants", _TENANTS_V8_COLUMNS)
+
+
+def _upgrade_to_v12(db: sqlite3.Connection) -> None:
+    """Schema 12: tenants gain gateway6, written for every row.  Schema 11 derived it
+    (``default_gateway6``: subnet6's first address, on a network with a gateway); a port
+    bound by hand with that address before would now collide with it and make the store
+    refuse to load, so such a network gets none (NULL) and a log line naming the port:
+    the operator gives it one (`weftctl network set NAME --gateway6 ADDR`)."""
+    with _upgrade(db, 12):
+        have = {r[1] for r in db.execute("PRAGMA table_info(tenants)")}
+        if "gateway6" in have:          # a step that ran already (idempotent)
+            return
+        _new_columns(db, "tenants", _TENANTS_V12_COLUMNS)
+        held: dict[str, list[tuple[str, str, list[str]]]] = {}
+        pa = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                       "AND name = 'port_addresses'")}
+        if pa:
+            for host, port, tenant, ips in db.execute(
+                    "SELECT b.host, b.port, b.tenant, a.ips FROM bindings b "
+                    "JOIN port_addresses a ON a.host = b.host AND a.port = b.port "
+                    "WHERE b.tenant IS NOT NULL"):
+                try:
+                    addrs = [str(x) for x in json.loads(ips or "[]")]
+                except (ValueError, TypeError):
+                    continue
+                held.setdefault(tenant, []).append((host, port, addrs))
+        for name, gateway, subnet6 in db.execute(
+                "SELECT name, gateway, subnet6 FROM tenants").fetchall():
+            try:
+                gw6 = default_gateway6(gateway, subnet6)
+            except ValueError:
+                gw6 = None
+            if gw6 is None:
+                continue
+            taken = next(((h, p) for h, p, addrs in held.get(name, ())
+                          if holds_address(addrs, gw6)), None)
+            if taken is not None:
+                LOG.warning("store upgrade: network %s keeps no IPv6 gateway: port %s/%s is "
+                            "bound with %s, the address weft derived for it before; give "
+                            "it one with `weftctl network set %s --gateway6 ADDR`",
+                            name, taken[0], taken[1], gw6, name)
+                continue
+            db.execute("UPDATE tenants SET gateway6 = ? WHERE name = ?", (gw6, name))
 
 
 def _statements(script: str) -> list[str]:

@@ -50,13 +50,13 @@ class SqliteTx(ModelTx):
         self._db = db
 
     _TENANTS = ("SELECT name, vni, vlan, subnet, description, domain, gateway, egress, "
-                "conntrack_limit, subnet6 FROM tenants")
+                "conntrack_limit, subnet6, gateway6 FROM tenants")
 
     @staticmethod
     def _tenant(row: tuple) -> Tenant:
-        name, vni, vlan, subnet, description, domain, gateway, egress, limit, subnet6 = row
+        name, vni, vlan, subnet, description, domain, gateway, egress, limit, subnet6, gw6 = row
         return Tenant(name, vni, vlan, subnet, description, domain, gateway, bool(egress), limit,
-                      subnet6)
+                      subnet6, gw6)
 
     def tenants(self) -> list[Tenant]:
         rows = self._db.execute(self._TENANTS + " WHERE name != ? ORDER BY name",
@@ -188,16 +188,16 @@ class SqliteTx(ModelTx):
 
     def put_tenant(self, t: Tenant) -> None:
         self._db.execute("INSERT INTO tenants (name, vni, vlan, subnet, description, domain, "
-                         "gateway, egress, conntrack_limit, subnet6) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                         "gateway, egress, conntrack_limit, subnet6, gateway6) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                          "ON CONFLICT (name) "
                          "DO UPDATE SET vni = excluded.vni, vlan = excluded.vlan, "
                          "subnet = excluded.subnet, description = excluded.description, "
                          "domain = excluded.domain, gateway = excluded.gateway, "
                          "egress = excluded.egress, conntrack_limit = excluded.conntrack_limit, "
-                         "subnet6 = excluded.subnet6",
+                         "subnet6 = excluded.subnet6, gateway6 = excluded.gateway6",
                          (t.name, t.vni, t.vlan, t.subnet, t.description, t.domain, t.gateway,
-                          int(t.egress), t.conntrack_limit, t.subnet6))
+                          int(t.egress), t.conntrack_limit, t.subnet6, t.gateway6))
 
     def put_route(self, r: Route) -> None:
         self._db.execute("INSERT OR REPLACE INTO routes (tenant, prefix, via, mac) "

@@ -233,3 +233,34 @@ def test_ipv6_gateway_flows_are_accepted_read_back_equal_and_answer_and_route(ov
         and "hlimit=63" in routed, routed
     assert ovs.trace(f"{a},dl_dst={GW},tcp6,ipv6_src={IP6['a']},ipv6_dst={IP6['e']},"
                      "nw_ttl=1,tp_dst=80") == "drop"
+
+
+def test_a_configured_ipv6_gateway_static_ipv6_routes_and_no_gateway6_on_real_ovs(ovs):
+    """tests/unit/test_gateway6.py's cluster (red's IPv6 gateway fd00:1::fe, ::1 a port's)
+    with static IPv6 routes, then red without gateway6: every flow accepted and read
+    back equal; an NS for fd00:1::fe becomes an NA, a packet to fd00:99::/48 is routed
+    with hop limit 63, and without gateway6 IPv6 to the gateway MAC drops."""
+    from controller.model import Route
+    from tests.unit.test_gateway6 import GW6, RED6, _topo
+    from tests.unit.test_route6_pipeline import IP6
+    topo = replace(_topo(), routes=(Route("red", "fd00:99::/48", IP6["e"]),
+                                    Route("red", "::/0", "fd00:2::77", "02:00:00:00:00:77")))
+    state = desired_state("h1", topo, PORTS["h1"], TUNNELS["h1"])
+    conn = _OpenFlow(ovs.run / "br0.mgmt")
+    assert conn.send_state(state) == []
+    assert conn.flows() == state.flows
+    a = f"in_port=1,dl_src={MAC['a']}"
+    na = ovs.trace(f"{a},dl_dst=33:33:ff:00:00:fe,icmp6,ipv6_src={IP6['a']},"
+                   f"ipv6_dst=ff02::1:ff00:fe,icmpv6_type=135,icmpv6_code=0,"
+                   f"nd_target={GW6['red']},nd_sll={MAC['a']},nw_ttl=255")
+    assert f"set(eth(src={GW},dst={MAC['a']}))" in na and "type=136" in na, na
+    routed = ovs.trace(f"{a},dl_dst={GW},tcp6,ipv6_src={IP6['a']},ipv6_dst=fd00:99::5,"
+                       "nw_ttl=64,tp_dst=80")
+    print(f"\nstatic IPv6 route: {routed}")
+    assert routed.startswith(f"set(eth(src=0a:77:66:00:03:e9,dst={MAC['e']})),") \
+        and "hlimit=63" in routed, routed
+    none = desired_state("h1", _topo(replace(RED6, gateway6=None)), PORTS["h1"], TUNNELS["h1"])
+    assert conn.send_state(none, flows_only=True) == []
+    assert conn.flows() == none.flows
+    assert ovs.trace(f"{a},dl_dst={GW},tcp6,ipv6_src={IP6['a']},ipv6_dst={IP6['e']},"
+                     "nw_ttl=64,tp_dst=80") == "drop"

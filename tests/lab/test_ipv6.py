@@ -39,6 +39,9 @@ GW6 = "fd00:6::1"           # red6's (and blue6's) IPv6 gateway: the subnet's fi
 ROUTED = {"red6b": ("red", "10.10.7.0/24", "fd00:7::/64"),
           "blue6b": ("blue", "10.10.9.0/24", "fd00:9::/64")}
 ROUTED_CONTAINERS = {"a4": ("host2", "red6b"), "b4": ("host2", "blue6b")}
+# a configurable IPv6 gateway (schema 12): red6c's is not its subnet's first address
+CUSTOM = ("red6c", "red", "10.10.8.0/24", "fd00:8::/64")
+CUSTOM_GW6 = "fd00:8::fe"
 SERVER6 = """
 import socket, sys
 s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -333,3 +336,41 @@ def test_ipv6_acl_in_a_default_deny_tenant(lab, routed6):
         for p in procs:
             p.kill()
             p.wait()
+
+
+# --- a network whose IPv6 gateway is not ::1 (schema 12, `--gateway6`) ---------------------
+@pytest.fixture(scope="module")
+def custom6(lab, routed6) -> Iterator[dict[str, str]]:
+    """red6c (tenant red, fd00:8::/64) made with `weftctl network create --gateway6
+    fd00:8::fe`, container a5 on host1; name -> IPv6 address (the others' too)."""
+    net, tenant, subnet, subnet6 = CUSTOM
+    out = weftctl(lab, "network", "create", net, "--tenant", tenant, "--subnet", subnet,
+                  "--subnet6", subnet6, "--gateway6", CUSTOM_GW6)
+    assert out.returncode == 0 and f"gateway6 {CUSTOM_GW6}" in out.stdout, out
+    C.wait_docker_networks(lab, {net}, timeout=SYNC_S)
+    try:
+        start(lab, "host1", "a5", network=net)
+        addrs = {**routed6, "a5": _addr(lab, "host1", "a5")}
+        C.wait_converged(lab)
+        yield addrs
+    finally:
+        remove(lab, "host1", "a5")
+
+
+def test_a_network_whose_ipv6_gateway_is_not_the_first_address(lab, custom6):
+    """a5's IPv6 default route is red6c's stored gateway6 (the plugin's Join), which
+    answers ND (the gateway MAC, router flag) and ping6; a5 <-> a4 (red6b, host2) is
+    routed through it, each echo reply with hop limit 63; fd00:8::1, which nothing holds
+    now, answers nothing."""
+    routes = node_run(lab.name, "a5", ["ip", "-6", "route", "show", "default"]).stdout
+    assert routes.startswith(f"default via {CUSTOM_GW6} "), routes
+    assert ping(lab.name, "a5", CUSTOM_GW6, count=2).received == 2
+    neigh = node_run(lab.name, "a5", ["ip", "-6", "neigh", "show", CUSTOM_GW6]).stdout
+    ttls = _ping6_ttls(lab, "a5", custom6["a4"])
+    back = _ping6_ttls(lab, "a4", custom6["a5"])
+    print(f"\na5 -> a4 via {CUSTOM_GW6}: hop limits {ttls}, a4 -> a5 {back}; "
+          f"a5's neighbour {neigh.strip()}")
+    assert " lladdr 0a:77:66:" in neigh and "router" in neigh, neigh
+    assert len(ttls) >= 2 and set(ttls) == {63}, ttls
+    assert len(back) >= 2 and set(back) == {63}, back
+    assert ping(lab.name, "a5", "fd00:8::1", count=2).received == 0

@@ -91,7 +91,7 @@ def test_store_keeps_subnet6_and_refuses_a_bad_one_changing_nothing(tmp_path) ->
     again = Store(tmp_path / "weft.db")
     assert again.tenant("red").subnet6 == "fd00:10::/64"
     model = again.export()
-    assert model["version"] == 4
+    assert model["version"] == 5
     assert [t["subnet6"] for t in model["tenants"]] == ["fd00:10::/64", None]
     again.import_model(model, replace=True)
     assert again.tenant("red").subnet6 == "fd00:10::/64"
@@ -109,7 +109,7 @@ def test_a_schema_10_file_upgrades_in_place(tmp_path) -> None:
     db.commit()
     db.close()
     s = Store(path)
-    assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 11
+    assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
     assert s.tenant("red").subnet6 is None and s.tenant("red").subnet == "10.0.0.0/24"
     assert s.update_tenant("red", subnet6="fd00:10::/64").subnet6 == "fd00:10::/64"
     s.close()

@@ -18,7 +18,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 
 from controller.flows import feature_of
-from controller.model import AclRule, Binding, Topology, gateway_mac
+from controller.model import GATEWAY6_AUTO, AclRule, Binding, Topology, gateway_mac
 from controller.ofmsg import flow_from_stats
 from tests.fakeoftable import FakeCluster
 from tests.unit.test_ofmsg import stats_echo
@@ -31,8 +31,10 @@ from tests.unit.topologies import Lab, routing_labs
 
 IP6 = {"a": "fd00:1::5", "b": "fd00:2::5", "c": "fd00:1::5", "d": "fd00:1::6",
        "e": "fd00:2::6"}
-RED6, RED_DB6 = replace(RED, subnet6="fd00:1::/64"), replace(RED_DB, subnet6="fd00:2::/64")
-BLUE6 = replace(BLUE, subnet6="fd00:1::/64")
+AUTO6 = GATEWAY6_AUTO       # replace() passes every field: gateway6 re-derived from subnet6
+RED6 = replace(RED, subnet6="fd00:1::/64", gateway6=AUTO6)
+RED_DB6 = replace(RED_DB, subnet6="fd00:2::/64", gateway6=AUTO6)
+BLUE6 = replace(BLUE, subnet6="fd00:1::/64", gateway6=AUTO6)
 TOPO6 = Topology((RED6, RED_DB6, BLUE6, GREEN),
                  tuple(replace(b, ips=(*b.ips, IP6[b.port])) if b.port in IP6 else b
                        for b in BINDINGS), ("h1", "h2"))
@@ -76,7 +78,7 @@ def where(c: FakeCluster, host: str, port: str, pkt: dict, vlan: int | None = No
 
 def test_ipv6_gateway_is_the_subnets_first_address_with_a_gateway_only():
     assert (RED6.gateway6, RED_DB6.gateway6) == (GW6["red"], GW6["red-db"])
-    assert replace(RED6, gateway=None, egress=False).gateway6 is None
+    assert replace(RED6, gateway=None, egress=False, gateway6=AUTO6).gateway6 is None
     assert RED.gateway6 is None                                  # IPv4 only
 
 
@@ -196,7 +198,8 @@ def test_no_ipv6_frame_crosses_tenants(lab: Lab):
     macs = [gateway_mac(n.vni) for n in gateways(lab)] + ["33:33:00:00:00:01"]
     gws = sorted({n.gateway6 for n in gateways(lab) if n.gateway6})
     dsts = sorted({a for b in lab.topo.bindings for a in b.ips if ":" in a} | set(gws)
-                  | {OUTSIDE6})
+                  | {OUTSIDE6} | {f"{r.prefix.split('::')[0]}::5" for r in lab.topo.routes
+                                  if r.v6})
     for host, port, vlan, network in senders(lab):
         net = None if network is None else lab.topo.tenant(network)
         allowed = set() if net is None else domain_ports(lab, net.tenant) if net.gateway \
@@ -221,7 +224,7 @@ def test_routed_ipv6_reaches_exactly_its_destination_once_with_hop_limit_minus_o
     c = lab.cluster()
     topo = lab.topo
     routable = [b for b in topo.bindings if _v6(b) and b.mac and b.port in lab.ports[b.host]
-                and topo.tenant(b.tenant).gateway]
+                and topo.tenant(b.tenant).gateway6]
     for s in routable:
         net = topo.tenant(s.tenant)
         gw, src_ip = gateway_mac(net.vni), _v6(s)

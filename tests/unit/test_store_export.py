@@ -130,7 +130,7 @@ def test_damaged_input_changes_nothing(make_store, what, damage, error, field):
 
 
 def test_parse_export_rejects_shapes_without_a_store():
-    for data, field in (([], "format"), ({"format": "weft-model", "version": 5}, "version"),
+    for data, field in (([], "format"), ({"format": "weft-model", "version": 6}, "version"),
                         ({"format": "weft-model", "version": 1, "epoch": "e1",
                           "tenants": {}}, "tenants"),
                         ({"format": "weft-model", "version": 1, "epoch": "e1",

@@ -45,6 +45,6 @@ def test_schema_8_file_upgrades(tmp_path):
     db.commit()
     db.close()
     s = Store(path)
-    assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 11
+    assert s._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
     assert s.replace_container_names("h1", [WEB1])
     s.close()

@@ -231,7 +231,7 @@ def test_an_export_of_version_1_imports_as_the_upgrade(make_store):
     assert s.import_model(v1)["tenants"] == 2
     assert _gateways(s) == {"default": (None, False), "big": (None, False),
                             "red": (None, False)}
-    assert s.export()["version"] == 4
+    assert s.export()["version"] == 5
     with pytest.raises(Invalid) as e:                 # version 1 had no routes
         make_store("other").import_model({**v1, "routes": []})
     assert e.value.field == "routes"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from controller.flows import SwitchState
 from controller.model import (
-    MAX_VNI, TRUNK, Binding, QosRule, RateLimit, Route, Tenant, Topology,
+    GATEWAY6_AUTO, MAX_VNI, TRUNK, Binding, QosRule, RateLimit, Route, Tenant, Topology,
 )
 from controller.pipeline import desired_state
 from tests.fakeoftable import FakeCluster
@@ -216,7 +216,9 @@ def routing_labs(draw, max_hosts: int = 3, v6: bool = False) -> Lab:
     static routes (192.168.j.0/24 via a bound or an unbound address with ``mac``), and
     each tenant's gateway port ``wx-<id>`` on some hosts.  ``v6``: network j is also
     dual-stack (fd00:j::/64, the same in both tenants) and an addressed port also has
-    fd00:j::<its IPv4 host part>."""
+    fd00:j::<its IPv4 host part>; a network with a gateway has the IPv6 gateway
+    fd00:j::1 (the default), fd00:j::fe, or none; a static IPv6 route fd00:9j::/48 now and
+    then, via a bound IPv6 address or fd00:j::99 with ``mac``."""
     hosts = tuple(f"h{i}" for i in range(1, draw(st.integers(1, max_hosts)) + 1))
     networks: list[Tenant] = []
     vlans = iter(range(10, 100))
@@ -228,7 +230,9 @@ def routing_labs(draw, max_hosts: int = 3, v6: bool = False) -> Lab:
                 if draw(st.integers(0, 3)) == 0 else None, subnet=network_subnet(j),
                 domain=None if j == 0 else tenant, gateway=gw,
                 egress=gw is not None and draw(st.booleans()),
-                subnet6=f"fd00:{j}::/64" if v6 else None))
+                subnet6=f"fd00:{j}::/64" if v6 else None,
+                gateway6=draw(st.sampled_from([GATEWAY6_AUTO, f"fd00:{j}::fe", None]))
+                if v6 and gw else GATEWAY6_AUTO))
     bindings: list[Binding] = []
     used: set[tuple[str, str]] = set()
     routes: list[Route] = []
@@ -260,6 +264,16 @@ def routing_labs(draw, max_hosts: int = 3, v6: bool = False) -> Lab:
                 routes.append(Route(t, f"192.168.{j}.0/24", draw(st.sampled_from(bound))))
             else:
                 routes.append(Route(t, f"192.168.{j}.0/24", f"10.0.{j}.99",
+                                    mac="02:00:00:00:99:01"))
+        gws6 = [n for n in networks if n.tenant == t and n.gateway6]
+        if v6 and gws6 and draw(st.booleans()):             # a static IPv6 route
+            n = draw(st.sampled_from(gws6))
+            j = int(n.subnet.split(".")[2])                     # type: ignore[union-attr]
+            bound = [b.ips[1] for b in bindings if b.tenant == n.name and len(b.ips) > 1]
+            if bound and draw(st.booleans()):
+                routes.append(Route(t, f"fd00:9{j}::/48", draw(st.sampled_from(bound))))
+            else:
+                routes.append(Route(t, f"fd00:9{j}::/48", f"fd00:{j}::99",
                                     mac="02:00:00:00:99:01"))
     topo = Topology(tuple(networks), tuple(bindings), hosts, routes=tuple(routes))
     ports, tunnels = {}, {}
