@@ -6,7 +6,8 @@ plugin apply them. Design: docs/routing.md sections 3 and 4.
 Each tenant with a gateway port ``wx-<id>`` on this host is an interface to the kernel.
 What comes in from it is tracked in the tenant's own conntrack zone in the *original*
 direction only; the reply direction lives in the shared zone 0, where masquerade picks
-unique ports (each tenant's TCP/UDP from its own port range: ``port_ranges``). So two tenants opening the same connection from the same container address
+unique ports (each tenant's TCP/UDP from its own port range: ``port_ranges``). So two
+tenants opening the same connection from the same container address
 stay two connections, and their replies find the right one. The tenant's mark
 (``0x57000000 | id``) is kept in the connection's ct mark, and policy routing by that mark
 sends replies (and published ports' traffic) back to ``wx-<id>``.
