@@ -6,7 +6,8 @@ plugin apply them. Design: docs/routing.md sections 3 and 4.
 Each tenant with a gateway port ``wx-<id>`` on this host is an interface to the kernel.
 What comes in from it is tracked in the tenant's own conntrack zone in the *original*
 direction only; the reply direction lives in the shared zone 0, where masquerade picks
-unique ports. So two tenants opening the same connection from the same container address
+unique ports (each tenant's TCP/UDP from its own port range: ``port_ranges``). So two
+tenants opening the same connection from the same container address
 stay two connections, and their replies find the right one. The tenant's mark
 (``0x57000000 | id``) is kept in the connection's ct mark, and policy routing by that mark
 sends replies (and published ports' traffic) back to ``wx-<id>``.
@@ -34,6 +35,8 @@ NEXT_HOP = "169.254.77.2"       # the kernel's next hop on wx-<id> (MAC: next_ho
 ZONE_FLIP = 0x8000              # host-stack zone = id ^ ZONE_FLIP (module docstring)
 PORT_PREFIX = "wx-"
 PROTOS = ("tcp", "udp")
+NAT_PORTS = (1024, 65535)       # the host ports masquerade hands out to tenants' TCP/UDP
+MIN_SLICE = 1024                # the fewest NAT ports a tenant gets (port_ranges)
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,33 @@ def zone(tenant_id: int) -> int:
     return tenant_id ^ ZONE_FLIP
 
 
+def port_ranges(tenant_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """Tenant id -> the host ports (first, last) its TCP and UDP egress masquerades to.
+
+    Why: masquerade picks a connection's host port while the entry is still unconfirmed,
+    checking only *confirmed* entries.  Two tenants' first packets of the same tuple (same
+    container address and port: their original zones differ, their reply tuples in zone 0
+    would not) at the same instant both keep the same port, and the kernel drops the later
+    one at confirm (UDP: a lost first datagram; one tenant lost 137 of 300 simultaneous rounds in
+    tests/integration/test_nat_namespaces.py).  Random ports (``fully-random``) only make
+    that unlikely; disjoint ranges make the two reply tuples differ whatever the timing.
+
+    The host's tenants, in id order, share NAT_PORTS in equal slices of at least
+    MIN_SLICE ports: up to 63 tenants on one host never share a port; beyond that slices
+    are reused round robin (two tenants sharing one then clash only if both draw the same
+    random port).  A slice moving when a tenant comes or goes is harmless: existing
+    connections keep their ports, and new ones are checked against them."""
+    ids = sorted(set(tenant_ids))
+    if not ids:
+        return {}
+    first, last = NAT_PORTS
+    total = last - first + 1
+    slots = min(len(ids), total // MIN_SLICE)
+    size = total // slots
+    return {tid: (first + (i % slots) * size, first + (i % slots) * size + size - 1)
+            for i, tid in enumerate(ids)}
+
+
 def _elements(items: Iterable[str]) -> str:
     listed = ", ".join(items)
     return f" elements = {{ {listed} }};" if listed else ""
@@ -168,6 +198,7 @@ def ruleset(gateways: Iterable[Gateway], published: Iterable[Published] = ()) ->
     pub = _published_elements(published)
     ports = [f'"{g.port}"' for g in gws]
     limits = [g for g in gws if g.conntrack_limit > 0]
+    ranges = port_ranges(g.id for g in gws)
     lines = [
         f"table ip {TABLE}", f"delete table ip {TABLE}",
         f"table ip {TABLE} {{",
@@ -224,8 +255,13 @@ def ruleset(gateways: Iterable[Gateway], published: Iterable[Published] = ()) ->
         *(f"    ct state new meta mark {g.mark:#010x} add @conns {{ meta mark ct count over "
           f"{g.conntrack_limit} }} drop" for g in limits),
         "  }",
+        # TCP/UDP: each tenant into its own port range (port_ranges: no clash between
+        # tenants' first packets), random in it (none between a tenant's own); the rest
+        # (ICMP) as it comes
         "  chain masq {",
         "    type nat hook postrouting priority srcnat - 10; policy accept;",
+        *(f'    iifname "{g.port}" oifname != "{PORT_PREFIX}*" meta l4proto {{ tcp, udp }} '
+          f"masquerade to :{ranges[g.id][0]}-{ranges[g.id][1]} fully-random" for g in gws),
         f'    iifname "{PORT_PREFIX}*" oifname != "{PORT_PREFIX}*" masquerade',
         "  }",
         "}", ""]

@@ -92,6 +92,13 @@ def test_ruleset_shape():
     assert 'iifname "wx-*" ct original zone set iifname map @wx_zone' in text
     assert 'iifname "wx-*" ct direction reply iifname . ct mark != @wx_owner drop' in text
     assert 'iifname "wx-*" oifname != "wx-*" masquerade' in text
+    # TCP/UDP: each tenant its own half of the NAT ports, random within it
+    assert ('iifname "wx-1001" oifname != "wx-*" meta l4proto { tcp, udp } '
+            'masquerade to :1024-33279 fully-random') in text
+    assert ('iifname "wx-1002" oifname != "wx-*" meta l4proto { tcp, udp } '
+            'masquerade to :33280-65535 fully-random') in text
+    # the tenants' rules come before the catch-all (ICMP) one
+    assert text.index('"wx-1002" oifname') < text.index('"wx-*" oifname != "wx-*" masq')
     # published: any address and one address, each with the tenant's mark
     assert "tcp . 8080 : 10.10.1.2 . 5201" in text and "tcp . 8080 : 0x570003e9" in text
     assert "192.168.50.1 . udp . 8081 : 10.10.1.2 . 5201" in text
@@ -100,6 +107,24 @@ def test_ruleset_shape():
     assert "ct state new meta mark 0x570003e9 add @conns { meta mark ct count over 10 } drop" \
         in text
     assert "meta mark 0x570003ea add @conns" not in text
+
+
+def test_port_ranges_are_disjoint_until_slices_would_be_too_small():
+    assert nat.port_ranges([]) == {}
+    assert nat.port_ranges([7]) == {7: (1024, 65535)}
+    assert nat.port_ranges([9, 3, 9]) == {3: (1024, 33279), 9: (33280, 65535)}
+    for n in (3, 10, 63):
+        r = nat.port_ranges(range(1, n + 1))
+        spans = sorted(r.values())
+        assert spans[0][0] >= 1024 and spans[-1][1] <= 65535
+        assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False)), n
+        assert all(hi - lo + 1 >= nat.MIN_SLICE for lo, hi in spans)
+    # beyond 63 tenants: slices of MIN_SLICE reused round robin, never smaller
+    r = nat.port_ranges(range(1, 201))
+    assert len(set(r.values())) == 63 and r[1] == r[64] != r[2]
+    assert all(hi - lo + 1 == nat.MIN_SLICE and hi <= 65535 for lo, hi in r.values())
+    # the ranges are by id order, not by the order given
+    assert nat.port_ranges([5, 1, 3]) == nat.port_ranges([1, 3, 5])
 
 
 def test_ruleset_is_deterministic_and_duplicates_do_not_break_it():
