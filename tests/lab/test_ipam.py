@@ -16,6 +16,7 @@ it leaves.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -48,9 +49,18 @@ PER_HOST = int(os.environ.get("WEFT_IPAM_PER_HOST", "40"))
 SUBNET = ipaddress.ip_network("10.40.0.0/22")
 
 
+# WEFT_IPAM_PORT_TYPE=afpacket for 300 containers: AF_XDP ports (the default, auto) grow
+# userspace vswitchd by tens of MB each (their umem), and 300 of them do not fit this
+# machine's 24 GB (docs/docker.md "Addresses")
+PORT_TYPE = os.environ.get("WEFT_IPAM_PORT_TYPE")
+
+
 @pytest.fixture(scope="module")
 def lab():
-    with converged_lab(load("topologies/ipam.yaml").with_name(lab_name("ip"))) as topo:
+    topo = load("topologies/ipam.yaml").with_name(lab_name("ip"))
+    if PORT_TYPE:
+        topo = dataclasses.replace(topo, port_type=PORT_TYPE)
+    with converged_lab(topo) as topo:
         yield topo
 
 
