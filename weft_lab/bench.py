@@ -551,6 +551,34 @@ def _restart_controller(topo) -> tuple[float, int]:
     return took, mods
 
 
+def ipam_allocations(n: int, runs: int) -> tuple[list[Figure], dict]:
+    """Cluster-wide IPAM allocations per second, SQLite and etcd (one member on disk)
+    in one run, ``runs`` times: the plugin's own code and HTTP client against a real
+    weft-manager (weft_lab.store_bench.ipam_rates: ``n`` allocations from a /16, a /26
+    block claimed every 64; bare block and --ip address claims over REST)."""
+    import tempfile
+
+    from weft_lab.etcd import etcd_cluster
+    from weft_lab.store_bench import ipam_rates
+    rows: dict[str, list[dict[str, float]]] = {"sqlite": [], "etcd": []}
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="weft-bench-ipam-", dir="/var/tmp") as tmp:
+            work = Path(tmp)
+            rows["sqlite"].append(ipam_rates(n, ["--weft-db", str(work / "w.db")], work))
+            with etcd_cluster(1, on_disk=True) as cluster:
+                rows["etcd"].append(ipam_rates(n, cluster.manager_args(), work))
+    figs = []
+    for key, what in (("allocations_per_s", f"{n} plugin allocations"),
+                      ("block_claims_per_s", "block claims"),
+                      ("address_claims_per_s", "address claims (--ip)")):
+        for store in ("sqlite", "etcd"):
+            figs.append(Figure(f"IPAM {what}, {store}", [r[key] for r in rows[store]], "/s"))
+        figs.append(Figure(f"IPAM {what}, etcd / sqlite",
+                           [e[key] / s[key] for s, e in zip(rows["sqlite"], rows["etcd"])],
+                           "x"))
+    return figs, rows
+
+
 def flows_per_switch() -> list[dict]:
     """Desired flows on one switch as hosts, tenants and endpoints grow (pure pipeline)."""
     from controller.model import Binding, Tenant, Topology
@@ -794,7 +822,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "partial run never overwrites the whole one)")
     ap.add_argument("--plot", default=str(ROOT / "docs" / "performance.png"))
     ap.add_argument("--only", help="comma list of sections: dataplane,flannel,bind,program,"
-                                   "flows,scale,agent,peer,docker,firstpacket,routing,metrics")
+                                   "flows,scale,agent,peer,docker,firstpacket,routing,metrics,"
+                                   "ipam")
     ap.add_argument("--program", metavar="NxH,...",
                     help="programming scales, endpoints x hosts (default 1000x4,1000x16,"
                          "10000x4,10000x16; --quick 1000x4)")
@@ -878,6 +907,10 @@ def main(argv: list[str] | None = None) -> int:
                 results["agent_convergence"].append({"hosts": h, "seconds": f.values[0]})
                 return [f]
             step(f"agent convergence, {h} hosts", converge)
+    if want("ipam"):
+        step("cluster IPAM allocations per second, SQLite vs etcd",
+             lambda: keep("ipam", ipam_allocations(500 if args.quick else 2000,
+                                                   1 if args.quick else 3)))
     if want("routing"):
         step("routing: routed, NATed, first packet (topologies/routing.yaml)",
              lambda: routing(runs, secs, 40 if args.quick else 100))
