@@ -498,7 +498,13 @@ class Agent:
             ask = not plugged or now - asked >= self.interval   # dockerd: each interval
             asked = now if ask else asked
             try:
-                self._report_attachments(api, ask_docker=ask)
+                if plugged:     # the plugged port first: dockerd may be busy with its run
+                    t0 = time.monotonic()
+                    self._report_attachments(api, ask_docker=False)
+                    LOG.debug("container port change reported in %.0f ms",
+                              (time.monotonic() - t0) * 1000)
+                if ask:
+                    self._report_attachments(api, ask_docker=True)
             except Exception as exc:        # OVS restarting: the next round retries
                 LOG.warning("reporting attachments failed: %s", exc)
 

@@ -81,19 +81,34 @@ def add_container_port(api, name: str, tenant: str, container: str, mac: str,
 
     Both address keys are always written, so a port re-plugged without an address
     or with port security back on keeps no stale value."""
-    ext = {OWNER_KEY: OWNER, ROLE_KEY: "container", TENANT_KEY: tenant,
-           CONTAINER_KEY: container, MAC_KEY: mac, IPS_KEY: ",".join(ips),
-           PORT_SECURITY_KEY: "on" if port_security else "off", **(extra or {})}
+    ext = container_ext(tenant, container, mac, extra, ips, port_security)
     with api.transaction(check_error=True) as txn:
         txn.add(api.add_port(BRIDGE, name, may_exist=True))
         txn.add(api.db_set("Interface", name, ("external_ids", ext), ("type", port_type)))
     if port_type.startswith("afxdp"):
-        _wait_opened(api, name)         # vswitchd tries to open it: ofport or error
+        wait_opened(api, name)          # vswitchd tries to open it: ofport or error
         if refused_afxdp(api, {name}):
             api.db_set("Interface", name, ("type", "")).execute(check_error=True)
 
 
-def _wait_opened(api, name: str, timeout: float = 1.0) -> None:
+def container_ext(tenant: str, container: str, mac: str, extra: dict[str, str] | None = None,
+                  ips: tuple[str, ...] = (), port_security: bool = True) -> dict[str, str]:
+    """The external_ids of a container port (what the agent reports, the controller binds)."""
+    return {OWNER_KEY: OWNER, ROLE_KEY: "container", TENANT_KEY: tenant,
+            CONTAINER_KEY: container, MAC_KEY: mac, IPS_KEY: ",".join(ips),
+            PORT_SECURITY_KEY: "on" if port_security else "off", **(extra or {})}
+
+
+def label_container_port(api, name: str, tenant: str, container: str, mac: str,
+                         extra: dict[str, str] | None = None, ips: tuple[str, ...] = (),
+                         port_security: bool = True) -> None:
+    """Turn a port already on br0 (a pool port, ovs_agent.portpool) into a container
+    port: its external_ids replaced by a container port's, its type left as opened."""
+    ext = container_ext(tenant, container, mac, extra, ips, port_security)
+    api.db_set("Interface", name, ("external_ids", ext)).execute(check_error=True)
+
+
+def wait_opened(api, name: str, timeout: float = 1.0) -> None:
     """Until vswitchd has tried the port (an ofport or an error), at most `timeout` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

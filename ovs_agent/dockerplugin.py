@@ -166,9 +166,11 @@ class Dataplane(Protocol):
         """Store and delete records in one atomic step."""
 
     def plug(self, port: str, peer: str, mac: str, tenant: str, container: str,
-             extra: dict[str, str], ips: tuple[str, ...], port_security: bool) -> None:
+             extra: dict[str, str], ips: tuple[str, ...],
+             port_security: bool) -> tuple[str, str] | None:
         """Create the veth `port`/`peer` (peer with `mac`) and put `port` on br0, labelled
-        with its addresses and whether the port is to be bound with them."""
+        with its addresses and whether the port is to be bound with them; or hand out a
+        pair made ahead of time (ovs_agent.portpool): the names used (None: these)."""
 
     def unplug(self, port: str) -> None:
         """Remove `port` from br0 and delete the veth; no error if already gone."""
@@ -889,9 +891,10 @@ class Plugin:
         if ep.port:             # a repeated Join: start from a clean veth
             self.dp.unplug(ep.port)
         ips = tuple(a.split("/")[0] for a in (ep.address, ep.address6) if a)
-        self.dp.plug(port, peer, ep.mac, tenant, req.get("SandboxKey") or ep.id,
-                     {"weft-docker-network": net.id, "weft-docker-endpoint": ep.id},
-                     ips, net.port_security)
+        used = self.dp.plug(port, peer, ep.mac, tenant, req.get("SandboxKey") or ep.id,
+                            {"weft-docker-network": net.id, "weft-docker-endpoint": ep.id},
+                            ips, net.port_security)
+        port, peer = used or (port, peer)
         ep.port = port
         self._put(ep)
         LOG.info("joined %s (%s, %s) to weft network %s as port %s, gateway %s", ep.id[:12],
@@ -918,6 +921,8 @@ class Plugin:
         # By name, not by the record: a crash between plug and save leaves a port
         # the record does not know, and Docker's DeleteEndpoint must still remove it.
         self.dp.unplug(port_names(ep.id)[0])
+        if ep.port and ep.port != port_names(ep.id)[0]:
+            self.dp.unplug(ep.port)     # a pool port (ovs_agent.portpool)
         if ep.port:
             LOG.info("unplugged %s (port %s)", ep.id[:12], ep.port)
         ep.port = None

@@ -37,6 +37,7 @@ class _WatchingIdl(connection.OvsdbIdl):
             ext = getattr(row, "external_ids", None) or {}
             old = getattr(updates, "external_ids", None) or {} if relabelled else {}
             if "container" in (ext.get(ROLE_KEY), old.get(ROLE_KEY)):
+                LOG.debug("container port %s %s", getattr(row, "name", "?"), event)
                 callback()
 
 

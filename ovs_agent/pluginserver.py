@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from cluster.hostsfile import BRIDGE, Cluster, HostsFileError, load, tunnel_mtu
-from ovs_agent import attach, dockerd, hostnet, nat, ovsdb
+from ovs_agent import attach, dockerd, hostnet, nat, ovsdb, portpool
 from ovs_agent.agent import pick_host
 from ovs_agent.desired import device_port_type
 from ovs_agent.dockerplugin import (EP_KEY, NET_KEY, POOL_KEY, PUB_KEY, RECLAIM_AFTER,
@@ -77,6 +77,21 @@ class OvsDataplane:
         self.api, self.cluster, self.host, self.mtu = api, cluster, host, mtu
         self.docker_host = docker_host
         self._clients: dict[str, httpx.Client] = {}
+        self.pool: portpool.PortPool | None = None
+
+    def start_pool(self, size: int, keep: set[str]) -> None:
+        """Keep `size` br0 ports opened ahead of Join (0: none; see ovs_agent.portpool);
+        ports of an earlier run's pool that no endpoint in `keep` holds are removed."""
+        tx_off = hostnet.needs_tx_checksum_off(self.cluster.host(self.host).datapath_type)
+        pool = portpool.PortPool(self.api, self.mtu,
+                                 lambda p: device_port_type(self.cluster, self.host, p),
+                                 tx_off, size)
+        pool.start(keep)
+        self.pool = pool if size > 0 else None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
     def load(self) -> dict[str, str]:
         ext = self.api.db_get("Bridge", BRIDGE, "external_ids").execute(check_error=True)
@@ -91,8 +106,18 @@ class OvsDataplane:
 
     def plug(self, port: str, peer: str, mac: str, tenant: str, container: str,
              extra: dict[str, str], ips: tuple[str, ...] = (),
-             port_security: bool = True) -> None:
+             port_security: bool = True) -> tuple[str, str]:
+        """The endpoint's veth on br0: a pool pair if one is ready (its names), else
+        `port`/`peer` made now."""
         t0 = time.monotonic()
+        pair = self.pool.take() if self.pool is not None else None
+        if pair is not None:
+            hostnet.ip("link", "set", pair[1], "address", mac)
+            attach.label_container_port(self.api, pair[0], tenant, container, mac, extra,
+                                        ips, port_security)
+            LOG.debug("plug %s from the pool: %.0f ms", pair[0],
+                      (time.monotonic() - t0) * 1000)
+            return pair
         for name in (port, peer):       # leftovers of a crash between create and plug
             if hostnet.link_exists(name):
                 hostnet.ip("link", "del", name, check=False)
@@ -105,6 +130,7 @@ class OvsDataplane:
                                   ips, port_security)
         LOG.debug("plug %s: veth %.0f ms, br0 %.0f ms", port, (t1 - t0) * 1000,
                   (time.monotonic() - t1) * 1000)
+        return port, peer
 
     def unplug(self, port: str) -> None:
         attach.remove_container_port(self.api, port)
@@ -345,6 +371,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--reclaim-after", type=float, default=RECLAIM_AFTER, metavar="SECONDS",
                     help="an address no container, br0 port or dockerd network has is "
                          "handed out again after this long (default: %(default)s)")
+    ap.add_argument("--port-pool", type=int, default=portpool.DEFAULT_SIZE, metavar="N",
+                    help="br0 ports kept opened ahead of Join, so vswitchd's open of a new "
+                         "port is off the path of docker run (0: none; default: "
+                         "%(default)s)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -359,10 +389,14 @@ def main(argv: list[str]) -> int:
         return 2
     api = ovsdb.connect(args.ovsdb)
     _wait_for_bridge(api)
-    plugin = Plugin(OvsDataplane(api, cluster, me.name, tunnel_mtu(cluster), args.docker_host),
-                    host=me.name, reclaim_after=args.reclaim_after)
+    dataplane = OvsDataplane(api, cluster, me.name, tunnel_mtu(cluster), args.docker_host)
+    plugin = Plugin(dataplane, host=me.name, reclaim_after=args.reclaim_after)
+    dataplane.start_pool(max(0, args.port_pool),
+                         keep={ep.port for ep in plugin.endpoints.values() if ep.port})
     try:
         serve(plugin, args.socket)
     except KeyboardInterrupt:
         pass
+    finally:
+        dataplane.close()       # the pool's ports go (SIGTERM too: serve's SystemExit)
     return 0

@@ -504,7 +504,8 @@ class StoreBase(ABC):
             if n and not force:
                 raise InUse("name", f"network {name!r} has {n} port binding(s): "
                                     f"{_named(bound)}; remove their containers (docker rm; "
-                                    "the ports' names are wd + the endpoint id), unbind "
+                                    "a port's weft-docker-endpoint external_id names its "
+                                    "endpoint), unbind "
                                     "them, or delete with force=true", bound)
             _unbind_segment(tx, name)
             _drop_claims(tx, name)

@@ -886,3 +886,40 @@ def test_ipv6_networks_must_match_the_controller_s():
         p, "NetworkDriver.CreateEndpoint", NetworkID=network(p, "n4", "red") and "n4",
         EndpointID="e" * 64, Interface={"Address": "10.10.0.9/24",
                                         "AddressIPv6": "fd00::9/64"}, Options={})
+
+
+class PooledDataplane(FakeDataplane):
+    """A host whose plugin keeps br0 ports opened ahead of Join (ovs_agent.portpool)."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.ready = [("wq00000000001", "wr00000000001"), ("wq00000000002", "wr00000000002")]
+
+    def plug(self, port, peer, mac, tenant, container, extra, ips, port_security):
+        port, peer = self.ready.pop(0) if self.ready else (port, peer)
+        super().plug(port, peer, mac, tenant, container, extra, ips, port_security)
+        return port, peer
+
+
+def test_join_hands_out_a_pool_port_and_leave_removes_it():
+    """Join gives Docker the pool pair's peer, the endpoint holds the pool's br0 port,
+    and Leave / DeleteEndpoint remove that port (not only the endpoint's own name)."""
+    dp = PooledDataplane()
+    p = plugin(dp)
+    pool = network(p, "n", "red")
+    out = run(p, "n", pool, "ab" * 32)
+    assert out["join"]["InterfaceName"] == {"SrcName": "wr00000000001", "DstPrefix": "eth"}
+    info = dp.ports["wq00000000001"]
+    assert info["mac"] == out["mac"] and info["ips"] == ("10.10.0.2",)
+    assert info["weft-docker-endpoint"] == "ab" * 32 and info["port_security"] is True
+    assert call(p, "NetworkDriver.EndpointOperInfo", NetworkID="n",
+                EndpointID="ab" * 32)["Value"]["port"] == "wq00000000001"
+    # a plugin restarted in between still knows which port the endpoint holds
+    p2 = plugin(dp)
+    call(p2, "NetworkDriver.Leave", NetworkID="n", EndpointID="ab" * 32)
+    assert dp.ports == {}
+    call(p2, "NetworkDriver.DeleteEndpoint", NetworkID="n", EndpointID="ab" * 32)
+    # the last pool pair, then (the pool empty) the endpoint's own port as before
+    run(p2, "n", pool, "cd" * 32)
+    run(p2, "n", pool, "ef" * 32)
+    assert sorted(dp.ports) == ["wdefefefefefe", "wq00000000002"]
