@@ -161,9 +161,9 @@ BACKGROUND_NETNS: set[str] = set()
 
 
 def _rank(item) -> int:
-    """Lab tests first (they measure latency and throughput: nothing but idle-priority
-    work may run beside them), the VM tests last, everything else (unit and integration
-    tests, which measure nothing) in between."""
+    """Lab tests first (they measure latency and throughput: only the niced unit tests
+    run beside them), the VM tests last, everything else (integration tests and the
+    unit tests marked `foreground`, which measure nothing) in between."""
     return 0 if item.nodeid.startswith("tests/lab/") else 2 if item.get_closest_marker("vm") else 1
 
 
@@ -228,52 +228,63 @@ def await_beside() -> None:
     _BESIDE["took"] = time.monotonic() - _BESIDE["started"]
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item) -> None:
-    if _rank(item) == 2:
-        await_beside()
-
-
 def pytest_collection_finish(session) -> None:
-    """When the VM tests will run, bring their guests up now, in the background, at idle
-    CPU priority (`weft-lab vm up` under SCHED_IDLE: on a cold cache it builds the image
-    too), while the other tests run; the VM tests' fixture takes the running lab over and
-    gives it normal priority back (`full_speed`).
-
-    SCHED_IDLE, not nice: niced emulated guests still took a core beside the lab tests
-    and latency bounds failed (nice 10 weighs 110 against a test's 1024; SCHED_IDLE
-    weighs 3, and a waking normal task preempts it at once).  The lab tests leave most of
-    the CPU idle (a cold run used 36% of two cores): that is what the guests get.
-    If another VM lab holds the lock, only the image is built here (no lock needed) and
-    the fixture brings the guests up itself, later."""
+    """When the VM tests will run:
+    - and the guest image is not cached (always so on a cold cache: ./dev.sh test, CI),
+      build it now, in the background, while the other tests run: minutes mostly spent
+      waiting on the Debian mirror and the disk;
+    - mark the first test after the lab tests: there the guests start coming up in the
+      background (`weft-lab vm up`: boot and install under QEMU's emulator, minutes of
+      CPU), beside the integration tests and the unit tests left in this session, which
+      measure nothing.  Never beside the lab tests: emulated guests disturb them niced
+      and even at idle priority (SCHED_IDLE): latency bounds failed both ways (tried:
+      docs/lab.md).  The VM tests' fixture takes the lab over."""
     if "ids" in _BESIDE:
         _start_beside(session)
     items = session.items
     if os.geteuid() != 0 or not any(i.get_closest_marker("vm") for i in items) \
             or not shutil.which("qemu-system-x86_64") or os.environ.get("WEFT_VM_LAB"):
         return
+    first = next(i for i in items if _rank(i) > 0)
+    if _rank(first) == 1:
+        _EARLY_VM["at"] = first.nodeid
+    from weft_lab import cache, vm
+    if all(p.exists() for p in vm.image_paths().values()):
+        return
+    cache.root().mkdir(parents=True, exist_ok=True)
+    log = cache.root() / "vm-image-build.log"
+    out = open(log, "w")
+    _IMAGE_BUILD["proc"] = subprocess.Popen(
+        [sys.executable, "-m", "weft_lab.cli", "vm", "image"], stdout=out,
+        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parent.parent)
+    _IMAGE_BUILD["out"] = out
+    session.config.pluginmanager.getplugin("terminalreporter").write_line(
+        f"[{time.strftime('%H:%M:%S')}] building the VM guest image in the background "
+        f"while the other tests run (log: {log})")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item) -> None:
+    """At the test marked at collection, bring the VM lab up in the background (niced:
+    the tests beside it keep their CPU).  If another VM lab holds the lock, nothing
+    starts here and the VM tests' fixture does it all itself, later.  Before the first VM
+    test, wait for the unit tests beside (the VM tests measure)."""
+    if _rank(item) == 2:
+        await_beside()
+    if _EARLY_VM.get("at") != item.nodeid:
+        return
+    del _EARLY_VM["at"]
     import fcntl
 
     from weft_lab import cache, vm
-    cache.root().mkdir(parents=True, exist_ok=True)
-    report = session.config.pluginmanager.getplugin("terminalreporter").write_line
     lock = open(VM_LOCK, "a")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         lock.close()
-        if all(p.exists() for p in vm.image_paths().values()):
-            return
-        log = cache.root() / "vm-image-build.log"
-        out = open(log, "w")
-        _IMAGE_BUILD["proc"] = subprocess.Popen(
-            [sys.executable, "-m", "weft_lab.cli", "vm", "image"], stdout=out,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=Path(__file__).resolve().parent.parent)
-        _IMAGE_BUILD["out"] = out
-        report(f"[{time.strftime('%H:%M:%S')}] another VM lab runs: building the VM guest "
-               f"image in the background (log: {log})")
         return
+    cache.root().mkdir(parents=True, exist_ok=True)
     name = lab_name("v")
     BACKGROUND_NETNS.add(vm.netns(name))
     log = cache.root() / f"vm-up-{name}.log"
@@ -284,38 +295,15 @@ def pytest_collection_finish(session) -> None:
                          [sys.executable, "-m", "weft_lab.cli", "vm", "up", "--lab", name],
                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          cwd=Path(__file__).resolve().parent.parent,
-                         preexec_fn=_idle_priority))
-    report(f"[{time.strftime('%H:%M:%S')}] bringing the VM lab {name} up in the background "
-           f"at idle priority while the other tests run (image, boot, install; log: {log})")
+                         preexec_fn=lambda: os.nice(10)))
+    capman = item.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled():
+        sys.stdout.write(f"\n[{time.strftime('%H:%M:%S')}] the lab tests are done: bringing "
+                         f"the VM lab {name} up in the background beside the other tests "
+                         f"(log: {log})\n")
+        sys.stdout.flush()
 
 
-def _idle_priority() -> None:
-    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-
-
-def full_speed() -> int:
-    """Give every thread of this run that runs at idle priority (the background VM lab:
-    QEMU, its ssh control masters) normal priority again; returns how many.  Before the
-    VM tests: they measure, and an idle-priority ssh master would starve behind QEMU."""
-    ours = f"{RUN_MARK}={os.environ[RUN_MARK]}".encode()
-    changed = 0
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            if ours not in (d / "environ").read_bytes().split(b"\0"):
-                continue
-            tids = [int(t.name) for t in (d / "task").iterdir()]
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                if os.sched_getscheduler(tid) == os.SCHED_IDLE:
-                    os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-                    changed += 1
-            except OSError:                 # gone meanwhile
-                pass
-    return changed
 
 
 def early_vm_lab() -> dict | None:

@@ -6,8 +6,8 @@ commands from dist/ (weft_lab.dist) and run as the systemd units of systemd/
 agent wrote), `datapath_type: system`.
 The image is built once and cached (outside the lab lock); the lock is held only
 while the guests run.  Run without an outer `flock` (the fixture takes it).  In a run
-with other tests (./dev.sh test) the guests come up in the background from the start, at
-idle CPU priority (tests/conftest.py), and the fixture takes them over at full priority.
+with other tests (./dev.sh test) the guests come up in the background once the lab tests
+are done, beside the integration tests (tests/conftest.py), and the fixture takes them over.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from typing import TypeVar
 import pytest
 
 from cluster.version import version
-from tests.conftest import VM_LOCK, early_vm_lab, full_speed, lab_name, snapshot
+from tests.conftest import VM_LOCK, early_vm_lab, lab_name, snapshot
 from weft_lab import dist, vm
 from weft_lab.shell import CommandError, netns_list
 
@@ -53,7 +53,6 @@ def lab(progress):
         early = None                        # it failed in the background: do it here
     if early is not None:                   # brought up in the background (tests/conftest.py)
         name, before = early["name"], early["before"]
-        TIMES["threads_to_full_speed"] = full_speed()
         try:
             TIMES["converge"] = vm.wait_converged(name)
             yield name
@@ -98,7 +97,7 @@ def _down(name: str) -> None:
 
 def _await_early(early: dict, progress) -> bool:
     """Wait for the background `weft-lab vm up` to finish.  False if it failed: it ran
-    at idle priority beside the other tests, and a guest starved of CPU can miss a systemd start
+    niced beside the other tests, and a guest starved of CPU can miss a systemd start
     timeout; its log is shown, the lab is removed and the fixture brings one up itself
     (a real fault fails there again)."""
     proc, t0 = early["proc"], time.monotonic()
