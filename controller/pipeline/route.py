@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from controller.flows import COOKIE_ROUTE, Flow, flow
@@ -129,15 +130,8 @@ def _build_fib(topo: Topology, tenant: str,
             for addr, mac in _host_addresses(b):
                 if domain.network_of(addr) is n:
                     hosts.setdefault(addr, (n, mac))
-    for r in sorted((r for r in topo.routes if r.tenant == tenant and not r.v6),
-                    key=lambda r: r.prefix):
-        via = domain.network_of(r.via)
-        hop = (_holder_mac(by_network.get(via.name, ()), r.via) if via else None) or r.mac
-        if via is None or hop is None:
-            continue            # the store refuses these; a stale model routes nothing
-        rows.append(flow(FIB, fib_priority(r.network.prefixlen, FIB_STATIC),
-                         {**ip, **prefix_match(r.network)}, route_to(via, hop), cookie))
-        hosts.setdefault(r.via, (via, hop))
+    rows += _static_routes(topo, tenant, False, domain.network_of, by_network, ip, cookie,
+                           hosts)
     rows += [flow(FIB, fib_priority(32, FIB_CONNECTED), {**ip, "ipv4_dst": addr},
                   route_to(n, mac), cookie) for addr, (n, mac) in sorted(hosts.items())]
     return tuple(rows) + _build_fib6(topo, tenant, by_network)
@@ -171,18 +165,30 @@ def _build_fib6(topo: Topology, tenant: str,
                 if is_ipv6(addr) and "/" not in addr and addr != n.gateway6 \
                         and ipaddress.IPv6Address(addr) in net:
                     hosts.setdefault(addr, (n, mac))
-    for r in sorted((r for r in topo.routes if r.tenant == tenant and r.v6),
+    rows += _static_routes(topo, tenant, True, lambda a: topo.network_of_address(tenant, a),
+                           by_network, ip6, cookie, hosts)
+    rows += [flow(FIB, fib_priority(128, FIB_CONNECTED), {**ip6, "ipv6_dst": addr},
+                  route_to(n, mac), cookie) for addr, (n, mac) in sorted(hosts.items())]
+    return tuple(rows)
+
+
+def _static_routes(topo: Topology, tenant: str, v6: bool,
+                   network_of: Callable[[str], Tenant | None],
+                   by_network: dict[str, list[Binding]], match: dict[str, Any], cookie: int,
+                   hosts: dict[str, tuple[Tenant, str]]) -> list[Flow]:
+    """The tenant's static routes of one family, each to its next hop's network and MAC;
+    each next hop is added to `hosts` (it gets a host route when no binding gives one)."""
+    rows: list[Flow] = []
+    for r in sorted((r for r in topo.routes if r.tenant == tenant and r.v6 == v6),
                     key=lambda r: r.prefix):
-        via = topo.network_of_address(tenant, r.via)
+        via = network_of(r.via)
         hop = (_holder_mac(by_network.get(via.name, ()), r.via) if via else None) or r.mac
         if via is None or hop is None:
             continue            # the store refuses these; a stale model routes nothing
         rows.append(flow(FIB, fib_priority(r.network.prefixlen, FIB_STATIC),
-                         {**ip6, **prefix_match(r.network)}, route_to(via, hop), cookie))
+                         {**match, **prefix_match(r.network)}, route_to(via, hop), cookie))
         hosts.setdefault(r.via, (via, hop))
-    rows += [flow(FIB, fib_priority(128, FIB_CONNECTED), {**ip6, "ipv6_dst": addr},
-                  route_to(n, mac), cookie) for addr, (n, mac) in sorted(hosts.items())]
-    return tuple(rows)
+    return rows
 
 
 def _holder_mac(bindings: Any, address: str) -> str | None:

@@ -123,11 +123,8 @@ def test_the_store_keeps_gateway6_and_refuses_bad_ones_changing_nothing(make_sto
 
 
 # --- the upgrade from schema 11 ---------------------------------------------------------------
-def _schema_11_file(path) -> None:
-    """A store as schema 11 left it: red (dual-stack, a gateway), red-db (dual-stack, a
-    gateway, a port bound by hand with fd00:2::1, what schema 11 derived as its gateway
-    then), red-v4 (IPv4 only) and red-lab (dual-stack, no gateway)."""
-    s = Store(path)
+def _schema_11_model(s: Store) -> None:
+    """red, red-db (its ::1 held by a port bound by hand), red-v4 and red-lab (below)."""
     s.create_tenant("red", subnet="10.1.0.0/24", subnet6="fd00:1::/64")
     s.create_network("red-db", "red", subnet="10.1.1.0/24", subnet6="fd00:2::/64",
                      gateway6=None)
@@ -135,6 +132,14 @@ def _schema_11_file(path) -> None:
     s.create_network("red-lab", "red", subnet="10.1.3.0/24", gateway=None,
                      subnet6="fd00:4::/64")
     s.bind("h1", "p1", "red-db", mac="02:00:00:00:00:01", ips=("10.1.1.5", "fd00:2::1"))
+
+
+def _schema_11_file(path) -> None:
+    """A store as schema 11 left it: red (dual-stack, a gateway), red-db (dual-stack, a
+    gateway, a port bound by hand with fd00:2::1, what schema 11 derived as its gateway
+    then), red-v4 (IPv4 only) and red-lab (dual-stack, no gateway)."""
+    s = Store(path)
+    _schema_11_model(s)
     s.bind("h1", "p2", "red", mac="02:00:00:00:00:02", ips=("10.1.0.5", "fd00:1::5"))
     s.close()
     db = sqlite3.connect(path)
@@ -178,13 +183,7 @@ def _v11_docs() -> tuple[list[dict], list[dict]]:
     """What schema 11 wrote for _schema_11_file's model: tenant documents without
     gateway6, and the bindings."""
     s = Store(":memory:")
-    s.create_tenant("red", subnet="10.1.0.0/24", subnet6="fd00:1::/64")
-    s.create_network("red-db", "red", subnet="10.1.1.0/24", subnet6="fd00:2::/64",
-                     gateway6=None)
-    s.create_network("red-v4", "red", subnet="10.1.2.0/24")
-    s.create_network("red-lab", "red", subnet="10.1.3.0/24", gateway=None,
-                     subnet6="fd00:4::/64")
-    s.bind("h1", "p1", "red-db", mac="02:00:00:00:00:01", ips=("10.1.1.5", "fd00:2::1"))
+    _schema_11_model(s)
     m = s.export()
     s.close()
     tenants = [{k: v for k, v in t.items() if k != "gateway6"} for t in m["tenants"]]
