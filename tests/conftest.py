@@ -365,8 +365,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
         failed = _BESIDE["rc"] != 0
         terminalreporter.section(f"the {len(_BESIDE['ids'])} unit tests beside the lab "
                                  f"tests: {'FAILED' if failed else 'passed'} (exit "
-                                 f"{_BESIDE['rc']}, {_BESIDE['took']:.0f}s, waited for "
-                                 f"{_BESIDE['waited']:.0f}s; {_BESIDE['log']})",
+                                 f"{_BESIDE['rc']}, reaped {_BESIDE['took']:.0f}s after "
+                                 f"the start, waited for {_BESIDE['waited']:.0f}s; "
+                                 f"{_BESIDE['log']})",
                                  red=failed, green=not failed)
         marks = ("= FAILURES =", "= ERRORS =") if failed else ("seconds per module",)
         start = next((k for k, line in enumerate(lines) if any(m in line for m in marks)),
